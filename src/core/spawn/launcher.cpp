@@ -1,0 +1,762 @@
+#include "core/spawn/launcher.hpp"
+
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <net/if.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <grp.h>
+#include <climits>
+#include <unistd.h>
+
+#include <linux/keyctl.h>
+#include <linux/openat2.h>
+
+#include <cstring>
+#include <optional>
+
+#include "core/base/error.hpp"
+#include "core/base/fs_at.hpp"
+#include "core/base/passwd.hpp"
+#include "core/kernel/capabilities.hpp"
+#include "core/kernel/console.hpp"
+#include "core/kernel/mount.hpp"
+#include "core/spawn/mount_plan.hpp"
+
+namespace mk::core {
+namespace {
+
+constexpr const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+// Messages from the child on the set-up channel.
+enum class Msg : uint8_t { Error = 1, SetupDone = 2 };
+
+struct ErrorMsg {
+    Msg type;
+    int err;
+    char text[480];
+};
+
+// ---- small helpers -------------------------------------------------------------------------
+
+std::string uuid_to_string(const Uuid& u) {
+    static const char* hex = "0123456789abcdef";
+    std::string s;
+    for (size_t i = 0; i < u.size(); i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) s += '-';
+        s += hex[u[i] >> 4];
+        s += hex[u[i] & 15];
+    }
+    return s;
+}
+
+Uuid random_uuid() {
+    Uuid u{};
+    if (getrandom(u.data(), u.size(), 0) != static_cast<ssize_t>(u.size())) throw_last_error("getrandom");
+    u[6] = (u[6] & 0x0F) | 0x40;  // version 4
+    u[8] = (u[8] & 0x3F) | 0x80;  // RFC 4122 variant
+    return u;
+}
+
+// A TERM value passed into the container must not carry escape sequences (B-83).
+std::string sanitize_term(const char* term) {
+    if (!term || !*term || std::strlen(term) > 64) return "vt220";
+    for (const char* p = term; *p; p++)
+        if (!(isalnum(static_cast<unsigned char>(*p)) || *p == '-' || *p == '_' || *p == '.' || *p == '+'))
+            return "vt220";
+    return term;
+}
+
+// KEY=VALUE lines of an os-release file, with shell-style quotes removed.
+std::vector<std::pair<std::string, std::string>> parse_os_release(const std::string& text) {
+    std::vector<std::pair<std::string, std::string>> out;
+    size_t i = 0;
+    while (i < text.size()) {
+        size_t j = text.find('\n', i);
+        if (j == std::string::npos) j = text.size();
+        std::string line = text.substr(i, j - i);
+        i = j + 1;
+        size_t eq = line.find('=');
+        if (line.empty() || line[0] == '#' || eq == std::string::npos || eq == 0) continue;
+        std::string key = line.substr(0, eq), val = line.substr(eq + 1);
+        bool ok = true;
+        for (char c : key) ok = ok && (isalnum(static_cast<unsigned char>(c)) || c == '_');
+        if (!ok) continue;
+        if (val.size() >= 2 && (val[0] == '"' || val[0] == '\'') && val.back() == val[0]) val = val.substr(1, val.size() - 2);
+        out.emplace_back(key, val);
+    }
+    return out;
+}
+
+bool is_executable_in_root(int root_fd, const std::string& path) {
+    UniqueFd fd = open_in_root(root_fd, path, O_PATH);
+    if (!fd) return false;
+    struct stat st;
+    return fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0111);
+}
+
+// An abstract AF_UNIX socket as a lock: the kernel releases it when spawn dies, however it dies,
+// so a crashed spawn never leaves a stale lock file behind.
+UniqueFd take_name_lock(const std::string& name) {
+    UniqueFd fd(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!fd) throw_last_error("socket");
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::string key = "machkit/spawn/" + name;
+    std::memcpy(sa.sun_path + 1, key.data(), key.size());
+    socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + key.size());
+    if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), len) < 0) {
+        if (errno == EADDRINUSE) return UniqueFd();
+        throw_last_error("cannot lock " + name);
+    }
+    return fd;
+}
+
+void send_error(int chan, int err, const std::string& text) noexcept {
+    ErrorMsg m{};
+    m.type = Msg::Error;
+    m.err = err;
+    std::strncpy(m.text, text.c_str(), sizeof m.text - 1);
+    (void)!send(chan, &m, sizeof m, MSG_NOSIGNAL);
+}
+
+void send_with_fd(int chan, Msg type, int fd) {
+    char data = static_cast<char>(type);
+    iovec iov{&data, 1};
+    msghdr mh{};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))]{};
+    if (fd >= 0) {
+        mh.msg_control = ctrl;
+        mh.msg_controllen = sizeof ctrl;
+        cmsghdr* c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    }
+    if (sendmsg(chan, &mh, MSG_NOSIGNAL) < 0) throw_last_error("cannot talk to the spawn process");
+}
+
+// ---- what the child needs, computed before clone ---------------------------------------------
+
+struct Prepared {
+    UniqueFd root_dir;  // O_PATH of the tree, in the host namespace
+    std::string root_path;
+    std::vector<MountStep> plan;
+    UserRecord user;
+    std::vector<std::string> argv;
+    std::string exec_path;  // absolute path inside the container, or empty to search PATH
+    std::vector<std::string> env;
+    std::string hostname;
+    std::string cwd;
+    uint64_t bounding = kDefaultCapabilities;
+    bool use_pty = false;
+    bool wait_for_go = false;
+    std::string host_os_release;
+    std::string container_manager = "systemd-nspawn";
+};
+
+std::string resolve_in_path(const Prepared& p, const std::string& cmd) {
+    if (cmd.find('/') != std::string::npos) return cmd;
+    std::string path = kDefaultPath;
+    for (const auto& e : p.env)
+        if (e.starts_with("PATH=")) path = e.substr(5);
+    size_t i = 0;
+    while (i <= path.size()) {
+        size_t j = path.find(':', i);
+        if (j == std::string::npos) j = path.size();
+        std::string dir = path.substr(i, j - i);
+        i = j + 1;
+        if (dir.empty()) continue;
+        std::string cand = dir + "/" + cmd;
+        if (access(cand.c_str(), X_OK) == 0) return cand;
+    }
+    return {};
+}
+
+// ---- the child --------------------------------------------------------------------------------
+
+void bring_up_loopback() {
+    UniqueFd s(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!s) throw_last_error("socket");
+    ifreq ifr{};
+    std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+    if (ioctl(s.get(), SIOCGIFFLAGS, &ifr) < 0) throw_last_error("cannot read flags of lo");
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(s.get(), SIOCSIFFLAGS, &ifr) < 0) throw_last_error("cannot bring up lo");
+}
+
+void write_integration_files(int root_fd, const Prepared& p, const SpawnSpec& spec) {
+    // /run/host: os-release of the host and who manages this container, as nspawn provides them.
+    UniqueFd host = open_in_root(root_fd, "/run/host", O_RDONLY | O_DIRECTORY, 0, RESOLVE_NO_SYMLINKS);
+    if (!host) throw_last_error("cannot open /run/host");
+    if (!p.host_os_release.empty()) write_file_at(host.get(), "os-release", p.host_os_release, 0444);
+    write_file_at(host.get(), "container-manager", p.container_manager + "\n", 0444);
+    if (mkdirat(host.get(), "incoming", 0755) < 0 && errno != EEXIST) throw_last_error("mkdir /run/host/incoming");
+
+    if (spec.read_only) return;  // nothing may be written into a read-only tree
+    // resolv.conf: a copy of the host's, unless the tree manages its own (a symlink) or asks otherwise.
+    ResolvConfMode rc = spec.resolv_conf;
+    if (rc == ResolvConfMode::Auto) rc = spec.private_network ? ResolvConfMode::Off : ResolvConfMode::CopyHost;
+    if (rc == ResolvConfMode::CopyHost || rc == ResolvConfMode::ReplaceHost || rc == ResolvConfMode::Delete) {
+        UniqueFd etc = open_in_root(root_fd, "/etc", O_RDONLY | O_DIRECTORY);
+        if (etc) {
+            struct stat st;
+            bool exists = fstatat(etc.get(), "resolv.conf", &st, AT_SYMLINK_NOFOLLOW) == 0;
+            if (rc == ResolvConfMode::Delete) {
+                if (exists && unlinkat(etc.get(), "resolv.conf", 0) < 0) throw_last_error("cannot delete /etc/resolv.conf");
+            } else if (!exists || S_ISREG(st.st_mode) || rc == ResolvConfMode::ReplaceHost) {
+                auto data = read_host_file("/etc/resolv.conf");
+                if (data) {
+                    if (exists && !S_ISREG(st.st_mode)) unlinkat(etc.get(), "resolv.conf", 0);
+                    write_file_at(etc.get(), "resolv.conf", *data, 0644);
+                }
+            }
+        }
+    } else if (rc == ResolvConfMode::BindHost) {
+        MountStep b;
+        b.kind = StepKind::Bind;
+        b.source = "/etc/resolv.conf";
+        b.target = "/etc/resolv.conf";
+        b.attrs = MOUNT_ATTR_RDONLY;
+        b.create_target = true;
+        apply_mount_plan(root_fd, {b});
+    }
+
+    // /etc/localtime: the host's zone, as a symlink when the tree has the zone file, else a copy.
+    TimezoneMode tz = spec.timezone;
+    if (tz == TimezoneMode::Off) return;
+    char target[PATH_MAX];
+    ssize_t n = readlink("/etc/localtime", target, sizeof target - 1);
+    UniqueFd etc = open_in_root(root_fd, "/etc", O_RDONLY | O_DIRECTORY);
+    if (!etc) return;
+    if (tz == TimezoneMode::Delete) {
+        unlinkat(etc.get(), "localtime", 0);
+        return;
+    }
+    if (n > 0) target[n] = 0;
+    std::string zone = n > 0 ? std::string(target) : std::string();
+    size_t zi = zone.find("zoneinfo/");
+    bool tree_has_zone = zi != std::string::npos && is_executable_in_root(root_fd, "/") &&
+                         open_in_root(root_fd, "/usr/share/" + zone.substr(zi), O_PATH).valid();
+    if ((tz == TimezoneMode::Auto || tz == TimezoneMode::Symlink) && tree_has_zone) {
+        std::string link = "../usr/share/" + zone.substr(zi);
+        char cur[PATH_MAX];
+        ssize_t cn = readlinkat(etc.get(), "localtime", cur, sizeof cur - 1);
+        if (cn > 0 && std::string(cur, static_cast<size_t>(cn)) == link) return;
+        unlinkat(etc.get(), "localtime", 0);
+        if (symlinkat(link.c_str(), etc.get(), "localtime") < 0) throw_last_error("cannot link /etc/localtime");
+    } else if (tz == TimezoneMode::Copy || tz == TimezoneMode::Auto) {
+        auto data = read_host_file("/etc/localtime");
+        if (!data) return;
+        unlinkat(etc.get(), "localtime", 0);
+        write_file_at(etc.get(), "localtime", *data, 0644);
+    } else if (tz == TimezoneMode::Bind) {
+        MountStep b;
+        b.kind = StepKind::Bind;
+        b.source = "/etc/localtime";
+        b.target = "/etc/localtime";
+        b.attrs = MOUNT_ATTR_RDONLY;
+        b.create_target = true;
+        apply_mount_plan(root_fd, {b});
+    }
+}
+
+// Opens a pty on the container's own devpts, binds its peer over /dev/console, and returns
+// {master, peer}. Runs after pivot_root.
+std::pair<UniqueFd, UniqueFd> setup_console() {
+    UniqueFd master(open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (!master) throw_last_error("cannot open /dev/pts/ptmx");
+    int unlock = 0;
+    if (ioctl(master.get(), TIOCSPTLCK, &unlock) < 0) throw_last_error("cannot unlock the console pty");
+    // TIOCGPTPEER opens the peer through the master, never by a path the guest could swap (T-07).
+    UniqueFd peer(ioctl(master.get(), TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (!peer) throw_last_error("cannot open the console pty peer");
+    UniqueFd console(open("/dev/console", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!console) throw_last_error("cannot create /dev/console");
+    UniqueFd clone = clone_tree(peer.get(), "", false);
+    attach_mount(clone.get(), console.get(), "the console pty on /dev/console");
+    return {std::move(master), std::move(peer)};
+}
+
+[[noreturn]] void stub_init(pid_t payload) {
+    // PID 1 for --as-pid2: reaps every child and forwards signals to the payload; exits with the
+    // payload's status. Holds no capabilities and is not dumpable.
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    set_capabilities(0, 0);
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, nullptr);
+    for (;;) {
+        siginfo_t si{};
+        int sig = sigwaitinfo(&all, &si);
+        if (sig < 0) continue;
+        if (sig == SIGCHLD) {
+            int status;
+            pid_t w;
+            while ((w = waitpid(-1, &status, WNOHANG)) > 0) {
+                if (w != payload) continue;
+                if (WIFEXITED(status)) _exit(WEXITSTATUS(status));
+                _exit(128 + WTERMSIG(status));
+            }
+        } else {
+            kill(payload, sig);
+        }
+    }
+}
+
+[[noreturn]] void child_main(const SpawnSpec& spec, Prepared& p, int chan) noexcept {
+    try {
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) throw_last_error("prctl(PDEATHSIG)");
+        // If spawn died before the line above, nobody will ever reap us: the channel tells.
+        pollfd pf{chan, 0, 0};
+        if (poll(&pf, 1, 0) > 0 && (pf.revents & POLLHUP)) _exit(1);
+        umask(0);
+
+        if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0)
+            throw_last_error("cannot make the mount namespace private");
+        // The tree, cloned and attached over itself: root_fd is the new mount's root from here on.
+        // The fd from before clone belongs to the host's mount namespace, which open_tree() refuses
+        // to clone from: open the tree again, in ours.
+        UniqueFd dir(open(p.root_path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (!dir) throw_last_error("cannot open " + p.root_path);
+        UniqueFd tree = clone_tree(dir.get(), "", true);
+        if (move_mount(tree.get(), "", AT_FDCWD, p.root_path.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            throw_last_error("cannot mount the container tree");
+        int root = tree.get();
+
+        apply_mount_plan(root, p.plan);
+        write_integration_files(root, p, spec);
+        // /run/host is the host's word to the guest: read-only.
+        {
+            UniqueFd host = open_in_root(root, "/run/host", O_PATH | O_DIRECTORY, 0, RESOLVE_NO_SYMLINKS);
+            UniqueFd hm = clone_tree(host.get(), "", true);
+            remount_read_only(hm.get(), true, "/run/host");
+            attach_mount(hm.get(), host.get(), "/run/host");
+        }
+        if (spec.read_only) remount_read_only(root, false, "the container root");
+
+        if (fchdir(root) < 0) throw_last_error("fchdir");
+        if (syscall(SYS_pivot_root, ".", ".") < 0) throw_last_error("pivot_root");
+        if (umount2(".", MNT_DETACH) < 0) throw_last_error("cannot detach the host's root");
+        if (chdir("/") < 0) throw_last_error("chdir /");
+        tree.reset();
+
+        UniqueFd console_peer;
+        if (p.use_pty) {
+            auto [master, peer] = setup_console();
+            send_with_fd(chan, Msg::SetupDone, master.get());
+            console_peer = std::move(peer);
+        } else {
+            send_with_fd(chan, Msg::SetupDone, -1);
+        }
+
+        if (sethostname(p.hostname.data(), p.hostname.size()) < 0) throw_last_error("sethostname");
+        // A fresh session keyring: the kernel keyring is not namespaced.
+        if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, 0, 0, 0, 0) < 0) throw_last_error("cannot join a new session keyring");
+        if (spec.private_network) bring_up_loopback();
+
+        if (p.wait_for_go) {
+            char go;
+            if (recv(chan, &go, 1, 0) != 1) _exit(1);
+        }
+
+        if (setsid() < 0) throw_last_error("setsid");
+        if (console_peer) {
+            if (ioctl(console_peer.get(), TIOCSCTTY, 0) < 0) throw_last_error("cannot make the console the controlling terminal");
+            for (int i = 0; i < 3; i++)
+                if (dup2(console_peer.get(), i) < 0) throw_last_error("dup2");
+            console_peer.reset();
+        }
+
+        int r = drop_bounding_set(p.bounding);
+        if (r < 0) throw_errno(-r, "cannot drop capabilities from the bounding set");
+
+        if (spec.start_mode == StartMode::Pid2) {
+            pid_t pid = fork();
+            if (pid < 0) throw_last_error("fork");
+            if (pid > 0) {
+                close(chan);
+                stub_init(pid);
+            }
+            if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) throw_last_error("prctl(PDEATHSIG)");
+        }
+
+        bool root_user = p.user.uid == 0;
+        if (setgroups(p.user.groups.size(), p.user.groups.data()) < 0) throw_last_error("setgroups");
+        if (setresgid(p.user.gid, p.user.gid, p.user.gid) < 0) throw_last_error("setresgid");
+        if (setresuid(p.user.uid, p.user.uid, p.user.uid) < 0) throw_last_error("setresuid");
+        r = set_capabilities(root_user ? p.bounding : 0, 0);
+        if (r < 0) throw_errno(-r, "cannot set capabilities");
+        // A credential change clears the parent-death signal: set it again.
+        if (!root_user && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) throw_last_error("prctl(PDEATHSIG)");
+        if (spec.no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) throw_last_error("no_new_privs");
+
+        umask(022);
+        if (chdir(p.cwd.c_str()) < 0) {
+            if (!spec.chdir.empty()) throw_last_error("cannot change directory to " + p.cwd);
+            if (chdir("/") < 0) throw_last_error("chdir /");
+        }
+
+        std::vector<char*> argv, envp;
+        for (auto& a : p.argv) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        for (auto& e : p.env) envp.push_back(e.data());
+        envp.push_back(nullptr);
+        std::string path = p.exec_path.empty() ? resolve_in_path(p, p.argv[0]) : p.exec_path;
+        if (path.empty()) throw_errno(ENOENT, "cannot find '" + p.argv[0] + "' in the container's PATH");
+
+        // No host fd may reach the payload (runc CVE-2024-21626): everything above 2 closes on exec,
+        // the set-up channel included, which tells the parent that exec happened.
+        syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, nullptr);
+        execve(path.c_str(), argv.data(), envp.data());
+        throw_last_error("cannot execute " + path);
+    } catch (const std::system_error& e) {
+        send_error(chan, e.code().value(), e.what());
+    } catch (const std::exception& e) {
+        send_error(chan, 0, e.what());
+    }
+    _exit(1);
+}
+
+// ---- the parent -------------------------------------------------------------------------------
+
+Prepared prepare(const SpawnSpec& spec, bool wait_for_go) {
+    Prepared p;
+    p.root_path = spec.directory;
+    p.root_dir.reset(open(spec.directory.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!p.root_dir) {
+        if (errno == ENOENT) throw UsageError("directory " + spec.directory + " does not exist; pass an OS tree with -D");
+        if (errno == ENOTDIR) throw UsageError(spec.directory + " is not a directory; pass an OS tree with -D");
+        throw_last_error("cannot open " + spec.directory);
+    }
+    int root = p.root_dir.get();
+
+    p.plan = build_mount_plan(spec);
+
+    // The user, from the tree's own passwd.
+    auto passwd = read_file_in_root(root, "/etc/passwd").value_or("");
+    std::string user = spec.user.empty() ? "root" : spec.user;
+    auto rec = find_user(passwd, user);
+    if (!rec) {
+        if (spec.user.empty()) rec = find_user("", "0");
+        else throw UsageError("user '" + spec.user + "' does not exist in the container's /etc/passwd");
+    }
+    p.user = *rec;
+    if (p.user.uid != 0 || !spec.user.empty()) {
+        auto group = read_file_in_root(root, "/etc/group").value_or("");
+        p.user.groups = find_supplementary_groups(group, p.user.name, p.user.gid);
+    }
+
+    // What to run.
+    if (spec.start_mode == StartMode::Boot) {
+        std::string init = find_init(root);
+        if (init.empty())
+            throw UsageError("no init found in " + spec.directory +
+                             " (looked for /usr/lib/systemd/systemd, /lib/systemd/systemd, /sbin/init); drop -b to run a command");
+        p.exec_path = init;
+        p.argv.push_back(init);
+        for (const auto& a : spec.argv) p.argv.push_back(a);
+    } else if (spec.argv.empty()) {
+        std::string shell = p.user.shell;
+        if (!is_executable_in_root(root, shell)) shell = "/bin/sh";
+        if (!is_executable_in_root(root, shell))
+            throw UsageError("no usable shell in " + spec.directory + ": neither " + p.user.shell +
+                             " nor /bin/sh exists there; give a command to run");
+        p.exec_path = shell;
+        std::string base = shell.substr(shell.rfind('/') + 1);
+        p.argv.push_back("-" + base);  // a login shell, as nspawn runs it
+    } else {
+        p.argv = spec.argv;
+        if (spec.argv[0].find('/') != std::string::npos) p.exec_path = spec.argv[0];
+    }
+
+    p.hostname = spec.hostname.empty() ? spec.machine_name : spec.hostname;
+    p.cwd = !spec.chdir.empty() ? spec.chdir : (spec.start_mode == StartMode::Boot ? "/" : p.user.home);
+
+    p.bounding = spec.capabilities_all ? ~uint64_t{0} : kDefaultCapabilities;
+    if (spec.private_network) p.bounding |= cap_bit(CAP_NET_ADMIN);
+    p.bounding |= spec.capabilities_add;
+    p.bounding &= ~spec.capabilities_drop;
+    // A manager that lacks a capability itself (CAP_SYS_RESOURCE on some hosts) cannot grant it.
+    p.bounding &= current_permitted_capabilities();
+
+    switch (spec.console) {
+    case ConsoleMode::Interactive:
+    case ConsoleMode::ReadOnly:
+    case ConsoleMode::Passive:
+        p.use_pty = true;
+        break;
+    default:
+        p.use_pty = false;
+    }
+
+    if (const char* cm = getenv("SYSTEMD_NSPAWN_CONTAINER_SERVICE"); cm && *cm && getuid() == 0)
+        p.container_manager = cm;
+    p.host_os_release = read_host_file("/etc/os-release").value_or(read_host_file("/usr/lib/os-release").value_or(""));
+
+    // The environment: nspawn's set, so that guests recognise their container.
+    Uuid uuid = spec.uuid ? *spec.uuid : random_uuid();
+    p.env.push_back(std::string("PATH=") + kDefaultPath);
+    p.env.push_back("container=" + p.container_manager);
+    p.env.push_back("container_uuid=" + uuid_to_string(uuid));
+    p.env.push_back("HOME=" + p.user.home);
+    p.env.push_back("USER=" + p.user.name);
+    p.env.push_back("LOGNAME=" + p.user.name);
+    p.env.push_back("TERM=" + (spec.console == ConsoleMode::Pipe ? std::string("dumb") : sanitize_term(getenv("TERM"))));
+    if (spec.start_mode != StartMode::Boot) p.env.push_back("LANG=C.UTF-8");
+    if (spec.start_mode == StartMode::Boot) p.env.push_back("NOTIFY_SOCKET=/run/host/notify");
+    for (auto& [k, v] : parse_os_release(p.host_os_release)) p.env.push_back("container_host_" + [&] {
+        std::string lk = k;
+        for (char& c : lk) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+        return lk;
+    }() + "=" + v);
+    for (const auto& e : spec.setenv) {
+        std::string name = e.substr(0, e.find('='));
+        std::erase_if(p.env, [&](const std::string& x) { return x.compare(0, name.size() + 1, name + "=") == 0; });
+        p.env.push_back(e);
+    }
+    p.wait_for_go = wait_for_go;
+    return p;
+}
+
+
+// Receives one message from the child: returns false on EOF (the child exec'd or died).
+// Throws the child's error as std::system_error.
+bool receive(int chan, Msg& type, UniqueFd& fd) {
+    ErrorMsg m{};
+    iovec iov{&m, sizeof m};
+    msghdr mh{};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))]{};
+    mh.msg_control = ctrl;
+    mh.msg_controllen = sizeof ctrl;
+    ssize_t n;
+    do n = recvmsg(chan, &mh, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0) return false;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            int f;
+            std::memcpy(&f, CMSG_DATA(c), sizeof f);
+            fd.reset(f);
+        }
+    type = m.type;
+    if (type == Msg::Error) {
+        m.text[sizeof m.text - 1] = 0;
+        throw std::runtime_error(m.text);  // the child's text already names the errno
+    }
+    return true;
+}
+
+int wait_status_to_exit(const siginfo_t& si) {
+    if (si.si_code == CLD_EXITED) return si.si_status;
+    return 128 + si.si_status;
+}
+
+}  // namespace
+
+std::string find_init(int root_fd) {
+    for (const char* c : {"/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init"})
+        if (is_executable_in_root(root_fd, c)) return c;
+    return {};
+}
+
+Launcher::Launcher(SpawnSpec spec, LaunchHooks hooks) : spec_(std::move(spec)), hooks_(std::move(hooks)) {}
+
+int Launcher::run() {
+    if (geteuid() != 0) throw UsageError("spawn must be run as root (it creates namespaces and mounts)");
+    Prepared p = prepare(spec_, static_cast<bool>(hooks_.on_ready));
+    cap_last_cap();  // cache before clone
+
+    UniqueFd name_lock = take_name_lock(spec_.machine_name);
+    if (!name_lock)
+        throw UsageError("machine name '" + spec_.machine_name + "' is already in use by a running container; pick another with -M");
+
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_last_error("socketpair");
+    UniqueFd chan(sv[0]), child_chan(sv[1]);
+
+    // Signals are handled through a signalfd; the child restores the mask before exec.
+    sigset_t mask, old_mask;
+    sigemptyset(&mask);
+    for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGWINCH, SIGQUIT}) sigaddset(&mask, s);
+    sigprocmask(SIG_BLOCK, &mask, &old_mask);
+    signal(SIGPIPE, SIG_IGN);
+    UniqueFd sfd(signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!sfd) throw_last_error("signalfd");
+
+    clone_args ca{};
+    ca.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP | CLONE_PIDFD;
+    if (spec_.private_network) ca.flags |= CLONE_NEWNET;
+    int pidfd_raw = -1;
+    ca.pidfd = reinterpret_cast<uint64_t>(&pidfd_raw);
+    ca.exit_signal = SIGCHLD;
+    long pid = syscall(SYS_clone3, &ca, sizeof ca);
+    if (pid < 0) throw_last_error("cannot create the container's namespaces");
+    if (pid == 0) {
+        chan.reset();
+        sfd.reset();
+        signal(SIGPIPE, SIG_DFL);
+        child_main(spec_, p, child_chan.get());
+    }
+    UniqueFd pidfd(pidfd_raw);
+    child_chan.reset();
+    p.root_dir.reset();
+
+    UniqueFd master;
+    std::optional<RawTerminal> raw;
+    bool interactive = spec_.console == ConsoleMode::Interactive;
+    bool relay_out = spec_.console == ConsoleMode::Interactive || spec_.console == ConsoleMode::ReadOnly;
+    bool stdin_open = interactive;
+    bool chan_open = true;
+    int term_count = 0;
+    EscapeDetector escape;
+    std::optional<int> exit_code;
+    std::string setup_error;
+
+    auto kill_child = [&](int sig) { syscall(SYS_pidfd_send_signal, pidfd.get(), sig, nullptr, 0); };
+
+    while (!exit_code) {
+        pollfd fds[5];
+        int n = 0;
+        fds[n++] = {pidfd.get(), POLLIN, 0};
+        fds[n++] = {sfd.get(), POLLIN, 0};
+        int chan_i = -1, master_i = -1, stdin_i = -1;
+        if (chan_open) chan_i = n, fds[n++] = {chan.get(), POLLIN, 0};
+        if (master) master_i = n, fds[n++] = {master.get(), POLLIN, 0};
+        if (stdin_open && master) stdin_i = n, fds[n++] = {STDIN_FILENO, POLLIN, 0};
+        if (poll(fds, static_cast<nfds_t>(n), -1) < 0) {
+            if (errno == EINTR) continue;
+            throw_last_error("poll");
+        }
+
+        if (chan_i >= 0 && fds[chan_i].revents) {
+            try {
+                Msg type{};
+                UniqueFd fd;
+                if (!receive(chan.get(), type, fd)) {
+                    chan_open = false;
+                } else if (type == Msg::SetupDone) {
+                    if (fd) {
+                        master = std::move(fd);
+                        fcntl(master.get(), F_SETFL, O_NONBLOCK);
+                        if (interactive) {
+                            raw.emplace(STDIN_FILENO);
+                            copy_window_size(STDIN_FILENO, master.get());
+                        }
+                    }
+                    if (hooks_.on_ready) {
+                        try {
+                            hooks_.on_ready(static_cast<pid_t>(pid));
+                        } catch (...) {
+                            kill_child(SIGKILL);  // the loop reaps it and reports the error
+                            throw;
+                        }
+                        char go = 1;
+                        if (send(chan.get(), &go, 1, MSG_NOSIGNAL) != 1) chan_open = false;
+                    }
+                }
+            } catch (const std::runtime_error& e) {
+                setup_error = e.what();
+                chan_open = false;
+            }
+        }
+
+        if (master_i >= 0 && (fds[master_i].revents & (POLLIN | POLLHUP | POLLERR))) {
+            char buf[16384];
+            ssize_t r = read(master.get(), buf, sizeof buf);
+            if (r > 0) {
+                if (relay_out) write_all(STDOUT_FILENO, buf, static_cast<size_t>(r));
+            } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+                // EIO: every holder of the peer has closed it. Keep the master for a late reopen,
+                // but stop polling it, or poll would spin on POLLHUP.
+                if (!(fds[master_i].revents & POLLIN)) master_i = -1;
+            }
+        }
+
+        if (stdin_i >= 0 && fds[stdin_i].revents) {
+            char buf[4096];
+            ssize_t r = read(STDIN_FILENO, buf, sizeof buf);
+            if (r > 0) {
+                if (escape.feed(buf, static_cast<size_t>(r), std::chrono::steady_clock::now())) {
+                    raw.reset();
+                    if (!spec_.quiet) fprintf(stderr, "\nContainer %s terminated by ^]^]^].\n", spec_.machine_name.c_str());
+                    kill_child(SIGKILL);
+                } else {
+                    write_all(master.get(), buf, static_cast<size_t>(r));
+                }
+            } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+                stdin_open = false;
+            }
+        }
+
+        if (fds[1].revents & POLLIN) {
+            signalfd_siginfo si;
+            while (read(sfd.get(), &si, sizeof si) == sizeof si) {
+                int sig = static_cast<int>(si.ssi_signo);
+                if (sig == SIGWINCH) {
+                    if (master && interactive) copy_window_size(STDIN_FILENO, master.get());
+                } else if (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT) {
+                    if (++term_count > 1) {
+                        kill_child(SIGKILL);
+                    } else {
+                        int fwd = spec_.kill_signal > 0 ? spec_.kill_signal : sig;
+                        if (spec_.start_mode == StartMode::Boot && !spec_.quiet)
+                            fprintf(stderr, "Trying to halt container. Send SIGTERM again to trigger immediate termination.\n");
+                        kill_child(fwd);
+                    }
+                } else if (sig == SIGHUP) {
+                    kill_child(SIGHUP);
+                }
+            }
+        }
+
+        if (fds[0].revents & POLLIN) {
+            siginfo_t si{};
+            if (waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &si, WEXITED) == 0) {
+                // Drain what the container printed last.
+                if (master && relay_out) {
+                    char buf[16384];
+                    ssize_t r;
+                    while ((r = read(master.get(), buf, sizeof buf)) > 0) write_all(STDOUT_FILENO, buf, static_cast<size_t>(r));
+                }
+                // A set-up error may still be queued on the channel.
+                if (chan_open && setup_error.empty()) {
+                    try {
+                        Msg type{};
+                        UniqueFd fd;
+                        while (receive(chan.get(), type, fd)) {}
+                    } catch (const std::runtime_error& e) {
+                        setup_error = e.what();
+                    }
+                }
+                exit_code = wait_status_to_exit(si);
+            }
+        }
+    }
+
+    raw.reset();
+    sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+    if (hooks_.on_exit) hooks_.on_exit();
+    if (!setup_error.empty()) throw std::runtime_error(setup_error);
+    return *exit_code;
+}
+
+}  // namespace mk::core

@@ -1,0 +1,47 @@
+// The launcher: starts one container from a SpawnSpec and supervises it until it ends.
+//
+// Process model: spawn (the parent) clones one child with new mount, PID, UTS, IPC and cgroup
+// namespaces (and network with --private-network). The child is the container's PID 1: it mounts
+// per the mount plan, pivots into the tree, drops privileges and execs the payload. Errors in the
+// child travel to the parent over a SOCK_SEQPACKET pair (errno + message); exec closes the pair.
+// The child carries PR_SET_PDEATHSIG(SIGKILL), so killing spawn (even with SIGKILL) kills the
+// container, and with it every mount it made: nothing stays on the host.
+//
+// Thread-hostile: changes the signal mask and the terminal mode of the calling process.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <string>
+
+#include "core/spawn/spawn_spec.hpp"
+
+namespace mk::core {
+
+struct LaunchHooks {
+    // Called once the container is set up, before its payload runs. May throw to abort the start.
+    std::function<void(pid_t leader)> on_ready;
+    // Called after the container has ended (not when spawn itself is killed).
+    std::function<void()> on_exit;
+};
+
+class Launcher {
+public:
+    explicit Launcher(SpawnSpec spec, LaunchHooks hooks = {});
+
+    // Starts the container and waits for it. Returns spawn's exit status: the payload's exit code,
+    // 128+N after death by signal N. Throws UsageError / std::system_error for set-up failures
+    // (nothing is left behind then).
+    int run();
+
+private:
+    SpawnSpec spec_;
+    LaunchHooks hooks_;
+};
+
+// The container's init for --boot: the first of /usr/lib/systemd/systemd, /lib/systemd/systemd,
+// /sbin/init that exists in the tree (resolved inside it). Empty if none does.
+std::string find_init(int root_fd);
+
+}  // namespace mk::core

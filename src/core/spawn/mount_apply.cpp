@@ -1,0 +1,150 @@
+// apply_mount_plan(): the kernel side of the mount plan. Runs in the container child, in its own
+// mount namespace, before pivot_root.
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/base/error.hpp"
+#include "core/base/fs_at.hpp"
+#include "core/kernel/mount.hpp"
+#include "core/spawn/mount_plan.hpp"
+
+namespace mk::core {
+namespace {
+
+// Opens a target that must be a plain directory or file of the tree: any symlink on the way is
+// refused, so /proc -> /bad-proc style trees cannot redirect API file systems (T-05).
+UniqueFd open_api_target(int root_fd, const std::string& path, bool create_dir) {
+    if (create_dir) {
+        auto [parent, name] = split_path(path);
+        UniqueFd pfd = open_in_root(root_fd, parent, O_PATH | O_DIRECTORY, 0, RESOLVE_NO_SYMLINKS);
+        if (pfd) {
+            UniqueFd dfd = open_in_root(pfd.get(), ".", O_RDONLY | O_DIRECTORY);
+            if (dfd && mkdirat(dfd.get(), name.c_str(), 0755) < 0 && errno != EEXIST && errno != EROFS)
+                throw_last_error("cannot create " + path + " in the container tree");
+        }
+    }
+    UniqueFd fd = open_in_root(root_fd, path, O_PATH | O_NOFOLLOW, 0, RESOLVE_NO_SYMLINKS);
+    if (!fd) {
+        if (errno == ELOOP || errno == EXDEV)
+            throw_errno(errno, "refusing to mount on " + path + ": it is a symlink in the container tree, "
+                               "it must be a plain directory");
+        throw_last_error("cannot open " + path + " in the container tree");
+    }
+    return fd;
+}
+
+UniqueFd open_own_parent(int root_fd, const std::string& path, std::string& name) {
+    auto [parent, last] = split_path(path);
+    name = last;
+    UniqueFd fd = open_in_root(root_fd, parent, O_RDONLY | O_DIRECTORY, 0, RESOLVE_NO_SYMLINKS);
+    if (!fd) throw_last_error("cannot open " + parent + " in the container");
+    return fd;
+}
+
+void do_fs(int root_fd, const MountStep& s) {
+    UniqueFd target = s.api_target ? open_api_target(root_fd, s.target, s.create_target)
+                                   : mkdir_p_in_root(root_fd, s.target);
+    UniqueFd mnt = make_fs_mount(s.fstype.c_str(), s.options, s.attrs, s.fstype.c_str());
+    attach_mount(mnt.get(), target.get(), s.fstype + " on " + s.target);
+}
+
+void do_bind(int root_fd, const MountStep& s) {
+    UniqueFd src;
+    if (s.source_in_root) {
+        src = open_in_root(root_fd, s.source, O_PATH | O_NOFOLLOW, 0, RESOLVE_NO_SYMLINKS);
+        if (!src) {
+            if (s.optional && errno == ENOENT) return;
+            throw_last_error("cannot open " + s.source + " in the container");
+        }
+    } else {
+        // Host sources are the administrator's paths: they may be symlinks on the host.
+        src.reset(::open(s.source.c_str(), O_PATH | O_CLOEXEC));
+        if (!src) {
+            if (s.optional && errno == ENOENT) return;
+            throw_last_error("cannot bind " + s.source);
+        }
+    }
+    struct stat st;
+    if (fstat(src.get(), &st) < 0) throw_last_error("stat " + s.source);
+
+    UniqueFd target;
+    if (s.source_in_root && s.target == s.source) {
+        target = open_in_root(root_fd, s.target, O_PATH | O_NOFOLLOW, 0, RESOLVE_NO_SYMLINKS);
+    } else if (s.create_target) {
+        target = S_ISDIR(st.st_mode) ? mkdir_p_in_root(root_fd, s.target) : touch_in_root(root_fd, s.target);
+    } else {
+        target = open_in_root(root_fd, s.target, O_PATH);
+    }
+    if (!target) throw_last_error("cannot open bind destination " + s.target + " in the container");
+
+    UniqueFd mnt = clone_tree(src.get(), "", s.recursive);
+    if (s.attrs) set_mount_attrs(mnt.get(), s.attrs, 0, s.recursive, s.target);
+    attach_mount(mnt.get(), target.get(), s.source + " on " + s.target);
+}
+
+void do_mask(int root_fd, const MountStep& s) {
+    UniqueFd target = open_in_root(root_fd, s.target, O_PATH | O_NOFOLLOW);
+    if (!target) {
+        if (s.optional && errno == ENOENT) return;
+        throw_last_error("cannot mask " + s.target);
+    }
+    std::string source = s.source;
+    if (source.empty()) {
+        struct stat st;
+        if (fstat(target.get(), &st) < 0) throw_last_error("stat " + s.target);
+        source = std::string(kInaccessibleDir) + (S_ISDIR(st.st_mode) ? "/dir" : "/reg");
+    }
+    UniqueFd src = open_in_root(root_fd, source, O_PATH | O_NOFOLLOW, 0, RESOLVE_NO_SYMLINKS);
+    if (!src) throw_last_error("cannot open " + source);
+    UniqueFd mnt = clone_tree(src.get(), "", false);
+    set_mount_attrs(mnt.get(), s.attrs | MOUNT_ATTR_RDONLY, 0, false, s.target);
+    attach_mount(mnt.get(), target.get(), "mask on " + s.target);
+}
+
+}  // namespace
+
+void apply_mount_plan(int root_fd, const std::vector<MountStep>& plan) {
+    for (const MountStep& s : plan) {
+        std::string name;
+        switch (s.kind) {
+        case StepKind::Fs:
+            do_fs(root_fd, s);
+            break;
+        case StepKind::Bind:
+            do_bind(root_fd, s);
+            break;
+        case StepKind::Mask:
+            do_mask(root_fd, s);
+            break;
+        case StepKind::Mkdir: {
+            UniqueFd dir = open_own_parent(root_fd, s.target, name);
+            if (mkdirat(dir.get(), name.c_str(), s.mode) < 0 && errno != EEXIST)
+                throw_last_error("cannot create " + s.target);
+            break;
+        }
+        case StepKind::File: {
+            UniqueFd dir = open_own_parent(root_fd, s.target, name);
+            UniqueFd f(openat(dir.get(), name.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, s.mode));
+            if (!f) throw_last_error("cannot create " + s.target);
+            break;
+        }
+        case StepKind::Node: {
+            UniqueFd dir = open_own_parent(root_fd, s.target, name);
+            if (mknodat(dir.get(), name.c_str(), S_IFCHR | s.mode, s.device) < 0 && errno != EEXIST)
+                throw_last_error("cannot create device node " + s.target);
+            break;
+        }
+        case StepKind::Symlink: {
+            UniqueFd dir = open_own_parent(root_fd, s.target, name);
+            if (symlinkat(s.source.c_str(), dir.get(), name.c_str()) < 0 && errno != EEXIST)
+                throw_last_error("cannot create symlink " + s.target);
+            break;
+        }
+        }
+    }
+}
+
+}  // namespace mk::core

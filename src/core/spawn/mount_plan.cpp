@@ -1,0 +1,200 @@
+#include "core/spawn/mount_plan.hpp"
+
+#include <linux/mount.h>
+#include <sys/sysmacros.h>
+
+namespace mk::core {
+namespace {
+
+constexpr uint64_t kNoSuidDevExec = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+
+MountStep fs(std::string target, std::string fstype, std::vector<std::pair<std::string, std::string>> opts,
+             uint64_t attrs) {
+    MountStep s;
+    s.kind = StepKind::Fs;
+    s.target = std::move(target);
+    s.fstype = std::move(fstype);
+    s.options = std::move(opts);
+    s.attrs = attrs;
+    return s;
+}
+
+MountStep api_fs(std::string target, std::string fstype, std::vector<std::pair<std::string, std::string>> opts,
+                 uint64_t attrs) {
+    MountStep s = fs(std::move(target), std::move(fstype), std::move(opts), attrs);
+    s.api_target = true;
+    s.create_target = true;
+    return s;
+}
+
+MountStep rebind_ro(std::string path, bool optional) {
+    MountStep s;
+    s.kind = StepKind::Bind;
+    s.source = path;
+    s.source_in_root = true;
+    s.target = std::move(path);
+    s.attrs = MOUNT_ATTR_RDONLY | kNoSuidDevExec;
+    s.optional = optional;
+    s.api_target = true;
+    return s;
+}
+
+MountStep node(std::string target, unsigned major, unsigned minor, mode_t mode = 0666) {
+    MountStep s;
+    s.kind = StepKind::Node;
+    s.target = std::move(target);
+    s.device = makedev(major, minor);
+    s.mode = mode;
+    return s;
+}
+
+MountStep mkdir_step(std::string target, mode_t mode) {
+    MountStep s;
+    s.kind = StepKind::Mkdir;
+    s.target = std::move(target);
+    s.mode = mode;
+    return s;
+}
+
+MountStep symlink_step(std::string target, std::string dest) {
+    MountStep s;
+    s.kind = StepKind::Symlink;
+    s.target = std::move(target);
+    s.source = std::move(dest);
+    return s;
+}
+
+MountStep mask(std::string target, bool dir) {
+    MountStep s;
+    s.kind = StepKind::Mask;
+    s.target = std::move(target);
+    s.source = std::string(kInaccessibleDir) + (dir ? "/dir" : "/reg");
+    s.source_in_root = true;
+    s.attrs = MOUNT_ATTR_RDONLY | kNoSuidDevExec;
+    s.recursive = false;
+    return s;
+}
+
+// "mode=0755,size=10M,nr_inodes=1k" -> key/value pairs for fsconfig.
+std::vector<std::pair<std::string, std::string>> split_options(const std::string& s) {
+    std::vector<std::pair<std::string, std::string>> out;
+    size_t i = 0;
+    while (i < s.size()) {
+        size_t j = s.find(',', i);
+        if (j == std::string::npos) j = s.size();
+        std::string item = s.substr(i, j - i);
+        i = j + 1;
+        if (item.empty()) continue;
+        size_t eq = item.find('=');
+        if (eq == std::string::npos) out.emplace_back(item, "");
+        else out.emplace_back(item.substr(0, eq), item.substr(eq + 1));
+    }
+    return out;
+}
+
+}  // namespace
+
+std::vector<MountStep> build_mount_plan(const SpawnSpec& spec) {
+    std::vector<MountStep> p;
+
+    // /run first: it holds the inaccessible nodes that the /proc masks are bound from.
+    p.push_back(api_fs("/run", "tmpfs", {{"mode", "0755"}, {"size", "20%"}, {"nr_inodes", "800k"}},
+                       MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV));
+    p.push_back(mkdir_step("/run/host", 0755));
+    p.push_back(mkdir_step(kInaccessibleDir, 0755));
+    p.push_back(mkdir_step(std::string(kInaccessibleDir) + "/dir", 0000));
+    {
+        MountStep reg = mkdir_step(std::string(kInaccessibleDir) + "/reg", 0000);
+        reg.kind = StepKind::File;
+        p.push_back(reg);
+    }
+
+    // /proc, with /proc/sys read-only (writable net/ only with a network namespace of our own)
+    // and the kernel-revealing files masked.
+    p.push_back(api_fs("/proc", "proc", {}, kNoSuidDevExec));
+    p.push_back(rebind_ro("/proc/sys", false));
+    if (spec.private_network) {
+        MountStep net = rebind_ro("/proc/sys/net", true);
+        net.attrs = kNoSuidDevExec;  // writable again: the namespace is the container's own
+        p.push_back(net);
+    }
+    for (const char* f : kMaskedProcFiles) {
+        MountStep m = mask(f, false);
+        m.optional = true;  // e.g. /proc/kcore does not exist on every kernel config
+        p.push_back(m);
+    }
+    for (const char* d : kReadOnlyProcDirs) p.push_back(rebind_ro(d, true));
+
+    // /sys read-only.
+    p.push_back(api_fs("/sys", "sysfs", {}, MOUNT_ATTR_RDONLY | kNoSuidDevExec));
+
+    // /dev: a tmpfs with the nodes a container may have, a private devpts, shm and mqueue.
+    p.push_back(api_fs("/dev", "tmpfs", {{"mode", "0755"}, {"size", "4m"}, {"nr_inodes", "64k"}},
+                       MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC));
+    p.push_back(node("/dev/null", 1, 3));
+    p.push_back(node("/dev/zero", 1, 5));
+    p.push_back(node("/dev/full", 1, 7));
+    p.push_back(node("/dev/random", 1, 8));
+    p.push_back(node("/dev/urandom", 1, 9));
+    p.push_back(node("/dev/tty", 5, 0));
+    p.push_back(mkdir_step("/dev/net", 0755));
+    p.push_back(node("/dev/net/tun", 10, 200));
+    p.push_back(mkdir_step("/dev/char", 0755));
+    p.push_back(symlink_step("/dev/char/1:3", "../null"));
+    p.push_back(symlink_step("/dev/char/1:5", "../zero"));
+    p.push_back(symlink_step("/dev/char/1:7", "../full"));
+    p.push_back(symlink_step("/dev/char/1:8", "../random"));
+    p.push_back(symlink_step("/dev/char/1:9", "../urandom"));
+    p.push_back(symlink_step("/dev/char/5:0", "../tty"));
+    p.push_back(symlink_step("/dev/char/10:200", "../net/tun"));
+    p.push_back(symlink_step("/dev/fd", "/proc/self/fd"));
+    p.push_back(symlink_step("/dev/stdin", "/proc/self/fd/0"));
+    p.push_back(symlink_step("/dev/stdout", "/proc/self/fd/1"));
+    p.push_back(symlink_step("/dev/stderr", "/proc/self/fd/2"));
+    p.push_back(symlink_step("/dev/ptmx", "pts/ptmx"));
+    p.push_back(mkdir_step("/dev/pts", 0755));
+    p.push_back(fs("/dev/pts", "devpts", {{"newinstance", ""}, {"ptmxmode", "0666"}, {"mode", "0620"}, {"gid", "5"}},
+                   MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC));
+    p.push_back(mkdir_step("/dev/shm", 01777));
+    p.push_back(fs("/dev/shm", "tmpfs", {{"mode", "1777"}, {"size", "50%"}}, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV));
+    p.push_back(mkdir_step("/dev/mqueue", 0755));
+    p.push_back(fs("/dev/mqueue", "mqueue", {}, kNoSuidDevExec));
+
+    // /tmp.
+    p.push_back(api_fs("/tmp", "tmpfs", {{"mode", "1777"}, {"size", "50%"}}, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV));
+
+    // The user's mounts come last, so that they may cover any of the above.
+    for (const auto& b : spec.binds) {
+        MountStep s;
+        s.kind = StepKind::Bind;
+        s.source = b.source;
+        s.target = b.destination;
+        s.recursive = b.recursive;
+        s.attrs = b.read_only ? MOUNT_ATTR_RDONLY : 0;
+        s.create_target = true;
+        p.push_back(s);
+    }
+    for (const auto& t : spec.tmpfs) {
+        MountStep s = fs(t.destination, "tmpfs", {{"mode", "0755"}}, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+        for (auto& kv : split_options(t.options)) {
+            if (kv.first == "ro") {
+                s.attrs |= MOUNT_ATTR_RDONLY;
+                continue;
+            }
+            bool replaced = false;
+            for (auto& existing : s.options)
+                if (existing.first == kv.first) existing.second = kv.second, replaced = true;
+            if (!replaced) s.options.push_back(kv);
+        }
+        s.create_target = true;
+        p.push_back(s);
+    }
+    for (const auto& path : spec.inaccessible) {
+        MountStep m = mask(path, false);
+        m.source.clear();  // chosen at apply time from the target's type (file or directory)
+        p.push_back(m);
+    }
+    return p;
+}
+
+}  // namespace mk::core

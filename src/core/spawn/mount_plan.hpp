@@ -1,0 +1,61 @@
+// The mount plan: what to mount where inside the container, as data. build_mount_plan() is pure
+// (unit-tested); apply_mount_plan() carries a plan out inside the child's mount namespace.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/spawn/spawn_spec.hpp"
+
+namespace mk::core {
+
+enum class StepKind {
+    Fs,       // a new filesystem instance (proc, sysfs, tmpfs, devpts, mqueue, cgroup2, overlay)
+    Bind,     // bind mount of `source` (host path, or a path inside the container when source_in_root)
+    Mask,     // bind the inaccessible file or directory over `target`: read-only, empty
+    Mkdir,    // directory inside a tmpfs we own
+    File,     // empty regular file inside a tmpfs we own
+    Node,     // character device node (mknod), in our /dev tmpfs
+    Symlink,  // symlink `source` at `target`, in a tmpfs we own
+};
+
+struct MountStep {
+    StepKind kind = StepKind::Fs;
+    std::string target;  // absolute path inside the container
+    std::string fstype;
+    std::vector<std::pair<std::string, std::string>> options;
+    uint64_t attrs = 0;  // MOUNT_ATTR_* to set on the new mount
+    std::string source;
+    bool source_in_root = false;
+    bool recursive = true;
+    bool optional = false;       // a missing target (or source) is skipped, not an error
+    bool api_target = false;     // target must be a plain directory or file of the tree: no symlinks at all
+    bool create_target = false;  // create a missing target (a directory, or a file if the source is one)
+    mode_t mode = 0755;          // Mkdir/File/Node
+    dev_t device = 0;            // Node
+};
+
+// Paths under /proc bound over with an inaccessible, read-only, empty file (nspawn's list).
+inline constexpr const char* kMaskedProcFiles[] = {
+    "/proc/kallsyms", "/proc/kcore", "/proc/keys", "/proc/sysrq-trigger", "/proc/timer_list",
+};
+// Directories under /proc made read-only.
+inline constexpr const char* kReadOnlyProcDirs[] = {
+    "/proc/acpi", "/proc/apm", "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/scsi",
+};
+
+// Where spawn keeps the inaccessible nodes inside the container (as nspawn does).
+inline constexpr const char* kInaccessibleDir = "/run/host/inaccessible";
+
+std::vector<MountStep> build_mount_plan(const SpawnSpec& spec);
+
+// Carries out `plan` relative to the container root `root_fd` (an O_PATH fd of the root mount).
+// Throws std::system_error naming the step on the first failure: a mask or read-only mount that
+// cannot be made is fatal, never silently skipped.
+void apply_mount_plan(int root_fd, const std::vector<MountStep>& plan);
+
+}  // namespace mk::core

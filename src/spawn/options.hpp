@@ -1,0 +1,25 @@
+// spawn's command line -> SpawnSpec. Option names and meanings follow systemd-nspawn's.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/spawn/spawn_spec.hpp"
+
+namespace mk::spawn {
+
+enum class Action { Run, Help, Version };
+
+struct ParsedOptions {
+    Action action = Action::Run;
+    core::SpawnSpec spec;
+    bool console_set = false;
+};
+
+// Parses argv (argv[0] is the program name). Throws core::UsageError with a one-line message for
+// anything invalid. `stdin_tty`/`stdout_tty` choose the default console mode as nspawn does.
+ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty, bool stdout_tty);
+
+const char* help_text();
+
+}  // namespace mk::spawn
