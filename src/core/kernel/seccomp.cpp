@@ -156,6 +156,10 @@ Ctx new_ctx(uint32_t arch, uint32_t default_action) {
     check_scmp(seccomp_attr_set(ctx.get(), SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_ALLOW), "seccomp_attr_set");
     // We never seccomp_load(); no_new_privs is the launcher's decision.
     check_scmp(seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_NNP, 0), "seccomp_attr_set");
+    // A binary tree over syscall numbers instead of a linear scan: besides faster syscalls, this
+    // makes loading ~2x cheaper, because the kernel (5.11+) runs the filter for every syscall
+    // number of the arch at load time to build its allow-bitmap cache.
+    check_scmp(seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_OPTIMIZE, 2), "seccomp_attr_set");
     return ctx;
 }
 
