@@ -13,6 +13,7 @@
 #include "core/base/names.hpp"
 #include "core/base/passwd.hpp"
 #include "core/kernel/capabilities.hpp"
+#include "core/kernel/seccomp.hpp"
 
 namespace mk::spawn {
 namespace {
@@ -350,22 +351,13 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
             }
             break;
         case OPT_NO_NEW_PRIVILEGES: s.no_new_privileges = parse_bool("--no-new-privileges", v); break;
-        case OPT_SYSCALL_FILTER: {
-            std::string_view list = v;
-            bool deny = !list.empty() && list[0] == '~';
-            if (deny) list.remove_prefix(1);
-            size_t i = 0;
-            std::string ls(list);
-            while (i <= ls.size()) {
-                size_t j = ls.find_first_of(" ,", i);
-                if (j == std::string::npos) j = ls.size();
-                std::string item = ls.substr(i, j - i);
-                i = j + 1;
-                if (item.empty()) continue;
-                (deny ? s.syscall_deny : s.syscall_allow).push_back(item);
+        case OPT_SYSCALL_FILTER:
+            try {
+                core::parse_syscall_filter(v, s.syscall_allow, s.syscall_deny);
+            } catch (const UsageError& e) {
+                throw UsageError("invalid --system-call-filter: " + std::string(e.what()));
             }
             break;
-        }
         case OPT_RESOLV_CONF: s.resolv_conf = parse_enum("--resolv-conf", v, kResolvConfModes); break;
         case OPT_TIMEZONE: s.timezone = parse_enum("--timezone", v, kTimezoneModes); break;
         case OPT_REGISTER: s.register_mode = parse_bool("--register", v) ? core::RegisterMode::Yes : core::RegisterMode::No; break;

@@ -22,6 +22,7 @@ inline constexpr uint64_t kDefaultCapabilities =
     cap_bit(CAP_SETGID) | cap_bit(CAP_SETPCAP) | cap_bit(CAP_SETUID) | cap_bit(CAP_SYS_ADMIN) |
     cap_bit(CAP_SYS_BOOT) | cap_bit(CAP_SYS_CHROOT) | cap_bit(CAP_SYS_NICE) | cap_bit(CAP_SYS_PTRACE) |
     cap_bit(CAP_SYS_RESOURCE) | cap_bit(CAP_SYS_TTY_CONFIG);
+static_assert(__builtin_popcountll(kDefaultCapabilities) == 26);
 
 // The highest capability the running kernel knows (from /proc/sys/kernel/cap_last_cap).
 int cap_last_cap();

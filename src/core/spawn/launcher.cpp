@@ -31,6 +31,7 @@
 #include "core/kernel/capabilities.hpp"
 #include "core/kernel/console.hpp"
 #include "core/kernel/mount.hpp"
+#include "core/kernel/seccomp.hpp"
 #include "core/spawn/mount_plan.hpp"
 
 namespace mk::core {
@@ -162,6 +163,7 @@ struct Prepared {
     std::string hostname;
     std::string cwd;
     uint64_t bounding = kDefaultCapabilities;
+    std::vector<BpfProgram> seccomp;
     bool use_pty = false;
     bool wait_for_go = false;
     std::string host_os_release;
@@ -398,6 +400,9 @@ std::pair<UniqueFd, UniqueFd> setup_console() {
         if (setgroups(p.user.groups.size(), p.user.groups.data()) < 0) throw_last_error("setgroups");
         if (setresgid(p.user.gid, p.user.gid, p.user.gid) < 0) throw_last_error("setresgid");
         if (setresuid(p.user.uid, p.user.uid, p.user.uid) < 0) throw_last_error("setresuid");
+        // The filter goes in while we still hold CAP_SYS_ADMIN; the calls after it are all allowed.
+        r = seccomp_install(p.seccomp);
+        if (r < 0) throw_errno(-r, "cannot install the system call filter");
         r = set_capabilities(root_user ? p.bounding : 0, 0);
         if (r < 0) throw_errno(-r, "cannot set capabilities");
         // A credential change clears the parent-death signal: set it again.
@@ -495,6 +500,13 @@ Prepared prepare(const SpawnSpec& spec, bool wait_for_go) {
     p.bounding &= ~spec.capabilities_drop;
     // A manager that lacks a capability itself (CAP_SYS_RESOURCE on some hosts) cannot grant it.
     p.bounding &= current_permitted_capabilities();
+
+    // Precompiled at build time for the default policy, so a start only loads it.
+    SeccompPolicy policy;
+    policy.retained_caps = p.bounding;
+    policy.allow_extra = spec.syscall_allow;
+    policy.deny = spec.syscall_deny;
+    p.seccomp = seccomp_programs_for(policy);
 
     switch (spec.console) {
     case ConsoleMode::Interactive:
