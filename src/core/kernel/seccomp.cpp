@@ -206,9 +206,13 @@ BpfProgram compile_main(uint32_t arch, const std::vector<Rule>& rules) {
 }
 
 std::optional<BpfProgram> compile_netlink_audit(uint32_t arch) {
+    // Argument filters that the main allow-list cannot express (libseccomp will not mix a
+    // conditional errno rule with an unconditional allow of the same syscall in one filter).
+    Ctx ctx = new_ctx(arch, SCMP_ACT_ALLOW);
+    bool any = false;
+
     // Audit does not work in containers; make userspace notice early (as nspawn). The mask
     // compares only the low 32 bits: the kernel reads these arguments as int.
-    Ctx ctx = new_ctx(arch, SCMP_ACT_ALLOW);
     int nr = seccomp_syscall_resolve_name("socket");
     int err = seccomp_rule_add_exact(ctx.get(), SCMP_ACT_ERRNO(EAFNOSUPPORT), nr, 2,
                                      SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, AF_NETLINK),
@@ -218,8 +222,22 @@ std::optional<BpfProgram> compile_netlink_audit(uint32_t arch) {
                                         SCMP_A2(SCMP_CMP_MASKED_EQ, 0xffffffffu, NETLINK_AUDIT));
     // On x86 libseccomp also has to cover socketcall(2), whose arguments sit in memory that BPF
     // cannot read: it refuses with EFAULT, and nspawn skips the filter for that arch as well.
-    if (err == -EDOM || err == -EOPNOTSUPP || err == -EFAULT) return std::nullopt;
-    check_scmp(err, "seccomp_rule_add(socket)");
+    if (err == 0) any = true;
+    else if (err != -EDOM && err != -EOPNOTSUPP && err != -EFAULT) check_scmp(err, "seccomp_rule_add(socket)");
+
+    // No block device nodes: without a devices cgroup of its own, a container that could mknod
+    // one would reach the host's disks. Character devices stay possible (CAP_MKNOD is kept).
+    struct { const char* name; unsigned arg; } mknods[] = {{"mknod", 1}, {"mknodat", 2}};
+    for (const auto& m : mknods) {
+        int mnr = seccomp_syscall_resolve_name(m.name);
+        if (mnr == __NR_SCMP_ERROR) continue;
+        scmp_arg_cmp cmp{m.arg, SCMP_CMP_MASKED_EQ, S_IFMT, S_IFBLK};
+        int e = seccomp_rule_add_exact_array(ctx.get(), SCMP_ACT_ERRNO(EPERM), mnr, 1, &cmp);
+        if (e == -EDOM || e == -EEXIST) continue;
+        check_scmp(e, std::string("seccomp_rule_add(") + m.name + ")");
+        any = true;
+    }
+    if (!any) return std::nullopt;
     return export_bpf(ctx);
 }
 

@@ -397,12 +397,12 @@ std::pair<UniqueFd, UniqueFd> setup_console() {
         }
 
         bool root_user = p.user.uid == 0;
-        if (setgroups(p.user.groups.size(), p.user.groups.data()) < 0) throw_last_error("setgroups");
-        if (setresgid(p.user.gid, p.user.gid, p.user.gid) < 0) throw_last_error("setresgid");
-        if (setresuid(p.user.uid, p.user.uid, p.user.uid) < 0) throw_last_error("setresuid");
         // The filter goes in while we still hold CAP_SYS_ADMIN; the calls after it are all allowed.
         r = seccomp_install(p.seccomp);
         if (r < 0) throw_errno(-r, "cannot install the system call filter");
+        if (setgroups(p.user.groups.size(), p.user.groups.data()) < 0) throw_last_error("setgroups");
+        if (setresgid(p.user.gid, p.user.gid, p.user.gid) < 0) throw_last_error("setresgid");
+        if (setresuid(p.user.uid, p.user.uid, p.user.uid) < 0) throw_last_error("setresuid");
         r = set_capabilities(root_user ? p.bounding : 0, 0);
         if (r < 0) throw_errno(-r, "cannot set capabilities");
         // A credential change clears the parent-death signal: set it again.

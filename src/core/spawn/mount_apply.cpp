@@ -27,12 +27,13 @@ UniqueFd open_api_target(int root_fd, const std::string& path, bool create_dir) 
         }
     }
     UniqueFd fd = open_in_root(root_fd, path, O_PATH | O_NOFOLLOW, 0, RESOLVE_NO_SYMLINKS);
-    if (!fd) {
-        if (errno == ELOOP || errno == EXDEV)
-            throw_errno(errno, "refusing to mount on " + path + ": it is a symlink in the container tree, "
-                               "it must be a plain directory");
-        throw_last_error("cannot open " + path + " in the container tree");
-    }
+    struct stat st;
+    if (fd && fstat(fd.get(), &st) < 0) throw_last_error("stat " + path);
+    // O_PATH|O_NOFOLLOW hands back the symlink itself when the last component is one.
+    if ((!fd && (errno == ELOOP || errno == EXDEV)) || (fd && S_ISLNK(st.st_mode)))
+        throw_errno(ELOOP, "refusing to mount on " + path + ": it is a symlink in the container tree, "
+                           "it must be a plain directory");
+    if (!fd) throw_last_error("cannot open " + path + " in the container tree");
     return fd;
 }
 
@@ -81,7 +82,7 @@ void do_bind(int root_fd, const MountStep& s) {
     if (!target) throw_last_error("cannot open bind destination " + s.target + " in the container");
 
     UniqueFd mnt = clone_tree(src.get(), "", s.recursive);
-    if (s.attrs) set_mount_attrs(mnt.get(), s.attrs, 0, s.recursive, s.target);
+    if (s.attrs || s.clear_attrs) set_mount_attrs(mnt.get(), s.attrs, s.clear_attrs, s.recursive, s.target);
     attach_mount(mnt.get(), target.get(), s.source + " on " + s.target);
 }
 

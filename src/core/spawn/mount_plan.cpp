@@ -116,6 +116,7 @@ std::vector<MountStep> build_mount_plan(const SpawnSpec& spec) {
     if (spec.private_network) {
         MountStep net = rebind_ro("/proc/sys/net", true);
         net.attrs = kNoSuidDevExec;  // writable again: the namespace is the container's own
+        net.clear_attrs = MOUNT_ATTR_RDONLY;
         p.push_back(net);
     }
     for (const char* f : kMaskedProcFiles) {

@@ -28,7 +28,8 @@ struct MountStep {
     std::string target;  // absolute path inside the container
     std::string fstype;
     std::vector<std::pair<std::string, std::string>> options;
-    uint64_t attrs = 0;  // MOUNT_ATTR_* to set on the new mount
+    uint64_t attrs = 0;        // MOUNT_ATTR_* to set on the new mount
+    uint64_t clear_attrs = 0;  // MOUNT_ATTR_* to clear (a bind inherits its source's flags)
     std::string source;
     bool source_in_root = false;
     bool recursive = true;

@@ -1,0 +1,56 @@
+"""Shared fixtures for the root-only test tiers (integration, bus).
+
+Everything runs against the real kernel as root: real namespaces, mounts and cgroups.
+MK_BUILD_DIR points at the meson build directory (default: ./build at the repository root).
+"""
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+BUILD = pathlib.Path(os.environ.get("MK_BUILD_DIR", REPO / "build")).resolve()
+HELPERS = REPO / "tests" / "helpers"
+
+
+def _binary(name, sub):
+    path = BUILD / "src" / sub / name
+    if not path.exists():
+        pytest.skip(f"{path} not built")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def spawn_bin():
+    return _binary("spawn", "spawn")
+
+
+@pytest.fixture(scope="session")
+def busybox_tree_template(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bbtemplate") / "tree"
+    subprocess.run([str(HELPERS / "busybox-tree.sh"), str(d)], check=True)
+    return d
+
+
+@pytest.fixture
+def tree(busybox_tree_template, tmp_path):
+    """A fresh copy of the busybox tree per test, named after the test (the machine name)."""
+    d = tmp_path / "bbtree"
+    shutil.copytree(busybox_tree_template, d, symlinks=True)
+    return d
+
+
+@pytest.fixture(scope="session")
+def debian_tree():
+    if os.environ.get("MK_SKIP_DEBIAN"):
+        pytest.skip("MK_SKIP_DEBIAN is set")
+    out = subprocess.run([str(HELPERS / "debian-fixture.sh")], check=True, capture_output=True, text=True)
+    return pathlib.Path(out.stdout.strip())
+
+
+def host_mounts():
+    with open("/proc/self/mountinfo") as f:
+        return sorted(line.split()[4] for line in f)
