@@ -1,0 +1,96 @@
+#include <gtest/gtest.h>
+#include <linux/mount.h>
+
+#include <algorithm>
+
+#include "core/spawn/mount_plan.hpp"
+
+using namespace mk::core;
+
+namespace {
+const MountStep* find(const std::vector<MountStep>& p, const std::string& target, StepKind kind) {
+    for (const auto& s : p)
+        if (s.target == target && s.kind == kind) return &s;
+    return nullptr;
+}
+size_t index_of(const std::vector<MountStep>& p, const std::string& target, StepKind kind) {
+    for (size_t i = 0; i < p.size(); i++)
+        if (p[i].target == target && p[i].kind == kind) return i;
+    return SIZE_MAX;
+}
+}  // namespace
+
+TEST(MountPlan, ApiFileSystemsLikeNspawn) {
+    SpawnSpec spec;
+    auto plan = build_mount_plan(spec);
+    const MountStep* proc = find(plan, "/proc", StepKind::Fs);
+    ASSERT_TRUE(proc);
+    EXPECT_EQ(proc->fstype, "proc");
+    EXPECT_TRUE(proc->api_target);
+    const MountStep* sys = find(plan, "/sys", StepKind::Fs);
+    ASSERT_TRUE(sys);
+    EXPECT_TRUE(sys->attrs & MOUNT_ATTR_RDONLY);
+    const MountStep* procsys = find(plan, "/proc/sys", StepKind::Bind);
+    ASSERT_TRUE(procsys);
+    EXPECT_TRUE(procsys->attrs & MOUNT_ATTR_RDONLY);
+    EXPECT_FALSE(find(plan, "/proc/sys/net", StepKind::Bind)) << "net stays read-only without a private network";
+    for (const char* f : kMaskedProcFiles) {
+        const MountStep* m = find(plan, f, StepKind::Mask);
+        ASSERT_TRUE(m) << f;
+        EXPECT_TRUE(m->attrs & MOUNT_ATTR_RDONLY);
+    }
+    const MountStep* pts = find(plan, "/dev/pts", StepKind::Fs);
+    ASSERT_TRUE(pts);
+    EXPECT_NE(std::find(pts->options.begin(), pts->options.end(), std::pair<std::string, std::string>{"newinstance", ""}),
+              pts->options.end());
+    for (const char* n : {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/net/tun"})
+        EXPECT_TRUE(find(plan, n, StepKind::Node)) << n;
+    EXPECT_TRUE(find(plan, "/tmp", StepKind::Fs));
+    EXPECT_TRUE(find(plan, "/run", StepKind::Fs));
+    EXPECT_TRUE(find(plan, "/dev/shm", StepKind::Fs));
+    EXPECT_TRUE(find(plan, "/dev/mqueue", StepKind::Fs));
+}
+
+TEST(MountPlan, OrderIsSound) {
+    SpawnSpec spec;
+    auto plan = build_mount_plan(spec);
+    // The masks are bound from /run/host/inaccessible, so /run and the nodes come first.
+    EXPECT_LT(index_of(plan, "/run", StepKind::Fs), index_of(plan, "/proc/kallsyms", StepKind::Mask));
+    EXPECT_LT(index_of(plan, std::string(kInaccessibleDir) + "/reg", StepKind::File),
+              index_of(plan, "/proc/kallsyms", StepKind::Mask));
+    EXPECT_LT(index_of(plan, "/proc", StepKind::Fs), index_of(plan, "/proc/sys", StepKind::Bind));
+    EXPECT_LT(index_of(plan, "/dev", StepKind::Fs), index_of(plan, "/dev/null", StepKind::Node));
+    EXPECT_LT(index_of(plan, "/dev/pts", StepKind::Mkdir), index_of(plan, "/dev/pts", StepKind::Fs));
+}
+
+TEST(MountPlan, PrivateNetworkKeepsProcSysNetWritable) {
+    SpawnSpec spec;
+    spec.private_network = true;
+    auto plan = build_mount_plan(spec);
+    const MountStep* net = find(plan, "/proc/sys/net", StepKind::Bind);
+    ASSERT_TRUE(net);
+    EXPECT_FALSE(net->attrs & MOUNT_ATTR_RDONLY);
+    EXPECT_TRUE(net->clear_attrs & MOUNT_ATTR_RDONLY);
+    EXPECT_GT(index_of(plan, "/proc/sys/net", StepKind::Bind), index_of(plan, "/proc/sys", StepKind::Bind));
+}
+
+TEST(MountPlan, UserMountsComeLastAndCarryOptions) {
+    SpawnSpec spec;
+    spec.binds.push_back({"/srv/data", "/data", true, false, false});
+    spec.tmpfs.push_back({"/scratch", "mode=0700,size=1M,ro"});
+    spec.inaccessible.push_back("/etc/secret");
+    auto plan = build_mount_plan(spec);
+    size_t bind = index_of(plan, "/data", StepKind::Bind);
+    ASSERT_NE(bind, SIZE_MAX);
+    EXPECT_GT(bind, index_of(plan, "/tmp", StepKind::Fs));
+    EXPECT_TRUE(plan[bind].attrs & MOUNT_ATTR_RDONLY);
+    EXPECT_FALSE(plan[bind].recursive);
+    const MountStep* t = find(plan, "/scratch", StepKind::Fs);
+    ASSERT_TRUE(t);
+    EXPECT_TRUE(t->attrs & MOUNT_ATTR_RDONLY);
+    auto mode = std::find_if(t->options.begin(), t->options.end(), [](auto& kv) { return kv.first == "mode"; });
+    ASSERT_NE(mode, t->options.end());
+    EXPECT_EQ(mode->second, "0700");
+    EXPECT_EQ(std::count_if(t->options.begin(), t->options.end(), [](auto& kv) { return kv.first == "mode"; }), 1);
+    EXPECT_TRUE(find(plan, "/etc/secret", StepKind::Mask));
+}

@@ -1,0 +1,49 @@
+#include <gtest/gtest.h>
+
+#include "core/base/passwd.hpp"
+
+using namespace mk::core;
+
+static const char* kPasswd =
+    "root:x:0:0:root:/root:/bin/bash\n"
+    "# comment\n"
+    "0:x:1234:1234:a user named zero:/home/zero:/bin/sh\n"
+    "user:x:1000:100::/home/user:\n"
+    "broken line\n";
+
+TEST(Passwd, LooksUpByName) {
+    auto u = find_user(kPasswd, "user");
+    ASSERT_TRUE(u);
+    EXPECT_EQ(u->uid, 1000u);
+    EXPECT_EQ(u->gid, 100u);
+    EXPECT_EQ(u->home, "/home/user");
+    EXPECT_EQ(u->shell, "/bin/sh");
+}
+
+TEST(Passwd, AllDigitSpecIsAUidNeverAName) {
+    // T-18: a user literally named "0" must not be chosen for "0", and "0" is root by UID.
+    auto u = find_user(kPasswd, "0");
+    ASSERT_TRUE(u);
+    EXPECT_EQ(u->uid, 0u);
+    EXPECT_EQ(u->name, "root");
+    auto n = find_user(kPasswd, "4242");
+    ASSERT_TRUE(n);
+    EXPECT_EQ(n->uid, 4242u);
+    EXPECT_EQ(n->gid, 4242u);
+    EXPECT_FALSE(find_user(kPasswd, "nobody"));
+    EXPECT_FALSE(find_user(kPasswd, "4294967295"));
+}
+
+TEST(Passwd, SupplementaryGroups) {
+    const char* group = "root:x:0:\nusers:x:100:user\nwheel:x:10:root,user\naudio:x:29:other\n";
+    auto g = find_supplementary_groups(group, "user", 100);
+    EXPECT_EQ(g, (std::vector<gid_t>{10}));
+}
+
+TEST(Passwd, ParseId) {
+    EXPECT_EQ(parse_id("0").value(), 0u);
+    EXPECT_FALSE(parse_id(""));
+    EXPECT_FALSE(parse_id("-1"));
+    EXPECT_FALSE(parse_id(" 1"));
+    EXPECT_FALSE(parse_id("12345678901"));
+}
