@@ -14,6 +14,7 @@
 #include "core/base/passwd.hpp"
 #include "core/kernel/capabilities.hpp"
 #include "core/kernel/seccomp.hpp"
+#include "core/spawn/option_values.hpp"
 
 namespace mk::spawn {
 namespace {
@@ -63,56 +64,8 @@ const option kLongOptions[] = {
     {nullptr, 0, nullptr, 0},
 };
 
-bool parse_bool(std::string_view opt, std::string_view v) {
-    for (const char* t : {"1", "yes", "y", "true", "t", "on"})
-        if (v == t) return true;
-    for (const char* f : {"0", "no", "n", "false", "f", "off"})
-        if (v == f) return false;
-    throw UsageError("invalid value '" + std::string(v) + "' for " + std::string(opt) + ": expected yes or no");
-}
-
-int parse_signal(std::string_view v) {
-    std::string s(v);
-    if (s.starts_with("SIG")) s.erase(0, 3);
-    if (auto id = core::parse_id(s); id && *id > 0 && *id < static_cast<uint32_t>(NSIG)) return static_cast<int>(*id);
-    if (s.starts_with("RTMIN")) {
-        int off = 0;
-        if (s.size() > 5) {
-            if (s[5] != '+') throw UsageError("invalid signal '" + std::string(v) + "'");
-            auto o = core::parse_id(s.substr(6));
-            if (!o) throw UsageError("invalid signal '" + std::string(v) + "'");
-            off = static_cast<int>(*o);
-        }
-        if (SIGRTMIN + off > SIGRTMAX) throw UsageError("invalid signal '" + std::string(v) + "': beyond SIGRTMAX");
-        return SIGRTMIN + off;
-    }
-    for (int i = 1; i < SIGRTMIN; i++) {
-        const char* abbrev = sigabbrev_np(i);
-        if (abbrev && s == abbrev) return i;
-    }
-    throw UsageError("invalid signal '" + std::string(v) + "': use a name like SIGTERM or a number");
-}
-
-std::optional<core::Uuid> parse_uuid(std::string_view v) {
-    std::string hex;
-    for (size_t i = 0; i < v.size(); i++) {
-        char c = v[i];
-        if (c == '-' && (i == 8 || i == 13 || i == 18 || i == 23) && v.size() == 36) continue;
-        if (!isxdigit(static_cast<unsigned char>(c))) return std::nullopt;
-        hex += c;
-    }
-    if (hex.size() != 32) return std::nullopt;
-    core::Uuid u{};
-    bool zero = true;
-    for (size_t i = 0; i < 16; i++) {
-        u[i] = static_cast<uint8_t>(std::stoul(hex.substr(2 * i, 2), nullptr, 16));
-        zero = zero && u[i] == 0;
-    }
-    if (zero) return std::nullopt;
-    return u;
-}
-
-std::string absolute_path(std::string_view p) {
+// Relative paths on the command line are relative to the current directory (like nspawn's -D).
+std::string absolute_host_path(std::string_view p) {
     if (p.empty()) throw UsageError("empty path");
     std::string s(p);
     if (s[0] != '/') {
@@ -120,93 +73,17 @@ std::string absolute_path(std::string_view p) {
         if (!getcwd(cwd, sizeof cwd)) throw UsageError("cannot determine the current directory");
         s = std::string(cwd) + "/" + s;
     }
-    // Normalise "//", "/./" and a trailing '/'; ".." is refused by the callers that care.
-    std::string out;
-    size_t i = 0;
-    while (i < s.size()) {
-        size_t j = s.find('/', i);
-        if (j == std::string::npos) j = s.size();
-        std::string comp = s.substr(i, j - i);
-        i = j + 1;
-        if (comp.empty() || comp == ".") continue;
-        out += "/" + comp;
-    }
-    return out.empty() ? "/" : out;
+    return core::parse_absolute_path(s);
 }
 
-std::string container_path(std::string_view opt, std::string_view p) {
-    std::string s(p);
-    if (s.empty() || s[0] != '/')
-        throw UsageError("invalid " + std::string(opt) + " path '" + s + "': paths inside the container must be absolute");
-    std::string n = absolute_path(s);
-    if (!core::path_is_normalized_absolute(n) || n.find("/../") != std::string::npos || n.ends_with("/.."))
-        throw UsageError("invalid " + std::string(opt) + " path '" + s + "': '..' is not allowed");
-    if (n == "/") throw UsageError("invalid " + std::string(opt) + " path '/': cannot mount over the container root");
-    return n;
+template <typename F>
+auto value(const char* opt, std::string_view v, F&& f) {
+    return core::parse_option_value(opt, v, std::forward<F>(f));
 }
 
-// --bind=SRC[:DST[:OPTS]] with nspawn's rbind/norbind options.
-core::BindMount parse_bind(std::string_view opt, std::string_view v, bool ro) {
-    core::BindMount b;
-    b.read_only = ro;
-    std::string s(v);
-    std::vector<std::string> parts;
-    size_t i = 0;
-    for (;;) {
-        size_t j = s.find(':', i);
-        if (j == std::string::npos) {
-            parts.push_back(s.substr(i));
-            break;
-        }
-        parts.push_back(s.substr(i, j - i));
-        i = j + 1;
-    }
-    if (parts.size() > 3 || parts[0].empty())
-        throw UsageError("invalid " + std::string(opt) + "='" + s + "': expected SOURCE[:DESTINATION[:OPTIONS]]");
-    if (parts[0][0] == '+') throw UsageError("invalid " + std::string(opt) + "='" + s + "': sources relative to the container root ('+') are not supported");
-    b.source = absolute_path(parts[0]);
-    b.destination = container_path(opt, parts.size() > 1 && !parts[1].empty() ? parts[1] : b.source);
-    if (parts.size() > 2) {
-        std::string o = parts[2];
-        size_t k = 0;
-        while (k <= o.size()) {
-            size_t l = o.find(',', k);
-            if (l == std::string::npos) l = o.size();
-            std::string item = o.substr(k, l - k);
-            k = l + 1;
-            if (item == "rbind") b.recursive = true;
-            else if (item == "norbind") b.recursive = false;
-            else if (item == "noidmap" || item.empty()) {}
-            else throw UsageError("invalid " + std::string(opt) + " option '" + item + "': expected rbind or norbind");
-        }
-    }
-    return b;
+void refuse_root_destination(const char* opt, const std::string& dst, std::string_view v) {
+    if (dst == "/") throw UsageError("Invalid " + std::string(opt) + " value " + core::quote_value(v) + ": cannot mount over the container root");
 }
-
-template <typename E, size_t N>
-E parse_enum(std::string_view opt, std::string_view v, const std::pair<const char*, E> (&table)[N]) {
-    std::string names;
-    for (auto& [n, e] : table) {
-        if (v == n) return e;
-        names += names.empty() ? n : std::string(", ") + n;
-    }
-    throw UsageError("invalid value '" + std::string(v) + "' for " + std::string(opt) + ": expected one of " + names);
-}
-
-const std::pair<const char*, core::ConsoleMode> kConsoleModes[] = {
-    {"interactive", core::ConsoleMode::Interactive}, {"read-only", core::ConsoleMode::ReadOnly},
-    {"passive", core::ConsoleMode::Passive},         {"pipe", core::ConsoleMode::Pipe},
-    {"autopipe", core::ConsoleMode::Autopipe},
-};
-const std::pair<const char*, core::ResolvConfMode> kResolvConfModes[] = {
-    {"off", core::ResolvConfMode::Off},       {"copy-host", core::ResolvConfMode::CopyHost},
-    {"replace-host", core::ResolvConfMode::ReplaceHost}, {"bind-host", core::ResolvConfMode::BindHost},
-    {"delete", core::ResolvConfMode::Delete}, {"auto", core::ResolvConfMode::Auto},
-};
-const std::pair<const char*, core::TimezoneMode> kTimezoneModes[] = {
-    {"off", core::TimezoneMode::Off},   {"copy", core::TimezoneMode::Copy},     {"bind", core::TimezoneMode::Bind},
-    {"symlink", core::TimezoneMode::Symlink}, {"delete", core::TimezoneMode::Delete}, {"auto", core::TimezoneMode::Auto},
-};
 
 }  // namespace
 
@@ -270,7 +147,7 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
         case 'h': r.action = Action::Help; return r;
         case OPT_VERSION: r.action = Action::Version; return r;
         case 'q': s.quiet = true; break;
-        case 'D': s.directory = absolute_path(v); break;
+        case 'D': s.directory = value("--directory=", v, absolute_host_path); break;
         case 'M':
             if (!core::machine_name_is_valid(v))
                 throw UsageError("invalid machine name '" + std::string(v) +
@@ -282,75 +159,61 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
             if (!core::machine_name_is_valid(v)) throw UsageError("invalid hostname '" + std::string(v) + "'");
             s.hostname = std::string(v);
             break;
-        case OPT_UUID: {
-            auto u = parse_uuid(v);
-            if (!u) throw UsageError("invalid --uuid '" + std::string(v) + "': expected 32 hex digits, not all zero");
-            s.uuid = *u;
-            break;
-        }
-        case 'u':
-            if (v.empty()) throw UsageError("empty --user");
-            s.user = std::string(v);
-            break;
-        case OPT_CHDIR: s.chdir = container_path("--chdir", v == "/" ? "/." : v); if (v == "/") s.chdir = "/"; break;
+        case OPT_UUID: s.uuid = value("--uuid=", v, core::parse_uuid); break;
+        case 'u': s.user = value("--user=", v, core::parse_user_name); break;
+        case OPT_CHDIR: s.chdir = value("--chdir=", v, core::parse_absolute_path); break;
         case 'E': {
             std::string e(v);
-            size_t eq = e.find('=');
-            std::string name = e.substr(0, eq);
-            bool ok = !name.empty() && !isdigit(static_cast<unsigned char>(name[0]));
-            for (char ch : name) ok = ok && (isalnum(static_cast<unsigned char>(ch)) || ch == '_');
-            if (!ok) throw UsageError("invalid --setenv '" + e + "': expected NAME=VALUE with a valid variable name");
-            if (eq == std::string::npos) {
-                const char* hv = getenv(name.c_str());
-                if (!hv) break;  // like nspawn: NAME alone passes the variable through if set
-                e = name + "=" + hv;
+            if (e.find('=') == std::string::npos) {  // like nspawn: NAME alone passes the variable on if set
+                const char* hv = getenv(e.c_str());
+                if (!hv) break;
+                e += std::string("=") + hv;
             }
-            s.setenv.push_back(e);
+            s.setenv.push_back(value("--setenv=", e, core::parse_env_assignment));
             break;
         }
         case 'a': s.start_mode = core::StartMode::Pid2; break;
         case 'b': s.start_mode = core::StartMode::Boot; break;
-        case OPT_BIND: s.binds.push_back(parse_bind("--bind", v, false)); break;
-        case OPT_BIND_RO: s.binds.push_back(parse_bind("--bind-ro", v, true)); break;
+        case OPT_BIND:
+        case OPT_BIND_RO: {
+            const char* name = c == OPT_BIND ? "--bind=" : "--bind-ro=";
+            core::BindMount b = value(name, v, [&](std::string_view x) { return core::parse_bind(x, c == OPT_BIND_RO); });
+            if (b.source.starts_with("+"))
+                throw UsageError("Invalid " + std::string(name) + " value " + core::quote_value(v) +
+                                 ": sources relative to the container root ('+') are not supported");
+            if (b.idmap || b.idmap_root)
+                throw UsageError("Invalid " + std::string(name) + " value " + core::quote_value(v) +
+                                 ": idmap needs --private-users, which spawn does not support yet");
+            refuse_root_destination(name, b.destination, v);
+            s.binds.push_back(b);
+            break;
+        }
         case OPT_TMPFS: {
-            std::string t(v);
-            size_t colon = t.find(':');
-            core::TmpfsMount m;
-            m.destination = container_path("--tmpfs", t.substr(0, colon));
-            if (colon != std::string::npos) m.options = t.substr(colon + 1);
+            core::TmpfsMount m = value("--tmpfs=", v, core::parse_tmpfs);
+            refuse_root_destination("--tmpfs=", m.destination, v);
             s.tmpfs.push_back(m);
             break;
         }
-        case OPT_INACCESSIBLE: s.inaccessible.push_back(container_path("--inaccessible", v)); break;
+        case OPT_INACCESSIBLE: s.inaccessible.push_back(value("--inaccessible=", v, core::parse_absolute_path)); break;
         case OPT_READ_ONLY: s.read_only = true; break;
         case OPT_PRIVATE_NETWORK: s.private_network = true; break;
         case OPT_CONSOLE:
-            s.console = parse_enum("--console", v, kConsoleModes);
+            s.console = value("--console=", v, core::parse_console_mode);
             r.console_set = true;
             break;
         case 'P':
             s.console = core::ConsoleMode::Pipe;
             r.console_set = true;
             break;
-        case OPT_KILL_SIGNAL: s.kill_signal = parse_signal(v); break;
+        case OPT_KILL_SIGNAL: s.kill_signal = value("--kill-signal=", v, core::parse_signal); break;
         case OPT_CAPABILITY: {
-            bool all = false;
-            try {
-                s.capabilities_add |= core::parse_capability_list(v, &all);
-            } catch (const UsageError& e) {
-                throw UsageError("invalid --capability: " + std::string(e.what()));
-            }
-            if (all) s.capabilities_all = true;
+            uint64_t m = value("--capability=", v, core::parse_capability_list);
+            if (m == core::kAllCapabilities) s.capabilities_all = true;
+            else s.capabilities_add |= m;
             break;
         }
-        case OPT_DROP_CAPABILITY:
-            try {
-                s.capabilities_drop |= core::parse_capability_list(v, nullptr);
-            } catch (const UsageError& e) {
-                throw UsageError("invalid --drop-capability: " + std::string(e.what()));
-            }
-            break;
-        case OPT_NO_NEW_PRIVILEGES: s.no_new_privileges = parse_bool("--no-new-privileges", v); break;
+        case OPT_DROP_CAPABILITY: s.capabilities_drop |= value("--drop-capability=", v, core::parse_capability_list); break;
+        case OPT_NO_NEW_PRIVILEGES: s.no_new_privileges = value("--no-new-privileges=", v, core::parse_boolean); break;
         case OPT_SYSCALL_FILTER:
             try {
                 core::parse_syscall_filter(v, s.syscall_allow, s.syscall_deny);
@@ -358,9 +221,11 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
                 throw UsageError("invalid --system-call-filter: " + std::string(e.what()));
             }
             break;
-        case OPT_RESOLV_CONF: s.resolv_conf = parse_enum("--resolv-conf", v, kResolvConfModes); break;
-        case OPT_TIMEZONE: s.timezone = parse_enum("--timezone", v, kTimezoneModes); break;
-        case OPT_REGISTER: s.register_mode = parse_bool("--register", v) ? core::RegisterMode::Yes : core::RegisterMode::No; break;
+        case OPT_RESOLV_CONF: s.resolv_conf = value("--resolv-conf=", v, core::parse_resolv_conf_mode); break;
+        case OPT_TIMEZONE: s.timezone = value("--timezone=", v, core::parse_timezone_mode); break;
+        case OPT_REGISTER:
+            s.register_mode = value("--register=", v, core::parse_boolean) ? core::RegisterMode::Yes : core::RegisterMode::No;
+            break;
         case OPT_KEEP_UNIT: s.keep_unit = true; break;
         case OPT_SLICE: {
             std::string sl(v);
@@ -373,7 +238,7 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
                 throw UsageError("invalid --property '" + std::string(v) + "': expected NAME=VALUE");
             s.properties.emplace_back(v);
             break;
-        case OPT_NOTIFY_READY: s.notify_ready = parse_bool("--notify-ready", v); break;
+        case OPT_NOTIFY_READY: s.notify_ready = value("--notify-ready=", v, core::parse_boolean); break;
         case '?': {
             std::string bad = optind > 0 && optind <= argc ? copy[static_cast<size_t>(optind - 1)] : "?";
             if (optopt) bad = std::string("-") + static_cast<char>(optopt);

@@ -89,7 +89,6 @@ TEST(SpawnOptions, RejectsBadInput) {
              {"-D", "/t", "--kill-signal=SIGNOPE"},
              {"-D", "/t", "--kill-signal=RTMIN+99"},
              {"-D", "/t", "--capability=CAP_NOPE"},
-             {"-D", "/t", "--drop-capability=all"},
              {"-D", "/t", "--register=maybe"},
              {"-D", "/t", "--console=loud"},
              {"-D", "/t", "--resolv-conf=copy-everything"},

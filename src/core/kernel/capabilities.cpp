@@ -55,28 +55,6 @@ std::string capability_to_name(int cap) {
     return s;
 }
 
-uint64_t parse_capability_list(std::string_view list, bool* all) {
-    uint64_t mask = 0;
-    size_t i = 0;
-    while (i <= list.size()) {
-        size_t j = list.find(',', i);
-        if (j == std::string_view::npos) j = list.size();
-        std::string_view item = list.substr(i, j - i);
-        while (!item.empty() && std::isspace(static_cast<unsigned char>(item.front()))) item.remove_prefix(1);
-        while (!item.empty() && std::isspace(static_cast<unsigned char>(item.back()))) item.remove_suffix(1);
-        if (item == "all") {
-            if (!all) throw UsageError("'all' is not allowed here");
-            *all = true;
-        } else if (!item.empty()) {
-            auto cap = capability_from_name(item);
-            if (!cap) throw UsageError("unknown capability '" + std::string(item) + "'");
-            mask |= cap_bit(*cap);
-        }
-        i = j + 1;
-    }
-    return mask;
-}
-
 int drop_bounding_set(uint64_t keep) noexcept {
     int last = cap_last_cap();
     for (int c = 0; c <= last; c++) {

@@ -31,9 +31,6 @@ int cap_last_cap();
 std::optional<int> capability_from_name(std::string_view name);
 std::string capability_to_name(int cap);
 
-// Parses "CAP_A,CAP_B" (or "all") into a mask; throws UsageError naming the bad entry.
-uint64_t parse_capability_list(std::string_view list, bool* all = nullptr);
-
 // In the child, before exec. Async-signal-safe enough for a forked child: no allocation.
 // Drops every capability not in `keep` from the bounding set. Returns 0 or -errno.
 int drop_bounding_set(uint64_t keep) noexcept;

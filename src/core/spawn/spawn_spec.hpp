@@ -21,13 +21,26 @@ enum class ResolvConfMode {
 };
 enum class TimezoneMode { Off, Copy, Bind, Symlink, Delete, Auto };
 enum class SettingsMode { No, Yes, Trusted, Override };
+enum class LinkJournalMode { No, Auto, Guest, Host, TryGuest, TryHost };
+// --private-users=: Fixed uses uid_shift (kUidInvalid: take it from the owner of the root directory,
+// which is what "yes" means); Pick allocates a free range; Identity maps 0..65535 to itself.
+enum class UserNamespaceMode { No, Fixed, Pick, Identity };
+enum class UserNamespaceOwnership { Off, Chown, Map, Auto };
+enum class PortProtocol { Tcp, Udp };
 
+inline constexpr uint32_t kUidInvalid = UINT32_MAX;
+inline constexpr uint64_t kRlimitInfinity = UINT64_MAX;
+inline constexpr size_t kRlimitCount = 16;  // RLIMIT_CPU .. RLIMIT_RTTIME, indexed by RLIMIT_* number
+
+// Paths of binds and overlays: a leading '+' (nspawn syntax) means "relative to the container root",
+// e.g. "+/var/data"; the launcher resolves it inside the root. Otherwise absolute host paths.
 struct BindMount {
-    std::string source;       // host path (absolute)
+    std::string source;       // host path (absolute, or '+'-prefixed)
     std::string destination;  // path inside the container (absolute)
     bool read_only = false;
     bool recursive = true;    // rbind (default) or norbind
     bool idmap = false;
+    bool idmap_root = false;  // "rootidmap": only the container's root is mapped to the owner
 };
 
 struct TmpfsMount {
@@ -43,6 +56,17 @@ struct OverlayMount {
 };
 
 using Uuid = std::array<uint8_t, 16>;
+
+struct PortForward {
+    PortProtocol protocol = PortProtocol::Tcp;
+    uint16_t host_port = 0;
+    uint16_t container_port = 0;
+};
+
+struct ResourceLimit {
+    uint64_t soft = 0;  // kRlimitInfinity for "infinity"
+    uint64_t hard = 0;
+};
 
 struct SpawnSpec {
     // Image
@@ -63,30 +87,56 @@ struct SpawnSpec {
     std::vector<std::string> argv;  // command, or init arguments with --boot
     std::string user;               // -u; empty: root
     std::string chdir;
+    std::string pivot_root_new;  // --pivot-root=NEW[:OLD]; empty: no pivot
+    std::string pivot_root_old;
     std::vector<std::string> setenv;  // NAME=VALUE
     int kill_signal = 0;              // 0: SIGKILL for commands, SIGRTMIN+3 for --boot
     bool notify_ready = false;
+    std::string personality;  // "" (host's), "x86", "x86-64", ...
+    bool suppress_sync = false;
 
     // Mounts
     std::vector<BindMount> binds;
     std::vector<TmpfsMount> tmpfs;
     std::vector<OverlayMount> overlays;
     std::vector<std::string> inaccessible;
+    std::vector<std::string> bind_users;  // --bind-user=
 
     // Network
     bool private_network = false;
+    bool network_veth = false;
+    std::vector<std::string> network_interfaces;  // IF[:CIF]
+    std::vector<std::string> network_macvlan;
+    std::vector<std::string> network_ipvlan;
+    std::vector<std::string> network_veth_extra;  // HOSTIF[:CIF]
+    std::string network_bridge;
+    std::string network_zone;
+    std::vector<PortForward> ports;
+
+    // User namespace
+    UserNamespaceMode userns_mode = UserNamespaceMode::No;
+    uint32_t uid_shift = kUidInvalid;
+    uint32_t uid_range = 0x10000;
+    UserNamespaceOwnership userns_ownership = UserNamespaceOwnership::Auto;
 
     // Security
     uint64_t capabilities_add = 0;   // bit n = capability n
     uint64_t capabilities_drop = 0;
     bool capabilities_all = false;   // --capability=all
+    uint64_t capabilities_ambient = 0;
     bool no_new_privileges = false;
     std::vector<std::string> syscall_allow;  // --system-call-filter=LIST (names or @groups)
     std::vector<std::string> syscall_deny;   // --system-call-filter=~LIST
 
+    // Resources
+    std::array<std::optional<ResourceLimit>, kRlimitCount> rlimits;  // unset: kernel's PID 1 defaults
+    std::optional<int> oom_score_adjust;
+    std::vector<unsigned> cpu_affinity;  // CPU numbers, sorted; empty: inherit
+
     // Integration
     ResolvConfMode resolv_conf = ResolvConfMode::Auto;
     TimezoneMode timezone = TimezoneMode::Auto;
+    LinkJournalMode link_journal = LinkJournalMode::Auto;
     RegisterMode register_mode = RegisterMode::Auto;
     bool keep_unit = false;
     std::string slice;                    // empty: machine.slice
