@@ -8,7 +8,9 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sched.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -200,6 +202,59 @@ void bring_up_loopback() {
     if (ioctl(s.get(), SIOCSIFFLAGS, &ifr) < 0) throw_last_error("cannot bring up lo");
 }
 
+// --resolv-conf: which host file goes into the container's /etc/resolv.conf, and how.
+void setup_resolv_conf(int root_fd, const SpawnSpec& spec) {
+    using M = ResolvConfMode;
+    M m = spec.resolv_conf;
+    if (m == M::Auto) m = spec.private_network ? M::Off : (spec.read_only ? M::BindHost : M::CopyHost);
+    if (m == M::Off) return;
+    enum { Copy, Replace, Bind, Delete } action;
+    const char* source = "/etc/resolv.conf";
+    switch (m) {
+    case M::CopyHost: action = Copy; break;
+    case M::CopyStatic: action = Copy, source = "/usr/lib/systemd/resolv.conf"; break;
+    case M::CopyUplink: action = Copy, source = "/run/systemd/resolve/resolv.conf"; break;
+    case M::CopyStub: action = Copy, source = "/run/systemd/resolve/stub-resolv.conf"; break;
+    case M::ReplaceHost: action = Replace; break;
+    case M::ReplaceStatic: action = Replace, source = "/usr/lib/systemd/resolv.conf"; break;
+    case M::ReplaceUplink: action = Replace, source = "/run/systemd/resolve/resolv.conf"; break;
+    case M::ReplaceStub: action = Replace, source = "/run/systemd/resolve/stub-resolv.conf"; break;
+    case M::BindHost: action = Bind; break;
+    case M::BindStatic: action = Bind, source = "/usr/lib/systemd/resolv.conf"; break;
+    case M::BindUplink: action = Bind, source = "/run/systemd/resolve/resolv.conf"; break;
+    case M::BindStub: action = Bind, source = "/run/systemd/resolve/stub-resolv.conf"; break;
+    case M::Delete: action = Delete; break;
+    default: return;
+    }
+    UniqueFd etc = open_in_root(root_fd, "/etc", O_RDONLY | O_DIRECTORY);
+    if (!etc) return;  // a tree without /etc gets nothing
+    struct stat st;
+    bool exists = fstatat(etc.get(), "resolv.conf", &st, AT_SYMLINK_NOFOLLOW) == 0;
+    if (action == Delete) {
+        if (exists && unlinkat(etc.get(), "resolv.conf", 0) < 0) throw_last_error("cannot delete /etc/resolv.conf");
+        return;
+    }
+    if (action == Bind) {
+        if (access(source, F_OK) < 0) throw_errno(ENOENT, std::string("--resolv-conf: the host has no ") + source);
+        if (!exists && spec.read_only) return;  // nowhere to bind onto
+        MountStep b;
+        b.kind = StepKind::Bind;
+        b.source = source;
+        b.target = "/etc/resolv.conf";
+        b.attrs = MOUNT_ATTR_RDONLY;
+        b.create_target = true;
+        apply_mount_plan(root_fd, {b});
+        return;
+    }
+    if (spec.read_only) return;
+    // copy-*: leave a tree that manages its own resolv.conf (a symlink) alone; replace-*: don't.
+    if (action == Copy && exists && !S_ISREG(st.st_mode)) return;
+    auto data = read_host_file(source);
+    if (!data) return;
+    if (exists && !S_ISREG(st.st_mode)) unlinkat(etc.get(), "resolv.conf", 0);
+    write_file_at(etc.get(), "resolv.conf", *data, 0644);
+}
+
 void write_integration_files(int root_fd, const Prepared& p, const SpawnSpec& spec) {
     // /run/host: os-release of the host and who manages this container, as nspawn provides them.
     UniqueFd host = open_in_root(root_fd, "/run/host", O_RDONLY | O_DIRECTORY, 0, RESOLVE_NO_SYMLINKS);
@@ -208,37 +263,11 @@ void write_integration_files(int root_fd, const Prepared& p, const SpawnSpec& sp
     write_file_at(host.get(), "container-manager", p.container_manager + "\n", 0444);
     if (mkdirat(host.get(), "incoming", 0755) < 0 && errno != EEXIST) throw_last_error("mkdir /run/host/incoming");
 
-    if (spec.read_only) return;  // nothing may be written into a read-only tree
-    // resolv.conf: a copy of the host's, unless the tree manages its own (a symlink) or asks otherwise.
-    ResolvConfMode rc = spec.resolv_conf;
-    if (rc == ResolvConfMode::Auto) rc = spec.private_network ? ResolvConfMode::Off : ResolvConfMode::CopyHost;
-    if (rc == ResolvConfMode::CopyHost || rc == ResolvConfMode::ReplaceHost || rc == ResolvConfMode::Delete) {
-        UniqueFd etc = open_in_root(root_fd, "/etc", O_RDONLY | O_DIRECTORY);
-        if (etc) {
-            struct stat st;
-            bool exists = fstatat(etc.get(), "resolv.conf", &st, AT_SYMLINK_NOFOLLOW) == 0;
-            if (rc == ResolvConfMode::Delete) {
-                if (exists && unlinkat(etc.get(), "resolv.conf", 0) < 0) throw_last_error("cannot delete /etc/resolv.conf");
-            } else if (!exists || S_ISREG(st.st_mode) || rc == ResolvConfMode::ReplaceHost) {
-                auto data = read_host_file("/etc/resolv.conf");
-                if (data) {
-                    if (exists && !S_ISREG(st.st_mode)) unlinkat(etc.get(), "resolv.conf", 0);
-                    write_file_at(etc.get(), "resolv.conf", *data, 0644);
-                }
-            }
-        }
-    } else if (rc == ResolvConfMode::BindHost) {
-        MountStep b;
-        b.kind = StepKind::Bind;
-        b.source = "/etc/resolv.conf";
-        b.target = "/etc/resolv.conf";
-        b.attrs = MOUNT_ATTR_RDONLY;
-        b.create_target = true;
-        apply_mount_plan(root_fd, {b});
-    }
+    setup_resolv_conf(root_fd, spec);
 
     // /etc/localtime: the host's zone, as a symlink when the tree has the zone file, else a copy.
     TimezoneMode tz = spec.timezone;
+    if (spec.read_only && tz != TimezoneMode::Bind) tz = TimezoneMode::Off;  // nothing may be written
     if (tz == TimezoneMode::Off) return;
     char target[PATH_MAX];
     ssize_t n = readlink("/etc/localtime", target, sizeof target - 1);
@@ -383,6 +412,25 @@ std::pair<UniqueFd, UniqueFd> setup_console() {
             console_peer.reset();
         }
 
+        for (size_t i = 0; i < spec.rlimits.size(); i++) {
+            if (!spec.rlimits[i]) continue;
+            rlimit rl{spec.rlimits[i]->soft, spec.rlimits[i]->hard};
+            if (setrlimit(static_cast<__rlimit_resource>(i), &rl) < 0)
+                throw_last_error("cannot set resource limit " + std::to_string(i));
+        }
+        if (spec.oom_score_adjust) {
+            UniqueFd f(open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC));
+            std::string v = std::to_string(*spec.oom_score_adjust);
+            if (!f || write(f.get(), v.data(), v.size()) < 0) throw_last_error("cannot set the OOM score adjustment");
+        }
+        if (!spec.cpu_affinity.empty()) {
+            cpu_set_t set;
+            CPU_ZERO(&set);
+            for (unsigned c : spec.cpu_affinity)
+                if (c < CPU_SETSIZE) CPU_SET(c, &set);
+            if (sched_setaffinity(0, sizeof set, &set) < 0) throw_last_error("cannot set the CPU affinity");
+        }
+
         int r = drop_bounding_set(p.bounding);
         if (r < 0) throw_errno(-r, "cannot drop capabilities from the bounding set");
 
@@ -441,7 +489,31 @@ std::pair<UniqueFd, UniqueFd> setup_console() {
 
 // ---- the parent -------------------------------------------------------------------------------
 
+// Settings files and front ends can describe more than the launcher does yet. Refuse those
+// rather than start a container that silently lacks what was asked for.
+void check_supported(const SpawnSpec& s) {
+    auto refuse = [](const std::string& what) {
+        throw UsageError(what + " is not supported by spawn yet; remove it from the command line or .nspawn file");
+    };
+    if (!s.image.empty()) refuse("--image=");
+    if (!s.template_dir.empty()) refuse("--template=");
+    if (s.ephemeral) refuse("--ephemeral");
+    if (s.volatile_mode != VolatileMode::No) refuse("--volatile=");
+    if (!s.overlays.empty()) refuse("--overlay=");
+    if (!s.pivot_root_new.empty()) refuse("--pivot-root=");
+    if (s.suppress_sync) refuse("--suppress-sync=");
+    if (!s.bind_users.empty()) refuse("--bind-user=");
+    if (s.network_veth || !s.network_interfaces.empty() || !s.network_macvlan.empty() || !s.network_ipvlan.empty() ||
+        !s.network_veth_extra.empty() || !s.network_bridge.empty() || !s.network_zone.empty() || !s.ports.empty())
+        refuse("Networking beyond --private-network (veth, bridges, zones, interfaces, ports)");
+    if (s.userns_mode != UserNamespaceMode::No) refuse("--private-users=");
+    if (s.capabilities_ambient) refuse("--ambient-capability=");
+    if (s.link_journal != LinkJournalMode::Auto && s.link_journal != LinkJournalMode::No) refuse("--link-journal=");
+    if (!s.personality.empty()) refuse("--personality=");
+}
+
 Prepared prepare(const SpawnSpec& spec, bool wait_for_go) {
+    check_supported(spec);
     Prepared p;
     p.root_path = spec.directory;
     p.root_dir.reset(open(spec.directory.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
