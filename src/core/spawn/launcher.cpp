@@ -26,14 +26,18 @@
 
 #include <cstring>
 #include <optional>
+#include <string_view>
 
 #include "core/base/error.hpp"
 #include "core/base/fs_at.hpp"
+#include "core/base/names.hpp"
+#include "core/base/notify.hpp"
 #include "core/base/passwd.hpp"
 #include "core/kernel/capabilities.hpp"
 #include "core/kernel/console.hpp"
 #include "core/kernel/mount.hpp"
 #include "core/kernel/seccomp.hpp"
+#include "core/spawn/container_cgroup.hpp"
 #include "core/spawn/mount_plan.hpp"
 
 namespace mk::core {
@@ -61,6 +65,22 @@ std::string uuid_to_string(const Uuid& u) {
         s += hex[u[i] & 15];
     }
     return s;
+}
+
+std::optional<Uuid> parse_machine_id(std::string_view text) {
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
+    if (text.size() != 32) return std::nullopt;
+    Uuid u{};
+    bool zero = true;
+    for (size_t i = 0; i < 16; i++) {
+        auto hex = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1; };
+        int hi = hex(text[2 * i]), lo = hex(text[2 * i + 1]);
+        if (hi < 0 || lo < 0) return std::nullopt;
+        u[i] = static_cast<uint8_t>(hi << 4 | lo);
+        zero = zero && u[i] == 0;
+    }
+    if (zero) return std::nullopt;
+    return u;
 }
 
 Uuid random_uuid() {
@@ -133,23 +153,45 @@ void send_error(int chan, int err, const std::string& text) noexcept {
     (void)!send(chan, &m, sizeof m, MSG_NOSIGNAL);
 }
 
-void send_with_fd(int chan, Msg type, int fd) {
-    char data = static_cast<char>(type);
-    iovec iov{&data, 1};
+// SetupDone carries the console pty master and the notify socket, when there are such.
+void send_setup_done(int chan, int master, int notify) {
+    char data[2] = {static_cast<char>(Msg::SetupDone), static_cast<char>((master >= 0 ? 1 : 0) | (notify >= 0 ? 2 : 0))};
+    iovec iov{data, sizeof data};
     msghdr mh{};
     mh.msg_iov = &iov;
     mh.msg_iovlen = 1;
-    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))]{};
-    if (fd >= 0) {
+    int fds[2];
+    int n = 0;
+    if (master >= 0) fds[n++] = master;
+    if (notify >= 0) fds[n++] = notify;
+    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof fds)]{};
+    if (n > 0) {
         mh.msg_control = ctrl;
-        mh.msg_controllen = sizeof ctrl;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * static_cast<size_t>(n));
         cmsghdr* c = CMSG_FIRSTHDR(&mh);
         c->cmsg_level = SOL_SOCKET;
         c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+        c->cmsg_len = CMSG_LEN(sizeof(int) * static_cast<size_t>(n));
+        std::memcpy(CMSG_DATA(c), fds, sizeof(int) * static_cast<size_t>(n));
     }
     if (sendmsg(chan, &mh, MSG_NOSIGNAL) < 0) throw_last_error("cannot talk to the spawn process");
+}
+
+// The guest's notify socket, bound at /run/host/notify (nspawn's path, which systemd guests use).
+UniqueFd bind_notify_socket(int root_fd) {
+    UniqueFd host = open_in_root(root_fd, "/run/host", O_RDONLY | O_DIRECTORY, 0, RESOLVE_NO_SYMLINKS);
+    if (!host) throw_last_error("cannot open /run/host");
+    UniqueFd fd(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd) throw_last_error("socket");
+    int one = 1;
+    if (setsockopt(fd.get(), SOL_SOCKET, SO_PASSCRED, &one, sizeof one) < 0) throw_last_error("SO_PASSCRED");
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::string path = "/proc/self/fd/" + std::to_string(host.get()) + "/notify";
+    std::memcpy(sa.sun_path, path.c_str(), path.size());
+    if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), static_cast<socklen_t>(sizeof sa)) < 0)
+        throw_last_error("cannot bind /run/host/notify");
+    return fd;
 }
 
 // ---- what the child needs, computed before clone ---------------------------------------------
@@ -168,6 +210,9 @@ struct Prepared {
     std::vector<BpfProgram> seccomp;
     bool use_pty = false;
     bool wait_for_go = false;
+    bool boot = false;                        // the guest's init: cgroups of its own, notify socket
+    std::optional<CgroupLayout> cgroups;      // set when the guest gets its own cgroup namespace
+    Uuid uuid{};
     std::string host_os_release;
     std::string container_manager = "systemd-nspawn";
 };
@@ -261,6 +306,7 @@ void write_integration_files(int root_fd, const Prepared& p, const SpawnSpec& sp
     if (!host) throw_last_error("cannot open /run/host");
     if (!p.host_os_release.empty()) write_file_at(host.get(), "os-release", p.host_os_release, 0444);
     write_file_at(host.get(), "container-manager", p.container_manager + "\n", 0444);
+    write_file_at(host.get(), "container-uuid", uuid_to_string(p.uuid) + "\n", 0444);
     if (mkdirat(host.get(), "incoming", 0755) < 0 && errno != EEXIST) throw_last_error("mkdir /run/host/incoming");
 
     setup_resolv_conf(root_fd, spec);
@@ -356,6 +402,14 @@ std::pair<UniqueFd, UniqueFd> setup_console() {
         if (poll(&pf, 1, 0) > 0 && (pf.revents & POLLHUP)) _exit(1);
         umask(0);
 
+        if (p.cgroups) {
+            // The parent moves us into the machine's groups first; only then does a new cgroup
+            // namespace root the guest's view at its own group.
+            char placed;
+            if (recv(chan, &placed, 1, 0) != 1) _exit(1);
+            if (unshare(CLONE_NEWCGROUP) < 0) throw_last_error("cannot create a cgroup namespace");
+        }
+
         if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0)
             throw_last_error("cannot make the mount namespace private");
         // The tree, cloned and attached over itself: root_fd is the new mount's root from here on.
@@ -370,6 +424,8 @@ std::pair<UniqueFd, UniqueFd> setup_console() {
 
         apply_mount_plan(root, p.plan);
         write_integration_files(root, p, spec);
+        UniqueFd notify;
+        if (p.boot) notify = bind_notify_socket(root);
         // /run/host is the host's word to the guest: read-only.
         {
             UniqueFd host = open_in_root(root, "/run/host", O_PATH | O_DIRECTORY, 0, RESOLVE_NO_SYMLINKS);
@@ -388,11 +444,12 @@ std::pair<UniqueFd, UniqueFd> setup_console() {
         UniqueFd console_peer;
         if (p.use_pty) {
             auto [master, peer] = setup_console();
-            send_with_fd(chan, Msg::SetupDone, master.get());
+            send_setup_done(chan, master.get(), notify.get());
             console_peer = std::move(peer);
         } else {
-            send_with_fd(chan, Msg::SetupDone, -1);
+            send_setup_done(chan, -1, notify.get());
         }
+        notify.reset();
 
         if (sethostname(p.hostname.data(), p.hostname.size()) < 0) throw_last_error("sethostname");
         // A fresh session keyring: the kernel keyring is not namespaced.
@@ -595,7 +652,22 @@ Prepared prepare(const SpawnSpec& spec, bool wait_for_go) {
     p.host_os_release = read_host_file("/etc/os-release").value_or(read_host_file("/usr/lib/os-release").value_or(""));
 
     // The environment: nspawn's set, so that guests recognise their container.
-    Uuid uuid = spec.uuid ? *spec.uuid : random_uuid();
+    // The machine's UUID: --uuid, else the tree's own machine ID (so that both agree), else random.
+    Uuid uuid{};
+    if (spec.uuid) {
+        uuid = *spec.uuid;
+    } else if (auto id = parse_machine_id(read_file_in_root(root, "/etc/machine-id", 4096).value_or(""))) {
+        uuid = *id;
+    } else {
+        uuid = random_uuid();
+    }
+    p.uuid = uuid;
+    p.boot = spec.start_mode == StartMode::Boot;
+    if (p.boot) {
+        CgroupLayout layout = detect_cgroup_layout();
+        if (layout.mode != CgroupMode::None) p.cgroups = layout;
+        p.plan = build_mount_plan(spec, p.cgroups ? &*p.cgroups : nullptr);
+    }
     p.env.push_back(std::string("PATH=") + kDefaultPath);
     p.env.push_back("container=" + p.container_manager);
     p.env.push_back("container_uuid=" + uuid_to_string(uuid));
@@ -621,111 +693,145 @@ Prepared prepare(const SpawnSpec& spec, bool wait_for_go) {
 
 
 // Receives one message from the child: returns false on EOF (the child exec'd or died).
-// Throws the child's error as std::system_error.
-bool receive(int chan, Msg& type, UniqueFd& fd) {
+// Throws the child's error as std::runtime_error (its text already names the errno).
+bool receive(int chan, Msg& type, UniqueFd& master, UniqueFd& notify) {
     ErrorMsg m{};
     iovec iov{&m, sizeof m};
     msghdr mh{};
     mh.msg_iov = &iov;
     mh.msg_iovlen = 1;
-    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))]{};
+    alignas(cmsghdr) char ctrl[CMSG_SPACE(2 * sizeof(int))]{};
     mh.msg_control = ctrl;
     mh.msg_controllen = sizeof ctrl;
     ssize_t n;
     do n = recvmsg(chan, &mh, MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
     if (n <= 0) return false;
+    std::vector<int> fds;
     for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            int f;
-            std::memcpy(&f, CMSG_DATA(c), sizeof f);
-            fd.reset(f);
+            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < k; i++) {
+                int f;
+                std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
+                fds.push_back(f);
+            }
         }
     type = m.type;
     if (type == Msg::Error) {
+        for (int f : fds) close(f);
         m.text[sizeof m.text - 1] = 0;
-        throw std::runtime_error(m.text);  // the child's text already names the errno
+        throw std::runtime_error(m.text);
     }
+    auto flags = static_cast<uint8_t>(reinterpret_cast<const char*>(&m)[1]);
+    size_t i = 0;
+    if ((flags & 1) && i < fds.size()) master.reset(fds[i++]);
+    if ((flags & 2) && i < fds.size()) notify.reset(fds[i++]);
+    for (; i < fds.size(); i++) close(fds[i]);
     return true;
 }
 
-int wait_status_to_exit(const siginfo_t& si) {
-    if (si.si_code == CLD_EXITED) return si.si_status;
-    return 128 + si.si_status;
+struct Outcome {
+    int exit_code = 0;
+    bool reboot = false;
+};
+
+// How the container's PID 1 ended. A booted guest that calls reboot(2) in its PID namespace is
+// killed by SIGHUP (restart) or SIGINT (power-off, halt): that is how the kernel reports them.
+Outcome interpret_exit(const siginfo_t& si, bool boot) {
+    if (si.si_code == CLD_EXITED) return {si.si_status, false};
+    if (boot && si.si_status == SIGINT) return {0, false};
+    if (boot && si.si_status == SIGHUP) return {0, true};
+    return {128 + si.si_status, false};
 }
 
-}  // namespace
-
-std::string find_init(int root_fd) {
-    for (const char* c : {"/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init"})
-        if (is_executable_in_root(root_fd, c)) return c;
-    return {};
-}
-
-Launcher::Launcher(SpawnSpec spec, LaunchHooks hooks) : spec_(std::move(spec)), hooks_(std::move(hooks)) {}
-
-int Launcher::run() {
-    if (geteuid() != 0) throw UsageError("spawn must be run as root (it creates namespaces and mounts)");
-    Prepared p = prepare(spec_, static_cast<bool>(hooks_.on_ready));
-    cap_last_cap();  // cache before clone
-
-    UniqueFd name_lock = take_name_lock(spec_.machine_name);
-    if (!name_lock)
-        throw UsageError("machine name '" + spec_.machine_name + "' is already in use by a running container; pick another with -M");
-
+Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_last_error("socketpair");
     UniqueFd chan(sv[0]), child_chan(sv[1]);
 
+    // A booted guest gets groups of its own (machd's scope when it registers us, else ours).
+    std::optional<ContainerCgroup> cgroup;
+    if (p.cgroups) cgroup.emplace(*p.cgroups, "/machine.slice/" + machine_scope_name(spec.machine_name));
+
     // Signals are handled through a signalfd; the child restores the mask before exec.
     sigset_t mask, old_mask;
     sigemptyset(&mask);
-    for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGWINCH, SIGQUIT}) sigaddset(&mask, s);
+    for (int sig : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGWINCH, SIGQUIT}) sigaddset(&mask, sig);
     sigprocmask(SIG_BLOCK, &mask, &old_mask);
-    signal(SIGPIPE, SIG_IGN);
     UniqueFd sfd(signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!sfd) throw_last_error("signalfd");
 
     clone_args ca{};
-    ca.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP | CLONE_PIDFD;
-    if (spec_.private_network) ca.flags |= CLONE_NEWNET;
+    ca.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD;
+    if (!p.cgroups) ca.flags |= CLONE_NEWCGROUP;  // else the child unshares it once placed
+    if (spec.private_network) ca.flags |= CLONE_NEWNET;
     int pidfd_raw = -1;
     ca.pidfd = reinterpret_cast<uint64_t>(&pidfd_raw);
     ca.exit_signal = SIGCHLD;
+    bool into_cgroup = cgroup && cgroup->unified_fd() >= 0;
+    if (into_cgroup) {
+        // Straight into the cgroup2 group: no cgroup.procs write, no RCU grace period to wait for.
+        ca.flags |= CLONE_INTO_CGROUP;
+        ca.cgroup = static_cast<uint64_t>(cgroup->unified_fd());
+    }
     long pid = syscall(SYS_clone3, &ca, sizeof ca);
+    if (pid < 0 && into_cgroup) {
+        ca.flags &= ~static_cast<uint64_t>(CLONE_INTO_CGROUP);
+        into_cgroup = false;
+        pid = syscall(SYS_clone3, &ca, sizeof ca);
+    }
     if (pid < 0) throw_last_error("cannot create the container's namespaces");
     if (pid == 0) {
         chan.reset();
         sfd.reset();
         signal(SIGPIPE, SIG_DFL);
-        child_main(spec_, p, child_chan.get());
+        child_main(spec, p, child_chan.get());
     }
     UniqueFd pidfd(pidfd_raw);
     child_chan.reset();
-    p.root_dir.reset();
-
-    UniqueFd master;
-    std::optional<RawTerminal> raw;
-    bool interactive = spec_.console == ConsoleMode::Interactive;
-    bool relay_out = spec_.console == ConsoleMode::Interactive || spec_.console == ConsoleMode::ReadOnly;
-    bool stdin_open = interactive;
-    bool chan_open = true;
-    int term_count = 0;
-    EscapeDetector escape;
-    std::optional<int> exit_code;
-    std::string setup_error;
-
     auto kill_child = [&](int sig) { syscall(SYS_pidfd_send_signal, pidfd.get(), sig, nullptr, 0); };
 
-    while (!exit_code) {
-        pollfd fds[5];
+    if (cgroup) {
+        try {
+            cgroup->attach(static_cast<pid_t>(pid), !into_cgroup);
+        } catch (...) {
+            kill_child(SIGKILL);
+            siginfo_t si{};
+            waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &si, WEXITED);
+            sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+            throw;
+        }
+        char placed = 1;
+        (void)!send(chan.get(), &placed, 1, MSG_NOSIGNAL);
+    }
+
+    UniqueFd master, notify, peer_hold;
+    std::optional<RawTerminal> raw;
+    bool interactive = spec.console == ConsoleMode::Interactive;
+    bool relay_out = spec.console == ConsoleMode::Interactive || spec.console == ConsoleMode::ReadOnly;
+    bool stdin_open = interactive;
+    bool chan_open = true;
+    bool master_open = false;
+    int term_count = 0;
+    EscapeDetector escape;
+    std::optional<Outcome> outcome;
+    std::string setup_error;
+
+    auto told_ready = [&](const std::string& status) {
+        notify_manager("READY=1\nSTATUS=" + status + "\nX_NSPAWN_LEADER_PID=" + std::to_string(pid));
+    };
+
+    while (!outcome) {
+        pollfd fds[6];
         int n = 0;
         fds[n++] = {pidfd.get(), POLLIN, 0};
         fds[n++] = {sfd.get(), POLLIN, 0};
-        int chan_i = -1, master_i = -1, stdin_i = -1;
+        int chan_i = -1, master_i = -1, stdin_i = -1, notify_i = -1;
         if (chan_open) chan_i = n, fds[n++] = {chan.get(), POLLIN, 0};
-        if (master) master_i = n, fds[n++] = {master.get(), POLLIN, 0};
+        if (master_open) master_i = n, fds[n++] = {master.get(), POLLIN, 0};
         if (stdin_open && master) stdin_i = n, fds[n++] = {STDIN_FILENO, POLLIN, 0};
+        if (notify) notify_i = n, fds[n++] = {notify.get(), POLLIN, 0};
         if (poll(fds, static_cast<nfds_t>(n), -1) < 0) {
             if (errno == EINTR) continue;
             throw_last_error("poll");
@@ -734,21 +840,23 @@ int Launcher::run() {
         if (chan_i >= 0 && fds[chan_i].revents) {
             try {
                 Msg type{};
-                UniqueFd fd;
-                if (!receive(chan.get(), type, fd)) {
+                if (!receive(chan.get(), type, master, notify)) {
                     chan_open = false;
                 } else if (type == Msg::SetupDone) {
-                    if (fd) {
-                        master = std::move(fd);
+                    if (master) {
                         fcntl(master.get(), F_SETFL, O_NONBLOCK);
+                        // Hold the peer open ourselves: a guest init closes and reopens its console
+                        // while it boots, and a master whose peer nobody holds reads EIO.
+                        peer_hold.reset(ioctl(master.get(), TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC));
+                        master_open = true;
                         if (interactive) {
                             raw.emplace(STDIN_FILENO);
                             copy_window_size(STDIN_FILENO, master.get());
                         }
                     }
-                    if (hooks_.on_ready) {
+                    if (hooks.on_ready) {
                         try {
-                            hooks_.on_ready(static_cast<pid_t>(pid));
+                            hooks.on_ready(static_cast<pid_t>(pid));
                         } catch (...) {
                             kill_child(SIGKILL);  // the loop reaps it and reports the error
                             throw;
@@ -756,10 +864,22 @@ int Launcher::run() {
                         char go = 1;
                         if (send(chan.get(), &go, 1, MSG_NOSIGNAL) != 1) chan_open = false;
                     }
+                    if (!spec.notify_ready) told_ready("Container running.");
                 }
             } catch (const std::runtime_error& e) {
                 setup_error = e.what();
                 chan_open = false;
+            }
+        }
+
+        if (notify_i >= 0 && fds[notify_i].revents) {
+            pid_t sender;
+            std::string text;
+            while (receive_notification(notify.get(), sender, text)) {
+                if (sender != pid) continue;  // only the guest's PID 1 speaks for the container
+                if (notification_field(text, "READY") == "1" && spec.notify_ready) told_ready("Container running.");
+                if (std::string st = notification_field(text, "STATUS"); !st.empty())
+                    notify_manager("STATUS=Container running: " + st);
             }
         }
 
@@ -769,9 +889,8 @@ int Launcher::run() {
             if (r > 0) {
                 if (relay_out) write_all(STDOUT_FILENO, buf, static_cast<size_t>(r));
             } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
-                // EIO: every holder of the peer has closed it. Keep the master for a late reopen,
-                // but stop polling it, or poll would spin on POLLHUP.
-                if (!(fds[master_i].revents & POLLIN)) master_i = -1;
+                // EIO: every holder of the peer has closed it; stop polling, or poll would spin.
+                master_open = false;
             }
         }
 
@@ -781,7 +900,7 @@ int Launcher::run() {
             if (r > 0) {
                 if (escape.feed(buf, static_cast<size_t>(r), std::chrono::steady_clock::now())) {
                     raw.reset();
-                    if (!spec_.quiet) fprintf(stderr, "\nContainer %s terminated by ^]^]^].\n", spec_.machine_name.c_str());
+                    if (!spec.quiet) fprintf(stderr, "\nContainer %s terminated by ^]^]^].\n", spec.machine_name.c_str());
                     kill_child(SIGKILL);
                 } else {
                     write_all(master.get(), buf, static_cast<size_t>(r));
@@ -801,8 +920,8 @@ int Launcher::run() {
                     if (++term_count > 1) {
                         kill_child(SIGKILL);
                     } else {
-                        int fwd = spec_.kill_signal > 0 ? spec_.kill_signal : sig;
-                        if (spec_.start_mode == StartMode::Boot && !spec_.quiet)
+                        int fwd = spec.kill_signal > 0 ? spec.kill_signal : sig;
+                        if (p.boot && !spec.quiet)
                             fprintf(stderr, "Trying to halt container. Send SIGTERM again to trigger immediate termination.\n");
                         kill_child(fwd);
                     }
@@ -825,22 +944,55 @@ int Launcher::run() {
                 if (chan_open && setup_error.empty()) {
                     try {
                         Msg type{};
-                        UniqueFd fd;
-                        while (receive(chan.get(), type, fd)) {}
+                        UniqueFd m2, n2;
+                        while (receive(chan.get(), type, m2, n2)) {}
                     } catch (const std::runtime_error& e) {
                         setup_error = e.what();
                     }
                 }
-                exit_code = wait_status_to_exit(si);
+                outcome = interpret_exit(si, p.boot);
             }
         }
     }
 
     raw.reset();
     sigprocmask(SIG_SETMASK, &old_mask, nullptr);
-    if (hooks_.on_exit) hooks_.on_exit();
+    if (cgroup) cgroup->remove();
     if (!setup_error.empty()) throw std::runtime_error(setup_error);
-    return *exit_code;
+    return *outcome;
+}
+
+}  // namespace
+
+std::string find_init(int root_fd) {
+    for (const char* c : {"/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init"})
+        if (is_executable_in_root(root_fd, c)) return c;
+    return {};
+}
+
+Launcher::Launcher(SpawnSpec spec, LaunchHooks hooks) : spec_(std::move(spec)), hooks_(std::move(hooks)) {}
+
+int Launcher::run() {
+    if (geteuid() != 0) throw UsageError("spawn must be run as root (it creates namespaces and mounts)");
+    Prepared p = prepare(spec_, static_cast<bool>(hooks_.on_ready));
+    cap_last_cap();  // cache before clone
+    signal(SIGPIPE, SIG_IGN);
+
+    UniqueFd name_lock = take_name_lock(spec_.machine_name);
+    if (!name_lock)
+        throw UsageError("machine name '" + spec_.machine_name + "' is already in use by a running container; pick another with -M");
+
+    for (;;) {
+        Outcome o = run_once(spec_, p, hooks_);
+        if (hooks_.on_exit) hooks_.on_exit();
+        if (!o.reboot) {
+            if (p.boot && !spec_.quiet) fprintf(stderr, "Container %s has been shut down.\n", spec_.machine_name.c_str());
+            return o.exit_code;
+        }
+        // Under a service manager (--keep-unit), let it restart the whole unit, as nspawn does.
+        if (spec_.keep_unit) return 133;
+        if (!spec_.quiet) fprintf(stderr, "Container %s is being rebooted.\n", spec_.machine_name.c_str());
+    }
 }
 
 }  // namespace mk::core

@@ -138,6 +138,12 @@ void apply_mount_plan(int root_fd, const std::vector<MountStep>& plan) {
                 throw_last_error("cannot create device node " + s.target);
             break;
         }
+        case StepKind::Remount: {
+            UniqueFd fd = open_in_root(root_fd, s.target, O_PATH | O_DIRECTORY, 0, RESOLVE_NO_SYMLINKS);
+            if (!fd) throw_last_error("cannot open " + s.target);
+            set_mount_attrs(fd.get(), s.attrs, s.clear_attrs, false, s.target);
+            break;
+        }
         case StepKind::Symlink: {
             UniqueFd dir = open_own_parent(root_fd, s.target, name);
             if (symlinkat(s.source.c_str(), dir.get(), name.c_str()) < 0 && errno != EEXIST)

@@ -92,9 +92,54 @@ std::vector<std::pair<std::string, std::string>> split_options(const std::string
     return out;
 }
 
+// /sys/fs/cgroup as nspawn gives it to a guest on each kind of host. Mounted from inside the
+// guest's cgroup namespace, so each hierarchy's root is the guest's own group.
+void add_cgroup_mounts(std::vector<MountStep>& p, const CgroupLayout& l) {
+    if (l.mode == CgroupMode::Unified) {
+        p.push_back(fs("/sys/fs/cgroup", "cgroup2", {{"nsdelegate", ""}}, kNoSuidDevExec));
+        return;
+    }
+    if (l.mode == CgroupMode::None) return;
+    p.push_back(fs("/sys/fs/cgroup", "tmpfs", {{"mode", "0755"}, {"size", "4m"}}, kNoSuidDevExec));
+    for (const auto& h : l.v1) {
+        std::string dir = "/sys/fs/cgroup/" + h.name;
+        p.push_back(mkdir_step(dir, 0755));
+        std::vector<std::pair<std::string, std::string>> opts;
+        bool named = false;
+        size_t i = 0;
+        while (i <= h.options.size()) {
+            size_t j = h.options.find(',', i);
+            if (j == std::string::npos) j = h.options.size();
+            std::string o = h.options.substr(i, j - i);
+            i = j + 1;
+            if (o.empty()) continue;
+            if (o.starts_with("name=")) {
+                opts.emplace_back("name", o.substr(5));
+                named = true;
+            } else {
+                opts.emplace_back(o, "");
+            }
+        }
+        if (named && opts.size() == 1) opts.emplace_back("none", "");
+        // Only the guest's own process-tracking hierarchy is writable; controllers are the host's.
+        bool writable = h.options == "name=systemd";
+        p.push_back(fs(dir, "cgroup", opts, kNoSuidDevExec | (writable ? 0 : MOUNT_ATTR_RDONLY)));
+    }
+    for (const auto& [name, target] : l.symlinks) p.push_back(symlink_step("/sys/fs/cgroup/" + name, target));
+    if (l.mode == CgroupMode::Hybrid) {
+        p.push_back(mkdir_step("/sys/fs/cgroup/unified", 0755));
+        p.push_back(fs("/sys/fs/cgroup/unified", "cgroup2", {}, kNoSuidDevExec));
+    }
+    MountStep ro;
+    ro.kind = StepKind::Remount;
+    ro.target = "/sys/fs/cgroup";
+    ro.attrs = MOUNT_ATTR_RDONLY;
+    p.push_back(ro);
+}
+
 }  // namespace
 
-std::vector<MountStep> build_mount_plan(const SpawnSpec& spec) {
+std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, const CgroupLayout* cgroups) {
     std::vector<MountStep> p;
 
     // /run first: it holds the inaccessible nodes that the /proc masks are bound from.
@@ -128,6 +173,7 @@ std::vector<MountStep> build_mount_plan(const SpawnSpec& spec) {
 
     // /sys read-only.
     p.push_back(api_fs("/sys", "sysfs", {}, MOUNT_ATTR_RDONLY | kNoSuidDevExec));
+    if (cgroups) add_cgroup_mounts(p, *cgroups);
 
     // /dev: a tmpfs with the nodes a container may have, a private devpts, shm and mqueue.
     p.push_back(api_fs("/dev", "tmpfs", {{"mode", "0755"}, {"size", "4m"}, {"nr_inodes", "64k"}},

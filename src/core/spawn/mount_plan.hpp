@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/spawn/container_cgroup.hpp"
 #include "core/spawn/spawn_spec.hpp"
 
 namespace mk::core {
@@ -21,6 +22,7 @@ enum class StepKind {
     File,     // empty regular file inside a tmpfs we own
     Node,     // character device node (mknod), in our /dev tmpfs
     Symlink,  // symlink `source` at `target`, in a tmpfs we own
+    Remount,  // set `attrs` on the mount already at `target` (not recursively)
 };
 
 struct MountStep {
@@ -52,7 +54,9 @@ inline constexpr const char* kReadOnlyProcDirs[] = {
 // Where spawn keeps the inaccessible nodes inside the container (as nspawn does).
 inline constexpr const char* kInaccessibleDir = "/run/host/inaccessible";
 
-std::vector<MountStep> build_mount_plan(const SpawnSpec& spec);
+// `cgroups`: the host's layout when the guest gets a /sys/fs/cgroup of its own (booted guests,
+// which run in their own cgroup namespace); nullptr leaves /sys/fs/cgroup as sysfs has it.
+std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, const CgroupLayout* cgroups = nullptr);
 
 // Carries out `plan` relative to the container root `root_fd` (an O_PATH fd of the root mount).
 // Throws std::system_error naming the step on the first failure: a mask or read-only mount that

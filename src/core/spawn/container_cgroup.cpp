@@ -1,0 +1,168 @@
+#include "core/spawn/container_cgroup.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "core/base/error.hpp"
+#include "core/base/fs_at.hpp"
+
+namespace mk::core {
+namespace {
+
+std::vector<std::string_view> split(std::string_view s, char sep) {
+    std::vector<std::string_view> out;
+    size_t i = 0;
+    for (;;) {
+        size_t j = s.find(sep, i);
+        if (j == std::string_view::npos) {
+            out.push_back(s.substr(i));
+            return out;
+        }
+        out.push_back(s.substr(i, j - i));
+        i = j + 1;
+    }
+}
+
+void mkdir_p(const std::string& path, std::vector<std::string>* created) {
+    size_t i = 1;
+    while (i <= path.size()) {
+        size_t j = path.find('/', i);
+        if (j == std::string::npos) j = path.size();
+        std::string sub = path.substr(0, j);
+        if (mkdir(sub.c_str(), 0755) == 0) {
+            if (created) created->push_back(sub);
+        } else if (errno != EEXIST) {
+            throw_last_error("cannot create cgroup " + sub);
+        }
+        i = j + 1;
+    }
+}
+
+void write_pid(const std::string& dir, pid_t pid) {
+    UniqueFd fd(open((dir + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd) throw_last_error("cannot open " + dir + "/cgroup.procs");
+    std::string s = std::to_string(pid);
+    if (write(fd.get(), s.data(), s.size()) < 0) throw_last_error("cannot move the container into " + dir);
+}
+
+}  // namespace
+
+CgroupLayout parse_cgroup_layout(std::string_view mountinfo) {
+    CgroupLayout l;
+    bool top_is_cgroup2 = false, top_is_tmpfs = false, has_unified = false;
+    for (auto line : split(mountinfo, '\n')) {
+        // "36 25 0:31 / /sys/fs/cgroup/memory rw,... shared:15 - cgroup cgroup rw,memory"
+        size_t dash = line.find(" - ");
+        if (dash == std::string_view::npos) continue;
+        auto left = split(line.substr(0, dash), ' ');
+        auto right = split(line.substr(dash + 3), ' ');
+        if (left.size() < 5 || right.size() < 3) continue;
+        std::string_view mp = left[4], fstype = right[0], opts = right[2];
+        if (mp == "/sys/fs/cgroup") {
+            top_is_cgroup2 = fstype == "cgroup2";
+            top_is_tmpfs = fstype == "tmpfs";
+            continue;
+        }
+        if (!mp.starts_with("/sys/fs/cgroup/")) continue;
+        std::string_view name = mp.substr(15);
+        if (name.find('/') != std::string_view::npos) continue;
+        if (fstype == "cgroup2" && name == "unified") {
+            has_unified = true;
+        } else if (fstype == "cgroup") {
+            std::string controllers;
+            for (auto o : split(opts, ',')) {
+                if (o == "rw" || o == "ro" || o.starts_with("release_agent=") || o == "clone_children" ||
+                    o == "noprefix" || o == "xattr" || o == "nsroot" || o == "cpuset_v2_mode" || o.starts_with("nsroot="))
+                    continue;
+                if (!controllers.empty()) controllers += ',';
+                controllers += o;
+            }
+            l.v1.push_back({std::string(name), controllers});
+        }
+    }
+    if (top_is_cgroup2) l.mode = CgroupMode::Unified;
+    else if (top_is_tmpfs && has_unified) l.mode = CgroupMode::Hybrid;
+    else if (top_is_tmpfs && !l.v1.empty()) l.mode = CgroupMode::Legacy;
+    return l;
+}
+
+CgroupLayout detect_cgroup_layout() {
+    CgroupLayout l = parse_cgroup_layout(read_host_file("/proc/self/mountinfo", 4 << 20).value_or(""));
+    if (l.mode == CgroupMode::Hybrid || l.mode == CgroupMode::Legacy) {
+        if (DIR* d = opendir("/sys/fs/cgroup")) {
+            while (dirent* e = readdir(d)) {
+                if (e->d_type != DT_LNK) continue;
+                char target[256];
+                ssize_t n = readlinkat(dirfd(d), e->d_name, target, sizeof target - 1);
+                if (n <= 0) continue;
+                l.symlinks.emplace_back(e->d_name, std::string(target, static_cast<size_t>(n)));
+            }
+            closedir(d);
+        }
+    }
+    return l;
+}
+
+ContainerCgroup::ContainerCgroup(const CgroupLayout& layout, std::string path, std::string root) {
+    try {
+        auto create = [&](const std::string& hier) {
+            std::string dir = hier + path;
+            // Record the slice separately: other machines may share it, so it is removed only if empty.
+            std::vector<std::string> made;
+            mkdir_p(dir, &made);
+            for (auto& m : made) (m == dir ? dirs_ : slices_).push_back(m);
+            return dir;
+        };
+        if (layout.mode == CgroupMode::Unified) unified_dir_ = create(root);
+        if (layout.mode == CgroupMode::Hybrid) unified_dir_ = create(root + "/unified");
+        if (layout.mode == CgroupMode::Hybrid || layout.mode == CgroupMode::Legacy)
+            for (const auto& h : layout.v1)
+                if (h.options == "name=systemd") systemd_dir_ = create(root + "/" + h.name);
+        if (!unified_dir_.empty()) {
+            unified_fd_.reset(open(unified_dir_.c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC));
+            if (!unified_fd_) throw_last_error("cannot open " + unified_dir_);
+        }
+    } catch (...) {
+        remove();
+        throw;
+    }
+}
+
+ContainerCgroup::~ContainerCgroup() { remove(); }
+
+void ContainerCgroup::attach(pid_t pid, bool unified_too) const {
+    if (!systemd_dir_.empty()) write_pid(systemd_dir_, pid);
+    if (unified_too && !unified_dir_.empty()) write_pid(unified_dir_, pid);
+}
+
+void ContainerCgroup::remove() noexcept {
+    unified_fd_.reset();
+    for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it) remove_cgroup_tree(*it);
+    for (auto it = slices_.rbegin(); it != slices_.rend(); ++it) rmdir(it->c_str());  // EBUSY: still in use
+    dirs_.clear();
+    slices_.clear();
+}
+
+void remove_cgroup_tree(const std::string& dir) noexcept {
+    if (DIR* d = opendir(dir.c_str())) {
+        std::vector<std::string> subs;
+        while (dirent* e = readdir(d)) {
+            if (e->d_type != DT_DIR || e->d_name[0] == '.') continue;
+            subs.emplace_back(e->d_name);
+        }
+        closedir(d);
+        for (const auto& s : subs) remove_cgroup_tree(dir + "/" + s);
+    }
+    // A group whose last process just exited may still be busy for a moment.
+    for (int i = 0; i < 100; i++) {
+        if (rmdir(dir.c_str()) == 0 || errno == ENOENT) return;
+        if (errno != EBUSY) return;
+        usleep(2000);
+    }
+}
+
+}  // namespace mk::core
