@@ -7,6 +7,7 @@
 
 #include "core/base/error.hpp"
 #include "core/spawn/launcher.hpp"
+#include "core/spawn/settings.hpp"
 #include "spawn/options.hpp"
 
 int main(int argc, char** argv) {
@@ -22,7 +23,19 @@ int main(int argc, char** argv) {
             printf("machkit spawn %s\n", MK_VERSION);
             return 0;
         }
-        core::Launcher launcher(std::move(opts.spec));
+        core::SpawnSpec& spec = opts.spec;
+        if (spec.settings_mode != core::SettingsMode::No) {
+            // The machine's .nspawn file: /etc/systemd/nspawn and /run/systemd/nspawn are trusted;
+            // one next to the tree is not, and its privileged keys are ignored (CVE-2026-40226).
+            if (auto file = core::find_settings_file(opts.settings_name, spec.directory)) {
+                core::Settings settings = core::parse_settings(file->contents, file->path);
+                std::vector<std::string> warnings = settings.warnings;
+                bool trusted = file->trusted || spec.settings_mode == core::SettingsMode::Trusted;
+                core::apply_settings(settings, spec, trusted, warnings, opts.set_on_command_line, spec.settings_mode);
+                for (const auto& w : warnings) fprintf(stderr, "spawn: %s: %s\n", file->path.c_str(), w.c_str());
+            }
+        }
+        core::Launcher launcher(std::move(spec));
         return launcher.run();
     } catch (const std::exception& e) {
         fprintf(stderr, "spawn: %s\n", core::describe(e).c_str());

@@ -1,11 +1,13 @@
 #include "spawn/options.hpp"
 
 #include <getopt.h>
+#include <sys/random.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <climits>
 #include <cstring>
+#include <optional>
 #include <string_view>
 
 #include "core/base/error.hpp"
@@ -25,7 +27,7 @@ enum {
     OPT_HOSTNAME = 0x100, OPT_CHDIR, OPT_BIND, OPT_BIND_RO, OPT_TMPFS, OPT_READ_ONLY, OPT_PRIVATE_NETWORK,
     OPT_UUID, OPT_CONSOLE, OPT_KILL_SIGNAL, OPT_CAPABILITY, OPT_DROP_CAPABILITY, OPT_NO_NEW_PRIVILEGES,
     OPT_SYSCALL_FILTER, OPT_RESOLV_CONF, OPT_TIMEZONE, OPT_REGISTER, OPT_VERSION, OPT_KEEP_UNIT, OPT_SLICE,
-    OPT_PROPERTY, OPT_INACCESSIBLE, OPT_NOTIFY_READY,
+    OPT_PROPERTY, OPT_INACCESSIBLE, OPT_NOTIFY_READY, OPT_VOLATILE, OPT_SETTINGS,
 };
 
 const option kLongOptions[] = {
@@ -61,6 +63,9 @@ const option kLongOptions[] = {
     {"slice", required_argument, nullptr, OPT_SLICE},
     {"property", required_argument, nullptr, OPT_PROPERTY},
     {"notify-ready", required_argument, nullptr, OPT_NOTIFY_READY},
+    {"ephemeral", no_argument, nullptr, 'x'},
+    {"volatile", optional_argument, nullptr, OPT_VOLATILE},
+    {"settings", required_argument, nullptr, OPT_SETTINGS},
     {nullptr, 0, nullptr, 0},
 };
 
@@ -74,6 +79,32 @@ std::string absolute_host_path(std::string_view p) {
         s = std::string(cwd) + "/" + s;
     }
     return core::parse_absolute_path(s);
+}
+
+// Which .nspawn settings group each option belongs to (nspawn's SETTING_* bits).
+std::optional<core::SettingGroup> group_of(int c) {
+    using G = core::SettingGroup;
+    switch (c) {
+    case 'a': case 'b': return G::StartMode;
+    case 'x': return G::Ephemeral;
+    case 'E': return G::Environment;
+    case 'u': return G::User;
+    case OPT_CHDIR: return G::WorkingDirectory;
+    case OPT_CAPABILITY: case OPT_DROP_CAPABILITY: return G::Capability;
+    case OPT_KILL_SIGNAL: return G::KillSignal;
+    case OPT_UUID: return G::MachineId;
+    case OPT_NOTIFY_READY: return G::NotifyReady;
+    case OPT_SYSCALL_FILTER: return G::SyscallFilter;
+    case OPT_HOSTNAME: return G::Hostname;
+    case OPT_NO_NEW_PRIVILEGES: return G::NoNewPrivileges;
+    case OPT_RESOLV_CONF: return G::ResolvConf;
+    case OPT_TIMEZONE: return G::Timezone;
+    case OPT_READ_ONLY: return G::ReadOnly;
+    case OPT_VOLATILE: return G::Volatile;
+    case OPT_BIND: case OPT_BIND_RO: case OPT_TMPFS: case OPT_INACCESSIBLE: return G::CustomMounts;
+    case OPT_PRIVATE_NETWORK: return G::Network;
+    default: return std::nullopt;
+    }
 }
 
 template <typename F>
@@ -97,6 +128,9 @@ Run a command or boot an OS tree in a light-weight container.
   -q --quiet                Do not show status information
   -D --directory=PATH       Root directory for the container
   -b --boot                 Boot up the tree's init; remaining arguments go to it
+  -x --ephemeral            Run on a throw-away overlay of the tree, removed at exit
+     --volatile[=MODE]      yes (tmpfs root + the tree's /usr), state (tmpfs /var), overlay
+     --settings=MODE        Use .nspawn settings files: yes, no, trusted, override
   -a --as-pid2              Run COMMAND as PID 2, under a minimal init as PID 1
      --chdir=PATH           Working directory inside the container
   -E --setenv=NAME[=VALUE]  Pass an environment variable to PID 1
@@ -238,6 +272,11 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
                 throw UsageError("invalid --property '" + std::string(v) + "': expected NAME=VALUE");
             s.properties.emplace_back(v);
             break;
+        case 'x': s.ephemeral = true; break;
+        case OPT_VOLATILE:
+            s.volatile_mode = optarg ? value("--volatile=", v, core::parse_volatile_mode) : core::VolatileMode::Yes;
+            break;
+        case OPT_SETTINGS: s.settings_mode = value("--settings=", v, core::parse_settings_mode); break;
         case OPT_NOTIFY_READY: s.notify_ready = value("--notify-ready=", v, core::parse_boolean); break;
         case '?': {
             std::string bad = optind > 0 && optind <= argc ? copy[static_cast<size_t>(optind - 1)] : "?";
@@ -249,8 +288,10 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
         default:
             throw UsageError("unknown option; see spawn --help");
         }
+        if (auto g = group_of(c)) r.set_on_command_line.set(*g);
     }
     for (int i = optind; i < argc; i++) s.argv.push_back(copy[static_cast<size_t>(i)]);
+    if (!s.argv.empty()) r.set_on_command_line.set(core::SettingGroup::StartMode);
 
     if (s.directory.empty()) throw UsageError("no directory given: pass the container's root with -D DIR");
     if (!machine_set) {
@@ -264,6 +305,16 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
         else s.console = tty ? core::ConsoleMode::Interactive : core::ConsoleMode::Pipe;
     }
     if (s.start_mode == core::StartMode::Boot && s.kill_signal == 0) s.kill_signal = SIGRTMIN + 3;
+    r.settings_name = s.machine_name;
+    if (s.ephemeral && !machine_set) {
+        // As nspawn: an ephemeral machine gets a random suffix, so several can run from one tree.
+        char suffix[18];
+        unsigned long long rnd = 0;
+        if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd) throw UsageError("getrandom failed");
+        snprintf(suffix, sizeof suffix, "-%016llx", rnd);
+        std::string name = s.machine_name.substr(0, core::kHostNameMax - 17) + suffix;
+        s.machine_name = name;
+    }
     return r;
 }
 

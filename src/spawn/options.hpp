@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "core/spawn/settings.hpp"
 #include "core/spawn/spawn_spec.hpp"
 
 namespace mk::spawn {
@@ -14,6 +15,8 @@ struct ParsedOptions {
     Action action = Action::Run;
     core::SpawnSpec spec;
     bool console_set = false;
+    std::string settings_name;  // the machine name before an --ephemeral suffix: names the .nspawn file
+    core::SettingsMask set_on_command_line;  // what .nspawn files may not override (unless --settings=override)
 };
 
 // Parses argv (argv[0] is the program name). Throws core::UsageError with a one-line message for

@@ -114,7 +114,11 @@ ContainerCgroup::ContainerCgroup(const CgroupLayout& layout, std::string path, s
             // Record the slice separately: other machines may share it, so it is removed only if empty.
             std::vector<std::string> made;
             mkdir_p(dir, &made);
-            for (auto& m : made) (m == dir ? dirs_ : slices_).push_back(m);
+            for (auto& m : made)
+                if (m != dir) slices_.push_back(m);
+            // The leaf is the machine's own even if a previous run left it behind: the caller holds
+            // the machine name, so nobody else may be using it.
+            dirs_.push_back(dir);
             return dir;
         };
         if (layout.mode == CgroupMode::Unified) unified_dir_ = create(root);
@@ -158,7 +162,7 @@ void remove_cgroup_tree(const std::string& dir) noexcept {
         for (const auto& s : subs) remove_cgroup_tree(dir + "/" + s);
     }
     // A group whose last process just exited may still be busy for a moment.
-    for (int i = 0; i < 100; i++) {
+    for (int i = 0; i < 500; i++) {
         if (rmdir(dir.c_str()) == 0 || errno == ENOENT) return;
         if (errno != EBUSY) return;
         usleep(2000);

@@ -247,11 +247,16 @@ void bring_up_loopback() {
     if (ioctl(s.get(), SIOCSIFFLAGS, &ifr) < 0) throw_last_error("cannot bring up lo");
 }
 
+bool root_is_read_only(const SpawnSpec& spec) {
+    return spec.read_only || spec.volatile_mode == VolatileMode::State;
+}
+
 // --resolv-conf: which host file goes into the container's /etc/resolv.conf, and how.
 void setup_resolv_conf(int root_fd, const SpawnSpec& spec) {
     using M = ResolvConfMode;
     M m = spec.resolv_conf;
-    if (m == M::Auto) m = spec.private_network ? M::Off : (spec.read_only ? M::BindHost : M::CopyHost);
+    const bool read_only = root_is_read_only(spec);
+    if (m == M::Auto) m = spec.private_network ? M::Off : (read_only ? M::BindHost : M::CopyHost);
     if (m == M::Off) return;
     enum { Copy, Replace, Bind, Delete } action;
     const char* source = "/etc/resolv.conf";
@@ -281,7 +286,7 @@ void setup_resolv_conf(int root_fd, const SpawnSpec& spec) {
     }
     if (action == Bind) {
         if (access(source, F_OK) < 0) throw_errno(ENOENT, std::string("--resolv-conf: the host has no ") + source);
-        if (!exists && spec.read_only) return;  // nowhere to bind onto
+        if (!exists && read_only) return;  // nowhere to bind onto
         MountStep b;
         b.kind = StepKind::Bind;
         b.source = source;
@@ -291,7 +296,7 @@ void setup_resolv_conf(int root_fd, const SpawnSpec& spec) {
         apply_mount_plan(root_fd, {b});
         return;
     }
-    if (spec.read_only) return;
+    if (read_only) return;
     // copy-*: leave a tree that manages its own resolv.conf (a symlink) alone; replace-*: don't.
     if (action == Copy && exists && !S_ISREG(st.st_mode)) return;
     auto data = read_host_file(source);
@@ -313,7 +318,7 @@ void write_integration_files(int root_fd, const Prepared& p, const SpawnSpec& sp
 
     // /etc/localtime: the host's zone, as a symlink when the tree has the zone file, else a copy.
     TimezoneMode tz = spec.timezone;
-    if (spec.read_only && tz != TimezoneMode::Bind) tz = TimezoneMode::Off;  // nothing may be written
+    if (root_is_read_only(spec) && tz != TimezoneMode::Bind) tz = TimezoneMode::Off;  // nothing may be written
     if (tz == TimezoneMode::Off) return;
     char target[PATH_MAX];
     ssize_t n = readlink("/etc/localtime", target, sizeof target - 1);
@@ -394,6 +399,46 @@ std::pair<UniqueFd, UniqueFd> setup_console() {
     }
 }
 
+// The container's root as a detached mount: the tree itself, or a throw-away variant of it.
+// --ephemeral and --volatile=overlay: an overlay whose upper layer lives on a tmpfs that vanishes
+// with the container's mount namespace, so the tree is never written. --volatile=yes: an empty
+// tmpfs with the tree's /usr bound read-only. Runs in the child's mount namespace.
+UniqueFd make_root(const SpawnSpec& spec, const std::string& path) {
+    // The fd from before clone belongs to the host's mount namespace, which open_tree() refuses
+    // to clone from: open the tree again, in ours.
+    UniqueFd dir(open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!dir) throw_last_error("cannot open " + path);
+    bool overlay = spec.ephemeral || spec.volatile_mode == VolatileMode::Overlay;
+    if (!overlay && spec.volatile_mode != VolatileMode::Yes) return clone_tree(dir.get(), "", true);
+
+    UniqueFd scratch = make_fs_mount("tmpfs", {{"mode", "0755"}}, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+    if (spec.volatile_mode == VolatileMode::Yes) {
+        if (mkdirat(scratch.get(), "usr", 0755) < 0) throw_last_error("mkdir /usr");
+        UniqueFd usr = open_in_root(dir.get(), "/usr", O_PATH | O_DIRECTORY, 0, RESOLVE_NO_SYMLINKS);
+        if (!usr) throw_last_error("--volatile=yes needs a /usr directory in " + path);
+        UniqueFd usr_mnt = clone_tree(usr.get(), "", true);
+        set_mount_attrs(usr_mnt.get(), MOUNT_ATTR_RDONLY, 0, true, "/usr");
+        UniqueFd target(openat(scratch.get(), "usr", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        attach_mount(usr_mnt.get(), target.get(), "/usr");
+        // A merged-/usr tree keeps /bin, /sbin, /lib... as symlinks into /usr: carry them over.
+        for (const char* link : {"bin", "sbin", "lib", "lib32", "lib64", "libx32"}) {
+            char buf[256];
+            ssize_t n = readlinkat(dir.get(), link, buf, sizeof buf - 1);
+            if (n <= 0) continue;
+            buf[n] = 0;
+            if (strncmp(buf, "usr/", 4) == 0 && symlinkat(buf, scratch.get(), link) < 0)
+                throw_last_error(std::string("symlink /") + link);
+        }
+        return scratch;
+    }
+    for (const char* d : {"upper", "work"})
+        if (mkdirat(scratch.get(), d, 0755) < 0) throw_last_error(std::string("mkdir ") + d);
+    std::string base = "/proc/self/fd/" + std::to_string(scratch.get());
+    return make_fs_mount("overlay",
+                         {{"lowerdir", path}, {"upperdir", base + "/upper"}, {"workdir", base + "/work"}},
+                         0, "overlay");
+}
+
 [[noreturn]] void child_main(const SpawnSpec& spec, Prepared& p, int chan) noexcept {
     try {
         if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) throw_last_error("prctl(PDEATHSIG)");
@@ -415,12 +460,22 @@ std::pair<UniqueFd, UniqueFd> setup_console() {
         // The tree, cloned and attached over itself: root_fd is the new mount's root from here on.
         // The fd from before clone belongs to the host's mount namespace, which open_tree() refuses
         // to clone from: open the tree again, in ours.
-        UniqueFd dir(open(p.root_path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-        if (!dir) throw_last_error("cannot open " + p.root_path);
-        UniqueFd tree = clone_tree(dir.get(), "", true);
+        UniqueFd tree = make_root(spec, p.root_path);
         if (move_mount(tree.get(), "", AT_FDCWD, p.root_path.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0)
             throw_last_error("cannot mount the container tree");
         int root = tree.get();
+        if (spec.volatile_mode == VolatileMode::State) {
+            // The tree read-only, with a throw-away /var.
+            remount_read_only(root, false, "the container root");
+            MountStep var;
+            var.kind = StepKind::Fs;
+            var.target = "/var";
+            var.fstype = "tmpfs";
+            var.options = {{"mode", "0755"}};
+            var.attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+            var.api_target = true;
+            apply_mount_plan(root, {var});
+        }
 
         apply_mount_plan(root, p.plan);
         write_integration_files(root, p, spec);
@@ -554,8 +609,8 @@ void check_supported(const SpawnSpec& s) {
     };
     if (!s.image.empty()) refuse("--image=");
     if (!s.template_dir.empty()) refuse("--template=");
-    if (s.ephemeral) refuse("--ephemeral");
-    if (s.volatile_mode != VolatileMode::No) refuse("--volatile=");
+    if (s.ephemeral && s.volatile_mode != VolatileMode::No) refuse("--ephemeral together with --volatile=");
+    if ((s.ephemeral || s.volatile_mode != VolatileMode::No) && s.read_only) refuse("--read-only together with --ephemeral or --volatile=");
     if (!s.overlays.empty()) refuse("--overlay=");
     if (!s.pivot_root_new.empty()) refuse("--pivot-root=");
     if (s.suppress_sync) refuse("--suppress-sync=");
@@ -970,7 +1025,10 @@ std::string find_init(int root_fd) {
     return {};
 }
 
-Launcher::Launcher(SpawnSpec spec, LaunchHooks hooks) : spec_(std::move(spec)), hooks_(std::move(hooks)) {}
+Launcher::Launcher(SpawnSpec spec, LaunchHooks hooks) : spec_(std::move(spec)), hooks_(std::move(hooks)) {
+    // A systemd init takes SIGTERM as "re-execute", not "stop": ask it to power off instead.
+    if (spec_.start_mode == StartMode::Boot && spec_.kill_signal == 0) spec_.kill_signal = SIGRTMIN + 3;
+}
 
 int Launcher::run() {
     if (geteuid() != 0) throw UsageError("spawn must be run as root (it creates namespaces and mounts)");
