@@ -27,7 +27,7 @@ enum {
     OPT_HOSTNAME = 0x100, OPT_CHDIR, OPT_BIND, OPT_BIND_RO, OPT_TMPFS, OPT_READ_ONLY, OPT_PRIVATE_NETWORK,
     OPT_UUID, OPT_CONSOLE, OPT_KILL_SIGNAL, OPT_CAPABILITY, OPT_DROP_CAPABILITY, OPT_NO_NEW_PRIVILEGES,
     OPT_SYSCALL_FILTER, OPT_RESOLV_CONF, OPT_TIMEZONE, OPT_REGISTER, OPT_VERSION, OPT_KEEP_UNIT, OPT_SLICE,
-    OPT_PROPERTY, OPT_INACCESSIBLE, OPT_NOTIFY_READY, OPT_VOLATILE, OPT_SETTINGS,
+    OPT_PROPERTY, OPT_INACCESSIBLE, OPT_NOTIFY_READY, OPT_VOLATILE, OPT_SETTINGS, OPT_OVERLAY, OPT_OVERLAY_RO,
 };
 
 const option kLongOptions[] = {
@@ -64,6 +64,8 @@ const option kLongOptions[] = {
     {"property", required_argument, nullptr, OPT_PROPERTY},
     {"notify-ready", required_argument, nullptr, OPT_NOTIFY_READY},
     {"ephemeral", no_argument, nullptr, 'x'},
+    {"overlay", required_argument, nullptr, OPT_OVERLAY},
+    {"overlay-ro", required_argument, nullptr, OPT_OVERLAY_RO},
     {"volatile", optional_argument, nullptr, OPT_VOLATILE},
     {"settings", required_argument, nullptr, OPT_SETTINGS},
     {nullptr, 0, nullptr, 0},
@@ -101,7 +103,8 @@ std::optional<core::SettingGroup> group_of(int c) {
     case OPT_TIMEZONE: return G::Timezone;
     case OPT_READ_ONLY: return G::ReadOnly;
     case OPT_VOLATILE: return G::Volatile;
-    case OPT_BIND: case OPT_BIND_RO: case OPT_TMPFS: case OPT_INACCESSIBLE: return G::CustomMounts;
+    case OPT_BIND: case OPT_BIND_RO: case OPT_TMPFS: case OPT_INACCESSIBLE: case OPT_OVERLAY: case OPT_OVERLAY_RO:
+        return G::CustomMounts;
     case OPT_PRIVATE_NETWORK: return G::Network;
     default: return std::nullopt;
     }
@@ -153,6 +156,8 @@ Run a command or boot an OS tree in a light-weight container.
      --bind=PATH[:PATH[:OPTS]]     Bind mount a host path into the container
      --bind-ro=PATH[:PATH[:OPTS]]  Bind mount a host path read-only
      --tmpfs=PATH[:OPTS]    Mount an empty tmpfs
+     --overlay=PATH[:PATH...]:PATH   Overlay mount: lower directories, upper, destination
+     --overlay-ro=PATH[:PATH...]:PATH  Read-only overlay mount
      --inaccessible=PATH    Make PATH inaccessible inside the container
      --resolv-conf=MODE     off, copy-host, replace-host, bind-host, delete, auto
      --timezone=MODE        off, copy, bind, symlink, delete, auto
@@ -273,6 +278,14 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
             s.properties.emplace_back(v);
             break;
         case 'x': s.ephemeral = true; break;
+        case OPT_OVERLAY:
+        case OPT_OVERLAY_RO: {
+            const char* name = c == OPT_OVERLAY ? "--overlay=" : "--overlay-ro=";
+            core::OverlayMount o = value(name, v, [&](std::string_view x) { return core::parse_overlay(x, c == OPT_OVERLAY_RO); });
+            refuse_root_destination(name, o.destination, v);
+            s.overlays.push_back(o);
+            break;
+        }
         case OPT_VOLATILE:
             s.volatile_mode = optarg ? value("--volatile=", v, core::parse_volatile_mode) : core::VolatileMode::Yes;
             break;

@@ -476,3 +476,24 @@ def test_help_and_version(spawn_bin):
     assert r.returncode == 0 and "--directory" in r.stdout
     r = subprocess.run([spawn_bin, "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and "machkit" in r.stdout
+
+
+def test_overlay_mounts(spawn_bin, tree, tmp_path):
+    for d in ("l1", "l2", "up"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "l1" / "a").write_text("a")
+    (tmp_path / "l2" / "b").write_text("b")
+    r = sh(spawn_bin, tree, "ls /mnt/ov; echo c > /mnt/ov/c; ls /mnt/ro; echo x > /mnt/ro/x || echo RO",
+           f"--overlay={tmp_path}/l1:{tmp_path}/l2:{tmp_path}/up:/mnt/ov",
+           f"--overlay-ro={tmp_path}/l1:{tmp_path}/l2:/mnt/ro")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[:2] == ["a", "b"] and "RO" in r.stdout
+    assert (tmp_path / "up" / "c").read_text() == "c\n"
+    assert not (tmp_path / "l1" / "c").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bbtree", "l1", "l2", "up"], "the work directory is removed"
+
+
+def test_volatile_state_keeps_the_tree_read_only(spawn_bin, tree):
+    r = sh(spawn_bin, tree, "touch /etc/x || echo RO; touch /var/y && echo VAR", "--volatile=state")
+    assert "RO" in r.stdout and "VAR" in r.stdout
+    assert not (tree / "var" / "y").exists()

@@ -212,6 +212,7 @@ struct Prepared {
     bool wait_for_go = false;
     bool boot = false;                        // the guest's init: cgroups of its own, notify socket
     std::optional<CgroupLayout> cgroups;      // set when the guest gets its own cgroup namespace
+    std::vector<std::string> overlay_workdirs;  // created for --overlay=, removed at exit
     Uuid uuid{};
     std::string host_os_release;
     std::string container_manager = "systemd-nspawn";
@@ -611,7 +612,12 @@ void check_supported(const SpawnSpec& s) {
     if (!s.template_dir.empty()) refuse("--template=");
     if (s.ephemeral && s.volatile_mode != VolatileMode::No) refuse("--ephemeral together with --volatile=");
     if ((s.ephemeral || s.volatile_mode != VolatileMode::No) && s.read_only) refuse("--read-only together with --ephemeral or --volatile=");
-    if (!s.overlays.empty()) refuse("--overlay=");
+    for (const auto& o : s.overlays) {
+        if (!o.upper.empty() && o.upper[0] == '+') refuse("--overlay= with an upper directory inside the container ('+')");
+        for (const auto& l : o.lower)
+            if (!l.empty() && l[0] == '+') refuse("--overlay= with a lower directory inside the container ('+')");
+        if (o.upper.empty() && !o.read_only) refuse("--overlay= with a temporary upper directory (empty UPPER)");
+    }
     if (!s.pivot_root_new.empty()) refuse("--pivot-root=");
     if (s.suppress_sync) refuse("--suppress-sync=");
     if (!s.bind_users.empty()) refuse("--bind-user=");
@@ -637,6 +643,12 @@ Prepared prepare(const SpawnSpec& spec, bool wait_for_go) {
     int root = p.root_dir.get();
 
     p.plan = build_mount_plan(spec);
+    for (const auto& o : spec.overlays) {
+        if (o.upper.empty()) continue;
+        std::string w = overlay_workdir(o.upper);
+        if (mkdir(w.c_str(), 0700) < 0 && errno != EEXIST) throw_last_error("cannot create the overlay work directory " + w);
+        p.overlay_workdirs.push_back(w);
+    }
 
     // The user, from the tree's own passwd.
     auto passwd = read_file_in_root(root, "/etc/passwd").value_or("");
@@ -1039,6 +1051,13 @@ int Launcher::run() {
     UniqueFd name_lock = take_name_lock(spec_.machine_name);
     if (!name_lock)
         throw UsageError("machine name '" + spec_.machine_name + "' is already in use by a running container; pick another with -M");
+
+    struct WorkdirCleanup {
+        const std::vector<std::string>& dirs;
+        ~WorkdirCleanup() {
+            for (const auto& w : dirs) remove_tree_at(AT_FDCWD, w);
+        }
+    } cleanup{p.overlay_workdirs};
 
     for (;;) {
         Outcome o = run_once(spec_, p, hooks_);

@@ -139,6 +139,11 @@ void add_cgroup_mounts(std::vector<MountStep>& p, const CgroupLayout& l) {
 
 }  // namespace
 
+std::string overlay_workdir(const std::string& upper) {
+    auto slash = upper.rfind('/');
+    return upper.substr(0, slash + 1) + ".#machkit-work." + upper.substr(slash + 1);
+}
+
 std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, const CgroupLayout* cgroups) {
     std::vector<MountStep> p;
 
@@ -233,6 +238,18 @@ std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, const CgroupLayou
                 if (existing.first == kv.first) existing.second = kv.second, replaced = true;
             if (!replaced) s.options.push_back(kv);
         }
+        s.create_target = true;
+        p.push_back(s);
+    }
+    for (const auto& o : spec.overlays) {
+        std::string lower;
+        for (const auto& l : o.lower) lower += (lower.empty() ? "" : ":") + l;
+        std::vector<std::pair<std::string, std::string>> opts = {{"lowerdir", lower}};
+        if (!o.upper.empty()) {
+            opts.emplace_back("upperdir", o.upper);
+            opts.emplace_back("workdir", overlay_workdir(o.upper));
+        }
+        MountStep s = fs(o.destination, "overlay", opts, o.read_only ? MOUNT_ATTR_RDONLY : 0);
         s.create_target = true;
         p.push_back(s);
     }

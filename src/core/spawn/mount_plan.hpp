@@ -58,6 +58,10 @@ inline constexpr const char* kInaccessibleDir = "/run/host/inaccessible";
 // which run in their own cgroup namespace); nullptr leaves /sys/fs/cgroup as sysfs has it.
 std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, const CgroupLayout* cgroups = nullptr);
 
+// overlayfs needs a work directory on the upper directory's file system: this one, next to it.
+// The launcher creates it before the container starts and removes it after.
+std::string overlay_workdir(const std::string& upper);
+
 // Carries out `plan` relative to the container root `root_fd` (an O_PATH fd of the root mount).
 // Throws std::system_error naming the step on the first failure: a mask or read-only mount that
 // cannot be made is fatal, never silently skipped.
