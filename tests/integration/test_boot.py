@@ -127,6 +127,25 @@ def test_debian_boots_to_multi_user_and_powers_off_on_sigterm(debian, debian_tre
     assert machine_cgroups("deb1") == [], "cgroups left behind"
 
 
+def test_debian_boots_with_a_unified_cgroup_view(debian):
+    # nspawn's $SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1: a pure cgroup2 guest on a hybrid host.
+    os.environ["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"] = "1"
+    try:
+        c = debian("deb3")
+    finally:
+        del os.environ["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"]
+    assert c.wait_for(r"Reached target [^\n]*multi-user\.target", 90), c.text()
+    leader = c.leader()
+    state = nsenter(leader, "systemctl", "is-system-running", "--wait")
+    failed = nsenter(leader, "systemctl", "--failed", "--no-legend", "--plain").stdout
+    assert state.stdout.strip() == "running", f"{state.stdout}\nfailed units:\n{failed}"
+    assert "0::/init.scope" in nsenter(leader, "cat", "/proc/1/cgroup").stdout.split()
+    assert nsenter(leader, "stat", "-f", "-c", "%T", "/sys/fs/cgroup").stdout.strip() == "cgroup2fs"
+    c.p.send_signal(signal.SIGTERM)
+    assert c.wait_exit(60) == 0, c.text()
+    assert machine_cgroups("deb3") == []
+
+
 def test_guest_poweroff_and_reboot(debian):
     c = debian("deb2")
     assert c.wait_for(r"Reached target [^\n]*multi-user\.target", 90), c.text()

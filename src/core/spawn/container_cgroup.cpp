@@ -85,7 +85,7 @@ CgroupLayout parse_cgroup_layout(std::string_view mountinfo) {
         }
     }
     if (top_is_cgroup2) l.mode = CgroupMode::Unified;
-    else if (top_is_tmpfs && has_unified) l.mode = CgroupMode::Hybrid;
+    else if (top_is_tmpfs && has_unified) l.mode = CgroupMode::Hybrid, l.unified_dir = "/unified";
     else if (top_is_tmpfs && !l.v1.empty()) l.mode = CgroupMode::Legacy;
     return l;
 }
@@ -107,6 +107,14 @@ CgroupLayout detect_cgroup_layout() {
     return l;
 }
 
+CgroupLayout guest_cgroup_layout(const CgroupLayout& host, bool unified_guest) {
+    if (!unified_guest || host.mode != CgroupMode::Hybrid) return host;
+    CgroupLayout g;
+    g.mode = CgroupMode::Unified;
+    g.unified_dir = host.unified_dir;
+    return g;
+}
+
 ContainerCgroup::ContainerCgroup(const CgroupLayout& layout, std::string path, std::string root) {
     try {
         auto create = [&](const std::string& hier) {
@@ -121,8 +129,8 @@ ContainerCgroup::ContainerCgroup(const CgroupLayout& layout, std::string path, s
             dirs_.push_back(dir);
             return dir;
         };
-        if (layout.mode == CgroupMode::Unified) unified_dir_ = create(root);
-        if (layout.mode == CgroupMode::Hybrid) unified_dir_ = create(root + "/unified");
+        if (layout.mode == CgroupMode::Unified || layout.mode == CgroupMode::Hybrid)
+            unified_dir_ = create(root + layout.unified_dir);
         if (layout.mode == CgroupMode::Hybrid || layout.mode == CgroupMode::Legacy)
             for (const auto& h : layout.v1)
                 if (h.options == "name=systemd") systemd_dir_ = create(root + "/" + h.name);

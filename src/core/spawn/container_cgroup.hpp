@@ -27,7 +27,13 @@ struct CgroupLayout {
     CgroupMode mode = CgroupMode::None;
     std::vector<CgroupHierarchy> v1;                             // v1 hierarchies mounted on the host
     std::vector<std::pair<std::string, std::string>> symlinks;   // /sys/fs/cgroup/cpu -> cpu,cpuacct
+    std::string unified_dir;  // where cgroup2 is, below /sys/fs/cgroup: "" (unified) or "/unified" (hybrid)
 };
+
+// What the guest is given on this host: the host's own layout, or with unified_guest (nspawn's
+// $SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1) a pure cgroup2 view even on a hybrid host. That skips the
+// v1 name=systemd placement, whose cgroup.procs write waits for an RCU grace period (~8-16 ms here).
+CgroupLayout guest_cgroup_layout(const CgroupLayout& host, bool unified_guest);
 
 // Parses /proc/self/mountinfo contents (pure). Symlinks are not in mountinfo: the caller adds them.
 CgroupLayout parse_cgroup_layout(std::string_view mountinfo);

@@ -12,6 +12,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <functional>
 #include <string>
 
@@ -38,6 +39,7 @@ public:
 private:
     SpawnSpec spec_;
     LaunchHooks hooks_;
+    std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
 };
 
 // The container's init for --boot: the first of /usr/lib/systemd/systemd, /lib/systemd/systemd,

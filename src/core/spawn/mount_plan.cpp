@@ -139,12 +139,18 @@ void add_cgroup_mounts(std::vector<MountStep>& p, const CgroupLayout& l) {
 
 }  // namespace
 
+std::vector<MountStep> build_cgroup_mount_plan(const CgroupLayout& cgroups) {
+    std::vector<MountStep> p;
+    add_cgroup_mounts(p, cgroups);
+    return p;
+}
+
 std::string overlay_workdir(const std::string& upper) {
     auto slash = upper.rfind('/');
     return upper.substr(0, slash + 1) + ".#machkit-work." + upper.substr(slash + 1);
 }
 
-std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, const CgroupLayout* cgroups) {
+std::vector<MountStep> build_mount_plan(const SpawnSpec& spec) {
     std::vector<MountStep> p;
 
     // /run first: it holds the inaccessible nodes that the /proc masks are bound from.
@@ -178,7 +184,6 @@ std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, const CgroupLayou
 
     // /sys read-only.
     p.push_back(api_fs("/sys", "sysfs", {}, MOUNT_ATTR_RDONLY | kNoSuidDevExec));
-    if (cgroups) add_cgroup_mounts(p, *cgroups);
 
     // /dev: a tmpfs with the nodes a container may have, a private devpts, shm and mqueue.
     p.push_back(api_fs("/dev", "tmpfs", {{"mode", "0755"}, {"size", "4m"}, {"nr_inodes", "64k"}},

@@ -54,9 +54,11 @@ inline constexpr const char* kReadOnlyProcDirs[] = {
 // Where spawn keeps the inaccessible nodes inside the container (as nspawn does).
 inline constexpr const char* kInaccessibleDir = "/run/host/inaccessible";
 
-// `cgroups`: the host's layout when the guest gets a /sys/fs/cgroup of its own (booted guests,
-// which run in their own cgroup namespace); nullptr leaves /sys/fs/cgroup as sysfs has it.
-std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, const CgroupLayout* cgroups = nullptr);
+std::vector<MountStep> build_mount_plan(const SpawnSpec& spec);
+
+// /sys/fs/cgroup for a guest with a cgroup namespace of its own (booted guests), per the host's
+// layout; applied after the mount plan, from inside that namespace.
+std::vector<MountStep> build_cgroup_mount_plan(const CgroupLayout& cgroups);
 
 // overlayfs needs a work directory on the upper directory's file system: this one, next to it.
 // The launcher creates it before the container starts and removes it after.
