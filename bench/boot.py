@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Boot benchmark: the same Debian tree booted with spawn -b and with systemd-nspawn -b, in
+alternation. Measures time to "Reached target ... multi-user.target" on the console and time from
+SIGTERM to exit, and (spawn only) spawn's own time until it exec'd the guest's init.
+
+usage: bench/boot.py BUILD_DIR TREE [REPS]   (root; TREE is booted in place: pass a scratch copy)
+"""
+import os
+import re
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def boot_once(argv, env=None):
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    out = b""
+    err = b""
+    marks = {}
+    deadline = t0 + 60
+    while True:
+        r, _, _ = select.select([p.stdout, p.stderr], [], [], 0.5)
+        now = time.monotonic()
+        for f in r:
+            data = os.read(f.fileno(), 65536)
+            if f is p.stdout:
+                out += ANSI.sub(b"", data)
+            else:
+                err += data
+        if "multi_user" not in marks and re.search(rb"Reached target [^\n]*multi-user\.target", out):
+            marks["multi_user"] = now - t0
+            marks["sigterm"] = time.monotonic()
+            p.send_signal(signal.SIGTERM)
+        if p.poll() is not None:
+            break
+        if now > deadline:
+            p.kill()
+            break
+    p.wait()
+    marks["shutdown"] = time.monotonic() - marks.get("sigterm", t0)
+    marks["rc"] = p.returncode
+    m = re.search(rb"payload exec'd ([0-9.]+) ms", err)
+    if m:
+        marks["pre_exec_ms"] = float(m.group(1))
+    return marks
+
+
+def main():
+    build, tree = sys.argv[1], sys.argv[2]
+    reps = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+    spawn = os.path.join(build, "src", "spawn", "spawn")
+    env = dict(os.environ, MK_SPAWN_TIMING="1")
+    env_unified = dict(env, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
+    runs = {
+        "spawn": ([spawn, "-q", "-b", "-D", tree, "-M", "benchboot"], env),
+        "spawn (unified guest)": ([spawn, "-q", "-b", "-D", tree, "-M", "benchboot"], env_unified),
+        "nspawn": (["systemd-nspawn", "--register=no", "--keep-unit", "-q", "-b", "-D", tree, "-M", "benchboot"], env),
+    }
+    results = {k: [] for k in runs}
+    for _ in range(reps):
+        for name, (argv, e) in runs.items():
+            time.sleep(1.0)  # isolated starts: nothing left warm from the previous run
+            m = boot_once(argv, e)
+            if "multi_user" not in m:
+                print(f"{name}: did not reach multi-user (rc {m['rc']})", file=sys.stderr)
+                continue
+            results[name].append(m)
+    med = {}
+    print(f"boot of {tree}, median of {reps} runs each:")
+    for name, rows in results.items():
+        if not rows:
+            continue
+        mu = statistics.median(r["multi_user"] for r in rows) * 1e3
+        sd = statistics.median(r["shutdown"] for r in rows) * 1e3
+        pre = [r["pre_exec_ms"] for r in rows if "pre_exec_ms" in r]
+        med[name] = (mu, sd)
+        extra = f", spawn's own work before exec'ing init {statistics.median(pre):.1f} ms" if pre else ""
+        print(f"  {name:24s} multi-user {mu:7.1f} ms   SIGTERM->exit {sd:7.1f} ms{extra}")
+    if "nspawn" in med:
+        for name in med:
+            if name == "nspawn":
+                continue
+            print(f"  nspawn/{name}: multi-user {med['nspawn'][0] / med[name][0]:.2f}x, "
+                  f"shutdown {med['nspawn'][1] / med[name][1]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
