@@ -5,7 +5,6 @@
 #   tests/fuzz/run.sh [BUILD_DIR]      (default build-fuzz; FUZZ_SECONDS default 20)
 #
 # Needs clang++ with the libFuzzer runtime. Debian 12: apt-get install -y clang-14 libclang-rt-14-dev
-# plus libcap-dev (option values use libcap's cap_from_name()).
 # Exits non-zero if a target fails to build or finds a crash; crash inputs are left in BUILD_DIR/<name>/
 # (crash-*, leak-*, timeout-*). Turn each into a regression unit test.
 set -euo pipefail
@@ -30,7 +29,7 @@ flags=(-std=c++20 -g -O1 -D_GNU_SOURCE -I"$top/src" -Wall -Wextra
 
 # Core sources under test, compiled once with coverage instrumentation and put in an archive so
 # each target links only the objects it uses (fuzz_names needs no libcap).
-core=(base/error.cpp base/names.cpp spawn/option_values.cpp spawn/settings.cpp)
+core=(base/error.cpp base/names.cpp kernel/capabilities.cpp spawn/option_values.cpp spawn/settings.cpp)
 objs=()
 for src in "${core[@]}"; do
     obj="$out/obj/${src//\//_}.o"
@@ -41,7 +40,7 @@ done
 rm -f "$out/libmkcore-fuzz.a"
 ar rcs "$out/libmkcore-fuzz.a" "${objs[@]}"
 
-declare -A libs=([names]="" [option_values]="-lcap" [settings]="-lcap")
+declare -A libs=([names]="" [option_values]="" [settings]="")
 declare -A max_len=([names]=512 [option_values]=4096 [settings]=65537)  # 64 KiB+1, security.md B-50
 
 status=0
