@@ -27,6 +27,13 @@ Machine& Registry::add(Machine m) {
     return *p;
 }
 
+Machine& Registry::add_unchecked(Machine m) {
+    auto owned = std::make_unique<Machine>(std::move(m));
+    Machine* p = owned.get();
+    machines_.emplace(p->name, std::move(owned));
+    return *p;
+}
+
 Machine* Registry::find(std::string_view name) const {
     auto it = machines_.find(name);
     return it == machines_.end() ? nullptr : it->second.get();

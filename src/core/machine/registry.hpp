@@ -27,6 +27,10 @@ public:
     // ::too_many_machines past the bound, ::invalid_argument for an invalid name.
     Machine& add(Machine m);
 
+    // For ".host" only: no name check, not in the leader or unit index (machined does not look the
+    // host up by PID).
+    Machine& add_unchecked(Machine m);
+
     // Checks that add() would succeed, without adding (validation before side effects).
     void check_can_add(std::string_view name, pid_t leader) const;
 
