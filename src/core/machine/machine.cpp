@@ -18,6 +18,7 @@ public:
         case MachineErrc::too_many_machines: return "Too many machines";
         case MachineErrc::invalid_argument: return "Invalid argument";
         case MachineErrc::not_supported: return "Not supported";
+        case MachineErrc::no_private_networking: return "No private networking";
         }
         return "Unknown machine error";
     }

@@ -37,6 +37,7 @@ struct Machine {
     std::string unit;         // the scope or service unit holding the machine
     std::string cgroup_path;  // the unit's cgroup relative to a hierarchy root, e.g. "/machine.slice/machine-x.scope"
     bool own_scope = false;   // machd created the scope (CreateMachine) and removes it at the end
+    int kill_signal = 15;     // KillSignal= of the scope: what TerminateMachine sends (SIGTERM)
     MachineState state = MachineState::opening;
     uint64_t realtime_usec = 0;
     uint64_t monotonic_usec = 0;

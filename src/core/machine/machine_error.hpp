@@ -14,6 +14,7 @@ enum class MachineErrc {
     too_many_machines,
     invalid_argument,  // bad caller input: becomes org.freedesktop.DBus.Error.InvalidArgs
     not_supported,     // a method or a case we do not implement: ...Error.NotSupported
+    no_private_networking,
 };
 
 const std::error_category& machine_category() noexcept;

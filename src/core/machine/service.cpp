@@ -102,6 +102,7 @@ Machine& MachineService::register_machine(RegisterRequest req) {
             throw_machine_error(MachineErrc::machine_exists, "Unit " + m.unit + " already belongs to a machine");
         m.cgroup_path = backend_.start_scope(m.unit, m.leader, req.scope);
         m.own_scope = true;
+        m.kill_signal = req.scope.kill_signal;
     } else {
         auto path = pid_cgroup_path(m.leader);
         auto unit = path ? unit_from_cgroup_path(*path) : std::nullopt;
@@ -136,8 +137,8 @@ Machine& MachineService::register_machine(RegisterRequest req) {
 void MachineService::terminate(Machine& m) {
     if (m.klass == MachineClass::host) throw_machine_error(MachineErrc::not_supported, "Refusing to terminate the host");
     m.state = MachineState::closing;
-    if (!m.cgroup_path.empty()) backend_.kill(m.cgroup_path, SIGTERM);
-    ::syscall(SYS_pidfd_send_signal, m.leader_pidfd.get(), SIGTERM, nullptr, 0);
+    if (!m.cgroup_path.empty()) backend_.kill(m.cgroup_path, m.kill_signal);
+    ::syscall(SYS_pidfd_send_signal, m.leader_pidfd.get(), m.kill_signal, nullptr, 0);
 }
 
 void MachineService::kill(Machine& m, std::string_view who, int signal) {

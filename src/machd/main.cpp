@@ -1,0 +1,99 @@
+// machd: the machine registration daemon, wire-compatible with systemd-machined 252
+// (org.freedesktop.machine1 on the system bus). See docs/machd.md.
+#include <getopt.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include <sdbus-c++/sdbus-c++.h>
+
+#include "bus/event_loop.hpp"
+#include "bus/machine_objects.hpp"
+#include "core/base/error.hpp"
+#include "core/kernel/cgroup.hpp"
+#include "core/machine/service.hpp"
+#include "core/machine/state_file.hpp"
+
+namespace {
+
+void usage(FILE* out) {
+    std::fprintf(out,
+                 "Usage: machd [OPTIONS]\n"
+                 "Machine registration daemon serving org.freedesktop.machine1 on the system bus.\n\n"
+                 "  --state-dir=DIR    machine state files (default /run/systemd/machines)\n"
+                 "  --cgroup-root=DIR  cgroup mount root (default /sys/fs/cgroup)\n"
+                 "  -h, --help         show this help\n"
+                 "  --version          show the version\n\n"
+                 "The bus is $DBUS_SYSTEM_BUS_ADDRESS if set. SIGTERM stops machd; machines keep running\n"
+                 "and are re-adopted from their state files at the next start.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string state_dir = "/run/systemd/machines";
+    std::string cgroup_root = "/sys/fs/cgroup";
+    enum { kStateDir = 0x100, kCgroupRoot, kVersion };
+    static const option options[] = {
+        {"state-dir", required_argument, nullptr, kStateDir},
+        {"cgroup-root", required_argument, nullptr, kCgroupRoot},
+        {"help", no_argument, nullptr, 'h'},
+        {"version", no_argument, nullptr, kVersion},
+        {},
+    };
+    for (int c; (c = getopt_long(argc, argv, "h", options, nullptr)) != -1;) {
+        switch (c) {
+        case kStateDir: state_dir = optarg; break;
+        case kCgroupRoot: cgroup_root = optarg; break;
+        case 'h': usage(stdout); return 0;
+        case kVersion: std::printf("machd %s\n", MK_VERSION); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        std::fprintf(stderr, "machd: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+
+    try {
+        mk::core::StateDir state(state_dir);
+        mk::core::CgroupfsBackend backend(cgroup_root);
+        auto connection = sdbus::createSystemBusConnection();
+
+        // The listener must exist before the service reports anything; the service before objects.
+        struct Forwarder : mk::core::MachineService::Listener {
+            mk::core::MachineService::Listener* target = nullptr;
+            void machine_added(mk::core::Machine& m) override {
+                if (target) target->machine_added(m);
+            }
+            void machine_removed(const mk::core::Machine& m) override {
+                if (target) target->machine_removed(m);
+            }
+        } forwarder;
+        mk::core::MachineService service(state, backend, forwarder);
+        mk::bus::EventLoop loop(*connection, service);  // blocks SIGTERM/SIGINT first
+        service.add_host_machine();
+        auto adopted = service.readopt();
+        mk::bus::ManagerObject manager(*connection, service);
+        manager.add_existing();
+        forwarder.target = &manager;
+        // Own the name last: clients never see a half-built object tree.
+        connection->requestName(mk::bus::kBusName);
+        std::fprintf(stderr, "machd %s: serving %s, %zu machine(s) re-adopted\n", MK_VERSION, mk::bus::kBusName,
+                     adopted.size());
+        int sig = loop.run();
+        std::fprintf(stderr, "machd: %s, exiting (machines keep running)\n", strsignal(sig));
+        forwarder.target = nullptr;
+        connection->releaseName(mk::bus::kBusName);
+        return 0;
+    } catch (const sdbus::Error& e) {
+        std::fprintf(stderr, "machd: %s: %s\n", e.getName().c_str(), e.getMessage().c_str());
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "machd: %s\n", mk::core::describe(e).c_str());
+        return 1;
+    }
+}
