@@ -82,8 +82,10 @@ def scope_of(name):
 
 
 class Bus:
-    def __init__(self, tmp):
-        self.tmp = Path(tmp)
+    def __init__(self):
+        # Not under pytest's 0700 tmp dirs: the socket must be reachable by the unprivileged callers.
+        self.tmp = Path(tempfile.mkdtemp(prefix="mk-bus-"))
+        os.chmod(self.tmp, 0o755)
         self.socket = self.tmp / "bus.sock"
         self.address = "unix:path=%s" % self.socket
         conf = self.tmp / "bus.conf"
@@ -98,7 +100,11 @@ class Bus:
         return e
 
     def busctl(self, *args, check=True, user=None, timeout=20):
-        cmd = ["busctl", "--address=%s" % self.address] + [str(a) for a in args]
+        args = [str(a) for a in args]
+        if "call" in args:  # arguments like "-foo" are not options
+            i = args.index("call")
+            args = args[:i] + ["--"] + args[i:]
+        cmd = ["busctl", "--address=%s" % self.address] + args
         if user is not None:
             cmd = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user, "--clear-groups"] + cmd
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -120,9 +126,9 @@ class Bus:
         r = self.busctl(*parts, *args, **kw)
         return json.loads(r.stdout)["data"]
 
-    def error_name(self, method, signature="", *args, user=None):
-        """Calls and returns the D-Bus error name (via `busctl --verbose`? no: dbus-send prints it)."""
-        cmd = ["dbus-send", "--address=%s" % self.address, "--print-reply", "--dest=" + DEST, MANAGER,
+    def error_name(self, method, *args, user=None):
+        """Calls `method` with dbus-send (which, unlike busctl, prints the error name); None on success."""
+        cmd = ["dbus-send", "--bus=%s" % self.address, "--print-reply", "--dest=" + DEST, MANAGER,
                IFACE + "." + method] + list(args)
         if user is not None:
             cmd = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user, "--clear-groups"] + cmd
@@ -145,6 +151,7 @@ class Bus:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class Machd:
@@ -278,7 +285,7 @@ def bus(tmp_path):
         pytest.skip("bus tests need root")
     if not MACHD.exists():
         pytest.skip("machd not built at %s (set MK_BUILD_DIR)" % MACHD)
-    b = Bus(tmp_path)
+    b = Bus()
     yield b
     b.close()
 

@@ -114,14 +114,17 @@ std::vector<MachineAddress> machine_addresses(const Machine& m) {
         ifaddrs* ifa = nullptr;
         if (::getifaddrs(&ifa) < 0) return out;
         for (ifaddrs* i = ifa; i; i = i->ifa_next) {
-            if (!i->ifa_addr || (i->ifa_flags & IFF_LOOPBACK)) continue;
+            // machined skips host-scope addresses (127.0.0.0/8, ::1), not whole loopback devices.
+            if (!i->ifa_addr) continue;
             if (i->ifa_addr->sa_family == AF_INET) {
                 auto* a = reinterpret_cast<sockaddr_in*>(i->ifa_addr);
                 auto* b = reinterpret_cast<uint8_t*>(&a->sin_addr);
+                if (b[0] == 127) continue;
                 out.push_back({AF_INET, {b, b + 4}});
             } else if (i->ifa_addr->sa_family == AF_INET6) {
                 auto* a = reinterpret_cast<sockaddr_in6*>(i->ifa_addr);
                 auto* b = reinterpret_cast<uint8_t*>(&a->sin6_addr);
+                if (IN6_IS_ADDR_LOOPBACK(&a->sin6_addr)) continue;
                 out.push_back({AF_INET6, {b, b + 16}});
             }
         }
