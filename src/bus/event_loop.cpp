@@ -2,7 +2,6 @@
 
 #include <poll.h>
 #include <sys/signalfd.h>
-#include <time.h>
 
 #include <csignal>
 #include <cstdio>
@@ -34,13 +33,15 @@ int EventLoop::run_once(int max_wait_ms) {
 
     auto poll_data = connection_.getEventLoopPollData();
     int timeout_ms = max_wait_ms;
-    if (poll_data.timeout_usec != UINT64_MAX) {
-        timespec ts{};
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t now = static_cast<uint64_t>(ts.tv_sec) * 1000000u + static_cast<uint64_t>(ts.tv_nsec) / 1000u;
-        int bus_ms = poll_data.timeout_usec <= now ? 0 : static_cast<int>((poll_data.timeout_usec - now + 999) / 1000);
-        if (timeout_ms < 0 || bus_ms < timeout_ms) timeout_ms = bus_ms;
-    }
+    const uint64_t now = core::now_monotonic_usec();
+    auto limit = [&](uint64_t deadline_usec) {
+        if (deadline_usec == 0 || deadline_usec == UINT64_MAX) return;
+        uint64_t ms = deadline_usec <= now ? 0 : (deadline_usec - now + 999) / 1000;
+        int ims = ms > 60'000 ? 60'000 : static_cast<int>(ms);
+        if (timeout_ms < 0 || ims < timeout_ms) timeout_ms = ims;
+    };
+    limit(poll_data.timeout_usec);
+    limit(service_.next_deadline());
 
     std::vector<pollfd> fds;
     std::vector<std::string> names;  // machine of fds[i + 2]
@@ -69,6 +70,11 @@ int EventLoop::run_once(int max_wait_ms) {
         } catch (const std::exception& e) {
             std::fprintf(stderr, "machd: cleaning up machine %s: %s\n", names[i - 2].c_str(), e.what());
         }
+    }
+    try {
+        service_.run_deadlines(core::now_monotonic_usec());
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "machd: stop timeout: %s\n", e.what());
     }
     while (connection_.processPendingRequest()) {
     }

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -25,6 +26,7 @@ void usage(FILE* out) {
                  "Machine registration daemon serving org.freedesktop.machine1 on the system bus.\n\n"
                  "  --state-dir=DIR    machine state files (default /run/systemd/machines)\n"
                  "  --cgroup-root=DIR  cgroup mount root (default /sys/fs/cgroup)\n"
+                 "  --stop-timeout=SEC SIGKILL a terminated machine after SEC seconds (default 10)\n"
                  "  -h, --help         show this help\n"
                  "  --version          show the version\n\n"
                  "The bus is $DBUS_SYSTEM_BUS_ADDRESS if set. SIGTERM stops machd; machines keep running\n"
@@ -36,10 +38,12 @@ void usage(FILE* out) {
 int main(int argc, char** argv) {
     std::string state_dir = "/run/systemd/machines";
     std::string cgroup_root = "/sys/fs/cgroup";
-    enum { kStateDir = 0x100, kCgroupRoot, kVersion };
+    uint64_t stop_timeout_usec = 10'000'000;
+    enum { kStateDir = 0x100, kCgroupRoot, kStopTimeout, kVersion };
     static const option options[] = {
         {"state-dir", required_argument, nullptr, kStateDir},
         {"cgroup-root", required_argument, nullptr, kCgroupRoot},
+        {"stop-timeout", required_argument, nullptr, kStopTimeout},
         {"help", no_argument, nullptr, 'h'},
         {"version", no_argument, nullptr, kVersion},
         {},
@@ -48,6 +52,16 @@ int main(int argc, char** argv) {
         switch (c) {
         case kStateDir: state_dir = optarg; break;
         case kCgroupRoot: cgroup_root = optarg; break;
+        case kStopTimeout: {
+            char* end = nullptr;
+            double sec = std::strtod(optarg, &end);
+            if (!end || *end || !(sec > 0 && sec <= 3600)) {
+                std::fprintf(stderr, "machd: invalid --stop-timeout '%s' (seconds, 0 < SEC <= 3600)\n", optarg);
+                return 2;
+            }
+            stop_timeout_usec = static_cast<uint64_t>(sec * 1e6);
+            break;
+        }
         case 'h': usage(stdout); return 0;
         case kVersion: std::printf("machd %s\n", MK_VERSION); return 0;
         default: usage(stderr); return 2;
@@ -73,7 +87,7 @@ int main(int argc, char** argv) {
                 if (target) target->machine_removed(m);
             }
         } forwarder;
-        mk::core::MachineService service(state, backend, forwarder);
+        mk::core::MachineService service(state, backend, forwarder, mk::core::kMachinesMax, stop_timeout_usec);
         mk::bus::EventLoop loop(*connection, service);  // blocks SIGTERM/SIGINT first
         service.add_host_machine();
         auto adopted = service.readopt();

@@ -155,7 +155,8 @@ class Bus:
 
 
 class Machd:
-    def __init__(self, bus, state_dir, cgroup_root=CGROUP_ROOT):
+    def __init__(self, bus, state_dir, cgroup_root=CGROUP_ROOT, stop_timeout=2):
+        self.stop_timeout = stop_timeout
         self.bus = bus
         self.state_dir = Path(state_dir)
         self.cgroup_root = cgroup_root
@@ -165,7 +166,8 @@ class Machd:
     def start(self):
         self.logf = open(self.log, "ab")
         self.proc = subprocess.Popen([str(MACHD), "--state-dir=%s" % self.state_dir,
-                                      "--cgroup-root=%s" % self.cgroup_root],
+                                      "--cgroup-root=%s" % self.cgroup_root,
+                                      "--stop-timeout=%s" % self.stop_timeout],
                                      env=self.bus.env(), stdout=self.logf, stderr=self.logf)
         deadline = time.time() + 10
         while time.time() < deadline:
@@ -219,12 +221,15 @@ class Leaders:
             p.wait()
         for cg in self.cgroups:
             remove_cgroup(cg)
-        slice_dir = CGROUP_ROOT / "unified" / "mktest.slice"
-        if slice_dir.exists():
-            try:
-                slice_dir.rmdir()
-            except OSError:
-                pass
+            # nspawn --keep-unit mirrors its cgroup into the name=systemd hierarchy.
+            remove_cgroup(CGROUP_ROOT / "systemd" / cg.relative_to(CGROUP_ROOT / "unified"))
+        for h in ("unified", "systemd"):
+            slice_dir = CGROUP_ROOT / h / "mktest.slice"
+            if slice_dir.exists():
+                try:
+                    slice_dir.rmdir()
+                except OSError:
+                    pass
 
 
 def remove_cgroup(cg):

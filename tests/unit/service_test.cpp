@@ -196,3 +196,20 @@ TEST_F(Fixture, ReadoptDropsDeadAndMovedLeaders) {
     EXPECT_FALSE(fs::is_symlink(dir / "machines/unit:machine-dead.scope"));
     EXPECT_EQ(backend.removed.size(), 2u);
 }
+
+TEST_F(Fixture, TerminateEscalatesToSigkillAfterTimeout) {
+    Child c;
+    Machine& m = svc->register_machine(req("esc", c.pid));
+    EXPECT_EQ(svc->next_deadline(), 0u);
+    svc->terminate(m);
+    uint64_t d = svc->next_deadline();
+    ASSERT_GT(d, now_monotonic_usec());
+    svc->run_deadlines(d - 1);
+    EXPECT_EQ(backend.kills.back().second, SIGTERM);
+    svc->run_deadlines(d);
+    EXPECT_EQ(backend.kills.back().second, SIGKILL);
+    EXPECT_EQ(svc->next_deadline(), 0u);
+    int status = 0;
+    ASSERT_EQ(waitpid(c.pid, &status, 0), c.pid);  // the leader got SIGTERM then SIGKILL via its pidfd
+    EXPECT_TRUE(WIFSIGNALED(status));
+}

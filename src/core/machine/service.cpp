@@ -48,8 +48,13 @@ UniqueFd pin_leader(pid_t pid) {
     return fd;
 }
 
-MachineService::MachineService(StateDir& state, ScopeBackend& backend, Listener& listener, size_t max_machines)
-    : state_(state), backend_(backend), listener_(listener), registry_(max_machines + 1 /* .host */) {}
+MachineService::MachineService(StateDir& state, ScopeBackend& backend, Listener& listener, size_t max_machines,
+                               uint64_t stop_timeout_usec)
+    : state_(state),
+      backend_(backend),
+      listener_(listener),
+      registry_(max_machines + 1 /* .host */),
+      stop_timeout_usec_(stop_timeout_usec) {}
 
 void MachineService::add_host_machine() {
     Machine m;
@@ -137,6 +142,7 @@ Machine& MachineService::register_machine(RegisterRequest req) {
 void MachineService::terminate(Machine& m) {
     if (m.klass == MachineClass::host) throw_machine_error(MachineErrc::not_supported, "Refusing to terminate the host");
     m.state = MachineState::closing;
+    if (!m.kill_deadline_usec) m.kill_deadline_usec = now_monotonic_usec() + stop_timeout_usec_;
     if (!m.cgroup_path.empty()) backend_.kill(m.cgroup_path, m.kill_signal);
     ::syscall(SYS_pidfd_send_signal, m.leader_pidfd.get(), m.kill_signal, nullptr, 0);
 }
@@ -161,6 +167,24 @@ void MachineService::unregister(Machine& m) {
 }
 
 void MachineService::leader_exited(Machine& m) { finalize(m, true); }
+
+uint64_t MachineService::next_deadline() const {
+    uint64_t next = 0;
+    for (Machine* m : registry_.all())
+        if (m->kill_deadline_usec && (!next || m->kill_deadline_usec < next)) next = m->kill_deadline_usec;
+    return next;
+}
+
+void MachineService::run_deadlines(uint64_t now_usec) {
+    for (Machine* m : registry_.all()) {
+        if (!m->kill_deadline_usec || m->kill_deadline_usec > now_usec) continue;
+        m->kill_deadline_usec = 0;
+        // As systemd after TimeoutStopSec=: SIGKILL to the whole unit; a container's PID 1 in its own
+        // PID namespace ignores everything else from us.
+        if (!m->cgroup_path.empty()) backend_.kill(m->cgroup_path, SIGKILL);
+        ::syscall(SYS_pidfd_send_signal, m->leader_pidfd.get(), SIGKILL, nullptr, 0);
+    }
+}
 
 void MachineService::finalize(Machine& m, bool remove_cgroup) {
     m.state = MachineState::closing;

@@ -39,7 +39,10 @@ public:
         virtual void machine_removed(const Machine& m) = 0;  // called before the Machine is destroyed
     };
 
-    MachineService(StateDir& state, ScopeBackend& backend, Listener& listener, size_t max_machines = kMachinesMax);
+    // `stop_timeout_usec`: how long terminate() waits after KillSignal before SIGKILL (systemd's
+    // TimeoutStopSec=, shorter by default because nothing else escalates here).
+    MachineService(StateDir& state, ScopeBackend& backend, Listener& listener, size_t max_machines = kMachinesMax,
+                   uint64_t stop_timeout_usec = 10'000'000);
 
     // Adds ".host" (class host, leader 1, unit "-.slice", root "/", id from /etc/machine-id) as machined
     // does. It is listed but never saved, never in the leader index.
@@ -60,6 +63,11 @@ public:
     // The leader's pidfd became readable: the machine ends.
     void leader_exited(Machine& m);
 
+    // The earliest pending SIGKILL escalation (CLOCK_MONOTONIC usec), 0 if none.
+    [[nodiscard]] uint64_t next_deadline() const;
+    // SIGKILLs the units of terminated machines whose deadline is <= now_usec.
+    void run_deadlines(uint64_t now_usec);
+
     // Reads the state dir: machines whose leader lives (and still sits in the recorded unit) come back,
     // the rest are cleaned up (state file removed, own scope removed). Returns the adopted ones.
     std::vector<Machine*> readopt();
@@ -76,6 +84,7 @@ private:
     ScopeBackend& backend_;
     Listener& listener_;
     Registry registry_;
+    uint64_t stop_timeout_usec_;
 };
 
 // Validation helpers shared with the bus layer.
