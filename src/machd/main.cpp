@@ -8,6 +8,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <sdbus-c++/sdbus-c++.h>
 
@@ -77,30 +78,32 @@ int main(int argc, char** argv) {
         mk::core::CgroupfsBackend backend(cgroup_root);
         auto connection = sdbus::createSystemBusConnection();
 
-        // The listener must exist before the service reports anything; the service before objects.
-        struct Forwarder : mk::core::MachineService::Listener {
-            mk::core::MachineService::Listener* target = nullptr;
+        // Listeners in order: the loop (watch leader pidfds from the first moment), then the bus
+        // objects once they exist. The service reports to both through this chain.
+        struct Chain : mk::core::MachineService::Listener {
+            std::vector<mk::core::MachineService::Listener*> targets;
             void machine_added(mk::core::Machine& m) override {
-                if (target) target->machine_added(m);
+                for (auto* t : targets) t->machine_added(m);
             }
             void machine_removed(const mk::core::Machine& m) override {
-                if (target) target->machine_removed(m);
+                for (auto* t : targets) t->machine_removed(m);
             }
-        } forwarder;
-        mk::core::MachineService service(state, backend, forwarder, mk::core::kMachinesMax, stop_timeout_usec);
+        } chain;
+        mk::core::MachineService service(state, backend, chain, mk::core::kMachinesMax, stop_timeout_usec);
         mk::bus::EventLoop loop(*connection, service);  // blocks SIGTERM/SIGINT first
+        chain.targets.push_back(&loop);
         service.add_host_machine();
         auto adopted = service.readopt();
         mk::bus::ManagerObject manager(*connection, service);
         manager.add_existing();
-        forwarder.target = &manager;
+        chain.targets.push_back(&manager);
         // Own the name last: clients never see a half-built object tree.
         connection->requestName(mk::bus::kBusName);
         std::fprintf(stderr, "machd %s: serving %s, %zu machine(s) re-adopted\n", MK_VERSION, mk::bus::kBusName,
                      adopted.size());
         int sig = loop.run();
         std::fprintf(stderr, "machd: %s, exiting (machines keep running)\n", strsignal(sig));
-        forwarder.target = nullptr;
+        chain.targets.clear();
         connection->releaseName(mk::bus::kBusName);
         return 0;
     } catch (const sdbus::Error& e) {
