@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import shutil
 
 from conftest import (CGROUP_ROOT, DEST, IFACE, MANAGER, Machd, create, machine_cgroups, machine_path, register,
                       scope_of, wait_for)
@@ -138,6 +139,8 @@ def test_kill_machine_leader_and_all(bus, machd, leaders):
     # A second process inside the scope: "all" reaches it, "leader" does not.
     other = leaders.spawn()
     (machine_cgroups("kl")[0] / "cgroup.procs").write_text(str(other.pid))
+    # D-03.2: a process of the machine that is not its leader maps to the machine through its unit.
+    assert bus.call("GetMachineByPID", "u", other.pid).stdout.strip() == 'o "%s"' % machine_path("kl")
     bus.call("KillMachine", "ssi", "kl", "all", int(signal.SIGSTOP))
     assert wait_for(lambda: "T" in Path("/proc/%d/stat" % other.pid).read_text().split()[2])
     bus.call("KillMachine", "ssi", "kl", "", int(signal.SIGCONT))
@@ -415,3 +418,41 @@ def test_restart_readopts_running_machines(bus, machd, leaders):
 def test_sigterm_exit_is_clean(bus, machd):
     assert machd.stop(signal.SIGTERM) == 0
     assert "exiting" in machd.log.read_text()
+
+
+def chrooted_leader(leaders, tree):
+    busybox = shutil.which("busybox")
+    if not busybox:
+        pytest.skip("busybox-static not installed")
+    (tree / "bin").mkdir(parents=True)
+    (tree / "etc").mkdir()
+    (tree / "usr/lib").mkdir(parents=True)
+    shutil.copy(busybox, tree / "bin/busybox")
+    os.symlink("busybox", tree / "bin/sleep")
+    p = subprocess.Popen(["chroot", str(tree), "/bin/sleep", "1000"])
+    leaders.procs.append(p)
+    assert wait_for(lambda: os.readlink("/proc/%d/root" % p.pid) == str(tree))
+    return p
+
+
+def test_os_release_symlink_cannot_escape_the_machine(bus, machd, leaders):
+    tree = bus.tmp / "tree"
+    p = chrooted_leader(leaders, tree)
+    # Absolute and ../ symlinks resolve inside the machine's root, never to the host's files.
+    os.symlink("/../../../../etc/os-release", tree / "etc/os-release")
+    os.symlink("../../../../../../usr/lib/os-release", tree / "usr/lib/os-release")
+    create(bus, "esc", p.pid)
+    assert bus.error_name("GetMachineOSRelease", "string:esc") == "org.freedesktop.DBus.Error.FileNotFound"
+    (tree / "usr/lib/os-release").unlink()
+    (tree / "usr/lib/os-release").write_text("ID=inside\n")
+    assert bus.call_json("GetMachineOSRelease", "s", "esc")[0] == {"ID": "inside"}
+
+
+def test_os_release_fifo_does_not_block(bus, machd, leaders):
+    tree = bus.tmp / "tree"
+    p = chrooted_leader(leaders, tree)
+    os.mkfifo(tree / "etc/os-release")
+    (tree / "usr/lib/os-release").write_text("ID=fallback\n")
+    create(bus, "fifo", p.pid)
+    assert bus.call_json("GetMachineOSRelease", "s", "fifo", timeout=10)[0] == {"ID": "fallback"}
+    assert bus.call("ListMachines").returncode == 0  # machd still answers

@@ -202,3 +202,19 @@ TEST(StateDir, SaveLoadRemove) {
     EXPECT_FALSE(fs::is_symlink(dir / "unit:machine-foo\\x2dbar.scope"));
     sd.remove(m);  // idempotent
 }
+
+#include "core/machine/inspect.hpp"
+
+TEST(OsRelease, ParsesQuotesEscapesComments) {
+    auto m = parse_os_release(
+        "# comment\nID=debian\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME='single q'\n"
+        "ESC=\"a\\\"b\"\n  INDENT=x\nEMPTY=\nnoequals\n=novalue\n");
+    EXPECT_EQ(m["ID"], "debian");
+    EXPECT_EQ(m["PRETTY_NAME"], "Debian GNU/Linux 12 (bookworm)");
+    EXPECT_EQ(m["NAME"], "single q");
+    EXPECT_EQ(m["ESC"], "a\"b");
+    EXPECT_EQ(m["INDENT"], "x");
+    EXPECT_EQ(m["EMPTY"], "");
+    EXPECT_EQ(m.count("noequals"), 0u);
+    EXPECT_EQ(m.size(), 6u);
+}

@@ -95,13 +95,17 @@ std::map<std::string, std::string> machine_os_release(const Machine& m) {
     if (!root_fd) throw_last_error("open " + root);
     if (m.klass != MachineClass::host) require_alive(m);
     for (const char* p : {"etc/os-release", "usr/lib/os-release"}) {
+        // O_PATH first: opening a guest-planted FIFO or device node for reading could block or
+        // have side effects. Only a regular file is then reopened for reading.
         open_how how{};
-        how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+        how.flags = O_PATH | O_CLOEXEC;
         how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-        UniqueFd fd(static_cast<int>(::syscall(SYS_openat2, root_fd.get(), p, &how, sizeof how)));
-        if (!fd) continue;
+        UniqueFd path_fd(static_cast<int>(::syscall(SYS_openat2, root_fd.get(), p, &how, sizeof how)));
+        if (!path_fd) continue;
         struct stat st {};
-        if (::fstat(fd.get(), &st) < 0 || !S_ISREG(st.st_mode)) continue;
+        if (::fstat(path_fd.get(), &st) < 0 || !S_ISREG(st.st_mode)) continue;
+        UniqueFd fd(::open(("/proc/self/fd/" + std::to_string(path_fd.get())).c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+        if (!fd) throw_last_error("reopen os-release of machine " + m.name);
         return parse_os_release(read_fd(fd.get(), kOsReleaseMax));
     }
     throw_errno(ENOENT, "Machine " + m.name + " has no os-release file");
