@@ -456,3 +456,33 @@ def test_os_release_fifo_does_not_block(bus, machd, leaders):
     create(bus, "fifo", p.pid)
     assert bus.call_json("GetMachineOSRelease", "s", "fifo", timeout=10)[0] == {"ID": "fallback"}
     assert bus.call("ListMachines").returncode == 0  # machd still answers
+
+
+def test_machd_sigkilled_then_restarted_readopts(bus, machd, leaders):
+    """A crash (SIGKILL) leaves the same state as a clean stop: everything comes back."""
+    a = leaders.spawn()
+    q, unit = leaders.spawn_in_scope()
+    create(bus, "crash-a", a.pid)
+    register(bus, "crash-r", q.pid)
+    machd.stop(signal.SIGKILL)
+    machd.start()
+    rows = {m[0]: m for m in bus.call_json("ListMachines")[0]}
+    assert set(rows) == {".host", "crash-a", "crash-r"}
+    assert props(bus, "crash-r")["Unit"] == unit
+    # A registered machine's foreign unit is not ours to remove when its leader dies.
+    q.kill()
+    q.wait()
+    assert wait_for(lambda: "crash-r" not in [m[0] for m in bus.call_json("ListMachines")[0]])
+    assert (CGROUP_ROOT / "unified" / "mktest.slice" / unit).exists()
+
+
+def test_get_machine_by_pid_zero_is_the_caller(bus, machd, leaders):
+    p = leaders.spawn()
+    create(bus, "caller", p.pid)
+    scope = machine_cgroups("caller")[0]
+    # busctl inside the machine's scope asks "which machine am I in?"
+    r = subprocess.run(["sh", "-c", 'echo $$ > "%s/cgroup.procs" && exec busctl --address=%s call %s %s %s '
+                        'GetMachineByPID u 0' % (scope, bus.address, DEST, MANAGER, IFACE)],
+                       capture_output=True, text=True, timeout=20)
+    assert r.stdout.strip() == 'o "%s"' % machine_path("caller"), r.stderr
+    assert bus.error_name("GetMachineByPID", "uint32:0") == "org.freedesktop.machine1.NoMachineForPID"
