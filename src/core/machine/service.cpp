@@ -143,6 +143,7 @@ void MachineService::terminate(Machine& m) {
     if (m.klass == MachineClass::host) throw_machine_error(MachineErrc::not_supported, "Refusing to terminate the host");
     m.state = MachineState::closing;
     if (!m.kill_deadline_usec) m.kill_deadline_usec = now_monotonic_usec() + stop_timeout_usec_;
+    terminating_.insert(m.name);
     if (!m.cgroup_path.empty()) backend_.kill(m.cgroup_path, m.kill_signal);
     ::syscall(SYS_pidfd_send_signal, m.leader_pidfd.get(), m.kill_signal, nullptr, 0);
 }
@@ -170,14 +171,24 @@ void MachineService::leader_exited(Machine& m) { finalize(m, true); }
 
 uint64_t MachineService::next_deadline() const {
     uint64_t next = 0;
-    for (Machine* m : registry_.all())
-        if (m->kill_deadline_usec && (!next || m->kill_deadline_usec < next)) next = m->kill_deadline_usec;
+    for (const auto& name : terminating_)
+        if (Machine* m = registry_.find(name); m && m->kill_deadline_usec && (!next || m->kill_deadline_usec < next))
+            next = m->kill_deadline_usec;
     return next;
 }
 
 void MachineService::run_deadlines(uint64_t now_usec) {
-    for (Machine* m : registry_.all()) {
-        if (!m->kill_deadline_usec || m->kill_deadline_usec > now_usec) continue;
+    for (auto it = terminating_.begin(); it != terminating_.end();) {
+        Machine* m = registry_.find(*it);
+        if (!m || !m->kill_deadline_usec) {
+            it = terminating_.erase(it);
+            continue;
+        }
+        if (m->kill_deadline_usec > now_usec) {
+            ++it;
+            continue;
+        }
+        it = terminating_.erase(it);
         m->kill_deadline_usec = 0;
         // As systemd after TimeoutStopSec=: SIGKILL to the whole unit; a container's PID 1 in its own
         // PID namespace ignores everything else from us.
@@ -199,6 +210,7 @@ void MachineService::finalize(Machine& m, bool remove_cgroup) {
     }
     state_.remove(m);
     listener_.machine_removed(m);
+    terminating_.erase(name);
     registry_.remove(name);
     if (failure) std::rethrow_exception(failure);
 }

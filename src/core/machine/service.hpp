@@ -10,6 +10,7 @@
 
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -85,6 +86,7 @@ private:
     Listener& listener_;
     Registry registry_;
     uint64_t stop_timeout_usec_;
+    std::set<std::string, std::less<>> terminating_;  // machines with a kill deadline: the loop asks every round
 };
 
 // Validation helpers shared with the bus layer.

@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <random>
 
 #include "core/base/error.hpp"
 #include "core/base/names.hpp"
@@ -198,9 +197,10 @@ StateDir::StateDir(std::string path) : path_(std::move(path)) {
 
 void StateDir::save(const Machine& m) const {
     if (!machine_name_is_valid(m.name)) throw_errno(EINVAL, "invalid machine name for state file");
-    std::random_device rd;
-    char suffix[16];
-    std::snprintf(suffix, sizeof suffix, "%08x", rd());
+    // Unique per process and call; O_EXCL catches the rest (a stale file from a crashed machd).
+    static unsigned counter = 0;
+    char suffix[32];
+    std::snprintf(suffix, sizeof suffix, "%x.%x", static_cast<unsigned>(::getpid()), ++counter);
     std::string tmp = ".#" + m.name + suffix;
     UniqueFd fd(::openat(dir_fd_.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644));
     if (!fd) throw_last_error("create " + path_ + "/" + tmp);
