@@ -79,7 +79,7 @@ TEST(CgroupfsBackend, StartScopeWritesLeaderAndV1Limits) {
     p.cpu_quota_per_sec_usec = 500000;
     p.device_policy = "strict";
     p.device_allow = {{"/dev/null", "rw"}};
-    auto rel = b.start_scope("machine-a.scope", 4242, p);
+    auto rel = b.start_scope("machine-a.scope", 4242, p).cgroup_path;
     EXPECT_EQ(rel, "/machine.slice/machine-a.scope");
     for (const char* hier : {"unified", "systemd", "memory", "pids", "cpu", "devices"})
         EXPECT_EQ(slurp(h.root / hier / "machine.slice/machine-a.scope/cgroup.procs"), "4242") << hier;
@@ -97,7 +97,7 @@ TEST(CgroupfsBackend, StartScopeWritesLeaderAndV1Limits) {
 TEST(CgroupfsBackend, NoLimitsMeansOnlyMainHierarchies) {
     FakeHybrid h;
     CgroupfsBackend b(h.root.string());
-    auto rel = b.start_scope("machine-b.scope", 1, {});
+    auto rel = b.start_scope("machine-b.scope", 1, {}).cgroup_path;
     EXPECT_TRUE(fs::exists(h.root / "unified" / rel.substr(1)));
     EXPECT_TRUE(fs::exists(h.root / "systemd" / rel.substr(1)));
     EXPECT_FALSE(fs::exists(h.root / "memory/machine.slice"));
@@ -125,7 +125,7 @@ TEST(CgroupfsBackend, PureCgroup2Layout) {
         EXPECT_EQ(b.named_systemd(), "");
         ScopeProperties p;
         p.memory_max = 4096;
-        auto rel = b.start_scope("machine-e.scope", 7, p);
+        auto rel = b.start_scope("machine-e.scope", 7, p).cgroup_path;
         EXPECT_EQ(slurp(root / "machine.slice/machine-e.scope/memory.max"), "4096");
     }
     fs::remove_all(root);

@@ -17,9 +17,10 @@ namespace {
 struct FakeBackend : ScopeBackend {
     std::vector<std::string> started, removed;
     std::vector<std::pair<std::string, int>> kills;
-    std::string start_scope(const std::string& unit, pid_t, const ScopeProperties& p) override {
+    std::string job;  // non-empty: behave like systemd (start completes later)
+    ScopeStart start_scope(const std::string& unit, pid_t, const ScopeProperties& p) override {
         started.push_back(unit);
-        return *slice_to_path(p.slice) + "/" + unit;
+        return {*slice_to_path(p.slice) + "/" + unit, job};
     }
     size_t kill(const std::string& path, int sig) override {
         kills.emplace_back(path, sig);
@@ -35,6 +36,11 @@ struct RecordingListener : MachineService::Listener {
     void machine_added(Machine& m) override { added.push_back(m.name); }
     void machine_removed(const Machine& m) override { removed.push_back(m.name); }
 };
+
+std::string slurp_file(const fs::path& p) {
+    std::ifstream f(p);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+}
 
 struct Child {
     pid_t pid;
@@ -212,4 +218,40 @@ TEST_F(Fixture, TerminateEscalatesToSigkillAfterTimeout) {
     int status = 0;
     ASSERT_EQ(waitpid(c.pid, &status, 0), c.pid);  // the leader got SIGTERM then SIGKILL via its pidfd
     EXPECT_TRUE(WIFSIGNALED(status));
+}
+
+struct AsyncListener : RecordingListener {
+    std::vector<std::pair<std::string, std::string>> finished;
+    void machine_start_finished(Machine& m, const std::string& error) override { finished.emplace_back(m.name, error); }
+};
+
+TEST_F(Fixture, AsyncBackendOpeningThenRunning) {
+    AsyncListener l;
+    MachineService s(*state, backend, l, 8);
+    backend.job = "/org/freedesktop/systemd1/job/7";
+    Child c;
+    Machine& m = s.register_machine(req("as", c.pid));
+    EXPECT_EQ(m.state, MachineState::opening);
+    EXPECT_NE(slurp_file(dir / "machines/as").find("SCOPE_JOB=/org/freedesktop/systemd1/job/7\n"), std::string::npos);
+    s.scope_job_done("machine-as.scope", "/org/freedesktop/systemd1/job/6", "done");  // not our job
+    EXPECT_EQ(m.state, MachineState::opening);
+    s.scope_job_done("machine-as.scope", "/org/freedesktop/systemd1/job/7", "done");
+    EXPECT_EQ(m.state, MachineState::running);
+    EXPECT_EQ(slurp_file(dir / "machines/as").find("SCOPE_JOB="), std::string::npos);
+    ASSERT_EQ(l.finished.size(), 1u);
+    EXPECT_EQ(l.finished[0].second, "");
+}
+
+TEST_F(Fixture, AsyncBackendJobFailureRemovesMachine) {
+    AsyncListener l;
+    MachineService s(*state, backend, l, 8);
+    backend.job = "/job/9";
+    Child c;
+    s.register_machine(req("af", c.pid));
+    s.scope_job_done("machine-af.scope", "/job/9", "failed");
+    ASSERT_EQ(l.finished.size(), 1u);
+    EXPECT_EQ(l.finished[0].second, "Start job for unit machine-af.scope failed with 'failed'");
+    EXPECT_EQ(l.removed, std::vector<std::string>{"af"});
+    EXPECT_EQ(s.find("af"), nullptr);
+    EXPECT_FALSE(fs::exists(dir / "machines/af"));
 }

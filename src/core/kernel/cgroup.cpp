@@ -215,7 +215,7 @@ std::vector<std::string> CgroupfsBackend::hierarchies() const {
     return v;
 }
 
-std::string CgroupfsBackend::start_scope(const std::string& unit, pid_t leader, const ScopeProperties& props) {
+ScopeStart CgroupfsBackend::start_scope(const std::string& unit, pid_t leader, const ScopeProperties& props) {
     if (unit.empty() || unit.find('/') != std::string::npos || unit.starts_with(".") || !unit.ends_with(".scope"))
         throw_errno(EINVAL, "invalid scope name '" + unit + "'");
     auto slice_path = slice_to_path(props.slice);
@@ -310,7 +310,7 @@ std::string CgroupfsBackend::start_scope(const std::string& unit, pid_t leader, 
         }
         throw;
     }
-    return rel;
+    return {rel, ""};
 }
 
 size_t CgroupfsBackend::kill(const std::string& cgroup_path, int sig) {

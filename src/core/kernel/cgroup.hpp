@@ -12,6 +12,7 @@
 
 #include <csignal>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -35,6 +36,16 @@ struct ScopeProperties {
     std::string device_policy;                      // DevicePolicy= auto|closed|strict ("" = auto)
     std::vector<DeviceAllow> device_allow;          // DeviceAllow=
     int kill_signal = SIGTERM;                      // KillSignal=
+    // Backend-specific raw properties: the systemd backend forwards the caller's a(sv) verbatim (as
+    // machined does), so it must not be limited to the fields above. Opaque to core.
+    std::shared_ptr<const void> passthrough;
+};
+
+// What start_scope() did. A non-empty `job` means the unit is still starting (systemd's job path);
+// the backend's owner learns the outcome later (see MachineService::scope_job_done()).
+struct ScopeStart {
+    std::string cgroup_path;
+    std::string job;
 };
 
 // systemd's slice path expansion: "a-b.slice" -> "/a.slice/a-b.slice"; "-.slice" -> "". nullopt if
@@ -56,8 +67,9 @@ class ScopeBackend {
 public:
     virtual ~ScopeBackend() = default;
     // Creates `unit` in props.slice with the limits applied, then moves `leader` into it. Returns the
-    // unit's cgroup path ("/machine.slice/UNIT"). On failure nothing stays behind.
-    virtual std::string start_scope(const std::string& unit, pid_t leader, const ScopeProperties& props) = 0;
+    // unit's cgroup path ("/machine.slice/UNIT") and, for asynchronous backends, the pending job.
+    // On failure nothing stays behind.
+    virtual ScopeStart start_scope(const std::string& unit, pid_t leader, const ScopeProperties& props) = 0;
     // Sends `sig` to every process in the cgroup subtree `cgroup_path`. Returns how many were signalled.
     virtual size_t kill(const std::string& cgroup_path, int sig) = 0;
     // SIGKILLs what is left and removes the scope's cgroups in every hierarchy, then empty parent
@@ -74,7 +86,7 @@ public:
     // Inspects `root` (e.g. "/sys/fs/cgroup") to find the hierarchies. Does not write anything.
     explicit CgroupfsBackend(std::string root);
 
-    std::string start_scope(const std::string& unit, pid_t leader, const ScopeProperties& props) override;
+    ScopeStart start_scope(const std::string& unit, pid_t leader, const ScopeProperties& props) override;
     size_t kill(const std::string& cgroup_path, int sig) override;
     void remove_scope(const std::string& cgroup_path) override;
     bool exists(const std::string& cgroup_path) override;

@@ -38,6 +38,7 @@ struct Machine {
     std::string cgroup_path;  // the unit's cgroup relative to a hierarchy root, e.g. "/machine.slice/machine-x.scope"
     bool own_scope = false;   // machd created the scope (CreateMachine) and removes it at the end
     int kill_signal = 15;     // KillSignal= of the scope: what TerminateMachine sends (SIGTERM)
+    std::string scope_job;    // pending start job of the scope (state `opening`), as SCOPE_JOB=
     uint64_t kill_deadline_usec = 0;  // CLOCK_MONOTONIC: SIGKILL the unit then if still alive (0 = none)
     MachineState state = MachineState::opening;
     uint64_t realtime_usec = 0;

@@ -105,7 +105,9 @@ Machine& MachineService::register_machine(RegisterRequest req) {
         m.unit = machine_scope_name(m.name);
         if (registry_.find_by_unit(m.unit))
             throw_machine_error(MachineErrc::machine_exists, "Unit " + m.unit + " already belongs to a machine");
-        m.cgroup_path = backend_.start_scope(m.unit, m.leader, req.scope);
+        auto started = backend_.start_scope(m.unit, m.leader, req.scope);
+        m.cgroup_path = started.cgroup_path;
+        m.scope_job = started.job;
         m.own_scope = true;
         m.kill_signal = req.scope.kill_signal;
     } else {
@@ -119,7 +121,7 @@ Machine& MachineService::register_machine(RegisterRequest req) {
     }
     m.realtime_usec = now_realtime_usec();
     m.monotonic_usec = now_monotonic_usec();
-    m.state = MachineState::running;
+    m.state = m.scope_job.empty() ? MachineState::running : MachineState::opening;
 
     Machine* added = nullptr;
     try {
@@ -137,6 +139,26 @@ Machine& MachineService::register_machine(RegisterRequest req) {
     }
     listener_.machine_added(*added);
     return *added;
+}
+
+void MachineService::scope_job_done(const std::string& unit, const std::string& job, const std::string& result) {
+    Machine* m = registry_.find_by_unit(unit);
+    if (!m || m->scope_job.empty() || m->scope_job != job) return;
+    m->scope_job.clear();
+    if (result == "done") {
+        m->state = MachineState::running;
+        try {
+            state_.save(*m);
+        } catch (...) {
+        }
+        listener_.machine_start_finished(*m, "");
+        return;
+    }
+    listener_.machine_start_finished(*m, "Start job for unit " + unit + " failed with '" + result + "'");
+    try {
+        finalize(*m, true);
+    } catch (...) {
+    }
 }
 
 void MachineService::terminate(Machine& m) {

@@ -38,6 +38,9 @@ public:
         virtual ~Listener() = default;
         virtual void machine_added(Machine& m) = 0;
         virtual void machine_removed(const Machine& m) = 0;  // called before the Machine is destroyed
+        // Asynchronous backends: the scope's start job finished. `error` empty = the machine runs.
+        // On error machine_removed() follows.
+        virtual void machine_start_finished(Machine& /*m*/, const std::string& /*error*/) {}
     };
 
     // `stop_timeout_usec`: how long terminate() waits after KillSignal before SIGKILL (systemd's
@@ -50,8 +53,13 @@ public:
     void add_host_machine();
 
     // Validates everything first (no side effect on error), then creates/discovers the unit, saves
-    // the state file and notifies. The new machine is `running`.
+    // the state file and notifies. The new machine is `running`, or `opening` while an asynchronous
+    // backend's start job is pending (then scope_job_done() finishes it).
     Machine& register_machine(RegisterRequest req);
+
+    // An asynchronous backend reports the end of a start job ("done" = success, else systemd's
+    // result string). Unknown units/jobs are ignored.
+    void scope_job_done(const std::string& unit, const std::string& job, const std::string& result);
 
     // machined's machine_stop(): own scope -> KillSignal (SIGTERM) to every process in it, registered
     // unit -> the same to the unit's cgroup; the machine is `closing` until its leader exits.

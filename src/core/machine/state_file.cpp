@@ -124,6 +124,7 @@ std::string format_state_file(const Machine& m) {
     // Key order and formatting as machined 252's machine_save().
     std::string s = "# This is private data. Do not parse.\nNAME=" + m.name + "\n";
     if (!m.unit.empty()) s += "SCOPE=" + cescape(m.unit) + "\n";
+    if (!m.scope_job.empty()) s += "SCOPE_JOB=" + m.scope_job + "\n";
     if (!m.service.empty()) s += "SERVICE=" + cescape(m.service) + "\n";
     if (!m.root_directory.empty()) s += "ROOT=" + cescape(m.root_directory) + "\n";
     if (m.has_id()) s += "ID=" + id_to_string(m.id) + "\n";
