@@ -42,8 +42,11 @@ std::map<std::string, std::string> MachineOps::os_release(Machine& m) {
 
 // -------------------------------------------------------------------------------------- manager
 
-ManagerObject::ManagerObject(sdbus::IConnection& connection, core::MachineService& service)
-    : AdaptorInterfaces(connection, kManagerPath), connection_(connection), service_(service) {
+ManagerObject::ManagerObject(sdbus::IConnection& connection, core::MachineService& service, bool forward_scope_properties)
+    : AdaptorInterfaces(connection, kManagerPath),
+      connection_(connection),
+      service_(service),
+      forward_scope_properties_(forward_scope_properties) {
     registerAdaptor();
 }
 
@@ -63,8 +66,37 @@ void ManagerObject::machine_added(Machine& m) {
 }
 
 void ManagerObject::machine_removed(const Machine& m) {
+    if (auto it = pending_.find(m.name); it != pending_.end()) {
+        it->second.returnError(sdbus::Error("org.freedesktop.systemd1.JobFailed",
+                                            "Machine " + m.name + " went away before its scope started"));
+        pending_.erase(it);
+    }
     objects_.erase(m.name);
     emitMachineRemoved(m.name, machine_object_path(m.name));
+}
+
+void ManagerObject::machine_start_finished(Machine& m, const std::string& error) {
+    auto it = pending_.find(m.name);
+    if (it == pending_.end()) return;
+    if (error.empty())
+        it->second.returnResults(machine_object_path(m.name));
+    else
+        it->second.returnError(sdbus::Error("org.freedesktop.systemd1.JobFailed", error));
+    pending_.erase(it);
+}
+
+void ManagerObject::create_async(sdbus::Result<sdbus::ObjectPath>&& result, const std::string& name,
+                                 const std::function<sdbus::ObjectPath()>& create) {
+    try {
+        auto path = create();
+        Machine* m = service_.find(name);
+        if (m && m->state == core::MachineState::opening)
+            pending_.insert_or_assign(name, std::move(result));  // answered by machine_start_finished()
+        else
+            result.returnResults(path);
+    } catch (...) {
+        result.returnError(current_exception_to_bus_error());
+    }
 }
 
 Machine& ManagerObject::lookup(const std::string& name) {
@@ -117,31 +149,33 @@ sdbus::ObjectPath ManagerObject::create_or_register(const std::string& name, con
     req.root_directory = root_directory;
     req.netif.assign(ifindices.begin(), ifindices.end());
     req.create_scope = create;
-    if (props) req.scope = parse_scope_properties(*props);
+    if (props && forward_scope_properties_) {
+        // systemd validates and applies them; we only need the slice to know the cgroup path.
+        for (const auto& p : *props)
+            if (p.get<0>() == "Slice" && p.get<1>().peekValueType() == "s") req.scope.slice = p.get<1>().get<std::string>();
+        req.scope.passthrough = std::make_shared<const ScopePropertyList>(*props);
+    } else if (props) {
+        req.scope = parse_scope_properties(*props);
+    }
     return translate([&] { return sdbus::ObjectPath(machine_object_path(service_.register_machine(std::move(req)).name)); });
 }
 
 void ManagerObject::CreateMachine(sdbus::Result<sdbus::ObjectPath>&& result, std::string name, std::vector<uint8_t> id,
                                   std::string service, std::string class_, uint32_t leader, std::string root_directory,
                                   std::vector<sdbus::Struct<std::string, sdbus::Variant>> scope_properties) {
-    // The cgroupfs backend finishes synchronously; a systemd backend would keep `result` until JobRemoved.
-    try {
-        result.returnResults(create_or_register(name, id, service, class_, leader, root_directory, {}, true, &scope_properties));
-    } catch (...) {
-        result.returnError(current_exception_to_bus_error());
-    }
+    // The cgroupfs backend finishes at once; with systemd the reply waits for the scope's JobRemoved.
+    create_async(std::move(result), name, [&] {
+        return create_or_register(name, id, service, class_, leader, root_directory, {}, true, &scope_properties);
+    });
 }
 
 void ManagerObject::CreateMachineWithNetwork(sdbus::Result<sdbus::ObjectPath>&& result, std::string name,
                                              std::vector<uint8_t> id, std::string service, std::string class_,
                                              uint32_t leader, std::string root_directory, std::vector<int32_t> ifindices,
                                              std::vector<sdbus::Struct<std::string, sdbus::Variant>> scope_properties) {
-    try {
-        result.returnResults(
-            create_or_register(name, id, service, class_, leader, root_directory, ifindices, true, &scope_properties));
-    } catch (...) {
-        result.returnError(current_exception_to_bus_error());
-    }
+    create_async(std::move(result), name, [&] {
+        return create_or_register(name, id, service, class_, leader, root_directory, ifindices, true, &scope_properties);
+    });
 }
 
 sdbus::ObjectPath ManagerObject::RegisterMachine(const std::string& name, const std::vector<uint8_t>& id,

@@ -5,6 +5,7 @@
 // machd's one loop).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -28,12 +29,15 @@ class ManagerObject final : public sdbus::AdaptorInterfaces<org::freedesktop::ma
                                                             sdbus::Properties_adaptor>,
                             public core::MachineService::Listener {
 public:
-    ManagerObject(sdbus::IConnection& connection, core::MachineService& service);
+    // `forward_scope_properties`: the scope backend is systemd, which takes CreateMachine's
+    // properties verbatim (and validates them); otherwise machd parses them itself.
+    ManagerObject(sdbus::IConnection& connection, core::MachineService& service, bool forward_scope_properties = false);
     ~ManagerObject() override;
 
     // Listener
     void machine_added(core::Machine& m) override;
     void machine_removed(const core::Machine& m) override;
+    void machine_start_finished(core::Machine& m, const std::string& error) override;
 
     // Registers objects for machines that exist before the listener was attached (.host).
     void add_existing();
@@ -104,9 +108,15 @@ private:
     uint64_t PoolUsage() override;
     uint64_t PoolLimit() override;
 
+    void create_async(sdbus::Result<sdbus::ObjectPath>&& result, const std::string& name,
+                      const std::function<sdbus::ObjectPath()>& create);
+
     sdbus::IConnection& connection_;
     core::MachineService& service_;
+    bool forward_scope_properties_;
     std::map<std::string, std::unique_ptr<MachineObject>> objects_;
+    // CreateMachine calls waiting for their scope's start job (systemd backend), by machine name.
+    std::map<std::string, sdbus::Result<sdbus::ObjectPath>> pending_;
 };
 
 // Shared by the Manager's *Machine(name, ...) methods and the Machine object's methods.

@@ -1,6 +1,7 @@
 // machd: the machine registration daemon, wire-compatible with systemd-machined 252
 // (org.freedesktop.machine1 on the system bus). See docs/machd.md.
 #include <getopt.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -14,6 +15,7 @@
 
 #include "bus/event_loop.hpp"
 #include "bus/machine_objects.hpp"
+#include "bus/systemd_scope.hpp"
 #include "core/base/error.hpp"
 #include "core/kernel/cgroup.hpp"
 #include "core/machine/service.hpp"
@@ -28,6 +30,9 @@ void usage(FILE* out) {
                  "  --state-dir=DIR    machine state files (default /run/systemd/machines)\n"
                  "  --cgroup-root=DIR  cgroup mount root (default /sys/fs/cgroup)\n"
                  "  --stop-timeout=SEC SIGKILL a terminated machine after SEC seconds (default 10)\n"
+                 "  --scope-backend=auto|cgroupfs|systemd\n"
+                 "                     who creates machine scopes (auto: systemd when it is PID 1\n"
+                 "                     and on the bus, else machd itself through cgroupfs)\n"
                  "  -h, --help         show this help\n"
                  "  --version          show the version\n\n"
                  "The bus is $DBUS_SYSTEM_BUS_ADDRESS if set. SIGTERM stops machd; machines keep running\n"
@@ -40,11 +45,13 @@ int main(int argc, char** argv) {
     std::string state_dir = "/run/systemd/machines";
     std::string cgroup_root = "/sys/fs/cgroup";
     uint64_t stop_timeout_usec = 10'000'000;
-    enum { kStateDir = 0x100, kCgroupRoot, kStopTimeout, kVersion };
+    std::string scope_backend = "auto";
+    enum { kStateDir = 0x100, kCgroupRoot, kStopTimeout, kScopeBackend, kVersion };
     static const option options[] = {
         {"state-dir", required_argument, nullptr, kStateDir},
         {"cgroup-root", required_argument, nullptr, kCgroupRoot},
         {"stop-timeout", required_argument, nullptr, kStopTimeout},
+        {"scope-backend", required_argument, nullptr, kScopeBackend},
         {"help", no_argument, nullptr, 'h'},
         {"version", no_argument, nullptr, kVersion},
         {},
@@ -53,6 +60,13 @@ int main(int argc, char** argv) {
         switch (c) {
         case kStateDir: state_dir = optarg; break;
         case kCgroupRoot: cgroup_root = optarg; break;
+        case kScopeBackend:
+            scope_backend = optarg;
+            if (scope_backend != "auto" && scope_backend != "cgroupfs" && scope_backend != "systemd") {
+                std::fprintf(stderr, "machd: invalid --scope-backend '%s'\n", optarg);
+                return 2;
+            }
+            break;
         case kStopTimeout: {
             char* end = nullptr;
             double sec = std::strtod(optarg, &end);
@@ -75,8 +89,22 @@ int main(int argc, char** argv) {
 
     try {
         mk::core::StateDir state(state_dir);
-        mk::core::CgroupfsBackend backend(cgroup_root);
         auto connection = sdbus::createSystemBusConnection();
+        if (scope_backend == "auto") {
+            // sd_booted(): systemd as PID 1 owns the cgroup tree; writing it behind its back would fight it.
+            struct stat st {};
+            bool booted = ::lstat("/run/systemd/system", &st) == 0 && S_ISDIR(st.st_mode);
+            scope_backend = booted && mk::bus::SystemdScopeBackend::systemd_on_bus(*connection) ? "systemd" : "cgroupfs";
+        }
+        mk::core::MachineService* service_ptr = nullptr;
+        std::unique_ptr<mk::core::ScopeBackend> backend;
+        if (scope_backend == "systemd")
+            backend = std::make_unique<mk::bus::SystemdScopeBackend>(
+                *connection, cgroup_root, [&](const std::string& unit, const std::string& job, const std::string& result) {
+                    if (service_ptr) service_ptr->scope_job_done(unit, job, result);
+                });
+        else
+            backend = std::make_unique<mk::core::CgroupfsBackend>(cgroup_root);
 
         // Listeners in order: the loop (watch leader pidfds from the first moment), then the bus
         // objects once they exist. The service reports to both through this chain.
@@ -88,19 +116,23 @@ int main(int argc, char** argv) {
             void machine_removed(const mk::core::Machine& m) override {
                 for (auto* t : targets) t->machine_removed(m);
             }
+            void machine_start_finished(mk::core::Machine& m, const std::string& error) override {
+                for (auto* t : targets) t->machine_start_finished(m, error);
+            }
         } chain;
-        mk::core::MachineService service(state, backend, chain, mk::core::kMachinesMax, stop_timeout_usec);
+        mk::core::MachineService service(state, *backend, chain, mk::core::kMachinesMax, stop_timeout_usec);
+        service_ptr = &service;
         mk::bus::EventLoop loop(*connection, service);  // blocks SIGTERM/SIGINT first
         chain.targets.push_back(&loop);
         service.add_host_machine();
         auto adopted = service.readopt();
-        mk::bus::ManagerObject manager(*connection, service);
+        mk::bus::ManagerObject manager(*connection, service, scope_backend == "systemd");
         manager.add_existing();
         chain.targets.push_back(&manager);
         // Own the name last: clients never see a half-built object tree.
         connection->requestName(mk::bus::kBusName);
-        std::fprintf(stderr, "machd %s: serving %s, %zu machine(s) re-adopted\n", MK_VERSION, mk::bus::kBusName,
-                     adopted.size());
+        std::fprintf(stderr, "machd %s: serving %s, scope backend %s, %zu machine(s) re-adopted\n", MK_VERSION,
+                     mk::bus::kBusName, scope_backend.c_str(), adopted.size());
         int sig = loop.run();
         std::fprintf(stderr, "machd: %s, exiting (machines keep running)\n", strsignal(sig));
         chain.targets.clear();
