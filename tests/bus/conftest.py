@@ -48,6 +48,9 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
   </policy>
   <policy user="root">
     <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
+    <!-- for tests/bus/helpers/fake_systemd1 (the systemd scope backend tests) -->
+    <allow own="org.freedesktop.systemd1"/>
+    <allow send_destination="org.freedesktop.systemd1"/>
   </policy>
   <include>{policy}</include>
 </busconfig>
@@ -155,8 +158,9 @@ class Bus:
 
 
 class Machd:
-    def __init__(self, bus, state_dir, cgroup_root=CGROUP_ROOT, stop_timeout=2):
+    def __init__(self, bus, state_dir, cgroup_root=CGROUP_ROOT, stop_timeout=2, extra_args=()):
         self.stop_timeout = stop_timeout
+        self.extra_args = list(extra_args)
         self.bus = bus
         self.state_dir = Path(state_dir)
         self.cgroup_root = cgroup_root
@@ -167,7 +171,7 @@ class Machd:
         self.logf = open(self.log, "ab")
         self.proc = subprocess.Popen([str(MACHD), "--state-dir=%s" % self.state_dir,
                                       "--cgroup-root=%s" % self.cgroup_root,
-                                      "--stop-timeout=%s" % self.stop_timeout],
+                                      "--stop-timeout=%s" % self.stop_timeout] + self.extra_args,
                                      env=self.bus.env(), stdout=self.logf, stderr=self.logf)
         deadline = time.time() + 10
         while time.time() < deadline:
