@@ -40,6 +40,25 @@ std::map<std::string, std::string> MachineOps::os_release(Machine& m) {
     return translate([&] { return core::machine_os_release(m); });
 }
 
+std::tuple<sdbus::UnixFd, std::string> MachineOps::open_pty(sdbus::IObject& obj, Machine& m) {
+    require_root(obj, "open terminals in machines");
+    return translate([&] {
+        auto pty = core::open_machine_pty(m);
+        return std::tuple<sdbus::UnixFd, std::string>(sdbus::UnixFd(pty.master.release(), sdbus::adopt_fd), pty.path);
+    });
+}
+
+std::tuple<sdbus::UnixFd, std::string> MachineOps::open_shell(sdbus::IObject& obj, core::MachineService& svc, Machine& m,
+                                                              const std::string& user, const std::string& path,
+                                                              const std::vector<std::string>& args,
+                                                              const std::vector<std::string>& environment) {
+    require_root(obj, "open shells in machines");
+    return translate([&] {
+        auto pty = svc.open_shell(m, core::ShellRequest{user, path, args, environment});
+        return std::tuple<sdbus::UnixFd, std::string>(sdbus::UnixFd(pty.master.release(), sdbus::adopt_fd), pty.path);
+    });
+}
+
 // -------------------------------------------------------------------------------------- manager
 
 ManagerObject::ManagerObject(sdbus::IConnection& connection, core::MachineService& service, bool forward_scope_properties)
@@ -211,12 +230,15 @@ std::map<std::string, std::string> ManagerObject::GetMachineOSRelease(const std:
     return MachineOps::os_release(lookup(name));
 }
 
-std::tuple<sdbus::UnixFd, std::string> ManagerObject::OpenMachinePTY(const std::string&) { throw_not_implemented("OpenMachinePTY"); }
+std::tuple<sdbus::UnixFd, std::string> ManagerObject::OpenMachinePTY(const std::string& name) {
+    return MachineOps::open_pty(getObject(), lookup(name));
+}
 std::tuple<sdbus::UnixFd, std::string> ManagerObject::OpenMachineLogin(const std::string&) { throw_not_implemented("OpenMachineLogin"); }
-std::tuple<sdbus::UnixFd, std::string> ManagerObject::OpenMachineShell(const std::string&, const std::string&, const std::string&,
-                                                                       const std::vector<std::string>&,
-                                                                       const std::vector<std::string>&) {
-    throw_not_implemented("OpenMachineShell");
+std::tuple<sdbus::UnixFd, std::string> ManagerObject::OpenMachineShell(const std::string& name, const std::string& user,
+                                                                       const std::string& path,
+                                                                       const std::vector<std::string>& args,
+                                                                       const std::vector<std::string>& environment) {
+    return MachineOps::open_shell(getObject(), service_, lookup(name), user, path, args, environment);
 }
 void ManagerObject::BindMountMachine(const std::string&, const std::string&, const std::string&, const bool&, const bool&) {
     throw_not_implemented("BindMountMachine");
@@ -274,12 +296,12 @@ std::map<std::string, std::string> MachineObject::GetOSRelease() { return Machin
 uint32_t MachineObject::GetUIDShift() {
     return translate([&] { return core::machine_uid_shift(machine_); });
 }
-std::tuple<sdbus::UnixFd, std::string> MachineObject::OpenPTY() { throw_not_implemented("OpenPTY"); }
+std::tuple<sdbus::UnixFd, std::string> MachineObject::OpenPTY() { return MachineOps::open_pty(getObject(), machine_); }
 std::tuple<sdbus::UnixFd, std::string> MachineObject::OpenLogin() { throw_not_implemented("OpenLogin"); }
-std::tuple<sdbus::UnixFd, std::string> MachineObject::OpenShell(const std::string&, const std::string&,
-                                                                const std::vector<std::string>&,
-                                                                const std::vector<std::string>&) {
-    throw_not_implemented("OpenShell");
+std::tuple<sdbus::UnixFd, std::string> MachineObject::OpenShell(const std::string& user, const std::string& path,
+                                                                const std::vector<std::string>& args,
+                                                                const std::vector<std::string>& environment) {
+    return MachineOps::open_shell(getObject(), service_, machine_, user, path, args, environment);
 }
 void MachineObject::BindMount(const std::string&, const std::string&, const bool&, const bool&) { throw_not_implemented("BindMount"); }
 void MachineObject::CopyFrom(const std::string&, const std::string&) { throw_not_implemented("CopyFrom"); }

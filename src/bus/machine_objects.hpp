@@ -125,6 +125,11 @@ struct MachineOps {
     static void kill(sdbus::IObject& obj, core::MachineService& svc, core::Machine& m, const std::string& who, int32_t sig);
     static std::vector<sdbus::Struct<int32_t, std::vector<uint8_t>>> addresses(core::Machine& m);
     static std::map<std::string, std::string> os_release(core::Machine& m);
+    static std::tuple<sdbus::UnixFd, std::string> open_pty(sdbus::IObject& obj, core::Machine& m);
+    static std::tuple<sdbus::UnixFd, std::string> open_shell(sdbus::IObject& obj, core::MachineService& svc,
+                                                             core::Machine& m, const std::string& user,
+                                                             const std::string& path, const std::vector<std::string>& args,
+                                                             const std::vector<std::string>& environment);
 };
 
 class MachineObject final : public sdbus::AdaptorInterfaces<org::freedesktop::machine1::Machine_adaptor,

@@ -29,6 +29,9 @@ public:
     void remove_scope(const std::string& cgroup_path) override;
     bool exists(const std::string& cgroup_path) override { return reader_.exists(cgroup_path); }
     std::vector<pid_t> pids(const std::string& cgroup_path) override { return reader_.pids(cgroup_path); }
+    std::vector<std::string> dirs(const std::string& cgroup_path, const std::string& unit_path) override {
+        return reader_.dirs(cgroup_path, unit_path);
+    }
 
     // Whether org.freedesktop.systemd1 has an owner on `connection`'s bus.
     static bool systemd_on_bus(sdbus::IConnection& connection);

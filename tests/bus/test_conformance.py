@@ -141,3 +141,39 @@ def test_nspawn_keep_unit_registers_into_machd(bus, machd, leaders):
     # nspawn unregisters on exit (and the leader's death would remove it anyway).
     assert wait_for(lambda: "nspk" not in bus.call("ListMachines").stdout, timeout=5)
     assert not (machd.state_dir / "nspk").exists()
+
+
+def test_machinectl_shell_and_pty_in_a_container_without_systemd(bus, machd, leaders):
+    tree = make_tree(bus.tmp / "tree")
+    (tree / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n")
+    os.symlink("busybox", tree / "bin/id")
+    os.symlink("busybox", tree / "bin/head")
+    p = nspawn(bus, tree, "sh1", keep_unit=False)
+    leaders.procs.append(p)
+    assert wait_for(lambda: "sh1" in bus.call("ListMachines").stdout, timeout=10)
+
+    out = bus.call("OpenMachinePTY", "s", "sh1").stdout
+    assert '"/dev/pts/' in out
+
+    r = machinectl(bus, machd, "shell", "sh1", "/bin/sh", "-c",
+                   "echo hello-$(head -1 /etc/os-release); echo pid=$$; head -1 /proc/self/cgroup")
+    assert "hello-ID=mktest" in r.stdout
+    # In the container's PID namespace and in its own cgroup (nspawn's payload: the cgroupns root).
+    assert "pid=" in r.stdout and "pid=1\r" not in r.stdout
+    assert ":/\r" in r.stdout or r.stdout.rstrip().endswith(":/")
+
+    r = machinectl(bus, machd, "shell", "nobody@sh1", "/bin/id")
+    assert "uid=65534" in r.stdout
+
+    r = machinectl(bus, machd, "shell", "ghost@sh1", "/bin/id", check=False)
+    assert r.returncode != 0 and "User 'ghost' does not exist" in r.stderr
+    r = bus.call("OpenMachineShell", "sssasas", "sh1", "", "bin/sh", 0, 0, check=False)
+    assert r.returncode != 0 and "is not absolute" in r.stderr
+    r = bus.call("OpenMachineShell", "sssasas", "sh1", "", "/bin/sh", 0, 1, "NOEQUALS", check=False)
+    assert r.returncode != 0 and "Invalid environment assignment" in r.stderr
+    r = bus.busctl("call", DEST, "/org/freedesktop/machine1", "org.freedesktop.machine1.Manager", "OpenMachineShell",
+                   "sssasas", "sh1", "", "/bin/sh", 0, 0, user=65534, check=False)
+    assert r.returncode != 0 and "denied" in r.stderr.lower()
+
+    machinectl(bus, machd, "terminate", "sh1")
+    p.wait(15)

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/kernel/cgroup.hpp"
+#include "core/machine/shell.hpp"
 
 using namespace mk::core;
 namespace fs = std::filesystem;
@@ -129,4 +130,33 @@ TEST(CgroupfsBackend, PureCgroup2Layout) {
         EXPECT_EQ(slurp(root / "machine.slice/machine-e.scope/memory.max"), "4096");
     }
     fs::remove_all(root);
+}
+
+TEST(CgroupfsBackend, DirsPicksDeepestExistingPerHierarchy) {
+    FakeHybrid h;
+    CgroupfsBackend b(h.root.string());
+    ScopeProperties p;
+    p.tasks_max = 10;
+    auto rel = b.start_scope("machine-s.scope", 1, p).cgroup_path;
+    fs::create_directories(h.root / "unified" / rel.substr(1) / "payload");
+    auto d = b.dirs(rel + "/payload", rel);
+    EXPECT_EQ(d, (std::vector<std::string>{(h.root / "unified" / rel.substr(1) / "payload").string(),
+                                           (h.root / "systemd" / rel.substr(1)).string(),
+                                           (h.root / "pids" / rel.substr(1)).string()}));
+    EXPECT_TRUE(b.dirs("/elsewhere", rel).empty());
+}
+
+TEST(Passwd, FindsEntries) {
+    const char* pw = "root:x:0:0:root:/root:/bin/bash\nbad line\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+                     "short:x:1:1\nnum:x:abc:1::/h:/bin/sh\n";
+    auto r = find_passwd_entry(pw, "nobody");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->uid, 65534u);
+    EXPECT_EQ(r->gid, 65534u);
+    EXPECT_EQ(r->home, "/nonexistent");
+    EXPECT_EQ(r->shell, "/usr/sbin/nologin");
+    EXPECT_EQ(find_passwd_entry(pw, "root")->shell, "/bin/bash");
+    EXPECT_FALSE(find_passwd_entry(pw, "short"));
+    EXPECT_FALSE(find_passwd_entry(pw, "num"));
+    EXPECT_FALSE(find_passwd_entry(pw, "roo"));
 }

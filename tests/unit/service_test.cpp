@@ -29,6 +29,7 @@ struct FakeBackend : ScopeBackend {
     void remove_scope(const std::string& path) override { removed.push_back(path); }
     bool exists(const std::string&) override { return true; }
     std::vector<pid_t> pids(const std::string&) override { return {}; }
+    std::vector<std::string> dirs(const std::string&, const std::string&) override { return {}; }
 };
 
 struct RecordingListener : MachineService::Listener {

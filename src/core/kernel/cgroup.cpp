@@ -327,6 +327,17 @@ std::vector<pid_t> CgroupfsBackend::pids(const std::string& cgroup_path) {
     return v;
 }
 
+std::vector<std::string> CgroupfsBackend::dirs(const std::string& cgroup_path, const std::string& unit_path) {
+    std::vector<std::string> v;
+    if (unit_path.empty() || unit_path == "/" || !cgroup_path.starts_with(unit_path)) return v;
+    for (const auto& h : hierarchies()) {
+        std::string p = cgroup_path;
+        while (p.size() > unit_path.size() && !is_dir(h + p)) p = p.substr(0, p.rfind('/'));
+        if (is_dir(h + p)) v.push_back(h + p);
+    }
+    return v;
+}
+
 bool CgroupfsBackend::exists(const std::string& cgroup_path) { return is_dir(main() + cgroup_path); }
 
 void CgroupfsBackend::remove_scope(const std::string& cgroup_path) {

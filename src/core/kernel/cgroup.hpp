@@ -79,6 +79,10 @@ public:
     virtual bool exists(const std::string& cgroup_path) = 0;
     // The processes directly and indirectly in the cgroup.
     virtual std::vector<pid_t> pids(const std::string& cgroup_path) = 0;
+    // For every hierarchy, the deepest existing directory of `cgroup_path` that is not above
+    // `unit_path` (a guest may have made sub-groups in some hierarchies only): where to move a process
+    // so that it shares the machine's limits everywhere.
+    virtual std::vector<std::string> dirs(const std::string& cgroup_path, const std::string& unit_path) = 0;
 };
 
 class CgroupfsBackend final : public ScopeBackend {
@@ -91,6 +95,7 @@ public:
     void remove_scope(const std::string& cgroup_path) override;
     bool exists(const std::string& cgroup_path) override;
     std::vector<pid_t> pids(const std::string& cgroup_path) override;
+    std::vector<std::string> dirs(const std::string& cgroup_path, const std::string& unit_path) override;
 
     // The hierarchy roots found, for diagnostics and tests ("" = absent).
     [[nodiscard]] const std::string& unified() const noexcept { return unified_; }

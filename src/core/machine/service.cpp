@@ -278,6 +278,17 @@ std::vector<Machine*> MachineService::readopt() {
     return adopted;
 }
 
+Pty MachineService::open_shell(Machine& m, const ShellRequest& req) {
+    // The leader's own group (nspawn's "payload" sub-group, say), else the unit's.
+    std::vector<std::string> dirs;
+    if (!m.cgroup_path.empty()) {
+        auto leader_path = pid_cgroup_path(m.leader);
+        dirs = backend_.dirs(leader_path && leader_path->starts_with(m.cgroup_path) ? *leader_path : m.cgroup_path,
+                             m.cgroup_path);
+    }
+    return open_machine_shell(m, req, dirs);
+}
+
 Machine* MachineService::find_by_pid(pid_t pid) const {
     if (pid <= 0) return nullptr;
     if (auto* m = registry_.find_by_leader(pid)) return m;

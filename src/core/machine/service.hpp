@@ -16,6 +16,7 @@
 
 #include "core/kernel/cgroup.hpp"
 #include "core/machine/registry.hpp"
+#include "core/machine/shell.hpp"
 #include "core/machine/state_file.hpp"
 
 namespace mk::core {
@@ -80,6 +81,9 @@ public:
     // Reads the state dir: machines whose leader lives (and still sits in the recorded unit) come back,
     // the rest are cleaned up (state file removed, own scope removed). Returns the adopted ones.
     std::vector<Machine*> readopt();
+
+    // A shell in the machine (its namespaces and cgroup) on a fresh pty; see core/machine/shell.hpp.
+    Pty open_shell(Machine& m, const ShellRequest& req);
 
     // Leader first, then the unit of the process's cgroup (machined's manager_get_machine_by_pid()).
     [[nodiscard]] Machine* find_by_pid(pid_t pid) const;
