@@ -45,6 +45,8 @@ sdbus::Error to_bus_error(const std::exception& e) {
             case MachineErrc::invalid_argument: return {kInvalidArgs, msg};
             case MachineErrc::not_supported: return {kNotSupported, msg};
             case MachineErrc::no_private_networking: return {kNoPrivateNetworking, msg};
+            case MachineErrc::no_such_user_mapping: return {"org.freedesktop.machine1.NoSuchUserMapping", msg};
+            case MachineErrc::no_such_group_mapping: return {"org.freedesktop.machine1.NoSuchGroupMapping", msg};
             }
             return {kFailed, msg};
         }

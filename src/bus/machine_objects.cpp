@@ -7,6 +7,7 @@
 #include "bus/scope_properties.hpp"
 #include "core/base/names.hpp"
 #include "core/machine/inspect.hpp"
+#include "core/machine/machine_error.hpp"
 
 namespace mk::bus {
 
@@ -57,6 +58,11 @@ std::tuple<sdbus::UnixFd, std::string> MachineOps::open_shell(sdbus::IObject& ob
         auto pty = svc.open_shell(m, core::ShellRequest{user, path, args, environment});
         return std::tuple<sdbus::UnixFd, std::string>(sdbus::UnixFd(pty.master.release(), sdbus::adopt_fd), pty.path);
     });
+}
+
+sdbus::UnixFd MachineOps::open_root(sdbus::IObject& obj, Machine& m) {
+    require_root(obj, "open machine root directories");
+    return translate([&] { return sdbus::UnixFd(core::open_machine_root(m).release(), sdbus::adopt_fd); });
 }
 
 // -------------------------------------------------------------------------------------- manager
@@ -251,7 +257,9 @@ void ManagerObject::CopyFromMachineWithFlags(const std::string&, const std::stri
 void ManagerObject::CopyToMachineWithFlags(const std::string&, const std::string&, const std::string&, const uint64_t&) {
     throw_not_implemented("CopyToMachineWithFlags");
 }
-sdbus::UnixFd ManagerObject::OpenMachineRootDirectory(const std::string&) { throw_not_implemented("OpenMachineRootDirectory"); }
+sdbus::UnixFd ManagerObject::OpenMachineRootDirectory(const std::string& name) {
+    return MachineOps::open_root(getObject(), lookup(name));
+}
 uint32_t ManagerObject::GetMachineUIDShift(const std::string& name) {
     Machine& m = lookup(name);
     return translate([&] { return core::machine_uid_shift(m); });
@@ -267,10 +275,33 @@ std::map<std::string, std::string> ManagerObject::GetImageOSRelease(const std::s
 void ManagerObject::SetPoolLimit(const uint64_t&) { throw_not_implemented("SetPoolLimit"); }
 void ManagerObject::SetImageLimit(const std::string&, const uint64_t&) { throw_not_implemented("SetImageLimit"); }
 std::vector<sdbus::Struct<std::string, uint64_t>> ManagerObject::CleanPool(const std::string&) { throw_not_implemented("CleanPool"); }
-uint32_t ManagerObject::MapFromMachineUser(const std::string&, const uint32_t&) { throw_not_implemented("MapFromMachineUser"); }
-std::tuple<std::string, sdbus::ObjectPath, uint32_t> ManagerObject::MapToMachineUser(const uint32_t&) { throw_not_implemented("MapToMachineUser"); }
-uint32_t ManagerObject::MapFromMachineGroup(const std::string&, const uint32_t&) { throw_not_implemented("MapFromMachineGroup"); }
-std::tuple<std::string, sdbus::ObjectPath, uint32_t> ManagerObject::MapToMachineGroup(const uint32_t&) { throw_not_implemented("MapToMachineGroup"); }
+uint32_t ManagerObject::MapFromMachineUser(const std::string& name, const uint32_t& uid_inner) {
+    Machine& m = lookup(name);
+    return translate([&] { return core::map_from_machine(m, uid_inner, false); });
+}
+uint32_t ManagerObject::MapFromMachineGroup(const std::string& name, const uint32_t& gid_inner) {
+    Machine& m = lookup(name);
+    return translate([&] { return core::map_from_machine(m, gid_inner, true); });
+}
+
+std::tuple<std::string, sdbus::ObjectPath, uint32_t> ManagerObject::map_to(uint32_t outer, bool group) {
+    const char* what = group ? "Group" : "User";
+    // IDs below 0x10000 belong to the host: machined refuses to map them (anchor §6.11).
+    if (outer < 0x10000) throw sdbus::Error(kInvalidArgs, std::string(what) + " " + std::to_string(outer) + " belongs to host " + (group ? "GID" : "UID") + " range");
+    return translate([&]() -> std::tuple<std::string, sdbus::ObjectPath, uint32_t> {
+        for (Machine* m : service_.registry().all())
+            if (auto inner = core::map_to_machine(*m, outer, group))
+                return std::tuple<std::string, sdbus::ObjectPath, uint32_t>(m->name, machine_object_path(m->name), *inner);
+        core::throw_machine_error(group ? core::MachineErrc::no_such_group_mapping : core::MachineErrc::no_such_user_mapping,
+                                  std::string(what) + " " + std::to_string(outer) + " is not mapped to any machine.");
+    });
+}
+std::tuple<std::string, sdbus::ObjectPath, uint32_t> ManagerObject::MapToMachineUser(const uint32_t& uid_outer) {
+    return map_to(uid_outer, false);
+}
+std::tuple<std::string, sdbus::ObjectPath, uint32_t> ManagerObject::MapToMachineGroup(const uint32_t& gid_outer) {
+    return map_to(gid_outer, true);
+}
 
 // Pool: machined's constant path; usage/limit are btrfs quota values, unknown here (as machined on
 // a non-btrfs host: UINT64_MAX).
@@ -308,7 +339,7 @@ void MachineObject::CopyFrom(const std::string&, const std::string&) { throw_not
 void MachineObject::CopyTo(const std::string&, const std::string&) { throw_not_implemented("CopyTo"); }
 void MachineObject::CopyFromWithFlags(const std::string&, const std::string&, const uint64_t&) { throw_not_implemented("CopyFromWithFlags"); }
 void MachineObject::CopyToWithFlags(const std::string&, const std::string&, const uint64_t&) { throw_not_implemented("CopyToWithFlags"); }
-sdbus::UnixFd MachineObject::OpenRootDirectory() { throw_not_implemented("OpenRootDirectory"); }
+sdbus::UnixFd MachineObject::OpenRootDirectory() { return MachineOps::open_root(getObject(), machine_); }
 
 std::string MachineObject::Name() { return machine_.name; }
 // Always 16 bytes, zeros when unset, as machined's property_get_id().

@@ -108,6 +108,7 @@ private:
     uint64_t PoolUsage() override;
     uint64_t PoolLimit() override;
 
+    std::tuple<std::string, sdbus::ObjectPath, uint32_t> map_to(uint32_t outer, bool group);
     void create_async(sdbus::Result<sdbus::ObjectPath>&& result, const std::string& name,
                       const std::function<sdbus::ObjectPath()>& create);
 
@@ -126,6 +127,7 @@ struct MachineOps {
     static std::vector<sdbus::Struct<int32_t, std::vector<uint8_t>>> addresses(core::Machine& m);
     static std::map<std::string, std::string> os_release(core::Machine& m);
     static std::tuple<sdbus::UnixFd, std::string> open_pty(sdbus::IObject& obj, core::Machine& m);
+    static sdbus::UnixFd open_root(sdbus::IObject& obj, core::Machine& m);
     static std::tuple<sdbus::UnixFd, std::string> open_shell(sdbus::IObject& obj, core::MachineService& svc,
                                                              core::Machine& m, const std::string& user,
                                                              const std::string& path, const std::vector<std::string>& args,

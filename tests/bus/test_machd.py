@@ -291,7 +291,8 @@ def test_lookup_errors(bus, machd):
 def test_unimplemented_methods_say_not_supported(bus, machd):
     for method, args in [("ListImages", []), ("GetImage", ["string:x"]), ("OpenMachineShell",
                          ["string:.host", "string:", "string:", "array:string:", "array:string:"]),
-                         ("CleanPool", ["string:all"]), ("SetPoolLimit", ["uint64:1"])]:
+                         ("CleanPool", ["string:all"]), ("SetPoolLimit", ["uint64:1"]),
+                         ("CopyToMachine", ["string:.host", "string:/a", "string:/b"])]:
         assert bus.error_name(method, *args) == "org.freedesktop.DBus.Error.NotSupported", method
 
 
@@ -486,3 +487,40 @@ def test_get_machine_by_pid_zero_is_the_caller(bus, machd, leaders):
                        capture_output=True, text=True, timeout=20)
     assert r.stdout.strip() == 'o "%s"' % machine_path("caller"), r.stderr
     assert bus.error_name("GetMachineByPID", "uint32:0") == "org.freedesktop.machine1.NoMachineForPID"
+
+
+def userns_leader(leaders):
+    """A leader in its own user namespace with 0..65535 mapped to 655360.. (as nspawn -U picks)."""
+    p = subprocess.Popen(["unshare", "--user", "sleep", "1000"])
+    leaders.procs.append(p)
+    assert wait_for(lambda: os.readlink("/proc/%d/ns/user" % p.pid) != os.readlink("/proc/self/ns/user"))
+    for f in ("uid_map", "gid_map"):
+        Path("/proc/%d/%s" % (p.pid, f)).write_text("0 655360 65536\n")
+    return p
+
+
+def test_uid_gid_mapping_methods(bus, machd, leaders):
+    p = userns_leader(leaders)
+    create(bus, "mapped", p.pid)
+    assert bus.call_json("GetMachineUIDShift", "s", "mapped")[0] == 655360
+    assert bus.call_json("MapFromMachineUser", "su", "mapped", 1000)[0] == 656360
+    assert bus.call_json("MapFromMachineGroup", "su", "mapped", 0)[0] == 655360
+    assert bus.call_json("MapToMachineUser", "u", 656361) == ["mapped", machine_path("mapped"), 1001]
+    assert bus.call_json("MapToMachineGroup", "u", 655360) == ["mapped", machine_path("mapped"), 0]
+    assert bus.error_name("MapFromMachineUser", "string:mapped", "uint32:70000") == \
+        "org.freedesktop.machine1.NoSuchUserMapping"
+    assert bus.error_name("MapToMachineUser", "uint32:5000000") == "org.freedesktop.machine1.NoSuchUserMapping"
+    assert bus.error_name("MapToMachineGroup", "uint32:5000000") == "org.freedesktop.machine1.NoSuchGroupMapping"
+    assert bus.error_name("MapToMachineUser", "uint32:1000") == "org.freedesktop.DBus.Error.InvalidArgs"
+    assert bus.error_name("MapFromMachineUser", "string:.host", "uint32:0") == "org.freedesktop.DBus.Error.NotSupported"
+
+
+def test_open_machine_root_directory(bus, machd, leaders):
+    tree = bus.tmp / "tree"
+    p = chrooted_leader(leaders, tree)
+    create(bus, "rootdir", p.pid)
+    out = bus.call("OpenMachineRootDirectory", "s", "rootdir").stdout
+    assert out.startswith("h ")
+    assert bus.error_name("OpenMachineRootDirectory", "string:.host") == "org.freedesktop.DBus.Error.NotSupported"
+    assert bus.error_name("OpenMachineRootDirectory", "string:rootdir", user=65534) == \
+        "org.freedesktop.DBus.Error.AccessDenied"

@@ -218,3 +218,12 @@ TEST(OsRelease, ParsesQuotesEscapesComments) {
     EXPECT_EQ(m.count("noequals"), 0u);
     EXPECT_EQ(m.size(), 6u);
 }
+
+TEST(IdMap, Parses) {
+    auto r = parse_id_map("         0     655360      65536\n     65536          0          1\ngarbage\n1 2 0\n");
+    ASSERT_EQ(r.size(), 2u);
+    EXPECT_EQ(r[0].inner, 0u);
+    EXPECT_EQ(r[0].outer, 655360u);
+    EXPECT_EQ(r[0].count, 65536u);
+    EXPECT_EQ(r[1].inner, 65536u);
+}

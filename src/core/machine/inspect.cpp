@@ -204,4 +204,56 @@ uint32_t machine_uid_shift(const Machine& m) {
     return static_cast<uint32_t>(outer);
 }
 
+std::vector<IdRange> parse_id_map(std::string_view text) {
+    std::vector<IdRange> out;
+    std::istringstream in{std::string(text)};
+    std::string line;
+    while (std::getline(in, line)) {
+        std::istringstream ls(line);
+        uint64_t a, b, c;
+        if (ls >> a >> b >> c && a <= UINT32_MAX && b <= UINT32_MAX && c <= UINT32_MAX && c > 0)
+            out.push_back({static_cast<uint32_t>(a), static_cast<uint32_t>(b), static_cast<uint32_t>(c)});
+    }
+    return out;
+}
+
+namespace {
+
+std::vector<IdRange> machine_id_map(const Machine& m, bool group) {
+    std::ifstream f("/proc/" + std::to_string(m.leader) + (group ? "/gid_map" : "/uid_map"));
+    std::stringstream ss;
+    ss << f.rdbuf();
+    require_alive(m);
+    return parse_id_map(ss.str());
+}
+
+}  // namespace
+
+uint32_t map_from_machine(const Machine& m, uint32_t inner, bool group) {
+    if (m.klass != MachineClass::container)
+        throw_machine_error(MachineErrc::not_supported, "Not supported for non-container machines.");
+    for (const auto& r : machine_id_map(m, group))
+        if (inner >= r.inner && inner - r.inner < r.count) return r.outer + (inner - r.inner);
+    if (group)
+        throw_machine_error(MachineErrc::no_such_group_mapping,
+                            "Machine '" + m.name + "' has no matching group mappings.");
+    throw_machine_error(MachineErrc::no_such_user_mapping, "Machine '" + m.name + "' has no matching user mappings.");
+}
+
+std::optional<uint32_t> map_to_machine(const Machine& m, uint32_t outer, bool group) {
+    if (m.klass != MachineClass::container) return std::nullopt;
+    for (const auto& r : machine_id_map(m, group))
+        if (outer >= r.outer && outer - r.outer < r.count) return r.inner + (outer - r.outer);
+    return std::nullopt;
+}
+
+UniqueFd open_machine_root(const Machine& m) {
+    if (m.klass != MachineClass::container)
+        throw_machine_error(MachineErrc::not_supported, "Opening the root directory is only supported on container machines.");
+    UniqueFd fd(::open(("/proc/" + std::to_string(m.leader) + "/root").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) throw_last_error("open root directory of machine " + m.name);
+    require_alive(m);  // opened before the check: a recycled PID never passes
+    return fd;
+}
+
 }  // namespace mk::core

@@ -19,6 +19,8 @@ public:
         case MachineErrc::invalid_argument: return "Invalid argument";
         case MachineErrc::not_supported: return "Not supported";
         case MachineErrc::no_private_networking: return "No private networking";
+        case MachineErrc::no_such_user_mapping: return "No such user mapping";
+        case MachineErrc::no_such_group_mapping: return "No such group mapping";
         }
         return "Unknown machine error";
     }

@@ -15,6 +15,8 @@ enum class MachineErrc {
     invalid_argument,  // bad caller input: becomes org.freedesktop.DBus.Error.InvalidArgs
     not_supported,     // a method or a case we do not implement: ...Error.NotSupported
     no_private_networking,
+    no_such_user_mapping,
+    no_such_group_mapping,
 };
 
 const std::error_category& machine_category() noexcept;
