@@ -6,6 +6,7 @@
 #include "bus/errors.hpp"
 #include "bus/scope_properties.hpp"
 #include "core/base/names.hpp"
+#include "core/machine/bind.hpp"
 #include "core/machine/inspect.hpp"
 #include "core/machine/machine_error.hpp"
 
@@ -58,6 +59,12 @@ std::tuple<sdbus::UnixFd, std::string> MachineOps::open_shell(sdbus::IObject& ob
         auto pty = svc.open_shell(m, core::ShellRequest{user, path, args, environment});
         return std::tuple<sdbus::UnixFd, std::string>(sdbus::UnixFd(pty.master.release(), sdbus::adopt_fd), pty.path);
     });
+}
+
+void MachineOps::bind_mount(sdbus::IObject& obj, Machine& m, const std::string& source, const std::string& destination,
+                            bool read_only, bool mkdir) {
+    require_root(obj, "bind mount into machines");
+    translate([&] { core::bind_mount_into_machine(m, source, destination, read_only, mkdir); });
 }
 
 sdbus::UnixFd MachineOps::open_root(sdbus::IObject& obj, Machine& m) {
@@ -246,8 +253,9 @@ std::tuple<sdbus::UnixFd, std::string> ManagerObject::OpenMachineShell(const std
                                                                        const std::vector<std::string>& environment) {
     return MachineOps::open_shell(getObject(), service_, lookup(name), user, path, args, environment);
 }
-void ManagerObject::BindMountMachine(const std::string&, const std::string&, const std::string&, const bool&, const bool&) {
-    throw_not_implemented("BindMountMachine");
+void ManagerObject::BindMountMachine(const std::string& name, const std::string& source, const std::string& destination,
+                                     const bool& read_only, const bool& mkdir) {
+    MachineOps::bind_mount(getObject(), lookup(name), source, destination, read_only, mkdir);
 }
 void ManagerObject::CopyFromMachine(const std::string&, const std::string&, const std::string&) { throw_not_implemented("CopyFromMachine"); }
 void ManagerObject::CopyToMachine(const std::string&, const std::string&, const std::string&) { throw_not_implemented("CopyToMachine"); }
@@ -334,7 +342,10 @@ std::tuple<sdbus::UnixFd, std::string> MachineObject::OpenShell(const std::strin
                                                                 const std::vector<std::string>& environment) {
     return MachineOps::open_shell(getObject(), service_, machine_, user, path, args, environment);
 }
-void MachineObject::BindMount(const std::string&, const std::string&, const bool&, const bool&) { throw_not_implemented("BindMount"); }
+void MachineObject::BindMount(const std::string& source, const std::string& destination, const bool& read_only,
+                              const bool& mkdir) {
+    MachineOps::bind_mount(getObject(), machine_, source, destination, read_only, mkdir);
+}
 void MachineObject::CopyFrom(const std::string&, const std::string&) { throw_not_implemented("CopyFrom"); }
 void MachineObject::CopyTo(const std::string&, const std::string&) { throw_not_implemented("CopyTo"); }
 void MachineObject::CopyFromWithFlags(const std::string&, const std::string&, const uint64_t&) { throw_not_implemented("CopyFromWithFlags"); }

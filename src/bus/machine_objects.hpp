@@ -128,6 +128,8 @@ struct MachineOps {
     static std::map<std::string, std::string> os_release(core::Machine& m);
     static std::tuple<sdbus::UnixFd, std::string> open_pty(sdbus::IObject& obj, core::Machine& m);
     static sdbus::UnixFd open_root(sdbus::IObject& obj, core::Machine& m);
+    static void bind_mount(sdbus::IObject& obj, core::Machine& m, const std::string& source,
+                           const std::string& destination, bool read_only, bool mkdir);
     static std::tuple<sdbus::UnixFd, std::string> open_shell(sdbus::IObject& obj, core::MachineService& svc,
                                                              core::Machine& m, const std::string& user,
                                                              const std::string& path, const std::vector<std::string>& args,

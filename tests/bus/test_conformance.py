@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -176,4 +177,37 @@ def test_machinectl_shell_and_pty_in_a_container_without_systemd(bus, machd, lea
     assert r.returncode != 0 and "denied" in r.stderr.lower()
 
     machinectl(bus, machd, "terminate", "sh1")
+    p.wait(15)
+
+
+def test_machinectl_bind_into_container(bus, machd, leaders):
+    tree = make_tree(bus.tmp / "tree")
+    os.symlink("busybox", tree / "bin/touch")
+    # A guest symlink pointing at a host path: the mount must land inside the guest, not on the host.
+    os.symlink("/tmp", tree / "evil")
+    p = nspawn(bus, tree, "bnd", keep_unit=False)
+    leaders.procs.append(p)
+    assert wait_for(lambda: "bnd" in bus.call("ListMachines").stdout, timeout=10)
+    src = bus.tmp / "shared"
+    src.mkdir()
+    (src / "file").write_text("from-host\n")
+
+    machinectl(bus, machd, "bind", "--mkdir", "bnd", str(src), "/mnt/shared")
+    r = machinectl(bus, machd, "shell", "bnd", "/bin/cat", "/mnt/shared/file")
+    assert "from-host" in r.stdout
+
+    machinectl(bus, machd, "bind", "--mkdir", "--read-only", "bnd", str(src), "/mnt/ro")
+    r = machinectl(bus, machd, "shell", "bnd", "/bin/sh", "-c", "touch /mnt/ro/x 2>&1; echo rc=$?")
+    assert "rc=1" in r.stdout and not (src / "x").exists()
+
+    machinectl(bus, machd, "bind", "--mkdir", "bnd", str(src), "/evil/escape")
+    assert not Path("/tmp/escape").exists()
+    assert (tree / "tmp/escape").is_dir() or "from-host" in machinectl(
+        bus, machd, "shell", "bnd", "/bin/cat", "/evil/escape/file").stdout
+
+    r = machinectl(bus, machd, "bind", "bnd", "relative", "/mnt/x", check=False)
+    assert r.returncode != 0
+    r = bus.call("BindMountMachine", "sssbb", "bnd", str(src), "/mnt/../etc", False, True, check=False)
+    assert r.returncode != 0 and "normalized" in r.stderr
+    machinectl(bus, machd, "terminate", "bnd")
     p.wait(15)
