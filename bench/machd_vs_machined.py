@@ -1,0 +1,97 @@
+#!/usr/bin/python3
+"""Side-by-side: machd and systemd-machined 252 on private buses, N machines registered with
+RegisterMachine (each leader a `sleep` in its own *.scope on the cgroup2 hierarchy, which machined
+needs), then ListMachines / GetMachine latency from the same in-process client, registrations per
+second, and each daemon's RSS. Root only; cleans up its processes and cgroups.
+
+    MK_BUILD_DIR=build /usr/bin/python3 bench/machd_vs_machined.py [N]
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "bus"))
+import conftest  # noqa: E402  (private bus, cleanup helpers)
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+CLIENT = conftest.BUILD / "bench" / "machine1-bench"
+SLICE = conftest.CGROUP_ROOT / "unified" / "mkbench.slice"
+
+
+def rss_kib(pid):
+    for line in open("/proc/%d/status" % pid):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+
+
+def run(bus, *args):
+    r = subprocess.run([str(CLIENT)] + [str(a) for a in args], env=bus.env(), capture_output=True, text=True,
+                       check=True)
+    return r.stdout.strip()
+
+
+def leaders(n):
+    procs = []
+    SLICE.mkdir(exist_ok=True)
+    for i in range(n):
+        p = subprocess.Popen(["sleep", "100000"])
+        cg = SLICE / ("l%d.scope" % i)
+        cg.mkdir()
+        (cg / "cgroup.procs").write_text(str(p.pid))
+        procs.append(p)
+    return procs
+
+
+def bench(name, bus, pid, procs):
+    out = {"daemon": name}
+    out["register"] = run(bus, "register", "m", *[p.pid for p in procs])
+    out["ping"] = run(bus, "ping", 2000)
+    out["list"] = run(bus, "list", 200)
+    out["get"] = run(bus, "get", "m%d" % (len(procs) // 2), 2000)
+    out["rss_kib"] = rss_kib(pid)
+    return out
+
+
+def main():
+    procs = leaders(N)
+    results = []
+    try:
+        # machd
+        bus = conftest.Bus()
+        # State files on tmpfs, as /run/systemd/machines is (and as machined writes them here).
+        state = Path(tempfile.mkdtemp(prefix="mk-bench-", dir="/dev/shm"))
+        d = conftest.Machd(bus, state / "machines").start()
+        results.append(bench("machd", bus, d.proc.pid, procs))
+        d.stop()
+        shutil.rmtree(state)
+        bus.close()
+        # machined 252 in a private mount namespace (tmpfs /run/systemd)
+        bus = conftest.Bus()
+        m = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                              "mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system && "
+                              "exec /lib/systemd/systemd-machined"], env=bus.env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert conftest.wait_for(lambda: bus.busctl("status", conftest.DEST, check=False).returncode == 0, 10)
+        results.append(bench("systemd-machined 252", bus, m.pid, procs))
+        m.terminate()
+        m.wait()
+        bus.close()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        conftest.remove_cgroup(SLICE)
+        conftest.cleanup_machine_cgroups()
+    for r in results:
+        print("== %s (N=%d)" % (r["daemon"], N))
+        for k in ("register", "ping", "list", "get"):
+            print("  " + r[k].replace("\n", " "))
+        print("  rss=%.1f MiB" % (r["rss_kib"] / 1024))
+
+
+if __name__ == "__main__":
+    main()

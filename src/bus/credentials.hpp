@@ -1,0 +1,22 @@
+// Who is calling: credentials come from the bus (the daemon's view of the peer), never from
+// message arguments. machd checks them even though the bus policy already restricts callers.
+#pragma once
+
+#include <sys/types.h>
+
+#include <sdbus-c++/IObject.h>
+
+namespace mk::bus {
+
+struct Caller {
+    uid_t uid;
+    pid_t pid;
+};
+
+// The sender of the message being processed on `object`. Throws AccessDenied if unknown.
+Caller current_caller(const sdbus::IObject& object);
+
+// Throws org.freedesktop.DBus.Error.AccessDenied unless the caller is root. `what` names the action.
+void require_root(const sdbus::IObject& object, const char* what);
+
+}  // namespace mk::bus

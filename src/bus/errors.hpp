@@ -1,0 +1,47 @@
+// The one boundary where our errors become D-Bus error names (and back, for clients).
+// mk::core::MachineErrc -> org.freedesktop.machine1.* / org.freedesktop.DBus.Error.*; errno values
+// -> the names sd-bus uses for them (so messages look like machined's). Pure, thread-safe.
+#pragma once
+
+#include <exception>
+#include <string>
+
+#include <sdbus-c++/Error.h>
+
+namespace mk::bus {
+
+inline constexpr const char* kNoSuchMachine = "org.freedesktop.machine1.NoSuchMachine";
+inline constexpr const char* kNoSuchImage = "org.freedesktop.machine1.NoSuchImage";
+inline constexpr const char* kMachineExists = "org.freedesktop.machine1.MachineExists";
+inline constexpr const char* kNoMachineForPID = "org.freedesktop.machine1.NoMachineForPID";
+inline constexpr const char* kNoPrivateNetworking = "org.freedesktop.machine1.NoPrivateNetworking";
+inline constexpr const char* kInvalidArgs = "org.freedesktop.DBus.Error.InvalidArgs";
+inline constexpr const char* kAccessDenied = "org.freedesktop.DBus.Error.AccessDenied";
+inline constexpr const char* kNotSupported = "org.freedesktop.DBus.Error.NotSupported";
+inline constexpr const char* kLimitsExceeded = "org.freedesktop.DBus.Error.LimitsExceeded";
+inline constexpr const char* kFailed = "org.freedesktop.DBus.Error.Failed";
+
+// The D-Bus name sd-bus gives an errno ("org.freedesktop.DBus.Error.InvalidArgs" for EINVAL,
+// "System.Error.ENXIO" for the rest).
+std::string errno_to_bus_name(int err);
+
+// Any exception as an sdbus::Error: sdbus::Error passes through, std::system_error maps by code,
+// everything else is org.freedesktop.DBus.Error.Failed.
+sdbus::Error to_bus_error(const std::exception& e);
+sdbus::Error current_exception_to_bus_error();
+
+// Runs `f`, turning every exception into an sdbus::Error (anything else reaches clients as the
+// meaningless org.sdbuscpp.Error).
+template <typename F>
+auto translate(F&& f) -> decltype(f()) {
+    try {
+        return f();
+    } catch (...) {
+        throw current_exception_to_bus_error();
+    }
+}
+
+// "OpenMachinePTY is not implemented by machd" as NotSupported.
+[[noreturn]] void throw_not_implemented(const char* method);
+
+}  // namespace mk::bus

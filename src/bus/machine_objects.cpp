@@ -1,0 +1,368 @@
+#include "bus/machine_objects.hpp"
+
+#include <climits>
+
+#include "bus/credentials.hpp"
+#include "bus/errors.hpp"
+#include "bus/scope_properties.hpp"
+#include "core/base/names.hpp"
+#include "core/machine/bind.hpp"
+#include "core/machine/inspect.hpp"
+#include "core/machine/machine_error.hpp"
+
+namespace mk::bus {
+
+using core::Machine;
+
+std::string machine_object_path(std::string_view name) {
+    return std::string(kManagerPath) + "/machine/" + core::bus_label_escape(name);
+}
+
+// ---------------------------------------------------------------------------------------------- ops
+
+void MachineOps::terminate(sdbus::IObject& obj, core::MachineService& svc, Machine& m) {
+    require_root(obj, "terminate machines");
+    translate([&] { svc.terminate(m); });
+}
+
+void MachineOps::kill(sdbus::IObject& obj, core::MachineService& svc, Machine& m, const std::string& who, int32_t sig) {
+    require_root(obj, "kill machines");
+    translate([&] { svc.kill(m, who, sig); });
+}
+
+std::vector<sdbus::Struct<int32_t, std::vector<uint8_t>>> MachineOps::addresses(Machine& m) {
+    return translate([&] {
+        std::vector<sdbus::Struct<int32_t, std::vector<uint8_t>>> out;
+        for (auto& a : core::machine_addresses(m)) out.emplace_back(a.family, std::move(a.bytes));
+        return out;
+    });
+}
+
+std::map<std::string, std::string> MachineOps::os_release(Machine& m) {
+    return translate([&] { return core::machine_os_release(m); });
+}
+
+std::tuple<sdbus::UnixFd, std::string> MachineOps::open_pty(sdbus::IObject& obj, Machine& m) {
+    require_root(obj, "open terminals in machines");
+    return translate([&] {
+        auto pty = core::open_machine_pty(m);
+        return std::tuple<sdbus::UnixFd, std::string>(sdbus::UnixFd(pty.master.release(), sdbus::adopt_fd), pty.path);
+    });
+}
+
+std::tuple<sdbus::UnixFd, std::string> MachineOps::open_shell(sdbus::IObject& obj, core::MachineService& svc, Machine& m,
+                                                              const std::string& user, const std::string& path,
+                                                              const std::vector<std::string>& args,
+                                                              const std::vector<std::string>& environment) {
+    require_root(obj, "open shells in machines");
+    return translate([&] {
+        auto pty = svc.open_shell(m, core::ShellRequest{user, path, args, environment});
+        return std::tuple<sdbus::UnixFd, std::string>(sdbus::UnixFd(pty.master.release(), sdbus::adopt_fd), pty.path);
+    });
+}
+
+void MachineOps::bind_mount(sdbus::IObject& obj, Machine& m, const std::string& source, const std::string& destination,
+                            bool read_only, bool mkdir) {
+    require_root(obj, "bind mount into machines");
+    translate([&] { core::bind_mount_into_machine(m, source, destination, read_only, mkdir); });
+}
+
+sdbus::UnixFd MachineOps::open_root(sdbus::IObject& obj, Machine& m) {
+    require_root(obj, "open machine root directories");
+    return translate([&] { return sdbus::UnixFd(core::open_machine_root(m).release(), sdbus::adopt_fd); });
+}
+
+// -------------------------------------------------------------------------------------- manager
+
+ManagerObject::ManagerObject(sdbus::IConnection& connection, core::MachineService& service, bool forward_scope_properties)
+    : AdaptorInterfaces(connection, kManagerPath),
+      connection_(connection),
+      service_(service),
+      forward_scope_properties_(forward_scope_properties) {
+    registerAdaptor();
+}
+
+ManagerObject::~ManagerObject() {
+    objects_.clear();
+    unregisterAdaptor();
+}
+
+void ManagerObject::add_existing() {
+    for (Machine* m : service_.registry().all())
+        if (!objects_.contains(m->name)) objects_.emplace(m->name, std::make_unique<MachineObject>(connection_, service_, *m));
+}
+
+void ManagerObject::machine_added(Machine& m) {
+    objects_[m.name] = std::make_unique<MachineObject>(connection_, service_, m);
+    emitMachineNew(m.name, machine_object_path(m.name));
+}
+
+void ManagerObject::machine_removed(const Machine& m) {
+    if (auto it = pending_.find(m.name); it != pending_.end()) {
+        it->second.returnError(sdbus::Error("org.freedesktop.systemd1.JobFailed",
+                                            "Machine " + m.name + " went away before its scope started"));
+        pending_.erase(it);
+    }
+    objects_.erase(m.name);
+    emitMachineRemoved(m.name, machine_object_path(m.name));
+}
+
+void ManagerObject::machine_start_finished(Machine& m, const std::string& error) {
+    auto it = pending_.find(m.name);
+    if (it == pending_.end()) return;
+    if (error.empty())
+        it->second.returnResults(machine_object_path(m.name));
+    else
+        it->second.returnError(sdbus::Error("org.freedesktop.systemd1.JobFailed", error));
+    pending_.erase(it);
+}
+
+void ManagerObject::create_async(sdbus::Result<sdbus::ObjectPath>&& result, const std::string& name,
+                                 const std::function<sdbus::ObjectPath()>& create) {
+    try {
+        auto path = create();
+        Machine* m = service_.find(name);
+        if (m && m->state == core::MachineState::opening)
+            pending_.insert_or_assign(name, std::move(result));  // answered by machine_start_finished()
+        else
+            result.returnResults(path);
+    } catch (...) {
+        result.returnError(current_exception_to_bus_error());
+    }
+}
+
+Machine& ManagerObject::lookup(const std::string& name) {
+    Machine* m = service_.find(name);
+    if (!m) throw sdbus::Error(kNoSuchMachine, "No machine '" + name + "' known");
+    return *m;
+}
+
+sdbus::ObjectPath ManagerObject::GetMachine(const std::string& name) { return machine_object_path(lookup(name).name); }
+
+sdbus::ObjectPath ManagerObject::GetImage(const std::string&) { throw_not_implemented("GetImage"); }
+
+sdbus::ObjectPath ManagerObject::GetMachineByPID(const uint32_t& pid) {
+    pid_t p = static_cast<pid_t>(pid);
+    if (pid == 0) p = current_caller(getObject()).pid;
+    if (pid > INT_MAX) throw sdbus::Error(kInvalidArgs, "Invalid PID");
+    Machine* m = service_.find_by_pid(p);
+    if (!m) throw sdbus::Error(kNoMachineForPID, "PID " + std::to_string(p) + " does not belong to any known machine");
+    return machine_object_path(m->name);
+}
+
+std::vector<sdbus::Struct<std::string, std::string, std::string, sdbus::ObjectPath>> ManagerObject::ListMachines() {
+    std::vector<sdbus::Struct<std::string, std::string, std::string, sdbus::ObjectPath>> out;
+    auto all = service_.registry().all();
+    out.reserve(all.size());
+    for (Machine* m : all)
+        out.emplace_back(m->name, std::string(core::to_string(m->klass)), m->service, machine_object_path(m->name));
+    return out;
+}
+
+std::vector<sdbus::Struct<std::string, std::string, bool, uint64_t, uint64_t, uint64_t, sdbus::ObjectPath>>
+ManagerObject::ListImages() {
+    throw_not_implemented("ListImages");
+}
+
+sdbus::ObjectPath ManagerObject::create_or_register(const std::string& name, const std::vector<uint8_t>& id,
+                                                    const std::string& service, const std::string& klass,
+                                                    uint32_t leader, const std::string& root_directory,
+                                                    const std::vector<int32_t>& ifindices, bool create,
+                                                    const std::vector<sdbus::Struct<std::string, sdbus::Variant>>* props) {
+    require_root(getObject(), create ? "create machines" : "register machines");
+    core::RegisterRequest req;
+    req.name = name;
+    req.id = id;
+    req.service = service;
+    req.klass = klass;
+    if (leader > INT_MAX) throw sdbus::Error(kInvalidArgs, "Invalid leader PID");
+    // Leader 0 means the caller itself, as in machined.
+    req.leader = leader == 0 ? current_caller(getObject()).pid : static_cast<pid_t>(leader);
+    req.root_directory = root_directory;
+    req.netif.assign(ifindices.begin(), ifindices.end());
+    req.create_scope = create;
+    if (props && forward_scope_properties_) {
+        // systemd validates and applies them; we only need the slice to know the cgroup path.
+        for (const auto& p : *props)
+            if (p.get<0>() == "Slice" && p.get<1>().peekValueType() == "s") req.scope.slice = p.get<1>().get<std::string>();
+        req.scope.passthrough = std::make_shared<const ScopePropertyList>(*props);
+    } else if (props) {
+        req.scope = parse_scope_properties(*props);
+    }
+    return translate([&] { return sdbus::ObjectPath(machine_object_path(service_.register_machine(std::move(req)).name)); });
+}
+
+void ManagerObject::CreateMachine(sdbus::Result<sdbus::ObjectPath>&& result, std::string name, std::vector<uint8_t> id,
+                                  std::string service, std::string class_, uint32_t leader, std::string root_directory,
+                                  std::vector<sdbus::Struct<std::string, sdbus::Variant>> scope_properties) {
+    // The cgroupfs backend finishes at once; with systemd the reply waits for the scope's JobRemoved.
+    create_async(std::move(result), name, [&] {
+        return create_or_register(name, id, service, class_, leader, root_directory, {}, true, &scope_properties);
+    });
+}
+
+void ManagerObject::CreateMachineWithNetwork(sdbus::Result<sdbus::ObjectPath>&& result, std::string name,
+                                             std::vector<uint8_t> id, std::string service, std::string class_,
+                                             uint32_t leader, std::string root_directory, std::vector<int32_t> ifindices,
+                                             std::vector<sdbus::Struct<std::string, sdbus::Variant>> scope_properties) {
+    create_async(std::move(result), name, [&] {
+        return create_or_register(name, id, service, class_, leader, root_directory, ifindices, true, &scope_properties);
+    });
+}
+
+sdbus::ObjectPath ManagerObject::RegisterMachine(const std::string& name, const std::vector<uint8_t>& id,
+                                                 const std::string& service, const std::string& class_,
+                                                 const uint32_t& leader, const std::string& root_directory) {
+    return create_or_register(name, id, service, class_, leader, root_directory, {}, false, nullptr);
+}
+
+sdbus::ObjectPath ManagerObject::RegisterMachineWithNetwork(const std::string& name, const std::vector<uint8_t>& id,
+                                                            const std::string& service, const std::string& class_,
+                                                            const uint32_t& leader, const std::string& root_directory,
+                                                            const std::vector<int32_t>& ifindices) {
+    return create_or_register(name, id, service, class_, leader, root_directory, ifindices, false, nullptr);
+}
+
+void ManagerObject::UnregisterMachine(const std::string& name) {
+    require_root(getObject(), "unregister machines");
+    Machine& m = lookup(name);
+    translate([&] { service_.unregister(m); });
+}
+
+void ManagerObject::TerminateMachine(const std::string& name) { MachineOps::terminate(getObject(), service_, lookup(name)); }
+
+void ManagerObject::KillMachine(const std::string& name, const std::string& who, const int32_t& signal) {
+    MachineOps::kill(getObject(), service_, lookup(name), who, signal);
+}
+
+std::vector<sdbus::Struct<int32_t, std::vector<uint8_t>>> ManagerObject::GetMachineAddresses(const std::string& name) {
+    return MachineOps::addresses(lookup(name));
+}
+
+std::map<std::string, std::string> ManagerObject::GetMachineOSRelease(const std::string& name) {
+    return MachineOps::os_release(lookup(name));
+}
+
+std::tuple<sdbus::UnixFd, std::string> ManagerObject::OpenMachinePTY(const std::string& name) {
+    return MachineOps::open_pty(getObject(), lookup(name));
+}
+std::tuple<sdbus::UnixFd, std::string> ManagerObject::OpenMachineLogin(const std::string&) { throw_not_implemented("OpenMachineLogin"); }
+std::tuple<sdbus::UnixFd, std::string> ManagerObject::OpenMachineShell(const std::string& name, const std::string& user,
+                                                                       const std::string& path,
+                                                                       const std::vector<std::string>& args,
+                                                                       const std::vector<std::string>& environment) {
+    return MachineOps::open_shell(getObject(), service_, lookup(name), user, path, args, environment);
+}
+void ManagerObject::BindMountMachine(const std::string& name, const std::string& source, const std::string& destination,
+                                     const bool& read_only, const bool& mkdir) {
+    MachineOps::bind_mount(getObject(), lookup(name), source, destination, read_only, mkdir);
+}
+void ManagerObject::CopyFromMachine(const std::string&, const std::string&, const std::string&) { throw_not_implemented("CopyFromMachine"); }
+void ManagerObject::CopyToMachine(const std::string&, const std::string&, const std::string&) { throw_not_implemented("CopyToMachine"); }
+void ManagerObject::CopyFromMachineWithFlags(const std::string&, const std::string&, const std::string&, const uint64_t&) {
+    throw_not_implemented("CopyFromMachineWithFlags");
+}
+void ManagerObject::CopyToMachineWithFlags(const std::string&, const std::string&, const std::string&, const uint64_t&) {
+    throw_not_implemented("CopyToMachineWithFlags");
+}
+sdbus::UnixFd ManagerObject::OpenMachineRootDirectory(const std::string& name) {
+    return MachineOps::open_root(getObject(), lookup(name));
+}
+uint32_t ManagerObject::GetMachineUIDShift(const std::string& name) {
+    Machine& m = lookup(name);
+    return translate([&] { return core::machine_uid_shift(m); });
+}
+void ManagerObject::RemoveImage(const std::string&) { throw_not_implemented("RemoveImage"); }
+void ManagerObject::RenameImage(const std::string&, const std::string&) { throw_not_implemented("RenameImage"); }
+void ManagerObject::CloneImage(const std::string&, const std::string&, const bool&) { throw_not_implemented("CloneImage"); }
+void ManagerObject::MarkImageReadOnly(const std::string&, const bool&) { throw_not_implemented("MarkImageReadOnly"); }
+std::string ManagerObject::GetImageHostname(const std::string&) { throw_not_implemented("GetImageHostname"); }
+std::vector<uint8_t> ManagerObject::GetImageMachineID(const std::string&) { throw_not_implemented("GetImageMachineID"); }
+std::map<std::string, std::string> ManagerObject::GetImageMachineInfo(const std::string&) { throw_not_implemented("GetImageMachineInfo"); }
+std::map<std::string, std::string> ManagerObject::GetImageOSRelease(const std::string&) { throw_not_implemented("GetImageOSRelease"); }
+void ManagerObject::SetPoolLimit(const uint64_t&) { throw_not_implemented("SetPoolLimit"); }
+void ManagerObject::SetImageLimit(const std::string&, const uint64_t&) { throw_not_implemented("SetImageLimit"); }
+std::vector<sdbus::Struct<std::string, uint64_t>> ManagerObject::CleanPool(const std::string&) { throw_not_implemented("CleanPool"); }
+uint32_t ManagerObject::MapFromMachineUser(const std::string& name, const uint32_t& uid_inner) {
+    Machine& m = lookup(name);
+    return translate([&] { return core::map_from_machine(m, uid_inner, false); });
+}
+uint32_t ManagerObject::MapFromMachineGroup(const std::string& name, const uint32_t& gid_inner) {
+    Machine& m = lookup(name);
+    return translate([&] { return core::map_from_machine(m, gid_inner, true); });
+}
+
+std::tuple<std::string, sdbus::ObjectPath, uint32_t> ManagerObject::map_to(uint32_t outer, bool group) {
+    const char* what = group ? "Group" : "User";
+    // IDs below 0x10000 belong to the host: machined refuses to map them (anchor §6.11).
+    if (outer < 0x10000) throw sdbus::Error(kInvalidArgs, std::string(what) + " " + std::to_string(outer) + " belongs to host " + (group ? "GID" : "UID") + " range");
+    return translate([&]() -> std::tuple<std::string, sdbus::ObjectPath, uint32_t> {
+        for (Machine* m : service_.registry().all())
+            if (auto inner = core::map_to_machine(*m, outer, group))
+                return std::tuple<std::string, sdbus::ObjectPath, uint32_t>(m->name, machine_object_path(m->name), *inner);
+        core::throw_machine_error(group ? core::MachineErrc::no_such_group_mapping : core::MachineErrc::no_such_user_mapping,
+                                  std::string(what) + " " + std::to_string(outer) + " is not mapped to any machine.");
+    });
+}
+std::tuple<std::string, sdbus::ObjectPath, uint32_t> ManagerObject::MapToMachineUser(const uint32_t& uid_outer) {
+    return map_to(uid_outer, false);
+}
+std::tuple<std::string, sdbus::ObjectPath, uint32_t> ManagerObject::MapToMachineGroup(const uint32_t& gid_outer) {
+    return map_to(gid_outer, true);
+}
+
+// Pool: machined's constant path; usage/limit are btrfs quota values, unknown here (as machined on
+// a non-btrfs host: UINT64_MAX).
+std::string ManagerObject::PoolPath() { return "/var/lib/machines"; }
+uint64_t ManagerObject::PoolUsage() { return UINT64_MAX; }
+uint64_t ManagerObject::PoolLimit() { return UINT64_MAX; }
+
+// -------------------------------------------------------------------------------------- machine
+
+MachineObject::MachineObject(sdbus::IConnection& connection, core::MachineService& service, Machine& machine)
+    : AdaptorInterfaces(connection, machine_object_path(machine.name)), service_(service), machine_(machine) {
+    registerAdaptor();
+}
+
+MachineObject::~MachineObject() { unregisterAdaptor(); }
+
+void MachineObject::Terminate() { MachineOps::terminate(getObject(), service_, machine_); }
+void MachineObject::Kill(const std::string& who, const int32_t& signal) {
+    MachineOps::kill(getObject(), service_, machine_, who, signal);
+}
+std::vector<sdbus::Struct<int32_t, std::vector<uint8_t>>> MachineObject::GetAddresses() { return MachineOps::addresses(machine_); }
+std::map<std::string, std::string> MachineObject::GetOSRelease() { return MachineOps::os_release(machine_); }
+uint32_t MachineObject::GetUIDShift() {
+    return translate([&] { return core::machine_uid_shift(machine_); });
+}
+std::tuple<sdbus::UnixFd, std::string> MachineObject::OpenPTY() { return MachineOps::open_pty(getObject(), machine_); }
+std::tuple<sdbus::UnixFd, std::string> MachineObject::OpenLogin() { throw_not_implemented("OpenLogin"); }
+std::tuple<sdbus::UnixFd, std::string> MachineObject::OpenShell(const std::string& user, const std::string& path,
+                                                                const std::vector<std::string>& args,
+                                                                const std::vector<std::string>& environment) {
+    return MachineOps::open_shell(getObject(), service_, machine_, user, path, args, environment);
+}
+void MachineObject::BindMount(const std::string& source, const std::string& destination, const bool& read_only,
+                              const bool& mkdir) {
+    MachineOps::bind_mount(getObject(), machine_, source, destination, read_only, mkdir);
+}
+void MachineObject::CopyFrom(const std::string&, const std::string&) { throw_not_implemented("CopyFrom"); }
+void MachineObject::CopyTo(const std::string&, const std::string&) { throw_not_implemented("CopyTo"); }
+void MachineObject::CopyFromWithFlags(const std::string&, const std::string&, const uint64_t&) { throw_not_implemented("CopyFromWithFlags"); }
+void MachineObject::CopyToWithFlags(const std::string&, const std::string&, const uint64_t&) { throw_not_implemented("CopyToWithFlags"); }
+sdbus::UnixFd MachineObject::OpenRootDirectory() { return MachineOps::open_root(getObject(), machine_); }
+
+std::string MachineObject::Name() { return machine_.name; }
+// Always 16 bytes, zeros when unset, as machined's property_get_id().
+std::vector<uint8_t> MachineObject::Id() { return {machine_.id.begin(), machine_.id.end()}; }
+uint64_t MachineObject::Timestamp() { return machine_.realtime_usec; }
+uint64_t MachineObject::TimestampMonotonic() { return machine_.monotonic_usec; }
+std::string MachineObject::Service() { return machine_.service; }
+std::string MachineObject::Unit() { return machine_.unit; }
+uint32_t MachineObject::Leader() { return static_cast<uint32_t>(machine_.leader); }
+std::string MachineObject::Class() { return std::string(core::to_string(machine_.klass)); }
+std::string MachineObject::RootDirectory() { return machine_.root_directory; }
+std::vector<int32_t> MachineObject::NetworkInterfaces() { return {machine_.netif.begin(), machine_.netif.end()}; }
+std::string MachineObject::State() { return std::string(core::to_string(machine_.state)); }
+
+}  // namespace mk::bus

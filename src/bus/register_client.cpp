@@ -1,0 +1,147 @@
+#include "bus/register_client.hpp"
+
+#include <sdbus-c++/sdbus-c++.h>
+
+#include <cctype>
+
+#include "Manager-proxy.h"
+
+namespace mk::bus {
+namespace {
+
+constexpr const char* kDest = "org.freedesktop.machine1";
+constexpr const char* kPath = "/org/freedesktop/machine1";
+
+class ManagerProxy final : public sdbus::ProxyInterfaces<org::freedesktop::machine1::Manager_proxy> {
+public:
+    explicit ManagerProxy(sdbus::IConnection& c) : ProxyInterfaces(c, kDest, kPath) { registerProxy(); }
+    ~ManagerProxy() { unregisterProxy(); }
+
+private:
+    void onMachineNew(const std::string&, const sdbus::ObjectPath&) override {}
+    void onMachineRemoved(const std::string&, const sdbus::ObjectPath&) override {}
+};
+
+template <typename F>
+auto call(F&& f) {
+    std::unique_ptr<sdbus::IConnection> conn;
+    try {
+        conn = sdbus::createSystemBusConnection();
+    } catch (const sdbus::Error& e) {
+        throw RegisterError(RegisterError::Kind::no_bus, e.getName(), "Cannot connect to the system bus: " + e.getMessage());
+    }
+    ManagerProxy proxy(*conn);
+    try {
+        return f(proxy);
+    } catch (const sdbus::Error& e) {
+        const auto& n = e.getName();
+        if (n == "org.freedesktop.DBus.Error.ServiceUnknown" || n == "org.freedesktop.DBus.Error.NameHasNoOwner")
+            throw RegisterError(RegisterError::Kind::no_daemon, n,
+                                "No machine manager on the system bus (is machd running?): " + e.getMessage());
+        throw RegisterError(RegisterError::Kind::refused, n, e.getMessage());
+    }
+}
+
+std::vector<uint8_t> id_bytes(const MachineRegistration& m) {
+    for (auto b : m.id)
+        if (b) return {m.id.begin(), m.id.end()};
+    return {};
+}
+
+[[noreturn]] void bad(const std::string& msg) { throw RegisterError(RegisterError::Kind::bad_request, "", msg); }
+
+uint64_t parse_bytes(const std::string& key, std::string v) {
+    if (v == "infinity") return UINT64_MAX;
+    uint64_t mult = 1;
+    if (!v.empty()) {
+        switch (std::toupper(static_cast<unsigned char>(v.back()))) {
+        case 'K': mult = 1ull << 10; break;
+        case 'M': mult = 1ull << 20; break;
+        case 'G': mult = 1ull << 30; break;
+        case 'T': mult = 1ull << 40; break;
+        default: break;
+        }
+        if (mult != 1) v.pop_back();
+    }
+    if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos) bad("Invalid value for " + key + "=: " + v);
+    return std::stoull(v) * mult;
+}
+
+using Props = std::vector<sdbus::Struct<std::string, sdbus::Variant>>;
+
+void append_property(Props& props, const std::string& assignment) {
+    auto eq = assignment.find('=');
+    if (eq == std::string::npos || eq == 0) bad("Not an assignment: " + assignment);
+    std::string key = assignment.substr(0, eq), value = assignment.substr(eq + 1);
+    if (key == "MemoryMax" || key == "MemoryLimit") {
+        props.emplace_back(key, sdbus::Variant(parse_bytes(key, value)));
+    } else if (key == "TasksMax") {
+        props.emplace_back(key, sdbus::Variant(value == "infinity" ? UINT64_MAX : parse_bytes(key, value)));
+    } else if (key == "CPUWeight") {
+        props.emplace_back(key, sdbus::Variant(parse_bytes(key, value)));
+    } else if (key == "CPUQuota") {
+        if (value.empty() || value.back() != '%') bad("CPUQuota= needs a percentage");
+        uint64_t pct = parse_bytes(key, value.substr(0, value.size() - 1));
+        props.emplace_back("CPUQuotaPerSecUSec", sdbus::Variant(pct * 10000));
+    } else if (key == "DevicePolicy" || key == "Description") {
+        props.emplace_back(key, sdbus::Variant(value));
+    } else if (key == "Delegate") {
+        props.emplace_back(key, sdbus::Variant(value == "yes" || value == "true" || value == "1"));
+    } else if (key == "DeviceAllow") {
+        auto sp = value.find(' ');
+        std::string path = value.substr(0, sp), perms = sp == std::string::npos ? "rwm" : value.substr(sp + 1);
+        props.emplace_back(key, sdbus::Variant(std::vector<sdbus::Struct<std::string, std::string>>{{path, perms}}));
+    } else {
+        bad("Unsupported scope property: " + key);
+    }
+}
+
+}  // namespace
+
+std::string register_machine(const MachineRegistration& m) {
+    return call([&](ManagerProxy& p) -> std::string {
+        if (m.netif.empty())
+            return p.RegisterMachine(m.name, id_bytes(m), m.service, m.klass, static_cast<uint32_t>(m.leader), m.root_directory);
+        return p.RegisterMachineWithNetwork(m.name, id_bytes(m), m.service, m.klass, static_cast<uint32_t>(m.leader),
+                                            m.root_directory, {m.netif.begin(), m.netif.end()});
+    });
+}
+
+std::string create_machine(const MachineRegistration& m, const ScopeSettings& scope) {
+    // nspawn's order: Slice, Controller (not ours: we have no bus name worth stopping), DevicePolicy,
+    // DeviceAllow, KillSignal/KillMode, then --property= so that the user's values win.
+    Props props;
+    if (!scope.slice.empty()) props.emplace_back("Slice", sdbus::Variant(scope.slice));
+    if (!scope.device_policy.empty()) props.emplace_back("DevicePolicy", sdbus::Variant(scope.device_policy));
+    if (!scope.device_allow.empty()) {
+        std::vector<sdbus::Struct<std::string, std::string>> allow;
+        for (const auto& [path, perms] : scope.device_allow) allow.emplace_back(path, perms);
+        props.emplace_back("DeviceAllow", sdbus::Variant(allow));
+    }
+    if (scope.kill_signal) {
+        props.emplace_back("KillSignal", sdbus::Variant(static_cast<int32_t>(*scope.kill_signal)));
+        props.emplace_back("KillMode", sdbus::Variant(std::string("mixed")));
+    }
+    for (const auto& a : scope.properties) append_property(props, a);
+    return call([&](ManagerProxy& p) -> std::string {
+        if (m.netif.empty())
+            return p.CreateMachine(m.name, id_bytes(m), m.service, m.klass, static_cast<uint32_t>(m.leader),
+                                   m.root_directory, props);
+        return p.CreateMachineWithNetwork(m.name, id_bytes(m), m.service, m.klass, static_cast<uint32_t>(m.leader),
+                                          m.root_directory, {m.netif.begin(), m.netif.end()}, props);
+    });
+}
+
+void terminate_machine(const std::string& name) {
+    call([&](ManagerProxy& p) { p.TerminateMachine(name); });
+}
+
+void unregister_machine(const std::string& name) {
+    try {
+        call([&](ManagerProxy& p) { p.UnregisterMachine(name); });
+    } catch (const RegisterError& e) {
+        if (e.dbus_name != "org.freedesktop.machine1.NoSuchMachine") throw;
+    }
+}
+
+}  // namespace mk::bus

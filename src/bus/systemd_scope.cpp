@@ -1,0 +1,83 @@
+#include "bus/systemd_scope.hpp"
+
+#include "bus/errors.hpp"
+#include "bus/scope_properties.hpp"
+#include "core/base/error.hpp"
+
+namespace mk::bus {
+namespace {
+
+constexpr const char* kSystemd = "org.freedesktop.systemd1";
+constexpr const char* kSystemdPath = "/org/freedesktop/systemd1";
+constexpr const char* kSystemdManager = "org.freedesktop.systemd1.Manager";
+
+}  // namespace
+
+SystemdScopeBackend::SystemdScopeBackend(sdbus::IConnection& connection, std::string cgroup_root, JobDone on_job_done)
+    : proxy_(sdbus::createProxy(connection, kSystemd, kSystemdPath)),
+      reader_(std::move(cgroup_root)),
+      on_job_done_(std::move(on_job_done)) {
+    proxy_->uponSignal("JobRemoved")
+        .onInterface(kSystemdManager)
+        .call([this](uint32_t, const sdbus::ObjectPath& job, const std::string& unit, const std::string& result) {
+            on_job_done_(unit, job, result);
+        });
+    proxy_->finishRegistration();
+    // PID 1 only sends job signals while someone is subscribed.
+    try {
+        proxy_->callMethod("Subscribe").onInterface(kSystemdManager);
+    } catch (const sdbus::Error&) {
+        // Already subscribed, or an old systemd: JobRemoved still reaches us via the match.
+    }
+}
+
+bool SystemdScopeBackend::systemd_on_bus(sdbus::IConnection& connection) {
+    try {
+        auto dbus = sdbus::createProxy(connection, "org.freedesktop.DBus", "/org/freedesktop/DBus");
+        bool has = false;
+        dbus->callMethod("NameHasOwner").onInterface("org.freedesktop.DBus").withArguments(std::string(kSystemd)).storeResultsTo(has);
+        return has;
+    } catch (const sdbus::Error&) {
+        return false;
+    }
+}
+
+core::ScopeStart SystemdScopeBackend::start_scope(const std::string& unit, pid_t leader, const core::ScopeProperties& props) {
+    // machined 252's machine_start_scope() set, in its order; the caller's properties follow, so
+    // theirs win (systemd applies assignments in order).
+    ScopePropertyList list;
+    list.emplace_back("Slice", sdbus::Variant(std::string("machine.slice")));
+    list.emplace_back("Description", sdbus::Variant(props.description.empty() ? "Container " + unit : props.description));
+    list.emplace_back("PIDs", sdbus::Variant(std::vector<uint32_t>{static_cast<uint32_t>(leader)}));
+    list.emplace_back("Delegate", sdbus::Variant(true));
+    list.emplace_back("CollectMode", sdbus::Variant(std::string("inactive-or-failed")));
+    list.emplace_back("AddRef", sdbus::Variant(true));
+    list.emplace_back("TasksMax", sdbus::Variant(uint64_t{16384}));
+    if (auto caller = std::static_pointer_cast<const ScopePropertyList>(props.passthrough))
+        list.insert(list.end(), caller->begin(), caller->end());
+    std::vector<sdbus::Struct<std::string, std::vector<sdbus::Struct<std::string, sdbus::Variant>>>> aux;
+
+    sdbus::ObjectPath job;
+    proxy_->callMethod("StartTransientUnit")
+        .onInterface(kSystemdManager)
+        .withArguments(unit, std::string("fail"), list, aux)
+        .storeResultsTo(job);
+    auto slice = core::slice_to_path(props.slice);
+    return {(slice ? *slice : std::string("/machine.slice")) + "/" + unit, job};
+}
+
+void SystemdScopeBackend::remove_scope(const std::string& cgroup_path) {
+    std::string unit = cgroup_path.substr(cgroup_path.rfind('/') + 1);
+    for (const char* method : {"StopUnit", "UnrefUnit"}) {
+        try {
+            auto call = proxy_->createMethodCall(kSystemdManager, method);
+            call << unit;
+            if (std::string_view(method) == "StopUnit") call << std::string("fail");
+            proxy_->callMethod(call);
+        } catch (const sdbus::Error&) {
+            // NoSuchUnit: systemd already collected the empty scope.
+        }
+    }
+}
+
+}  // namespace mk::bus

@@ -1,0 +1,255 @@
+#include "core/machine/shell.hpp"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/openat2.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstring>
+
+#include "core/base/error.hpp"
+#include "core/machine/machine_error.hpp"
+
+namespace mk::core {
+namespace {
+
+constexpr size_t kArgsMax = 1024;
+constexpr size_t kArgBytesMax = 128 * 1024;
+
+[[noreturn]] void invalid(const std::string& msg) { throw_machine_error(MachineErrc::invalid_argument, msg); }
+
+void require_container(const Machine& m) {
+    if (m.klass != MachineClass::container)
+        throw_machine_error(MachineErrc::not_supported, "Opening a terminal is only supported for containers");
+    if (::syscall(SYS_pidfd_send_signal, m.leader_pidfd.get(), 0, nullptr, 0) < 0)
+        throw_errno(ESRCH, "Leader of machine " + m.name + " has exited");
+}
+
+// Sends one fd plus a short string over a unix socket (child side: errors end the child).
+bool send_fd(int sock, int fd, const std::string& text) {
+    msghdr msg{};
+    iovec iov{const_cast<char*>(text.data()), text.size()};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    alignas(cmsghdr) char buf[CMSG_SPACE(sizeof(int))] = {};
+    msg.msg_control = buf;
+    msg.msg_controllen = sizeof buf;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    return ::sendmsg(sock, &msg, MSG_NOSIGNAL) >= 0;
+}
+
+int wait_child(pid_t pid) {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string read_machine_file(const Machine& m, const char* rel, size_t max) {
+    std::string root = "/proc/" + std::to_string(m.leader) + "/root";
+    UniqueFd root_fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root_fd) throw_last_error("open " + root);
+    open_how how{};
+    how.flags = O_PATH | O_CLOEXEC;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    UniqueFd path_fd(static_cast<int>(::syscall(SYS_openat2, root_fd.get(), rel, &how, sizeof how)));
+    if (!path_fd) return "";
+    struct stat st {};
+    if (::fstat(path_fd.get(), &st) < 0 || !S_ISREG(st.st_mode)) return "";
+    UniqueFd fd(::open(("/proc/self/fd/" + std::to_string(path_fd.get())).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) return "";
+    std::string s;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fd.get(), buf, sizeof buf)) > 0 && s.size() < max) s.append(buf, static_cast<size_t>(n));
+    return s;
+}
+
+// Namespaces to join: all of the leader's, the user namespace only if it differs (joining one's own
+// user namespace is EINVAL).
+int namespace_flags(pid_t leader) {
+    int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP;
+    struct stat ours {}, theirs {};
+    if (::stat("/proc/self/ns/user", &ours) == 0 &&
+        ::stat(("/proc/" + std::to_string(leader) + "/ns/user").c_str(), &theirs) == 0 && ours.st_ino != theirs.st_ino)
+        flags |= CLONE_NEWUSER;
+    return flags;
+}
+
+}  // namespace
+
+std::optional<PasswdEntry> find_passwd_entry(std::string_view passwd, std::string_view user) {
+    while (!passwd.empty()) {
+        auto nl = passwd.find('\n');
+        std::string_view line = passwd.substr(0, nl);
+        passwd.remove_prefix(nl == std::string_view::npos ? passwd.size() : nl + 1);
+        std::vector<std::string_view> f;
+        size_t pos = 0;
+        for (;;) {
+            auto c = line.find(':', pos);
+            f.push_back(line.substr(pos, c == std::string_view::npos ? std::string_view::npos : c - pos));
+            if (c == std::string_view::npos) break;
+            pos = c + 1;
+        }
+        if (f.size() != 7 || f[0] != user) continue;
+        PasswdEntry e;
+        try {
+            e.uid = static_cast<uint32_t>(std::stoul(std::string(f[2])));
+            e.gid = static_cast<uint32_t>(std::stoul(std::string(f[3])));
+        } catch (...) {
+            return std::nullopt;
+        }
+        e.home = std::string(f[5]);
+        e.shell = std::string(f[6]);
+        return e;
+    }
+    return std::nullopt;
+}
+
+Pty open_machine_pty(const Machine& m) {
+    require_container(m);
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) < 0) throw_last_error("socketpair");
+    UniqueFd ours(sv[0]), theirs(sv[1]);
+    int flags = CLONE_NEWNS | (namespace_flags(m.leader) & CLONE_NEWUSER);
+    pid_t child = ::fork();
+    if (child < 0) throw_last_error("fork");
+    if (child == 0) {
+        // In the container's mount namespace /dev/ptmx is its devpts: the slave path is valid there.
+        ours.reset();
+        if (::setns(m.leader_pidfd.get(), flags) < 0) _exit(1);
+        int master = ::open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (master < 0 || ::unlockpt(master) < 0) _exit(2);
+        char name[64];
+        if (::ptsname_r(master, name, sizeof name) != 0) _exit(3);
+        _exit(send_fd(theirs.get(), master, name) ? 0 : 4);
+    }
+    theirs.reset();
+    char name[128] = {};
+    iovec iov{name, sizeof name - 1};
+    alignas(cmsghdr) char buf[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = buf;
+    msg.msg_controllen = sizeof buf;
+    ssize_t n = ::recvmsg(ours.get(), &msg, MSG_CMSG_CLOEXEC);
+    int rc = wait_child(child);
+    cmsghdr* c = n > 0 ? CMSG_FIRSTHDR(&msg) : nullptr;
+    if (rc != 0 || !c || c->cmsg_type != SCM_RIGHTS)
+        throw_errno(EIO, "Failed to allocate a pty in machine " + m.name + " (helper status " + std::to_string(rc) + ")");
+    int fd;
+    std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
+    return {UniqueFd(fd), std::string(name, static_cast<size_t>(n))};
+}
+
+Pty open_machine_shell(const Machine& m, const ShellRequest& req, const std::vector<std::string>& cgroup_dirs) {
+    require_container(m);
+    std::string user = req.user.empty() ? "root" : req.user;
+    if (user.size() > 256 || user.find_first_of(":\n/") != std::string::npos) invalid("Invalid user name");
+    if (!req.path.empty() && req.path[0] != '/') invalid("Specified path '" + req.path + "' is not absolute");
+    if (req.args.size() > kArgsMax || req.environment.size() > kArgsMax) invalid("Too many arguments");
+    size_t bytes = req.path.size();
+    for (const auto& a : req.args) bytes += a.size();
+    for (const auto& e : req.environment) {
+        bytes += e.size();
+        auto eq = e.find('=');
+        if (eq == std::string::npos || eq == 0 || e.find('\n') != std::string::npos) invalid("Invalid environment assignment");
+    }
+    if (bytes > kArgBytesMax) invalid("Arguments too long");
+
+    auto pw = find_passwd_entry(read_machine_file(m, "etc/passwd", 1 << 20), user);
+    if (!pw && user == "root") pw = PasswdEntry{0, 0, "/root", "/bin/sh"};
+    if (!pw) invalid("User '" + user + "' does not exist in machine " + m.name);
+
+    std::string path = req.path;
+    std::vector<std::string> args = req.args;
+    if (path.empty()) {
+        path = pw->shell.empty() ? "/bin/sh" : pw->shell;
+        args = {path, "-l"};
+    } else if (args.empty()) {
+        args = {path};
+    }
+    std::vector<std::string> env = {"HOME=" + pw->home, "USER=" + user, "LOGNAME=" + user, "SHELL=" + path,
+                                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"};
+    env.insert(env.end(), req.environment.begin(), req.environment.end());
+
+    Pty pty = open_machine_pty(m);
+    // Everything the children need, prepared before fork (no allocation after it).
+    std::vector<char*> argv, envp;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    std::vector<std::string> procs;
+    for (const auto& d : cgroup_dirs) procs.push_back(d + "/cgroup.procs");
+    const int ns_flags = namespace_flags(m.leader);
+    std::string home = pw->home.empty() ? "/" : pw->home;
+
+    int errpipe[2];
+    if (::pipe2(errpipe, O_CLOEXEC) < 0) throw_last_error("pipe2");
+    UniqueFd err_rd(errpipe[0]), err_wr(errpipe[1]);
+    pid_t mid = ::fork();
+    if (mid < 0) throw_last_error("fork");
+    if (mid == 0) {
+        // Intermediate: join the machine's cgroup and namespaces, fork into its PID namespace, leave
+        // (the shell is then reparented to the container's init, not to machd).
+        err_rd.reset();
+        auto fail = [&](int step) {
+            int e[2] = {step, errno};
+            (void)!::write(err_wr.get(), e, sizeof e);
+            _exit(1);
+        };
+        for (const auto& p : procs) {
+            int fd = ::open(p.c_str(), O_WRONLY | O_CLOEXEC);
+            if (fd >= 0) {
+                (void)!::write(fd, "0", 1);
+                ::close(fd);
+            }
+        }
+        if (::setns(m.leader_pidfd.get(), ns_flags) < 0) fail(1);
+        pid_t shell = ::fork();
+        if (shell < 0) fail(2);
+        if (shell > 0) _exit(0);
+        if (::setsid() < 0) fail(3);
+        int tty = ::open(pty.path.c_str(), O_RDWR | O_CLOEXEC);
+        if (tty < 0) fail(4);
+        if (::ioctl(tty, TIOCSCTTY, 0) < 0) fail(5);
+        if (::dup2(tty, 0) < 0 || ::dup2(tty, 1) < 0 || ::dup2(tty, 2) < 0) fail(6);
+        if (pw->uid != 0 || pw->gid != 0) {
+            if (::setgroups(0, nullptr) < 0 || ::setgid(pw->gid) < 0 || ::setuid(pw->uid) < 0) fail(7);
+        }
+        if (::chdir(home.c_str()) < 0) (void)!::chdir("/");
+        // machd blocks SIGTERM/SIGINT for its signalfd; the mask survives exec, the shell must not inherit it.
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        ::execve(path.c_str(), argv.data(), envp.data());
+        fail(8);
+    }
+    err_wr.reset();
+    int e[2] = {0, 0};
+    ssize_t n = ::read(err_rd.get(), e, sizeof e);
+    wait_child(mid);
+    if (n == static_cast<ssize_t>(sizeof e)) {
+        static const char* const steps[] = {"start", "join namespaces", "fork", "setsid", "open terminal",
+                                            "set controlling terminal", "redirect stdio", "change user"};
+        std::string what = e[0] == 8 ? "execute " + path : steps[e[0] > 0 && e[0] < 8 ? e[0] : 0];
+        throw std::system_error(e[1], std::generic_category(), "Failed to " + what + " in machine " + m.name);
+    }
+    return pty;
+}
+
+}  // namespace mk::core

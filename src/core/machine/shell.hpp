@@ -1,0 +1,45 @@
+// Entering a running container without its cooperation (no systemd or D-Bus needed inside):
+// a pseudo-terminal allocated in the container's devpts (OpenMachinePTY) and a shell started in all
+// of the leader's namespaces and cgroup on such a pty (OpenMachineShell). Side effects: forks
+// short-lived helpers (reaped before returning); the shell itself is reparented to the container's
+// init. Not thread-safe (fork).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/base/unique_fd.hpp"
+#include "core/machine/machine.hpp"
+
+namespace mk::core {
+
+struct Pty {
+    UniqueFd master;
+    std::string path;  // the slave as seen inside the machine, "/dev/pts/N"
+};
+
+// A pty from the machine's /dev/ptmx (inside its mount namespace). Containers only.
+Pty open_machine_pty(const Machine& m);
+
+struct ShellRequest {
+    std::string user;                   // "" = root
+    std::string path;                   // "" = the user's login shell with -l
+    std::vector<std::string> args;      // argv; empty = {path}
+    std::vector<std::string> environment;  // KEY=VALUE, added to a minimal login environment
+};
+
+// Validates `req` (absolute path, valid assignments, bounded sizes, user known in the machine's
+// /etc/passwd), allocates a pty and starts the shell on it. Returns the pty master.
+Pty open_machine_shell(const Machine& m, const ShellRequest& req, const std::vector<std::string>& cgroup_dirs);
+
+// Parses one passwd(5) file for `user`: uid, gid, home, shell. Pure.
+struct PasswdEntry {
+    uint32_t uid = 0, gid = 0;
+    std::string home, shell;
+};
+std::optional<PasswdEntry> find_passwd_entry(std::string_view passwd, std::string_view user);
+
+}  // namespace mk::core

@@ -1,0 +1,148 @@
+// machd: the machine registration daemon, wire-compatible with systemd-machined 252
+// (org.freedesktop.machine1 on the system bus). See docs/machd.md.
+#include <getopt.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <sdbus-c++/sdbus-c++.h>
+
+#include "bus/event_loop.hpp"
+#include "bus/machine_objects.hpp"
+#include "bus/systemd_scope.hpp"
+#include "core/base/error.hpp"
+#include "core/kernel/cgroup.hpp"
+#include "core/machine/service.hpp"
+#include "core/machine/state_file.hpp"
+
+namespace {
+
+void usage(FILE* out) {
+    std::fprintf(out,
+                 "Usage: machd [OPTIONS]\n"
+                 "Machine registration daemon serving org.freedesktop.machine1 on the system bus.\n\n"
+                 "  --state-dir=DIR    machine state files (default /run/systemd/machines)\n"
+                 "  --cgroup-root=DIR  cgroup mount root (default /sys/fs/cgroup)\n"
+                 "  --stop-timeout=SEC SIGKILL a terminated machine after SEC seconds (default 10)\n"
+                 "  --scope-backend=auto|cgroupfs|systemd\n"
+                 "                     who creates machine scopes (auto: systemd when it is PID 1\n"
+                 "                     and on the bus, else machd itself through cgroupfs)\n"
+                 "  -h, --help         show this help\n"
+                 "  --version          show the version\n\n"
+                 "The bus is $DBUS_SYSTEM_BUS_ADDRESS if set. SIGTERM stops machd; machines keep running\n"
+                 "and are re-adopted from their state files at the next start.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string state_dir = "/run/systemd/machines";
+    std::string cgroup_root = "/sys/fs/cgroup";
+    uint64_t stop_timeout_usec = 10'000'000;
+    std::string scope_backend = "auto";
+    enum { kStateDir = 0x100, kCgroupRoot, kStopTimeout, kScopeBackend, kVersion };
+    static const option options[] = {
+        {"state-dir", required_argument, nullptr, kStateDir},
+        {"cgroup-root", required_argument, nullptr, kCgroupRoot},
+        {"stop-timeout", required_argument, nullptr, kStopTimeout},
+        {"scope-backend", required_argument, nullptr, kScopeBackend},
+        {"help", no_argument, nullptr, 'h'},
+        {"version", no_argument, nullptr, kVersion},
+        {},
+    };
+    for (int c; (c = getopt_long(argc, argv, "h", options, nullptr)) != -1;) {
+        switch (c) {
+        case kStateDir: state_dir = optarg; break;
+        case kCgroupRoot: cgroup_root = optarg; break;
+        case kScopeBackend:
+            scope_backend = optarg;
+            if (scope_backend != "auto" && scope_backend != "cgroupfs" && scope_backend != "systemd") {
+                std::fprintf(stderr, "machd: invalid --scope-backend '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case kStopTimeout: {
+            char* end = nullptr;
+            double sec = std::strtod(optarg, &end);
+            if (!end || *end || !(sec > 0 && sec <= 3600)) {
+                std::fprintf(stderr, "machd: invalid --stop-timeout '%s' (seconds, 0 < SEC <= 3600)\n", optarg);
+                return 2;
+            }
+            stop_timeout_usec = static_cast<uint64_t>(sec * 1e6);
+            break;
+        }
+        case 'h': usage(stdout); return 0;
+        case kVersion: std::printf("machd %s\n", MK_VERSION); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        std::fprintf(stderr, "machd: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+
+    try {
+        mk::core::StateDir state(state_dir);
+        auto connection = sdbus::createSystemBusConnection();
+        if (scope_backend == "auto") {
+            // sd_booted(): systemd as PID 1 owns the cgroup tree; writing it behind its back would fight it.
+            struct stat st {};
+            bool booted = ::lstat("/run/systemd/system", &st) == 0 && S_ISDIR(st.st_mode);
+            scope_backend = booted && mk::bus::SystemdScopeBackend::systemd_on_bus(*connection) ? "systemd" : "cgroupfs";
+        }
+        mk::core::MachineService* service_ptr = nullptr;
+        std::unique_ptr<mk::core::ScopeBackend> backend;
+        if (scope_backend == "systemd")
+            backend = std::make_unique<mk::bus::SystemdScopeBackend>(
+                *connection, cgroup_root, [&](const std::string& unit, const std::string& job, const std::string& result) {
+                    if (service_ptr) service_ptr->scope_job_done(unit, job, result);
+                });
+        else
+            backend = std::make_unique<mk::core::CgroupfsBackend>(cgroup_root);
+
+        // Listeners in order: the loop (watch leader pidfds from the first moment), then the bus
+        // objects once they exist. The service reports to both through this chain.
+        struct Chain : mk::core::MachineService::Listener {
+            std::vector<mk::core::MachineService::Listener*> targets;
+            void machine_added(mk::core::Machine& m) override {
+                for (auto* t : targets) t->machine_added(m);
+            }
+            void machine_removed(const mk::core::Machine& m) override {
+                for (auto* t : targets) t->machine_removed(m);
+            }
+            void machine_start_finished(mk::core::Machine& m, const std::string& error) override {
+                for (auto* t : targets) t->machine_start_finished(m, error);
+            }
+        } chain;
+        mk::core::MachineService service(state, *backend, chain, mk::core::kMachinesMax, stop_timeout_usec);
+        service_ptr = &service;
+        mk::bus::EventLoop loop(*connection, service);  // blocks SIGTERM/SIGINT first
+        chain.targets.push_back(&loop);
+        service.add_host_machine();
+        auto adopted = service.readopt();
+        mk::bus::ManagerObject manager(*connection, service, scope_backend == "systemd");
+        manager.add_existing();
+        chain.targets.push_back(&manager);
+        // Own the name last: clients never see a half-built object tree.
+        connection->requestName(mk::bus::kBusName);
+        std::fprintf(stderr, "machd %s: serving %s, scope backend %s, %zu machine(s) re-adopted\n", MK_VERSION,
+                     mk::bus::kBusName, scope_backend.c_str(), adopted.size());
+        int sig = loop.run();
+        std::fprintf(stderr, "machd: %s, exiting (machines keep running)\n", strsignal(sig));
+        chain.targets.clear();
+        connection->releaseName(mk::bus::kBusName);
+        return 0;
+    } catch (const sdbus::Error& e) {
+        std::fprintf(stderr, "machd: %s: %s\n", e.getName().c_str(), e.getMessage().c_str());
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "machd: %s\n", mk::core::describe(e).c_str());
+        return 1;
+    }
+}

@@ -1,0 +1,63 @@
+"""D-01: the bus policy's allow-list for non-root callers equals a reviewed list, and every method of
+the machine1 interfaces has a decision (a method added to dbus/*.xml without one fails here).
+No bus needed."""
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Reviewed: read-only methods only. Everything else is root-only at the bus level, and machd
+# re-checks the caller's uid for anything that changes state or enters a machine.
+REVIEWED_DEFAULT_ALLOW = {
+    ("org.freedesktop.DBus.Introspectable", None),
+    ("org.freedesktop.DBus.Peer", None),
+    ("org.freedesktop.DBus.Properties", "Get"),
+    ("org.freedesktop.DBus.Properties", "GetAll"),
+} | {("org.freedesktop.machine1.Manager", m) for m in [
+    "GetMachine", "GetImage", "GetMachineByPID", "ListMachines", "ListImages", "GetMachineAddresses",
+    "GetMachineOSRelease", "GetMachineUIDShift", "GetImageHostname", "GetImageMachineID", "GetImageMachineInfo",
+    "GetImageOSRelease", "MapFromMachineUser", "MapToMachineUser", "MapFromMachineGroup", "MapToMachineGroup"]
+} | {("org.freedesktop.machine1.Machine", m) for m in ["GetAddresses", "GetOSRelease", "GetUIDShift"]
+} | {("org.freedesktop.machine1.Image", m) for m in ["GetHostname", "GetMachineID", "GetMachineInfo", "GetOSRelease"]}
+
+# Root-only by decision.
+REVIEWED_ROOT_ONLY = {("org.freedesktop.machine1.Manager", m) for m in [
+    "CreateMachine", "CreateMachineWithNetwork", "RegisterMachine", "RegisterMachineWithNetwork",
+    "UnregisterMachine", "TerminateMachine", "KillMachine", "OpenMachinePTY", "OpenMachineLogin",
+    "OpenMachineShell", "BindMountMachine", "CopyFromMachine", "CopyToMachine", "CopyFromMachineWithFlags",
+    "CopyToMachineWithFlags", "OpenMachineRootDirectory", "RemoveImage", "RenameImage", "CloneImage",
+    "MarkImageReadOnly", "SetPoolLimit", "SetImageLimit", "CleanPool"]
+} | {("org.freedesktop.machine1.Machine", m) for m in [
+    "Terminate", "Kill", "OpenPTY", "OpenLogin", "OpenShell", "BindMount", "CopyFrom", "CopyTo",
+    "CopyFromWithFlags", "CopyToWithFlags", "OpenRootDirectory"]
+} | {("org.freedesktop.machine1.Image", m) for m in ["Remove", "Rename", "Clone", "MarkReadOnly", "SetLimit"]}
+
+
+def policy():
+    return ET.parse(ROOT / "policy" / "org.freedesktop.machine1.conf").getroot()
+
+
+def test_default_context_allow_list_is_reviewed():
+    default = next(p for p in policy().findall("policy") if p.get("context") == "default")
+    allowed = set()
+    for el in default:
+        if el.tag == "allow" and el.get("send_destination") == "org.freedesktop.machine1":
+            allowed.add((el.get("send_interface"), el.get("send_member")))
+    assert allowed == REVIEWED_DEFAULT_ALLOW
+    # Deny by default comes first, and nobody but root may own the name.
+    assert default[0].tag == "deny" and default[0].get("send_destination") == "org.freedesktop.machine1"
+    assert not any(el.get("own") for el in default if el.tag == "allow")
+
+
+def test_only_root_owns_the_name():
+    owners = [p.get("user") for p in policy().findall("policy") for el in p if el.get("own") == "org.freedesktop.machine1"]
+    assert owners == ["root"]
+
+
+def test_every_method_has_a_decision():
+    for name in ("Manager", "Machine", "Image"):
+        iface = "org.freedesktop.machine1." + name
+        root = ET.parse(ROOT / "dbus" / (iface + ".xml")).getroot()
+        for m in root.iter("method"):
+            key = (iface, m.get("name"))
+            assert (key in REVIEWED_DEFAULT_ALLOW) != (key in REVIEWED_ROOT_ONLY), key
