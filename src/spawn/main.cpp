@@ -9,6 +9,7 @@
 #include "core/spawn/launcher.hpp"
 #include "core/spawn/settings.hpp"
 #include "spawn/options.hpp"
+#include "spawn/registration.hpp"
 
 int main(int argc, char** argv) {
     using namespace mk;
@@ -35,7 +36,14 @@ int main(int argc, char** argv) {
                 for (const auto& w : warnings) fprintf(stderr, "spawn: %s: %s\n", file->path.c_str(), w.c_str());
             }
         }
-        core::Launcher launcher(std::move(spec));
+        core::LaunchHooks hooks;
+        if (spawn::should_register(spec)) {
+            core::SpawnSpec copy = spec;
+            hooks.register_machine = [copy](pid_t leader, const core::Uuid& uuid) {
+                return spawn::register_with_manager(copy, leader, uuid);
+            };
+        }
+        core::Launcher launcher(std::move(spec), std::move(hooks));
         return launcher.run();
     } catch (const std::exception& e) {
         fprintf(stderr, "spawn: %s\n", core::describe(e).c_str());

@@ -210,7 +210,7 @@ struct Prepared {
     uint64_t bounding = kDefaultCapabilities;
     std::vector<BpfProgram> seccomp;
     bool use_pty = false;
-    bool wait_for_go = false;
+    bool wait_for_parent = false;             // the child waits for placement/registration
     bool boot = false;                        // the guest's init: cgroups of its own, notify socket
     std::optional<CgroupLayout> cgroups;      // set when the guest gets its own cgroup namespace
     std::vector<std::string> overlay_workdirs;  // created for --overlay=, removed at exit
@@ -472,14 +472,14 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path) {
         }
 
         apply_mount_plan(root, p.plan);
-        if (p.cgroups) {
-            // The parent moves us into the machine's groups meanwhile (on a v1 hierarchy that write
-            // waits for an RCU grace period, so the mounts above overlap with it); only once placed
-            // does a new cgroup namespace root the guest's view at its own group.
+        if (p.wait_for_parent) {
+            // The parent registers the machine and places it in its groups meanwhile (a v1
+            // cgroup.procs write waits for an RCU grace period, so the mounts above overlap with it);
+            // only once placed does a new cgroup namespace root the guest's view at its own group.
             char placed;
             if (recv(chan, &placed, 1, 0) != 1) _exit(1);
             if (unshare(CLONE_NEWCGROUP) < 0) throw_last_error("cannot create a cgroup namespace");
-            apply_mount_plan(root, p.cgroup_plan);
+            if (p.cgroups) apply_mount_plan(root, p.cgroup_plan);
         }
         write_integration_files(root, p, spec);
         UniqueFd notify;
@@ -513,11 +513,6 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path) {
         // A fresh session keyring: the kernel keyring is not namespaced.
         if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, 0, 0, 0, 0) < 0) throw_last_error("cannot join a new session keyring");
         if (spec.private_network) bring_up_loopback();
-
-        if (p.wait_for_go) {
-            char go;
-            if (recv(chan, &go, 1, 0) != 1) _exit(1);
-        }
 
         if (setsid() < 0) throw_last_error("setsid");
         if (console_peer) {
@@ -632,7 +627,7 @@ void check_supported(const SpawnSpec& s) {
     if (!s.personality.empty()) refuse("--personality=");
 }
 
-Prepared prepare(const SpawnSpec& spec, bool wait_for_go) {
+Prepared prepare(const SpawnSpec& spec, bool registering) {
     check_supported(spec);
     Prepared p;
     p.root_path = spec.directory;
@@ -758,7 +753,7 @@ Prepared prepare(const SpawnSpec& spec, bool wait_for_go) {
         std::erase_if(p.env, [&](const std::string& x) { return x.compare(0, name.size() + 1, name + "=") == 0; });
         p.env.push_back(e);
     }
-    p.wait_for_go = wait_for_go;
+    p.wait_for_parent = registering || p.cgroups.has_value();
     return p;
 }
 
@@ -825,15 +820,31 @@ void report_exec_timing(std::chrono::steady_clock::time_point since) {
     fprintf(stderr, "spawn: payload exec'd %.3f ms after spawn started\n", static_cast<double>(us) / 1000.0);
 }
 
+// Where spawn puts a booted guest itself: machine.slice/machine-NAME.scope as machined would, or,
+// under a service manager (--keep-unit), a payload group below spawn's own unit, as nspawn does.
+std::string own_cgroup_path(const SpawnSpec& spec) {
+    if (!spec.keep_unit) {
+        std::string slice = spec.slice.empty() ? "machine.slice" : spec.slice;
+        return "/" + slice + "/" + machine_scope_name(spec.machine_name);
+    }
+    std::string self = read_host_file("/proc/self/cgroup").value_or("");
+    size_t at = self.find("0::");
+    std::string path = at == std::string::npos ? "" : self.substr(at + 3, self.find('\n', at) - at - 3);
+    if (path == "/") path.clear();
+    return path + "/payload";
+}
+
 Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
                  std::chrono::steady_clock::time_point started) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_last_error("socketpair");
     UniqueFd chan(sv[0]), child_chan(sv[1]);
 
-    // A booted guest gets groups of its own (machd's scope when it registers us, else ours).
+    // A booted guest gets groups of its own: machd's scope when it registers us, else ours, made
+    // before clone so the child can be born into the cgroup2 one.
+    const bool registering = static_cast<bool>(hooks.register_machine);
     std::optional<ContainerCgroup> cgroup;
-    if (p.cgroups) cgroup.emplace(*p.cgroups, "/machine.slice/" + machine_scope_name(spec.machine_name));
+    if (p.cgroups && !registering) cgroup.emplace(*p.cgroups, own_cgroup_path(spec));
 
     // Signals are handled through a signalfd; the child restores the mask before exec.
     sigset_t mask, old_mask;
@@ -845,7 +856,7 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
 
     clone_args ca{};
     ca.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD;
-    if (!p.cgroups) ca.flags |= CLONE_NEWCGROUP;  // else the child unshares it once placed
+    if (!p.wait_for_parent) ca.flags |= CLONE_NEWCGROUP;  // else the child unshares it once placed
     if (spec.private_network) ca.flags |= CLONE_NEWNET;
     int pidfd_raw = -1;
     ca.pidfd = reinterpret_cast<uint64_t>(&pidfd_raw);
@@ -873,9 +884,11 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     child_chan.reset();
     auto kill_child = [&](int sig) { syscall(SYS_pidfd_send_signal, pidfd.get(), sig, nullptr, 0); };
 
-    if (cgroup) {
+    if (p.wait_for_parent) {
         try {
-            cgroup->attach(static_cast<pid_t>(pid), !into_cgroup);
+            bool registered = registering && hooks.register_machine(static_cast<pid_t>(pid), p.uuid);
+            if (p.cgroups && !registered && !cgroup) cgroup.emplace(*p.cgroups, own_cgroup_path(spec));
+            if (cgroup) cgroup->attach(static_cast<pid_t>(pid), !into_cgroup);
         } catch (...) {
             kill_child(SIGKILL);
             siginfo_t si{};
@@ -935,16 +948,6 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
                             raw.emplace(STDIN_FILENO);
                             copy_window_size(STDIN_FILENO, master.get());
                         }
-                    }
-                    if (hooks.on_ready) {
-                        try {
-                            hooks.on_ready(static_cast<pid_t>(pid));
-                        } catch (...) {
-                            kill_child(SIGKILL);  // the loop reaps it and reports the error
-                            throw;
-                        }
-                        char go = 1;
-                        if (send(chan.get(), &go, 1, MSG_NOSIGNAL) != 1) chan_open = false;
                     }
                     if (!spec.notify_ready) told_ready("Container running.");
                 }
@@ -1059,7 +1062,7 @@ Launcher::Launcher(SpawnSpec spec, LaunchHooks hooks) : spec_(std::move(spec)), 
 
 int Launcher::run() {
     if (geteuid() != 0) throw UsageError("spawn must be run as root (it creates namespaces and mounts)");
-    Prepared p = prepare(spec_, static_cast<bool>(hooks_.on_ready));
+    Prepared p = prepare(spec_, static_cast<bool>(hooks_.register_machine));
     cap_last_cap();  // cache before clone
     signal(SIGPIPE, SIG_IGN);
 
@@ -1077,7 +1080,6 @@ int Launcher::run() {
     for (;;) {
         Outcome o = run_once(spec_, p, hooks_, created_);
         created_ = std::chrono::steady_clock::now();
-        if (hooks_.on_exit) hooks_.on_exit();
         if (!o.reboot) {
             if (p.boot && !spec_.quiet) fprintf(stderr, "Container %s has been shut down.\n", spec_.machine_name.c_str());
             return o.exit_code;

@@ -21,10 +21,11 @@
 namespace mk::core {
 
 struct LaunchHooks {
-    // Called once the container is set up, before its payload runs. May throw to abort the start.
-    std::function<void(pid_t leader)> on_ready;
-    // Called after the container has ended (not when spawn itself is killed).
-    std::function<void()> on_exit;
+    // Registers the machine with the machine manager right after clone, while the container's PID 1
+    // (`leader`) waits before its cgroup namespace is made. Returns true if the manager took it and
+    // placed it in its scope, false if there is no manager (spawn then places it itself). Throws to
+    // abort the start.
+    std::function<bool(pid_t leader, const Uuid& uuid)> register_machine;
 };
 
 class Launcher {

@@ -1,0 +1,103 @@
+#include "spawn/registration.hpp"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstring>
+#include <vector>
+
+#include "core/base/error.hpp"
+#include "core/base/unique_fd.hpp"
+
+extern char** environ;
+
+namespace mk::spawn {
+namespace {
+
+std::string system_bus_socket() {
+    const char* addr = getenv("DBUS_SYSTEM_BUS_ADDRESS");
+    std::string a = addr && *addr ? addr : "unix:path=/run/dbus/system_bus_socket";
+    // Only the first address, and only unix:path= ones can be checked cheaply; others: assume there.
+    if (auto semi = a.find(';'); semi != std::string::npos) a = a.substr(0, semi);
+    if (!a.starts_with("unix:")) return "";
+    auto p = a.find("path=");
+    if (p == std::string::npos) return "";
+    std::string path = a.substr(p + 5);
+    if (auto comma = path.find(','); comma != std::string::npos) path = path.substr(0, comma);
+    return path;
+}
+
+}  // namespace
+
+bool should_register(const core::SpawnSpec& spec) {
+    if (spec.register_mode == core::RegisterMode::No) return false;
+    if (spec.register_mode == core::RegisterMode::Yes) return true;
+    const char* addr = getenv("DBUS_SYSTEM_BUS_ADDRESS");
+    std::string sock = system_bus_socket();
+    if (sock.empty()) return addr && *addr;
+    struct stat st;
+    return stat(sock.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+std::string register_helper_path() {
+    if (const char* e = getenv("MK_REGISTER_HELPER"); e && *e && getuid() == 0) return e;
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = 0;
+        std::string dir(self);
+        dir = dir.substr(0, dir.rfind('/'));
+        std::string cand = dir + "/machkit-register";
+        if (access(cand.c_str(), X_OK) == 0) return cand;
+    }
+    return std::string(MK_LIBEXECDIR) + "/machkit-register";
+}
+
+bool register_with_manager(const core::SpawnSpec& spec, pid_t leader, const core::Uuid& uuid) {
+    static const char* hex = "0123456789abcdef";
+    std::string id;
+    for (auto b : uuid) id += hex[b >> 4], id += hex[b & 15];
+    std::vector<std::string> args = {register_helper_path(), spec.keep_unit ? "register" : "create",
+                                     spec.machine_name, std::to_string(leader), id, spec.directory};
+    if (!spec.slice.empty()) args.push_back("--slice=" + spec.slice);
+    if (spec.start_mode == core::StartMode::Boot && spec.kill_signal > 0)
+        args.push_back("--kill-signal=" + std::to_string(spec.kill_signal));
+    for (const auto& p : spec.properties) args.push_back("--property=" + p);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) < 0) core::throw_last_error("pipe");
+    core::UniqueFd rd(pipefd[0]), wr(pipefd[1]);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, wr.get(), STDERR_FILENO);
+    pid_t pid;
+    int err = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    wr.reset();
+    if (err != 0) {
+        if (spec.register_mode == core::RegisterMode::Yes)
+            throw core::UsageError("cannot run " + args[0] + " to register with machd: " + strerror(err));
+        return false;
+    }
+    std::string msg;
+    char buf[512];
+    ssize_t r;
+    while ((r = read(rd.get(), buf, sizeof buf)) > 0 && msg.size() < 4096) msg.append(buf, static_cast<size_t>(r));
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == '\r')) msg.pop_back();
+    if (auto nl = msg.find('\n'); nl != std::string::npos) msg = msg.substr(0, nl);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+    if (code == 0) return true;
+    if (code == 3 && spec.register_mode != core::RegisterMode::Yes) return false;
+    throw core::UsageError("cannot register machine '" + spec.machine_name + "' with machd: " + msg);
+}
+
+}  // namespace mk::spawn
