@@ -67,8 +67,14 @@ class Console:
         return self.out.decode(errors="replace") + "\n--- stderr ---\n" + self.err.decode(errors="replace")
 
     def leader(self):
+        """The container's PID 1: spawn's child that is not its cgroup reaper."""
         with open(f"/proc/{self.p.pid}/task/{self.p.pid}/children") as f:
-            return int(f.read().split()[0])
+            kids = [int(x) for x in f.read().split()]
+        for k in kids:
+            with open(f"/proc/{k}/comm") as f:
+                if f.read().strip() != "spawn-reaper":
+                    return k
+        raise AssertionError(f"no container process among {kids}")
 
 
 def nsenter(leader, *cmd, timeout=60):
@@ -124,6 +130,10 @@ def test_debian_boots_to_multi_user_and_powers_off_on_sigterm(debian, debian_tre
     assert "Reached target" in c.text() and "shut down" in c.text()
     assert not os.path.exists(f"/proc/{leader}")
     assert host_mounts() == before
+    end = time.monotonic() + 10
+    while machine_cgroups("bbtree") and time.monotonic() < end:
+        time.sleep(0.05)
+    assert machine_cgroups("bbtree") == [], "a killed spawn's cgroups are removed by its reaper"
     assert machine_cgroups("deb1") == [], "cgroups left behind"
 
 
@@ -244,3 +254,7 @@ def test_sigkill_of_booting_spawn_kills_the_guest(spawn_bin, tree):
         time.sleep(0.05)
     assert not os.path.exists(f"/proc/{leader}")
     assert host_mounts() == before
+    end = time.monotonic() + 10
+    while machine_cgroups("bbtree") and time.monotonic() < end:
+        time.sleep(0.05)
+    assert machine_cgroups("bbtree") == [], "a killed spawn's cgroups are removed by its reaper"

@@ -3,6 +3,9 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -144,7 +147,43 @@ ContainerCgroup::ContainerCgroup(const CgroupLayout& layout, std::string path, s
     }
 }
 
-ContainerCgroup::~ContainerCgroup() { remove(); }
+ContainerCgroup::~ContainerCgroup() {
+    remove();
+    reaper_pipe_.reset();
+    if (reaper_ > 0)
+        while (waitpid(reaper_, nullptr, 0) < 0 && errno == EINTR) {}
+}
+
+void ContainerCgroup::arm_reaper() {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) throw_last_error("pipe");
+    UniqueFd rd(p[0]);
+    reaper_pipe_.reset(p[1]);
+    pid_t pid = fork();
+    if (pid < 0) throw_last_error("fork");
+    if (pid == 0) {
+        prctl(PR_SET_NAME, "spawn-reaper", 0, 0, 0);
+        for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU, SIGPIPE}) signal(sig, SIG_IGN);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, nullptr);
+        int keep = rd.get();
+        reaper_pipe_.reset();
+        for (int fd = 3; fd < 1024; fd++)
+            if (fd != keep) close(fd);
+        char c;
+        while (read(keep, &c, 1) > 0 || errno == EINTR) {}
+        // The container's processes die with spawn (parent-death signal); give them a moment.
+        for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it)
+            for (int i = 0; i < 10 && access(it->c_str(), F_OK) == 0; i++) {
+                remove_cgroup_tree(*it);
+                usleep(50000);
+            }
+        for (auto it = slices_.rbegin(); it != slices_.rend(); ++it) rmdir(it->c_str());
+        _exit(0);
+    }
+    reaper_ = pid;
+}
 
 void ContainerCgroup::attach(pid_t pid, bool unified_too) const {
     if (!systemd_dir_.empty()) write_pid(systemd_dir_, pid);

@@ -58,12 +58,19 @@ public:
     // Removes the groups now (also done by the destructor). Safe to call twice.
     void remove() noexcept;
 
+    // Forks a small reaper that removes the groups once this process is gone, however it goes
+    // (SIGKILL included): nothing may outlive a killed spawn. The reaper ignores the terminal's
+    // signals and exits when the groups are gone or this object is destroyed.
+    void arm_reaper();
+
 private:
     std::vector<std::string> dirs_;  // absolute group directories we created, for removal
     std::vector<std::string> slices_;  // parent slices we created, removed if empty
     std::string systemd_dir_;
     std::string unified_dir_;
     UniqueFd unified_fd_;
+    UniqueFd reaper_pipe_;  // our end; EOF tells the reaper to clean up
+    pid_t reaper_ = -1;
 };
 
 // Removes a cgroup directory and every group below it, deepest first. Ignores ENOENT.

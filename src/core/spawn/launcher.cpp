@@ -847,7 +847,10 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     // before clone so the child can be born into the cgroup2 one.
     const bool registering = static_cast<bool>(hooks.register_machine);
     std::optional<ContainerCgroup> cgroup;
-    if (p.cgroups && !registering) cgroup.emplace(*p.cgroups, own_cgroup_path(spec));
+    if (p.cgroups && !registering) {
+        cgroup.emplace(*p.cgroups, own_cgroup_path(spec));
+        cgroup->arm_reaper();
+    }
 
     // Signals are handled through a signalfd; the child restores the mask before exec.
     sigset_t mask, old_mask;
@@ -890,7 +893,10 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     if (p.wait_for_parent) {
         try {
             bool registered = registering && hooks.register_machine(static_cast<pid_t>(pid), p.uuid);
-            if (p.cgroups && !registered && !cgroup) cgroup.emplace(*p.cgroups, own_cgroup_path(spec));
+            if (p.cgroups && !registered && !cgroup) {
+                cgroup.emplace(*p.cgroups, own_cgroup_path(spec));
+                cgroup->arm_reaper();
+            }
             if (cgroup) cgroup->attach(static_cast<pid_t>(pid), !into_cgroup);
         } catch (...) {
             kill_child(SIGKILL);
