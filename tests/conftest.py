@@ -49,8 +49,3 @@ def debian_tree():
         pytest.skip("MK_SKIP_DEBIAN is set")
     out = subprocess.run([str(HELPERS / "debian-fixture.sh")], check=True, capture_output=True, text=True)
     return pathlib.Path(out.stdout.strip())
-
-
-def host_mounts():
-    with open("/proc/self/mountinfo") as f:
-        return sorted(line.split()[4] for line in f)

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from conftest import host_mounts  # noqa: E402
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from mkutil import host_mounts  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")
