@@ -27,7 +27,7 @@ enum {
     OPT_HOSTNAME = 0x100, OPT_CHDIR, OPT_BIND, OPT_BIND_RO, OPT_TMPFS, OPT_READ_ONLY, OPT_PRIVATE_NETWORK,
     OPT_UUID, OPT_CONSOLE, OPT_KILL_SIGNAL, OPT_CAPABILITY, OPT_DROP_CAPABILITY, OPT_NO_NEW_PRIVILEGES,
     OPT_SYSCALL_FILTER, OPT_RESOLV_CONF, OPT_TIMEZONE, OPT_REGISTER, OPT_VERSION, OPT_KEEP_UNIT, OPT_SLICE,
-    OPT_PROPERTY, OPT_INACCESSIBLE, OPT_NOTIFY_READY, OPT_VOLATILE, OPT_SETTINGS, OPT_OVERLAY, OPT_OVERLAY_RO,
+    OPT_PROPERTY, OPT_INACCESSIBLE, OPT_NOTIFY_READY, OPT_VOLATILE, OPT_SETTINGS, OPT_OVERLAY, OPT_OVERLAY_RO, OPT_PRIVATE_USERS, OPT_PRIVATE_USERS_OWNERSHIP, OPT_PRIVATE_USERS_CHOWN,
 };
 
 const option kLongOptions[] = {
@@ -65,6 +65,9 @@ const option kLongOptions[] = {
     {"notify-ready", required_argument, nullptr, OPT_NOTIFY_READY},
     {"ephemeral", no_argument, nullptr, 'x'},
     {"overlay", required_argument, nullptr, OPT_OVERLAY},
+    {"private-users", optional_argument, nullptr, OPT_PRIVATE_USERS},
+    {"private-users-ownership", required_argument, nullptr, OPT_PRIVATE_USERS_OWNERSHIP},
+    {"private-users-chown", no_argument, nullptr, OPT_PRIVATE_USERS_CHOWN},
     {"overlay-ro", required_argument, nullptr, OPT_OVERLAY_RO},
     {"volatile", optional_argument, nullptr, OPT_VOLATILE},
     {"settings", required_argument, nullptr, OPT_SETTINGS},
@@ -89,6 +92,8 @@ std::optional<core::SettingGroup> group_of(int c) {
     switch (c) {
     case 'a': case 'b': return G::StartMode;
     case 'x': return G::Ephemeral;
+    case 'U': case OPT_PRIVATE_USERS: case OPT_PRIVATE_USERS_OWNERSHIP: case OPT_PRIVATE_USERS_CHOWN:
+        return G::UserNamespace;
     case 'E': return G::Environment;
     case 'u': return G::User;
     case OPT_CHDIR: return G::WorkingDirectory;
@@ -134,6 +139,9 @@ Run a command or boot an OS tree in a light-weight container.
   -x --ephemeral            Run on a throw-away overlay of the tree, removed at exit
      --volatile[=MODE]      yes (tmpfs root + the tree's /usr), state (tmpfs /var), overlay
      --settings=MODE        Use .nspawn settings files: yes, no, trusted, override
+  -U                        Equivalent to --private-users=pick --private-users-ownership=auto
+     --private-users[=no|yes|pick|identity|UID[:COUNT]]  Run in a user namespace
+     --private-users-ownership=off|map|auto  How the tree's owners fit the range (map: idmapped mount)
   -a --as-pid2              Run COMMAND as PID 2, under a minimal init as PID 1
      --chdir=PATH           Working directory inside the container
   -E --setenv=NAME[=VALUE]  Pass an environment variable to PID 1
@@ -179,7 +187,7 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
     optind = 0;  // full re-initialisation, so parse_options can be called more than once
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv.data(), "+hqD:M:u:E:abPx", kLongOptions, nullptr)) >= 0) {
+    while ((c = getopt_long(argc, argv.data(), "+hqD:M:u:E:abPxU", kLongOptions, nullptr)) >= 0) {
         std::string_view v = optarg ? optarg : "";
         std::string opt = optind > 0 && optind <= argc ? copy[static_cast<size_t>(optind - 1)] : "";
         switch (c) {
@@ -278,6 +286,19 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
             s.properties.emplace_back(v);
             break;
         case 'x': s.ephemeral = true; break;
+        case 'U':
+            s.userns_mode = core::UserNamespaceMode::Pick;
+            s.userns_ownership = core::UserNamespaceOwnership::Auto;
+            break;
+        case OPT_PRIVATE_USERS: {
+            core::PrivateUsers u = optarg ? value("--private-users=", v, core::parse_private_users) : core::PrivateUsers{core::UserNamespaceMode::Fixed};
+            s.userns_mode = u.mode;
+            s.uid_shift = u.uid_shift;
+            s.uid_range = u.uid_range;
+            break;
+        }
+        case OPT_PRIVATE_USERS_OWNERSHIP: s.userns_ownership = value("--private-users-ownership=", v, core::parse_userns_ownership); break;
+        case OPT_PRIVATE_USERS_CHOWN: s.userns_ownership = core::UserNamespaceOwnership::Chown; break;
         case OPT_OVERLAY:
         case OPT_OVERLAY_RO: {
             const char* name = c == OPT_OVERLAY ? "--overlay=" : "--overlay-ro=";

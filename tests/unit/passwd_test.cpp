@@ -47,3 +47,19 @@ TEST(Passwd, ParseId) {
     EXPECT_FALSE(parse_id(" 1"));
     EXPECT_FALSE(parse_id("12345678901"));
 }
+
+#include "core/kernel/userns.hpp"
+
+TEST(UserNamespace, PickIsDeterministicAlignedAndInThePool) {
+    for (const char* name : {"a", "debian", "x.y.z", ""}) {
+        for (unsigned attempt = 0; attempt < 50; attempt++) {
+            uint32_t b = pick_uid_base(name, attempt);
+            EXPECT_EQ(b % 65536, 0u);
+            EXPECT_GE(b, kPickFirst);
+            EXPECT_LT(b, kPickLast);
+            EXPECT_EQ(b, pick_uid_base(name, attempt));
+        }
+        EXPECT_NE(pick_uid_base(name, 0), pick_uid_base(name, 1));
+    }
+    EXPECT_NE(pick_uid_base("debian", 0), pick_uid_base("fedora", 0));
+}

@@ -190,6 +190,21 @@ void ContainerCgroup::attach(pid_t pid, bool unified_too) const {
     if (unified_too && !unified_dir_.empty()) write_pid(unified_dir_, pid);
 }
 
+void chown_cgroup_dir(const std::string& dir, uid_t uid, gid_t gid) {
+    UniqueFd fd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) throw_last_error("cannot open " + dir);
+    if (fchown(fd.get(), uid, gid) < 0) throw_last_error("cannot delegate " + dir);
+    DIR* d = fdopendir(dup(fd.get()));
+    if (!d) throw_last_error("cannot list " + dir);
+    while (dirent* e = readdir(d))
+        if (e->d_type == DT_REG) fchownat(dirfd(d), e->d_name, uid, gid, AT_SYMLINK_NOFOLLOW);
+    closedir(d);
+}
+
+void ContainerCgroup::delegate_to(uid_t uid, gid_t gid) const {
+    for (const auto& dir : dirs_) chown_cgroup_dir(dir, uid, gid);
+}
+
 void ContainerCgroup::remove() noexcept {
     unified_fd_.reset();
     for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it) remove_cgroup_tree(*it);

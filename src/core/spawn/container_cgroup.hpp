@@ -58,6 +58,10 @@ public:
     // Removes the groups now (also done by the destructor). Safe to call twice.
     void remove() noexcept;
 
+    // Hands the groups to the container's root (a user namespace's UID/GID), so that its init can
+    // manage the subtree: the directories and the files in them, as nspawn does for its payload.
+    void delegate_to(uid_t uid, gid_t gid) const;
+
     // Forks a small reaper that removes the groups once this process is gone, however it goes
     // (SIGKILL included): nothing may outlive a killed spawn. The reaper ignores the terminal's
     // signals and exits when the groups are gone or this object is destroyed.
@@ -72,6 +76,9 @@ private:
     UniqueFd reaper_pipe_;  // our end; EOF tells the reaper to clean up
     pid_t reaper_ = -1;
 };
+
+// chown()s a cgroup directory and the files directly in it.
+void chown_cgroup_dir(const std::string& dir, uid_t uid, gid_t gid);
 
 // Removes a cgroup directory and every group below it, deepest first. Ignores ENOENT.
 void remove_cgroup_tree(const std::string& dir) noexcept;

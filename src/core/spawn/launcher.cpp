@@ -37,6 +37,7 @@
 #include "core/kernel/console.hpp"
 #include "core/kernel/mount.hpp"
 #include "core/kernel/seccomp.hpp"
+#include "core/kernel/userns.hpp"
 #include "core/spawn/container_cgroup.hpp"
 #include "core/spawn/mount_plan.hpp"
 
@@ -215,6 +216,10 @@ struct Prepared {
     std::optional<CgroupLayout> cgroups;      // set when the guest gets its own cgroup namespace
     std::vector<std::string> overlay_workdirs;  // created for --overlay=, removed at exit
     Uuid uuid{};
+    std::optional<IdRange> userns;  // --private-users: the container's UID/GID range
+    bool idmap = false;             // the root is an idmapped mount (ownership "map")
+    UniqueFd uid_lock;              // holds the range while the machine runs
+    UniqueFd userns_fd;             // the namespace, made anew for each run
     std::string host_os_release;
     std::string container_manager = "systemd-nspawn";
 };
@@ -307,7 +312,7 @@ void setup_resolv_conf(int root_fd, const SpawnSpec& spec) {
     write_file_at(etc.get(), "resolv.conf", *data, 0644);
 }
 
-void write_integration_files(int root_fd, const Prepared& p, const SpawnSpec& spec) {
+void write_integration_files(int root_fd, int etc_root_fd, const Prepared& p, const SpawnSpec& spec) {
     // /run/host: os-release of the host and who manages this container, as nspawn provides them.
     UniqueFd host = open_in_root(root_fd, "/run/host", O_RDONLY | O_DIRECTORY, 0, RESOLVE_NO_SYMLINKS);
     if (!host) throw_last_error("cannot open /run/host");
@@ -316,7 +321,7 @@ void write_integration_files(int root_fd, const Prepared& p, const SpawnSpec& sp
     write_file_at(host.get(), "container-uuid", uuid_to_string(p.uuid) + "\n", 0444);
     if (mkdirat(host.get(), "incoming", 0755) < 0 && errno != EEXIST) throw_last_error("mkdir /run/host/incoming");
 
-    setup_resolv_conf(root_fd, spec);
+    setup_resolv_conf(etc_root_fd, spec);
 
     // /etc/localtime: the host's zone, as a symlink when the tree has the zone file, else a copy.
     TimezoneMode tz = spec.timezone;
@@ -324,7 +329,7 @@ void write_integration_files(int root_fd, const Prepared& p, const SpawnSpec& sp
     if (tz == TimezoneMode::Off) return;
     char target[PATH_MAX];
     ssize_t n = readlink("/etc/localtime", target, sizeof target - 1);
-    UniqueFd etc = open_in_root(root_fd, "/etc", O_RDONLY | O_DIRECTORY);
+    UniqueFd etc = open_in_root(etc_root_fd, "/etc", O_RDONLY | O_DIRECTORY);
     if (!etc) return;
     if (tz == TimezoneMode::Delete) {
         unlinkat(etc.get(), "localtime", 0);
@@ -405,13 +410,27 @@ std::pair<UniqueFd, UniqueFd> setup_console() {
 // --ephemeral and --volatile=overlay: an overlay whose upper layer lives on a tmpfs that vanishes
 // with the container's mount namespace, so the tree is never written. --volatile=yes: an empty
 // tmpfs with the tree's /usr bound read-only. Runs in the child's mount namespace.
-UniqueFd make_root(const SpawnSpec& spec, const std::string& path) {
+UniqueFd make_root(const SpawnSpec& spec, const std::string& path, int idmap_userns, UniqueFd& raw) {
     // The fd from before clone belongs to the host's mount namespace, which open_tree() refuses
     // to clone from: open the tree again, in ours.
     UniqueFd dir(open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!dir) throw_last_error("cannot open " + path);
     bool overlay = spec.ephemeral || spec.volatile_mode == VolatileMode::Overlay;
-    if (!overlay && spec.volatile_mode != VolatileMode::Yes) return clone_tree(dir.get(), "", true);
+    if (!overlay && spec.volatile_mode != VolatileMode::Yes) {
+        UniqueFd tree = clone_tree(dir.get(), "", true);
+        if (idmap_userns >= 0) {
+            // --private-users-ownership=map: the tree keeps its on-disk owners (0 is root) and the
+            // mount shows them shifted into the container's range.
+            mount_attr attr{};
+            attr.attr_set = MOUNT_ATTR_IDMAP;
+            attr.userns_fd = static_cast<uint64_t>(idmap_userns);
+            if (mount_setattr(tree.get(), "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
+                throw_last_error("cannot make an idmapped mount of " + path +
+                                 " (does its file system support them?); use --private-users-ownership=off");
+        }
+        raw = std::move(dir);
+        return tree;
+    }
 
     UniqueFd scratch = make_fs_mount("tmpfs", {{"mode", "0755"}}, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
     if (spec.volatile_mode == VolatileMode::Yes) {
@@ -454,7 +473,8 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path) {
         // The tree, cloned and attached over itself: root_fd is the new mount's root from here on.
         // The fd from before clone belongs to the host's mount namespace, which open_tree() refuses
         // to clone from: open the tree again, in ours.
-        UniqueFd tree = make_root(spec, p.root_path);
+        UniqueFd raw;
+        UniqueFd tree = make_root(spec, p.root_path, p.idmap ? p.userns_fd.get() : -1, raw);
         if (move_mount(tree.get(), "", AT_FDCWD, p.root_path.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0)
             throw_last_error("cannot mount the container tree");
         int root = tree.get();
@@ -481,7 +501,9 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path) {
             if (unshare(CLONE_NEWCGROUP) < 0) throw_last_error("cannot create a cgroup namespace");
             if (p.cgroups) apply_mount_plan(root, p.cgroup_plan);
         }
-        write_integration_files(root, p, spec);
+        // Through an idmapped mount host root may not create files (its UID is outside the map):
+        // /etc is written through the tree's own mount, where on-disk 0 is the container's root.
+        write_integration_files(root, p.idmap ? raw.get() : root, p, spec);
         UniqueFd notify;
         if (p.boot) notify = bind_notify_socket(root);
         // /run/host is the host's word to the guest: read-only.
@@ -509,6 +531,8 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path) {
         }
         notify.reset();
 
+        if (p.userns && console_peer && fchown(console_peer.get(), p.userns->shift, p.userns->shift + 5) < 0)
+            throw_last_error("cannot hand the console to the container's root");
         if (sethostname(p.hostname.data(), p.hostname.size()) < 0) throw_last_error("sethostname");
         // A fresh session keyring: the kernel keyring is not namespaced.
         // Inside another container the keyring calls are usually filtered: nothing to isolate there.
@@ -544,6 +568,16 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path) {
             if (sched_setaffinity(0, sizeof set, &set) < 0) throw_last_error("cannot set the CPU affinity");
         }
 
+        if (p.userns) {
+            // Into the container's user namespace, with fresh mount, UTS and IPC namespaces owned by
+            // it: everything mounted so far is locked there (MNT_LOCKED), so root inside cannot
+            // unmount the masks and read-only mounts, and it may still mount on top of them.
+            if (setns(p.userns_fd.get(), CLONE_NEWUSER) < 0) throw_last_error("cannot enter the user namespace");
+            if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC) < 0)
+                throw_last_error("cannot create namespaces in the user namespace");
+            p.userns_fd.reset();
+        }
+
         int r = drop_bounding_set(p.bounding);
         if (r < 0) throw_errno(-r, "cannot drop capabilities from the bounding set");
 
@@ -567,7 +601,7 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path) {
         r = set_capabilities(root_user ? p.bounding : 0, 0);
         if (r < 0) throw_errno(-r, "cannot set capabilities");
         // A credential change clears the parent-death signal: set it again.
-        if (!root_user && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) throw_last_error("prctl(PDEATHSIG)");
+        if ((!root_user || p.userns) && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) throw_last_error("prctl(PDEATHSIG)");
         if (spec.no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) throw_last_error("no_new_privs");
 
         umask(022);
@@ -624,7 +658,8 @@ void check_supported(const SpawnSpec& s) {
     if (s.network_veth || !s.network_interfaces.empty() || !s.network_macvlan.empty() || !s.network_ipvlan.empty() ||
         !s.network_veth_extra.empty() || !s.network_bridge.empty() || !s.network_zone.empty() || !s.ports.empty())
         refuse("Networking beyond --private-network (veth, bridges, zones, interfaces, ports)");
-    if (s.userns_mode != UserNamespaceMode::No) refuse("--private-users=");
+    if (s.userns_mode != UserNamespaceMode::No && (s.ephemeral || s.volatile_mode != VolatileMode::No))
+        refuse("--private-users together with --ephemeral or --volatile");
     if (s.capabilities_ambient) refuse("--ambient-capability=");
     if (s.link_journal != LinkJournalMode::Auto && s.link_journal != LinkJournalMode::No) refuse("--link-journal=");
     if (!s.personality.empty()) refuse("--personality=");
@@ -642,7 +677,44 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
     }
     int root = p.root_dir.get();
 
-    p.plan = build_mount_plan(spec);
+    if (spec.userns_mode != UserNamespaceMode::No) {
+        IdRange r;
+        r.count = spec.uid_range;
+        if (spec.userns_mode == UserNamespaceMode::Identity) {
+            r.shift = 0;
+        } else if (spec.userns_mode == UserNamespaceMode::Fixed) {
+            r.shift = spec.uid_shift;
+            if (r.shift == kUidInvalid) {
+                // "yes": the range starts at the owner of the tree's root directory, as nspawn.
+                struct stat st;
+                if (fstat(root, &st) < 0) throw_last_error("stat " + spec.directory);
+                r.shift = st.st_uid;
+                if (r.shift & 0xFFFF)
+                    throw UsageError("--private-users=yes: the owner of " + spec.directory + " (" + std::to_string(r.shift) +
+                                     ") is not a multiple of 65536; pass a range with --private-users=UID[:COUNT]");
+            }
+            if (r.shift != 0) {
+                p.uid_lock = lock_uid_range(r.shift);
+                if (!p.uid_lock)
+                    throw UsageError("UID range " + std::to_string(r.shift) + " is in use by another running machine");
+            }
+        } else {  // pick: deterministic per machine name, skipping ranges other machines hold
+            for (unsigned attempt = 0; attempt < 256 && !p.uid_lock; attempt++) {
+                r.shift = pick_uid_base(spec.machine_name, attempt);
+                p.uid_lock = lock_uid_range(r.shift);
+            }
+            if (!p.uid_lock) throw UsageError("no free UID range for --private-users=pick");
+        }
+        p.userns = r;
+        UserNamespaceOwnership own = spec.userns_ownership;
+        if (own == UserNamespaceOwnership::Auto) own = r.shift == 0 ? UserNamespaceOwnership::Off : UserNamespaceOwnership::Map;
+        if (own == UserNamespaceOwnership::Chown)
+            throw UsageError("--private-users-ownership=chown is not supported by spawn yet; use map (idmapped mounts) or off");
+        p.idmap = own == UserNamespaceOwnership::Map && r.shift != 0;
+        p.plan = build_mount_plan(spec, r.shift);
+    } else {
+        p.plan = build_mount_plan(spec);
+    }
     for (const auto& o : spec.overlays) {
         if (o.upper.empty()) continue;
         std::string w = overlay_workdir(o.upper);
@@ -843,6 +915,8 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_last_error("socketpair");
     UniqueFd chan(sv[0]), child_chan(sv[1]);
 
+    if (p.userns) p.userns_fd = make_user_namespace(*p.userns);
+
     // A booted guest gets groups of its own: machd's scope when it registers us, else ours, made
     // before clone so the child can be born into the cgroup2 one.
     const bool registering = static_cast<bool>(hooks.register_machine);
@@ -898,6 +972,18 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
                 cgroup->arm_reaper();
             }
             if (cgroup) cgroup->attach(static_cast<pid_t>(pid), !into_cgroup);
+            if (p.userns && p.cgroups) {
+                if (cgroup) {
+                    cgroup->delegate_to(p.userns->shift, p.userns->shift);
+                } else {
+                    // machd made the scope: hand over the groups it made where we know them.
+                    for (const char* h : {"/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup"}) {
+                        std::string dir = std::string(h) + own_cgroup_path(spec);
+                        if (access((dir + "/cgroup.procs").c_str(), F_OK) == 0)
+                            chown_cgroup_dir(dir, p.userns->shift, p.userns->shift);
+                    }
+                }
+            }
         } catch (...) {
             kill_child(SIGKILL);
             siginfo_t si{};

@@ -150,7 +150,7 @@ std::string overlay_workdir(const std::string& upper) {
     return upper.substr(0, slash + 1) + ".#machkit-work." + upper.substr(slash + 1);
 }
 
-std::vector<MountStep> build_mount_plan(const SpawnSpec& spec) {
+std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, std::optional<uint32_t> uid_shift) {
     std::vector<MountStep> p;
 
     // /run first: it holds the inaccessible nodes that the /proc masks are bound from.
@@ -262,6 +262,18 @@ std::vector<MountStep> build_mount_plan(const SpawnSpec& spec) {
         MountStep m = mask(path, false);
         m.source.clear();  // chosen at apply time from the target's type (file or directory)
         p.push_back(m);
+    }
+    if (uid_shift) {
+        for (auto& s : p) {
+            if (s.kind != StepKind::Fs) continue;
+            if (s.fstype == "tmpfs") {
+                s.options.emplace_back("uid", std::to_string(*uid_shift));
+                s.options.emplace_back("gid", std::to_string(*uid_shift));
+            } else if (s.fstype == "devpts") {
+                for (auto& [k, v] : s.options)
+                    if (k == "gid") v = std::to_string(*uid_shift + 5);
+            }
+        }
     }
     return p;
 }

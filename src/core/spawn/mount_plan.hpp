@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -54,7 +55,9 @@ inline constexpr const char* kReadOnlyProcDirs[] = {
 // Where spawn keeps the inaccessible nodes inside the container (as nspawn does).
 inline constexpr const char* kInaccessibleDir = "/run/host/inaccessible";
 
-std::vector<MountStep> build_mount_plan(const SpawnSpec& spec);
+// `uid_shift`: with a user namespace, the host UID of the container's root. Its tmpfs mounts are
+// then owned by that UID and devpts uses the container's tty group, so root inside can use them.
+std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, std::optional<uint32_t> uid_shift = std::nullopt);
 
 // /sys/fs/cgroup for a guest with a cgroup namespace of its own (booted guests), per the host's
 // layout; applied after the mount plan, from inside that namespace.

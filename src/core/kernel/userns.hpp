@@ -1,0 +1,35 @@
+// User namespaces for containers: the UID/GID range a machine gets, and the namespace itself.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string_view>
+
+#include "core/base/unique_fd.hpp"
+
+namespace mk::core {
+
+struct IdRange {
+    uint32_t shift = 0;      // host UID of the container's root
+    uint32_t count = 65536;  // how many UIDs/GIDs are mapped
+};
+
+// The pool --private-users=pick chooses from (as nspawn: 0x80000 .. 0x6FFF0000, 64K aligned).
+inline constexpr uint32_t kPickFirst = 0x80000;
+inline constexpr uint32_t kPickLast = 0x6FFF0000;
+
+// The `attempt`-th candidate base for machine `name`: deterministic (the same machine gets the
+// same range each time it starts), spread by a hash of the name. Pure.
+uint32_t pick_uid_base(std::string_view name, unsigned attempt);
+
+// Holds a range while the machine runs: an abstract AF_UNIX socket bound to
+// "machkit/uidrange/<shift>", released by the kernel however spawn ends. Invalid fd if taken.
+UniqueFd lock_uid_range(uint32_t shift);
+
+// Creates a user namespace mapping 0..count-1 to shift..shift+count-1 (UIDs and GIDs) and returns
+// an fd for it (for setns() and MOUNT_ATTR_IDMAP). Uses a short-lived child process that unshares
+// it; the namespace lives on as long as the fd.
+UniqueFd make_user_namespace(const IdRange& range);
+
+}  // namespace mk::core
