@@ -497,3 +497,38 @@ def test_volatile_state_keeps_the_tree_read_only(spawn_bin, tree):
     r = sh(spawn_bin, tree, "touch /etc/x || echo RO; touch /var/y && echo VAR", "--volatile=state")
     assert "RO" in r.stdout and "VAR" in r.stdout
     assert not (tree / "var" / "y").exists()
+
+
+def test_chdir_cannot_reach_a_host_fd(spawn_bin, tree):
+    # T-02 (runc CVE-2024-21626): --chdir=/proc/self/fd/N never lands outside the container.
+    for n in range(3, 20):
+        r = sh(spawn_bin, tree, "pwd", f"--chdir=/proc/self/fd/{n}")
+        if r.returncode == 0:
+            assert r.stdout.strip().startswith("/") and not r.stdout.startswith("/proc/self/fd"), (n, r.stdout)
+        else:
+            assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, (n, r.stderr)
+    r = sh(spawn_bin, tree, "readlink /proc/1/cwd; ls /proc/1/fd")
+    assert r.stdout.split()[0] == "/root"
+
+
+def test_host_binary_cannot_be_overwritten_from_inside(spawn_bin, tree):
+    # T-01 (runc CVE-2019-5736): with --as-pid2 the stub init is spawn's own binary; writing it
+    # through /proc/1/exe must fail and the binary stays as it was.
+    import hashlib
+    before = hashlib.sha256(open(spawn_bin, "rb").read()).hexdigest()
+    r = sh(spawn_bin, tree, "for p in /proc/[0-9]*; do (echo x >> $p/exe) 2>/dev/null && echo WROTE $p; done; "
+                            "cat /proc/1/exe > /dev/null && echo READ; true", "--as-pid2")
+    assert r.returncode == 0, r.stderr
+    assert "WROTE" not in r.stdout
+    assert hashlib.sha256(open(spawn_bin, "rb").read()).hexdigest() == before
+
+
+def test_tree_dev_null_symlink_is_not_used(spawn_bin, tree, tmp_path):
+    # T-07: the tree's own /dev is hidden under our tmpfs; a hostile /dev/null there changes nothing.
+    (tree / "dev" / "null").symlink_to("/proc/sys/kernel/core_pattern")
+    (tree / "dev" / "console").symlink_to("/etc/passwd")
+    core = open("/proc/sys/kernel/core_pattern").read()
+    r = sh(spawn_bin, tree, "echo x > /dev/null; stat -c %t:%T /dev/null; ls -l /dev/console || true")
+    assert r.returncode == 0, r.stderr
+    assert "1:3" in r.stdout
+    assert open("/proc/sys/kernel/core_pattern").read() == core

@@ -605,10 +605,18 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path, int idmap_use
         if (spec.no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) throw_last_error("no_new_privs");
 
         umask(022);
+        // No host fd may reach the payload (runc CVE-2024-21626): close every one but the set-up
+        // channel (close-on-exec) *before* chdir, so that --chdir=/proc/self/fd/N cannot land on
+        // a host directory, and check the result is inside our root.
+        if (chan > 3) syscall(SYS_close_range, 3, static_cast<unsigned>(chan - 1), 0);
+        syscall(SYS_close_range, static_cast<unsigned>(chan + 1), ~0U, 0);
         if (chdir(p.cwd.c_str()) < 0) {
             if (!spec.chdir.empty()) throw_last_error("cannot change directory to " + p.cwd);
             if (chdir("/") < 0) throw_last_error("chdir /");
         }
+        char cwd[PATH_MAX];
+        if (!getcwd(cwd, sizeof cwd) || cwd[0] != '/')
+            throw_errno(EXDEV, "the working directory " + p.cwd + " is outside the container");
 
         std::vector<char*> argv, envp;
         for (auto& a : p.argv) argv.push_back(a.data());
@@ -618,9 +626,7 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path, int idmap_use
         std::string path = p.exec_path.empty() ? resolve_in_path(p, p.argv[0]) : p.exec_path;
         if (path.empty()) throw_errno(ENOENT, "cannot find '" + p.argv[0] + "' in the container's PATH");
 
-        // No host fd may reach the payload (runc CVE-2024-21626): everything above 2 closes on exec,
-        // the set-up channel included, which tells the parent that exec happened.
-        syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
+        // The set-up channel closes on exec, which tells the parent that exec happened.
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, nullptr);
