@@ -471,6 +471,21 @@ def test_busy_machine_name(spawn_bin, tree, tmp_path):
     assert run(spawn_bin, tree, "-P", "-M", "busy1", cmd="true").returncode == 0
 
 
+def test_busy_tree(spawn_bin, tree):
+    # one writable tree, one container; read-only and ephemeral runs may share it.
+    p = subprocess.Popen([spawn_bin, "-q", "-P", "-D", str(tree), "-M", "w1", "--", "/bin/sh", "-c",
+                          "echo ready; sleep 100"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        r = run(spawn_bin, tree, "-M", "w2", cmd="true")
+        assert "in use" in one_line_error(r)
+        assert run(spawn_bin, tree, "-P", "-M", "w3", "--read-only", cmd="true").returncode == 0
+        assert run(spawn_bin, tree, "-P", "-x", cmd="true").returncode == 0
+    finally:
+        p.kill()
+        p.wait()
+
+
 def test_help_and_version(spawn_bin):
     r = subprocess.run([spawn_bin, "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--directory" in r.stdout

@@ -1170,6 +1170,16 @@ int Launcher::run() {
     UniqueFd name_lock = take_name_lock(spec_.machine_name);
     if (!name_lock)
         throw UsageError("machine name '" + spec_.machine_name + "' is already in use by a running container; pick another with -M");
+    // Two containers writing one tree would corrupt it: a writable tree is taken exclusively (by
+    // device and inode, so every path to it counts); --read-only and throw-away runs share it.
+    UniqueFd image_lock;
+    if (!spec_.read_only && !spec_.ephemeral && spec_.volatile_mode == VolatileMode::No) {
+        struct stat st;
+        if (fstat(p.root_dir.get(), &st) < 0) throw_last_error("stat " + spec_.directory);
+        image_lock = take_name_lock("image/" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino));
+        if (!image_lock)
+            throw UsageError(spec_.directory + " is in use by another running container; use --ephemeral or --read-only to share it");
+    }
 
     struct WorkdirCleanup {
         const std::vector<std::string>& dirs;
@@ -1183,6 +1193,9 @@ int Launcher::run() {
         created_ = std::chrono::steady_clock::now();
         if (!o.reboot) {
             if (p.boot && !spec_.quiet) fprintf(stderr, "Container %s has been shut down.\n", spec_.machine_name.c_str());
+            // Under a service manager 133 means "restart me" (spawn@.service): a payload's own 133
+            // must not be taken for that, as nspawn rewrites it too.
+            if (spec_.keep_unit && o.exit_code == 133) return 1;
             return o.exit_code;
         }
         // Under a service manager (--keep-unit), let it restart the whole unit, as nspawn does.
