@@ -211,3 +211,21 @@ def test_machinectl_bind_into_container(bus, machd, leaders):
     assert r.returncode != 0 and "normalized" in r.stderr
     machinectl(bus, machd, "terminate", "bnd")
     p.wait(15)
+
+
+def test_machinectl_copy_to_and_from(bus, machd, leaders):
+    tree = make_tree(bus.tmp / "tree")
+    p = nspawn(bus, tree, "cpy", keep_unit=False)
+    leaders.procs.append(p)
+    assert wait_for(lambda: "cpy" in bus.call("ListMachines").stdout, timeout=10)
+    src = bus.tmp / "in.txt"
+    src.write_text("to-guest\n")
+    machinectl(bus, machd, "copy-to", "cpy", str(src), "/in.txt")
+    assert "to-guest" in machinectl(bus, machd, "shell", "cpy", "/bin/cat", "/in.txt").stdout
+    r = machinectl(bus, machd, "copy-to", "cpy", str(src), "/in.txt", check=False)
+    assert r.returncode != 0  # exists, no --force
+    machinectl(bus, machd, "copy-to", "--force", "cpy", str(src), "/in.txt")
+    machinectl(bus, machd, "copy-from", "cpy", "/etc/os-release", str(bus.tmp / "os-release"))
+    assert "ID=mktest" in (bus.tmp / "os-release").read_text()
+    machinectl(bus, machd, "terminate", "cpy")
+    p.wait(15)

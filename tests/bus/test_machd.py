@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -291,8 +292,7 @@ def test_lookup_errors(bus, machd):
 def test_unimplemented_methods_say_not_supported(bus, machd):
     for method, args in [("ListImages", []), ("GetImage", ["string:x"]), ("OpenMachineShell",
                          ["string:.host", "string:", "string:", "array:string:", "array:string:"]),
-                         ("CleanPool", ["string:all"]), ("SetPoolLimit", ["uint64:1"]),
-                         ("CopyToMachine", ["string:.host", "string:/a", "string:/b"])]:
+                         ("CleanPool", ["string:all"]), ("SetPoolLimit", ["uint64:1"])]:
         assert bus.error_name(method, *args) == "org.freedesktop.DBus.Error.NotSupported", method
 
 
@@ -524,3 +524,48 @@ def test_open_machine_root_directory(bus, machd, leaders):
     assert bus.error_name("OpenMachineRootDirectory", "string:.host") == "org.freedesktop.DBus.Error.NotSupported"
     assert bus.error_name("OpenMachineRootDirectory", "string:rootdir", user=65534) == \
         "org.freedesktop.DBus.Error.AccessDenied"
+
+
+def test_copy_to_and_from_machine(bus, machd, leaders):
+    tree = bus.tmp / "tree"
+    p = chrooted_leader(leaders, tree)
+    create(bus, "cp", p.pid)
+    host = bus.tmp / "host"
+    (host / "dir/sub").mkdir(parents=True)
+    (host / "dir/sub/f").write_text("payload")
+    os.symlink("/etc/shadow", host / "dir/link")
+
+    bus.call("CopyToMachine", "sss", "cp", str(host / "dir"), "/copied")
+    assert (tree / "copied/sub/f").read_text() == "payload"
+    assert os.readlink(tree / "copied/link") == "/etc/shadow"
+    # Existing file without the replace flag: FileExists; with it (flags=1): replaced.
+    (host / "dir/sub/f").write_text("v2")
+    assert bus.error_name("CopyToMachine", "string:cp", "string:%s" % (host / "dir/sub/f"),
+                          "string:/copied/sub/f") == "org.freedesktop.DBus.Error.FileExists"
+    bus.call("CopyToMachineWithFlags", "ssst", "cp", str(host / "dir/sub/f"), "/copied/sub/f", 1)
+    assert (tree / "copied/sub/f").read_text() == "v2"
+    assert bus.error_name("CopyToMachineWithFlags", "string:cp", "string:/x", "string:/y", "uint64:2") == \
+        "org.freedesktop.DBus.Error.InvalidArgs"
+
+    # Copy-from: a guest symlink in the *path* resolves inside the guest, never to host files.
+    (tree / "etc").mkdir(exist_ok=True)
+    os.symlink("/etc", tree / "hostetc")
+    (tree / "etc/guestfile").write_text("guest")
+    bus.call("CopyFromMachine", "sss", "cp", "/hostetc/guestfile", str(host / "out"))
+    assert (host / "out").read_text() == "guest"
+    assert bus.error_name("CopyFromMachine", "string:cp", "string:/hostetc/shadow", "string:%s" % (host / "shadow")) \
+        == "org.freedesktop.DBus.Error.FileNotFound"
+    assert not (host / "shadow").exists()
+    # A FIFO in the guest is recreated, not read (the copy must not block).
+    os.mkfifo(tree / "fifo")
+    bus.call("CopyFromMachine", "sss", "cp", "/fifo", str(host / "fifo"), timeout=10)
+    assert stat.S_ISFIFO(os.lstat(host / "fifo").st_mode)
+
+    assert bus.error_name("CopyFromMachine", "string:cp", "string:relative", "string:/x") == \
+        "org.freedesktop.DBus.Error.InvalidArgs"
+    assert bus.error_name("CopyToMachine", "string:cp", "string:/etc/hostname", "string:/x", user=65534) == \
+        "org.freedesktop.DBus.Error.AccessDenied"
+    assert bus.error_name("CopyToMachine", "string:.host", "string:/a", "string:/b") == \
+        "org.freedesktop.DBus.Error.NotSupported"
+    assert bus.error_name("CopyToMachine", "string:nope", "string:/a", "string:/b") == \
+        "org.freedesktop.machine1.NoSuchMachine"
