@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+import conftest
+
 from conftest import CGROUP_ROOT, DEST, create, machine_cgroups, machine_path, wait_for
 
 pytestmark = pytest.mark.skipif(not shutil.which("machinectl") or not shutil.which("systemd-nspawn"),
@@ -92,6 +94,7 @@ def make_tree(path):
 
 
 def nspawn(bus, tree, name, keep_unit, cgroup=None):
+    conftest._record(name)
     cmd = "exec systemd-nspawn --quiet --register=yes %s -D %s -M %s --console=pipe /bin/sh -c 'sleep 1000'" % (
         "--keep-unit" if keep_unit else "", tree, name)
     if cgroup:

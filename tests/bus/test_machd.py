@@ -381,7 +381,7 @@ def test_daemon_checks_credentials_even_if_policy_allowed(bus, tmp_path, leaders
             d.stop()
             b2.close()
             leaders.cleanup()
-            conftest.cleanup_machine_cgroups()
+            conftest.cleanup_machine_cgroups(["pp"])
     finally:
         conftest.POLICY = orig
 

@@ -105,6 +105,9 @@ Machine& MachineService::register_machine(RegisterRequest req) {
         m.unit = machine_scope_name(m.name);
         if (registry_.find_by_unit(m.unit))
             throw_machine_error(MachineErrc::machine_exists, "Unit " + m.unit + " already belongs to a machine");
+        // machined's description; a caller's Description= (cgroupfs: parsed, systemd: appended) wins.
+        if (req.scope.description.empty())
+            req.scope.description = (m.klass == MachineClass::vm ? "Virtual Machine " : "Container ") + m.name;
         auto started = backend_.start_scope(m.unit, m.leader, req.scope);
         m.cgroup_path = started.cgroup_path;
         m.scope_job = started.job;
