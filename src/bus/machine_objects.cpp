@@ -402,8 +402,11 @@ void MachineObject::CopyToWithFlags(sdbus::Result<>&& result, std::string source
 sdbus::UnixFd MachineObject::OpenRootDirectory() { return MachineOps::open_root(getObject(), machine_); }
 
 std::string MachineObject::Name() { return machine_.name; }
-// Always 16 bytes, zeros when unset, as machined's property_get_id().
-std::vector<uint8_t> MachineObject::Id() { return {machine_.id.begin(), machine_.id.end()}; }
+// Empty when unset, else 16 bytes (observed from machined 252).
+std::vector<uint8_t> MachineObject::Id() {
+    if (!machine_.has_id()) return {};
+    return {machine_.id.begin(), machine_.id.end()};
+}
 uint64_t MachineObject::Timestamp() { return machine_.realtime_usec; }
 uint64_t MachineObject::TimestampMonotonic() { return machine_.monotonic_usec; }
 std::string MachineObject::Service() { return machine_.service; }

@@ -173,7 +173,7 @@ def test_register_machine_uses_callers_unit(bus, machd, leaders):
     pr = props(bus, "reg")
     assert pr["Unit"] == unit
     assert pr["NetworkInterfaces"] == [3, 7]
-    assert pr["Id"] == [0] * 16
+    assert pr["Id"] == []  # machined 252: empty when unset
     text = state_file(machd, "reg").read_text()
     assert "SCOPE=%s\n" % unit in text and "NETIF=3 7\n" in text and "SERVICE=my svc\n" in text
     assert "ID=" not in text
@@ -258,6 +258,7 @@ def test_valid_edge_names(bus, machd, leaders, name):
     (("x", 3, 1, 2, 3, "t", "container", "PID", "", 0), "Invalid machine ID parameter"),
     (("x", 0, "t", "bogus", "PID", "", 0), "Invalid machine class parameter"),
     (("x", 0, "t", "host", "PID", "", 0), "Invalid machine class parameter"),
+    (("x", 0, "t", "", "PID", "", 0), "Machine class must be"),
     (("x", 0, "t", "container", 1, "", 0), "Invalid leader PID"),
     (("x", 0, "t", "container", 2, "", 0), "Invalid leader PID"),
     (("x", 0, "t", "container", "PID", "relative/dir", 0), "Root directory must be empty or an absolute path"),
@@ -569,3 +570,12 @@ def test_copy_to_and_from_machine(bus, machd, leaders):
         "org.freedesktop.DBus.Error.NotSupported"
     assert bus.error_name("CopyToMachine", "string:nope", "string:/a", "string:/b") == \
         "org.freedesktop.machine1.NoSuchMachine"
+
+
+def test_leader_of_another_machine_is_file_exists_like_machined(bus, machd, leaders):
+    p = leaders.spawn()
+    create(bus, "first", p.pid)
+    assert bus.error_name("RegisterMachine", "string:second", "array:byte:", "string:", "string:container",
+                          "uint32:%d" % p.pid, "string:") == "org.freedesktop.DBus.Error.FileExists"
+    assert bus.error_name("RegisterMachine", "string:third", "array:byte:", "string:", "string:",
+                          "uint32:%d" % p.pid, "string:") == "org.freedesktop.DBus.Error.NotSupported"

@@ -87,8 +87,9 @@ Machine& MachineService::register_machine(RegisterRequest req) {
     if (req.netif.size() > 256) invalid("Too many network interfaces");
     for (int i : req.netif)
         if (i <= 0) invalid("Invalid network interface index " + std::to_string(i));
-    if (req.create_scope && *klass == MachineClass::unknown)
-        throw_machine_error(MachineErrc::not_supported, "Cannot start a machine of unknown class");
+    // machined accepts "" here and then fails machine_start() with EOPNOTSUPP: same name, no side effect.
+    if (*klass == MachineClass::unknown)
+        throw_machine_error(MachineErrc::not_supported, "Machine class must be 'container' or 'vm'");
     registry_.check_can_add(req.name, req.leader);
 
     Machine m;
