@@ -60,6 +60,14 @@ void EventLoop::machine_removed(const core::Machine& m) {
     watched_.erase(m.leader_pidfd.get());
 }
 
+void EventLoop::watch_child(int pidfd, std::function<void()> on_exit) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = static_cast<uint64_t>(pidfd);
+    if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, pidfd, &ev) < 0) core::throw_last_error("epoll_ctl helper pidfd");
+    children_[pidfd] = std::move(on_exit);
+}
+
 int EventLoop::run() {
     for (;;)
         if (int sig = run_once(-1)) return sig;
@@ -108,7 +116,18 @@ int EventLoop::run_once(int max_wait_ms) {
             signalfd_siginfo si{};
             if (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) return static_cast<int>(si.ssi_signo);
         } else if (tag != kBusTag) {
-            if (auto it = watched_.find(static_cast<int>(tag)); it != watched_.end()) exited.push_back(it->second);
+            if (auto it = watched_.find(static_cast<int>(tag)); it != watched_.end()) {
+                exited.push_back(it->second);
+            } else if (auto c = children_.find(static_cast<int>(tag)); c != children_.end()) {
+                epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, c->first, nullptr);
+                auto done = std::move(c->second);
+                children_.erase(c);
+                try {
+                    done();
+                } catch (const std::exception& e) {
+                    std::fprintf(stderr, "machd: helper completion: %s\n", e.what());
+                }
+            }
         }
     }
     for (const auto& name : exited) {

@@ -7,6 +7,8 @@
 
 #include <sdbus-c++/IConnection.h>
 
+#include <functional>
+#include <string>
 #include <unordered_map>
 
 #include "core/base/unique_fd.hpp"
@@ -25,6 +27,10 @@ public:
     // source, handle what is ready. Returns a terminating signal number, or 0.
     int run_once(int max_wait_ms);
 
+    // Calls `on_exit` once, from the loop, when the process behind `pidfd` has exited. The caller
+    // keeps the pidfd open until then.
+    void watch_child(int pidfd, std::function<void()> on_exit);
+
     // Listener: start/stop watching the machine's leader pidfd.
     void machine_added(core::Machine& m) override;
     void machine_removed(const core::Machine& m) override;
@@ -37,6 +43,7 @@ private:
     int bus_fd_ = -1;
     uint32_t bus_events_ = 0;
     std::unordered_map<int, std::string> watched_;  // leader pidfd -> machine name
+    std::unordered_map<int, std::function<void()>> children_;  // helper pidfd -> completion
 };
 
 }  // namespace mk::bus

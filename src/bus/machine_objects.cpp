@@ -72,6 +72,34 @@ sdbus::UnixFd MachineOps::open_root(sdbus::IObject& obj, Machine& m) {
     return translate([&] { return sdbus::UnixFd(core::open_machine_root(m).release(), sdbus::adopt_fd); });
 }
 
+void CopyOperations::start(sdbus::IObject& obj, Machine& m, const std::string& source, const std::string& destination,
+                           bool to_machine, uint64_t flags, sdbus::Result<>&& result) {
+    try {
+        require_root(obj, "copy files to or from machines");
+        if (running_.size() >= kMax) throw sdbus::Error(kLimitsExceeded, "Too many ongoing copies.");
+        auto op = translate([&] { return core::CopyOperation::start(m, source, destination, to_machine, flags); });
+        if (!loop_) {
+            translate([&] { op.finish(); });
+            return result.returnResults();
+        }
+        int key = op.pidfd();
+        running_.emplace(key, std::make_pair(std::move(op), std::move(result)));
+        loop_->watch_child(key, [this, key] {
+            auto node = running_.extract(key);
+            if (node.empty()) return;
+            auto& [operation, reply] = node.mapped();
+            try {
+                translate([&] { operation.finish(); });
+                reply.returnResults();
+            } catch (const sdbus::Error& e) {
+                reply.returnError(e);
+            }
+        });
+    } catch (...) {
+        result.returnError(current_exception_to_bus_error());
+    }
+}
+
 // -------------------------------------------------------------------------------------- manager
 
 ManagerObject::ManagerObject(sdbus::IConnection& connection, core::MachineService& service, bool forward_scope_properties)
@@ -89,11 +117,11 @@ ManagerObject::~ManagerObject() {
 
 void ManagerObject::add_existing() {
     for (Machine* m : service_.registry().all())
-        if (!objects_.contains(m->name)) objects_.emplace(m->name, std::make_unique<MachineObject>(connection_, service_, *m));
+        if (!objects_.contains(m->name)) objects_.emplace(m->name, std::make_unique<MachineObject>(connection_, service_, *m, copies_));
 }
 
 void ManagerObject::machine_added(Machine& m) {
-    objects_[m.name] = std::make_unique<MachineObject>(connection_, service_, m);
+    objects_[m.name] = std::make_unique<MachineObject>(connection_, service_, m, copies_);
     emitMachineNew(m.name, machine_object_path(m.name));
 }
 
@@ -257,13 +285,25 @@ void ManagerObject::BindMountMachine(const std::string& name, const std::string&
                                      const bool& read_only, const bool& mkdir) {
     MachineOps::bind_mount(getObject(), lookup(name), source, destination, read_only, mkdir);
 }
-void ManagerObject::CopyFromMachine(const std::string&, const std::string&, const std::string&) { throw_not_implemented("CopyFromMachine"); }
-void ManagerObject::CopyToMachine(const std::string&, const std::string&, const std::string&) { throw_not_implemented("CopyToMachine"); }
-void ManagerObject::CopyFromMachineWithFlags(const std::string&, const std::string&, const std::string&, const uint64_t&) {
-    throw_not_implemented("CopyFromMachineWithFlags");
+void ManagerObject::copy(sdbus::Result<>&& result, const std::string& name, const std::string& source,
+                         const std::string& destination, bool to_machine, uint64_t flags) {
+    Machine* m = service_.find(name);
+    if (!m) return result.returnError(sdbus::Error(kNoSuchMachine, "No machine '" + name + "' known"));
+    copies_.start(getObject(), *m, source, destination, to_machine, flags, std::move(result));
 }
-void ManagerObject::CopyToMachineWithFlags(const std::string&, const std::string&, const std::string&, const uint64_t&) {
-    throw_not_implemented("CopyToMachineWithFlags");
+void ManagerObject::CopyFromMachine(sdbus::Result<>&& result, std::string name, std::string source, std::string destination) {
+    copy(std::move(result), name, source, destination, false, 0);
+}
+void ManagerObject::CopyToMachine(sdbus::Result<>&& result, std::string name, std::string source, std::string destination) {
+    copy(std::move(result), name, source, destination, true, 0);
+}
+void ManagerObject::CopyFromMachineWithFlags(sdbus::Result<>&& result, std::string name, std::string source,
+                                             std::string destination, uint64_t flags) {
+    copy(std::move(result), name, source, destination, false, flags);
+}
+void ManagerObject::CopyToMachineWithFlags(sdbus::Result<>&& result, std::string name, std::string source,
+                                           std::string destination, uint64_t flags) {
+    copy(std::move(result), name, source, destination, true, flags);
 }
 sdbus::UnixFd ManagerObject::OpenMachineRootDirectory(const std::string& name) {
     return MachineOps::open_root(getObject(), lookup(name));
@@ -319,8 +359,9 @@ uint64_t ManagerObject::PoolLimit() { return UINT64_MAX; }
 
 // -------------------------------------------------------------------------------------- machine
 
-MachineObject::MachineObject(sdbus::IConnection& connection, core::MachineService& service, Machine& machine)
-    : AdaptorInterfaces(connection, machine_object_path(machine.name)), service_(service), machine_(machine) {
+MachineObject::MachineObject(sdbus::IConnection& connection, core::MachineService& service, Machine& machine,
+                             CopyOperations& copies)
+    : AdaptorInterfaces(connection, machine_object_path(machine.name)), service_(service), machine_(machine), copies_(copies) {
     registerAdaptor();
 }
 
@@ -346,15 +387,26 @@ void MachineObject::BindMount(const std::string& source, const std::string& dest
                               const bool& mkdir) {
     MachineOps::bind_mount(getObject(), machine_, source, destination, read_only, mkdir);
 }
-void MachineObject::CopyFrom(const std::string&, const std::string&) { throw_not_implemented("CopyFrom"); }
-void MachineObject::CopyTo(const std::string&, const std::string&) { throw_not_implemented("CopyTo"); }
-void MachineObject::CopyFromWithFlags(const std::string&, const std::string&, const uint64_t&) { throw_not_implemented("CopyFromWithFlags"); }
-void MachineObject::CopyToWithFlags(const std::string&, const std::string&, const uint64_t&) { throw_not_implemented("CopyToWithFlags"); }
+void MachineObject::CopyFrom(sdbus::Result<>&& result, std::string source, std::string destination) {
+    copies_.start(getObject(), machine_, source, destination, false, 0, std::move(result));
+}
+void MachineObject::CopyTo(sdbus::Result<>&& result, std::string source, std::string destination) {
+    copies_.start(getObject(), machine_, source, destination, true, 0, std::move(result));
+}
+void MachineObject::CopyFromWithFlags(sdbus::Result<>&& result, std::string source, std::string destination, uint64_t flags) {
+    copies_.start(getObject(), machine_, source, destination, false, flags, std::move(result));
+}
+void MachineObject::CopyToWithFlags(sdbus::Result<>&& result, std::string source, std::string destination, uint64_t flags) {
+    copies_.start(getObject(), machine_, source, destination, true, flags, std::move(result));
+}
 sdbus::UnixFd MachineObject::OpenRootDirectory() { return MachineOps::open_root(getObject(), machine_); }
 
 std::string MachineObject::Name() { return machine_.name; }
-// Always 16 bytes, zeros when unset, as machined's property_get_id().
-std::vector<uint8_t> MachineObject::Id() { return {machine_.id.begin(), machine_.id.end()}; }
+// Empty when unset, else 16 bytes (observed from machined 252).
+std::vector<uint8_t> MachineObject::Id() {
+    if (!machine_.has_id()) return {};
+    return {machine_.id.begin(), machine_.id.end()};
+}
 uint64_t MachineObject::Timestamp() { return machine_.realtime_usec; }
 uint64_t MachineObject::TimestampMonotonic() { return machine_.monotonic_usec; }
 std::string MachineObject::Service() { return machine_.service; }

@@ -12,6 +12,8 @@
 
 #include <sdbus-c++/sdbus-c++.h>
 
+#include "bus/event_loop.hpp"
+#include "core/machine/copy.hpp"
 #include "core/machine/service.hpp"
 #include "Machine-adaptor.h"
 #include "Manager-adaptor.h"
@@ -24,6 +26,20 @@ inline constexpr const char* kManagerPath = "/org/freedesktop/machine1";
 std::string machine_object_path(std::string_view name);
 
 class MachineObject;
+
+// Copies run in helper children; the method replies when the child exits (bounded: 64 at once, as
+// machined). Without a loop (set_loop not called) a copy completes synchronously.
+class CopyOperations {
+public:
+    void set_loop(EventLoop* loop) { loop_ = loop; }
+    void start(sdbus::IObject& obj, core::Machine& m, const std::string& source, const std::string& destination,
+               bool to_machine, uint64_t flags, sdbus::Result<>&& result);
+
+private:
+    static constexpr size_t kMax = 64;
+    EventLoop* loop_ = nullptr;
+    std::map<int, std::pair<core::CopyOperation, sdbus::Result<>>> running_;  // by helper pidfd
+};
 
 class ManagerObject final : public sdbus::AdaptorInterfaces<org::freedesktop::machine1::Manager_adaptor,
                                                             sdbus::Properties_adaptor>,
@@ -41,6 +57,8 @@ public:
 
     // Registers objects for machines that exist before the listener was attached (.host).
     void add_existing();
+    // Lets long operations (copies) complete asynchronously on `loop`.
+    void set_loop(EventLoop* loop) { copies_.set_loop(loop); }
 
 private:
     core::Machine& lookup(const std::string& name);
@@ -81,12 +99,14 @@ private:
                                                             const std::vector<std::string>& environment) override;
     void BindMountMachine(const std::string& name, const std::string& source, const std::string& destination,
                           const bool& read_only, const bool& mkdir) override;
-    void CopyFromMachine(const std::string& name, const std::string& source, const std::string& destination) override;
-    void CopyToMachine(const std::string& name, const std::string& source, const std::string& destination) override;
-    void CopyFromMachineWithFlags(const std::string& name, const std::string& source, const std::string& destination,
-                                  const uint64_t& flags) override;
-    void CopyToMachineWithFlags(const std::string& name, const std::string& source, const std::string& destination,
-                                const uint64_t& flags) override;
+    void CopyFromMachine(sdbus::Result<>&& result, std::string name, std::string source, std::string destination) override;
+    void CopyToMachine(sdbus::Result<>&& result, std::string name, std::string source, std::string destination) override;
+    void CopyFromMachineWithFlags(sdbus::Result<>&& result, std::string name, std::string source,
+                                  std::string destination, uint64_t flags) override;
+    void CopyToMachineWithFlags(sdbus::Result<>&& result, std::string name, std::string source,
+                                std::string destination, uint64_t flags) override;
+    void copy(sdbus::Result<>&& result, const std::string& name, const std::string& source,
+              const std::string& destination, bool to_machine, uint64_t flags);
     sdbus::UnixFd OpenMachineRootDirectory(const std::string& name) override;
     uint32_t GetMachineUIDShift(const std::string& name) override;
     void RemoveImage(const std::string& name) override;
@@ -115,6 +135,7 @@ private:
     sdbus::IConnection& connection_;
     core::MachineService& service_;
     bool forward_scope_properties_;
+    CopyOperations copies_;
     std::map<std::string, std::unique_ptr<MachineObject>> objects_;
     // CreateMachine calls waiting for their scope's start job (systemd backend), by machine name.
     std::map<std::string, sdbus::Result<sdbus::ObjectPath>> pending_;
@@ -139,7 +160,8 @@ struct MachineOps {
 class MachineObject final : public sdbus::AdaptorInterfaces<org::freedesktop::machine1::Machine_adaptor,
                                                             sdbus::Properties_adaptor> {
 public:
-    MachineObject(sdbus::IConnection& connection, core::MachineService& service, core::Machine& machine);
+    MachineObject(sdbus::IConnection& connection, core::MachineService& service, core::Machine& machine,
+                  CopyOperations& copies);
     ~MachineObject();
 
 private:
@@ -155,10 +177,10 @@ private:
                                                      const std::vector<std::string>& environment) override;
     void BindMount(const std::string& source, const std::string& destination, const bool& read_only,
                    const bool& mkdir) override;
-    void CopyFrom(const std::string& source, const std::string& destination) override;
-    void CopyTo(const std::string& source, const std::string& destination) override;
-    void CopyFromWithFlags(const std::string& source, const std::string& destination, const uint64_t& flags) override;
-    void CopyToWithFlags(const std::string& source, const std::string& destination, const uint64_t& flags) override;
+    void CopyFrom(sdbus::Result<>&& result, std::string source, std::string destination) override;
+    void CopyTo(sdbus::Result<>&& result, std::string source, std::string destination) override;
+    void CopyFromWithFlags(sdbus::Result<>&& result, std::string source, std::string destination, uint64_t flags) override;
+    void CopyToWithFlags(sdbus::Result<>&& result, std::string source, std::string destination, uint64_t flags) override;
     sdbus::UnixFd OpenRootDirectory() override;
     std::string Name() override;
     std::vector<uint8_t> Id() override;
@@ -174,6 +196,7 @@ private:
 
     core::MachineService& service_;
     core::Machine& machine_;
+    CopyOperations& copies_;
 };
 
 }  // namespace mk::bus

@@ -47,7 +47,7 @@ core::ScopeStart SystemdScopeBackend::start_scope(const std::string& unit, pid_t
     // theirs win (systemd applies assignments in order).
     ScopePropertyList list;
     list.emplace_back("Slice", sdbus::Variant(std::string("machine.slice")));
-    list.emplace_back("Description", sdbus::Variant(props.description.empty() ? "Container " + unit : props.description));
+    list.emplace_back("Description", sdbus::Variant(props.description));
     list.emplace_back("PIDs", sdbus::Variant(std::vector<uint32_t>{static_cast<uint32_t>(leader)}));
     list.emplace_back("Delegate", sdbus::Variant(true));
     list.emplace_back("CollectMode", sdbus::Variant(std::string("inactive-or-failed")));

@@ -128,6 +128,7 @@ int main(int argc, char** argv) {
         auto adopted = service.readopt();
         mk::bus::ManagerObject manager(*connection, service, scope_backend == "systemd");
         manager.add_existing();
+        manager.set_loop(&loop);
         chain.targets.push_back(&manager);
         // Own the name last: clients never see a half-built object tree.
         connection->requestName(mk::bus::kBusName);

@@ -158,7 +158,10 @@ class Bus:
 
 
 class Machd:
+    running = []  # the Machd instances of the current test (create()/register() record names in them)
+
     def __init__(self, bus, state_dir, cgroup_root=CGROUP_ROOT, stop_timeout=2, extra_args=()):
+        self.created = set()
         self.stop_timeout = stop_timeout
         self.extra_args = list(extra_args)
         self.bus = bus
@@ -168,6 +171,7 @@ class Machd:
         self.log = bus.tmp / "machd.log"
 
     def start(self):
+        Machd.running.append(self)
         self.logf = open(self.log, "ab")
         self.proc = subprocess.Popen([str(MACHD), "--state-dir=%s" % self.state_dir,
                                       "--cgroup-root=%s" % self.cgroup_root,
@@ -193,6 +197,8 @@ class Machd:
                 self.proc.wait()
         rc = self.proc.returncode if self.proc else None
         self.proc = None
+        if self in Machd.running:
+            Machd.running.remove(self)
         return rc
 
 
@@ -267,16 +273,14 @@ def machine_cgroups(name):
     return [CGROUP_ROOT / h / "machine.slice" / scope for h in ("unified", "systemd", "memory", "pids", "cpu", "devices")]
 
 
-def cleanup_machine_cgroups(names):
-    """Removes the scopes of the machines this test registered, and only those: other machines on
-    the host (other tests, a developer's containers) are none of our business."""
+def cleanup_machine_cgroups(names=()):
+    """Removes the scopes of machines `names` and then machine.slice where it became empty."""
     for name in names:
         for cg in machine_cgroups(name):
             remove_cgroup(cg)
     for h in ("unified", "systemd", "memory", "pids", "cpu", "devices"):
-        s = CGROUP_ROOT / h / "machine.slice"
         try:
-            s.rmdir()  # only if empty
+            (CGROUP_ROOT / h / "machine.slice").rmdir()
         except OSError:
             pass
 
@@ -288,6 +292,17 @@ def wait_for(pred, timeout=5.0, interval=0.02):
             return True
         time.sleep(interval)
     return pred()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_lock():
+    """One bus-test session at a time per host: machine names (machine-NAME.scope) are host-global."""
+    import fcntl
+    # lockf (POSIX record lock) is per process: re-taking it from this process (a test module that
+    # imported this fixture) cannot deadlock, while other test runs wait.
+    with open("/tmp/machkit-bus-tests.lock", "w") as f:
+        fcntl.lockf(f, fcntl.LOCK_EX)
+        yield
 
 
 @pytest.fixture
@@ -313,15 +328,26 @@ def machd(bus, tmp_path, leaders):
     d = Machd(bus, tmp_path / "machines")
     d.start()
     yield d
+    # Machines registered by the test outlive machd by design: end them and exactly their cgroups
+    # (never other machines': another test run may share this host).
+    names = []
+    if d.proc and d.proc.poll() is None:
+        r = bus.busctl("--json=short", "call", DEST, MANAGER, IFACE, "ListMachines", check=False)
+        if r.returncode == 0:
+            import json
+            names = [m[0] for m in json.loads(r.stdout)["data"][0] if m[0] != ".host"]
     d.stop()
-    # Machines registered by the test outlive machd by design: end them and their cgroups here.
     leaders.cleanup()
-    state = tmp_path / "machines"
-    names = [f.name for f in state.iterdir() if not f.name.startswith((".", "unit:"))] if state.exists() else []
-    cleanup_machine_cgroups(names)
+    cleanup_machine_cgroups(names + list(d.created))
+
+
+def _record(name):
+    for d in Machd.running:
+        d.created.add(name)
 
 
 def register(bus, name, pid, service="test", klass="container", root="", netif=()):
+    _record(name)
     if netif:
         return bus.call("RegisterMachineWithNetwork", "sayssusai", name, 0, service, klass, pid, root,
                         len(netif), *netif)
@@ -330,6 +356,7 @@ def register(bus, name, pid, service="test", klass="container", root="", netif=(
 
 def create(bus, name, pid, service="test", klass="container", root="", props=(), check=True):
     """props: list of (name, signature, *values) busctl fragments."""
+    _record(name)
     flat = []
     for p in props:
         flat += list(p)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+import conftest
+
 from conftest import CGROUP_ROOT, DEST, create, machine_cgroups, machine_path, wait_for
 
 pytestmark = pytest.mark.skipif(not shutil.which("machinectl") or not shutil.which("systemd-nspawn"),
@@ -92,6 +94,7 @@ def make_tree(path):
 
 
 def nspawn(bus, tree, name, keep_unit, cgroup=None):
+    conftest._record(name)
     cmd = "exec systemd-nspawn --quiet --register=yes %s -D %s -M %s --console=pipe /bin/sh -c 'sleep 1000'" % (
         "--keep-unit" if keep_unit else "", tree, name)
     if cgroup:
@@ -210,4 +213,22 @@ def test_machinectl_bind_into_container(bus, machd, leaders):
     r = bus.call("BindMountMachine", "sssbb", "bnd", str(src), "/mnt/../etc", False, True, check=False)
     assert r.returncode != 0 and "normalized" in r.stderr
     machinectl(bus, machd, "terminate", "bnd")
+    p.wait(15)
+
+
+def test_machinectl_copy_to_and_from(bus, machd, leaders):
+    tree = make_tree(bus.tmp / "tree")
+    p = nspawn(bus, tree, "cpy", keep_unit=False)
+    leaders.procs.append(p)
+    assert wait_for(lambda: "cpy" in bus.call("ListMachines").stdout, timeout=10)
+    src = bus.tmp / "in.txt"
+    src.write_text("to-guest\n")
+    machinectl(bus, machd, "copy-to", "cpy", str(src), "/in.txt")
+    assert "to-guest" in machinectl(bus, machd, "shell", "cpy", "/bin/cat", "/in.txt").stdout
+    r = machinectl(bus, machd, "copy-to", "cpy", str(src), "/in.txt", check=False)
+    assert r.returncode != 0  # exists, no --force
+    machinectl(bus, machd, "copy-to", "--force", "cpy", str(src), "/in.txt")
+    machinectl(bus, machd, "copy-from", "cpy", "/etc/os-release", str(bus.tmp / "os-release"))
+    assert "ID=mktest" in (bus.tmp / "os-release").read_text()
+    machinectl(bus, machd, "terminate", "cpy")
     p.wait(15)

@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -172,7 +173,7 @@ def test_register_machine_uses_callers_unit(bus, machd, leaders):
     pr = props(bus, "reg")
     assert pr["Unit"] == unit
     assert pr["NetworkInterfaces"] == [3, 7]
-    assert pr["Id"] == [0] * 16
+    assert pr["Id"] == []  # machined 252: empty when unset
     text = state_file(machd, "reg").read_text()
     assert "SCOPE=%s\n" % unit in text and "NETIF=3 7\n" in text and "SERVICE=my svc\n" in text
     assert "ID=" not in text
@@ -257,6 +258,7 @@ def test_valid_edge_names(bus, machd, leaders, name):
     (("x", 3, 1, 2, 3, "t", "container", "PID", "", 0), "Invalid machine ID parameter"),
     (("x", 0, "t", "bogus", "PID", "", 0), "Invalid machine class parameter"),
     (("x", 0, "t", "host", "PID", "", 0), "Invalid machine class parameter"),
+    (("x", 0, "t", "", "PID", "", 0), "Machine class must be"),
     (("x", 0, "t", "container", 1, "", 0), "Invalid leader PID"),
     (("x", 0, "t", "container", 2, "", 0), "Invalid leader PID"),
     (("x", 0, "t", "container", "PID", "relative/dir", 0), "Root directory must be empty or an absolute path"),
@@ -291,8 +293,7 @@ def test_lookup_errors(bus, machd):
 def test_unimplemented_methods_say_not_supported(bus, machd):
     for method, args in [("ListImages", []), ("GetImage", ["string:x"]), ("OpenMachineShell",
                          ["string:.host", "string:", "string:", "array:string:", "array:string:"]),
-                         ("CleanPool", ["string:all"]), ("SetPoolLimit", ["uint64:1"]),
-                         ("CopyToMachine", ["string:.host", "string:/a", "string:/b"])]:
+                         ("CleanPool", ["string:all"]), ("SetPoolLimit", ["uint64:1"])]:
         assert bus.error_name(method, *args) == "org.freedesktop.DBus.Error.NotSupported", method
 
 
@@ -524,3 +525,57 @@ def test_open_machine_root_directory(bus, machd, leaders):
     assert bus.error_name("OpenMachineRootDirectory", "string:.host") == "org.freedesktop.DBus.Error.NotSupported"
     assert bus.error_name("OpenMachineRootDirectory", "string:rootdir", user=65534) == \
         "org.freedesktop.DBus.Error.AccessDenied"
+
+
+def test_copy_to_and_from_machine(bus, machd, leaders):
+    tree = bus.tmp / "tree"
+    p = chrooted_leader(leaders, tree)
+    create(bus, "cp", p.pid)
+    host = bus.tmp / "host"
+    (host / "dir/sub").mkdir(parents=True)
+    (host / "dir/sub/f").write_text("payload")
+    os.symlink("/etc/shadow", host / "dir/link")
+
+    bus.call("CopyToMachine", "sss", "cp", str(host / "dir"), "/copied")
+    assert (tree / "copied/sub/f").read_text() == "payload"
+    assert os.readlink(tree / "copied/link") == "/etc/shadow"
+    # Existing file without the replace flag: FileExists; with it (flags=1): replaced.
+    (host / "dir/sub/f").write_text("v2")
+    assert bus.error_name("CopyToMachine", "string:cp", "string:%s" % (host / "dir/sub/f"),
+                          "string:/copied/sub/f") == "org.freedesktop.DBus.Error.FileExists"
+    bus.call("CopyToMachineWithFlags", "ssst", "cp", str(host / "dir/sub/f"), "/copied/sub/f", 1)
+    assert (tree / "copied/sub/f").read_text() == "v2"
+    assert bus.error_name("CopyToMachineWithFlags", "string:cp", "string:/x", "string:/y", "uint64:2") == \
+        "org.freedesktop.DBus.Error.InvalidArgs"
+
+    # Copy-from: a guest symlink in the *path* resolves inside the guest, never to host files.
+    (tree / "etc").mkdir(exist_ok=True)
+    os.symlink("/etc", tree / "hostetc")
+    (tree / "etc/guestfile").write_text("guest")
+    bus.call("CopyFromMachine", "sss", "cp", "/hostetc/guestfile", str(host / "out"))
+    assert (host / "out").read_text() == "guest"
+    assert bus.error_name("CopyFromMachine", "string:cp", "string:/hostetc/shadow", "string:%s" % (host / "shadow")) \
+        == "org.freedesktop.DBus.Error.FileNotFound"
+    assert not (host / "shadow").exists()
+    # A FIFO in the guest is recreated, not read (the copy must not block).
+    os.mkfifo(tree / "fifo")
+    bus.call("CopyFromMachine", "sss", "cp", "/fifo", str(host / "fifo"), timeout=10)
+    assert stat.S_ISFIFO(os.lstat(host / "fifo").st_mode)
+
+    assert bus.error_name("CopyFromMachine", "string:cp", "string:relative", "string:/x") == \
+        "org.freedesktop.DBus.Error.InvalidArgs"
+    assert bus.error_name("CopyToMachine", "string:cp", "string:/etc/hostname", "string:/x", user=65534) == \
+        "org.freedesktop.DBus.Error.AccessDenied"
+    assert bus.error_name("CopyToMachine", "string:.host", "string:/a", "string:/b") == \
+        "org.freedesktop.DBus.Error.NotSupported"
+    assert bus.error_name("CopyToMachine", "string:nope", "string:/a", "string:/b") == \
+        "org.freedesktop.machine1.NoSuchMachine"
+
+
+def test_leader_of_another_machine_is_file_exists_like_machined(bus, machd, leaders):
+    p = leaders.spawn()
+    create(bus, "first", p.pid)
+    assert bus.error_name("RegisterMachine", "string:second", "array:byte:", "string:", "string:container",
+                          "uint32:%d" % p.pid, "string:") == "org.freedesktop.DBus.Error.FileExists"
+    assert bus.error_name("RegisterMachine", "string:third", "array:byte:", "string:", "string:",
+                          "uint32:%d" % p.pid, "string:") == "org.freedesktop.DBus.Error.NotSupported"

@@ -1,4 +1,3 @@
-from conftest import *
 
 
 def test_host_is_listed(bus, machd):

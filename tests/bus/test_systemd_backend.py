@@ -28,9 +28,7 @@ def machd_systemd(bus, fake_systemd, tmp_path, leaders):
     yield d
     d.stop()
     leaders.cleanup()
-    state = tmp_path / "machines"
-    conftest.cleanup_machine_cgroups([f.name for f in state.iterdir() if not f.name.startswith((".", "unit:"))]
-                                     if state.exists() else [])
+    conftest.cleanup_machine_cgroups(list(d.created))
 
 
 def test_create_machine_through_systemd(bus, fake_systemd, machd_systemd, leaders):
@@ -44,7 +42,7 @@ def test_create_machine_through_systemd(bus, fake_systemd, machd_systemd, leader
     start = log[log.index("StartTransientUnit machine-sd.scope fail"):].splitlines()
     props = [l.strip() for l in start[1:] if l.startswith("  ")]
     # machined 252's set in its order, then the caller's verbatim.
-    assert props[:7] == ["Slice=machine.slice", "Description=Container machine-sd.scope", "PIDs=%d" % p.pid,
+    assert props[:7] == ["Slice=machine.slice", "Description=Container sd", "PIDs=%d" % p.pid,
                          "Delegate=true", "CollectMode=inactive-or-failed", "AddRef=true", "TasksMax=16384"]
     assert props[7:10] == ["Slice=machine.slice", "CPUAccounting=true", "DevicePolicy=closed"]
     # The reply came after the job: the machine is running and the state file has no SCOPE_JOB.

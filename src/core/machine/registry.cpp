@@ -1,5 +1,8 @@
 #include "core/machine/registry.hpp"
 
+#include <cerrno>
+#include <system_error>
+
 #include "core/base/names.hpp"
 #include "core/machine/machine_error.hpp"
 
@@ -9,9 +12,11 @@ void Registry::check_can_add(std::string_view name, pid_t leader) const {
     if (!machine_name_is_valid(name)) throw_machine_error(MachineErrc::invalid_argument, "Invalid machine name");
     if (machines_.contains(name))
         throw_machine_error(MachineErrc::machine_exists, "Machine '" + std::string(name) + "' already exists");
+    // machined 252 answers this with EEXIST from its leader hashmap (org.freedesktop.DBus.Error.FileExists).
     if (leader > 0 && by_leader_.contains(leader))
-        throw_machine_error(MachineErrc::machine_exists,
-                            "Leader PID " + std::to_string(leader) + " already belongs to a machine");
+        throw std::system_error(EEXIST, std::generic_category(),
+                                "Leader PID " + std::to_string(leader) + " already belongs to machine " +
+                                    by_leader_.at(leader)->name);
     if (machines_.size() >= max_)
         throw_machine_error(MachineErrc::too_many_machines,
                             "Too many machines (at most " + std::to_string(max_) + ")");

@@ -87,8 +87,9 @@ Machine& MachineService::register_machine(RegisterRequest req) {
     if (req.netif.size() > 256) invalid("Too many network interfaces");
     for (int i : req.netif)
         if (i <= 0) invalid("Invalid network interface index " + std::to_string(i));
-    if (req.create_scope && *klass == MachineClass::unknown)
-        throw_machine_error(MachineErrc::not_supported, "Cannot start a machine of unknown class");
+    // machined accepts "" here and then fails machine_start() with EOPNOTSUPP: same name, no side effect.
+    if (*klass == MachineClass::unknown)
+        throw_machine_error(MachineErrc::not_supported, "Machine class must be 'container' or 'vm'");
     registry_.check_can_add(req.name, req.leader);
 
     Machine m;
@@ -105,6 +106,9 @@ Machine& MachineService::register_machine(RegisterRequest req) {
         m.unit = machine_scope_name(m.name);
         if (registry_.find_by_unit(m.unit))
             throw_machine_error(MachineErrc::machine_exists, "Unit " + m.unit + " already belongs to a machine");
+        // machined's description; a caller's Description= (cgroupfs: parsed, systemd: appended) wins.
+        if (req.scope.description.empty())
+            req.scope.description = (m.klass == MachineClass::vm ? "Virtual Machine " : "Container ") + m.name;
         auto started = backend_.start_scope(m.unit, m.leader, req.scope);
         m.cgroup_path = started.cgroup_path;
         m.scope_job = started.job;
