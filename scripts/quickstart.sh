@@ -35,9 +35,17 @@ case "${1:-}" in
 run)
     install_deps
     build build -Dwerror=true
-    tree=$(tests/helpers/debian-fixture.sh)
-    echo "quickstart: booting $tree (press ^] three times within a second to kill it)"
-    exec build/src/spawn/spawn -b -D "$tree" -M debian
+    # The default Debian tree: made once with debootstrap (cached by recipe), then copied into the
+    # machine pool, so that the cached fixture stays pristine for the tests.
+    if [ ! -d /var/lib/machines/debian ]; then
+        fixture=$(tests/helpers/debian-fixture.sh)
+        mkdir -p /var/lib/machines
+        cp -a "$fixture" /var/lib/machines/.#debian.tmp
+        rm -f /var/lib/machines/.#debian.tmp/.complete
+        mv /var/lib/machines/.#debian.tmp /var/lib/machines/debian
+    fi
+    echo "quickstart: booting /var/lib/machines/debian (log in as root, no password; poweroff to leave, or press ^] three times within a second)"
+    exec build/src/spawn/spawn -b -D /var/lib/machines/debian -M debian
     ;;
 test)
     install_deps
