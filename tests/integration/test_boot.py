@@ -258,3 +258,35 @@ def test_sigkill_of_booting_spawn_kills_the_guest(spawn_bin, tree):
     while machine_cgroups("bbtree") and time.monotonic() < end:
         time.sleep(0.05)
     assert machine_cgroups("bbtree") == [], "a killed spawn's cgroups are removed by its reaper"
+
+
+def test_readiness_is_relayed_to_our_manager(spawn_bin, debian_tree, tmp_path):
+    # spawn speaks sd_notify to whoever started it: READY=1 at once, or with --notify-ready=yes only
+    # when the guest's PID 1 says READY=1 (what Type=notify units such as spawn@.service rely on).
+    import socket
+    for notify_ready in ("no", "yes"):
+        sock_path = tmp_path / f"notify-{notify_ready}"
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.bind(str(sock_path))
+        env = dict(os.environ, NOTIFY_SOCKET=str(sock_path))
+        c = Console([spawn_bin, "-x", "-b", "-D", str(debian_tree), "-M", f"notify-{notify_ready}",
+                     f"--notify-ready={notify_ready}"], env=env)
+        try:
+            s.settimeout(60)
+            msgs = []
+            while not any("READY=1" in m for m in msgs):
+                msgs.append(s.recv(4096).decode())
+            ready = [m for m in msgs if "READY=1" in m][0]
+            assert f"X_NSPAWN_LEADER_PID={c.leader()}" in ready
+            if notify_ready == "yes":
+                c.pump(0.5)
+                assert re.search(rb"Reached target [^\n]*(basic|sysinit)\.target", c.out), "READY came before the guest booted"
+            # A systemd that has not installed its handlers yet ignores SIGRTMIN+3, as under nspawn.
+            assert c.wait_for(r"Reached target [^\n]*multi-user\.target", 90), c.text()
+            c.p.send_signal(signal.SIGTERM)
+            assert c.wait_exit(60) == 0
+        finally:
+            s.close()
+            if c.p.poll() is None:
+                c.p.kill()
+                c.p.wait()
