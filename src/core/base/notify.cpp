@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "core/base/error.hpp"
+#include "core/base/strings.hpp"
 #include "core/base/unique_fd.hpp"
 
 namespace mk::core {
@@ -65,15 +66,9 @@ bool receive_notification(int fd, pid_t& sender, std::string& text) {
 }
 
 std::string notification_field(std::string_view text, std::string_view key) {
-    size_t i = 0;
-    while (i < text.size()) {
-        size_t j = text.find('\n', i);
-        if (j == std::string_view::npos) j = text.size();
-        std::string_view line = text.substr(i, j - i);
-        i = j + 1;
+    for (std::string_view line : lines(text))
         if (line.size() > key.size() && line.starts_with(key) && line[key.size()] == '=')
             return std::string(line.substr(key.size() + 1));
-    }
     return {};
 }
 

@@ -1,23 +1,11 @@
 #include "core/base/passwd.hpp"
 
+#include "core/base/strings.hpp"
+
 #include <charconv>
 
 namespace mk::core {
 namespace {
-
-std::vector<std::string_view> split(std::string_view line, char sep) {
-    std::vector<std::string_view> out;
-    size_t i = 0;
-    for (;;) {
-        size_t j = line.find(sep, i);
-        if (j == std::string_view::npos) {
-            out.push_back(line.substr(i));
-            return out;
-        }
-        out.push_back(line.substr(i, j - i));
-        i = j + 1;
-    }
-}
 
 template <typename F>
 void for_each_line(std::string_view text, F&& f) {

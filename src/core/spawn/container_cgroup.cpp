@@ -12,23 +12,10 @@
 
 #include "core/base/error.hpp"
 #include "core/base/fs_at.hpp"
+#include "core/base/strings.hpp"
 
 namespace mk::core {
 namespace {
-
-std::vector<std::string_view> split(std::string_view s, char sep) {
-    std::vector<std::string_view> out;
-    size_t i = 0;
-    for (;;) {
-        size_t j = s.find(sep, i);
-        if (j == std::string_view::npos) {
-            out.push_back(s.substr(i));
-            return out;
-        }
-        out.push_back(s.substr(i, j - i));
-        i = j + 1;
-    }
-}
 
 void mkdir_p(const std::string& path, std::vector<std::string>* created) {
     size_t i = 1;

@@ -33,6 +33,7 @@
 #include "core/base/names.hpp"
 #include "core/base/notify.hpp"
 #include "core/base/passwd.hpp"
+#include "core/base/strings.hpp"
 #include "core/kernel/capabilities.hpp"
 #include "core/kernel/console.hpp"
 #include "core/kernel/mount.hpp"
@@ -104,15 +105,10 @@ std::string sanitize_term(const char* term) {
 // KEY=VALUE lines of an os-release file, with shell-style quotes removed.
 std::vector<std::pair<std::string, std::string>> parse_os_release(const std::string& text) {
     std::vector<std::pair<std::string, std::string>> out;
-    size_t i = 0;
-    while (i < text.size()) {
-        size_t j = text.find('\n', i);
-        if (j == std::string::npos) j = text.size();
-        std::string line = text.substr(i, j - i);
-        i = j + 1;
+    for (std::string_view line : lines(text)) {
         size_t eq = line.find('=');
-        if (line.empty() || line[0] == '#' || eq == std::string::npos || eq == 0) continue;
-        std::string key = line.substr(0, eq), val = line.substr(eq + 1);
+        if (line.empty() || line[0] == '#' || eq == std::string_view::npos || eq == 0) continue;
+        std::string key(line.substr(0, eq)), val(line.substr(eq + 1));
         bool ok = true;
         for (char c : key) ok = ok && (isalnum(static_cast<unsigned char>(c)) || c == '_');
         if (!ok) continue;
@@ -229,14 +225,9 @@ std::string resolve_in_path(const Prepared& p, const std::string& cmd) {
     std::string path = kDefaultPath;
     for (const auto& e : p.env)
         if (e.starts_with("PATH=")) path = e.substr(5);
-    size_t i = 0;
-    while (i <= path.size()) {
-        size_t j = path.find(':', i);
-        if (j == std::string::npos) j = path.size();
-        std::string dir = path.substr(i, j - i);
-        i = j + 1;
+    for (std::string_view dir : split(path, ':')) {
         if (dir.empty()) continue;
-        std::string cand = dir + "/" + cmd;
+        std::string cand = std::string(dir) + "/" + cmd;
         if (access(cand.c_str(), X_OK) == 0) return cand;
     }
     return {};

@@ -1,5 +1,7 @@
 #include "core/spawn/mount_plan.hpp"
 
+#include "core/base/strings.hpp"
+
 #include <linux/mount.h>
 #include <sys/sysmacros.h>
 
@@ -78,15 +80,10 @@ MountStep mask(std::string target, bool dir) {
 // "mode=0755,size=10M,nr_inodes=1k" -> key/value pairs for fsconfig.
 std::vector<std::pair<std::string, std::string>> split_options(const std::string& s) {
     std::vector<std::pair<std::string, std::string>> out;
-    size_t i = 0;
-    while (i < s.size()) {
-        size_t j = s.find(',', i);
-        if (j == std::string::npos) j = s.size();
-        std::string item = s.substr(i, j - i);
-        i = j + 1;
+    for (std::string_view item : split(s, ',')) {
         if (item.empty()) continue;
         size_t eq = item.find('=');
-        if (eq == std::string::npos) out.emplace_back(item, "");
+        if (eq == std::string_view::npos) out.emplace_back(item, "");
         else out.emplace_back(item.substr(0, eq), item.substr(eq + 1));
     }
     return out;
@@ -106,12 +103,7 @@ void add_cgroup_mounts(std::vector<MountStep>& p, const CgroupLayout& l) {
         p.push_back(mkdir_step(dir, 0755));
         std::vector<std::pair<std::string, std::string>> opts;
         bool named = false;
-        size_t i = 0;
-        while (i <= h.options.size()) {
-            size_t j = h.options.find(',', i);
-            if (j == std::string::npos) j = h.options.size();
-            std::string o = h.options.substr(i, j - i);
-            i = j + 1;
+        for (std::string_view o : split(h.options, ',')) {
             if (o.empty()) continue;
             if (o.starts_with("name=")) {
                 opts.emplace_back("name", o.substr(5));
