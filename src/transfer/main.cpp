@@ -10,6 +10,8 @@
 //     pull-tar|pull-raw      URL NAME
 //   --pool=DIR  --verify=no|checksum|signature  --force  --read-only
 //   --format=uncompressed|xz|gzip|bzip2|zstd  --level=N  --threads=N  --progress-fd=N
+//   --keyring=FILE (signature verification; default /etc/systemd/import-pubring.gpg, else
+//   /usr/lib/systemd/import-pubring.gpg)
 //
 // Progress protocol on --progress-fd (one write(2) per line): "PROGRESS <0-100>", "LOG <text>"
 // (control characters escaped as \xNN), and at the end "DONE" or "ERROR <errno> <text>".
@@ -79,6 +81,7 @@ struct Args {
     std::optional<Compression> format;
     int level = -1;
     unsigned threads = 0;
+    std::string keyring;  // default: default_keyring()
 };
 
 Args parse(int argc, char** argv) {
@@ -104,6 +107,8 @@ Args parse(int argc, char** argv) {
             if (!m) usage_fail("invalid --verify= value '" + *v + "'");
             a.verify = *m;
             a.verify_set = true;
+        } else if (auto v = val("--keyring")) {
+            a.keyring = *v;
         } else if (s == "--force") {
             a.force = true;
         } else if (s == "--read-only") {
@@ -231,7 +236,8 @@ int run(int argc, char** argv) {
         case TransferType::pull_tar:
         case TransferType::pull_raw:
             if (a.verify == VerifyMode::signature) {
-                std::string k = default_keyring();
+                std::string k = a.keyring.empty() ? default_keyring() : a.keyring;
+                if (!a.keyring.empty() && access(k.c_str(), R_OK) < 0) throw_last_error("cannot read keyring " + k);
                 if (!k.empty()) gpg = std::make_unique<GpgVerifier>(k);  // forks before the sandbox
             }
             break;

@@ -42,8 +42,13 @@ using ReadArchive = std::unique_ptr<archive, ArchiveReadDeleter>;
 using WriteArchive = std::unique_ptr<archive, ArchiveWriteDeleter>;
 using Entry = std::unique_ptr<archive_entry, EntryDeleter>;
 
+// Names in messages are cut short: a hostile archive must not flood the log with a 4 KiB name.
+std::string shorten(const std::string& s) {
+    return s.size() <= 120 ? s : s.substr(0, 60) + "..." + s.substr(s.size() - 40);
+}
+
 [[noreturn]] void bad_entry(const std::string& path, const std::string& why, int err = EINVAL) {
-    throw_errno(err, "refusing archive entry '" + path + "': " + why);
+    throw_errno(err, "refusing archive entry '" + shorten(path) + "': " + why);
 }
 
 // The whole path below the root; every component must be a real directory (no symlinks, no
@@ -157,7 +162,8 @@ private:
         if (!fd && errno == ENOENT) fd = create_parents(parent, full);
         if (!fd) {
             if (errno == ELOOP || errno == EXDEV) bad_entry(full, "a parent directory is a symlink", ELOOP);
-            if (errno == ENOTDIR) bad_entry(full, "a parent is not a directory", ENOTDIR);
+            // O_DIRECTORY|O_NOFOLLOW on a symlink reports ENOTDIR.
+            if (errno == ENOTDIR) bad_entry(full, "a parent is a symlink or not a directory", ELOOP);
             throw_last_error("cannot open directory '" + parent + "' for '" + full + "'");
         }
         cached_path_ = parent;
@@ -263,23 +269,24 @@ private:
 
         if (hl) {
             auto target = normalize_archive_path(hl, o_.limits, &why);
-            if (!target) bad_entry(shown, "hard link target '" + std::string(hl) + "': " + why);
+            if (!target) bad_entry(shown, "hard link target '" + shorten(hl) + "': " + why);
             if (target->empty() || *target == path) bad_entry(shown, "hard link to itself or to the root");
             size_t ts = target->rfind('/');
             std::string tparent = ts == std::string::npos ? "" : target->substr(0, ts);
             std::string tname = ts == std::string::npos ? *target : target->substr(ts + 1);
             UniqueFd tdir = open_beneath(root_, tparent, O_RDONLY | O_DIRECTORY);
             if (!tdir) {
-                if (errno == ELOOP || errno == EXDEV) bad_entry(shown, "hard link target goes through a symlink", ELOOP);
-                bad_entry(shown, "hard link target '" + std::string(hl) + "' does not exist", errno);
+                if (errno == ELOOP || errno == EXDEV || errno == ENOTDIR)
+                    bad_entry(shown, "hard link target goes through a symlink or non-directory", ELOOP);
+                bad_entry(shown, "hard link target '" + shorten(hl) + "' does not exist", errno);
             }
             make_room(dir = parent_fd(parent, shown), name, shown);
             dir = parent_fd(parent, shown);
             // linkat without AT_SYMLINK_FOLLOW links a symlink itself, never what it points to;
             // the kernel refuses directories (EPERM).
             if (linkat(tdir.get(), tname.c_str(), dir, name.c_str(), 0) < 0) {
-                if (errno == ENOENT) bad_entry(shown, "hard link target '" + std::string(hl) + "' does not exist", ENOENT);
-                if (errno == EPERM) bad_entry(shown, "hard link target '" + std::string(hl) + "' is a directory", EPERM);
+                if (errno == ENOENT) bad_entry(shown, "hard link target '" + shorten(hl) + "' does not exist", ENOENT);
+                if (errno == EPERM) bad_entry(shown, "hard link target '" + shorten(hl) + "' is a directory", EPERM);
                 if (errno == ENOSPC || errno == EDQUOT) throw_last_error("disk full");
                 throw_last_error("cannot create hard link '" + shown + "'");
             }
