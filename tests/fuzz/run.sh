@@ -30,7 +30,8 @@ flags=(-std=c++20 -g -O1 -D_GNU_SOURCE -I"$top/src" -Wall -Wextra
 
 # Core sources under test, compiled once with coverage instrumentation and put in an archive so
 # each target links only the objects it uses (fuzz_names needs no libcap).
-core=(base/error.cpp base/names.cpp spawn/option_values.cpp spawn/settings.cpp)
+core=(base/error.cpp base/names.cpp kernel/capabilities.cpp spawn/option_values.cpp spawn/settings.cpp
+      image/sha256sums.cpp image/archive.cpp)
 objs=()
 for src in "${core[@]}"; do
     obj="$out/obj/${src//\//_}.o"
@@ -41,11 +42,11 @@ done
 rm -f "$out/libmkcore-fuzz.a"
 ar rcs "$out/libmkcore-fuzz.a" "${objs[@]}"
 
-declare -A libs=([names]="" [option_values]="-lcap" [settings]="-lcap")
-declare -A max_len=([names]=512 [option_values]=4096 [settings]=65537)  # 64 KiB+1, security.md B-50
+declare -A libs=([names]="" [option_values]="-lcap" [settings]="-lcap" [sha256sums]="-lcrypto" [archive_paths]="-larchive")
+declare -A max_len=([names]=512 [option_values]=4096 [settings]=65537 [sha256sums]=65536 [archive_paths]=1024)  # settings: 64 KiB+1, security.md B-50
 
 status=0
-for name in names option_values settings; do
+for name in names option_values settings sha256sums archive_paths; do
     bin="$out/fuzz_$name"
     # shellcheck disable=SC2086
     "$cxx" "${flags[@]}" -fsanitize=fuzzer "$here/fuzz_$name.cpp" "$out/libmkcore-fuzz.a" ${libs[$name]} -o "$bin"
