@@ -636,3 +636,19 @@ def test_sandbox(transfer_bin, pool):
     assert not eff & (1 << 21), "CAP_SYS_ADMIN kept"
     assert not eff & (1 << 27), "CAP_MKNOD kept"
     assert int(fields["CapBnd"], 16) == eff
+
+
+def test_gnu_tar_acls_text_form(transfer_bin, pool, tmp_path):
+    # GNU tar --acls stores ACLs as SCHILY.acl.access/default text, not as xattrs.
+    src = tmp_path / "aclsrc"
+    src.mkdir()
+    (src / "f").write_text("x")
+    os.setxattr(src / "f", "system.posix_acl_access", acl_xattr(1000))
+    (src / "d").mkdir()
+    os.setxattr(src / "d", "system.posix_acl_default", acl_xattr(1001))
+    out = tmp_path / "acl.tar"
+    subprocess.run(["tar", "--acls", "--numeric-owner", "-C", str(src), "-cf", str(out), "."], check=True)
+    listing = subprocess.run(["tar", "--acls", "-tvvf", str(out)], capture_output=True, text=True).stdout
+    ok(xfer(transfer_bin, pool, "import-tar", str(out), "acl"))
+    for rel, name in [("f", "system.posix_acl_access"), ("d", "system.posix_acl_default")]:
+        assert os.getxattr(pool / "acl" / rel, name) == os.getxattr(src / rel, name), (rel, listing)

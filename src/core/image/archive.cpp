@@ -3,6 +3,8 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <dirent.h>
+#include <grp.h>
+#include <pwd.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
@@ -216,10 +218,87 @@ private:
         }
     }
 
+    // GNU tar writes "user:NAME:r--" without the id (unless --numeric-owner was given when the
+    // ACL was read); like tar, resolve the name on this host. UINT32_MAX when unknown.
+    static uint32_t acl_qualifier(int qual, const char* name, bool user) {
+        if (qual >= 0) return static_cast<uint32_t>(qual);
+        if (!name || !*name) return UINT32_MAX;
+        char* end = nullptr;
+        errno = 0;
+        unsigned long v = strtoul(name, &end, 10);
+        if (!errno && end && *end == 0 && v < UINT32_MAX) return static_cast<uint32_t>(v);
+        std::vector<char> buf(16384);
+        if (user) {
+            struct passwd pw, *res = nullptr;
+            if (getpwnam_r(name, &pw, buf.data(), buf.size(), &res) == 0 && res) return res->pw_uid;
+        } else {
+            struct group gr, *res = nullptr;
+            if (getgrnam_r(name, &gr, buf.data(), buf.size(), &res) == 0 && res) return res->gr_gid;
+        }
+        return UINT32_MAX;
+    }
+
+    // ACLs that libarchive parsed from text (GNU tar --acls: SCHILY.acl.access/default), turned
+    // into the kernel's system.posix_acl_* xattr format and set on the fd like any xattr.
+    void apply_acl(int fd, archive_entry* e, int type, const char* xattr, const std::string& path) {
+        if (archive_entry_acl_count(e, type) <= 0) return;
+        struct AclEnt {
+            uint16_t tag, perm;
+            uint32_t id;
+        };
+        std::vector<AclEnt> ents;
+        archive_entry_acl_reset(e, type);
+        int t, perm, tag, qual;
+        const char* name;
+        while (archive_entry_acl_next(e, type, &t, &perm, &tag, &qual, &name) == ARCHIVE_OK) {
+            uint16_t kt;
+            uint32_t id = UINT32_MAX;
+            switch (tag) {
+                case ARCHIVE_ENTRY_ACL_USER_OBJ: kt = 0x01; break;
+                case ARCHIVE_ENTRY_ACL_USER: kt = 0x02, id = acl_qualifier(qual, name, true); break;
+                case ARCHIVE_ENTRY_ACL_GROUP_OBJ: kt = 0x04; break;
+                case ARCHIVE_ENTRY_ACL_GROUP: kt = 0x08, id = acl_qualifier(qual, name, false); break;
+                case ARCHIVE_ENTRY_ACL_MASK: kt = 0x10; break;
+                case ARCHIVE_ENTRY_ACL_OTHER: kt = 0x20; break;
+                default: continue;  // NFSv4 "everyone@" and the like have no POSIX equivalent
+            }
+            if ((kt == 0x02 || kt == 0x08) && id == UINT32_MAX) {
+                warn("dropping ACL entry for unknown " + std::string(kt == 0x02 ? "user '" : "group '") +
+                     (name ? name : "?") + "' on '" + shorten(path) + "'");
+                continue;
+            }
+            ents.push_back({kt, static_cast<uint16_t>(perm & 7), id});
+        }
+        // The kernel wants entries sorted by tag, then id.
+        std::sort(ents.begin(), ents.end(), [](const AclEnt& a, const AclEnt& b) {
+            return a.tag != b.tag ? a.tag < b.tag : a.id < b.id;
+        });
+        std::string buf;
+        uint32_t version = 2;
+        buf.append(reinterpret_cast<const char*>(&version), 4);
+        for (const auto& x : ents) {
+            buf.append(reinterpret_cast<const char*>(&x.tag), 2);
+            buf.append(reinterpret_cast<const char*>(&x.perm), 2);
+            buf.append(reinterpret_cast<const char*>(&x.id), 4);
+        }
+        if (fsetxattr(fd, xattr, buf.data(), buf.size(), 0) < 0 && errno != ENOTSUP && errno != EOPNOTSUPP)
+            warn("cannot set ACL " + std::string(xattr) + " on '" + shorten(path) + "': " + strerror(errno));
+    }
+
     void apply_xattrs(int fd, archive_entry* e, const std::string& path) {
         const char* name;
         const void* value;
         size_t size;
+        bool acl_access = false, acl_default = false;
+        if (archive_entry_xattr_reset(e) > 0) {
+            while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
+                if (strcmp(name, "system.posix_acl_access") == 0) acl_access = true;
+                if (strcmp(name, "system.posix_acl_default") == 0) acl_default = true;
+            }
+        }
+        if (!acl_access) apply_acl(fd, e, ARCHIVE_ENTRY_ACL_TYPE_ACCESS, "system.posix_acl_access", path);
+        if (!acl_default && archive_entry_filetype(e) == AE_IFDIR)
+            apply_acl(fd, e, ARCHIVE_ENTRY_ACL_TYPE_DEFAULT, "system.posix_acl_default", path);
         if (archive_entry_xattr_reset(e) == 0) return;
         while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
             if (!archive_xattr_is_restored(name)) {
@@ -705,6 +784,9 @@ void write_tar(int src_dir_fd, ByteSink& out, const ExportOptions& opts) {
     // pax: no limits on names, sizes, ids; xattrs as SCHILY.xattr.* (what GNU tar --xattrs reads,
     // so systemd-import 252 can take our exports).
     archive_write_set_format_pax_restricted(a.get());
+    // Only SCHILY.xattr.* records (raw values): GNU tar reads them and warns about libarchive's
+    // own base64 LIBARCHIVE.xattr.* duplicates, which would also double the header size.
+    archive_write_set_format_option(a.get(), "pax", "xattrheader", "SCHILY");
     archive_write_add_filter_none(a.get());
     archive_write_set_bytes_per_block(a.get(), 10240);
     WriteCtx ctx;
