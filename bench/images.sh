@@ -20,7 +20,7 @@ XZ_EXPORT_RUNS="${XZ_EXPORT_RUNS:-1}"
 SD_EXPORT=/lib/systemd/systemd-export
 SD_IMPORT=/lib/systemd/systemd-import
 
-F="$("$top/tests/helpers/debian-fixture.sh")"
+F="${FIXTURE:-$("$top/tests/helpers/debian-fixture.sh")}"
 W=/dev/shm/mk-bench
 rm -rf "$W"
 mkdir -p "$W"
