@@ -27,6 +27,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -237,6 +238,13 @@ int run(int argc, char** argv) {
         case TransferType::pull_raw:
             if (a.verify == VerifyMode::signature) {
                 std::string k = a.keyring.empty() ? default_keyring() : a.keyring;
+                // gpgv looks a keyring name without a slash up in its home directory.
+                if (!k.empty() && k[0] != '/') {
+                    char* abs = realpath(k.c_str(), nullptr);
+                    if (!abs) throw_last_error("cannot find keyring " + k);
+                    k = abs;
+                    free(abs);
+                }
                 if (!a.keyring.empty() && access(k.c_str(), R_OK) < 0) throw_last_error("cannot read keyring " + k);
                 if (!k.empty()) gpg = std::make_unique<GpgVerifier>(k);  // forks before the sandbox
             }
