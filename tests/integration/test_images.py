@@ -652,3 +652,30 @@ def test_gnu_tar_acls_text_form(transfer_bin, pool, tmp_path):
     ok(xfer(transfer_bin, pool, "import-tar", str(out), "acl"))
     for rel, name in [("f", "system.posix_acl_access"), ("d", "system.posix_acl_default")]:
         assert os.getxattr(pool / "acl" / rel, name) == os.getxattr(src / rel, name), (rel, listing)
+
+
+def test_bad_inputs_and_outputs(transfer_bin, rich_image, pool, tmp_path):
+    rpool, _ = rich_image
+    # B-35: the input must be a regular file or a pipe.
+    d = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        failed(xfer(transfer_bin, pool, "import-tar", "-", "x", stdin=d), "regular file or a pipe")
+    finally:
+        os.close(d)
+    # B-36: /dev/full reports a full disk; a reader that goes away reports a broken pipe.
+    with open("/dev/full", "wb") as full:
+        r = subprocess.run([transfer_bin, "export-tar", f"--pool={rpool}", "--format=zstd", "rich", "-"],
+                           stdout=full, capture_output=False, stderr=subprocess.PIPE)
+    assert r.returncode != 0 and b"disk full" in r.stderr, r.stderr
+    rd, wr = os.pipe()
+    os.close(rd)
+    r = subprocess.run([transfer_bin, "export-tar", f"--pool={rpool}", "rich", "-"], stdout=wr, stderr=subprocess.PIPE)
+    os.close(wr)
+    assert r.returncode != 0 and b"Broken pipe" in r.stderr, r.stderr
+    # Raw images cannot be exported as tar, nor directories as raw.
+    failed(xfer(transfer_bin, rpool, "export-raw", "rich", str(tmp_path / "x.raw")), "raw")
+    assert pool_entries(pool) == []
+    # Invalid image names never reach the file system.
+    for bad in ["../x", ".#hidden", "a/b", ""]:
+        failed(xfer(transfer_bin, pool, "import-tar", "-", bad, input=b""))
+    assert pool_entries(pool) == []
