@@ -167,7 +167,7 @@ int remove_children(int fd, dev_t dev, int depth) noexcept {
 }
 }  // namespace
 
-int remove_tree_at(int dir_fd, const std::string& name) noexcept {
+int remove_tree_nofollow_at(int dir_fd, const std::string& name) noexcept {
     struct stat st;
     if (fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return errno == ENOENT ? 0 : -errno;
     if (!S_ISDIR(st.st_mode)) return unlinkat(dir_fd, name.c_str(), 0) < 0 ? -errno : 0;

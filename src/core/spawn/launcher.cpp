@@ -1175,7 +1175,7 @@ int Launcher::run() {
     struct WorkdirCleanup {
         const std::vector<std::string>& dirs;
         ~WorkdirCleanup() {
-            for (const auto& w : dirs) remove_tree_at(AT_FDCWD, w);
+            for (const auto& w : dirs) remove_tree_nofollow_at(AT_FDCWD, w);
         }
     } cleanup{p.overlay_workdirs};
 

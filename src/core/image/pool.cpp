@@ -1,0 +1,667 @@
+#include "core/image/pool.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/btrfs.h>
+#include <linux/fs.h>
+#include <linux/magic.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <random>
+#include <set>
+
+#include "core/base/error.hpp"
+#include "core/base/names.hpp"
+
+namespace mk::core {
+
+namespace {
+
+uint64_t ts_usec(const statx_timestamp& t) {
+    return static_cast<uint64_t>(t.tv_sec) * 1000000u + t.tv_nsec / 1000u;
+}
+
+void check_name(std::string_view name) {
+    if (!image_name_is_valid(name)) throw UsageError("invalid image name '" + std::string(name) + "'");
+}
+
+bool ends_with(std::string_view s, std::string_view suf) {
+    return s.size() >= suf.size() && s.substr(s.size() - suf.size()) == suf;
+}
+
+bool is_subvolume_fd(int fd) {
+    struct statfs sfs;
+    struct stat st;
+    if (fstatfs(fd, &sfs) < 0 || fstat(fd, &st) < 0) return false;
+    // On btrfs a subvolume's root directory always has inode number 256.
+    return static_cast<unsigned long>(sfs.f_type) == BTRFS_SUPER_MAGIC && st.st_ino == 256 && S_ISDIR(st.st_mode);
+}
+
+void set_immutable(int fd, bool on) {
+    int flags = 0;
+    if (ioctl(fd, FS_IOC_GETFLAGS, &flags) < 0)
+        throw_last_error("cannot read the file attributes (chattr) of the image");
+    int nf = on ? (flags | FS_IMMUTABLE_FL) : (flags & ~FS_IMMUTABLE_FL);
+    if (nf != flags && ioctl(fd, FS_IOC_SETFLAGS, &nf) < 0)
+        throw_last_error("cannot set the immutable attribute of the image");
+}
+
+bool get_immutable(int fd) {
+    int flags = 0;
+    if (ioctl(fd, FS_IOC_GETFLAGS, &flags) < 0) return false;
+    return flags & FS_IMMUTABLE_FL;
+}
+
+std::string random_suffix() {
+    static thread_local std::mt19937_64 rng(std::random_device{}());
+    static const char al[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    std::string s;
+    for (int i = 0; i < 8; i++) s += al[rng() % (sizeof al - 1)];
+    return s;
+}
+
+struct Frame {
+    UniqueFd fd;
+    DIR* d = nullptr;  // owns a dup of fd
+    dev_t dev;
+    ino_t ino;
+    std::string name;  // in the parent
+    bool removed_any = false;
+    ~Frame() {
+        if (d) closedir(d);
+    }
+    Frame() = default;
+    Frame(Frame&& o) noexcept
+        : fd(std::move(o.fd)), d(std::exchange(o.d, nullptr)), dev(o.dev), ino(o.ino), name(std::move(o.name)),
+          removed_any(o.removed_any) {}
+};
+
+DIR* open_dir_stream(int fd) {
+    int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (dfd < 0) throw_last_error("dup");
+    DIR* d = fdopendir(dfd);
+    if (!d) {
+        ::close(dfd);
+        throw_last_error("fdopendir");
+    }
+    rewinddir(d);
+    return d;
+}
+
+// Copies xattrs fd -> fd; ignores what the target file system cannot hold.
+void copy_xattrs(int from, int to) {
+    char names[65536];
+    ssize_t n = flistxattr(from, names, sizeof names);
+    std::vector<char> val;
+    for (ssize_t i = 0; i < n; i += static_cast<ssize_t>(strlen(names + i)) + 1) {
+        ssize_t s = fgetxattr(from, names + i, nullptr, 0);
+        if (s < 0) continue;
+        val.resize(static_cast<size_t>(s) + 1);
+        s = fgetxattr(from, names + i, val.data(), val.size());
+        if (s >= 0) fsetxattr(to, names + i, val.data(), static_cast<size_t>(s), 0);
+    }
+}
+
+void copy_meta(int from_fd, int to_fd, const struct stat& st) {
+    if (fchown(to_fd, st.st_uid, st.st_gid) < 0 && geteuid() == 0) throw_last_error("cannot set owner");
+    copy_xattrs(from_fd, to_fd);
+    fchmod(to_fd, st.st_mode & 07777);
+    timespec ts[2] = {st.st_atim, st.st_mtim};
+    futimens(to_fd, ts);
+}
+
+void copy_file_data(int from, int to, off_t size) {
+    // Reflink first (btrfs, xfs): instant and shares blocks.
+    if (ioctl(to, FICLONE, from) == 0) return;
+    off_t left = size;
+    while (left > 0) {
+        ssize_t r = copy_file_range(from, nullptr, to, nullptr, static_cast<size_t>(std::min<off_t>(left, 1 << 30)), 0);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP) break;
+            throw_last_error(errno == ENOSPC ? "disk full while copying" : "cannot copy file data");
+        }
+        if (r == 0) break;
+        left -= r;
+    }
+    if (left > 0) {
+        std::vector<char> buf(1 << 20);
+        off_t off = size - left;
+        while (left > 0) {
+            ssize_t r = pread(from, buf.data(), buf.size(), off);
+            if (r < 0) throw_last_error("cannot read while copying");
+            if (r == 0) break;
+            if (pwrite(to, buf.data(), static_cast<size_t>(r), off) != r) throw_last_error("cannot write while copying");
+            off += r;
+            left -= r;
+        }
+    }
+}
+
+struct CopyCtx {
+    dev_t dev;
+    std::map<std::pair<dev_t, ino_t>, std::pair<int, std::string>> links;  // unused for now
+};
+
+void copy_dir(int src, int dst, dev_t dev, std::map<std::pair<dev_t, ino_t>, std::string>& links,
+              const std::string& rel, int dst_root, size_t depth) {
+    if (depth > 4096) throw_errno(E2BIG, "tree too deep to copy");
+    DIR* d = open_dir_stream(src);
+    std::vector<std::string> names;
+    while (dirent* de = readdir(d))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) names.emplace_back(de->d_name);
+    closedir(d);
+    for (const auto& name : names) {
+        struct stat st;
+        if (fstatat(src, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) continue;
+        if (st.st_dev != dev) continue;
+        std::string path = rel.empty() ? name : rel + "/" + name;
+        if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
+            auto key = std::make_pair(st.st_dev, st.st_ino);
+            auto it = links.find(key);
+            if (it != links.end()) {
+                // The first copy lives at a path relative to the destination root; it was made by
+                // us, so resolving it below dst_root without symlinks is safe.
+                if (linkat(dst_root, it->second.c_str(), dst, name.c_str(), 0) < 0) throw_last_error("cannot link " + path);
+                continue;
+            }
+            links.emplace(key, path);
+        }
+        if (S_ISDIR(st.st_mode)) {
+            UniqueFd s(openat(src, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            if (!s) throw_last_error("cannot open " + path);
+            if (mkdirat(dst, name.c_str(), 0700) < 0) throw_last_error("cannot create " + path);
+            UniqueFd t(openat(dst, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            if (!t) throw_last_error("cannot open " + path);
+            copy_dir(s.get(), t.get(), dev, links, path, dst_root, depth + 1);
+            copy_meta(s.get(), t.get(), st);
+        } else if (S_ISREG(st.st_mode)) {
+            UniqueFd s(openat(src, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+            if (!s) throw_last_error("cannot open " + path);
+            UniqueFd t(openat(dst, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+            if (!t) throw_last_error("cannot create " + path);
+            copy_file_data(s.get(), t.get(), st.st_size);
+            copy_meta(s.get(), t.get(), st);
+        } else if (S_ISLNK(st.st_mode)) {
+            std::vector<char> target(static_cast<size_t>(st.st_size) + 2);
+            ssize_t n = readlinkat(src, name.c_str(), target.data(), target.size() - 1);
+            if (n < 0) throw_last_error("cannot read " + path);
+            target[static_cast<size_t>(n)] = 0;
+            if (symlinkat(target.data(), dst, name.c_str()) < 0) throw_last_error("cannot create " + path);
+            fchownat(dst, name.c_str(), st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW);
+            timespec ts[2] = {st.st_atim, st.st_mtim};
+            utimensat(dst, name.c_str(), ts, AT_SYMLINK_NOFOLLOW);
+        } else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) {
+            if (mknodat(dst, name.c_str(), st.st_mode, st.st_rdev) < 0) throw_last_error("cannot create " + path);
+            fchownat(dst, name.c_str(), st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW);
+            timespec ts[2] = {st.st_atim, st.st_mtim};
+            utimensat(dst, name.c_str(), ts, AT_SYMLINK_NOFOLLOW);
+        }
+    }
+}
+
+uint64_t usage_walk(int fd, dev_t dev, std::set<std::pair<dev_t, ino_t>>& seen) {
+    // Iterative enough for our use: depth is bounded by what the kernel lets a tree have and
+    // each level holds one fd; trees deeper than 4096 are counted up to there.
+    uint64_t total = 0;
+    struct W {
+        UniqueFd fd;
+    };
+    std::vector<UniqueFd> stack;
+    stack.emplace_back(fcntl(fd, F_DUPFD_CLOEXEC, 3));
+    while (!stack.empty()) {
+        UniqueFd cur = std::move(stack.back());
+        stack.pop_back();
+        DIR* d = open_dir_stream(cur.get());
+        while (dirent* de = readdir(d)) {
+            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+            struct stat st;
+            if (fstatat(cur.get(), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || st.st_dev != dev) continue;
+            if (st.st_nlink > 1 && !S_ISDIR(st.st_mode) && !seen.insert({st.st_dev, st.st_ino}).second) continue;
+            total += static_cast<uint64_t>(st.st_blocks) * 512;
+            if (S_ISDIR(st.st_mode) && stack.size() < 4096) {
+                UniqueFd c(openat(cur.get(), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+                if (c) stack.push_back(std::move(c));
+            }
+        }
+        closedir(d);
+    }
+    return total;
+}
+
+}  // namespace
+
+std::string_view to_string(ImageType t) {
+    switch (t) {
+        case ImageType::directory: return "directory";
+        case ImageType::subvolume: return "subvolume";
+        case ImageType::raw: return "raw";
+        case ImageType::block: return "block";
+    }
+    return "?";
+}
+
+std::optional<ImageType> image_type_from_string(std::string_view s) {
+    for (ImageType t : {ImageType::directory, ImageType::subvolume, ImageType::raw, ImageType::block})
+        if (to_string(t) == s) return t;
+    return std::nullopt;
+}
+
+void remove_tree_at(int dir_fd, const std::string& name) {
+    struct stat st;
+    if (fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) {
+        if (errno == ENOENT) return;
+        throw_last_error("cannot stat " + name);
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        if (S_ISREG(st.st_mode)) {
+            UniqueFd f(openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+            if (f && get_immutable(f.get())) set_immutable(f.get(), false);
+        }
+        if (unlinkat(dir_fd, name.c_str(), 0) < 0 && errno != ENOENT) throw_last_error("cannot remove " + name);
+        return;
+    }
+    struct stat parent;
+    if (fstat(dir_fd, &parent) < 0) throw_last_error("stat");
+    UniqueFd top(openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!top) throw_last_error("cannot open " + name);
+    if (get_immutable(top.get())) set_immutable(top.get(), false);
+    if (is_subvolume_fd(top.get())) {
+        // Deleting a subvolume is one ioctl on its parent (needs user_subvol_rm_allowed or root).
+        btrfs_ioctl_vol_args args{};
+        strncpy(args.name, name.c_str(), BTRFS_PATH_NAME_MAX);
+        if (ioctl(dir_fd, BTRFS_IOC_SNAP_DESTROY, &args) == 0) return;
+    }
+    const dev_t dev = st.st_dev;
+    // Explicit stack: each frame holds its directory's fd only while fewer than kOpen frames are
+    // above it; deeper frames re-open their parent through ".." and check it is the same inode.
+    constexpr size_t kOpen = 128;
+    std::vector<Frame> stack;
+    {
+        Frame f;
+        f.fd = std::move(top);
+        f.dev = st.st_dev;
+        f.ino = st.st_ino;
+        f.name = name;
+        stack.push_back(std::move(f));
+    }
+    while (!stack.empty()) {
+        Frame& cur = stack.back();
+        if (!cur.fd) throw_errno(EIO, "internal error in tree removal");
+        if (!cur.d) cur.d = open_dir_stream(cur.fd.get());
+        errno = 0;
+        dirent* de = readdir(cur.d);
+        if (de) {
+            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+            struct stat cst;
+            if (fstatat(cur.fd.get(), de->d_name, &cst, AT_SYMLINK_NOFOLLOW) < 0) {
+                if (errno == ENOENT) continue;
+                throw_last_error("cannot stat " + std::string(de->d_name));
+            }
+            if (cst.st_dev != dev)
+                throw_errno(EXDEV, "refusing to remove '" + std::string(de->d_name) + "': it is on another file system (a mount point?)");
+            if (S_ISDIR(cst.st_mode)) {
+                UniqueFd c(openat(cur.fd.get(), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+                if (!c) throw_last_error("cannot open " + std::string(de->d_name));
+                Frame f;
+                f.fd = std::move(c);
+                f.dev = cst.st_dev;
+                f.ino = cst.st_ino;
+                f.name = de->d_name;
+                stack.push_back(std::move(f));
+                if (stack.size() > kOpen) {
+                    Frame& old = stack[stack.size() - 1 - kOpen];
+                    if (old.d) closedir(old.d);
+                    old.d = nullptr;
+                    old.fd.reset();
+                }
+            } else {
+                if (unlinkat(cur.fd.get(), de->d_name, 0) < 0 && errno != ENOENT)
+                    throw_last_error("cannot remove " + std::string(de->d_name));
+                cur.removed_any = true;
+            }
+            continue;
+        }
+        if (errno) throw_last_error("cannot list a directory being removed");
+        if (cur.removed_any) {
+            // Entries can be skipped by readdir while the directory shrinks; go round again.
+            cur.removed_any = false;
+            rewinddir(cur.d);
+            continue;
+        }
+        Frame done = std::move(stack.back());
+        stack.pop_back();
+        if (stack.empty()) {
+            if (unlinkat(dir_fd, done.name.c_str(), AT_REMOVEDIR) < 0 && errno != ENOENT)
+                throw_last_error("cannot remove " + done.name);
+            break;
+        }
+        Frame& parent_frame = stack.back();
+        if (!parent_frame.fd) {
+            UniqueFd p(openat(done.fd.get(), "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            struct stat pst;
+            if (!p || fstat(p.get(), &pst) < 0) throw_last_error("cannot reopen a parent directory");
+            if (pst.st_dev != parent_frame.dev || pst.st_ino != parent_frame.ino)
+                throw_errno(ESTALE, "directory moved during removal");
+            parent_frame.fd = std::move(p);
+        }
+        if (unlinkat(parent_frame.fd.get(), done.name.c_str(), AT_REMOVEDIR) < 0 && errno != ENOENT)
+            throw_last_error("cannot remove directory " + done.name);
+        parent_frame.removed_any = true;
+    }
+    (void)parent;
+}
+
+void copy_tree(int src_fd, int dst_fd) {
+    struct stat st;
+    if (fstat(src_fd, &st) < 0) throw_last_error("stat");
+    std::map<std::pair<dev_t, ino_t>, std::string> links;
+    copy_dir(src_fd, dst_fd, st.st_dev, links, "", dst_fd, 0);
+    copy_meta(src_fd, dst_fd, st);
+}
+
+uint64_t disk_usage_at(int dir_fd, const std::string& name) {
+    struct stat st;
+    if (fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) throw_last_error("cannot stat " + name);
+    if (!S_ISDIR(st.st_mode)) return static_cast<uint64_t>(st.st_blocks) * 512;
+    UniqueFd fd(openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) throw_last_error("cannot open " + name);
+    std::set<std::pair<dev_t, ino_t>> seen;
+    return static_cast<uint64_t>(st.st_blocks) * 512 + usage_walk(fd.get(), st.st_dev, seen);
+}
+
+ImagePool::ImagePool(std::string path) : path_(std::move(path)) {
+    while (path_.size() > 1 && path_.back() == '/') path_.pop_back();
+    if (mkdir(path_.c_str(), 0700) < 0 && errno != EEXIST) throw_last_error("cannot create image pool " + path_);
+    fd_.reset(open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd_) throw_last_error("cannot open image pool " + path_);
+    struct statfs sfs;
+    btrfs_ = fstatfs(fd_.get(), &sfs) == 0 && static_cast<unsigned long>(sfs.f_type) == BTRFS_SUPER_MAGIC;
+}
+
+std::optional<ImageInfo> ImagePool::inspect(const std::string& entry, bool with_usage) const {
+    struct statx stx;
+    if (statx(fd_.get(), entry.c_str(), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_BTIME, &stx) < 0) return std::nullopt;
+    ImageInfo info;
+    info.path = path_ + "/" + entry;
+    info.mtime_usec = ts_usec(stx.stx_mtime);
+    info.crtime_usec = (stx.stx_mask & STATX_BTIME) ? ts_usec(stx.stx_btime) : 0;
+    if (S_ISDIR(stx.stx_mode)) {
+        info.name = entry;
+        UniqueFd fd(openat(fd_.get(), entry.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!fd) return std::nullopt;
+        if (btrfs_ && is_subvolume_fd(fd.get())) {
+            info.type = ImageType::subvolume;
+            uint64_t fl = 0;
+            if (ioctl(fd.get(), BTRFS_IOC_SUBVOL_GETFLAGS, &fl) == 0) info.read_only = fl & BTRFS_SUBVOL_RDONLY;
+        } else {
+            info.type = ImageType::directory;
+            info.read_only = get_immutable(fd.get());
+        }
+    } else if (S_ISREG(stx.stx_mode) && ends_with(entry, ".raw")) {
+        info.name = entry.substr(0, entry.size() - 4);
+        info.type = ImageType::raw;
+        info.read_only = (stx.stx_mode & 0222) == 0;
+        info.usage = stx.stx_blocks * 512;
+        info.usage_exclusive = info.usage;
+    } else if (S_ISBLK(stx.stx_mode)) {
+        info.name = entry;
+        info.type = ImageType::block;
+    } else {
+        return std::nullopt;
+    }
+    if (!image_name_is_valid(info.name)) return std::nullopt;
+    if (with_usage && info.type != ImageType::raw && info.type != ImageType::block) {
+        try {
+            info.usage = disk_usage_at(fd_.get(), entry);
+        } catch (const std::system_error&) {
+        }
+    }
+    return info;
+}
+
+std::vector<ImageInfo> ImagePool::list(bool with_usage) const {
+    std::vector<ImageInfo> out;
+    DIR* d = open_dir_stream(fd_.get());
+    std::vector<std::string> names;
+    while (dirent* de = readdir(d))
+        if (de->d_name[0] != '.') names.emplace_back(de->d_name);
+    closedir(d);
+    std::sort(names.begin(), names.end());
+    for (const auto& n : names)
+        if (auto i = inspect(n, with_usage)) out.push_back(std::move(*i));
+    return out;
+}
+
+std::string ImagePool::resolve_entry(std::string_view name) const {
+    check_name(name);
+    std::string n(name);
+    struct stat st;
+    if (fstatat(fd_.get(), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && (S_ISDIR(st.st_mode) || S_ISBLK(st.st_mode)))
+        return n;
+    if (fstatat(fd_.get(), (n + ".raw").c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)) return n + ".raw";
+    throw_errno(ENOENT, "no image '" + n + "' in " + path_);
+}
+
+std::optional<ImageInfo> ImagePool::find(std::string_view name, bool with_usage) const {
+    if (!image_name_is_valid(name)) return std::nullopt;
+    try {
+        return inspect(resolve_entry(name), with_usage);
+    } catch (const std::system_error&) {
+        return std::nullopt;
+    }
+}
+
+void ImagePool::check_free(std::string_view name) const {
+    check_name(name);
+    std::string n(name);
+    struct stat st;
+    if (fstatat(fd_.get(), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 ||
+        fstatat(fd_.get(), (n + ".raw").c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0)
+        throw_errno(EEXIST, "image '" + n + "' already exists");
+}
+
+void ImagePool::rename(std::string_view from, std::string_view to) {
+    std::string src = resolve_entry(from);
+    if (auto i = inspect(src, false); i && i->read_only) throw_errno(EROFS, "image '" + std::string(from) + "' is read-only");
+    check_free(to);
+    std::string dst = std::string(to) + (ends_with(src, ".raw") ? ".raw" : "");
+    if (renameat2(fd_.get(), src.c_str(), fd_.get(), dst.c_str(), RENAME_NOREPLACE) < 0)
+        throw_last_error("cannot rename image '" + std::string(from) + "'");
+}
+
+void ImagePool::remove(std::string_view name) {
+    std::string e = resolve_entry(name);
+    remove_tree_at(fd_.get(), e);
+}
+
+void ImagePool::set_read_only(std::string_view name, bool ro) {
+    std::string e = resolve_entry(name);
+    auto info = inspect(e, false);
+    if (!info) throw_errno(ENOENT, "no image '" + std::string(name) + "'");
+    switch (info->type) {
+        case ImageType::raw: {
+            struct stat st;
+            if (fstatat(fd_.get(), e.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) throw_last_error("stat");
+            mode_t m = ro ? (st.st_mode & ~mode_t{0222}) : (st.st_mode | 0200);
+            if (fchmodat(fd_.get(), e.c_str(), m & 07777, 0) < 0) throw_last_error("cannot change the mode of the image");
+            break;
+        }
+        case ImageType::subvolume: {
+            UniqueFd fd(openat(fd_.get(), e.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            uint64_t fl = 0;
+            if (!fd || ioctl(fd.get(), BTRFS_IOC_SUBVOL_GETFLAGS, &fl) < 0) throw_last_error("cannot read subvolume flags");
+            fl = ro ? (fl | BTRFS_SUBVOL_RDONLY) : (fl & ~uint64_t{BTRFS_SUBVOL_RDONLY});
+            if (ioctl(fd.get(), BTRFS_IOC_SUBVOL_SETFLAGS, &fl) < 0) throw_last_error("cannot set subvolume flags");
+            break;
+        }
+        case ImageType::directory: {
+            UniqueFd fd(openat(fd_.get(), e.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            if (!fd) throw_last_error("cannot open image");
+            set_immutable(fd.get(), ro);
+            break;
+        }
+        case ImageType::block: throw_errno(ENOTSUP, "read-only switching of block device images is not supported");
+    }
+}
+
+void ImagePool::set_limit(std::string_view name, uint64_t) {
+    resolve_entry(name);
+    if (!btrfs_) throw_errno(ENOTSUP, "Quota is only supported on btrfs.");
+    throw_errno(ENOTSUP, "btrfs quota groups are not implemented yet");
+}
+
+void ImagePool::set_pool_limit(uint64_t) {
+    if (!btrfs_) throw_errno(ENOTSUP, "Quota is only supported on btrfs.");
+    throw_errno(ENOTSUP, "btrfs quota groups are not implemented yet");
+}
+
+std::pair<uint64_t, uint64_t> ImagePool::pool_usage() const {
+    struct statvfs sv;
+    if (fstatvfs(fd_.get(), &sv) < 0) throw_last_error("statvfs");
+    uint64_t size = uint64_t{sv.f_blocks} * sv.f_frsize;
+    return {size - uint64_t{sv.f_bfree} * sv.f_frsize, size};
+}
+
+ImagePool::Temp ImagePool::make_temp(std::string_view prefix, bool dir, std::string_view suffix) {
+    for (int attempt = 0; attempt < 100; attempt++) {
+        std::string name = ".#" + std::string(prefix) + random_suffix() + std::string(suffix);
+        Temp t(*this, name, dir);
+        if (dir) {
+            int r;
+            if (btrfs_) {
+                btrfs_ioctl_vol_args args{};
+                strncpy(args.name, name.c_str(), BTRFS_PATH_NAME_MAX);
+                r = ioctl(fd_.get(), BTRFS_IOC_SUBVOL_CREATE, &args);
+                if (r < 0 && errno != EEXIST) r = mkdirat(fd_.get(), name.c_str(), 0700);  // not allowed: plain dir
+            } else {
+                r = mkdirat(fd_.get(), name.c_str(), 0700);
+            }
+            if (r < 0) {
+                if (errno == EEXIST) {
+                    t.pool_ = nullptr;
+                    continue;
+                }
+                t.pool_ = nullptr;
+                throw_last_error("cannot create a temporary directory in " + path_);
+            }
+            t.fd_.reset(openat(fd_.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        } else {
+            t.fd_.reset(openat(fd_.get(), name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+            if (!t.fd_ && errno == EEXIST) {
+                t.pool_ = nullptr;
+                continue;
+            }
+        }
+        if (!t.fd_) {
+            int e = errno;
+            throw_errno(e, "cannot create a temporary entry in " + path_);
+        }
+        return t;
+    }
+    throw_errno(EEXIST, "cannot find a free temporary name in " + path_);
+}
+
+ImagePool::Temp::~Temp() {
+    if (!pool_) return;
+    fd_.reset();
+    try {
+        remove_tree_at(pool_->fd(), name_);
+    } catch (...) {
+        // Destructors must not throw; a leftover ".#" entry is hidden and cleaned by the next run.
+    }
+}
+
+void ImagePool::Temp::install(const std::string& final_name, bool force, bool read_only) {
+    if (!pool_) throw_errno(EINVAL, "temporary image already installed");
+    std::string base = ends_with(final_name, ".raw") ? final_name.substr(0, final_name.size() - 4) : final_name;
+    check_name(base);
+    int pfd = pool_->fd();
+    // The other kind (dir vs .raw) of the same name also blocks, as machined's names are shared.
+    std::string other = dir_ ? base + ".raw" : base;
+    struct stat st;
+    bool other_exists = fstatat(pfd, other.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+    if (other_exists && !force) throw_errno(EEXIST, "image '" + base + "' already exists");
+    if (renameat2(pfd, name_.c_str(), pfd, final_name.c_str(), RENAME_NOREPLACE) == 0) {
+        pool_ = nullptr;
+        if (other_exists) remove_tree_at(pfd, other);
+        // After the rename: an immutable directory could not be renamed any more.
+        if (read_only) make_read_only();
+        fd_.reset();
+        return;
+    }
+    if (errno != EEXIST) throw_last_error("cannot move the image into place");
+    if (!force) throw_errno(EEXIST, "image '" + base + "' already exists (use --force to replace it)");
+    // Swap atomically, then remove the old image, which now has our temporary name. An immutable
+    // (read-only) old directory cannot be renamed, so lift that first.
+    {
+        UniqueFd old(openat(pfd, final_name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+        if (old && get_immutable(old.get())) set_immutable(old.get(), false);
+    }
+    if (renameat2(pfd, name_.c_str(), pfd, final_name.c_str(), RENAME_EXCHANGE) < 0)
+        throw_last_error("cannot replace the existing image");
+    if (other_exists) remove_tree_at(pfd, other);
+    if (read_only) make_read_only();
+    fd_.reset();
+    // The destructor removes name_ (now the old image).
+}
+
+void ImagePool::Temp::make_read_only() {
+    if (dir_) {
+        if (is_subvolume_fd(fd_.get())) {
+            uint64_t fl = BTRFS_SUBVOL_RDONLY;
+            if (ioctl(fd_.get(), BTRFS_IOC_SUBVOL_SETFLAGS, &fl) < 0) throw_last_error("cannot make the image read-only");
+        } else {
+            set_immutable(fd_.get(), true);
+        }
+    } else if (fchmod(fd_.get(), 0444) < 0) {
+        throw_last_error("cannot make the image read-only");
+    }
+}
+
+void ImagePool::clone(std::string_view from, std::string_view to, bool read_only) {
+    std::string src = resolve_entry(from);
+    check_free(to);
+    bool raw = ends_with(src, ".raw");
+    if (raw) {
+        UniqueFd s(openat(fd_.get(), src.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+        if (!s) throw_last_error("cannot open image");
+        struct stat st;
+        if (fstat(s.get(), &st) < 0) throw_last_error("stat");
+        Temp t = make_temp("clone-", false, ".raw");
+        copy_file_data(s.get(), t.fd(), st.st_size);
+        if (ftruncate(t.fd(), st.st_size) < 0) throw_last_error("cannot size the clone");
+        t.install(std::string(to) + ".raw", false, read_only);
+        return;
+    }
+    UniqueFd s(openat(fd_.get(), src.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!s) throw_last_error("cannot open image");
+    if (btrfs_ && is_subvolume_fd(s.get())) {
+        std::string tmp = ".#clone-" + random_suffix();
+        btrfs_ioctl_vol_args_v2 args{};
+        args.fd = s.get();
+        strncpy(args.name, tmp.c_str(), BTRFS_SUBVOL_NAME_MAX);
+        if (ioctl(fd_.get(), BTRFS_IOC_SNAP_CREATE_V2, &args) == 0) {
+            Temp t(*this, tmp, true);
+            t.fd_.reset(openat(fd_.get(), tmp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            t.install(std::string(to), false, read_only);
+            return;
+        }
+    }
+    Temp t = make_temp("clone-", true);
+    copy_tree(s.get(), t.fd());
+    // A read-only source's immutable flag is not copied (copy_meta leaves flags alone).
+    t.install(std::string(to), false, read_only);
+}
+
+}  // namespace mk::core

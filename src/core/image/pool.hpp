@@ -1,0 +1,130 @@
+// The image pool: a directory of machine images (/var/lib/machines by default; the path is a
+// parameter so tests use a temp dir). Directories, btrfs subvolumes (when the pool is on btrfs)
+// and NAME.raw files. Everything here works on the pool's directory fd and never follows a
+// symlink inside an image; removal never crosses into another file system (T-09) and is iterative
+// (CVE-2021-3997: a 100 000-deep tree must not overflow the stack).
+//
+// Read-only follows machined 252's image_read_only(): subvolume -> BTRFS_SUBVOL_RDONLY, plain
+// directory -> FS_IMMUTABLE_FL (chattr +i) on its top directory, raw file -> write bits cleared.
+//
+// Thread-compatible: an ImagePool is one open fd plus its path; concurrent changes to the same
+// image from two threads are the caller's business (machd serialises them per image).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/base/unique_fd.hpp"
+
+namespace mk::core {
+
+enum class ImageType { directory, subvolume, raw, block };
+
+// "directory", "subvolume", "raw", "block": the strings machined's Image.Type property uses.
+std::string_view to_string(ImageType t);
+std::optional<ImageType> image_type_from_string(std::string_view s);
+
+inline constexpr uint64_t kUnknownSize = UINT64_MAX;
+
+// What machined's org.freedesktop.machine1.Image object exposes.
+struct ImageInfo {
+    std::string name;              // without ".raw"
+    std::string path;              // absolute
+    ImageType type = ImageType::directory;
+    bool read_only = false;
+    uint64_t crtime_usec = 0;      // CreationTimestamp (0 when the file system has no birth time)
+    uint64_t mtime_usec = 0;       // ModificationTimestamp
+    uint64_t usage = kUnknownSize;            // Usage: bytes allocated (du), raw: blocks of the file
+    uint64_t usage_exclusive = kUnknownSize;  // UsageExclusive (btrfs qgroups only)
+    uint64_t limit = kUnknownSize;            // Limit (btrfs qgroups only)
+    uint64_t limit_exclusive = kUnknownSize;  // LimitExclusive
+};
+
+class ImagePool {
+public:
+    // Opens (creating it 0700 if missing, as tmpfiles' "Q /var/lib/machines 0700") the pool.
+    explicit ImagePool(std::string path = "/var/lib/machines");
+
+    const std::string& path() const { return path_; }
+    int fd() const { return fd_.get(); }
+    bool is_btrfs() const { return btrfs_; }
+
+    // Every visible image (names starting with '.' are hidden, as machined). Sorted by name.
+    // `with_usage` walks directory trees to sum their blocks (slow for big trees).
+    std::vector<ImageInfo> list(bool with_usage = false) const;
+    std::optional<ImageInfo> find(std::string_view name, bool with_usage = false) const;
+
+    // Snapshot (btrfs subvolume), reflink-or-copy (raw) or fd-relative copy (directory, never
+    // following symlinks, keeping owners, modes, times, xattrs and hard links). The copy is made
+    // under a temporary name and renamed into place.
+    void clone(std::string_view from, std::string_view to, bool read_only = false);
+    // EEXIST if `to` exists.
+    void rename(std::string_view from, std::string_view to);
+    void remove(std::string_view name);
+    void set_read_only(std::string_view name, bool ro);
+    // Throws ENOTSUP "Quota is only supported on btrfs." unless the pool is btrfs.
+    void set_limit(std::string_view name, uint64_t bytes);
+    void set_pool_limit(uint64_t bytes);
+
+    // Disk usage of the pool's file system: (used, size) of the statvfs; limit unsupported off btrfs.
+    std::pair<uint64_t, uint64_t> pool_usage() const;
+
+    // A hidden temporary entry (".#<prefix>XXXXXX") inside the pool, removed by the destructor
+    // unless install()ed. Directory (a subvolume on btrfs) or regular file.
+    class Temp {
+    public:
+        Temp(ImagePool& pool, std::string name, bool dir) : pool_(&pool), name_(std::move(name)), dir_(dir) {}
+        Temp(Temp&& o) noexcept : pool_(o.pool_), name_(std::move(o.name_)), dir_(o.dir_), fd_(std::move(o.fd_)) {
+            o.pool_ = nullptr;
+        }
+        Temp(const Temp&) = delete;
+        Temp& operator=(const Temp&) = delete;
+        Temp& operator=(Temp&&) = delete;
+        ~Temp();
+        const std::string& name() const { return name_; }
+        int fd() const { return fd_.get(); }  // directory fd (dir) or O_RDWR fd (file)
+        // Renames into place as `final_name` (NAME or NAME.raw). With `force` an existing image of
+        // that name is replaced (atomically exchanged, then the old one removed); otherwise EEXIST.
+        void install(const std::string& final_name, bool force, bool read_only);
+
+    private:
+        friend class ImagePool;
+        void make_read_only();
+        ImagePool* pool_;
+        std::string name_;
+        bool dir_;
+        UniqueFd fd_;
+    };
+    Temp make_temp(std::string_view prefix, bool dir, std::string_view suffix = "");
+
+    // Throws EEXIST naming the image if an image `name` (dir/subvolume or name.raw) exists.
+    void check_free(std::string_view name) const;
+
+private:
+    std::optional<ImageInfo> inspect(const std::string& entry, bool with_usage) const;
+    std::string resolve_entry(std::string_view name) const;  // "name" or "name.raw", ENOENT if none
+
+    std::string path_;
+    UniqueFd fd_;
+    bool btrfs_ = false;
+};
+
+// Removes dir_fd/name and everything below it: iterative, fd-relative, never following symlinks,
+// refusing (EXDEV) to descend into another file system. Clears FS_IMMUTABLE_FL on the top entry.
+// ENOENT is not an error.
+void remove_tree_at(int dir_fd, const std::string& name);
+
+// Copies the directory tree at src_fd into the (empty) directory dst_fd: owners, modes, times,
+// xattrs, symlinks, hard links, device nodes; never follows symlinks or crosses file systems.
+void copy_tree(int src_fd, int dst_fd);
+
+// Bytes allocated under dir_fd/name (hard-linked inodes counted once); raw files: their blocks.
+uint64_t disk_usage_at(int dir_fd, const std::string& name);
+
+}  // namespace mk::core
