@@ -28,6 +28,8 @@ enum {
     OPT_UUID, OPT_CONSOLE, OPT_KILL_SIGNAL, OPT_CAPABILITY, OPT_DROP_CAPABILITY, OPT_NO_NEW_PRIVILEGES,
     OPT_SYSCALL_FILTER, OPT_RESOLV_CONF, OPT_TIMEZONE, OPT_REGISTER, OPT_VERSION, OPT_KEEP_UNIT, OPT_SLICE,
     OPT_PROPERTY, OPT_INACCESSIBLE, OPT_NOTIFY_READY, OPT_VOLATILE, OPT_SETTINGS,
+    OPT_NETWORK_INTERFACE, OPT_NETWORK_MACVLAN, OPT_NETWORK_IPVLAN, OPT_NETWORK_VETH_EXTRA, OPT_NETWORK_BRIDGE,
+    OPT_NETWORK_ZONE, OPT_NETWORK_NAMESPACE_PATH,
 };
 
 const option kLongOptions[] = {
@@ -49,6 +51,15 @@ const option kLongOptions[] = {
     {"inaccessible", required_argument, nullptr, OPT_INACCESSIBLE},
     {"read-only", no_argument, nullptr, OPT_READ_ONLY},
     {"private-network", no_argument, nullptr, OPT_PRIVATE_NETWORK},
+    {"network-veth", no_argument, nullptr, 'n'},
+    {"network-veth-extra", required_argument, nullptr, OPT_NETWORK_VETH_EXTRA},
+    {"network-bridge", required_argument, nullptr, OPT_NETWORK_BRIDGE},
+    {"network-zone", required_argument, nullptr, OPT_NETWORK_ZONE},
+    {"network-interface", required_argument, nullptr, OPT_NETWORK_INTERFACE},
+    {"network-macvlan", required_argument, nullptr, OPT_NETWORK_MACVLAN},
+    {"network-ipvlan", required_argument, nullptr, OPT_NETWORK_IPVLAN},
+    {"network-namespace-path", required_argument, nullptr, OPT_NETWORK_NAMESPACE_PATH},
+    {"port", required_argument, nullptr, 'p'},
     {"console", required_argument, nullptr, OPT_CONSOLE},
     {"pipe", no_argument, nullptr, 'P'},
     {"kill-signal", required_argument, nullptr, OPT_KILL_SIGNAL},
@@ -102,7 +113,9 @@ std::optional<core::SettingGroup> group_of(int c) {
     case OPT_READ_ONLY: return G::ReadOnly;
     case OPT_VOLATILE: return G::Volatile;
     case OPT_BIND: case OPT_BIND_RO: case OPT_TMPFS: case OPT_INACCESSIBLE: return G::CustomMounts;
-    case OPT_PRIVATE_NETWORK: return G::Network;
+    case 'p': return G::ExposePorts;
+    case OPT_PRIVATE_NETWORK: case 'n': case OPT_NETWORK_VETH_EXTRA: case OPT_NETWORK_BRIDGE: case OPT_NETWORK_ZONE:
+    case OPT_NETWORK_INTERFACE: case OPT_NETWORK_MACVLAN: case OPT_NETWORK_IPVLAN: return G::Network;
     default: return std::nullopt;
     }
 }
@@ -145,6 +158,14 @@ Run a command or boot an OS tree in a light-weight container.
      --slice=SLICE          Slice for the machine's scope
      --property=NAME=VALUE  Property for the machine's scope
      --private-network      Disconnect from the host's network (loopback only)
+  -n --network-veth         Add a virtual Ethernet link: ve-NAME on the host, host0 inside
+     --network-veth-extra=HOSTIF[:CIF]  Add another veth pair
+     --network-bridge=BR    Add a veth (vb-NAME) to the host bridge BR
+     --network-zone=ZONE    Add a veth (vb-NAME) to bridge vz-ZONE, created on demand
+     --network-interface=IF[:CIF]  Move a host interface in (and back at exit)
+     --network-macvlan=IF[:CIF]    Add a macvlan on IF (mv-IF inside)
+     --network-ipvlan=IF[:CIF]     Add an ipvlan on IF (iv-IF inside)
+  -p --port=[tcp|udp:]HOST[:CONT]  Forward a host port to the container
      --capability=CAP       Keep CAP in addition to the default set (or "all")
      --drop-capability=CAP  Drop CAP from the default set
      --no-new-privileges=BOOL  Set PR_SET_NO_NEW_PRIVS for the payload
@@ -174,7 +195,7 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
     optind = 0;  // full re-initialisation, so parse_options can be called more than once
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv.data(), "+hqD:M:u:E:abPx", kLongOptions, nullptr)) >= 0) {
+    while ((c = getopt_long(argc, argv.data(), "+hqD:M:u:E:abPxnp:", kLongOptions, nullptr)) >= 0) {
         std::string_view v = optarg ? optarg : "";
         std::string opt = optind > 0 && optind <= argc ? copy[static_cast<size_t>(optind - 1)] : "";
         switch (c) {
@@ -231,6 +252,36 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
         case OPT_INACCESSIBLE: s.inaccessible.push_back(value("--inaccessible=", v, core::parse_absolute_path)); break;
         case OPT_READ_ONLY: s.read_only = true; break;
         case OPT_PRIVATE_NETWORK: s.private_network = true; break;
+        // Every option that adds links implies a private network namespace (as nspawn's).
+        case 'n': s.network_veth = s.private_network = true; break;
+        case OPT_NETWORK_VETH_EXTRA:
+            s.network_veth_extra.push_back(value("--network-veth-extra=", v, core::parse_interface_pair));
+            s.private_network = true;
+            break;
+        case OPT_NETWORK_BRIDGE:
+            if (!core::ifname_is_valid(v)) throw UsageError("invalid --network-bridge= value " + core::quote_value(v));
+            s.network_bridge = std::string(v);
+            s.network_veth = s.private_network = true;
+            break;
+        case OPT_NETWORK_ZONE:
+            s.network_zone = value("--network-zone=", v, core::parse_network_zone);
+            s.network_veth = s.private_network = true;
+            break;
+        case OPT_NETWORK_INTERFACE:
+            s.network_interfaces.push_back(value("--network-interface=", v, core::parse_interface_pair));
+            s.private_network = true;
+            break;
+        case OPT_NETWORK_MACVLAN:
+            s.network_macvlan.push_back(value("--network-macvlan=", v, core::parse_interface_pair));
+            s.private_network = true;
+            break;
+        case OPT_NETWORK_IPVLAN:
+            s.network_ipvlan.push_back(value("--network-ipvlan=", v, core::parse_interface_pair));
+            s.private_network = true;
+            break;
+        case OPT_NETWORK_NAMESPACE_PATH:
+            throw UsageError("--network-namespace-path= is not supported by spawn yet");
+        case 'p': s.ports.push_back(value("--port=", v, core::parse_port)); break;
         case OPT_CONSOLE:
             s.console = value("--console=", v, core::parse_console_mode);
             r.console_set = true;

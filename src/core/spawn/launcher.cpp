@@ -39,6 +39,7 @@
 #include "core/kernel/seccomp.hpp"
 #include "core/spawn/container_cgroup.hpp"
 #include "core/spawn/mount_plan.hpp"
+#include "core/spawn/network.hpp"
 
 namespace mk::core {
 namespace {
@@ -210,6 +211,7 @@ struct Prepared {
     std::vector<BpfProgram> seccomp;
     bool use_pty = false;
     bool wait_for_go = false;
+    bool wait_for_network = false;            // the parent sets up links for us (ContainerNetwork)
     bool boot = false;                        // the guest's init: cgroups of its own, notify socket
     std::optional<CgroupLayout> cgroups;      // set when the guest gets its own cgroup namespace
     Uuid uuid{};
@@ -256,7 +258,9 @@ void setup_resolv_conf(int root_fd, const SpawnSpec& spec) {
     using M = ResolvConfMode;
     M m = spec.resolv_conf;
     const bool read_only = root_is_read_only(spec);
-    if (m == M::Auto) m = spec.private_network ? M::Off : (read_only ? M::BindHost : M::CopyHost);
+    // A private network without a way out gets none; with spawn's veth/zone and NAT the host's works.
+    const bool routed = spec.network_veth || !spec.network_zone.empty() || !spec.network_bridge.empty();
+    if (m == M::Auto) m = spec.private_network && !routed ? M::Off : (read_only ? M::BindHost : M::CopyHost);
     if (m == M::Off) return;
     enum { Copy, Replace, Bind, Delete } action;
     const char* source = "/etc/resolv.conf";
@@ -509,6 +513,11 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path) {
         if (sethostname(p.hostname.data(), p.hostname.size()) < 0) throw_last_error("sethostname");
         // A fresh session keyring: the kernel keyring is not namespaced.
         if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, 0, 0, 0, 0) < 0) throw_last_error("cannot join a new session keyring");
+        if (p.wait_for_network) {
+            // The parent configures our links meanwhile; it says when they are there.
+            char ready;
+            if (recv(chan, &ready, 1, 0) != 1) _exit(1);
+        }
         if (spec.private_network) bring_up_loopback();
 
         if (p.wait_for_go) {
@@ -615,9 +624,6 @@ void check_supported(const SpawnSpec& s) {
     if (!s.pivot_root_new.empty()) refuse("--pivot-root=");
     if (s.suppress_sync) refuse("--suppress-sync=");
     if (!s.bind_users.empty()) refuse("--bind-user=");
-    if (s.network_veth || !s.network_interfaces.empty() || !s.network_macvlan.empty() || !s.network_ipvlan.empty() ||
-        !s.network_veth_extra.empty() || !s.network_bridge.empty() || !s.network_zone.empty() || !s.ports.empty())
-        refuse("Networking beyond --private-network (veth, bridges, zones, interfaces, ports)");
     if (s.userns_mode != UserNamespaceMode::No) refuse("--private-users=");
     if (s.capabilities_ambient) refuse("--ambient-capability=");
     if (s.link_journal != LinkJournalMode::Auto && s.link_journal != LinkJournalMode::No) refuse("--link-journal=");
@@ -743,6 +749,7 @@ Prepared prepare(const SpawnSpec& spec, bool wait_for_go) {
         p.env.push_back(e);
     }
     p.wait_for_go = wait_for_go;
+    p.wait_for_network = ContainerNetwork::needed(spec);
     return p;
 }
 
@@ -859,6 +866,21 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks) {
         }
         char placed = 1;
         (void)!send(chan.get(), &placed, 1, MSG_NOSIGNAL);
+    }
+
+    ContainerNetwork network;  // torn down when run_once returns, after the child is reaped
+    if (p.wait_for_network) {
+        try {
+            network.setup(spec, static_cast<pid_t>(pid));
+        } catch (...) {
+            kill_child(SIGKILL);
+            siginfo_t si{};
+            waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &si, WEXITED);
+            sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+            throw;
+        }
+        char ready = 1;
+        (void)!send(chan.get(), &ready, 1, MSG_NOSIGNAL);
     }
 
     UniqueFd master, notify, peer_hold;
@@ -1028,6 +1050,7 @@ std::string find_init(int root_fd) {
 Launcher::Launcher(SpawnSpec spec, LaunchHooks hooks) : spec_(std::move(spec)), hooks_(std::move(hooks)) {
     // A systemd init takes SIGTERM as "re-execute", not "stop": ask it to power off instead.
     if (spec_.start_mode == StartMode::Boot && spec_.kill_signal == 0) spec_.kill_signal = SIGRTMIN + 3;
+    if (ContainerNetwork::needed(spec_)) spec_.private_network = true;  // as nspawn: links need a netns
 }
 
 int Launcher::run() {

@@ -1,0 +1,360 @@
+#include "core/spawn/network.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <spawn.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
+#include <cstring>
+
+#include "core/base/error.hpp"
+
+extern char** environ;
+
+namespace mk::core {
+namespace {
+
+#ifndef MK_LIBEXECDIR
+#define MK_LIBEXECDIR "/usr/local/libexec"
+#endif
+
+constexpr const char* kRunDir = "/run/machkit";
+constexpr const char* kLockPath = "/run/machkit/network.lock";
+
+// Serialises zone bridge creation/removal between spawns: a memberless vz-* bridge seen under the
+// lock is stale (its last member's spawn died), not one another spawn is about to use.
+UniqueFd take_network_lock() {
+    if (mkdir(kRunDir, 0755) < 0 && errno != EEXIST) throw_last_error(std::string("cannot create ") + kRunDir);
+    UniqueFd fd(open(kLockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd) throw_last_error(std::string("cannot open ") + kLockPath);
+    while (flock(fd.get(), LOCK_EX) < 0)
+        if (errno != EINTR) throw_last_error("flock");
+    return fd;
+}
+
+std::pair<std::string, std::string> split_pair(const std::string& s) {
+    size_t colon = s.find(':');
+    if (colon == std::string::npos) return {s, s};
+    return {s.substr(0, colon), s.substr(colon + 1)};
+}
+
+// Is some other network manager configuring ve-*/vz-* links here? systemd-networkd ships
+// 80-container-ve.network and 80-container-vz.network for exactly that.
+bool host_side_managed() {
+    const char* e = getenv("MACHKIT_NETWORK_AUTO");
+    if (e && (!strcmp(e, "no") || !strcmp(e, "0") || !strcmp(e, "false"))) return true;
+    // Only a running networkd counts (its directories outlive it): is anyone behind its socket?
+    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) return false;
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strncpy(sa.sun_path, "/run/systemd/netif/io.systemd.Network", sizeof sa.sun_path - 1);
+    return connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+}
+
+std::vector<Subnet4> taken_subnets(Netlink& nl) {
+    std::vector<Subnet4> out;
+    for (const auto& a : nl.list_addresses()) {
+        if (a.family != AF_INET) continue;
+        in_addr ia{};
+        if (inet_pton(AF_INET, a.address.c_str(), &ia) != 1) continue;
+        uint32_t host = ntohl(ia.s_addr);
+        uint8_t p = a.prefixlen > 32 ? 32 : a.prefixlen;
+        uint32_t mask = p == 0 ? 0 : ~uint32_t{0} << (32 - p);
+        out.push_back({host & mask, p});
+    }
+    return out;
+}
+
+void write_sysctl(const char* path, const char* value) {
+    UniqueFd fd(open(path, O_WRONLY | O_CLOEXEC));
+    if (!fd || write(fd.get(), value, strlen(value)) < 0) throw_last_error(std::string("cannot write ") + path);
+}
+
+std::string nft_helper_path() {
+    if (const char* e = getenv("MACHKIT_NFT_HELPER"); e && *e) return e;
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = 0;
+        std::string dir(self);
+        dir.resize(dir.rfind('/'));
+        // Installed next to spawn, or the build tree (build/src/spawn/spawn, build/src/nft/machkit-nft).
+        for (std::string c : {dir + "/machkit-nft", dir + "/../nft/machkit-nft"})
+            if (access(c.c_str(), X_OK) == 0) return c;
+    }
+    return std::string(MK_LIBEXECDIR) + "/machkit-nft";
+}
+
+}  // namespace
+
+AddressPool address_pool_from_env() {
+    AddressPool p;
+    if (const char* e = getenv("MACHKIT_NETWORK_POOL"); e && *e) p.pool = parse_subnet4(e);
+    if (p.veth_prefixlen < p.pool.prefixlen) p.veth_prefixlen = p.pool.prefixlen;
+    if (p.zone_prefixlen < p.pool.prefixlen) p.zone_prefixlen = p.pool.prefixlen;
+    return p;
+}
+
+bool ContainerNetwork::needed(const SpawnSpec& s) {
+    return s.network_veth || !s.network_interfaces.empty() || !s.network_macvlan.empty() ||
+           !s.network_ipvlan.empty() || !s.network_veth_extra.empty() || !s.network_bridge.empty() ||
+           !s.network_zone.empty() || !s.ports.empty();
+}
+
+Netlink& ContainerNetwork::guest(int netns_fd) {
+    if (!guest_) guest_.emplace(Netlink::in_namespace(netns_fd));
+    return *guest_;
+}
+
+void ContainerNetwork::run_nft(const std::string& mode, const std::string& script) const {
+    // libnftables is only a shared library on Debian and spawn is static: a small dynamically linked
+    // helper runs the script (and the table's garbage collection) under its own lock.
+    std::string path = nft_helper_path();
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0) throw_last_error("pipe");
+    UniqueFd rd(pfd[0]), wr(pfd[1]);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, rd.get(), STDIN_FILENO);
+    std::string mname = machine_;
+    const char* argv[] = {path.c_str(), mode.c_str(), mname.c_str(), nullptr};
+    pid_t pid;
+    int r = posix_spawn(&pid, path.c_str(), &fa, nullptr, const_cast<char* const*>(argv), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (r != 0) throw_errno(r, "cannot run " + path);
+    rd.reset();
+    size_t off = 0;
+    while (off < script.size()) {
+        ssize_t w = write(wr.get(), script.data() + off, script.size() - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) break;
+        off += static_cast<size_t>(w);
+    }
+    wr.reset();
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR) throw_last_error("waitpid");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) throw_errno(EIO, "nftables: " + path + " " + mode + " failed");
+}
+
+void ContainerNetwork::setup_veth(const SpawnSpec& spec, Netlink& host, int ns, bool managed) {
+    const bool bridged = !spec.network_bridge.empty() || !spec.network_zone.empty();
+    veth_host_ = veth_host_name(spec.machine_name, bridged);
+    host.create_veth(veth_host_, "host0", ns);
+    int hidx = host.link_index(veth_host_);
+    if (!hidx) throw_errno(ENODEV, "veth " + veth_host_ + " vanished");
+    AddressPool pool = address_pool_from_env();
+    std::string c4, c6, gw4, gw6, sub4, sub6;
+    uint8_t plen = pool.veth_prefixlen;
+
+    if (!spec.network_bridge.empty()) {
+        int br = host.link_index(spec.network_bridge);
+        if (!br) throw_errno(ENODEV, "--network-bridge: there is no bridge " + spec.network_bridge);
+        host.set_master(hidx, br);
+        managed = false;  // the bridge's owner hands out addresses (DHCP or static inside the guest)
+    } else if (!spec.network_zone.empty()) {
+        UniqueFd lock = take_network_lock();
+        std::string br = zone_bridge_name(spec.network_zone);
+        std::vector<LinkInfo> links = host.list_links();
+        // Stale zone bridges (their spawns were killed): no members left.
+        for (const auto& l : links) {
+            if (l.kind != "bridge" || !l.name.starts_with("vz-") || l.name == br) continue;
+            bool members = false;
+            for (const auto& m : links) members = members || m.master == l.index;
+            if (!members) {
+                try {
+                    host.delete_link(l.index);
+                } catch (const std::exception&) {
+                }
+            }
+        }
+        int bidx = host.link_index(br);
+        plen = pool.zone_prefixlen;
+        Allocation al;
+        if (managed) al = allocate_subnet(pool, "zone:" + spec.network_zone, plen, bidx ? std::vector<Subnet4>{} : taken_subnets(host));
+        if (!bidx) {
+            host.create_bridge(br);
+            bidx = host.link_index(br);
+            if (managed) {
+                host.add_address(bidx, AF_INET, ip4_to_string(al.subnet.host(1)), plen);
+                host.add_address(bidx, AF_INET6, ula_address(pool, al.index, 1), 64);
+            }
+            host.set_up(bidx);
+        } else if (managed) {
+            // The bridge exists: use the subnet it has (the pool may have been probed past the hash).
+            for (const auto& a : host.list_addresses())
+                if (a.ifindex == bidx && a.family == AF_INET) {
+                    in_addr ia{};
+                    inet_pton(AF_INET, a.address.c_str(), &ia);
+                    uint32_t h = ntohl(ia.s_addr);
+                    al.subnet = {h & (a.prefixlen ? ~uint32_t{0} << (32 - a.prefixlen) : 0), a.prefixlen};
+                    plen = a.prefixlen;
+                    al.index = (al.subnet.network - pool.pool.network) >> (32 - plen);
+                }
+        }
+        zone_bridge_ = br;
+        host.set_master(hidx, bidx);
+        if (managed) {
+            unsigned me = zone_member_host(spec.machine_name, plen);
+            gw4 = ip4_to_string(al.subnet.host(1));
+            c4 = ip4_to_string(al.subnet.host(me));
+            gw6 = ula_address(pool, al.index, 1);
+            c6 = ula_address(pool, al.index, me);
+            sub4 = to_string(al.subnet);
+            sub6 = ula_address(pool, al.index, 0) + "/64";
+            sub6.replace(sub6.find("::0/"), 4, "::/");
+        }
+    } else if (managed) {
+        Allocation al = allocate_subnet(pool, spec.machine_name, plen, taken_subnets(host));
+        gw4 = ip4_to_string(al.subnet.host(1));
+        c4 = ip4_to_string(al.subnet.host(2));
+        gw6 = ula_address(pool, al.index, 1);
+        c6 = ula_address(pool, al.index, 2);
+        sub4 = to_string(al.subnet);
+        sub6 = ula_address(pool, al.index, 0) + "/64";
+        sub6.replace(sub6.find("::0/"), 4, "::/");
+        host.add_address(hidx, AF_INET, gw4, plen);
+        host.add_address(hidx, AF_INET6, gw6, 64);
+    }
+    host.set_up(hidx);
+
+    Netlink& g = guest(ns);
+    int cidx = g.link_index("host0");
+    if (!cidx) throw_errno(ENODEV, "host0 did not arrive in the container");
+    if (managed) {
+        g.add_address(cidx, AF_INET, c4, plen);
+        g.add_address(cidx, AF_INET6, c6, 64);
+    }
+    g.set_up(cidx);
+    if (managed) {
+        g.add_default_route(AF_INET, gw4, cidx);
+        g.add_default_route(AF_INET6, gw6, cidx);
+        container_addresses_ = {c4, c6};
+        nat_ = true;
+        NatPlan plan{spec.machine_name, sub4, sub6, c4, c6, spec.ports};
+        // Forwarding is host-global state; like systemd-networkd's IPMasquerade=, turn it on only
+        // because NAT was asked for (docs/networking.md). IPv6 forwarding also turns off accepting
+        // router advertisements on interfaces without accept_ra=2, so only IPv4 unless ports want v6.
+        write_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
+        if (!spec.ports.empty()) {
+            try {
+                write_sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1");
+            } catch (const std::exception&) {
+                // No IPv6 on this host: the IPv4 rules still work.
+            }
+        }
+        run_nft("setup", nft_setup_script(plan));
+    }
+}
+
+void ContainerNetwork::setup(const SpawnSpec& spec, pid_t child_pid) {
+    machine_ = spec.machine_name;
+    UniqueFd ns(open(("/proc/" + std::to_string(child_pid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns) throw_last_error("cannot open the container's network namespace");
+    Netlink host;
+    const bool managed = !host_side_managed();
+
+    if (spec.network_veth || !spec.network_bridge.empty() || !spec.network_zone.empty())
+        setup_veth(spec, host, ns.get(), managed);
+    else if (!spec.ports.empty())
+        throw UsageError("--port= needs --network-veth or --network-zone (the container's address comes from them)");
+    if (!spec.ports.empty() && !nat_)
+        throw UsageError("--port= needs spawn's own addressing of the veth (not with --network-bridge= or MACHKIT_NETWORK_AUTO=no)");
+
+    for (const auto& e : spec.network_veth_extra) {
+        auto [h, c] = split_pair(e);
+        host.create_veth(h, c, ns.get());
+        host.set_up(host.link_index(h));
+    }
+    for (const auto& e : spec.network_interfaces) {
+        auto [h, c] = split_pair(e);
+        int idx = host.link_index(h);
+        if (!idx) throw_errno(ENODEV, "--network-interface: there is no interface " + h);
+        host.move_to_netns(idx, ns.get(), c != h ? c : std::string());
+        moved_.push_back({h, c});
+    }
+    for (const auto& e : spec.network_macvlan) {
+        auto [h, c] = split_pair(e);
+        int idx = host.link_index(h);
+        if (!idx) throw_errno(ENODEV, "--network-macvlan: there is no interface " + h);
+        host.create_macvlan(c != h ? c : shorten_ifname("mv-" + h), idx, ns.get());
+    }
+    for (const auto& e : spec.network_ipvlan) {
+        auto [h, c] = split_pair(e);
+        int idx = host.link_index(h);
+        if (!idx) throw_errno(ENODEV, "--network-ipvlan: there is no interface " + h);
+        host.create_ipvlan(c != h ? c : shorten_ifname("iv-" + h), idx, ns.get());
+    }
+    // The guest socket pins the namespace: drop it, so the namespace dies with the container and
+    // takes the veths with it. Keep an fd only while moved interfaces must come back.
+    guest_.reset();
+    if (!moved_.empty()) netns_ = std::move(ns);
+}
+
+void ContainerNetwork::teardown() noexcept {
+    auto warn = [&](const char* what, const std::exception& e) {
+        fprintf(stderr, "spawn: %s of %s: %s\n", what, machine_.c_str(), e.what());
+    };
+    guest_.reset();
+    if (!moved_.empty() && netns_) {
+        // Physical interfaces would return to the initial namespace by themselves when the
+        // container's namespace dies, virtual ones (veth, dummy, ...) would be destroyed, and neither
+        // would get its name back: move every one back explicitly while we still hold the namespace.
+        try {
+            UniqueFd self(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+            if (!self) throw_last_error("cannot open our network namespace");
+            Netlink g = Netlink::in_namespace(netns_.get());
+            for (const auto& m : moved_) {
+                int idx = g.link_index(m.container_name);
+                if (!idx) continue;
+                try {
+                    g.set_up(idx, false);
+                    g.move_to_netns(idx, self.get(), m.container_name != m.host_name ? m.host_name : std::string());
+                } catch (const std::exception& e) {
+                    warn("moving back an interface", e);
+                }
+            }
+        } catch (const std::exception& e) {
+            warn("moving back interfaces", e);
+        }
+    }
+    moved_.clear();
+    netns_.reset();
+    if (nat_) {
+        nat_ = false;
+        try {
+            run_nft("teardown", nft_teardown_script(machine_));
+        } catch (const std::exception& e) {
+            warn("removing the nftables rules", e);
+        }
+    }
+    if (!zone_bridge_.empty()) {
+        // The zone's bridge goes with its last member. Ours (vb-NAME) may still hang on it until the
+        // kernel finishes destroying the container's namespace: it does not count.
+        try {
+            UniqueFd lock = take_network_lock();
+            Netlink host;
+            auto links = host.list_links();
+            int bidx = 0;
+            for (const auto& l : links)
+                if (l.name == zone_bridge_) bidx = l.index;
+            bool others = false;
+            for (const auto& l : links) others = others || (bidx && l.master == bidx && l.name != veth_host_);
+            if (bidx && !others) host.delete_link(bidx);
+        } catch (const std::exception& e) {
+            warn("removing the zone bridge", e);
+        }
+        zone_bridge_.clear();
+    }
+}
+
+}  // namespace mk::core

@@ -1,0 +1,74 @@
+// Pure parts of container networking: interface names as nspawn derives them, the address pool,
+// and the nftables scripts. No I/O, so all of it is unit-tested.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/spawn/spawn_spec.hpp"
+
+namespace mk::core {
+
+// SipHash-2-4 (what systemd's siphash24() computes), key of 16 bytes.
+uint64_t siphash24(const void* data, size_t len, const uint8_t key[16]);
+
+// nspawn's net_shorten_ifname() (naming scheme v250+): a name longer than 15 bytes keeps its first
+// 11 bytes and gets 4 url-safe base64 characters of a SipHash of the whole name.
+std::string shorten_ifname(std::string_view name);
+
+// "ve-NAME" (plain veth), "vb-NAME" (veth on a bridge or zone), "vz-ZONE" (the zone's bridge).
+std::string veth_host_name(std::string_view machine, bool bridged);
+std::string zone_bridge_name(std::string_view zone);
+
+// An IPv4 subnet, host byte order.
+struct Subnet4 {
+    uint32_t network = 0;
+    uint8_t prefixlen = 0;
+    bool contains(uint32_t a) const;
+    bool overlaps(const Subnet4& o) const;
+    uint32_t host(uint32_t n) const { return network + n; }  // n-th address of the subnet
+};
+std::string ip4_to_string(uint32_t a);
+// "A.B.C.D/N" with host bits zero; throws UsageError otherwise.
+Subnet4 parse_subnet4(std::string_view s);
+std::string to_string(const Subnet4& s);
+
+// The pool addresses come from, and the size of each machine's (or zone's) piece.
+struct AddressPool {
+    Subnet4 pool{0x0A000000, 8};  // 10.0.0.0/8, the first pool systemd-networkd allocates from
+    uint8_t veth_prefixlen = 28;  // a plain veth: host .1, container .2
+    uint8_t zone_prefixlen = 24;  // a zone: bridge .1, machines from .2 up
+    std::string ula_prefix = "fd6d:6b00";  // IPv6: <ula_prefix>:<16 bits of the index>::/64 per piece
+};
+
+// Picks the piece of `prefixlen` for `key` (machine or zone name): a SipHash of the key says where
+// to start, then the first piece that overlaps none of `taken` (the host's existing addresses).
+// Throws std::system_error(EADDRNOTAVAIL) if the pool is full.
+struct Allocation {
+    Subnet4 subnet;
+    uint32_t index = 0;  // which piece of the pool; also selects the IPv6 /64
+};
+Allocation allocate_subnet(const AddressPool& pool, std::string_view key, uint8_t prefixlen,
+                           const std::vector<Subnet4>& taken);
+// IPv6 /64 for a piece: "<ula_prefix>:<index hex>::" (no trailing host part), and its n-th host.
+std::string ula_address(const AddressPool& pool, uint32_t index, unsigned host);
+// A machine's host number on a zone (2..254 for a /24), from its name.
+unsigned zone_member_host(std::string_view machine, uint8_t prefixlen);
+
+// nftables: one table "inet machkit"; every machine has its own base chains, named after it, so a
+// machine's rules go with one "delete chain" each and need no rule handles.
+struct NatPlan {
+    std::string machine;
+    std::string subnet4;        // masquerade sources ("10.1.2.0/28"); empty: no masquerade
+    std::string subnet6;        // "fd6d:6b00:12::/64"; empty: none
+    std::string container4;     // DNAT targets
+    std::string container6;
+    std::vector<PortForward> ports;
+};
+std::string nft_chain_prefix(std::string_view machine);  // "m-NAME-"
+std::string nft_setup_script(const NatPlan& p);
+std::string nft_teardown_script(std::string_view machine);
+
+}  // namespace mk::core
