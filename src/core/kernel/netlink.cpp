@@ -308,6 +308,13 @@ void Netlink::set_master(int index, int master_index) {
     request(m);
 }
 
+void Netlink::rename(int index, std::string_view new_name) {
+    NlMessage m(RTM_NEWLINK, 0);
+    m.put_header<ifinfomsg>().ifi_index = index;
+    m.put_string(IFLA_IFNAME, new_name);
+    request(m);
+}
+
 void Netlink::move_to_netns(int index, int netns_fd, std::string_view new_name) {
     NlMessage m(RTM_NEWLINK, 0);
     m.put_header<ifinfomsg>().ifi_index = index;

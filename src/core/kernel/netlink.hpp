@@ -87,6 +87,8 @@ public:
     void create_ipvlan(std::string_view name, int parent_index, int netns_fd);
     void set_up(int index, bool up = true);
     void set_master(int index, int master_index);
+    // Renames a link (it must be down on kernels that refuse renaming running devices).
+    void rename(int index, std::string_view new_name);
     // Moves the link into `netns_fd`'s namespace, renaming it there when new_name is not empty.
     void move_to_netns(int index, int netns_fd, std::string_view new_name = {});
     // RTM_DELLINK waits for RCU grace periods (~20 ms for a veth): keep off fast paths.

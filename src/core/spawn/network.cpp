@@ -5,6 +5,7 @@
 #include <net/if.h>
 #include <spawn.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -94,6 +95,28 @@ std::string nft_helper_path() {
     return std::string(MK_LIBEXECDIR) + "/machkit-nft";
 }
 
+void retire_stale_veth(Netlink& nl, const std::string& name) {
+    for (const auto& l : nl.list_links()) {
+        if (l.name != name) continue;
+        if (l.kind != "veth") throw_errno(EEXIST, "cannot create veth " + name + ": an interface of that name exists");
+        uint64_t rnd = 0;
+        if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd) rnd = static_cast<uint64_t>(getpid()) << 20 ^ l.index;
+        char dead[IFNAMSIZ];
+        snprintf(dead, sizeof dead, "vx-%012llx", static_cast<unsigned long long>(rnd & 0xffffffffffffULL));
+        try {
+            nl.set_up(l.index, false);
+            nl.rename(l.index, dead);
+        } catch (const std::system_error& e) {
+            if (e.code().value() == ENODEV) return;  // the kernel just took it
+            try {
+                nl.delete_link(l.index);  // slow, but correct
+            } catch (const std::system_error& e2) {
+                if (e2.code().value() != ENODEV) throw;
+            }
+        }
+    }
+}
+
 }  // namespace
 
 AddressPool address_pool_from_env() {
@@ -149,7 +172,16 @@ void ContainerNetwork::run_nft(const std::string& mode, const std::string& scrip
 void ContainerNetwork::setup_veth(const SpawnSpec& spec, Netlink& host, int ns, bool managed) {
     const bool bridged = !spec.network_bridge.empty() || !spec.network_zone.empty();
     veth_host_ = veth_host_name(spec.machine_name, bridged);
-    host.create_veth(veth_host_, "host0", ns);
+    try {
+        host.create_veth(veth_host_, "host0", ns);
+    } catch (const std::system_error& e) {
+        if (e.code().value() != EEXIST) throw;
+        // The previous run of this machine (we hold its name lock, so it is gone) left its veth to
+        // its dying namespace, and the kernel has not got round to it yet. Deleting it would cost
+        // ~20 ms; renaming it out of the way costs nothing and it still dies with that namespace.
+        retire_stale_veth(host, veth_host_);
+        host.create_veth(veth_host_, "host0", ns);
+    }
     int hidx = host.link_index(veth_host_);
     if (!hidx) throw_errno(ENODEV, "veth " + veth_host_ + " vanished");
     AddressPool pool = address_pool_from_env();
