@@ -269,7 +269,7 @@ void Netlink::create_link_on(std::string_view name, std::string_view kind, int p
     size_t li = m.begin_nest(IFLA_LINKINFO);
     m.put_string(IFLA_INFO_KIND, kind);
     size_t data = m.begin_nest(IFLA_INFO_DATA);
-    if (mode_attr == IFLA_IPVLAN_MODE) {
+    if (kind == "ipvlan") {  // IFLA_IPVLAN_MODE is a u16 (and has the same number as IFLA_MACVLAN_MODE)
         uint16_t v = static_cast<uint16_t>(mode);
         m.put(mode_attr, &v, sizeof v);
     } else {

@@ -172,6 +172,11 @@ void ContainerNetwork::run_nft(const std::string& mode, const std::string& scrip
 void ContainerNetwork::setup_veth(const SpawnSpec& spec, Netlink& host, int ns, bool managed) {
     const bool bridged = !spec.network_bridge.empty() || !spec.network_zone.empty();
     veth_host_ = veth_host_name(spec.machine_name, bridged);
+    int user_bridge = 0;
+    if (!spec.network_bridge.empty()) {
+        user_bridge = host.link_index(spec.network_bridge);
+        if (!user_bridge) throw_errno(ENODEV, "--network-bridge: there is no bridge " + spec.network_bridge);
+    }
     try {
         host.create_veth(veth_host_, "host0", ns);
     } catch (const std::system_error& e) {
@@ -189,9 +194,7 @@ void ContainerNetwork::setup_veth(const SpawnSpec& spec, Netlink& host, int ns, 
     uint8_t plen = pool.veth_prefixlen;
 
     if (!spec.network_bridge.empty()) {
-        int br = host.link_index(spec.network_bridge);
-        if (!br) throw_errno(ENODEV, "--network-bridge: there is no bridge " + spec.network_bridge);
-        host.set_master(hidx, br);
+        host.set_master(hidx, user_bridge);
         managed = false;  // the bridge's owner hands out addresses (DHCP or static inside the guest)
     } else if (!spec.network_zone.empty()) {
         UniqueFd lock = take_network_lock();
