@@ -85,22 +85,59 @@ TEST(AddressPool, DeterministicAndCollisionChecked) {
     EXPECT_LE(h, 254u);
 }
 
-TEST(Nft, SetupAndTeardownScripts) {
-    NatPlan p{"web", "10.1.2.0/28", "fd6d:6b00:12::/64", "10.1.2.2", "fd6d:6b00:12::2",
-              {{PortProtocol::Tcp, 8080, 80}, {PortProtocol::Udp, 53, 53}}};
-    std::string s = nft_setup_script(p);
-    EXPECT_NE(s.find("add table inet machkit\n"), std::string::npos);
-    EXPECT_NE(s.find("add chain inet machkit m-web-post { type nat hook postrouting priority 100;"), std::string::npos);
-    EXPECT_NE(s.find("ip saddr 10.1.2.0/28 ip daddr != 10.1.2.0/28 masquerade"), std::string::npos);
-    EXPECT_NE(s.find("fib daddr type local tcp dport 8080 dnat ip to 10.1.2.2:80"), std::string::npos);
-    EXPECT_NE(s.find("ip daddr != 127.0.0.0/8 fib daddr type local tcp dport 8080 dnat ip to 10.1.2.2:80"), std::string::npos);
-    EXPECT_NE(s.find("udp dport 53 dnat ip6 to [fd6d:6b00:12::2]:53"), std::string::npos);
-    EXPECT_NE(s.find("flush chain inet machkit m-web-pre"), std::string::npos);
-    std::string t = nft_teardown_script("web");
-    for (const char* c : {"pre", "out", "post"})
-        EXPECT_NE(t.find(std::string("delete chain inet machkit m-web-") + c + "\n"), std::string::npos);
-    NatPlan none{"x", "", "", "", "", {}};
-    EXPECT_EQ(nft_setup_script(none).find("masquerade"), std::string::npos);
+TEST(Nft, InitScript) {
+    std::string s = nft_init_script();
+    EXPECT_TRUE(s.starts_with("table inet machkit {"));
+    for (const char* w : {"set masq4 { type ipv4_addr; }", "map fwd4 { type inet_proto . inet_service : ipv4_addr . inet_service; }",
+                          "type nat hook prerouting priority -100", "type nat hook output priority -100",
+                          "ip daddr != 127.0.0.0/8 fib daddr type local dnat ip addr . port to meta l4proto . th dport map @fwd4",
+                          "ip saddr @masq4 ip daddr != @masq4 masquerade", "dnat ip6 addr . port to meta l4proto . th dport map @fwd6"})
+        EXPECT_NE(s.find(w), std::string::npos) << w;
+}
+
+TEST(Nft, ElementsInRegisterLayout) {
+    auto e = nat_elements("web", "10.1.2.2", "fd6d:6b00:12::2", {{PortProtocol::Tcp, 8080, 80}, {PortProtocol::Udp, 53, 5353}});
+    ASSERT_EQ(e.size(), 6u);
+    EXPECT_EQ(e[0].set, "masq4");
+    EXPECT_EQ(e[0].key, (std::vector<uint8_t>{10, 1, 2, 2}));
+    EXPECT_EQ(e[0].comment, "web");
+    EXPECT_EQ(e[1].set, "fwd4");
+    EXPECT_EQ(e[1].key, (std::vector<uint8_t>{6, 0, 0, 0, 0x1f, 0x90, 0, 0}));         // tcp . 8080
+    EXPECT_EQ(e[1].data, (std::vector<uint8_t>{10, 1, 2, 2, 0, 80, 0, 0}));            // 10.1.2.2 . 80
+    EXPECT_EQ(e[2].key, (std::vector<uint8_t>{17, 0, 0, 0, 0, 53, 0, 0}));             // udp . 53
+    EXPECT_EQ(e[3].set, "masq6");
+    EXPECT_EQ(e[3].key.size(), 16u);
+    EXPECT_EQ(e[4].set, "fwd6");
+    EXPECT_EQ(e[4].data.size(), 20u);
+    // The record file round-trips; junk lines are ignored.
+    auto back = decode_elements(encode_elements(e) + "bogus 00 00\nfwd4 zz -\n");
+    ASSERT_EQ(back.size(), e.size());
+    for (size_t i = 0; i < e.size(); i++) {
+        EXPECT_EQ(back[i].set, e[i].set);
+        EXPECT_EQ(back[i].key, e[i].key);
+        EXPECT_EQ(back[i].data, e[i].data);
+    }
+    EXPECT_TRUE(nat_elements("x", "", "", {}).empty());
+}
+
+TEST(Nft, ElementBatch) {
+    auto e = nat_elements("web", "10.1.2.2", "", {});
+    auto b = nft_element_batch(true, "machkit", e, 1);
+    // BEGIN, one NEWSETELEM, END; each a complete, aligned netlink message.
+    size_t off = 0;
+    std::vector<uint16_t> types;
+    while (off < b.size()) {
+        auto* h = reinterpret_cast<const nlmsghdr*>(b.data() + off);
+        ASSERT_GE(h->nlmsg_len, NLMSG_HDRLEN);
+        ASSERT_EQ(h->nlmsg_len % 4, 0u);
+        types.push_back(h->nlmsg_type);
+        off += h->nlmsg_len;
+    }
+    EXPECT_EQ(off, b.size());
+    ASSERT_EQ(types.size(), 3u);
+    EXPECT_EQ(types[0], NLMSG_MIN_TYPE);      // NFNL_MSG_BATCH_BEGIN
+    EXPECT_EQ(types[1], (10 << 8) | 12);      // NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWSETELEM
+    EXPECT_EQ(types[2], NLMSG_MIN_TYPE + 1);  // NFNL_MSG_BATCH_END
 }
 
 TEST(NlMessage, VethRequestLayout) {

@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <net/if.h>
 #include <spawn.h>
+#include <dirent.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -17,6 +19,8 @@
 #include <cstring>
 
 #include "core/base/error.hpp"
+#include "core/base/fs_at.hpp"
+#include "core/kernel/nft.hpp"
 
 extern char** environ;
 
@@ -29,6 +33,7 @@ namespace {
 
 constexpr const char* kRunDir = "/run/machkit";
 constexpr const char* kLockPath = "/run/machkit/network.lock";
+constexpr const char* kNftLockPath = "/run/machkit/nft.lock";
 
 // Serialises zone bridge creation/removal between spawns: a memberless vz-* bridge seen under the
 // lock is stale (its last member's spawn died), not one another spawn is about to use.
@@ -138,9 +143,11 @@ Netlink& ContainerNetwork::guest(int netns_fd) {
     return *guest_;
 }
 
-void ContainerNetwork::run_nft(const std::string& mode, const std::string& script) const {
-    // libnftables is only a shared library on Debian and spawn is static: a small dynamically linked
-    // helper runs the script (and the table's garbage collection) under its own lock.
+namespace {
+
+// libnftables is only a shared library on Debian and spawn is static: a small dynamically linked
+// helper (machkit-nft) creates the table from a script, and removes it when no machine needs it.
+pid_t run_nft_helper(const std::vector<std::string>& args, const std::string& script, bool wait) {
     std::string path = nft_helper_path();
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) < 0) throw_last_error("pipe");
@@ -148,12 +155,24 @@ void ContainerNetwork::run_nft(const std::string& mode, const std::string& scrip
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, rd.get(), STDIN_FILENO);
-    std::string mname = machine_;
-    const char* argv[] = {path.c_str(), mode.c_str(), mname.c_str(), nullptr};
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);  // spawn blocks signals for its signalfd
+    posix_spawnattr_setsigdefault(&attr, &all);
+    short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+    if (!wait) flags |= POSIX_SPAWN_SETSID;  // outlives us: not in our session, not killed with it
+    posix_spawnattr_setflags(&attr, flags);
+    std::vector<const char*> argv{path.c_str()};
+    for (const auto& a : args) argv.push_back(a.c_str());
+    argv.push_back(nullptr);
     pid_t pid;
-    int r = posix_spawn(&pid, path.c_str(), &fa, nullptr, const_cast<char* const*>(argv), environ);
+    int r = posix_spawn(&pid, path.c_str(), &fa, &attr, const_cast<char* const*>(argv.data()), environ);
     posix_spawn_file_actions_destroy(&fa);
-    if (r != 0) throw_errno(r, "cannot run " + path);
+    posix_spawnattr_destroy(&attr);
+    if (r != 0) throw_errno(r, "cannot run " + path + " (needed for NAT and port forwarding)");
     rd.reset();
     size_t off = 0;
     while (off < script.size()) {
@@ -163,10 +182,100 @@ void ContainerNetwork::run_nft(const std::string& mode, const std::string& scrip
         off += static_cast<size_t>(w);
     }
     wr.reset();
+    if (!wait) return pid;
     int st = 0;
     while (waitpid(pid, &st, 0) < 0)
         if (errno != EINTR) throw_last_error("waitpid");
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) throw_errno(EIO, "nftables: " + path + " " + mode + " failed");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) throw_errno(EIO, "nftables: " + path + " " + args.at(0) + " failed");
+    return pid;
+}
+
+// Records of which elements each running machine added, per network namespace (nftables state is
+// per namespace; so are the abstract-socket name locks that say whether a machine still runs).
+std::string records_dir() {
+    struct stat st;
+    if (stat("/proc/self/ns/net", &st) < 0) throw_last_error("cannot stat our network namespace");
+    return std::string(kRunDir) + "/network/" + std::to_string(st.st_ino);
+}
+
+bool machine_running(const std::string& name) {
+    UniqueFd fd(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!fd) return true;
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::string key = "machkit/spawn/" + name;
+    if (key.size() + 1 > sizeof sa.sun_path) return true;
+    std::memcpy(sa.sun_path + 1, key.data(), key.size());
+    auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + key.size());
+    return bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), len) < 0 && errno == EADDRINUSE;
+}
+
+void remove_elements(const std::vector<NftElement>& elems) {
+    if (nft_apply_elements(false, "machkit", elems) == 0) return;
+    // Some are gone already (a batch is all-or-nothing): one by one.
+    for (const auto& e : elems) (void)nft_apply_elements(false, "machkit", {e});
+}
+
+UniqueFd take_nft_lock() {
+    if (mkdir(kRunDir, 0755) < 0 && errno != EEXIST) throw_last_error(std::string("cannot create ") + kRunDir);
+    UniqueFd fd(open(kNftLockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd) throw_last_error(std::string("cannot open ") + kNftLockPath);
+    while (flock(fd.get(), LOCK_EX) < 0)
+        if (errno != EINTR) throw_last_error("flock");
+    return fd;
+}
+
+}  // namespace
+
+void ContainerNetwork::setup_nat(const std::vector<NftElement>& elems) {
+    UniqueFd lock = take_nft_lock();
+    std::string dir = records_dir();
+    mkdir((std::string(kRunDir) + "/network").c_str(), 0755);
+    if (mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) throw_last_error("cannot create " + dir);
+    // Sweep: entries of machines whose spawn was killed (nothing ran their teardown), and one of
+    // ours from a previous run (we hold the name now, so that run is over).
+    if (DIR* d = opendir(dir.c_str())) {
+        while (dirent* de = readdir(d)) {
+            std::string n = de->d_name;
+            if (n == "." || n == ".." || (n != machine_ && machine_running(n))) continue;
+            if (auto text = read_host_file(dir + "/" + n, 1 << 20)) remove_elements(decode_elements(*text));
+            unlink((dir + "/" + n).c_str());
+        }
+        closedir(d);
+    }
+    int r = nft_apply_elements(true, "machkit", elems);
+    if (r == ENOENT) {
+        // First machine in this namespace (or the table was collected): make the table.
+        run_nft_helper({"init"}, nft_init_script(), true);
+        r = nft_apply_elements(true, "machkit", elems);
+    }
+    if (r) throw_errno(r, "cannot add the NAT and port forwarding entries to nftables table inet machkit");
+    nat_elems_ = elems;
+    UniqueFd dfd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dfd) throw_last_error("cannot open " + dir);
+    write_file_at(dfd.get(), machine_, encode_elements(elems), 0600);
+}
+
+void ContainerNetwork::teardown_nat() {
+    UniqueFd lock = take_nft_lock();
+    remove_elements(nat_elems_);
+    nat_elems_.clear();
+    std::string dir = records_dir();
+    unlink((dir + "/" + machine_).c_str());
+    // Last one out: collect the table, a little later (deleting it waits for RCU, ~30 ms, and the
+    // next start would have to make it again). One collector at a time, marked by a file.
+    if (rmdir(dir.c_str()) == 0 || errno == ENOENT) {
+        std::string marker = dir + ".gc";
+        UniqueFd m(open(marker.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+        if (m) {
+            try {
+                run_nft_helper({"gc", dir, marker}, "", false);
+            } catch (...) {
+                unlink(marker.c_str());
+                throw;
+            }
+        }
+    }
 }
 
 void ContainerNetwork::setup_veth(const SpawnSpec& spec, Netlink& host, int ns, bool managed) {
@@ -275,7 +384,6 @@ void ContainerNetwork::setup_veth(const SpawnSpec& spec, Netlink& host, int ns, 
         g.add_default_route(AF_INET6, gw6, cidx);
         container_addresses_ = {c4, c6};
         nat_ = true;
-        NatPlan plan{spec.machine_name, sub4, sub6, c4, c6, spec.ports};
         // Forwarding is host-global state; like systemd-networkd's IPMasquerade=, turn it on only
         // because NAT was asked for (docs/networking.md). IPv6 forwarding also turns off accepting
         // router advertisements on interfaces without accept_ra=2, so only IPv4 unless ports want v6.
@@ -287,7 +395,7 @@ void ContainerNetwork::setup_veth(const SpawnSpec& spec, Netlink& host, int ns, 
                 // No IPv6 on this host: the IPv4 rules still work.
             }
         }
-        run_nft("setup", nft_setup_script(plan));
+        setup_nat(nat_elements(spec.machine_name, c4, c6, spec.ports));
     }
 }
 
@@ -367,7 +475,7 @@ void ContainerNetwork::teardown() noexcept {
     if (nat_) {
         nat_ = false;
         try {
-            run_nft("teardown", nft_teardown_script(machine_));
+            teardown_nat();
         } catch (const std::exception& e) {
             warn("removing the nftables rules", e);
         }

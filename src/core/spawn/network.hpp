@@ -16,6 +16,7 @@
 
 #include "core/base/unique_fd.hpp"
 #include "core/kernel/netlink.hpp"
+#include "core/kernel/nft.hpp"
 #include "core/spawn/network_plan.hpp"
 #include "core/spawn/spawn_spec.hpp"
 
@@ -49,7 +50,8 @@ private:
     };
     void setup_veth(const SpawnSpec& spec, Netlink& host, int netns_fd, bool managed);
     Netlink& guest(int netns_fd);
-    void run_nft(const std::string& mode, const std::string& script) const;
+    void setup_nat(const std::vector<NftElement>& elems);
+    void teardown_nat();
 
     std::string machine_;
     std::vector<MovedLink> moved_;
@@ -59,6 +61,7 @@ private:
     bool nat_ = false;
     std::vector<std::string> container_addresses_;
     std::optional<Netlink> guest_;
+    std::vector<NftElement> nat_elems_;
 };
 
 // Settings that do not come from the command line (see docs/networking.md):

@@ -1,6 +1,8 @@
 #include "core/spawn/network_plan.hpp"
 
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -142,46 +144,119 @@ unsigned zone_member_host(std::string_view machine, uint8_t prefixlen) {
 
 // ---- nftables -----------------------------------------------------------------------------------
 
-std::string nft_chain_prefix(std::string_view machine) { return "m-" + std::string(machine) + "-"; }
-
-std::string nft_setup_script(const NatPlan& p) {
-    const std::string c = "inet machkit " + nft_chain_prefix(p.machine);
-    std::string s = "add table inet machkit\n";
-    // dstnat = -100, srcnat = 100: the numbers, so older nft parsers accept them in every family.
-    s += "add chain " + c + "pre { type nat hook prerouting priority -100; policy accept; }\n";
-    s += "add chain " + c + "out { type nat hook output priority -100; policy accept; }\n";
-    s += "add chain " + c + "post { type nat hook postrouting priority 100; policy accept; }\n";
-    // A spawn that was SIGKILLed may have left chains of this name: start them empty.
-    for (const char* ch : {"pre", "out", "post"}) s += "flush chain " + c + ch + "\n";
-    if (!p.subnet4.empty())
-        s += "add rule " + c + "post meta nfproto ipv4 ip saddr " + p.subnet4 + " ip daddr != " + p.subnet4 + " masquerade\n";
-    if (!p.subnet6.empty())
-        s += "add rule " + c + "post meta nfproto ipv6 ip6 saddr " + p.subnet6 + " ip6 daddr != " + p.subnet6 + " masquerade\n";
-    for (const auto& f : p.ports) {
-        std::string proto = f.protocol == PortProtocol::Udp ? "udp" : "tcp";
-        std::string match = proto + " dport " + std::to_string(f.host_port);
-        std::string cport = std::to_string(f.container_port);
-        // Connections to any of the host's own addresses: from outside (prerouting) and from the
-        // host itself (output). Loopback is left alone: DNAT of 127.0.0.0/8 needs route_localnet.
-        if (!p.container4.empty()) {
-            std::string to = " dnat ip to " + p.container4 + ":" + cport + "\n";
-            s += "add rule " + c + "pre meta nfproto ipv4 fib daddr type local " + match + to;
-            s += "add rule " + c + "out meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local " + match + to;
-        }
-        if (!p.container6.empty()) {
-            std::string to = " dnat ip6 to [" + p.container6 + "]:" + cport + "\n";
-            s += "add rule " + c + "pre meta nfproto ipv6 fib daddr type local " + match + to;
-            s += "add rule " + c + "out meta nfproto ipv6 ip6 daddr != ::1 fib daddr type local " + match + to;
-        }
-    }
-    return s;
+std::string nft_init_script() {
+    // Priorities as numbers (dstnat = -100, srcnat = 100), which every nft version accepts.
+    return R"(table inet machkit {
+  set masq4 { type ipv4_addr; }
+  set masq6 { type ipv6_addr; }
+  map fwd4 { type inet_proto . inet_service : ipv4_addr . inet_service; }
+  map fwd6 { type inet_proto . inet_service : ipv6_addr . inet_service; }
+  chain prerouting {
+    type nat hook prerouting priority -100; policy accept;
+    meta l4proto { tcp, udp } fib daddr type local meta nfproto ipv4 dnat ip addr . port to meta l4proto . th dport map @fwd4
+    meta l4proto { tcp, udp } fib daddr type local meta nfproto ipv6 dnat ip6 addr . port to meta l4proto . th dport map @fwd6
+  }
+  chain output {
+    type nat hook output priority -100; policy accept;
+    meta l4proto { tcp, udp } meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local dnat ip addr . port to meta l4proto . th dport map @fwd4
+    meta l4proto { tcp, udp } meta nfproto ipv6 ip6 daddr != ::1 fib daddr type local dnat ip6 addr . port to meta l4proto . th dport map @fwd6
+  }
+  chain postrouting {
+    type nat hook postrouting priority 100; policy accept;
+    ip saddr @masq4 ip daddr != @masq4 masquerade
+    ip6 saddr @masq6 ip6 daddr != @masq6 masquerade
+  }
+}
+)";
 }
 
-std::string nft_teardown_script(std::string_view machine) {
-    const std::string c = "inet machkit " + nft_chain_prefix(machine);
-    std::string s;
-    for (const char* ch : {"pre", "out", "post"}) s += "flush chain " + c + ch + "\ndelete chain " + c + ch + "\n";
-    return s;
+namespace {
+// Register layout: every field of a concatenation starts on a 4-byte boundary.
+void put_field(std::vector<uint8_t>& v, const uint8_t* p, size_t n) {
+    v.insert(v.end(), p, p + n);
+    while (v.size() % 4) v.push_back(0);
+}
+std::vector<uint8_t> proto_port(PortProtocol proto, uint16_t port) {
+    std::vector<uint8_t> v;
+    uint8_t pr = proto == PortProtocol::Udp ? 17 : 6;
+    put_field(v, &pr, 1);
+    uint8_t be[2] = {static_cast<uint8_t>(port >> 8), static_cast<uint8_t>(port & 255)};
+    put_field(v, be, 2);
+    return v;
+}
+std::vector<uint8_t> ip_bytes(int family, std::string_view text) {
+    std::string t(text);
+    std::vector<uint8_t> out(family == AF_INET ? 4 : 16);
+    if (inet_pton(family, t.c_str(), out.data()) != 1) throw_errno(EINVAL, "invalid address " + t);
+    return out;
+}
+}  // namespace
+
+std::vector<NftElement> nat_elements(std::string_view machine, std::string_view container4,
+                                     std::string_view container6, const std::vector<PortForward>& ports) {
+    std::vector<NftElement> out;
+    std::string tag(machine);
+    struct Fam {
+        int family;
+        std::string_view addr;
+        const char* masq;
+        const char* fwd;
+    };
+    for (const Fam& f : {Fam{AF_INET, container4, "masq4", "fwd4"}, Fam{AF_INET6, container6, "masq6", "fwd6"}}) {
+        if (f.addr.empty()) continue;
+        auto a = ip_bytes(f.family, f.addr);
+        out.push_back({f.masq, a, {}, tag});
+        for (const auto& p : ports) {
+            std::vector<uint8_t> data;
+            put_field(data, a.data(), a.size());
+            uint8_t be[2] = {static_cast<uint8_t>(p.container_port >> 8), static_cast<uint8_t>(p.container_port & 255)};
+            put_field(data, be, 2);
+            out.push_back({f.fwd, proto_port(p.protocol, p.host_port), data, tag});
+        }
+    }
+    return out;
+}
+
+std::string encode_elements(const std::vector<NftElement>& elems) {
+    static const char* hex = "0123456789abcdef";
+    auto h = [](const std::vector<uint8_t>& v) {
+        std::string s;
+        for (uint8_t b : v) s += hex[b >> 4], s += hex[b & 15];
+        return s.empty() ? std::string("-") : s;
+    };
+    std::string out;
+    for (const auto& e : elems) out += e.set + " " + h(e.key) + " " + h(e.data) + "\n";
+    return out;
+}
+
+std::vector<NftElement> decode_elements(std::string_view text) {
+    std::vector<NftElement> out;
+    auto unhex = [](std::string_view s, std::vector<uint8_t>& v) {
+        if (s == "-") return true;
+        if (s.size() % 2 || s.size() > 64) return false;
+        for (size_t i = 0; i < s.size(); i += 2) {
+            auto d = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1; };
+            int hi = d(s[i]), lo = d(s[i + 1]);
+            if (hi < 0 || lo < 0) return false;
+            v.push_back(static_cast<uint8_t>(hi << 4 | lo));
+        }
+        return true;
+    };
+    size_t i = 0;
+    while (i < text.size() && out.size() < 4096) {
+        size_t j = text.find('\n', i);
+        if (j == std::string_view::npos) j = text.size();
+        std::string_view line = text.substr(i, j - i);
+        i = j + 1;
+        size_t a = line.find(' '), b = a == std::string_view::npos ? a : line.find(' ', a + 1);
+        if (b == std::string_view::npos) continue;
+        NftElement e;
+        e.set = std::string(line.substr(0, a));
+        if (e.set != "masq4" && e.set != "masq6" && e.set != "fwd4" && e.set != "fwd6") continue;
+        if (!unhex(line.substr(a + 1, b - a - 1), e.key) || !unhex(line.substr(b + 1), e.data) || e.key.empty()) continue;
+        out.push_back(std::move(e));
+    }
+    return out;
 }
 
 }  // namespace mk::core

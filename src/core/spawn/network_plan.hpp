@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/kernel/nft.hpp"
 #include "core/spawn/spawn_spec.hpp"
 
 namespace mk::core {
@@ -57,18 +58,19 @@ std::string ula_address(const AddressPool& pool, uint32_t index, unsigned host);
 // A machine's host number on a zone (2..254 for a /24), from its name.
 unsigned zone_member_host(std::string_view machine, uint8_t prefixlen);
 
-// nftables: one table "inet machkit"; every machine has its own base chains, named after it, so a
-// machine's rules go with one "delete chain" each and need no rule handles.
-struct NatPlan {
-    std::string machine;
-    std::string subnet4;        // masquerade sources ("10.1.2.0/28"); empty: no masquerade
-    std::string subnet6;        // "fd6d:6b00:12::/64"; empty: none
-    std::string container4;     // DNAT targets
-    std::string container6;
-    std::vector<PortForward> ports;
-};
-std::string nft_chain_prefix(std::string_view machine);  // "m-NAME-"
-std::string nft_setup_script(const NatPlan& p);
-std::string nft_teardown_script(std::string_view machine);
+// nftables: one table "inet machkit" (made once per network namespace by the machkit-nft helper)
+// whose rules look up sets and maps; a machine is a few elements in them, tagged with its name:
+//   masq4/masq6  the guest's addresses: masquerade what they send out (not to each other)
+//   fwd4/fwd6    "proto . host port" -> "guest address . guest port", for connections to any of
+//                the host's own addresses, from outside (prerouting) and from the host (output)
+// Adding or removing elements registers no hooks, so it costs no RCU grace period (deleting a
+// base chain costs ~30 ms here).
+std::string nft_init_script();
+std::vector<NftElement> nat_elements(std::string_view machine, std::string_view container4,
+                                     std::string_view container6, const std::vector<PortForward>& ports);
+// What a machine added, as text for its record file (one element per line: set key data, in hex),
+// so that a later spawn can remove the elements of one that was SIGKILLed.
+std::string encode_elements(const std::vector<NftElement>& e);
+std::vector<NftElement> decode_elements(std::string_view text);
 
 }  // namespace mk::core
