@@ -5,7 +5,11 @@
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netlink.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -69,23 +73,32 @@ std::vector<uint8_t> nft_element_batch(bool add, std::string_view table, const s
     return out;
 }
 
-int nft_apply_elements(bool add, std::string_view table, const std::vector<NftElement>& elems) {
-    if (elems.empty()) return 0;
+UniqueFd nft_open_socket() {
     UniqueFd fd(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER));
-    if (!fd) return errno;
+    if (!fd) return fd;
     sockaddr_nl sa{};
     sa.nl_family = AF_NETLINK;
-    if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) return errno;
-    const uint32_t seq0 = 1;
+    if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) return UniqueFd();
+    return fd;
+}
+
+int nft_apply_elements(int fd, bool add, std::string_view table, const std::vector<NftElement>& elems) {
+    if (elems.empty()) return 0;
+    if (fd < 0) return EBADF;
+    static uint32_t next_seq = 1;
+    const uint32_t seq0 = next_seq;
+    next_seq += static_cast<uint32_t>(elems.size()) + 2;
     std::vector<uint8_t> b = nft_element_batch(add, table, elems, seq0);
-    if (sendto(fd.get(), b.data(), b.size(), 0, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) return errno;
+    sockaddr_nl sa{};
+    sa.nl_family = AF_NETLINK;
+    if (sendto(fd, b.data(), b.size(), 0, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) return errno;
     // One reply per element message (an ACK, or its error if the batch failed).
     std::set<uint32_t> pending;
     for (uint32_t i = 0; i < elems.size(); i++) pending.insert(seq0 + 1 + i);
     int first_error = 0;
     alignas(nlmsghdr) char buf[8192];
     while (!pending.empty()) {
-        ssize_t n = recv(fd.get(), buf, sizeof buf, first_error ? MSG_DONTWAIT : 0);
+        ssize_t n = recv(fd, buf, sizeof buf, first_error ? MSG_DONTWAIT : 0);
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN) break;  // after an error the kernel may not ack the rest
@@ -99,7 +112,37 @@ int nft_apply_elements(bool add, std::string_view table, const std::vector<NftEl
             pending.erase(r->nlmsg_seq);
         }
     }
+    // Drain late replies of a failed batch, so the next batch on this socket starts clean.
+    while (recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0) {}
     return first_error;
+}
+
+void nft_close_in_background(UniqueFd fd) {
+    if (!fd) return;
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) return;  // fd closes here, synchronously
+    UniqueFd rd(p[0]), wr(p[1]);
+    pid_t child = fork();
+    if (child < 0) return;
+    if (child == 0) {
+        // Keep only the socket and the pipe's read end: no lock, pty or name socket of spawn's may
+        // outlive it in here. The parent waits for this process, so that holds before it goes on.
+        int keep[2] = {fd.get() < rd.get() ? fd.get() : rd.get(), fd.get() < rd.get() ? rd.get() : fd.get()};
+        syscall(SYS_close_range, 0u, static_cast<unsigned>(keep[0] - 1), 0u);
+        syscall(SYS_close_range, static_cast<unsigned>(keep[0] + 1), static_cast<unsigned>(keep[1] - 1), 0u);
+        syscall(SYS_close_range, static_cast<unsigned>(keep[1] + 1), ~0u, 0u);
+        if (fork() == 0) {
+            char c;
+            // EOF once the parent has dropped its reference: ours is the last one then.
+            while (read(rd.get(), &c, 1) < 0 && errno == EINTR) {}
+            _exit(0);
+        }
+        _exit(0);
+    }
+    int st;
+    while (waitpid(child, &st, 0) < 0 && errno == EINTR) {}
+    fd.reset();
+    wr.reset();
 }
 
 }  // namespace mk::core

@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "core/base/unique_fd.hpp"
+
 namespace mk::core {
 
 struct NftElement {
@@ -23,8 +25,18 @@ struct NftElement {
 std::vector<uint8_t> nft_element_batch(bool add, std::string_view table, const std::vector<NftElement>& elems,
                                        uint32_t seq);
 
-// Sends the batch and waits for every ACK. Returns 0, or the first error (a positive errno:
-// ENOENT when the table or a set does not exist). The batch is all-or-nothing.
-int nft_apply_elements(bool add, std::string_view table, const std::vector<NftElement>& elems);
+// A NETLINK_NETFILTER socket (invalid fd and errno set on failure).
+UniqueFd nft_open_socket();
+
+// Sends the batch on `fd` and waits for every ACK. Returns 0, or the first error (a positive
+// errno: ENOENT when the table or a set does not exist). The batch is all-or-nothing.
+int nft_apply_elements(int fd, bool add, std::string_view table, const std::vector<NftElement>& elems);
+
+// Closes an nfnetlink socket without waiting. Why: releasing the last reference to a bound
+// nfnetlink socket makes nf_tables flush its queue of objects to destroy (NETLINK_URELEASE ->
+// nf_tables_trans_destroy_flush_work), i.e. wait for an RCU grace period (~15 ms here) whenever a
+// transaction deleted something. A short-lived grandchild holds the last reference instead; it
+// keeps no other fd of ours. Falls back to a plain close if it cannot fork.
+void nft_close_in_background(UniqueFd fd);
 
 }  // namespace mk::core

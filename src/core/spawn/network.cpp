@@ -210,10 +210,10 @@ bool machine_running(const std::string& name) {
     return bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), len) < 0 && errno == EADDRINUSE;
 }
 
-void remove_elements(const std::vector<NftElement>& elems) {
-    if (nft_apply_elements(false, "machkit", elems) == 0) return;
+void remove_elements(int sock, const std::vector<NftElement>& elems) {
+    if (nft_apply_elements(sock, false, "machkit", elems) == 0) return;
     // Some are gone already (a batch is all-or-nothing): one by one.
-    for (const auto& e : elems) (void)nft_apply_elements(false, "machkit", {e});
+    for (const auto& e : elems) (void)nft_apply_elements(sock, false, "machkit", {e});
 }
 
 UniqueFd take_nft_lock() {
@@ -229,6 +229,10 @@ UniqueFd take_nft_lock() {
 
 void ContainerNetwork::setup_nat(const std::vector<NftElement>& elems) {
     UniqueFd lock = take_nft_lock();
+    // Kept open until teardown: closing it is what can be slow (see nft_close_in_background).
+    nft_sock_ = nft_open_socket();
+    if (!nft_sock_) throw_last_error("cannot open an nfnetlink socket");
+    const int sock = nft_sock_.get();
     std::string dir = records_dir();
     mkdir((std::string(kRunDir) + "/network").c_str(), 0755);
     if (mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) throw_last_error("cannot create " + dir);
@@ -238,16 +242,16 @@ void ContainerNetwork::setup_nat(const std::vector<NftElement>& elems) {
         while (dirent* de = readdir(d)) {
             std::string n = de->d_name;
             if (n == "." || n == ".." || (n != machine_ && machine_running(n))) continue;
-            if (auto text = read_host_file(dir + "/" + n, 1 << 20)) remove_elements(decode_elements(*text));
+            if (auto text = read_host_file(dir + "/" + n, 1 << 20)) remove_elements(sock, decode_elements(*text));
             unlink((dir + "/" + n).c_str());
         }
         closedir(d);
     }
-    int r = nft_apply_elements(true, "machkit", elems);
+    int r = nft_apply_elements(sock, true, "machkit", elems);
     if (r == ENOENT) {
         // First machine in this namespace (or the table was collected): make the table.
         run_nft_helper({"init"}, nft_init_script(), true);
-        r = nft_apply_elements(true, "machkit", elems);
+        r = nft_apply_elements(sock, true, "machkit", elems);
     }
     if (r) throw_errno(r, "cannot add the NAT and port forwarding entries to nftables table inet machkit");
     nat_elems_ = elems;
@@ -258,8 +262,10 @@ void ContainerNetwork::setup_nat(const std::vector<NftElement>& elems) {
 
 void ContainerNetwork::teardown_nat() {
     UniqueFd lock = take_nft_lock();
-    remove_elements(nat_elems_);
+    if (!nft_sock_) nft_sock_ = nft_open_socket();
+    remove_elements(nft_sock_.get(), nat_elems_);
     nat_elems_.clear();
+    nft_close_in_background(std::move(nft_sock_));
     std::string dir = records_dir();
     unlink((dir + "/" + machine_).c_str());
     // Last one out: collect the table, a little later (deleting it waits for RCU, ~30 ms, and the

@@ -62,6 +62,7 @@ private:
     std::vector<std::string> container_addresses_;
     std::optional<Netlink> guest_;
     std::vector<NftElement> nat_elems_;
+    UniqueFd nft_sock_;  // nfnetlink, from setup to teardown
 };
 
 // Settings that do not come from the command line (see docs/networking.md):
