@@ -155,6 +155,11 @@ pid_t run_nft_helper(const std::vector<std::string>& args, const std::string& sc
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, rd.get(), STDIN_FILENO);
+    if (!wait) {
+        // It outlives us: it must not hold our stdout/stderr (a `spawn ... | cat` would wait for it).
+        posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+        posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+    }
     posix_spawnattr_t attr;
     posix_spawnattr_init(&attr);
     sigset_t none, all;
