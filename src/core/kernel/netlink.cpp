@@ -399,4 +399,6 @@ std::vector<Address> Netlink::list_addresses() {
     return out;
 }
 
+std::vector<Address> list_addresses_in(int netns_fd) { return Netlink::in_namespace(netns_fd).list_addresses(); }
+
 }  // namespace mk::core

@@ -113,6 +113,10 @@ private:
     uint32_t seq_ = 0;
 };
 
+// The addresses of the network namespace of `netns_fd` (an nsfs fd, e.g. /proc/PID/ns/net, or a
+// pidfd): what machd's GetMachineAddresses reports. Same thread caveat as Netlink::in_namespace.
+std::vector<Address> list_addresses_in(int netns_fd);
+
 // Parses "1.2.3.4" or "fd00::1" into network-order bytes (4 or 16); nullopt if neither.
 std::optional<std::vector<uint8_t>> parse_ip(int family, std::string_view text);
 
