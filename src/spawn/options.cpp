@@ -115,7 +115,8 @@ std::optional<core::SettingGroup> group_of(int c) {
     case OPT_BIND: case OPT_BIND_RO: case OPT_TMPFS: case OPT_INACCESSIBLE: return G::CustomMounts;
     case 'p': return G::ExposePorts;
     case OPT_PRIVATE_NETWORK: case 'n': case OPT_NETWORK_VETH_EXTRA: case OPT_NETWORK_BRIDGE: case OPT_NETWORK_ZONE:
-    case OPT_NETWORK_INTERFACE: case OPT_NETWORK_MACVLAN: case OPT_NETWORK_IPVLAN: return G::Network;
+    case OPT_NETWORK_INTERFACE: case OPT_NETWORK_MACVLAN: case OPT_NETWORK_IPVLAN: case OPT_NETWORK_NAMESPACE_PATH:
+        return G::Network;
     default: return std::nullopt;
     }
 }
@@ -166,6 +167,7 @@ Run a command or boot an OS tree in a light-weight container.
      --network-macvlan=IF[:CIF]    Add a macvlan on IF (mv-IF inside)
      --network-ipvlan=IF[:CIF]     Add an ipvlan on IF (iv-IF inside)
   -p --port=[tcp|udp:]HOST[:CONT]  Forward a host port to the container
+     --network-namespace-path=PATH  Join an existing network namespace
      --capability=CAP       Keep CAP in addition to the default set (or "all")
      --drop-capability=CAP  Drop CAP from the default set
      --no-new-privileges=BOOL  Set PR_SET_NO_NEW_PRIVS for the payload
@@ -279,8 +281,7 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
             s.network_ipvlan.push_back(value("--network-ipvlan=", v, core::parse_interface_pair));
             s.private_network = true;
             break;
-        case OPT_NETWORK_NAMESPACE_PATH:
-            throw UsageError("--network-namespace-path= is not supported by spawn yet");
+        case OPT_NETWORK_NAMESPACE_PATH: s.network_namespace_path = value("--network-namespace-path=", v, absolute_host_path); break;
         case 'p': s.ports.push_back(value("--port=", v, core::parse_port)); break;
         case OPT_CONSOLE:
             s.console = value("--console=", v, core::parse_console_mode);
@@ -345,6 +346,8 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
     if (!s.argv.empty()) r.set_on_command_line.set(core::SettingGroup::StartMode);
 
     if (s.directory.empty()) throw UsageError("no directory given: pass the container's root with -D DIR");
+    if (!s.network_namespace_path.empty() && s.private_network)
+        throw UsageError("--network-namespace-path= cannot be combined with --private-network or other --network-* options");
     if (!machine_set) {
         s.machine_name = core::machine_name_from_path(s.directory);
         if (s.machine_name.empty())

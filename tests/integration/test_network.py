@@ -304,6 +304,20 @@ def test_stale_entries_of_a_killed_spawn_are_swept(spawn_bin, tree, netns):
     assert wait_for(lambda: "machkit" not in netns.nft()), netns.nft()
 
 
+def test_network_namespace_path(spawn_bin, tree, netns):
+    other = Netns()
+    try:
+        other.run("ip", "link", "add", "mktj0", "type", "veth", "peer", "name", "mktj1")
+        r = netns.run(*spawn_argv(spawn_bin, tree, "nsp", f"--network-namespace-path=/run/netns/{other.name}",
+                                  cmd="ip -o link show"), check=False)
+        assert r.returncode == 0, r.stderr
+        assert "mktj0" in r.stdout and "mktj1" in r.stdout
+        r = netns.run(spawn_bin, "-q", "-D", str(tree), "--network-namespace-path=/etc/hostname", "true", check=False)
+        assert r.returncode != 0 and "not a network namespace" in r.stderr
+    finally:
+        other.delete()
+
+
 def test_bad_network_options(spawn_bin, tree, netns):
     for opt, word in (("--network-zone=waytoolongzone", "zone"), ("--network-interface=a/b", "interface"),
                       ("--port=0", "port"), ("--port=sctp:5", "port")):

@@ -200,5 +200,6 @@ TEST(SpawnOptions, NetworkOptionsImplyPrivateNetwork) {
     EXPECT_THROW(parse({"--network-zone=thirteenchars"}), UsageError);
     EXPECT_THROW(parse({"--network-bridge=a/b"}), UsageError);
     EXPECT_THROW(parse({"-p", "70000"}), UsageError);
-    EXPECT_THROW(parse({"--network-namespace-path=/run/netns/x"}), UsageError);
+    EXPECT_EQ(parse({"--network-namespace-path=/run/netns/x"}).network_namespace_path, "/run/netns/x");
+    EXPECT_THROW(parse({"--network-namespace-path=/run/netns/x", "-n"}), UsageError);
 }

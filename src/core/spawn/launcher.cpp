@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <linux/keyctl.h>
+#include <linux/nsfs.h>
 #include <linux/openat2.h>
 
 #include <cstring>
@@ -212,6 +213,7 @@ struct Prepared {
     bool use_pty = false;
     bool wait_for_go = false;
     bool wait_for_network = false;            // the parent sets up links for us (ContainerNetwork)
+    UniqueFd netns;                           // --network-namespace-path=, opened in the host
     bool boot = false;                        // the guest's init: cgroups of its own, notify socket
     std::optional<CgroupLayout> cgroups;      // set when the guest gets its own cgroup namespace
     Uuid uuid{};
@@ -450,6 +452,7 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path) {
         pollfd pf{chan, 0, 0};
         if (poll(&pf, 1, 0) > 0 && (pf.revents & POLLHUP)) _exit(1);
         umask(0);
+        if (p.netns && setns(p.netns.get(), CLONE_NEWNET) < 0) throw_last_error("cannot join the network namespace");
 
         if (p.cgroups) {
             // The parent moves us into the machine's groups first; only then does a new cgroup
@@ -641,6 +644,12 @@ Prepared prepare(const SpawnSpec& spec, bool wait_for_go) {
         throw_last_error("cannot open " + spec.directory);
     }
     int root = p.root_dir.get();
+    if (!spec.network_namespace_path.empty()) {
+        p.netns.reset(open(spec.network_namespace_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+        if (!p.netns) throw_last_error("cannot open network namespace " + spec.network_namespace_path);
+        if (ioctl(p.netns.get(), NS_GET_NSTYPE) != CLONE_NEWNET)
+            throw UsageError(spec.network_namespace_path + " is not a network namespace");
+    }
 
     p.plan = build_mount_plan(spec);
 
@@ -827,7 +836,7 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks) {
     clone_args ca{};
     ca.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD;
     if (!p.cgroups) ca.flags |= CLONE_NEWCGROUP;  // else the child unshares it once placed
-    if (spec.private_network) ca.flags |= CLONE_NEWNET;
+    if (spec.private_network && !p.netns) ca.flags |= CLONE_NEWNET;
     int pidfd_raw = -1;
     ca.pidfd = reinterpret_cast<uint64_t>(&pidfd_raw);
     ca.exit_signal = SIGCHLD;
