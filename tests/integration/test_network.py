@@ -208,6 +208,15 @@ def test_veth_ping_and_tcp_both_ways(spawn_bin, tree, netns):
     assert p.returncode in (0, 137, 143), err
 
 
+def test_veth_without_ipv6_on_the_host(spawn_bin, tree, netns):
+    # IPv6 off in the test's "host" namespace only (these sysctls are per namespace).
+    netns.run("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+    r = netns.run(*spawn_argv(spawn_bin, tree, "v4only", "--network-veth",
+                              cmd="gw=$(ip route | awk '/^default/ {print $3}'); ping -c1 -W3 $gw >/dev/null && echo ok"),
+                  check=False)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
 def test_zone_members_reach_each_other(spawn_bin, tree, netns):
     server = netns.popen(*spawn_argv(spawn_bin, tree, "zb", "--network-zone=mktz",
                                      cmd="mkdir -p /www; echo hello-from-b > /www/index.html; exec httpd -f -p 80 -h /www"))

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <ctime>
 #include <cstdio>
 #include <cstring>
 
@@ -278,6 +279,12 @@ void ContainerNetwork::teardown_nat() {
     if (rmdir(dir.c_str()) == 0 || errno == ENOENT) {
         std::string marker = dir + ".gc";
         UniqueFd m(open(marker.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+        struct stat st;
+        if (!m && errno == EEXIST && stat(marker.c_str(), &st) == 0 && st.st_mtime + 300 < time(nullptr)) {
+            // A collector that died before its time (killed, say): its marker must not stop them all.
+            unlink(marker.c_str());
+            m.reset(open(marker.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+        }
         if (m) {
             try {
                 run_nft_helper({"gc", dir, marker}, "", false);
@@ -310,7 +317,18 @@ void ContainerNetwork::setup_veth(const SpawnSpec& spec, Netlink& host, int ns, 
     int hidx = host.link_index(veth_host_);
     if (!hidx) throw_errno(ENODEV, "veth " + veth_host_ + " vanished");
     AddressPool pool = address_pool_from_env();
-    std::string c4, c6, gw4, gw6, sub4, sub6;
+    std::string c4, c6, gw4, gw6;
+    // IPv6 is best effort: a host may have it disabled (disable_ipv6, ipv6.disable=1).
+    bool v6 = true;
+    auto try6 = [&](auto&& f) {
+        if (!v6) return;
+        try {
+            f();
+        } catch (const std::system_error&) {
+            v6 = false;
+            c6.clear();
+        }
+    };
     uint8_t plen = pool.veth_prefixlen;
 
     if (!spec.network_bridge.empty()) {
@@ -341,7 +359,7 @@ void ContainerNetwork::setup_veth(const SpawnSpec& spec, Netlink& host, int ns, 
             bidx = host.link_index(br);
             if (managed) {
                 host.add_address(bidx, AF_INET, ip4_to_string(al.subnet.host(1)), plen);
-                host.add_address(bidx, AF_INET6, ula_address(pool, al.index, 1), 64);
+                try6([&] { host.add_address(bidx, AF_INET6, ula_address(pool, al.index, 1), 64); });
             }
             host.set_up(bidx);
         } else if (managed) {
@@ -364,9 +382,7 @@ void ContainerNetwork::setup_veth(const SpawnSpec& spec, Netlink& host, int ns, 
             c4 = ip4_to_string(al.subnet.host(me));
             gw6 = ula_address(pool, al.index, 1);
             c6 = ula_address(pool, al.index, me);
-            sub4 = to_string(al.subnet);
-            sub6 = ula_address(pool, al.index, 0) + "/64";
-            sub6.replace(sub6.find("::0/"), 4, "::/");
+            if (!v6) c6.clear();
         }
     } else if (managed) {
         Allocation al = allocate_subnet(pool, spec.machine_name, plen, taken_subnets(host));
@@ -374,11 +390,8 @@ void ContainerNetwork::setup_veth(const SpawnSpec& spec, Netlink& host, int ns, 
         c4 = ip4_to_string(al.subnet.host(2));
         gw6 = ula_address(pool, al.index, 1);
         c6 = ula_address(pool, al.index, 2);
-        sub4 = to_string(al.subnet);
-        sub6 = ula_address(pool, al.index, 0) + "/64";
-        sub6.replace(sub6.find("::0/"), 4, "::/");
         host.add_address(hidx, AF_INET, gw4, plen);
-        host.add_address(hidx, AF_INET6, gw6, 64);
+        try6([&] { host.add_address(hidx, AF_INET6, gw6, 64); });
     }
     host.set_up(hidx);
 
@@ -387,13 +400,14 @@ void ContainerNetwork::setup_veth(const SpawnSpec& spec, Netlink& host, int ns, 
     if (!cidx) throw_errno(ENODEV, "host0 did not arrive in the container");
     if (managed) {
         g.add_address(cidx, AF_INET, c4, plen);
-        g.add_address(cidx, AF_INET6, c6, 64);
+        try6([&] { g.add_address(cidx, AF_INET6, c6, 64); });
     }
     g.set_up(cidx);
     if (managed) {
         g.add_default_route(AF_INET, gw4, cidx);
-        g.add_default_route(AF_INET6, gw6, cidx);
-        container_addresses_ = {c4, c6};
+        try6([&] { g.add_default_route(AF_INET6, gw6, cidx); });
+        container_addresses_ = {c4};
+        if (!c6.empty()) container_addresses_.push_back(c6);
         nat_ = true;
         // Forwarding is host-global state; like systemd-networkd's IPMasquerade=, turn it on only
         // because NAT was asked for (docs/networking.md). IPv6 forwarding also turns off accepting
