@@ -237,6 +237,20 @@ def test_zone_members_reach_each_other(spawn_bin, tree, netns):
     assert wait_for(lambda: "vz-mktz" not in netns.links()), netns.links()
 
 
+def test_zone_members_whose_names_hash_alike_get_distinct_addresses(spawn_bin, tree, netns):
+    # "zc5" and "zc26" hash to the same host number in a /24 (see zone_member_host).
+    first = netns.popen(*spawn_argv(spawn_bin, tree, "zc5", "--network-zone=mktc", cmd="exec sleep 30"))
+    try:
+        assert wait_for(lambda: container_pid(first.pid) is not None and guest_addr(container_pid(first.pid)))
+        a = guest_addr(container_pid(first.pid))
+        r = netns.run(*spawn_argv(spawn_bin, tree, "zc26", "--network-zone=mktc",
+                                  cmd=f"ip -4 -o addr show host0; ping -c1 -W3 {a} >/dev/null && echo reached"), check=False)
+        assert r.returncode == 0, r.stderr
+        assert f" {a}/" not in r.stdout and "reached" in r.stdout, (a, r.stdout)
+    finally:
+        stop(first)
+
+
 def test_port_forward_to_guest_via_host_addresses(spawn_bin, tree, netns):
     # The host's "own" addresses: on a dummy link in the test namespace (documentation prefixes).
     netns.run("ip", "link", "add", "mktd0", "type", "veth", "peer", "name", "mktd1")

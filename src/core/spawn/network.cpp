@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <ctime>
 #include <cstdio>
@@ -231,6 +232,22 @@ UniqueFd take_nft_lock() {
     return fd;
 }
 
+// The elements recorded by the other running machines of this namespace.
+std::vector<NftElement> recorded_elements(const std::string& except) {
+    std::vector<NftElement> out;
+    std::string dir = records_dir();
+    DIR* d = opendir(dir.c_str());
+    if (!d) return out;
+    while (dirent* de = readdir(d)) {
+        std::string n = de->d_name;
+        if (n == "." || n == ".." || n == except || !machine_running(n)) continue;
+        if (auto text = read_host_file(dir + "/" + n, 1 << 20))
+            for (auto& e : decode_elements(*text)) out.push_back(std::move(e));
+    }
+    closedir(d);
+    return out;
+}
+
 }  // namespace
 
 void ContainerNetwork::setup_nat(const std::vector<NftElement>& elems) {
@@ -298,6 +315,7 @@ void ContainerNetwork::teardown_nat() {
 
 void ContainerNetwork::setup_veth(const SpawnSpec& spec, Netlink& host, int ns, bool managed) {
     const bool bridged = !spec.network_bridge.empty() || !spec.network_zone.empty();
+    UniqueFd zone_lock;
     veth_host_ = veth_host_name(spec.machine_name, bridged);
     int user_bridge = 0;
     if (!spec.network_bridge.empty()) {
@@ -335,7 +353,8 @@ void ContainerNetwork::setup_veth(const SpawnSpec& spec, Netlink& host, int ns, 
         host.set_master(hidx, user_bridge);
         managed = false;  // the bridge's owner hands out addresses (DHCP or static inside the guest)
     } else if (!spec.network_zone.empty()) {
-        UniqueFd lock = take_network_lock();
+        // Held until this function returns, i.e. until our record (with our address) is written.
+        zone_lock = take_network_lock();
         std::string br = zone_bridge_name(spec.network_zone);
         std::vector<LinkInfo> links = host.list_links();
         // Stale zone bridges (their spawns were killed): no members left.
@@ -377,7 +396,21 @@ void ContainerNetwork::setup_veth(const SpawnSpec& spec, Netlink& host, int ns, 
         zone_bridge_ = br;
         host.set_master(hidx, bidx);
         if (managed) {
+            // Members' addresses: hashed from their names, then probed past those that running
+            // machines' records hold (their masq4 entries are their addresses).
+            std::vector<uint32_t> used;
+            for (const auto& e : recorded_elements(machine_))
+                if (e.set == "masq4" && e.key.size() == 4)
+                    used.push_back(uint32_t{e.key[0]} << 24 | uint32_t{e.key[1]} << 16 | uint32_t{e.key[2]} << 8 | e.key[3]);
             unsigned me = zone_member_host(spec.machine_name, plen);
+            const unsigned hosts = (1u << (32 - plen)) - 3;
+            for (unsigned i = 0; i < hosts; i++) {
+                unsigned cand = 2 + (me - 2 + i) % hosts;
+                if (std::find(used.begin(), used.end(), al.subnet.host(cand)) == used.end()) {
+                    me = cand;
+                    break;
+                }
+            }
             gw4 = ip4_to_string(al.subnet.host(1));
             c4 = ip4_to_string(al.subnet.host(me));
             gw6 = ula_address(pool, al.index, 1);
