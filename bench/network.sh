@@ -21,9 +21,9 @@ t=$work/tree
 
 cmds=(
   "$spawn -q -M b --network-veth -D $t /bin/true"
-  "env MACHKIT_NETWORK_AUTO=no $spawn -q -M b --network-veth -D $t /bin/true"
-  "$spawn -q -M b --private-network -D $t /bin/true"
-  "systemd-nspawn --register=no --keep-unit --network-veth -q -M b -D $t /bin/true"
+  "env MACHKIT_NETWORK_AUTO=no $spawn -q -M c --network-veth -D $t /bin/true"
+  "$spawn -q -M d --private-network -D $t /bin/true"
+  "systemd-nspawn --register=no --keep-unit --network-veth -q -M n -D $t /bin/true"
   "unshare --net sh -c 'ip link add vtp0 type veth peer name vtp1'"
   "unshare --fork --pid --mount --uts --ipc --net --mount-proc chroot $t /bin/true"
 )
