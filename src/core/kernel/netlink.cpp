@@ -198,11 +198,36 @@ void Netlink::dump(NlMessage& m, F&& each) {
 }
 
 int Netlink::link_index(std::string_view name) {
-    // if_nametoindex() uses an ioctl on an AF_INET socket of the *current* namespace; ask this one.
+    // if_nametoindex() uses an ioctl on an AF_INET socket of the *current* namespace; ask this one,
+    // for this name only (a dump costs as much as the host has links).
+    NlMessage m(RTM_GETLINK, NLM_F_ACK);
+    m.put_header<ifinfomsg>().ifi_family = AF_UNSPEC;
+    m.put_string(IFLA_IFNAME, name);
+    m.put_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+    uint32_t seq = ++seq_;
+    m.set_seq(seq);
+    if (send(fd_.get(), m.data(), m.size(), 0) < 0) throw_last_error("netlink send");
+    alignas(nlmsghdr) char buf[16384];
     int found = 0;
-    for (const auto& l : list_links())
-        if (l.name == name) found = l.index;
-    return found;
+    for (;;) {
+        ssize_t n = recv(fd_.get(), buf, sizeof buf, 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            throw_last_error("netlink receive");
+        }
+        int len = static_cast<int>(n);
+        for (auto* r = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(r, len); r = NLMSG_NEXT(r, len)) {
+            if (r->nlmsg_seq != seq) continue;
+            if (r->nlmsg_type == RTM_NEWLINK) {
+                found = static_cast<const ifinfomsg*>(NLMSG_DATA(r))->ifi_index;
+            } else if (r->nlmsg_type == NLMSG_ERROR) {
+                int err = -static_cast<nlmsgerr*>(NLMSG_DATA(r))->error;
+                if (err == ENODEV) return 0;
+                if (err) throw_errno(err, "cannot look up interface " + std::string(name));
+                return found;  // the ACK follows the answer
+            }
+        }
+    }
 }
 
 std::vector<LinkInfo> Netlink::list_links() {
