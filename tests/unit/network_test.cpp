@@ -3,6 +3,7 @@
 #include <linux/if_link.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
+#include <fcntl.h>
 #include <linux/veth.h>
 #include <sys/socket.h>
 
@@ -202,4 +203,66 @@ TEST(SpawnOptions, NetworkOptionsImplyPrivateNetwork) {
     EXPECT_THROW(parse({"-p", "70000"}), UsageError);
     EXPECT_EQ(parse({"--network-namespace-path=/run/netns/x"}).network_namespace_path, "/run/netns/x");
     EXPECT_THROW(parse({"--network-namespace-path=/run/netns/x", "-n"}), UsageError);
+}
+
+#include <sched.h>
+#include <unistd.h>
+
+#include <thread>
+
+// Against the real kernel, in a network namespace of its own (a thread's: unshare(CLONE_NEWNET)
+// affects the calling thread only). Root only; skipped otherwise.
+TEST(NetlinkKernel, LinksAddressesRoutesInAPrivateNamespace) {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root";
+    std::string failure;
+    std::thread t([&] {
+        try {
+            if (unshare(CLONE_NEWNET) < 0) throw_last_error("unshare");
+            UniqueFd self(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+            Netlink nl;
+            nl.set_up(nl.link_index("lo"));
+            EXPECT_EQ(nl.link_index("nope0"), 0);
+            nl.create_veth("mkt-a", "mkt-b", self.get());
+            int a = nl.link_index("mkt-a"), b = nl.link_index("mkt-b");
+            ASSERT_GT(a, 0);
+            ASSERT_GT(b, 0);
+            nl.create_bridge("mkt-br");
+            int br = nl.link_index("mkt-br");
+            nl.set_master(b, br);
+            nl.set_up(a);
+            nl.set_up(br);
+            nl.add_address(a, AF_INET, "192.0.2.1", 24);
+            nl.add_address(a, AF_INET6, "2001:db8::1", 64);
+            nl.add_default_route(AF_INET, "192.0.2.254", a);
+            try {
+                nl.add_address(a, AF_INET, "192.0.2.1", 24);
+                ADD_FAILURE() << "a duplicate address was accepted";
+            } catch (const std::system_error& e) {
+                EXPECT_EQ(e.code().value(), EEXIST);
+            }
+            bool v4 = false, v6 = false;
+            for (const auto& ad : nl.list_addresses()) {
+                v4 = v4 || (ad.ifname == "mkt-a" && ad.address == "192.0.2.1" && ad.prefixlen == 24);
+                v6 = v6 || (ad.ifname == "mkt-a" && ad.address == "2001:db8::1");
+            }
+            EXPECT_TRUE(v4);
+            EXPECT_TRUE(v6);
+            bool enslaved = false;
+            for (const auto& l : nl.list_links()) {
+                if (l.name == "mkt-b") enslaved = l.master == br && l.kind == "veth";
+                if (l.name == "mkt-br") {
+                    EXPECT_EQ(l.kind, "bridge");
+                }
+            }
+            EXPECT_TRUE(enslaved);
+            nl.set_up(a, false);
+            nl.rename(a, "mkt-c");
+            EXPECT_EQ(nl.link_index("mkt-c"), a);
+            // Everything here goes with the namespace when the thread ends.
+        } catch (const std::exception& e) {
+            failure = e.what();
+        }
+    });
+    t.join();
+    EXPECT_EQ(failure, "");
 }
