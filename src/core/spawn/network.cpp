@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -122,6 +123,36 @@ void retire_stale_veth(Netlink& nl, const std::string& name) {
             }
         }
     }
+}
+
+// Runs `work` in a detached grandchild that keeps none of our fds (no lock, pty or name socket of
+// ours outlives us in it; stdio is /dev/null) and is not in our session, so that slow kernel work
+// does not delay spawn's exit. We wait for the intermediate child only, which exits at once.
+// Returns false if it could not fork: the caller does the work itself then.
+template <typename F>
+bool in_background(F&& work) {
+    pid_t child = fork();
+    if (child < 0) return false;
+    if (child == 0) {
+        syscall(SYS_close_range, 0u, ~0u, 0u);
+        int fd = open("/dev/null", O_RDWR | O_CLOEXEC);  // becomes 0
+        if (fd == 0) {
+            (void)!dup2(0, 1);
+            (void)!dup2(0, 2);
+        }
+        setsid();
+        if (fork() == 0) {
+            try {
+                work();
+            } catch (...) {
+            }
+            _exit(0);
+        }
+        _exit(0);
+    }
+    int st;
+    while (waitpid(child, &st, 0) < 0 && errno == EINTR) {}
+    return true;
 }
 
 }  // namespace
@@ -540,17 +571,21 @@ void ContainerNetwork::teardown() noexcept {
     }
     if (!zone_bridge_.empty()) {
         // The zone's bridge goes with its last member. Ours (vb-NAME) may still hang on it until the
-        // kernel finishes destroying the container's namespace: it does not count.
-        try {
+        // kernel finishes destroying the container's namespace: it does not count. Deleting a
+        // bridge waits for RCU (~20 ms): done in the background, under the zone lock, re-checked there.
+        auto remove_if_unused = [br = zone_bridge_, mine = veth_host_] {
             UniqueFd lock = take_network_lock();
             Netlink host;
             auto links = host.list_links();
             int bidx = 0;
             for (const auto& l : links)
-                if (l.name == zone_bridge_) bidx = l.index;
+                if (l.name == br) bidx = l.index;
             bool others = false;
-            for (const auto& l : links) others = others || (bidx && l.master == bidx && l.name != veth_host_);
+            for (const auto& l : links) others = others || (bidx && l.master == bidx && l.name != mine);
             if (bidx && !others) host.delete_link(bidx);
+        };
+        try {
+            if (!in_background(remove_if_unused)) remove_if_unused();
         } catch (const std::exception& e) {
             warn("removing the zone bridge", e);
         }
