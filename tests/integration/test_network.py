@@ -252,28 +252,55 @@ def test_zone_members_whose_names_hash_alike_get_distinct_addresses(spawn_bin, t
 
 
 def test_port_forward_to_guest_via_host_addresses(spawn_bin, tree, netns):
-    # The host's "own" addresses: on a dummy link in the test namespace (documentation prefixes).
-    netns.run("ip", "link", "add", "mktd0", "type", "veth", "peer", "name", "mktd1")
-    netns.run("ip", "addr", "add", "192.0.2.1/24", "dev", "mktd0")
-    netns.run("ip", "addr", "add", "2001:db8::1/64", "dev", "mktd0", "nodad")
-    netns.run("ip", "link", "set", "mktd0", "up")
-    p = netns.popen(*spawn_argv(spawn_bin, tree, "pf", "--network-veth", "-p", "8080:80", "--port=tcp:8081",
-                                cmd="mkdir -p /www; echo hello-forwarded > /www/index.html; "
-                                    "httpd -p 8081 -h /www; exec httpd -f -p 80 -h /www"))
+    # The host's "own" addresses (documentation prefixes) on a veth whose other end is in a client
+    # namespace: connections from the client go through prerouting, from the host through output.
+    client = Netns()
     try:
-        assert wait_for(lambda: "dnat" in netns.nft() or p.poll() is not None)
-        assert p.poll() is None, stop(p)
-        for target, port in (("192.0.2.1", "8080"), ("2001:db8::1", "8080"), ("192.0.2.1", "8081")):
-            r = netns.run("python3", "-c", CLIENT, target, port, check=False)
-            assert "hello-forwarded" in r.stdout, (target, port, r.stderr, netns.nft())
-        # the host side of the veth is one of the host's addresses too
-        ve = netns.addr_of("ve-pf").split("/")[0]
-        r = netns.run("python3", "-c", CLIENT, ve, "8080", check=False)
-        assert "hello-forwarded" in r.stdout, r.stderr
+        netns.run("ip", "link", "add", "mktd0", "type", "veth", "peer", "name", "mktd1", "netns", client.name)
+        netns.run("ip", "addr", "add", "192.0.2.1/24", "dev", "mktd0")
+        netns.run("ip", "addr", "add", "2001:db8::1/64", "dev", "mktd0", "nodad")
+        netns.run("ip", "link", "set", "mktd0", "up")
+        client.run("ip", "addr", "add", "192.0.2.2/24", "dev", "mktd1")
+        client.run("ip", "addr", "add", "2001:db8::2/64", "dev", "mktd1", "nodad")
+        client.run("ip", "link", "set", "mktd1", "up")
+        p = netns.popen(*spawn_argv(spawn_bin, tree, "pf", "--network-veth", "-p", "8080:80", "--port=tcp:8081",
+                                    cmd="mkdir -p /www; echo hello-forwarded > /www/index.html; "
+                                        "httpd -p 8081 -h /www; exec httpd -f -p 80 -h /www"))
+        try:
+            assert wait_for(lambda: "machkit" in netns.nft() or p.poll() is not None)
+            assert p.poll() is None, stop(p)
+            for ns, target, port in ((netns, "192.0.2.1", "8080"), (netns, "2001:db8::1", "8080"),
+                                     (netns, "192.0.2.1", "8081"), (client, "192.0.2.1", "8080"),
+                                     (client, "2001:db8::1", "8080"), (client, "192.0.2.1", "8081")):
+                r = ns.run("python3", "-c", CLIENT, target, port, check=False)
+                assert "hello-forwarded" in r.stdout, (ns.name, target, port, r.stderr, netns.nft())
+            # the host side of the veth is one of the host's addresses too
+            ve = netns.addr_of("ve-pf").split("/")[0]
+            r = netns.run("python3", "-c", CLIENT, ve, "8080", check=False)
+            assert "hello-forwarded" in r.stdout, r.stderr
+        finally:
+            stop(p)
+        assert wait_for(lambda: "machkit" not in netns.nft()), netns.nft()
+        netns.run("ip", "link", "del", "mktd0")
     finally:
-        stop(p)
-    assert wait_for(lambda: "machkit" not in netns.nft()), netns.nft()
-    netns.run("ip", "link", "del", "mktd0")
+        client.delete()
+
+
+def test_outbound_nat(spawn_bin, tree, netns):
+    # An "upstream" namespace that knows no route to the pool: only a masqueraded reply comes back.
+    up = Netns()
+    try:
+        netns.run("ip", "link", "add", "mktu0", "type", "veth", "peer", "name", "mktu1", "netns", up.name)
+        netns.run("ip", "addr", "add", "198.51.100.1/24", "dev", "mktu0")
+        netns.run("ip", "link", "set", "mktu0", "up")
+        up.run("ip", "addr", "add", "198.51.100.2/24", "dev", "mktu1")
+        up.run("ip", "link", "set", "mktu1", "up")
+        r = netns.run(*spawn_argv(spawn_bin, tree, "out", "--network-veth",
+                                  cmd="ping -c1 -W3 198.51.100.2 >/dev/null && echo reached"), check=False)
+        assert r.returncode == 0 and "reached" in r.stdout, r.stderr
+        netns.run("ip", "link", "del", "mktu0")
+    finally:
+        up.delete()
 
 
 def test_interface_moved_in_and_back(spawn_bin, tree, netns):
