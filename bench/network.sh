@@ -4,7 +4,9 @@
 # namespace (re-executes itself under `unshare --net`): no link, address or nftables rule of the
 # real host is touched.
 #   bench/network.sh [BUILD_DIR]   (root; needs hyperfine, systemd-container, busybox-static, iproute2)
-#   RUNS=N (default 100)
+#   RUNS=N (default 100); PAUSE=1 sleeps 50 ms before each run: back to back, every start also waits
+#   for the kernel to finish destroying the previous run's namespace (rtnl_lock), which inflates
+#   all veth rows.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 if [ -z "${MK_BENCH_NETNS:-}" ]; then
@@ -29,8 +31,10 @@ cmds=(
 )
 names=(spawn-veth spawn-veth-bare spawn-private-network nspawn-veth floor-veth floor-unshare)
 
-hyperfine -N -w 10 -r "$runs" --export-json "$work/net.json" "${cmds[@]}" >/dev/null 2>&1 || \
-hyperfine -N -w 10 -r "$runs" --export-json "$work/net.json" "${cmds[@]}" 2>&1 | grep -v "^ " >&2
+pause=()
+[ -n "${PAUSE:-}" ] && pause=(--prepare "sleep 0.05")
+hyperfine -N -w 10 -r "$runs" "${pause[@]}" --export-json "$work/net.json" "${cmds[@]}" >/dev/null 2>&1 || \
+hyperfine -N -w 10 -r "$runs" "${pause[@]}" --export-json "$work/net.json" "${cmds[@]}" 2>&1 | grep -v "^ " >&2
 
 python3 - "$work/net.json" "${names[@]}" <<'PY'
 import json, statistics, sys
