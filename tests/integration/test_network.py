@@ -217,6 +217,19 @@ def test_veth_without_ipv6_on_the_host(spawn_bin, tree, netns):
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
 
 
+def test_veth_without_the_nft_helper_warns_and_works(spawn_bin, tree, netns):
+    env = dict(os.environ, MACHKIT_NFT_HELPER="/nonexistent/machkit-nft")
+    argv = spawn_argv(spawn_bin, tree, "nohelper", "--network-veth",
+                      cmd="gw=$(ip route | awk '/^default/ {print $3}'); ping -c1 -W3 $gw >/dev/null && echo ok")
+    argv.remove("-q")
+    r = netns.run(*argv, check=False, env=env)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+    assert "no NAT" in r.stderr
+    # ports cannot do without it
+    r = netns.run(spawn_bin, "-q", "-D", str(tree), "-n", "-p", "8080", "true", check=False, env=env)
+    assert r.returncode != 0 and "machkit-nft" in r.stderr
+
+
 def test_zone_members_reach_each_other(spawn_bin, tree, netns):
     server = netns.popen(*spawn_argv(spawn_bin, tree, "zb", "--network-zone=mktz",
                                      cmd="mkdir -p /www; echo hello-from-b > /www/index.html; exec httpd -f -p 80 -h /www"))
@@ -375,5 +388,7 @@ def test_bad_network_options(spawn_bin, tree, netns):
         assert r.returncode != 0 and word in r.stderr.lower(), (opt, r.stderr)
     r = netns.run(spawn_bin, "-q", "-D", str(tree), "--network-bridge=mktnobr", "true", check=False)
     assert r.returncode != 0 and "mktnobr" in r.stderr
+    r = netns.run(spawn_bin, "-q", "-D", str(tree), "--network-bridge=mktnobr", "-p", "80", "true", check=False)
+    assert r.returncode != 0 and "--port" in r.stderr
     r = netns.run(spawn_bin, "-q", "-D", str(tree), "--network-interface=mktnone", "true", check=False)
     assert r.returncode != 0 and "mktnone" in r.stderr

@@ -309,6 +309,7 @@ void ContainerNetwork::setup_nat(const std::vector<NftElement>& elems) {
     }
     if (r) throw_errno(r, "cannot add the NAT and port forwarding entries to nftables table inet machkit");
     nat_elems_ = elems;
+    nat_ = true;
     UniqueFd dfd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!dfd) throw_last_error("cannot open " + dir);
     write_file_at(dfd.get(), machine_, encode_elements(elems), 0600);
@@ -414,8 +415,10 @@ void ContainerNetwork::setup_veth(const SpawnSpec& spec, Netlink& host, int ns, 
             host.set_up(bidx);
         } else if (managed) {
             // The bridge exists: use the subnet it has (the pool may have been probed past the hash).
+            bool has4 = false;
             for (const auto& a : host.list_addresses())
-                if (a.ifindex == bidx && a.family == AF_INET) {
+                if (a.ifindex == bidx && a.family == AF_INET && !has4) {
+                    has4 = true;
                     in_addr ia{};
                     inet_pton(AF_INET, a.address.c_str(), &ia);
                     uint32_t h = ntohl(ia.s_addr);
@@ -423,6 +426,13 @@ void ContainerNetwork::setup_veth(const SpawnSpec& spec, Netlink& host, int ns, 
                     plen = a.prefixlen;
                     al.index = (al.subnet.network - pool.pool.network) >> (32 - plen);
                 }
+            if (has4 && plen > 29)
+                throw_errno(EADDRNOTAVAIL, "the subnet of " + br + " (/" + std::to_string(plen) + ") has no room for machines");
+            if (!has4) {  // made without addresses (MACHKIT_NETWORK_AUTO=no, or by someone else)
+                al = allocate_subnet(pool, "zone:" + spec.network_zone, plen, taken_subnets(host));
+                host.add_address(bidx, AF_INET, ip4_to_string(al.subnet.host(1)), plen);
+                try6([&] { host.add_address(bidx, AF_INET6, ula_address(pool, al.index, 1), 64); });
+            }
         }
         zone_bridge_ = br;
         host.set_master(hidx, bidx);
@@ -472,19 +482,29 @@ void ContainerNetwork::setup_veth(const SpawnSpec& spec, Netlink& host, int ns, 
         try6([&] { g.add_default_route(AF_INET6, gw6, cidx); });
         container_addresses_ = {c4};
         if (!c6.empty()) container_addresses_.push_back(c6);
-        nat_ = true;
         // Forwarding is host-global state; like systemd-networkd's IPMasquerade=, turn it on only
         // because NAT was asked for (docs/networking.md). IPv6 forwarding also turns off accepting
         // router advertisements on interfaces without accept_ra=2, so only IPv4 unless ports want v6.
-        write_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
-        if (!spec.ports.empty()) {
-            try {
-                write_sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1");
-            } catch (const std::exception&) {
-                // No IPv6 on this host: the IPv4 rules still work.
+        // Without ports, NAT is a convenience: the host <-> guest link works without it, so a
+        // failure here (no machkit-nft installed, no nf_tables, read-only /proc/sys) is a warning.
+        const bool required = !spec.ports.empty();
+        try {
+            write_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
+            if (required) {
+                try {
+                    write_sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1");
+                } catch (const std::exception&) {
+                    // No IPv6 on this host: the IPv4 rules still work.
+                }
             }
+            setup_nat(nat_elements(spec.machine_name, c4, c6, spec.ports));
+        } catch (const std::exception& e) {
+            if (required) throw;
+            if (!nat_) nft_sock_.reset();  // else elements were added: teardown removes them
+            if (!spec.quiet)
+                fprintf(stderr, "spawn: no NAT for %s (the container reaches only this host): %s\n",
+                        spec.machine_name.c_str(), e.what());
         }
-        setup_nat(nat_elements(spec.machine_name, c4, c6, spec.ports));
     }
 }
 
@@ -494,13 +514,13 @@ void ContainerNetwork::setup(const SpawnSpec& spec, pid_t child_pid) {
     if (!ns) throw_last_error("cannot open the container's network namespace");
     Netlink host;
     const bool managed = !host_side_managed();
+    // The forwarding target is the address spawn gives the container.
+    if (!spec.ports.empty() && (!managed || !spec.network_bridge.empty() || (!spec.network_veth && spec.network_zone.empty())))
+        throw UsageError("--port= needs --network-veth or --network-zone with spawn's own addressing "
+                         "(not --network-bridge=, not with a network manager or MACHKIT_NETWORK_AUTO=no)");
 
     if (spec.network_veth || !spec.network_bridge.empty() || !spec.network_zone.empty())
         setup_veth(spec, host, ns.get(), managed);
-    else if (!spec.ports.empty())
-        throw UsageError("--port= needs --network-veth or --network-zone (the container's address comes from them)");
-    if (!spec.ports.empty() && !nat_)
-        throw UsageError("--port= needs spawn's own addressing of the veth (not with --network-bridge= or MACHKIT_NETWORK_AUTO=no)");
 
     for (const auto& e : spec.network_veth_extra) {
         auto [h, c] = split_pair(e);
