@@ -381,6 +381,18 @@ def test_network_namespace_path(spawn_bin, tree, netns):
         other.delete()
 
 
+def test_zone_bridge_of_a_killed_spawn_is_swept(spawn_bin, tree, netns):
+    p = netns.popen(*spawn_argv(spawn_bin, tree, "zk", "--network-zone=mktk", cmd="exec sleep 100"))
+    assert wait_for(lambda: "vz-mktk" in netns.links() and "vb-zk" in netns.links())
+    p.kill()  # SIGKILL: no teardown ran
+    p.wait()
+    assert wait_for(lambda: "vb-zk" not in netns.links())  # the member went with its namespace
+    assert "vz-mktk" in netns.links()
+    r = netns.run(*spawn_argv(spawn_bin, tree, "zo", "--network-zone=mkto", cmd="true"), check=False)
+    assert r.returncode == 0, r.stderr
+    assert wait_for(lambda: not {"vz-mktk", "vz-mkto"} & netns.links()), netns.links()
+
+
 def test_bad_network_options(spawn_bin, tree, netns):
     for opt, word in (("--network-zone=waytoolongzone", "zone"), ("--network-interface=a/b", "interface"),
                       ("--port=0", "port"), ("--port=sctp:5", "port")):
