@@ -28,6 +28,8 @@ enum {
     OPT_UUID, OPT_CONSOLE, OPT_KILL_SIGNAL, OPT_CAPABILITY, OPT_DROP_CAPABILITY, OPT_NO_NEW_PRIVILEGES,
     OPT_SYSCALL_FILTER, OPT_RESOLV_CONF, OPT_TIMEZONE, OPT_REGISTER, OPT_VERSION, OPT_KEEP_UNIT, OPT_SLICE,
     OPT_PROPERTY, OPT_INACCESSIBLE, OPT_NOTIFY_READY, OPT_VOLATILE, OPT_SETTINGS, OPT_OVERLAY, OPT_OVERLAY_RO, OPT_PRIVATE_USERS, OPT_PRIVATE_USERS_OWNERSHIP, OPT_PRIVATE_USERS_CHOWN,
+    OPT_NETWORK_INTERFACE, OPT_NETWORK_MACVLAN, OPT_NETWORK_IPVLAN, OPT_NETWORK_VETH_EXTRA, OPT_NETWORK_BRIDGE,
+    OPT_NETWORK_ZONE, OPT_NETWORK_NAMESPACE_PATH,
 };
 
 const option kLongOptions[] = {
@@ -49,6 +51,15 @@ const option kLongOptions[] = {
     {"inaccessible", required_argument, nullptr, OPT_INACCESSIBLE},
     {"read-only", no_argument, nullptr, OPT_READ_ONLY},
     {"private-network", no_argument, nullptr, OPT_PRIVATE_NETWORK},
+    {"network-veth", no_argument, nullptr, 'n'},
+    {"network-veth-extra", required_argument, nullptr, OPT_NETWORK_VETH_EXTRA},
+    {"network-bridge", required_argument, nullptr, OPT_NETWORK_BRIDGE},
+    {"network-zone", required_argument, nullptr, OPT_NETWORK_ZONE},
+    {"network-interface", required_argument, nullptr, OPT_NETWORK_INTERFACE},
+    {"network-macvlan", required_argument, nullptr, OPT_NETWORK_MACVLAN},
+    {"network-ipvlan", required_argument, nullptr, OPT_NETWORK_IPVLAN},
+    {"network-namespace-path", required_argument, nullptr, OPT_NETWORK_NAMESPACE_PATH},
+    {"port", required_argument, nullptr, 'p'},
     {"console", required_argument, nullptr, OPT_CONSOLE},
     {"pipe", no_argument, nullptr, 'P'},
     {"kill-signal", required_argument, nullptr, OPT_KILL_SIGNAL},
@@ -110,7 +121,10 @@ std::optional<core::SettingGroup> group_of(int c) {
     case OPT_VOLATILE: return G::Volatile;
     case OPT_BIND: case OPT_BIND_RO: case OPT_TMPFS: case OPT_INACCESSIBLE: case OPT_OVERLAY: case OPT_OVERLAY_RO:
         return G::CustomMounts;
-    case OPT_PRIVATE_NETWORK: return G::Network;
+    case 'p': return G::ExposePorts;
+    case OPT_PRIVATE_NETWORK: case 'n': case OPT_NETWORK_VETH_EXTRA: case OPT_NETWORK_BRIDGE: case OPT_NETWORK_ZONE:
+    case OPT_NETWORK_INTERFACE: case OPT_NETWORK_MACVLAN: case OPT_NETWORK_IPVLAN: case OPT_NETWORK_NAMESPACE_PATH:
+        return G::Network;
     default: return std::nullopt;
     }
 }
@@ -156,6 +170,15 @@ Run a command or boot an OS tree in a light-weight container.
      --slice=SLICE          Slice for the machine's scope
      --property=NAME=VALUE  Property for the machine's scope
      --private-network      Disconnect from the host's network (loopback only)
+  -n --network-veth         Add a virtual Ethernet link: ve-NAME on the host, host0 inside
+     --network-veth-extra=HOSTIF[:CIF]  Add another veth pair
+     --network-bridge=BR    Add a veth (vb-NAME) to the host bridge BR
+     --network-zone=ZONE    Add a veth (vb-NAME) to bridge vz-ZONE, created on demand
+     --network-interface=IF[:CIF]  Move a host interface in (and back at exit)
+     --network-macvlan=IF[:CIF]    Add a macvlan on IF (mv-IF inside)
+     --network-ipvlan=IF[:CIF]     Add an ipvlan on IF (iv-IF inside)
+  -p --port=[tcp|udp:]HOST[:CONT]  Forward a host port to the container
+     --network-namespace-path=PATH  Join an existing network namespace
      --capability=CAP       Keep CAP in addition to the default set (or "all")
      --drop-capability=CAP  Drop CAP from the default set
      --no-new-privileges=BOOL  Set PR_SET_NO_NEW_PRIVS for the payload
@@ -187,7 +210,7 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
     optind = 0;  // full re-initialisation, so parse_options can be called more than once
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv.data(), "+hqD:M:u:E:abPxU", kLongOptions, nullptr)) >= 0) {
+    while ((c = getopt_long(argc, argv.data(), "+hqD:M:u:E:abPxUnp:", kLongOptions, nullptr)) >= 0) {
         std::string_view v = optarg ? optarg : "";
         std::string opt = optind > 0 && optind <= argc ? copy[static_cast<size_t>(optind - 1)] : "";
         switch (c) {
@@ -244,6 +267,35 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
         case OPT_INACCESSIBLE: s.inaccessible.push_back(value("--inaccessible=", v, core::parse_absolute_path)); break;
         case OPT_READ_ONLY: s.read_only = true; break;
         case OPT_PRIVATE_NETWORK: s.private_network = true; break;
+        // Every option that adds links implies a private network namespace (as nspawn's).
+        case 'n': s.network_veth = s.private_network = true; break;
+        case OPT_NETWORK_VETH_EXTRA:
+            s.network_veth_extra.push_back(value("--network-veth-extra=", v, core::parse_interface_pair));
+            s.private_network = true;
+            break;
+        case OPT_NETWORK_BRIDGE:
+            if (!core::ifname_is_valid(v)) throw UsageError("invalid --network-bridge= value " + core::quote_value(v));
+            s.network_bridge = std::string(v);
+            s.network_veth = s.private_network = true;
+            break;
+        case OPT_NETWORK_ZONE:
+            s.network_zone = value("--network-zone=", v, core::parse_network_zone);
+            s.network_veth = s.private_network = true;
+            break;
+        case OPT_NETWORK_INTERFACE:
+            s.network_interfaces.push_back(value("--network-interface=", v, core::parse_interface_pair));
+            s.private_network = true;
+            break;
+        case OPT_NETWORK_MACVLAN:
+            s.network_macvlan.push_back(value("--network-macvlan=", v, core::parse_interface_pair));
+            s.private_network = true;
+            break;
+        case OPT_NETWORK_IPVLAN:
+            s.network_ipvlan.push_back(value("--network-ipvlan=", v, core::parse_interface_pair));
+            s.private_network = true;
+            break;
+        case OPT_NETWORK_NAMESPACE_PATH: s.network_namespace_path = value("--network-namespace-path=", v, absolute_host_path); break;
+        case 'p': s.ports.push_back(value("--port=", v, core::parse_port)); break;
         case OPT_CONSOLE:
             s.console = value("--console=", v, core::parse_console_mode);
             r.console_set = true;
@@ -328,6 +380,8 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
     if (!s.argv.empty()) r.set_on_command_line.set(core::SettingGroup::StartMode);
 
     if (s.directory.empty()) throw UsageError("no directory given: pass the container's root with -D DIR");
+    if (!s.network_namespace_path.empty() && s.private_network)
+        throw UsageError("--network-namespace-path= cannot be combined with --private-network or other --network-* options");
     if (!machine_set) {
         s.machine_name = core::machine_name_from_path(s.directory);
         if (s.machine_name.empty())

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <linux/keyctl.h>
+#include <linux/nsfs.h>
 #include <linux/openat2.h>
 
 #include <cstring>
@@ -41,6 +42,7 @@
 #include "core/kernel/userns.hpp"
 #include "core/spawn/container_cgroup.hpp"
 #include "core/spawn/mount_plan.hpp"
+#include "core/spawn/network.hpp"
 
 namespace mk::core {
 namespace {
@@ -208,6 +210,8 @@ struct Prepared {
     std::vector<BpfProgram> seccomp;
     bool use_pty = false;
     bool wait_for_parent = false;             // the child waits for placement/registration
+    bool wait_for_network = false;            // the parent sets up links for us (ContainerNetwork)
+    UniqueFd netns;                           // --network-namespace-path=, opened in the host
     bool boot = false;                        // the guest's init: cgroups of its own, notify socket
     std::optional<CgroupLayout> cgroups;      // set when the guest gets its own cgroup namespace
     std::vector<std::string> overlay_workdirs;  // created for --overlay=, removed at exit
@@ -254,7 +258,9 @@ void setup_resolv_conf(int root_fd, const SpawnSpec& spec) {
     using M = ResolvConfMode;
     M m = spec.resolv_conf;
     const bool read_only = root_is_read_only(spec);
-    if (m == M::Auto) m = spec.private_network ? M::Off : (read_only ? M::BindHost : M::CopyHost);
+    // A private network without a way out gets none; with spawn's veth/zone and NAT the host's works.
+    const bool routed = spec.network_veth || !spec.network_zone.empty() || !spec.network_bridge.empty();
+    if (m == M::Auto) m = spec.private_network && !routed ? M::Off : (read_only ? M::BindHost : M::CopyHost);
     if (m == M::Off) return;
     enum { Copy, Replace, Bind, Delete } action;
     const char* source = "/etc/resolv.conf";
@@ -458,6 +464,7 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path, int idmap_use
         pollfd pf{chan, 0, 0};
         if (poll(&pf, 1, 0) > 0 && (pf.revents & POLLHUP)) _exit(1);
         umask(0);
+        if (p.netns && setns(p.netns.get(), CLONE_NEWNET) < 0) throw_last_error("cannot join the network namespace");
 
         if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0)
             throw_last_error("cannot make the mount namespace private");
@@ -530,6 +537,11 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path, int idmap_use
         if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, 0, 0, 0, 0) < 0 && errno != EPERM && errno != ENOSYS &&
             errno != EACCES)
             throw_last_error("cannot join a new session keyring");
+        if (p.wait_for_network) {
+            // The parent configures our links meanwhile; it says when they are there.
+            char ready;
+            if (recv(chan, &ready, 1, 0) != 1) _exit(1);
+        }
         if (spec.private_network) bring_up_loopback();
 
         if (setsid() < 0) throw_last_error("setsid");
@@ -652,9 +664,6 @@ void check_supported(const SpawnSpec& s) {
     if (!s.pivot_root_new.empty()) refuse("--pivot-root=");
     if (s.suppress_sync) refuse("--suppress-sync=");
     if (!s.bind_users.empty()) refuse("--bind-user=");
-    if (s.network_veth || !s.network_interfaces.empty() || !s.network_macvlan.empty() || !s.network_ipvlan.empty() ||
-        !s.network_veth_extra.empty() || !s.network_bridge.empty() || !s.network_zone.empty() || !s.ports.empty())
-        refuse("Networking beyond --private-network (veth, bridges, zones, interfaces, ports)");
     if (s.userns_mode != UserNamespaceMode::No && (s.ephemeral || s.volatile_mode != VolatileMode::No))
         refuse("--private-users together with --ephemeral or --volatile");
     if (s.capabilities_ambient) refuse("--ambient-capability=");
@@ -673,6 +682,12 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
         throw_last_error("cannot open " + spec.directory);
     }
     int root = p.root_dir.get();
+    if (!spec.network_namespace_path.empty()) {
+        p.netns.reset(open(spec.network_namespace_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+        if (!p.netns) throw_last_error("cannot open network namespace " + spec.network_namespace_path);
+        if (ioctl(p.netns.get(), NS_GET_NSTYPE) != CLONE_NEWNET)
+            throw UsageError(spec.network_namespace_path + " is not a network namespace");
+    }
 
     if (spec.userns_mode != UserNamespaceMode::No) {
         IdRange r;
@@ -826,6 +841,7 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
         p.env.push_back(e);
     }
     p.wait_for_parent = registering || p.cgroups.has_value();
+    p.wait_for_network = ContainerNetwork::needed(spec);
     return p;
 }
 
@@ -934,7 +950,7 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     clone_args ca{};
     ca.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD;
     if (!p.wait_for_parent) ca.flags |= CLONE_NEWCGROUP;  // else the child unshares it once placed
-    if (spec.private_network) ca.flags |= CLONE_NEWNET;
+    if (spec.private_network && !p.netns) ca.flags |= CLONE_NEWNET;
     int pidfd_raw = -1;
     ca.pidfd = reinterpret_cast<uint64_t>(&pidfd_raw);
     ca.exit_signal = SIGCHLD;
@@ -990,6 +1006,21 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
         }
         char placed = 1;
         (void)!send(chan.get(), &placed, 1, MSG_NOSIGNAL);
+    }
+
+    ContainerNetwork network;  // torn down when run_once returns, after the child is reaped
+    if (p.wait_for_network) {
+        try {
+            network.setup(spec, static_cast<pid_t>(pid));
+        } catch (...) {
+            kill_child(SIGKILL);
+            siginfo_t si{};
+            waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &si, WEXITED);
+            sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+            throw;
+        }
+        char ready = 1;
+        (void)!send(chan.get(), &ready, 1, MSG_NOSIGNAL);
     }
 
     UniqueFd master, notify, peer_hold;
@@ -1150,6 +1181,7 @@ std::string find_init(int root_fd) {
 Launcher::Launcher(SpawnSpec spec, LaunchHooks hooks) : spec_(std::move(spec)), hooks_(std::move(hooks)) {
     // A systemd init takes SIGTERM as "re-execute", not "stop": ask it to power off instead.
     if (spec_.start_mode == StartMode::Boot && spec_.kill_signal == 0) spec_.kill_signal = SIGRTMIN + 3;
+    if (ContainerNetwork::needed(spec_)) spec_.private_network = true;  // as nspawn: links need a netns
 }
 
 int Launcher::run() {

@@ -112,6 +112,7 @@ struct SpawnSpec {
     std::string network_bridge;
     std::string network_zone;
     std::vector<PortForward> ports;
+    std::string network_namespace_path;  // join this namespace instead of creating one
 
     // User namespace
     UserNamespaceMode userns_mode = UserNamespaceMode::No;
