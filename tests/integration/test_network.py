@@ -239,7 +239,8 @@ def test_zone_members_reach_each_other(spawn_bin, tree, netns):
         b_addr = guest_addr(container_pid(server.pid))
         assert netns.addr_of("vz-mktz").endswith("/24")
         assert "vb-zb" in netns.links()
-        r = netns.run(*spawn_argv(spawn_bin, tree, "za", "--network-zone=mktz",
+        # A second machine on the same tree: read-only, since a writable tree has one user at a time.
+        r = netns.run(*spawn_argv(spawn_bin, tree, "za", "--network-zone=mktz", "--read-only",
                                   cmd=f"ping -c1 -W3 {b_addr} >/dev/null && wget -q -O - http://{b_addr}/"), check=False)
         assert r.returncode == 0, r.stderr
         assert "hello-from-b" in r.stdout
@@ -256,7 +257,7 @@ def test_zone_members_whose_names_hash_alike_get_distinct_addresses(spawn_bin, t
     try:
         assert wait_for(lambda: container_pid(first.pid) is not None and guest_addr(container_pid(first.pid)))
         a = guest_addr(container_pid(first.pid))
-        r = netns.run(*spawn_argv(spawn_bin, tree, "zc26", "--network-zone=mktc",
+        r = netns.run(*spawn_argv(spawn_bin, tree, "zc26", "--network-zone=mktc", "--read-only",
                                   cmd=f"ip -4 -o addr show host0; ping -c1 -W3 {a} >/dev/null && echo reached"), check=False)
         assert r.returncode == 0, r.stderr
         assert f" {a}/" not in r.stdout and "reached" in r.stdout, (a, r.stdout)
