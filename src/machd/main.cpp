@@ -14,6 +14,7 @@
 #include <sdbus-c++/sdbus-c++.h>
 
 #include "bus/event_loop.hpp"
+#include "bus/extension_object.hpp"
 #include "bus/machine_objects.hpp"
 #include "bus/systemd_scope.hpp"
 #include "core/base/error.hpp"
@@ -128,6 +129,7 @@ int main(int argc, char** argv) {
         auto adopted = service.readopt();
         mk::bus::ManagerObject manager(*connection, service, scope_backend == "systemd");
         manager.add_existing();
+        mk::bus::ExtensionObject extension(*connection, service, cgroup_root);
         chain.targets.push_back(&manager);
         // Own the name last: clients never see a half-built object tree.
         connection->requestName(mk::bus::kBusName);
