@@ -51,10 +51,9 @@ class Containers:
     def __init__(self, bus, tree):
         self.bus, self.tree, self.procs = bus, tree, []
 
-    def start(self, name, script="exec sleep 1000", wait=True, extra=(), pid2=True):
-        # pid2: spawn's stub init is the leader (PID 1) and the script runs as PID 2; without it
-        # the script itself is the leader.
-        p = subprocess.Popen([str(SPAWN), "-q"] + (["-P"] if pid2 else []) + ["-D", str(self.tree), "-M", name, *extra, "--",
+    def start(self, name, script="exec sleep 1000", wait=True, extra=()):
+        # The script is the container's PID 1 and the machine's leader.
+        p = subprocess.Popen([str(SPAWN), "-q", "-P", "-D", str(self.tree), "-M", name, *extra, "--",
                               "/bin/sh", "-c", "echo ready; " + script],
                              env=self.bus.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              stdin=subprocess.DEVNULL)
@@ -252,13 +251,13 @@ def test_kill_leader_and_terminate(bus, containers):
 
 
 def test_kill_with_signal_reaches_the_payload(bus, containers, tree):
-    containers.start("mc-sig", "trap 'echo usr1 > /var/got' USR1; while :; do sleep 0.1; done", pid2=False)
+    containers.start("mc-sig", "trap 'echo usr1 > /var/got' USR1; while :; do sleep 0.1; done")
     ok(bus, "kill", "--signal=SIGUSR1", "--kill-whom=leader", "mc-sig")
     assert wait_for(lambda: (tree / "var" / "got").exists(), 10)
 
 
 def test_reboot_sends_sigint_to_the_leader(bus, containers, tree):
-    containers.start("mc-rb", "trap 'echo int > /var/int' INT; while :; do sleep 0.1; done", pid2=False)
+    containers.start("mc-rb", "trap 'echo int > /var/int' INT; while :; do sleep 0.1; done")
     ok(bus, "reboot", "mc-rb")
     assert wait_for(lambda: (tree / "var" / "int").exists(), 10)
 
