@@ -11,8 +11,12 @@ namespace {
 constexpr uint64_t kExecTty = 1;
 }
 
-ExtensionObject::ExtensionObject(sdbus::IConnection& connection, core::MachineService& service, std::string cgroup_root)
-    : AdaptorInterfaces(connection, kManagerPath), service_(service), cgroup_root_(std::move(cgroup_root)) {
+ExtensionObject::ExtensionObject(sdbus::IConnection& connection, core::MachineService& service, std::string cgroup_root,
+                                 core::LaunchConfig launch)
+    : AdaptorInterfaces(connection, kManagerPath),
+      service_(service),
+      cgroup_root_(std::move(cgroup_root)),
+      launch_(std::move(launch)) {
     registerAdaptor();
 }
 
@@ -56,6 +60,15 @@ void ExtensionObject::ResumeMachine(const std::string& name) {
 std::string ExtensionObject::GetMachineFreezerState(const std::string& name) {
     auto& m = lookup(name);
     return translate([&] { return core::machine_freezer_state(m, cgroup_root_); });
+}
+
+std::tuple<uint32_t, std::string> ExtensionObject::StartMachine(const std::string& name) {
+    require_root(getObject(), "start machines");
+    if (service_.find(name)) throw sdbus::Error(kMachineExists, "Machine '" + name + "' already exists");
+    return translate([&] {
+        auto l = core::launch_machine(launch_, name);
+        return std::tuple<uint32_t, std::string>(static_cast<uint32_t>(l.pid), l.log_path);
+    });
 }
 
 }  // namespace mk::bus

@@ -8,6 +8,7 @@
 
 #include <sdbus-c++/sdbus-c++.h>
 
+#include "core/machine/launch.hpp"
 #include "core/machine/service.hpp"
 #include "Manager1-adaptor.h"
 
@@ -15,7 +16,8 @@ namespace mk::bus {
 
 class ExtensionObject final : public sdbus::AdaptorInterfaces<io::machkit::Manager1_adaptor> {
 public:
-    ExtensionObject(sdbus::IConnection& connection, core::MachineService& service, std::string cgroup_root);
+    ExtensionObject(sdbus::IConnection& connection, core::MachineService& service, std::string cgroup_root,
+                    core::LaunchConfig launch);
     ~ExtensionObject();
 
 private:
@@ -28,9 +30,11 @@ private:
     void PauseMachine(const std::string& name) override;
     void ResumeMachine(const std::string& name) override;
     std::string GetMachineFreezerState(const std::string& name) override;
+    std::tuple<uint32_t, std::string> StartMachine(const std::string& name) override;
 
     core::MachineService& service_;
     std::string cgroup_root_;
+    core::LaunchConfig launch_;
 };
 
 }  // namespace mk::bus

@@ -199,6 +199,13 @@ int MachineClient::exec(const std::string& name, const std::string& user, const 
     });
 }
 
+std::pair<uint32_t, std::string> MachineClient::start_machine(const std::string& name) {
+    return guarded([&] {
+        auto [pid, log] = impl_->manager->StartMachine(name);
+        return std::pair<uint32_t, std::string>(pid, log);
+    });
+}
+
 void MachineClient::pause(const std::string& name) {
     guarded([&] { impl_->manager->PauseMachine(name); });
 }

@@ -81,6 +81,8 @@ public:
     int exec(const std::string& name, const std::string& user, const std::string& path,
              const std::vector<std::string>& args, const std::vector<std::string>& env, int in, int out, int err,
              bool tty);  // returns the owned status fd
+    // StartMachine: (spawn's PID, its log file).
+    std::pair<uint32_t, std::string> start_machine(const std::string& name);
     void pause(const std::string& name);
     void resume(const std::string& name);
 

@@ -550,13 +550,59 @@ bool systemd_booted() {
     return ::lstat("/run/systemd/system", &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+// Alive and not a zombie (spawn was reparented; its reaper may be slow).
+bool process_alive(pid_t pid) {
+    std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat;
+    if (!std::getline(f, stat)) return false;
+    auto rp = stat.rfind(')');
+    return rp != std::string::npos && rp + 2 < stat.size() && stat[rp + 2] != 'Z';
+}
+
+std::string tail_of(const std::string& path, size_t lines) {
+    std::ifstream f(path);
+    std::vector<std::string> all;
+    std::string l;
+    while (std::getline(f, l)) {
+        all.push_back(l);
+        if (all.size() > lines) all.erase(all.begin());
+    }
+    std::string s;
+    for (const auto& x : all) s += "\n    " + x;
+    return s;
+}
+
+// start: systemd's spawn@NAME.service where systemd runs; else machd's StartMachine, then wait
+// (bounded by --timeout, default 30 s) until spawn registered the machine, reporting spawn's own
+// last words if it died first.
 int verb_start(Context& c, const std::vector<std::string>& names) {
-    if (!systemd_booted() || !c.client().systemd_present())
-        throw Failure("start needs systemd as the service manager (spawn@NAME.service); on this host start the "
-                      "machine with: spawn --boot -M NAME -D /var/lib/machines/NAME");
+    if (systemd_booted() && c.client().systemd_present()) {
+        for (const auto& n : names) {
+            std::string unit = "spawn@" + n + ".service";
+            bus_call("Failed to start " + unit, [&] { c.client().start_unit(unit); });
+        }
+        return 0;
+    }
+    double timeout = c.opts.timeout.value_or(kDefaultStopTimeout);
     for (const auto& n : names) {
-        std::string unit = "spawn@" + n + ".service";
-        bus_call("Failed to start " + unit, [&] { c.client().start_unit(unit); });
+        auto [pid, log] = bus_call("Failed to start machine " + n, [&] { return c.client().start_machine(n); });
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);
+        for (;;) {
+            try {
+                auto path = c.client().machine_path(n);
+                if (prop_or<std::string>(c.client().properties(path, kMachineIface), "State", "") == "running") break;
+            } catch (const ClientError& e) {
+                if (!is_no_such(e)) throw;
+            }
+            if (!process_alive(static_cast<pid_t>(pid)))
+                throw Failure("Machine " + n + " failed to start; spawn exited (" + log + "):" + tail_of(log, 5));
+            if (std::chrono::steady_clock::now() >= deadline)
+                throw Failure("Machine " + n + " did not register within " +
+                              format_timespan(static_cast<uint64_t>(timeout * 1e6)) + " (spawn PID " +
+                              std::to_string(pid) + ", log " + log + ")");
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        if (!c.opts.quiet) std::fprintf(stderr, "Started machine %s (spawn PID %u, log %s).\n", n.c_str(), pid, log.c_str());
     }
     return 0;
 }
