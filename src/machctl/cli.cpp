@@ -115,7 +115,10 @@ void apply(Options& o, const OptionSpec& spec, const std::string& arg) {
         o.all = true;
     } else if (n == "value") o.value = true;
     else if (n == "all") o.all = true;
-    else if (n == "full") o.full = true;
+    else if (n == "full") {
+        o.full = true;
+        o.max_addresses = -1;  // as machinectl: -l implies --max-addresses=all
+    }
     else if (n == "output") {
         if (arg == "short" || arg == "cat") o.output = Output::short_;
         else if (arg == "json") o.output = Output::json;

@@ -294,8 +294,7 @@ int print_props(Context& c, const std::vector<bus::Property>& unsorted, bool& fi
         all.push_back(j);
         return 0;
     }
-    if (!first && c.opts.properties.size() != 1) std::printf("\n");
-    else if (!first && !c.opts.value) std::printf("\n");
+    if (!first) std::printf("\n");
     first = false;
     for (const auto& p : props) {
         if (!wanted(p)) continue;
@@ -495,7 +494,7 @@ int verb_shell(Context& c, const std::vector<std::string>& args) {
         core::UniqueFd status_fd(fd);
         slave.reset();
         if (!c.opts.quiet)
-            std::fprintf(stderr, "Connected to machine %s. Exit the shell (or ^D) to disconnect.\n", name.c_str());
+            std::fprintf(stderr, "Connected to machine %s. Press ^] three times within 1s to leave.\n", name.c_str());
         int rc = exit_code(relay_pty(master.get(), status_fd.get()));
         if (!c.opts.quiet) std::fprintf(stderr, "\nConnection to machine %s terminated.\n", name.c_str());
         return rc;

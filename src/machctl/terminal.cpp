@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstring>
 
@@ -73,6 +74,8 @@ int relay_pty(int master, int status_fd) {
 
     int status = -1;
     bool stdin_open = true;
+    int escapes = 0;
+    std::chrono::steady_clock::time_point first_escape;
     char buf[16384];
     for (;;) {
         if (g_winch) {
@@ -96,6 +99,21 @@ int relay_pty(int master, int status_fd) {
         if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
             ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
             if (n > 0) {
+                // ^] three times within a second leaves the session (as machinectl).
+                bool leave = false;
+                for (ssize_t i = 0; i < n; i++) {
+                    if (buf[i] != 0x1d) {
+                        escapes = 0;
+                        continue;
+                    }
+                    auto now = std::chrono::steady_clock::now();
+                    if (escapes == 0 || now - first_escape > std::chrono::seconds(1)) {
+                        escapes = 0;
+                        first_escape = now;
+                    }
+                    if (++escapes == 3) leave = true;
+                }
+                if (leave) break;
                 if (!write_all(master, buf, static_cast<size_t>(n))) break;
             } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
                 stdin_open = false;
@@ -119,6 +137,10 @@ int relay_pty(int master, int status_fd) {
             }
             break;
         }
+    }
+    if (escapes == 3) {
+        ::sigaction(SIGWINCH, &old, nullptr);
+        return -1;
     }
     if (status_fd >= 0) {
         // The terminal closed first: the status follows right away (the waiter reports it).

@@ -7,7 +7,8 @@ namespace mk::machctl {
 
 // Relays stdin -> master and master -> stdout until the master reports EOF/EIO or, if
 // `status_fd` >= 0, until a wait status arrives there (the remaining output is drained).
-// Returns the wait status read from `status_fd`, or -1 when there was none.
+// ^] pressed three times within a second ends the relay early. Returns the wait status read
+// from `status_fd`, or -1 when there was none (or the user left with ^]).
 int relay_pty(int master, int status_fd);
 
 }  // namespace mk::machctl

@@ -235,6 +235,27 @@ def test_shell_with_a_terminal(bus, containers):
     assert os.WEXITSTATUS(status) == 5, text
 
 
+def test_terminal_escape_leaves_the_session(bus, containers):
+    containers.start("mc-esc")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update(bus.env())
+        os.execv(str(MACHCTL), [str(MACHCTL), "shell", "mc-esc", "/bin/sh", "-c", "echo started; exec sleep 100"])
+    out = b""
+    end = time.time() + 20
+    while time.time() < end and b"started" not in out:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            out += os.read(fd, 4096)
+    assert b"Press ^] three times" in out and b"started" in out, out
+    os.write(fd, b"\x1d\x1d\x1d")
+    t0 = time.time()
+    _, status = os.waitpid(pid, 0)
+    assert time.time() - t0 < 5
+    assert os.WEXITSTATUS(status) == 255  # the command's status is unknown: it still runs
+    os.close(fd)
+
+
 # ------------------------------------------------------------------- kill, terminate, poweroff
 
 def test_kill_leader_and_terminate(bus, containers):
