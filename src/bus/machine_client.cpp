@@ -284,4 +284,20 @@ void MachineClient::start_unit(const std::string& unit) {
     });
 }
 
+std::string MachineClient::unit_active_state(const std::string& unit) {
+    try {
+        auto manager = sdbus::createProxy(*impl_->conn, "org.freedesktop.systemd1", "/org/freedesktop/systemd1");
+        sdbus::ObjectPath path;
+        manager->callMethod("GetUnit").onInterface("org.freedesktop.systemd1.Manager").withArguments(unit).storeResultsTo(path);
+        auto u = sdbus::createProxy(*impl_->conn, "org.freedesktop.systemd1", path);
+        sdbus::Variant v;
+        u->callMethod("Get").onInterface("org.freedesktop.DBus.Properties")
+            .withArguments(std::string("org.freedesktop.systemd1.Unit"), std::string("ActiveState")).storeResultsTo(v);
+        return v.get<std::string>();
+    } catch (const sdbus::Error& e) {
+        if (e.getName() == "org.freedesktop.systemd1.NoSuchUnit") return "";
+        rethrow(e);
+    }
+}
+
 }  // namespace mk::bus

@@ -102,6 +102,8 @@ public:
     // name on this bus.
     bool systemd_present();
     void start_unit(const std::string& unit);  // StartUnit(unit, "replace"), waits for nothing
+    // ActiveState of a loaded unit ("active", "activating", "failed", ...); "" if not loaded.
+    std::string unit_active_state(const std::string& unit);
 
 private:
     struct Impl;

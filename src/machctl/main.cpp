@@ -575,14 +575,37 @@ std::string tail_of(const std::string& path, size_t lines) {
 // (bounded by --timeout, default 30 s) until spawn registered the machine, reporting spawn's own
 // last words if it died first.
 int verb_start(Context& c, const std::vector<std::string>& names) {
+    double timeout = c.opts.timeout.value_or(kDefaultStopTimeout);
     if (systemd_booted() && c.client().systemd_present()) {
         for (const auto& n : names) {
             std::string unit = "spawn@" + n + ".service";
             bus_call("Failed to start " + unit, [&] { c.client().start_unit(unit); });
+            // StartUnit returns with the job queued: wait for the registration or the unit's failure.
+            auto started = std::chrono::steady_clock::now();
+            auto deadline = started + std::chrono::duration<double>(timeout);
+            bool seen_start = false;
+            for (;;) {
+                try {
+                    auto path = c.client().machine_path(n);
+                    if (prop_or<std::string>(c.client().properties(path, kMachineIface), "State", "") == "running") break;
+                } catch (const ClientError& e) {
+                    if (!is_no_such(e)) throw;
+                }
+                std::string state = c.client().unit_active_state(unit);
+                // Until the job runs, the unit may still show its previous inactive/failed state.
+                if (state == "activating" || state == "active") seen_start = true;
+                bool settled = seen_start || std::chrono::steady_clock::now() - started > std::chrono::seconds(3);
+                if (settled && (state == "failed" || state == "inactive"))
+                    throw Failure("Failed to start machine " + n + ": " + unit + " is " + state +
+                                  " (see 'journalctl -u " + unit + "')");
+                if (std::chrono::steady_clock::now() >= deadline)
+                    throw Failure("Machine " + n + " did not register within " +
+                                  format_timespan(static_cast<uint64_t>(timeout * 1e6)) + " (" + unit + " is " + state + ")");
+                std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            }
         }
         return 0;
     }
-    double timeout = c.opts.timeout.value_or(kDefaultStopTimeout);
     for (const auto& n : names) {
         auto [pid, log] = bus_call("Failed to start machine " + n, [&] { return c.client().start_machine(n); });
         auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);

@@ -141,3 +141,69 @@ def test_login_says_it_is_not_implemented(bus, guests):
     if r.returncode == 0:
         return  # machd gained OpenMachineLogin
     assert r.returncode == 1 and r.stderr.strip() == "Failed to get login PTY: OpenMachineLogin is not implemented by machd"
+
+
+def test_systemd_path_inside_a_booted_guest(bus, machd, debian_tree, tmp_path):
+    """The systemd host path, with the booted Debian guest as the host: machd (systemd scope
+    backend) and spawn@.service under the guest's real systemd; machctl start → StartUnit →
+    spawn --keep-unit registers; list, shell, enable + machines.target, poweroff."""
+    inner = tmp_path / "inner"
+    subprocess.run([str(HELPERS / "busybox-tree.sh"), str(inner)], check=True)
+    (inner / "sbin" / "init").unlink(missing_ok=True)
+    (inner / "sbin" / "init").symlink_to("/bin/busybox")
+    (inner / "etc" / "inittab").write_text("::sysinit:/bin/echo booted\n::respawn:/bin/sleep 1000\n")
+    root = pathlib.Path(__file__).resolve().parents[2]
+    sdbus = next(p for p in ("/lib/x86_64-linux-gnu/libsdbus-c++.so.1", "/usr/lib/x86_64-linux-gnu/libsdbus-c++.so.1")
+                 if os.path.exists(p))
+    g = Guest.__new__(Guest)
+    g.name, g.out = "deb-sd", b""
+    g.p = subprocess.Popen([str(SPAWN), "-x", "-b", "-D", debian_tree, "-M", "deb-sd",
+                            "--bind-ro=%s:/opt/mk" % BUILD, "--bind-ro=%s:/opt/mkpolicy" % (root / "policy"),
+                            "--bind-ro=%s:/usr/lib/x86_64-linux-gnu/libsdbus-c++.so.1" % sdbus,
+                            "--bind=%s:/var/lib/machines/inner" % inner],
+                           env=bus.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    os.set_blocking(g.p.stdout.fileno(), False)
+    try:
+        assert g.wait_for(r"Reached target [^\n]*multi-user\.target"), g.text()
+
+        def guest(*cmd, check=True):
+            r = subprocess.run([str(MACHCTL), "shell", "deb-sd", *cmd], capture_output=True, text=True,
+                               env=bus.env(), stdin=subprocess.DEVNULL, timeout=120)
+            if check:
+                assert r.returncode == 0, "%s: %s %s" % (cmd, r.stdout, r.stderr)
+            return r
+
+        guest("/bin/systemctl", "is-system-running", "--wait", check=False)
+        guest("/bin/cp", "/opt/mkpolicy/org.freedesktop.machine1.conf", "/etc/dbus-1/system.d/")
+        guest("/bin/systemctl", "reload", "dbus")
+        unit = (root / "units" / "spawn@.service.in").read_text().replace("@bindir@", "/opt/mk/src/spawn")
+        guest_root = pathlib.Path("/proc/%d/root" % json.loads(
+            machctl(bus, "show", "-o", "json", "deb-sd").stdout)["Leader"])
+        (guest_root / "etc/systemd/system/spawn@.service").write_text(unit)
+        (guest_root / "etc/systemd/system/machines.target").write_text((root / "units" / "machines.target").read_text())
+        guest("/bin/systemctl", "daemon-reload")
+        guest("/bin/systemd-run", "--unit=machd", "-p", "Type=dbus", "-p", "BusName=org.freedesktop.machine1",
+              "/opt/mk/src/machd/machd")
+        mc = "/opt/mk/src/machctl/machctl"
+
+        r = guest(mc, "start", "--timeout=30", "inner")
+        out = guest(mc, "list", "-o", "json").stdout
+        assert [m["machine"] for m in json.loads(out)] == ["inner"], out
+        show = guest(mc, "show", "inner").stdout
+        assert "Unit=spawn@inner.service" in show, show
+        assert guest(mc, "shell", "inner", "/bin/sh", "-c", "exit 4", check=False).returncode == 4
+        guest(mc, "poweroff", "-s", "SIGUSR2", "--timeout=20", "inner")
+        assert guest("/bin/systemctl", "is-active", "spawn@inner.service", check=False).stdout.strip() == "inactive"
+        assert json.loads(guest(mc, "list", "-o", "json").stdout) == []
+
+        # enable + machines.target: what boot would do.
+        guest(mc, "enable", "inner")
+        guest("/bin/systemctl", "daemon-reload")
+        guest("/bin/systemctl", "start", "machines.target")
+        guest(mc, "wait", "--timeout=30", "inner")
+        guest(mc, "stop", "-s", "SIGUSR2", "--timeout=20", "inner")
+        guest(mc, "disable", "inner")
+        assert guest("/bin/test", "-e", "/etc/systemd/system/machines.target.wants/spawn@inner.service",
+                     check=False).returncode == 1
+    finally:
+        g.kill()

@@ -511,7 +511,10 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path) {
 
         if (sethostname(p.hostname.data(), p.hostname.size()) < 0) throw_last_error("sethostname");
         // A fresh session keyring: the kernel keyring is not namespaced.
-        if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, 0, 0, 0, 0) < 0) throw_last_error("cannot join a new session keyring");
+        // Inside another container keyctl is usually filtered (EPERM/ENOSYS): nspawn ignores that too.
+        if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, 0, 0, 0, 0) < 0 && errno != EPERM && errno != ENOSYS &&
+            errno != EACCES)
+            throw_last_error("cannot join a new session keyring");
         if (spec.private_network) bring_up_loopback();
 
         if (setsid() < 0) throw_last_error("setsid");
