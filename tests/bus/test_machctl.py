@@ -408,7 +408,7 @@ def test_help_version_completion(bus):
     for verb in ("list", "shell", "pause", "wait", "list-images", "--kill-whom", "--output"):
         assert verb in h
     assert ok(bus, "--version").stdout.startswith("machctl ")
-    comp = BUILD / "src" / "machctl" / "machctl.bash"
+    comp = BUILD / "shell-completion" / "machctl"
     assert comp.exists()
     subprocess.run(["bash", "-n", str(comp)], check=True)
     # The completion offers the verbs of the table.
