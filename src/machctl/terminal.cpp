@@ -15,7 +15,9 @@ namespace mk::machctl {
 namespace {
 
 volatile sig_atomic_t g_winch = 0;
+volatile sig_atomic_t g_quit = 0;
 void on_winch(int) { g_winch = 1; }
+void on_quit(int) { g_quit = 1; }
 
 class RawMode {
 public:
@@ -65,9 +67,21 @@ bool write_all(int fd, const char* p, size_t n) {
 }  // namespace
 
 int relay_pty(int master, int status_fd) {
-    struct sigaction sa {}, old {};
+    struct sigaction sa {}, old {}, quit {}, old_term {}, old_hup {};
     sa.sa_handler = on_winch;
     ::sigaction(SIGWINCH, &sa, &old);
+    // SIGTERM/SIGHUP end the relay through the normal path, so the terminal mode is restored.
+    quit.sa_handler = on_quit;
+    ::sigaction(SIGTERM, &quit, &old_term);
+    ::sigaction(SIGHUP, &quit, &old_hup);
+    struct Restore {
+        struct sigaction *w, *t, *h;
+        ~Restore() {
+            ::sigaction(SIGWINCH, w, nullptr);
+            ::sigaction(SIGTERM, t, nullptr);
+            ::sigaction(SIGHUP, h, nullptr);
+        }
+    } restore{&old, &old_term, &old_hup};
     copy_winsize(master);
     RawMode raw(STDIN_FILENO);
     ::fcntl(master, F_SETFL, ::fcntl(master, F_GETFL) | O_NONBLOCK);
@@ -78,6 +92,7 @@ int relay_pty(int master, int status_fd) {
     std::chrono::steady_clock::time_point first_escape;
     char buf[16384];
     for (;;) {
+        if (g_quit) break;
         if (g_winch) {
             g_winch = 0;
             copy_winsize(master);
@@ -138,17 +153,13 @@ int relay_pty(int master, int status_fd) {
             break;
         }
     }
-    if (escapes == 3) {
-        ::sigaction(SIGWINCH, &old, nullptr);
-        return -1;
-    }
+    if (escapes == 3 || g_quit) return -1;
     if (status_fd >= 0) {
         // The terminal closed first: the status follows right away (the waiter reports it).
         pollfd p{status_fd, POLLIN, 0};
         int st = 0;
         if (::poll(&p, 1, 5000) > 0 && ::read(status_fd, &st, sizeof st) == static_cast<ssize_t>(sizeof st)) status = st;
     }
-    ::sigaction(SIGWINCH, &old, nullptr);
     return status;
 }
 

@@ -256,6 +256,28 @@ def test_terminal_escape_leaves_the_session(bus, containers):
     os.close(fd)
 
 
+def test_sigterm_restores_the_terminal(bus, containers):
+    import termios
+    containers.start("mc-term")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update(bus.env())
+        os.execv(str(MACHCTL), [str(MACHCTL), "shell", "mc-term", "/bin/sh", "-c", "echo started; exec sleep 100"])
+    before = termios.tcgetattr(fd)[3]
+    out = b""
+    end = time.time() + 20
+    while time.time() < end and b"started" not in out:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            out += os.read(fd, 4096)
+    assert not termios.tcgetattr(fd)[3] & termios.ICANON, "raw mode while relaying"
+    os.kill(pid, signal.SIGTERM)
+    _, status = os.waitpid(pid, 0)
+    assert termios.tcgetattr(fd)[3] == before
+    assert os.WEXITSTATUS(status) == 255
+    os.close(fd)
+
+
 # ------------------------------------------------------------------- kill, terminate, poweroff
 
 def test_kill_leader_and_terminate(bus, containers):
