@@ -32,7 +32,7 @@ const std::vector<std::string> kPropertyOrder = {
     "Name", "Id", "Timestamp", "TimestampMonotonic", "Service", "Unit", "Leader", "Class", "RootDirectory",
     "NetworkInterfaces", "State",
     // Image
-    "Type", "Path", "ReadOnly", "CreationTimestamp", "ModificationTimestamp", "Usage", "Limit", "UsageExclusive",
+    "Path", "Type", "ReadOnly", "CreationTimestamp", "ModificationTimestamp", "Usage", "Limit", "UsageExclusive",
     "LimitExclusive",
 };
 
@@ -229,6 +229,10 @@ std::string MachineClient::image_path(const std::string& name) {
 
 std::map<std::string, std::string> MachineClient::image_os_release(const std::string& name) {
     return guarded([&] { return impl_->manager->GetImageOSRelease(name); });
+}
+
+std::string MachineClient::image_hostname(const std::string& name) {
+    return guarded([&] { return impl_->manager->GetImageHostname(name); });
 }
 
 void MachineClient::remove_image(const std::string& name) {

@@ -60,7 +60,8 @@ public:
 
     std::vector<MachineEntry> list_machines();
     std::string machine_path(const std::string& name);
-    // Properties of `iface` at `path` in introspection order (then any others by name).
+    // Properties of `iface` at `path` in machined 252's introspection order (then any others by
+    // name): GetAll's own order is lost in sdbus-c++'s map, and differs between daemons anyway.
     std::vector<Property> properties(const std::string& path, const std::string& iface);
     std::vector<Address> addresses(const std::string& name);
     std::map<std::string, std::string> os_release(const std::string& name);
@@ -90,6 +91,7 @@ public:
     std::vector<ImageEntry> list_images();
     std::string image_path(const std::string& name);
     std::map<std::string, std::string> image_os_release(const std::string& name);
+    std::string image_hostname(const std::string& name);
     void remove_image(const std::string& name);
     void rename_image(const std::string& name, const std::string& new_name);
     void clone_image(const std::string& name, const std::string& new_name, bool read_only);

@@ -93,6 +93,7 @@ std::string get(const std::map<std::string, std::string>& m, const std::string& 
 
 int verb_list(Context& c, const std::vector<std::string>&) {
     auto machines = bus_call("Could not get machines", [&] { return c.client().list_machines(); });
+    std::sort(machines.begin(), machines.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
     std::vector<std::vector<std::string>> rows;
     json out = json::array();
     for (const auto& m : machines) {
@@ -280,9 +281,9 @@ int verb_status(Context& c, const std::vector<std::string>& names) {
 
 // ------------------------------------------------------------------------------------ show
 
-int print_props(Context& c, const std::vector<bus::Property>& unsorted, bool& first, json& all) {
-    auto props = unsorted;
-    std::sort(props.begin(), props.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+// In machined 252's introspection order (the client orders them), as machinectl prints them
+// against machined.
+int print_props(Context& c, const std::vector<bus::Property>& props, bool& first, json& all) {
     auto wanted = [&](const bus::Property& p) {
         if (c.opts.properties.empty()) return true;
         return std::find(c.opts.properties.begin(), c.opts.properties.end(), p.name) != c.opts.properties.end();
@@ -670,14 +671,16 @@ int verb_enable(Context& c, const std::vector<std::string>& names, bool enable) 
 
 int verb_list_images(Context& c, const std::vector<std::string>&) {
     auto images = bus_call("Could not get images", [&] { return c.client().list_images(); });
+    std::sort(images.begin(), images.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
     std::vector<std::vector<std::string>> rows;
     json out = json::array();
     for (const auto& i : images) {
         if (!c.opts.all && i.name.starts_with(".")) continue;
         rows.push_back({i.name, i.type, i.read_only ? "yes" : "no", format_bytes(i.usage),
                         i.crtime ? format_timestamp(i.crtime) : "-", i.mtime ? format_timestamp(i.mtime) : "-"});
-        out.push_back({{"name", i.name}, {"type", i.type}, {"ro", i.read_only}, {"usage", i.usage},
-                       {"created", i.crtime}, {"modified", i.mtime}});
+        out.push_back({{"name", i.name}, {"type", i.type}, {"ro", i.read_only},
+                       {"usage", i.usage == UINT64_MAX ? json(nullptr) : json(i.usage)}, {"created", i.crtime},
+                       {"modified", i.mtime}});
     }
     if (c.is_json()) {
         c.emit_json(out);
@@ -695,31 +698,50 @@ int verb_list_images(Context& c, const std::vector<std::string>&) {
 int verb_image_status(Context& c, const std::vector<std::string>& names) {
     if (names.empty()) return show_objects(c, names, true);
     json all = json::array();
+    bool first = true;
     for (const auto& name : names) {
         auto path = bus_call("Could not get path to image", [&] { return c.client().image_path(name); });
         auto props = bus_call("Could not get properties", [&] { return c.client().properties(path, kImageIface); });
         std::map<std::string, std::string> os;
+        std::string hostname;
         try {
             os = c.client().image_os_release(name);
+        } catch (const ClientError& e) {
+            if (e.kind != ClientError::Kind::remote) throw;
+        }
+        try {
+            hostname = c.client().image_hostname(name);
         } catch (const ClientError& e) {
             if (e.kind != ClientError::Kind::remote) throw;
         }
         if (c.is_json()) {
             json j = props_json(props);
             j["OS"] = os;
+            j["Hostname"] = hostname;
             all.push_back(j);
             continue;
         }
+        auto now = static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+        auto when = [&](uint64_t t) {
+            return format_timestamp(t) + (now > t ? "; " + format_timespan(now - t) + " ago" : "");
+        };
+        if (!first) std::printf("\n");
+        first = false;
         std::printf("%s\n", name.c_str());
         std::printf("\t    Type: %s\n", prop_or<std::string>(props, "Type", "").c_str());
         std::printf("\t    Path: %s\n", prop_or<std::string>(props, "Path", "").c_str());
-        if (auto pretty = get(os, "PRETTY_NAME"); !pretty.empty()) std::printf("\t      OS: %s\n", pretty.c_str());
+        if (!hostname.empty()) std::printf("\tHostname: %s\n", hostname.c_str());
+        std::string pretty = get(os, "PRETTY_NAME");
+        if (pretty.empty()) pretty = get(os, "NAME");
+        if (!pretty.empty()) std::printf("\t      OS: %s\n", pretty.c_str());
         std::printf("\t      RO: %s\n", prop_or<bool>(props, "ReadOnly", false) ? "read-only" : "writable");
-        if (auto t = prop_or<uint64_t>(props, "CreationTimestamp", 0)) std::printf("\t Created: %s\n", format_timestamp(t).c_str());
-        if (auto t = prop_or<uint64_t>(props, "ModificationTimestamp", 0))
-            std::printf("\tModified: %s\n", format_timestamp(t).c_str());
-        std::printf("\t   Usage: %s\n", format_bytes(prop_or<uint64_t>(props, "Usage", UINT64_MAX)).c_str());
-        std::printf("\t   Limit: %s\n", format_bytes(prop_or<uint64_t>(props, "Limit", UINT64_MAX)).c_str());
+        if (auto t = prop_or<uint64_t>(props, "CreationTimestamp", 0)) std::printf("\t Created: %s\n", when(t).c_str());
+        if (auto t = prop_or<uint64_t>(props, "ModificationTimestamp", 0)) std::printf("\tModified: %s\n", when(t).c_str());
+        if (auto u = prop_or<uint64_t>(props, "Usage", UINT64_MAX); u != UINT64_MAX)
+            std::printf("\t   Usage: %s\n", format_bytes(u).c_str());
+        if (auto l = prop_or<uint64_t>(props, "Limit", UINT64_MAX); l != UINT64_MAX)
+            std::printf("\t   Limit: %s\n", format_bytes(l).c_str());
     }
     if (c.is_json()) c.emit_json(all.size() == 1 && c.opts.output != Output::json_seq ? all[0] : all);
     return 0;
@@ -767,8 +789,12 @@ int verb_clean(Context& c, const std::vector<std::string>&) {
         c.emit_json(out);
         return 0;
     }
-    for (const auto& [n, sz] : removed)
-        if (!c.opts.quiet) std::printf("Removed image '%s'. Freed exclusive disk space: %s\n", n.c_str(), format_bytes(sz).c_str());
+    if (c.opts.quiet) return 0;
+    for (const auto& [n, sz] : removed) {
+        if (sz == UINT64_MAX) std::fprintf(stderr, "Removed image '%s'\n", n.c_str());
+        else std::fprintf(stderr, "Removed image '%s'. Freed exclusive disk space: %s\n", n.c_str(), format_bytes(sz).c_str());
+    }
+    std::fprintf(stderr, "Removed %zu images in total.\n", removed.size());
     return 0;
 }
 

@@ -119,9 +119,10 @@ std::string address_to_string(const bus::Address& a) {
 }
 
 namespace {
-bool is_timestamp(const bus::Property& p) {
-    return p.signature == "t" && p.name.find("Timestamp") != std::string::npos && p.name.find("Monotonic") == std::string::npos;
-}
+// As systemd's bus_print_property(): "...Timestamp" is a wall-clock time, "Limit..." at
+// UINT64_MAX is "infinity", everything else the number.
+bool is_timestamp(const bus::Property& p) { return p.signature == "t" && p.name.ends_with("Timestamp"); }
+bool is_infinite_limit(const bus::Property& p, uint64_t v) { return p.name.starts_with("Limit") && v == UINT64_MAX; }
 }  // namespace
 
 std::string property_text(const bus::Property& p) {
@@ -129,7 +130,10 @@ std::string property_text(const bus::Property& p) {
         [&](const auto& v) -> std::string {
             using T = std::decay_t<decltype(v)>;
             if constexpr (std::is_same_v<T, std::string>) return v;
-            else if constexpr (std::is_same_v<T, uint64_t>) return is_timestamp(p) ? (v ? format_timestamp(v) : "") : std::to_string(v);
+            else if constexpr (std::is_same_v<T, uint64_t>) {
+                if (is_timestamp(p)) return v ? format_timestamp(v) : "";
+                return is_infinite_limit(p, v) ? "infinity" : std::to_string(v);
+            }
             else if constexpr (std::is_same_v<T, int64_t>) return std::to_string(v);
             else if constexpr (std::is_same_v<T, bool>) return v ? "yes" : "no";
             else if constexpr (std::is_same_v<T, double>) return std::to_string(v);

@@ -154,6 +154,9 @@ TEST(MachctlOutput, Properties) {
     EXPECT_EQ(property_text(Property{"NetworkInterfaces", "ai", std::vector<int64_t>{}}), "");
     EXPECT_EQ(property_text(Property{"NetworkInterfaces", "ai", std::vector<int64_t>{3, 4}}), "3 4");
     EXPECT_EQ(property_text(Property{"ReadOnly", "b", true}), "yes");
+    EXPECT_EQ(property_text(Property{"Limit", "t", UINT64_MAX}), "infinity");
+    EXPECT_EQ(property_text(Property{"PoolLimit", "t", UINT64_MAX}), "18446744073709551615");
+    EXPECT_EQ(property_text(Property{"ModificationTimestamp", "t", uint64_t{0}}), "");
     EXPECT_EQ(property_json(Property{"Id", "ay", std::vector<uint8_t>{1, 2}}), "0102");
     EXPECT_EQ(property_json(Property{"Leader", "u", uint64_t{42}}), 42);
     EXPECT_TRUE(property_json(Property{"NetworkInterfaces", "ai", std::vector<int64_t>{}}).is_array());
