@@ -512,9 +512,36 @@ int verb_shell(Context& c, const std::vector<std::string>& args) {
     return 0;
 }
 
+// OpenMachineLogin (machined: a getty started by the guest's systemd). Where the manager does not
+// implement it (machd), the guest's own login(1) on a pty of its devpts through ExecMachine: a login
+// prompt in any guest, systemd or not.
 int verb_login(Context& c, const std::vector<std::string>& args) {
     std::string name = args.empty() ? ".host" : args[0];
-    auto [master_fd, path] = bus_call("Failed to get login PTY", [&] { return c.client().open_login(name); });
+    int master_fd = -1;
+    try {
+        master_fd = c.client().open_login(name).first;
+    } catch (const ClientError& e) {
+        bool unsupported = e.name == "org.freedesktop.DBus.Error.NotSupported" && name != ".host";
+        if (!unsupported) return bus_call("Failed to get login PTY", [&]() -> int { throw; });
+    }
+    if (master_fd < 0) {
+        if (!::isatty(STDIN_FILENO)) throw Failure("Failed to get login PTY: login needs a terminal on stdin");
+        auto [fd, pty_path] = bus_call("Failed to get login PTY", [&] { return c.client().open_pty(name); });
+        core::UniqueFd master(fd);
+        core::UniqueFd slave(::ioctl(master.get(), TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC));
+        if (!slave) throw Failure(std::string("Failed to open the PTY's terminal side: ") + std::strerror(errno));
+        std::vector<std::string> env;
+        if (const char* term = std::getenv("TERM")) env.push_back(std::string("TERM=") + term);
+        core::UniqueFd status_fd(bus_call("Failed to start login", [&] {
+            return c.client().exec(name, "", "/bin/login", {"login"}, env, slave.get(), slave.get(), slave.get(), true);
+        }));
+        slave.reset();
+        if (!c.opts.quiet)
+            std::fprintf(stderr, "Connected to machine %s. Press ^] three times within 1s to exit session.\n", name.c_str());
+        relay_pty(master.get(), status_fd.get());
+        if (!c.opts.quiet) std::fprintf(stderr, "\nConnection to machine %s terminated.\n", name.c_str());
+        return 0;
+    }
     core::UniqueFd master(master_fd);
     if (!c.opts.quiet)
         std::fprintf(stderr, "Connected to machine %s. Press ^] three times within 1s to exit session.\n", name.c_str());

@@ -1,6 +1,6 @@
 """machctl against a booted Debian guest (systemd as its PID 1): the cached Debian fixture booted with
 `spawn -x -b` (ephemeral: the cache is never modified), registered in machd on the private bus.
-wait, shell (exit codes, a pty, systemd inside), poweroff, reboot, login. Root only; skipped when
+wait, shell (exit codes, a pty, systemd inside), poweroff, reboot, login (the guest's login(1)). Root only; skipped when
 the fixture cannot be built (no debootstrap or no mirror)."""
 import json
 import os
@@ -134,13 +134,50 @@ def test_reboot_a_systemd_guest(bus, guests):
     assert g.wait_exit(30) == 0
 
 
-def test_login_says_it_is_not_implemented(bus, guests):
+def test_login_gives_a_login_prompt(bus, guests):
+    import pty
     g = guests("deb-l")
     assert g.wait_for(r"Reached target [^\n]*multi-user\.target"), g.text()
-    r = machctl(bus, "login", "deb-l")
-    if r.returncode == 0:
-        return  # machd gained OpenMachineLogin
-    assert r.returncode == 1 and r.stderr.strip() == "Failed to get login PTY: OpenMachineLogin is not implemented by machd"
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update(bus.env())
+        os.environ["TERM"] = "dumb"
+        os.execv(str(MACHCTL), [str(MACHCTL), "login", "deb-l"])
+    out = b""
+
+    def expect(pattern, timeout=30):
+        nonlocal out
+        end = time.time() + timeout
+        while time.time() < end:
+            if re.search(pattern, out):
+                return True
+            r, _, _ = select.select([fd], [], [], 0.2)
+            if r:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    return bool(re.search(pattern, out))
+        return False
+
+    try:
+        assert expect(rb"login: "), out
+        os.write(fd, b"root\n")
+        assert expect(rb"# $|#\s*$|root@"), out  # the fixture's root has an empty password
+        os.write(fd, b"echo LOGGED-$((6*7)); tty; exit\n")
+        assert expect(rb"LOGGED-42"), out
+        assert expect(rb"/dev/pts/\d+"), out
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0
+        assert b"Connection to machine deb-l terminated" in out or expect(rb"terminated", 5), out
+    finally:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
+    r = machctl(bus, "login", "deb-l")  # no terminal
+    assert r.returncode == 1 and "needs a terminal" in r.stderr
 
 
 def test_systemd_path_inside_a_booted_guest(bus, machd, debian_tree, tmp_path):
