@@ -24,6 +24,7 @@ constexpr VerbSpec kVerbs[] = {
     {"poweroff", "NAME...", 1, -1, "Power off one or more containers (then kill after --timeout)", Complete::machines, "Machine"},
     {"stop", "NAME...", 1, -1, "Same as poweroff", Complete::machines, "Machine"},
     {"reboot", "NAME...", 1, -1, "Reboot one or more containers", Complete::machines, "Machine"},
+    {"restart", "NAME...", 1, -1, "Same as reboot", Complete::machines, "Machine"},
     {"terminate", "NAME...", 1, -1, "Terminate one or more VMs/containers", Complete::machines, "Machine"},
     {"kill", "NAME...", 1, -1, "Send signal to processes of a VM/container", Complete::machines, "Machine"},
     {"pause", "NAME...", 1, -1, "Freeze all processes of one or more containers", Complete::machines, "Machine"},
@@ -64,6 +65,7 @@ constexpr OptionSpec kOptions[] = {
     {"mkdir", 0, "", "Create directory before bind mounting, if missing", ""},
     {"force", 0, "", "Replace target file when copying, if necessary", ""},
     {"quiet", 'q', "", "Suppress output", ""},
+    {"now", 0, "", "With enable: also start; with disable: also power off", ""},
     {"timeout", 0, "SECONDS", "How long wait and poweroff/stop/reboot wait (default 30, 0 = forever for wait)", ""},
     {"max-addresses", 0, "INTEGER", "Number of addresses to show per machine in list, or 'all'", ""},
 };
@@ -152,6 +154,7 @@ void apply(Options& o, const OptionSpec& spec, const std::string& arg) {
     else if (n == "mkdir") o.mkdir = true;
     else if (n == "force") o.force = true;
     else if (n == "quiet") o.quiet = true;
+    else if (n == "now") o.now = true;
     else if (n == "timeout") o.timeout = parse_timeout(arg);
     else if (n == "max-addresses") {
         if (arg == "all") {

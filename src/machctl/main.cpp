@@ -691,6 +691,14 @@ int verb_enable(Context& c, const std::vector<std::string>& names, bool enable) 
         if (!ec && !c.opts.quiet)
             std::fprintf(stderr, "Created symlink %s → %s/machines.target.\n", target_link.c_str(), MK_UNITDIR);
     }
+    if (c.opts.now) {
+        if (enable) return verb_start(c, names);
+        // Only those that run: disable --now of a stopped machine is not an error.
+        std::vector<std::string> running;
+        for (const auto& n : names)
+            if (!machine_gone(c, n)) running.push_back(n);
+        return running.empty() ? 0 : verb_poweroff(c, running);
+    }
     return 0;
 }
 
@@ -840,6 +848,7 @@ const std::map<std::string, Handler>& handlers() {
         {"poweroff", verb_poweroff},
         {"stop", verb_poweroff},
         {"reboot", verb_reboot},
+        {"restart", verb_reboot},
         {"terminate", verb_terminate},
         {"kill", verb_kill},
         {"pause", verb_pause},

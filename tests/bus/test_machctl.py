@@ -455,6 +455,24 @@ def test_enable_disable(bus, tmp_path):
     assert machctl(bus, "enable", "../x", env=env).returncode == 1
 
 
+def test_enable_now_and_disable_now(bus, pool_machd, tmp_path):
+    if os.path.isdir("/run/systemd/system"):
+        pytest.skip("host runs systemd")
+    busybox_bootable(pool_machd.pool / "bbnow")
+    env = {"MACHCTL_ROOT": str(tmp_path / "root")}
+    ok(bus, "enable", "--now", "--timeout=20", "bbnow", env=env)
+    assert "bbnow" in names(bus)
+    ok(bus, "disable", "--now", "-s", "SIGUSR2", "--timeout=20", "bbnow", env=env)
+    assert "bbnow" not in names(bus)
+    ok(bus, "disable", "--now", "bbnow", env=env)  # not running: nothing to stop
+
+
+def test_restart_is_reboot(bus, containers, tree):
+    containers.start("mc-rs", "while :; do sleep 0.1; done", setup="trap 'echo int > /var/int' INT")
+    ok(bus, "restart", "mc-rs")
+    assert wait_for(lambda: (tree / "var" / "int").exists(), 10)
+
+
 @pytest.fixture
 def pool_machd(bus, tmp_path, leaders):
     """machd that boots machines from tmp_path/pool with the built spawn (StartMachine)."""
