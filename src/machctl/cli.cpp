@@ -66,7 +66,7 @@ constexpr OptionSpec kOptions[] = {
     {"force", 0, "", "Replace target file when copying, if necessary", ""},
     {"quiet", 'q', "", "Suppress output", ""},
     {"now", 0, "", "With enable: also start; with disable: also power off", ""},
-    {"timeout", 0, "SECONDS", "How long wait and poweroff/stop/reboot wait (default 30, 0 = forever for wait)", ""},
+    {"timeout", 0, "SECONDS", "How long start, poweroff and stop wait (default 30s); wait: no bound unless set", ""},
     {"max-addresses", 0, "INTEGER", "Number of addresses to show per machine in list, or 'all'", ""},
 };
 
