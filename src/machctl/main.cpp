@@ -467,10 +467,14 @@ int verb_shell(Context& c, const std::vector<std::string>& args) {
     env.insert(env.end(), c.opts.setenv.begin(), c.opts.setenv.end());
 
     if (!tty) {
-        // Pipes: the command runs on machctl's own descriptors; only the status comes back.
+        // Pipes: the command runs on machctl's own descriptors; only the status comes back. A closed
+        // one (`machctl shell m cmd <&-`) becomes /dev/null: D-Bus cannot carry a missing fd.
+        core::UniqueFd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
+        int io[3];
+        for (int i = 0; i < 3; i++) io[i] = ::fcntl(i, F_GETFD) < 0 ? null.get() : i;
         int fd = -1;
         try {
-            fd = c.client().exec(name, user, path, argv, env, STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO, false);
+            fd = c.client().exec(name, user, path, argv, env, io[0], io[1], io[2], false);
         } catch (const ClientError& e) {
             if (e.name != "org.freedesktop.DBus.Error.UnknownMethod" && e.name != "org.freedesktop.DBus.Error.UnknownInterface")
                 return bus_call("Failed to run command", [&]() -> int { throw; });

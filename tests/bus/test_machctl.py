@@ -189,6 +189,10 @@ def test_shell_exit_code_and_output_pipes(bus, containers):
     # stdin reaches the command; options after NAME belong to it.
     r = machctl(bus, "shell", "mc-shell", "/bin/cat", "-n", input="a\nb\n")
     assert r.returncode == 0 and r.stdout.split() == ["1", "a", "2", "b"]
+    # Closed stdin: the command sees /dev/null.
+    r = subprocess.run(["sh", "-c", '"$0" shell mc-shell /bin/cat <&-; echo "rc=$?"', str(MACHCTL)],
+                       capture_output=True, text=True, env=bus.env(), timeout=30)
+    assert r.stdout == "rc=0\n", r.stderr
     # A command name without a path is looked up on the guest's PATH.
     assert ok(bus, "shell", "mc-shell", "basename", "/x/y").stdout == "y\n"
 
