@@ -14,10 +14,12 @@
 #include <sdbus-c++/sdbus-c++.h>
 
 #include "bus/event_loop.hpp"
+#include "bus/extension_object.hpp"
 #include "bus/machine_objects.hpp"
 #include "bus/systemd_scope.hpp"
 #include "core/base/error.hpp"
 #include "core/kernel/cgroup.hpp"
+#include "core/machine/launch.hpp"
 #include "core/machine/service.hpp"
 #include "core/machine/state_file.hpp"
 
@@ -33,6 +35,9 @@ void usage(FILE* out) {
                  "  --scope-backend=auto|cgroupfs|systemd\n"
                  "                     who creates machine scopes (auto: systemd when it is PID 1\n"
                  "                     and on the bus, else machd itself through cgroupfs)\n"
+                 "  --spawn-path=PATH  spawn binary for StartMachine (default " MK_BINDIR "/spawn)\n"
+                 "  --machines-dir=DIR image pool StartMachine boots from (default /var/lib/machines)\n"
+                 "  --log-dir=DIR      StartMachine's spawn logs (default /run/machkit)\n"
                  "  -h, --help         show this help\n"
                  "  --version          show the version\n\n"
                  "The bus is $DBUS_SYSTEM_BUS_ADDRESS if set. SIGTERM stops machd; machines keep running\n"
@@ -46,12 +51,16 @@ int main(int argc, char** argv) {
     std::string cgroup_root = "/sys/fs/cgroup";
     uint64_t stop_timeout_usec = 10'000'000;
     std::string scope_backend = "auto";
-    enum { kStateDir = 0x100, kCgroupRoot, kStopTimeout, kScopeBackend, kVersion };
+    mk::core::LaunchConfig launch{MK_BINDIR "/spawn", "/var/lib/machines", "/run/machkit"};
+    enum { kStateDir = 0x100, kCgroupRoot, kStopTimeout, kScopeBackend, kVersion, kSpawnPath, kMachinesDir, kLogDir };
     static const option options[] = {
         {"state-dir", required_argument, nullptr, kStateDir},
         {"cgroup-root", required_argument, nullptr, kCgroupRoot},
         {"stop-timeout", required_argument, nullptr, kStopTimeout},
         {"scope-backend", required_argument, nullptr, kScopeBackend},
+        {"spawn-path", required_argument, nullptr, kSpawnPath},
+        {"machines-dir", required_argument, nullptr, kMachinesDir},
+        {"log-dir", required_argument, nullptr, kLogDir},
         {"help", no_argument, nullptr, 'h'},
         {"version", no_argument, nullptr, kVersion},
         {},
@@ -60,6 +69,9 @@ int main(int argc, char** argv) {
         switch (c) {
         case kStateDir: state_dir = optarg; break;
         case kCgroupRoot: cgroup_root = optarg; break;
+        case kSpawnPath: launch.spawn_path = optarg; break;
+        case kMachinesDir: launch.machines_dir = optarg; break;
+        case kLogDir: launch.log_dir = optarg; break;
         case kScopeBackend:
             scope_backend = optarg;
             if (scope_backend != "auto" && scope_backend != "cgroupfs" && scope_backend != "systemd") {
@@ -129,6 +141,7 @@ int main(int argc, char** argv) {
         mk::bus::ManagerObject manager(*connection, service, scope_backend == "systemd");
         manager.add_existing();
         manager.set_loop(&loop);
+        mk::bus::ExtensionObject extension(*connection, service, cgroup_root, launch);
         chain.targets.push_back(&manager);
         // Own the name last: clients never see a half-built object tree.
         connection->requestName(mk::bus::kBusName);

@@ -1,0 +1,40 @@
+// io.machkit.Manager1 at /org/freedesktop/machine1: machkit's additions to machine1 (ExecMachine
+// with the command's exit status, Pause/ResumeMachine), on their own interface so that
+// org.freedesktop.machine1.Manager stays exactly machined 252's. See docs/dbus-api.md.
+// Does not own the service or the connection. Thread-hostile (machd's one loop).
+#pragma once
+
+#include <string>
+
+#include <sdbus-c++/sdbus-c++.h>
+
+#include "core/machine/launch.hpp"
+#include "core/machine/service.hpp"
+#include "Manager1-adaptor.h"
+
+namespace mk::bus {
+
+class ExtensionObject final : public sdbus::AdaptorInterfaces<io::machkit::Manager1_adaptor> {
+public:
+    ExtensionObject(sdbus::IConnection& connection, core::MachineService& service, std::string cgroup_root,
+                    core::LaunchConfig launch);
+    ~ExtensionObject();
+
+private:
+    core::Machine& lookup(const std::string& name);
+
+    sdbus::UnixFd ExecMachine(const std::string& name, const std::string& user, const std::string& path,
+                              const std::vector<std::string>& args, const std::vector<std::string>& environment,
+                              const sdbus::UnixFd& stdin_fd, const sdbus::UnixFd& stdout_fd, const sdbus::UnixFd& stderr_fd,
+                              const uint64_t& flags) override;
+    void PauseMachine(const std::string& name) override;
+    void ResumeMachine(const std::string& name) override;
+    std::string GetMachineFreezerState(const std::string& name) override;
+    std::tuple<uint32_t, std::string> StartMachine(const std::string& name) override;
+
+    core::MachineService& service_;
+    std::string cgroup_root_;
+    core::LaunchConfig launch_;
+};
+
+}  // namespace mk::bus

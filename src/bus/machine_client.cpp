@@ -1,0 +1,307 @@
+#include "bus/machine_client.hpp"
+
+#include <sdbus-c++/sdbus-c++.h>
+
+#include <algorithm>
+
+#include "Manager-proxy.h"
+#include "Manager1-proxy.h"
+
+namespace mk::bus {
+namespace {
+
+constexpr const char* kDest = "org.freedesktop.machine1";
+constexpr const char* kPath = "/org/freedesktop/machine1";
+
+class ManagerProxy final : public sdbus::ProxyInterfaces<org::freedesktop::machine1::Manager_proxy,
+                                                         io::machkit::Manager1_proxy> {
+public:
+    explicit ManagerProxy(sdbus::IConnection& c) : ProxyInterfaces(c, kDest, kPath) { registerProxy(); }
+    ~ManagerProxy() { unregisterProxy(); }
+
+private:
+    void onMachineNew(const std::string&, const sdbus::ObjectPath&) override {}
+    void onMachineRemoved(const std::string&, const sdbus::ObjectPath&) override {}
+};
+
+// Introspection order of machined 252 (what `machinectl show` prints); unknown names follow.
+const std::vector<std::string> kPropertyOrder = {
+    // Manager
+    "PoolPath", "PoolUsage", "PoolLimit",
+    // Machine
+    "Name", "Id", "Timestamp", "TimestampMonotonic", "Service", "Unit", "Leader", "Class", "RootDirectory",
+    "NetworkInterfaces", "State",
+    // Image
+    "Path", "Type", "ReadOnly", "CreationTimestamp", "ModificationTimestamp", "Usage", "Limit", "UsageExclusive",
+    "LimitExclusive",
+};
+
+[[noreturn]] void rethrow(const sdbus::Error& e) {
+    const auto& n = e.getName();
+    if (n == "org.freedesktop.DBus.Error.ServiceUnknown" || n == "org.freedesktop.DBus.Error.NameHasNoOwner")
+        throw ClientError(ClientError::Kind::no_daemon, n, e.getMessage());
+    throw ClientError(ClientError::Kind::remote, n, e.getMessage());
+}
+
+template <typename F>
+auto guarded(F&& f) -> decltype(f()) {
+    try {
+        return f();
+    } catch (const sdbus::Error& e) {
+        rethrow(e);
+    }
+}
+
+template <typename T>
+std::vector<int64_t> widen(const std::vector<T>& v) {
+    return {v.begin(), v.end()};
+}
+
+Property convert(const std::string& name, const sdbus::Variant& v) {
+    Property p{name, v.peekValueType(), std::string()};
+    const std::string& s = p.signature;
+    if (s == "s" || s == "o" || s == "g") p.value = v.get<std::string>();
+    else if (s == "t") p.value = v.get<uint64_t>();
+    else if (s == "u") p.value = static_cast<uint64_t>(v.get<uint32_t>());
+    else if (s == "q") p.value = static_cast<uint64_t>(v.get<uint16_t>());
+    else if (s == "y") p.value = static_cast<uint64_t>(v.get<uint8_t>());
+    else if (s == "x") p.value = v.get<int64_t>();
+    else if (s == "i") p.value = static_cast<int64_t>(v.get<int32_t>());
+    else if (s == "n") p.value = static_cast<int64_t>(v.get<int16_t>());
+    else if (s == "b") p.value = v.get<bool>();
+    else if (s == "d") p.value = v.get<double>();
+    else if (s == "ay") p.value = v.get<std::vector<uint8_t>>();
+    else if (s == "ai") p.value = widen(v.get<std::vector<int32_t>>());
+    else if (s == "ax") p.value = v.get<std::vector<int64_t>>();
+    else if (s == "au") {
+        auto u = v.get<std::vector<uint32_t>>();
+        p.value = std::vector<uint64_t>(u.begin(), u.end());
+    } else if (s == "at") p.value = v.get<std::vector<uint64_t>>();
+    else if (s == "as" || s == "ao") p.value = v.get<std::vector<std::string>>();
+    else p.value = std::string("[unprintable " + s + "]");
+    return p;
+}
+
+}  // namespace
+
+struct MachineClient::Impl {
+    std::unique_ptr<sdbus::IConnection> conn;
+    std::unique_ptr<ManagerProxy> manager;
+};
+
+MachineClient::MachineClient() : impl_(std::make_unique<Impl>()) {
+    try {
+        impl_->conn = sdbus::createSystemBusConnection();
+    } catch (const sdbus::Error& e) {
+        throw ClientError(ClientError::Kind::no_bus, e.getName(), "Cannot connect to the system bus: " + e.getMessage());
+    }
+    impl_->manager = std::make_unique<ManagerProxy>(*impl_->conn);
+}
+
+MachineClient::~MachineClient() = default;
+
+std::vector<MachineEntry> MachineClient::list_machines() {
+    return guarded([&] {
+        std::vector<MachineEntry> out;
+        for (auto& r : impl_->manager->ListMachines())
+            out.push_back({r.get<0>(), r.get<1>(), r.get<2>(), r.get<3>()});
+        return out;
+    });
+}
+
+std::string MachineClient::machine_path(const std::string& name) {
+    return guarded([&] { return std::string(impl_->manager->GetMachine(name)); });
+}
+
+std::vector<Property> MachineClient::properties(const std::string& path, const std::string& iface) {
+    return guarded([&] {
+        auto proxy = sdbus::createProxy(*impl_->conn, kDest, path);
+        std::map<std::string, sdbus::Variant> all;
+        proxy->callMethod("GetAll").onInterface("org.freedesktop.DBus.Properties").withArguments(iface).storeResultsTo(all);
+        std::vector<Property> out;
+        for (const auto& n : kPropertyOrder)
+            if (auto it = all.find(n); it != all.end()) {
+                out.push_back(convert(n, it->second));
+                all.erase(it);
+            }
+        for (const auto& [n, v] : all) out.push_back(convert(n, v));
+        return out;
+    });
+}
+
+std::vector<Address> MachineClient::addresses(const std::string& name) {
+    return guarded([&] {
+        std::vector<Address> out;
+        for (auto& a : impl_->manager->GetMachineAddresses(name)) out.push_back({a.get<0>(), a.get<1>()});
+        return out;
+    });
+}
+
+std::map<std::string, std::string> MachineClient::os_release(const std::string& name) {
+    return guarded([&] { return impl_->manager->GetMachineOSRelease(name); });
+}
+
+void MachineClient::terminate(const std::string& name) {
+    guarded([&] { impl_->manager->TerminateMachine(name); });
+}
+
+void MachineClient::kill(const std::string& name, const std::string& who, int signal) {
+    guarded([&] { impl_->manager->KillMachine(name, who, signal); });
+}
+
+namespace {
+std::pair<int, std::string> take(std::tuple<sdbus::UnixFd, std::string> r) {
+    return {std::get<0>(r).release(), std::get<1>(r)};
+}
+}  // namespace
+
+std::pair<int, std::string> MachineClient::open_pty(const std::string& name) {
+    return guarded([&] { return take(impl_->manager->OpenMachinePTY(name)); });
+}
+
+std::pair<int, std::string> MachineClient::open_login(const std::string& name) {
+    return guarded([&] { return take(impl_->manager->OpenMachineLogin(name)); });
+}
+
+std::pair<int, std::string> MachineClient::open_shell(const std::string& name, const std::string& user,
+                                                      const std::string& path, const std::vector<std::string>& args,
+                                                      const std::vector<std::string>& env) {
+    return guarded([&] { return take(impl_->manager->OpenMachineShell(name, user, path, args, env)); });
+}
+
+void MachineClient::bind_mount(const std::string& name, const std::string& source, const std::string& dest,
+                               bool read_only, bool mkdir) {
+    guarded([&] { impl_->manager->BindMountMachine(name, source, dest, read_only, mkdir); });
+}
+
+void MachineClient::copy(bool to_machine, const std::string& name, const std::string& source, const std::string& dest,
+                         uint64_t flags) {
+    guarded([&] {
+        auto& m = *impl_->manager;
+        if (flags == 0) {
+            if (to_machine) m.CopyToMachine(name, source, dest);
+            else m.CopyFromMachine(name, source, dest);
+        } else {
+            if (to_machine) m.CopyToMachineWithFlags(name, source, dest, flags);
+            else m.CopyFromMachineWithFlags(name, source, dest, flags);
+        }
+    });
+}
+
+int MachineClient::exec(const std::string& name, const std::string& user, const std::string& path,
+                        const std::vector<std::string>& args, const std::vector<std::string>& env, int in, int out,
+                        int err, bool tty) {
+    return guarded([&] {
+        // UnixFd(int) dups: the caller keeps its own descriptors.
+        auto fd = impl_->manager->ExecMachine(name, user, path, args, env, sdbus::UnixFd(in), sdbus::UnixFd(out),
+                                              sdbus::UnixFd(err), tty ? 1 : 0);
+        return fd.release();
+    });
+}
+
+std::pair<uint32_t, std::string> MachineClient::start_machine(const std::string& name) {
+    return guarded([&] {
+        auto [pid, log] = impl_->manager->StartMachine(name);
+        return std::pair<uint32_t, std::string>(pid, log);
+    });
+}
+
+void MachineClient::pause(const std::string& name) {
+    guarded([&] { impl_->manager->PauseMachine(name); });
+}
+
+void MachineClient::resume(const std::string& name) {
+    guarded([&] { impl_->manager->ResumeMachine(name); });
+}
+
+std::vector<ImageEntry> MachineClient::list_images() {
+    return guarded([&] {
+        std::vector<ImageEntry> out;
+        for (auto& r : impl_->manager->ListImages())
+            out.push_back({r.get<0>(), r.get<1>(), r.get<2>(), r.get<3>(), r.get<4>(), r.get<5>(), r.get<6>()});
+        return out;
+    });
+}
+
+std::string MachineClient::image_path(const std::string& name) {
+    return guarded([&] { return std::string(impl_->manager->GetImage(name)); });
+}
+
+std::map<std::string, std::string> MachineClient::image_os_release(const std::string& name) {
+    return guarded([&] { return impl_->manager->GetImageOSRelease(name); });
+}
+
+std::string MachineClient::image_hostname(const std::string& name) {
+    return guarded([&] { return impl_->manager->GetImageHostname(name); });
+}
+
+void MachineClient::remove_image(const std::string& name) {
+    guarded([&] { impl_->manager->RemoveImage(name); });
+}
+
+void MachineClient::rename_image(const std::string& name, const std::string& new_name) {
+    guarded([&] { impl_->manager->RenameImage(name, new_name); });
+}
+
+void MachineClient::clone_image(const std::string& name, const std::string& new_name, bool read_only) {
+    guarded([&] { impl_->manager->CloneImage(name, new_name, read_only); });
+}
+
+void MachineClient::mark_image_read_only(const std::string& name, bool read_only) {
+    guarded([&] { impl_->manager->MarkImageReadOnly(name, read_only); });
+}
+
+void MachineClient::set_pool_limit(uint64_t bytes) {
+    guarded([&] { impl_->manager->SetPoolLimit(bytes); });
+}
+
+void MachineClient::set_image_limit(const std::string& name, uint64_t bytes) {
+    guarded([&] { impl_->manager->SetImageLimit(name, bytes); });
+}
+
+std::vector<std::pair<std::string, uint64_t>> MachineClient::clean_pool(const std::string& mode) {
+    return guarded([&] {
+        std::vector<std::pair<std::string, uint64_t>> out;
+        for (auto& r : impl_->manager->CleanPool(mode)) out.emplace_back(r.get<0>(), r.get<1>());
+        return out;
+    });
+}
+
+bool MachineClient::systemd_present() {
+    try {
+        auto proxy = sdbus::createProxy(*impl_->conn, "org.freedesktop.DBus", "/org/freedesktop/DBus");
+        bool has = false;
+        proxy->callMethod("NameHasOwner").onInterface("org.freedesktop.DBus").withArguments(std::string("org.freedesktop.systemd1"))
+            .storeResultsTo(has);
+        return has;
+    } catch (const sdbus::Error&) {
+        return false;
+    }
+}
+
+void MachineClient::start_unit(const std::string& unit) {
+    guarded([&] {
+        auto proxy = sdbus::createProxy(*impl_->conn, "org.freedesktop.systemd1", "/org/freedesktop/systemd1");
+        sdbus::ObjectPath job;
+        proxy->callMethod("StartUnit").onInterface("org.freedesktop.systemd1.Manager")
+            .withArguments(unit, std::string("replace")).storeResultsTo(job);
+    });
+}
+
+std::string MachineClient::unit_active_state(const std::string& unit) {
+    try {
+        auto manager = sdbus::createProxy(*impl_->conn, "org.freedesktop.systemd1", "/org/freedesktop/systemd1");
+        sdbus::ObjectPath path;
+        manager->callMethod("GetUnit").onInterface("org.freedesktop.systemd1.Manager").withArguments(unit).storeResultsTo(path);
+        auto u = sdbus::createProxy(*impl_->conn, "org.freedesktop.systemd1", path);
+        sdbus::Variant v;
+        u->callMethod("Get").onInterface("org.freedesktop.DBus.Properties")
+            .withArguments(std::string("org.freedesktop.systemd1.Unit"), std::string("ActiveState")).storeResultsTo(v);
+        return v.get<std::string>();
+    } catch (const sdbus::Error& e) {
+        if (e.getName() == "org.freedesktop.systemd1.NoSuchUnit") return "";
+        rethrow(e);
+    }
+}
+
+}  // namespace mk::bus

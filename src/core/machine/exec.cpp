@@ -1,0 +1,295 @@
+#include "core/machine/exec.hpp"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/openat2.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "core/base/error.hpp"
+#include "core/machine/machine_error.hpp"
+
+namespace mk::core {
+namespace {
+
+constexpr size_t kArgsMax = 1024;
+constexpr size_t kArgBytesMax = 128 * 1024;
+
+[[noreturn]] void invalid(const std::string& msg) { throw_machine_error(MachineErrc::invalid_argument, msg); }
+
+void require_running_container(const Machine& m) {
+    if (m.klass != MachineClass::container)
+        throw_machine_error(MachineErrc::not_supported, "Running commands is only supported for containers");
+    if (::syscall(SYS_pidfd_send_signal, m.leader_pidfd.get(), 0, nullptr, 0) < 0)
+        throw_errno(ESRCH, "Leader of machine " + m.name + " has exited");
+}
+
+// The machine's /etc/passwd, resolved inside its root (a guest symlink cannot point at the host's).
+std::string read_machine_passwd(const Machine& m) {
+    std::string root = "/proc/" + std::to_string(m.leader) + "/root";
+    UniqueFd root_fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root_fd) throw_last_error("open " + root);
+    open_how how{};
+    how.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    UniqueFd fd(static_cast<int>(::syscall(SYS_openat2, root_fd.get(), "etc/passwd", &how, sizeof how)));
+    struct stat st {};
+    if (!fd || ::fstat(fd.get(), &st) < 0 || !S_ISREG(st.st_mode)) return "";
+    std::string s;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fd.get(), buf, sizeof buf)) > 0 && s.size() < (1u << 20)) s.append(buf, static_cast<size_t>(n));
+    return s;
+}
+
+int namespace_flags(pid_t leader) {
+    int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP;
+    struct stat ours {}, theirs {};
+    if (::stat("/proc/self/ns/user", &ours) == 0 &&
+        ::stat(("/proc/" + std::to_string(leader) + "/ns/user").c_str(), &theirs) == 0 && ours.st_ino != theirs.st_ino)
+        flags |= CLONE_NEWUSER;
+    return flags;
+}
+
+bool is_cgroup2(const std::string& dir) {
+    return ::access((dir + "/cgroup.freeze").c_str(), F_OK) == 0 || ::access((dir + "/cgroup.type").c_str(), F_OK) == 0;
+}
+
+// The leader's own group in every hierarchy (nspawn's "payload", say), as cgroup.procs paths on
+// the host: the command lands where the container's own processes are.
+std::vector<std::string> leader_procs_files(pid_t leader, const std::string& root) {
+    std::vector<std::string> out;
+    std::ifstream in("/proc/" + std::to_string(leader) + "/cgroup");
+    std::string line;
+    while (std::getline(in, line)) {
+        auto a = line.find(':'), b = line.find(':', a + 1);
+        if (a == std::string::npos || b == std::string::npos) continue;
+        std::string ctrl = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
+        std::string dir;
+        if (ctrl.empty())
+            dir = is_cgroup2(root + "/unified") ? root + "/unified" : root;
+        else if (ctrl.starts_with("name="))
+            dir = root + "/" + ctrl.substr(5);
+        else
+            dir = root + "/" + ctrl;
+        out.push_back(dir + path + "/cgroup.procs");
+    }
+    return out;
+}
+
+std::vector<std::string> unit_dirs(const Machine& m, const std::string& root) {
+    if (m.cgroup_path.empty() || m.cgroup_path == "/") return {};
+    return {root + "/unified" + m.cgroup_path, root + m.cgroup_path};
+}
+
+}  // namespace
+
+UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecStdio& stdio, const std::string& cgroup_root) {
+    require_running_container(m);
+    std::string user = req.user.empty() ? "root" : req.user;
+    if (user.size() > 256 || user.find_first_of(":\n/") != std::string::npos) invalid("Invalid user name");
+    if (!req.path.empty() && req.path[0] != '/') invalid("Specified path '" + req.path + "' is not absolute");
+    if (req.args.size() > kArgsMax || req.environment.size() > kArgsMax) invalid("Too many arguments");
+    size_t bytes = req.path.size();
+    for (const auto& a : req.args) bytes += a.size();
+    for (const auto& e : req.environment) {
+        bytes += e.size();
+        auto eq = e.find('=');
+        if (eq == std::string::npos || eq == 0 || e.find('\n') != std::string::npos) invalid("Invalid environment assignment");
+    }
+    if (bytes > kArgBytesMax) invalid("Arguments too long");
+    for (int fd : stdio.fds)
+        if (fd < 0 || ::fcntl(fd, F_GETFD) < 0) invalid("Invalid file descriptor for the command's standard I/O");
+
+    // Joining a frozen cgroup would freeze our helper and, waiting for it, machd.
+    if (machine_freezer_state(m, cgroup_root) == "frozen")
+        throw_machine_error(MachineErrc::invalid_argument, "Machine " + m.name + " is paused; resume it first");
+
+    auto pw = find_passwd_entry(read_machine_passwd(m), user);
+    if (!pw && user == "root") pw = PasswdEntry{0, 0, "/root", "/bin/sh"};
+    if (!pw) invalid("User '" + user + "' does not exist in machine " + m.name);
+
+    std::string path = req.path;
+    std::vector<std::string> args = req.args;
+    if (path.empty()) {
+        path = pw->shell.empty() ? "/bin/sh" : pw->shell;
+        args = {path, "-l"};
+    } else if (args.empty()) {
+        args = {path};
+    }
+    std::vector<std::string> env = {"HOME=" + pw->home, "USER=" + user, "LOGNAME=" + user, "SHELL=" + path,
+                                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"};
+    env.insert(env.end(), req.environment.begin(), req.environment.end());
+
+    // Everything the children need, prepared before fork (no allocation after it).
+    std::vector<char*> argv, envp;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    const std::vector<std::string> procs = leader_procs_files(m.leader, cgroup_root);
+    const int ns_flags = namespace_flags(m.leader);
+    const std::string home = pw->home.empty() ? "/" : pw->home;
+    const uint32_t uid = pw->uid, gid = pw->gid;
+
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) < 0) throw_last_error("pipe2");
+    UniqueFd err_rd(p[0]), err_wr(p[1]);
+    if (::pipe2(p, O_CLOEXEC) < 0) throw_last_error("pipe2");
+    UniqueFd status_rd(p[0]), status_wr(p[1]);
+
+    pid_t mid = ::fork();
+    if (mid < 0) throw_last_error("fork");
+    if (mid == 0) {
+        // Intermediate: join the cgroups and namespaces, fork the waiter into the machine's PID
+        // namespace and leave, so that the waiter is reparented to the container's init.
+        err_rd.reset();
+        status_rd.reset();
+        auto fail = [&](int step) {
+            int e[2] = {step, errno};
+            (void)!::write(err_wr.get(), e, sizeof e);
+            _exit(1);
+        };
+        for (const auto& f : procs) {
+            int fd = ::open(f.c_str(), O_WRONLY | O_CLOEXEC);
+            if (fd >= 0) {
+                (void)!::write(fd, "0", 1);
+                ::close(fd);
+            }
+        }
+        if (::setns(m.leader_pidfd.get(), ns_flags) < 0) fail(1);
+        pid_t waiter = ::fork();
+        if (waiter < 0) fail(2);
+        if (waiter > 0) _exit(0);
+
+        // Waiter: parent of the command inside the machine; reports its status on the pipe.
+        (void)::setsid();
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        ::signal(SIGHUP, SIG_IGN);
+        ::signal(SIGINT, SIG_IGN);
+        ::signal(SIGTERM, SIG_IGN);
+        pid_t cmd = ::fork();
+        if (cmd < 0) fail(2);
+        if (cmd == 0) {
+            ::signal(SIGHUP, SIG_DFL);
+            ::signal(SIGINT, SIG_DFL);
+            ::signal(SIGTERM, SIG_DFL);
+            status_wr.reset();
+            if (::setsid() < 0) fail(3);
+            // Move the caller's fds out of 0..2 first: dup2(fd, fd) would keep O_CLOEXEC.
+            int high[3];
+            for (int i = 0; i < 3; i++)
+                if ((high[i] = ::fcntl(stdio.fds[static_cast<size_t>(i)], F_DUPFD_CLOEXEC, 3)) < 0) fail(6);
+            for (int i = 0; i < 3; i++)
+                if (::dup2(high[i], i) < 0) fail(6);
+            if (stdio.tty && ::ioctl(0, TIOCSCTTY, 0) < 0) fail(5);
+            if (uid != 0 || gid != 0) {
+                if (::setgroups(0, nullptr) < 0 || ::setgid(gid) < 0 || ::setuid(uid) < 0) fail(7);
+            }
+            if (::chdir(home.c_str()) < 0) (void)!::chdir("/");
+            ::execve(path.c_str(), argv.data(), envp.data());
+            fail(8);
+        }
+        // The waiter keeps none of the command's I/O (EOF must reach the caller when it ends) and
+        // not the error pipe (EOF there tells machd the exec happened).
+        err_wr.reset();
+        for (int fd = 0; fd < 3; fd++) {
+            int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+            if (devnull >= 0) {
+                ::dup2(devnull, fd);
+                ::close(devnull);
+            }
+        }
+        // Nothing of machd's either (its bus socket held here would outlive a machd restart).
+        const int keep = status_wr.get();
+        if (keep > 3) ::syscall(SYS_close_range, 3u, static_cast<unsigned>(keep - 1), 0u);
+        ::syscall(SYS_close_range, static_cast<unsigned>(keep + 1), ~0u, 0u);
+        int status = 0;
+        while (::waitpid(cmd, &status, 0) < 0 && errno == EINTR) {
+        }
+        (void)!::write(status_wr.get(), &status, sizeof status);
+        _exit(0);
+    }
+    err_wr.reset();
+    status_wr.reset();
+    int e[2] = {0, 0};
+    ssize_t n;
+    while ((n = ::read(err_rd.get(), e, sizeof e)) < 0 && errno == EINTR) {
+    }
+    int st = 0;
+    while (::waitpid(mid, &st, 0) < 0 && errno == EINTR) {
+    }
+    if (n == static_cast<ssize_t>(sizeof e)) {
+        static const char* const steps[] = {"start", "join namespaces", "fork", "setsid", "open terminal",
+                                            "set controlling terminal", "redirect stdio", "change user"};
+        std::string what = e[0] == 8 ? "execute " + path : steps[e[0] > 0 && e[0] < 8 ? e[0] : 0];
+        throw std::system_error(e[1], std::generic_category(), "Failed to " + what + " in machine " + m.name);
+    }
+    return status_rd;
+}
+
+void freeze_machine(const Machine& m, bool freeze, const std::string& cgroup_root) {
+    if (m.klass == MachineClass::host)
+        throw_machine_error(MachineErrc::not_supported, "Freezing the host is not supported");
+    for (const auto& dir : unit_dirs(m, cgroup_root)) {
+        std::string file = dir + "/cgroup.freeze";
+        if (::access(file.c_str(), F_OK) != 0) continue;
+        {
+            std::ofstream out(file);
+            out << (freeze ? "1" : "0");
+            out.flush();
+            if (!out) throw_last_error("write " + file);
+        }
+        // cgroup.events "frozen 1" once every task stopped; bounded wait (a task in an
+        // uninterruptible sleep delays it).
+        for (int i = 0; i < 500; i++) {
+            std::ifstream ev(dir + "/cgroup.events");
+            std::string k, v;
+            bool frozen = false;
+            while (ev >> k >> v)
+                if (k == "frozen") frozen = v == "1";
+            if (frozen == freeze) return;
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        throw_errno(ETIMEDOUT, std::string("Timed out waiting for machine ") + m.name + " to " + (freeze ? "freeze" : "thaw"));
+    }
+    std::string v1 = cgroup_root + "/freezer" + m.cgroup_path + "/freezer.state";
+    if (!m.cgroup_path.empty() && ::access(v1.c_str(), F_OK) == 0) {
+        std::ofstream out(v1);
+        out << (freeze ? "FROZEN" : "THAWED");
+        out.flush();
+        if (!out) throw_last_error("write " + v1);
+        return;
+    }
+    throw_machine_error(MachineErrc::not_supported, "No cgroup freezer for machine " + m.name);
+}
+
+std::string machine_freezer_state(const Machine& m, const std::string& cgroup_root) {
+    for (const auto& dir : unit_dirs(m, cgroup_root)) {
+        std::ifstream ev(dir + "/cgroup.events");
+        if (!ev) continue;
+        std::string k, v;
+        while (ev >> k >> v)
+            if (k == "frozen") return v == "1" ? "frozen" : "running";
+    }
+    std::ifstream v1(cgroup_root + "/freezer" + m.cgroup_path + "/freezer.state");
+    std::string s;
+    if (!m.cgroup_path.empty() && v1 >> s) return s == "FROZEN" ? "frozen" : "running";
+    return "running";
+}
+
+}  // namespace mk::core

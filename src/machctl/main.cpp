@@ -1,0 +1,91 @@
+// machctl: the command line for machines, machinectl 252's verbs, options and output against
+// machd (or systemd-machined) on the system bus. See docs/machctl.md and docs/man/machctl.1.
+#include <cstdio>
+#include <functional>
+#include <map>
+
+#include "core/base/error.hpp"
+#include "machctl/verbs.hpp"
+
+namespace mk::machctl {
+namespace {
+
+using Handler = std::function<int(Context&, const std::vector<std::string>&)>;
+
+const std::map<std::string, Handler>& handlers() {
+    static const std::map<std::string, Handler> h = {
+        {"list", verb_list},
+        {"status", verb_status},
+        {"show", verb_show},
+        {"start", verb_start},
+        {"login", verb_login},
+        {"shell", verb_shell},
+        {"enable", [](Context& c, const std::vector<std::string>& a) { return verb_enable(c, a, true); }},
+        {"disable", [](Context& c, const std::vector<std::string>& a) { return verb_enable(c, a, false); }},
+        {"poweroff", verb_poweroff},
+        {"stop", verb_poweroff},
+        {"reboot", verb_reboot},
+        {"restart", verb_reboot},
+        {"terminate", verb_terminate},
+        {"kill", verb_kill},
+        {"pause", verb_pause},
+        {"resume", verb_resume},
+        {"wait", verb_wait},
+        {"bind", verb_bind},
+        {"copy-to", [](Context& c, const std::vector<std::string>& a) { return verb_copy(c, a, true); }},
+        {"copy-from", [](Context& c, const std::vector<std::string>& a) { return verb_copy(c, a, false); }},
+        {"list-images", verb_list_images},
+        {"image-status", verb_image_status},
+        {"show-image", verb_show_image},
+        {"clone", verb_clone},
+        {"rename", verb_rename},
+        {"read-only", verb_read_only},
+        {"remove", verb_remove},
+        {"set-limit", verb_set_limit},
+        {"clean", verb_clean},
+    };
+    return h;
+}
+
+}  // namespace
+}  // namespace mk::machctl
+
+int main(int argc, char** argv) {
+    using namespace mk::machctl;
+    std::vector<std::string> args(argv + 1, argv + argc);
+    Context ctx;
+    try {
+        Invocation inv = parse(args);
+        if (inv.opts.help) {
+            std::fputs(help_text().c_str(), stdout);
+            return 0;
+        }
+        if (inv.opts.version) {
+            std::printf("machctl %s (machkit)\n", MK_VERSION);
+            return 0;
+        }
+        ctx.opts = inv.opts;
+        auto it = handlers().find(inv.verb);
+        if (it == handlers().end()) throw mk::core::UsageError("Unknown command verb '" + inv.verb + "'.");
+        int rc = it->second(ctx, inv.args);
+        std::fflush(stdout);
+        return rc;
+    } catch (const mk::core::UsageError& e) {
+        std::fprintf(stderr, "machctl: %s\nSee 'machctl --help'.\n", e.what());
+        return 2;
+    } catch (const Failure& e) {
+        std::fprintf(stderr, "%s\n", e.what());
+        return 1;
+    } catch (const ClientError& e) {
+        if (e.kind == ClientError::Kind::no_daemon)
+            std::fprintf(stderr, "machd is not running: start it with 'machd' (or systemctl start machd).\n");
+        else if (e.kind == ClientError::Kind::no_bus)
+            std::fprintf(stderr, "%s (is dbus-daemon running? DBUS_SYSTEM_BUS_ADDRESS selects the bus)\n", e.what());
+        else
+            std::fprintf(stderr, "%s\n", e.what());
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "machctl: %s\n", mk::core::describe(e).c_str());
+        return 1;
+    }
+}

@@ -1,0 +1,41 @@
+// machctl's output: tables as machinectl prints them, Key=Value property lines, time and size
+// formatting, and JSON (nlohmann) in the --output modes. Pure functions over strings; no bus.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "bus/machine_client.hpp"
+#include "machctl/cli.hpp"
+
+namespace mk::machctl {
+
+// Columns padded to their widest cell, separated by one space, the last one unpadded; header
+// line unless `legend` is false. Cells are single-line.
+std::string format_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows,
+                         bool legend);
+
+// "Mon 2026-11-23 19:04:12 UTC" in the local zone ("n/a" for 0).
+std::string format_timestamp(uint64_t usec_realtime);
+// "144ms", "3min 2s", "2h 5min" (two most significant units, like systemd's format_timespan).
+std::string format_timespan(uint64_t usec);
+// "1.5G", "512B", "-" for UINT64_MAX.
+std::string format_bytes(uint64_t bytes);
+// Bytes with an optional K/M/G/T/P/E suffix (base 1024), or "infinity"/"-".
+uint64_t parse_bytes(const std::string& s);
+
+std::string hex(const std::vector<uint8_t>& bytes);
+std::string address_to_string(const bus::Address& a);
+
+// The value of a property as machinectl show prints it; empty means "empty" (hidden without -a).
+std::string property_text(const bus::Property& p);
+nlohmann::json property_json(const bus::Property& p);
+
+// `records` as the JSON output mode asks: json → one compact line; json-pretty → indented;
+// json-seq → each element of an array (or the object) as an RFC 7464 record.
+std::string format_json(const nlohmann::json& records, Output mode);
+
+}  // namespace mk::machctl

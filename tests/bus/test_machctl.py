@@ -1,0 +1,533 @@
+"""machctl against machd on a private bus, with real containers: busybox trees started by the real
+`spawn` (registered in machd, as test_spawn_register.py). Every verb, JSON output parsed, exit
+codes checked, errors for unknown names, non-root callers and a missing machd. Root only."""
+import json
+import os
+import pathlib
+import pty
+import select
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import BUILD, machine_cgroups, wait_for
+
+SPAWN = BUILD / "src" / "spawn" / "spawn"
+MACHCTL = BUILD / "src" / "machctl" / "machctl"
+HELPERS = pathlib.Path(__file__).resolve().parents[1] / "helpers"
+
+pytestmark = pytest.mark.skipif(not MACHCTL.exists(), reason="machctl not built")
+
+
+def machctl(bus, *args, check=None, user=None, input=None, env=None, timeout=60):
+    cmd = [str(MACHCTL)] + [str(a) for a in args]
+    if user is not None:
+        cmd = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user, "--clear-groups"] + cmd
+    e = bus.env()
+    if env:
+        e.update(env)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=e, input=input, timeout=timeout,
+                       stdin=None if input is not None else subprocess.DEVNULL)
+    if check is not None:
+        assert r.returncode == check, "machctl %s -> %d\nstdout: %s\nstderr: %s" % (" ".join(cmd[1:]), r.returncode,
+                                                                                    r.stdout, r.stderr)
+    return r
+
+
+def ok(bus, *args, **kw):
+    return machctl(bus, *args, check=0, **kw)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    d = tmp_path / "mctree"
+    subprocess.run([str(HELPERS / "busybox-tree.sh"), str(d)], check=True)
+    return d
+
+
+class Containers:
+    def __init__(self, bus, tree):
+        self.bus, self.tree, self.procs = bus, tree, []
+
+    def start(self, name, script="exec sleep 1000", wait=True, extra=(), setup=""):
+        # The script is the container's PID 1 and the machine's leader; `setup` runs before "ready".
+        p = subprocess.Popen([str(SPAWN), "-q", "-P", "-D", str(self.tree), "-M", name, *extra, "--",
+                              "/bin/sh", "-c", (setup + "; " if setup else "") + "echo ready; " + script],
+                             env=self.bus.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             stdin=subprocess.DEVNULL)
+        self.procs.append(p)
+        if wait:
+            line = p.stdout.readline()
+            assert line.strip() == "ready", p.stderr.read()
+        return p
+
+    def cleanup(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+
+
+@pytest.fixture
+def containers(bus, machd, tree):
+    c = Containers(bus, tree)
+    yield c
+    c.cleanup()
+
+
+def names(bus):
+    return [m["machine"] for m in json.loads(ok(bus, "list", "-a", "-o", "json").stdout)]
+
+
+def leader_of(p):
+    return int(pathlib.Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()[0])
+
+
+# ---------------------------------------------------------------------------------------- list
+
+def test_list_table_and_json(bus, containers):
+    containers.start("mc-a")
+    containers.start("mc-b")
+    out = ok(bus, "list").stdout
+    lines = out.splitlines()
+    assert lines[0].split() == ["MACHINE", "CLASS", "SERVICE", "OS", "VERSION", "ADDRESSES"]
+    assert any(l.split()[:4] == ["mc-a", "container", "systemd-nspawn", "busybox"] for l in lines)
+    assert lines[-1] == "2 machines listed." and lines[-2] == ""
+    assert ".host" not in out
+    assert ".host" in ok(bus, "list", "--all").stdout
+
+    plain = ok(bus, "list", "--no-legend").stdout.splitlines()
+    assert len(plain) == 2 and all(not l.startswith("MACHINE") for l in plain)
+
+    data = json.loads(ok(bus, "list", "-o", "json").stdout)
+    assert {m["machine"] for m in data} == {"mc-a", "mc-b"}
+    m = next(x for x in data if x["machine"] == "mc-a")
+    assert m["class"] == "container" and m["os"] == "busybox" and m["version"] is None
+    assert m["addresses"] == []
+    pretty = ok(bus, "list", "--output=json-pretty").stdout
+    assert json.loads(pretty) == data and "\n  " in pretty
+    seq = ok(bus, "list", "-o", "json-seq").stdout
+    records = [json.loads(r) for r in seq.split("\x1e") if r.strip()]
+    assert sorted(r["machine"] for r in records) == ["mc-a", "mc-b"]
+
+
+def test_list_empty_is_valid_json(bus, machd):
+    assert json.loads(ok(bus, "list", "-o", "json").stdout) == []
+    assert ok(bus, "list").stdout.strip() == "No machines."
+    assert ok(bus, "list", "--no-legend").stdout == ""
+
+
+def test_max_addresses_zero_hides_the_column(bus, containers):
+    containers.start("mc-addr")
+    assert "ADDRESSES" not in ok(bus, "list", "--max-addresses=0").stdout
+
+
+# ------------------------------------------------------------------------------ status / show
+
+def test_status(bus, containers, tree):
+    p = containers.start("mc-st")
+    leader = leader_of(p)
+    out = ok(bus, "status", "mc-st").stdout
+    assert out.startswith("mc-st(")
+    assert "Leader: %d (" % leader in out
+    assert "Service: systemd-nspawn; class container" in out
+    assert "Root: %s" % tree in out
+    assert "OS: BusyBox test tree" in out
+    assert "Unit: machine-mc\\x2dst.scope" in out
+    assert "─%d " % leader in out
+    j = json.loads(ok(bus, "status", "mc-st", "-o", "json").stdout)
+    assert j["Name"] == "mc-st" and j["Leader"] == leader and j["OS"]["ID"] == "busybox"
+    assert any(x["pid"] == leader for x in j["Processes"])
+
+
+def test_show(bus, containers):
+    p = containers.start("mc-sh")
+    props = dict(l.split("=", 1) for l in ok(bus, "show", "mc-sh").stdout.splitlines())
+    assert props["Name"] == "mc-sh" and props["Leader"] == str(leader_of(p)) and props["State"] == "running"
+    assert props["Class"] == "container" and len(props["Id"]) == 32
+    assert "NetworkInterfaces" not in props  # empty: only with --all
+    keys = list(props)
+    assert keys == ["Name", "Id", "Timestamp", "TimestampMonotonic", "Service", "Unit", "Leader", "Class",
+                    "RootDirectory", "State"], "machined 252's introspection order, as machinectl prints it"
+    assert "NetworkInterfaces=" in ok(bus, "show", "--all", "mc-sh").stdout
+    assert ok(bus, "show", "-p", "Leader", "--value", "mc-sh").stdout.strip() == str(leader_of(p))
+    assert ok(bus, "show", "--property=Name,Class", "mc-sh").stdout.splitlines() == ["Name=mc-sh", "Class=container"]
+    j = json.loads(ok(bus, "show", "-o", "json", "mc-sh").stdout)
+    assert j["Name"] == "mc-sh" and j["Leader"] == leader_of(p) and isinstance(j["NetworkInterfaces"], list)
+    manager = ok(bus, "show").stdout
+    assert "PoolPath=/var/lib/machines" in manager
+    assert json.loads(ok(bus, "show", "-o", "json").stdout)["PoolPath"] == "/var/lib/machines"
+
+
+def test_show_matches_machinectl(bus, machd, containers):
+    from test_conformance import machinectl
+    import shutil
+    if not shutil.which("machinectl"):
+        pytest.skip("no machinectl")
+    containers.start("mc-cmp")
+    # machinectl prints GetAll's order, which is machd's (alphabetical); machctl machined's order.
+    ours = ok(bus, "show", "mc-cmp").stdout
+    theirs = machinectl(bus, machd, "show", "mc-cmp").stdout
+    assert sorted(ours.splitlines()) == sorted(theirs.splitlines())
+    assert sorted(ok(bus, "show").stdout.splitlines()) == sorted(machinectl(bus, machd, "show").stdout.splitlines())
+    assert ok(bus, "list", "--no-legend").stdout.split() == machinectl(bus, machd, "list", "--no-legend").stdout.split()
+
+
+# --------------------------------------------------------------------------------------- shell
+
+def test_shell_exit_code_and_output_pipes(bus, containers):
+    containers.start("mc-shell")
+    r = machctl(bus, "shell", "mc-shell", "/bin/sh", "-c", "echo out; echo err >&2; exit 7")
+    assert r.returncode == 7, r.stderr
+    assert r.stdout == "out\n" and r.stderr == "err\n"
+    assert machctl(bus, "shell", "mc-shell", "/bin/false").returncode == 1
+    assert machctl(bus, "shell", "mc-shell", "/bin/true").returncode == 0
+    # Killed by a signal: 128 + signal, as a shell reports it.
+    assert machctl(bus, "shell", "mc-shell", "/bin/sh", "-c", "kill -9 $$").returncode == 137
+    # stdin reaches the command; options after NAME belong to it.
+    r = machctl(bus, "shell", "mc-shell", "/bin/cat", "-n", input="a\nb\n")
+    assert r.returncode == 0 and r.stdout.split() == ["1", "a", "2", "b"]
+    # Closed stdin: the command sees /dev/null.
+    r = subprocess.run(["sh", "-c", '"$0" shell mc-shell /bin/cat <&-; echo "rc=$?"', str(MACHCTL)],
+                       capture_output=True, text=True, env=bus.env(), timeout=30)
+    assert r.stdout == "rc=0\n", r.stderr
+    # A command name without a path is looked up on the guest's PATH.
+    assert ok(bus, "shell", "mc-shell", "basename", "/x/y").stdout == "y\n"
+
+
+def test_shell_user_env_and_errors(bus, containers):
+    containers.start("mc-user")
+    assert ok(bus, "shell", "user@mc-user", "/bin/id", "-u").stdout.strip() == "1000"
+    assert ok(bus, "--uid=user", "shell", "mc-user", "/bin/id", "-u").stdout.strip() == "1000"
+    out = ok(bus, "-E", "FOO=bar", "--setenv=X=1 2", "shell", "mc-user", "/bin/sh", "-c", 'echo "$FOO/$X/$HOME"').stdout
+    assert out == "bar/1 2//root\n"
+    r = machctl(bus, "shell", "ghost@mc-user", "/bin/true")
+    assert r.returncode == 1 and "ghost" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = machctl(bus, "shell", "mc-user", "/nonexistent")
+    assert r.returncode == 1 and "/nonexistent" in r.stderr
+
+
+def test_shell_with_a_terminal(bus, containers):
+    containers.start("mc-pty")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update(bus.env())
+        os.environ["TERM"] = "xterm-test"
+        os.execv(str(MACHCTL), [str(MACHCTL), "-q", "shell", "mc-pty", "/bin/sh", "-c",
+                                'tty; echo "term=$TERM"; [ -t 0 ] && echo isatty; read x; echo "got $x"; exit 5'])
+    out = b""
+    sent = False
+    end = time.time() + 20
+    status = None
+    while time.time() < end:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            out += data
+        if not sent and b"isatty" in out:
+            os.write(fd, b"hello\n")
+            sent = True
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    text = out.decode(errors="replace")
+    assert "/dev/pts/" in text and "term=xterm-test" in text and "isatty" in text, text
+    assert "got hello" in text, text
+    assert os.WEXITSTATUS(status) == 5, text
+
+
+def test_terminal_escape_leaves_the_session(bus, containers):
+    containers.start("mc-esc")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update(bus.env())
+        os.execv(str(MACHCTL), [str(MACHCTL), "shell", "mc-esc", "/bin/sh", "-c", "echo started; exec sleep 100"])
+    out = b""
+    end = time.time() + 20
+    while time.time() < end and b"started" not in out:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            out += os.read(fd, 4096)
+    assert b"Press ^] three times" in out and b"started" in out, out
+    os.write(fd, b"\x1d\x1d\x1d")
+    t0 = time.time()
+    _, status = os.waitpid(pid, 0)
+    assert time.time() - t0 < 5
+    assert os.WEXITSTATUS(status) == 255  # the command's status is unknown: it still runs
+    os.close(fd)
+
+
+def test_sigterm_restores_the_terminal(bus, containers):
+    import termios
+    containers.start("mc-term")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update(bus.env())
+        os.execv(str(MACHCTL), [str(MACHCTL), "shell", "mc-term", "/bin/sh", "-c", "echo started; exec sleep 100"])
+    before = termios.tcgetattr(fd)[3]
+    out = b""
+    end = time.time() + 20
+    while time.time() < end and b"started" not in out:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            out += os.read(fd, 4096)
+    assert not termios.tcgetattr(fd)[3] & termios.ICANON, "raw mode while relaying"
+    os.kill(pid, signal.SIGTERM)
+    _, status = os.waitpid(pid, 0)
+    assert termios.tcgetattr(fd)[3] == before
+    assert os.WEXITSTATUS(status) == 255
+    os.close(fd)
+
+
+# ------------------------------------------------------------------- kill, terminate, poweroff
+
+def test_kill_leader_and_terminate(bus, containers):
+    p = containers.start("mc-k1")
+    ok(bus, "kill", "--kill-whom=leader", "-s", "KILL", "mc-k1")
+    assert p.wait(20) != 0
+    assert wait_for(lambda: "mc-k1" not in names(bus), 10)
+
+    p = containers.start("mc-k2")
+    ok(bus, "terminate", "mc-k2")
+    p.wait(20)
+    assert wait_for(lambda: "mc-k2" not in names(bus), 10)
+    assert wait_for(lambda: not any(c.exists() for c in machine_cgroups("mc-k2")), 10)
+
+
+def test_kill_with_signal_reaches_the_payload(bus, containers, tree):
+    containers.start("mc-sig", "while :; do sleep 0.1; done", setup="trap 'echo usr1 > /var/got' USR1")
+    ok(bus, "kill", "--signal=SIGUSR1", "--kill-whom=leader", "mc-sig")
+    assert wait_for(lambda: (tree / "var" / "got").exists(), 10)
+
+
+def test_reboot_sends_sigint_to_the_leader(bus, containers, tree):
+    containers.start("mc-rb", "while :; do sleep 0.1; done", setup="trap 'echo int > /var/int' INT")
+    ok(bus, "reboot", "mc-rb")
+    assert wait_for(lambda: (tree / "var" / "int").exists(), 10)
+
+
+def test_poweroff_escalates_when_the_guest_ignores_it(bus, containers):
+    # A payload that ignores SIGRTMIN+4 (busybox sh traps it): poweroff must still end it, and say so.
+    p = containers.start("mc-po", "while :; do sleep 0.1; done", setup="trap '' 38")
+    t0 = time.time()
+    r = ok(bus, "poweroff", "--timeout=1", "mc-po")
+    assert "did not power off" in r.stderr
+    assert time.time() - t0 < 25
+    assert "mc-po" not in names(bus)
+    p.wait(10)
+
+
+def test_stop_is_poweroff_and_quiet(bus, containers):
+    containers.start("mc-stop", "while :; do sleep 0.1; done", setup="trap '' 38")
+    r = ok(bus, "stop", "-q", "--timeout=0.5", "mc-stop")
+    assert r.stderr == ""
+    assert "mc-stop" not in names(bus)
+
+
+# ------------------------------------------------------------------------------ pause / resume
+
+def test_pause_and_resume(bus, containers):
+    containers.start("mc-frz")
+    events = machine_cgroups("mc-frz")[0] / "cgroup.events"
+    ok(bus, "pause", "mc-frz")
+    assert "frozen 1" in events.read_text()
+    r = machctl(bus, "shell", "mc-frz", "/bin/true")
+    assert r.returncode == 1 and "paused" in r.stderr
+    ok(bus, "resume", "mc-frz")
+    assert "frozen 0" in events.read_text()
+    assert ok(bus, "shell", "mc-frz", "/bin/echo", "alive").stdout == "alive\n"
+
+
+# ----------------------------------------------------------------------------------------- wait
+
+def test_wait(bus, containers):
+    w = subprocess.Popen([str(MACHCTL), "wait", "--timeout=20", "mc-late"], env=bus.env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    assert w.poll() is None
+    containers.start("mc-late")
+    assert w.wait(20) == 0, w.stderr.read()
+    r = machctl(bus, "wait", "--timeout=0.3", "mc-never")
+    assert r.returncode == 1 and "Timed out" in r.stderr and "mc-never" in r.stderr
+
+
+# ---------------------------------------------------------------------------------- bind, copy
+
+def test_bind(bus, containers, tmp_path):
+    containers.start("mc-bind")
+    src = tmp_path / "shared"
+    src.mkdir()
+    (src / "file").write_text("from host\n")
+    ok(bus, "bind", "--mkdir", "--read-only", "mc-bind", src, "/mnt/shared")
+    assert ok(bus, "shell", "mc-bind", "/bin/cat", "/mnt/shared/file").stdout == "from host\n"
+    r = machctl(bus, "shell", "mc-bind", "/bin/sh", "-c", "echo x > /mnt/shared/new")
+    assert r.returncode != 0, "read-only bind mount is writable"
+
+
+def test_copy_reports_what_machd_says(bus, containers, tmp_path):
+    containers.start("mc-copy")
+    f = tmp_path / "f"
+    f.write_text("x")
+    for verb in ("copy-to", "copy-from"):
+        r = machctl(bus, verb, "mc-copy", f, "/tmp/f")
+        if r.returncode == 0:
+            continue  # machd gained the copy methods
+        assert r.returncode == 1 and "Failed to copy:" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+# -------------------------------------------------------------------------------------- images
+
+@pytest.mark.parametrize("args", [["list-images"], ["image-status", "x"], ["show-image", "x"], ["clone", "a", "b"],
+                                  ["rename", "a", "b"], ["read-only", "a"], ["remove", "a"], ["set-limit", "1G"],
+                                  ["set-limit", "a", "1G"], ["clean"]])
+def test_image_verbs_report_machds_answer(bus, machd, args):
+    r = machctl(bus, *args)
+    assert r.returncode == 1, r.stdout
+    line = r.stderr.strip()
+    assert len(line.splitlines()) == 1 and ("not implemented" in line or "No image" in line), line
+    assert r.stdout == ""
+
+
+# --------------------------------------------------------------------------------------- errors
+
+def test_unknown_machine(bus, machd):
+    for verb in ("status", "show", "terminate", "kill", "poweroff", "reboot", "pause", "resume"):
+        r = machctl(bus, verb, "nope")
+        assert r.returncode == 1, verb
+        assert r.stderr.strip().endswith("No machine 'nope' known"), (verb, r.stderr)
+    r = machctl(bus, "shell", "nope", "/bin/true")
+    assert r.returncode == 1 and "No machine 'nope' known" in r.stderr
+
+
+def test_non_root(bus, containers):
+    containers.start("mc-nr")
+    assert "mc-nr" in ok(bus, "list", user=65534).stdout
+    assert "Name=mc-nr" in ok(bus, "show", "mc-nr", user=65534).stdout
+    for args in (["terminate", "mc-nr"], ["kill", "mc-nr"], ["shell", "mc-nr", "/bin/true"], ["pause", "mc-nr"]):
+        r = machctl(bus, *args, user=65534)
+        assert r.returncode == 1, args
+        assert "denied" in r.stderr.lower() and "root" in r.stderr, r.stderr
+    assert "mc-nr" in names(bus)
+
+
+def test_no_machd(bus):
+    r = machctl(bus, "list")
+    assert r.returncode == 1
+    assert r.stderr.strip() == "machd is not running: start it with 'machd' (or systemctl start machd)."
+    r = machctl(bus, "list", env={"DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/nonexistent/bus"})
+    assert r.returncode == 1 and "system bus" in r.stderr
+
+
+def test_usage_errors(bus):
+    for args in (["frobnicate"], ["status"], ["list", "--bogus"], ["-o", "yaml", "list"], ["bind", "x"],
+                 ["kill", "-s", "SIGNOPE", "x"], ["--kill-whom=everyone", "kill", "x"], ["--timeout=soon", "wait", "x"]):
+        r = machctl(bus, *args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.startswith("machctl: "), r.stderr
+
+
+def test_help_version_completion(bus):
+    h = ok(bus, "--help").stdout
+    for verb in ("list", "shell", "pause", "wait", "list-images", "--kill-whom", "--output"):
+        assert verb in h
+    assert ok(bus, "--version").stdout.startswith("machctl ")
+    comp = BUILD / "shell-completion" / "machctl"
+    assert comp.exists()
+    subprocess.run(["bash", "-n", str(comp)], check=True)
+    # The completion offers the verbs of the table.
+    r = subprocess.run(["bash", "-c", 'source "$1"; COMP_WORDS=(machctl pa); COMP_CWORD=1; _machctl; echo "${COMPREPLY[@]}"',
+                        "bash", str(comp)], capture_output=True, text=True)
+    assert r.stdout.split() == ["pause"], r.stderr
+
+
+# ------------------------------------------------------------------------- enable / disable / start
+
+def test_enable_disable(bus, tmp_path):
+    env = {"MACHCTL_ROOT": str(tmp_path)}
+    ok(bus, "enable", "deb", env=env)
+    link = tmp_path / "etc/systemd/system/machines.target.wants/spawn@deb.service"
+    assert link.is_symlink() and os.readlink(link).endswith("/spawn@.service")
+    assert (tmp_path / "etc/systemd/system/multi-user.target.wants/machines.target").is_symlink()
+    ok(bus, "disable", "deb", env=env)
+    assert not link.exists() and not link.is_symlink()
+    assert machctl(bus, "enable", "../x", env=env).returncode == 1
+
+
+def test_enable_now_and_disable_now(bus, pool_machd, tmp_path):
+    if os.path.isdir("/run/systemd/system"):
+        pytest.skip("host runs systemd")
+    busybox_bootable(pool_machd.pool / "bbnow")
+    env = {"MACHCTL_ROOT": str(tmp_path / "root")}
+    ok(bus, "enable", "--now", "--timeout=20", "bbnow", env=env)
+    assert "bbnow" in names(bus)
+    ok(bus, "disable", "--now", "-s", "SIGUSR2", "--timeout=20", "bbnow", env=env)
+    assert "bbnow" not in names(bus)
+    ok(bus, "disable", "--now", "bbnow", env=env)  # not running: nothing to stop
+
+
+def test_restart_is_reboot(bus, containers, tree):
+    containers.start("mc-rs", "while :; do sleep 0.1; done", setup="trap 'echo int > /var/int' INT")
+    ok(bus, "restart", "mc-rs")
+    assert wait_for(lambda: (tree / "var" / "int").exists(), 10)
+
+
+@pytest.fixture
+def pool_machd(bus, tmp_path, leaders):
+    """machd that boots machines from tmp_path/pool with the built spawn (StartMachine)."""
+    from conftest import Machd, cleanup_machine_cgroups
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    d = Machd(bus, tmp_path / "machines", extra_args=["--spawn-path=%s" % SPAWN, "--machines-dir=%s" % pool,
+                                                      "--log-dir=%s" % (tmp_path / "logs")])
+    d.start()
+    d.pool = pool
+    d.logs = tmp_path / "logs"
+    yield d
+    d.stop()
+    state = tmp_path / "machines"
+    names = [f.name for f in state.iterdir() if not f.name.startswith((".", "unit:"))] if state.exists() else []
+    for n in names:  # spawn processes are not our children: end them through their scopes
+        cleanup_machine_cgroups([n])
+
+
+def busybox_bootable(dst):
+    subprocess.run([str(HELPERS / "busybox-tree.sh"), str(dst)], check=True)
+    (dst / "sbin" / "init").unlink(missing_ok=True)
+    (dst / "sbin" / "init").symlink_to("/bin/busybox")
+    (dst / "etc" / "inittab").write_text("::sysinit:/bin/echo booted\n::respawn:/bin/sleep 1000\n")
+
+
+def test_start_without_systemd_through_machd(bus, pool_machd):
+    if os.path.isdir("/run/systemd/system"):
+        pytest.skip("host runs systemd: start goes to spawn@.service")
+    busybox_bootable(pool_machd.pool / "bbstart")
+    r = ok(bus, "start", "--timeout=20", "bbstart")
+    assert "Started machine bbstart" in r.stderr
+    m = json.loads(ok(bus, "list", "-o", "json").stdout)
+    assert [x["machine"] for x in m] == ["bbstart"]
+    assert ok(bus, "shell", "bbstart", "/bin/cat", "/etc/inittab").stdout.startswith("::sysinit")
+    # Starting it twice is refused by machd.
+    r = machctl(bus, "start", "bbstart")
+    assert r.returncode == 1 and "already exists" in r.stderr
+    # busybox init powers off on SIGUSR2 (poweroff -s), spawn exits, the machine goes.
+    ok(bus, "poweroff", "-s", "SIGUSR2", "--timeout=20", "bbstart")
+    assert "bbstart" not in names(bus)
+    assert (pool_machd.logs / "bbstart.log").exists()
+
+
+def test_start_errors(bus, pool_machd):
+    r = machctl(bus, "start", "missing")
+    assert r.returncode == 1 and "No image directory" in r.stderr, r.stderr
+    (pool_machd.pool / "broken").mkdir()  # no init inside: spawn fails
+    r = machctl(bus, "start", "--timeout=20", "broken")
+    assert r.returncode == 1 and "failed to start; spawn exited" in r.stderr, r.stderr
+    r = machctl(bus, "start", "bad/name")
+    assert r.returncode == 1
+    r = machctl(bus, "start", "x", user=65534)
+    assert r.returncode == 1 and "denied" in r.stderr.lower()
