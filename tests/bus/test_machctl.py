@@ -7,6 +7,7 @@ import pathlib
 import pty
 import select
 import signal
+import shutil
 import subprocess
 import time
 
@@ -53,7 +54,13 @@ class Containers:
 
     def start(self, name, script="exec sleep 1000", wait=True, extra=(), setup=""):
         # The script is the container's PID 1 and the machine's leader; `setup` runs before "ready".
-        p = subprocess.Popen([str(SPAWN), "-q", "-P", "-D", str(self.tree), "-M", name, *extra, "--",
+        # A writable tree serves one running container: the second and later get their own copy.
+        tree = self.tree
+        if any(p.poll() is None for p in self.procs):
+            tree = self.tree.parent / ("mctree-" + name)
+            if not tree.exists():
+                shutil.copytree(self.tree, tree, symlinks=True)
+        p = subprocess.Popen([str(SPAWN), "-q", "-P", "-D", str(tree), "-M", name, *extra, "--",
                               "/bin/sh", "-c", (setup + "; " if setup else "") + "echo ready; " + script],
                              env=self.bus.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              stdin=subprocess.DEVNULL)
