@@ -519,6 +519,10 @@ def test_start_without_systemd_through_machd(bus, pool_machd):
     m = json.loads(ok(bus, "list", "-o", "json").stdout)
     assert [x["machine"] for x in m] == ["bbstart"]
     assert ok(bus, "shell", "bbstart", "/bin/cat", "/etc/inittab").stdout.startswith("::sysinit")
+    # Machines machd starts run in a user namespace (T-14).
+    leader = int(ok(bus, "show", "-p", "Leader", "--value", "bbstart").stdout)
+    inside, outside, count = (int(x) for x in pathlib.Path(f"/proc/{leader}/uid_map").read_text().split()[:3])
+    assert inside == 0 and outside >= 0x80000 and count == 65536
     # Starting it twice is refused by machd.
     r = machctl(bus, "start", "bbstart")
     assert r.returncode == 1 and "already exists" in r.stderr

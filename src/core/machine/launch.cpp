@@ -31,7 +31,9 @@ Launched launch_machine(const LaunchConfig& cfg, const std::string& name) {
     if (!log) throw_last_error("open " + out.log_path);
     UniqueFd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
 
-    std::vector<std::string> args = {cfg.spawn_path, "--quiet", "--boot", "--console=passive", "-M", name, "-D", dir};
+    // In a user namespace by default, as machines started through spawn@.service: root inside is
+    // not root outside.
+    std::vector<std::string> args = {cfg.spawn_path, "--quiet", "--boot", "-U", "--console=passive", "-M", name, "-D", dir};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
