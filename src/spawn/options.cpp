@@ -29,7 +29,7 @@ enum {
     OPT_SYSCALL_FILTER, OPT_RESOLV_CONF, OPT_TIMEZONE, OPT_REGISTER, OPT_VERSION, OPT_KEEP_UNIT, OPT_SLICE,
     OPT_PROPERTY, OPT_INACCESSIBLE, OPT_NOTIFY_READY, OPT_VOLATILE, OPT_SETTINGS, OPT_OVERLAY, OPT_OVERLAY_RO, OPT_PRIVATE_USERS, OPT_PRIVATE_USERS_OWNERSHIP, OPT_PRIVATE_USERS_CHOWN,
     OPT_NETWORK_INTERFACE, OPT_NETWORK_MACVLAN, OPT_NETWORK_IPVLAN, OPT_NETWORK_VETH_EXTRA, OPT_NETWORK_BRIDGE,
-    OPT_NETWORK_ZONE, OPT_NETWORK_NAMESPACE_PATH,
+    OPT_NETWORK_ZONE, OPT_NETWORK_NAMESPACE_PATH, OPT_TEMPLATE,
 };
 
 const option kLongOptions[] = {
@@ -75,6 +75,7 @@ const option kLongOptions[] = {
     {"property", required_argument, nullptr, OPT_PROPERTY},
     {"notify-ready", required_argument, nullptr, OPT_NOTIFY_READY},
     {"ephemeral", no_argument, nullptr, 'x'},
+    {"template", required_argument, nullptr, OPT_TEMPLATE},
     {"overlay", required_argument, nullptr, OPT_OVERLAY},
     {"private-users", optional_argument, nullptr, OPT_PRIVATE_USERS},
     {"private-users-ownership", required_argument, nullptr, OPT_PRIVATE_USERS_OWNERSHIP},
@@ -151,6 +152,7 @@ Run a command or boot an OS tree in a light-weight container.
   -D --directory=PATH       Root directory for the container
   -b --boot                 Boot up the tree's init; remaining arguments go to it
   -x --ephemeral            Run on a throw-away overlay of the tree, removed at exit
+     --template=PATH        Create a missing root directory as a copy of PATH
      --volatile[=MODE]      yes (tmpfs root + the tree's /usr), state (tmpfs /var), overlay
      --settings=MODE        Use .nspawn settings files: yes, no, trusted, override
   -U                        Equivalent to --private-users=pick --private-users-ownership=auto
@@ -338,6 +340,7 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
             s.properties.emplace_back(v);
             break;
         case 'x': s.ephemeral = true; break;
+        case OPT_TEMPLATE: s.template_dir = value("--template=", v, absolute_host_path); break;
         case 'U':
             s.userns_mode = core::UserNamespaceMode::Pick;
             s.userns_ownership = core::UserNamespaceOwnership::Auto;

@@ -547,3 +547,25 @@ def test_tree_dev_null_symlink_is_not_used(spawn_bin, tree, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "1:3" in r.stdout
     assert open("/proc/sys/kernel/core_pattern").read() == core
+
+
+def test_template_populates_a_missing_root(spawn_bin, tree, tmp_path):
+    (tree / "etc" / "hardlinked").write_text("x")
+    os.link(tree / "etc" / "hardlinked", tree / "etc" / "hardlinked2")
+    os.setxattr(tree / "etc" / "os-release", "user.mk", b"kept")
+    os.chown(tree / "home" / "user", 1000, 1000)
+    new = tmp_path / "fromtemplate"
+    r = subprocess.run([spawn_bin, "-q", "-P", f"--template={tree}", "-D", str(new), "--", "/bin/sh", "-c",
+                        "stat -c %u /home/user; readlink /bin/sh"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1000", "busybox"]
+    assert (new / "etc" / "hardlinked").stat().st_ino == (new / "etc" / "hardlinked2").stat().st_ino
+    assert os.getxattr(new / "etc" / "os-release", "user.mk") == b"kept"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".#")], "no temporary copy left"
+    # An existing root is used as it is.
+    (tree / "etc" / "only-in-template").write_text("t")
+    subprocess.run([spawn_bin, "-q", "-P", f"--template={tree}", "-D", str(new), "--", "/bin/true"], check=True)
+    assert not (new / "etc" / "only-in-template").exists()
+    r = subprocess.run([spawn_bin, "-q", "-P", f"--template={tmp_path}/nope", "-D", str(tmp_path / "x"), "--", "/bin/true"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "template" in r.stderr and not (tmp_path / "x").exists()

@@ -11,6 +11,8 @@
 // image from two threads are the caller's business (machd serialises them per image).
 #pragma once
 
+#include "core/base/tree_copy.hpp"  // copy_tree() for clones
+
 #include <sys/types.h>
 
 #include <cstdint>
@@ -120,9 +122,6 @@ private:
 // ENOENT is not an error.
 void remove_tree_at(int dir_fd, const std::string& name);
 
-// Copies the directory tree at src_fd into the (empty) directory dst_fd: owners, modes, times,
-// xattrs, symlinks, hard links, device nodes; never follows symlinks or crosses file systems.
-void copy_tree(int src_fd, int dst_fd);
 
 // Bytes allocated under dir_fd/name (hard-linked inodes counted once); raw files: their blocks.
 uint64_t disk_usage_at(int dir_fd, const std::string& name);

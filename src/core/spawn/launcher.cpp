@@ -35,6 +35,7 @@
 #include "core/base/notify.hpp"
 #include "core/base/passwd.hpp"
 #include "core/base/strings.hpp"
+#include "core/base/tree_copy.hpp"
 #include "core/kernel/capabilities.hpp"
 #include "core/kernel/console.hpp"
 #include "core/kernel/mount.hpp"
@@ -652,7 +653,7 @@ void check_supported(const SpawnSpec& s) {
         throw UsageError(what + " is not supported by spawn yet; remove it from the command line or .nspawn file");
     };
     if (!s.image.empty()) refuse("--image=");
-    if (!s.template_dir.empty()) refuse("--template=");
+    if (!s.template_dir.empty() && s.ephemeral) refuse("--template= together with --ephemeral");
     if (s.ephemeral && s.volatile_mode != VolatileMode::No) refuse("--ephemeral together with --volatile=");
     if ((s.ephemeral || s.volatile_mode != VolatileMode::No) && s.read_only) refuse("--read-only together with --ephemeral or --volatile=");
     for (const auto& o : s.overlays) {
@@ -671,8 +672,32 @@ void check_supported(const SpawnSpec& s) {
     if (!s.personality.empty()) refuse("--personality=");
 }
 
+// --template=: a root directory that does not exist yet is made as a copy of the template, into a
+// hidden temporary name next to it, renamed into place only when complete.
+void populate_from_template(const SpawnSpec& spec) {
+    if (spec.template_dir.empty() || access(spec.directory.c_str(), F_OK) == 0) return;
+    UniqueFd src(open(spec.template_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!src) throw UsageError("cannot open template " + spec.template_dir + ": " + strerror(errno));
+    auto [parent, name] = split_path(spec.directory);
+    UniqueFd dir(open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dir) throw UsageError("cannot create " + spec.directory + ": " + parent + ": " + strerror(errno));
+    std::string tmp = ".#" + name + ".template-" + std::to_string(getpid());
+    if (mkdirat(dir.get(), tmp.c_str(), 0700) < 0) throw_last_error("cannot create " + parent + "/" + tmp);
+    try {
+        UniqueFd dst(openat(dir.get(), tmp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!dst) throw_last_error("cannot open " + tmp);
+        copy_tree(src.get(), dst.get());
+        if (renameat2(dir.get(), tmp.c_str(), dir.get(), name.c_str(), RENAME_NOREPLACE) < 0)
+            throw_last_error("cannot move the copy of the template into place at " + spec.directory);
+    } catch (...) {
+        remove_tree_nofollow_at(dir.get(), tmp);
+        throw;
+    }
+}
+
 Prepared prepare(const SpawnSpec& spec, bool registering) {
     check_supported(spec);
+    populate_from_template(spec);
     Prepared p;
     p.root_path = spec.directory;
     p.root_dir.reset(open(spec.directory.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
