@@ -100,10 +100,6 @@ def test_a_range_in_use_is_refused(spawn_bin, tree, tmp_path):
         p.wait()
 
 
-def test_ownership_chown_is_refused_clearly(spawn_bin, tree):
-    r = sh(spawn_bin, tree, "true", "-U", "--private-users-ownership=chown")
-    assert r.returncode == 1 and "chown" in r.stderr
-
 
 def test_debian_boots_in_a_user_namespace(spawn_bin, debian_tree, tmp_path):
     copy = tmp_path / "deb"
@@ -122,3 +118,22 @@ def test_debian_boots_in_a_user_namespace(spawn_bin, debian_tree, tmp_path):
         if c.p.poll() is None:
             c.p.kill()
             c.p.wait()
+
+
+def test_ownership_chown_shifts_the_tree_and_back(spawn_bin, tree):
+    os.chown(tree / "home" / "user", 1000, 1000)
+    r = sh(spawn_bin, tree, "cat /proc/self/uid_map; stat -c %u /etc/passwd /home/user; touch /root/made",
+           "-U", "--private-users-ownership=chown")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split()
+    shift = int(lines[1])
+    assert lines[3:5] == ["0", "1000"], "inside, the owners are what they were"
+    assert (tree / "etc" / "passwd").stat().st_uid == shift
+    assert (tree / "home" / "user").stat().st_uid == shift + 1000
+    assert (tree / "root" / "made").stat().st_uid == shift
+    # Again with the same range: nothing to do; then back to the identity range.
+    assert sh(spawn_bin, tree, "true", "-U", "--private-users-ownership=chown").returncode == 0
+    r = sh(spawn_bin, tree, "stat -c %u /etc/passwd", "--private-users=identity", "--private-users-ownership=chown")
+    assert r.stdout.strip() == "0"
+    assert (tree / "etc" / "passwd").stat().st_uid == 0
+    assert (tree / "home" / "user").stat().st_uid == 1000

@@ -1,6 +1,9 @@
 #include "core/kernel/userns.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -8,8 +11,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "core/base/error.hpp"
 
@@ -84,6 +89,77 @@ UniqueFd make_user_namespace(const IdRange& range) {
     UniqueFd fd(open(ns.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) throw_last_error("cannot open " + ns);
     return fd;
+}
+
+}  // namespace mk::core
+
+namespace mk::core {
+namespace {
+
+constexpr const char* kShiftXattr = "trusted.machkit.uid_shift";
+
+// Maps an id from the tree's current range (base `from`) to the new one (base `to`); ids outside
+// the current range are left alone.
+uint32_t remap(uint32_t id, uint32_t from, uint32_t to, uint32_t count) {
+    if (id < from || id - from >= count) return id;
+    return id - from + to;
+}
+
+void shift_dir(int fd, dev_t dev, uint32_t from, uint32_t to, uint32_t count, int depth) {
+    if (depth > 4096) throw_errno(ELOOP, "tree too deep to change its owners");
+    int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (dup_fd < 0) throw_last_error("dup");
+    DIR* d = fdopendir(dup_fd);
+    if (!d) {
+        close(dup_fd);
+        throw_last_error("fdopendir");
+    }
+    std::vector<std::string> names;
+    while (dirent* e = readdir(d))
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) names.emplace_back(e->d_name);
+    closedir(d);
+    for (const auto& n : names) {
+        struct stat st;
+        if (fstatat(fd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) continue;
+        if (st.st_dev != dev) continue;  // a mount inside the tree is not the tree's
+        uid_t u = remap(st.st_uid, from, to, count);
+        gid_t g = remap(st.st_gid, from, to, count);
+        if (S_ISDIR(st.st_mode)) {
+            UniqueFd sub(openat(fd, n.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            if (!sub) throw_last_error("cannot open " + n);
+            shift_dir(sub.get(), dev, from, to, count, depth + 1);
+            if ((u != st.st_uid || g != st.st_gid) && fchown(sub.get(), u, g) < 0) throw_last_error("cannot chown " + n);
+            if (st.st_mode & (S_ISUID | S_ISGID)) fchmod(sub.get(), st.st_mode & 07777);
+        } else if (u != st.st_uid || g != st.st_gid) {
+            if (fchownat(fd, n.c_str(), u, g, AT_SYMLINK_NOFOLLOW) < 0) throw_last_error("cannot chown " + n);
+            // chown() clears setuid/setgid bits: put them back on regular files.
+            if (S_ISREG(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID))) {
+                UniqueFd f(openat(fd, n.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+                std::string p = "/proc/self/fd/" + std::to_string(f.get());
+                if (f) chmod(p.c_str(), st.st_mode & 07777);
+            }
+        }
+    }
+}
+
+}  // namespace
+
+void shift_tree_ownership(int root_fd, const IdRange& range) {
+    struct stat st;
+    if (fstat(root_fd, &st) < 0) throw_last_error("stat");
+    // The tree's current base: recorded by an earlier shift, else the owner of its root (0 for a
+    // tree that was never shifted).
+    uint32_t current = st.st_uid & 0xFFFF0000u;
+    char buf[32] = {};
+    ssize_t n = fgetxattr(root_fd, kShiftXattr, buf, sizeof buf - 1);
+    if (n > 0) current = static_cast<uint32_t>(strtoul(buf, nullptr, 10));
+    if (current == range.shift && st.st_uid == range.shift) return;
+    shift_dir(root_fd, st.st_dev, current, range.shift, range.count, 0);
+    uid_t u = remap(st.st_uid, current, range.shift, range.count);
+    gid_t g = remap(st.st_gid, current, range.shift, range.count);
+    if (fchown(root_fd, u, g) < 0) throw_last_error("cannot chown the tree's root");
+    std::string v = std::to_string(range.shift);
+    if (fsetxattr(root_fd, kShiftXattr, v.data(), v.size(), 0) < 0) throw_last_error("cannot record the tree's UID shift");
 }
 
 }  // namespace mk::core

@@ -33,3 +33,13 @@ UniqueFd lock_uid_range(uint32_t shift);
 UniqueFd make_user_namespace(const IdRange& range);
 
 }  // namespace mk::core
+
+namespace mk::core {
+
+// --private-users-ownership=chown: moves every owner in the tree at root_fd into `range` (an owner
+// k becomes shift+k), and records the shift in the root's "trusted.machkit.uid_shift" xattr, so a
+// second start with the same range costs nothing and one with another range shifts back first.
+// Never follows symlinks and never leaves the tree's file system (T-09). Throws on failure.
+void shift_tree_ownership(int root_fd, const IdRange& range);
+
+}  // namespace mk::core

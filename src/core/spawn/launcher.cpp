@@ -672,6 +672,17 @@ void check_supported(const SpawnSpec& s) {
     if (!s.personality.empty()) refuse("--personality=");
 }
 
+// Whether the file system under `dir_fd` takes an idmapped mount: tried on a detached clone.
+bool idmap_supported(int dir_fd, const IdRange& r) {
+    UniqueFd clone(open_tree(dir_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH));
+    if (!clone) return false;
+    UniqueFd ns = make_user_namespace(r);
+    mount_attr attr{};
+    attr.attr_set = MOUNT_ATTR_IDMAP;
+    attr.userns_fd = static_cast<uint64_t>(ns.get());
+    return mount_setattr(clone.get(), "", AT_EMPTY_PATH, &attr, sizeof attr) == 0;
+}
+
 // --template=: a root directory that does not exist yet is made as a copy of the template, into a
 // hidden temporary name next to it, renamed into place only when complete.
 void populate_from_template(const SpawnSpec& spec) {
@@ -744,9 +755,18 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
         }
         p.userns = r;
         UserNamespaceOwnership own = spec.userns_ownership;
-        if (own == UserNamespaceOwnership::Auto) own = r.shift == 0 ? UserNamespaceOwnership::Off : UserNamespaceOwnership::Map;
-        if (own == UserNamespaceOwnership::Chown)
-            throw UsageError("--private-users-ownership=chown is not supported by spawn yet; use map (idmapped mounts) or off");
+        if (own == UserNamespaceOwnership::Auto) {
+            // map where the tree's file system takes idmapped mounts, chown where it does not.
+            own = r.shift == 0                          ? UserNamespaceOwnership::Off
+                  : idmap_supported(root, r)            ? UserNamespaceOwnership::Map
+                                                        : UserNamespaceOwnership::Chown;
+        }
+        if (own == UserNamespaceOwnership::Chown) {
+            // The tree's owners themselves move into the range (and back, or on, for another range).
+            UniqueFd rw(open(spec.directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+            if (!rw) throw_last_error("cannot open " + spec.directory);
+            shift_tree_ownership(rw.get(), r);
+        }
         p.idmap = own == UserNamespaceOwnership::Map && r.shift != 0;
         p.plan = build_mount_plan(spec, r.shift);
     } else {
