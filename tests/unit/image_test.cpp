@@ -356,6 +356,27 @@ TEST(Pool, TempInstallRenameCloneRemove) {
     rmdir(tmpl);
 }
 
+TEST(Pool, RemovesStaleTemporaries) {
+    char tmpl[] = "/tmp/mk-stale-XXXXXX";
+    ASSERT_TRUE(mkdtemp(tmpl));
+    {
+        ImagePool pool(tmpl);
+        int fd = pool.fd();
+        ASSERT_EQ(mkdirat(fd, ".#import-abc", 0700), 0);
+        ASSERT_EQ(mkdirat(fd, ".#import-abc/sub", 0700), 0);
+        close(openat(fd, ".#pull-xyz", O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+        ASSERT_EQ(mkdirat(fd, ".#other", 0700), 0);
+        ASSERT_EQ(mkdirat(fd, "keep", 0700), 0);
+        EXPECT_EQ(pool.remove_stale_temporaries(), 2u);
+        EXPECT_EQ(faccessat(fd, ".#other", F_OK, 0), 0);
+        EXPECT_EQ(faccessat(fd, "keep", F_OK, 0), 0);
+        EXPECT_NE(faccessat(fd, ".#pull-xyz", F_OK, 0), 0);
+        unlinkat(fd, ".#other", AT_REMOVEDIR);
+        unlinkat(fd, "keep", AT_REMOVEDIR);
+    }
+    rmdir(tmpl);
+}
+
 TEST(Pool, RemovesVeryDeepTreesIteratively) {
     char tmpl[] = "/tmp/mk-deep-XXXXXX";
     ASSERT_TRUE(mkdtemp(tmpl));

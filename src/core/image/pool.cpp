@@ -462,6 +462,18 @@ std::optional<ImageInfo> ImagePool::find(std::string_view name, bool with_usage)
     }
 }
 
+size_t ImagePool::remove_stale_temporaries() {
+    DIR* d = open_dir_stream(fd_.get());
+    std::vector<std::string> stale;
+    while (dirent* de = readdir(d)) {
+        std::string_view n = de->d_name;
+        if (n.starts_with(".#import-") || n.starts_with(".#pull-") || n.starts_with(".#clone-")) stale.emplace_back(n);
+    }
+    closedir(d);
+    for (const auto& n : stale) remove_tree_at(fd_.get(), n);
+    return stale.size();
+}
+
 void ImagePool::check_free(std::string_view name) const {
     check_name(name);
     std::string n(name);
