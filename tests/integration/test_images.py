@@ -618,6 +618,22 @@ def test_cancel_leaves_nothing(transfer_bin, pool):
     assert pool_entries(pool) == []
 
 
+def test_cancel_while_client_stalls(transfer_bin, pool):
+    # The client keeps its end open and sends nothing more: SIGTERM must still end the transfer.
+    p = subprocess.Popen([transfer_bin, "import-tar", f"--pool={pool}", "-", "stall"], stdin=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdin.write(tar_bytes([ti("./", tarfile.DIRTYPE, mode=0o755), ti("a", data=b"x" * 100000)])[:20480])
+    p.stdin.flush()
+    time.sleep(0.5)
+    p.terminate()
+    try:
+        assert p.wait(timeout=5) != 0
+        assert b"cancelled" in p.stderr.read()
+    finally:
+        p.stdin.close()
+    assert pool_entries(pool) == []
+
+
 # ---- the sandbox ----
 
 def test_sandbox(transfer_bin, pool):
