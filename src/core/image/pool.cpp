@@ -277,7 +277,16 @@ void remove_tree_at(int dir_fd, const std::string& name) {
     if (!top) throw_last_error("cannot open " + name);
     if (get_immutable(top.get())) set_immutable(top.get(), false);
     if (is_subvolume_fd(top.get())) {
-        // Deleting a subvolume is one ioctl on its parent (needs user_subvol_rm_allowed or root).
+        // A read-only subvolume's contents cannot be unlinked: lift the flag first (owner or
+        // CAP_FOWNER suffices). Then try the one-ioctl deletion, which needs CAP_SYS_ADMIN or the
+        // user_subvol_rm_allowed mount option; without either (machd-transfer drops
+        // CAP_SYS_ADMIN) empty it below and rmdir() it, which kernels >= 4.18 allow.
+        uint64_t fl = 0;
+        if (ioctl(top.get(), BTRFS_IOC_SUBVOL_GETFLAGS, &fl) == 0 && (fl & BTRFS_SUBVOL_RDONLY)) {
+            fl &= ~uint64_t{BTRFS_SUBVOL_RDONLY};
+            if (ioctl(top.get(), BTRFS_IOC_SUBVOL_SETFLAGS, &fl) < 0)
+                throw_last_error("cannot make read-only subvolume " + name + " writable for removal");
+        }
         btrfs_ioctl_vol_args args{};
         strncpy(args.name, name.c_str(), BTRFS_PATH_NAME_MAX);
         if (ioctl(dir_fd, BTRFS_IOC_SNAP_DESTROY, &args) == 0) return;
