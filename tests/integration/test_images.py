@@ -746,3 +746,13 @@ def test_btrfs_pool(transfer_bin, btrfs_pool, plain_tar, outside):
     listing = subprocess.run(["btrfs", "subvolume", "list", str(btrfs_pool.parent)], capture_output=True, text=True,
                              check=True).stdout
     assert ".#" not in listing, listing
+
+
+def test_btrfs_pool_library(btrfs_pool):
+    """ImagePool's snapshot clone, read-only flag and removal (gtest, pointed at the btrfs mount)."""
+    unit = BUILD / "tests" / "unit" / "unit-tests"
+    if not unit.exists():
+        pytest.skip("unit tests not built")
+    r = subprocess.run([str(unit), "--gtest_filter=Pool.Btrfs*"], capture_output=True, text=True,
+                       env=dict(os.environ, MK_TEST_BTRFS_DIR=str(btrfs_pool.parent)))
+    assert r.returncode == 0 and "[  PASSED  ] 1 test" in r.stdout, r.stdout + r.stderr
