@@ -618,6 +618,22 @@ def test_cancel_leaves_nothing(transfer_bin, pool):
     assert pool_entries(pool) == []
 
 
+def test_cancel_while_client_stalls(transfer_bin, pool):
+    # The client keeps its end open and sends nothing more: SIGTERM must still end the transfer.
+    p = subprocess.Popen([transfer_bin, "import-tar", f"--pool={pool}", "-", "stall"], stdin=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdin.write(tar_bytes([ti("./", tarfile.DIRTYPE, mode=0o755), ti("a", data=b"x" * 100000)])[:20480])
+    p.stdin.flush()
+    time.sleep(0.5)
+    p.terminate()
+    try:
+        assert p.wait(timeout=5) != 0
+        assert b"cancelled" in p.stderr.read()
+    finally:
+        p.stdin.close()
+    assert pool_entries(pool) == []
+
+
 # ---- the sandbox ----
 
 def test_sandbox(transfer_bin, pool):
@@ -679,3 +695,64 @@ def test_bad_inputs_and_outputs(transfer_bin, rich_image, pool, tmp_path):
     for bad in ["../x", ".#hidden", "a/b", ""]:
         failed(xfer(transfer_bin, pool, "import-tar", "-", bad, input=b""))
     assert pool_entries(pool) == []
+
+
+# ---- btrfs pools: subvolumes, read-only flag, removal without CAP_SYS_ADMIN ----
+
+BTRFS_IOC_SUBVOL_GETFLAGS = 0x80089419
+BTRFS_SUBVOL_RDONLY = 2
+
+
+@pytest.fixture
+def btrfs_pool(tmp_path):
+    if not shutil.which("mkfs.btrfs"):
+        pytest.skip("btrfs-progs not installed")
+    img = tmp_path / "btrfs.img"
+    with open(img, "wb") as f:
+        f.truncate(300 << 20)
+    subprocess.run(["mkfs.btrfs", "-q", str(img)], check=True, capture_output=True)
+    mnt = tmp_path / "btrfs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], check=True)
+    try:
+        yield mnt / "pool"
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def subvol_flags(path):
+    import fcntl
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return struct.unpack("Q", fcntl.ioctl(fd, BTRFS_IOC_SUBVOL_GETFLAGS, b"\0" * 8))[0]
+    finally:
+        os.close(fd)
+
+
+def test_btrfs_pool(transfer_bin, btrfs_pool, plain_tar, outside):
+    ok(xfer(transfer_bin, btrfs_pool, "import-tar", str(plain_tar), "sv"))
+    assert os.stat(btrfs_pool / "sv").st_ino == 256, "not a subvolume"
+    assert (btrfs_pool / "sv" / "bin" / "busybox").exists()
+    ok(xfer(transfer_bin, btrfs_pool, "import-tar", "--read-only", str(plain_tar), "ro"))
+    assert subvol_flags(btrfs_pool / "ro") & BTRFS_SUBVOL_RDONLY
+    # Replacing a read-only subvolume: the old one is removed although the helper lacks
+    # CAP_SYS_ADMIN (no BTRFS_IOC_SNAP_DESTROY): flag lifted, emptied, rmdir'ed.
+    ok(xfer(transfer_bin, btrfs_pool, "import-tar", "--force", str(plain_tar), "ro"))
+    assert not subvol_flags(btrfs_pool / "ro") & BTRFS_SUBVOL_RDONLY
+    # A failed import removes its temporary subvolume.
+    failed(xfer(transfer_bin, btrfs_pool, "import-tar", "-", "evil", input=tar_bytes(HOSTILE["symlink-then-write"](outside))))
+    check_untouched(outside)
+    assert pool_entries(btrfs_pool) == ["ro", "sv"]
+    listing = subprocess.run(["btrfs", "subvolume", "list", str(btrfs_pool.parent)], capture_output=True, text=True,
+                             check=True).stdout
+    assert ".#" not in listing, listing
+
+
+def test_btrfs_pool_library(btrfs_pool):
+    """ImagePool's snapshot clone, read-only flag and removal (gtest, pointed at the btrfs mount)."""
+    unit = BUILD / "tests" / "unit" / "unit-tests"
+    if not unit.exists():
+        pytest.skip("unit tests not built")
+    r = subprocess.run([str(unit), "--gtest_filter=Pool.Btrfs*"], capture_output=True, text=True,
+                       env=dict(os.environ, MK_TEST_BTRFS_DIR=str(btrfs_pool.parent)))
+    assert r.returncode == 0 and "[  PASSED  ] 1 test" in r.stdout, r.stdout + r.stderr

@@ -8,6 +8,7 @@
 #include <zstd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -418,7 +419,8 @@ struct ThreadState {
 
 class ThreadedSource final : public ByteSource {
 public:
-    explicit ThreadedSource(std::unique_ptr<ByteSource> inner) : st_(std::make_shared<ThreadState>()) {
+    ThreadedSource(std::unique_ptr<ByteSource> inner, const std::atomic<bool>* cancel)
+        : st_(std::make_shared<ThreadState>()), cancel_(cancel) {
         st_->inner = std::move(inner);
         thread_ = std::thread([st = st_] { produce(*st); });
     }
@@ -448,7 +450,9 @@ public:
     size_t read(void* buf, size_t n) override {
         while (cur_pos_ == cur_.size()) {
             std::unique_lock lk(st_->m);
-            st_->cv.wait(lk, [&] { return !st_->q.empty() || st_->eof || st_->err; });
+            auto ready = [&] { return !st_->q.empty() || st_->eof || st_->err; };
+            while (!st_->cv.wait_for(lk, std::chrono::milliseconds(100), ready))
+                if (cancel_ && cancel_->load()) throw_errno(ECANCELED, "transfer cancelled");
             if (!st_->q.empty()) {
                 cur_ = std::move(st_->q.front());
                 st_->q.pop_front();
@@ -495,6 +499,7 @@ private:
         st.cv.notify_all();
     }
     std::shared_ptr<ThreadState> st_;
+    const std::atomic<bool>* cancel_;
     std::thread thread_;
     std::string cur_;
     size_t cur_pos_ = 0;
@@ -643,8 +648,8 @@ std::unique_ptr<ByteSink> make_compressor(Compression c, std::unique_ptr<ByteSin
     return std::make_unique<PlainSink>(std::move(out));
 }
 
-std::unique_ptr<ByteSource> make_threaded_source(std::unique_ptr<ByteSource> inner) {
-    return std::make_unique<ThreadedSource>(std::move(inner));
+std::unique_ptr<ByteSource> make_threaded_source(std::unique_ptr<ByteSource> inner, const std::atomic<bool>* cancel) {
+    return std::make_unique<ThreadedSource>(std::move(inner), cancel);
 }
 
 uint64_t copy_sparse(ByteSource& in, int out_fd) {

@@ -113,8 +113,10 @@ std::unique_ptr<ByteSink> make_compressor(Compression c, std::unique_ptr<ByteSin
 
 // Runs `inner` on a thread of its own, handing over 1 MiB chunks through a small bounded queue, so
 // decoding overlaps with whatever consumes the data. Exceptions from the thread are rethrown by
-// read(). Destroying it stops the thread.
-std::unique_ptr<ByteSource> make_threaded_source(std::unique_ptr<ByteSource> inner);
+// read(). Destroying it stops the thread. With `cancel`, read() throws ECANCELED within ~100 ms
+// of the flag being set even while the producer is stuck (a client that stops sending).
+std::unique_ptr<ByteSource> make_threaded_source(std::unique_ptr<ByteSource> inner,
+                                                 const std::atomic<bool>* cancel = nullptr);
 
 // Copies `in` to the regular file `out_fd` from offset 0, seeking over 4 KiB blocks of zeros so
 // the result is sparse, then sets the file size. Returns the bytes written (the logical size).

@@ -154,7 +154,16 @@ void remove_tree_at(int dir_fd, const std::string& name) {
     if (!top) throw_last_error("cannot open " + name);
     if (get_immutable(top.get())) set_immutable(top.get(), false);
     if (is_subvolume_fd(top.get())) {
-        // Deleting a subvolume is one ioctl on its parent (needs user_subvol_rm_allowed or root).
+        // A read-only subvolume's contents cannot be unlinked: lift the flag first (owner or
+        // CAP_FOWNER suffices). Then try the one-ioctl deletion, which needs CAP_SYS_ADMIN or the
+        // user_subvol_rm_allowed mount option; without either (machd-transfer drops
+        // CAP_SYS_ADMIN) empty it below and rmdir() it, which kernels >= 4.18 allow.
+        uint64_t fl = 0;
+        if (ioctl(top.get(), BTRFS_IOC_SUBVOL_GETFLAGS, &fl) == 0 && (fl & BTRFS_SUBVOL_RDONLY)) {
+            fl &= ~uint64_t{BTRFS_SUBVOL_RDONLY};
+            if (ioctl(top.get(), BTRFS_IOC_SUBVOL_SETFLAGS, &fl) < 0)
+                throw_last_error("cannot make read-only subvolume " + name + " writable for removal");
+        }
         btrfs_ioctl_vol_args args{};
         strncpy(args.name, name.c_str(), BTRFS_PATH_NAME_MAX);
         if (ioctl(dir_fd, BTRFS_IOC_SNAP_DESTROY, &args) == 0) return;
@@ -329,6 +338,18 @@ std::optional<ImageInfo> ImagePool::find(std::string_view name, bool with_usage)
     } catch (const std::system_error&) {
         return std::nullopt;
     }
+}
+
+size_t ImagePool::remove_stale_temporaries() {
+    DIR* d = open_dir_stream(fd_.get());
+    std::vector<std::string> stale;
+    while (dirent* de = readdir(d)) {
+        std::string_view n = de->d_name;
+        if (n.starts_with(".#import-") || n.starts_with(".#pull-") || n.starts_with(".#clone-")) stale.emplace_back(n);
+    }
+    closedir(d);
+    for (const auto& n : stale) remove_tree_at(fd_.get(), n);
+    return stale.size();
 }
 
 void ImagePool::check_free(std::string_view name) const {

@@ -105,6 +105,10 @@ public:
     };
     Temp make_temp(std::string_view prefix, bool dir, std::string_view suffix = "");
 
+    // Removes ".#import-*", ".#pull-*" and ".#clone-*" entries left by transfers that were killed
+    // (SIGKILL skips the Temp destructor). Call when no transfer runs (machd start). Returns how many.
+    size_t remove_stale_temporaries();
+
     // Throws EEXIST naming the image if an image `name` (dir/subvolume or name.raw) exists.
     void check_free(std::string_view name) const;
 

@@ -100,7 +100,7 @@ std::unique_ptr<ByteSource> open_input(int fd, const struct stat& st, Progress& 
     auto dec = make_auto_decompressor(std::move(counted), c, d);
     log(o.hooks, "Input compression: " + std::string(to_string(*c)) + ".");
     // Decode on a thread of its own so it overlaps with writing files (like `xz -dc | tar -x`).
-    return make_threaded_source(std::move(dec));
+    return make_threaded_source(std::move(dec), o.hooks.cancel);
 }
 
 void do_import_tar(ImagePool& pool, int in_fd, const std::string& name, const ImportOptions& o, Progress& p) {
