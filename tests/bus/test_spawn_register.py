@@ -122,3 +122,33 @@ def test_duplicate_name_is_refused_by_machd(bus, machd, tree, tmp_path):
     finally:
         p.kill()
         p.wait()
+
+
+def test_machd_restart_readopts_twenty_running_containers(bus, machd, tree):
+    # Reliability (issue 8): machd restarted while 20 containers run; all are re-adopted, then
+    # each is dropped when its container ends.
+    procs = []
+    try:
+        for i in range(20):
+            p = subprocess.Popen([str(SPAWN), "-q", "-P", "--read-only", "-D", str(tree), "-M", f"ra{i}", "--",
+                                  "/bin/sh", "-c", "echo ready; exec sleep 1000"],
+                                 env=bus.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            procs.append(p)
+            assert p.stdout.readline().strip() == "ready", p.stderr.read()
+        before = {m[0]: m for m in bus.call_json("ListMachines")[0] if m[0].startswith("ra")}
+        assert len(before) == 20
+        leaders = {n: bus.get_property(bus.call_json("GetMachine", "s", n)[0], "org.freedesktop.machine1.Machine", "Leader")
+                   for n in before}
+        machd.stop()
+        machd.start()
+        after = {m[0] for m in bus.call_json("ListMachines")[0] if m[0].startswith("ra")}
+        assert after == set(before)
+        for n, leader in leaders.items():
+            path = bus.call_json("GetMachine", "s", n)[0]
+            assert bus.get_property(path, "org.freedesktop.machine1.Machine", "Leader") == leader
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert wait_for(lambda: not [m for m in bus.call_json("ListMachines")[0] if m[0].startswith("ra")], timeout=20)
+    assert wait_for(lambda: not any(c.exists() for i in range(20) for c in machine_cgroups(f"ra{i}")), timeout=20)
