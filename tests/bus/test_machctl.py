@@ -377,15 +377,17 @@ def test_bind(bus, containers, tmp_path):
     assert r.returncode != 0, "read-only bind mount is writable"
 
 
-def test_copy_reports_what_machd_says(bus, containers, tmp_path):
+def test_copy_to_and_from(bus, containers, tmp_path):
     containers.start("mc-copy")
     f = tmp_path / "f"
-    f.write_text("x")
-    for verb in ("copy-to", "copy-from"):
-        r = machctl(bus, verb, "mc-copy", f, "/tmp/f")
-        if r.returncode == 0:
-            continue  # machd gained the copy methods
-        assert r.returncode == 1 and "Failed to copy:" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    f.write_text("payload\n")
+    ok(bus, "copy-to", "mc-copy", f, "/tmp/f")
+    assert ok(bus, "shell", "mc-copy", "/bin/cat", "/tmp/f").stdout == "payload\n"
+    back = tmp_path / "back"
+    ok(bus, "copy-from", "mc-copy", "/tmp/f", back)
+    assert back.read_text() == "payload\n"
+    r = machctl(bus, "copy-from", "mc-copy", "/nonexistent", tmp_path / "x")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
 
 
 # -------------------------------------------------------------------------------------- images
