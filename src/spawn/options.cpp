@@ -37,6 +37,7 @@ const option kLongOptions[] = {
     {"version", no_argument, nullptr, OPT_VERSION},
     {"quiet", no_argument, nullptr, 'q'},
     {"directory", required_argument, nullptr, 'D'},
+    {"image", required_argument, nullptr, 'i'},
     {"machine", required_argument, nullptr, 'M'},
     {"hostname", required_argument, nullptr, OPT_HOSTNAME},
     {"uuid", required_argument, nullptr, OPT_UUID},
@@ -150,6 +151,7 @@ Run a command or boot an OS tree in a light-weight container.
      --version              Print the version
   -q --quiet                Do not show status information
   -D --directory=PATH       Root directory for the container
+  -i --image=PATH           Disk image (GPT per the Discoverable Partitions Specification, or a bare file system)
   -b --boot                 Boot up the tree's init; remaining arguments go to it
   -x --ephemeral            Run on a throw-away overlay of the tree, removed at exit
      --template=PATH        Create a missing root directory as a copy of PATH
@@ -212,7 +214,7 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
     optind = 0;  // full re-initialisation, so parse_options can be called more than once
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv.data(), "+hqD:M:u:E:abPxUnp:", kLongOptions, nullptr)) >= 0) {
+    while ((c = getopt_long(argc, argv.data(), "+hqD:i:M:u:E:abPxUnp:", kLongOptions, nullptr)) >= 0) {
         std::string_view v = optarg ? optarg : "";
         std::string opt = optind > 0 && optind <= argc ? copy[static_cast<size_t>(optind - 1)] : "";
         switch (c) {
@@ -220,6 +222,7 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
         case OPT_VERSION: r.action = Action::Version; return r;
         case 'q': s.quiet = true; break;
         case 'D': s.directory = value("--directory=", v, absolute_host_path); break;
+        case 'i': s.image = value("--image=", v, absolute_host_path); break;
         case 'M':
             if (!core::machine_name_is_valid(v))
                 throw UsageError("invalid machine name '" + std::string(v) +
@@ -382,13 +385,15 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
     for (int i = optind; i < argc; i++) s.argv.push_back(copy[static_cast<size_t>(i)]);
     if (!s.argv.empty()) r.set_on_command_line.set(core::SettingGroup::StartMode);
 
-    if (s.directory.empty()) throw UsageError("no directory given: pass the container's root with -D DIR");
+    if (s.directory.empty() && s.image.empty())
+        throw UsageError("no directory given: pass the container's root with -D DIR (or a disk image with -i)");
+    if (!s.directory.empty() && !s.image.empty()) throw UsageError("-D and -i exclude each other: pass one of them");
     if (!s.network_namespace_path.empty() && s.private_network)
         throw UsageError("--network-namespace-path= cannot be combined with --private-network or other --network-* options");
     if (!machine_set) {
-        s.machine_name = core::machine_name_from_path(s.directory);
-        if (s.machine_name.empty())
-            throw UsageError("cannot derive a machine name from " + s.directory + "; pass one with -M NAME");
+        const std::string& from = s.image.empty() ? s.directory : s.image;
+        s.machine_name = core::machine_name_from_path(from);
+        if (s.machine_name.empty()) throw UsageError("cannot derive a machine name from " + from + "; pass one with -M NAME");
     }
     if (!r.console_set || s.console == core::ConsoleMode::Autopipe) {
         bool tty = stdin_tty && stdout_tty;

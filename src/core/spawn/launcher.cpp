@@ -38,6 +38,7 @@
 #include "core/base/tree_copy.hpp"
 #include "core/kernel/capabilities.hpp"
 #include "core/kernel/console.hpp"
+#include "core/kernel/dissect.hpp"
 #include "core/kernel/mount.hpp"
 #include "core/kernel/seccomp.hpp"
 #include "core/kernel/userns.hpp"
@@ -216,6 +217,7 @@ struct Prepared {
     bool boot = false;                        // the guest's init: cgroups of its own, notify socket
     std::optional<CgroupLayout> cgroups;      // set when the guest gets its own cgroup namespace
     std::vector<std::string> overlay_workdirs;  // created for --overlay=, removed at exit
+    std::vector<std::pair<std::string, UniqueFd>> image_mounts;  // -i: detached mounts, root first
     Uuid uuid{};
     std::optional<IdRange> userns;  // --private-users: the container's UID/GID range
     bool idmap = false;             // the root is an idmapped mount (ownership "map")
@@ -473,10 +475,26 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path, int idmap_use
         // The fd from before clone belongs to the host's mount namespace, which open_tree() refuses
         // to clone from: open the tree again, in ours.
         UniqueFd raw;
-        UniqueFd tree = make_root(spec, p.root_path, p.idmap ? p.userns_fd.get() : -1, raw);
+        UniqueFd tree;
+        if (!p.image_mounts.empty()) {
+            tree.reset(fcntl(p.image_mounts.front().second.get(), F_DUPFD_CLOEXEC, 3));
+            if (p.idmap) {
+                mount_attr attr{};
+                attr.attr_set = MOUNT_ATTR_IDMAP;
+                attr.userns_fd = static_cast<uint64_t>(p.userns_fd.get());
+                if (mount_setattr(tree.get(), "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
+                    throw_last_error("cannot make an idmapped mount of the image; use --private-users-ownership=off");
+            }
+        } else {
+            tree = make_root(spec, p.root_path, p.idmap ? p.userns_fd.get() : -1, raw);
+        }
         if (move_mount(tree.get(), "", AT_FDCWD, p.root_path.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0)
             throw_last_error("cannot mount the container tree");
         int root = tree.get();
+        for (size_t i = 1; i < p.image_mounts.size(); i++) {  // the image's /usr, /home, /srv, /var
+            UniqueFd target = mkdir_p_in_root(root, p.image_mounts[i].first);
+            attach_mount(p.image_mounts[i].second.get(), target.get(), "the image's " + p.image_mounts[i].first);
+        }
         if (spec.volatile_mode == VolatileMode::State) {
             // The tree read-only, with a throw-away /var.
             remount_read_only(root, false, "the container root");
@@ -502,7 +520,7 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path, int idmap_use
         }
         // Through an idmapped mount host root may not create files (its UID is outside the map):
         // /etc is written through the tree's own mount, where on-disk 0 is the container's root.
-        write_integration_files(root, p.idmap ? raw.get() : root, p, spec);
+        write_integration_files(root, p.idmap ? raw.get() : root, p, spec);  // raw: invalid for idmapped images
         UniqueFd notify;
         if (p.boot) notify = bind_notify_socket(root);
         // /run/host is the host's word to the guest: read-only.
@@ -652,7 +670,10 @@ void check_supported(const SpawnSpec& s) {
     auto refuse = [](const std::string& what) {
         throw UsageError(what + " is not supported by spawn yet; remove it from the command line or .nspawn file");
     };
-    if (!s.image.empty()) refuse("--image=");
+    if (!s.image.empty() && (s.ephemeral || s.volatile_mode != VolatileMode::No || !s.template_dir.empty()))
+        refuse("--image= together with --ephemeral, --volatile or --template");
+    if (!s.image.empty() && s.userns_ownership == UserNamespaceOwnership::Chown)
+        refuse("--image= together with --private-users-ownership=chown");
     if (!s.template_dir.empty() && s.ephemeral) refuse("--template= together with --ephemeral");
     if (s.ephemeral && s.volatile_mode != VolatileMode::No) refuse("--ephemeral together with --volatile=");
     if ((s.ephemeral || s.volatile_mode != VolatileMode::No) && s.read_only) refuse("--read-only together with --ephemeral or --volatile=");
@@ -711,7 +732,22 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
     populate_from_template(spec);
     Prepared p;
     p.root_path = spec.directory;
-    p.root_dir.reset(open(spec.directory.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!spec.image.empty()) {
+        // The image's file systems as detached mounts, made here (the loop devices detach themselves
+        // when the last of these goes, however spawn ends) and attached by the child in its own
+        // mount namespace, over /tmp there: nothing appears in the host's mount table.
+        DissectedImage img = dissect_image(spec.image, spec.read_only);
+        for (auto& fs : img.filesystems) {
+            std::vector<std::pair<std::string, std::string>> o;
+            if (img.read_only) o.emplace_back("ro", "");
+            UniqueFd m = make_fs_mount(fs.fstype.c_str(), o, img.read_only ? MOUNT_ATTR_RDONLY : 0, fs.device.c_str());
+            p.image_mounts.emplace_back(fs.mount_point, std::move(m));
+        }
+        p.root_dir.reset(fcntl(p.image_mounts.front().second.get(), F_DUPFD_CLOEXEC, 3));
+        p.root_path = "/tmp";
+    } else {
+        p.root_dir.reset(open(spec.directory.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    }
     if (!p.root_dir) {
         if (errno == ENOENT) throw UsageError("directory " + spec.directory + " does not exist; pass an OS tree with -D");
         if (errno == ENOTDIR) throw UsageError(spec.directory + " is not a directory; pass an OS tree with -D");
@@ -1243,10 +1279,12 @@ int Launcher::run() {
     UniqueFd image_lock;
     if (!spec_.read_only && !spec_.ephemeral && spec_.volatile_mode == VolatileMode::No) {
         struct stat st;
-        if (fstat(p.root_dir.get(), &st) < 0) throw_last_error("stat " + spec_.directory);
+        if (!spec_.image.empty() ? stat(spec_.image.c_str(), &st) < 0 : fstat(p.root_dir.get(), &st) < 0)
+            throw_last_error("stat " + (spec_.image.empty() ? spec_.directory : spec_.image));
         image_lock = take_name_lock("image/" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino));
         if (!image_lock)
-            throw UsageError(spec_.directory + " is in use by another running container; use --ephemeral or --read-only to share it");
+            throw UsageError((spec_.image.empty() ? spec_.directory : spec_.image) +
+                             " is in use by another running container; use --ephemeral or --read-only to share it");
     }
 
     struct WorkdirCleanup {
