@@ -152,3 +152,27 @@ def test_machd_restart_readopts_twenty_running_containers(bus, machd, tree):
             p.wait()
     assert wait_for(lambda: not [m for m in bus.call_json("ListMachines")[0] if m[0].startswith("ra")], timeout=20)
     assert wait_for(lambda: not any(c.exists() for i in range(20) for c in machine_cgroups(f"ra{i}")), timeout=20)
+
+
+def test_machctl_status_shows_the_guests_veth_address(bus, machd, tree):
+    # Issue 7: GetMachineAddresses and machctl status show the guest's addresses. The "host" side
+    # is a network namespace of the test's own (unshare --net), never the real host's.
+    machctl = BUILD / "src" / "machctl" / "machctl"
+    p = subprocess.Popen(["unshare", "--net", "sh", "-c",
+                          f"ip link set lo up; exec {SPAWN} -q -P -n -D {tree} -M vethaddr -- "
+                          "/bin/sh -c 'while ! ip -4 -o addr show host0 | grep -q inet; do sleep 0.05; done; "
+                          "echo ready; exec sleep 100'"],
+                         env=bus.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()
+        r = subprocess.run([str(machctl), "status", "vethaddr"], env=bus.env(), capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0, r.stderr
+        addr_lines = [l for l in r.stdout.splitlines() if "Address:" in l]
+        assert addr_lines and addr_lines[0].split("Address:")[1].strip().startswith("10."), r.stdout
+        r = subprocess.run([str(machctl), "list", "-o", "json"], env=bus.env(), capture_output=True, text=True)
+        import json
+        m = [x for x in json.loads(r.stdout) if x["machine"] == "vethaddr"][0]
+        assert any(a.startswith("10.") for a in m["addresses"]), m
+    finally:
+        p.kill()
+        p.wait()
