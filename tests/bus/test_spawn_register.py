@@ -174,5 +174,9 @@ def test_machctl_status_shows_the_guests_veth_address(bus, machd, tree):
         m = [x for x in json.loads(r.stdout) if x["machine"] == "vethaddr"][0]
         assert any(a.startswith("10.") for a in m["addresses"]), m
     finally:
-        p.kill()
+        # Two SIGTERMs (the second kills), so that spawn removes its network records itself.
+        p.terminate()
+        time.sleep(0.2)
+        if p.poll() is None:
+            p.terminate()
         p.wait()
