@@ -544,3 +544,21 @@ def test_start_errors(bus, pool_machd):
     assert r.returncode == 1
     r = machctl(bus, "start", "x", user=65534)
     assert r.returncode == 1 and "denied" in r.stderr.lower()
+
+
+def test_entering_helpers_leak_no_host_fds(bus, containers):
+    # T-03: while machctl shell enters the machine, root inside lists every fd of every process it
+    # can see; no host path may show up among them.
+    census = ("end=$(( $(date +%s) + 3 )); while [ $(date +%s) -lt $end ]; do "
+              "for p in /proc/[0-9]*; do ls -l $p/fd/ 2>/dev/null; done; done > /tmp/census; echo done > /tmp/census.done")
+    containers.start("mc-census", script="exec sleep 1000", setup=f"({census}) & true")
+    leader = int(ok(bus, "show", "-p", "Leader", "--value", "mc-census").stdout)
+    for _ in range(10):
+        ok(bus, "shell", "mc-census", "/bin/true")
+    root = pathlib.Path(f"/proc/{leader}/root")
+    assert wait_for(lambda: (root / "tmp" / "census.done").exists(), timeout=15)
+    targets = [l.split(" -> ", 1)[1] for l in (root / "tmp" / "census").read_text().splitlines() if " -> " in l]
+    assert targets, "the census saw fds"
+    host_like = [t for t in targets if t.startswith(("/work", "/var/cache", "/home/", "/usr/lib/x86_64-linux-gnu"))
+                 or "pytest" in t or "mk-bus" in t]
+    assert host_like == [], sorted(set(host_like))[:10]

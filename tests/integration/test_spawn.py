@@ -569,3 +569,32 @@ def test_template_populates_a_missing_root(spawn_bin, tree, tmp_path):
     r = subprocess.run([spawn_bin, "-q", "-P", f"--template={tmp_path}/nope", "-D", str(tmp_path / "x"), "--", "/bin/true"],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "template" in r.stderr and not (tmp_path / "x").exists()
+
+
+def test_console_is_the_containers_own_pty(spawn_bin, tree):
+    # T-22 (TIOCSTI): the payload's terminal is a pty of the container's own devpts instance, in a
+    # session of its own; the user's terminal is never one of its fds, so nothing typed into it
+    # can reach the host.
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(spawn_bin, [spawn_bin, "-q", "-D", str(tree), "--", "/bin/sh", "-c",
+                             "echo tty=$(readlink /proc/self/fd/0); stat -c dev=%D /proc/self/fd/0; "
+                             "stat -c ptsdev=%d /dev/pts/ptmx; echo sid=$(cut -d' ' -f6 /proc/self/stat) pid=$$; "
+                             "ls -l /proc/self/fd/ | grep -c pts"])
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.waitpid(pid, 0)
+    text = out.decode(errors="replace").replace("\r", "")
+    assert "tty=/dev/pts/0" in text, text
+    host_pts_dev = os.stat("/dev/pts/ptmx").st_dev
+    pts_dev = int(text.split("ptsdev=")[1].split()[0])
+    assert pts_dev != host_pts_dev, "the container has its own devpts instance"
+    sid = text.split("sid=")[1].split()[0]
+    assert sid == text.split("pid=")[1].split()[0], "the payload leads its own session"
