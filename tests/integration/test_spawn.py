@@ -598,3 +598,40 @@ def test_console_is_the_containers_own_pty(spawn_bin, tree):
     assert pts_dev != host_pts_dev, "the container has its own devpts instance"
     sid = text.split("sid=")[1].split()[0]
     assert sid == text.split("pid=")[1].split()[0], "the payload leads its own session"
+
+
+def test_bind_destination_swapped_to_a_symlink_stays_inside(spawn_bin, tree, tmp_path):
+    # T-06: while spawn resolves a bind destination, another party keeps swapping a directory on
+    # the way for a symlink to "/". Destinations are resolved inside the tree and mounted onto the
+    # fd they resolved to, so nothing may ever be created or mounted outside it.
+    import threading
+    src = tmp_path / "src"
+    src.mkdir()
+    shared = tree / "shared"
+    (shared / "d").mkdir(parents=True)
+    marker = "mk-t06-escape"
+    stop = threading.Event()
+
+    def swapper():
+        d, tmp = shared / "d", shared / "d.tmp"
+        while not stop.is_set():
+            try:
+                d.rename(tmp)
+                d.symlink_to("/")
+                d.unlink()
+                tmp.rename(d)
+            except OSError:
+                pass
+
+    before = host_mounts()
+    t = threading.Thread(target=swapper)
+    t.start()
+    try:
+        for _ in range(150):
+            subprocess.run([spawn_bin, "-q", "-P", "-D", str(tree), f"--bind={src}:/shared/d/{marker}", "--", "/bin/true"],
+                           capture_output=True, timeout=30)
+    finally:
+        stop.set()
+        t.join()
+    assert not os.path.exists("/" + marker), "a directory was created outside the tree"
+    assert host_mounts() == before
