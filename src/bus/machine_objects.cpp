@@ -167,7 +167,15 @@ Machine& ManagerObject::lookup(const std::string& name) {
 
 sdbus::ObjectPath ManagerObject::GetMachine(const std::string& name) { return machine_object_path(lookup(name).name); }
 
-sdbus::ObjectPath ManagerObject::GetImage(const std::string&) { throw_not_implemented("GetImage"); }
+ImageService& ManagerObject::images() {
+    if (!images_) throw_not_implemented("the image API");
+    return *images_;
+}
+
+sdbus::ObjectPath ManagerObject::GetImage(const std::string& name) {
+    images().get(name);
+    return images().object_for(name);
+}
 
 sdbus::ObjectPath ManagerObject::GetMachineByPID(const uint32_t& pid) {
     pid_t p = static_cast<pid_t>(pid);
@@ -189,7 +197,11 @@ std::vector<sdbus::Struct<std::string, std::string, std::string, sdbus::ObjectPa
 
 std::vector<sdbus::Struct<std::string, std::string, bool, uint64_t, uint64_t, uint64_t, sdbus::ObjectPath>>
 ManagerObject::ListImages() {
-    throw_not_implemented("ListImages");
+    std::vector<sdbus::Struct<std::string, std::string, bool, uint64_t, uint64_t, uint64_t, sdbus::ObjectPath>> out;
+    for (const auto& i : images().list())
+        out.emplace_back(i.name, std::string(core::to_string(i.type)), i.read_only, i.crtime_usec, i.mtime_usec, i.usage,
+                         image_object_path(i.name));
+    return out;
 }
 
 sdbus::ObjectPath ManagerObject::create_or_register(const std::string& name, const std::vector<uint8_t>& id,
@@ -312,17 +324,40 @@ uint32_t ManagerObject::GetMachineUIDShift(const std::string& name) {
     Machine& m = lookup(name);
     return translate([&] { return core::machine_uid_shift(m); });
 }
-void ManagerObject::RemoveImage(const std::string&) { throw_not_implemented("RemoveImage"); }
-void ManagerObject::RenameImage(const std::string&, const std::string&) { throw_not_implemented("RenameImage"); }
-void ManagerObject::CloneImage(const std::string&, const std::string&, const bool&) { throw_not_implemented("CloneImage"); }
-void ManagerObject::MarkImageReadOnly(const std::string&, const bool&) { throw_not_implemented("MarkImageReadOnly"); }
-std::string ManagerObject::GetImageHostname(const std::string&) { throw_not_implemented("GetImageHostname"); }
-std::vector<uint8_t> ManagerObject::GetImageMachineID(const std::string&) { throw_not_implemented("GetImageMachineID"); }
-std::map<std::string, std::string> ManagerObject::GetImageMachineInfo(const std::string&) { throw_not_implemented("GetImageMachineInfo"); }
-std::map<std::string, std::string> ManagerObject::GetImageOSRelease(const std::string&) { throw_not_implemented("GetImageOSRelease"); }
-void ManagerObject::SetPoolLimit(const uint64_t&) { throw_not_implemented("SetPoolLimit"); }
-void ManagerObject::SetImageLimit(const std::string&, const uint64_t&) { throw_not_implemented("SetImageLimit"); }
-std::vector<sdbus::Struct<std::string, uint64_t>> ManagerObject::CleanPool(const std::string&) { throw_not_implemented("CleanPool"); }
+void ManagerObject::RemoveImage(const std::string& name) { images().remove(getObject(), name); }
+void ManagerObject::RenameImage(const std::string& name, const std::string& new_name) {
+    images().rename(getObject(), name, new_name);
+}
+void ManagerObject::CloneImage(const std::string& name, const std::string& new_name, const bool& read_only) {
+    images().clone(getObject(), name, new_name, read_only);
+}
+void ManagerObject::MarkImageReadOnly(const std::string& name, const bool& read_only) {
+    images().mark_read_only(getObject(), name, read_only);
+}
+std::string ManagerObject::GetImageHostname(const std::string& name) { return images().hostname(name); }
+std::vector<uint8_t> ManagerObject::GetImageMachineID(const std::string& name) { return images().machine_id(name); }
+std::map<std::string, std::string> ManagerObject::GetImageMachineInfo(const std::string& name) {
+    return images().machine_info(name);
+}
+std::map<std::string, std::string> ManagerObject::GetImageOSRelease(const std::string& name) {
+    return images().os_release(name);
+}
+void ManagerObject::SetPoolLimit(const uint64_t& size) { images().set_pool_limit(getObject(), size); }
+void ManagerObject::SetImageLimit(const std::string& name, const uint64_t& size) {
+    images().set_limit(getObject(), name, size);
+}
+std::vector<sdbus::Struct<std::string, uint64_t>> ManagerObject::CleanPool(const std::string& mode) {
+    require_root(getObject(), "clean the image pool");
+    if (mode != "all" && mode != "hidden") throw sdbus::Error(kInvalidArgs, "Unknown mode '" + mode + "'.");
+    std::vector<sdbus::Struct<std::string, uint64_t>> out;
+    if (mode == "hidden") return out;  // hidden (".") images are never listed; nothing read-only to drop
+    for (const auto& i : images().list()) {
+        if (i.read_only) continue;  // machined keeps read-only images
+        images().remove(getObject(), i.name);
+        out.emplace_back(i.name, i.usage);
+    }
+    return out;
+}
 uint32_t ManagerObject::MapFromMachineUser(const std::string& name, const uint32_t& uid_inner) {
     Machine& m = lookup(name);
     return translate([&] { return core::map_from_machine(m, uid_inner, false); });
@@ -353,7 +388,7 @@ std::tuple<std::string, sdbus::ObjectPath, uint32_t> ManagerObject::MapToMachine
 
 // Pool: machined's constant path; usage/limit are btrfs quota values, unknown here (as machined on
 // a non-btrfs host: UINT64_MAX).
-std::string ManagerObject::PoolPath() { return "/var/lib/machines"; }
+std::string ManagerObject::PoolPath() { return images_ ? images_->pool().path() : "/var/lib/machines"; }
 uint64_t ManagerObject::PoolUsage() { return UINT64_MAX; }
 uint64_t ManagerObject::PoolLimit() { return UINT64_MAX; }
 

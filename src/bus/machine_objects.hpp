@@ -13,6 +13,7 @@
 #include <sdbus-c++/sdbus-c++.h>
 
 #include "bus/event_loop.hpp"
+#include "bus/image_objects.hpp"
 #include "core/machine/copy.hpp"
 #include "core/machine/service.hpp"
 #include "Machine-adaptor.h"
@@ -59,6 +60,8 @@ public:
     void add_existing();
     // Lets long operations (copies) complete asynchronously on `loop`.
     void set_loop(EventLoop* loop) { copies_.set_loop(loop); }
+    // Serves the image methods from `images` (NotSupported without).
+    void set_images(ImageService* images) { images_ = images; }
 
 private:
     core::Machine& lookup(const std::string& name);
@@ -136,6 +139,8 @@ private:
     core::MachineService& service_;
     bool forward_scope_properties_;
     CopyOperations copies_;
+    ImageService* images_ = nullptr;
+    ImageService& images();
     std::map<std::string, std::unique_ptr<MachineObject>> objects_;
     // CreateMachine calls waiting for their scope's start job (systemd backend), by machine name.
     std::map<std::string, sdbus::Result<sdbus::ObjectPath>> pending_;

@@ -38,6 +38,7 @@ void usage(FILE* out) {
                  "  --spawn-path=PATH  spawn binary for StartMachine (default " MK_BINDIR "/spawn)\n"
                  "  --machines-dir=DIR image pool StartMachine boots from (default /var/lib/machines)\n"
                  "  --log-dir=DIR      StartMachine's spawn logs (default /run/machkit)\n"
+                 "  --pool=DIR         image pool served by the image methods (default /var/lib/machines)\n"
                  "  -h, --help         show this help\n"
                  "  --version          show the version\n\n"
                  "The bus is $DBUS_SYSTEM_BUS_ADDRESS if set. SIGTERM stops machd; machines keep running\n"
@@ -51,8 +52,9 @@ int main(int argc, char** argv) {
     std::string cgroup_root = "/sys/fs/cgroup";
     uint64_t stop_timeout_usec = 10'000'000;
     std::string scope_backend = "auto";
+    std::string pool_path = "/var/lib/machines";
     mk::core::LaunchConfig launch{MK_BINDIR "/spawn", "/var/lib/machines", "/run/machkit"};
-    enum { kStateDir = 0x100, kCgroupRoot, kStopTimeout, kScopeBackend, kVersion, kSpawnPath, kMachinesDir, kLogDir };
+    enum { kStateDir = 0x100, kCgroupRoot, kStopTimeout, kScopeBackend, kVersion, kSpawnPath, kMachinesDir, kLogDir, kPool };
     static const option options[] = {
         {"state-dir", required_argument, nullptr, kStateDir},
         {"cgroup-root", required_argument, nullptr, kCgroupRoot},
@@ -61,6 +63,7 @@ int main(int argc, char** argv) {
         {"spawn-path", required_argument, nullptr, kSpawnPath},
         {"machines-dir", required_argument, nullptr, kMachinesDir},
         {"log-dir", required_argument, nullptr, kLogDir},
+        {"pool", required_argument, nullptr, kPool},
         {"help", no_argument, nullptr, 'h'},
         {"version", no_argument, nullptr, kVersion},
         {},
@@ -72,6 +75,7 @@ int main(int argc, char** argv) {
         case kSpawnPath: launch.spawn_path = optarg; break;
         case kMachinesDir: launch.machines_dir = optarg; break;
         case kLogDir: launch.log_dir = optarg; break;
+        case kPool: pool_path = optarg; break;
         case kScopeBackend:
             scope_backend = optarg;
             if (scope_backend != "auto" && scope_backend != "cgroupfs" && scope_backend != "systemd") {
@@ -141,6 +145,9 @@ int main(int argc, char** argv) {
         mk::bus::ManagerObject manager(*connection, service, scope_backend == "systemd");
         manager.add_existing();
         manager.set_loop(&loop);
+        mk::core::ImagePool pool(pool_path);
+        mk::bus::ImageService images(*connection, service, pool);
+        manager.set_images(&images);
         mk::bus::ExtensionObject extension(*connection, service, cgroup_root, launch);
         chain.targets.push_back(&manager);
         // Own the name last: clients never see a half-built object tree.

@@ -160,10 +160,10 @@ class Bus:
 class Machd:
     running = []  # the Machd instances of the current test (create()/register() record names in them)
 
-    def __init__(self, bus, state_dir, cgroup_root=CGROUP_ROOT, stop_timeout=2, extra_args=()):
+    def __init__(self, bus, state_dir, cgroup_root=CGROUP_ROOT, stop_timeout=2, extra_args=(), pool=None):
         self.created = set()
         self.stop_timeout = stop_timeout
-        self.extra_args = list(extra_args)
+        self.extra_args = (["--pool=%s" % pool] if pool is not None else []) + list(extra_args)
         self.bus = bus
         self.state_dir = Path(state_dir)
         self.cgroup_root = cgroup_root
@@ -325,7 +325,8 @@ def leaders():
 
 @pytest.fixture
 def machd(bus, tmp_path, leaders):
-    d = Machd(bus, tmp_path / "machines")
+    # A private image pool: the image methods never see (or create) the host's /var/lib/machines.
+    d = Machd(bus, tmp_path / "machines", pool=tmp_path / "pool")
     d.start()
     yield d
     # Machines registered by the test outlive machd by design: end them and exactly their cgroups

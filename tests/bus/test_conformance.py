@@ -32,7 +32,7 @@ def machinectl(bus, machd, *args, check=True):
     return r
 
 
-def test_machinectl_list_status_show(bus, machd, leaders):
+def test_machinectl_list_status_show(bus, machd, leaders, tmp_path):
     p = leaders.spawn()
     create(bus, "foo-bar", p.pid, root="/srv/foo")
     out = machinectl(bus, machd, "list").stdout
@@ -56,7 +56,7 @@ def test_machinectl_list_status_show(bus, machd, leaders):
     assert show["State"] == "running"
     assert show["Unit"] == "machine-foo\\x2dbar.scope"
     pool = machinectl(bus, machd, "show").stdout
-    assert "PoolPath=/var/lib/machines" in pool
+    assert "PoolPath=%s" % (tmp_path / "pool") in pool
 
 
 def test_machinectl_kill_and_terminate(bus, machd, leaders):
@@ -232,3 +232,17 @@ def test_machinectl_copy_to_and_from(bus, machd, leaders):
     assert "ID=mktest" in (bus.tmp / "os-release").read_text()
     machinectl(bus, machd, "terminate", "cpy")
     p.wait(15)
+
+
+def test_machinectl_images_against_machd(bus, machd, tmp_path):
+    pool = tmp_path / "pool"
+    (pool / "conf-img" / "etc").mkdir(parents=True)
+    (pool / "conf-img" / "etc" / "os-release").write_text("ID=confos\n")
+    out = machinectl(bus, machd, "list-images").stdout
+    assert "conf-img" in out and "directory" in out
+    out = machinectl(bus, machd, "image-status", "conf-img").stdout
+    assert str(pool / "conf-img") in out
+    machinectl(bus, machd, "clone", "conf-img", "conf-img2")
+    assert (pool / "conf-img2" / "etc" / "os-release").read_text() == "ID=confos\n"
+    machinectl(bus, machd, "remove", "conf-img2")
+    assert not (pool / "conf-img2").exists()
