@@ -179,7 +179,14 @@ int main(int argc, char** argv) {
         }
         mk::bus::ImportManagerObject import_manager(*connection, loop, transfer_path, pool_dir);
         // Own the names last: clients never see a half-built object tree.
-        connection->requestName(mk::bus::kImportBusName);
+        bool import1 = true;
+        try {
+            connection->requestName(mk::bus::kImportBusName);
+        } catch (const sdbus::Error& e) {
+            // e.g. the bus has no org.freedesktop.import1 policy installed: machine1 still serves.
+            import1 = false;
+            std::fprintf(stderr, "machd: not serving %s: %s\n", mk::bus::kImportBusName, e.getMessage().c_str());
+        }
         connection->requestName(mk::bus::kBusName);
         std::fprintf(stderr, "machd %s: serving %s, scope backend %s, %zu machine(s) re-adopted\n", MK_VERSION,
                      mk::bus::kBusName, scope_backend.c_str(), adopted.size());
@@ -187,7 +194,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "machd: %s, exiting (machines keep running)\n", strsignal(sig));
         chain.targets.clear();
         connection->releaseName(mk::bus::kBusName);
-        connection->releaseName(mk::bus::kImportBusName);
+        if (import1) connection->releaseName(mk::bus::kImportBusName);
         return 0;
     } catch (const sdbus::Error& e) {
         std::fprintf(stderr, "machd: %s: %s\n", e.getName().c_str(), e.getMessage().c_str());

@@ -176,3 +176,45 @@ def test_non_root_denied(bus, machd):
     assert r.returncode != 0 and "denied" in r.stderr.lower()
     r = bus.busctl("call", IMPORT_DEST, IMPORT_PATH, IMPORT_IFACE, "CancelTransfer", "u", 1, check=False)
     assert r.returncode != 0
+
+
+MACHCTL = TRANSFER.parent.parent / "machctl" / "machctl"
+
+
+def machctl(bus, *args, check=True):
+    import subprocess
+    r = subprocess.run([str(MACHCTL)] + [str(a) for a in args], env=bus.env(), capture_output=True, text=True, timeout=60)
+    if check and r.returncode != 0:
+        raise AssertionError("machctl %s: %s" % (" ".join(map(str, args)), r.stderr))
+    return r
+
+
+def test_machctl_transfer_verbs(bus, machd, tmp_path, http_root):
+    root, url = http_root
+    src = tmp_path / "viactl.tar"
+    make_tarball(src, FILES)
+    r = machctl(bus, "import-tar", src)  # name from the file name
+    assert tree(machd.pool / "viactl") == FILES
+    assert "\r" not in r.stderr  # no progress bar when not on a terminal
+    out = tmp_path / "exp.tar.gz"
+    machctl(bus, "-q", "export-tar", "viactl", out)
+    assert out.read_bytes()[:2] == b"\x1f\x8b"  # --format from the suffix
+    assert json.loads(machctl(bus, "list-transfers", "-o", "json").stdout) == []
+
+    make_tarball(root / "bad.tar", FILES)
+    (root / "SHA256SUMS").write_text("%s *bad.tar\n" % ("0" * 64))
+    r = machctl(bus, "pull-tar", "--verify=checksum", url + "/bad.tar", "bad", check=False)
+    assert r.returncode != 0 and "failed" in r.stderr and "checksum" in r.stderr.lower()
+    assert sorted(os.listdir(machd.pool)) == ["viactl"]
+
+    import subprocess
+    p = subprocess.Popen([str(MACHCTL), "-q", "pull-tar", "--verify=no", url + "/slow/s.tar", "slowctl"],
+                         env=bus.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: json.loads(machctl(bus, "list-transfers", "-o", "json").stdout) != [], timeout=10)
+    ts = json.loads(machctl(bus, "list-transfers", "-o", "json").stdout)
+    assert ts[0]["local"] == "slowctl" and ts[0]["type"] == "pull-tar" and ts[0]["remote"] == url + "/slow/s.tar"
+    machctl(bus, "cancel-transfer", ts[0]["id"])
+    assert p.wait(20) != 0
+    assert "canceled" in p.stderr.read()
+    r = machctl(bus, "cancel-transfer", "999", check=False)
+    assert r.returncode != 0
