@@ -218,3 +218,16 @@ def test_machctl_transfer_verbs(bus, machd, tmp_path, http_root):
     assert "canceled" in p.stderr.read()
     r = machctl(bus, "cancel-transfer", "999", check=False)
     assert r.returncode != 0
+
+
+def test_systemd_machinectl_import_and_list_transfers(bus, machd, tmp_path):
+    import shutil
+    if not shutil.which("machinectl"):
+        pytest.skip("machinectl not installed")
+    from test_conformance import machinectl as sd_machinectl
+    src = tmp_path / "sdimg.tar"
+    make_tarball(src, FILES)
+    r = sd_machinectl(bus, machd, "import-tar", str(src), "sdimg")
+    assert tree(machd.pool / "sdimg") == FILES, r.stderr
+    r = sd_machinectl(bus, machd, "list-transfers")
+    assert "No transfers." in r.stdout
