@@ -68,6 +68,18 @@ void EventLoop::watch_child(int pidfd, std::function<void()> on_exit) {
     children_[pidfd] = std::move(on_exit);
 }
 
+void EventLoop::watch_fd(int fd, std::function<void()> on_readable) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = static_cast<uint64_t>(fd);
+    if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd, &ev) < 0) core::throw_last_error("epoll_ctl watched fd");
+    readers_[fd] = std::move(on_readable);
+}
+
+void EventLoop::unwatch_fd(int fd) {
+    if (readers_.erase(fd)) epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
+}
+
 int EventLoop::run() {
     for (;;)
         if (int sig = run_once(-1)) return sig;
@@ -126,6 +138,13 @@ int EventLoop::run_once(int max_wait_ms) {
                     done();
                 } catch (const std::exception& e) {
                     std::fprintf(stderr, "machd: helper completion: %s\n", e.what());
+                }
+            } else if (auto r = readers_.find(static_cast<int>(tag)); r != readers_.end()) {
+                auto cb = r->second;  // the callback may unwatch (erase) itself
+                try {
+                    cb();
+                } catch (const std::exception& e) {
+                    std::fprintf(stderr, "machd: fd reader: %s\n", e.what());
                 }
             }
         }

@@ -31,6 +31,11 @@ public:
     // keeps the pidfd open until then.
     void watch_child(int pidfd, std::function<void()> on_exit);
 
+    // Calls `on_readable` from the loop whenever `fd` is readable (or hung up) until unwatch_fd().
+    // The caller keeps `fd` open until then; the callback may call unwatch_fd() on its own fd.
+    void watch_fd(int fd, std::function<void()> on_readable);
+    void unwatch_fd(int fd);
+
     // Listener: start/stop watching the machine's leader pidfd.
     void machine_added(core::Machine& m) override;
     void machine_removed(const core::Machine& m) override;
@@ -44,6 +49,7 @@ private:
     uint32_t bus_events_ = 0;
     std::unordered_map<int, std::string> watched_;  // leader pidfd -> machine name
     std::unordered_map<int, std::function<void()>> children_;  // helper pidfd -> completion
+    std::unordered_map<int, std::function<void()>> readers_;   // fd -> on_readable (transfer progress pipes)
 };
 
 }  // namespace mk::bus

@@ -44,6 +44,15 @@ constexpr VerbSpec kVerbs[] = {
     {"remove", "NAME...", 1, -1, "Remove an image", Complete::images, "Image"},
     {"set-limit", "[NAME] BYTES", 1, 2, "Set image or pool size limit (disk quota)", Complete::images, "Image"},
     {"clean", "", 0, 0, "Remove hidden (or all) images", Complete::none, "Image"},
+    {"pull-tar", "URL [NAME]", 1, 2, "Download a TAR container image", Complete::none, "Image Transfer"},
+    {"pull-raw", "URL [NAME]", 1, 2, "Download a RAW container or VM image", Complete::none, "Image Transfer"},
+    {"import-tar", "FILE [NAME]", 1, 2, "Import a local TAR container image", Complete::files, "Image Transfer"},
+    {"import-raw", "FILE [NAME]", 1, 2, "Import a local RAW container or VM image", Complete::files, "Image Transfer"},
+    {"import-fs", "DIRECTORY [NAME]", 1, 2, "Import a local directory container image", Complete::files, "Image Transfer"},
+    {"export-tar", "NAME [FILE]", 1, 2, "Export a TAR container image locally", Complete::images, "Image Transfer"},
+    {"export-raw", "NAME [FILE]", 1, 2, "Export a RAW container or VM image locally", Complete::images, "Image Transfer"},
+    {"list-transfers", "", 0, 0, "Show list of downloads in progress", Complete::none, "Image Transfer"},
+    {"cancel-transfer", "ID...", 1, -1, "Cancel a download", Complete::none, "Image Transfer"},
 };
 
 constexpr OptionSpec kOptions[] = {
@@ -68,6 +77,9 @@ constexpr OptionSpec kOptions[] = {
     {"now", 0, "", "With enable: also start; with disable: also power off", ""},
     {"timeout", 0, "SECONDS", "How long start, poweroff and stop wait (default 30s); wait: no bound unless set", ""},
     {"max-addresses", 0, "INTEGER", "Number of addresses to show per machine in list, or 'all'", ""},
+    {"verify", 0, "MODE", "Verification mode for downloaded images (no, checksum, signature)", "no checksum signature"},
+    {"format", 0, "FORMAT", "Compress exported image (uncompressed, xz, gzip, bzip2, zstd)",
+     "uncompressed xz gzip bzip2 zstd"},
 };
 
 const OptionSpec* find_long(std::string_view n) {
@@ -156,6 +168,15 @@ void apply(Options& o, const OptionSpec& spec, const std::string& arg) {
     else if (n == "quiet") o.quiet = true;
     else if (n == "now") o.now = true;
     else if (n == "timeout") o.timeout = parse_timeout(arg);
+    else if (n == "verify") {
+        if (arg != "no" && arg != "checksum" && arg != "signature")
+            throw UsageError("Failed to parse --verify= setting: " + arg + " (no, checksum, signature)");
+        o.verify = arg;
+    } else if (n == "format") {
+        if (arg != "uncompressed" && arg != "xz" && arg != "gzip" && arg != "bzip2" && arg != "zstd")
+            throw UsageError("Unknown format: " + arg + " (uncompressed, xz, gzip, bzip2, zstd)");
+        o.format = arg;
+    }
     else if (n == "max-addresses") {
         if (arg == "all") {
             o.max_addresses = -1;

@@ -47,6 +47,8 @@ struct Options {
     std::optional<int> signal;
     KillWhom kill_whom = KillWhom::unset;
     std::string uid;
+    std::string verify = "signature";  // pull-*: no, checksum, signature
+    std::string format;                // export-*: empty = from the file name
     std::vector<std::string> setenv;  // NAME=VALUE (NAME alone takes machctl's own value)
     std::optional<double> timeout;    // seconds
     int max_addresses = 1;            // -1 = all

@@ -43,6 +43,15 @@ const std::map<std::string, Handler>& handlers() {
         {"remove", verb_remove},
         {"set-limit", verb_set_limit},
         {"clean", verb_clean},
+        {"pull-tar", [](Context& c, const std::vector<std::string>& a) { return verb_pull(c, a, false); }},
+        {"pull-raw", [](Context& c, const std::vector<std::string>& a) { return verb_pull(c, a, true); }},
+        {"import-tar", [](Context& c, const std::vector<std::string>& a) { return verb_import(c, a, "tar"); }},
+        {"import-raw", [](Context& c, const std::vector<std::string>& a) { return verb_import(c, a, "raw"); }},
+        {"import-fs", [](Context& c, const std::vector<std::string>& a) { return verb_import(c, a, "fs"); }},
+        {"export-tar", [](Context& c, const std::vector<std::string>& a) { return verb_export(c, a, false); }},
+        {"export-raw", [](Context& c, const std::vector<std::string>& a) { return verb_export(c, a, true); }},
+        {"list-transfers", verb_list_transfers},
+        {"cancel-transfer", verb_cancel_transfer},
     };
     return h;
 }

@@ -15,9 +15,11 @@
 
 #include "bus/event_loop.hpp"
 #include "bus/extension_object.hpp"
+#include "bus/import_objects.hpp"
 #include "bus/machine_objects.hpp"
 #include "bus/systemd_scope.hpp"
 #include "core/base/error.hpp"
+#include "core/image/pool.hpp"
 #include "core/kernel/cgroup.hpp"
 #include "core/machine/launch.hpp"
 #include "core/machine/service.hpp"
@@ -38,11 +40,28 @@ void usage(FILE* out) {
                  "  --spawn-path=PATH  spawn binary for StartMachine (default " MK_BINDIR "/spawn)\n"
                  "  --machines-dir=DIR image pool StartMachine boots from (default /var/lib/machines)\n"
                  "  --log-dir=DIR      StartMachine's spawn logs (default /run/machkit)\n"
-                 "  --pool=DIR         image pool served by the image methods (default /var/lib/machines)\n"
+                 "  --pool=DIR         the image pool: image methods and import1 transfers (default /var/lib/machines)\n"
+                 "  --transfer-path=PATH machd-transfer helper (default: next to machd in a build tree,\n"
+                 "                     else " MK_LIBEXECDIR "/machd-transfer)\n"
                  "  -h, --help         show this help\n"
                  "  --version          show the version\n\n"
                  "The bus is $DBUS_SYSTEM_BUS_ADDRESS if set. SIGTERM stops machd; machines keep running\n"
                  "and are re-adopted from their state files at the next start.\n");
+}
+
+// In a build tree machd is build/src/machd/machd and the helper build/src/transfer/machd-transfer.
+std::string default_transfer_path() {
+    char buf[4096];
+    ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n > 0) {
+        std::string exe(buf, static_cast<size_t>(n));
+        auto slash = exe.rfind('/');
+        if (slash != std::string::npos) {
+            std::string candidate = exe.substr(0, slash) + "/../transfer/machd-transfer";
+            if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+        }
+    }
+    return MK_LIBEXECDIR "/machd-transfer";
 }
 
 }  // namespace
@@ -54,7 +73,8 @@ int main(int argc, char** argv) {
     std::string scope_backend = "auto";
     std::string pool_path = "/var/lib/machines";
     mk::core::LaunchConfig launch{MK_BINDIR "/spawn", "/var/lib/machines", "/run/machkit"};
-    enum { kStateDir = 0x100, kCgroupRoot, kStopTimeout, kScopeBackend, kVersion, kSpawnPath, kMachinesDir, kLogDir, kPool };
+    enum { kStateDir = 0x100, kCgroupRoot, kStopTimeout, kScopeBackend, kVersion, kSpawnPath, kMachinesDir, kLogDir, kPool, kTransferPath };
+    std::string transfer_path;
     static const option options[] = {
         {"state-dir", required_argument, nullptr, kStateDir},
         {"cgroup-root", required_argument, nullptr, kCgroupRoot},
@@ -64,6 +84,7 @@ int main(int argc, char** argv) {
         {"machines-dir", required_argument, nullptr, kMachinesDir},
         {"log-dir", required_argument, nullptr, kLogDir},
         {"pool", required_argument, nullptr, kPool},
+        {"transfer-path", required_argument, nullptr, kTransferPath},
         {"help", no_argument, nullptr, 'h'},
         {"version", no_argument, nullptr, kVersion},
         {},
@@ -76,6 +97,7 @@ int main(int argc, char** argv) {
         case kMachinesDir: launch.machines_dir = optarg; break;
         case kLogDir: launch.log_dir = optarg; break;
         case kPool: pool_path = optarg; break;
+        case kTransferPath: transfer_path = optarg; break;
         case kScopeBackend:
             scope_backend = optarg;
             if (scope_backend != "auto" && scope_backend != "cgroupfs" && scope_backend != "systemd") {
@@ -150,7 +172,24 @@ int main(int argc, char** argv) {
         manager.set_images(&images);
         mk::bus::ExtensionObject extension(*connection, service, cgroup_root, launch);
         chain.targets.push_back(&manager);
-        // Own the name last: clients never see a half-built object tree.
+        if (transfer_path.empty()) transfer_path = default_transfer_path();
+        try {
+            // Hidden .#import-*/.#pull-* entries of helpers killed with SIGKILL (docs/images.md).
+            size_t stale = mk::core::ImagePool(pool_path).remove_stale_temporaries();
+            if (stale) std::fprintf(stderr, "machd: removed %zu stale transfer temporaries from %s\n", stale, pool_path.c_str());
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "machd: pool %s: %s\n", pool_path.c_str(), mk::core::describe(e).c_str());
+        }
+        mk::bus::ImportManagerObject import_manager(*connection, loop, transfer_path, pool_path);
+        // Own the names last: clients never see a half-built object tree.
+        bool import1 = true;
+        try {
+            connection->requestName(mk::bus::kImportBusName);
+        } catch (const sdbus::Error& e) {
+            // e.g. the bus has no org.freedesktop.import1 policy installed: machine1 still serves.
+            import1 = false;
+            std::fprintf(stderr, "machd: not serving %s: %s\n", mk::bus::kImportBusName, e.getMessage().c_str());
+        }
         connection->requestName(mk::bus::kBusName);
         std::fprintf(stderr, "machd %s: serving %s, scope backend %s, %zu machine(s) re-adopted\n", MK_VERSION,
                      mk::bus::kBusName, scope_backend.c_str(), adopted.size());
@@ -158,6 +197,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "machd: %s, exiting (machines keep running)\n", strsignal(sig));
         chain.targets.clear();
         connection->releaseName(mk::bus::kBusName);
+        if (import1) connection->releaseName(mk::bus::kImportBusName);
         return 0;
     } catch (const sdbus::Error& e) {
         std::fprintf(stderr, "machd: %s: %s\n", e.getName().c_str(), e.getMessage().c_str());

@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("MK_BUILD_DIR", ROOT / "build")).resolve()
 MACHD = BUILD / "src" / "machd" / "machd"
 POLICY = ROOT / "policy" / "org.freedesktop.machine1.conf"
+IMPORT_POLICY = ROOT / "policy" / "org.freedesktop.import1.conf"
+TRANSFER = BUILD / "src" / "transfer" / "machd-transfer"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 DEST = "org.freedesktop.machine1"
 MANAGER = "/org/freedesktop/machine1"
@@ -53,6 +55,7 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
     <allow send_destination="org.freedesktop.systemd1"/>
   </policy>
   <include>{policy}</include>
+  <include>{import_policy}</include>
 </busconfig>
 """
 
@@ -92,7 +95,7 @@ class Bus:
         self.socket = self.tmp / "bus.sock"
         self.address = "unix:path=%s" % self.socket
         conf = self.tmp / "bus.conf"
-        conf.write_text(BUS_CONFIG.format(socket=self.socket, policy=POLICY))
+        conf.write_text(BUS_CONFIG.format(socket=self.socket, policy=POLICY, import_policy=IMPORT_POLICY))
         self.proc = subprocess.Popen(["dbus-daemon", "--config-file=%s" % conf, "--nofork", "--print-address"],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.proc.stdout.readline()  # printed once the socket listens
@@ -162,8 +165,10 @@ class Machd:
 
     def __init__(self, bus, state_dir, cgroup_root=CGROUP_ROOT, stop_timeout=2, extra_args=(), pool=None):
         self.created = set()
+        # The import1 transfers' image pool: never the host's /var/lib/machines.
+        self.pool = Path(pool) if pool else Path(state_dir).parent / "pool"
         self.stop_timeout = stop_timeout
-        self.extra_args = (["--pool=%s" % pool] if pool is not None else []) + list(extra_args)
+        self.extra_args = list(extra_args)
         self.bus = bus
         self.state_dir = Path(state_dir)
         self.cgroup_root = cgroup_root
@@ -175,7 +180,8 @@ class Machd:
         self.logf = open(self.log, "ab")
         self.proc = subprocess.Popen([str(MACHD), "--state-dir=%s" % self.state_dir,
                                       "--cgroup-root=%s" % self.cgroup_root,
-                                      "--stop-timeout=%s" % self.stop_timeout] + self.extra_args,
+                                      "--stop-timeout=%s" % self.stop_timeout,
+                                      "--pool=%s" % self.pool, "--transfer-path=%s" % TRANSFER] + self.extra_args,
                                      env=self.bus.env(), stdout=self.logf, stderr=self.logf)
         deadline = time.time() + 10
         while time.time() < deadline:

@@ -1,0 +1,305 @@
+#include "bus/import_objects.hpp"
+
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "bus/credentials.hpp"
+#include "bus/errors.hpp"
+#include "core/base/error.hpp"
+#include "core/base/names.hpp"
+
+namespace mk::bus {
+namespace {
+
+constexpr const char* kTransferInProgress = "org.freedesktop.import1.TransferInProgress";
+constexpr const char* kNoSuchTransfer = "org.freedesktop.import1.NoSuchTransfer";
+
+std::string transfer_object_path(uint32_t id) {
+    return std::string(kImportManagerPath) + "/transfer/_" + std::to_string(id);
+}
+
+void check_name(const std::string& local) {
+    // machd-transfer takes no "--": a leading '-' would read as an option.
+    if (!core::image_name_is_valid(local) || local[0] == '-')
+        throw sdbus::Error(kInvalidArgs, "Local name " + local + " is invalid");
+}
+
+// LOG payloads are escaped by machd-transfer (\xNN); priority as importd: LOG_INFO.
+constexpr uint32_t kLogInfo = 6;
+constexpr uint32_t kLogErr = 3;
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------ Transfer
+
+TransferObject::TransferObject(sdbus::IConnection& connection, ImportManagerObject& manager, uint32_t id,
+                               std::string type, std::string local, std::string remote, std::string verify)
+    : AdaptorInterfaces(connection, transfer_object_path(id)),
+      id_(id),
+      type_(std::move(type)),
+      local_(std::move(local)),
+      remote_(std::move(remote)),
+      verify_(std::move(verify)),
+      manager_(manager) {
+    registerAdaptor();
+}
+
+TransferObject::~TransferObject() { unregisterAdaptor(); }
+
+std::string TransferObject::path() const { return transfer_object_path(id_); }
+
+void TransferObject::cancel() {
+    if (pid_ > 0 && !canceled_) {
+        canceled_ = true;
+        ::kill(pid_, SIGTERM);
+    }
+}
+
+void TransferObject::Cancel() {
+    require_root(getObject(), "cancel transfers");
+    cancel();
+}
+
+// ------------------------------------------------------------------------------------------- Manager
+
+ImportManagerObject::ImportManagerObject(sdbus::IConnection& connection, EventLoop& loop, std::string transfer_path,
+                                         std::string pool)
+    : AdaptorInterfaces(connection, kImportManagerPath),
+      connection_(connection),
+      loop_(loop),
+      transfer_path_(std::move(transfer_path)),
+      pool_(std::move(pool)) {
+    registerAdaptor();
+}
+
+ImportManagerObject::~ImportManagerObject() {
+    // machd is stopping: cancel what runs (the helpers clean up their temporaries themselves).
+    for (auto& [id, t] : transfers_) {
+        loop_.unwatch_fd(t->progress_fd_.get());
+        t->cancel();
+    }
+    transfers_.clear();
+    unregisterAdaptor();
+}
+
+ImportManagerObject::Reply ImportManagerObject::start(const std::string& type, const std::string& local,
+                                                      const std::string& remote, const std::string& verify,
+                                                      int client_fd, bool client_is_stdout,
+                                                      std::vector<std::string> args) {
+    require_root(getObject(), "start transfers");
+    check_name(local);
+    for (auto& [id, t] : transfers_)
+        if (t->local_ == local)
+            throw sdbus::Error(kTransferInProgress, "Transfer for " + local + " already in progress.");
+    if (transfers_.size() >= kTransfersMax)
+        throw sdbus::Error(kLimitsExceeded, "Too many transfers in progress");
+
+    int pipefd[2];
+    if (::pipe2(pipefd, O_CLOEXEC) < 0) throw sdbus::Error(kFailed, std::string("pipe: ") + std::strerror(errno));
+    core::UniqueFd rd(pipefd[0]), wr(pipefd[1]);
+
+    std::vector<std::string> argv{transfer_path_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<char*> cargv;
+    for (auto& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+
+    pid_t pid = ::fork();
+    if (pid < 0) throw sdbus::Error(kFailed, std::string("fork: ") + std::strerror(errno));
+    if (pid == 0) {
+        // Child: fd 3 = progress pipe; client fd as stdin (import) or stdout (export).
+        sigset_t all;
+        sigemptyset(&all);
+        sigprocmask(SIG_SETMASK, &all, nullptr);
+        int p = ::fcntl(wr.get(), F_DUPFD, 10);
+        int c = client_fd >= 0 ? ::fcntl(client_fd, F_DUPFD, 10) : -1;
+        if (p < 0 || (client_fd >= 0 && c < 0)) _exit(127);
+        if (::dup2(p, 3) < 0) _exit(127);
+        if (c >= 0) {
+            if (::dup2(c, client_is_stdout ? 1 : 0) < 0) _exit(127);
+        } else {
+            int null = ::open("/dev/null", O_RDWR);
+            if (null >= 0) ::dup2(null, 0);
+        }
+        ::syscall(SYS_close_range, 4u, ~0u, 0u);
+        ::execv(transfer_path_.c_str(), cargv.data());
+        std::fprintf(stderr, "machd: exec %s: %s\n", transfer_path_.c_str(), std::strerror(errno));
+        _exit(127);
+    }
+    wr.reset();
+    int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    if (pidfd < 0) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+        throw sdbus::Error(kFailed, std::string("pidfd_open: ") + std::strerror(errno));
+    }
+    ::fcntl(rd.get(), F_SETFL, O_NONBLOCK);
+
+    uint32_t id = next_id_++;
+    auto t = std::make_unique<TransferObject>(connection_, *this, id, type, local, remote, verify);
+    t->pid_ = pid;
+    t->pidfd_ = core::UniqueFd(pidfd);
+    t->progress_fd_ = std::move(rd);
+    TransferObject* tp = t.get();
+    transfers_[id] = std::move(t);
+    loop_.watch_fd(tp->progress_fd_.get(), [this, tp] { read_progress(*tp); });
+    loop_.watch_child(pidfd, [this, id] { finished(id); });
+    sdbus::ObjectPath path(tp->path());
+    emitTransferNew(id, path);
+    std::fprintf(stderr, "machd: transfer %u: %s %s -> %s started\n", id, type.c_str(), remote.c_str(), local.c_str());
+    return {id, path};
+}
+
+void ImportManagerObject::read_progress(TransferObject& t) {
+    char buf[4096];
+    for (;;) {
+        ssize_t n = ::read(t.progress_fd_.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            if (n == 0) loop_.unwatch_fd(t.progress_fd_.get());
+            break;
+        }
+        t.buffer_.append(buf, static_cast<size_t>(n));
+    }
+    size_t nl;
+    while ((nl = t.buffer_.find('\n')) != std::string::npos) {
+        std::string line = t.buffer_.substr(0, nl);
+        t.buffer_.erase(0, nl + 1);
+        if (line.rfind("PROGRESS ", 0) == 0) {
+            double pct = std::strtod(line.c_str() + 9, nullptr);
+            if (pct >= 0 && pct <= 100) t.progress_ = pct / 100.0;
+        } else if (line.rfind("LOG ", 0) == 0) {
+            t.emitLogMessage(kLogInfo, line.substr(4));
+        } else if (line == "DONE") {
+            t.done_ = true;
+        } else if (line.rfind("ERROR ", 0) == 0) {
+            auto sp = line.find(' ', 6);
+            t.error_ = sp == std::string::npos ? line.substr(6) : line.substr(sp + 1);
+            t.emitLogMessage(kLogErr, t.error_);
+        }
+    }
+}
+
+void ImportManagerObject::finished(uint32_t id) {
+    auto it = transfers_.find(id);
+    if (it == transfers_.end()) return;
+    TransferObject& t = *it->second;
+    int status = 0;
+    ::waitpid(t.pid_, &status, 0);
+    t.pid_ = -1;
+    read_progress(t);  // whatever the child wrote before exiting
+    loop_.unwatch_fd(t.progress_fd_.get());
+    bool ok = t.done_ && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    std::string result = ok ? "done" : t.canceled_ ? "canceled" : "failed";
+    if (!ok && t.error_.empty() && !t.canceled_)
+        t.emitLogMessage(kLogErr, "machd-transfer exited with status " + std::to_string(status));
+    sdbus::ObjectPath path(t.path());
+    std::fprintf(stderr, "machd: transfer %u (%s %s): %s%s%s\n", id, t.type_.c_str(), t.local_.c_str(),
+                 result.c_str(), t.error_.empty() ? "" : ": ", t.error_.c_str());
+    auto owned = std::move(it->second);
+    transfers_.erase(it);
+    owned.reset();  // unregisters the object before the signal, as importd
+    emitTransferRemoved(id, path, result);
+}
+
+ImportManagerObject::Reply ImportManagerObject::import(const char* type, const sdbus::UnixFd& fd,
+                                                       const std::string& local, bool force, bool read_only) {
+    std::vector<std::string> args{type};
+    if (force) args.push_back("--force");
+    if (read_only) args.push_back("--read-only");
+    args.push_back("--pool=" + pool_);
+    args.push_back("--progress-fd=3");
+    if (std::string(type) == "import-fs") {
+        // The directory fd becomes stdin; the helper opens it through /proc.
+        args.push_back("/proc/self/fd/0");
+    } else {
+        args.push_back("-");
+    }
+    args.push_back(local);
+    return start(type, local, "", "", fd.get(), false, std::move(args));
+}
+
+ImportManagerObject::Reply ImportManagerObject::export_(const char* type, const std::string& local,
+                                                        const sdbus::UnixFd& fd, const std::string& format) {
+    if (!format.empty() && format != "uncompressed" && format != "xz" && format != "gzip" && format != "bzip2" &&
+        format != "zstd")
+        throw sdbus::Error(kInvalidArgs, "Unknown format specified: " + format);
+    std::vector<std::string> args{type};
+    if (!format.empty()) args.push_back("--format=" + format);
+    args.push_back("--pool=" + pool_);
+    args.push_back("--progress-fd=3");
+    args.push_back(local);
+    args.push_back("-");
+    return start(type, local, "", "", fd.get(), true, std::move(args));
+}
+
+ImportManagerObject::Reply ImportManagerObject::pull(const char* type, const std::string& url,
+                                                     const std::string& local, const std::string& verify, bool force) {
+    if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0)
+        throw sdbus::Error(kInvalidArgs, "URL " + url + " is invalid");
+    std::string v = verify.empty() ? "signature" : verify;
+    if (v != "no" && v != "checksum" && v != "signature")
+        throw sdbus::Error(kInvalidArgs, "Unknown verification mode " + verify);
+    std::vector<std::string> args{type, "--verify=" + v};
+    if (force) args.push_back("--force");
+    args.push_back("--pool=" + pool_);
+    args.push_back("--progress-fd=3");
+    args.push_back(url);
+    args.push_back(local);
+    return start(type, local, url, v, -1, false, std::move(args));
+}
+
+ImportManagerObject::Reply ImportManagerObject::ImportTar(const sdbus::UnixFd& fd, const std::string& local_name,
+                                                          const bool& force, const bool& read_only) {
+    return import("import-tar", fd, local_name, force, read_only);
+}
+ImportManagerObject::Reply ImportManagerObject::ImportRaw(const sdbus::UnixFd& fd, const std::string& local_name,
+                                                          const bool& force, const bool& read_only) {
+    return import("import-raw", fd, local_name, force, read_only);
+}
+ImportManagerObject::Reply ImportManagerObject::ImportFileSystem(const sdbus::UnixFd& fd, const std::string& local_name,
+                                                                 const bool& force, const bool& read_only) {
+    return import("import-fs", fd, local_name, force, read_only);
+}
+ImportManagerObject::Reply ImportManagerObject::ExportTar(const std::string& local_name, const sdbus::UnixFd& fd,
+                                                          const std::string& format) {
+    return export_("export-tar", local_name, fd, format);
+}
+ImportManagerObject::Reply ImportManagerObject::ExportRaw(const std::string& local_name, const sdbus::UnixFd& fd,
+                                                          const std::string& format) {
+    return export_("export-raw", local_name, fd, format);
+}
+ImportManagerObject::Reply ImportManagerObject::PullTar(const std::string& url, const std::string& local_name,
+                                                        const std::string& verify_mode, const bool& force) {
+    return pull("pull-tar", url, local_name, verify_mode, force);
+}
+ImportManagerObject::Reply ImportManagerObject::PullRaw(const std::string& url, const std::string& local_name,
+                                                        const std::string& verify_mode, const bool& force) {
+    return pull("pull-raw", url, local_name, verify_mode, force);
+}
+
+std::vector<sdbus::Struct<uint32_t, std::string, std::string, std::string, double, sdbus::ObjectPath>>
+ImportManagerObject::ListTransfers() {
+    std::vector<sdbus::Struct<uint32_t, std::string, std::string, std::string, double, sdbus::ObjectPath>> out;
+    for (auto& [id, t] : transfers_)
+        out.emplace_back(id, t->type_, t->remote_, t->local_, t->progress_, sdbus::ObjectPath(t->path()));
+    return out;
+}
+
+void ImportManagerObject::CancelTransfer(const uint32_t& transfer_id) {
+    require_root(getObject(), "cancel transfers");
+    auto it = transfers_.find(transfer_id);
+    if (it == transfers_.end())
+        throw sdbus::Error(kNoSuchTransfer, "No transfer by id " + std::to_string(transfer_id));
+    it->second->cancel();
+}
+
+}  // namespace mk::bus

@@ -1,0 +1,173 @@
+// Image transfer verbs against org.freedesktop.import1 (machd or systemd-importd 252):
+// pull-tar/raw, import-tar/raw/fs, export-tar/raw, list-transfers, cancel-transfer.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+#include "bus/import_client.hpp"
+#include "core/base/error.hpp"
+#include "core/base/unique_fd.hpp"
+#include "machctl/verbs.hpp"
+
+namespace mk::machctl {
+namespace {
+
+using bus::ImportClient;
+
+std::string base_name(std::string s) {
+    while (s.size() > 1 && s.back() == '/') s.pop_back();
+    if (auto q = s.find_first_of("?#"); q != std::string::npos && s.find("://") != std::string::npos) s.resize(q);
+    auto slash = s.rfind('/');
+    return slash == std::string::npos ? s : s.substr(slash + 1);
+}
+
+// "foo.tar.xz" -> "foo", as machinectl's image name from a file/URL.
+std::string name_from(const std::string& path) {
+    std::string n = base_name(path);
+    for (const char* suffix : {".xz", ".gz", ".bz2", ".zst", ".tar", ".raw", ".qcow2", ".img"})
+        if (n.size() > std::strlen(suffix) && n.ends_with(suffix)) n.resize(n.size() - std::strlen(suffix));
+    if (n.empty()) throw Failure("Cannot determine the image name from '" + path + "', please specify one.");
+    return n;
+}
+
+std::string format_from(const std::string& file) {
+    if (file.ends_with(".xz")) return "xz";
+    if (file.ends_with(".gz")) return "gzip";
+    if (file.ends_with(".bz2")) return "bzip2";
+    if (file.ends_with(".zst")) return "zstd";
+    return "uncompressed";
+}
+
+double now_sec() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Waits for the transfer; a progress bar with rate and ETA on a terminal (stderr), quiet when
+// piped or with -q. `total` is the byte size when known (0: rate in percent).
+int wait_transfer(Context& c, ImportClient& client, uint32_t id, uint64_t total) {
+    bool bar = !c.opts.quiet && ::isatty(STDERR_FILENO);
+    double start = now_sec();
+    bool drew = false;
+    auto progress = [&](double p) {
+        if (!bar || !(p > 0)) return;
+        double el = now_sec() - start;
+        int width = 30, filled = static_cast<int>(std::lround(p * width));
+        std::string b(static_cast<size_t>(filled), '#');
+        b.append(static_cast<size_t>(width - filled), '.');
+        std::string rate = total ? format_bytes(static_cast<uint64_t>(p * static_cast<double>(total) / (el > 0 ? el : 1))) + "/s"
+                                 : std::to_string(static_cast<int>(p * 100 / (el > 0 ? el : 1))) + "%/s";
+        double eta = p < 1 ? el * (1 - p) / p : 0;
+        std::fprintf(stderr, "\r[%s] %3d%% %s ETA %s   ", b.c_str(), static_cast<int>(p * 100), rate.c_str(),
+                     format_timespan(static_cast<uint64_t>(eta * 1e6)).c_str());
+        drew = true;
+    };
+    std::string last_error;
+    auto log = [&](uint32_t prio, const std::string& line) {
+        if (prio <= 3) last_error = line;
+        if (!c.opts.quiet) {
+            if (drew) std::fputs("\r\033[K", stderr);
+            std::fprintf(stderr, "%s\n", line.c_str());
+        }
+    };
+    std::string result = bus_call("Failed to wait for transfer", [&] { return client.wait(id, progress, log); });
+    if (drew) std::fputs("\r\033[K", stderr);
+    if (result == "done") {
+        if (!c.opts.quiet) std::fprintf(stderr, "Transfer %u done.\n", id);
+        return 0;
+    }
+    throw Failure("Transfer " + std::to_string(id) + " " + result + (last_error.empty() ? "." : ": " + last_error));
+}
+
+}  // namespace
+
+int verb_pull(Context& c, const Args& a, bool raw) {
+    const std::string& url = a[0];
+    if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) throw Failure("URL '" + url + "' is not valid.");
+    std::string name = a.size() > 1 ? a[1] : name_from(url);
+    ImportClient client;
+    uint32_t id = bus_call("Could not pull image", [&] {
+        return client.pull(raw ? "PullRaw" : "PullTar", url, name, c.opts.verify, c.opts.force);
+    });
+    if (!c.opts.quiet) std::fprintf(stderr, "Enqueued transfer job %u. Press C-c to continue download in background.\n", id);
+    return wait_transfer(c, client, id, 0);
+}
+
+int verb_import(Context& c, const Args& a, const char* kind) {
+    std::string file = a[0];
+    bool fs = std::string(kind) == "fs";
+    std::string name = a.size() > 1 ? a[1] : (file == "-" ? "" : name_from(file));
+    if (name.empty()) throw Failure("Need either a path or an image name, please specify one.");
+    core::UniqueFd fd(file == "-" ? ::fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3)
+                                  : ::open(file.c_str(), (fs ? O_DIRECTORY : 0) | O_RDONLY | O_CLOEXEC | O_NOCTTY));
+    if (!fd) throw Failure("Failed to open " + file + ": " + std::strerror(errno));
+    struct stat st {};
+    uint64_t total = ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0;
+    ImportClient client;
+    const char* method = fs ? "ImportFileSystem" : std::string(kind) == "raw" ? "ImportRaw" : "ImportTar";
+    uint32_t id = bus_call("Could not import image",
+                           [&] { return client.import(method, fd.get(), name, c.opts.force, c.opts.read_only); });
+    if (!c.opts.quiet) std::fprintf(stderr, "Enqueued transfer job %u. Press C-c to continue download in background.\n", id);
+    return wait_transfer(c, client, id, total);
+}
+
+int verb_export(Context& c, const Args& a, bool raw) {
+    const std::string& name = a[0];
+    std::string file = a.size() > 1 ? a[1] : "-";
+    std::string format = c.opts.format.empty() ? format_from(file) : c.opts.format;
+    core::UniqueFd fd;
+    if (file == "-") {
+        if (::isatty(STDOUT_FILENO)) throw Failure("Refusing to write image to a terminal; specify a file or redirect.");
+        fd = core::UniqueFd(::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3));
+    } else {
+        fd = core::UniqueFd(::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0666));
+    }
+    if (!fd) throw Failure("Failed to open " + file + ": " + std::strerror(errno));
+    ImportClient client;
+    uint32_t id = bus_call("Could not export image", [&] {
+        return client.export_(raw ? "ExportRaw" : "ExportTar", name, fd.get(), format);
+    });
+    if (!c.opts.quiet) std::fprintf(stderr, "Enqueued transfer job %u. Press C-c to continue download in background.\n", id);
+    return wait_transfer(c, client, id, 0);
+}
+
+int verb_list_transfers(Context& c, const Args&) {
+    ImportClient client;
+    auto list = bus_call("Could not get transfers", [&] { return client.list(); });
+    if (c.is_json()) {
+        json arr = json::array();
+        for (const auto& t : list)
+            arr.push_back({{"id", t.id}, {"progress", t.progress}, {"type", t.type}, {"local", t.local}, {"remote", t.remote}});
+        c.emit_json(arr);
+        return 0;
+    }
+    if (list.empty()) {
+        if (!c.opts.no_legend) std::puts("No transfers.");
+        return 0;
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& t : list)
+        rows.push_back({std::to_string(t.id), std::to_string(static_cast<int>(t.progress * 100)) + "%", t.type, t.local,
+                        t.remote});
+    std::fputs(format_table({"ID", "PERCENT", "TYPE", "LOCAL", "REMOTE"}, rows, !c.opts.no_legend).c_str(), stdout);
+    if (!c.opts.no_legend) std::printf("\n%zu transfers listed.\n", list.size());
+    return 0;
+}
+
+int verb_cancel_transfer(Context& c, const Args& a) {
+    (void)c;
+    ImportClient client;
+    for (const auto& s : a) {
+        char* end = nullptr;
+        unsigned long id = std::strtoul(s.c_str(), &end, 10);
+        if (s.empty() || *end || id == 0 || id > UINT32_MAX) throw Failure("Failed to parse transfer id: " + s);
+        bus_call("Could not cancel transfer", [&] { client.cancel(static_cast<uint32_t>(id)); });
+    }
+    return 0;
+}
+
+}  // namespace mk::machctl
