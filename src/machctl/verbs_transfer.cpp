@@ -54,16 +54,16 @@ int wait_transfer(Context& c, ImportClient& client, uint32_t id, uint64_t total)
     double start = now_sec();
     bool drew = false;
     auto progress = [&](double p) {
-        if (!bar || !(p > 0)) return;
+        if (!bar || p < 0) return;
         double el = now_sec() - start;
         int width = 30, filled = static_cast<int>(std::lround(p * width));
         std::string b(static_cast<size_t>(filled), '#');
         b.append(static_cast<size_t>(width - filled), '.');
         std::string rate = total ? format_bytes(static_cast<uint64_t>(p * static_cast<double>(total) / (el > 0 ? el : 1))) + "/s"
                                  : std::to_string(static_cast<int>(p * 100 / (el > 0 ? el : 1))) + "%/s";
-        double eta = p < 1 ? el * (1 - p) / p : 0;
-        std::fprintf(stderr, "\r[%s] %3d%% %s ETA %s   ", b.c_str(), static_cast<int>(p * 100), rate.c_str(),
-                     format_timespan(static_cast<uint64_t>(eta * 1e6)).c_str());
+        // Before the first percent there is no estimate yet: say so rather than draw nothing.
+        std::string eta = p <= 0 ? std::string("?") : format_timespan(static_cast<uint64_t>((p < 1 ? el * (1 - p) / p : 0) * 1e6));
+        std::fprintf(stderr, "\r[%s] %3d%% %s ETA %s   ", b.c_str(), static_cast<int>(p * 100), rate.c_str(), eta.c_str());
         drew = true;
     };
     std::string last_error;

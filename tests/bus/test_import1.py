@@ -231,3 +231,29 @@ def test_systemd_machinectl_import_and_list_transfers(bus, machd, tmp_path):
     assert tree(machd.pool / "sdimg") == FILES, r.stderr
     r = sd_machinectl(bus, machd, "list-transfers")
     assert "No transfers." in r.stdout
+
+
+def test_machctl_shows_a_progress_bar_on_a_terminal(bus, machd, http_root):
+    import pty
+    import select
+    import subprocess
+    root, url = http_root
+    master, slave = pty.openpty()
+    p = subprocess.Popen([str(MACHCTL), "pull-tar", "--verify=no", url + "/slow/bar.tar", "barred"], env=bus.env(),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    out = b""
+    end = time.time() + 20
+    try:
+        while b"ETA" not in out and time.time() < end:
+            if select.select([master], [], [], 0.5)[0]:
+                out += os.read(master, 4096)
+        text = out.decode(errors="replace")
+        assert "\r[" in text and "%" in text and "ETA" in text, text
+    finally:
+        ts = json.loads(machctl(bus, "list-transfers", "-o", "json").stdout)
+        for t in ts:
+            machctl(bus, "cancel-transfer", str(t["id"]), check=False)
+        p.wait(30)
+        os.close(master)
+    assert not (machd.pool / "barred").exists()
