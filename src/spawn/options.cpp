@@ -256,9 +256,6 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
             if (b.source.starts_with("+"))
                 throw UsageError("Invalid " + std::string(name) + " value " + core::quote_value(v) +
                                  ": sources relative to the container root ('+') are not supported");
-            if (b.idmap || b.idmap_root)
-                throw UsageError("Invalid " + std::string(name) + " value " + core::quote_value(v) +
-                                 ": idmap needs --private-users, which spawn does not support yet");
             refuse_root_destination(name, b.destination, v);
             s.binds.push_back(b);
             break;

@@ -137,3 +137,19 @@ def test_ownership_chown_shifts_the_tree_and_back(spawn_bin, tree):
     assert r.stdout.strip() == "0"
     assert (tree / "etc" / "passwd").stat().st_uid == 0
     assert (tree / "home" / "user").stat().st_uid == 1000
+
+
+def test_bind_mounts_with_and_without_idmap(spawn_bin, tree, tmp_path):
+    # --bind=…:idmap maps the source's owners into the container's range (host root is root
+    # inside); a plain bind shows host-owned files as nobody. Targets are created even though the
+    # tree itself is an idmapped mount.
+    src = tmp_path / "shared"
+    src.mkdir()
+    (src / "f").write_text("hi\n")
+    r = sh(spawn_bin, tree, "stat -c %u /mnt/i/f /mnt/n/f; echo more >> /mnt/i/f && echo WROTE",
+           "-U", f"--bind={src}:/mnt/i:idmap", f"--bind-ro={src}:/mnt/n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["0", "65534", "WROTE"]
+    assert (src / "f").read_text() == "hi\nmore\n" and (src / "f").stat().st_uid == 0
+    r = sh(spawn_bin, tree, "true", f"--bind={src}:/mnt/i:idmap")
+    assert r.returncode == 1 and "user namespace" in r.stderr

@@ -508,7 +508,8 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path, int idmap_use
             apply_mount_plan(root, {var});
         }
 
-        apply_mount_plan(root, p.plan);
+        if (p.idmap && raw) precreate_mount_targets(raw.get(), p.plan);
+        apply_mount_plan(root, p.plan, p.userns ? p.userns_fd.get() : -1);
         if (p.wait_for_parent) {
             // The parent registers the machine and places it in its groups meanwhile (a v1
             // cgroup.procs write waits for an RCU grace period, so the mounts above overlap with it);
@@ -689,6 +690,9 @@ void check_supported(const SpawnSpec& s) {
     if (s.userns_mode != UserNamespaceMode::No && (s.ephemeral || s.volatile_mode != VolatileMode::No))
         refuse("--private-users together with --ephemeral or --volatile");
     if (s.capabilities_ambient) refuse("--ambient-capability=");
+    for (const auto& b : s.binds)
+        if ((b.idmap || b.idmap_root) && s.userns_mode == UserNamespaceMode::No)
+            throw UsageError("--bind=" + b.source + ":…:idmap needs a user namespace: add -U or --private-users=");
     if (s.link_journal != LinkJournalMode::Auto && s.link_journal != LinkJournalMode::No) refuse("--link-journal=");
     if (!s.personality.empty()) refuse("--personality=");
 }

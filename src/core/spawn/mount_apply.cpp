@@ -52,7 +52,7 @@ void do_fs(int root_fd, const MountStep& s) {
     attach_mount(mnt.get(), target.get(), s.fstype + " on " + s.target);
 }
 
-void do_bind(int root_fd, const MountStep& s) {
+void do_bind(int root_fd, const MountStep& s, int idmap_userns) {
     UniqueFd src;
     if (s.source_in_root) {
         src = open_in_root(root_fd, s.source, O_PATH | O_NOFOLLOW, 0, RESOLVE_NO_SYMLINKS);
@@ -82,6 +82,14 @@ void do_bind(int root_fd, const MountStep& s) {
     if (!target) throw_last_error("cannot open bind destination " + s.target + " in the container");
 
     UniqueFd mnt = clone_tree(src.get(), "", s.recursive);
+    if (s.idmap) {
+        if (idmap_userns < 0) throw_errno(EINVAL, "--bind=" + s.source + ":…:idmap needs --private-users");
+        mount_attr attr{};
+        attr.attr_set = MOUNT_ATTR_IDMAP;
+        attr.userns_fd = static_cast<uint64_t>(idmap_userns);
+        if (mount_setattr(mnt.get(), "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
+            throw_last_error("cannot make an idmapped mount of " + s.source);
+    }
     if (s.attrs || s.clear_attrs) set_mount_attrs(mnt.get(), s.attrs, s.clear_attrs, s.recursive, s.target);
     attach_mount(mnt.get(), target.get(), s.source + " on " + s.target);
 }
@@ -107,7 +115,21 @@ void do_mask(int root_fd, const MountStep& s) {
 
 }  // namespace
 
-void apply_mount_plan(int root_fd, const std::vector<MountStep>& plan) {
+void precreate_mount_targets(int raw_root_fd, const std::vector<MountStep>& plan) {
+    for (const MountStep& s : plan) {
+        if (!s.create_target || s.api_target) continue;
+        if (s.kind == StepKind::Bind && !s.source_in_root) {
+            struct stat st;
+            if (stat(s.source.c_str(), &st) < 0) continue;  // reported by the bind itself
+            if (S_ISDIR(st.st_mode)) mkdir_p_in_root(raw_root_fd, s.target);
+            else touch_in_root(raw_root_fd, s.target);
+        } else if (s.kind == StepKind::Fs) {
+            mkdir_p_in_root(raw_root_fd, s.target);
+        }
+    }
+}
+
+void apply_mount_plan(int root_fd, const std::vector<MountStep>& plan, int idmap_userns) {
     for (const MountStep& s : plan) {
         std::string name;
         switch (s.kind) {
@@ -115,7 +137,7 @@ void apply_mount_plan(int root_fd, const std::vector<MountStep>& plan) {
             do_fs(root_fd, s);
             break;
         case StepKind::Bind:
-            do_bind(root_fd, s);
+            do_bind(root_fd, s, idmap_userns);
             break;
         case StepKind::Mask:
             do_mask(root_fd, s);

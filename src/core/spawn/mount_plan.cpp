@@ -219,6 +219,7 @@ std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, std::optional<uin
         s.source = b.source;
         s.target = b.destination;
         s.recursive = b.recursive;
+        s.idmap = b.idmap || b.idmap_root;
         s.attrs = b.read_only ? MOUNT_ATTR_RDONLY : 0;
         s.create_target = true;
         p.push_back(s);

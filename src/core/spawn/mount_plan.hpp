@@ -36,6 +36,7 @@ struct MountStep {
     std::string source;
     bool source_in_root = false;
     bool recursive = true;
+    bool idmap = false;          // Bind: map the source's owners into the container's range (--bind=…:idmap)
     bool optional = false;       // a missing target (or source) is skipped, not an error
     bool api_target = false;     // target must be a plain directory or file of the tree: no symlinks at all
     bool create_target = false;  // create a missing target (a directory, or a file if the source is one)
@@ -70,6 +71,11 @@ std::string overlay_workdir(const std::string& upper);
 // Carries out `plan` relative to the container root `root_fd` (an O_PATH fd of the root mount).
 // Throws std::system_error naming the step on the first failure: a mask or read-only mount that
 // cannot be made is fatal, never silently skipped.
-void apply_mount_plan(int root_fd, const std::vector<MountStep>& plan);
+// Creates, through `raw_root_fd` (the tree's own mount, not an idmapped one), the targets that
+// `plan` would create: host root cannot create files through an idmapped mount.
+void precreate_mount_targets(int raw_root_fd, const std::vector<MountStep>& plan);
+
+// `idmap_userns`: the container's user namespace, for binds marked idmap (-1: none).
+void apply_mount_plan(int root_fd, const std::vector<MountStep>& plan, int idmap_userns = -1);
 
 }  // namespace mk::core
