@@ -1061,6 +1061,13 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     UniqueFd pidfd(pidfd_raw);
     child_chan.reset();
     auto kill_child = [&](int sig) { syscall(SYS_pidfd_send_signal, pidfd.get(), sig, nullptr, 0); };
+    // A set-up step in the parent failed: the child must not run on half set up.
+    auto abandon_child = [&] {
+        kill_child(SIGKILL);
+        siginfo_t si{};
+        waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &si, WEXITED);
+        sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+    };
 
     if (p.wait_for_parent) {
         try {
@@ -1083,10 +1090,7 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
                 }
             }
         } catch (...) {
-            kill_child(SIGKILL);
-            siginfo_t si{};
-            waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &si, WEXITED);
-            sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+            abandon_child();
             throw;
         }
         char placed = 1;
@@ -1098,10 +1102,7 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
         try {
             network.setup(spec, static_cast<pid_t>(pid));
         } catch (...) {
-            kill_child(SIGKILL);
-            siginfo_t si{};
-            waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &si, WEXITED);
-            sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+            abandon_child();
             throw;
         }
         char ready = 1;
