@@ -1,5 +1,7 @@
 #include "bus/credentials.hpp"
 
+#include <systemd/sd-bus.h>
+
 #include <sdbus-c++/Error.h>
 #include <sdbus-c++/Message.h>
 
@@ -19,9 +21,19 @@ Caller current_caller(const sdbus::IObject& object) {
     }
 }
 
-void require_root(const sdbus::IObject& object, const char* what) {
-    if (current_caller(object).uid != 0)
-        throw sdbus::Error(kAccessDenied, std::string("Access denied: only root may ") + what);
+Caller caller_of(sd_bus_message* message) {
+    sd_bus_creds* creds = nullptr;
+    Caller c{};
+    int r = sd_bus_query_sender_creds(message, SD_BUS_CREDS_UID | SD_BUS_CREDS_PID | SD_BUS_CREDS_AUGMENT, &creds);
+    if (r >= 0) r = sd_bus_creds_get_uid(creds, &c.uid);
+    if (r >= 0) r = sd_bus_creds_get_pid(creds, &c.pid);
+    sd_bus_creds_unref(creds);
+    if (r < 0) throw sdbus::Error(kAccessDenied, "Cannot determine caller credentials");
+    return c;
+}
+
+void require_root(const Caller& caller, const char* what) {
+    if (caller.uid != 0) throw sdbus::Error(kAccessDenied, std::string("Access denied: only root may ") + what);
 }
 
 }  // namespace mk::bus

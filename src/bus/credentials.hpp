@@ -6,6 +6,8 @@
 
 #include <sdbus-c++/IObject.h>
 
+struct sd_bus_message;
+
 namespace mk::bus {
 
 struct Caller {
@@ -15,8 +17,11 @@ struct Caller {
 
 // The sender of the message being processed on `object`. Throws AccessDenied if unknown.
 Caller current_caller(const sdbus::IObject& object);
+// The sender of `message` (objects served by plain sd-bus vtables). Throws AccessDenied if unknown.
+Caller caller_of(sd_bus_message* message);
 
 // Throws org.freedesktop.DBus.Error.AccessDenied unless the caller is root. `what` names the action.
-void require_root(const sdbus::IObject& object, const char* what);
+void require_root(const Caller& caller, const char* what);
+inline void require_root(const sdbus::IObject& object, const char* what) { require_root(current_caller(object), what); }
 
 }  // namespace mk::bus

@@ -14,114 +14,20 @@ namespace mk::bus {
 
 using core::Machine;
 
-std::string machine_object_path(std::string_view name) {
-    return std::string(kManagerPath) + "/machine/" + core::bus_label_escape(name);
-}
-
-// ---------------------------------------------------------------------------------------------- ops
-
-void MachineOps::terminate(sdbus::IObject& obj, core::MachineService& svc, Machine& m) {
-    require_root(obj, "terminate machines");
-    translate([&] { svc.terminate(m); });
-}
-
-void MachineOps::kill(sdbus::IObject& obj, core::MachineService& svc, Machine& m, const std::string& who, int32_t sig) {
-    require_root(obj, "kill machines");
-    translate([&] { svc.kill(m, who, sig); });
-}
-
-std::vector<sdbus::Struct<int32_t, std::vector<uint8_t>>> MachineOps::addresses(Machine& m) {
-    return translate([&] {
-        std::vector<sdbus::Struct<int32_t, std::vector<uint8_t>>> out;
-        for (auto& a : core::machine_addresses(m)) out.emplace_back(a.family, std::move(a.bytes));
-        return out;
-    });
-}
-
-std::map<std::string, std::string> MachineOps::os_release(Machine& m) {
-    return translate([&] { return core::machine_os_release(m); });
-}
-
-std::tuple<sdbus::UnixFd, std::string> MachineOps::open_pty(sdbus::IObject& obj, Machine& m) {
-    require_root(obj, "open terminals in machines");
-    return translate([&] {
-        auto pty = core::open_machine_pty(m);
-        return std::tuple<sdbus::UnixFd, std::string>(sdbus::UnixFd(pty.master.release(), sdbus::adopt_fd), pty.path);
-    });
-}
-
-std::tuple<sdbus::UnixFd, std::string> MachineOps::open_shell(sdbus::IObject& obj, core::MachineService& svc, Machine& m,
-                                                              const std::string& user, const std::string& path,
-                                                              const std::vector<std::string>& args,
-                                                              const std::vector<std::string>& environment) {
-    require_root(obj, "open shells in machines");
-    return translate([&] {
-        auto pty = svc.open_shell(m, core::ShellRequest{user, path, args, environment});
-        return std::tuple<sdbus::UnixFd, std::string>(sdbus::UnixFd(pty.master.release(), sdbus::adopt_fd), pty.path);
-    });
-}
-
-void MachineOps::bind_mount(sdbus::IObject& obj, Machine& m, const std::string& source, const std::string& destination,
-                            bool read_only, bool mkdir) {
-    require_root(obj, "bind mount into machines");
-    translate([&] { core::bind_mount_into_machine(m, source, destination, read_only, mkdir); });
-}
-
-sdbus::UnixFd MachineOps::open_root(sdbus::IObject& obj, Machine& m) {
-    require_root(obj, "open machine root directories");
-    return translate([&] { return sdbus::UnixFd(core::open_machine_root(m).release(), sdbus::adopt_fd); });
-}
-
-void CopyOperations::start(sdbus::IObject& obj, Machine& m, const std::string& source, const std::string& destination,
-                           bool to_machine, uint64_t flags, sdbus::Result<>&& result) {
-    try {
-        require_root(obj, "copy files to or from machines");
-        if (running_.size() >= kMax) throw sdbus::Error(kLimitsExceeded, "Too many ongoing copies.");
-        auto op = translate([&] { return core::CopyOperation::start(m, source, destination, to_machine, flags); });
-        if (!loop_) {
-            translate([&] { op.finish(); });
-            return result.returnResults();
-        }
-        int key = op.pidfd();
-        running_.emplace(key, std::make_pair(std::move(op), std::move(result)));
-        loop_->watch_child(key, [this, key] {
-            auto node = running_.extract(key);
-            if (node.empty()) return;
-            auto& [operation, reply] = node.mapped();
-            try {
-                translate([&] { operation.finish(); });
-                reply.returnResults();
-            } catch (const sdbus::Error& e) {
-                reply.returnError(e);
-            }
-        });
-    } catch (...) {
-        result.returnError(current_exception_to_bus_error());
-    }
-}
-
 // -------------------------------------------------------------------------------------- manager
 
 ManagerObject::ManagerObject(sdbus::IConnection& connection, core::MachineService& service, bool forward_scope_properties)
     : AdaptorInterfaces(connection, kManagerPath),
       connection_(connection),
       service_(service),
-      forward_scope_properties_(forward_scope_properties) {
+      forward_scope_properties_(forward_scope_properties),
+      nodes_(underlying_bus(getObject()), service_, copies_) {
     registerAdaptor();
 }
 
-ManagerObject::~ManagerObject() {
-    objects_.clear();
-    unregisterAdaptor();
-}
-
-void ManagerObject::add_existing() {
-    for (Machine* m : service_.registry().all())
-        if (!objects_.contains(m->name)) objects_.emplace(m->name, std::make_unique<MachineObject>(connection_, service_, *m, copies_));
-}
+ManagerObject::~ManagerObject() { unregisterAdaptor(); }
 
 void ManagerObject::machine_added(Machine& m) {
-    objects_[m.name] = std::make_unique<MachineObject>(connection_, service_, m, copies_);
     emitMachineNew(m.name, machine_object_path(m.name));
 }
 
@@ -131,7 +37,6 @@ void ManagerObject::machine_removed(const Machine& m) {
                                             "Machine " + m.name + " went away before its scope started"));
         pending_.erase(it);
     }
-    objects_.erase(m.name);
     emitMachineRemoved(m.name, machine_object_path(m.name));
 }
 
@@ -269,10 +174,10 @@ void ManagerObject::UnregisterMachine(const std::string& name) {
     translate([&] { service_.unregister(m); });
 }
 
-void ManagerObject::TerminateMachine(const std::string& name) { MachineOps::terminate(getObject(), service_, lookup(name)); }
+void ManagerObject::TerminateMachine(const std::string& name) { MachineOps::terminate(current_caller(getObject()), service_, lookup(name)); }
 
 void ManagerObject::KillMachine(const std::string& name, const std::string& who, const int32_t& signal) {
-    MachineOps::kill(getObject(), service_, lookup(name), who, signal);
+    MachineOps::kill(current_caller(getObject()), service_, lookup(name), who, signal);
 }
 
 std::vector<sdbus::Struct<int32_t, std::vector<uint8_t>>> ManagerObject::GetMachineAddresses(const std::string& name) {
@@ -284,24 +189,32 @@ std::map<std::string, std::string> ManagerObject::GetMachineOSRelease(const std:
 }
 
 std::tuple<sdbus::UnixFd, std::string> ManagerObject::OpenMachinePTY(const std::string& name) {
-    return MachineOps::open_pty(getObject(), lookup(name));
+    return MachineOps::open_pty(current_caller(getObject()), lookup(name));
 }
-std::tuple<sdbus::UnixFd, std::string> ManagerObject::OpenMachineLogin(const std::string&) { throw_not_implemented("OpenMachineLogin"); }
+std::tuple<sdbus::UnixFd, std::string> ManagerObject::OpenMachineLogin(const std::string& name) {
+    return MachineOps::open_login(current_caller(getObject()), lookup(name));
+}
 std::tuple<sdbus::UnixFd, std::string> ManagerObject::OpenMachineShell(const std::string& name, const std::string& user,
                                                                        const std::string& path,
                                                                        const std::vector<std::string>& args,
                                                                        const std::vector<std::string>& environment) {
-    return MachineOps::open_shell(getObject(), service_, lookup(name), user, path, args, environment);
+    return MachineOps::open_shell(current_caller(getObject()), service_, lookup(name), user, path, args, environment);
 }
 void ManagerObject::BindMountMachine(const std::string& name, const std::string& source, const std::string& destination,
                                      const bool& read_only, const bool& mkdir) {
-    MachineOps::bind_mount(getObject(), lookup(name), source, destination, read_only, mkdir);
+    MachineOps::bind_mount(current_caller(getObject()), lookup(name), source, destination, read_only, mkdir);
 }
 void ManagerObject::copy(sdbus::Result<>&& result, const std::string& name, const std::string& source,
                          const std::string& destination, bool to_machine, uint64_t flags) {
     Machine* m = service_.find(name);
     if (!m) return result.returnError(sdbus::Error(kNoSuchMachine, "No machine '" + name + "' known"));
-    copies_.start(getObject(), *m, source, destination, to_machine, flags, std::move(result));
+    auto reply = std::make_shared<sdbus::Result<>>(std::move(result));
+    auto done = [reply](const sdbus::Error* e) { e ? reply->returnError(*e) : reply->returnResults(); };
+    try {
+        copies_.start(current_caller(getObject()), *m, source, destination, to_machine, flags, done);
+    } catch (const sdbus::Error& e) {
+        done(&e);
+    }
 }
 void ManagerObject::CopyFromMachine(sdbus::Result<>&& result, std::string name, std::string source, std::string destination) {
     copy(std::move(result), name, source, destination, false, 0);
@@ -318,11 +231,10 @@ void ManagerObject::CopyToMachineWithFlags(sdbus::Result<>&& result, std::string
     copy(std::move(result), name, source, destination, true, flags);
 }
 sdbus::UnixFd ManagerObject::OpenMachineRootDirectory(const std::string& name) {
-    return MachineOps::open_root(getObject(), lookup(name));
+    return MachineOps::open_root(current_caller(getObject()), lookup(name));
 }
 uint32_t ManagerObject::GetMachineUIDShift(const std::string& name) {
-    Machine& m = lookup(name);
-    return translate([&] { return core::machine_uid_shift(m); });
+    return MachineOps::uid_shift(lookup(name));
 }
 void ManagerObject::RemoveImage(const std::string& name) { images().remove(getObject(), name); }
 void ManagerObject::RenameImage(const std::string& name, const std::string& new_name) {
@@ -391,65 +303,5 @@ std::tuple<std::string, sdbus::ObjectPath, uint32_t> ManagerObject::MapToMachine
 std::string ManagerObject::PoolPath() { return images_ ? images_->pool().path() : "/var/lib/machines"; }
 uint64_t ManagerObject::PoolUsage() { return UINT64_MAX; }
 uint64_t ManagerObject::PoolLimit() { return UINT64_MAX; }
-
-// -------------------------------------------------------------------------------------- machine
-
-MachineObject::MachineObject(sdbus::IConnection& connection, core::MachineService& service, Machine& machine,
-                             CopyOperations& copies)
-    : AdaptorInterfaces(connection, machine_object_path(machine.name)), service_(service), machine_(machine), copies_(copies) {
-    registerAdaptor();
-}
-
-MachineObject::~MachineObject() { unregisterAdaptor(); }
-
-void MachineObject::Terminate() { MachineOps::terminate(getObject(), service_, machine_); }
-void MachineObject::Kill(const std::string& who, const int32_t& signal) {
-    MachineOps::kill(getObject(), service_, machine_, who, signal);
-}
-std::vector<sdbus::Struct<int32_t, std::vector<uint8_t>>> MachineObject::GetAddresses() { return MachineOps::addresses(machine_); }
-std::map<std::string, std::string> MachineObject::GetOSRelease() { return MachineOps::os_release(machine_); }
-uint32_t MachineObject::GetUIDShift() {
-    return translate([&] { return core::machine_uid_shift(machine_); });
-}
-std::tuple<sdbus::UnixFd, std::string> MachineObject::OpenPTY() { return MachineOps::open_pty(getObject(), machine_); }
-std::tuple<sdbus::UnixFd, std::string> MachineObject::OpenLogin() { throw_not_implemented("OpenLogin"); }
-std::tuple<sdbus::UnixFd, std::string> MachineObject::OpenShell(const std::string& user, const std::string& path,
-                                                                const std::vector<std::string>& args,
-                                                                const std::vector<std::string>& environment) {
-    return MachineOps::open_shell(getObject(), service_, machine_, user, path, args, environment);
-}
-void MachineObject::BindMount(const std::string& source, const std::string& destination, const bool& read_only,
-                              const bool& mkdir) {
-    MachineOps::bind_mount(getObject(), machine_, source, destination, read_only, mkdir);
-}
-void MachineObject::CopyFrom(sdbus::Result<>&& result, std::string source, std::string destination) {
-    copies_.start(getObject(), machine_, source, destination, false, 0, std::move(result));
-}
-void MachineObject::CopyTo(sdbus::Result<>&& result, std::string source, std::string destination) {
-    copies_.start(getObject(), machine_, source, destination, true, 0, std::move(result));
-}
-void MachineObject::CopyFromWithFlags(sdbus::Result<>&& result, std::string source, std::string destination, uint64_t flags) {
-    copies_.start(getObject(), machine_, source, destination, false, flags, std::move(result));
-}
-void MachineObject::CopyToWithFlags(sdbus::Result<>&& result, std::string source, std::string destination, uint64_t flags) {
-    copies_.start(getObject(), machine_, source, destination, true, flags, std::move(result));
-}
-sdbus::UnixFd MachineObject::OpenRootDirectory() { return MachineOps::open_root(getObject(), machine_); }
-
-std::string MachineObject::Name() { return machine_.name; }
-// Empty when unset, else 16 bytes (observed from machined 252).
-std::vector<uint8_t> MachineObject::Id() {
-    if (!machine_.has_id()) return {};
-    return {machine_.id.begin(), machine_.id.end()};
-}
-uint64_t MachineObject::Timestamp() { return machine_.realtime_usec; }
-uint64_t MachineObject::TimestampMonotonic() { return machine_.monotonic_usec; }
-std::string MachineObject::Service() { return machine_.service; }
-std::string MachineObject::Unit() { return machine_.unit; }
-uint32_t MachineObject::Leader() { return static_cast<uint32_t>(machine_.leader); }
-std::string MachineObject::Class() { return std::string(core::to_string(machine_.klass)); }
-std::string MachineObject::RootDirectory() { return machine_.root_directory; }
-std::vector<int32_t> MachineObject::NetworkInterfaces() { return {machine_.netif.begin(), machine_.netif.end()}; }
-std::string MachineObject::State() { return std::string(core::to_string(machine_.state)); }
 
 }  // namespace mk::bus

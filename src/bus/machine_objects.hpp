@@ -1,8 +1,8 @@
-// The org.freedesktop.machine1 objects: the Manager at /org/freedesktop/machine1 and one Machine
-// object per registered machine at /org/freedesktop/machine1/machine/<bus_label_escape(name)>.
-// ManagerObject is the MachineService's listener: it creates/destroys Machine objects and emits
-// MachineNew/MachineRemoved. Does not own the service or the connection. Thread-hostile (runs on
-// machd's one loop).
+// The org.freedesktop.machine1 Manager at /org/freedesktop/machine1; it also serves the Machine
+// objects (/org/freedesktop/machine1/machine/<bus_label_escape(name)>, bus/machine_nodes.hpp).
+// ManagerObject is the MachineService's listener: it emits MachineNew/MachineRemoved and answers
+// CreateMachine once the scope started. Does not own the service or the connection.
+// Thread-hostile (runs on machd's one loop).
 #pragma once
 
 #include <functional>
@@ -14,33 +14,12 @@
 
 #include "bus/event_loop.hpp"
 #include "bus/image_objects.hpp"
-#include "core/machine/copy.hpp"
+#include "bus/machine_nodes.hpp"
+#include "bus/machine_ops.hpp"
 #include "core/machine/service.hpp"
-#include "Machine-adaptor.h"
 #include "Manager-adaptor.h"
 
 namespace mk::bus {
-
-inline constexpr const char* kBusName = "org.freedesktop.machine1";
-inline constexpr const char* kManagerPath = "/org/freedesktop/machine1";
-
-std::string machine_object_path(std::string_view name);
-
-class MachineObject;
-
-// Copies run in helper children; the method replies when the child exits (bounded: 64 at once, as
-// machined). Without a loop (set_loop not called) a copy completes synchronously.
-class CopyOperations {
-public:
-    void set_loop(EventLoop* loop) { loop_ = loop; }
-    void start(sdbus::IObject& obj, core::Machine& m, const std::string& source, const std::string& destination,
-               bool to_machine, uint64_t flags, sdbus::Result<>&& result);
-
-private:
-    static constexpr size_t kMax = 64;
-    EventLoop* loop_ = nullptr;
-    std::map<int, std::pair<core::CopyOperation, sdbus::Result<>>> running_;  // by helper pidfd
-};
 
 class ManagerObject final : public sdbus::AdaptorInterfaces<org::freedesktop::machine1::Manager_adaptor,
                                                             sdbus::Properties_adaptor>,
@@ -56,8 +35,6 @@ public:
     void machine_removed(const core::Machine& m) override;
     void machine_start_finished(core::Machine& m, const std::string& error) override;
 
-    // Registers objects for machines that exist before the listener was attached (.host).
-    void add_existing();
     // Lets long operations (copies) complete asynchronously on `loop`.
     void set_loop(EventLoop* loop) { copies_.set_loop(loop); }
     // Serves the image methods from `images` (NotSupported without).
@@ -141,67 +118,9 @@ private:
     CopyOperations copies_;
     ImageService* images_ = nullptr;
     ImageService& images();
-    std::map<std::string, std::unique_ptr<MachineObject>> objects_;
+    MachineNodes nodes_;
     // CreateMachine calls waiting for their scope's start job (systemd backend), by machine name.
     std::map<std::string, sdbus::Result<sdbus::ObjectPath>> pending_;
-};
-
-// Shared by the Manager's *Machine(name, ...) methods and the Machine object's methods.
-struct MachineOps {
-    static void terminate(sdbus::IObject& obj, core::MachineService& svc, core::Machine& m);
-    static void kill(sdbus::IObject& obj, core::MachineService& svc, core::Machine& m, const std::string& who, int32_t sig);
-    static std::vector<sdbus::Struct<int32_t, std::vector<uint8_t>>> addresses(core::Machine& m);
-    static std::map<std::string, std::string> os_release(core::Machine& m);
-    static std::tuple<sdbus::UnixFd, std::string> open_pty(sdbus::IObject& obj, core::Machine& m);
-    static sdbus::UnixFd open_root(sdbus::IObject& obj, core::Machine& m);
-    static void bind_mount(sdbus::IObject& obj, core::Machine& m, const std::string& source,
-                           const std::string& destination, bool read_only, bool mkdir);
-    static std::tuple<sdbus::UnixFd, std::string> open_shell(sdbus::IObject& obj, core::MachineService& svc,
-                                                             core::Machine& m, const std::string& user,
-                                                             const std::string& path, const std::vector<std::string>& args,
-                                                             const std::vector<std::string>& environment);
-};
-
-class MachineObject final : public sdbus::AdaptorInterfaces<org::freedesktop::machine1::Machine_adaptor,
-                                                            sdbus::Properties_adaptor> {
-public:
-    MachineObject(sdbus::IConnection& connection, core::MachineService& service, core::Machine& machine,
-                  CopyOperations& copies);
-    ~MachineObject();
-
-private:
-    void Terminate() override;
-    void Kill(const std::string& who, const int32_t& signal) override;
-    std::vector<sdbus::Struct<int32_t, std::vector<uint8_t>>> GetAddresses() override;
-    std::map<std::string, std::string> GetOSRelease() override;
-    uint32_t GetUIDShift() override;
-    std::tuple<sdbus::UnixFd, std::string> OpenPTY() override;
-    std::tuple<sdbus::UnixFd, std::string> OpenLogin() override;
-    std::tuple<sdbus::UnixFd, std::string> OpenShell(const std::string& user, const std::string& path,
-                                                     const std::vector<std::string>& args,
-                                                     const std::vector<std::string>& environment) override;
-    void BindMount(const std::string& source, const std::string& destination, const bool& read_only,
-                   const bool& mkdir) override;
-    void CopyFrom(sdbus::Result<>&& result, std::string source, std::string destination) override;
-    void CopyTo(sdbus::Result<>&& result, std::string source, std::string destination) override;
-    void CopyFromWithFlags(sdbus::Result<>&& result, std::string source, std::string destination, uint64_t flags) override;
-    void CopyToWithFlags(sdbus::Result<>&& result, std::string source, std::string destination, uint64_t flags) override;
-    sdbus::UnixFd OpenRootDirectory() override;
-    std::string Name() override;
-    std::vector<uint8_t> Id() override;
-    uint64_t Timestamp() override;
-    uint64_t TimestampMonotonic() override;
-    std::string Service() override;
-    std::string Unit() override;
-    uint32_t Leader() override;
-    std::string Class() override;
-    std::string RootDirectory() override;
-    std::vector<int32_t> NetworkInterfaces() override;
-    std::string State() override;
-
-    core::MachineService& service_;
-    core::Machine& machine_;
-    CopyOperations& copies_;
 };
 
 }  // namespace mk::bus

@@ -165,7 +165,6 @@ int main(int argc, char** argv) {
         service.add_host_machine();
         auto adopted = service.readopt();
         mk::bus::ManagerObject manager(*connection, service, scope_backend == "systemd");
-        manager.add_existing();
         manager.set_loop(&loop);
         mk::core::ImagePool pool(pool_path);
         mk::bus::ImageService images(*connection, service, pool);

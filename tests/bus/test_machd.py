@@ -488,6 +488,34 @@ def test_get_machine_by_pid_zero_is_the_caller(bus, machd, leaders):
     assert bus.error_name("GetMachineByPID", "uint32:0") == "org.freedesktop.machine1.NoMachineForPID"
 
 
+def test_machine_self_is_the_callers_machine(bus, machd, leaders):
+    """/org/freedesktop/machine1/machine/self: the machine the sender runs in (as machined)."""
+    p = leaders.spawn()
+    create(bus, "selfish", p.pid)
+    q = leaders.spawn()
+    create(bus, "other", q.pid)
+    scope = machine_cgroups("selfish")[0]
+    self_path = MANAGER + "/machine/self"
+    r = subprocess.run(["sh", "-c", 'echo $$ > "%s/cgroup.procs" && exec busctl --address=%s get-property %s %s '
+                        'org.freedesktop.machine1.Machine Name Leader' % (scope, bus.address, DEST, self_path)],
+                       capture_output=True, text=True, timeout=20)
+    assert r.stdout.split() == ['s', '"selfish"', 'u', str(p.pid)], r.stderr
+    # From the host, "self" is no machine.
+    r = bus.busctl("get-property", DEST, self_path, "org.freedesktop.machine1.Machine", "Name", check=False)
+    assert r.returncode != 0 and "Unknown object" in r.stderr, r.stderr
+
+
+def test_machine_objects_are_enumerated(bus, machd, leaders):
+    for name in ("enum-a", "enum-b"):
+        create(bus, name, leaders.spawn().pid)
+    tree = bus.busctl("tree", "--list", DEST).stdout.split()
+    assert machine_path("enum-a") in tree and machine_path("enum-b") in tree
+    bus.call("TerminateMachine", "s", "enum-a")
+    assert wait_for(lambda: machine_path("enum-a") not in bus.busctl("tree", "--list", DEST).stdout.split())
+    r = bus.busctl("introspect", DEST, machine_path("enum-a"), check=False)
+    assert r.returncode != 0
+
+
 def userns_leader(leaders):
     """A leader in its own user namespace with 0..65535 mapped to 655360.. (as nspawn -U picks)."""
     p = subprocess.Popen(["unshare", "--user", "sleep", "1000"])

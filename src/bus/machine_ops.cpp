@@ -1,0 +1,106 @@
+#include "bus/machine_ops.hpp"
+
+#include "bus/errors.hpp"
+#include "core/base/names.hpp"
+#include "core/machine/bind.hpp"
+#include "core/machine/inspect.hpp"
+
+namespace mk::bus {
+
+using core::Machine;
+
+std::string machine_object_path(std::string_view name) {
+    return std::string(kMachinePathPrefix) + "/" + core::bus_label_escape(name);
+}
+
+void MachineOps::terminate(const Caller& caller, core::MachineService& svc, Machine& m) {
+    require_root(caller, "terminate machines");
+    translate([&] { svc.terminate(m); });
+}
+
+void MachineOps::kill(const Caller& caller, core::MachineService& svc, Machine& m, const std::string& who, int32_t sig) {
+    require_root(caller, "kill machines");
+    translate([&] { svc.kill(m, who, sig); });
+}
+
+std::vector<sdbus::Struct<int32_t, std::vector<uint8_t>>> MachineOps::addresses(Machine& m) {
+    return translate([&] {
+        std::vector<sdbus::Struct<int32_t, std::vector<uint8_t>>> out;
+        for (auto& a : core::machine_addresses(m)) out.emplace_back(a.family, std::move(a.bytes));
+        return out;
+    });
+}
+
+std::map<std::string, std::string> MachineOps::os_release(Machine& m) {
+    return translate([&] { return core::machine_os_release(m); });
+}
+
+uint32_t MachineOps::uid_shift(Machine& m) {
+    return translate([&] { return core::machine_uid_shift(m); });
+}
+
+std::tuple<sdbus::UnixFd, std::string> MachineOps::open_pty(const Caller& caller, Machine& m) {
+    require_root(caller, "open terminals in machines");
+    return translate([&] {
+        auto pty = core::open_machine_pty(m);
+        return std::tuple<sdbus::UnixFd, std::string>(sdbus::UnixFd(pty.master.release(), sdbus::adopt_fd), pty.path);
+    });
+}
+
+std::tuple<sdbus::UnixFd, std::string> MachineOps::open_login(const Caller& caller, Machine&) {
+    require_root(caller, "log into machines");
+    throw_not_implemented("OpenMachineLogin");
+}
+
+std::tuple<sdbus::UnixFd, std::string> MachineOps::open_shell(const Caller& caller, core::MachineService& svc, Machine& m,
+                                                              const std::string& user, const std::string& path,
+                                                              const std::vector<std::string>& args,
+                                                              const std::vector<std::string>& environment) {
+    require_root(caller, "open shells in machines");
+    return translate([&] {
+        auto pty = svc.open_shell(m, core::ShellRequest{user, path, args, environment});
+        return std::tuple<sdbus::UnixFd, std::string>(sdbus::UnixFd(pty.master.release(), sdbus::adopt_fd), pty.path);
+    });
+}
+
+void MachineOps::bind_mount(const Caller& caller, Machine& m, const std::string& source, const std::string& destination,
+                            bool read_only, bool mkdir) {
+    require_root(caller, "bind mount into machines");
+    translate([&] { core::bind_mount_into_machine(m, source, destination, read_only, mkdir); });
+}
+
+sdbus::UnixFd MachineOps::open_root(const Caller& caller, Machine& m) {
+    require_root(caller, "open machine root directories");
+    return translate([&] { return sdbus::UnixFd(core::open_machine_root(m).release(), sdbus::adopt_fd); });
+}
+
+void CopyOperations::start(const Caller& caller, Machine& m, const std::string& source, const std::string& destination,
+                           bool to_machine, uint64_t flags, Done done) {
+    try {
+        require_root(caller, "copy files to or from machines");
+        if (running_.size() >= kMax) throw sdbus::Error(kLimitsExceeded, "Too many ongoing copies.");
+        auto op = translate([&] { return core::CopyOperation::start(m, source, destination, to_machine, flags); });
+        if (!loop_) {
+            translate([&] { op.finish(); });
+            return done(nullptr);
+        }
+        int key = op.pidfd();
+        running_.emplace(key, std::make_pair(std::move(op), std::move(done)));
+        loop_->watch_child(key, [this, key] {
+            auto node = running_.extract(key);
+            if (node.empty()) return;
+            auto& [operation, reply] = node.mapped();
+            try {
+                translate([&] { operation.finish(); });
+                reply(nullptr);
+            } catch (const sdbus::Error& e) {
+                reply(&e);
+            }
+        });
+    } catch (...) {
+        auto e = current_exception_to_bus_error();
+        done(&e);
+    }
+}
+
+}  // namespace mk::bus
