@@ -11,7 +11,7 @@ struct sd_bus_message;
 namespace mk::bus {
 
 struct Caller {
-    uid_t uid;
+    uid_t uid;  // effective UID, as the bus daemon saw it when the peer connected
     pid_t pid;
 };
 

@@ -8,6 +8,8 @@
 #include <memory>
 
 #include "bus/errors.hpp"
+#include "bus/raw_message.hpp"
+#include "core/base/names.hpp"
 #include "core/machine/machine.hpp"
 
 namespace mk::bus {
@@ -15,14 +17,6 @@ namespace mk::bus {
 using core::Machine;
 
 namespace {
-
-// sdbus::Message keeps its sd_bus_message* protected; a pointer to that member, named through a
-// derived class, reads it from any Message without copying or casting the object.
-struct MessageAccess : sdbus::Message {
-    static sd_bus_message* raw(const sdbus::Message& m) {
-        return static_cast<sd_bus_message*>(m.*(&MessageAccess::msg_));
-    }
-};
 
 using Target = MachineNodes::Target;
 
@@ -249,6 +243,35 @@ const sd_bus_vtable kMachineVtable[] = {
     SD_BUS_VTABLE_END,
 };
 
+// ListMachines: the hot call of every `machinectl list` and desktop poll. Rows are appended
+// straight from the registry, one reused path buffer, no per-row allocation.
+int method_list_machines(sd_bus_message* m, void* userdata, sd_bus_error* error) {
+    return serve(error, [&] {
+        auto all = static_cast<MachineNodes*>(userdata)->service().registry().all();
+        sd_bus_message* reply = nullptr;
+        check(sd_bus_message_new_method_return(m, &reply));
+        std::unique_ptr<sd_bus_message, decltype(&sd_bus_message_unref)> guard(reply, sd_bus_message_unref);
+        check(sd_bus_message_open_container(reply, 'a', "(ssso)"));
+        std::string path = std::string(kMachinePathPrefix) + "/";
+        const size_t base = path.size();
+        path.reserve(base + 3 * 64);
+        for (const Machine* mc : all) {
+            path.resize(base);
+            core::append_bus_label(path, mc->name);
+            check(sd_bus_message_append(reply, "(ssso)", mc->name.c_str(), core::to_string(mc->klass).data(),
+                                        mc->service.c_str(), path.c_str()));
+        }
+        check(sd_bus_message_close_container(reply));
+        return sd_bus_send(nullptr, reply, nullptr);
+    });
+}
+
+const sd_bus_vtable kManagerVtable[] = {
+    SD_BUS_VTABLE_START(0),
+    SD_BUS_METHOD_WITH_NAMES("ListMachines", "", "", "a(ssso)", SD_BUS_PARAM(machines), method_list_machines, kMethod),
+    SD_BUS_VTABLE_END,
+};
+
 int find(sd_bus* bus, const char* path, const char*, void* userdata, void** found, sd_bus_error*) {
     auto* t = static_cast<MachineNodes*>(userdata)->resolve(bus, path);
     if (!t) return 0;
@@ -278,7 +301,7 @@ int enumerate(sd_bus*, const char*, void* userdata, char*** nodes, sd_bus_error*
 
 sd_bus* underlying_bus(sdbus::IObject& object) {
     auto signal = object.createSignal("org.freedesktop.DBus.Peer", "Probe");  // never sent
-    return sd_bus_message_get_bus(MessageAccess::raw(signal));
+    return sd_bus_message_get_bus(raw_message(signal));
 }
 
 MachineNodes::MachineNodes(sd_bus* bus, core::MachineService& service, CopyOperations& copies)
@@ -286,13 +309,18 @@ MachineNodes::MachineNodes(sd_bus* bus, core::MachineService& service, CopyOpera
     int r = sd_bus_add_fallback_vtable(bus, &vtable_slot_, kMachinePathPrefix, "org.freedesktop.machine1.Machine",
                                        kMachineVtable, find, this);
     if (r >= 0) r = sd_bus_add_node_enumerator(bus, &enumerator_slot_, kMachinePathPrefix, enumerate, this);
+    if (r >= 0)
+        r = sd_bus_add_object_vtable(bus, &manager_slot_, kManagerPath, "org.freedesktop.machine1.Manager", kManagerVtable,
+                                     this);
     if (r < 0) {
+        sd_bus_slot_unref(enumerator_slot_);
         sd_bus_slot_unref(vtable_slot_);
         throw std::system_error(-r, std::generic_category(), "Failed to register the machine objects");
     }
 }
 
 MachineNodes::~MachineNodes() {
+    sd_bus_slot_unref(manager_slot_);
     sd_bus_slot_unref(enumerator_slot_);
     sd_bus_slot_unref(vtable_slot_);
 }
@@ -305,12 +333,11 @@ MachineNodes::Target* MachineNodes::resolve(sd_bus* bus, const char* path) {
     if (std::strcmp(label, "self") == 0) {
         // The sender's own machine, by the PID the bus vouches for.
         sd_bus_message* msg = sd_bus_get_current_message(bus);
-        sd_bus_creds* creds = nullptr;
-        pid_t pid = 0;
-        if (msg && sd_bus_query_sender_creds(msg, SD_BUS_CREDS_PID | SD_BUS_CREDS_AUGMENT, &creds) >= 0 &&
-            sd_bus_creds_get_pid(creds, &pid) >= 0)
-            m = service_.find_by_pid(pid);
-        sd_bus_creds_unref(creds);
+        try {
+            if (msg) m = service_.find_by_pid(caller_of(msg).pid);
+        } catch (const sdbus::Error&) {
+            // no credentials: no machine
+        }
     } else {
         m = service_.find(label);
     }

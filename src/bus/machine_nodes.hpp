@@ -1,4 +1,4 @@
-// The org.freedesktop.machine1.Machine objects, /org/freedesktop/machine1/machine/<escaped name>
+// The Manager's ListMachines and the org.freedesktop.machine1.Machine objects, /org/freedesktop/machine1/machine/<escaped name>
 // and /org/freedesktop/machine1/machine/self (the caller's own machine), served by ONE sd-bus
 // fallback vtable that looks the machine up per call, as machined does. A generated sdbus-c++
 // adaptor per machine cost ~11 KiB and a vtable registration each, and cannot serve "self".
@@ -44,6 +44,7 @@ private:
     Target current_{this, nullptr};
     sd_bus_slot* vtable_slot_ = nullptr;
     sd_bus_slot* enumerator_slot_ = nullptr;
+    sd_bus_slot* manager_slot_ = nullptr;
 };
 
 }  // namespace mk::bus

@@ -91,15 +91,6 @@ sdbus::ObjectPath ManagerObject::GetMachineByPID(const uint32_t& pid) {
     return machine_object_path(m->name);
 }
 
-std::vector<sdbus::Struct<std::string, std::string, std::string, sdbus::ObjectPath>> ManagerObject::ListMachines() {
-    std::vector<sdbus::Struct<std::string, std::string, std::string, sdbus::ObjectPath>> out;
-    auto all = service_.registry().all();
-    out.reserve(all.size());
-    for (Machine* m : all)
-        out.emplace_back(m->name, std::string(core::to_string(m->klass)), m->service, machine_object_path(m->name));
-    return out;
-}
-
 std::vector<sdbus::Struct<std::string, std::string, bool, uint64_t, uint64_t, uint64_t, sdbus::ObjectPath>>
 ManagerObject::ListImages() {
     std::vector<sdbus::Struct<std::string, std::string, bool, uint64_t, uint64_t, uint64_t, sdbus::ObjectPath>> out;

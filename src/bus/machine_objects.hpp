@@ -51,7 +51,6 @@ private:
     sdbus::ObjectPath GetMachine(const std::string& name) override;
     sdbus::ObjectPath GetImage(const std::string& name) override;
     sdbus::ObjectPath GetMachineByPID(const uint32_t& pid) override;
-    std::vector<sdbus::Struct<std::string, std::string, std::string, sdbus::ObjectPath>> ListMachines() override;
     std::vector<sdbus::Struct<std::string, std::string, bool, uint64_t, uint64_t, uint64_t, sdbus::ObjectPath>> ListImages() override;
     void CreateMachine(sdbus::Result<sdbus::ObjectPath>&& result, std::string name, std::vector<uint8_t> id,
                        std::string service, std::string class_, uint32_t leader, std::string root_directory,

@@ -126,10 +126,11 @@ std::string machine_scope_name(std::string_view name) {
     return "machine-" + unit_name_escape(name) + ".scope";
 }
 
-std::string bus_label_escape(std::string_view s) {
-    if (s.empty()) return "_";
-    std::string out;
-    out.reserve(s.size() * 3);
+void append_bus_label(std::string& out, std::string_view s) {
+    if (s.empty()) {
+        out += '_';
+        return;
+    }
     for (size_t i = 0; i < s.size(); i++) {
         char c = s[i];
         if (is_alpha(c) || (i > 0 && is_digit(c))) {
@@ -141,6 +142,12 @@ std::string bus_label_escape(std::string_view s) {
             out += hexchar(u);
         }
     }
+}
+
+std::string bus_label_escape(std::string_view s) {
+    std::string out;
+    out.reserve(s.size() * 3);
+    append_bus_label(out, s);
     return out;
 }
 

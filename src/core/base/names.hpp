@@ -32,6 +32,8 @@ std::string machine_scope_name(std::string_view name);
 
 // systemd's bus_label_escape(): everything but letters (and digits after the first byte) as _xx.
 std::string bus_label_escape(std::string_view s);
+// The same, appended to `out` (no allocation once `out` has room).
+void append_bus_label(std::string& out, std::string_view s);
 std::optional<std::string> bus_label_unescape(std::string_view s);
 
 bool utf8_is_valid(std::string_view s);
