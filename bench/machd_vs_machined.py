@@ -6,6 +6,7 @@ second, and each daemon's RSS. Root only; cleans up its processes and cgroups.
 
     MK_BUILD_DIR=build /usr/bin/python3 bench/machd_vs_machined.py [N]
 """
+import contextlib
 import os
 import shutil
 import subprocess
@@ -69,28 +70,30 @@ def bench(name, bus, pid, procs):
 def main():
     procs = leaders(N)
     results = []
+    stack = contextlib.ExitStack()  # daemons, buses and state dirs go even when a run fails
     try:
         # machd
         bus = conftest.Bus()
+        stack.callback(bus.close)
         # State files on tmpfs, as /run/systemd/machines is (and as machined writes them here).
         state = Path(tempfile.mkdtemp(prefix="mk-bench-", dir="/dev/shm"))
+        stack.callback(shutil.rmtree, state, True)
         d = conftest.Machd(bus, state / "machines").start()
+        stack.callback(d.stop)
         results.append(bench("machd", bus, d.proc.pid, procs))
-        d.stop()
-        shutil.rmtree(state)
-        bus.close()
+        stack.close()
         # machined 252 in a private mount namespace (tmpfs /run/systemd)
         bus = conftest.Bus()
+        stack.callback(bus.close)
         m = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
                               "mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system && "
                               "exec /lib/systemd/systemd-machined"], env=bus.env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stack.callback(lambda: (m.terminate(), m.wait()))
         assert conftest.wait_for(lambda: bus.busctl("status", conftest.DEST, check=False).returncode == 0, 10)
         results.append(bench("systemd-machined 252", bus, m.pid, procs))
-        m.terminate()
-        m.wait()
-        bus.close()
     finally:
+        stack.close()
         for p in procs:
             p.kill()
             p.wait()
