@@ -4,6 +4,7 @@
 
 #include "bus/credentials.hpp"
 #include "bus/errors.hpp"
+#include "bus/guest_bus.hpp"
 #include "bus/scope_properties.hpp"
 #include "core/base/names.hpp"
 #include "core/machine/bind.hpp"
@@ -46,6 +47,17 @@ std::tuple<sdbus::UnixFd, std::string> MachineOps::open_pty(sdbus::IObject& obj,
     require_root(obj, "open terminals in machines");
     return translate([&] {
         auto pty = core::open_machine_pty(m);
+        return std::tuple<sdbus::UnixFd, std::string>(sdbus::UnixFd(pty.master.release(), sdbus::adopt_fd), pty.path);
+    });
+}
+
+std::tuple<sdbus::UnixFd, std::string> MachineOps::open_login(sdbus::IObject& obj, Machine& m) {
+    require_root(obj, "log into machines");
+    return translate([&] {
+        // As machined: the pty first (its number names the getty), then the guest's systemd starts
+        // the getty on it. On failure the master closes here and no getty was started.
+        auto pty = core::open_machine_pty(m);
+        start_unit_in_machine(m, container_getty_unit(pty.path));
         return std::tuple<sdbus::UnixFd, std::string>(sdbus::UnixFd(pty.master.release(), sdbus::adopt_fd), pty.path);
     });
 }
@@ -286,7 +298,9 @@ std::map<std::string, std::string> ManagerObject::GetMachineOSRelease(const std:
 std::tuple<sdbus::UnixFd, std::string> ManagerObject::OpenMachinePTY(const std::string& name) {
     return MachineOps::open_pty(getObject(), lookup(name));
 }
-std::tuple<sdbus::UnixFd, std::string> ManagerObject::OpenMachineLogin(const std::string&) { throw_not_implemented("OpenMachineLogin"); }
+std::tuple<sdbus::UnixFd, std::string> ManagerObject::OpenMachineLogin(const std::string& name) {
+    return MachineOps::open_login(getObject(), lookup(name));
+}
 std::tuple<sdbus::UnixFd, std::string> ManagerObject::OpenMachineShell(const std::string& name, const std::string& user,
                                                                        const std::string& path,
                                                                        const std::vector<std::string>& args,
@@ -412,7 +426,7 @@ uint32_t MachineObject::GetUIDShift() {
     return translate([&] { return core::machine_uid_shift(machine_); });
 }
 std::tuple<sdbus::UnixFd, std::string> MachineObject::OpenPTY() { return MachineOps::open_pty(getObject(), machine_); }
-std::tuple<sdbus::UnixFd, std::string> MachineObject::OpenLogin() { throw_not_implemented("OpenLogin"); }
+std::tuple<sdbus::UnixFd, std::string> MachineObject::OpenLogin() { return MachineOps::open_login(getObject(), machine_); }
 std::tuple<sdbus::UnixFd, std::string> MachineObject::OpenShell(const std::string& user, const std::string& path,
                                                                 const std::vector<std::string>& args,
                                                                 const std::vector<std::string>& environment) {

@@ -153,6 +153,9 @@ struct MachineOps {
     static std::vector<sdbus::Struct<int32_t, std::vector<uint8_t>>> addresses(core::Machine& m);
     static std::map<std::string, std::string> os_release(core::Machine& m);
     static std::tuple<sdbus::UnixFd, std::string> open_pty(sdbus::IObject& obj, core::Machine& m);
+    // A pty in the machine plus container-getty@N.service started on it by the guest's systemd
+    // (machined's OpenLogin). Blocks for up to kGuestCallTimeout on the guest's bus.
+    static std::tuple<sdbus::UnixFd, std::string> open_login(sdbus::IObject& obj, core::Machine& m);
     static sdbus::UnixFd open_root(sdbus::IObject& obj, core::Machine& m);
     static void bind_mount(sdbus::IObject& obj, core::Machine& m, const std::string& source,
                            const std::string& destination, bool read_only, bool mkdir);
