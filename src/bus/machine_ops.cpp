@@ -1,6 +1,7 @@
 #include "bus/machine_ops.hpp"
 
 #include "bus/errors.hpp"
+#include "bus/guest_bus.hpp"
 #include "core/base/names.hpp"
 #include "core/machine/bind.hpp"
 #include "core/machine/inspect.hpp"
@@ -47,9 +48,15 @@ std::tuple<sdbus::UnixFd, std::string> MachineOps::open_pty(const Caller& caller
     });
 }
 
-std::tuple<sdbus::UnixFd, std::string> MachineOps::open_login(const Caller& caller, Machine&) {
+std::tuple<sdbus::UnixFd, std::string> MachineOps::open_login(const Caller& caller, Machine& m) {
     require_root(caller, "log into machines");
-    throw_not_implemented("OpenMachineLogin");
+    return translate([&] {
+        // As machined: the pty first (its number names the getty), then the guest's systemd starts
+        // the getty on it. On failure the master closes here and no getty was started.
+        auto pty = core::open_machine_pty(m);
+        start_unit_in_machine(m, container_getty_unit(pty.path));
+        return std::tuple<sdbus::UnixFd, std::string>(sdbus::UnixFd(pty.master.release(), sdbus::adopt_fd), pty.path);
+    });
 }
 
 std::tuple<sdbus::UnixFd, std::string> MachineOps::open_shell(const Caller& caller, core::MachineService& svc, Machine& m,

@@ -47,6 +47,8 @@ struct MachineOps {
     static std::map<std::string, std::string> os_release(core::Machine& m);
     static uint32_t uid_shift(core::Machine& m);
     static std::tuple<sdbus::UnixFd, std::string> open_pty(const Caller& caller, core::Machine& m);
+    // A pty in the machine plus container-getty@N.service started on it by the guest's systemd
+    // (machined's OpenLogin). Blocks for up to kGuestCallTimeout on the guest's bus.
     static std::tuple<sdbus::UnixFd, std::string> open_login(const Caller& caller, core::Machine& m);
     static sdbus::UnixFd open_root(const Caller& caller, core::Machine& m);
     static void bind_mount(const Caller& caller, core::Machine& m, const std::string& source,

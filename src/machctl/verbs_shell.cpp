@@ -100,36 +100,39 @@ int verb_shell(Context& c, const std::vector<std::string>& args) {
     return 0;
 }
 
-// OpenMachineLogin (machined: a getty started by the guest's systemd). Where the manager does not
-// implement it (machd), the guest's own login(1) on a pty of its devpts through ExecMachine: a login
-// prompt in any guest, systemd or not.
+// machd: the guest's own login(1) on a pty of its devpts through ExecMachine, a login prompt in any
+// guest (systemd or not, with or without D-Bus) whose session ends at logout. machd also serves
+// OpenMachineLogin (systemd's machinectl uses it), but its getty needs the guest's bus and systemd,
+// and the getty is restarted (vhangup) after every logout, so the relay would never see the end.
+// Managers without ExecMachine (systemd-machined): OpenMachineLogin.
 int verb_login(Context& c, const std::vector<std::string>& args) {
     std::string name = args.empty() ? ".host" : args[0];
-    int master_fd = -1;
-    try {
-        master_fd = c.client().open_login(name).first;
-    } catch (const ClientError& e) {
-        bool unsupported = e.name == "org.freedesktop.DBus.Error.NotSupported" && name != ".host";
-        if (!unsupported) return bus_call("Failed to get login PTY", [&]() -> int { throw; });
-    }
-    if (master_fd < 0) {
-        if (!::isatty(STDIN_FILENO)) throw Failure("Failed to get login PTY: login needs a terminal on stdin");
+    if (!::isatty(STDIN_FILENO)) throw Failure("Failed to get login PTY: login needs a terminal on stdin");
+    {
         auto [fd, pty_path] = bus_call("Failed to get login PTY", [&] { return c.client().open_pty(name); });
         core::UniqueFd master(fd);
         core::UniqueFd slave(::ioctl(master.get(), TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC));
         if (!slave) throw Failure(std::string("Failed to open the PTY's terminal side: ") + std::strerror(errno));
         std::vector<std::string> env;
         if (const char* term = std::getenv("TERM")) env.push_back(std::string("TERM=") + term);
-        core::UniqueFd status_fd(bus_call("Failed to start login", [&] {
-            return c.client().exec(name, "", "/bin/login", {"login"}, env, slave.get(), slave.get(), slave.get(), true);
-        }));
-        slave.reset();
-        if (!c.opts.quiet)
-            std::fprintf(stderr, "Connected to machine %s. Press ^] three times within 1s to exit session.\n", name.c_str());
-        relay_pty(master.get(), status_fd.get());
-        if (!c.opts.quiet) std::fprintf(stderr, "\nConnection to machine %s terminated.\n", name.c_str());
-        return 0;
+        int status = -1;
+        try {
+            status = c.client().exec(name, "", "/bin/login", {"login"}, env, slave.get(), slave.get(), slave.get(), true);
+        } catch (const ClientError& e) {
+            if (e.name != "org.freedesktop.DBus.Error.UnknownMethod" && e.name != "org.freedesktop.DBus.Error.UnknownInterface")
+                return bus_call("Failed to start login", [&]() -> int { throw; });
+        }
+        if (status >= 0) {
+            core::UniqueFd status_fd(status);
+            slave.reset();
+            if (!c.opts.quiet)
+                std::fprintf(stderr, "Connected to machine %s. Press ^] three times within 1s to exit session.\n", name.c_str());
+            relay_pty(master.get(), status_fd.get());
+            if (!c.opts.quiet) std::fprintf(stderr, "\nConnection to machine %s terminated.\n", name.c_str());
+            return 0;
+        }
     }
+    auto [master_fd, pty_path] = bus_call("Failed to get login PTY", [&] { return c.client().open_login(name); });
     core::UniqueFd master(master_fd);
     if (!c.opts.quiet)
         std::fprintf(stderr, "Connected to machine %s. Press ^] three times within 1s to exit session.\n", name.c_str());

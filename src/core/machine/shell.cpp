@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -153,6 +154,77 @@ Pty open_machine_pty(const Machine& m) {
     int fd;
     std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
     return {UniqueFd(fd), std::string(name, static_cast<size_t>(n))};
+}
+
+UniqueFd connect_machine_bus(const Machine& m) {
+    require_container(m);
+    std::string root = "/proc/" + std::to_string(m.leader) + "/root";
+    UniqueFd root_fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root_fd) throw_last_error("open " + root);
+    // Opened by PID: only trust it if the pidfd says the leader is still that process.
+    if (::syscall(SYS_pidfd_send_signal, m.leader_pidfd.get(), 0, nullptr, 0) < 0)
+        throw_errno(ESRCH, "Leader of machine " + m.name + " has exited");
+
+    // Created here, connected in the helper: SO_PEERCRED records the connecting process, so the
+    // guest's bus daemon sees a process of its own container (as sd-bus's x-machine-unix: does).
+    UniqueFd sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!sock) throw_last_error("socket");
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    static constexpr char kPath[] = "/run/dbus/system_bus_socket";
+    static_assert(sizeof kPath <= sizeof addr.sun_path);
+    std::memcpy(addr.sun_path, kPath, sizeof kPath);
+    const int ns_flags = CLONE_NEWNS | CLONE_NEWPID | (namespace_flags(m.leader) & CLONE_NEWUSER);
+
+    int errpipe[2];
+    if (::pipe2(errpipe, O_CLOEXEC) < 0) throw_last_error("pipe2");
+    UniqueFd err_rd(errpipe[0]), err_wr(errpipe[1]);
+    pid_t mid = ::fork();
+    if (mid < 0) throw_last_error("fork");
+    if (mid == 0) {
+        // No allocation or exceptions from here on: report {step, errno} and _exit.
+        err_rd.reset();
+        auto fail = [&](int step) {
+            int e[2] = {step, errno};
+            (void)!::write(err_wr.get(), e, sizeof e);
+            _exit(1);
+        };
+        if (::setns(m.leader_pidfd.get(), ns_flags) < 0) fail(1);
+        if (ns_flags & CLONE_NEWUSER) {
+            // Credentials are not changed by setns: become the container's root, which is what we
+            // claim in the bus's EXTERNAL authentication (our euid, 0). setgroups may be denied in
+            // the container's user namespace; machd runs without supplementary groups anyway.
+            (void)::setgroups(0, nullptr);
+            if (::setresgid(0, 0, 0) < 0 || ::setresuid(0, 0, 0) < 0) fail(2);
+        }
+        // The leader's root, not just the mount namespace's: a chrooted payload has its own /run.
+        if (::fchdir(root_fd.get()) < 0 || ::chroot(".") < 0) fail(3);
+        // setns(CLONE_NEWPID) applies to children: connect from one, so the peer PID is the guest's.
+        pid_t connector = ::fork();
+        if (connector < 0) fail(4);
+        if (connector == 0) {
+            if (::connect(sock.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) < 0) fail(5);
+            _exit(0);
+        }
+        _exit(wait_child(connector));
+    }
+    err_wr.reset();
+    int e[2] = {0, 0};
+    ssize_t n;
+    while ((n = ::read(err_rd.get(), e, sizeof e)) < 0 && errno == EINTR) {
+    }
+    int rc = wait_child(mid);
+    if (n == static_cast<ssize_t>(sizeof e)) {
+        if (e[0] == 5 && (e[1] == ENOENT || e[1] == ECONNREFUSED || e[1] == ENOTDIR))
+            throw std::system_error(e[1] == ENOTDIR ? ENOENT : e[1], std::generic_category(),
+                                    "Machine " + m.name + " has no system bus (is dbus installed and running in it?)");
+        static const char* const steps[] = {"start", "join the namespaces of", "become root in", "enter the root of",
+                                            "fork in", "connect to the system bus of"};
+        throw std::system_error(e[1], std::generic_category(),
+                                std::string("Failed to ") + steps[e[0] > 0 && e[0] <= 5 ? e[0] : 0] + " machine " + m.name);
+    }
+    if (rc != 0) throw_errno(EIO, "Failed to connect to the system bus of machine " + m.name + " (helper status " + std::to_string(rc) + ")");
+    return sock;
 }
 
 Pty open_machine_shell(const Machine& m, const ShellRequest& req, const std::vector<std::string>& cgroup_dirs) {

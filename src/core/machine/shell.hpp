@@ -1,8 +1,9 @@
 // Entering a running container without its cooperation (no systemd or D-Bus needed inside):
 // a pseudo-terminal allocated in the container's devpts (OpenMachinePTY) and a shell started in all
-// of the leader's namespaces and cgroup on such a pty (OpenMachineShell). Side effects: forks
-// short-lived helpers (reaped before returning); the shell itself is reparented to the container's
-// init. Not thread-safe (fork).
+// of the leader's namespaces and cgroup on such a pty (OpenMachineShell). And, for the one method
+// that does need the guest's cooperation (OpenMachineLogin), a socket connected to the guest's own
+// system bus. Side effects: forks short-lived helpers (reaped before returning); the shell itself
+// is reparented to the container's init. Not thread-safe (fork).
 #pragma once
 
 #include <cstdint>
@@ -23,6 +24,15 @@ struct Pty {
 
 // A pty from the machine's /dev/ptmx (inside its mount namespace). Containers only.
 Pty open_machine_pty(const Machine& m);
+
+// A stream socket (non-blocking, close-on-exec) connected to the machine's system bus: the guest's
+// /run/dbus/system_bus_socket, connected from a helper inside the leader's user, mount and PID
+// namespaces, chrooted to the leader's root. The path is resolved there, so a guest symlink can
+// only lead to guest files; the guest's bus daemon sees the helper as root of the container (uid 0
+// in its user namespace) with a PID it can see, as with systemd's x-machine-unix: transport.
+// Containers only. Throws ENOENT/ECONNREFUSED "Machine NAME has no system bus (...)" when nothing
+// listens there (no dbus in the guest, or not started yet).
+UniqueFd connect_machine_bus(const Machine& m);
 
 struct ShellRequest {
     std::string user;                   // "" = root

@@ -1,0 +1,223 @@
+"""OpenMachineLogin / Machine.OpenLogin: a pty in the machine plus container-getty@N.service started by
+the guest's own systemd over the guest's own system bus (as systemd-machined 252 does). Against the
+booted Debian fixture (`spawn -x -b`, see test_machctl_boot.py): the login prompt appears on the
+returned pty master, logging in on it works and `tty` there is the returned path; systemd 252's
+`machinectl login` against machd. A busybox container (no dbus) gets a named error and machd keeps no
+fd or child; a guest symlink at the bus socket cannot lead to a host socket; non-root callers are
+refused by the policy and by machd itself. Root only."""
+import os
+import pty
+import re
+import select
+import shutil
+import subprocess
+import time
+
+import dbus
+import pytest
+
+import conftest
+from conftest import BUILD, DEST, IFACE, MANAGER, Machd, create, machine_path, wait_for
+from test_conformance import FAKE_BOOTED
+from test_machctl_boot import HELPERS, MACHCTL, SPAWN, debian_tree, guests  # noqa: F401 (fixtures)
+
+MACHINE_IFACE = "org.freedesktop.machine1.Machine"
+NOBODY = 65534
+
+
+def manager(bus):
+    conn = dbus.bus.BusConnection(bus.address)
+    return dbus.Interface(conn.get_object(DEST, MANAGER), IFACE), conn
+
+
+class Reader:
+    """Collects what a pty master (or a pty.fork() child's terminal) prints; ANSI sequences and CRs dropped."""
+
+    def __init__(self, fd):
+        self.fd, self.out = fd, b""
+
+    def expect(self, pattern, timeout=60):
+        rx = re.compile(pattern)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if rx.search(self.out):
+                return True
+            r, _, _ = select.select([self.fd], [], [], 0.2)
+            if r:
+                try:
+                    data = os.read(self.fd, 4096)
+                except OSError:  # EIO: no slave open at the moment (the getty's vhangup)
+                    time.sleep(0.05)
+                    continue
+                self.out += re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", data).replace(b"\r", b"")
+        return bool(rx.search(self.out))
+
+
+def machd_fds_and_children(machd):
+    pid = machd.proc.pid
+    fds = len(os.listdir("/proc/%d/fd" % pid))
+    children = []
+    for t in os.listdir("/proc/%d/task" % pid):
+        children += open("/proc/%d/task/%s/children" % (pid, t)).read().split()
+    return fds, children
+
+
+def log_in_on(master, path):
+    r = Reader(master)
+    assert r.expect(rb"\S+ login: "), r.out  # the fixture's hostname, not the machine name
+    os.write(master, b"root\n")
+    assert r.expect(rb"root@\S+:~# "), r.out  # the fixture's root has an empty password
+    os.write(master, b"echo LOGGED-$((6*7)); tty\n")
+    assert r.expect(rb"LOGGED-42\n(/dev/pts/\d+)\n"), r.out
+    assert re.search(rb"LOGGED-42\n(/dev/pts/\d+)\n", r.out).group(1).decode() == path, r.out
+
+
+def test_open_machine_login_and_machine_open_login(bus, machd, guests):
+    g = guests("deb-gl")
+    assert g.wait_for(r"Reached target [^\n]*multi-user\.target"), g.text()
+    mgr, conn = manager(bus)
+    masters = []
+    try:
+        fd, path = mgr.OpenMachineLogin("deb-gl")
+        masters.append(fd.take())
+        assert re.fullmatch(r"/dev/pts/\d+", str(path)), path
+        log_in_on(masters[0], str(path))
+        # The same through the machine's object: a second pty (the first still open), a second getty.
+        obj = dbus.Interface(conn.get_object(DEST, machine_path("deb-gl")), MACHINE_IFACE)
+        fd2, path2 = obj.OpenLogin()
+        masters.append(fd2.take())
+        assert str(path2) != str(path) and re.fullmatch(r"/dev/pts/\d+", str(path2)), path2
+        log_in_on(masters[1], str(path2))
+        n = str(path2).rsplit("/", 1)[1]
+        r = subprocess.run([str(MACHCTL), "shell", "deb-gl", "/bin/systemctl", "is-active",
+                            "container-getty@%s.service" % n], capture_output=True, text=True, env=bus.env(),
+                           stdin=subprocess.DEVNULL, timeout=60)
+        assert r.stdout.strip() == "active", r
+    finally:
+        for m in masters:
+            os.close(m)
+    with pytest.raises(dbus.exceptions.DBusException) as e:
+        mgr.OpenMachineLogin("nope")
+    assert e.value.get_dbus_name() == "org.freedesktop.machine1.NoSuchMachine"
+    conn.close()
+
+
+def test_systemd_machinectl_login_against_machd(bus, machd, guests):
+    if not shutil.which("machinectl"):
+        pytest.skip("systemd-container (machinectl) not installed")
+    g = guests("deb-ml")
+    assert g.wait_for(r"Reached target [^\n]*multi-user\.target"), g.text()
+    sh = FAKE_BOOTED + ' && mount --bind %s /run/systemd/machines && exec machinectl login deb-ml' % machd.state_dir
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update(bus.env())
+        os.environ["TERM"] = "dumb"
+        os.execvp("unshare", ["unshare", "-m", "--propagation", "private", "sh", "-c", sh])
+    r = Reader(fd)
+    try:
+        assert r.expect(rb"Connected to machine deb-ml"), r.out
+        assert r.expect(rb"\S+ login: "), r.out
+        os.write(fd, b"root\n")
+        assert r.expect(rb"root@\S+:~# "), r.out
+        os.write(fd, b"echo LOGGED-$((6*7)); tty\n")
+        assert r.expect(rb"LOGGED-42\n/dev/pts/\d+\n"), r.out
+        os.write(fd, b"\x1d\x1d\x1d")  # ^] three times: machinectl leaves the session
+        assert r.expect(rb"Connection to machine deb-ml terminated"), r.out
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (status, r.out)
+        pid = None
+    finally:
+        if pid:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)
+
+
+def busybox_container(bus, tmp_path, name):
+    tree = tmp_path / name
+    subprocess.run([str(HELPERS / "busybox-tree.sh"), str(tree)], check=True, capture_output=True)
+    p = subprocess.Popen([str(SPAWN), "-q", "-P", "-D", str(tree), "-M", name, "--", "/bin/sh", "-c",
+                          "echo ready; exec sleep 1000"], env=bus.env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    assert p.stdout.readline().strip() == "ready", p.stderr.read()
+    return p
+
+
+def test_guest_without_dbus_gets_a_named_error_and_nothing_stays(bus, machd, tmp_path):
+    p = busybox_container(bus, tmp_path, "bb-nodbus")
+    try:
+        before = machd_fds_and_children(machd)
+        for _ in range(3):
+            r = bus.busctl("call", DEST, MANAGER, IFACE, "OpenMachineLogin", "s", "bb-nodbus", check=False)
+            assert r.returncode != 0 and "has no system bus (is dbus installed and running in it?)" in r.stderr, r
+            assert bus.error_name("OpenMachineLogin", "string:bb-nodbus") == "org.freedesktop.DBus.Error.FileNotFound"
+            r = bus.busctl("call", DEST, machine_path("bb-nodbus"), MACHINE_IFACE, "OpenLogin", check=False)
+            assert r.returncode != 0 and "has no system bus" in r.stderr, r
+        assert machd_fds_and_children(machd) == before
+        # The container itself is untouched and OpenMachinePTY still works.
+        assert p.poll() is None
+        assert bus.call("OpenMachinePTY", "s", "bb-nodbus").stdout.startswith("hs ")
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_guest_symlink_to_a_host_bus_is_not_followed(bus, machd, leaders, tmp_path):
+    """The socket path is resolved inside the machine's root: a guest symlink pointing at a host bus
+    socket (here the test's own bus, where a connection would get ServiceUnknown) finds nothing."""
+    from test_machd import chrooted_leader
+    tree = tmp_path / "tree"
+    p = chrooted_leader(leaders, tree)
+    (tree / "run/dbus").mkdir(parents=True)
+    os.symlink(str(bus.socket), tree / "run/dbus/system_bus_socket")
+    create(bus, "esc-bus", p.pid)
+    assert bus.error_name("OpenMachineLogin", "string:esc-bus") == "org.freedesktop.DBus.Error.FileNotFound"
+    # A socket in the guest's tree that nobody serves: refused, also a named error.
+    os.unlink(tree / "run/dbus/system_bus_socket")
+    import socket
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(tree / "run/dbus/system_bus_socket"))
+    s.close()
+    r = bus.busctl("call", DEST, MANAGER, IFACE, "OpenMachineLogin", "s", "esc-bus", check=False)
+    assert r.returncode != 0 and "has no system bus" in r.stderr, r
+    assert p.poll() is None
+
+
+def test_non_root_is_refused(bus, machd, leaders, tmp_path):
+    p = leaders.spawn()
+    create(bus, "lg", p.pid)
+    # The shipped policy already refuses them ...
+    assert bus.error_name("OpenMachineLogin", "string:lg", user=NOBODY) == "org.freedesktop.DBus.Error.AccessDenied"
+    r = bus.busctl("call", DEST, machine_path("lg"), MACHINE_IFACE, "OpenLogin", user=NOBODY, check=False)
+    assert r.returncode != 0 and "denied" in r.stderr.lower(), r.stderr
+    # ... and machd checks anyway (machined 252's policy lets anyone call; polkit decides there).
+    permissive = tmp_path / "permissive.conf"
+    permissive.write_text("""<busconfig><policy context="default">
+      <allow send_destination="org.freedesktop.machine1"/></policy>
+      <policy user="root"><allow own="org.freedesktop.machine1"/></policy></busconfig>""")
+    orig = conftest.POLICY
+    conftest.POLICY = permissive
+    try:
+        b2 = conftest.Bus()
+    finally:
+        conftest.POLICY = orig
+    try:
+        d = Machd(b2, tmp_path / "m2").start()
+        try:
+            q = leaders.spawn()
+            b2.call("CreateMachine", "sayssusa(sv)", "lg2", 0, "t", "container", q.pid, "", 0)
+            conftest._record("lg2")  # the machd fixture removes its scope at the end
+            assert b2.error_name("OpenMachineLogin", "string:lg2", user=NOBODY) == \
+                "org.freedesktop.DBus.Error.AccessDenied"
+            # busctl shortens every AccessDenied message to "Access denied": dbus-send shows machd's.
+            r = subprocess.run(["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups",
+                                "dbus-send", "--bus=%s" % b2.address, "--print-reply", "--dest=" + DEST,
+                                machine_path("lg2"), MACHINE_IFACE + ".OpenLogin"],
+                               capture_output=True, text=True, timeout=20)
+            assert r.returncode != 0 and "AccessDenied: Access denied: only root may log into machines" in r.stderr, \
+                r.stderr
+            assert q.poll() is None
+        finally:
+            d.stop()
+    finally:
+        b2.close()
