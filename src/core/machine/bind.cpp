@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/base/error.hpp"
+#include "core/base/step_pipe.hpp"
 #include "core/base/unique_fd.hpp"
 #include "core/machine/inspect.hpp"
 #include "core/machine/machine_error.hpp"
@@ -73,35 +74,27 @@ void bind_mount_into_machine(const Machine& m, const std::string& source, const 
     if (::fstat(tree.get(), &st) < 0) throw_last_error("fstat " + source);
     const bool is_dir = S_ISDIR(st.st_mode);
 
-    int errpipe[2];
-    if (::pipe2(errpipe, O_CLOEXEC) < 0) throw_last_error("pipe2");
-    UniqueFd rd(errpipe[0]), wr(errpipe[1]);
+    StepPipe steps;
     pid_t child = ::fork();
     if (child < 0) throw_last_error("fork");
     if (child == 0) {
-        rd.reset();
-        auto fail = [&](int step) {
-            int e[2] = {step, errno};
-            (void)!::write(wr.get(), e, sizeof e);
-            _exit(1);
-        };
+        steps.in_child();
+        auto fail = [&](int step) { steps.fail(step); };
         if (::setns(m.leader_pidfd.get(), CLONE_NEWNS) < 0) fail(1);
         if (make_dir && make_path(dest, is_dir) < 0) fail(2);
         if (::syscall(SYS_move_mount, tree.get(), "", AT_FDCWD, dest.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0) fail(3);
         _exit(0);
     }
-    wr.reset();
-    int e[2] = {0, 0};
-    ssize_t n = ::read(rd.get(), e, sizeof e);
-    int status = 0;
-    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    steps.close_writer();
+    auto failed = steps.result();
+    int rc = wait_exit_code(child);
+    if (failed) {
+        std::string what = failed->step == 1 ? "join the mount namespace of machine " + m.name
+                                             : std::string(failed->step == 2 ? "create " : "mount on ") + dest +
+                                                   " in machine " + m.name;
+        throw std::system_error(failed->err, std::generic_category(), "Failed to " + what);
     }
-    if (n == static_cast<ssize_t>(sizeof e)) {
-        std::string what = e[0] == 1 ? "join the mount namespace of machine " + m.name
-                                     : std::string(e[0] == 2 ? "create " : "mount on ") + dest + " in machine " + m.name;
-        throw std::system_error(e[1], std::generic_category(), "Failed to " + what);
-    }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw_errno(EIO, "Bind mount helper failed");
+    if (rc != 0) throw_errno(EIO, "Bind mount helper failed");
 }
 
 }  // namespace mk::core

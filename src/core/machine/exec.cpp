@@ -144,9 +144,8 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
     const std::string home = pw->home.empty() ? "/" : pw->home;
     const uint32_t uid = pw->uid, gid = pw->gid;
 
+    StepPipe steps;
     int p[2];
-    if (::pipe2(p, O_CLOEXEC) < 0) throw_last_error("pipe2");
-    UniqueFd err_rd(p[0]), err_wr(p[1]);
     if (::pipe2(p, O_CLOEXEC) < 0) throw_last_error("pipe2");
     UniqueFd status_rd(p[0]), status_wr(p[1]);
 
@@ -155,13 +154,9 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
     if (mid == 0) {
         // Intermediate: join the cgroups and namespaces, fork the waiter into the machine's PID
         // namespace and leave, so that the waiter is reparented to the container's init.
-        err_rd.reset();
+        steps.in_child();
         status_rd.reset();
-        auto fail = [&](int step) {
-            int e[2] = {step, errno};
-            (void)!::write(err_wr.get(), e, sizeof e);
-            _exit(1);
-        };
+        auto fail = [&](int step) { steps.fail(step); };
         for (const auto& f : procs) {
             int fd = ::open(f.c_str(), O_WRONLY | O_CLOEXEC);
             if (fd >= 0) {
@@ -206,7 +201,7 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
         }
         // The waiter keeps none of the command's I/O (EOF must reach the caller when it ends) and
         // not the error pipe (EOF there tells machd the exec happened).
-        err_wr.reset();
+        steps.close_writer();
         for (int fd = 0; fd < 3; fd++) {
             int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
             if (devnull >= 0) {
@@ -224,21 +219,11 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
         (void)!::write(status_wr.get(), &status, sizeof status);
         _exit(0);
     }
-    err_wr.reset();
+    steps.close_writer();
     status_wr.reset();
-    int e[2] = {0, 0};
-    ssize_t n;
-    while ((n = ::read(err_rd.get(), e, sizeof e)) < 0 && errno == EINTR) {
-    }
-    int st = 0;
-    while (::waitpid(mid, &st, 0) < 0 && errno == EINTR) {
-    }
-    if (n == static_cast<ssize_t>(sizeof e)) {
-        static const char* const steps[] = {"start", "join namespaces", "fork", "setsid", "open terminal",
-                                            "set controlling terminal", "redirect stdio", "change user"};
-        std::string what = e[0] == 8 ? "execute " + path : steps[e[0] > 0 && e[0] < 8 ? e[0] : 0];
-        throw std::system_error(e[1], std::generic_category(), "Failed to " + what + " in machine " + m.name);
-    }
+    auto failed = steps.result();
+    wait_exit_code(mid);
+    if (failed) throw_entry_failure(*failed, path, m);
     return status_rd;
 }
 

@@ -51,12 +51,6 @@ bool send_fd(int sock, int fd, const std::string& text) {
     return ::sendmsg(sock, &msg, MSG_NOSIGNAL) >= 0;
 }
 
-int wait_child(pid_t pid) {
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 std::string read_machine_file(const Machine& m, const char* rel, size_t max) {
     std::string root = "/proc/" + std::to_string(m.leader) + "/root";
@@ -147,7 +141,7 @@ Pty open_machine_pty(const Machine& m) {
     msg.msg_control = buf;
     msg.msg_controllen = sizeof buf;
     ssize_t n = ::recvmsg(ours.get(), &msg, MSG_CMSG_CLOEXEC);
-    int rc = wait_child(child);
+    int rc = wait_exit_code(child);
     cmsghdr* c = n > 0 ? CMSG_FIRSTHDR(&msg) : nullptr;
     if (rc != 0 || !c || c->cmsg_type != SCM_RIGHTS)
         throw_errno(EIO, "Failed to allocate a pty in machine " + m.name + " (helper status " + std::to_string(rc) + ")");
@@ -176,19 +170,13 @@ UniqueFd connect_machine_bus(const Machine& m) {
     std::memcpy(addr.sun_path, kPath, sizeof kPath);
     const int ns_flags = CLONE_NEWNS | CLONE_NEWPID | (namespace_flags(m.leader) & CLONE_NEWUSER);
 
-    int errpipe[2];
-    if (::pipe2(errpipe, O_CLOEXEC) < 0) throw_last_error("pipe2");
-    UniqueFd err_rd(errpipe[0]), err_wr(errpipe[1]);
+    StepPipe steps;
     pid_t mid = ::fork();
     if (mid < 0) throw_last_error("fork");
     if (mid == 0) {
         // No allocation or exceptions from here on: report {step, errno} and _exit.
-        err_rd.reset();
-        auto fail = [&](int step) {
-            int e[2] = {step, errno};
-            (void)!::write(err_wr.get(), e, sizeof e);
-            _exit(1);
-        };
+        steps.in_child();
+        auto fail = [&](int step) { steps.fail(step); };
         if (::setns(m.leader_pidfd.get(), ns_flags) < 0) fail(1);
         if (ns_flags & CLONE_NEWUSER) {
             // Credentials are not changed by setns: become the container's root, which is what we
@@ -206,22 +194,20 @@ UniqueFd connect_machine_bus(const Machine& m) {
             if (::connect(sock.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) < 0) fail(5);
             _exit(0);
         }
-        _exit(wait_child(connector));
+        _exit(wait_exit_code(connector));
     }
-    err_wr.reset();
-    int e[2] = {0, 0};
-    ssize_t n;
-    while ((n = ::read(err_rd.get(), e, sizeof e)) < 0 && errno == EINTR) {
-    }
-    int rc = wait_child(mid);
-    if (n == static_cast<ssize_t>(sizeof e)) {
-        if (e[0] == 5 && (e[1] == ENOENT || e[1] == ECONNREFUSED || e[1] == ENOTDIR))
-            throw std::system_error(e[1] == ENOTDIR ? ENOENT : e[1], std::generic_category(),
+    steps.close_writer();
+    auto failed = steps.result();
+    int rc = wait_exit_code(mid);
+    if (failed) {
+        auto [step, err] = *failed;
+        if (step == 5 && (err == ENOENT || err == ECONNREFUSED || err == ENOTDIR))
+            throw std::system_error(err == ENOTDIR ? ENOENT : err, std::generic_category(),
                                     "Machine " + m.name + " has no system bus (is dbus installed and running in it?)");
-        static const char* const steps[] = {"start", "join the namespaces of", "become root in", "enter the root of",
-                                            "fork in", "connect to the system bus of"};
-        throw std::system_error(e[1], std::generic_category(),
-                                std::string("Failed to ") + steps[e[0] > 0 && e[0] <= 5 ? e[0] : 0] + " machine " + m.name);
+        static const char* const what[] = {"start", "join the namespaces of", "become root in", "enter the root of",
+                                           "fork in", "connect to the system bus of"};
+        throw std::system_error(err, std::generic_category(),
+                                std::string("Failed to ") + what[step > 0 && step <= 5 ? step : 0] + " machine " + m.name);
     }
     if (rc != 0) throw_errno(EIO, "Failed to connect to the system bus of machine " + m.name + " (helper status " + std::to_string(rc) + ")");
     return sock;
@@ -270,20 +256,14 @@ Pty open_machine_shell(const Machine& m, const ShellRequest& req, const std::vec
     const int ns_flags = namespace_flags(m.leader);
     std::string home = pw->home.empty() ? "/" : pw->home;
 
-    int errpipe[2];
-    if (::pipe2(errpipe, O_CLOEXEC) < 0) throw_last_error("pipe2");
-    UniqueFd err_rd(errpipe[0]), err_wr(errpipe[1]);
+    StepPipe steps;
     pid_t mid = ::fork();
     if (mid < 0) throw_last_error("fork");
     if (mid == 0) {
         // Intermediate: join the machine's cgroup and namespaces, fork into its PID namespace, leave
         // (the shell is then reparented to the container's init, not to machd).
-        err_rd.reset();
-        auto fail = [&](int step) {
-            int e[2] = {step, errno};
-            (void)!::write(err_wr.get(), e, sizeof e);
-            _exit(1);
-        };
+        steps.in_child();
+        auto fail = [&](int step) { steps.fail(step); };
         for (const auto& p : procs) {
             int fd = ::open(p.c_str(), O_WRONLY | O_CLOEXEC);
             if (fd >= 0) {
@@ -311,17 +291,18 @@ Pty open_machine_shell(const Machine& m, const ShellRequest& req, const std::vec
         ::execve(path.c_str(), argv.data(), envp.data());
         fail(8);
     }
-    err_wr.reset();
-    int e[2] = {0, 0};
-    ssize_t n = ::read(err_rd.get(), e, sizeof e);
-    wait_child(mid);
-    if (n == static_cast<ssize_t>(sizeof e)) {
-        static const char* const steps[] = {"start", "join namespaces", "fork", "setsid", "open terminal",
-                                            "set controlling terminal", "redirect stdio", "change user"};
-        std::string what = e[0] == 8 ? "execute " + path : steps[e[0] > 0 && e[0] < 8 ? e[0] : 0];
-        throw std::system_error(e[1], std::generic_category(), "Failed to " + what + " in machine " + m.name);
-    }
+    steps.close_writer();
+    auto failed = steps.result();
+    wait_exit_code(mid);
+    if (failed) throw_entry_failure(*failed, path, m);
     return pty;
+}
+
+void throw_entry_failure(const StepFailure& failure, const std::string& path, const Machine& m) {
+    static const char* const steps[] = {"start", "join namespaces", "fork", "setsid", "open terminal",
+                                        "set controlling terminal", "redirect stdio", "change user"};
+    std::string what = failure.step == 8 ? "execute " + path : steps[failure.step > 0 && failure.step < 8 ? failure.step : 0];
+    throw std::system_error(failure.err, std::generic_category(), "Failed to " + what + " in machine " + m.name);
 }
 
 }  // namespace mk::core

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/base/step_pipe.hpp"
 #include "core/base/unique_fd.hpp"
 #include "core/machine/machine.hpp"
 
@@ -51,5 +52,10 @@ struct PasswdEntry {
     std::string home, shell;
 };
 std::optional<PasswdEntry> find_passwd_entry(std::string_view passwd, std::string_view user);
+
+// A shell or exec helper's failed step (1 join namespaces, 2 fork, 3 setsid, 4 open terminal,
+// 5 set controlling terminal, 6 redirect stdio, 7 change user, 8 execute PATH) as the error
+// callers see: "Failed to execute /bin/x in machine m: <errno text>".
+[[noreturn]] void throw_entry_failure(const StepFailure& failure, const std::string& path, const Machine& m);
 
 }  // namespace mk::core

@@ -1,0 +1,64 @@
+// How a forked helper says which of its steps failed, and why: the child writes {step, errno} to
+// a CLOEXEC pipe and _exits (fail() is async-signal-safe); the write end closing without a report
+// (exec, or a clean exit) means it got through. Used by the helpers that enter a machine's
+// namespaces (shell, exec, bind, login).
+#pragma once
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <optional>
+
+#include "core/base/error.hpp"
+#include "core/base/unique_fd.hpp"
+
+namespace mk::core {
+
+struct StepFailure {
+    int step;
+    int err;
+};
+
+class StepPipe {
+public:
+    StepPipe() {
+        int p[2];
+        if (::pipe2(p, O_CLOEXEC) < 0) throw_last_error("pipe2");
+        rd_.reset(p[0]);
+        wr_.reset(p[1]);
+    }
+    // In the child, right after fork.
+    void in_child() noexcept { rd_.reset(); }
+    // In the child: report `step` with the current errno and exit 1.
+    [[noreturn]] void fail(int step) const noexcept {
+        int e[2] = {step, errno};
+        (void)!::write(wr_.get(), e, sizeof e);
+        _exit(1);
+    }
+    // In the parent right after fork, and in any child process that will not report.
+    void close_writer() noexcept { wr_.reset(); }
+    // In the parent: blocks until every holder of the write end closed it; the child's report, if any.
+    std::optional<StepFailure> result() {
+        int e[2] = {0, 0};
+        ssize_t n;
+        while ((n = ::read(rd_.get(), e, sizeof e)) < 0 && errno == EINTR) {
+        }
+        if (n != static_cast<ssize_t>(sizeof e)) return std::nullopt;
+        return StepFailure{e[0], e[1]};
+    }
+
+private:
+    UniqueFd rd_, wr_;
+};
+
+// waitpid() through EINTR; the exit code, or 128 + the signal that ended it.
+inline int wait_exit_code(pid_t pid) {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace mk::core
