@@ -71,4 +71,14 @@ std::tuple<uint32_t, std::string> ExtensionObject::StartMachine(const std::strin
     });
 }
 
+bool ExtensionObject::GetMachineReady(const std::string& name) { return lookup(name).ready; }
+
+void ExtensionObject::SetMachineReady(const std::string& name) {
+    require_root(getObject(), "report machines ready");
+    auto& m = lookup(name);
+    pid_t caller = current_caller(getObject()).pid;
+    if (translate([&] { return service_.report_ready(m, caller); }))
+        emitMachineReady(m.name, sdbus::ObjectPath(machine_object_path(m.name)));
+}
+
 }  // namespace mk::bus

@@ -1,5 +1,5 @@
 // io.machkit.Manager1 at /org/freedesktop/machine1: machkit's additions to machine1 (ExecMachine
-// with the command's exit status, Pause/ResumeMachine), on their own interface so that
+// with the command's exit status, Pause/ResumeMachine, StartMachine, machine readiness), on their own interface so that
 // org.freedesktop.machine1.Manager stays exactly machined 252's. See docs/dbus-api.md.
 // Does not own the service or the connection. Thread-hostile (machd's one loop).
 #pragma once
@@ -31,6 +31,8 @@ private:
     void ResumeMachine(const std::string& name) override;
     std::string GetMachineFreezerState(const std::string& name) override;
     std::tuple<uint32_t, std::string> StartMachine(const std::string& name) override;
+    bool GetMachineReady(const std::string& name) override;
+    void SetMachineReady(const std::string& name) override;
 
     core::MachineService& service_;
     std::string cgroup_root_;

@@ -2,7 +2,11 @@
 
 #include <sdbus-c++/sdbus-c++.h>
 
+#include <poll.h>
+#include <time.h>
+
 #include <algorithm>
+#include <set>
 
 #include "Manager-proxy.h"
 #include "Manager1-proxy.h"
@@ -19,9 +23,15 @@ public:
     explicit ManagerProxy(sdbus::IConnection& c) : ProxyInterfaces(c, kDest, kPath) { registerProxy(); }
     ~ManagerProxy() { unregisterProxy(); }
 
+    // Names that MachineNew or MachineReady mentioned since the last take_news() (wait_ready).
+    std::set<std::string> take_news() { return std::exchange(news_, {}); }
+
 private:
-    void onMachineNew(const std::string&, const sdbus::ObjectPath&) override {}
+    void onMachineNew(const std::string& name, const sdbus::ObjectPath&) override { news_.insert(name); }
     void onMachineRemoved(const std::string&, const sdbus::ObjectPath&) override {}
+    void onMachineReady(const std::string& name, const sdbus::ObjectPath&) override { news_.insert(name); }
+
+    std::set<std::string> news_;
 };
 
 // Introspection order of machined 252 (what `machinectl show` prints); unknown names follow.
@@ -212,6 +222,51 @@ void MachineClient::pause(const std::string& name) {
 
 void MachineClient::resume(const std::string& name) {
     guarded([&] { impl_->manager->ResumeMachine(name); });
+}
+
+MachineClient::ReadyWait MachineClient::wait_ready(const std::string& name, uint64_t timeout_usec) {
+    auto now = [] {
+        timespec ts{};
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return static_cast<uint64_t>(ts.tv_sec) * 1'000'000 + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+    };
+    const uint64_t deadline = timeout_usec ? now() + timeout_usec : 0;
+    auto& conn = *impl_->conn;
+    auto& manager = *impl_->manager;
+    for (;;) {
+        // Query (again): the signals seen so far can only have made the answer newer.
+        manager.take_news();
+        bool registered = true;
+        try {
+            if (manager.GetMachineReady(name)) return ReadyWait::ready;
+        } catch (const sdbus::Error& e) {
+            if (e.getName() != "org.freedesktop.machine1.NoSuchMachine") rethrow(e);
+            registered = false;
+        }
+        // Sleep until a signal names the machine (it appeared, or became ready) or the deadline.
+        for (;;) {
+            bool news = false;
+            try {
+                while (conn.processPendingRequest()) {}
+            } catch (const sdbus::Error& e) {
+                rethrow(e);
+            }
+            if (manager.take_news().contains(name)) news = true;
+            if (news) break;
+            int wait_ms = -1;
+            if (deadline) {
+                uint64_t t = now();
+                if (t >= deadline) return registered ? ReadyWait::not_ready : ReadyWait::not_registered;
+                wait_ms = static_cast<int>((deadline - t + 999) / 1000);
+            }
+            auto pd = conn.getEventLoopPollData();
+            int bus_ms = pd.getPollTimeout();
+            if (bus_ms >= 0 && (wait_ms < 0 || bus_ms < wait_ms)) wait_ms = bus_ms;
+            pollfd pfd{pd.fd, pd.events, 0};
+            if (::poll(&pfd, 1, wait_ms) < 0 && errno != EINTR)
+                throw ClientError(ClientError::Kind::no_bus, "", "poll on the bus failed");
+        }
+    }
 }
 
 std::vector<ImageEntry> MachineClient::list_images() {

@@ -86,6 +86,12 @@ public:
     std::pair<uint32_t, std::string> start_machine(const std::string& name);
     void pause(const std::string& name);
     void resume(const std::string& name);
+    // Waits until machine `name` is ready (io.machkit.Manager1: MachineReady, GetMachineReady),
+    // including while it is not registered yet. timeout_usec 0 = no bound. Race-free: the signal
+    // match exists from the constructor on, before the first query. Against a manager without the
+    // extension (systemd-machined) it throws ClientError(remote, "...UnknownMethod"...).
+    enum class ReadyWait { ready, not_registered, not_ready };  // not_*: the state at the deadline
+    ReadyWait wait_ready(const std::string& name, uint64_t timeout_usec);
 
     // Images.
     std::vector<ImageEntry> list_images();

@@ -17,6 +17,11 @@ public:
     explicit ManagerProxy(sdbus::IConnection& c) : ProxyInterfaces(c, kDest, kPath) { registerProxy(); }
     ~ManagerProxy() { unregisterProxy(); }
 
+    // io.machkit.Manager1 (machd only), without the rest of that interface's proxy.
+    void set_machine_ready(const std::string& name) {
+        getProxy().callMethod("SetMachineReady").onInterface("io.machkit.Manager1").withArguments(name);
+    }
+
 private:
     void onMachineNew(const std::string&, const sdbus::ObjectPath&) override {}
     void onMachineRemoved(const std::string&, const sdbus::ObjectPath&) override {}
@@ -141,6 +146,21 @@ void unregister_machine(const std::string& name) {
         call([&](ManagerProxy& p) { p.UnregisterMachine(name); });
     } catch (const RegisterError& e) {
         if (e.dbus_name != "org.freedesktop.machine1.NoSuchMachine") throw;
+    }
+}
+
+void report_machine_ready(const std::string& name) {
+    try {
+        call([&](ManagerProxy& p) {
+            p.set_machine_ready(name);
+        });
+    } catch (const RegisterError& e) {
+        // systemd-machined: nobody there to tell, as when there is no manager at all.
+        if (e.dbus_name == "org.freedesktop.DBus.Error.UnknownMethod" ||
+            e.dbus_name == "org.freedesktop.DBus.Error.UnknownInterface" ||
+            e.dbus_name == "org.freedesktop.DBus.Error.UnknownObject")
+            throw RegisterError(RegisterError::Kind::no_daemon, e.dbus_name, e.what());
+        throw;
     }
 }
 

@@ -1,5 +1,5 @@
 // Client side of machine registration, for `spawn`: RegisterMachine / CreateMachine /
-// TerminateMachine / UnregisterMachine against org.freedesktop.machine1 on the system bus
+// TerminateMachine / UnregisterMachine (and machd's SetMachineReady) against org.freedesktop.machine1 on the system bus
 // (DBUS_SYSTEM_BUS_ADDRESS honoured) — machd or systemd-machined alike. Each call opens its own
 // connection; blocking; no state kept. Errors: RegisterError, whose kind separates "there is no bus"
 // and "nobody owns machine1" from "machined refused" (then dbus_name carries its error name).
@@ -63,5 +63,9 @@ void terminate_machine(const std::string& name);
 
 // As nspawn on exit; a machine that is already gone is not an error.
 void unregister_machine(const std::string& name);
+
+// io.machkit.Manager1.SetMachineReady: the guest of a machine we registered is up. Against a
+// manager without machkit's extension (systemd-machined) this throws RegisterError(no_daemon).
+void report_machine_ready(const std::string& name);
 
 }  // namespace mk::bus

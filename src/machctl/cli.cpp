@@ -29,7 +29,7 @@ constexpr VerbSpec kVerbs[] = {
     {"kill", "NAME...", 1, -1, "Send signal to processes of a VM/container", Complete::machines, "Machine"},
     {"pause", "NAME...", 1, -1, "Freeze all processes of one or more containers", Complete::machines, "Machine"},
     {"resume", "NAME...", 1, -1, "Thaw paused containers", Complete::machines, "Machine"},
-    {"wait", "NAME...", 1, -1, "Wait until the machines are registered and running (--timeout)", Complete::images, "Machine"},
+    {"wait", "NAME...", 1, -1, "Wait until the machines report ready (--timeout)", Complete::images, "Machine"},
     {"bind", "NAME PATH [PATH]", 2, 3, "Bind mount a path from the host into a container", Complete::machine_then_files,
      "Machine"},
     {"copy-to", "NAME PATH [PATH]", 2, 3, "Copy files from the host to a container", Complete::machine_then_files, "Machine"},

@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
             hooks.register_machine = [copy](pid_t leader, const core::Uuid& uuid) {
                 return spawn::register_with_manager(copy, leader, uuid);
             };
+            hooks.report_ready = [name = spec.machine_name] { return spawn::report_ready_async(name); };
         }
         core::Launcher launcher(std::move(spec), std::move(hooks));
         return launcher.run();

@@ -4,6 +4,7 @@
 //
 //   machkit-register create|register NAME LEADER_PID UUID_HEX ROOT [--slice=S] [--kill-signal=N]
 //                    [--property=K=V]...
+//   machkit-register ready NAME    (machd's SetMachineReady: the guest is up; run by the same spawn)
 // Exit status: 0 registered; 3 no bus or nothing owns org.freedesktop.machine1; 1 refused or bad
 // input (one line on stderr either way).
 #include <cstdio>
@@ -16,8 +17,21 @@
 
 int main(int argc, char** argv) {
     using namespace mk;
+    if (argc == 3 && std::string_view(argv[1]) == "ready") {
+        try {
+            bus::report_machine_ready(argv[2]);
+            return 0;
+        } catch (const bus::RegisterError& e) {
+            // Runs beside a live container whose output shares this stderr: one line, and none when
+            // the manager simply has no such method (systemd-machined).
+            using K = bus::RegisterError::Kind;
+            if (e.kind == K::no_bus || e.kind == K::no_daemon) return 3;
+            fprintf(stderr, "spawn: cannot tell the machine manager that %s is ready: %s\n", argv[2], e.what());
+            return 1;
+        }
+    }
     if (argc < 6) {
-        fprintf(stderr, "usage: machkit-register create|register NAME LEADER_PID UUID_HEX ROOT [options]\n");
+        fprintf(stderr, "usage: machkit-register create|register NAME LEADER_PID UUID_HEX ROOT [options] | ready NAME\n");
         return 1;
     }
     std::string_view verb = argv[1];

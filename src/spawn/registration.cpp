@@ -3,10 +3,12 @@
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <climits>
+#include <csignal>
 #include <cstring>
 #include <vector>
 
@@ -98,6 +100,35 @@ bool register_with_manager(const core::SpawnSpec& spec, pid_t leader, const core
     if (code == 0) return true;
     if (code == 3 && spec.register_mode != core::RegisterMode::Yes) return false;
     throw core::UsageError("cannot register machine '" + spec.machine_name + "' with machd: " + msg);
+}
+
+core::UniqueFd report_ready_async(const std::string& name) {
+    std::vector<std::string> args = {register_helper_path(), "ready", name};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    // The launcher blocks the signals it reads from its signalfd; the helper gets a clean mask.
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+    pid_t pid;
+    int err = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    if (err != 0) return {};
+    core::UniqueFd fd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+    if (!fd) {
+        // No pidfds: wait here (the helper is one bus call).
+        while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {}
+    }
+    return fd;
 }
 
 }  // namespace mk::spawn

@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "core/base/unique_fd.hpp"
 #include "core/spawn/spawn_spec.hpp"
 
 namespace mk::spawn {
@@ -18,6 +19,11 @@ bool should_register(const core::SpawnSpec& spec);
 // manager and --register was not explicitly "yes". Throws core::UsageError with the manager's reason
 // when it refused.
 bool register_with_manager(const core::SpawnSpec& spec, pid_t leader, const core::Uuid& uuid);
+
+// Runs `machkit-register ready NAME` without waiting for it (io.machkit.Manager1.SetMachineReady:
+// machd checks that the caller is a child of the leader's parent, i.e. of this spawn). Returns the
+// helper's pidfd for the launcher to reap; an empty fd if it could not be started or was reaped here.
+core::UniqueFd report_ready_async(const std::string& name);
 
 // Where the helper is: next to spawn (a build tree), else the installed libexec directory.
 std::string register_helper_path();

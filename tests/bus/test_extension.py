@@ -60,3 +60,42 @@ def test_root_only(bus, machd, leaders):
     create(bus, "ext2", p.pid)
     for method in ("PauseMachine", "ResumeMachine", "GetMachineFreezerState", "StartMachine"):
         assert error_name(bus, method, "string:ext2", user=65534) == "org.freedesktop.DBus.Error.AccessDenied", method
+
+
+def test_machine_ready(bus, machd, leaders):
+    # The leader is our child, so processes we start (busctl) are children of its parent: what
+    # machd accepts from the spawn that runs a machine (it calls through a helper child).
+    p = leaders.spawn()
+    create(bus, "ext3", p.pid)
+    assert error_name(bus, "GetMachineReady", "string:nope") == "org.freedesktop.machine1.NoSuchMachine"
+    assert error_name(bus, "SetMachineReady", "string:nope") == "org.freedesktop.machine1.NoSuchMachine"
+    assert bus.busctl("call", DEST, MANAGER, EXT, "GetMachineReady", "s", "ext3").stdout.strip() == "b false"
+    # Readable by anyone (the bus policy allows it), settable only by root ...
+    r = bus.busctl("call", DEST, MANAGER, EXT, "GetMachineReady", "s", "ext3", user=65534)
+    assert r.stdout.strip() == "b false"
+    assert error_name(bus, "SetMachineReady", "string:ext3", user=65534) == "org.freedesktop.DBus.Error.AccessDenied"
+    # ... and, as root, only by the machine's supervisor: a grandchild of ours is not one.
+    r = subprocess.run(["sh", "-c", 'dbus-send --bus="$0" --print-reply --dest=%s %s %s.SetMachineReady string:ext3; '
+                        'exit $?' % (DEST, MANAGER, EXT), bus.address], capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0, r.stdout
+    assert r.stderr.startswith("Error org.freedesktop.DBus.Error.AccessDenied: Only the process running machine ext3")
+    assert bus.busctl("call", DEST, MANAGER, EXT, "GetMachineReady", "s", "ext3").stdout.strip() == "b false"
+
+    monitor = subprocess.Popen(["dbus-monitor", "--address", bus.address,
+                                "type='signal',interface='%s',member='MachineReady'" % EXT],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        monitor.stdout.readline()  # the monitor's own NameAcquired: its match is in place
+        bus.busctl("call", DEST, MANAGER, EXT, "SetMachineReady", "s", "ext3")
+        bus.busctl("call", DEST, MANAGER, EXT, "SetMachineReady", "s", "ext3")  # idempotent
+        assert bus.busctl("call", DEST, MANAGER, EXT, "GetMachineReady", "s", "ext3").stdout.strip() == "b true"
+        out = ""
+        while "/org/freedesktop/machine1/machine/ext3" not in out:
+            line = monitor.stdout.readline()
+            assert line, out
+            out += line
+        assert "member=MachineReady" in out and 'string "ext3"' in out
+    finally:
+        monitor.terminate()
+        monitor.wait()
+    assert error_name(bus, "SetMachineReady", "string:.host") == "org.freedesktop.DBus.Error.AccessDenied"

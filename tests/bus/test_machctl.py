@@ -364,6 +364,46 @@ def test_wait(bus, containers):
     assert r.returncode == 1 and "Timed out" in r.stderr and "mc-never" in r.stderr
 
 
+def test_wait_for_ready(bus, machd, leaders):
+    from conftest import DEST, MANAGER, create
+    r = machctl(bus, "wait", "--timeout=5", "bad/name")
+    assert r.returncode == 1 and r.stderr == "Invalid machine name: bad/name\n", r.stderr
+    # Registered by a client that never reports readiness (as systemd-nspawn): never ready.
+    p = leaders.spawn()
+    create(bus, "mc-nr", p.pid)
+    r = machctl(bus, "wait", "--timeout=0.5", "mc-nr")
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "Timed out after 500ms waiting for machine mc-nr: it runs, but never reported READY=1" in r.stderr
+    # The report comes later (we are the leader's parent, as spawn is): a waiter returns.
+    w = subprocess.Popen([str(MACHCTL), "wait", "mc-nr"], env=bus.env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    bus.busctl("call", DEST, MANAGER, "io.machkit.Manager1", "SetMachineReady", "s", "mc-nr")
+    assert w.wait(20) == 0, w.stderr.read()
+    ok(bus, "wait", "--timeout=1", "mc-nr", user=65534)  # reading readiness needs no privilege
+
+
+def test_wait_for_booted_busybox(bus, machd, tmp_path):
+    # spawn -b on busybox init: ready at the start, unless --notify-ready=yes promises a READY=1
+    # that busybox never sends.
+    procs = []
+    try:
+        for name, extra in (("mc-bb", []), ("mc-bbn", ["--notify-ready=yes"])):
+            busybox_bootable(tmp_path / name)
+            p = subprocess.Popen([str(SPAWN), "-q", "-b", *extra, "-D", str(tmp_path / name), "-M", name],
+                                 env=bus.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 stdin=subprocess.DEVNULL)
+            procs.append(p)
+            assert p.stdout.readline().strip() == "booted", p.stderr.read()
+        ok(bus, "wait", "--timeout=20", "mc-bb")
+        assert "mc-bbn" in names(bus)
+        r = machctl(bus, "wait", "--timeout=1", "mc-bbn")
+        assert r.returncode == 1 and "mc-bbn: it runs, but never reported READY=1" in r.stderr, r.stderr
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
 # ---------------------------------------------------------------------------------- bind, copy
 
 def test_bind(bus, containers, tmp_path):
@@ -527,6 +567,8 @@ def test_start_without_systemd_through_machd(bus, pool_machd):
     busybox_bootable(pool_machd.pool / "bbstart")
     r = ok(bus, "start", "--timeout=20", "bbstart")
     assert "Started machine bbstart" in r.stderr
+    # busybox init never sends READY=1: spawn reports it ready once it has started.
+    ok(bus, "wait", "--timeout=20", "bbstart")
     m = json.loads(ok(bus, "list", "-o", "json").stdout)
     assert [x["machine"] for x in m] == ["bbstart"]
     assert ok(bus, "shell", "bbstart", "/bin/cat", "/etc/inittab").stdout.startswith("::sysinit")

@@ -7,12 +7,13 @@ import os
 import pathlib
 import re
 import select
+import shutil
 import subprocess
 import time
 
 import pytest
 
-from conftest import BUILD, machine_cgroups, wait_for
+from conftest import BUILD, Machd, cleanup_machine_cgroups, machine_cgroups, wait_for
 
 SPAWN = BUILD / "src" / "spawn" / "spawn"
 MACHCTL = BUILD / "src" / "machctl" / "machctl"
@@ -96,6 +97,10 @@ def test_wait_then_shell_into_systemd_guest(bus, guests):
     time.sleep(0.3)
     g = guests("deb-w")
     assert w.wait(90) == 0, w.stderr.read()
+    # wait returned on the guest's READY=1, which systemd sends once start-up has finished: it no
+    # longer says "starting" (no --wait here).
+    r = machctl(bus, "shell", "deb-w", "/bin/systemctl", "is-system-running")
+    assert r.stdout.strip() in ("running", "degraded"), (r.stdout, r.stderr)
     assert g.wait_for(r"Reached target [^\n]*multi-user\.target"), g.text()
     r = machctl(bus, "shell", "deb-w", "/bin/sh", "-c", "systemctl is-system-running --wait; exit 3")
     assert r.returncode == 3, r.stderr
@@ -105,6 +110,43 @@ def test_wait_then_shell_into_systemd_guest(bus, guests):
     assert "OS: Debian GNU/Linux 12 (bookworm)" in st and "systemd" in st
     j = json.loads(machctl(bus, "list", "-o", "json").stdout)
     assert [(m["machine"], m["os"], m["version"]) for m in j] == [("deb-w", "debian", "12")]
+
+
+def test_wait_for_a_guest_machd_started(bus, debian_tree, tmp_path):
+    """StartMachine (no systemd on the host): machd runs spawn -b -U on a pool copy of the fixture;
+    machctl wait, subscribed before the machine even exists, returns once the guest's systemd has
+    sent READY=1 (relayed by spawn to machd's SetMachineReady)."""
+    if os.path.isdir("/run/systemd/system"):
+        pytest.skip("host runs systemd: start goes to spawn@.service")
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    # A copy: -U may take the tree's ownership into the machine's range; the cache stays as it is.
+    subprocess.run(["cp", "-a", "--reflink=auto", debian_tree, str(pool / "deb-sm")], check=True)
+    d = Machd(bus, tmp_path / "machines", extra_args=["--spawn-path=%s" % SPAWN, "--machines-dir=%s" % pool,
+                                                      "--log-dir=%s" % (tmp_path / "logs")])
+    d.start()
+    w = None
+    try:
+        w = subprocess.Popen([str(MACHCTL), "wait", "--timeout=150", "deb-sm"], env=bus.env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        r = machctl(bus, "start", "--timeout=60", "deb-sm")
+        assert r.returncode == 0, r.stderr
+        assert w.wait(180) == 0, w.stderr.read()
+        r = machctl(bus, "shell", "deb-sm", "/bin/systemctl", "is-system-running")
+        assert r.stdout.strip() in ("running", "degraded"), (r.stdout, r.stderr)
+        # Ready stays ready, for any later caller, also an unprivileged one.
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(MACHCTL), "wait",
+                            "--timeout=10", "deb-sm"], capture_output=True, text=True, env=bus.env(), timeout=30)
+        assert r.returncode == 0, r.stderr
+        r = machctl(bus, "poweroff", "--timeout=60", "deb-sm")
+        assert r.returncode == 0, r.stderr
+    finally:
+        if w and w.poll() is None:
+            w.kill()
+            w.wait()
+        d.stop()
+        cleanup_machine_cgroups(["deb-sm"])  # spawn is not our child: its scope ends it if still there
+        shutil.rmtree(pool / "deb-sm", ignore_errors=True)
 
 
 def test_poweroff_a_systemd_guest(bus, guests):
@@ -224,6 +266,8 @@ def test_systemd_path_inside_a_booted_guest(bus, machd, debian_tree, tmp_path):
         mc = "/opt/mk/src/machctl/machctl"
 
         r = guest(mc, "start", "--timeout=30", "inner")
+        # spawn under the unit reports readiness to machd through its helper (busybox init: at the start).
+        guest(mc, "wait", "--timeout=30", "inner")
         out = guest(mc, "list", "-o", "json").stdout
         assert [m["machine"] for m in json.loads(out)] == ["inner"], out
         show = guest(mc, "show", "inner").stdout

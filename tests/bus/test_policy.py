@@ -18,7 +18,8 @@ REVIEWED_DEFAULT_ALLOW = {
     "GetMachineOSRelease", "GetMachineUIDShift", "GetImageHostname", "GetImageMachineID", "GetImageMachineInfo",
     "GetImageOSRelease", "MapFromMachineUser", "MapToMachineUser", "MapFromMachineGroup", "MapToMachineGroup"]
 } | {("org.freedesktop.machine1.Machine", m) for m in ["GetAddresses", "GetOSRelease", "GetUIDShift"]
-} | {("org.freedesktop.machine1.Image", m) for m in ["GetHostname", "GetMachineID", "GetMachineInfo", "GetOSRelease"]}
+} | {("org.freedesktop.machine1.Image", m) for m in ["GetHostname", "GetMachineID", "GetMachineInfo", "GetOSRelease"]
+} | {("io.machkit.Manager1", "GetMachineReady")}
 
 # Root-only by decision.
 REVIEWED_ROOT_ONLY = {("org.freedesktop.machine1.Manager", m) for m in [
@@ -30,7 +31,9 @@ REVIEWED_ROOT_ONLY = {("org.freedesktop.machine1.Manager", m) for m in [
 } | {("org.freedesktop.machine1.Machine", m) for m in [
     "Terminate", "Kill", "OpenPTY", "OpenLogin", "OpenShell", "BindMount", "CopyFrom", "CopyTo",
     "CopyFromWithFlags", "CopyToWithFlags", "OpenRootDirectory"]
-} | {("org.freedesktop.machine1.Image", m) for m in ["Remove", "Rename", "Clone", "MarkReadOnly", "SetLimit"]}
+} | {("org.freedesktop.machine1.Image", m) for m in ["Remove", "Rename", "Clone", "MarkReadOnly", "SetLimit"]
+} | {("io.machkit.Manager1", m) for m in [
+    "ExecMachine", "PauseMachine", "ResumeMachine", "GetMachineFreezerState", "StartMachine", "SetMachineReady"]}
 
 
 def policy():
@@ -55,8 +58,7 @@ def test_only_root_owns_the_name():
 
 
 def test_every_method_has_a_decision():
-    for name in ("Manager", "Machine", "Image"):
-        iface = "org.freedesktop.machine1." + name
+    for iface in ["org.freedesktop.machine1." + n for n in ("Manager", "Machine", "Image")] + ["io.machkit.Manager1"]:
         root = ET.parse(ROOT / "dbus" / (iface + ".xml")).getroot()
         for m in root.iter("method"):
             key = (iface, m.get("name"))

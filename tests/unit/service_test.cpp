@@ -256,3 +256,32 @@ TEST_F(Fixture, AsyncBackendJobFailureRemovesMachine) {
     EXPECT_EQ(s.find("af"), nullptr);
     EXPECT_FALSE(fs::exists(dir / "machines/af"));
 }
+
+TEST_F(Fixture, OnlyTheLeadersParentOrItsChildReportsReady) {
+    Child c;  // our child: we are its "spawn"
+    Machine& m = svc->register_machine(req("rdy", c.pid));
+    EXPECT_FALSE(m.ready);
+    auto errno_of = [&](pid_t caller) {
+        try {
+            svc->report_ready(m, caller);
+        } catch (const std::system_error& e) {
+            return e.code().value();
+        }
+        return 0;
+    };
+    EXPECT_EQ(errno_of(1), EPERM);
+    EXPECT_EQ(errno_of(getppid()), EPERM);  // whoever started the test is not the supervisor
+    EXPECT_EQ(errno_of(c.pid), EPERM);      // nor is the guest itself
+    EXPECT_FALSE(m.ready);
+    Child helper;  // a sibling of the leader: the helper spawn runs for the bus call
+    EXPECT_TRUE(svc->report_ready(m, helper.pid));
+    EXPECT_TRUE(m.ready);
+    EXPECT_FALSE(svc->report_ready(m, getpid()));  // once
+}
+
+TEST_F(Fixture, HostMachineIsNeverReportedReady) {
+    svc->add_host_machine();
+    Machine* host = svc->find(".host");
+    ASSERT_NE(host, nullptr);
+    EXPECT_THROW(svc->report_ready(*host, getpid()), std::system_error);
+}

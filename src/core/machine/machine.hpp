@@ -41,6 +41,10 @@ struct Machine {
     std::string scope_job;    // pending start job of the scope (state `opening`), as SCOPE_JOB=
     uint64_t kill_deadline_usec = 0;  // CLOCK_MONOTONIC: SIGKILL the unit then if still alive (0 = none)
     MachineState state = MachineState::opening;
+    // The guest said it is up (io.machkit.Manager1.SetMachineReady, from the spawn that runs it):
+    // what `machctl wait` waits for. Never set for machines whose manager does not report it
+    // (systemd-nspawn), nor kept across a machd restart (machined's state file has no such key).
+    bool ready = false;
     uint64_t realtime_usec = 0;
     uint64_t monotonic_usec = 0;
 

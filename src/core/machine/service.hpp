@@ -73,6 +73,13 @@ public:
     // The leader's pidfd became readable: the machine ends.
     void leader_exited(Machine& m);
 
+    // The supervisor of the machine reports that the guest is ready (the moment spawn's docs define:
+    // the guest init's READY=1, or the start for inits that do not send one). Only the process that
+    // runs the container may say so: `caller` must be the leader's parent (spawn) or a child of it
+    // (the helper spawn runs for the bus call); anyone else gets EPERM, as does the host machine.
+    // Returns true on the first report, false when the machine was ready already.
+    bool report_ready(Machine& m, pid_t caller);
+
     // The earliest pending SIGKILL escalation (CLOCK_MONOTONIC usec), 0 if none.
     [[nodiscard]] uint64_t next_deadline() const;
     // SIGKILLs the units of terminated machines whose deadline is <= now_usec.

@@ -215,6 +215,7 @@ struct Prepared {
     bool wait_for_network = false;            // the parent sets up links for us (ContainerNetwork)
     UniqueFd netns;                           // --network-namespace-path=, opened in the host
     bool boot = false;                        // the guest's init: cgroups of its own, notify socket
+    bool init_notifies = false;               // the init will send READY=1 (systemd, or --notify-ready=yes)
     std::optional<CgroupLayout> cgroups;      // set when the guest gets its own cgroup namespace
     std::vector<std::string> overlay_workdirs;  // created for --overlay=, removed at exit
     std::vector<std::pair<std::string, UniqueFd>> image_mounts;  // -i: detached mounts, root first
@@ -840,6 +841,9 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
             throw UsageError("no init found in " + spec.directory +
                              " (looked for /usr/lib/systemd/systemd, /lib/systemd/systemd, /sbin/init); drop -b to run a command");
         p.exec_path = init;
+        // systemd always answers $NOTIFY_SOCKET; other inits (busybox, sysvinit) never do, so for
+        // them "ready" is the start, as nspawn's --notify-ready=no has it.
+        p.init_notifies = spec.notify_ready || init == "/usr/lib/systemd/systemd" || init == "/lib/systemd/systemd";
         p.argv.push_back(init);
         for (const auto& a : spec.argv) p.argv.push_back(a);
     } else if (spec.argv.empty()) {
@@ -1069,9 +1073,10 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
         sigprocmask(SIG_SETMASK, &old_mask, nullptr);
     };
 
+    bool registered = false;
     if (p.wait_for_parent) {
         try {
-            bool registered = registering && hooks.register_machine(static_cast<pid_t>(pid), p.uuid);
+            registered = registering && hooks.register_machine(static_cast<pid_t>(pid), p.uuid);
             if (p.cgroups && !registered && !cgroup) {
                 cgroup.emplace(*p.cgroups, own_cgroup_path(spec));
                 cgroup->arm_reaper();
@@ -1124,17 +1129,32 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     auto told_ready = [&](const std::string& status) {
         notify_manager("READY=1\nSTATUS=" + status + "\nX_NSPAWN_LEADER_PID=" + std::to_string(pid));
     };
+    // The machine manager's view of readiness (machctl wait) is the guest's, independent of when
+    // spawn tells its own service manager (that follows --notify-ready, as nspawn's does).
+    UniqueFd reporter;  // pidfd of the helper telling the manager
+    bool reported = false;
+    auto report_ready = [&] {
+        if (reported || !registered || !hooks.report_ready) return;
+        reported = true;
+        reporter = hooks.report_ready();
+    };
+    auto reap_reporter = [&] {
+        siginfo_t si{};
+        waitid(P_PIDFD, static_cast<id_t>(reporter.get()), &si, WEXITED);
+        reporter.reset();
+    };
 
     while (!outcome) {
-        pollfd fds[6];
+        pollfd fds[7];
         int n = 0;
         fds[n++] = {pidfd.get(), POLLIN, 0};
         fds[n++] = {sfd.get(), POLLIN, 0};
-        int chan_i = -1, master_i = -1, stdin_i = -1, notify_i = -1;
+        int chan_i = -1, master_i = -1, stdin_i = -1, notify_i = -1, reporter_i = -1;
         if (chan_open) chan_i = n, fds[n++] = {chan.get(), POLLIN, 0};
         if (master_open) master_i = n, fds[n++] = {master.get(), POLLIN, 0};
         if (stdin_open && master) stdin_i = n, fds[n++] = {STDIN_FILENO, POLLIN, 0};
         if (notify) notify_i = n, fds[n++] = {notify.get(), POLLIN, 0};
+        if (reporter) reporter_i = n, fds[n++] = {reporter.get(), POLLIN, 0};
         if (poll(fds, static_cast<nfds_t>(n), -1) < 0) {
             if (errno == EINTR) continue;
             throw_last_error("poll");
@@ -1159,6 +1179,7 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
                         }
                     }
                     if (!spec.notify_ready) told_ready("Container running.");
+                    if (!p.init_notifies) report_ready();
                 }
             } catch (const std::runtime_error& e) {
                 setup_error = e.what();
@@ -1171,11 +1192,16 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
             std::string text;
             while (receive_notification(notify.get(), sender, text)) {
                 if (sender != pid) continue;  // only the guest's PID 1 speaks for the container
-                if (notification_field(text, "READY") == "1" && spec.notify_ready) told_ready("Container running.");
+                if (notification_field(text, "READY") == "1") {
+                    if (spec.notify_ready) told_ready("Container running.");
+                    report_ready();
+                }
                 if (std::string st = notification_field(text, "STATUS"); !st.empty())
                     notify_manager("STATUS=Container running: " + st);
             }
         }
+
+        if (reporter_i >= 0 && fds[reporter_i].revents) reap_reporter();
 
         if (master_i >= 0 && (fds[master_i].revents & (POLLIN | POLLHUP | POLLERR))) {
             char buf[16384];
@@ -1250,6 +1276,7 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     }
 
     raw.reset();
+    if (reporter) reap_reporter();  // bounded by the helper's bus timeout
     sigprocmask(SIG_SETMASK, &old_mask, nullptr);
     if (cgroup) cgroup->remove();
     if (!setup_error.empty()) throw std::runtime_error(setup_error);

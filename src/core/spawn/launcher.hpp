@@ -16,6 +16,7 @@
 #include <functional>
 #include <string>
 
+#include "core/base/unique_fd.hpp"
 #include "core/spawn/spawn_spec.hpp"
 
 namespace mk::core {
@@ -26,6 +27,11 @@ struct LaunchHooks {
     // placed it in its scope, false if there is no manager (spawn then places it itself). Throws to
     // abort the start.
     std::function<bool(pid_t leader, const Uuid& uuid)> register_machine;
+    // Tells the manager that took the machine (register_machine returned true) that the guest is up:
+    // when its init sends READY=1 if that init is expected to (a systemd init, or --notify-ready=yes),
+    // else once the container has started. Called at most once per run; must not block. Returns a
+    // pidfd of a helper process the launcher reaps, or an empty fd.
+    std::function<UniqueFd()> report_ready;
 };
 
 class Launcher {
