@@ -66,7 +66,7 @@ bool write_all(int fd, const char* p, size_t n) {
 
 }  // namespace
 
-int relay_pty(int master, int status_fd) {
+int relay_pty(int master, int status_fd, bool survive_hangup) {
     struct sigaction sa {}, old {}, quit {}, old_term {}, old_hup {};
     sa.sa_handler = on_winch;
     ::sigaction(SIGWINCH, &sa, &old);
@@ -88,6 +88,7 @@ int relay_pty(int master, int status_fd) {
 
     int status = -1;
     bool stdin_open = true;
+    bool hung_up = false;
     int escapes = 0;
     std::chrono::steady_clock::time_point first_escape;
     char buf[16384];
@@ -97,16 +98,25 @@ int relay_pty(int master, int status_fd) {
             g_winch = 0;
             copy_winsize(master);
         }
-        pollfd fds[3] = {{master, POLLIN, 0}, {stdin_open ? STDIN_FILENO : -1, POLLIN, 0}, {status_fd, POLLIN, 0}};
-        int r = ::poll(fds, 3, -1);
+        // While no terminal side is open (hung_up) the master polls as "hung up" at once: look again
+        // every 100 ms instead.
+        pollfd fds[3] = {{hung_up ? -1 : master, POLLIN, 0}, {stdin_open ? STDIN_FILENO : -1, POLLIN, 0},
+                         {status_fd, POLLIN, 0}};
+        int r = ::poll(fds, 3, hung_up ? 100 : -1);
         if (r < 0) {
             if (errno == EINTR) continue;
             break;
+        }
+        if (r == 0 && hung_up) {
+            hung_up = false;
+            continue;
         }
         if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
             ssize_t n = ::read(master, buf, sizeof buf);
             if (n > 0) {
                 if (!write_all(STDOUT_FILENO, buf, static_cast<size_t>(n))) break;
+            } else if (n < 0 && errno == EIO && survive_hangup) {
+                hung_up = true;  // a getty's vhangup() or its restart after a logout
             } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
                 break;  // EIO: every slave fd is closed, the session is over
             }

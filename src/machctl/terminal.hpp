@@ -9,6 +9,8 @@ namespace mk::machctl {
 // `status_fd` >= 0, until a wait status arrives there (the remaining output is drained).
 // ^] pressed three times within a second ends the relay early. Returns the wait status read
 // from `status_fd`, or -1 when there was none (or the user left with ^]).
-int relay_pty(int master, int status_fd);
+// `survive_hangup`: EIO from the master only means no terminal side is open right now (a getty
+// from OpenMachineLogin hangs its tty up and is restarted after each logout): keep relaying until ^].
+int relay_pty(int master, int status_fd, bool survive_hangup = false);
 
 }  // namespace mk::machctl

@@ -136,7 +136,8 @@ int verb_login(Context& c, const std::vector<std::string>& args) {
     core::UniqueFd master(master_fd);
     if (!c.opts.quiet)
         std::fprintf(stderr, "Connected to machine %s. Press ^] three times within 1s to exit session.\n", name.c_str());
-    relay_pty(master.get(), -1);
+    relay_pty(master.get(), -1, true);  // the getty hangs up and comes back: only ^] ends this
+    if (!c.opts.quiet) std::fprintf(stderr, "\nConnection to machine %s terminated.\n", name.c_str());
     return 0;
 }
 

@@ -19,7 +19,7 @@ import pytest
 import conftest
 from conftest import BUILD, DEST, IFACE, MANAGER, Machd, create, machine_path, wait_for
 from test_conformance import FAKE_BOOTED
-from test_machctl_boot import HELPERS, MACHCTL, SPAWN, debian_tree, guests  # noqa: F401 (fixtures)
+from test_machctl_boot import HELPERS, MACHCTL, SPAWN, Guest, debian_tree, guests  # noqa: F401 (fixtures)
 
 MACHINE_IFACE = "org.freedesktop.machine1.Machine"
 NOBODY = 65534
@@ -221,3 +221,81 @@ def test_non_root_is_refused(bus, machd, leaders, tmp_path):
             d.stop()
     finally:
         b2.close()
+
+
+MACHINED = "/lib/systemd/systemd-machined"
+
+
+@pytest.fixture
+def machined_guest(bus, debian_tree, leaders):
+    """systemd-machined 252 on the private bus (fake-booted /run/systemd, as machinectl needs) and the
+    Debian guest registered in it: spawn --keep-unit in a *.scope of its own on the unified hierarchy,
+    which is how machined finds a registering machine's unit without systemd."""
+    if not os.path.exists(MACHINED):
+        pytest.skip("systemd-container (systemd-machined 252) not installed")
+    m = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                          FAKE_BOOTED + " && exec " + MACHINED], env=bus.env(),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_for(lambda: bus.busctl("status", DEST, check=False).returncode == 0, 10)
+    scope = conftest.CGROUP_ROOT / "unified" / "mktest.slice" / "mktest-mdl.scope"
+    scope.mkdir(parents=True, exist_ok=True)
+    leaders.cgroups.append(scope)
+    g = Guest.__new__(Guest)
+    g.name, g.out = "deb-mdl", b""
+    g.p = subprocess.Popen(["sh", "-c", 'echo $$ > "%s/cgroup.procs" && exec %s -x -b --keep-unit -D %s -M deb-mdl'
+                            % (scope, SPAWN, debian_tree)], env=bus.env(), stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    os.set_blocking(g.p.stdout.fileno(), False)
+    try:
+        assert g.wait_for(r"Reached target [^\n]*multi-user\.target"), g.text()
+        assert bus.busctl("call", DEST, MANAGER, IFACE, "GetMachine", "s", "deb-mdl", check=False).returncode == 0
+        yield g
+    finally:
+        g.kill()
+        m.terminate()
+        m.wait()
+        cleanup_machine_cgroups_of_spawn(scope)
+
+
+def cleanup_machine_cgroups_of_spawn(scope):
+    """spawn --keep-unit made its payload cgroups below the test's scope; leaves first."""
+    for h in ("unified", "systemd"):
+        root = conftest.CGROUP_ROOT / h / "mktest.slice" / scope.name
+        if root.exists():
+            for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                conftest.remove_cgroup(d)
+
+
+def test_machctl_login_against_machined_survives_the_gettys_hangups(bus, machined_guest):
+    """machctl login on a manager without ExecMachine (systemd-machined): OpenMachineLogin's getty hangs
+    its tty up when it starts and again after each logout; the relay stays until ^]^]^]."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update(bus.env())
+        os.environ["TERM"] = "dumb"
+        os.execv(str(BUILD / "src" / "machctl" / "machctl"), ["machctl", "login", "deb-mdl"])
+    r = Reader(fd)
+    try:
+        assert r.expect(rb"Connected to machine deb-mdl"), r.out
+        assert r.expect(rb"\S+ login: "), r.out
+        os.write(fd, b"root\n")
+        assert r.expect(rb"root@\S+:~# "), r.out
+        os.write(fd, b"echo FIRST-$((6*7)); exit\n")
+        assert r.expect(rb"FIRST-42\n"), r.out
+        # The getty is restarted on the same pty: a second login prompt reaches us.
+        r.out = b""
+        assert r.expect(rb"\S+ login: "), r.out
+        os.write(fd, b"root\n")
+        assert r.expect(rb"root@\S+:~# "), r.out
+        os.write(fd, b"echo SECOND-$((6*7))\n")
+        assert r.expect(rb"SECOND-42\n"), r.out
+        os.write(fd, b"\x1d\x1d\x1d")
+        assert r.expect(rb"Connection to machine deb-mdl terminated"), r.out
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (status, r.out)
+        pid = None
+    finally:
+        if pid:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)
