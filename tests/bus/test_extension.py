@@ -1,11 +1,12 @@
 """io.machkit.Manager1, machd's extension interface (docs/dbus-api.md), on the wire: introspection
 matches dbus/io.machkit.Manager1.xml, error names, root-only, and that machined's own interface is
 untouched by it. Root only."""
+import os
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from conftest import DEST, MANAGER, create
+from conftest import DEST, MANAGER, create, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 EXT = "io.machkit.Manager1"
@@ -99,3 +100,12 @@ def test_machine_ready(bus, machd, leaders):
         monitor.terminate()
         monitor.wait()
     assert error_name(bus, "SetMachineReady", "string:.host") == "org.freedesktop.DBus.Error.AccessDenied"
+    # A restarted machd re-adopts the machine as ready (machctl wait must not hang on it); the mark
+    # is hidden from machined's readers, the state file unchanged.
+    machd.stop()
+    names = set(os.listdir(machd.state_dir))
+    assert {".ready:ext3", "ext3"} <= names and all(n.startswith("unit:") for n in names - {".ready:ext3", "ext3"})
+    machd.start()
+    assert bus.busctl("call", DEST, MANAGER, EXT, "GetMachineReady", "s", "ext3").stdout.strip() == "b true"
+    bus.call("TerminateMachine", "s", "ext3")
+    assert wait_for(lambda: not os.path.exists(os.path.join(machd.state_dir, ".ready:ext3")))

@@ -201,9 +201,24 @@ TEST(StateDir, SaveLoadRemove) {
     EXPECT_EQ(all[0].leader, 4242);
     EXPECT_EQ(all[0].unit, "machine-foo\\x2dbar.scope");
 
+    // Readiness survives a reload through a hidden mark (the state file keeps machined's format).
+    EXPECT_FALSE(all[0].ready);
+    m.ready = true;
+    sd.mark_ready(m);
+    EXPECT_EQ(slurp(dir / "foo-bar"), format_state_file(m));
+    all = sd.load_all();
+    ASSERT_EQ(all.size(), 1u);
+    EXPECT_TRUE(all[0].ready);
+    m.ready = false;  // a new registration of the name starts unready
+    sd.save(m);
+    EXPECT_FALSE(sd.load_all()[0].ready);
+    m.ready = true;
+    sd.mark_ready(m);
+
     sd.save(m);  // saving again replaces file and link
     sd.remove(m);
     EXPECT_FALSE(fs::exists(dir / "foo-bar"));
+    EXPECT_FALSE(fs::exists(dir / ".ready:foo-bar"));
     EXPECT_FALSE(fs::is_symlink(dir / "unit:machine-foo\\x2dbar.scope"));
     sd.remove(m);  // idempotent
 }

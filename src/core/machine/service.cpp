@@ -203,6 +203,11 @@ bool MachineService::report_ready(Machine& m, pid_t caller) {
         throw_errno(EPERM, "Only the process running machine " + m.name + " may report it ready");
     if (m.ready) return false;
     m.ready = true;
+    try {
+        state_.mark_ready(m);
+    } catch (const std::system_error&) {
+        // Only a restarted machd would miss it (the machine then reads as not ready).
+    }
     return true;
 }
 

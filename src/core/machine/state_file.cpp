@@ -190,6 +190,10 @@ std::optional<Machine> parse_state_file(std::string_view name, std::string_view 
     return m;
 }
 
+namespace {
+std::string ready_mark(const Machine& m) { return ".ready:" + m.name; }
+}  // namespace
+
 StateDir::StateDir(std::string path) : path_(std::move(path)) {
     if (::mkdir(path_.c_str(), 0755) < 0 && errno != EEXIST) throw_last_error("mkdir " + path_);
     dir_fd_ = UniqueFd(::open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -215,6 +219,8 @@ void StateDir::save(const Machine& m) const {
         ::unlinkat(dir_fd_.get(), tmp.c_str(), 0);
         throw;
     }
+    // A new registration of the name starts unready, whatever an earlier machd left behind.
+    if (!m.ready) ::unlinkat(dir_fd_.get(), ready_mark(m).c_str(), 0);
     if (!m.unit.empty() && m.unit.find('/') == std::string::npos) {
         std::string link = "unit:" + m.unit;
         ::unlinkat(dir_fd_.get(), link.c_str(), 0);
@@ -230,7 +236,16 @@ void StateDir::remove(const Machine& m) const {
         ssize_t n = ::readlinkat(dir_fd_.get(), link.c_str(), target, sizeof target - 1);
         if (n >= 0 && std::string_view(target, static_cast<size_t>(n)) == m.name) ::unlinkat(dir_fd_.get(), link.c_str(), 0);
     }
-    if (machine_name_is_valid(m.name)) ::unlinkat(dir_fd_.get(), m.name.c_str(), 0);
+    if (machine_name_is_valid(m.name)) {
+        ::unlinkat(dir_fd_.get(), m.name.c_str(), 0);
+        ::unlinkat(dir_fd_.get(), ready_mark(m).c_str(), 0);
+    }
+}
+
+void StateDir::mark_ready(const Machine& m) const {
+    if (!machine_name_is_valid(m.name)) throw_errno(EINVAL, "invalid machine name for state file");
+    UniqueFd fd(::openat(dir_fd_.get(), ready_mark(m).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644));
+    if (!fd) throw_last_error("create " + path_ + "/" + ready_mark(m));
 }
 
 std::vector<Machine> StateDir::load_all() const {
@@ -247,7 +262,10 @@ std::vector<Machine> StateDir::load_all() const {
         if (n.starts_with(".") || n.starts_with("unit:") || !machine_name_is_valid(n)) continue;
         auto text = read_small_file_at(dir_fd_.get(), de->d_name);
         if (!text) continue;
-        if (auto m = parse_state_file(n, *text)) result.push_back(std::move(*m));
+        if (auto m = parse_state_file(n, *text)) {
+            m->ready = ::faccessat(dir_fd_.get(), ready_mark(*m).c_str(), F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+            result.push_back(std::move(*m));
+        }
     }
     ::closedir(d);
     return result;

@@ -33,10 +33,15 @@ public:
 
     // Atomically (temp file + rename) writes NAME with mode 0644 and points unit:UNIT at it.
     void save(const Machine& m) const;
-    // Removes NAME and its unit: link; missing files are fine.
+    // Removes NAME, its unit: link and its readiness mark; missing files are fine.
     void remove(const Machine& m) const;
-    // Every valid state file, skipping unit: links, hidden files and invalid names.
+    // Every valid state file, skipping unit: links, hidden files and invalid names; `ready` from the
+    // readiness mark.
     [[nodiscard]] std::vector<Machine> load_all() const;
+    // Records that the machine's guest reported ready, so that a restarted machd still knows: an
+    // empty ".ready:NAME" next to the state file (hidden, so machined's readers and
+    // sd_get_machine_names() never see it; the state file itself stays machined's format).
+    void mark_ready(const Machine& m) const;
 
     [[nodiscard]] const std::string& path() const noexcept { return path_; }
 
