@@ -258,8 +258,13 @@ int method_list_machines(sd_bus_message* m, void* userdata, sd_bus_error* error)
         for (const Machine* mc : all) {
             path.resize(base);
             core::append_bus_label(path, mc->name);
-            check(sd_bus_message_append(reply, "(ssso)", mc->name.c_str(), core::to_string(mc->klass).data(),
-                                        mc->service.c_str(), path.c_str()));
+            // Field by field: appendv would parse the "(ssso)" format again for every row.
+            check(sd_bus_message_open_container(reply, 'r', "ssso"));
+            check(sd_bus_message_append_basic(reply, 's', mc->name.c_str()));
+            check(sd_bus_message_append_basic(reply, 's', core::to_string(mc->klass).data()));
+            check(sd_bus_message_append_basic(reply, 's', mc->service.c_str()));
+            check(sd_bus_message_append_basic(reply, 'o', path.c_str()));
+            check(sd_bus_message_close_container(reply));
         }
         check(sd_bus_message_close_container(reply));
         return sd_bus_send(nullptr, reply, nullptr);
