@@ -112,8 +112,21 @@ int method_open_pty(sd_bus_message* m, void* userdata, sd_bus_error* error) {
     return serve(error, [&] { return reply_pty(m, MachineOps::open_pty(caller_of(m), machine(userdata))); });
 }
 
+// Replies when the guest's systemd has queued the getty (or failed to): from the loop, later.
 int method_open_login(sd_bus_message* m, void* userdata, sd_bus_error* error) {
-    return serve(error, [&] { return reply_pty(m, MachineOps::open_login(caller_of(m), machine(userdata))); });
+    return serve(error, [&] {
+        Caller caller = caller_of(m);
+        std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
+        MachineOps::open_login(caller, machine(userdata), target(userdata).nodes->logins(),
+                               [call](const sdbus::Error* e, sdbus::UnixFd master, const std::string& path) {
+                                   if (e)
+                                       sd_bus_reply_method_errorf(call.get(), e->getName().c_str(), "%s",
+                                                                  e->getMessage().c_str());
+                                   else
+                                       sd_bus_reply_method_return(call.get(), "hs", master.get(), path.c_str());
+                               });
+        return 1;
+    });
 }
 
 int method_open_shell(sd_bus_message* m, void* userdata, sd_bus_error* error) {
@@ -309,8 +322,8 @@ sd_bus* underlying_bus(sdbus::IObject& object) {
     return sd_bus_message_get_bus(raw_message(signal));
 }
 
-MachineNodes::MachineNodes(sd_bus* bus, core::MachineService& service, CopyOperations& copies)
-    : service_(service), copies_(copies) {
+MachineNodes::MachineNodes(sd_bus* bus, core::MachineService& service, CopyOperations& copies, GuestUnitStarts& logins)
+    : service_(service), copies_(copies), logins_(logins) {
     int r = sd_bus_add_fallback_vtable(bus, &vtable_slot_, kMachinePathPrefix, "org.freedesktop.machine1.Machine",
                                        kMachineVtable, find, this);
     if (r >= 0) r = sd_bus_add_node_enumerator(bus, &enumerator_slot_, kMachinePathPrefix, enumerate, this);

@@ -20,7 +20,7 @@ sd_bus* underlying_bus(sdbus::IObject& object);
 
 class MachineNodes {
 public:
-    MachineNodes(sd_bus* bus, core::MachineService& service, CopyOperations& copies);
+    MachineNodes(sd_bus* bus, core::MachineService& service, CopyOperations& copies, GuestUnitStarts& logins);
     ~MachineNodes();
     MachineNodes(const MachineNodes&) = delete;
     MachineNodes& operator=(const MachineNodes&) = delete;
@@ -33,6 +33,7 @@ public:
 
     core::MachineService& service() { return service_; }
     CopyOperations& copies() { return copies_; }
+    GuestUnitStarts& logins() { return logins_; }
 
     // The machine at `path` (an escaped name, or "self": the machine the sender runs in), or null.
     Target* resolve(sd_bus* bus, const char* path);
@@ -41,6 +42,7 @@ private:
 
     core::MachineService& service_;
     CopyOperations& copies_;
+    GuestUnitStarts& logins_;
     Target current_{this, nullptr};
     sd_bus_slot* vtable_slot_ = nullptr;
     sd_bus_slot* enumerator_slot_ = nullptr;

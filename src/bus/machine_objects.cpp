@@ -21,7 +21,7 @@ ManagerObject::ManagerObject(sdbus::IConnection& connection, core::MachineServic
       connection_(connection),
       service_(service),
       forward_scope_properties_(forward_scope_properties),
-      nodes_(underlying_bus(getObject()), service_, copies_) {
+      nodes_(underlying_bus(getObject()), service_, copies_, logins_) {
     registerAdaptor();
 }
 
@@ -182,8 +182,16 @@ std::map<std::string, std::string> ManagerObject::GetMachineOSRelease(const std:
 std::tuple<sdbus::UnixFd, std::string> ManagerObject::OpenMachinePTY(const std::string& name) {
     return MachineOps::open_pty(current_caller(getObject()), lookup(name));
 }
-std::tuple<sdbus::UnixFd, std::string> ManagerObject::OpenMachineLogin(const std::string& name) {
-    return MachineOps::open_login(current_caller(getObject()), lookup(name));
+void ManagerObject::OpenMachineLogin(sdbus::Result<sdbus::UnixFd, std::string>&& result, std::string name) {
+    auto reply = std::make_shared<sdbus::Result<sdbus::UnixFd, std::string>>(std::move(result));
+    auto done = [reply](const sdbus::Error* e, sdbus::UnixFd master, const std::string& path) {
+        e ? reply->returnError(*e) : reply->returnResults(master, path);
+    };
+    try {
+        MachineOps::open_login(current_caller(getObject()), lookup(name), logins_, done);
+    } catch (const sdbus::Error& e) {
+        done(&e, sdbus::UnixFd(), std::string());
+    }
 }
 std::tuple<sdbus::UnixFd, std::string> ManagerObject::OpenMachineShell(const std::string& name, const std::string& user,
                                                                        const std::string& path,

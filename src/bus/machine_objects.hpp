@@ -36,7 +36,10 @@ public:
     void machine_start_finished(core::Machine& m, const std::string& error) override;
 
     // Lets long operations (copies) complete asynchronously on `loop`.
-    void set_loop(EventLoop* loop) { copies_.set_loop(loop); }
+    void set_loop(EventLoop* loop) {
+        copies_.set_loop(loop);
+        logins_.set_loop(loop);
+    }
     // Serves the image methods from `images` (NotSupported without).
     void set_images(ImageService* images) { images_ = images; }
 
@@ -72,7 +75,7 @@ private:
     std::vector<sdbus::Struct<int32_t, std::vector<uint8_t>>> GetMachineAddresses(const std::string& name) override;
     std::map<std::string, std::string> GetMachineOSRelease(const std::string& name) override;
     std::tuple<sdbus::UnixFd, std::string> OpenMachinePTY(const std::string& name) override;
-    std::tuple<sdbus::UnixFd, std::string> OpenMachineLogin(const std::string& name) override;
+    void OpenMachineLogin(sdbus::Result<sdbus::UnixFd, std::string>&& result, std::string name) override;
     std::tuple<sdbus::UnixFd, std::string> OpenMachineShell(const std::string& name, const std::string& user,
                                                             const std::string& path, const std::vector<std::string>& args,
                                                             const std::vector<std::string>& environment) override;
@@ -115,6 +118,7 @@ private:
     core::MachineService& service_;
     bool forward_scope_properties_;
     CopyOperations copies_;
+    GuestUnitStarts logins_;
     ImageService* images_ = nullptr;
     ImageService& images();
     MachineNodes nodes_;

@@ -48,15 +48,22 @@ std::tuple<sdbus::UnixFd, std::string> MachineOps::open_pty(const Caller& caller
     });
 }
 
-std::tuple<sdbus::UnixFd, std::string> MachineOps::open_login(const Caller& caller, Machine& m) {
-    require_root(caller, "log into machines");
-    return translate([&] {
+void MachineOps::open_login(const Caller& caller, Machine& m, GuestUnitStarts& starts, LoginDone done) {
+    try {
+        require_root(caller, "log into machines");
         // As machined: the pty first (its number names the getty), then the guest's systemd starts
-        // the getty on it. On failure the master closes here and no getty was started.
-        auto pty = core::open_machine_pty(m);
-        start_unit_in_machine(m, container_getty_unit(pty.path));
-        return std::tuple<sdbus::UnixFd, std::string>(sdbus::UnixFd(pty.master.release(), sdbus::adopt_fd), pty.path);
-    });
+        // the getty on it.
+        auto pty = translate([&] { return core::open_machine_pty(m); });
+        std::string unit = container_getty_unit(pty.path);
+        auto master = std::make_shared<core::UniqueFd>(std::move(pty.master));
+        starts.start(m, unit, [done, master, path = pty.path](const sdbus::Error* e) {
+            if (e) return done(e, sdbus::UnixFd(), path);  // the master closes with the last copy
+            done(nullptr, sdbus::UnixFd(master->release(), sdbus::adopt_fd), path);
+        });
+    } catch (...) {
+        auto e = current_exception_to_bus_error();
+        done(&e, sdbus::UnixFd(), std::string());
+    }
 }
 
 std::tuple<sdbus::UnixFd, std::string> MachineOps::open_shell(const Caller& caller, core::MachineService& svc, Machine& m,

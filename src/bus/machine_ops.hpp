@@ -13,6 +13,7 @@
 
 #include "bus/credentials.hpp"
 #include "bus/event_loop.hpp"
+#include "bus/guest_bus.hpp"
 #include "core/machine/copy.hpp"
 #include "core/machine/service.hpp"
 
@@ -48,8 +49,10 @@ struct MachineOps {
     static uint32_t uid_shift(core::Machine& m);
     static std::tuple<sdbus::UnixFd, std::string> open_pty(const Caller& caller, core::Machine& m);
     // A pty in the machine plus container-getty@N.service started on it by the guest's systemd
-    // (machined's OpenLogin). Blocks for up to kGuestCallTimeout on the guest's bus.
-    static std::tuple<sdbus::UnixFd, std::string> open_login(const Caller& caller, core::Machine& m);
+    // (machined's OpenLogin). `done` gets the master and its path, or the error (the master then
+    // closed, no getty started); it may run later, from the loop (up to kGuestCallTimeout).
+    using LoginDone = std::function<void(const sdbus::Error* error, sdbus::UnixFd master, const std::string& path)>;
+    static void open_login(const Caller& caller, core::Machine& m, GuestUnitStarts& starts, LoginDone done);
     static sdbus::UnixFd open_root(const Caller& caller, core::Machine& m);
     static void bind_mount(const Caller& caller, core::Machine& m, const std::string& source,
                            const std::string& destination, bool read_only, bool mkdir);

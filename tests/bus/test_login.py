@@ -299,3 +299,43 @@ def test_machctl_login_against_machined_survives_the_gettys_hangups(bus, machine
             os.kill(pid, 9)
             os.waitpid(pid, 0)
         os.close(fd)
+
+
+def test_a_guest_bus_that_never_answers_does_not_stall_machd(bus, machd, leaders, tmp_path):
+    """machd answers OpenMachineLogin from its loop: while a guest's "system bus" accepts and stays
+    silent, every other client is still served; the login fails once that bus goes away (or after
+    25 s), and nothing of it stays in machd. (machined blocks on the guest for up to 25 s.)"""
+    import socket
+    from test_machd import chrooted_leader
+    tree = tmp_path / "tree"
+    p = chrooted_leader(leaders, tree)
+    (tree / "run/dbus").mkdir(parents=True)
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(tree / "run/dbus/system_bus_socket"))
+    srv.listen(4)
+    srv.settimeout(30)
+    create(bus, "mute-bus", p.pid)
+    before = machd_fds_and_children(machd)
+    login = subprocess.Popen(["busctl", "--address=%s" % bus.address, "call", DEST, MANAGER, IFACE, "OpenMachineLogin",
+                              "s", "mute-bus"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    conn = None
+    try:
+        conn, _ = srv.accept()  # machd reached the guest's bus; the guest says nothing
+        assert "mute-bus" in [m[0] for m in bus.call_json("ListMachines")[0]]
+        assert bus.call("GetMachine", "s", "mute-bus").stdout.strip() == 'o "%s"' % machine_path("mute-bus")
+        assert bus.call("OpenMachinePTY", "s", "mute-bus").stdout.startswith("hs ")
+        assert login.poll() is None, login.communicate()  # the login is still waiting for the guest
+        conn.close()
+        conn = None
+        _, err = login.communicate(timeout=30)
+        assert login.returncode != 0 and re.search(r"(Failed to start container-getty@\d+\.service in|Lost the "
+                                                   r"system bus of) machine mute-bus", err), err
+    finally:
+        if login.poll() is None:
+            login.kill()
+            login.wait()
+        if conn:
+            conn.close()
+        srv.close()
+    assert machd_fds_and_children(machd) == before
+    assert p.poll() is None
