@@ -72,6 +72,44 @@ def log_in_on(master, path):
     assert re.search(rb"LOGGED-42\n(/dev/pts/\d+)\n", r.out).group(1).decode() == path, r.out
 
 
+class TerminalSession:
+    """`argv` on a new pty with the private bus in its environment (TERM=dumb); killed at the end if
+    it is still running."""
+
+    def __init__(self, bus, argv):
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            os.environ.update(bus.env())
+            os.environ["TERM"] = "dumb"
+            os.execvp(argv[0], argv)
+        self.r = Reader(self.fd)
+
+    def __enter__(self):
+        return self
+
+    def expect(self, pattern):
+        assert self.r.expect(pattern), self.r.out
+
+    def log_in_as_root(self):
+        self.expect(rb"\S+ login: ")
+        os.write(self.fd, b"root\n")
+        self.expect(rb"root@\S+:~# ")  # the fixture's root has an empty password
+
+    def leave(self, name):
+        """^] three times: the client leaves the session and exits 0."""
+        os.write(self.fd, b"\x1d\x1d\x1d")
+        self.expect(b"Connection to machine %s terminated" % name.encode())
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = None
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (status, self.r.out)
+
+    def __exit__(self, *exc):
+        if self.pid:
+            os.kill(self.pid, 9)
+            os.waitpid(self.pid, 0)
+        os.close(self.fd)
+
+
 def test_open_machine_login_and_machine_open_login(bus, machd, guests):
     g = guests("deb-gl")
     assert g.wait_for(r"Reached target [^\n]*multi-user\.target"), g.text()
@@ -108,29 +146,12 @@ def test_systemd_machinectl_login_against_machd(bus, machd, guests):
     g = guests("deb-ml")
     assert g.wait_for(r"Reached target [^\n]*multi-user\.target"), g.text()
     sh = FAKE_BOOTED + ' && mount --bind %s /run/systemd/machines && exec machinectl login deb-ml' % machd.state_dir
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.environ.update(bus.env())
-        os.environ["TERM"] = "dumb"
-        os.execvp("unshare", ["unshare", "-m", "--propagation", "private", "sh", "-c", sh])
-    r = Reader(fd)
-    try:
-        assert r.expect(rb"Connected to machine deb-ml"), r.out
-        assert r.expect(rb"\S+ login: "), r.out
-        os.write(fd, b"root\n")
-        assert r.expect(rb"root@\S+:~# "), r.out
-        os.write(fd, b"echo LOGGED-$((6*7)); tty\n")
-        assert r.expect(rb"LOGGED-42\n/dev/pts/\d+\n"), r.out
-        os.write(fd, b"\x1d\x1d\x1d")  # ^] three times: machinectl leaves the session
-        assert r.expect(rb"Connection to machine deb-ml terminated"), r.out
-        _, status = os.waitpid(pid, 0)
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (status, r.out)
-        pid = None
-    finally:
-        if pid:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-        os.close(fd)
+    with TerminalSession(bus, ["unshare", "-m", "--propagation", "private", "sh", "-c", sh]) as t:
+        t.expect(rb"Connected to machine deb-ml")
+        t.log_in_as_root()
+        os.write(t.fd, b"echo LOGGED-$((6*7)); tty\n")
+        t.expect(rb"LOGGED-42\n/dev/pts/\d+\n")
+        t.leave("deb-ml")
 
 
 def busybox_container(bus, tmp_path, name):
@@ -269,36 +290,17 @@ def cleanup_machine_cgroups_of_spawn(scope):
 def test_machctl_login_against_machined_survives_the_gettys_hangups(bus, machined_guest):
     """machctl login on a manager without ExecMachine (systemd-machined): OpenMachineLogin's getty hangs
     its tty up when it starts and again after each logout; the relay stays until ^]^]^]."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.environ.update(bus.env())
-        os.environ["TERM"] = "dumb"
-        os.execv(str(BUILD / "src" / "machctl" / "machctl"), ["machctl", "login", "deb-mdl"])
-    r = Reader(fd)
-    try:
-        assert r.expect(rb"Connected to machine deb-mdl"), r.out
-        assert r.expect(rb"\S+ login: "), r.out
-        os.write(fd, b"root\n")
-        assert r.expect(rb"root@\S+:~# "), r.out
-        os.write(fd, b"echo FIRST-$((6*7)); exit\n")
-        assert r.expect(rb"FIRST-42\n"), r.out
+    with TerminalSession(bus, [str(MACHCTL), "login", "deb-mdl"]) as t:
+        t.expect(rb"Connected to machine deb-mdl")
+        t.log_in_as_root()
+        os.write(t.fd, b"echo FIRST-$((6*7)); exit\n")
+        t.expect(rb"FIRST-42\n")
         # The getty is restarted on the same pty: a second login prompt reaches us.
-        r.out = b""
-        assert r.expect(rb"\S+ login: "), r.out
-        os.write(fd, b"root\n")
-        assert r.expect(rb"root@\S+:~# "), r.out
-        os.write(fd, b"echo SECOND-$((6*7))\n")
-        assert r.expect(rb"SECOND-42\n"), r.out
-        os.write(fd, b"\x1d\x1d\x1d")
-        assert r.expect(rb"Connection to machine deb-mdl terminated"), r.out
-        _, status = os.waitpid(pid, 0)
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (status, r.out)
-        pid = None
-    finally:
-        if pid:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-        os.close(fd)
+        t.r.out = b""
+        t.log_in_as_root()
+        os.write(t.fd, b"echo SECOND-$((6*7))\n")
+        t.expect(rb"SECOND-42\n")
+        t.leave("deb-mdl")
 
 
 def test_a_guest_bus_that_never_answers_does_not_stall_machd(bus, machd, leaders, tmp_path):
