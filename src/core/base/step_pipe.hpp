@@ -29,15 +29,23 @@ public:
         rd_.reset(p[0]);
         wr_.reset(p[1]);
     }
-    // In the child, right after fork.
-    void in_child() noexcept { rd_.reset(); }
+    // fork(): the child keeps only the write end, the parent only the read end. Throws if fork fails.
+    pid_t fork() {
+        pid_t pid = ::fork();
+        if (pid < 0) throw_last_error("fork");
+        if (pid == 0)
+            rd_.reset();
+        else
+            wr_.reset();
+        return pid;
+    }
     // In the child: report `step` with the current errno and exit 1.
     [[noreturn]] void fail(int step) const noexcept {
         int e[2] = {step, errno};
         (void)!::write(wr_.get(), e, sizeof e);
         _exit(1);
     }
-    // In the parent right after fork, and in any child process that will not report.
+    // In a child process that will not report (a waiter that outlives the reporting child).
     void close_writer() noexcept { wr_.reset(); }
     // In the parent: blocks until every holder of the write end closed it; the child's report, if any.
     std::optional<StepFailure> result() {

@@ -75,17 +75,13 @@ void bind_mount_into_machine(const Machine& m, const std::string& source, const 
     const bool is_dir = S_ISDIR(st.st_mode);
 
     StepPipe steps;
-    pid_t child = ::fork();
-    if (child < 0) throw_last_error("fork");
+    pid_t child = steps.fork();
     if (child == 0) {
-        steps.in_child();
-        auto fail = [&](int step) { steps.fail(step); };
-        if (::setns(m.leader_pidfd.get(), CLONE_NEWNS) < 0) fail(1);
-        if (make_dir && make_path(dest, is_dir) < 0) fail(2);
-        if (::syscall(SYS_move_mount, tree.get(), "", AT_FDCWD, dest.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0) fail(3);
+        if (::setns(m.leader_pidfd.get(), CLONE_NEWNS) < 0) steps.fail(1);
+        if (make_dir && make_path(dest, is_dir) < 0) steps.fail(2);
+        if (::syscall(SYS_move_mount, tree.get(), "", AT_FDCWD, dest.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0) steps.fail(3);
         _exit(0);
     }
-    steps.close_writer();
     auto failed = steps.result();
     int rc = wait_exit_code(child);
     if (failed) {

@@ -149,14 +149,11 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
     if (::pipe2(p, O_CLOEXEC) < 0) throw_last_error("pipe2");
     UniqueFd status_rd(p[0]), status_wr(p[1]);
 
-    pid_t mid = ::fork();
-    if (mid < 0) throw_last_error("fork");
+    pid_t mid = steps.fork();
     if (mid == 0) {
         // Intermediate: join the cgroups and namespaces, fork the waiter into the machine's PID
         // namespace and leave, so that the waiter is reparented to the container's init.
-        steps.in_child();
         status_rd.reset();
-        auto fail = [&](int step) { steps.fail(step); };
         for (const auto& f : procs) {
             int fd = ::open(f.c_str(), O_WRONLY | O_CLOEXEC);
             if (fd >= 0) {
@@ -164,9 +161,9 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
                 ::close(fd);
             }
         }
-        if (::setns(m.leader_pidfd.get(), ns_flags) < 0) fail(1);
+        if (::setns(m.leader_pidfd.get(), ns_flags) < 0) steps.fail(1);
         pid_t waiter = ::fork();
-        if (waiter < 0) fail(2);
+        if (waiter < 0) steps.fail(2);
         if (waiter > 0) _exit(0);
 
         // Waiter: parent of the command inside the machine; reports its status on the pipe.
@@ -178,26 +175,26 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
         ::signal(SIGINT, SIG_IGN);
         ::signal(SIGTERM, SIG_IGN);
         pid_t cmd = ::fork();
-        if (cmd < 0) fail(2);
+        if (cmd < 0) steps.fail(2);
         if (cmd == 0) {
             ::signal(SIGHUP, SIG_DFL);
             ::signal(SIGINT, SIG_DFL);
             ::signal(SIGTERM, SIG_DFL);
             status_wr.reset();
-            if (::setsid() < 0) fail(3);
+            if (::setsid() < 0) steps.fail(3);
             // Move the caller's fds out of 0..2 first: dup2(fd, fd) would keep O_CLOEXEC.
             int high[3];
             for (int i = 0; i < 3; i++)
-                if ((high[i] = ::fcntl(stdio.fds[static_cast<size_t>(i)], F_DUPFD_CLOEXEC, 3)) < 0) fail(6);
+                if ((high[i] = ::fcntl(stdio.fds[static_cast<size_t>(i)], F_DUPFD_CLOEXEC, 3)) < 0) steps.fail(6);
             for (int i = 0; i < 3; i++)
-                if (::dup2(high[i], i) < 0) fail(6);
-            if (stdio.tty && ::ioctl(0, TIOCSCTTY, 0) < 0) fail(5);
+                if (::dup2(high[i], i) < 0) steps.fail(6);
+            if (stdio.tty && ::ioctl(0, TIOCSCTTY, 0) < 0) steps.fail(5);
             if (uid != 0 || gid != 0) {
-                if (::setgroups(0, nullptr) < 0 || ::setgid(gid) < 0 || ::setuid(uid) < 0) fail(7);
+                if (::setgroups(0, nullptr) < 0 || ::setgid(gid) < 0 || ::setuid(uid) < 0) steps.fail(7);
             }
             if (::chdir(home.c_str()) < 0) (void)!::chdir("/");
             ::execve(path.c_str(), argv.data(), envp.data());
-            fail(8);
+            steps.fail(8);
         }
         // The waiter keeps none of the command's I/O (EOF must reach the caller when it ends) and
         // not the error pipe (EOF there tells machd the exec happened).
@@ -219,7 +216,6 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
         (void)!::write(status_wr.get(), &status, sizeof status);
         _exit(0);
     }
-    steps.close_writer();
     status_wr.reset();
     auto failed = steps.result();
     wait_exit_code(mid);

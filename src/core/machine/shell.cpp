@@ -171,32 +171,28 @@ UniqueFd connect_machine_bus(const Machine& m) {
     const int ns_flags = CLONE_NEWNS | CLONE_NEWPID | (namespace_flags(m.leader) & CLONE_NEWUSER);
 
     StepPipe steps;
-    pid_t mid = ::fork();
-    if (mid < 0) throw_last_error("fork");
+    pid_t mid = steps.fork();
     if (mid == 0) {
         // No allocation or exceptions from here on: report {step, errno} and _exit.
-        steps.in_child();
-        auto fail = [&](int step) { steps.fail(step); };
-        if (::setns(m.leader_pidfd.get(), ns_flags) < 0) fail(1);
+        if (::setns(m.leader_pidfd.get(), ns_flags) < 0) steps.fail(1);
         if (ns_flags & CLONE_NEWUSER) {
             // Credentials are not changed by setns: become the container's root, which is what we
             // claim in the bus's EXTERNAL authentication (our euid, 0). setgroups may be denied in
             // the container's user namespace; machd runs without supplementary groups anyway.
             (void)::setgroups(0, nullptr);
-            if (::setresgid(0, 0, 0) < 0 || ::setresuid(0, 0, 0) < 0) fail(2);
+            if (::setresgid(0, 0, 0) < 0 || ::setresuid(0, 0, 0) < 0) steps.fail(2);
         }
         // The leader's root, not just the mount namespace's: a chrooted payload has its own /run.
-        if (::fchdir(root_fd.get()) < 0 || ::chroot(".") < 0) fail(3);
+        if (::fchdir(root_fd.get()) < 0 || ::chroot(".") < 0) steps.fail(3);
         // setns(CLONE_NEWPID) applies to children: connect from one, so the peer PID is the guest's.
         pid_t connector = ::fork();
-        if (connector < 0) fail(4);
+        if (connector < 0) steps.fail(4);
         if (connector == 0) {
-            if (::connect(sock.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) < 0) fail(5);
+            if (::connect(sock.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) < 0) steps.fail(5);
             _exit(0);
         }
         _exit(wait_exit_code(connector));
     }
-    steps.close_writer();
     auto failed = steps.result();
     int rc = wait_exit_code(mid);
     if (failed) {
@@ -257,13 +253,10 @@ Pty open_machine_shell(const Machine& m, const ShellRequest& req, const std::vec
     std::string home = pw->home.empty() ? "/" : pw->home;
 
     StepPipe steps;
-    pid_t mid = ::fork();
-    if (mid < 0) throw_last_error("fork");
+    pid_t mid = steps.fork();
     if (mid == 0) {
         // Intermediate: join the machine's cgroup and namespaces, fork into its PID namespace, leave
         // (the shell is then reparented to the container's init, not to machd).
-        steps.in_child();
-        auto fail = [&](int step) { steps.fail(step); };
         for (const auto& p : procs) {
             int fd = ::open(p.c_str(), O_WRONLY | O_CLOEXEC);
             if (fd >= 0) {
@@ -271,17 +264,17 @@ Pty open_machine_shell(const Machine& m, const ShellRequest& req, const std::vec
                 ::close(fd);
             }
         }
-        if (::setns(m.leader_pidfd.get(), ns_flags) < 0) fail(1);
+        if (::setns(m.leader_pidfd.get(), ns_flags) < 0) steps.fail(1);
         pid_t shell = ::fork();
-        if (shell < 0) fail(2);
+        if (shell < 0) steps.fail(2);
         if (shell > 0) _exit(0);
-        if (::setsid() < 0) fail(3);
+        if (::setsid() < 0) steps.fail(3);
         int tty = ::open(pty.path.c_str(), O_RDWR | O_CLOEXEC);
-        if (tty < 0) fail(4);
-        if (::ioctl(tty, TIOCSCTTY, 0) < 0) fail(5);
-        if (::dup2(tty, 0) < 0 || ::dup2(tty, 1) < 0 || ::dup2(tty, 2) < 0) fail(6);
+        if (tty < 0) steps.fail(4);
+        if (::ioctl(tty, TIOCSCTTY, 0) < 0) steps.fail(5);
+        if (::dup2(tty, 0) < 0 || ::dup2(tty, 1) < 0 || ::dup2(tty, 2) < 0) steps.fail(6);
         if (pw->uid != 0 || pw->gid != 0) {
-            if (::setgroups(0, nullptr) < 0 || ::setgid(pw->gid) < 0 || ::setuid(pw->uid) < 0) fail(7);
+            if (::setgroups(0, nullptr) < 0 || ::setgid(pw->gid) < 0 || ::setuid(pw->uid) < 0) steps.fail(7);
         }
         if (::chdir(home.c_str()) < 0) (void)!::chdir("/");
         // machd blocks SIGTERM/SIGINT for its signalfd; the mask survives exec, the shell must not inherit it.
@@ -289,9 +282,8 @@ Pty open_machine_shell(const Machine& m, const ShellRequest& req, const std::vec
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
         ::execve(path.c_str(), argv.data(), envp.data());
-        fail(8);
+        steps.fail(8);
     }
-    steps.close_writer();
     auto failed = steps.result();
     wait_exit_code(mid);
     if (failed) throw_entry_failure(*failed, path, m);
