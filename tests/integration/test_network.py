@@ -405,3 +405,15 @@ def test_bad_network_options(spawn_bin, tree, netns):
     assert r.returncode != 0 and "--port" in r.stderr
     r = netns.run(spawn_bin, "-q", "-D", str(tree), "--network-interface=mktnone", "true", check=False)
     assert r.returncode != 0 and "mktnone" in r.stderr
+
+
+def test_failed_nat_setup_leaves_no_records_dir(spawn_bin, tree, netns):
+    # Bad environment: the nftables helper cannot run, so the first machine of this namespace cannot
+    # make its table. spawn fails with a clear error and leaves no bookkeeping directory behind.
+    records = "/run/machkit/network/%d" % os.stat("/run/netns/" + netns.name).st_ino
+    env = dict(os.environ, MACHKIT_NFT_HELPER="/nonexistent/machkit-nft")
+    r = netns.run(*spawn_argv(spawn_bin, tree, "nonat", "--network-veth", "--port=tcp:8080:80", cmd="true"),
+                  check=False, env=env)
+    assert r.returncode != 0 and "machkit-nft" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not os.path.exists(records)

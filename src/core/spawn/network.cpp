@@ -290,6 +290,15 @@ void ContainerNetwork::setup_nat(const std::vector<NftElement>& elems) {
     std::string dir = records_dir();
     mkdir((std::string(kRunDir) + "/network").c_str(), 0755);
     if (mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) throw_last_error("cannot create " + dir);
+    try {
+        record_nat(sock, dir, elems);
+    } catch (...) {
+        rmdir(dir.c_str());  // no record of ours in it: an empty one goes (one with others' stays)
+        throw;
+    }
+}
+
+void ContainerNetwork::record_nat(int sock, const std::string& dir, const std::vector<NftElement>& elems) {
     // Sweep: entries of machines whose spawn was killed (nothing ran their teardown), and one of
     // ours from a previous run (we hold the name now, so that run is over).
     if (DIR* d = opendir(dir.c_str())) {

@@ -51,6 +51,8 @@ private:
     void setup_veth(const SpawnSpec& spec, Netlink& host, int netns_fd, bool managed);
     Netlink& guest(int netns_fd);
     void setup_nat(const std::vector<NftElement>& elems);
+    // setup_nat's body once the records directory exists: sweep dead machines' entries, add ours, record them.
+    void record_nat(int sock, const std::string& dir, const std::vector<NftElement>& elems);
     void teardown_nat();
 
     std::string machine_;
