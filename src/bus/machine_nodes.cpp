@@ -35,7 +35,7 @@ int serve(sd_bus_error* error, F&& f) {
 }
 
 void check(int r) {
-    if (r < 0) throw std::system_error(-r, std::generic_category(), "Failed to build the reply");
+    if (r < 0) throw std::system_error(-r, std::generic_category(), "Failed to read the call or marshal the reply");
 }
 
 std::vector<std::string> read_strv(sd_bus_message* m) {
