@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <grp.h>
-#include <linux/openat2.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -14,7 +13,6 @@
 #include <csignal>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -24,9 +22,6 @@
 namespace mk::core {
 namespace {
 
-constexpr size_t kArgsMax = 1024;
-constexpr size_t kArgBytesMax = 128 * 1024;
-
 [[noreturn]] void invalid(const std::string& msg) { throw_machine_error(MachineErrc::invalid_argument, msg); }
 
 void require_running_container(const Machine& m) {
@@ -34,33 +29,6 @@ void require_running_container(const Machine& m) {
         throw_machine_error(MachineErrc::not_supported, "Running commands is only supported for containers");
     if (::syscall(SYS_pidfd_send_signal, m.leader_pidfd.get(), 0, nullptr, 0) < 0)
         throw_errno(ESRCH, "Leader of machine " + m.name + " has exited");
-}
-
-// The machine's /etc/passwd, resolved inside its root (a guest symlink cannot point at the host's).
-std::string read_machine_passwd(const Machine& m) {
-    std::string root = "/proc/" + std::to_string(m.leader) + "/root";
-    UniqueFd root_fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-    if (!root_fd) throw_last_error("open " + root);
-    open_how how{};
-    how.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK;
-    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-    UniqueFd fd(static_cast<int>(::syscall(SYS_openat2, root_fd.get(), "etc/passwd", &how, sizeof how)));
-    struct stat st {};
-    if (!fd || ::fstat(fd.get(), &st) < 0 || !S_ISREG(st.st_mode)) return "";
-    std::string s;
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::read(fd.get(), buf, sizeof buf)) > 0 && s.size() < (1u << 20)) s.append(buf, static_cast<size_t>(n));
-    return s;
-}
-
-int namespace_flags(pid_t leader) {
-    int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP;
-    struct stat ours {}, theirs {};
-    if (::stat("/proc/self/ns/user", &ours) == 0 &&
-        ::stat(("/proc/" + std::to_string(leader) + "/ns/user").c_str(), &theirs) == 0 && ours.st_ino != theirs.st_ino)
-        flags |= CLONE_NEWUSER;
-    return flags;
 }
 
 bool is_cgroup2(const std::string& dir) {
@@ -98,18 +66,8 @@ std::vector<std::string> unit_dirs(const Machine& m, const std::string& root) {
 
 UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecStdio& stdio, const std::string& cgroup_root) {
     require_running_container(m);
-    std::string user = req.user.empty() ? "root" : req.user;
-    if (user.size() > 256 || user.find_first_of(":\n/") != std::string::npos) invalid("Invalid user name");
-    if (!req.path.empty() && req.path[0] != '/') invalid("Specified path '" + req.path + "' is not absolute");
-    if (req.args.size() > kArgsMax || req.environment.size() > kArgsMax) invalid("Too many arguments");
-    size_t bytes = req.path.size();
-    for (const auto& a : req.args) bytes += a.size();
-    for (const auto& e : req.environment) {
-        bytes += e.size();
-        auto eq = e.find('=');
-        if (eq == std::string::npos || eq == 0 || e.find('\n') != std::string::npos) invalid("Invalid environment assignment");
-    }
-    if (bytes > kArgBytesMax) invalid("Arguments too long");
+    ResolvedCommand cmd = resolve_command(m, req);
+    const std::string& path = cmd.path;
     for (int fd : stdio.fds)
         if (fd < 0 || ::fcntl(fd, F_GETFD) < 0) invalid("Invalid file descriptor for the command's standard I/O");
 
@@ -117,32 +75,16 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
     if (machine_freezer_state(m, cgroup_root) == "frozen")
         throw_machine_error(MachineErrc::invalid_argument, "Machine " + m.name + " is paused; resume it first");
 
-    auto pw = find_passwd_entry(read_machine_passwd(m), user);
-    if (!pw && user == "root") pw = PasswdEntry{0, 0, "/root", "/bin/sh"};
-    if (!pw) invalid("User '" + user + "' does not exist in machine " + m.name);
-
-    std::string path = req.path;
-    std::vector<std::string> args = req.args;
-    if (path.empty()) {
-        path = pw->shell.empty() ? "/bin/sh" : pw->shell;
-        args = {path, "-l"};
-    } else if (args.empty()) {
-        args = {path};
-    }
-    std::vector<std::string> env = {"HOME=" + pw->home, "USER=" + user, "LOGNAME=" + user, "SHELL=" + path,
-                                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"};
-    env.insert(env.end(), req.environment.begin(), req.environment.end());
-
     // Everything the children need, prepared before fork (no allocation after it).
     std::vector<char*> argv, envp;
-    for (auto& a : args) argv.push_back(a.data());
+    for (auto& a : cmd.args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    for (auto& e : env) envp.push_back(e.data());
+    for (auto& e : cmd.env) envp.push_back(e.data());
     envp.push_back(nullptr);
     const std::vector<std::string> procs = leader_procs_files(m.leader, cgroup_root);
-    const int ns_flags = namespace_flags(m.leader);
-    const std::string home = pw->home.empty() ? "/" : pw->home;
-    const uint32_t uid = pw->uid, gid = pw->gid;
+    const int ns_flags = machine_namespace_flags(m.leader);
+    const std::string& home = cmd.home;
+    const uint32_t uid = cmd.uid, gid = cmd.gid;
 
     StepPipe steps;
     int p[2];

@@ -74,14 +74,6 @@ std::string read_machine_file(const Machine& m, const char* rel, size_t max) {
 
 // Namespaces to join: all of the leader's, the user namespace only if it differs (joining one's own
 // user namespace is EINVAL).
-int namespace_flags(pid_t leader) {
-    int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP;
-    struct stat ours {}, theirs {};
-    if (::stat("/proc/self/ns/user", &ours) == 0 &&
-        ::stat(("/proc/" + std::to_string(leader) + "/ns/user").c_str(), &theirs) == 0 && ours.st_ino != theirs.st_ino)
-        flags |= CLONE_NEWUSER;
-    return flags;
-}
 
 }  // namespace
 
@@ -113,12 +105,57 @@ std::optional<PasswdEntry> find_passwd_entry(std::string_view passwd, std::strin
     return std::nullopt;
 }
 
+int machine_namespace_flags(pid_t leader) {
+    int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP;
+    struct stat ours {}, theirs {};
+    if (::stat("/proc/self/ns/user", &ours) == 0 &&
+        ::stat(("/proc/" + std::to_string(leader) + "/ns/user").c_str(), &theirs) == 0 && ours.st_ino != theirs.st_ino)
+        flags |= CLONE_NEWUSER;
+    return flags;
+}
+
+ResolvedCommand resolve_command(const Machine& m, const ShellRequest& req) {
+    std::string user = req.user.empty() ? "root" : req.user;
+    if (user.size() > 256 || user.find_first_of(":\n/") != std::string::npos) invalid("Invalid user name");
+    if (!req.path.empty() && req.path[0] != '/') invalid("Specified path '" + req.path + "' is not absolute");
+    if (req.args.size() > kArgsMax || req.environment.size() > kArgsMax) invalid("Too many arguments");
+    size_t bytes = req.path.size();
+    for (const auto& a : req.args) bytes += a.size();
+    for (const auto& e : req.environment) {
+        bytes += e.size();
+        auto eq = e.find('=');
+        if (eq == std::string::npos || eq == 0 || e.find('\n') != std::string::npos) invalid("Invalid environment assignment");
+    }
+    if (bytes > kArgBytesMax) invalid("Arguments too long");
+
+    auto pw = find_passwd_entry(read_machine_file(m, "etc/passwd", 1 << 20), user);
+    if (!pw && user == "root") pw = PasswdEntry{0, 0, "/root", "/bin/sh"};
+    if (!pw) invalid("User '" + user + "' does not exist in machine " + m.name);
+
+    ResolvedCommand c;
+    c.path = req.path;
+    c.args = req.args;
+    if (c.path.empty()) {
+        c.path = pw->shell.empty() ? "/bin/sh" : pw->shell;
+        c.args = {c.path, "-l"};
+    } else if (c.args.empty()) {
+        c.args = {c.path};
+    }
+    c.env = {"HOME=" + pw->home, "USER=" + user, "LOGNAME=" + user, "SHELL=" + c.path,
+             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"};
+    c.env.insert(c.env.end(), req.environment.begin(), req.environment.end());
+    c.uid = pw->uid;
+    c.gid = pw->gid;
+    c.home = pw->home.empty() ? "/" : pw->home;
+    return c;
+}
+
 Pty open_machine_pty(const Machine& m) {
     require_container(m);
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) < 0) throw_last_error("socketpair");
     UniqueFd ours(sv[0]), theirs(sv[1]);
-    int flags = CLONE_NEWNS | (namespace_flags(m.leader) & CLONE_NEWUSER);
+    int flags = CLONE_NEWNS | (machine_namespace_flags(m.leader) & CLONE_NEWUSER);
     pid_t child = ::fork();
     if (child < 0) throw_last_error("fork");
     if (child == 0) {
@@ -168,7 +205,7 @@ UniqueFd connect_machine_bus(const Machine& m) {
     static constexpr char kPath[] = "/run/dbus/system_bus_socket";
     static_assert(sizeof kPath <= sizeof addr.sun_path);
     std::memcpy(addr.sun_path, kPath, sizeof kPath);
-    const int ns_flags = CLONE_NEWNS | CLONE_NEWPID | (namespace_flags(m.leader) & CLONE_NEWUSER);
+    const int ns_flags = CLONE_NEWNS | CLONE_NEWPID | (machine_namespace_flags(m.leader) & CLONE_NEWUSER);
 
     StepPipe steps;
     pid_t mid = steps.fork();
@@ -211,46 +248,19 @@ UniqueFd connect_machine_bus(const Machine& m) {
 
 Pty open_machine_shell(const Machine& m, const ShellRequest& req, const std::vector<std::string>& cgroup_dirs) {
     require_container(m);
-    std::string user = req.user.empty() ? "root" : req.user;
-    if (user.size() > 256 || user.find_first_of(":\n/") != std::string::npos) invalid("Invalid user name");
-    if (!req.path.empty() && req.path[0] != '/') invalid("Specified path '" + req.path + "' is not absolute");
-    if (req.args.size() > kArgsMax || req.environment.size() > kArgsMax) invalid("Too many arguments");
-    size_t bytes = req.path.size();
-    for (const auto& a : req.args) bytes += a.size();
-    for (const auto& e : req.environment) {
-        bytes += e.size();
-        auto eq = e.find('=');
-        if (eq == std::string::npos || eq == 0 || e.find('\n') != std::string::npos) invalid("Invalid environment assignment");
-    }
-    if (bytes > kArgBytesMax) invalid("Arguments too long");
-
-    auto pw = find_passwd_entry(read_machine_file(m, "etc/passwd", 1 << 20), user);
-    if (!pw && user == "root") pw = PasswdEntry{0, 0, "/root", "/bin/sh"};
-    if (!pw) invalid("User '" + user + "' does not exist in machine " + m.name);
-
-    std::string path = req.path;
-    std::vector<std::string> args = req.args;
-    if (path.empty()) {
-        path = pw->shell.empty() ? "/bin/sh" : pw->shell;
-        args = {path, "-l"};
-    } else if (args.empty()) {
-        args = {path};
-    }
-    std::vector<std::string> env = {"HOME=" + pw->home, "USER=" + user, "LOGNAME=" + user, "SHELL=" + path,
-                                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"};
-    env.insert(env.end(), req.environment.begin(), req.environment.end());
+    ResolvedCommand cmd = resolve_command(m, req);
+    const std::string& path = cmd.path;
 
     Pty pty = open_machine_pty(m);
     // Everything the children need, prepared before fork (no allocation after it).
     std::vector<char*> argv, envp;
-    for (auto& a : args) argv.push_back(a.data());
+    for (auto& a : cmd.args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    for (auto& e : env) envp.push_back(e.data());
+    for (auto& e : cmd.env) envp.push_back(e.data());
     envp.push_back(nullptr);
     std::vector<std::string> procs;
     for (const auto& d : cgroup_dirs) procs.push_back(d + "/cgroup.procs");
-    const int ns_flags = namespace_flags(m.leader);
-    std::string home = pw->home.empty() ? "/" : pw->home;
+    const int ns_flags = machine_namespace_flags(m.leader);
 
     StepPipe steps;
     pid_t mid = steps.fork();
@@ -273,10 +283,10 @@ Pty open_machine_shell(const Machine& m, const ShellRequest& req, const std::vec
         if (tty < 0) steps.fail(4);
         if (::ioctl(tty, TIOCSCTTY, 0) < 0) steps.fail(5);
         if (::dup2(tty, 0) < 0 || ::dup2(tty, 1) < 0 || ::dup2(tty, 2) < 0) steps.fail(6);
-        if (pw->uid != 0 || pw->gid != 0) {
-            if (::setgroups(0, nullptr) < 0 || ::setgid(pw->gid) < 0 || ::setuid(pw->uid) < 0) steps.fail(7);
+        if (cmd.uid != 0 || cmd.gid != 0) {
+            if (::setgroups(0, nullptr) < 0 || ::setgid(cmd.gid) < 0 || ::setuid(cmd.uid) < 0) steps.fail(7);
         }
-        if (::chdir(home.c_str()) < 0) (void)!::chdir("/");
+        if (::chdir(cmd.home.c_str()) < 0) (void)!::chdir("/");
         // machd blocks SIGTERM/SIGINT for its signalfd; the mask survives exec, the shell must not inherit it.
         sigset_t none;
         sigemptyset(&none);

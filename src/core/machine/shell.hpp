@@ -53,6 +53,21 @@ struct PasswdEntry {
 };
 std::optional<PasswdEntry> find_passwd_entry(std::string_view passwd, std::string_view user);
 
+// A shell or exec request checked (user name, absolute path, bounds on arguments and environment;
+// InvalidArgs otherwise) and resolved against the machine's own /etc/passwd, read inside its root:
+// what to execve, as whom, from where. Root without a passwd entry is uid 0 with /bin/sh.
+struct ResolvedCommand {
+    std::string path;
+    std::vector<std::string> args, env;  // env: the login environment plus the request's
+    uint32_t uid = 0, gid = 0;
+    std::string home;  // "/" when the user has none
+};
+ResolvedCommand resolve_command(const Machine& m, const ShellRequest& req);
+
+// The namespaces of `leader` a helper joins: all but the user namespace, which only when it
+// differs from ours (setns into our own would fail).
+int machine_namespace_flags(pid_t leader);
+
 // A shell or exec helper's failed step (1 join namespaces, 2 fork, 3 setsid, 4 open terminal,
 // 5 set controlling terminal, 6 redirect stdio, 7 change user, 8 execute PATH) as the error
 // callers see: "Failed to execute /bin/x in machine m: <errno text>".
