@@ -8,6 +8,7 @@
 
 #include <sdbus-c++/sdbus-c++.h>
 
+#include "bus/client_calls.hpp"
 
 namespace mk::bus {
 namespace {
@@ -16,22 +17,6 @@ constexpr const char* kDest = "org.freedesktop.import1";
 constexpr const char* kPath = "/org/freedesktop/import1";
 constexpr const char* kIface = "org.freedesktop.import1.Manager";
 constexpr const char* kTransferIface = "org.freedesktop.import1.Transfer";
-
-[[noreturn]] void rethrow(const sdbus::Error& e) {
-    const auto& n = e.getName();
-    if (n == "org.freedesktop.DBus.Error.ServiceUnknown" || n == "org.freedesktop.DBus.Error.NameHasNoOwner")
-        throw ClientError(ClientError::Kind::no_daemon, n, e.getMessage());
-    throw ClientError(ClientError::Kind::remote, n, e.getMessage());
-}
-
-template <typename F>
-auto guarded(F&& f) -> decltype(f()) {
-    try {
-        return f();
-    } catch (const sdbus::Error& e) {
-        rethrow(e);
-    }
-}
 
 }  // namespace
 

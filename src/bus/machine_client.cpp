@@ -8,10 +8,18 @@
 #include <algorithm>
 #include <set>
 
+#include "bus/client_calls.hpp"
 #include "Manager-proxy.h"
 #include "Manager1-proxy.h"
 
 namespace mk::bus {
+
+void rethrow_as_client_error(const sdbus::Error& e) {
+    const auto& n = e.getName();
+    if (n == "org.freedesktop.DBus.Error.ServiceUnknown" || n == "org.freedesktop.DBus.Error.NameHasNoOwner")
+        throw ClientError(ClientError::Kind::no_daemon, n, e.getMessage());
+    throw ClientError(ClientError::Kind::remote, n, e.getMessage());
+}
 namespace {
 
 constexpr const char* kDest = "org.freedesktop.machine1";
@@ -45,22 +53,6 @@ const std::vector<std::string> kPropertyOrder = {
     "Path", "Type", "ReadOnly", "CreationTimestamp", "ModificationTimestamp", "Usage", "Limit", "UsageExclusive",
     "LimitExclusive",
 };
-
-[[noreturn]] void rethrow(const sdbus::Error& e) {
-    const auto& n = e.getName();
-    if (n == "org.freedesktop.DBus.Error.ServiceUnknown" || n == "org.freedesktop.DBus.Error.NameHasNoOwner")
-        throw ClientError(ClientError::Kind::no_daemon, n, e.getMessage());
-    throw ClientError(ClientError::Kind::remote, n, e.getMessage());
-}
-
-template <typename F>
-auto guarded(F&& f) -> decltype(f()) {
-    try {
-        return f();
-    } catch (const sdbus::Error& e) {
-        rethrow(e);
-    }
-}
 
 template <typename T>
 std::vector<int64_t> widen(const std::vector<T>& v) {
@@ -240,7 +232,7 @@ MachineClient::ReadyWait MachineClient::wait_ready(const std::string& name, uint
         try {
             if (manager.GetMachineReady(name)) return ReadyWait::ready;
         } catch (const sdbus::Error& e) {
-            if (e.getName() != "org.freedesktop.machine1.NoSuchMachine") rethrow(e);
+            if (e.getName() != "org.freedesktop.machine1.NoSuchMachine") rethrow_as_client_error(e);
             registered = false;
         }
         // Sleep until a signal names the machine (it appeared, or became ready) or the deadline.
@@ -249,7 +241,7 @@ MachineClient::ReadyWait MachineClient::wait_ready(const std::string& name, uint
             try {
                 while (conn.processPendingRequest()) {}
             } catch (const sdbus::Error& e) {
-                rethrow(e);
+                rethrow_as_client_error(e);
             }
             if (manager.take_news().contains(name)) news = true;
             if (news) break;
@@ -355,7 +347,7 @@ std::string MachineClient::unit_active_state(const std::string& unit) {
         return v.get<std::string>();
     } catch (const sdbus::Error& e) {
         if (e.getName() == "org.freedesktop.systemd1.NoSuchUnit") return "";
-        rethrow(e);
+        rethrow_as_client_error(e);
     }
 }
 
