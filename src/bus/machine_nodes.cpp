@@ -203,13 +203,12 @@ MK_GETTER(get_timestamp_monotonic, return sd_bus_message_append(reply, "t", uint
 MK_GETTER(get_service, return sd_bus_message_append(reply, "s", mc.service.c_str()))
 MK_GETTER(get_unit, return sd_bus_message_append(reply, "s", mc.unit.c_str()))
 MK_GETTER(get_leader, return sd_bus_message_append(reply, "u", static_cast<uint32_t>(mc.leader)))
-MK_GETTER(get_class, return sd_bus_message_append(reply, "s", std::string(core::to_string(mc.klass)).c_str()))
+// to_string() names are literals: NUL-terminated.
+MK_GETTER(get_class, return sd_bus_message_append(reply, "s", core::to_string(mc.klass).data()))
 MK_GETTER(get_root_directory, return sd_bus_message_append(reply, "s", mc.root_directory.c_str()))
-MK_GETTER(get_network_interfaces, {
-    std::vector<int32_t> ifs(mc.netif.begin(), mc.netif.end());
-    return sd_bus_message_append_array(reply, 'i', ifs.data(), ifs.size() * sizeof(int32_t));
-})
-MK_GETTER(get_state, return sd_bus_message_append(reply, "s", std::string(core::to_string(mc.state)).c_str()))
+static_assert(sizeof(int) == sizeof(int32_t));
+MK_GETTER(get_network_interfaces, return sd_bus_message_append_array(reply, 'i', mc.netif.data(), mc.netif.size() * sizeof(int)))
+MK_GETTER(get_state, return sd_bus_message_append(reply, "s", core::to_string(mc.state).data()))
 
 #undef MK_GETTER
 

@@ -303,75 +303,69 @@ def test_machctl_login_against_machined_survives_the_gettys_hangups(bus, machine
         t.leave("deb-mdl")
 
 
-def mute_guest_bus(bus, leaders, tmp_path, name):
-    """A chrooted machine whose /run/dbus/system_bus_socket accepts connections and never says a word."""
-    import socket
-    from test_machd import chrooted_leader
-    tree = tmp_path / name
-    p = chrooted_leader(leaders, tree)
-    (tree / "run/dbus").mkdir(parents=True)
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(str(tree / "run/dbus/system_bus_socket"))
-    srv.listen(4)
-    srv.settimeout(30)
-    create(bus, name, p.pid)
-    return p, srv
+class MuteGuestBus:
+    """A chrooted machine NAME whose /run/dbus/system_bus_socket accepts connections and never says a
+    word, and an OpenMachineLogin call on it in flight (busctl, its own timeout well past machd's).
+    On exit: the call and the socket are gone, and machd keeps no fd or child of it."""
 
+    def __init__(self, bus, machd, leaders, tmp_path, name):
+        import socket
+        from test_machd import chrooted_leader
+        self.machd = machd
+        tree = tmp_path / name
+        self.leader = chrooted_leader(leaders, tree)
+        (tree / "run/dbus").mkdir(parents=True)
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(str(tree / "run/dbus/system_bus_socket"))
+        self.srv.listen(4)
+        self.srv.settimeout(30)
+        create(bus, name, self.leader.pid)
+        self.before = machd_fds_and_children(machd)
+        self.login = subprocess.Popen(["busctl", "--address=%s" % bus.address, "--timeout=90", "call", DEST, MANAGER,
+                                       IFACE, "OpenMachineLogin", "s", name],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.conn = None
 
-def start_login(bus, name):
-    return subprocess.Popen(["busctl", "--address=%s" % bus.address, "--timeout=90", "call", DEST, MANAGER, IFACE,
-                             "OpenMachineLogin", "s", name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def __enter__(self):
+        self.conn, _ = self.srv.accept()  # machd reached the guest's bus; the guest says nothing
+        return self
+
+    def hang_up(self):
+        self.conn.close()
+        self.conn = None
+
+    def __exit__(self, exc_type, *exc):
+        if self.login.poll() is None:
+            self.login.kill()
+            self.login.wait()
+        if self.conn:
+            self.conn.close()
+        self.srv.close()
+        if exc_type is None:
+            assert machd_fds_and_children(self.machd) == self.before
+            assert self.leader.poll() is None
 
 
 def test_a_guest_bus_that_never_answers_does_not_stall_machd(bus, machd, leaders, tmp_path):
     """machd answers OpenMachineLogin from its loop: while a guest's "system bus" accepts and stays
     silent, every other client is still served; the login fails once that bus goes away, and nothing
     of it stays in machd. (machined blocks on the guest for up to 25 s.)"""
-    p, srv = mute_guest_bus(bus, leaders, tmp_path, "mute-bus")
-    before = machd_fds_and_children(machd)
-    login = start_login(bus, "mute-bus")
-    conn = None
-    try:
-        conn, _ = srv.accept()  # machd reached the guest's bus; the guest says nothing
+    with MuteGuestBus(bus, machd, leaders, tmp_path, "mute-bus") as g:
         assert "mute-bus" in [m[0] for m in bus.call_json("ListMachines")[0]]
         assert bus.call("GetMachine", "s", "mute-bus").stdout.strip() == 'o "%s"' % machine_path("mute-bus")
         assert bus.call("OpenMachinePTY", "s", "mute-bus").stdout.startswith("hs ")
-        assert login.poll() is None, login.communicate()  # the login is still waiting for the guest
-        conn.close()
-        conn = None
-        _, err = login.communicate(timeout=30)
-        assert login.returncode != 0 and re.search(r"(Failed to start container-getty@\d+\.service in|Lost the "
-                                                   r"system bus of) machine mute-bus", err), err
-    finally:
-        if login.poll() is None:
-            login.kill()
-            login.wait()
-        if conn:
-            conn.close()
-        srv.close()
-    assert machd_fds_and_children(machd) == before
-    assert p.poll() is None
+        assert g.login.poll() is None, g.login.communicate()  # the login is still waiting for the guest
+        g.hang_up()
+        _, err = g.login.communicate(timeout=30)
+        assert g.login.returncode != 0 and re.search(r"(Failed to start container-getty@\d+\.service in|Lost the "
+                                                     r"system bus of) machine mute-bus", err), err
 
 
 def test_a_guest_bus_that_never_answers_times_out(bus, machd, leaders, tmp_path):
     """The bound: 25 s after the call, the login fails with a timeout (kept open the whole time by
     the guest); machd served others meanwhile and keeps nothing of it."""
-    p, srv = mute_guest_bus(bus, leaders, tmp_path, "mute-to")
-    before = machd_fds_and_children(machd)
-    login = start_login(bus, "mute-to")
-    conn = None
-    try:
-        conn, _ = srv.accept()
+    with MuteGuestBus(bus, machd, leaders, tmp_path, "mute-to") as g:
         assert bus.call("GetMachine", "s", "mute-to").returncode == 0
-        _, err = login.communicate(timeout=80)
-        assert login.returncode != 0 and "Timed out waiting for the system bus of machine mute-to to start " \
+        _, err = g.login.communicate(timeout=80)
+        assert g.login.returncode != 0 and "Timed out waiting for the system bus of machine mute-to to start " \
             "container-getty@" in err, err
-    finally:
-        if login.poll() is None:
-            login.kill()
-            login.wait()
-        if conn:
-            conn.close()
-        srv.close()
-    assert machd_fds_and_children(machd) == before
-    assert p.poll() is None

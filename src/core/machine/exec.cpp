@@ -66,8 +66,7 @@ std::vector<std::string> unit_dirs(const Machine& m, const std::string& root) {
 
 UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecStdio& stdio, const std::string& cgroup_root) {
     require_running_container(m);
-    ResolvedCommand cmd = resolve_command(m, req);
-    const std::string& path = cmd.path;
+    ResolvedCommand command = resolve_command(m, req);
     for (int fd : stdio.fds)
         if (fd < 0 || ::fcntl(fd, F_GETFD) < 0) invalid("Invalid file descriptor for the command's standard I/O");
 
@@ -77,14 +76,12 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
 
     // Everything the children need, prepared before fork (no allocation after it).
     std::vector<char*> argv, envp;
-    for (auto& a : cmd.args) argv.push_back(a.data());
+    for (auto& a : command.args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    for (auto& e : cmd.env) envp.push_back(e.data());
+    for (auto& e : command.env) envp.push_back(e.data());
     envp.push_back(nullptr);
     const std::vector<std::string> procs = leader_procs_files(m.leader, cgroup_root);
     const int ns_flags = machine_namespace_flags(m.leader);
-    const std::string& home = cmd.home;
-    const uint32_t uid = cmd.uid, gid = cmd.gid;
 
     StepPipe steps;
     int p[2];
@@ -131,11 +128,11 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
             for (int i = 0; i < 3; i++)
                 if (::dup2(high[i], i) < 0) steps.fail(6);
             if (stdio.tty && ::ioctl(0, TIOCSCTTY, 0) < 0) steps.fail(5);
-            if (uid != 0 || gid != 0) {
-                if (::setgroups(0, nullptr) < 0 || ::setgid(gid) < 0 || ::setuid(uid) < 0) steps.fail(7);
+            if (command.uid != 0 || command.gid != 0) {
+                if (::setgroups(0, nullptr) < 0 || ::setgid(command.gid) < 0 || ::setuid(command.uid) < 0) steps.fail(7);
             }
-            if (::chdir(home.c_str()) < 0) (void)!::chdir("/");
-            ::execve(path.c_str(), argv.data(), envp.data());
+            if (::chdir(command.home.c_str()) < 0) (void)!::chdir("/");
+            ::execve(command.path.c_str(), argv.data(), envp.data());
             steps.fail(8);
         }
         // The waiter keeps none of the command's I/O (EOF must reach the caller when it ends) and
@@ -161,7 +158,7 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
     status_wr.reset();
     auto failed = steps.result();
     wait_exit_code(mid);
-    if (failed) throw_entry_failure(*failed, path, m);
+    if (failed) throw_entry_failure(*failed, command.path, m);
     return status_rd;
 }
 

@@ -249,7 +249,6 @@ UniqueFd connect_machine_bus(const Machine& m) {
 Pty open_machine_shell(const Machine& m, const ShellRequest& req, const std::vector<std::string>& cgroup_dirs) {
     require_container(m);
     ResolvedCommand cmd = resolve_command(m, req);
-    const std::string& path = cmd.path;
 
     Pty pty = open_machine_pty(m);
     // Everything the children need, prepared before fork (no allocation after it).
@@ -291,12 +290,12 @@ Pty open_machine_shell(const Machine& m, const ShellRequest& req, const std::vec
         sigset_t none;
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
-        ::execve(path.c_str(), argv.data(), envp.data());
+        ::execve(cmd.path.c_str(), argv.data(), envp.data());
         steps.fail(8);
     }
     auto failed = steps.result();
     wait_exit_code(mid);
-    if (failed) throw_entry_failure(*failed, path, m);
+    if (failed) throw_entry_failure(*failed, cmd.path, m);
     return pty;
 }
 
