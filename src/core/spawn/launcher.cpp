@@ -25,6 +25,8 @@
 #include <linux/nsfs.h>
 #include <linux/openat2.h>
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 #include <optional>
 #include <string_view>
@@ -47,6 +49,9 @@
 #include "core/spawn/network.hpp"
 
 namespace mk::core {
+
+// Where a guest's systemd lives, in the order -b looks (before /sbin/init, which may be any init).
+constexpr std::array<std::string_view, 2> kSystemdInits = {"/usr/lib/systemd/systemd", "/lib/systemd/systemd"};
 namespace {
 
 constexpr const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -843,7 +848,7 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
         p.exec_path = init;
         // systemd always answers $NOTIFY_SOCKET; other inits (busybox, sysvinit) never do, so for
         // them "ready" is the start, as nspawn's --notify-ready=no has it.
-        p.init_notifies = spec.notify_ready || init == "/usr/lib/systemd/systemd" || init == "/lib/systemd/systemd";
+        p.init_notifies = spec.notify_ready || std::ranges::find(kSystemdInits, init) != kSystemdInits.end();
         p.argv.push_back(init);
         for (const auto& a : spec.argv) p.argv.push_back(a);
     } else if (spec.argv.empty()) {
@@ -1286,8 +1291,9 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
 }  // namespace
 
 std::string find_init(int root_fd) {
-    for (const char* c : {"/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init"})
-        if (is_executable_in_root(root_fd, c)) return c;
+    for (std::string_view c : kSystemdInits)
+        if (is_executable_in_root(root_fd, std::string(c))) return std::string(c);
+    if (is_executable_in_root(root_fd, "/sbin/init")) return "/sbin/init";
     return {};
 }
 
