@@ -9,6 +9,7 @@
 #include <cstring>
 #include <optional>
 #include <string_view>
+#include <tuple>
 
 #include "core/base/error.hpp"
 #include "core/base/fs_at.hpp"
@@ -16,6 +17,7 @@
 #include "core/base/passwd.hpp"
 #include "core/kernel/capabilities.hpp"
 #include "core/kernel/seccomp.hpp"
+#include "core/spawn/credentials.hpp"
 #include "core/spawn/option_values.hpp"
 
 namespace mk::spawn {
@@ -30,6 +32,9 @@ enum {
     OPT_PROPERTY, OPT_INACCESSIBLE, OPT_NOTIFY_READY, OPT_VOLATILE, OPT_SETTINGS, OPT_OVERLAY, OPT_OVERLAY_RO, OPT_PRIVATE_USERS, OPT_PRIVATE_USERS_OWNERSHIP, OPT_PRIVATE_USERS_CHOWN,
     OPT_NETWORK_INTERFACE, OPT_NETWORK_MACVLAN, OPT_NETWORK_IPVLAN, OPT_NETWORK_VETH_EXTRA, OPT_NETWORK_BRIDGE,
     OPT_NETWORK_ZONE, OPT_NETWORK_NAMESPACE_PATH, OPT_TEMPLATE,
+    OPT_RLIMIT, OPT_OOM_SCORE_ADJUST, OPT_CPU_AFFINITY, OPT_PERSONALITY, OPT_SUPPRESS_SYNC, OPT_AMBIENT_CAPABILITY,
+    OPT_PIVOT_ROOT, OPT_SET_CREDENTIAL, OPT_LOAD_CREDENTIAL, OPT_NO_PAGER, OPT_ROOT_HASH, OPT_ROOT_HASH_SIG,
+    OPT_VERITY_DATA, OPT_BIND_USER, OPT_OCI_BUNDLE,
 };
 
 const option kLongOptions[] = {
@@ -72,7 +77,6 @@ const option kLongOptions[] = {
     {"timezone", required_argument, nullptr, OPT_TIMEZONE},
     {"register", required_argument, nullptr, OPT_REGISTER},
     {"keep-unit", no_argument, nullptr, OPT_KEEP_UNIT},
-    {"slice", required_argument, nullptr, OPT_SLICE},
     {"property", required_argument, nullptr, OPT_PROPERTY},
     {"notify-ready", required_argument, nullptr, OPT_NOTIFY_READY},
     {"ephemeral", no_argument, nullptr, 'x'},
@@ -84,6 +88,24 @@ const option kLongOptions[] = {
     {"overlay-ro", required_argument, nullptr, OPT_OVERLAY_RO},
     {"volatile", optional_argument, nullptr, OPT_VOLATILE},
     {"settings", required_argument, nullptr, OPT_SETTINGS},
+    {"rlimit", required_argument, nullptr, OPT_RLIMIT},
+    {"oom-score-adjust", required_argument, nullptr, OPT_OOM_SCORE_ADJUST},
+    {"cpu-affinity", required_argument, nullptr, OPT_CPU_AFFINITY},
+    {"personality", required_argument, nullptr, OPT_PERSONALITY},
+    {"suppress-sync", required_argument, nullptr, OPT_SUPPRESS_SYNC},
+    {"ambient-capability", required_argument, nullptr, OPT_AMBIENT_CAPABILITY},
+    {"pivot-root", required_argument, nullptr, OPT_PIVOT_ROOT},
+    {"set-credential", required_argument, nullptr, OPT_SET_CREDENTIAL},
+    {"load-credential", required_argument, nullptr, OPT_LOAD_CREDENTIAL},
+    {"no-pager", no_argument, nullptr, OPT_NO_PAGER},
+    {"root-hash", required_argument, nullptr, OPT_ROOT_HASH},
+    {"root-hash-sig", required_argument, nullptr, OPT_ROOT_HASH_SIG},
+    {"verity-data", required_argument, nullptr, OPT_VERITY_DATA},
+    {"bind-user", required_argument, nullptr, OPT_BIND_USER},
+    {"oci-bundle", required_argument, nullptr, OPT_OCI_BUNDLE},
+    {"slice", required_argument, nullptr, 'S'},
+    {"selinux-context", required_argument, nullptr, 'Z'},
+    {"selinux-apifs-context", required_argument, nullptr, 'L'},
     {nullptr, 0, nullptr, 0},
 };
 
@@ -110,7 +132,7 @@ std::optional<core::SettingGroup> group_of(int c) {
     case 'E': return G::Environment;
     case 'u': return G::User;
     case OPT_CHDIR: return G::WorkingDirectory;
-    case OPT_CAPABILITY: case OPT_DROP_CAPABILITY: return G::Capability;
+    case OPT_CAPABILITY: case OPT_DROP_CAPABILITY: case OPT_AMBIENT_CAPABILITY: return G::Capability;
     case OPT_KILL_SIGNAL: return G::KillSignal;
     case OPT_UUID: return G::MachineId;
     case OPT_NOTIFY_READY: return G::NotifyReady;
@@ -124,6 +146,12 @@ std::optional<core::SettingGroup> group_of(int c) {
     case OPT_BIND: case OPT_BIND_RO: case OPT_TMPFS: case OPT_INACCESSIBLE: case OPT_OVERLAY: case OPT_OVERLAY_RO:
         return G::CustomMounts;
     case 'p': return G::ExposePorts;
+    case OPT_OOM_SCORE_ADJUST: return G::OomScoreAdjust;
+    case OPT_CPU_AFFINITY: return G::CpuAffinity;
+    case OPT_PERSONALITY: return G::Personality;
+    case OPT_SUPPRESS_SYNC: return G::SuppressSync;
+    case OPT_PIVOT_ROOT: return G::PivotRoot;
+    case OPT_BIND_USER: return G::BindUser;
     case OPT_PRIVATE_NETWORK: case 'n': case OPT_NETWORK_VETH_EXTRA: case OPT_NETWORK_BRIDGE: case OPT_NETWORK_ZONE:
     case OPT_NETWORK_INTERFACE: case OPT_NETWORK_MACVLAN: case OPT_NETWORK_IPVLAN: case OPT_NETWORK_NAMESPACE_PATH:
         return G::Network;
@@ -140,6 +168,41 @@ void refuse_root_destination(const char* opt, const std::string& dst, std::strin
     if (dst == "/") throw UsageError("Invalid " + std::string(opt) + " value " + core::quote_value(v) + ": cannot mount over the container root");
 }
 
+// nspawn refuses a second credential with the same id rather than pick one.
+void add_credential(core::SpawnSpec& s, core::Credential c) {
+    size_t total = c.data.size();
+    for (const auto& e : s.credentials) {
+        if (e.id == c.id) throw UsageError("duplicate credential '" + c.id + "': pass each id once");
+        total += e.data.size();
+    }
+    if (s.credentials.size() >= core::kCredentialsMax) throw UsageError("too many credentials (at most 256)");
+    if (total > core::kCredentialSizeMax) throw UsageError("credentials larger than 1 MiB in total");
+    s.credentials.push_back(std::move(c));
+}
+
+// --load-credential=ID:PATH, read now as nspawn does: an absolute path may also be an AF_UNIX stream
+// socket (connected, read to EOF); a relative one names a credential spawn itself was given
+// ($CREDENTIALS_DIRECTORY), so credentials can be passed down through spawn@.service.
+core::Credential load_credential(std::string_view v) {
+    auto [id, path] = value("--load-credential=", v, core::parse_load_credential);
+    if (path[0] != '/') {
+        const char* dir = getenv("CREDENTIALS_DIRECTORY");
+        if (!dir || !*dir)
+            throw UsageError("--load-credential=" + std::string(v) + ": no credentials were passed to spawn; use an absolute path");
+        if (path.find('/') != std::string::npos || !core::credential_name_is_valid(path))
+            throw UsageError("--load-credential=" + std::string(v) + ": not a credential name");
+        path = std::string(dir) + "/" + path;
+    }
+    std::string data;
+    try {
+        data = core::read_credential_source(path, core::kCredentialSizeMax);
+    } catch (const std::system_error& e) {
+        throw UsageError("--load-credential=" + std::string(v) + ": cannot read " + path + ": " +
+                         std::strerror(e.code().value()));
+    }
+    return core::Credential{std::move(id), std::move(data)};
+}
+
 }  // namespace
 
 const char* help_text() {
@@ -150,8 +213,12 @@ Run a command or boot an OS tree in a light-weight container.
   -h --help                 Show this help
      --version              Print the version
   -q --quiet                Do not show status information
+     --no-pager             Accepted for nspawn compatibility (spawn never pages)
   -D --directory=PATH       Root directory for the container
   -i --image=PATH           Disk image (GPT per the Discoverable Partitions Specification, or a bare file system)
+     --root-hash=HASH       dm-verity root hash of the image (needs a kernel with device-mapper)
+     --root-hash-sig=SIG    PKCS#7 signature of the root hash: a path, or base64:DATA
+     --verity-data=PATH     dm-verity hash device of the image
   -b --boot                 Boot up the tree's init; remaining arguments go to it
   -x --ephemeral            Run on a throw-away overlay of the tree, removed at exit
      --template=PATH        Create a missing root directory as a copy of PATH
@@ -165,13 +232,21 @@ Run a command or boot an OS tree in a light-weight container.
   -E --setenv=NAME[=VALUE]  Pass an environment variable to PID 1
   -u --user=USER            Run the command as USER (looked up in the container)
      --kill-signal=SIGNAL   Signal sent to PID 1 when spawn is asked to stop
+     --pivot-root=PATH[:PATH]  Make PATH of the tree the container's root (the old one at the second PATH)
+     --personality=ARCH     Pick the personality (x86, x86-64) for the container
+     --rlimit=NAME=LIMIT    Set a resource limit (SOFT[:HARD]) for the payload
+     --oom-score-adjust=VALUE  Adjust the OOM score of the payload (-1000..1000)
+     --cpu-affinity=CPUS    Run the container on these CPUs (e.g. 0-1,3)
+     --set-credential=ID:VALUE  Pass a credential with a literal value to the container
+     --load-credential=ID:PATH  Pass a credential read from a file or socket
+     --suppress-sync=BOOL   Turn sync(), fsync() and friends into no-ops inside the container
      --notify-ready=BOOL    Wait for the init's READY=1 before reporting ready
   -M --machine=NAME         Machine name (default: the directory's name)
      --hostname=NAME        Hostname inside the container (default: the machine name)
      --uuid=UUID            Machine UUID
      --register=BOOL        Register with machd (default: when machd runs)
      --keep-unit            Do not create a scope; use the unit spawn runs in
-     --slice=SLICE          Slice for the machine's scope
+  -S --slice=SLICE          Slice for the machine's scope
      --property=NAME=VALUE  Property for the machine's scope
      --private-network      Disconnect from the host's network (loopback only)
   -n --network-veth         Add a virtual Ethernet link: ve-NAME on the host, host0 inside
@@ -185,8 +260,11 @@ Run a command or boot an OS tree in a light-weight container.
      --network-namespace-path=PATH  Join an existing network namespace
      --capability=CAP       Keep CAP in addition to the default set (or "all")
      --drop-capability=CAP  Drop CAP from the default set
+     --ambient-capability=CAP  Give the command CAP as an ambient capability
      --no-new-privileges=BOOL  Set PR_SET_NO_NEW_PRIVS for the payload
      --system-call-filter=LIST|~LIST  Allow (or with ~, deny) system calls
+  -Z --selinux-context=LABEL       SELinux label of the payload (needs SELinux)
+  -L --selinux-apifs-context=LABEL SELinux label of the API file systems (needs SELinux)
      --read-only            Mount the root directory read-only
      --bind=PATH[:PATH[:OPTS]]     Bind mount a host path into the container
      --bind-ro=PATH[:PATH[:OPTS]]  Bind mount a host path read-only
@@ -214,7 +292,7 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
     optind = 0;  // full re-initialisation, so parse_options can be called more than once
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv.data(), "+hqD:i:M:u:E:abPxUnp:", kLongOptions, nullptr)) >= 0) {
+    while ((c = getopt_long(argc, argv.data(), "+hqD:i:M:u:E:abPxUnp:S:Z:L:", kLongOptions, nullptr)) >= 0) {
         std::string_view v = optarg ? optarg : "";
         std::string opt = optind > 0 && optind <= argc ? copy[static_cast<size_t>(optind - 1)] : "";
         switch (c) {
@@ -328,7 +406,7 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
             s.register_mode = value("--register=", v, core::parse_boolean) ? core::RegisterMode::Yes : core::RegisterMode::No;
             break;
         case OPT_KEEP_UNIT: s.keep_unit = true; break;
-        case OPT_SLICE: {
+        case 'S': {
             std::string sl(v);
             if (!sl.ends_with(".slice") || sl.size() <= 6) throw UsageError("invalid --slice '" + sl + "': expected a name ending in .slice");
             s.slice = sl;
@@ -367,6 +445,34 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
             break;
         case OPT_SETTINGS: s.settings_mode = value("--settings=", v, core::parse_settings_mode); break;
         case OPT_NOTIFY_READY: s.notify_ready = value("--notify-ready=", v, core::parse_boolean); break;
+        case OPT_RLIMIT: {
+            auto [resource, limit] = value("--rlimit=", v, core::parse_rlimit);
+            s.rlimits[static_cast<size_t>(resource)] = limit;
+            r.set_on_command_line.set_rlimit(resource);
+            break;
+        }
+        case OPT_OOM_SCORE_ADJUST: s.oom_score_adjust = value("--oom-score-adjust=", v, core::parse_oom_score_adjust); break;
+        case OPT_CPU_AFFINITY: s.cpu_affinity = value("--cpu-affinity=", v, core::parse_cpu_set); break;
+        case OPT_PERSONALITY: s.personality = value("--personality=", v, core::parse_personality); break;
+        case OPT_SUPPRESS_SYNC: s.suppress_sync = value("--suppress-sync=", v, core::parse_boolean); break;
+        case OPT_AMBIENT_CAPABILITY: {
+            uint64_t m = value("--ambient-capability=", v, core::parse_capability_list);
+            if (m == core::kAllCapabilities) throw UsageError("--ambient-capability= does not take \"all\"; name the capabilities");
+            s.capabilities_ambient |= m;
+            break;
+        }
+        case OPT_PIVOT_ROOT: std::tie(s.pivot_root_new, s.pivot_root_old) = value("--pivot-root=", v, core::parse_pivot_root); break;
+        case OPT_SET_CREDENTIAL: add_credential(s, value("--set-credential=", v, core::parse_set_credential)); break;
+        case OPT_LOAD_CREDENTIAL: add_credential(s, load_credential(v)); break;
+        case OPT_NO_PAGER: break;  // spawn's output is never paged
+        case OPT_ROOT_HASH: s.root_hash = value("--root-hash=", v, core::parse_root_hash); break;
+        case OPT_ROOT_HASH_SIG: s.root_hash_sig = value("--root-hash-sig=", v, core::parse_root_hash_sig); break;
+        case OPT_VERITY_DATA: s.verity_data = value("--verity-data=", v, absolute_host_path); break;
+        case OPT_BIND_USER: s.bind_users.push_back(value("--bind-user=", v, core::parse_user_name)); break;
+        case 'Z': s.selinux_context = value("--selinux-context=", v, core::parse_selinux_label); break;
+        case 'L': s.selinux_apifs_context = value("--selinux-apifs-context=", v, core::parse_selinux_label); break;
+        case OPT_OCI_BUNDLE:
+            throw UsageError("--oci-bundle= is not supported by spawn yet; unpack the bundle's rootfs and pass it with -D");
         case '?': {
             std::string bad = optind > 0 && optind <= argc ? copy[static_cast<size_t>(optind - 1)] : "?";
             if (optopt) bad = std::string("-") + static_cast<char>(optopt);

@@ -31,7 +31,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (size < 1) return 0;
     std::string_view v(reinterpret_cast<const char*>(data) + 1, size - 1);
     try {
-        switch (data[0] % 13) {
+        switch (data[0] % 19) {
         case 0: {
             auto b = parse_option_value("--bind=", v, [](std::string_view x) { return parse_bind(x, false); });
             check(absolute_normalized(b.source) && absolute_normalized(b.destination) && b.destination[0] == '/');
@@ -75,6 +75,32 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             break;
         }
         case 12: (void)parse_option_value("--cpu-affinity=", v, parse_cpu_set); break;
+        case 13: {
+            auto [resource, limit] = parse_option_value("--rlimit=", v, parse_rlimit);
+            check(resource >= 0 && resource < static_cast<int>(kRlimitCount) && limit.soft <= limit.hard);
+            break;
+        }
+        case 14: {
+            auto c = parse_option_value("--set-credential=", v, parse_set_credential);
+            check(credential_name_is_valid(c.id) && c.data.size() <= kCredentialSizeMax);
+            break;
+        }
+        case 15: {
+            auto [id, path] = parse_option_value("--load-credential=", v, parse_load_credential);
+            check(credential_name_is_valid(id) && !path.empty());
+            break;
+        }
+        case 16: {
+            auto h = parse_option_value("--root-hash=", v, parse_root_hash);
+            check(h.size() >= 32 && h.size() % 2 == 0 && parse_root_hash(h) == h);
+            break;
+        }
+        case 17: {
+            auto sig = parse_option_value("--root-hash-sig=", v, parse_root_hash_sig);
+            check(sig.starts_with("base64:") || absolute_normalized(sig));
+            break;
+        }
+        case 18: (void)parse_option_value("--selinux-context=", v, parse_selinux_label); break;
         }
     } catch (const UsageError& e) {
         if (std::string_view(e.what()).find('\n') != std::string_view::npos) abort();

@@ -1,5 +1,6 @@
 #include "core/kernel/seccomp.hpp"
 
+#include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/netlink.h>
 #include <linux/seccomp.h>
@@ -327,6 +328,34 @@ int seccomp_install(const std::vector<BpfProgram>& programs) noexcept {
         if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog, 0, 0) < 0) return -errno;
     }
     return 0;
+}
+
+std::vector<BpfProgram> seccomp_suppress_sync_programs() {
+    std::vector<std::string_view> names;
+    expand("@sync", names);
+    std::vector<BpfProgram> progs;
+    for (uint32_t arch : kArchs) {
+        Ctx ctx = new_ctx(arch, SCMP_ACT_ALLOW);
+        for (std::string_view n : names) {
+            int nr = seccomp_syscall_resolve_name(std::string(n).c_str());
+            if (nr == __NR_SCMP_ERROR) continue;
+            int err = seccomp_rule_add_exact(ctx.get(), SCMP_ACT_ERRNO(0), nr, 0);
+            if (err == -EDOM || err == -EEXIST) continue;
+            check_scmp(err, "seccomp_rule_add_exact(" + std::string(n) + ")");
+        }
+        // O_SYNC includes the O_DSYNC bit, so one masked compare catches both.
+        struct { const char* name; unsigned arg; } opens[] = {{"open", 1}, {"openat", 2}};
+        for (const auto& o : opens) {
+            int nr = seccomp_syscall_resolve_name(o.name);
+            if (nr == __NR_SCMP_ERROR) continue;
+            scmp_arg_cmp cmp{o.arg, SCMP_CMP_MASKED_EQ, O_DSYNC, O_DSYNC};
+            int err = seccomp_rule_add_exact_array(ctx.get(), SCMP_ACT_ERRNO(EINVAL), nr, 1, &cmp);
+            if (err == -EDOM || err == -EEXIST) continue;
+            check_scmp(err, std::string("seccomp_rule_add(") + o.name + ")");
+        }
+        progs.push_back(export_bpf(ctx));
+    }
+    return progs;
 }
 
 }  // namespace mk::core

@@ -58,6 +58,12 @@ std::vector<BpfProgram> seccomp_programs_for(const SeccompPolicy& policy,
 // The x86-64 names the policy allows (sorted), for review and the golden-file test (T-21).
 std::vector<std::string> seccomp_allowed_syscalls(const SeccompPolicy& policy);
 
+// nspawn's --suppress-sync=: the @sync calls (sync, fsync, fdatasync, msync, syncfs,
+// sync_file_range) return 0 without doing anything, and open()/openat() with O_SYNC or O_DSYNC
+// fail with EINVAL, as systemd's seccomp_suppress_sync(). One program per arch, installed after
+// the main filters (the kernel applies the strictest answer, so denials elsewhere still win).
+std::vector<BpfProgram> seccomp_suppress_sync_programs();
+
 // Installs the programs on the calling thread with seccomp(2) (prctl fallback). Call in the forked
 // container child before exec; async-signal-safe, does not allocate. Needs CAP_SYS_ADMIN in the
 // current user namespace or no_new_privs set. Returns 0 or -errno.

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sched.h>
 #include <sys/random.h>
@@ -26,6 +27,7 @@
 #include <linux/openat2.h>
 
 #include <algorithm>
+#include <iterator>
 #include <array>
 #include <cstring>
 #include <optional>
@@ -45,8 +47,10 @@
 #include "core/kernel/seccomp.hpp"
 #include "core/kernel/userns.hpp"
 #include "core/spawn/container_cgroup.hpp"
+#include "core/spawn/credentials.hpp"
 #include "core/spawn/mount_plan.hpp"
 #include "core/spawn/network.hpp"
+#include "core/spawn/option_values.hpp"
 
 namespace mk::core {
 
@@ -231,6 +235,7 @@ struct Prepared {
     UniqueFd userns_fd;             // the namespace, made anew for each run
     std::string host_os_release;
     std::string container_manager = "systemd-nspawn";
+    UniqueFd pivot_dir;  // --pivot-root=: the new root inside the tree (O_PATH, host namespace)
 };
 
 std::string resolve_in_path(const Prepared& p, const std::string& cmd) {
@@ -466,6 +471,40 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path, int idmap_use
                          0, "overlay");
 }
 
+// --pivot-root=NEW[:OLD] (nspawn's setup_pivot_root()): NEW of the tree, with its submounts, is
+// stacked over the tree at root_path and becomes the container's root; the whole tree stays
+// reachable at NEW/OLD when OLD is given, else it vanishes with the host's root at pivot_root().
+UniqueFd pivot_into_subtree(int tree_fd, const std::string& root_path, const std::string& new_root,
+                            const std::string& old_root) {
+    UniqueFd dir = open_in_root(tree_fd, new_root, O_PATH | O_DIRECTORY);
+    if (!dir) throw_last_error("--pivot-root: cannot open " + new_root + " in the tree");
+    UniqueFd new_tree = clone_tree(dir.get(), "", true);
+    UniqueFd old_tree;
+    if (!old_root.empty()) old_tree = clone_tree(tree_fd, "", true);
+    UniqueFd at(open(root_path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!at) throw_last_error("cannot open " + root_path);
+    attach_mount(new_tree.get(), at.get(), "--pivot-root " + new_root);
+    UniqueFd top(open(root_path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!top) throw_last_error("cannot open " + root_path);
+    if (old_tree) {
+        UniqueFd target = mkdir_p_in_root(top.get(), old_root);
+        attach_mount(old_tree.get(), target.get(), "--pivot-root old root at " + old_root);
+    }
+    return top;
+}
+
+// -Z: the label the payload runs with, set for the next execve() as libselinux's setexeccon().
+void set_exec_label(const std::string& label) {
+    UniqueFd f(open("/proc/thread-self/attr/exec", O_WRONLY | O_CLOEXEC));
+    if (!f || write(f.get(), label.data(), label.size()) < 0) throw_last_error("cannot set the SELinux label " + label);
+}
+
+void raise_ambient_capabilities(uint64_t caps) {
+    for (int c = 0; c < 64; c++)
+        if ((caps & cap_bit(c)) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) < 0)
+            throw_last_error("cannot raise the ambient capability " + capability_to_name(c));
+}
+
 [[noreturn]] void child_main(const SpawnSpec& spec, Prepared& p, int chan) noexcept {
     try {
         if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) throw_last_error("prctl(PDEATHSIG)");
@@ -501,6 +540,11 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path, int idmap_use
             UniqueFd target = mkdir_p_in_root(root, p.image_mounts[i].first);
             attach_mount(p.image_mounts[i].second.get(), target.get(), "the image's " + p.image_mounts[i].first);
         }
+        UniqueFd pivoted;
+        if (!spec.pivot_root_new.empty()) {
+            pivoted = pivot_into_subtree(root, p.root_path, spec.pivot_root_new, spec.pivot_root_old);
+            root = pivoted.get();
+        }
         if (spec.volatile_mode == VolatileMode::State) {
             // The tree read-only, with a throw-away /var.
             remount_read_only(root, false, "the container root");
@@ -528,6 +572,10 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path, int idmap_use
         // Through an idmapped mount host root may not create files (its UID is outside the map):
         // /etc is written through the tree's own mount, where on-disk 0 is the container's root.
         write_integration_files(root, p.idmap ? raw.get() : root, p, spec);  // raw: invalid for idmapped images
+        {
+            UniqueFd run_host = open_in_root(root, "/run/host", O_PATH | O_DIRECTORY, 0, RESOLVE_NO_SYMLINKS);
+            mount_credentials(run_host.get(), spec.credentials, p.userns ? p.userns->shift : 0);
+        }
         UniqueFd notify;
         if (p.boot) notify = bind_notify_socket(root);
         // /run/host is the host's word to the guest: read-only.
@@ -544,6 +592,7 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path, int idmap_use
         if (umount2(".", MNT_DETACH) < 0) throw_last_error("cannot detach the host's root");
         if (chdir("/") < 0) throw_last_error("chdir /");
         tree.reset();
+        pivoted.reset();
 
         UniqueFd console_peer;
         if (p.use_pty) {
@@ -621,14 +670,21 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path, int idmap_use
         }
 
         bool root_user = p.user.uid == 0;
+        if (!spec.personality.empty() && personality(personality_number(spec.personality)) < 0)
+            throw_last_error("cannot set the personality " + spec.personality);
+        if (!spec.selinux_context.empty()) set_exec_label(spec.selinux_context);
         // The filter goes in while we still hold CAP_SYS_ADMIN; the calls after it are all allowed.
         r = seccomp_install(p.seccomp);
         if (r < 0) throw_errno(-r, "cannot install the system call filter");
+        // Ambient capabilities survive the switch to another user only through keep-caps.
+        if (spec.capabilities_ambient && !root_user && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+            throw_last_error("prctl(PR_SET_KEEPCAPS)");
         if (setgroups(p.user.groups.size(), p.user.groups.data()) < 0) throw_last_error("setgroups");
         if (setresgid(p.user.gid, p.user.gid, p.user.gid) < 0) throw_last_error("setresgid");
         if (setresuid(p.user.uid, p.user.uid, p.user.uid) < 0) throw_last_error("setresuid");
-        r = set_capabilities(root_user ? p.bounding : 0, 0);
+        r = set_capabilities(root_user ? p.bounding : spec.capabilities_ambient, spec.capabilities_ambient);
         if (r < 0) throw_errno(-r, "cannot set capabilities");
+        raise_ambient_capabilities(spec.capabilities_ambient);
         // A credential change clears the parent-death signal: set it again.
         if ((!root_user || p.userns) && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) throw_last_error("prctl(PDEATHSIG)");
         if (spec.no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) throw_last_error("no_new_privs");
@@ -671,6 +727,27 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path, int idmap_use
 
 // ---- the parent -------------------------------------------------------------------------------
 
+// As nspawn's verify_arguments(): ambient capabilities go to a command, never to an init, and
+// only those the container keeps anyway.
+void check_ambient_capabilities(const SpawnSpec& s) {
+    if (!s.capabilities_ambient) return;
+    if (s.start_mode == StartMode::Boot)
+        throw UsageError("--ambient-capability= is not useful with --boot: the init gets every capability anyway");
+    uint64_t kept = (s.capabilities_all ? ~uint64_t{0} : kDefaultCapabilities | s.capabilities_add) & ~s.capabilities_drop;
+    if (s.private_network) kept |= cap_bit(CAP_NET_ADMIN);
+    if ((s.capabilities_ambient & kept) != s.capabilities_ambient)
+        throw UsageError("--ambient-capability= is not covered by the container's capabilities; add them with --capability=");
+}
+
+bool selinux_enabled() { return access("/sys/fs/selinux/enforce", F_OK) == 0; }
+
+void check_security_labels(const SpawnSpec& s) {
+    if ((!s.selinux_context.empty() || !s.selinux_apifs_context.empty()) && !selinux_enabled())
+        throw UsageError("-Z/-L (SELinux labels) need SELinux, which is not enabled on this host; drop them");
+    if (!s.selinux_apifs_context.empty())
+        throw UsageError("-L/--selinux-apifs-context= is not supported by spawn yet; remove it from the command line");
+}
+
 // Settings files and front ends can describe more than the launcher does yet. Refuse those
 // rather than start a container that silently lacks what was asked for.
 void check_supported(const SpawnSpec& s) {
@@ -690,17 +767,26 @@ void check_supported(const SpawnSpec& s) {
             if (!l.empty() && l[0] == '+') refuse("--overlay= with a lower directory inside the container ('+')");
         if (o.upper.empty() && !o.read_only) refuse("--overlay= with a temporary upper directory (empty UPPER)");
     }
-    if (!s.pivot_root_new.empty()) refuse("--pivot-root=");
-    if (s.suppress_sync) refuse("--suppress-sync=");
     if (!s.bind_users.empty()) refuse("--bind-user=");
     if (s.userns_mode != UserNamespaceMode::No && (s.ephemeral || s.volatile_mode != VolatileMode::No))
         refuse("--private-users together with --ephemeral or --volatile");
-    if (s.capabilities_ambient) refuse("--ambient-capability=");
+    check_ambient_capabilities(s);
+    check_security_labels(s);
     for (const auto& b : s.binds)
         if ((b.idmap || b.idmap_root) && s.userns_mode == UserNamespaceMode::No)
             throw UsageError("--bind=" + b.source + ":…:idmap needs a user namespace: add -U or --private-users=");
     if (s.link_journal != LinkJournalMode::Auto && s.link_journal != LinkJournalMode::No) refuse("--link-journal=");
-    if (!s.personality.empty()) refuse("--personality=");
+}
+
+// dm-verity needs the kernel's device-mapper; this project's CI kernels lack it (no
+// CONFIG_BLK_DEV_DM), so the options are checked and then refused with the reason.
+void check_verity(const SpawnSpec& s) {
+    if (s.root_hash.empty() && s.root_hash_sig.empty() && s.verity_data.empty()) return;
+    if (s.image.empty()) throw UsageError("--root-hash=, --root-hash-sig= and --verity-data= protect disk images: add -i IMAGE");
+    auto devices = read_host_file("/proc/devices").value_or("");
+    if (devices.find(" device-mapper\n") == std::string::npos)
+        throw UsageError("--root-hash=: dm-verity needs device-mapper, which this kernel lacks (no device-mapper in /proc/devices)");
+    throw UsageError("--root-hash=/--verity-data= (dm-verity) is not supported by spawn yet; run the image without them");
 }
 
 // Whether the file system under `dir_fd` takes an idmapped mount: tried on a detached clone.
@@ -739,6 +825,7 @@ void populate_from_template(const SpawnSpec& spec) {
 
 Prepared prepare(const SpawnSpec& spec, bool registering) {
     check_supported(spec);
+    check_verity(spec);
     populate_from_template(spec);
     Prepared p;
     p.root_path = spec.directory;
@@ -825,6 +912,13 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
         p.overlay_workdirs.push_back(w);
     }
 
+    if (!spec.pivot_root_new.empty()) {
+        if (p.idmap) throw UsageError("--pivot-root= cannot be combined with an idmapped tree; add --private-users-ownership=off or chown");
+        p.pivot_dir = open_in_root(root, spec.pivot_root_new, O_PATH | O_DIRECTORY);
+        if (!p.pivot_dir)
+            throw UsageError("--pivot-root=" + spec.pivot_root_new + ": no such directory in the tree (" + strerror(errno) + ")");
+        root = p.pivot_dir.get();  // the guest's files (passwd, init, machine-id) are the new root's
+    }
     // The user, from the tree's own passwd.
     auto passwd = read_file_in_root(root, "/etc/passwd").value_or("");
     std::string user = spec.user.empty() ? "root" : spec.user;
@@ -881,6 +975,7 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
     policy.allow_extra = spec.syscall_allow;
     policy.deny = spec.syscall_deny;
     p.seccomp = seccomp_programs_for(policy);
+    if (spec.suppress_sync) std::ranges::move(seccomp_suppress_sync_programs(), std::back_inserter(p.seccomp));
 
     switch (spec.console) {
     case ConsoleMode::Interactive:
@@ -924,6 +1019,7 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
     p.env.push_back("TERM=" + (spec.console == ConsoleMode::Pipe ? std::string("dumb") : sanitize_term(getenv("TERM"))));
     if (spec.start_mode != StartMode::Boot) p.env.push_back("LANG=C.UTF-8");
     if (spec.start_mode == StartMode::Boot) p.env.push_back("NOTIFY_SOCKET=/run/host/notify");
+    if (!spec.credentials.empty()) p.env.push_back(std::string("CREDENTIALS_DIRECTORY=") + kCredentialsDirectory);
     for (auto& [k, v] : parse_os_release(p.host_os_release)) p.env.push_back("container_host_" + [&] {
         std::string lk = k;
         for (char& c : lk) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));

@@ -558,6 +558,14 @@ std::string_view rlimit_to_name(int resource) {
     return "invalid";
 }
 
+std::pair<int, ResourceLimit> parse_rlimit(std::string_view s) {
+    size_t eq = s.find('=');
+    if (eq == std::string_view::npos) fail("expected NAME=LIMIT, e.g. NOFILE=1024:4096");
+    auto r = rlimit_from_name(s.substr(0, eq));
+    if (!r) fail("unknown resource limit " + quote_value(s.substr(0, eq)) + " (NOFILE, NPROC, CORE, ...)");
+    return {*r, parse_rlimit_value(s.substr(eq + 1))};
+}
+
 int parse_oom_score_adjust(std::string_view s) {
     bool neg = !s.empty() && s[0] == '-';
     auto n = parse_u64(neg ? s.substr(1) : s);
@@ -597,6 +605,150 @@ std::string parse_personality(std::string_view s) {
 #else
     fail("personalities are not supported on this architecture");
 #endif
+}
+
+unsigned long personality_number(std::string_view name) {
+    // <sys/personality.h>'s PER_LINUX and PER_LINUX32, spelled out so this stays a pure header-free table.
+    constexpr unsigned long kPerLinux = 0x0000, kPerLinux32 = 0x0008;
+    if (name == "x86" || name == "arm") return kPerLinux32;
+    return kPerLinux;
+}
+
+bool credential_name_is_valid(std::string_view id) {
+    if (id.empty() || id.size() > 255 || id == "." || id == "..") return false;
+    return std::all_of(id.begin(), id.end(), [](char c) { return c > 0x20 && c < 0x7f && c != '/' && c != ':'; });
+}
+
+namespace {
+
+std::pair<std::string, std::string_view> split_credential(std::string_view s) {
+    size_t colon = s.find(':');
+    if (colon == std::string_view::npos) fail("expected ID:VALUE");
+    std::string id(s.substr(0, colon));
+    if (!credential_name_is_valid(id)) fail("credential name " + quote_value(id) + " is not valid");
+    return {id, s.substr(colon + 1)};
+}
+
+void append_utf8(std::string& out, uint32_t cp) {
+    if (cp == 0 || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) fail("invalid Unicode escape");
+    if (cp < 0x80) {
+        out += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+        out += static_cast<char>(0xC0 | (cp >> 6));
+        out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        out += static_cast<char>(0xE0 | (cp >> 12));
+        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+        out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+        out += static_cast<char>(0xF0 | (cp >> 18));
+        out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+        out += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+}
+
+}  // namespace
+
+std::string c_unescape(std::string_view s) {
+    std::string out;
+    for (size_t i = 0; i < s.size(); i++) {
+        if (s[i] != '\\') {
+            out += s[i];
+            continue;
+        }
+        if (++i == s.size()) fail("trailing backslash");
+        char c = s[i];
+        switch (c) {
+        case 'a': out += '\a'; break;
+        case 'b': out += '\b'; break;
+        case 'f': out += '\f'; break;
+        case 'n': out += '\n'; break;
+        case 'r': out += '\r'; break;
+        case 't': out += '\t'; break;
+        case 'v': out += '\v'; break;
+        case 's': out += ' '; break;
+        case '\\': case '"': case '\'': out += c; break;
+        case 'x': case 'u': case 'U': {
+            size_t digits = c == 'x' ? 2 : c == 'u' ? 4 : 8;
+            if (s.size() - i - 1 < digits) fail("incomplete \\" + std::string(1, c) + " escape");
+            uint32_t v = 0;
+            for (size_t k = 1; k <= digits; k++) {
+                int d = unhex(s[i + k]);
+                if (d < 0) fail("invalid \\" + std::string(1, c) + " escape");
+                v = v << 4 | static_cast<uint32_t>(d);
+            }
+            i += digits;
+            if (c == 'x') out += static_cast<char>(v);
+            else append_utf8(out, v);
+            break;
+        }
+        default:
+            if (c >= '0' && c <= '7') {
+                if (s.size() - i < 3) fail("incomplete octal escape");
+                uint32_t v = 0;
+                for (size_t k = 0; k < 3; k++) {
+                    char o = s[i + k];
+                    if (o < '0' || o > '7') fail("invalid octal escape");
+                    v = v << 3 | static_cast<uint32_t>(o - '0');
+                }
+                if (v > 0xFF) fail("octal escape out of range");
+                i += 2;
+                out += static_cast<char>(v);
+                break;
+            }
+            fail("unknown escape \\" + std::string(1, c));
+        }
+    }
+    return out;
+}
+
+Credential parse_set_credential(std::string_view s) {
+    auto [id, value] = split_credential(s);
+    Credential c{std::move(id), c_unescape(value)};
+    if (c.data.size() > kCredentialSizeMax) fail("credential larger than 1 MiB");
+    return c;
+}
+
+std::pair<std::string, std::string> parse_load_credential(std::string_view s) {
+    auto [id, path] = split_credential(s);
+    if (path.empty()) fail("expected ID:PATH");
+    if (path.size() > kPathMax || path.find('\0') != std::string_view::npos) fail("invalid path");
+    return {std::move(id), std::string(path)};
+}
+
+std::string parse_root_hash(std::string_view s) {
+    if (s.size() % 2 != 0 || std::any_of(s.begin(), s.end(), [](char c) { return unhex(c) < 0; }))
+        fail("expected an even number of hex digits");
+    if (s.size() < 32) fail("a root hash must be at least 128 bits long");
+    if (s.size() > 256) fail("a root hash must be at most 1024 bits long");
+    std::string out;
+    for (char c : s) out += lower(c);
+    return out;
+}
+
+std::string parse_root_hash_sig(std::string_view s) {
+    if (s.starts_with("base64:")) {
+        std::string_view b = s.substr(7);
+        bool ok = !b.empty() && b.size() % 4 == 0 && b.size() <= 65536;
+        for (size_t i = 0; ok && i < b.size(); i++) {
+            char c = b[i];
+            bool pad = c == '=' && i + 2 >= b.size() && (i + 1 == b.size() || b[i + 1] == '=');
+            ok = is_alpha(c) || is_digit(c) || c == '+' || c == '/' || pad;
+        }
+        if (!ok) fail("expected base64:DATA with valid base64");
+        return std::string(s);
+    }
+    if (s.empty() || s[0] != '/') fail("expected an absolute path to a signature file, or base64:DATA");
+    return parse_absolute_path(s);
+}
+
+std::string parse_selinux_label(std::string_view s) {
+    if (s.empty() || s.size() > 255) fail("label must be 1..255 characters");
+    if (std::any_of(s.begin(), s.end(), [](char c) { return c <= 0x20 || c >= 0x7f; }))
+        fail("label must be printable ASCII without spaces");
+    if (std::count(s.begin(), s.end(), ':') < 2) fail("expected user:role:type[:range]");
+    return std::string(s);
 }
 
 std::string parse_user_name(std::string_view s) {

@@ -99,6 +99,9 @@ ResourceLimit parse_rlimit_value(std::string_view s);
 std::optional<int> rlimit_from_name(std::string_view s);
 std::string_view rlimit_to_name(int resource);  // "NOFILE"
 
+// --rlimit=NAME=SOFT[:HARD]: the RLIMIT_* number and the limit.
+std::pair<int, ResourceLimit> parse_rlimit(std::string_view s);
+
 // -1000..1000.
 int parse_oom_score_adjust(std::string_view s);
 // "0-3,5 7": CPU numbers and ranges, comma or whitespace separated; sorted, deduplicated, < 8192.
@@ -108,6 +111,31 @@ std::string parse_personality(std::string_view s);
 // User name for -u / --bind-user=: 1..256 bytes of [A-Za-z0-9_.-], not starting with '-' (a
 // relaxed form of systemd's valid_user_group_name(); whether the user exists is NSS's business).
 std::string parse_user_name(std::string_view s);
+// The personality(2) value for a name parse_personality() accepts (PER_LINUX32 for "x86").
+unsigned long personality_number(std::string_view name);
+
+// Credential IDs as systemd's credential_name_valid(): a file name (no '/', not "." or ".."), of
+// printable ASCII without ':', 1..255 bytes.
+bool credential_name_is_valid(std::string_view id);
+inline constexpr size_t kCredentialSizeMax = 1024 * 1024;  // systemd's CREDENTIAL_SIZE_MAX, also the total
+inline constexpr size_t kCredentialsMax = 256;
+// --set-credential=ID:VALUE; VALUE is C-unescaped (\n, \xNN, \0..., so it may hold NUL bytes).
+Credential parse_set_credential(std::string_view s);
+// --load-credential=ID:PATH: {id, path}; the caller reads the file (an absolute path, or a name in
+// $CREDENTIALS_DIRECTORY as nspawn).
+std::pair<std::string, std::string> parse_load_credential(std::string_view s);
+// systemd's cunescape(UNESCAPE_ACCEPT_NUL): \a \b \f \n \r \t \v \\ \" \' \s \xNN \NNN (octal)
+// \uNNNN \UNNNNNNNN (as UTF-8). Throws on an incomplete or invalid escape.
+std::string c_unescape(std::string_view s);
+
+// --root-hash=: hex, at least 128 bits (as nspawn) and at most 1024; returned lowercase.
+std::string parse_root_hash(std::string_view s);
+// --root-hash-sig=: "base64:DATA" (checked) or an absolute path.
+std::string parse_root_hash_sig(std::string_view s);
+
+// An SELinux label for -Z/-L: user:role:type[:range], printable, no whitespace, at most 255 bytes.
+std::string parse_selinux_label(std::string_view s);
+
 // A system call name or @group for --system-call-filter= (checked lexically; the launcher resolves).
 bool syscall_name_is_valid(std::string_view s);
 

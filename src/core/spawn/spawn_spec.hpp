@@ -68,11 +68,20 @@ struct ResourceLimit {
     uint64_t hard = 0;
 };
 
+// --set-credential=/--load-credential=: written to /run/host/credentials/ID for the payload.
+struct Credential {
+    std::string id;
+    std::string data;  // may contain NUL bytes
+};
+
 struct SpawnSpec {
     // Image
     std::string directory;  // -D; absolute
     std::string image;      // -i
     std::string template_dir;
+    std::string root_hash;      // --root-hash= (lowercase hex): dm-verity for -i
+    std::string root_hash_sig;  // --root-hash-sig=: an absolute path, or "base64:..."
+    std::string verity_data;    // --verity-data=: the hash device, when not in the image
     bool ephemeral = false;
     VolatileMode volatile_mode = VolatileMode::No;
     bool read_only = false;
@@ -125,6 +134,8 @@ struct SpawnSpec {
     uint64_t capabilities_drop = 0;
     bool capabilities_all = false;   // --capability=all
     uint64_t capabilities_ambient = 0;
+    std::string selinux_context;        // -Z: exec label of the payload
+    std::string selinux_apifs_context;  // -L: label of the API file systems
     bool no_new_privileges = false;
     std::vector<std::string> syscall_allow;  // --system-call-filter=LIST (names or @groups)
     std::vector<std::string> syscall_deny;   // --system-call-filter=~LIST
@@ -133,6 +144,8 @@ struct SpawnSpec {
     std::array<std::optional<ResourceLimit>, kRlimitCount> rlimits;  // unset: kernel's PID 1 defaults
     std::optional<int> oom_score_adjust;
     std::vector<unsigned> cpu_affinity;  // CPU numbers, sorted; empty: inherit
+
+    std::vector<Credential> credentials;  // ids unique, in command-line order
 
     // Integration
     ResolvConfMode resolv_conf = ResolvConfMode::Auto;
