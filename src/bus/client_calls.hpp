@@ -4,12 +4,18 @@
 #pragma once
 
 #include <sdbus-c++/Error.h>
+#include <sdbus-c++/IConnection.h>
+
+#include <memory>
 
 #include "bus/machine_client.hpp"
 
 namespace mk::bus {
 
 [[noreturn]] void rethrow_as_client_error(const sdbus::Error& e);
+
+// A connection to the system bus `target` names; throws ClientError(no_bus) naming the transport.
+std::unique_ptr<sdbus::IConnection> open_system_bus(const BusTarget& target);
 
 template <typename F>
 auto guarded(F&& f) -> decltype(f()) {

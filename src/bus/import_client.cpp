@@ -26,12 +26,8 @@ struct ImportClient::Impl {
     std::map<uint32_t, std::string> removed;  // id -> result
 };
 
-ImportClient::ImportClient() : impl_(std::make_unique<Impl>()) {
-    try {
-        impl_->conn = sdbus::createSystemBusConnection();
-    } catch (const sdbus::Error& e) {
-        throw ClientError(ClientError::Kind::no_bus, e.getName(), "Cannot connect to the system bus: " + e.getMessage());
-    }
+ImportClient::ImportClient(const BusTarget& target) : impl_(std::make_unique<Impl>()) {
+    impl_->conn = open_system_bus(target);
     guarded([&] {
         impl_->manager = sdbus::createProxy(*impl_->conn, kDest, kPath);
         impl_->manager->uponSignal("TransferRemoved").onInterface(kIface).call(

@@ -21,7 +21,7 @@ struct TransferEntry {
 
 class ImportClient {
 public:
-    ImportClient();  // connects and subscribes to TransferRemoved; throws ClientError(no_bus)
+    explicit ImportClient(const BusTarget& target = {});  // connects and subscribes to TransferRemoved; throws ClientError(no_bus)
     ~ImportClient();
     ImportClient(const ImportClient&) = delete;
     ImportClient& operator=(const ImportClient&) = delete;

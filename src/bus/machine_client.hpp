@@ -15,6 +15,8 @@
 #include <variant>
 #include <vector>
 
+#include "bus/bus_target.hpp"
+
 namespace mk::bus {
 
 class ClientError : public std::runtime_error {
@@ -53,7 +55,7 @@ struct Address {
 
 class MachineClient {
 public:
-    MachineClient();  // connects; throws ClientError(no_bus)
+    explicit MachineClient(const BusTarget& target = {});  // connects; throws ClientError(no_bus)
     ~MachineClient();
     MachineClient(const MachineClient&) = delete;
     MachineClient& operator=(const MachineClient&) = delete;

@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include "core/base/error.hpp"
+#include "core/base/names.hpp"
 #include "core/spawn/option_values.hpp"
 
 namespace mk::machctl {
@@ -61,6 +62,8 @@ constexpr OptionSpec kOptions[] = {
     {"no-pager", 0, "", "Do not pipe output into a pager (machctl never pages)", ""},
     {"no-legend", 0, "", "Do not show the headers and footers", ""},
     {"no-ask-password", 0, "", "Do not ask for a password (accepted, nothing asks)", ""},
+    {"host", 'H', "[USER@]HOST", "Operate on remote host (ssh HOST systemd-stdio-bridge)", ""},
+    {"machine", 'M', "CONTAINER", "Operate on local container", ""},
     {"property", 'p', "NAME", "Show only properties by this name", ""},
     {"value", 0, "", "When showing properties, only print the value", ""},
     {"all", 'a', "", "Show all properties, including empty ones; with list: include .host", ""},
@@ -108,12 +111,29 @@ double parse_timeout(const std::string& v) {
     return d * mult;
 }
 
+// [USER@]HOST[:CONTAINER]: it ends up as an argument of ssh, so nothing that ssh could read as an
+// option, and no whitespace or control characters.
+std::string parse_bus_host(const std::string& v) {
+    bool ok = !v.empty() && v[0] != '-' && v.size() <= 255;
+    for (char c : v) ok = ok && static_cast<unsigned char>(c) > 0x20 && c != 0x7f;
+    if (!ok) throw UsageError("Invalid --host= value '" + v + "': expected [USER@]HOST[:CONTAINER]");
+    return v;
+}
+
+std::string parse_bus_machine(const std::string& v) {
+    if (v != ".host" && !core::machine_name_is_valid(v))
+        throw UsageError("Invalid --machine= value '" + v + "': expected a container name");
+    return v;
+}
+
 void apply(Options& o, const OptionSpec& spec, const std::string& arg) {
     auto n = spec.long_name;
     if (n == "help") o.help = true;
     else if (n == "version") o.version = true;
     else if (n == "no-pager") o.no_pager = true;
     else if (n == "no-legend") o.no_legend = true;
+    else if (n == "host") o.bus_target = {bus::BusTarget::Kind::Remote, parse_bus_host(arg)};
+    else if (n == "machine") o.bus_target = {bus::BusTarget::Kind::Machine, parse_bus_machine(arg)};
     else if (n == "no-ask-password") {
     } else if (n == "property") {
         // Like systemctl: -p A,B and repeated -p both work.

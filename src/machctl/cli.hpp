@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "bus/bus_target.hpp"
+
 namespace mk::machctl {
 
 // What a verb's positional arguments complete to.
@@ -52,6 +54,7 @@ struct Options {
     std::vector<std::string> setenv;  // NAME=VALUE (NAME alone takes machctl's own value)
     std::optional<double> timeout;    // seconds
     int max_addresses = 1;            // -1 = all
+    bus::BusTarget bus_target;        // -H/-M: the last one given wins, as machinectl
 };
 
 struct Invocation {

@@ -41,7 +41,7 @@ struct Context {
     Options opts;
     std::unique_ptr<MachineClient> client_;
     MachineClient& client() {
-        if (!client_) client_ = std::make_unique<MachineClient>();
+        if (!client_) client_ = std::make_unique<MachineClient>(opts.bus_target);
         return *client_;
     }
     bool is_json() const { return opts.output != Output::short_; }

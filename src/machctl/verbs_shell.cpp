@@ -26,6 +26,8 @@ int exit_code(int status) {
 }  // namespace
 
 int verb_shell(Context& c, const std::vector<std::string>& args) {
+    // The pty's fd cannot cross ssh or a container's bus socket from there to here (as machinectl).
+    if (!c.opts.bus_target.local()) throw Failure("Shell only supported on local machines.");
     std::string name = args.empty() ? ".host" : args[0];
     std::string user = c.opts.uid;
     if (auto at = name.find('@'); at != std::string::npos) {
@@ -106,6 +108,7 @@ int verb_shell(Context& c, const std::vector<std::string>& args) {
 // and the getty is restarted (vhangup) after every logout, so the relay would never see the end.
 // Managers without ExecMachine (systemd-machined): OpenMachineLogin.
 int verb_login(Context& c, const std::vector<std::string>& args) {
+    if (!c.opts.bus_target.local()) throw Failure("Login only supported on local machines.");
     std::string name = args.empty() ? ".host" : args[0];
     if (!::isatty(STDIN_FILENO)) throw Failure("Failed to get login PTY: login needs a terminal on stdin");
     {

@@ -89,7 +89,7 @@ int verb_pull(Context& c, const Args& a, bool raw) {
     const std::string& url = a[0];
     if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) throw Failure("URL '" + url + "' is not valid.");
     std::string name = a.size() > 1 ? a[1] : name_from(url);
-    ImportClient client;
+    ImportClient client(c.opts.bus_target);
     uint32_t id = bus_call("Could not pull image", [&] {
         return client.pull(raw ? "PullRaw" : "PullTar", url, name, c.opts.verify, c.opts.force);
     });
@@ -107,7 +107,7 @@ int verb_import(Context& c, const Args& a, const char* kind) {
     if (!fd) throw Failure("Failed to open " + file + ": " + std::strerror(errno));
     struct stat st {};
     uint64_t total = ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0;
-    ImportClient client;
+    ImportClient client(c.opts.bus_target);
     const char* method = fs ? "ImportFileSystem" : std::string(kind) == "raw" ? "ImportRaw" : "ImportTar";
     uint32_t id = bus_call("Could not import image",
                            [&] { return client.import(method, fd.get(), name, c.opts.force, c.opts.read_only); });
@@ -127,7 +127,7 @@ int verb_export(Context& c, const Args& a, bool raw) {
         fd = core::UniqueFd(::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0666));
     }
     if (!fd) throw Failure("Failed to open " + file + ": " + std::strerror(errno));
-    ImportClient client;
+    ImportClient client(c.opts.bus_target);
     uint32_t id = bus_call("Could not export image", [&] {
         return client.export_(raw ? "ExportRaw" : "ExportTar", name, fd.get(), format);
     });
@@ -136,7 +136,7 @@ int verb_export(Context& c, const Args& a, bool raw) {
 }
 
 int verb_list_transfers(Context& c, const Args&) {
-    ImportClient client;
+    ImportClient client(c.opts.bus_target);
     auto list = bus_call("Could not get transfers", [&] { return client.list(); });
     if (c.is_json()) {
         json arr = json::array();
@@ -160,7 +160,7 @@ int verb_list_transfers(Context& c, const Args&) {
 
 int verb_cancel_transfer(Context& c, const Args& a) {
     (void)c;
-    ImportClient client;
+    ImportClient client(c.opts.bus_target);
     for (const auto& s : a) {
         char* end = nullptr;
         unsigned long id = std::strtoul(s.c_str(), &end, 10);

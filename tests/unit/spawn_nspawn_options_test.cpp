@@ -64,6 +64,13 @@ TEST(NspawnOptionValues, SetCredentialUnescapes) {
     for (const char* bad : {"novalue", ":v", "a/b:v", "k:\\", "k:\\q", "k:\\x4", "k:\\u0000", "k:\\477", "k:\\12"})
         EXPECT_THROW(parse_set_credential(bad), UsageError) << bad;
     EXPECT_THROW(parse_set_credential("k:" + std::string(kCredentialSizeMax + 1, 'a')), UsageError);
+    // Found by the fuzzer: an escaped newline must not break the one-line error.
+    try {
+        parse_option_value("--set-credential=", "k:\\\n", parse_set_credential);
+        ADD_FAILURE();
+    } catch (const UsageError& e) {
+        EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+    }
 }
 
 TEST(NspawnOptionValues, LoadCredential) {

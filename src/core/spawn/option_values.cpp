@@ -697,7 +697,7 @@ std::string c_unescape(std::string_view s) {
                 out += static_cast<char>(v);
                 break;
             }
-            fail("unknown escape \\" + std::string(1, c));
+            fail("unknown escape " + quote_value(s.substr(i - 1, 2)));
         }
     }
     return out;
