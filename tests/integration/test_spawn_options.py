@@ -264,3 +264,58 @@ def test_no_pager_is_accepted(spawn_bin, tree):
 
 def test_oci_bundle_is_refused_clearly(spawn_bin, tmp_path):
     assert_one_line_error(spawn(spawn_bin, "-D", "/", f"--oci-bundle={tmp_path}"), "--oci-bundle=")
+
+
+# ---- --bind-user ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def host_user(tmp_path):
+    """A throw-away host user with a private group and a home holding one file; removed afterwards."""
+    name = "mkbu%d" % (os.getpid() % 100000)
+    home = tmp_path / "home"
+    home.mkdir()
+    subprocess.run(["useradd", "--user-group", "--no-create-home", "--home-dir", str(home), "--shell", "/bin/false",
+                    name], check=True)
+    try:
+        import pwd
+        pw = pwd.getpwnam(name)
+        (home / "hello").write_text("from-the-host\n")
+        os.chown(home, pw.pw_uid, pw.pw_gid)
+        os.chown(home / "hello", pw.pw_uid, pw.pw_gid)
+        os.chmod(tmp_path, 0o755)
+        yield pw
+    finally:
+        subprocess.run(["userdel", name], check=False)
+        subprocess.run(["groupdel", name], check=False, stderr=subprocess.DEVNULL)
+
+
+def test_bind_user_maps_the_host_user_in(spawn_bin, tree, host_user):
+    name = host_user.pw_name
+    r = sh(spawn_bin, tree,
+           f"cat /run/host/userdb/{name}.user /run/host/userdb/{name}.group; "
+           "readlink /run/host/userdb/60514.user; readlink /run/host/userdb/60514.group; "
+           f"stat -c '%u %g' /run/host/home/{name} /run/host/home/{name}/hello; cat /run/host/home/{name}/hello; "
+           "awk '$1 == 60514' /proc/self/uid_map; awk '$1 == 60514' /proc/self/gid_map; "
+           f"echo x > /run/host/home/{name}/new && echo home-writable",
+           "--private-users=pick", "--private-users-ownership=chown", f"--bind-user={name}")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert out[0] == ('{"userName":"%s","uid":60514,"gid":60514,"homeDirectory":"/run/host/home/%s",'
+                      '"service":"io.systemd.NSpawn"}' % (name, name))
+    assert out[1] == '{"groupName":"%s","gid":60514,"service":"io.systemd.NSpawn"}' % name
+    assert out[2:4] == [f"{name}.user", f"{name}.group"]
+    assert out[4:6] == ["60514 60514", "60514 60514"]
+    assert out[6] == "from-the-host"
+    assert out[7].split() == ["60514", str(host_user.pw_uid), "1"]
+    assert out[8].split() == ["60514", str(host_user.pw_gid), "1"]
+    # The container's root may write there (its CAP_DAC_OVERRIDE covers the mapped owner); what it
+    # creates belongs to the container's root, i.e. to the picked range on the host.
+    assert out[9] == "home-writable"
+    assert (pathlib.Path(host_user.pw_dir) / "new").stat().st_uid >= 0x80000
+
+
+def test_bind_user_refusals(spawn_bin, tree, host_user):
+    assert_one_line_error(sh(spawn_bin, tree, "true", f"--bind-user={host_user.pw_name}"), "needs a user namespace")
+    assert_one_line_error(sh(spawn_bin, tree, "true", "-U", "--bind-user=root"), "root")
+    assert_one_line_error(sh(spawn_bin, tree, "true", "-U", "--bind-user=mk-no-such-user"), "no such user on the host")
+    assert_one_line_error(sh(spawn_bin, tree, "true", "-U", "--bind-user=user"), "no such user on the host")

@@ -147,3 +147,70 @@ TEST(NspawnOptions, CompatibilitySpellings) {
     EXPECT_EQ(parse({"-D", "/t", "-L", "u:r:t:s0"}).spec.selinux_apifs_context, "u:r:t:s0");
     EXPECT_NE(error_of({"-D", "/t", "--oci-bundle=/b"}).find("--oci-bundle= is not supported"), std::string::npos);
 }
+
+// ---- --bind-user= (bind_user.hpp) and the extra ID maps it needs (userns.hpp) ----------------------
+
+#include "core/kernel/userns.hpp"
+#include "core/spawn/bind_user.hpp"
+
+namespace {
+
+HostUser host_user(const char* name, uid_t uid) { return {name, uid, uid, name, std::string("/home/") + name}; }
+
+constexpr const char* kPasswd = "root:x:0:0::/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\nsys:x:60514:60514::/:/bin/false\n";
+constexpr const char* kGroup = "root:x:0:\nuser:x:1000:\nother:x:60515:\n";
+
+}  // namespace
+
+TEST(BindUser, PicksFreeIdsFromTheNspawnRange) {
+    auto b = plan_bound_users({host_user("alice", 1500), host_user("bob", 1501)}, kPasswd, kGroup, IdRange{0x80000, 0x10000});
+    ASSERT_EQ(b.size(), 2u);
+    EXPECT_EQ(b[0].id, 60516u);  // 60514 is a user, 60515 a group of the tree
+    EXPECT_EQ(b[1].id, 60517u);
+    EXPECT_EQ(b[0].home_inside(), "/run/host/home/alice");
+    EXPECT_EQ(bound_user_record(b[0]),
+              "{\"userName\":\"alice\",\"uid\":60516,\"gid\":60516,\"homeDirectory\":\"/run/host/home/alice\","
+              "\"service\":\"io.systemd.NSpawn\"}\n");
+    EXPECT_EQ(bound_group_record(b[1]), "{\"groupName\":\"bob\",\"gid\":60517,\"service\":\"io.systemd.NSpawn\"}\n");
+}
+
+TEST(BindUser, RefusesWhatNspawnRefuses) {
+    IdRange r{0x80000, 0x10000};
+    auto err = [&](HostUser u, IdRange range) {
+        try {
+            plan_bound_users({u}, kPasswd, kGroup, range);
+        } catch (const UsageError& e) {
+            return std::string(e.what());
+        }
+        return std::string();
+    };
+    EXPECT_NE(err(host_user("root", 0), r).find("root"), std::string::npos);
+    EXPECT_NE(err(host_user("nobody", 65534), r).find("nobody"), std::string::npos);
+    EXPECT_NE(err(host_user("user", 1000), r).find("already exists in the container"), std::string::npos);
+    EXPECT_NE(err(host_user("inrange", 0x80005), r).find("inside the container's UID range"), std::string::npos);
+    HostUser shared = host_user("carol", 1600);
+    shared.group_name = "users";
+    EXPECT_NE(err(shared, r).find("private group"), std::string::npos);
+    EXPECT_NE(err(host_user("dave", 1700), IdRange{0x80000, 60000}).find("no free UID"), std::string::npos);
+    EXPECT_THROW(plan_bound_users({host_user("eve", 1800), host_user("eve", 1800)}, "", "", r), UsageError);
+}
+
+TEST(UsernsIdMap, ExtraIdsAreCutOutOfTheRange) {
+    EXPECT_EQ(id_map_text(IdRange{0x80000, 0x10000}, {}), "0 524288 65536\n");
+    EXPECT_EQ(id_map_text(IdRange{0x80000, 0x10000}, {{60516, 1500}, {60514, 1000}}),
+              "0 524288 60514\n60515 584803 1\n60517 584805 5019\n60514 1000 1\n60516 1500 1\n");
+    EXPECT_EQ(id_map_text(IdRange{0x80000, 0x10000}, {{0, 7}}), "1 524289 65535\n0 7 1\n");
+}
+
+TEST(BindUser, LooksUpTheHostUserInTheHostsFiles) {
+    const char* passwd = "root:x:0:0::/root:/bin/sh\nalice:x:1500:1600:Alice:/home/alice:/bin/bash\n1000:x:7:7::/:/bin/sh\n";
+    const char* group = "root:x:0:\nalice:x:1600:\n";
+    HostUser u = lookup_host_user("alice", passwd, group);
+    EXPECT_EQ(u.uid, 1500u);
+    EXPECT_EQ(u.gid, 1600u);
+    EXPECT_EQ(u.group_name, "alice");
+    EXPECT_EQ(u.home, "/home/alice");
+    EXPECT_THROW(lookup_host_user("bob", passwd, group), UsageError);
+    EXPECT_THROW(lookup_host_user("1500", passwd, group), UsageError);  // names only, never UIDs
+    EXPECT_THROW(lookup_host_user("alice", passwd, "root:x:0:\n"), UsageError);
+}

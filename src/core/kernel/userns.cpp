@@ -13,6 +13,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -47,15 +48,33 @@ UniqueFd lock_uid_range(uint32_t shift) {
     return fd;
 }
 
-static void write_map(pid_t pid, const char* file, const IdRange& r) {
+std::string id_map_text(const IdRange& r, const std::vector<IdMapping>& extra) {
+    std::vector<IdMapping> cuts = extra;
+    std::sort(cuts.begin(), cuts.end(), [](const IdMapping& a, const IdMapping& b) { return a.inside < b.inside; });
+    std::string text;
+    auto line = [&](uint32_t inside, uint32_t outside, uint32_t count) {
+        if (count) text += std::to_string(inside) + " " + std::to_string(outside) + " " + std::to_string(count) + "\n";
+    };
+    uint32_t from = 0;
+    for (const auto& c : cuts) {
+        if (c.inside < from || c.inside >= r.count) continue;
+        line(from, r.shift + from, c.inside - from);
+        from = c.inside + 1;
+    }
+    line(from, r.shift + from, r.count - from);
+    for (const auto& c : cuts) line(c.inside, c.outside, 1);
+    return text;
+}
+
+static void write_map(pid_t pid, const char* file, const std::string& text) {
     std::string path = "/proc/" + std::to_string(pid) + "/" + file;
     UniqueFd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC));
     if (!fd) throw_last_error("cannot open " + path);
-    std::string line = "0 " + std::to_string(r.shift) + " " + std::to_string(r.count) + "\n";
-    if (write(fd.get(), line.data(), line.size()) < 0) throw_last_error("cannot write " + path);
+    if (write(fd.get(), text.data(), text.size()) < 0) throw_last_error("cannot write " + path);
 }
 
-UniqueFd make_user_namespace(const IdRange& range) {
+UniqueFd make_user_namespace(const IdRange& range, const std::vector<IdMapping>& uid_extra,
+                             const std::vector<IdMapping>& gid_extra) {
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0) throw_last_error("pipe");
     UniqueFd rd(p[0]), wr(p[1]);
@@ -83,8 +102,8 @@ UniqueFd make_user_namespace(const IdRange& range) {
     } reap{pid, wr};
     char ok = 0;
     if (read(ready_rd.get(), &ok, 1) != 1 || !ok) throw_errno(EPERM, "cannot create a user namespace");
-    write_map(pid, "uid_map", range);
-    write_map(pid, "gid_map", range);
+    write_map(pid, "uid_map", id_map_text(range, uid_extra));
+    write_map(pid, "gid_map", id_map_text(range, gid_extra));
     std::string ns = "/proc/" + std::to_string(pid) + "/ns/user";
     UniqueFd fd(open(ns.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) throw_last_error("cannot open " + ns);

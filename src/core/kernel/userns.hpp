@@ -4,7 +4,9 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/base/unique_fd.hpp"
 
@@ -27,10 +29,21 @@ uint32_t pick_uid_base(std::string_view name, unsigned attempt);
 // "machkit/uidrange/<shift>", released by the kernel however spawn ends. Invalid fd if taken.
 UniqueFd lock_uid_range(uint32_t shift);
 
-// Creates a user namespace mapping 0..count-1 to shift..shift+count-1 (UIDs and GIDs) and returns
-// an fd for it (for setns() and MOUNT_ATTR_IDMAP). Uses a short-lived child process that unshares
-// it; the namespace lives on as long as the fd.
-UniqueFd make_user_namespace(const IdRange& range);
+// One more single ID: `inside` in the container is `outside` on the host (--bind-user=).
+struct IdMapping {
+    uint32_t inside = 0;
+    uint32_t outside = 0;
+};
+
+// The uid_map/gid_map text: 0..count-1 to shift.., with each `extra` inside ID cut out of that
+// range and mapped on a line of its own (the kernel refuses overlapping lines). Pure.
+std::string id_map_text(const IdRange& range, const std::vector<IdMapping>& extra);
+
+// Creates a user namespace mapping 0..count-1 to shift..shift+count-1 (UIDs and GIDs), plus
+// `uid_extra`/`gid_extra`, and returns an fd for it (for setns() and MOUNT_ATTR_IDMAP). Uses a
+// short-lived child process that unshares it; the namespace lives on as long as the fd.
+UniqueFd make_user_namespace(const IdRange& range, const std::vector<IdMapping>& uid_extra = {},
+                             const std::vector<IdMapping>& gid_extra = {});
 
 }  // namespace mk::core
 

@@ -46,6 +46,7 @@
 #include "core/kernel/mount.hpp"
 #include "core/kernel/seccomp.hpp"
 #include "core/kernel/userns.hpp"
+#include "core/spawn/bind_user.hpp"
 #include "core/spawn/container_cgroup.hpp"
 #include "core/spawn/credentials.hpp"
 #include "core/spawn/mount_plan.hpp"
@@ -236,6 +237,7 @@ struct Prepared {
     std::string host_os_release;
     std::string container_manager = "systemd-nspawn";
     UniqueFd pivot_dir;  // --pivot-root=: the new root inside the tree (O_PATH, host namespace)
+    std::vector<BoundUser> bound_users;  // --bind-user=
 };
 
 std::string resolve_in_path(const Prepared& p, const std::string& cmd) {
@@ -493,6 +495,18 @@ UniqueFd pivot_into_subtree(int tree_fd, const std::string& root_path, const std
     return top;
 }
 
+// --bind-user=: each user's host home at /run/host/home/NAME (made by write_bound_user_records()).
+void bind_user_homes(int root_fd, const std::vector<BoundUser>& users) {
+    for (const auto& u : users) {
+        MountStep b;
+        b.kind = StepKind::Bind;
+        b.source = u.host.home;
+        b.target = u.home_inside();
+        b.attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+        apply_mount_plan(root_fd, {b});
+    }
+}
+
 // -Z: the label the payload runs with, set for the next execve() as libselinux's setexeccon().
 void set_exec_label(const std::string& label) {
     UniqueFd f(open("/proc/thread-self/attr/exec", O_WRONLY | O_CLOEXEC));
@@ -575,6 +589,7 @@ void raise_ambient_capabilities(uint64_t caps) {
         {
             UniqueFd run_host = open_in_root(root, "/run/host", O_PATH | O_DIRECTORY, 0, RESOLVE_NO_SYMLINKS);
             mount_credentials(run_host.get(), spec.credentials, p.userns ? p.userns->shift : 0);
+            write_bound_user_records(run_host.get(), p.bound_users, p.userns ? p.userns->shift : 0);
         }
         UniqueFd notify;
         if (p.boot) notify = bind_notify_socket(root);
@@ -585,6 +600,7 @@ void raise_ambient_capabilities(uint64_t caps) {
             remount_read_only(hm.get(), true, "/run/host");
             attach_mount(hm.get(), host.get(), "/run/host");
         }
+        bind_user_homes(root, p.bound_users);  // writable homes under the read-only /run/host
         if (spec.read_only) remount_read_only(root, false, "the container root");
 
         if (fchdir(root) < 0) throw_last_error("fchdir");
@@ -767,7 +783,8 @@ void check_supported(const SpawnSpec& s) {
             if (!l.empty() && l[0] == '+') refuse("--overlay= with a lower directory inside the container ('+')");
         if (o.upper.empty() && !o.read_only) refuse("--overlay= with a temporary upper directory (empty UPPER)");
     }
-    if (!s.bind_users.empty()) refuse("--bind-user=");
+    if (!s.bind_users.empty() && s.userns_mode == UserNamespaceMode::No)
+        throw UsageError("--bind-user= needs a user namespace: add -U or --private-users=");
     if (s.userns_mode != UserNamespaceMode::No && (s.ephemeral || s.volatile_mode != VolatileMode::No))
         refuse("--private-users together with --ephemeral or --volatile");
     check_ambient_capabilities(s);
@@ -928,6 +945,13 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
         else throw UsageError("user '" + spec.user + "' does not exist in the container's /etc/passwd");
     }
     p.user = *rec;
+    if (!spec.bind_users.empty()) {
+        std::vector<HostUser> host;
+        std::string host_passwd = read_host_file("/etc/passwd").value_or("");
+        std::string host_group = read_host_file("/etc/group").value_or("");
+        for (const auto& n : spec.bind_users) host.push_back(lookup_host_user(n, host_passwd, host_group));
+        p.bound_users = plan_bound_users(host, passwd, read_file_in_root(root, "/etc/group").value_or(""), *p.userns);
+    }
     if (p.user.uid != 0 || !spec.user.empty()) {
         auto group = read_file_in_root(root, "/etc/group").value_or("");
         p.user.groups = find_supplementary_groups(group, p.user.name, p.user.gid);
@@ -1118,7 +1142,14 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_last_error("socketpair");
     UniqueFd chan(sv[0]), child_chan(sv[1]);
 
-    if (p.userns) p.userns_fd = make_user_namespace(*p.userns);
+    if (p.userns) {
+        std::vector<IdMapping> uids, gids;
+        for (const auto& u : p.bound_users) {
+            uids.push_back({u.id, static_cast<uint32_t>(u.host.uid)});
+            gids.push_back({u.id, static_cast<uint32_t>(u.host.gid)});
+        }
+        p.userns_fd = make_user_namespace(*p.userns, uids, gids);
+    }
 
     // A booted guest gets groups of its own: machd's scope when it registers us, else ours, made
     // before clone so the child can be born into the cgroup2 one.
