@@ -18,6 +18,7 @@
 #include "core/kernel/capabilities.hpp"
 #include "core/kernel/seccomp.hpp"
 #include "core/spawn/credentials.hpp"
+#include "core/spawn/oci_config.hpp"
 #include "core/spawn/option_values.hpp"
 
 namespace mk::spawn {
@@ -203,6 +204,55 @@ core::Credential load_credential(std::string_view v) {
     return core::Credential{std::move(id), std::move(data)};
 }
 
+// "--bind" or "-D": how to name option `c` in a message.
+std::string option_name(int c) {
+    if (c < 0x100) return std::string("-") + static_cast<char>(c);
+    for (const auto& o : kLongOptions)
+        if (o.name && o.val == c) return std::string("--") + o.name;
+    return "an option";
+}
+
+// With --oci-bundle=, config.json describes the container; the command line may add only what it
+// does not: identity, registration, console, settings-file use.
+bool combines_with_oci_bundle(int c) {
+    switch (c) {
+    case 'q': case 'M': case OPT_UUID: case OPT_REGISTER: case OPT_KEEP_UNIT: case 'S': case OPT_PROPERTY:
+    case OPT_CONSOLE: case 'P': case OPT_SETTINGS: case OPT_OCI_BUNDLE: case OPT_NO_PAGER:
+        return true;
+    default: return false;
+    }
+}
+
+void apply_oci_bundle(ParsedOptions& r, const std::string& bundle, const std::vector<std::string>& not_with_oci) {
+    core::SpawnSpec& s = r.spec;
+    if (!not_with_oci.empty())
+        throw UsageError("--oci-bundle= cannot be combined with " + not_with_oci.front() + ": config.json describes the container");
+    if (!s.argv.empty()) throw UsageError("--oci-bundle= takes the command from config.json (process.args): drop the command line");
+    auto text = core::read_host_file(bundle + "/config.json", core::kOciConfigMax + 1);
+    if (!text) throw UsageError("--oci-bundle=" + bundle + ": cannot read config.json: " + std::strerror(errno));
+    core::SpawnSpec o = core::parse_oci_config(*text, bundle);
+    // What the command line may set on top (see combines_with_oci_bundle()).
+    o.machine_name = s.machine_name;
+    o.uuid = s.uuid;
+    o.quiet = s.quiet;
+    o.register_mode = s.register_mode;
+    o.keep_unit = s.keep_unit;
+    o.slice = s.slice;
+    o.properties = s.properties;
+    o.settings_mode = s.settings_mode;
+    if (r.console_set) o.console = s.console;
+    else r.console_set = o.console != core::ConsoleMode::Autopipe;
+    s = std::move(o);
+    // The groups config.json set win over .nspawn files, as command-line options do.
+    for (auto g : {core::SettingGroup::StartMode, core::SettingGroup::Environment, core::SettingGroup::WorkingDirectory,
+                   core::SettingGroup::CustomMounts, core::SettingGroup::Network, core::SettingGroup::Capability,
+                   core::SettingGroup::NoNewPrivileges, core::SettingGroup::OomScoreAdjust, core::SettingGroup::Hostname,
+                   core::SettingGroup::ReadOnly})
+        r.set_on_command_line.set(g);
+    for (size_t i = 0; i < core::kRlimitCount; i++)
+        if (s.rlimits[i]) r.set_on_command_line.set_rlimit(static_cast<int>(i));
+}
+
 }  // namespace
 
 const char* help_text() {
@@ -216,6 +266,7 @@ Run a command or boot an OS tree in a light-weight container.
      --no-pager             Accepted for nspawn compatibility (spawn never pages)
   -D --directory=PATH       Root directory for the container
   -i --image=PATH           Disk image (GPT per the Discoverable Partitions Specification, or a bare file system)
+     --oci-bundle=PATH      Run an OCI bundle (config.json with ociVersion 1.0.0, a subset; see spawn(1))
      --root-hash=HASH       dm-verity root hash of the image (needs a kernel with device-mapper)
      --root-hash-sig=SIG    PKCS#7 signature of the root hash: a path, or base64:DATA
      --verity-data=PATH     dm-verity hash device of the image
@@ -288,6 +339,8 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
     argv.push_back(nullptr);
     int argc = static_cast<int>(copy.size());
     bool machine_set = false;
+    std::string oci_bundle;
+    std::vector<std::string> not_with_oci;  // options that config.json describes itself
 
     optind = 0;  // full re-initialisation, so parse_options can be called more than once
     opterr = 0;
@@ -471,8 +524,7 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
         case OPT_BIND_USER: s.bind_users.push_back(value("--bind-user=", v, core::parse_user_name)); break;
         case 'Z': s.selinux_context = value("--selinux-context=", v, core::parse_selinux_label); break;
         case 'L': s.selinux_apifs_context = value("--selinux-apifs-context=", v, core::parse_selinux_label); break;
-        case OPT_OCI_BUNDLE:
-            throw UsageError("--oci-bundle= is not supported by spawn yet; unpack the bundle's rootfs and pass it with -D");
+        case OPT_OCI_BUNDLE: oci_bundle = value("--oci-bundle=", v, absolute_host_path); break;
         case '?': {
             std::string bad = optind > 0 && optind <= argc ? copy[static_cast<size_t>(optind - 1)] : "?";
             if (optopt) bad = std::string("-") + static_cast<char>(optopt);
@@ -484,9 +536,12 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
             throw UsageError("unknown option; see spawn --help");
         }
         if (auto g = group_of(c)) r.set_on_command_line.set(*g);
+        if (!combines_with_oci_bundle(c)) not_with_oci.push_back(option_name(c));
     }
     for (int i = optind; i < argc; i++) s.argv.push_back(copy[static_cast<size_t>(i)]);
     if (!s.argv.empty()) r.set_on_command_line.set(core::SettingGroup::StartMode);
+
+    if (!oci_bundle.empty()) apply_oci_bundle(r, oci_bundle, not_with_oci);
 
     if (s.directory.empty() && s.image.empty())
         throw UsageError("no directory given: pass the container's root with -D DIR (or a disk image with -i)");

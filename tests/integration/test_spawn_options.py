@@ -262,8 +262,64 @@ def test_no_pager_is_accepted(spawn_bin, tree):
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 
 
-def test_oci_bundle_is_refused_clearly(spawn_bin, tmp_path):
-    assert_one_line_error(spawn(spawn_bin, "-D", "/", f"--oci-bundle={tmp_path}"), "--oci-bundle=")
+def oci_config(**process):
+    import json
+    cfg = {
+        "ociVersion": "1.0.0",
+        "root": {"path": "rootfs"},
+        "process": {"terminal": False, "user": {"uid": 0, "gid": 0}, "cwd": "/tmp",
+                    "args": ["/bin/sh", "-c", "hostname; pwd; echo $GREETING; grep 'Max open files' /proc/self/limits; "
+                             "cat /data/file; ls /masked | wc -l; cat /proc/self/oom_score_adj"],
+                    "env": ["PATH=/bin:/sbin", "GREETING=hello-oci"],
+                    "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 777, "hard": 888}],
+                    "oomScoreAdj": 300, **process},
+        "hostname": "oci-box",
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                   {"destination": "/data", "type": "bind", "source": "SRC", "options": ["rbind", "ro"]}],
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"},
+                                 {"type": "network"}],
+                  "maskedPaths": ["/masked"]},
+    }
+    return cfg
+
+
+def test_oci_bundle_runs_config_json(spawn_bin, tree, tmp_path):
+    import json
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    tree.rename(bundle / "rootfs")
+    (bundle / "rootfs" / "masked").mkdir()
+    (bundle / "rootfs" / "masked" / "secret").write_text("s\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "file").write_text("bound-in\n")
+    cfg = oci_config()
+    cfg["mounts"][1]["source"] = str(data)
+    (bundle / "config.json").write_text(json.dumps(cfg))
+    r = spawn(spawn_bin, f"--oci-bundle={bundle}", "-M", "oci-t")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert out[0:3] == ["oci-box", "/tmp", "hello-oci"]
+    assert out[3].split()[3:5] == ["777", "888"]
+    assert out[4] == "bound-in"
+    assert out[5].strip() == "0"  # masked: nspawn's --inaccessible
+    assert out[6] == "300"
+
+
+def test_oci_bundle_refusals(spawn_bin, tree, tmp_path):
+    import json
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    assert_one_line_error(spawn(spawn_bin, f"--oci-bundle={bundle}"), "config.json")
+    cfg = oci_config()
+    del cfg["mounts"][1]
+    cfg["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW"}
+    (bundle / "config.json").write_text(json.dumps(cfg))
+    assert_one_line_error(spawn(spawn_bin, f"--oci-bundle={bundle}"), "'linux.seccomp' is not supported")
+    cfg["ociVersion"] = "1.2.0"
+    (bundle / "config.json").write_text(json.dumps(cfg))
+    assert_one_line_error(spawn(spawn_bin, f"--oci-bundle={bundle}"), "ociVersion")
+    assert_one_line_error(spawn(spawn_bin, f"--oci-bundle={bundle}", "-D", str(tree)), "cannot be combined with -D")
 
 
 # ---- --bind-user ------------------------------------------------------------------------------------
