@@ -323,6 +323,7 @@ Run a command or boot an OS tree in a light-weight container.
      --overlay=PATH[:PATH...]:PATH   Overlay mount: lower directories, upper, destination
      --overlay-ro=PATH[:PATH...]:PATH  Read-only overlay mount
      --inaccessible=PATH    Make PATH inaccessible inside the container
+     --bind-user=NAME       Bind a host user (and home) into the container; needs -U
      --resolv-conf=MODE     off, copy-host, replace-host, bind-host, delete, auto
      --timezone=MODE        off, copy, bind, symlink, delete, auto
      --console=MODE         interactive, read-only, passive, pipe, autopipe
