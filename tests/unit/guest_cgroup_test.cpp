@@ -185,12 +185,16 @@ TEST(GuestCgroupPlan, SystemdWithoutV1GetsCgroup2Everywhere) {
 
 TEST(GuestCgroupPlan, SystemdWithV1Support) {
     CgroupLayout hybrid = parse_cgroup_layout(kHybridMountinfo);
-    // 233..257 on a hybrid host: cgroup2 (measured, docs/architecture.md).
+    // 233..257 on a hybrid host: the hybrid layout nspawn 252 gives (measured, docs/architecture.md).
     for (unsigned v : {233u, 252u, 257u}) {
         auto p = plan_guest_cgroups(hybrid, v, std::nullopt);
-        EXPECT_EQ(p.layout.mode, CgroupMode::Unified) << v;
+        EXPECT_EQ(p.layout.mode, CgroupMode::Hybrid) << v;
         EXPECT_EQ(p.layout.unified_dir, "/unified");
+        EXPECT_EQ(p.layout.v1.size(), 3u);
+        EXPECT_FALSE(p.v1_host);
     }
+    // The override gives them the cgroup2 view.
+    EXPECT_EQ(plan_guest_cgroups(hybrid, 252, true).layout.mode, CgroupMode::Unified);
     // Before 233 systemd knew no hybrid layout: nspawn's legacy view, v1 only.
     auto old = plan_guest_cgroups(hybrid, 232, std::nullopt);
     EXPECT_EQ(old.layout.mode, CgroupMode::Legacy);

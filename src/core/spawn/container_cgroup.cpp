@@ -117,7 +117,7 @@ GuestCgroupPlan plan_guest_cgroups(const CgroupLayout& host, std::optional<unsig
     bool cgroup2_view;
     if (unified_override) cgroup2_view = *unified_override;
     else if (needs_cgroup2) cgroup2_view = true;
-    else cgroup2_view = host.mode == CgroupMode::Hybrid && guest_systemd && *guest_systemd >= kSystemdHybridSince;
+    else cgroup2_view = false;  // v1-capable systemd keeps the host's layout: docs/architecture.md says why
 
     if (!cgroup2_view) {
         plan.layout = host;

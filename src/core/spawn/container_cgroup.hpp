@@ -49,8 +49,8 @@ struct GuestCgroupPlan {
 //  - systemd >= 258 (no v1 support): always a pure cgroup2 view: the host's cgroup2 hierarchy
 //    (its root on a unified host, /sys/fs/cgroup/unified on a hybrid one), or a cgroup2 mount of
 //    spawn's own on a host that has none mounted.
-//  - systemd 233..257 on a hybrid host: a cgroup2 view too (see docs/architecture.md: it skips
-//    the v1 placement's RCU wait, and the hybrid view's v1 controllers were read-only anyway).
+//  - systemd 233..257 on a hybrid host: the hybrid layout, as nspawn 252 gives it (measured against
+//    a cgroup2 view; docs/architecture.md says why it stays).
 //  - systemd < 233 on a hybrid host: the v1 hierarchies only, as nspawn (no hybrid support yet).
 //  - otherwise (v1 host, unknown init, unified host) the host's own layout.
 //  - override true: a cgroup2 view on every host; false: the host's v1/hybrid layout, refused with a
