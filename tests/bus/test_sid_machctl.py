@@ -13,7 +13,9 @@ import pytest
 from conftest import Machd, cleanup_machine_cgroups, machine_cgroups, wait_for
 from test_machctl_boot import HELPERS, MACHCTL, SPAWN, Guest, machctl
 
-MULTI_USER = r"Reached target [^\n]*multi-user\.target"
+# systemd 262 holds back its status lines while a getty owns the console: the login prompt says
+# the guest is up; systemd itself is asked from inside.
+LOGIN = r"login: "
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +49,9 @@ def inside(bus, name, *cmd):
 def assert_cgroup2_systemd(bus, name):
     r = inside(bus, name, "/bin/systemctl", "is-system-running", "--wait")
     assert r.stdout.strip() in ("running", "degraded"), (r.stdout, r.stderr)
+    assert inside(bus, name, "/bin/systemctl", "is-active", "multi-user.target").stdout.strip() == "active"
     assert inside(bus, name, "/usr/bin/stat", "-f", "-c", "%T", "/sys/fs/cgroup").stdout.strip() == "cgroup2fs"
-    assert inside(bus, name, "/bin/cat", "/proc/1/cgroup").stdout.split() == ["0::/init.scope"]
+    assert "0::/init.scope" in inside(bus, name, "/bin/cat", "/proc/1/cgroup").stdout.split()
 
 
 def test_start_sid_through_machd(bus, sid_tree, tmp_path):
@@ -84,7 +87,7 @@ def test_start_sid_through_machd(bus, sid_tree, tmp_path):
 
 def test_poweroff_sid(bus, sid_guest):
     g = sid_guest("sid-p")
-    assert g.wait_for(MULTI_USER, 120), g.text()
+    assert g.wait_for(LOGIN, 120), g.text()
     assert machctl(bus, "wait", "--timeout=60", "sid-p").returncode == 0
     assert_cgroup2_systemd(bus, "sid-p")
     r = machctl(bus, "poweroff", "--timeout=60", "sid-p")
@@ -96,10 +99,10 @@ def test_poweroff_sid(bus, sid_guest):
 
 def test_reboot_sid(bus, sid_guest):
     g = sid_guest("sid-rb")
-    assert g.wait_for(MULTI_USER, 120), g.text()
+    assert g.wait_for(LOGIN, 120), g.text()
     first = json.loads(machctl(bus, "show", "-o", "json", "sid-rb").stdout)["Leader"]
     assert machctl(bus, "reboot", "sid-rb").returncode == 0
-    assert g.wait_for(f"(?s){MULTI_USER}.*{MULTI_USER}", 150), g.text()
+    assert g.wait_for(f"(?s){LOGIN}.*{LOGIN}", 150), g.text()
     assert g.p.poll() is None, "a reboot restarts the container in place"
     assert machctl(bus, "wait", "--timeout=60", "sid-rb").returncode == 0
     second = json.loads(machctl(bus, "show", "-o", "json", "sid-rb").stdout)["Leader"]
