@@ -1111,10 +1111,15 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     if (p.wait_for_parent) {
         try {
             registered = registering && hooks.register_machine(static_cast<pid_t>(pid), p.uuid);
-            if (p.cgroups && !registered && !cgroup) make_groups(*p.cgroups);
-            // machd's scope lives in the host's hierarchies; one with no cgroup2 mounted gets the
-            // guest's cgroup2 group from spawn's own mount.
-            if (registered && p.cgroup2_mount) {
+            // machd's scope is the guest's group when machd made one (CreateMachine). Under a
+            // service manager (--keep-unit, RegisterMachine) the unit is spawn's own, and the guest
+            // gets a payload group below it, as under nspawn: with -U that is the group its root owns.
+            const bool machd_scope = registered && !spec.keep_unit;
+            if (p.cgroups && !cgroup && !machd_scope) {
+                make_groups(*p.cgroups);
+            } else if (p.cgroups && !cgroup && p.cgroup2_mount) {
+                // machd's scope lives in the host's hierarchies; a host with no cgroup2 mounted
+                // gets the guest's cgroup2 group from spawn's own mount.
                 CgroupLayout cgroup2_only;
                 cgroup2_only.mode = CgroupMode::Unified;
                 make_groups(cgroup2_only);
@@ -1122,7 +1127,7 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
             if (cgroup) cgroup->attach(static_cast<pid_t>(pid), !into_cgroup);
             if (p.userns && p.cgroups) {
                 if (cgroup) cgroup->delegate_to(p.userns->shift, p.userns->shift);
-                if (registered) {
+                if (machd_scope) {
                     // machd made the scope: hand over the groups it made where we know them.
                     for (const char* h : {"/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup"}) {
                         std::string dir = std::string(h) + own_cgroup_path(spec);
