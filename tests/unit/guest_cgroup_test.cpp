@@ -101,6 +101,16 @@ TEST(GuestSystemd, DebianMultiarchTree) {
     EXPECT_EQ(t.version(), 262u);
 }
 
+TEST(GuestSystemd, UsrPartitionOfAnImage) {
+    // A disk image with /usr on its own partition: that partition's root is the tree's /usr.
+    TempTree usr;
+    usr.file("lib/x86_64-linux-gnu/systemd/libsystemd-shared-259.so");
+    EXPECT_EQ(usr.version(), 259u);
+    TempTree usr2;
+    usr2.file("lib/systemd/systemd", "systemd 258.1 running in %ssystem mode");
+    EXPECT_EQ(usr2.version(), 258u);
+}
+
 TEST(GuestSystemd, ClassicPathsAndHighestWins) {
     TempTree t;
     t.file("usr/lib/systemd/libsystemd-shared-249.so");

@@ -749,7 +749,10 @@ void plan_cgroups(Prepared& p, const SpawnSpec& spec, int root) {
         value = getenv(var);
     }
     std::optional<bool> override_ = parse_unified_override(value, var);
-    GuestCgroupPlan plan = plan_guest_cgroups(detect_cgroup_layout(), guest_systemd_version(root), override_);
+    std::optional<unsigned> version = guest_systemd_version(root);
+    for (const auto& [where, fd] : p.image_mounts)  // an image's own /usr partition holds systemd
+        if (!version && where == "/usr") version = guest_systemd_version(fd.get());
+    GuestCgroupPlan plan = plan_guest_cgroups(detect_cgroup_layout(), version, override_);
     if (plan.layout.mode == CgroupMode::None) return;
     if (plan.own_cgroup2) p.cgroup2_mount = mount_own_cgroup2();
     if (plan.v1_host && !spec.quiet) {
