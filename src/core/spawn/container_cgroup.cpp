@@ -8,11 +8,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <linux/mount.h>
+
 #include <cerrno>
 
 #include "core/base/error.hpp"
 #include "core/base/fs_at.hpp"
 #include "core/base/strings.hpp"
+#include "core/kernel/mount.hpp"
+#include "core/spawn/option_values.hpp"
 
 namespace mk::core {
 namespace {
@@ -97,15 +101,67 @@ CgroupLayout detect_cgroup_layout() {
     return l;
 }
 
-CgroupLayout guest_cgroup_layout(const CgroupLayout& host, bool unified_guest) {
-    if (!unified_guest || host.mode != CgroupMode::Hybrid) return host;
-    CgroupLayout g;
-    g.mode = CgroupMode::Unified;
-    g.unified_dir = host.unified_dir;
-    return g;
+GuestCgroupPlan plan_guest_cgroups(const CgroupLayout& host, std::optional<unsigned> guest_systemd,
+                                   std::optional<bool> unified_override) {
+    GuestCgroupPlan plan;
+    if (host.mode == CgroupMode::Unified) {
+        // Nothing else to give: a v1 layout would need the controllers the host keeps on cgroup2.
+        plan.layout = host;
+        return plan;
+    }
+    const bool needs_cgroup2 = guest_systemd && *guest_systemd >= kSystemdUnifiedOnlySince;
+    if (unified_override == false && needs_cgroup2)
+        throw UsageError("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=0 asks for cgroup v1, but the guest's systemd " +
+                         std::to_string(*guest_systemd) + " boots only on cgroup2 (v1 support ended in systemd " +
+                         std::to_string(kSystemdUnifiedOnlySince) + "); unset it");
+    bool cgroup2_view;
+    if (unified_override) cgroup2_view = *unified_override;
+    else if (needs_cgroup2) cgroup2_view = true;
+    else cgroup2_view = false;  // v1-capable systemd keeps the host's layout: docs/architecture.md says why
+
+    if (!cgroup2_view) {
+        plan.layout = host;
+        if (host.mode == CgroupMode::Hybrid && guest_systemd && *guest_systemd < kSystemdHybridSince) {
+            // nspawn's legacy view: such a systemd does not know /sys/fs/cgroup/unified.
+            plan.layout.mode = CgroupMode::Legacy;
+            plan.layout.unified_dir.clear();
+        }
+        return plan;
+    }
+    plan.layout.mode = CgroupMode::Unified;
+    plan.v1_host = true;
+    if (host.mode == CgroupMode::Hybrid) plan.layout.unified_dir = host.unified_dir;
+    else plan.own_cgroup2 = true;  // Legacy, or no cgroups mounted at all: spawn mounts cgroup2 itself
+    return plan;
 }
 
-ContainerCgroup::ContainerCgroup(const CgroupLayout& layout, std::string path, std::string root) {
+std::optional<bool> parse_unified_override(const char* value, std::string_view var) {
+    if (!value || !*value) return std::nullopt;
+    try {
+        return parse_boolean(value);
+    } catch (const std::exception&) {
+        throw UsageError("$" + std::string(var) + "=" + value + " is not a boolean; use 1 (cgroup2) or 0 (cgroup v1)");
+    }
+}
+
+std::string no_controllers_notice(std::string_view cgroup2_controllers) {
+    std::string have;
+    for (auto c : split(cgroup2_controllers, ' ')) {
+        while (!c.empty() && (c.back() == '\n' || c.back() == ' ')) c.remove_suffix(1);
+        if (c.empty()) continue;
+        if (!have.empty()) have += ' ';
+        have += c;
+    }
+    return "spawn: the guest gets a cgroup2 tree; this host keeps its resource controllers on cgroup v1, so it has " +
+           (have.empty() ? std::string("none") : "only " + have) + " to delegate";
+}
+
+UniqueFd mount_own_cgroup2() {
+    return make_fs_mount("cgroup2", {}, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+}
+
+ContainerCgroup::ContainerCgroup(const CgroupLayout& layout, std::string path, std::string root, UniqueFd own_unified)
+    : own_unified_(std::move(own_unified)) {
     try {
         auto create = [&](const std::string& hier) {
             std::string dir = hier + path;
@@ -119,7 +175,9 @@ ContainerCgroup::ContainerCgroup(const CgroupLayout& layout, std::string path, s
             dirs_.push_back(dir);
             return dir;
         };
-        if (layout.mode == CgroupMode::Unified || layout.mode == CgroupMode::Hybrid)
+        if (own_unified_)
+            unified_dir_ = create("/proc/self/fd/" + std::to_string(own_unified_.get()));
+        else if (layout.mode == CgroupMode::Unified || layout.mode == CgroupMode::Hybrid)
             unified_dir_ = create(root + layout.unified_dir);
         if (layout.mode == CgroupMode::Hybrid || layout.mode == CgroupMode::Legacy)
             for (const auto& h : layout.v1)
@@ -157,7 +215,7 @@ void ContainerCgroup::arm_reaper() {
         int keep = rd.get();
         reaper_pipe_.reset();
         for (int fd = 3; fd < 1024; fd++)
-            if (fd != keep) close(fd);
+            if (fd != keep && fd != own_unified_.get()) close(fd);
         char c;
         while (read(keep, &c, 1) > 0 || errno == EINTR) {}
         // The container's processes die with spawn (parent-death signal); give them a moment.

@@ -8,6 +8,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,10 +31,40 @@ struct CgroupLayout {
     std::string unified_dir;  // where cgroup2 is, below /sys/fs/cgroup: "" (unified) or "/unified" (hybrid)
 };
 
-// What the guest is given on this host: the host's own layout, or with unified_guest (nspawn's
-// $SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1) a pure cgroup2 view even on a hybrid host. That skips the
-// v1 name=systemd placement, whose cgroup.procs write waits for an RCU grace period (~8-16 ms here).
-CgroupLayout guest_cgroup_layout(const CgroupLayout& host, bool unified_guest);
+// The first systemd versions that run on a cgroup2 view (230), on the hybrid layout (233), and
+// the first that refuse every v1 layout, hybrid included (258).
+inline constexpr unsigned kSystemdUnifiedSince = 230;
+inline constexpr unsigned kSystemdHybridSince = 233;
+inline constexpr unsigned kSystemdUnifiedOnlySince = 258;
+
+// What a booted guest gets, decided before anything is created.
+struct GuestCgroupPlan {
+    CgroupLayout layout;        // the guest's view of /sys/fs/cgroup; mode None: no cgroups of its own
+    bool own_cgroup2 = false;   // the host has no cgroup2 mounted: spawn mounts one for the machine's group
+    bool v1_host = false;       // the view is cgroup2 but the host's controllers are on v1 (say so once)
+};
+
+// The guest's layout from the host's, the guest's systemd major version (nullopt: not a systemd
+// we recognise) and nspawn's $SYSTEMD_NSPAWN_UNIFIED_HIERARCHY (nullopt: unset). Pure.
+//  - systemd >= 258 (no v1 support): always a pure cgroup2 view: the host's cgroup2 hierarchy
+//    (its root on a unified host, /sys/fs/cgroup/unified on a hybrid one), or a cgroup2 mount of
+//    spawn's own on a host that has none mounted.
+//  - systemd 233..257 on a hybrid host: the hybrid layout, as nspawn 252 gives it (measured against
+//    a cgroup2 view; docs/architecture.md says why it stays).
+//  - systemd < 233 on a hybrid host: the v1 hierarchies only, as nspawn (no hybrid support yet).
+//  - otherwise (v1 host, unknown init, unified host) the host's own layout.
+//  - override true: a cgroup2 view on every host; false: the host's v1/hybrid layout, refused with a
+//    UsageError for a guest that cannot boot on it. Neither changes anything on a unified host.
+GuestCgroupPlan plan_guest_cgroups(const CgroupLayout& host, std::optional<unsigned> guest_systemd,
+                                   std::optional<bool> unified_override);
+
+// $SYSTEMD_NSPAWN_UNIFIED_HIERARCHY (or its old name $UNIFIED_CGROUP_HIERARCHY) as nspawn reads it:
+// unset or empty -> nullopt, a boolean otherwise; anything else is a UsageError. Pure.
+std::optional<bool> parse_unified_override(const char* value, std::string_view var);
+
+// The one line spawn prints when the guest's cgroup2 view has no controllers to speak of because
+// the host keeps them on cgroup v1. `cgroup2_controllers` is the cgroup2 root's cgroup.controllers.
+std::string no_controllers_notice(std::string_view cgroup2_controllers);
 
 // Parses /proc/self/mountinfo contents (pure). Symlinks are not in mountinfo: the caller adds them.
 CgroupLayout parse_cgroup_layout(std::string_view mountinfo);
@@ -46,7 +77,10 @@ CgroupLayout detect_cgroup_layout();
 // guest created inside) by the destructor. Not copyable.
 class ContainerCgroup {
 public:
-    ContainerCgroup(const CgroupLayout& layout, std::string path, std::string root = "/sys/fs/cgroup");
+    // `own_unified`: a cgroup2 mount of spawn's own (mount_own_cgroup2()), taken over, where the
+    // cgroup2 group is made instead of root + layout.unified_dir (a host with no cgroup2 mounted).
+    ContainerCgroup(const CgroupLayout& layout, std::string path, std::string root = "/sys/fs/cgroup",
+                    UniqueFd own_unified = {});
     ContainerCgroup(const ContainerCgroup&) = delete;
     ContainerCgroup& operator=(const ContainerCgroup&) = delete;
     ~ContainerCgroup();
@@ -68,6 +102,7 @@ public:
     void arm_reaper();
 
 private:
+    UniqueFd own_unified_;  // kept open while the groups exist: their paths go through /proc/self/fd
     std::vector<std::string> dirs_;  // absolute group directories we created, for removal
     std::vector<std::string> slices_;  // parent slices we created, removed if empty
     std::string systemd_dir_;
@@ -76,6 +111,10 @@ private:
     UniqueFd reaper_pipe_;  // our end; EOF tells the reaper to clean up
     pid_t reaper_ = -1;
 };
+
+// A detached cgroup2 mount (fsopen/fsmount, attached nowhere, so the host's mount table does not
+// change): how spawn reaches the cgroup2 hierarchy on a host that mounts only cgroup v1.
+UniqueFd mount_own_cgroup2();
 
 // chown()s a cgroup directory and the files directly in it.
 void chown_cgroup_dir(const std::string& dir, uid_t uid, gid_t gid);

@@ -49,6 +49,7 @@
 #include "core/spawn/bind_user.hpp"
 #include "core/spawn/container_cgroup.hpp"
 #include "core/spawn/credentials.hpp"
+#include "core/spawn/guest_systemd.hpp"
 #include "core/spawn/mount_plan.hpp"
 #include "core/spawn/network.hpp"
 #include "core/spawn/option_values.hpp"
@@ -227,6 +228,7 @@ struct Prepared {
     bool boot = false;                        // the guest's init: cgroups of its own, notify socket
     bool init_notifies = false;               // the init will send READY=1 (systemd, or --notify-ready=yes)
     std::optional<CgroupLayout> cgroups;      // set when the guest gets its own cgroup namespace
+    UniqueFd cgroup2_mount;                   // no cgroup2 on the host: spawn's own (plan_guest_cgroups)
     std::vector<std::string> overlay_workdirs;  // created for --overlay=, removed at exit
     std::vector<std::pair<std::string, UniqueFd>> image_mounts;  // -i: detached mounts, root first
     Uuid uuid{};
@@ -840,6 +842,34 @@ void populate_from_template(const SpawnSpec& spec) {
     }
 }
 
+// The booted guest's cgroup layout: the host's, the guest's systemd version (read from the tree)
+// and nspawn's override variable decide it (plan_guest_cgroups).
+void plan_cgroups(Prepared& p, const SpawnSpec& spec, int root) {
+    const char* var = "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY";
+    const char* value = getenv(var);
+    if (!value || !*value) {
+        var = "UNIFIED_CGROUP_HIERARCHY";  // nspawn's old name for it
+        value = getenv(var);
+    }
+    std::optional<bool> override_ = parse_unified_override(value, var);
+    std::optional<unsigned> version = guest_systemd_version(root);
+    for (const auto& [where, fd] : p.image_mounts)  // an image's own /usr partition holds systemd
+        if (!version && where == "/usr") version = guest_systemd_version(fd.get());
+    GuestCgroupPlan plan = plan_guest_cgroups(detect_cgroup_layout(), version, override_);
+    if (plan.layout.mode == CgroupMode::None) return;
+    if (plan.own_cgroup2) p.cgroup2_mount = mount_own_cgroup2();
+    if (plan.v1_host && !spec.quiet) {
+        std::string controllers;
+        if (p.cgroup2_mount)
+            controllers = read_file_in_root(p.cgroup2_mount.get(), "cgroup.controllers", 4096).value_or("");
+        else
+            controllers = read_host_file("/sys/fs/cgroup" + plan.layout.unified_dir + "/cgroup.controllers", 4096).value_or("");
+        fprintf(stderr, "%s\n", no_controllers_notice(controllers).c_str());
+    }
+    p.cgroups = plan.layout;
+    p.cgroup_plan = build_cgroup_mount_plan(plan.layout);
+}
+
 Prepared prepare(const SpawnSpec& spec, bool registering) {
     check_supported(spec);
     check_verity(spec);
@@ -1028,11 +1058,7 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
     p.uuid = uuid;
     p.boot = spec.start_mode == StartMode::Boot;
     if (p.boot) {
-        const char* uh = getenv("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY");
-        bool unified_guest = uh && (strcmp(uh, "1") == 0 || strcmp(uh, "yes") == 0 || strcmp(uh, "true") == 0);
-        CgroupLayout layout = guest_cgroup_layout(detect_cgroup_layout(), unified_guest);
-        if (layout.mode != CgroupMode::None) p.cgroups = layout;
-        if (p.cgroups) p.cgroup_plan = build_cgroup_mount_plan(*p.cgroups);
+        plan_cgroups(p, spec, root);
     }
     p.env.push_back(std::string("PATH=") + kDefaultPath);
     p.env.push_back("container=" + p.container_manager);
@@ -1155,10 +1181,16 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     // before clone so the child can be born into the cgroup2 one.
     const bool registering = static_cast<bool>(hooks.register_machine);
     std::optional<ContainerCgroup> cgroup;
-    if (p.cgroups && !registering) {
-        cgroup.emplace(*p.cgroups, own_cgroup_path(spec));
+    auto make_groups = [&](const CgroupLayout& layout) {
+        UniqueFd own;
+        if (p.cgroup2_mount) {
+            own.reset(fcntl(p.cgroup2_mount.get(), F_DUPFD_CLOEXEC, 3));
+            if (!own) throw_last_error("cannot duplicate the cgroup2 mount");
+        }
+        cgroup.emplace(layout, own_cgroup_path(spec), "/sys/fs/cgroup", std::move(own));
         cgroup->arm_reaper();
-    }
+    };
+    if (p.cgroups && !registering) make_groups(*p.cgroups);
 
     // Signals are handled through a signalfd; the child restores the mask before exec.
     sigset_t mask, old_mask;
@@ -1209,15 +1241,23 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     if (p.wait_for_parent) {
         try {
             registered = registering && hooks.register_machine(static_cast<pid_t>(pid), p.uuid);
-            if (p.cgroups && !registered && !cgroup) {
-                cgroup.emplace(*p.cgroups, own_cgroup_path(spec));
-                cgroup->arm_reaper();
+            // machd's scope is the guest's group when machd made one (CreateMachine). Under a
+            // service manager (--keep-unit, RegisterMachine) the unit is spawn's own, and the guest
+            // gets a payload group below it, as under nspawn: with -U that is the group its root owns.
+            const bool machd_scope = registered && !spec.keep_unit;
+            if (p.cgroups && !cgroup && !machd_scope) {
+                make_groups(*p.cgroups);
+            } else if (p.cgroups && !cgroup && p.cgroup2_mount) {
+                // machd's scope lives in the host's hierarchies; a host with no cgroup2 mounted
+                // gets the guest's cgroup2 group from spawn's own mount.
+                CgroupLayout cgroup2_only;
+                cgroup2_only.mode = CgroupMode::Unified;
+                make_groups(cgroup2_only);
             }
             if (cgroup) cgroup->attach(static_cast<pid_t>(pid), !into_cgroup);
             if (p.userns && p.cgroups) {
-                if (cgroup) {
-                    cgroup->delegate_to(p.userns->shift, p.userns->shift);
-                } else {
+                if (cgroup) cgroup->delegate_to(p.userns->shift, p.userns->shift);
+                if (machd_scope) {
                     // machd made the scope: hand over the groups it made where we know them.
                     for (const char* h : {"/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup"}) {
                         std::string dir = std::string(h) + own_cgroup_path(spec);
