@@ -228,14 +228,14 @@ int PolkitGate::filter(sd_bus_message* m) {
     const char* path = sd_bus_message_get_path(m);
     if (!iface || !member) return 0;
     PolkitCall call{iface, member, {}, {}, false};
+    // Most calls are not gated (reads, properties): decide that before reading anything.
+    if (!polkit_request_for(call)) return 0;
     if (call.interface == kMachine) {
         std::string label = decoded_label(path, kMachinePathPrefix);
         call.object = label.empty() ? label : lookup_(m, label);
         if (call.object.empty()) return 0;  // no such object: the bus answers UnknownObject
     } else if (call.interface == kImage) {
         call.object = decoded_label(path, kImagePathPrefix);
-    } else if (call.interface != kManager && call.interface != kImportManager && call.interface != kTransfer) {
-        return 0;
     }
     read_leading_args(m, call);
     auto request = polkit_request_for(call);
