@@ -21,7 +21,9 @@
 // - The held message is referenced until it is answered or dropped; when its sender disconnects
 //   while polkit is still deciding (or before the re-queued call is dispatched), the query is
 //   cancelled and the call is dropped: nothing runs for a caller that has gone.
-// - At most kMaxPending calls wait for polkit at once; more get LimitsExceeded.
+// - At most kMaxPending calls wait for polkit at once; more get LimitsExceeded. 128 is the system
+//   bus's default max_replies_per_connection (beyond it dbus-daemon refuses the CheckAuthorization
+//   calls anyway) and keeps the per-call sender match rules well under its 512 per connection.
 //
 // Ownership: the gate does not own the bus; destroy it before the connection. Thread-hostile:
 // it runs on machd's one loop (the grant slot is per thread).
@@ -87,7 +89,7 @@ public:
     // looks the machine up before asking polkit).
     using MachineLookup = std::function<std::string(sd_bus_message* call, const std::string& label)>;
 
-    static constexpr size_t kMaxPending = 1024;
+    static constexpr size_t kMaxPending = 128;
 
     PolkitGate(sd_bus* bus, MachineLookup lookup);
     ~PolkitGate();
