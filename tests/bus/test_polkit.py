@@ -291,30 +291,44 @@ def fd_count(pid):
 
 
 def test_disconnect_during_authorization(bus, machd, scene, test_user, tmp_path):
-    """T-37/T-38: 1,000 callers each send a call and disconnect while polkit decides. Nothing denied
-    runs, machd keeps serving, and it holds no more fds than before (no query or message left)."""
+    """T-37/T-38: 1,000 callers per case send a call and disconnect while polkit decides (or before
+    machd read their credentials). Nothing denied runs, machd keeps serving, and it holds no more fds
+    than before (no query or message left)."""
     leader, img = scene
     user, uid = test_user
     pid = machd.proc.pid
     base_fds = fd_count(pid)
     n = int(os.environ.get("MK_PK_ITERATIONS", "1000"))
+    shell = [["s", "pkweb"], ["s", ""], ["s", "/bin/true"], ["as", []], ["as", []]]
+    # "ping-disconnect": the caller pings machd after its call and disconnects once answered, i.e.
+    # after machd has asked polkit (T-37); "disconnect": it exits at once, often before machd has
+    # even read its credentials (T-38).
     runs = [
-        (uid, DEST, MANAGER, IFACE, "OpenMachineShell",
-         [["s", "pkweb"], ["s", ""], ["s", "/bin/true"], ["as", []], ["as", []]]),
-        (uid, DEST, MANAGER, IFACE, "RemoveImage", [["s", "pkimg"]]),
-        (NOBODY, DEST, MANAGER, IFACE, "TerminateMachine", [["s", "pkweb"]]),
+        ("ping-disconnect", uid, "OpenMachineShell", shell),
+        ("ping-disconnect", uid, "RemoveImage", [["s", "pkimg"]]),
+        ("ping-disconnect", NOBODY, "TerminateMachine", [["s", "pkweb"]]),
+        ("disconnect", uid, "OpenMachineShell", shell),
+        ("disconnect", NOBODY, "TerminateMachine", [["s", "pkweb"]]),
         # Authorized for the test user: exercises the path where the call is queued again after
         # polkit said yes (harmless if it runs).
-        (uid, DEST, MANAGER, IFACE, "KillMachine", [["s", "pkweb"], ["s", "leader"], ["i", int(signal.SIGCONT)]]),
+        ("ping-disconnect", uid, "KillMachine", [["s", "pkweb"], ["s", "leader"], ["i", int(signal.SIGCONT)]]),
     ]
-    for who, dest, path, iface, method, args in runs:
+    # Counts machd's CheckAuthorization calls (root may monitor the private bus).
+    monitor_log = tmp_path / "monitor.txt"
+    with open(monitor_log, "w") as out:
+        monitor = subprocess.Popen(["dbus-monitor", "--address", bus.address,
+                                    "type='method_call',interface='org.freedesktop.PolicyKit1.Authority'",
+                                    # its own NameLost, when it has become a monitor: the readiness line
+                                    "type='signal',interface='org.freedesktop.DBus',member='NameLost'"],
+                                   stdout=out, stderr=subprocess.STDOUT)
+    assert wait_for(lambda: monitor_log.stat().st_size > 0 or monitor.poll() is not None, timeout=30)
+    for mode, who, method, args in runs:
         r = subprocess.run(["setpriv", "--reuid=%d" % who, "--regid=%d" % who, "--clear-groups", "/usr/bin/python3",
-                            str(PK_CALL), bus.address, "disconnect", str(n), dest, path, iface, method,
+                            str(PK_CALL), bus.address, mode, str(n), DEST, MANAGER, IFACE, method,
                             json.dumps(args)], capture_output=True, text=True, timeout=1800)
         assert r.returncode == 0 and r.stdout.strip() == str(n), r.stderr
-    # machd answers, and every held call is gone once polkit has answered them all.
+    # Nothing denied ran, and machd answers.
     assert machd.proc.poll() is None
-    assert wait_for(lambda: fd_count(pid) <= base_fds, timeout=120), (fd_count(pid), base_fds)
     assert [m[0] for m in bus.call_json("ListMachines")[0]] == [".host", "pkweb"]
     assert leader.poll() is None
     assert img.is_dir()
@@ -323,9 +337,18 @@ def test_disconnect_during_authorization(bus, machd, scene, test_user, tmp_path)
     for c in cg:
         procs |= set((c / "cgroup.procs").read_text().split())
     assert procs == {str(leader.pid)}, procs  # no shell was started
-    # And it still serves polkit-authorized calls.
+    # It still serves polkit-authorized calls (polkitd answers in order: the earlier queries are done).
     assert machine_call(bus, uid, "TerminateMachine", ["s", "pkweb"]) == ("ok", "")
     assert wait_for(lambda: leader.poll() is not None, timeout=30)
+    # machd asked polkit while callers went away (polkitd then finds the name gone: an error, so a
+    # deny); the callers that left at once were mostly denied before asking (credentials gone).
+    monitor.terminate()
+    monitor.wait()
+    asked = monitor_log.read_text().count("member=CheckAuthorization")
+    print("\n%s: %d calls, %d CheckAuthorization" % (conftest.MACHD, len(runs) * n, asked))
+    assert asked >= 4 * n  # every ping-disconnect call (and the final one) was held for polkit
+    # No held call or fd is left behind.
+    assert wait_for(lambda: fd_count(pid) <= base_fds, timeout=120), (fd_count(pid), base_fds)
     rc = machd.stop()
     log = machd.log.read_text(errors="replace")
     assert rc == 0, log

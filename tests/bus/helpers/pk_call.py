@@ -4,9 +4,11 @@
   pk_call.py ADDRESS call DEST PATH IFACE METHOD ARGS_JSON
       One call; prints "ok" or the error name and message. ARGS_JSON is a list of [type, value]
       with type s, b, u, i, as or h (value: a file opened read-only and passed as the fd).
-  pk_call.py ADDRESS disconnect N DEST PATH IFACE METHOD ARGS_JSON
-      N times: a new connection sends the call and closes at once, never reading the reply (the
-      caller is gone while polkit decides). Prints the number of calls sent.
+  pk_call.py ADDRESS disconnect|ping-disconnect N DEST PATH IFACE METHOD ARGS_JSON
+      N times: a new connection sends the call and closes, never reading the reply. "disconnect"
+      closes at once (the caller may be gone before machd reads the call); "ping-disconnect" first
+      pings DEST (Peer.Ping, answered after the call was processed: machd has asked polkit by then)
+      and closes while polkit decides. Prints the number of calls sent.
 """
 import json
 import os
@@ -47,7 +49,7 @@ def main():
         except dbus.exceptions.DBusException as e:
             print(e.get_dbus_name(), e.get_dbus_message())
         return
-    if mode == "disconnect":
+    if mode in ("disconnect", "ping-disconnect"):
         n = int(sys.argv[3])
         dest, path, iface, method, args = sys.argv[4:9]
         values = convert(json.loads(args))
@@ -56,6 +58,8 @@ def main():
             msg = dbus.lowlevel.MethodCallMessage(dest, path, iface, method)
             msg.append(*values)
             conn.send_message(msg)
+            if mode == "ping-disconnect":
+                conn.call_blocking(dest, "/", "org.freedesktop.DBus.Peer", "Ping", "", [], timeout=60)
             conn.flush()
             conn.close()
         print(n)
