@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "bus/errors.hpp"
+#include "bus/polkit.hpp"
 #include "bus/raw_message.hpp"
 
 namespace mk::bus {
@@ -61,7 +62,11 @@ Caller current_caller(const sdbus::IObject& object) {
 Caller caller_of(sd_bus_message* message) {
     std::string key = cache_key(message);
     if (!key.empty())
-        if (const Caller* c = cache.find(key)) return *c;
+        if (const Caller* c = cache.find(key)) {
+            Caller out = *c;
+            out.granted = polkit_granted_action(message);
+            return out;
+        }
     // What the bus daemon recorded when the peer connected (SO_PEERCRED: its effective UID and
     // PID); no /proc reads, which could race with the PID's reuse.
     sd_bus_creds* creds = nullptr;
@@ -72,11 +77,17 @@ Caller caller_of(sd_bus_message* message) {
     sd_bus_creds_unref(creds);
     if (r < 0) throw sdbus::Error(kAccessDenied, std::string("Cannot determine caller credentials: ") + strerror(-r));
     if (!key.empty()) cache.put(key, c);
+    c.granted = polkit_granted_action(message);
     return c;
 }
 
 void require_root(const Caller& caller, const char* what) {
     if (caller.uid != 0) throw sdbus::Error(kAccessDenied, std::string("Access denied: only root may ") + what);
+}
+
+void require_action(const Caller& caller, const char* action, const char* what) {
+    if (caller.uid == 0 || caller.granted == action) return;
+    throw sdbus::Error(kAccessDenied, std::string("Access denied: ") + what + " needs root or polkit's " + action);
 }
 
 }  // namespace mk::bus

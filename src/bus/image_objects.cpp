@@ -4,6 +4,7 @@
 
 #include "bus/credentials.hpp"
 #include "bus/errors.hpp"
+#include "bus/polkit.hpp"
 #include "core/base/fs_at.hpp"
 #include "core/base/names.hpp"
 #include "core/machine/inspect.hpp"
@@ -65,14 +66,14 @@ void ImageService::check_not_busy(const core::ImageInfo& info) {
 }
 
 void ImageService::remove(sdbus::IObject& obj, const std::string& name) {
-    require_root(obj, "remove images");
+    require_action(obj, kPolkitManageImages, "removing images");
     auto info = get(name);
     check_not_busy(info);
     translate([&] { pool_.remove(name); });
 }
 
 void ImageService::rename(sdbus::IObject& obj, const std::string& name, const std::string& new_name) {
-    require_root(obj, "rename images");
+    require_action(obj, kPolkitManageImages, "renaming images");
     check_name(new_name);
     auto info = get(name);
     check_not_busy(info);
@@ -80,27 +81,27 @@ void ImageService::rename(sdbus::IObject& obj, const std::string& name, const st
 }
 
 void ImageService::clone(sdbus::IObject& obj, const std::string& name, const std::string& new_name, bool read_only) {
-    require_root(obj, "clone images");
+    require_action(obj, kPolkitManageImages, "cloning images");
     check_name(new_name);
     get(name);
     translate([&] { pool_.clone(name, new_name, read_only); });
 }
 
 void ImageService::mark_read_only(sdbus::IObject& obj, const std::string& name, bool read_only) {
-    require_root(obj, "mark images read-only");
+    require_action(obj, kPolkitManageImages, "marking images read-only");
     auto info = get(name);
     check_not_busy(info);
     translate([&] { pool_.set_read_only(name, read_only); });
 }
 
 void ImageService::set_limit(sdbus::IObject& obj, const std::string& name, uint64_t limit) {
-    require_root(obj, "set image limits");
+    require_action(obj, kPolkitManageImages, "setting image limits");
     get(name);
     translate([&] { pool_.set_limit(name, limit); });
 }
 
 void ImageService::set_pool_limit(sdbus::IObject& obj, uint64_t limit) {
-    require_root(obj, "set the pool limit");
+    require_action(obj, kPolkitManageMachines, "setting the pool limit");
     translate([&] { pool_.set_pool_limit(limit); });
 }
 

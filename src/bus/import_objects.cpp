@@ -13,6 +13,7 @@
 
 #include "bus/credentials.hpp"
 #include "bus/errors.hpp"
+#include "bus/polkit.hpp"
 #include "core/base/error.hpp"
 #include "core/base/names.hpp"
 
@@ -64,7 +65,7 @@ void TransferObject::cancel() {
 }
 
 void TransferObject::Cancel() {
-    require_root(getObject(), "cancel transfers");
+    require_action(getObject(), kPolkitPull, "cancelling transfers");
     cancel();
 }
 
@@ -94,7 +95,8 @@ ImportManagerObject::Reply ImportManagerObject::start(const std::string& type, c
                                                       const std::string& remote, const std::string& verify,
                                                       int client_fd, bool client_is_stdout,
                                                       std::vector<std::string> args) {
-    require_root(getObject(), "start transfers");
+    const char* action = type.starts_with("import") ? kPolkitImport : type.starts_with("export") ? kPolkitExport : kPolkitPull;
+    require_action(getObject(), action, "starting transfers");
     check_name(local);
     for (auto& [id, t] : transfers_)
         if (t->local_ == local)
@@ -295,7 +297,7 @@ ImportManagerObject::ListTransfers() {
 }
 
 void ImportManagerObject::CancelTransfer(const uint32_t& transfer_id) {
-    require_root(getObject(), "cancel transfers");
+    require_action(getObject(), kPolkitPull, "cancelling transfers");
     auto it = transfers_.find(transfer_id);
     if (it == transfers_.end())
         throw sdbus::Error(kNoSuchTransfer, "No transfer by id " + std::to_string(transfer_id));

@@ -4,6 +4,7 @@
 
 #include "bus/credentials.hpp"
 #include "bus/errors.hpp"
+#include "bus/polkit.hpp"
 #include "bus/scope_properties.hpp"
 #include "core/base/names.hpp"
 #include "core/machine/bind.hpp"
@@ -160,8 +161,8 @@ sdbus::ObjectPath ManagerObject::RegisterMachineWithNetwork(const std::string& n
 }
 
 void ManagerObject::UnregisterMachine(const std::string& name) {
-    require_root(getObject(), "unregister machines");
     Machine& m = lookup(name);
+    require_action(getObject(), kPolkitManageMachines, "unregistering machines");
     translate([&] { service_.unregister(m); });
 }
 
@@ -258,7 +259,7 @@ void ManagerObject::SetImageLimit(const std::string& name, const uint64_t& size)
     images().set_limit(getObject(), name, size);
 }
 std::vector<sdbus::Struct<std::string, uint64_t>> ManagerObject::CleanPool(const std::string& mode) {
-    require_root(getObject(), "clean the image pool");
+    require_action(getObject(), kPolkitManageMachines, "cleaning the image pool");
     if (mode != "all" && mode != "hidden") throw sdbus::Error(kInvalidArgs, "Unknown mode '" + mode + "'.");
     std::vector<sdbus::Struct<std::string, uint64_t>> out;
     if (mode == "hidden") return out;  // hidden (".") images are never listed; nothing read-only to drop

@@ -40,6 +40,8 @@ public:
         copies_.set_loop(loop);
         logins_.set_loop(loop);
     }
+    // The sd-bus connection underneath (for the PolkitGate's filter).
+    sd_bus* bus() { return underlying_bus(getObject()); }
     // Serves the image methods from `images` (NotSupported without).
     void set_images(ImageService* images) { images_ = images; }
 

@@ -2,6 +2,7 @@
 
 #include "bus/errors.hpp"
 #include "bus/guest_bus.hpp"
+#include "bus/polkit.hpp"
 #include "core/base/names.hpp"
 #include "core/machine/bind.hpp"
 #include "core/machine/inspect.hpp"
@@ -10,17 +11,24 @@ namespace mk::bus {
 
 using core::Machine;
 
+namespace {
+// machined asks for the host-* twin of shell, login and open-pty when the target is the host.
+const char* host_or(const Machine& m, const char* host_action, const char* action) {
+    return m.klass == core::MachineClass::host ? host_action : action;
+}
+}  // namespace
+
 std::string machine_object_path(std::string_view name) {
     return std::string(kMachinePathPrefix) + "/" + core::bus_label_escape(name);
 }
 
 void MachineOps::terminate(const Caller& caller, core::MachineService& svc, Machine& m) {
-    require_root(caller, "terminate machines");
+    require_action(caller, kPolkitManageMachines, "terminating machines");
     translate([&] { svc.terminate(m); });
 }
 
 void MachineOps::kill(const Caller& caller, core::MachineService& svc, Machine& m, const std::string& who, int32_t sig) {
-    require_root(caller, "kill machines");
+    require_action(caller, kPolkitManageMachines, "killing machines");
     translate([&] { svc.kill(m, who, sig); });
 }
 
@@ -41,7 +49,7 @@ uint32_t MachineOps::uid_shift(Machine& m) {
 }
 
 std::tuple<sdbus::UnixFd, std::string> MachineOps::open_pty(const Caller& caller, Machine& m) {
-    require_root(caller, "open terminals in machines");
+    require_action(caller, host_or(m, kPolkitHostOpenPty, kPolkitOpenPty), "opening terminals in machines");
     return translate([&] {
         auto pty = core::open_machine_pty(m);
         return std::tuple<sdbus::UnixFd, std::string>(sdbus::UnixFd(pty.master.release(), sdbus::adopt_fd), pty.path);
@@ -50,7 +58,7 @@ std::tuple<sdbus::UnixFd, std::string> MachineOps::open_pty(const Caller& caller
 
 void MachineOps::open_login(const Caller& caller, Machine& m, GuestUnitStarts& starts, LoginDone done) {
     try {
-        require_root(caller, "log into machines");
+        require_action(caller, host_or(m, kPolkitHostLogin, kPolkitLogin), "logging into machines");
         // As machined: the pty first (its number names the getty), then the guest's systemd starts
         // the getty on it.
         auto pty = translate([&] { return core::open_machine_pty(m); });
@@ -70,7 +78,7 @@ std::tuple<sdbus::UnixFd, std::string> MachineOps::open_shell(const Caller& call
                                                               const std::string& user, const std::string& path,
                                                               const std::vector<std::string>& args,
                                                               const std::vector<std::string>& environment) {
-    require_root(caller, "open shells in machines");
+    require_action(caller, host_or(m, kPolkitHostShell, kPolkitShell), "opening shells in machines");
     return translate([&] {
         auto pty = svc.open_shell(m, core::ShellRequest{user, path, args, environment});
         return std::tuple<sdbus::UnixFd, std::string>(sdbus::UnixFd(pty.master.release(), sdbus::adopt_fd), pty.path);
@@ -79,19 +87,19 @@ std::tuple<sdbus::UnixFd, std::string> MachineOps::open_shell(const Caller& call
 
 void MachineOps::bind_mount(const Caller& caller, Machine& m, const std::string& source, const std::string& destination,
                             bool read_only, bool mkdir) {
-    require_root(caller, "bind mount into machines");
+    require_action(caller, kPolkitManageMachines, "bind mounting into machines");
     translate([&] { core::bind_mount_into_machine(m, source, destination, read_only, mkdir); });
 }
 
 sdbus::UnixFd MachineOps::open_root(const Caller& caller, Machine& m) {
-    require_root(caller, "open machine root directories");
+    require_action(caller, kPolkitManageMachines, "opening machine root directories");
     return translate([&] { return sdbus::UnixFd(core::open_machine_root(m).release(), sdbus::adopt_fd); });
 }
 
 void CopyOperations::start(const Caller& caller, Machine& m, const std::string& source, const std::string& destination,
                            bool to_machine, uint64_t flags, Done done) {
     try {
-        require_root(caller, "copy files to or from machines");
+        require_action(caller, kPolkitManageMachines, "copying files to or from machines");
         if (running_.size() >= kMax) throw sdbus::Error(kLimitsExceeded, "Too many ongoing copies.");
         auto op = translate([&] { return core::CopyOperation::start(m, source, destination, to_machine, flags); });
         if (!loop_) {

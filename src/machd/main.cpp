@@ -17,6 +17,7 @@
 #include "bus/extension_object.hpp"
 #include "bus/import_objects.hpp"
 #include "bus/machine_objects.hpp"
+#include "bus/polkit.hpp"
 #include "bus/systemd_scope.hpp"
 #include "core/base/error.hpp"
 #include "core/image/pool.hpp"
@@ -180,6 +181,9 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "machd: pool %s: %s\n", pool_path.c_str(), mk::core::describe(e).c_str());
         }
         mk::bus::ImportManagerObject import_manager(*connection, loop, transfer_path, pool_path);
+        // Non-root callers of the methods machined and importd hand to polkit wait for polkit's
+        // answer here (docs/machd.md, Polkit); root never asks.
+        mk::bus::PolkitGate polkit(manager.bus(), mk::bus::polkit_machine_lookup(service));
         // Own the names last: clients never see a half-built object tree.
         bool import1 = true;
         try {

@@ -56,7 +56,7 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
   </policy>
   <include>{policy}</include>
   <include>{import_policy}</include>
-</busconfig>
+{extra}</busconfig>
 """
 
 
@@ -88,14 +88,16 @@ def scope_of(name):
 
 
 class Bus:
-    def __init__(self):
+    def __init__(self, extra_includes=()):
+        """extra_includes: more bus policy files (e.g. polkitd's, for tests/bus/test_polkit.py)."""
         # Not under pytest's 0700 tmp dirs: the socket must be reachable by the unprivileged callers.
         self.tmp = Path(tempfile.mkdtemp(prefix="mk-bus-"))
         os.chmod(self.tmp, 0o755)
         self.socket = self.tmp / "bus.sock"
         self.address = "unix:path=%s" % self.socket
         conf = self.tmp / "bus.conf"
-        conf.write_text(BUS_CONFIG.format(socket=self.socket, policy=POLICY, import_policy=IMPORT_POLICY))
+        extra = "".join("  <include>%s</include>\n" % f for f in extra_includes)
+        conf.write_text(BUS_CONFIG.format(socket=self.socket, policy=POLICY, import_policy=IMPORT_POLICY, extra=extra))
         self.proc = subprocess.Popen(["dbus-daemon", "--config-file=%s" % conf, "--nofork", "--print-address"],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.proc.stdout.readline()  # printed once the socket listens

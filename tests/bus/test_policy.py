@@ -6,8 +6,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Reviewed: read-only methods only. Everything else is root-only at the bus level, and machd
-# re-checks the caller's uid for anything that changes state or enters a machine.
+# Reviewed: read-only methods, plus the methods machd hands to polkit (bus/polkit.cpp) as machined
+# does. Everything else is root-only at the bus level, and machd re-checks the caller itself.
+REVIEWED_POLKIT = {("org.freedesktop.machine1.Manager", m) for m in [
+    "UnregisterMachine", "TerminateMachine", "KillMachine", "OpenMachinePTY", "OpenMachineLogin",
+    "OpenMachineShell", "BindMountMachine", "CopyFromMachine", "CopyToMachine", "CopyFromMachineWithFlags",
+    "CopyToMachineWithFlags", "OpenMachineRootDirectory", "RemoveImage", "RenameImage", "CloneImage",
+    "MarkImageReadOnly", "SetPoolLimit", "SetImageLimit", "CleanPool"]
+} | {("org.freedesktop.machine1.Machine", m) for m in [
+    "Terminate", "Kill", "OpenPTY", "OpenLogin", "OpenShell", "BindMount", "CopyFrom", "CopyTo",
+    "CopyFromWithFlags", "CopyToWithFlags", "OpenRootDirectory"]
+} | {("org.freedesktop.machine1.Image", m) for m in ["Remove", "Rename", "Clone", "MarkReadOnly", "SetLimit"]}
+
 REVIEWED_DEFAULT_ALLOW = {
     ("org.freedesktop.DBus.Introspectable", None),
     ("org.freedesktop.DBus.Peer", None),
@@ -19,19 +29,11 @@ REVIEWED_DEFAULT_ALLOW = {
     "GetImageOSRelease", "MapFromMachineUser", "MapToMachineUser", "MapFromMachineGroup", "MapToMachineGroup"]
 } | {("org.freedesktop.machine1.Machine", m) for m in ["GetAddresses", "GetOSRelease", "GetUIDShift"]
 } | {("org.freedesktop.machine1.Image", m) for m in ["GetHostname", "GetMachineID", "GetMachineInfo", "GetOSRelease"]
-} | {("io.machkit.Manager1", "GetMachineReady")}
+} | {("io.machkit.Manager1", "GetMachineReady")} | REVIEWED_POLKIT
 
-# Root-only by decision.
+# Root-only by decision (machined 252: Create/Register need CAP_SYS_ADMIN; machkit's extension).
 REVIEWED_ROOT_ONLY = {("org.freedesktop.machine1.Manager", m) for m in [
-    "CreateMachine", "CreateMachineWithNetwork", "RegisterMachine", "RegisterMachineWithNetwork",
-    "UnregisterMachine", "TerminateMachine", "KillMachine", "OpenMachinePTY", "OpenMachineLogin",
-    "OpenMachineShell", "BindMountMachine", "CopyFromMachine", "CopyToMachine", "CopyFromMachineWithFlags",
-    "CopyToMachineWithFlags", "OpenMachineRootDirectory", "RemoveImage", "RenameImage", "CloneImage",
-    "MarkImageReadOnly", "SetPoolLimit", "SetImageLimit", "CleanPool"]
-} | {("org.freedesktop.machine1.Machine", m) for m in [
-    "Terminate", "Kill", "OpenPTY", "OpenLogin", "OpenShell", "BindMount", "CopyFrom", "CopyTo",
-    "CopyFromWithFlags", "CopyToWithFlags", "OpenRootDirectory"]
-} | {("org.freedesktop.machine1.Image", m) for m in ["Remove", "Rename", "Clone", "MarkReadOnly", "SetLimit"]
+    "CreateMachine", "CreateMachineWithNetwork", "RegisterMachine", "RegisterMachineWithNetwork"]
 } | {("io.machkit.Manager1", m) for m in [
     "ExecMachine", "PauseMachine", "ResumeMachine", "GetMachineFreezerState", "StartMachine", "SetMachineReady"]}
 
