@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
         return rc;
     } catch (const mk::core::UsageError& e) {
         std::fprintf(stderr, "machctl: %s\nSee 'machctl --help'.\n", e.what());
-        return 2;
+        return 1;  // machinectl's EXIT_FAILURE: scripts test for 1, not getopt's customary 2
     } catch (const Failure& e) {
         std::fprintf(stderr, "%s\n", e.what());
         return 1;

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bus/machine_client.hpp"
+#include "core/base/human.hpp"
 #include "machctl/cli.hpp"
 
 namespace mk::machctl {
@@ -20,12 +21,14 @@ std::string format_table(const std::vector<std::string>& header, const std::vect
 
 // "Mon 2026-11-23 19:04:12 UTC" in the local zone ("n/a" for 0).
 std::string format_timestamp(uint64_t usec_realtime);
-// "144ms", "3min 2s", "2h 5min" (two most significant units, like systemd's format_timespan).
-std::string format_timespan(uint64_t usec);
-// "1.5G", "512B", "-" for UINT64_MAX.
-std::string format_bytes(uint64_t bytes);
+using core::format_bytes;     // "1.5G", "512B", "-" for UINT64_MAX
+using core::format_timespan;  // "144ms", "3min 2s"
 // Bytes with an optional K/M/G/T/P/E suffix (base 1024), or "infinity"/"-".
 uint64_t parse_bytes(const std::string& s);
+
+// "1.2M/s" out of a transfer's status line ("Got 40% of URL. 3s left at 1.2M/s.", as importd's);
+// "" for any other line.
+std::string rate_of_status_line(const std::string& line);
 
 std::string hex(const std::vector<uint8_t>& bytes);
 std::string address_to_string(const bus::Address& a);

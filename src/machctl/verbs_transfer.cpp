@@ -48,11 +48,13 @@ double now_sec() {
 }
 
 // Waits for the transfer; a progress bar with rate and ETA on a terminal (stderr), quiet when
-// piped or with -q. `total` is the byte size when known (0: rate in percent).
+// piped or with -q. `total` is the byte size when known; else (pulls) the rate is the one the
+// transfer's own "Got …% of URL. … at 1.2M/s." lines report, whose bytes only the helper sees.
 int wait_transfer(Context& c, ImportClient& client, uint32_t id, uint64_t total) {
     bool bar = !c.opts.quiet && ::isatty(STDERR_FILENO);
     double start = now_sec();
     bool drew = false;
+    std::string reported_rate;
     auto progress = [&](double p) {
         if (!bar || p < 0) return;
         double el = now_sec() - start;
@@ -60,7 +62,7 @@ int wait_transfer(Context& c, ImportClient& client, uint32_t id, uint64_t total)
         std::string b(static_cast<size_t>(filled), '#');
         b.append(static_cast<size_t>(width - filled), '.');
         std::string rate = total ? format_bytes(static_cast<uint64_t>(p * static_cast<double>(total) / (el > 0 ? el : 1))) + "/s"
-                                 : std::to_string(static_cast<int>(p * 100 / (el > 0 ? el : 1))) + "%/s";
+                                 : reported_rate.empty() ? std::string("?B/s") : reported_rate;
         // Before the first percent there is no estimate yet: say so rather than draw nothing.
         std::string eta = p <= 0 ? std::string("?") : format_timespan(static_cast<uint64_t>((p < 1 ? el * (1 - p) / p : 0) * 1e6));
         std::fprintf(stderr, "\r[%s] %3d%% %s ETA %s   ", b.c_str(), static_cast<int>(p * 100), rate.c_str(), eta.c_str());
@@ -69,6 +71,10 @@ int wait_transfer(Context& c, ImportClient& client, uint32_t id, uint64_t total)
     std::string last_error;
     auto log = [&](uint32_t prio, const std::string& line) {
         if (prio <= 3) last_error = line;
+        if (auto r = rate_of_status_line(line); !r.empty()) {
+            reported_rate = r;
+            if (bar) return;  // the bar shows it; the line would only scroll it away
+        }
         if (!c.opts.quiet) {
             if (drew) std::fputs("\r\033[K", stderr);
             std::fprintf(stderr, "%s\n", line.c_str());

@@ -38,7 +38,7 @@ void usage(FILE* out) {
                  "                     who creates machine scopes (auto: systemd when it is PID 1\n"
                  "                     and on the bus, else machd itself through cgroupfs)\n"
                  "  --spawn-path=PATH  spawn binary for StartMachine (default " MK_BINDIR "/spawn)\n"
-                 "  --machines-dir=DIR image pool StartMachine boots from (default /var/lib/machines)\n"
+                 "  --machines-dir=DIR where StartMachine boots from (default: the --pool directory)\n"
                  "  --log-dir=DIR      StartMachine's spawn logs (default /run/machkit)\n"
                  "  --pool=DIR         the image pool: image methods and import1 transfers (default /var/lib/machines)\n"
                  "  --transfer-path=PATH machd-transfer helper (default: next to machd in a build tree,\n"
@@ -72,7 +72,9 @@ int main(int argc, char** argv) {
     uint64_t stop_timeout_usec = 10'000'000;
     std::string scope_backend = "auto";
     std::string pool_path = "/var/lib/machines";
-    mk::core::LaunchConfig launch{MK_BINDIR "/spawn", "/var/lib/machines", "/run/machkit"};
+    // machines_dir stays empty unless given: StartMachine then boots from the pool, where
+    // machctl import/pull/clone put the images (issue 17: it used to ignore --pool).
+    mk::core::LaunchConfig launch{MK_BINDIR "/spawn", "", "/run/machkit"};
     enum { kStateDir = 0x100, kCgroupRoot, kStopTimeout, kScopeBackend, kVersion, kSpawnPath, kMachinesDir, kLogDir, kPool, kTransferPath };
     std::string transfer_path;
     static const option options[] = {
@@ -124,6 +126,8 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "machd: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
+
+    if (launch.machines_dir.empty()) launch.machines_dir = pool_path;
 
     try {
         mk::core::StateDir state(state_dir);

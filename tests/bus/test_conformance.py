@@ -246,3 +246,22 @@ def test_machinectl_images_against_machd(bus, machd, tmp_path):
     assert (pool / "conf-img2" / "etc" / "os-release").read_text() == "ID=confos\n"
     machinectl(bus, machd, "remove", "conf-img2")
     assert not (pool / "conf-img2").exists()
+
+
+def test_image_status_lines_match_machinectl(bus, machd, tmp_path):
+    """machctl image-status prints machinectl 252's lines, Machine ID: included (the time-relative
+    Created/Modified lines aside)."""
+    from test_machctl import MACHCTL
+    pool = tmp_path / "pool"
+    (pool / "idimg" / "etc").mkdir(parents=True)
+    (pool / "idimg" / "etc" / "os-release").write_text('ID=confos\nPRETTY_NAME="Conf OS"\n')
+    (pool / "idimg" / "etc" / "hostname").write_text("idhost\n")
+    (pool / "idimg" / "etc" / "machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+
+    def stable(text):
+        return [l for l in text.splitlines() if "Created:" not in l and "Modified:" not in l and "Usage:" not in l]
+    theirs = stable(machinectl(bus, machd, "image-status", "idimg").stdout)
+    ours = subprocess.run([str(MACHCTL), "image-status", "idimg"], env=bus.env(), capture_output=True, text=True)
+    assert ours.returncode == 0, ours.stderr
+    assert any("Machine ID: 0123456789abcdef0123456789abcdef" in l for l in theirs), theirs
+    assert stable(ours.stdout) == theirs

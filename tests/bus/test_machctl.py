@@ -484,9 +484,12 @@ def test_no_machd(bus):
 
 def test_usage_errors(bus):
     for args in (["frobnicate"], ["status"], ["list", "--bogus"], ["-o", "yaml", "list"], ["bind", "x"],
-                 ["kill", "-s", "SIGNOPE", "x"], ["--kill-whom=everyone", "kill", "x"], ["--timeout=soon", "wait", "x"]):
+                 ["kill", "-s", "SIGNOPE", "x"], ["--kill-whom=everyone", "kill", "x"], ["--timeout=soon", "wait", "x"],
+                 ["read-only", "x", "maybe"], ["set-limit", "lots"], ["--max-addresses=some", "list"],
+                 ["--verify=bogus", "pull-tar", "http://127.0.0.1/x.tar"], ["--format=rar", "export-tar", "x"],
+                 ["-E", "=x", "shell"], ["list", "-o"], ["--help=x"], ["list", "extra"]):
         r = machctl(bus, *args)
-        assert r.returncode == 2, (args, r.stderr)
+        assert r.returncode == 1, (args, r.stderr)  # as machinectl
         assert r.stderr.startswith("machctl: "), r.stderr
 
 
@@ -506,8 +509,13 @@ def test_help_version_completion(bus):
 
 # ------------------------------------------------------------------------- enable / disable / start
 
-def test_enable_disable(bus, tmp_path):
+def test_enable_disable(bus, machd, tmp_path):
     env = {"MACHCTL_ROOT": str(tmp_path)}
+    # As machinectl: enabling a machine without an image is refused, and nothing is written.
+    r = machctl(bus, "enable", "deb", env=env)
+    assert r.returncode == 1 and "No image 'deb' known" in r.stderr, r.stderr
+    assert not (tmp_path / "etc").exists()
+    (machd.pool / "deb").mkdir(parents=True)
     ok(bus, "enable", "deb", env=env)
     link = tmp_path / "etc/systemd/system/machines.target.wants/spawn@deb.service"
     assert link.is_symlink() and os.readlink(link).endswith("/spawn@.service")
@@ -527,6 +535,62 @@ def test_enable_now_and_disable_now(bus, pool_machd, tmp_path):
     ok(bus, "disable", "--now", "-s", "SIGUSR2", "--timeout=20", "bbnow", env=env)
     assert "bbnow" not in names(bus)
     ok(bus, "disable", "--now", "bbnow", env=env)  # not running: nothing to stop
+
+
+FAKE_SYSTEMD = BUILD / "tests" / "bus" / "fake-systemd1"
+
+
+def test_enable_disable_through_systemd(bus, machd, tmp_path):
+    """Where systemd runs, enable/disable go through its EnableUnitFiles/DisableUnitFiles and Reload
+    (as machinectl), against a stand-in for PID 1 on the private bus; machctl writes no links."""
+    log = tmp_path / "systemd1.log"
+    fake = subprocess.Popen([str(FAKE_SYSTEMD), "--log=%s" % log], env=bus.env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert fake.stdout.readline().strip() == "ready"
+        (machd.pool / "sdimg").mkdir(parents=True)
+
+        def booted(*args):
+            # /run/systemd/system makes machctl believe systemd is PID 1: only in a private namespace.
+            sh = 'mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system && exec "$@"'
+            return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", sh, "sh", str(MACHCTL),
+                                   *args], env=bus.env(), capture_output=True, text=True, timeout=60)
+        r = booted("enable", "sdimg")
+        assert r.returncode == 0, r.stderr
+        assert ("Created symlink /etc/systemd/system/machines.target.wants/spawn@sdimg.service → "
+                "/lib/systemd/system/spawn@.service.") in r.stderr
+        calls = log.read_text().splitlines()
+        assert calls == ["EnableUnitFiles machines.target spawn@sdimg.service runtime=0 force=0", "Reload"]
+        r = booted("enable", "nosuchimg")
+        assert r.returncode == 1 and "No image 'nosuchimg' known" in r.stderr
+        assert len(log.read_text().splitlines()) == 2  # nothing asked of systemd
+        r = booted("disable", "sdimg")
+        assert r.returncode == 0, r.stderr
+        assert 'Removed "/etc/systemd/system/machines.target.wants/spawn@sdimg.service".' in r.stderr
+        assert log.read_text().splitlines()[2:] == ["DisableUnitFiles spawn@sdimg.service runtime=0", "Reload"]
+    finally:
+        fake.terminate()
+        fake.wait()
+
+
+def test_start_boots_from_the_pool(bus, tmp_path, leaders):
+    """StartMachine boots from machd's --pool (where import/pull/clone put images) when no
+    --machines-dir is given."""
+    if os.path.isdir("/run/systemd/system"):
+        pytest.skip("host runs systemd: start goes to spawn@.service")
+    from conftest import Machd, cleanup_machine_cgroups
+    pool = tmp_path / "onlypool"
+    pool.mkdir()
+    d = Machd(bus, tmp_path / "machines", pool=pool,
+              extra_args=["--spawn-path=%s" % SPAWN, "--log-dir=%s" % (tmp_path / "logs")]).start()
+    try:
+        busybox_bootable(pool / "bbpool")
+        r = ok(bus, "start", "--timeout=20", "bbpool")
+        assert "Started machine bbpool" in r.stderr
+        assert ok(bus, "show", "-p", "RootDirectory", "--value", "bbpool").stdout.strip() == str(pool / "bbpool")
+        ok(bus, "poweroff", "-s", "SIGUSR2", "--timeout=20", "bbpool")
+    finally:
+        d.stop()
+        cleanup_machine_cgroups(["bbpool"])
 
 
 def test_restart_is_reboot(bus, containers, tree):

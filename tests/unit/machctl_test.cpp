@@ -127,6 +127,13 @@ TEST(MachctlOutput, TableLikeMachinectl) {
     EXPECT_EQ(n, "a container\n");
 }
 
+TEST(MachctlOutput, RateOfATransferStatusLine) {
+    EXPECT_EQ(rate_of_status_line("Got 40% of http://h/x.tar. 3s left at 1.2M/s."), "1.2M/s");
+    EXPECT_EQ(rate_of_status_line("Got 10.0K of http://h/x.tar. At 10.0K/s."), "10.0K/s");
+    EXPECT_EQ(rate_of_status_line("Downloading x.tar."), "");
+    EXPECT_EQ(rate_of_status_line("Got 40% of http://h/x.tar."), "");
+}
+
 TEST(MachctlOutput, Formatting) {
     EXPECT_EQ(format_timespan(144000), "144ms");
     EXPECT_EQ(format_timespan(3'000'000), "3s");
