@@ -23,7 +23,6 @@ namespace mk::machctl {
 
 using bus::ClientError;
 using bus::MachineClient;
-using json = nlohmann::json;
 using Args = std::vector<std::string>;
 
 inline constexpr const char* kMachineIface = "org.freedesktop.machine1.Machine";
@@ -46,6 +45,8 @@ struct Context {
     }
     bool is_json() const { return opts.output != Output::short_; }
     void emit_json(const json& j) const { std::fputs(format_json(j, opts.output).c_str(), stdout); }
+    // A table's rows (list, list-images): one json-seq record, as machinectl.
+    void emit_table_json(const json& j) const { std::fputs(format_json(j, opts.output, true).c_str(), stdout); }
 };
 
 // The daemon's error as one line (policy rejections and missing extension methods rephrased).

@@ -24,14 +24,17 @@ int verb_list_images(Context& c, const std::vector<std::string>&) {
                        {"modified", i.mtime}});
     }
     if (c.is_json()) {
-        c.emit_json(out);
+        c.emit_table_json(out);
         return 0;
     }
     if (rows.empty()) {
         if (!c.opts.no_legend) std::printf("No images.\n");
         return 0;
     }
-    std::fputs(format_table({"NAME", "TYPE", "RO", "USAGE", "CREATED", "MODIFIED"}, rows, !c.opts.no_legend).c_str(), stdout);
+    std::fputs(format_table({"NAME", "TYPE", "RO", "USAGE", "CREATED", "MODIFIED"}, rows, !c.opts.no_legend,
+                            TableStyle{{false, false, false, true}})
+                   .c_str(),
+               stdout);
     if (!c.opts.no_legend) std::printf("\n%zu images listed.\n", rows.size());
     return 0;
 }

@@ -85,27 +85,32 @@ int verb_list(Context& c, const std::vector<std::string>&) {
             if (e.kind != ClientError::Kind::remote) throw;
         }
         std::string id = get(os, "ID"), version = get(os, "VERSION_ID");
-        json jaddrs = json::array();
-        std::string text;
+        // As machinectl 252: one address per line, at most --max-addresses lines with "…" after
+        // the last when some are left out; JSON gets them all, newline-joined, or null.
+        std::string all, text;
         size_t shown = 0;
         for (const auto& a : addrs) {
             auto s = address_to_string(a);
-            jaddrs.push_back(s);
+            all += (all.empty() ? "" : "\n") + s;
             if (c.opts.max_addresses >= 0 && shown >= static_cast<size_t>(c.opts.max_addresses)) continue;
-            text += (text.empty() ? "" : c.opts.full ? " " : " ") + s;
+            text += (text.empty() ? "" : "\n") + s;
             shown++;
         }
         if (shown < addrs.size()) text += "…";
+        auto or_null = [](const std::string& s) { return s.empty() ? json(nullptr) : json(s); };
         std::vector<std::string> row = {m.name, m.klass, m.service.empty() ? "-" : m.service, id.empty() ? "-" : id,
                                         version.empty() ? "-" : version};
-        if (c.opts.max_addresses != 0) row.push_back(text.empty() ? "-" : text);
+        json j = {{"machine", m.name}, {"class", m.klass}, {"service", or_null(m.service)}, {"os", or_null(id)},
+                  {"version", or_null(version)}};
+        if (c.opts.max_addresses != 0) {
+            row.push_back(text.empty() ? "-" : text);
+            j["addresses"] = or_null(all);  // a hidden column is not in the JSON either
+        }
         rows.push_back(row);
-        out.push_back({{"machine", m.name}, {"class", m.klass}, {"service", m.service},
-                       {"os", id.empty() ? json(nullptr) : json(id)},
-                       {"version", version.empty() ? json(nullptr) : json(version)}, {"addresses", jaddrs}});
+        out.push_back(j);
     }
     if (c.is_json()) {
-        c.emit_json(out);
+        c.emit_table_json(out);
         return 0;
     }
     std::vector<std::string> header = {"MACHINE", "CLASS", "SERVICE", "OS", "VERSION"};

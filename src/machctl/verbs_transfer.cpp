@@ -141,26 +141,26 @@ int verb_export(Context& c, const Args& a, bool raw) {
     return wait_transfer(c, client, id, 0);
 }
 
+// machinectl 252 prints its table for every --output (with -o json without the legend, as its
+// --output only switches the legend off here): byte-compatible output means the same table, not
+// a JSON of our own invention.
 int verb_list_transfers(Context& c, const Args&) {
     ImportClient client;
     auto list = bus_call("Could not get transfers", [&] { return client.list(); });
-    if (c.is_json()) {
-        json arr = json::array();
-        for (const auto& t : list)
-            arr.push_back({{"id", t.id}, {"progress", t.progress}, {"type", t.type}, {"local", t.local}, {"remote", t.remote}});
-        c.emit_json(arr);
-        return 0;
-    }
-    if (list.empty()) {
-        if (!c.opts.no_legend) std::puts("No transfers.");
-        return 0;
-    }
+    bool legend = !c.opts.no_legend && !c.is_json();
     std::vector<std::vector<std::string>> rows;
     for (const auto& t : list)
         rows.push_back({std::to_string(t.id), std::to_string(static_cast<int>(t.progress * 100)) + "%", t.type, t.local,
                         t.remote});
-    std::fputs(format_table({"ID", "PERCENT", "TYPE", "LOCAL", "REMOTE"}, rows, !c.opts.no_legend).c_str(), stdout);
-    if (!c.opts.no_legend) std::printf("\n%zu transfers listed.\n", list.size());
+    if (!rows.empty())
+        std::fputs(format_table({"ID", "PERCENT", "TYPE", "LOCAL", "REMOTE"}, rows, legend,
+                                TableStyle{{true, true}, true, true})
+                       .c_str(),
+                   stdout);
+    if (legend) {
+        if (rows.empty()) std::puts("No transfers.");
+        else std::printf("\n%zu transfers listed.\n", list.size());
+    }
     return 0;
 }
 
