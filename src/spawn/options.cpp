@@ -30,6 +30,7 @@ enum {
     OPT_PROPERTY, OPT_INACCESSIBLE, OPT_NOTIFY_READY, OPT_VOLATILE, OPT_SETTINGS, OPT_OVERLAY, OPT_OVERLAY_RO, OPT_PRIVATE_USERS, OPT_PRIVATE_USERS_OWNERSHIP, OPT_PRIVATE_USERS_CHOWN,
     OPT_NETWORK_INTERFACE, OPT_NETWORK_MACVLAN, OPT_NETWORK_IPVLAN, OPT_NETWORK_VETH_EXTRA, OPT_NETWORK_BRIDGE,
     OPT_NETWORK_ZONE, OPT_NETWORK_NAMESPACE_PATH, OPT_TEMPLATE,
+    OPT_LINK_JOURNAL = 0x400,  // its own range: h17opts adds the other nspawn options above
 };
 
 const option kLongOptions[] = {
@@ -69,6 +70,7 @@ const option kLongOptions[] = {
     {"no-new-privileges", required_argument, nullptr, OPT_NO_NEW_PRIVILEGES},
     {"system-call-filter", required_argument, nullptr, OPT_SYSCALL_FILTER},
     {"resolv-conf", required_argument, nullptr, OPT_RESOLV_CONF},
+    {"link-journal", required_argument, nullptr, OPT_LINK_JOURNAL},
     {"timezone", required_argument, nullptr, OPT_TIMEZONE},
     {"register", required_argument, nullptr, OPT_REGISTER},
     {"keep-unit", no_argument, nullptr, OPT_KEEP_UNIT},
@@ -118,6 +120,7 @@ std::optional<core::SettingGroup> group_of(int c) {
     case OPT_HOSTNAME: return G::Hostname;
     case OPT_NO_NEW_PRIVILEGES: return G::NoNewPrivileges;
     case OPT_RESOLV_CONF: return G::ResolvConf;
+    case OPT_LINK_JOURNAL: return G::LinkJournal;
     case OPT_TIMEZONE: return G::Timezone;
     case OPT_READ_ONLY: return G::ReadOnly;
     case OPT_VOLATILE: return G::Volatile;
@@ -195,6 +198,8 @@ Run a command or boot an OS tree in a light-weight container.
      --overlay-ro=PATH[:PATH...]:PATH  Read-only overlay mount
      --inaccessible=PATH    Make PATH inaccessible inside the container
      --resolv-conf=MODE     off, copy-host, replace-host, bind-host, delete, auto
+     --link-journal=MODE    no, host, try-host, guest, try-guest, auto: link the guest's
+                            /var/log/journal/MACHINE-ID with the host's
      --timezone=MODE        off, copy, bind, symlink, delete, auto
      --console=MODE         interactive, read-only, passive, pipe, autopipe
   -P --pipe                 Equivalent to --console=pipe
@@ -323,6 +328,7 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
             }
             break;
         case OPT_RESOLV_CONF: s.resolv_conf = value("--resolv-conf=", v, core::parse_resolv_conf_mode); break;
+        case OPT_LINK_JOURNAL: s.link_journal = value("--link-journal=", v, core::parse_link_journal_mode); break;
         case OPT_TIMEZONE: s.timezone = value("--timezone=", v, core::parse_timezone_mode); break;
         case OPT_REGISTER:
             s.register_mode = value("--register=", v, core::parse_boolean) ? core::RegisterMode::Yes : core::RegisterMode::No;
