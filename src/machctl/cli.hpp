@@ -52,6 +52,7 @@ struct Options {
     std::vector<std::string> setenv;  // NAME=VALUE (NAME alone takes machctl's own value)
     std::optional<double> timeout;    // seconds
     int max_addresses = 1;            // -1 = all
+    unsigned lines = 10;              // status: journal entries shown (-n), as machinectl
 };
 
 struct Invocation {

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "core/base/names.hpp"
+#include "machctl/journal.hpp"
 #include "machctl/verbs.hpp"
 
 namespace mk::machctl {
@@ -190,6 +191,10 @@ int verb_status(Context& c, const std::vector<std::string>& names) {
         if (!unit.empty()) std::printf("\t    Unit: %s\n", unit.c_str());
         for (size_t i = 0; i < pids.size(); i++)
             std::printf("\t          %s%d %s\n", i + 1 == pids.size() ? "└─" : "├─", pids[i], cmdline_of(pids[i]).c_str());
+        // As machinectl: the machine's last log lines after a blank line (-n, default 10).
+        auto journal = last_journal_lines(machine_journal_dir(hex(id), root), c.opts.lines);
+        if (!journal.empty()) std::printf("\n");
+        for (const auto& l : journal) std::printf("%s\n", l.c_str());
     }
     if (c.is_json()) c.emit_json(names.size() == 1 && c.opts.output != Output::json_seq ? all[0] : all);
     return 0;
