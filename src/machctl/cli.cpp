@@ -58,7 +58,7 @@ constexpr VerbSpec kVerbs[] = {
 constexpr OptionSpec kOptions[] = {
     {"help", 'h', "", "Show this help", ""},
     {"version", 0, "", "Show package version", ""},
-    {"no-pager", 0, "", "Do not pipe output into a pager (machctl never pages)", ""},
+    {"no-pager", 0, "", "Do not pipe output into a pager", ""},
     {"no-legend", 0, "", "Do not show the headers and footers", ""},
     {"no-ask-password", 0, "", "Do not ask for a password (accepted, nothing asks)", ""},
     {"property", 'p', "NAME", "Show only properties by this name", ""},

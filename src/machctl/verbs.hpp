@@ -38,6 +38,11 @@ struct Failure : std::runtime_error {
 
 struct Context {
     Options opts;
+    bool tty = false;     // stdout was a terminal when machctl started (the pager may hold it now)
+    bool colors = false;  // tty, and neither NO_COLOR nor SYSTEMD_COLORS=0 nor TERM=dumb
+    // A table: libsmartcols fitted to the terminal on a tty, machinectl 252's bytes otherwise.
+    void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows,
+                     const TableStyle& style = {}, size_t ellipsize = 0) const;
     std::unique_ptr<MachineClient> client_;
     MachineClient& client() {
         if (!client_) client_ = std::make_unique<MachineClient>();

@@ -31,10 +31,7 @@ int verb_list_images(Context& c, const std::vector<std::string>&) {
         if (!c.opts.no_legend) std::printf("No images.\n");
         return 0;
     }
-    std::fputs(format_table({"NAME", "TYPE", "RO", "USAGE", "CREATED", "MODIFIED"}, rows, !c.opts.no_legend,
-                            TableStyle{{false, false, false, true}})
-                   .c_str(),
-               stdout);
+    c.print_table({"NAME", "TYPE", "RO", "USAGE", "CREATED", "MODIFIED"}, rows, TableStyle{{false, false, false, true}});
     if (!c.opts.no_legend) std::printf("\n%zu images listed.\n", rows.size());
     return 0;
 }

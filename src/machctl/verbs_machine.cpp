@@ -120,7 +120,7 @@ int verb_list(Context& c, const std::vector<std::string>&) {
         if (!c.opts.no_legend) std::printf("No machines.\n");
         return 0;
     }
-    std::fputs(format_table(header, rows, !c.opts.no_legend).c_str(), stdout);
+    c.print_table(header, rows);
     if (!c.opts.no_legend) std::printf("\n%zu machines listed.\n", rows.size());
     return 0;
 }

@@ -152,11 +152,12 @@ int verb_list_transfers(Context& c, const Args&) {
     for (const auto& t : list)
         rows.push_back({std::to_string(t.id), std::to_string(static_cast<int>(t.progress * 100)) + "%", t.type, t.local,
                         t.remote});
-    if (!rows.empty())
-        std::fputs(format_table({"ID", "PERCENT", "TYPE", "LOCAL", "REMOTE"}, rows, legend,
-                                TableStyle{{true, true}, true, true})
-                       .c_str(),
-                   stdout);
+    if (!rows.empty()) {
+        bool no_legend = c.opts.no_legend;
+        c.opts.no_legend = !legend;  // -o json turns the legend off here, as in 252
+        c.print_table({"ID", "PERCENT", "TYPE", "LOCAL", "REMOTE"}, rows, TableStyle{{true, true}, true, true}, 4);
+        c.opts.no_legend = no_legend;
+    }
     if (legend) {
         if (rows.empty()) std::puts("No transfers.");
         else std::printf("\n%zu transfers listed.\n", list.size());

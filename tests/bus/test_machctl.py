@@ -2,6 +2,7 @@
 `spawn` (registered in machd, as test_spawn_register.py). Every verb, JSON output parsed, exit
 codes checked, errors for unknown names, non-root callers and a missing machd. Root only."""
 import json
+import re
 import os
 import pathlib
 import pty
@@ -678,3 +679,67 @@ def test_entering_helpers_leak_no_host_fds(bus, containers):
     host_like = [t for t in targets if t.startswith(("/work", "/var/cache", "/home/", "/usr/lib/x86_64-linux-gnu"))
                  or "pytest" in t or "mk-bus" in t]
     assert host_like == [], sorted(set(host_like))[:10]
+
+
+def run_on_terminal(bus, args, columns=80, env=None):
+    """machctl with stdout (and stderr) on a pty of `columns` columns; its output as text."""
+    import fcntl
+    import struct
+    import termios
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    e = bus.env()
+    e.pop("COLUMNS", None)
+    e["TERM"] = "xterm"
+    e["LANG"] = "C.UTF-8"
+    e.update(env or {})
+    p = subprocess.Popen([str(MACHCTL), *args], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=e)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            r, _, _ = select.select([master], [], [], 30)
+            if not r:
+                break
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+    p.wait(30)
+    os.close(master)
+    return out.decode(errors="replace").replace("\r\n", "\n")
+
+
+def test_tables_on_a_terminal_fit_and_page(bus, machd, leaders, tmp_path):
+    """On a terminal: libsmartcols fits the table to the width (a 49-character name is ellipsized
+    instead of wrapping every row), the header is underlined, and the output goes through the pager
+    ($SYSTEMD_PAGER, with LESS=FRSXMK) unless --no-pager. Piped output stays machinectl's."""
+    from conftest import create
+    long = "a-very-long-machine-name-that-goes-on-and-on-4949"
+    assert len(long) == 49
+    p = leaders.spawn()
+    create(bus, long, p.pid)
+    out = run_on_terminal(bus, ["list", "--no-pager", "--max-addresses=0"], columns=50)
+    lines = [l for l in out.splitlines() if l.strip()]
+    visible = [re.sub(r"\x1b\[[0-9;]*m", "", l) for l in lines]
+    assert all(len(l) <= 50 for l in visible), visible
+    row = next(l for l in visible if l.startswith("a-very"))
+    assert "…" in row and "container" in row, visible
+    assert "\x1b[4m" in lines[0], lines[0]  # underlined header
+    plain = run_on_terminal(bus, ["list", "--no-pager", "--max-addresses=0"], columns=50, env={"NO_COLOR": "1", "LANG": "C"})
+    assert "\x1b[" not in plain and "a-very-long-ma... container" in plain, plain  # no UTF-8: "..."
+    # Piped: the whole name, as machinectl.
+    assert long in ok(bus, "list").stdout
+    # The pager: SYSTEMD_PAGER wins over PAGER, sees LESS=FRSXMK and gets the table.
+    seen = tmp_path / "paged"
+    pager = "sh -c 'echo LESS=$LESS > %s; cat >> %s'" % (seen, seen)
+    run_on_terminal(bus, ["list"], env={"SYSTEMD_PAGER": pager, "PAGER": "false"})
+    text = seen.read_text()
+    assert text.startswith("LESS=FRSXMK\n") and "MACHINE" in text and "machines listed." in text, text
+    seen.unlink()
+    run_on_terminal(bus, ["list", "--no-pager"], env={"SYSTEMD_PAGER": pager})
+    assert not seen.exists()
+    r = machctl(bus, "list", env={"SYSTEMD_PAGER": pager})  # not a terminal: no pager
+    assert r.returncode == 0 and not seen.exists()
