@@ -13,16 +13,14 @@
 
 namespace mk::machctl {
 
-namespace {
-
-// Terminal columns of UTF-8 text: one per code point ("…" is one), which is right for what
-// machctl prints (names, addresses, os-release fields).
 size_t columns_of(std::string_view s) {
     size_t n = 0;
     for (unsigned char c : s)
         if ((c & 0xc0) != 0x80) n++;
     return n;
 }
+
+namespace {
 
 std::vector<std::string> cell_lines(const std::string& cell) {
     std::vector<std::string> out;

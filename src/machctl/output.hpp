@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -19,6 +20,10 @@ using json = nlohmann::ordered_json;
 
 // Columns padded to their widest cell, separated by one space, the last one unpadded; header
 // line unless `legend` is false. A cell with newlines spans that many lines, as systemd's tables.
+// Terminal columns of UTF-8 text: one per code point ("…" is one), which is right for what
+// machctl prints (names, addresses, os-release fields).
+size_t columns_of(std::string_view s);
+
 struct TableStyle {
     std::vector<bool> right;  // per column: right-aligned data (machinectl's ID and PERCENT)
     bool pad_header = false;  // keep the header's last cell padded (machinectl 252's list-transfers)

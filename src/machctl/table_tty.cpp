@@ -11,13 +11,6 @@ namespace mk::machctl {
 
 namespace {
 
-size_t columns_of(const std::string& s) {
-    size_t n = 0;
-    for (unsigned char c : s)
-        if ((c & 0xc0) != 0x80) n++;
-    return n;
-}
-
 size_t widest_line(const std::string& cell) {
     size_t w = 0, start = 0;
     for (;;) {
