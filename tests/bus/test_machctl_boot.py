@@ -296,7 +296,7 @@ def journal_has(directory, text):
     return text in r.stdout
 
 
-@pytest.mark.parametrize("mode", ["host", "try-guest"])
+@pytest.mark.parametrize("mode", ["host", "try-guest", "nspawn-file"])
 def test_link_journal_and_status_lines(bus, guests, debian_tree, tmp_path, mode):
     """--link-journal: the guest's journald writes where the host reads it (journalctl -D on the
     host's /var/log/journal/ID: a bind-mounted host directory, or guest mode's symlink into a copy of
@@ -312,7 +312,12 @@ def test_link_journal_and_status_lines(bus, guests, debian_tree, tmp_path, mode)
         tree = tmp_path / "tree"
         subprocess.run(["cp", "-a", debian_tree, str(tree)], check=True)
         (tree / "etc" / "machine-id").write_text(mid + "\n")
-        g = guests(name, "--link-journal=" + mode, tree=str(tree))
+        if mode == "nspawn-file":
+            # LinkJournal= of a trusted .nspawn file (next to the tree, trusted by --settings=trusted).
+            (tmp_path / (name + ".nspawn")).write_text("[Exec]\nLinkJournal=try-guest\n")
+            g = guests(name, "--settings=trusted", tree=str(tree))
+        else:
+            g = guests(name, "--link-journal=" + mode, tree=str(tree))
         assert machctl(bus, "wait", "--timeout=90", name).returncode == 0, g.text()
         r = machctl(bus, "shell", name, "/bin/sh", "-c", "cat /etc/machine-id; logger -t mkjournal MARKER-" + mid)
         assert r.stdout.split()[0] == mid, r.stdout
