@@ -56,13 +56,18 @@ std::vector<core::ImageInfo> ImageService::list() {
     return all;
 }
 
-void ImageService::check_not_busy(const core::ImageInfo& info) {
+bool ImageService::busy(const core::ImageInfo& info) {
     // a machine whose root directory is the image (or inside it) runs from it.
     for (core::Machine* m : machines_.registry().all()) {
         const std::string& root = m->root_directory;
         if (root.empty()) continue;
-        if (root == info.path || root.starts_with(info.path + "/")) throw_busy(info.name);
+        if (root == info.path || root.starts_with(info.path + "/")) return true;
     }
+    return false;
+}
+
+void ImageService::check_not_busy(const core::ImageInfo& info) {
+    if (busy(info)) throw_busy(info.name);
 }
 
 void ImageService::remove(sdbus::IObject& obj, const std::string& name) {

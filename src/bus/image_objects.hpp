@@ -46,6 +46,8 @@ public:
     std::vector<uint8_t> machine_id(const std::string& name);
     std::map<std::string, std::string> machine_info(const std::string& name);
     std::map<std::string, std::string> os_release(const std::string& name);
+    // Whether a registered machine runs from the image (its root directory is the image or inside it).
+    bool busy(const core::ImageInfo& info);
 
 private:
     void check_not_busy(const core::ImageInfo& info);

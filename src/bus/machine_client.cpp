@@ -298,6 +298,10 @@ std::string MachineClient::image_hostname(const std::string& name) {
     return guarded([&] { return impl_->manager->GetImageHostname(name); });
 }
 
+std::vector<uint8_t> MachineClient::image_machine_id(const std::string& name) {
+    return guarded([&] { return impl_->manager->GetImageMachineID(name); });
+}
+
 void MachineClient::remove_image(const std::string& name) {
     guarded([&] { impl_->manager->RemoveImage(name); });
 }
@@ -348,6 +352,32 @@ void MachineClient::start_unit(const std::string& unit) {
         sdbus::ObjectPath job;
         proxy->callMethod("StartUnit").onInterface("org.freedesktop.systemd1.Manager")
             .withArguments(unit, std::string("replace")).storeResultsTo(job);
+    });
+}
+
+std::vector<MachineClient::UnitFileChange> MachineClient::enable_unit_files(const std::vector<std::string>& units,
+                                                                           bool enable) {
+    return guarded([&] {
+        auto proxy = sdbus::createProxy(*impl_->conn, "org.freedesktop.systemd1", "/org/freedesktop/systemd1");
+        std::vector<sdbus::Struct<std::string, std::string, std::string>> changes;
+        if (enable) {
+            bool carries_install_info = false;
+            proxy->callMethod("EnableUnitFiles").onInterface("org.freedesktop.systemd1.Manager")
+                .withArguments(units, false, false).storeResultsTo(carries_install_info, changes);
+        } else {
+            proxy->callMethod("DisableUnitFiles").onInterface("org.freedesktop.systemd1.Manager")
+                .withArguments(units, false).storeResultsTo(changes);
+        }
+        std::vector<UnitFileChange> out;
+        for (auto& c : changes) out.push_back({c.get<0>(), c.get<1>(), c.get<2>()});
+        return out;
+    });
+}
+
+void MachineClient::reload_systemd() {
+    guarded([&] {
+        auto proxy = sdbus::createProxy(*impl_->conn, "org.freedesktop.systemd1", "/org/freedesktop/systemd1");
+        proxy->callMethod("Reload").onInterface("org.freedesktop.systemd1.Manager");
     });
 }
 

@@ -100,6 +100,7 @@ public:
     std::string image_path(const std::string& name);
     std::map<std::string, std::string> image_os_release(const std::string& name);
     std::string image_hostname(const std::string& name);
+    std::vector<uint8_t> image_machine_id(const std::string& name);  // empty when the image has none
     void remove_image(const std::string& name);
     void rename_image(const std::string& name, const std::string& new_name);
     void clone_image(const std::string& name, const std::string& new_name, bool read_only);
@@ -114,6 +115,13 @@ public:
     void start_unit(const std::string& unit);  // StartUnit(unit, "replace"), waits for nothing
     // ActiveState of a loaded unit ("active", "activating", "failed", ...); "" if not loaded.
     std::string unit_active_state(const std::string& unit);
+    // EnableUnitFiles(units, runtime=false, force=false) or DisableUnitFiles(units, false), as
+    // machinectl enable/disable: the changes systemd made, each (type, file, destination).
+    struct UnitFileChange {
+        std::string type, file, destination;
+    };
+    std::vector<UnitFileChange> enable_unit_files(const std::vector<std::string>& units, bool enable);
+    void reload_systemd();  // Reload: systemd reads the new links
 
 private:
     struct Impl;

@@ -265,6 +265,8 @@ std::vector<sdbus::Struct<std::string, uint64_t>> ManagerObject::CleanPool(const
     if (mode == "hidden") return out;  // hidden (".") images are never listed; nothing read-only to drop
     for (const auto& i : images().list()) {
         if (i.read_only) continue;  // machined keeps read-only images
+        // As machined's CleanPool: an image a running machine uses is kept, the rest still go.
+        if (images().busy(i)) continue;
         images().remove(getObject(), i.name);
         out.emplace_back(i.name, i.usage);
     }

@@ -59,7 +59,7 @@ constexpr VerbSpec kVerbs[] = {
 constexpr OptionSpec kOptions[] = {
     {"help", 'h', "", "Show this help", ""},
     {"version", 0, "", "Show package version", ""},
-    {"no-pager", 0, "", "Do not pipe output into a pager (machctl never pages)", ""},
+    {"no-pager", 0, "", "Do not pipe output into a pager", ""},
     {"no-legend", 0, "", "Do not show the headers and footers", ""},
     {"no-ask-password", 0, "", "Do not ask for a password (accepted, nothing asks)", ""},
     {"host", 'H', "[USER@]HOST", "Operate on remote host (ssh HOST systemd-stdio-bridge)", ""},
@@ -80,6 +80,7 @@ constexpr OptionSpec kOptions[] = {
     {"now", 0, "", "With enable: also start; with disable: also power off", ""},
     {"timeout", 0, "SECONDS", "How long start, poweroff and stop wait (default 30s); wait: no bound unless set", ""},
     {"max-addresses", 0, "INTEGER", "Number of addresses to show per machine in list, or 'all'", ""},
+    {"lines", 'n', "INTEGER", "Number of journal entries to show with status (default 10)", ""},
     {"verify", 0, "MODE", "Verification mode for downloaded images (no, checksum, signature)", "no checksum signature"},
     {"format", 0, "FORMAT", "Compress exported image (uncompressed, xz, gzip, bzip2, zstd)",
      "uncompressed xz gzip bzip2 zstd"},
@@ -197,7 +198,12 @@ void apply(Options& o, const OptionSpec& spec, const std::string& arg) {
             throw UsageError("Unknown format: " + arg + " (uncompressed, xz, gzip, bzip2, zstd)");
         o.format = arg;
     }
-    else if (n == "max-addresses") {
+    else if (n == "lines") {
+        char* end = nullptr;
+        long v = std::strtol(arg.c_str(), &end, 10);
+        if (arg.empty() || *end || v < 0 || v > 1'000'000) throw UsageError("Failed to parse lines '" + arg + "'");
+        o.lines = static_cast<unsigned>(v);
+    } else if (n == "max-addresses") {
         if (arg == "all") {
             o.max_addresses = -1;
             return;

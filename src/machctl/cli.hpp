@@ -55,6 +55,7 @@ struct Options {
     std::optional<double> timeout;    // seconds
     int max_addresses = 1;            // -1 = all
     bus::BusTarget bus_target;        // -H/-M: the last one given wins, as machinectl
+    unsigned lines = 10;              // status: journal entries shown (-n), as machinectl
 };
 
 struct Invocation {

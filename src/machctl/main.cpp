@@ -4,7 +4,15 @@
 #include <functional>
 #include <map>
 
+#include <unistd.h>
+
+#include <clocale>
+#include <cstdlib>
+#include <cstring>
+#include <set>
+
 #include "core/base/error.hpp"
+#include "machctl/pager.hpp"
 #include "machctl/verbs.hpp"
 
 namespace mk::machctl {
@@ -59,7 +67,41 @@ const std::map<std::string, Handler>& handlers() {
 }  // namespace
 }  // namespace mk::machctl
 
+namespace {
+
+// systemd's colors_enabled(): a terminal, unless NO_COLOR, SYSTEMD_COLORS=0/false/no or TERM=dumb.
+bool colors_wanted(bool tty) {
+    if (std::getenv("NO_COLOR")) return false;
+    if (const char* c = std::getenv("SYSTEMD_COLORS")) {
+        std::string v = c;
+        if (v == "0" || v == "false" || v == "no" || v == "off") return false;
+        if (v == "1" || v == "true" || v == "yes" || v == "on") return true;
+    }
+    const char* term = std::getenv("TERM");
+    return tty && !(term && std::strcmp(term, "dumb") == 0);
+}
+
+// The verbs machinectl pages (their output can be longer than a screen).
+bool pages(const std::string& verb) {
+    static const std::set<std::string> v = {"list", "status", "show", "list-images", "image-status", "show-image",
+                                            "list-transfers"};
+    return v.contains(verb);
+}
+
+int run(int argc, char** argv);
+
+}  // namespace
+
 int main(int argc, char** argv) {
+    std::setlocale(LC_ALL, "");  // libsmartcols measures and prints UTF-8 only in a UTF-8 locale
+    int rc = run(argc, argv);
+    mk::machctl::pager_close();  // after every message: stderr may go to the pager as well
+    return rc;
+}
+
+namespace {
+
+int run(int argc, char** argv) {
     using namespace mk::machctl;
     std::vector<std::string> args(argv + 1, argv + argc);
     Context ctx;
@@ -74,6 +116,9 @@ int main(int argc, char** argv) {
             return 0;
         }
         ctx.opts = inv.opts;
+        ctx.tty = ::isatty(STDOUT_FILENO);
+        ctx.colors = colors_wanted(ctx.tty);
+        if (pages(inv.verb)) pager_open(ctx.opts.no_pager);
         auto it = handlers().find(inv.verb);
         if (it == handlers().end()) throw mk::core::UsageError("Unknown command verb '" + inv.verb + "'.");
         int rc = it->second(ctx, inv.args);
@@ -81,7 +126,7 @@ int main(int argc, char** argv) {
         return rc;
     } catch (const mk::core::UsageError& e) {
         std::fprintf(stderr, "machctl: %s\nSee 'machctl --help'.\n", e.what());
-        return 2;
+        return 1;  // machinectl's EXIT_FAILURE: scripts test for 1, not getopt's customary 2
     } catch (const Failure& e) {
         std::fprintf(stderr, "%s\n", e.what());
         return 1;
@@ -98,3 +143,5 @@ int main(int argc, char** argv) {
         return 1;
     }
 }
+
+}  // namespace

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <climits>
 #include <ctime>
 #include <stdexcept>
@@ -12,26 +13,65 @@
 
 namespace mk::machctl {
 
+size_t columns_of(std::string_view s) {
+    size_t n = 0;
+    for (unsigned char c : s)
+        if ((c & 0xc0) != 0x80) n++;
+    return n;
+}
+
+namespace {
+
+std::vector<std::string> cell_lines(const std::string& cell) {
+    std::vector<std::string> out;
+    size_t pos = 0;
+    for (;;) {
+        auto nl = cell.find('\n', pos);
+        out.push_back(cell.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos));
+        if (nl == std::string::npos) return out;
+        pos = nl + 1;
+    }
+}
+
+}  // namespace
+
 std::string format_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows,
-                         bool legend) {
+                         bool legend, const TableStyle& style) {
     std::vector<size_t> width(header.size(), 0);
     auto measure = [&](const std::vector<std::string>& r) {
-        for (size_t i = 0; i < r.size() && i < width.size(); i++) width[i] = std::max(width[i], r[i].size());
+        for (size_t i = 0; i < r.size() && i < width.size(); i++)
+            for (const auto& l : cell_lines(r[i])) width[i] = std::max(width[i], columns_of(l));
     };
-    if (legend) measure(header);
+    if (legend || style.measure_hidden_header) measure(header);
     for (const auto& r : rows) measure(r);
     std::string out;
-    auto line = [&](const std::vector<std::string>& r) {
-        std::string l;
-        for (size_t i = 0; i < r.size() && i < width.size(); i++) {
-            l += r[i];
-            if (i + 1 < r.size()) l += std::string(width[i] - r[i].size() + 1, ' ');
+    // A multi-line cell (machinectl's addresses, one per line) makes its row that many lines high;
+    // the other cells of the row are empty on the extra lines.
+    auto right = [&](size_t i) { return i < style.right.size() && style.right[i]; };
+    auto line = [&](const std::vector<std::string>& r, bool is_header) {
+        std::vector<std::vector<std::string>> cells;
+        size_t height = 1;
+        for (const auto& c : r) {
+            cells.push_back(cell_lines(c));
+            height = std::max(height, cells.back().size());
         }
-        while (!l.empty() && l.back() == ' ') l.pop_back();
-        out += l + "\n";
+        for (size_t h = 0; h < height; h++) {
+            std::string l;
+            for (size_t i = 0; i < cells.size() && i < width.size(); i++) {
+                std::string text = h < cells[i].size() ? cells[i][h] : "";
+                std::string pad(width[i] - columns_of(text), ' ');
+                bool last = i + 1 == cells.size();
+                if (right(i) && !is_header) l += pad + text;
+                else l += text + (last ? (is_header && style.pad_header ? pad : "") : pad);
+                if (!last) l += ' ';
+            }
+            if (!(is_header && style.pad_header))
+                while (!l.empty() && l.back() == ' ') l.pop_back();
+            out += l + "\n";
+        }
     };
-    if (legend) line(header);
-    for (const auto& r : rows) line(r);
+    if (legend) line(header, true);
+    for (const auto& r : rows) line(r, false);
     return out;
 }
 
@@ -42,41 +82,6 @@ std::string format_timestamp(uint64_t usec) {
     localtime_r(&t, &tm);
     char buf[64];
     strftime(buf, sizeof buf, "%a %Y-%m-%d %H:%M:%S %Z", &tm);
-    return buf;
-}
-
-std::string format_timespan(uint64_t usec) {
-    struct Unit {
-        const char* name;
-        uint64_t usec;
-    };
-    static const Unit units[] = {{"y", 31557600ull * 1000000}, {"month", 2629800ull * 1000000}, {"w", 604800ull * 1000000},
-                                 {"d", 86400ull * 1000000},    {"h", 3600ull * 1000000},       {"min", 60ull * 1000000},
-                                 {"s", 1000000},               {"ms", 1000},                   {"us", 1}};
-    if (usec == 0) return "0";
-    std::string out;
-    int parts = 0;
-    for (const auto& u : units) {
-        if (usec < u.usec) continue;
-        if (parts == 2) break;
-        uint64_t n = usec / u.usec;
-        usec %= u.usec;
-        out += (out.empty() ? "" : " ") + std::to_string(n) + u.name;
-        parts++;
-        if (u.usec <= 1000000 && parts == 1 && u.usec >= 1000) break;  // "144ms", "3s": no finer unit
-    }
-    return out;
-}
-
-std::string format_bytes(uint64_t bytes) {
-    if (bytes == UINT64_MAX) return "-";
-    static const char* const suffix[] = {"B", "K", "M", "G", "T", "P", "E"};
-    double v = static_cast<double>(bytes);
-    int i = 0;
-    while (v >= 1024 && i < 6) v /= 1024, i++;
-    char buf[32];
-    if (i == 0) snprintf(buf, sizeof buf, "%lluB", static_cast<unsigned long long>(bytes));
-    else snprintf(buf, sizeof buf, "%.1f%s", v, suffix[i]);
     return buf;
 }
 
@@ -102,6 +107,15 @@ uint64_t parse_bytes(const std::string& s) {
     uint64_t n = std::stoull(v);
     if (n > UINT64_MAX / mult) throw core::UsageError("Size too large: " + s);
     return n * mult;
+}
+
+std::string rate_of_status_line(const std::string& line) {
+    if (!line.starts_with("Got ") || !line.ends_with("/s.")) return {};
+    auto at = line.rfind(" at ");
+    if (at == std::string::npos) at = line.rfind("At ");
+    if (at == std::string::npos) return {};
+    auto from = line.find_first_not_of(' ', line.find(' ', at + 1));
+    return from == std::string::npos ? std::string() : line.substr(from, line.size() - 1 - from);
 }
 
 std::string hex(const std::vector<uint8_t>& bytes) {
@@ -151,31 +165,143 @@ std::string property_text(const bus::Property& p) {
         p.value);
 }
 
-nlohmann::json property_json(const bus::Property& p) {
+json property_json(const bus::Property& p) {
     return std::visit(
-        [&](const auto& v) -> nlohmann::json {
+        [&](const auto& v) -> json {
             using T = std::decay_t<decltype(v)>;
             if constexpr (std::is_same_v<T, std::vector<uint8_t>>) return hex(v);
-            else return nlohmann::json(v);
+            else return json(v);
         },
         p.value);
 }
 
-std::string format_json(const nlohmann::json& records, Output mode) {
-    // Invalid UTF-8 from a guest (os-release, names) must not make the output invalid JSON.
-    constexpr auto handler = nlohmann::json::error_handler_t::replace;
-    switch (mode) {
-    case Output::json_pretty: return records.dump(2, ' ', false, handler) + "\n";
-    case Output::json_seq: {
-        std::string s;
-        if (records.is_array())
-            for (const auto& r : records) s += "\x1e" + r.dump(-1, ' ', false, handler) + "\n";
-        else
-            s = "\x1e" + records.dump(-1, ' ', false, handler) + "\n";
-        return s;
+namespace {
+
+// As systemd's json_format_string(): the escapes JSON needs, control characters (and DEL) as
+// \u00xx in lower case, UTF-8 passed through; invalid UTF-8 (a guest's os-release) becomes U+FFFD
+// so the output stays valid JSON.
+void write_string(std::string& out, const std::string& s) {
+    out += '"';
+    for (size_t i = 0; i < s.size();) {
+        auto c = static_cast<unsigned char>(s[i]);
+        switch (c) {
+        case '"': out += "\\\""; i++; continue;
+        case '\\': out += "\\\\"; i++; continue;
+        case '\b': out += "\\b"; i++; continue;
+        case '\f': out += "\\f"; i++; continue;
+        case '\n': out += "\\n"; i++; continue;
+        case '\r': out += "\\r"; i++; continue;
+        case '\t': out += "\\t"; i++; continue;
+        default: break;
+        }
+        if (c < 0x20 || c == 0x7f) {
+            static const char digits[] = "0123456789abcdef";
+            out += "\\u00";
+            out += digits[c >> 4];
+            out += digits[c & 15];
+            i++;
+            continue;
+        }
+        if (c < 0x80) {
+            out += static_cast<char>(c);
+            i++;
+            continue;
+        }
+        // A well-formed sequence (no overlongs, no surrogates, at most U+10FFFF) passes through.
+        size_t n = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c <= 0xdf ? 2 : 0;
+        bool good = n > 0 && i + n <= s.size();
+        for (size_t k = 1; good && k < n; k++) good = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
+        if (good) {
+            auto c1 = static_cast<unsigned char>(s[i + 1]);
+            if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 > 0x9f) || (c == 0xf0 && c1 < 0x90) || (c == 0xf4 && c1 > 0x8f))
+                good = false;
+        }
+        if (good) {
+            out.append(s, i, n);
+            i += n;
+        } else {
+            out += "\xef\xbf\xbd";
+            i++;
+        }
     }
-    default: return records.dump(-1, ' ', false, handler) + "\n";
+    out += '"';
+}
+
+// systemd's json_variant_dump(): compact "key":value, or pretty with tabs and "key" : value.
+void write_value(std::string& out, const json& v, bool pretty, size_t depth) {
+    auto newline_indent = [&](size_t d) {
+        if (!pretty) return;
+        out += '\n';
+        out.append(d, '\t');
+    };
+    switch (v.type()) {
+    case json::value_t::null: out += "null"; return;
+    case json::value_t::boolean: out += v.get<bool>() ? "true" : "false"; return;
+    case json::value_t::number_integer: out += std::to_string(v.get<int64_t>()); return;
+    case json::value_t::number_unsigned: out += std::to_string(v.get<uint64_t>()); return;
+    case json::value_t::number_float: {
+        char buf[64];
+        snprintf(buf, sizeof buf, "%.*e", DECIMAL_DIG, v.get<double>());  // as systemd 252 prints reals
+        out += buf;
+        return;
     }
+    case json::value_t::string: write_string(out, v.get_ref<const std::string&>()); return;
+    case json::value_t::array: {
+        if (v.empty()) {
+            out += "[]";
+            return;
+        }
+        out += '[';
+        bool first = true;
+        for (const auto& e : v) {
+            if (!first) out += ',';
+            first = false;
+            newline_indent(depth + 1);
+            write_value(out, e, pretty, depth + 1);
+        }
+        newline_indent(depth);
+        out += ']';
+        return;
+    }
+    case json::value_t::object: {
+        if (v.empty()) {
+            out += "{}";
+            return;
+        }
+        out += '{';
+        bool first = true;
+        for (const auto& [k, e] : v.items()) {
+            if (!first) out += ',';
+            first = false;
+            newline_indent(depth + 1);
+            write_string(out, k);
+            out += pretty ? " : " : ":";
+            write_value(out, e, pretty, depth + 1);
+        }
+        newline_indent(depth);
+        out += '}';
+        return;
+    }
+    default: out += "null"; return;  // binary, discarded: never built by machctl
+    }
+}
+
+}  // namespace
+
+std::string format_json(const json& records, Output mode, bool table) {
+    std::string out;
+    auto record = [&](const json& r) {
+        if (mode == Output::json_seq) out += '\x1e';
+        write_value(out, r, mode == Output::json_pretty, 0);
+        out += '\n';
+    };
+    // A table is one record (machinectl 252's json-seq of list is the whole array); property
+    // dumps of several objects are one record each.
+    if (mode == Output::json_seq && !table && records.is_array())
+        for (const auto& r : records) record(r);
+    else
+        record(records);
+    return out;
 }
 
 }  // namespace mk::machctl

@@ -23,7 +23,6 @@ namespace mk::machctl {
 
 using bus::ClientError;
 using bus::MachineClient;
-using json = nlohmann::json;
 using Args = std::vector<std::string>;
 
 inline constexpr const char* kMachineIface = "org.freedesktop.machine1.Machine";
@@ -39,6 +38,11 @@ struct Failure : std::runtime_error {
 
 struct Context {
     Options opts;
+    bool tty = false;     // stdout was a terminal when machctl started (the pager may hold it now)
+    bool colors = false;  // tty, and neither NO_COLOR nor SYSTEMD_COLORS=0 nor TERM=dumb
+    // A table: libsmartcols fitted to the terminal on a tty, machinectl 252's bytes otherwise.
+    void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows,
+                     const TableStyle& style = {}, size_t ellipsize = 0) const;
     std::unique_ptr<MachineClient> client_;
     MachineClient& client() {
         if (!client_) client_ = std::make_unique<MachineClient>(opts.bus_target);
@@ -46,6 +50,8 @@ struct Context {
     }
     bool is_json() const { return opts.output != Output::short_; }
     void emit_json(const json& j) const { std::fputs(format_json(j, opts.output).c_str(), stdout); }
+    // A table's rows (list, list-images): one json-seq record, as machinectl.
+    void emit_table_json(const json& j) const { std::fputs(format_json(j, opts.output, true).c_str(), stdout); }
 };
 
 // The daemon's error as one line (policy rejections and missing extension methods rephrased).

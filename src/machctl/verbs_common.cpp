@@ -1,9 +1,20 @@
 #include <chrono>
 #include <thread>
 
+#include "machctl/pager.hpp"
+#include "machctl/table_tty.hpp"
 #include "machctl/verbs.hpp"
 
 namespace mk::machctl {
+
+void Context::print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows,
+                          const TableStyle& style, size_t ellipsize) const {
+    bool legend = !opts.no_legend;
+    std::string text = tty && !opts.full ? format_table_tty(header, rows, legend, style, terminal_columns(), colors, ellipsize)
+                       : tty              ? format_table_tty(header, rows, legend, style, 0, colors, ellipsize)
+                                          : format_table(header, rows, legend, style);
+    std::fputs(text.c_str(), stdout);
+}
 
 std::string describe_remote(const ClientError& e) {
     std::string msg = e.what();

@@ -24,14 +24,14 @@ int verb_list_images(Context& c, const std::vector<std::string>&) {
                        {"modified", i.mtime}});
     }
     if (c.is_json()) {
-        c.emit_json(out);
+        c.emit_table_json(out);
         return 0;
     }
     if (rows.empty()) {
         if (!c.opts.no_legend) std::printf("No images.\n");
         return 0;
     }
-    std::fputs(format_table({"NAME", "TYPE", "RO", "USAGE", "CREATED", "MODIFIED"}, rows, !c.opts.no_legend).c_str(), stdout);
+    c.print_table({"NAME", "TYPE", "RO", "USAGE", "CREATED", "MODIFIED"}, rows, TableStyle{{false, false, false, true}});
     if (!c.opts.no_legend) std::printf("\n%zu images listed.\n", rows.size());
     return 0;
 }
@@ -55,10 +55,18 @@ int verb_image_status(Context& c, const std::vector<std::string>& names) {
         } catch (const ClientError& e) {
             if (e.kind != ClientError::Kind::remote) throw;
         }
+        std::vector<uint8_t> machine_id;
+        try {
+            machine_id = c.client().image_machine_id(name);
+        } catch (const ClientError& e) {
+            if (e.kind != ClientError::Kind::remote) throw;
+        }
+        bool has_id = machine_id.size() == 16 && std::any_of(machine_id.begin(), machine_id.end(), [](uint8_t b) { return b; });
         if (c.is_json()) {
             json j = props_json(props);
             j["OS"] = os;
             j["Hostname"] = hostname;
+            j["MachineID"] = has_id ? json(hex(machine_id)) : json(nullptr);
             all.push_back(j);
             continue;
         }
@@ -73,6 +81,7 @@ int verb_image_status(Context& c, const std::vector<std::string>& names) {
         std::printf("\t    Type: %s\n", prop_or<std::string>(props, "Type", "").c_str());
         std::printf("\t    Path: %s\n", prop_or<std::string>(props, "Path", "").c_str());
         if (!hostname.empty()) std::printf("\tHostname: %s\n", hostname.c_str());
+        if (has_id) std::printf("      Machine ID: %s\n", hex(machine_id).c_str());
         std::string pretty = get(os, "PRETTY_NAME");
         if (pretty.empty()) pretty = get(os, "NAME");
         if (!pretty.empty()) std::printf("\t      OS: %s\n", pretty.c_str());

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "core/base/names.hpp"
+#include "machctl/journal.hpp"
 #include "machctl/verbs.hpp"
 
 namespace mk::machctl {
@@ -85,27 +86,32 @@ int verb_list(Context& c, const std::vector<std::string>&) {
             if (e.kind != ClientError::Kind::remote) throw;
         }
         std::string id = get(os, "ID"), version = get(os, "VERSION_ID");
-        json jaddrs = json::array();
-        std::string text;
+        // As machinectl 252: one address per line, at most --max-addresses lines with "…" after
+        // the last when some are left out; JSON gets them all, newline-joined, or null.
+        std::string all, text;
         size_t shown = 0;
         for (const auto& a : addrs) {
             auto s = address_to_string(a);
-            jaddrs.push_back(s);
+            all += (all.empty() ? "" : "\n") + s;
             if (c.opts.max_addresses >= 0 && shown >= static_cast<size_t>(c.opts.max_addresses)) continue;
-            text += (text.empty() ? "" : c.opts.full ? " " : " ") + s;
+            text += (text.empty() ? "" : "\n") + s;
             shown++;
         }
         if (shown < addrs.size()) text += "…";
+        auto or_null = [](const std::string& s) { return s.empty() ? json(nullptr) : json(s); };
         std::vector<std::string> row = {m.name, m.klass, m.service.empty() ? "-" : m.service, id.empty() ? "-" : id,
                                         version.empty() ? "-" : version};
-        if (c.opts.max_addresses != 0) row.push_back(text.empty() ? "-" : text);
+        json j = {{"machine", m.name}, {"class", m.klass}, {"service", or_null(m.service)}, {"os", or_null(id)},
+                  {"version", or_null(version)}};
+        if (c.opts.max_addresses != 0) {
+            row.push_back(text.empty() ? "-" : text);
+            j["addresses"] = or_null(all);  // a hidden column is not in the JSON either
+        }
         rows.push_back(row);
-        out.push_back({{"machine", m.name}, {"class", m.klass}, {"service", m.service},
-                       {"os", id.empty() ? json(nullptr) : json(id)},
-                       {"version", version.empty() ? json(nullptr) : json(version)}, {"addresses", jaddrs}});
+        out.push_back(j);
     }
     if (c.is_json()) {
-        c.emit_json(out);
+        c.emit_table_json(out);
         return 0;
     }
     std::vector<std::string> header = {"MACHINE", "CLASS", "SERVICE", "OS", "VERSION"};
@@ -114,7 +120,7 @@ int verb_list(Context& c, const std::vector<std::string>&) {
         if (!c.opts.no_legend) std::printf("No machines.\n");
         return 0;
     }
-    std::fputs(format_table(header, rows, !c.opts.no_legend).c_str(), stdout);
+    c.print_table(header, rows);
     if (!c.opts.no_legend) std::printf("\n%zu machines listed.\n", rows.size());
     return 0;
 }
@@ -185,6 +191,10 @@ int verb_status(Context& c, const std::vector<std::string>& names) {
         if (!unit.empty()) std::printf("\t    Unit: %s\n", unit.c_str());
         for (size_t i = 0; i < pids.size(); i++)
             std::printf("\t          %s%d %s\n", i + 1 == pids.size() ? "└─" : "├─", pids[i], cmdline_of(pids[i]).c_str());
+        // As machinectl: the machine's last log lines after a blank line (-n, default 10).
+        auto journal = last_journal_lines(machine_journal_dir(hex(id), root), c.opts.lines);
+        if (!journal.empty()) std::printf("\n");
+        for (const auto& l : journal) std::printf("%s\n", l.c_str());
     }
     if (c.is_json()) c.emit_json(names.size() == 1 && c.opts.output != Output::json_seq ? all[0] : all);
     return 0;

@@ -48,11 +48,13 @@ double now_sec() {
 }
 
 // Waits for the transfer; a progress bar with rate and ETA on a terminal (stderr), quiet when
-// piped or with -q. `total` is the byte size when known (0: rate in percent).
+// piped or with -q. `total` is the byte size when known; else (pulls) the rate is the one the
+// transfer's own "Got …% of URL. … at 1.2M/s." lines report, whose bytes only the helper sees.
 int wait_transfer(Context& c, ImportClient& client, uint32_t id, uint64_t total) {
     bool bar = !c.opts.quiet && ::isatty(STDERR_FILENO);
     double start = now_sec();
     bool drew = false;
+    std::string reported_rate;
     auto progress = [&](double p) {
         if (!bar || p < 0) return;
         double el = now_sec() - start;
@@ -60,7 +62,7 @@ int wait_transfer(Context& c, ImportClient& client, uint32_t id, uint64_t total)
         std::string b(static_cast<size_t>(filled), '#');
         b.append(static_cast<size_t>(width - filled), '.');
         std::string rate = total ? format_bytes(static_cast<uint64_t>(p * static_cast<double>(total) / (el > 0 ? el : 1))) + "/s"
-                                 : std::to_string(static_cast<int>(p * 100 / (el > 0 ? el : 1))) + "%/s";
+                                 : reported_rate.empty() ? std::string("?B/s") : reported_rate;
         // Before the first percent there is no estimate yet: say so rather than draw nothing.
         std::string eta = p <= 0 ? std::string("?") : format_timespan(static_cast<uint64_t>((p < 1 ? el * (1 - p) / p : 0) * 1e6));
         std::fprintf(stderr, "\r[%s] %3d%% %s ETA %s   ", b.c_str(), static_cast<int>(p * 100), rate.c_str(), eta.c_str());
@@ -69,6 +71,10 @@ int wait_transfer(Context& c, ImportClient& client, uint32_t id, uint64_t total)
     std::string last_error;
     auto log = [&](uint32_t prio, const std::string& line) {
         if (prio <= 3) last_error = line;
+        if (auto r = rate_of_status_line(line); !r.empty()) {
+            reported_rate = r;
+            if (bar) return;  // the bar shows it; the line would only scroll it away
+        }
         if (!c.opts.quiet) {
             if (drew) std::fputs("\r\033[K", stderr);
             std::fprintf(stderr, "%s\n", line.c_str());
@@ -135,26 +141,27 @@ int verb_export(Context& c, const Args& a, bool raw) {
     return wait_transfer(c, client, id, 0);
 }
 
+// machinectl 252 prints its table for every --output (with -o json without the legend, as its
+// --output only switches the legend off here): byte-compatible output means the same table, not
+// a JSON of our own invention.
 int verb_list_transfers(Context& c, const Args&) {
     ImportClient client(c.opts.bus_target);
     auto list = bus_call("Could not get transfers", [&] { return client.list(); });
-    if (c.is_json()) {
-        json arr = json::array();
-        for (const auto& t : list)
-            arr.push_back({{"id", t.id}, {"progress", t.progress}, {"type", t.type}, {"local", t.local}, {"remote", t.remote}});
-        c.emit_json(arr);
-        return 0;
-    }
-    if (list.empty()) {
-        if (!c.opts.no_legend) std::puts("No transfers.");
-        return 0;
-    }
+    bool legend = !c.opts.no_legend && !c.is_json();
     std::vector<std::vector<std::string>> rows;
     for (const auto& t : list)
         rows.push_back({std::to_string(t.id), std::to_string(static_cast<int>(t.progress * 100)) + "%", t.type, t.local,
                         t.remote});
-    std::fputs(format_table({"ID", "PERCENT", "TYPE", "LOCAL", "REMOTE"}, rows, !c.opts.no_legend).c_str(), stdout);
-    if (!c.opts.no_legend) std::printf("\n%zu transfers listed.\n", list.size());
+    if (!rows.empty()) {
+        bool no_legend = c.opts.no_legend;
+        c.opts.no_legend = !legend;  // -o json turns the legend off here, as in 252
+        c.print_table({"ID", "PERCENT", "TYPE", "LOCAL", "REMOTE"}, rows, TableStyle{{true, true}, true, true}, 4);
+        c.opts.no_legend = no_legend;
+    }
+    if (legend) {
+        if (rows.empty()) std::puts("No transfers.");
+        else std::printf("\n%zu transfers listed.\n", list.size());
+    }
     return 0;
 }
 

@@ -51,6 +51,20 @@ std::string unit_root() {
 
 }  // namespace
 
+namespace {
+
+// --now: enable starts, disable powers off those that run (a stopped machine is not an error).
+int enable_now(Context& c, const std::vector<std::string>& names, bool enable) {
+    if (!c.opts.now) return 0;
+    if (enable) return verb_start(c, names);
+    std::vector<std::string> running;
+    for (const auto& n : names)
+        if (!machine_gone(c, n)) running.push_back(n);
+    return running.empty() ? 0 : verb_poweroff(c, running);
+}
+
+}  // namespace
+
 // start: systemd's spawn@NAME.service where systemd runs; else machd's StartMachine, then wait
 // (bounded by --timeout, default 30 s) until spawn registered the machine, reporting spawn's own
 // last words if it died first.
@@ -109,14 +123,34 @@ int verb_start(Context& c, const std::vector<std::string>& names) {
     return 0;
 }
 
+// enable/disable as machinectl: the image must exist (enable); where systemd runs, its
+// EnableUnitFiles/DisableUnitFiles make the links (machines.target included) and Reload makes it
+// read them; without systemd machctl writes the same links itself.
 int verb_enable(Context& c, const std::vector<std::string>& names, bool enable) {
     namespace fs = std::filesystem;
+    for (const auto& n : names) {
+        if (n.empty() || n.find('/') != std::string::npos || n.starts_with("."))
+            throw Failure("Invalid machine name: " + n);
+        if (enable) bus_call("Failed to enable " + n, [&] { c.client().image_path(n); });
+    }
+    if (unit_root().empty() && systemd_booted() && c.client().systemd_present()) {
+        std::vector<std::string> units;
+        if (enable) units.push_back("machines.target");
+        for (const auto& n : names) units.push_back("spawn@" + n + ".service");
+        auto changes = bus_call(std::string("Failed to ") + (enable ? "enable" : "disable") + " units",
+                                [&] { return c.client().enable_unit_files(units, enable); });
+        if (!c.opts.quiet)
+            for (const auto& ch : changes) {
+                if (ch.type == "symlink") std::fprintf(stderr, "Created symlink %s → %s.\n", ch.file.c_str(), ch.destination.c_str());
+                else if (ch.type == "unlink") std::fprintf(stderr, "Removed \"%s\".\n", ch.file.c_str());
+            }
+        bus_call("Failed to reload daemon", [&] { c.client().reload_systemd(); });
+        return enable_now(c, names, enable);
+    }
     fs::path etc = unit_root() + "/etc/systemd/system";
     fs::path wants = etc / "machines.target.wants";
     std::error_code ec;
     for (const auto& n : names) {
-        if (n.empty() || n.find('/') != std::string::npos || n.starts_with("."))
-            throw Failure("Invalid machine name: " + n);
         fs::path link = wants / ("spawn@" + n + ".service");
         if (enable) {
             fs::create_directories(wants, ec);
@@ -138,15 +172,7 @@ int verb_enable(Context& c, const std::vector<std::string>& names, bool enable) 
         if (!ec && !c.opts.quiet)
             std::fprintf(stderr, "Created symlink %s → %s/machines.target.\n", target_link.c_str(), MK_UNITDIR);
     }
-    if (c.opts.now) {
-        if (enable) return verb_start(c, names);
-        // Only those that run: disable --now of a stopped machine is not an error.
-        std::vector<std::string> running;
-        for (const auto& n : names)
-            if (!machine_gone(c, n)) running.push_back(n);
-        return running.empty() ? 0 : verb_poweroff(c, running);
-    }
-    return 0;
+    return enable_now(c, names, enable);
 }
 
 }  // namespace mk::machctl

@@ -16,6 +16,7 @@
 #include "bus/event_loop.hpp"
 #include "bus/extension_object.hpp"
 #include "bus/import_objects.hpp"
+#include "bus/log.hpp"
 #include "bus/machine_objects.hpp"
 #include "bus/polkit.hpp"
 #include "bus/systemd_scope.hpp"
@@ -39,7 +40,7 @@ void usage(FILE* out) {
                  "                     who creates machine scopes (auto: systemd when it is PID 1\n"
                  "                     and on the bus, else machd itself through cgroupfs)\n"
                  "  --spawn-path=PATH  spawn binary for StartMachine (default " MK_BINDIR "/spawn)\n"
-                 "  --machines-dir=DIR image pool StartMachine boots from (default /var/lib/machines)\n"
+                 "  --machines-dir=DIR where StartMachine boots from (default: the --pool directory)\n"
                  "  --log-dir=DIR      StartMachine's spawn logs (default /run/machkit)\n"
                  "  --pool=DIR         the image pool: image methods and import1 transfers (default /var/lib/machines)\n"
                  "  --transfer-path=PATH machd-transfer helper (default: next to machd in a build tree,\n"
@@ -73,7 +74,9 @@ int main(int argc, char** argv) {
     uint64_t stop_timeout_usec = 10'000'000;
     std::string scope_backend = "auto";
     std::string pool_path = "/var/lib/machines";
-    mk::core::LaunchConfig launch{MK_BINDIR "/spawn", "/var/lib/machines", "/run/machkit"};
+    // machines_dir stays empty unless given: StartMachine then boots from the pool, where
+    // machctl import/pull/clone put the images (issue 17: it used to ignore --pool).
+    mk::core::LaunchConfig launch{MK_BINDIR "/spawn", "", "/run/machkit"};
     enum { kStateDir = 0x100, kCgroupRoot, kStopTimeout, kScopeBackend, kVersion, kSpawnPath, kMachinesDir, kLogDir, kPool, kTransferPath };
     std::string transfer_path;
     static const option options[] = {
@@ -126,6 +129,8 @@ int main(int argc, char** argv) {
         return 2;
     }
 
+    if (launch.machines_dir.empty()) launch.machines_dir = pool_path;
+
     try {
         mk::core::StateDir state(state_dir);
         auto connection = sdbus::createSystemBusConnection();
@@ -150,9 +155,11 @@ int main(int argc, char** argv) {
         struct Chain : mk::core::MachineService::Listener {
             std::vector<mk::core::MachineService::Listener*> targets;
             void machine_added(mk::core::Machine& m) override {
+                if (m.name != ".host") mk::bus::log_machine_started(m.name, m.leader);
                 for (auto* t : targets) t->machine_added(m);
             }
             void machine_removed(const mk::core::Machine& m) override {
+                if (m.name != ".host") mk::bus::log_machine_stopped(m.name, m.leader);
                 for (auto* t : targets) t->machine_removed(m);
             }
             void machine_start_finished(mk::core::Machine& m, const std::string& error) override {
@@ -176,9 +183,10 @@ int main(int argc, char** argv) {
         try {
             // Hidden .#import-*/.#pull-* entries of helpers killed with SIGKILL (docs/images.md).
             size_t stale = mk::core::ImagePool(pool_path).remove_stale_temporaries();
-            if (stale) std::fprintf(stderr, "machd: removed %zu stale transfer temporaries from %s\n", stale, pool_path.c_str());
+            if (stale)
+                mk::bus::log_line(LOG_NOTICE, "removed " + std::to_string(stale) + " stale transfer temporaries from " + pool_path);
         } catch (const std::exception& e) {
-            std::fprintf(stderr, "machd: pool %s: %s\n", pool_path.c_str(), mk::core::describe(e).c_str());
+            mk::bus::log_line(LOG_WARNING, "pool " + pool_path + ": " + mk::core::describe(e));
         }
         mk::bus::ImportManagerObject import_manager(*connection, loop, transfer_path, pool_path);
         // Non-root callers of the methods machined and importd hand to polkit wait for polkit's
@@ -191,22 +199,22 @@ int main(int argc, char** argv) {
         } catch (const sdbus::Error& e) {
             // e.g. the bus has no org.freedesktop.import1 policy installed: machine1 still serves.
             import1 = false;
-            std::fprintf(stderr, "machd: not serving %s: %s\n", mk::bus::kImportBusName, e.getMessage().c_str());
+            mk::bus::log_line(LOG_WARNING, std::string("not serving ") + mk::bus::kImportBusName + ": " + e.getMessage());
         }
         connection->requestName(mk::bus::kBusName);
-        std::fprintf(stderr, "machd %s: serving %s, scope backend %s, %zu machine(s) re-adopted\n", MK_VERSION,
-                     mk::bus::kBusName, scope_backend.c_str(), adopted.size());
+        mk::bus::log_line(LOG_INFO, std::string(MK_VERSION) + ": serving " + mk::bus::kBusName + ", scope backend " +
+                                        scope_backend + ", " + std::to_string(adopted.size()) + " machine(s) re-adopted");
         int sig = loop.run();
-        std::fprintf(stderr, "machd: %s, exiting (machines keep running)\n", strsignal(sig));
+        mk::bus::log_line(LOG_INFO, std::string(strsignal(sig)) + ", exiting (machines keep running)");
         chain.targets.clear();
         connection->releaseName(mk::bus::kBusName);
         if (import1) connection->releaseName(mk::bus::kImportBusName);
         return 0;
     } catch (const sdbus::Error& e) {
-        std::fprintf(stderr, "machd: %s: %s\n", e.getName().c_str(), e.getMessage().c_str());
+        mk::bus::log_line(LOG_ERR, e.getName() + ": " + e.getMessage());
         return 1;
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "machd: %s\n", mk::core::describe(e).c_str());
+        mk::bus::log_line(LOG_ERR, mk::core::describe(e));
         return 1;
     }
 }

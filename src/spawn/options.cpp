@@ -36,6 +36,7 @@ enum {
     OPT_RLIMIT, OPT_OOM_SCORE_ADJUST, OPT_CPU_AFFINITY, OPT_PERSONALITY, OPT_SUPPRESS_SYNC, OPT_AMBIENT_CAPABILITY,
     OPT_PIVOT_ROOT, OPT_SET_CREDENTIAL, OPT_LOAD_CREDENTIAL, OPT_NO_PAGER, OPT_ROOT_HASH, OPT_ROOT_HASH_SIG,
     OPT_VERITY_DATA, OPT_BIND_USER, OPT_OCI_BUNDLE,
+    OPT_LINK_JOURNAL,
 };
 
 const option kLongOptions[] = {
@@ -75,6 +76,7 @@ const option kLongOptions[] = {
     {"no-new-privileges", required_argument, nullptr, OPT_NO_NEW_PRIVILEGES},
     {"system-call-filter", required_argument, nullptr, OPT_SYSCALL_FILTER},
     {"resolv-conf", required_argument, nullptr, OPT_RESOLV_CONF},
+    {"link-journal", required_argument, nullptr, OPT_LINK_JOURNAL},
     {"timezone", required_argument, nullptr, OPT_TIMEZONE},
     {"register", required_argument, nullptr, OPT_REGISTER},
     {"keep-unit", no_argument, nullptr, OPT_KEEP_UNIT},
@@ -141,6 +143,7 @@ std::optional<core::SettingGroup> group_of(int c) {
     case OPT_HOSTNAME: return G::Hostname;
     case OPT_NO_NEW_PRIVILEGES: return G::NoNewPrivileges;
     case OPT_RESOLV_CONF: return G::ResolvConf;
+    case OPT_LINK_JOURNAL: return G::LinkJournal;
     case OPT_TIMEZONE: return G::Timezone;
     case OPT_READ_ONLY: return G::ReadOnly;
     case OPT_VOLATILE: return G::Volatile;
@@ -325,6 +328,8 @@ Run a command or boot an OS tree in a light-weight container.
      --inaccessible=PATH    Make PATH inaccessible inside the container
      --bind-user=NAME       Bind a host user (and home) into the container; needs -U
      --resolv-conf=MODE     off, copy-host, replace-host, bind-host, delete, auto
+     --link-journal=MODE    no, host, try-host, guest, try-guest, auto: link the guest's
+                            /var/log/journal/MACHINE-ID with the host's
      --timezone=MODE        off, copy, bind, symlink, delete, auto
      --console=MODE         interactive, read-only, passive, pipe, autopipe
   -P --pipe                 Equivalent to --console=pipe
@@ -455,6 +460,7 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
             }
             break;
         case OPT_RESOLV_CONF: s.resolv_conf = value("--resolv-conf=", v, core::parse_resolv_conf_mode); break;
+        case OPT_LINK_JOURNAL: s.link_journal = value("--link-journal=", v, core::parse_link_journal_mode); break;
         case OPT_TIMEZONE: s.timezone = value("--timezone=", v, core::parse_timezone_mode); break;
         case OPT_REGISTER:
             s.register_mode = value("--register=", v, core::parse_boolean) ? core::RegisterMode::Yes : core::RegisterMode::No;

@@ -3,6 +3,7 @@ systemd-nspawn --register=yes (with and without --keep-unit) registering into ma
 
 machinectl refuses to run unless systemd is booted, so it runs in a private mount namespace with a
 tmpfs on /run/systemd holding an empty system/ directory (and the state dir at machines/)."""
+import json
 import os
 import shutil
 import signal
@@ -246,3 +247,77 @@ def test_machinectl_images_against_machd(bus, machd, tmp_path):
     assert (pool / "conf-img2" / "etc" / "os-release").read_text() == "ID=confos\n"
     machinectl(bus, machd, "remove", "conf-img2")
     assert not (pool / "conf-img2").exists()
+
+
+def test_image_status_lines_match_machinectl(bus, machd, tmp_path):
+    """machctl image-status prints machinectl 252's lines, Machine ID: included (the time-relative
+    Created/Modified lines aside)."""
+    from test_machctl import MACHCTL
+    pool = tmp_path / "pool"
+    (pool / "idimg" / "etc").mkdir(parents=True)
+    (pool / "idimg" / "etc" / "os-release").write_text('ID=confos\nPRETTY_NAME="Conf OS"\n')
+    (pool / "idimg" / "etc" / "hostname").write_text("idhost\n")
+    (pool / "idimg" / "etc" / "machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+
+    def stable(text):
+        return [l for l in text.splitlines() if "Created:" not in l and "Modified:" not in l and "Usage:" not in l]
+    theirs = stable(machinectl(bus, machd, "image-status", "idimg").stdout)
+    ours = subprocess.run([str(MACHCTL), "image-status", "idimg"], env=bus.env(), capture_output=True, text=True)
+    assert ours.returncode == 0, ours.stderr
+    assert any("Machine ID: 0123456789abcdef0123456789abcdef" in l for l in theirs), theirs
+    assert stable(ours.stdout) == theirs
+
+
+def test_tables_and_json_byte_for_byte_with_machinectl(bus, machd, leaders, tmp_path):
+    """list, list-images and list-transfers: machctl's output is machinectl 252's, byte for byte, in
+    every output mode (addresses newline-joined or null, keys in column order, one json-seq record
+    per table, list-transfers' table for -o json as 252 prints it)."""
+    from test_machctl import MACHCTL
+    from test_import1 import Handler
+    import socketserver
+    import threading
+    p = leaders.spawn()
+    create(bus, "cmp-m", p.pid, root="/srv/cmp")
+    pool = tmp_path / "pool"
+    (pool / "cmp-img" / "etc").mkdir(parents=True)
+    (pool / "cmp-raw.raw").write_bytes(b"\0" * 4096)
+
+    def both(*args):
+        theirs = machinectl(bus, machd, *args, check=False)
+        ours = subprocess.run([str(MACHCTL), *args], env=bus.env(), capture_output=True, text=True, timeout=30)
+        assert ours.returncode == theirs.returncode, (args, ours.stderr, theirs.stderr)
+        assert ours.stdout == theirs.stdout, args
+        return ours.stdout
+    for mode in ("short", "json", "json-pretty", "json-seq"):
+        both("list", "--all", "-o", mode)
+        both("list-images", "--all", "-o", mode)
+    for extra in (["--max-addresses=0", "-o", "json"], ["--all", "--max-addresses=2"], ["--all", "-l"]):
+        both("list", *extra)
+    both("list", "--no-legend", "--all")
+    both("list-images", "--no-legend")
+    assert json.loads(both("list", "--all", "-o", "json"))[0]["machine"] == ".host"
+    assert both("list-transfers") == "No transfers.\n"
+    both("list-transfers", "-o", "json")
+
+    class H(Handler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(tmp_path), **kw)
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), H)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = "http://127.0.0.1:%d/slow/" % srv.server_address[1]
+    try:
+        for n, kind in (("cmp-slow-a", "pull-tar"), ("cmp-slow-b", "pull-raw")):
+            bus.busctl("call", "org.freedesktop.import1", "/org/freedesktop/import1", "org.freedesktop.import1.Manager",
+                       "PullTar" if kind == "pull-tar" else "PullRaw", "sssb", url + n, n, "no", "false")
+        out = both("list-transfers")
+        assert "2 transfers listed." in out and "cmp-slow-b" in out
+        both("list-transfers", "-o", "json")
+        both("list-transfers", "--no-legend")
+    finally:
+        for t in json.loads(bus.busctl("--json=short", "call", "org.freedesktop.import1", "/org/freedesktop/import1",
+                                       "org.freedesktop.import1.Manager", "ListTransfers").stdout)["data"][0]:
+            bus.busctl("call", "org.freedesktop.import1", "/org/freedesktop/import1", "org.freedesktop.import1.Manager",
+                       "CancelTransfer", "u", str(t[0]), check=False)
+        srv.shutdown()
+        srv.server_close()

@@ -112,3 +112,14 @@ def test_busy_image_is_not_removed(bus, imgd, pool, leaders):
 
 def test_pool_limit_not_supported_off_btrfs(bus, imgd):
     assert bus.error_name("SetPoolLimit", "uint64:1000000") == "org.freedesktop.DBus.Error.NotSupported"
+
+
+def test_clean_all_skips_busy_images(bus, imgd, pool, leaders):
+    # machined's CleanPool keeps an image a running machine uses and removes the others.
+    subprocess.run(["cp", "-a", str(pool / "bb"), str(pool / "bbfree")], check=True)
+    p = leaders.spawn()
+    create(bus, "runbbclean", p.pid, root=str(pool / "bb"))
+    removed = {r[0] for r in bus.call_json("CleanPool", "s", "all")[0]}
+    assert removed == {"bbfree", "disk"}
+    assert (pool / "bb" / "bin" / "busybox").exists()
+    assert not (pool / "bbfree").exists() and not (pool / "disk.raw").exists()

@@ -2,6 +2,7 @@
 `spawn` (registered in machd, as test_spawn_register.py). Every verb, JSON output parsed, exit
 codes checked, errors for unknown names, non-root callers and a missing machd. Root only."""
 import json
+import re
 import os
 import pathlib
 import pty
@@ -112,12 +113,13 @@ def test_list_table_and_json(bus, containers):
     assert {m["machine"] for m in data} == {"mc-a", "mc-b"}
     m = next(x for x in data if x["machine"] == "mc-a")
     assert m["class"] == "container" and m["os"] == "busybox" and m["version"] is None
-    assert m["addresses"] == []
+    assert m["addresses"] is None  # as machinectl 252: newline-joined addresses, or null
+    assert list(m) == ["machine", "class", "service", "os", "version", "addresses"]  # column order
     pretty = ok(bus, "list", "--output=json-pretty").stdout
-    assert json.loads(pretty) == data and "\n  " in pretty
+    assert json.loads(pretty) == data and "\n\t\t\"machine\" : " in pretty
     seq = ok(bus, "list", "-o", "json-seq").stdout
     records = [json.loads(r) for r in seq.split("\x1e") if r.strip()]
-    assert sorted(r["machine"] for r in records) == ["mc-a", "mc-b"]
+    assert len(records) == 1 and sorted(r["machine"] for r in records[0]) == ["mc-a", "mc-b"]
 
 
 def test_list_empty_is_valid_json(bus, machd):
@@ -484,9 +486,12 @@ def test_no_machd(bus):
 
 def test_usage_errors(bus):
     for args in (["frobnicate"], ["status"], ["list", "--bogus"], ["-o", "yaml", "list"], ["bind", "x"],
-                 ["kill", "-s", "SIGNOPE", "x"], ["--kill-whom=everyone", "kill", "x"], ["--timeout=soon", "wait", "x"]):
+                 ["kill", "-s", "SIGNOPE", "x"], ["--kill-whom=everyone", "kill", "x"], ["--timeout=soon", "wait", "x"],
+                 ["read-only", "x", "maybe"], ["set-limit", "lots"], ["--max-addresses=some", "list"],
+                 ["--verify=bogus", "pull-tar", "http://127.0.0.1/x.tar"], ["--format=rar", "export-tar", "x"],
+                 ["-E", "=x", "shell"], ["list", "-o"], ["--help=x"], ["list", "extra"]):
         r = machctl(bus, *args)
-        assert r.returncode == 2, (args, r.stderr)
+        assert r.returncode == 1, (args, r.stderr)  # as machinectl
         assert r.stderr.startswith("machctl: "), r.stderr
 
 
@@ -506,8 +511,13 @@ def test_help_version_completion(bus):
 
 # ------------------------------------------------------------------------- enable / disable / start
 
-def test_enable_disable(bus, tmp_path):
+def test_enable_disable(bus, machd, tmp_path):
     env = {"MACHCTL_ROOT": str(tmp_path)}
+    # As machinectl: enabling a machine without an image is refused, and nothing is written.
+    r = machctl(bus, "enable", "deb", env=env)
+    assert r.returncode == 1 and "No image 'deb' known" in r.stderr, r.stderr
+    assert not (tmp_path / "etc").exists()
+    (machd.pool / "deb").mkdir(parents=True)
     ok(bus, "enable", "deb", env=env)
     link = tmp_path / "etc/systemd/system/machines.target.wants/spawn@deb.service"
     assert link.is_symlink() and os.readlink(link).endswith("/spawn@.service")
@@ -527,6 +537,62 @@ def test_enable_now_and_disable_now(bus, pool_machd, tmp_path):
     ok(bus, "disable", "--now", "-s", "SIGUSR2", "--timeout=20", "bbnow", env=env)
     assert "bbnow" not in names(bus)
     ok(bus, "disable", "--now", "bbnow", env=env)  # not running: nothing to stop
+
+
+FAKE_SYSTEMD = BUILD / "tests" / "bus" / "fake-systemd1"
+
+
+def test_enable_disable_through_systemd(bus, machd, tmp_path):
+    """Where systemd runs, enable/disable go through its EnableUnitFiles/DisableUnitFiles and Reload
+    (as machinectl), against a stand-in for PID 1 on the private bus; machctl writes no links."""
+    log = tmp_path / "systemd1.log"
+    fake = subprocess.Popen([str(FAKE_SYSTEMD), "--log=%s" % log], env=bus.env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert fake.stdout.readline().strip() == "ready"
+        (machd.pool / "sdimg").mkdir(parents=True)
+
+        def booted(*args):
+            # /run/systemd/system makes machctl believe systemd is PID 1: only in a private namespace.
+            sh = 'mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system && exec "$@"'
+            return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", sh, "sh", str(MACHCTL),
+                                   *args], env=bus.env(), capture_output=True, text=True, timeout=60)
+        r = booted("enable", "sdimg")
+        assert r.returncode == 0, r.stderr
+        assert ("Created symlink /etc/systemd/system/machines.target.wants/spawn@sdimg.service → "
+                "/lib/systemd/system/spawn@.service.") in r.stderr
+        calls = log.read_text().splitlines()
+        assert calls == ["EnableUnitFiles machines.target spawn@sdimg.service runtime=0 force=0", "Reload"]
+        r = booted("enable", "nosuchimg")
+        assert r.returncode == 1 and "No image 'nosuchimg' known" in r.stderr
+        assert len(log.read_text().splitlines()) == 2  # nothing asked of systemd
+        r = booted("disable", "sdimg")
+        assert r.returncode == 0, r.stderr
+        assert 'Removed "/etc/systemd/system/machines.target.wants/spawn@sdimg.service".' in r.stderr
+        assert log.read_text().splitlines()[2:] == ["DisableUnitFiles spawn@sdimg.service runtime=0", "Reload"]
+    finally:
+        fake.terminate()
+        fake.wait()
+
+
+def test_start_boots_from_the_pool(bus, tmp_path, leaders):
+    """StartMachine boots from machd's --pool (where import/pull/clone put images) when no
+    --machines-dir is given."""
+    if os.path.isdir("/run/systemd/system"):
+        pytest.skip("host runs systemd: start goes to spawn@.service")
+    from conftest import Machd, cleanup_machine_cgroups
+    pool = tmp_path / "onlypool"
+    pool.mkdir()
+    d = Machd(bus, tmp_path / "machines", pool=pool,
+              extra_args=["--spawn-path=%s" % SPAWN, "--log-dir=%s" % (tmp_path / "logs")]).start()
+    try:
+        busybox_bootable(pool / "bbpool")
+        r = ok(bus, "start", "--timeout=20", "bbpool")
+        assert "Started machine bbpool" in r.stderr
+        assert ok(bus, "show", "-p", "RootDirectory", "--value", "bbpool").stdout.strip() == str(pool / "bbpool")
+        ok(bus, "poweroff", "-s", "SIGUSR2", "--timeout=20", "bbpool")
+    finally:
+        d.stop()
+        cleanup_machine_cgroups(["bbpool"])
 
 
 def test_restart_is_reboot(bus, containers, tree):
@@ -613,3 +679,67 @@ def test_entering_helpers_leak_no_host_fds(bus, containers):
     host_like = [t for t in targets if t.startswith(("/work", "/var/cache", "/home/", "/usr/lib/x86_64-linux-gnu"))
                  or "pytest" in t or "mk-bus" in t]
     assert host_like == [], sorted(set(host_like))[:10]
+
+
+def run_on_terminal(bus, args, columns=80, env=None):
+    """machctl with stdout (and stderr) on a pty of `columns` columns; its output as text."""
+    import fcntl
+    import struct
+    import termios
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    e = bus.env()
+    e.pop("COLUMNS", None)
+    e["TERM"] = "xterm"
+    e["LANG"] = "C.UTF-8"
+    e.update(env or {})
+    p = subprocess.Popen([str(MACHCTL), *args], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=e)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            r, _, _ = select.select([master], [], [], 30)
+            if not r:
+                break
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+    p.wait(30)
+    os.close(master)
+    return out.decode(errors="replace").replace("\r\n", "\n")
+
+
+def test_tables_on_a_terminal_fit_and_page(bus, machd, leaders, tmp_path):
+    """On a terminal: libsmartcols fits the table to the width (a 49-character name is ellipsized
+    instead of wrapping every row), the header is underlined, and the output goes through the pager
+    ($SYSTEMD_PAGER, with LESS=FRSXMK) unless --no-pager. Piped output stays machinectl's."""
+    from conftest import create
+    long = "a-very-long-machine-name-that-goes-on-and-on-4949"
+    assert len(long) == 49
+    p = leaders.spawn()
+    create(bus, long, p.pid)
+    out = run_on_terminal(bus, ["list", "--no-pager", "--max-addresses=0"], columns=50)
+    lines = [l for l in out.splitlines() if l.strip()]
+    visible = [re.sub(r"\x1b\[[0-9;]*m", "", l) for l in lines]
+    assert all(len(l) <= 50 for l in visible), visible
+    row = next(l for l in visible if l.startswith("a-very"))
+    assert "…" in row and "container" in row, visible
+    assert "\x1b[4m" in lines[0], lines[0]  # underlined header
+    plain = run_on_terminal(bus, ["list", "--no-pager", "--max-addresses=0"], columns=50, env={"NO_COLOR": "1", "LANG": "C"})
+    assert "\x1b[" not in plain and "a-very-long-ma... container" in plain, plain  # no UTF-8: "..."
+    # Piped: the whole name, as machinectl.
+    assert long in ok(bus, "list").stdout
+    # The pager: SYSTEMD_PAGER wins over PAGER, sees LESS=FRSXMK and gets the table.
+    seen = tmp_path / "paged"
+    pager = "sh -c 'echo LESS=$LESS > %s; cat >> %s'" % (seen, seen)
+    run_on_terminal(bus, ["list"], env={"SYSTEMD_PAGER": pager, "PAGER": "false"})
+    text = seen.read_text()
+    assert text.startswith("LESS=FRSXMK\n") and "MACHINE" in text and "machines listed." in text, text
+    seen.unlink()
+    run_on_terminal(bus, ["list", "--no-pager"], env={"SYSTEMD_PAGER": pager})
+    assert not seen.exists()
+    r = machctl(bus, "list", env={"SYSTEMD_PAGER": pager})  # not a terminal: no pager
+    assert r.returncode == 0 and not seen.exists()

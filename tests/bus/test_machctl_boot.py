@@ -35,9 +35,10 @@ def machctl(bus, *args, timeout=120):
 
 
 class Guest:
-    def __init__(self, bus, tree, name):
+    def __init__(self, bus, tree, name, *extra, ephemeral=True):
         self.name = name
-        self.p = subprocess.Popen([str(SPAWN), "-x", "-b", "-D", tree, "-M", name], env=bus.env(),
+        self.p = subprocess.Popen([str(SPAWN), *(["-x"] if ephemeral else []), "-b", "-D", tree, "-M", name, *extra],
+                                  env=bus.env(),
                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         os.set_blocking(self.p.stdout.fileno(), False)
         self.out = b""
@@ -81,8 +82,8 @@ class Guest:
 def guests(bus, machd, debian_tree):
     started = []
 
-    def boot(name):
-        g = Guest(bus, debian_tree, name)
+    def boot(name, *extra, tree=None):
+        g = Guest(bus, tree or debian_tree, name, *extra, ephemeral=tree is None)
         started.append(g)
         return g
 
@@ -288,3 +289,52 @@ def test_systemd_path_inside_a_booted_guest(bus, machd, debian_tree, tmp_path):
                      check=False).returncode == 1
     finally:
         g.kill()
+
+
+def journal_has(directory, text):
+    r = subprocess.run(["journalctl", "-D", str(directory), "-o", "cat", "--no-pager"], capture_output=True, text=True)
+    return text in r.stdout
+
+
+@pytest.mark.parametrize("mode", ["host", "try-guest", "nspawn-file"])
+def test_link_journal_and_status_lines(bus, guests, debian_tree, tmp_path, mode):
+    """--link-journal: the guest's journald writes where the host reads it (journalctl -D on the
+    host's /var/log/journal/ID: a bind-mounted host directory, or guest mode's symlink into a copy of
+    the tree), and machctl status shows the last -n entries, read with sd-journal."""
+    import uuid
+    mid = uuid.uuid4().hex
+    host_dir = pathlib.Path("/var/log/journal") / mid
+    name = "deb-j" + mode[:4].replace("-", "")
+    g = None
+    try:
+        # A copy with its own machine ID (the journal directory's name); guest mode keeps the
+        # journal in this tree.
+        tree = tmp_path / "tree"
+        subprocess.run(["cp", "-a", debian_tree, str(tree)], check=True)
+        (tree / "etc" / "machine-id").write_text(mid + "\n")
+        if mode == "nspawn-file":
+            # LinkJournal= of a trusted .nspawn file (next to the tree, trusted by --settings=trusted).
+            (tmp_path / (name + ".nspawn")).write_text("[Exec]\nLinkJournal=try-guest\n")
+            g = guests(name, "--settings=trusted", tree=str(tree))
+        else:
+            g = guests(name, "--link-journal=" + mode, tree=str(tree))
+        assert machctl(bus, "wait", "--timeout=90", name).returncode == 0, g.text()
+        r = machctl(bus, "shell", name, "/bin/sh", "-c", "cat /etc/machine-id; logger -t mkjournal MARKER-" + mid)
+        assert r.stdout.split()[0] == mid, r.stdout
+        if mode == "host":
+            assert host_dir.is_dir() and not host_dir.is_symlink()
+        else:
+            assert host_dir.is_symlink() and os.readlink(host_dir) == str(tmp_path / "tree" / "var/log/journal" / mid)
+        assert wait_for(lambda: journal_has(host_dir, "MARKER-" + mid), 60), g.text()
+        assert wait_for(lambda: "MARKER-" + mid in machctl(bus, "status", "-n", "50", name).stdout, 30)
+        st = machctl(bus, "status", "--lines=3", name).stdout
+        tail = st.split("\n\n")[-1].strip().splitlines()
+        assert len(tail) == 3 and all(re.match(r"^\w{3} \d\d \d\d:\d\d:\d\d ", l) for l in tail), st
+        assert "\n\n" not in machctl(bus, "status", "-n", "0", name).stdout.strip()
+    finally:
+        if g:
+            g.kill()
+        if host_dir.is_symlink():
+            host_dir.unlink()
+        else:
+            shutil.rmtree(host_dir, ignore_errors=True)

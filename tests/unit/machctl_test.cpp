@@ -127,6 +127,13 @@ TEST(MachctlOutput, TableLikeMachinectl) {
     EXPECT_EQ(n, "a container\n");
 }
 
+TEST(MachctlOutput, RateOfATransferStatusLine) {
+    EXPECT_EQ(rate_of_status_line("Got 40% of http://h/x.tar. 3s left at 1.2M/s."), "1.2M/s");
+    EXPECT_EQ(rate_of_status_line("Got 10.0K of http://h/x.tar. At 10.0K/s."), "10.0K/s");
+    EXPECT_EQ(rate_of_status_line("Downloading x.tar."), "");
+    EXPECT_EQ(rate_of_status_line("Got 40% of http://h/x.tar."), "");
+}
+
 TEST(MachctlOutput, Formatting) {
     EXPECT_EQ(format_timespan(144000), "144ms");
     EXPECT_EQ(format_timespan(3'000'000), "3s");
@@ -172,4 +179,25 @@ TEST(MachctlOutput, JsonModesAreValid) {
     auto seq = format_json(rows, Output::json_seq);
     EXPECT_EQ(std::count(seq.begin(), seq.end(), '\x1e'), 2);
     EXPECT_EQ(format_json(nlohmann::json::array(), Output::json), "[]\n");
+}
+
+TEST(MachctlOutput, JsonIsSystemdsWriter) {
+    // Byte for byte as machinectl 252 prints it: keys in column order, tabs and " : " when pretty,
+    // a table as one json-seq record, control characters as \u00xx.
+    json rows = json::array({{{"name", "a"}, {"type", "directory"}, {"ro", false}, {"usage", nullptr}, {"created", 5u}},
+                             {{"name", "b\x01\"\n"}, {"type", "raw"}, {"ro", true}, {"usage", 7u}, {"created", 0u}}});
+    EXPECT_EQ(format_json(rows, Output::json),
+              "[{\"name\":\"a\",\"type\":\"directory\",\"ro\":false,\"usage\":null,\"created\":5},"
+              "{\"name\":\"b\\u0001\\\"\\n\",\"type\":\"raw\",\"ro\":true,\"usage\":7,\"created\":0}]\n");
+    EXPECT_EQ(format_json(json::array({{{"k", 1}, {"e", json::array()}}}), Output::json_pretty),
+              "[\n\t{\n\t\t\"k\" : 1,\n\t\t\"e\" : []\n\t}\n]\n");
+    EXPECT_EQ(format_json(rows, Output::json_seq, true).find('\x1e', 1), std::string::npos);
+    EXPECT_EQ(format_json(json("caf\xc3\xa9 \xff"), Output::json), "\"caf\xc3\xa9 \xef\xbf\xbd\"\n");
+}
+
+TEST(MachctlOutput, TableCellsSpanLinesAndAlign) {
+    auto t = format_table({"MACHINE", "ADDRESSES"}, {{"h", "10.0.0.1\nfd00::2\xe2\x80\xa6"}, {"x", "-"}}, true);
+    EXPECT_EQ(t, "MACHINE ADDRESSES\nh       10.0.0.1\n        fd00::2\xe2\x80\xa6\nx       -\n");
+    auto r = format_table({"ID", "PERCENT", "REMOTE"}, {{"1", "0%", "http://a/b"}}, true, TableStyle{{true, true}, true});
+    EXPECT_EQ(r, "ID PERCENT REMOTE    \n 1      0% http://a/b\n");
 }

@@ -108,3 +108,11 @@ TEST(SpawnOptions, HelpAndVersion) {
     EXPECT_EQ(parse({"--help"}).action, spawn::Action::Help);
     EXPECT_EQ(parse({"--version"}).action, spawn::Action::Version);
 }
+
+TEST(SpawnOptions, LinkJournal) {
+    EXPECT_EQ(parse({"-D", "/t"}).spec.link_journal, core::LinkJournalMode::Auto);  // nspawn's default
+    EXPECT_EQ(parse({"-D", "/t", "--link-journal=try-guest"}).spec.link_journal, core::LinkJournalMode::TryGuest);
+    EXPECT_EQ(parse({"-D", "/t", "--link-journal", "host"}).spec.link_journal, core::LinkJournalMode::Host);
+    EXPECT_EQ(parse({"-D", "/t", "--link-journal=no"}).spec.link_journal, core::LinkJournalMode::No);
+    EXPECT_THROW(parse({"-D", "/t", "--link-journal=sometimes"}), core::UsageError);
+}

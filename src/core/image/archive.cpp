@@ -446,10 +446,12 @@ private:
             }
             case AE_IFCHR:
             case AE_IFBLK:
-                stats_.devices_skipped++;
-                warn("not creating device node '" + shown + "' (" + (type == AE_IFCHR ? "char " : "block ") +
-                     std::to_string(archive_entry_rdevmajor(e)) + ":" + std::to_string(archive_entry_rdevminor(e)) +
-                     "): the container gets its own /dev");
+                // Counted, not warned one by one: a distribution tarball's /dev has dozens (the
+                // caller prints one summary line).
+                if (stats_.devices_skipped++ == 0)
+                    stats_.first_device_skipped = "'" + shown + "' (" + (type == AE_IFCHR ? "char " : "block ") +
+                                                  std::to_string(archive_entry_rdevmajor(e)) + ":" +
+                                                  std::to_string(archive_entry_rdevminor(e)) + ")";
                 break;
             case AE_IFSOCK:
                 warn("not creating socket '" + shown + "'");

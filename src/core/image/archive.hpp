@@ -55,7 +55,8 @@ struct ExtractOptions {
 struct ExtractStats {
     uint64_t entries = 0;
     uint64_t file_bytes = 0;
-    uint64_t devices_skipped = 0;
+    uint64_t devices_skipped = 0;       // char/block device nodes not created (never warned singly)
+    std::string first_device_skipped;   // the first of them, "'dev/mem' (char 1:1)", for the summary
 };
 
 // Extracts the tar stream `in` into the (empty) directory `dest_fd`. Throws std::system_error on

@@ -5,8 +5,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 
 #include "core/base/error.hpp"
+#include "core/base/human.hpp"
 #include "core/base/names.hpp"
 #include "core/image/archive.hpp"
 #include "core/image/sha256sums.hpp"
@@ -112,10 +114,12 @@ void do_import_tar(ImagePool& pool, int in_fd, const std::string& name, const Im
     ExtractOptions eo;
     eo.warn = [&](const std::string& m) { log(o.hooks, m); };
     ExtractStats s = extract_tar(*src, tmp.fd(), eo);
+    if (s.devices_skipped)
+        log(o.hooks, "Skipped " + std::to_string(s.devices_skipped) + " device node" + (s.devices_skipped == 1 ? "" : "s") +
+                         " (first " + s.first_device_skipped + "): the container gets its own /dev.");
     tmp.install(name, o.force, o.read_only);
     log(o.hooks, "Imported " + std::to_string(s.entries) + " entries (" + std::to_string(s.file_bytes) +
-                     " bytes of file data) as image '" + name + "'" +
-                     (s.devices_skipped ? ", " + std::to_string(s.devices_skipped) + " device nodes skipped" : "") + ".");
+                     " bytes of file data) as image '" + name + "'.");
     p.set(100);
 }
 
@@ -219,6 +223,35 @@ void export_raw(ImagePool& pool, const std::string& name, int out_fd, const Expo
 
 namespace {
 
+// importd's download status line, at most once a second: "Got 40% of URL. 3s left at 1.2M/s."
+// machinectl and machctl print it; the rate is in bytes per second of the download itself.
+class DownloadStatus {
+public:
+    DownloadStatus(const TransferHooks& h, std::string url) : h_(h), url_(std::move(url)) {}
+    void update(uint64_t done, uint64_t total) {
+        auto now = std::chrono::steady_clock::now();
+        if (now - last_ < std::chrono::seconds(1)) return;
+        last_ = now;
+        double elapsed = std::chrono::duration<double>(now - start_).count();
+        if (elapsed <= 0) return;
+        std::string rate = format_bytes(static_cast<uint64_t>(static_cast<double>(done) / elapsed)) + "/s";
+        if (total == 0 || done == 0) {
+            log(h_, "Got " + format_bytes(done) + " of " + url_ + ". At " + rate + ".");
+            return;
+        }
+        unsigned percent = static_cast<unsigned>(std::min<uint64_t>(done, total) * 100 / total);
+        auto left_usec = static_cast<uint64_t>(elapsed * 1e6 * static_cast<double>(total - std::min(done, total)) /
+                                               static_cast<double>(done));
+        log(h_, "Got " + std::to_string(percent) + "% of " + url_ + ". " + format_timespan(left_usec) + " left at " +
+                    rate + ".");
+    }
+
+private:
+    const TransferHooks& h_;
+    std::string url_;
+    std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now(), last_ = start_;
+};
+
 void pull(ImagePool& pool, const std::string& url, const std::string& name, VerifyMode verify, GpgVerifier* gpg,
           const ImportOptions& o, bool tar) {
     if (!url_is_valid(url)) throw UsageError("invalid URL (http:// or https:// only)");
@@ -232,7 +265,11 @@ void pull(ImagePool& pool, const std::string& url, const std::string& name, Veri
     HashingSink sink(dl.fd(), hash);
     HttpOptions ho;
     ho.cancel = o.hooks.cancel;
-    ho.progress = [&](uint64_t done, uint64_t total) { p.update(done, total); };
+    DownloadStatus status(o.hooks, url);
+    ho.progress = [&](uint64_t done, uint64_t total) {
+        p.update(done, total);
+        status.update(done, total);
+    };
     log(o.hooks, "Downloading " + url_last_component(url) + ".");
     uint64_t n = http_download(url, sink, ho);
     log(o.hooks, "Downloaded " + std::to_string(n) + " bytes.");

@@ -50,6 +50,7 @@
 #include "core/spawn/container_cgroup.hpp"
 #include "core/spawn/credentials.hpp"
 #include "core/spawn/guest_systemd.hpp"
+#include "core/spawn/journal_link.hpp"
 #include "core/spawn/mount_plan.hpp"
 #include "core/spawn/network.hpp"
 #include "core/spawn/option_values.hpp"
@@ -794,7 +795,6 @@ void check_supported(const SpawnSpec& s) {
     for (const auto& b : s.binds)
         if ((b.idmap || b.idmap_root) && s.userns_mode == UserNamespaceMode::No)
             throw UsageError("--bind=" + b.source + ":…:idmap needs a user namespace: add -U or --private-users=");
-    if (s.link_journal != LinkJournalMode::Auto && s.link_journal != LinkJournalMode::No) refuse("--link-journal=");
 }
 
 // dm-verity needs the kernel's device-mapper; this project's CI kernels lack it (no
@@ -868,6 +868,22 @@ void plan_cgroups(Prepared& p, const SpawnSpec& spec, int root) {
     }
     p.cgroups = plan.layout;
     p.cgroup_plan = build_cgroup_mount_plan(plan.layout);
+}
+
+// --link-journal: decided from the machine ID (--uuid, else the tree's) and what the host has at
+// /var/log/journal/ID; host mode adds a bind mount to the spec the mount plan is built from.
+SpawnSpec with_journal_link(const SpawnSpec& spec, int root, const std::string& root_path) {
+    SpawnSpec out = spec;
+    if (spec.link_journal == LinkJournalMode::No) return out;
+    std::optional<Uuid> id = spec.uuid;
+    if (!id) id = parse_machine_id(read_file_in_root(root, "/etc/machine-id", 4096).value_or(""));
+    auto host_id = parse_machine_id(read_host_file("/etc/machine-id", 4096).value_or(""));
+    bool kept = spec.image.empty() && !spec.ephemeral && spec.volatile_mode == VolatileMode::No;
+    HostJournalPath state = HostJournalPath::absent;
+    if (id) state = inspect_host_journal_path("/var/log/journal/" + machine_id_hex(*id), root_path + "/var/log/journal/" + machine_id_hex(*id));
+    auto plan = plan_journal_link(spec.link_journal, id, host_id, state, kept);
+    if (auto bind = apply_journal_link(plan, root, root_path)) out.binds.push_back(*bind);
+    return out;
 }
 
 Prepared prepare(const SpawnSpec& spec, bool registering) {
@@ -948,9 +964,9 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
             shift_tree_ownership(rw.get(), r);
         }
         p.idmap = own == UserNamespaceOwnership::Map && r.shift != 0;
-        p.plan = build_mount_plan(spec, r.shift);
+        p.plan = build_mount_plan(with_journal_link(spec, root, p.root_path), r.shift);
     } else {
-        p.plan = build_mount_plan(spec);
+        p.plan = build_mount_plan(with_journal_link(spec, root, p.root_path));
     }
     for (const auto& o : spec.overlays) {
         if (o.upper.empty()) continue;

@@ -1,7 +1,8 @@
 // A stand-in for PID 1's org.freedesktop.systemd1 on the private test bus, just enough for machd's
 // systemd scope backend: StartTransientUnit (creates the scope with the cgroupfs code, replies, then
-// emits JobRemoved like systemd), StopUnit, UnrefUnit, Subscribe. Logs every call to --log so the
-// tests can check what machd sent.
+// emits JobRemoved like systemd), StopUnit, UnrefUnit, Subscribe; for machctl enable/disable
+// EnableUnitFiles, DisableUnitFiles (answering the changes systemd would make, without making
+// them) and Reload. Logs every call to --log so the tests can check what machd and machctl sent.
 //   fake-systemd1 --cgroup-root=/sys/fs/cgroup --log=FILE [--fail=UNIT]
 #include <sdbus-c++/sdbus-c++.h>
 
@@ -98,6 +99,37 @@ int main(int argc, char** argv) {
     });
     obj->registerMethod("Subscribe").onInterface(kManager).implementedAs([&]() {
         log << "Subscribe\n";
+        log.flush();
+    });
+    using Changes = std::vector<sdbus::Struct<std::string, std::string, std::string>>;
+    auto list = [](const std::vector<std::string>& units) {
+        std::string s;
+        for (const auto& u : units) s += " " + u;
+        return s;
+    };
+    obj->registerMethod("EnableUnitFiles").onInterface(kManager)
+        .implementedAs([&](const std::vector<std::string>& units, bool runtime, bool force) {
+            log << "EnableUnitFiles" << list(units) << " runtime=" << runtime << " force=" << force << "\n";
+            log.flush();
+            Changes changes;
+            for (const auto& u : units) {
+                std::string wanted_by = u == "machines.target" ? "multi-user.target" : "machines.target";
+                std::string templ = u.find('@') != std::string::npos ? u.substr(0, u.find('@') + 1) + ".service" : u;
+                changes.emplace_back("symlink", "/etc/systemd/system/" + wanted_by + ".wants/" + u,
+                                     "/lib/systemd/system/" + templ);
+            }
+            return std::tuple<bool, Changes>(true, changes);
+        });
+    obj->registerMethod("DisableUnitFiles").onInterface(kManager)
+        .implementedAs([&](const std::vector<std::string>& units, bool runtime) {
+            log << "DisableUnitFiles" << list(units) << " runtime=" << runtime << "\n";
+            log.flush();
+            Changes changes;
+            for (const auto& u : units) changes.emplace_back("unlink", "/etc/systemd/system/machines.target.wants/" + u, "");
+            return changes;
+        });
+    obj->registerMethod("Reload").onInterface(kManager).implementedAs([&]() {
+        log << "Reload\n";
         log.flush();
     });
     obj->registerSignal("JobRemoved").onInterface(kManager).withParameters<uint32_t, sdbus::ObjectPath, std::string, std::string>();
