@@ -66,6 +66,12 @@ core::ScopeStart SystemdScopeBackend::start_scope(const std::string& unit, pid_t
     return {(slice ? *slice : std::string("/machine.slice")) + "/" + unit, job};
 }
 
+std::string SystemdScopeBackend::start_unit(const std::string& unit) {
+    sdbus::ObjectPath job;
+    proxy_->callMethod("StartUnit").onInterface(kSystemdManager).withArguments(unit, std::string("replace")).storeResultsTo(job);
+    return job;
+}
+
 void SystemdScopeBackend::remove_scope(const std::string& cgroup_path) {
     std::string unit = cgroup_path.substr(cgroup_path.rfind('/') + 1);
     for (const char* method : {"StopUnit", "UnrefUnit"}) {

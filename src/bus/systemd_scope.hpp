@@ -33,6 +33,9 @@ public:
         return reader_.dirs(cgroup_path, unit_path);
     }
 
+    // StartUnit(unit, "replace"): systemd queues the job and answers at once with its path.
+    std::string start_unit(const std::string& unit);
+
     // Whether org.freedesktop.systemd1 has an owner on `connection`'s bus.
     static bool systemd_on_bus(sdbus::IConnection& connection);
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <sdbus-c++/sdbus-c++.h>
+#include <systemd/sd-daemon.h>
 
 #include "bus/event_loop.hpp"
 #include "bus/extension_object.hpp"
@@ -170,6 +171,10 @@ int main(int argc, char** argv) {
         mk::bus::ImageService images(*connection, service, pool);
         manager.set_images(&images);
         mk::bus::ExtensionObject extension(*connection, service, cgroup_root, launch);
+        if (scope_backend == "systemd") {
+            auto* systemd = static_cast<mk::bus::SystemdScopeBackend*>(backend.get());
+            extension.use_units([systemd](const std::string& unit) { systemd->start_unit(unit); });
+        }
         chain.targets.push_back(&manager);
         if (transfer_path.empty()) transfer_path = default_transfer_path();
         try {
@@ -190,9 +195,13 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "machd: not serving %s: %s\n", mk::bus::kImportBusName, e.getMessage().c_str());
         }
         connection->requestName(mk::bus::kBusName);
+        // machd.service is Type=notify, not Type=dbus: a BusName= equal to systemd-machined.service's
+        // would make systemd refuse to load whichever of the two units comes second.
+        sd_notify(0, "READY=1");
         std::fprintf(stderr, "machd %s: serving %s, scope backend %s, %zu machine(s) re-adopted\n", MK_VERSION,
                      mk::bus::kBusName, scope_backend.c_str(), adopted.size());
         int sig = loop.run();
+        sd_notify(0, "STOPPING=1");
         std::fprintf(stderr, "machd: %s, exiting (machines keep running)\n", strsignal(sig));
         chain.targets.clear();
         connection->releaseName(mk::bus::kBusName);
