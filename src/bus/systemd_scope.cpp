@@ -72,6 +72,34 @@ std::string SystemdScopeBackend::start_unit(const std::string& unit) {
     return job;
 }
 
+void SystemdScopeBackend::start_service(const std::string& unit, const std::vector<std::string>& argv, int stdin_fd,
+                                        int stdout_fd, int stderr_fd, const ScopePropertyList& properties) {
+    ScopePropertyList list;
+    list.emplace_back("ExecStart", sdbus::Variant(std::vector<sdbus::Struct<std::string, std::vector<std::string>, bool>>{
+                                       {argv.at(0), argv, false}}));
+    list.emplace_back("CollectMode", sdbus::Variant(std::string("inactive-or-failed")));
+    const std::pair<const char*, int> stdio[] = {{"StandardInputFileDescriptor", stdin_fd},
+                                                 {"StandardOutputFileDescriptor", stdout_fd},
+                                                 {"StandardErrorFileDescriptor", stderr_fd}};
+    for (const auto& [name, fd] : stdio)
+        if (fd >= 0) list.emplace_back(name, sdbus::Variant(sdbus::UnixFd(fd)));
+    list.insert(list.end(), properties.begin(), properties.end());
+    std::vector<sdbus::Struct<std::string, std::vector<sdbus::Struct<std::string, sdbus::Variant>>>> aux;
+    sdbus::ObjectPath job;
+    proxy_->callMethod("StartTransientUnit")
+        .onInterface(kSystemdManager)
+        .withArguments(unit, std::string("fail"), list, aux)
+        .storeResultsTo(job);
+}
+
+void SystemdScopeBackend::stop_unit(const std::string& unit) {
+    try {
+        proxy_->callMethod("StopUnit").onInterface(kSystemdManager).withArguments(unit, std::string("replace"));
+    } catch (const sdbus::Error&) {
+        // NoSuchUnit: it ended and was collected meanwhile.
+    }
+}
+
 void SystemdScopeBackend::remove_scope(const std::string& cgroup_path) {
     std::string unit = cgroup_path.substr(cgroup_path.rfind('/') + 1);
     for (const char* method : {"StopUnit", "UnrefUnit"}) {

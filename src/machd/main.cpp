@@ -185,6 +185,14 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "machd: pool %s: %s\n", pool_path.c_str(), mk::core::describe(e).c_str());
         }
         mk::bus::ImportManagerObject import_manager(*connection, loop, transfer_path, pool_path);
+        if (scope_backend == "systemd") {
+            auto* systemd = static_cast<mk::bus::SystemdScopeBackend*>(backend.get());
+            import_manager.use_units({[systemd](const std::string& unit, const std::vector<std::string>& argv, int in,
+                                                int out, int err, const mk::bus::ScopePropertyList& props) {
+                                          systemd->start_service(unit, argv, in, out, err, props);
+                                      },
+                                      [systemd](const std::string& unit) { systemd->stop_unit(unit); }});
+        }
         // Own the names last: clients never see a half-built object tree.
         bool import1 = true;
         try {

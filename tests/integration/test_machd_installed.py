@@ -258,6 +258,71 @@ def test_import_export_pull(guest):
         httpd.wait()
 
 
+def transfer_unit(guest):
+    r = guest.wait_until("systemctl list-units --no-legend --plain 'machd-transfer-*' | grep -q running && "
+                         "systemctl list-units --no-legend --plain 'machd-transfer-*'", "a running transfer unit")
+    return r.stdout.split()[0]
+
+
+def stalled_transfer(guest, command, what, end):
+    """Starts `command` (a transfer that waits for its input), returns the running unit's sandbox
+    properties, ends it with `end` and checks that it left nothing behind."""
+    p = subprocess.Popen(["nsenter", "-t", str(guest.leader), "-a", "-r", "-w", "/bin/sh", "-c", command],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        unit = transfer_unit(guest)
+        props = dict(l.split("=", 1) for l in guest.sh(
+            f"systemctl show {unit} -p NoNewPrivileges -p PrivateNetwork -p ProtectSystem -p ReadWritePaths "
+            "-p RestrictAddressFamilies -p CapabilityBoundingSet -p ControlGroup -p MainPID").stdout.splitlines())
+        end(unit)
+        out, err = p.communicate(timeout=60)
+        assert p.returncode != 0, out + err
+        guest.wait_until(f"! systemctl is-active {unit}", f"{what}: {unit} ends")
+        assert guest.sh("ls -A /var/lib/machines | grep '^\\.#'", check=False).stdout == ""
+        return unit, props
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_transfers_run_as_sandboxed_units(guest):
+    # An import waits on a FIFO nobody writes to; a pull on a server that never answers.
+    guest.sh("mkfifo /root/fifo")
+    writer = subprocess.Popen(["nsenter", "-t", str(guest.leader), "-a", "-r", "-w", "/bin/sh", "-c",
+                               "echo $$ > /root/writer.pid; exec sleep 100000 > /root/fifo"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    guest.wait_until("test -s /root/writer.pid", "the FIFO's writer")
+    unit, props = stalled_transfer(guest, "machctl import-tar /root/fifo stalled-import", "import",
+                                   lambda unit: guest.sh("kill $(cat /root/writer.pid)"))
+    assert unit.startswith("machd-transfer-"), unit
+    assert props["NoNewPrivileges"] == "yes" and props["PrivateNetwork"] == "yes", props
+    assert props["ProtectSystem"] == "strict" and props["ReadWritePaths"] == "/var/lib/machines", props
+    assert props["RestrictAddressFamilies"] == "AF_UNIX", props
+    assert "cap_sys_admin" not in props["CapabilityBoundingSet"], props
+    assert props["ControlGroup"].startswith("/system.slice/machd-transfer-"), props  # not machd's cgroup
+    writer.wait()
+
+    # A CGI that never answers, served on the guest's loopback.
+    guest.sh("mkdir -p /root/www2/cgi-bin && printf '#!/bin/sh\\nexec sleep 100000\\n' > /root/www2/cgi-bin/stall "
+             "&& chmod 755 /root/www2/cgi-bin/stall")
+    httpd = subprocess.Popen(["nsenter", "-t", str(guest.leader), "-a", "-r", "-w", "/srv/inner/bin/busybox", "httpd",
+                              "-f", "-p", "127.0.0.1:8089", "-h", "/root/www2"])
+    try:
+        guest.wait_until("grep -q '0100007F:1F99 00000000:0000 0A' /proc/net/tcp", "httpd listens on 127.0.0.1:8089")
+
+        def cancel(unit):
+            guest.sh(f"machctl cancel-transfer {unit.split('-')[2].split('.')[0]}")  # the unit carries the id
+        unit, props = stalled_transfer(guest, "machctl pull-tar --verify=no http://127.0.0.1:8089/cgi-bin/stall stalled-pull",
+                                       "pull", cancel)
+        assert props["PrivateNetwork"] == "no", props
+        assert sorted(props["RestrictAddressFamilies"].split()) == ["AF_INET", "AF_INET6", "AF_UNIX"], props
+        assert props["NoNewPrivileges"] == "yes", props
+    finally:
+        httpd.kill()
+        httpd.wait()
+
+
 def test_images(guest):
     names = [i["name"] for i in json.loads(guest.sh("machctl list-images -o json").stdout)]
     assert {"imported", "pulled", "bootbb"} <= set(names), names
