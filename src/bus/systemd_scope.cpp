@@ -55,15 +55,19 @@ core::ScopeStart SystemdScopeBackend::start_scope(const std::string& unit, pid_t
     list.emplace_back("TasksMax", sdbus::Variant(uint64_t{16384}));
     if (auto caller = std::static_pointer_cast<const ScopePropertyList>(props.passthrough))
         list.insert(list.end(), caller->begin(), caller->end());
-    std::vector<sdbus::Struct<std::string, std::vector<sdbus::Struct<std::string, sdbus::Variant>>>> aux;
+    std::string job = start_transient(unit, list);
+    auto slice = core::slice_to_path(props.slice);
+    return {(slice ? *slice : std::string("/machine.slice")) + "/" + unit, job};
+}
 
+std::string SystemdScopeBackend::start_transient(const std::string& unit, const ScopePropertyList& properties) {
+    std::vector<sdbus::Struct<std::string, std::vector<sdbus::Struct<std::string, sdbus::Variant>>>> aux;
     sdbus::ObjectPath job;
     proxy_->callMethod("StartTransientUnit")
         .onInterface(kSystemdManager)
-        .withArguments(unit, std::string("fail"), list, aux)
+        .withArguments(unit, std::string("fail"), properties, aux)
         .storeResultsTo(job);
-    auto slice = core::slice_to_path(props.slice);
-    return {(slice ? *slice : std::string("/machine.slice")) + "/" + unit, job};
+    return job;
 }
 
 std::string SystemdScopeBackend::start_unit(const std::string& unit) {
@@ -84,12 +88,7 @@ void SystemdScopeBackend::start_service(const std::string& unit, const std::vect
     for (const auto& [name, fd] : stdio)
         if (fd >= 0) list.emplace_back(name, sdbus::Variant(sdbus::UnixFd(fd)));
     list.insert(list.end(), properties.begin(), properties.end());
-    std::vector<sdbus::Struct<std::string, std::vector<sdbus::Struct<std::string, sdbus::Variant>>>> aux;
-    sdbus::ObjectPath job;
-    proxy_->callMethod("StartTransientUnit")
-        .onInterface(kSystemdManager)
-        .withArguments(unit, std::string("fail"), list, aux)
-        .storeResultsTo(job);
+    start_transient(unit, list);
 }
 
 void SystemdScopeBackend::stop_unit(const std::string& unit) {

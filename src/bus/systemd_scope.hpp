@@ -48,6 +48,9 @@ public:
     static bool systemd_on_bus(sdbus::IConnection& connection);
 
 private:
+    // StartTransientUnit(unit, "fail", properties, no aux units) → the job's path.
+    std::string start_transient(const std::string& unit, const std::vector<sdbus::Struct<std::string, sdbus::Variant>>& properties);
+
     std::unique_ptr<sdbus::IProxy> proxy_;
     core::CgroupfsBackend reader_;
     JobDone on_job_done_;

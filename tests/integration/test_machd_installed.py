@@ -199,24 +199,22 @@ def test_login_reaches_the_containers_login(guest, inner):
         os.environ["TERM"] = "dumb"
         os.execvp("nsenter", ["nsenter", "-t", str(guest.leader), "-a", "-r", "-w", "machctl", "login", "inner"])
     out = b""
+
+    def expect(text, timeout):
+        nonlocal out
+        end = time.monotonic() + timeout
+        while text not in out and time.monotonic() < end:
+            if select.select([fd], [], [], 0.5)[0]:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    break
+        assert text in out, out
+
     try:
-        end = time.monotonic() + 60
-        while b"login: " not in out and time.monotonic() < end:
-            if select.select([fd], [], [], 0.5)[0]:
-                try:
-                    out += os.read(fd, 4096)
-                except OSError:
-                    break
-        assert b"login: " in out, out
+        expect(b"login: ", 60)
         os.write(fd, b"root\n")
-        end = time.monotonic() + 30
-        while b"assword" not in out and time.monotonic() < end:
-            if select.select([fd], [], [], 0.5)[0]:
-                try:
-                    out += os.read(fd, 4096)
-                except OSError:
-                    break
-        assert b"assword" in out, out  # busybox login(1) of the container asks: it runs in there
+        expect(b"assword", 30)  # busybox login(1) of the container asks: it runs in there
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
