@@ -272,6 +272,7 @@ def stalled_transfer(guest, command, what, end):
         props = dict(l.split("=", 1) for l in guest.sh(
             f"systemctl show {unit} -p NoNewPrivileges -p PrivateNetwork -p ProtectSystem -p ReadWritePaths "
             "-p RestrictAddressFamilies -p CapabilityBoundingSet -p ControlGroup -p MainPID").stdout.splitlines())
+        print(guest.sh(f"systemd-analyze security --no-pager {unit} | tail -1").stdout)
         end(unit)
         out, err = p.communicate(timeout=60)
         assert p.returncode != 0, out + err
@@ -347,4 +348,15 @@ def test_switching_back_to_machined_and_forth(guest):
     # Activation reaches machd too: stopped, it comes back on the next call.
     guest.sh("systemctl stop machd.service")
     guest.sh(f"busctl call {MGR} org.freedesktop.machine1.Manager ListMachines")
+    assert guest.owner("org.freedesktop.machine1") == "machd.service"
+
+
+def test_activation_without_systemd_container(guest):
+    # machkit's own activation files (read after systemd-container's) take over once those are gone.
+    guest.sh("rm /usr/share/dbus-1/system-services/org.freedesktop.machine1.service "
+             "/usr/share/dbus-1/system-services/org.freedesktop.import1.service && systemctl reload dbus")
+    guest.sh("systemctl stop machd.service")
+    assert guest.owner("org.freedesktop.import1") == ""
+    guest.sh("busctl call org.freedesktop.import1 /org/freedesktop/import1 org.freedesktop.import1.Manager ListTransfers")
+    assert guest.owner("org.freedesktop.import1") == "machd.service"
     assert guest.owner("org.freedesktop.machine1") == "machd.service"
