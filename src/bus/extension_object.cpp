@@ -66,6 +66,12 @@ std::tuple<uint32_t, std::string> ExtensionObject::StartMachine(const std::strin
     require_root(getObject(), "start machines");
     if (service_.find(name)) throw sdbus::Error(kMachineExists, "Machine '" + name + "' already exists");
     return translate([&] {
+        if (start_unit_) {
+            core::launchable_image_dir(launch_, name);
+            std::string unit = core::launch_unit_name(name);
+            start_unit_(unit);
+            return std::tuple<uint32_t, std::string>(0, unit);
+        }
         auto l = core::launch_machine(launch_, name);
         return std::tuple<uint32_t, std::string>(static_cast<uint32_t>(l.pid), l.log_path);
     });

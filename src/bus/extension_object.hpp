@@ -4,6 +4,7 @@
 // Does not own the service or the connection. Thread-hostile (machd's one loop).
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include <sdbus-c++/sdbus-c++.h>
@@ -19,6 +20,10 @@ public:
     ExtensionObject(sdbus::IConnection& connection, core::MachineService& service, std::string cgroup_root,
                     core::LaunchConfig launch);
     ~ExtensionObject();
+
+    // Where systemd runs, StartMachine starts spawn@NAME.service through `start_unit` instead of
+    // forking spawn: the machine then runs outside machd.service's sandbox, as a unit of its own.
+    void use_units(std::function<void(const std::string& unit)> start_unit) { start_unit_ = std::move(start_unit); }
 
 private:
     core::Machine& lookup(const std::string& name);
@@ -37,6 +42,7 @@ private:
     core::MachineService& service_;
     std::string cgroup_root_;
     core::LaunchConfig launch_;
+    std::function<void(const std::string& unit)> start_unit_;
 };
 
 }  // namespace mk::bus

@@ -16,6 +16,7 @@
 #include "bus/polkit.hpp"
 #include "core/base/error.hpp"
 #include "core/base/names.hpp"
+#include "core/kernel/capabilities.hpp"
 
 namespace mk::bus {
 namespace {
@@ -39,6 +40,42 @@ constexpr uint32_t kLogErr = 3;
 
 }  // namespace
 
+ScopePropertyList transfer_unit_properties(const std::string& verb, const std::string& pool) {
+    using core::cap_bit;
+    using Names = sdbus::Struct<bool, std::vector<std::string>>;
+    bool pull = verb.starts_with("pull-");
+    bool devices = verb == "import-fs";
+    // machd-transfer's own set (it drops to it with CAP_SETPCAP, then installs its seccomp filter).
+    uint64_t caps = cap_bit(CAP_CHOWN) | cap_bit(CAP_FOWNER) | cap_bit(CAP_FSETID) | cap_bit(CAP_DAC_OVERRIDE) |
+                    cap_bit(CAP_DAC_READ_SEARCH) | cap_bit(CAP_SETFCAP) | cap_bit(CAP_LINUX_IMMUTABLE) |
+                    cap_bit(CAP_SETPCAP) | (devices ? cap_bit(CAP_MKNOD) : 0);
+    ScopePropertyList p;
+    auto set = [&](const char* name, auto value) { p.emplace_back(name, sdbus::Variant(value)); };
+    set("Description", "machkit image transfer (" + verb + ")");
+    set("NoNewPrivileges", true);
+    set("ProtectSystem", std::string("strict"));
+    set("ReadWritePaths", std::vector<std::string>{pool});
+    set("ProtectHome", std::string("yes"));
+    set("PrivateTmp", true);
+    // import-fs recreates the tree's device nodes (never opens them); the others make none.
+    set("PrivateDevices", !devices);
+    set("PrivateNetwork", !pull);
+    set("RestrictAddressFamilies", Names{true, pull ? std::vector<std::string>{"AF_UNIX", "AF_INET", "AF_INET6"}
+                                                    : std::vector<std::string>{"AF_UNIX"}});
+    set("CapabilityBoundingSet", caps);
+    for (const char* b : {"ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups",
+                          "ProtectClock", "ProtectHostname", "LockPersonality", "MemoryDenyWriteExecute",
+                          "RestrictRealtime"})
+        set(b, true);
+    set("RestrictNamespaces", uint64_t{0});  // the namespaces allowed: none
+    set("SystemCallArchitectures", std::vector<std::string>{"native"});
+    // seccomp(2) for the helper's own, narrower filter on top.
+    set("SystemCallFilter", Names{true, {"@system-service", "seccomp"}});
+    set("SystemCallErrorNumber", int32_t{EPERM});
+    set("UMask", uint32_t{022});
+    return p;
+}
+
 // ------------------------------------------------------------------------------------------ Transfer
 
 TransferObject::TransferObject(sdbus::IConnection& connection, ImportManagerObject& manager, uint32_t id,
@@ -58,7 +95,11 @@ TransferObject::~TransferObject() { unregisterAdaptor(); }
 std::string TransferObject::path() const { return transfer_object_path(id_); }
 
 void TransferObject::cancel() {
-    if (pid_ > 0 && !canceled_) {
+    if (canceled_) return;
+    if (!unit_.empty()) {
+        canceled_ = true;
+        manager_.units_.stop(unit_);  // SIGTERM, as below
+    } else if (pid_ > 0) {
         canceled_ = true;
         ::kill(pid_, SIGTERM);
     }
@@ -110,6 +151,8 @@ ImportManagerObject::Reply ImportManagerObject::start(const std::string& type, c
 
     std::vector<std::string> argv{transfer_path_};
     argv.insert(argv.end(), args.begin(), args.end());
+    if (units_.start) return start_unit(type, local, remote, verify, client_fd, client_is_stdout, std::move(argv),
+                                        std::move(rd), std::move(wr));
     std::vector<char*> cargv;
     for (auto& a : argv) cargv.push_back(a.data());
     cargv.push_back(nullptr);
@@ -154,19 +197,56 @@ ImportManagerObject::Reply ImportManagerObject::start(const std::string& type, c
     transfers_[id] = std::move(t);
     loop_.watch_fd(tp->progress_fd_.get(), [this, tp] { read_progress(*tp); });
     loop_.watch_child(pidfd, [this, id] { finished(id); });
-    sdbus::ObjectPath path(tp->path());
-    emitTransferNew(id, path);
-    std::fprintf(stderr, "machd: transfer %u: %s %s -> %s started\n", id, type.c_str(), remote.c_str(), local.c_str());
-    return {id, path};
+    return announce(*tp);
 }
 
-void ImportManagerObject::read_progress(TransferObject& t) {
+// The helper as machd-transfer-<id>.service: its progress on stderr (the pipe), the client's fd as
+// stdin or stdout. Not machd's child: the end is the pipe's EOF, when systemd, after the helper's
+// exit, closes its copy of the descriptors.
+ImportManagerObject::Reply ImportManagerObject::start_unit(const std::string& type, const std::string& local,
+                                                           const std::string& remote, const std::string& verify,
+                                                           int client_fd, bool client_is_stdout,
+                                                           std::vector<std::string> argv, core::UniqueFd rd,
+                                                           core::UniqueFd wr) {
+    for (auto& a : argv)
+        if (a == "--progress-fd=3") a = "--progress-fd=2";
+    uint32_t id = next_id_;
+    std::string unit = "machd-transfer-" + std::to_string(id) + ".service";
+    units_.start(unit, argv, client_is_stdout ? -1 : client_fd, client_is_stdout ? client_fd : -1, wr.get(),
+                 transfer_unit_properties(type, pool_));
+    next_id_++;
+    wr.reset();
+    ::fcntl(rd.get(), F_SETFL, O_NONBLOCK);
+    auto t = std::make_unique<TransferObject>(connection_, *this, id, type, local, remote, verify);
+    t->unit_ = unit;
+    t->progress_fd_ = std::move(rd);
+    TransferObject* tp = t.get();
+    transfers_[id] = std::move(t);
+    loop_.watch_fd(tp->progress_fd_.get(), [this, tp, id] {
+        if (read_progress(*tp)) finished(id);
+    });
+    return announce(*tp);
+}
+
+ImportManagerObject::Reply ImportManagerObject::announce(TransferObject& t) {
+    sdbus::ObjectPath path(t.path());
+    emitTransferNew(t.id_, path);
+    std::fprintf(stderr, "machd: transfer %u: %s %s -> %s started%s%s\n", t.id_, t.type_.c_str(), t.remote_.c_str(),
+                 t.local_.c_str(), t.unit_.empty() ? "" : " as ", t.unit_.c_str());
+    return {t.id_, path};
+}
+
+bool ImportManagerObject::read_progress(TransferObject& t) {
     char buf[4096];
+    bool eof = false;
     for (;;) {
         ssize_t n = ::read(t.progress_fd_.get(), buf, sizeof buf);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
-            if (n == 0) loop_.unwatch_fd(t.progress_fd_.get());
+            if (n == 0) {
+                loop_.unwatch_fd(t.progress_fd_.get());
+                eof = true;
+            }
             break;
         }
         t.buffer_.append(buf, static_cast<size_t>(n));
@@ -188,6 +268,7 @@ void ImportManagerObject::read_progress(TransferObject& t) {
             t.emitLogMessage(kLogErr, t.error_);
         }
     }
+    return eof;
 }
 
 void ImportManagerObject::finished(uint32_t id) {
@@ -195,14 +276,18 @@ void ImportManagerObject::finished(uint32_t id) {
     if (it == transfers_.end()) return;
     TransferObject& t = *it->second;
     int status = 0;
-    ::waitpid(t.pid_, &status, 0);
-    t.pid_ = -1;
-    read_progress(t);  // whatever the child wrote before exiting
+    if (t.unit_.empty()) {
+        ::waitpid(t.pid_, &status, 0);
+        t.pid_ = -1;
+        read_progress(t);  // whatever the child wrote before exiting
+    }
     loop_.unwatch_fd(t.progress_fd_.get());
+    // A unit's exit status stays with systemd: DONE is the last thing the helper says on success.
     bool ok = t.done_ && WIFEXITED(status) && WEXITSTATUS(status) == 0;
     std::string result = ok ? "done" : t.canceled_ ? "canceled" : "failed";
     if (!ok && t.error_.empty() && !t.canceled_)
-        t.emitLogMessage(kLogErr, "machd-transfer exited with status " + std::to_string(status));
+        t.emitLogMessage(kLogErr, t.unit_.empty() ? "machd-transfer exited with status " + std::to_string(status)
+                                                  : "machd-transfer ended without a result (journalctl -u " + t.unit_ + ")");
     sdbus::ObjectPath path(t.path());
     std::fprintf(stderr, "machd: transfer %u (%s %s): %s%s%s\n", id, t.type_.c_str(), t.local_.c_str(),
                  result.c_str(), t.error_.empty() ? "" : ": ", t.error_.c_str());

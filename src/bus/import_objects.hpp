@@ -1,11 +1,13 @@
 // org.freedesktop.import1 (systemd 252 importd compatible): the Manager at /org/freedesktop/import1
 // and one Transfer object per running transfer at /org/freedesktop/import1/transfer/_<id>. Each
-// transfer is a machd-transfer child (docs/images.md); machd never parses image data, it only relays
-// the child's progress pipe. Thread-hostile (machd's one loop).
+// transfer is a machd-transfer process (docs/images.md): where systemd runs, a transient service of
+// its own (machd-transfer-<id>.service) with a sandbox per verb, else a child of machd. machd never
+// parses image data, it only relays the helper's progress pipe. Thread-hostile (machd's one loop).
 #pragma once
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -15,6 +17,7 @@
 #include "Import1Manager-adaptor.h"
 #include "Import1Transfer-adaptor.h"
 #include "bus/event_loop.hpp"
+#include "bus/scope_properties.hpp"
 #include "core/base/unique_fd.hpp"
 
 namespace mk::bus {
@@ -24,6 +27,19 @@ inline constexpr const char* kImportManagerPath = "/org/freedesktop/import1";
 
 class ImportManagerObject;
 
+// The transient service's properties for one machd-transfer VERB writing to `pool`: no new
+// privileges, the file system read-only but the pool, the helper's capabilities, no devices but for
+// import-fs (which recreates device nodes), and a network only for pull-tar/pull-raw.
+ScopePropertyList transfer_unit_properties(const std::string& verb, const std::string& pool);
+
+// How transfers run as units: started with their argv and stdio, stopped to cancel.
+struct TransferUnits {
+    std::function<void(const std::string& unit, const std::vector<std::string>& argv, int stdin_fd, int stdout_fd,
+                       int stderr_fd, const ScopePropertyList& properties)>
+        start;
+    std::function<void(const std::string& unit)> stop;
+};
+
 class TransferObject final : public sdbus::AdaptorInterfaces<org::freedesktop::import1::Transfer_adaptor,
                                                              sdbus::Properties_adaptor> {
 public:
@@ -32,12 +48,13 @@ public:
     ~TransferObject();
 
     std::string path() const;
-    void cancel();  // SIGTERM to the helper
+    void cancel();  // SIGTERM to the helper, or a stop of its unit
 
     uint32_t id_;
     std::string type_, local_, remote_, verify_;
     double progress_ = 0;
     pid_t pid_ = -1;
+    std::string unit_;  // machd-transfer-<id>.service where transfers run as units
     core::UniqueFd pidfd_;
     core::UniqueFd progress_fd_;
     std::string buffer_;
@@ -63,6 +80,9 @@ public:
     ImportManagerObject(sdbus::IConnection& connection, EventLoop& loop, std::string transfer_path, std::string pool);
     ~ImportManagerObject();
 
+    // Where systemd runs: every transfer from now on as a transient service (TransferUnits).
+    void use_units(TransferUnits units) { units_ = std::move(units); }
+
     static constexpr size_t kTransfersMax = 64;
 
 private:
@@ -70,7 +90,11 @@ private:
     using Reply = std::tuple<uint32_t, sdbus::ObjectPath>;
     Reply start(const std::string& type, const std::string& local, const std::string& remote,
                 const std::string& verify, int client_fd, bool client_is_stdout, std::vector<std::string> args);
-    void read_progress(TransferObject& t);
+    Reply start_unit(const std::string& type, const std::string& local, const std::string& remote,
+                     const std::string& verify, int client_fd, bool client_is_stdout, std::vector<std::string> argv,
+                     core::UniqueFd rd, core::UniqueFd wr);
+    Reply announce(TransferObject& t);
+    bool read_progress(TransferObject& t);  // true at EOF
     void finished(uint32_t id);
 
     Reply ImportTar(const sdbus::UnixFd& fd, const std::string& local_name, const bool& force, const bool& read_only) override;
@@ -93,6 +117,7 @@ private:
     std::string pool_;
     uint32_t next_id_ = 1;
     std::map<uint32_t, std::unique_ptr<TransferObject>> transfers_;
+    TransferUnits units_;
 };
 
 }  // namespace mk::bus

@@ -55,15 +55,48 @@ core::ScopeStart SystemdScopeBackend::start_scope(const std::string& unit, pid_t
     list.emplace_back("TasksMax", sdbus::Variant(uint64_t{16384}));
     if (auto caller = std::static_pointer_cast<const ScopePropertyList>(props.passthrough))
         list.insert(list.end(), caller->begin(), caller->end());
-    std::vector<sdbus::Struct<std::string, std::vector<sdbus::Struct<std::string, sdbus::Variant>>>> aux;
+    std::string job = start_transient(unit, list);
+    auto slice = core::slice_to_path(props.slice);
+    return {(slice ? *slice : std::string("/machine.slice")) + "/" + unit, job};
+}
 
+std::string SystemdScopeBackend::start_transient(const std::string& unit, const ScopePropertyList& properties) {
+    std::vector<sdbus::Struct<std::string, std::vector<sdbus::Struct<std::string, sdbus::Variant>>>> aux;
     sdbus::ObjectPath job;
     proxy_->callMethod("StartTransientUnit")
         .onInterface(kSystemdManager)
-        .withArguments(unit, std::string("fail"), list, aux)
+        .withArguments(unit, std::string("fail"), properties, aux)
         .storeResultsTo(job);
-    auto slice = core::slice_to_path(props.slice);
-    return {(slice ? *slice : std::string("/machine.slice")) + "/" + unit, job};
+    return job;
+}
+
+std::string SystemdScopeBackend::start_unit(const std::string& unit) {
+    sdbus::ObjectPath job;
+    proxy_->callMethod("StartUnit").onInterface(kSystemdManager).withArguments(unit, std::string("replace")).storeResultsTo(job);
+    return job;
+}
+
+void SystemdScopeBackend::start_service(const std::string& unit, const std::vector<std::string>& argv, int stdin_fd,
+                                        int stdout_fd, int stderr_fd, const ScopePropertyList& properties) {
+    ScopePropertyList list;
+    list.emplace_back("ExecStart", sdbus::Variant(std::vector<sdbus::Struct<std::string, std::vector<std::string>, bool>>{
+                                       {argv.at(0), argv, false}}));
+    list.emplace_back("CollectMode", sdbus::Variant(std::string("inactive-or-failed")));
+    const std::pair<const char*, int> stdio[] = {{"StandardInputFileDescriptor", stdin_fd},
+                                                 {"StandardOutputFileDescriptor", stdout_fd},
+                                                 {"StandardErrorFileDescriptor", stderr_fd}};
+    for (const auto& [name, fd] : stdio)
+        if (fd >= 0) list.emplace_back(name, sdbus::Variant(sdbus::UnixFd(fd)));
+    list.insert(list.end(), properties.begin(), properties.end());
+    start_transient(unit, list);
+}
+
+void SystemdScopeBackend::stop_unit(const std::string& unit) {
+    try {
+        proxy_->callMethod("StopUnit").onInterface(kSystemdManager).withArguments(unit, std::string("replace"));
+    } catch (const sdbus::Error&) {
+        // NoSuchUnit: it ended and was collected meanwhile.
+    }
 }
 
 void SystemdScopeBackend::remove_scope(const std::string& cgroup_path) {

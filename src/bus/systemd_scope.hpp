@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/kernel/cgroup.hpp"
 
@@ -33,10 +34,23 @@ public:
         return reader_.dirs(cgroup_path, unit_path);
     }
 
+    // StartUnit(unit, "replace"): systemd queues the job and answers at once with its path.
+    std::string start_unit(const std::string& unit);
+
+    // StartTransientUnit(unit, "fail") of a service running argv[0] with `argv`, on the given
+    // descriptors (-1: systemd's default), with `properties` (its sandbox) after machkit's own;
+    // collected as soon as it ends. StopUnit(unit, "replace") ends it; a unit already gone is fine.
+    void start_service(const std::string& unit, const std::vector<std::string>& argv, int stdin_fd, int stdout_fd,
+                       int stderr_fd, const std::vector<sdbus::Struct<std::string, sdbus::Variant>>& properties);
+    void stop_unit(const std::string& unit);
+
     // Whether org.freedesktop.systemd1 has an owner on `connection`'s bus.
     static bool systemd_on_bus(sdbus::IConnection& connection);
 
 private:
+    // StartTransientUnit(unit, "fail", properties, no aux units) → the job's path.
+    std::string start_transient(const std::string& unit, const std::vector<sdbus::Struct<std::string, sdbus::Variant>>& properties);
+
     std::unique_ptr<sdbus::IProxy> proxy_;
     core::CgroupfsBackend reader_;
     JobDone on_job_done_;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <sdbus-c++/sdbus-c++.h>
+#include <systemd/sd-daemon.h>
 
 #include "bus/event_loop.hpp"
 #include "bus/extension_object.hpp"
@@ -178,6 +179,10 @@ int main(int argc, char** argv) {
         mk::bus::ImageService images(*connection, service, pool);
         manager.set_images(&images);
         mk::bus::ExtensionObject extension(*connection, service, cgroup_root, launch);
+        if (scope_backend == "systemd") {
+            auto* systemd = static_cast<mk::bus::SystemdScopeBackend*>(backend.get());
+            extension.use_units([systemd](const std::string& unit) { systemd->start_unit(unit); });
+        }
         chain.targets.push_back(&manager);
         if (transfer_path.empty()) transfer_path = default_transfer_path();
         try {
@@ -192,6 +197,14 @@ int main(int argc, char** argv) {
         // Non-root callers of the methods machined and importd hand to polkit wait for polkit's
         // answer here (docs/machd.md, Polkit); root never asks.
         mk::bus::PolkitGate polkit(manager.bus(), mk::bus::polkit_machine_lookup(service));
+        if (scope_backend == "systemd") {
+            auto* systemd = static_cast<mk::bus::SystemdScopeBackend*>(backend.get());
+            import_manager.use_units({[systemd](const std::string& unit, const std::vector<std::string>& argv, int in,
+                                                int out, int err, const mk::bus::ScopePropertyList& props) {
+                                          systemd->start_service(unit, argv, in, out, err, props);
+                                      },
+                                      [systemd](const std::string& unit) { systemd->stop_unit(unit); }});
+        }
         // Own the names last: clients never see a half-built object tree.
         bool import1 = true;
         try {
@@ -202,9 +215,13 @@ int main(int argc, char** argv) {
             mk::bus::log_line(LOG_WARNING, std::string("not serving ") + mk::bus::kImportBusName + ": " + e.getMessage());
         }
         connection->requestName(mk::bus::kBusName);
+        // machd.service is Type=notify, not Type=dbus: a BusName= equal to systemd-machined.service's
+        // would make systemd refuse to load whichever of the two units comes second.
+        sd_notify(0, "READY=1");
         mk::bus::log_line(LOG_INFO, std::string(MK_VERSION) + ": serving " + mk::bus::kBusName + ", scope backend " +
                                         scope_backend + ", " + std::to_string(adopted.size()) + " machine(s) re-adopted");
         int sig = loop.run();
+        sd_notify(0, "STOPPING=1");
         mk::bus::log_line(LOG_INFO, std::string(strsignal(sig)) + ", exiting (machines keep running)");
         chain.targets.clear();
         connection->releaseName(mk::bus::kBusName);

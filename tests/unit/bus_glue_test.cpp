@@ -4,6 +4,8 @@
 #include <system_error>
 
 #include "bus/errors.hpp"
+#include "bus/import_objects.hpp"
+#include "core/kernel/capabilities.hpp"
 #include "bus/scope_properties.hpp"
 #include "core/machine/machine_error.hpp"
 
@@ -110,4 +112,44 @@ TEST(ScopeProperties, RejectsUnknownWrongTypeAndBadValues) {
               invalid);
     EXPECT_EQ(name_of(props({{"Delegate", sdbus::Variant(true)}, {"CollectMode", sdbus::Variant(std::string("x"))}})),
               "accepted");
+}
+
+namespace {
+const sdbus::Variant* property(const mk::bus::ScopePropertyList& list, const std::string& name) {
+    for (const auto& p : list)
+        if (p.get<0>() == name) return &p.get<1>();
+    return nullptr;
+}
+std::vector<std::string> families(const mk::bus::ScopePropertyList& list) {
+    return property(list, "RestrictAddressFamilies")->get<sdbus::Struct<bool, std::vector<std::string>>>().get<1>();
+}
+}  // namespace
+
+TEST(TransferUnit, NetworkOnlyForPulls) {
+    for (const char* verb : {"import-tar", "import-raw", "import-fs", "export-tar", "export-raw"}) {
+        auto p = mk::bus::transfer_unit_properties(verb, "/var/lib/machines");
+        EXPECT_TRUE(property(p, "PrivateNetwork")->get<bool>()) << verb;
+        EXPECT_EQ(families(p), std::vector<std::string>{"AF_UNIX"}) << verb;
+    }
+    for (const char* verb : {"pull-tar", "pull-raw"}) {
+        auto p = mk::bus::transfer_unit_properties(verb, "/var/lib/machines");
+        EXPECT_FALSE(property(p, "PrivateNetwork")->get<bool>()) << verb;
+        EXPECT_EQ(families(p), (std::vector<std::string>{"AF_UNIX", "AF_INET", "AF_INET6"})) << verb;
+    }
+}
+
+TEST(TransferUnit, WritesOnlyThePoolAndMakesDevicesOnlyForImportFs) {
+    auto p = mk::bus::transfer_unit_properties("import-tar", "/srv/pool");
+    EXPECT_EQ(property(p, "ProtectSystem")->get<std::string>(), "strict");
+    EXPECT_EQ(property(p, "ReadWritePaths")->get<std::vector<std::string>>(), std::vector<std::string>{"/srv/pool"});
+    EXPECT_TRUE(property(p, "NoNewPrivileges")->get<bool>());
+    EXPECT_EQ(property(p, "RestrictNamespaces")->get<uint64_t>(), 0u);
+    uint64_t caps = property(p, "CapabilityBoundingSet")->get<uint64_t>();
+    EXPECT_FALSE(caps & (uint64_t{1} << CAP_MKNOD));
+    EXPECT_FALSE(caps & (uint64_t{1} << CAP_SYS_ADMIN));
+    EXPECT_TRUE(caps & (uint64_t{1} << CAP_SETPCAP));  // the helper drops its own bounding set
+    EXPECT_TRUE(property(p, "PrivateDevices")->get<bool>());
+    auto fs = mk::bus::transfer_unit_properties("import-fs", "/srv/pool");
+    EXPECT_TRUE(property(fs, "CapabilityBoundingSet")->get<uint64_t>() & (uint64_t{1} << CAP_MKNOD));
+    EXPECT_FALSE(property(fs, "PrivateDevices")->get<bool>());
 }

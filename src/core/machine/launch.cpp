@@ -17,13 +17,21 @@
 
 namespace mk::core {
 
-Launched launch_machine(const LaunchConfig& cfg, const std::string& name) {
+std::string launchable_image_dir(const LaunchConfig& cfg, const std::string& name) {
     if (!machine_name_is_valid(name) || name.starts_with("."))
         throw_machine_error(MachineErrc::invalid_argument, "Invalid machine name: " + name);
     std::string dir = cfg.machines_dir + "/" + name;
     struct stat st {};
     if (::stat(dir.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
         throw_errno(ENOENT, "No image directory " + dir + " for machine " + name);
+    return dir;
+}
+
+// Machine names are valid hostnames: no character needs unit-name escaping.
+std::string launch_unit_name(const std::string& name) { return "spawn@" + name + ".service"; }
+
+Launched launch_machine(const LaunchConfig& cfg, const std::string& name) {
+    std::string dir = launchable_image_dir(cfg, name);
     if (::mkdir(cfg.log_dir.c_str(), 0700) < 0 && errno != EEXIST) throw_last_error("mkdir " + cfg.log_dir);
     Launched out;
     out.log_path = cfg.log_dir + "/" + name + ".log";

@@ -22,8 +22,14 @@ struct Launched {
     std::string log_path;
 };
 
-// Validates the name (machine_name_is_valid, no leading dot) and that POOL/NAME is a directory.
-// Throws MachineError invalid_argument / no_such_image-like errno errors; errno of a failed exec.
+// Validates the name (machine_name_is_valid, no leading dot) and that POOL/NAME is a directory;
+// returns that directory. Throws MachineError invalid_argument, or ENOENT.
+std::string launchable_image_dir(const LaunchConfig& cfg, const std::string& name);
+
+// launchable_image_dir(), then the detached spawn. Errno of a failed exec.
 Launched launch_machine(const LaunchConfig& cfg, const std::string& name);
+
+// The unit that boots POOL/NAME where systemd runs: units/spawn@.service's instance.
+std::string launch_unit_name(const std::string& name);
 
 }  // namespace mk::core
