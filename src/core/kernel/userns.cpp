@@ -6,8 +6,6 @@
 #include <sys/xattr.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,20 +30,7 @@ uint32_t pick_uid_base(std::string_view name, unsigned attempt) {
     return static_cast<uint32_t>(kPickFirst + slot * 0x10000);
 }
 
-UniqueFd lock_uid_range(uint32_t shift) {
-    UniqueFd fd(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    if (!fd) throw_last_error("socket");
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    std::string key = "machkit/uidrange/" + std::to_string(shift);
-    std::memcpy(sa.sun_path + 1, key.data(), key.size());
-    socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + key.size());
-    if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), len) < 0) {
-        if (errno == EADDRINUSE) return UniqueFd();
-        throw_last_error("cannot lock UID range " + std::to_string(shift));
-    }
-    return fd;
-}
+RunLock lock_uid_range(uint32_t shift) { return RunLock::try_take("uidrange/" + std::to_string(shift)); }
 
 static void write_map(pid_t pid, const char* file, const IdRange& r) {
     std::string path = "/proc/" + std::to_string(pid) + "/" + file;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "core/base/run_lock.hpp"
 #include "core/base/unique_fd.hpp"
 
 namespace mk::core {
@@ -23,9 +24,9 @@ inline constexpr uint32_t kPickLast = 0x6FFF0000;
 // same range each time it starts), spread by a hash of the name. Pure.
 uint32_t pick_uid_base(std::string_view name, unsigned attempt);
 
-// Holds a range while the machine runs: an abstract AF_UNIX socket bound to
-// "machkit/uidrange/<shift>", released by the kernel however spawn ends. Invalid fd if taken.
-UniqueFd lock_uid_range(uint32_t shift);
+// Holds a range while the machine runs: the run lock "uidrange/<shift>" (run_lock.hpp), released
+// by the kernel however spawn ends and out of any container's reach. Empty if taken.
+RunLock lock_uid_range(uint32_t shift);
 
 // Creates a user namespace mapping 0..count-1 to shift..shift+count-1 (UIDs and GIDs) and returns
 // an fd for it (for setns() and MOUNT_ATTR_IDMAP). Uses a short-lived child process that unshares

@@ -36,6 +36,7 @@
 #include "core/base/names.hpp"
 #include "core/base/notify.hpp"
 #include "core/base/passwd.hpp"
+#include "core/base/run_lock.hpp"
 #include "core/base/strings.hpp"
 #include "core/base/tree_copy.hpp"
 #include "core/kernel/capabilities.hpp"
@@ -134,23 +135,6 @@ bool is_executable_in_root(int root_fd, const std::string& path) {
     return fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0111);
 }
 
-// An abstract AF_UNIX socket as a lock: the kernel releases it when spawn dies, however it dies,
-// so a crashed spawn never leaves a stale lock file behind.
-UniqueFd take_name_lock(const std::string& name) {
-    UniqueFd fd(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    if (!fd) throw_last_error("socket");
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    std::string key = "machkit/spawn/" + name;
-    std::memcpy(sa.sun_path + 1, key.data(), key.size());
-    socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + key.size());
-    if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), len) < 0) {
-        if (errno == EADDRINUSE) return UniqueFd();
-        throw_last_error("cannot lock " + name);
-    }
-    return fd;
-}
-
 void send_error(int chan, int err, const std::string& text) noexcept {
     ErrorMsg m{};
     m.type = Msg::Error;
@@ -227,7 +211,7 @@ struct Prepared {
     Uuid uuid{};
     std::optional<IdRange> userns;  // --private-users: the container's UID/GID range
     bool idmap = false;             // the root is an idmapped mount (ownership "map")
-    UniqueFd uid_lock;              // holds the range while the machine runs
+    RunLock uid_lock;               // holds the range while the machine runs
     UniqueFd userns_fd;             // the namespace, made anew for each run
     std::string host_os_release;
     std::string container_manager = "systemd-nspawn";
@@ -1309,17 +1293,19 @@ int Launcher::run() {
     cap_last_cap();  // cache before clone
     signal(SIGPIPE, SIG_IGN);
 
-    UniqueFd name_lock = take_name_lock(spec_.machine_name);
+    // In a root-only directory of the host (run_lock.hpp): no container can take a name first.
+    RunLock name_lock = RunLock::try_take("machine/" + spec_.machine_name);
     if (!name_lock)
         throw UsageError("machine name '" + spec_.machine_name + "' is already in use by a running container; pick another with -M");
+    sweep_stale_run_locks();  // files of spawns that were SIGKILLed before they could remove them
     // Two containers writing one tree would corrupt it: a writable tree is taken exclusively (by
     // device and inode, so every path to it counts); --read-only and throw-away runs share it.
-    UniqueFd image_lock;
+    RunLock image_lock;
     if (!spec_.read_only && !spec_.ephemeral && spec_.volatile_mode == VolatileMode::No) {
         struct stat st;
         if (!spec_.image.empty() ? stat(spec_.image.c_str(), &st) < 0 : fstat(p.root_dir.get(), &st) < 0)
             throw_last_error("stat " + (spec_.image.empty() ? spec_.directory : spec_.image));
-        image_lock = take_name_lock("image/" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino));
+        image_lock = RunLock::try_take("image/" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino));
         if (!image_lock)
             throw UsageError((spec_.image.empty() ? spec_.directory : spec_.image) +
                              " is in use by another running container; use --ephemeral or --read-only to share it");
