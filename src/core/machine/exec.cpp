@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/kernel/seccomp.hpp"
 #include "core/machine/machine_error.hpp"
 
 namespace mk::core {
@@ -82,6 +83,8 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
     envp.push_back(nullptr);
     const std::vector<std::string> procs = leader_procs_files(m.leader, cgroup_root);
     const int ns_flags = machine_namespace_flags(m.leader);
+    // The command may run on the caller's terminal: it must not type into it (T-22, TIOCSTI).
+    const std::vector<BpfProgram>& terminal_filter = seccomp_terminal_ioctl_filter();
 
     StepPipe steps;
     int p[2];
@@ -128,6 +131,11 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
             for (int i = 0; i < 3; i++)
                 if (::dup2(high[i], i) < 0) steps.fail(6);
             if (stdio.tty && ::ioctl(0, TIOCSCTTY, 0) < 0) steps.fail(5);
+            // Before dropping to the user: installing it needs CAP_SYS_ADMIN (or no_new_privs).
+            if (int e = seccomp_install(terminal_filter); e < 0) {
+                errno = -e;
+                steps.fail(9);
+            }
             if (command.uid != 0 || command.gid != 0) {
                 if (::setgroups(0, nullptr) < 0 || ::setgid(command.gid) < 0 || ::setuid(command.uid) < 0) steps.fail(7);
             }

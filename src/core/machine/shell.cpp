@@ -301,8 +301,10 @@ Pty open_machine_shell(const Machine& m, const ShellRequest& req, const std::vec
 
 void throw_entry_failure(const StepFailure& failure, const std::string& path, const Machine& m) {
     static const char* const steps[] = {"start", "join namespaces", "fork", "setsid", "open terminal",
-                                        "set controlling terminal", "redirect stdio", "change user"};
-    std::string what = failure.step == 8 ? "execute " + path : steps[failure.step > 0 && failure.step < 8 ? failure.step : 0];
+                                        "set controlling terminal", "redirect stdio", "change user",
+                                        "execute", "install the system call filter"};
+    constexpr int kSteps = sizeof steps / sizeof steps[0];
+    std::string what = failure.step == 8 ? "execute " + path : steps[failure.step > 0 && failure.step < kSteps ? failure.step : 0];
     throw std::system_error(failure.err, std::generic_category(), "Failed to " + what + " in machine " + m.name);
 }
 

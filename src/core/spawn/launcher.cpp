@@ -1289,6 +1289,11 @@ Launcher::Launcher(SpawnSpec spec, LaunchHooks hooks) : spec_(std::move(spec)), 
 
 int Launcher::run() {
     if (geteuid() != 0) throw UsageError("spawn must be run as root (it creates namespaces and mounts)");
+    // As nspawn's notice: on a terminal, pipe mode hands the payload the user's terminal itself.
+    if (spec_.console == ConsoleMode::Pipe && !spec_.quiet && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO))
+        fprintf(stderr, "Console mode 'pipe' selected, but standard input and output are a terminal: the container "
+                        "gets no terminal of its own and no job control (--console=interactive gives both). "
+                        "Proceeding anyway.\n");
     Prepared p = prepare(spec_, static_cast<bool>(hooks_.register_machine));
     cap_last_cap();  // cache before clone
     signal(SIGPIPE, SIG_IGN);
