@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -145,6 +146,35 @@ void shift_tree_ownership(int root_fd, const IdRange& range) {
     if (fchown(root_fd, u, g) < 0) throw_last_error("cannot chown the tree's root");
     std::string v = std::to_string(range.shift);
     if (fsetxattr(root_fd, kShiftXattr, v.data(), v.size(), 0) < 0) throw_last_error("cannot record the tree's UID shift");
+}
+
+bool keeps_out_other_users(uid_t owner, gid_t group, mode_t mode) {
+    if (owner != 0 || (mode & S_IXOTH)) return false;
+    return !(mode & S_IXGRP) || group == 0;
+}
+
+bool reachable_by_other_users(int dir_fd) {
+    char link[PATH_MAX + 1];
+    std::string self = "/proc/self/fd/" + std::to_string(dir_fd);
+    ssize_t n = readlink(self.c_str(), link, PATH_MAX);
+    if (n < 0) throw_last_error("cannot find the path of " + self);
+    std::string path(link, static_cast<size_t>(n));
+    if (!path.starts_with('/')) return true;  // "(deleted)" and the like: nothing to judge by
+    UniqueFd cur(open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!cur) throw_last_error("cannot open /");
+    size_t pos = 1;
+    for (;;) {
+        struct stat st;
+        if (fstat(cur.get(), &st) < 0) throw_last_error("cannot stat a directory above " + path);
+        if (keeps_out_other_users(st.st_uid, st.st_gid, st.st_mode)) return false;
+        size_t slash = path.find('/', pos);
+        if (slash == std::string::npos) return true;  // `cur` is the parent; the tree itself is next
+        std::string comp = path.substr(pos, slash - pos);
+        pos = slash + 1;
+        if (comp.empty()) continue;
+        cur.reset(openat(cur.get(), comp.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!cur) throw_last_error("cannot open " + path.substr(0, slash));
+    }
 }
 
 }  // namespace mk::core

@@ -687,6 +687,26 @@ void check_supported(const SpawnSpec& s) {
     if (!s.personality.empty()) refuse("--personality=");
 }
 
+// Under the idmapped mount a file container root makes is host root's on disk and keeps its
+// setuid bit: a host user who can walk to the tree could run it as root (issue 19 B). Only trees
+// whose writes reach the disk count; an explicit --private-users-ownership=map is the user's call.
+void check_idmapped_tree_is_private(const SpawnSpec& spec, int root_fd) {
+    const bool writes_persist = spec.image.empty() && !spec.read_only && !spec.ephemeral &&
+                                spec.volatile_mode == VolatileMode::No;
+    if (!writes_persist || !reachable_by_other_users(root_fd)) return;
+    std::string dir = spec.directory;
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    const size_t slash = dir.rfind('/');
+    const std::string parent = slash == std::string::npos ? "." : slash == 0 ? "/" : dir.substr(0, slash);
+    if (spec.userns_ownership == UserNamespaceOwnership::Map) {
+        fprintf(stderr, "Warning: %s can be reached by users other than root, and files container root makes "
+                        "in it are host root's (--private-users-ownership=map).\n", dir.c_str());
+        return;
+    }
+    throw UsageError(dir + " can be reached by users other than root, so a setuid file container root leaves in it "
+                     "would give them root: chmod 0700 " + parent + ", or use --private-users-ownership=chown");
+}
+
 // Whether the file system under `dir_fd` takes an idmapped mount: tried on a detached clone.
 bool idmap_supported(int dir_fd, const IdRange& r) {
     UniqueFd clone(open_tree(dir_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH));
@@ -798,6 +818,7 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
             shift_tree_ownership(rw.get(), r);
         }
         p.idmap = own == UserNamespaceOwnership::Map && r.shift != 0;
+        if (p.idmap) check_idmapped_tree_is_private(spec, root);
         p.plan = build_mount_plan(spec, r.shift);
     } else {
         p.plan = build_mount_plan(spec);
