@@ -4,6 +4,7 @@
  *                              prints "TIOCSTI ok" or "TIOCSTI errno=N"
  *   probe tioclinux            ioctl(0, TIOCLINUX, subcode 6): prints "TIOCLINUX errno=N" or "ok"
  *   probe bindabs NAME SECS    bind the abstract unix socket @NAME, print "BOUND", hold it SECS
+ *   probe connectabs NAME      connect a stream socket to @NAME: "CONNECTED" or "connect errno=N"
  *   probe whoami               print "euid=N" and whether /etc/shadow opens ("shadow=yes|no")
  */
 #include <errno.h>
@@ -17,6 +18,15 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+static socklen_t abstract_address(struct sockaddr_un* sa, const char* name) {
+    memset(sa, 0, sizeof *sa);
+    sa->sun_family = AF_UNIX;
+    size_t n = strlen(name);
+    if (n + 1 > sizeof sa->sun_path) return 0;
+    memcpy(sa->sun_path + 1, name, n);
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
+}
 
 static int tiocsti(const char* text, unsigned long high) {
     unsigned long req = (high << 32) | TIOCSTI;
@@ -52,12 +62,9 @@ int main(int argc, char** argv) {
     if (argc >= 4 && strcmp(argv[1], "bindabs") == 0) {
         int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         struct sockaddr_un sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sun_family = AF_UNIX;
-        size_t n = strlen(argv[2]);
-        if (fd < 0 || n + 1 > sizeof sa.sun_path) return 2;
-        memcpy(sa.sun_path + 1, argv[2], n);
-        if (bind(fd, (struct sockaddr*)&sa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) < 0) {
+        socklen_t len = abstract_address(&sa, argv[2]);
+        if (fd < 0 || len == 0) return 2;
+        if (bind(fd, (struct sockaddr*)&sa, len) < 0) {
             printf("bind errno=%d\n", errno);
             return 1;
         }
@@ -65,11 +72,23 @@ int main(int argc, char** argv) {
         sleep((unsigned)atoi(argv[3]));
         return 0;
     }
+    if (argc >= 3 && strcmp(argv[1], "connectabs") == 0) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_un sa;
+        socklen_t len = abstract_address(&sa, argv[2]);
+        if (fd < 0 || len == 0) return 2;
+        if (connect(fd, (struct sockaddr*)&sa, len) < 0) {
+            printf("connect errno=%d\n", errno);
+            return 1;
+        }
+        printf("CONNECTED\n");
+        return 0;
+    }
     if (argc >= 2 && strcmp(argv[1], "whoami") == 0) {
         int fd = open("/etc/shadow", O_RDONLY | O_CLOEXEC);
         printf("euid=%u shadow=%s\n", (unsigned)geteuid(), fd >= 0 ? "yes" : "no");
         return 0;
     }
-    fprintf(stderr, "usage: probe tiocsti TEXT [HIGH] | tioclinux | bindabs NAME SECS | whoami\n");
+    fprintf(stderr, "usage: probe tiocsti TEXT [HIGH] | tioclinux | bindabs NAME SECS | connectabs NAME | whoami\n");
     return 2;
 }

@@ -205,3 +205,37 @@ def test_sigkilled_spawn_leaves_no_lock_held(spawn_bin, ptree):
                         "/bin/true"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr
     assert not (LOCKS / "machine.lock-killed").exists(), "the next start swept or removed the stale file"
+
+
+# ---- D: what holds only under -U, and what --private-network adds (docs/security.md) ------------
+
+def test_without_userns_container_root_can_undo_the_proc_and_sys_protections(spawn_bin, ptree):
+    # docs/security.md T-10 to T-12 say these hold against container root only under -U, as with
+    # nspawn: without it root inside holds CAP_SYS_ADMIN of the host. If this starts failing, the
+    # rows can say more.
+    script = ("mount -o remount,rw /proc/sys && echo PROCSYS_RW; umount /proc/kallsyms && echo MASK_GONE; "
+              "mkdir -p /tmp/p; mount -t proc proc /tmp/p && echo FRESH_PROC; "
+              "mount -o remount,rw /sys && echo SYS_RW; true")
+    for extra, expect in (([], {"PROCSYS_RW", "MASK_GONE", "FRESH_PROC", "SYS_RW"}), (["-U"], set())):
+        r = subprocess.run([spawn_bin, "-q", "-P", *extra, "-D", str(ptree), "-M", "undo-protections",
+                            "--register=no", "--", "/bin/sh", "-c", script],
+                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr
+        assert set(r.stdout.split()) == expect, (extra, r.stdout)
+
+
+def test_host_abstract_sockets_are_reachable_without_a_private_network(spawn_bin, ptree):
+    # Documented next to --private-network (spawn.1, docs/networking.md), as nspawn's man page does.
+    import socket
+    name = f"mk-h19-abstract-{os.getpid()}"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind("\0" + name)
+    srv.listen(4)
+    try:
+        for extra, expect in (([], "CONNECTED"), (["-U"], "CONNECTED"), (["--private-network"], "connect errno=")):
+            r = subprocess.run([spawn_bin, "-q", "-P", *extra, "-D", str(ptree), "-M", "abstract-reach",
+                                "--register=no", "/probe", "connectabs", name],
+                               capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+            assert r.stdout.startswith(expect), (extra, r.stdout, r.stderr)
+    finally:
+        srv.close()
