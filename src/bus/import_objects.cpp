@@ -29,7 +29,7 @@ std::string transfer_object_path(uint32_t id) {
 void check_name(const std::string& local) {
     // machd-transfer takes no "--": a leading '-' would read as an option.
     if (!core::image_name_is_valid(local) || local[0] == '-')
-        throw sdbus::Error(kInvalidArgs, "Local name " + local + " is invalid");
+        throw bus_error(kInvalidArgs, "Local name " + local + " is invalid");
 }
 
 // LOG payloads are escaped by machd-transfer (\xNN); priority as importd: LOG_INFO.
@@ -98,12 +98,12 @@ ImportManagerObject::Reply ImportManagerObject::start(const std::string& type, c
     check_name(local);
     for (auto& [id, t] : transfers_)
         if (t->local_ == local)
-            throw sdbus::Error(kTransferInProgress, "Transfer for " + local + " already in progress.");
+            throw bus_error(kTransferInProgress, "Transfer for " + local + " already in progress.");
     if (transfers_.size() >= kTransfersMax)
         throw sdbus::Error(kLimitsExceeded, "Too many transfers in progress");
 
     int pipefd[2];
-    if (::pipe2(pipefd, O_CLOEXEC) < 0) throw sdbus::Error(kFailed, std::string("pipe: ") + std::strerror(errno));
+    if (::pipe2(pipefd, O_CLOEXEC) < 0) throw bus_error(kFailed, std::string("pipe: ") + std::strerror(errno));
     core::UniqueFd rd(pipefd[0]), wr(pipefd[1]);
 
     std::vector<std::string> argv{transfer_path_};
@@ -113,7 +113,7 @@ ImportManagerObject::Reply ImportManagerObject::start(const std::string& type, c
     cargv.push_back(nullptr);
 
     pid_t pid = ::fork();
-    if (pid < 0) throw sdbus::Error(kFailed, std::string("fork: ") + std::strerror(errno));
+    if (pid < 0) throw bus_error(kFailed, std::string("fork: ") + std::strerror(errno));
     if (pid == 0) {
         // Child: fd 3 = progress pipe; client fd as stdin (import) or stdout (export).
         sigset_t all;
@@ -139,7 +139,7 @@ ImportManagerObject::Reply ImportManagerObject::start(const std::string& type, c
     if (pidfd < 0) {
         ::kill(pid, SIGKILL);
         ::waitpid(pid, nullptr, 0);
-        throw sdbus::Error(kFailed, std::string("pidfd_open: ") + std::strerror(errno));
+        throw bus_error(kFailed, std::string("pidfd_open: ") + std::strerror(errno));
     }
     ::fcntl(rd.get(), F_SETFL, O_NONBLOCK);
 
@@ -231,7 +231,7 @@ ImportManagerObject::Reply ImportManagerObject::export_(const char* type, const 
                                                         const sdbus::UnixFd& fd, const std::string& format) {
     if (!format.empty() && format != "uncompressed" && format != "xz" && format != "gzip" && format != "bzip2" &&
         format != "zstd")
-        throw sdbus::Error(kInvalidArgs, "Unknown format specified: " + format);
+        throw bus_error(kInvalidArgs, "Unknown format specified: " + format);
     std::vector<std::string> args{type};
     if (!format.empty()) args.push_back("--format=" + format);
     args.push_back("--pool=" + pool_);
@@ -244,10 +244,10 @@ ImportManagerObject::Reply ImportManagerObject::export_(const char* type, const 
 ImportManagerObject::Reply ImportManagerObject::pull(const char* type, const std::string& url,
                                                      const std::string& local, const std::string& verify, bool force) {
     if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0)
-        throw sdbus::Error(kInvalidArgs, "URL " + url + " is invalid");
+        throw bus_error(kInvalidArgs, "URL " + url + " is invalid");
     std::string v = verify.empty() ? "signature" : verify;
     if (v != "no" && v != "checksum" && v != "signature")
-        throw sdbus::Error(kInvalidArgs, "Unknown verification mode " + verify);
+        throw bus_error(kInvalidArgs, "Unknown verification mode " + verify);
     std::vector<std::string> args{type, "--verify=" + v};
     if (force) args.push_back("--force");
     args.push_back("--pool=" + pool_);
@@ -298,7 +298,7 @@ void ImportManagerObject::CancelTransfer(const uint32_t& transfer_id) {
     require_root(getObject(), "cancel transfers");
     auto it = transfers_.find(transfer_id);
     if (it == transfers_.end())
-        throw sdbus::Error(kNoSuchTransfer, "No transfer by id " + std::to_string(transfer_id));
+        throw bus_error(kNoSuchTransfer, "No transfer by id " + std::to_string(transfer_id));
     it->second->cancel();
 }
 

@@ -1,12 +1,14 @@
 #include <chrono>
 #include <thread>
 
+#include "core/base/strings.hpp"
 #include "machctl/verbs.hpp"
 
 namespace mk::machctl {
 
 std::string describe_remote(const ClientError& e) {
-    std::string msg = e.what();
+    // The manager may echo our input, or pass on a guest's text (machined does not escape either).
+    std::string msg = core::escape_control_chars(e.what());
     if (e.name == "org.freedesktop.DBus.Error.AccessDenied") {
         // dbus-daemon's policy rejection is a paragraph about match rules; say it in a line.
         if (msg.starts_with("Rejected send message")) msg = "Access denied";
