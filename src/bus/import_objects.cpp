@@ -154,7 +154,11 @@ ImportManagerObject::Reply ImportManagerObject::start(const std::string& type, c
     loop_.watch_child(pidfd, [this, id] { finished(id); });
     sdbus::ObjectPath path(tp->path());
     emitTransferNew(id, path);
-    std::fprintf(stderr, "machd: transfer %u: %s %s -> %s started\n", id, type.c_str(), remote.c_str(), local.c_str());
+    // Direction as the data flows: exports go from the image to the caller's descriptor.
+    const std::string other = !remote.empty() ? remote : "the caller's file descriptor";
+    const std::string& from = client_is_stdout ? local : other;
+    const std::string& to = client_is_stdout ? other : local;
+    std::fprintf(stderr, "machd: transfer %u: %s %s -> %s started\n", id, type.c_str(), from.c_str(), to.c_str());
     return {id, path};
 }
 
