@@ -48,6 +48,7 @@
 #include "core/spawn/container_cgroup.hpp"
 #include "core/spawn/mount_plan.hpp"
 #include "core/spawn/network.hpp"
+#include "core/spawn/option_values.hpp"
 
 namespace mk::core {
 
@@ -246,6 +247,22 @@ bool root_is_read_only(const SpawnSpec& spec) {
     return spec.read_only || spec.volatile_mode == VolatileMode::State;
 }
 
+// The target of the tree's /etc/NAME when it is a symlink that leads nowhere inside the tree (a
+// bind mount cannot land on it), else nullopt.
+std::optional<std::string> dangling_etc_symlink(int root_fd, int etc_fd, const char* name) {
+    struct stat st;
+    if (fstatat(etc_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISLNK(st.st_mode)) return std::nullopt;
+    if (open_in_root(root_fd, std::string("/etc/") + name, O_PATH).valid() || errno != ENOENT) return std::nullopt;
+    char target[PATH_MAX];
+    ssize_t n = readlinkat(etc_fd, name, target, sizeof target - 1);
+    return n > 0 ? std::string(target, static_cast<size_t>(n)) : std::string("?");
+}
+
+[[noreturn]] void throw_dangling(const std::string& option, const char* name, const std::string& target) {
+    throw UsageError(option + ": the tree's /etc/" + name + " is a dangling symlink (to " + quote_value(target) +
+                     "), so nothing can be bound onto it; remove it or point it at a file, or pick another mode");
+}
+
 // --resolv-conf: which host file goes into the container's /etc/resolv.conf, and how.
 void setup_resolv_conf(int root_fd, const SpawnSpec& spec) {
     using M = ResolvConfMode;
@@ -284,6 +301,12 @@ void setup_resolv_conf(int root_fd, const SpawnSpec& spec) {
     if (action == Bind) {
         if (access(source, F_OK) < 0) throw_errno(ENOENT, std::string("--resolv-conf: the host has no ") + source);
         if (!exists && read_only) return;  // nowhere to bind onto
+        if (auto target = dangling_etc_symlink(root_fd, etc.get(), "resolv.conf")) {
+            // auto: a tree that links its resolv.conf elsewhere (resolved's stub, say) manages its
+            // own, as copy-* modes respect; an explicit bind-* was asked for and cannot be done.
+            if (spec.resolv_conf == M::Auto) return;
+            throw_dangling("--resolv-conf=" + std::string(to_string(m)), "resolv.conf", *target);
+        }
         MountStep b;
         b.kind = StepKind::Bind;
         b.source = source;
@@ -343,6 +366,7 @@ void write_integration_files(int root_fd, int etc_root_fd, const Prepared& p, co
         unlinkat(etc.get(), "localtime", 0);
         write_file_at(etc.get(), "localtime", *data, 0644);
     } else if (tz == TimezoneMode::Bind) {
+        if (auto t = dangling_etc_symlink(root_fd, etc.get(), "localtime")) throw_dangling("--timezone=bind", "localtime", *t);
         MountStep b;
         b.kind = StepKind::Bind;
         b.source = "/etc/localtime";
