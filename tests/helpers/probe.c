@@ -5,6 +5,7 @@
  *   probe tioclinux            ioctl(0, TIOCLINUX, subcode 6): prints "TIOCLINUX errno=N" or "ok"
  *   probe bindabs NAME SECS    bind the abstract unix socket @NAME, print "BOUND", hold it SECS
  *   probe connectabs NAME      connect a stream socket to @NAME: "CONNECTED" or "connect errno=N"
+ *   probe ptrace PID           PTRACE_SEIZE PID (and detach): "SEIZED" or "ptrace errno=N"
  *   probe whoami               print "euid=N" and whether /etc/shadow opens ("shadow=yes|no")
  */
 #include <errno.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -84,11 +86,22 @@ int main(int argc, char** argv) {
         printf("CONNECTED\n");
         return 0;
     }
+    if (argc >= 3 && strcmp(argv[1], "ptrace") == 0) {
+        pid_t pid = (pid_t)atoi(argv[2]);
+        if (ptrace(PTRACE_SEIZE, pid, NULL, NULL) < 0) {
+            printf("ptrace errno=%d\n", errno);
+            return 1;
+        }
+        printf("SEIZED\n");
+        ptrace(PTRACE_DETACH, pid, NULL, NULL);
+        return 0;
+    }
     if (argc >= 2 && strcmp(argv[1], "whoami") == 0) {
         int fd = open("/etc/shadow", O_RDONLY | O_CLOEXEC);
         printf("euid=%u shadow=%s\n", (unsigned)geteuid(), fd >= 0 ? "yes" : "no");
         return 0;
     }
-    fprintf(stderr, "usage: probe tiocsti TEXT [HIGH] | tioclinux | bindabs NAME SECS | connectabs NAME | whoami\n");
+    fprintf(stderr, "usage: probe tiocsti TEXT [HIGH] | tioclinux | bindabs NAME SECS | connectabs NAME | ptrace PID | "
+                    "whoami\n");
     return 2;
 }

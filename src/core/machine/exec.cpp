@@ -103,7 +103,7 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
                 ::close(fd);
             }
         }
-        if (::setns(m.leader_pidfd.get(), ns_flags) < 0) steps.fail(1);
+        if (join_machine_namespaces(m, ns_flags) < 0) steps.fail(1);
         pid_t waiter = ::fork();
         if (waiter < 0) steps.fail(2);
         if (waiter > 0) _exit(0);
@@ -136,8 +136,12 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
                 errno = -e;
                 steps.fail(9);
             }
-            if (command.uid != 0 || command.gid != 0) {
-                if (::setgroups(0, nullptr) < 0 || ::setgid(command.gid) < 0 || ::setuid(command.uid) < 0) steps.fail(7);
+            // setns() into the machine's user namespace keeps machd's credentials (host root, which
+            // is nobody inside): become the user there, root included.
+            if (command.uid != 0 || command.gid != 0 || (ns_flags & CLONE_NEWUSER)) {
+                if (::setgroups(0, nullptr) < 0 || ::setresgid(command.gid, command.gid, command.gid) < 0 ||
+                    ::setresuid(command.uid, command.uid, command.uid) < 0)
+                    steps.fail(7);
             }
             if (::chdir(command.home.c_str()) < 0) (void)!::chdir("/");
             ::execve(command.path.c_str(), argv.data(), envp.data());

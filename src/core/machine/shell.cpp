@@ -5,6 +5,7 @@
 #include <linux/openat2.h>
 #include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/stat.h>
@@ -112,6 +113,11 @@ int machine_namespace_flags(pid_t leader) {
         ::stat(("/proc/" + std::to_string(leader) + "/ns/user").c_str(), &theirs) == 0 && ours.st_ino != theirs.st_ino)
         flags |= CLONE_NEWUSER;
     return flags;
+}
+
+int join_machine_namespaces(const Machine& m, int ns_flags) noexcept {
+    if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) return -1;
+    return ::setns(m.leader_pidfd.get(), ns_flags);
 }
 
 ResolvedCommand resolve_command(const Machine& m, const ShellRequest& req) {
