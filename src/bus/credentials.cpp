@@ -75,14 +75,14 @@ Caller caller_of(sd_bus_message* message) {
     if (r >= 0) r = sd_bus_creds_get_euid(creds, &c.uid);
     if (r >= 0) r = sd_bus_creds_get_pid(creds, &c.pid);
     sd_bus_creds_unref(creds);
-    if (r < 0) throw sdbus::Error(kAccessDenied, std::string("Cannot determine caller credentials: ") + strerror(-r));
+    if (r < 0) throw bus_error(kAccessDenied, std::string("Cannot determine caller credentials: ") + strerror(-r));
     if (!key.empty()) cache.put(key, c);
     c.granted = polkit_granted_action(message);
     return c;
 }
 
 void require_root(const Caller& caller, const char* what) {
-    if (caller.uid != 0) throw sdbus::Error(kAccessDenied, std::string("Access denied: only root may ") + what);
+    if (caller.uid != 0) throw bus_error(kAccessDenied, std::string("Access denied: only root may ") + what);
 }
 
 void require_action(const Caller& caller, const char* action, const char* what) {

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <system_error>
 
+#include "core/base/strings.hpp"
 #include "core/machine/machine_error.hpp"
 
 namespace mk::bus {
@@ -27,8 +28,12 @@ std::string errno_to_bus_name(int err) {
     return kFailed;
 }
 
+sdbus::Error bus_error(const std::string& name, std::string_view message) {
+    return sdbus::Error(name, core::escape_control_chars(message));
+}
+
 sdbus::Error to_bus_error(const std::exception& e) {
-    if (auto* b = dynamic_cast<const sdbus::Error*>(&e)) return *b;
+    if (auto* b = dynamic_cast<const sdbus::Error*>(&e)) return bus_error(b->getName(), b->getMessage());
     if (auto* s = dynamic_cast<const std::system_error*>(&e)) {
         const auto& code = s->code();
         if (code.category() == core::machine_category()) {
@@ -38,22 +43,22 @@ sdbus::Error to_bus_error(const std::exception& e) {
             if (msg.ends_with(suffix)) msg.resize(msg.size() - suffix.size());
             using core::MachineErrc;
             switch (static_cast<MachineErrc>(code.value())) {
-            case MachineErrc::no_such_machine: return {kNoSuchMachine, msg};
-            case MachineErrc::machine_exists: return {kMachineExists, msg};
-            case MachineErrc::no_machine_for_pid: return {kNoMachineForPID, msg};
-            case MachineErrc::too_many_machines: return {kLimitsExceeded, msg};
-            case MachineErrc::invalid_argument: return {kInvalidArgs, msg};
-            case MachineErrc::not_supported: return {kNotSupported, msg};
-            case MachineErrc::no_private_networking: return {kNoPrivateNetworking, msg};
-            case MachineErrc::no_such_user_mapping: return {"org.freedesktop.machine1.NoSuchUserMapping", msg};
-            case MachineErrc::no_such_group_mapping: return {"org.freedesktop.machine1.NoSuchGroupMapping", msg};
+            case MachineErrc::no_such_machine: return bus_error(kNoSuchMachine, msg);
+            case MachineErrc::machine_exists: return bus_error(kMachineExists, msg);
+            case MachineErrc::no_machine_for_pid: return bus_error(kNoMachineForPID, msg);
+            case MachineErrc::too_many_machines: return bus_error(kLimitsExceeded, msg);
+            case MachineErrc::invalid_argument: return bus_error(kInvalidArgs, msg);
+            case MachineErrc::not_supported: return bus_error(kNotSupported, msg);
+            case MachineErrc::no_private_networking: return bus_error(kNoPrivateNetworking, msg);
+            case MachineErrc::no_such_user_mapping: return bus_error("org.freedesktop.machine1.NoSuchUserMapping", msg);
+            case MachineErrc::no_such_group_mapping: return bus_error("org.freedesktop.machine1.NoSuchGroupMapping", msg);
             }
-            return {kFailed, msg};
+            return bus_error(kFailed, msg);
         }
         if (code.category() == std::generic_category() || code.category() == std::system_category())
-            return sdbus::Error(errno_to_bus_name(code.value()), std::string(s->what()));
+            return bus_error(errno_to_bus_name(code.value()), s->what());
     }
-    return sdbus::Error(kFailed, std::string(e.what()));
+    return bus_error(kFailed, e.what());
 }
 
 sdbus::Error current_exception_to_bus_error() {

@@ -5,6 +5,7 @@
 
 #include <exception>
 #include <string>
+#include <string_view>
 
 #include <sdbus-c++/Error.h>
 
@@ -25,8 +26,13 @@ inline constexpr const char* kFailed = "org.freedesktop.DBus.Error.Failed";
 // "System.Error.ENXIO" for the rest).
 std::string errno_to_bus_name(int err);
 
-// Any exception as an sdbus::Error: sdbus::Error passes through, std::system_error maps by code,
-// everything else is org.freedesktop.DBus.Error.Failed.
+// The error with its message's control characters escaped (core::escape_control_chars): a name or
+// URL from the caller echoed back must not break the caller's line or drive its terminal. Every
+// error text that can carry outside input is made by this (directly, or through to_bus_error()).
+sdbus::Error bus_error(const std::string& name, std::string_view message);
+
+// Any exception as an sdbus::Error (through bus_error()): sdbus::Error keeps its name,
+// std::system_error maps by code, everything else is org.freedesktop.DBus.Error.Failed.
 sdbus::Error to_bus_error(const std::exception& e);
 sdbus::Error current_exception_to_bus_error();
 

@@ -24,7 +24,7 @@ ExtensionObject::~ExtensionObject() { unregisterAdaptor(); }
 
 core::Machine& ExtensionObject::lookup(const std::string& name) {
     core::Machine* m = service_.find(name);
-    if (!m) throw sdbus::Error(kNoSuchMachine, "No machine '" + name + "' known");
+    if (!m) throw bus_error(kNoSuchMachine, "No machine '" + name + "' known");
     return *m;
 }
 
@@ -64,7 +64,7 @@ std::string ExtensionObject::GetMachineFreezerState(const std::string& name) {
 
 std::tuple<uint32_t, std::string> ExtensionObject::StartMachine(const std::string& name) {
     require_root(getObject(), "start machines");
-    if (service_.find(name)) throw sdbus::Error(kMachineExists, "Machine '" + name + "' already exists");
+    if (service_.find(name)) throw bus_error(kMachineExists, "Machine '" + name + "' already exists");
     return translate([&] {
         if (start_unit_) {
             core::launchable_image_dir(launch_, name);

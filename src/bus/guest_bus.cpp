@@ -53,7 +53,7 @@ std::string container_getty_unit(const std::string& pty_path) {
     static constexpr std::string_view kPrefix = "/dev/pts/";
     std::string_view n = std::string_view(pty_path).substr(pty_path.starts_with(kPrefix) ? kPrefix.size() : 0);
     if (!pty_path.starts_with(kPrefix) || n.empty() || n.size() > 9 || n.find_first_not_of("0123456789") != n.npos)
-        throw sdbus::Error(kInvalidArgs, "Not a pty of a devpts: '" + pty_path + "'");
+        throw bus_error(kInvalidArgs, "Not a pty of a devpts: '" + pty_path + "'");
     return "container-getty@" + std::string(n) + ".service";
 }
 
@@ -82,8 +82,8 @@ sdbus::Error guest_error(const sd_bus_error& error, const std::string& unit, con
     std::string name = error.name;
     std::string text = error.message ? error.message : name;
     if (name == "org.freedesktop.DBus.Error.ServiceUnknown" || name == "org.freedesktop.DBus.Error.NameHasNoOwner")
-        return sdbus::Error(name, "Machine " + machine + " has no service manager on its system bus (is it booted with systemd?): " + text);
-    return sdbus::Error(name, "Failed to start " + unit + " in machine " + machine + ": " + text);
+        return bus_error(name, "Machine " + machine + " has no service manager on its system bus (is it booted with systemd?): " + text);
+    return bus_error(name, "Failed to start " + unit + " in machine " + machine + ": " + text);
 }
 
 }  // namespace

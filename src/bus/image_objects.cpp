@@ -14,11 +14,11 @@ namespace mk::bus {
 namespace {
 
 void check_name(const std::string& name) {
-    if (!core::image_name_is_valid(name)) throw sdbus::Error(kInvalidArgs, "Image name '" + name + "' is invalid.");
+    if (!core::image_name_is_valid(name)) throw bus_error(kInvalidArgs, "Image name '" + name + "' is invalid.");
 }
 
 [[noreturn]] void throw_busy(const std::string& name) {
-    throw sdbus::Error("System.Error.EBUSY", "Image '" + name + "' is in use by a running machine: Device or resource busy");
+    throw bus_error("System.Error.EBUSY", "Image '" + name + "' is in use by a running machine: Device or resource busy");
 }
 
 std::map<std::string, std::string> parse_env(const std::string& text) { return core::parse_os_release(text); }
@@ -34,7 +34,7 @@ ImageService::~ImageService() { objects_.clear(); }
 core::ImageInfo ImageService::get(const std::string& name, bool with_usage) {
     check_name(name);
     auto info = translate([&] { return pool_.find(name, with_usage); });
-    if (!info) throw sdbus::Error(kNoSuchImage, "No image '" + name + "' known");
+    if (!info) throw bus_error(kNoSuchImage, "No image '" + name + "' known");
     return *info;
 }
 
@@ -177,7 +177,7 @@ std::map<std::string, std::string> ImageService::os_release(const std::string& n
     static const char* const files[] = {"/etc/os-release", "/usr/lib/os-release", nullptr};
     bool found = false;
     auto text = read_in_image(name, files, &found);
-    if (!found) throw sdbus::Error(kNotSupported, "Image '" + name + "' does not contain OS release information");
+    if (!found) throw bus_error(kNotSupported, "Image '" + name + "' does not contain OS release information");
     return parse_env(text);
 }
 

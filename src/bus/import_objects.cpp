@@ -31,7 +31,7 @@ std::string transfer_object_path(uint32_t id) {
 void check_name(const std::string& local) {
     // machd-transfer takes no "--": a leading '-' would read as an option.
     if (!core::image_name_is_valid(local) || local[0] == '-')
-        throw sdbus::Error(kInvalidArgs, "Local name " + local + " is invalid");
+        throw bus_error(kInvalidArgs, "Local name " + local + " is invalid");
 }
 
 // LOG payloads are escaped by machd-transfer (\xNN); priority as importd: LOG_INFO.
@@ -141,12 +141,12 @@ ImportManagerObject::Reply ImportManagerObject::start(const std::string& type, c
     check_name(local);
     for (auto& [id, t] : transfers_)
         if (t->local_ == local)
-            throw sdbus::Error(kTransferInProgress, "Transfer for " + local + " already in progress.");
+            throw bus_error(kTransferInProgress, "Transfer for " + local + " already in progress.");
     if (transfers_.size() >= kTransfersMax)
         throw sdbus::Error(kLimitsExceeded, "Too many transfers in progress");
 
     int pipefd[2];
-    if (::pipe2(pipefd, O_CLOEXEC) < 0) throw sdbus::Error(kFailed, std::string("pipe: ") + std::strerror(errno));
+    if (::pipe2(pipefd, O_CLOEXEC) < 0) throw bus_error(kFailed, std::string("pipe: ") + std::strerror(errno));
     core::UniqueFd rd(pipefd[0]), wr(pipefd[1]);
 
     std::vector<std::string> argv{transfer_path_};
@@ -158,7 +158,7 @@ ImportManagerObject::Reply ImportManagerObject::start(const std::string& type, c
     cargv.push_back(nullptr);
 
     pid_t pid = ::fork();
-    if (pid < 0) throw sdbus::Error(kFailed, std::string("fork: ") + std::strerror(errno));
+    if (pid < 0) throw bus_error(kFailed, std::string("fork: ") + std::strerror(errno));
     if (pid == 0) {
         // Child: fd 3 = progress pipe; client fd as stdin (import) or stdout (export).
         sigset_t all;
@@ -184,7 +184,7 @@ ImportManagerObject::Reply ImportManagerObject::start(const std::string& type, c
     if (pidfd < 0) {
         ::kill(pid, SIGKILL);
         ::waitpid(pid, nullptr, 0);
-        throw sdbus::Error(kFailed, std::string("pidfd_open: ") + std::strerror(errno));
+        throw bus_error(kFailed, std::string("pidfd_open: ") + std::strerror(errno));
     }
     ::fcntl(rd.get(), F_SETFL, O_NONBLOCK);
 
@@ -197,7 +197,7 @@ ImportManagerObject::Reply ImportManagerObject::start(const std::string& type, c
     transfers_[id] = std::move(t);
     loop_.watch_fd(tp->progress_fd_.get(), [this, tp] { read_progress(*tp); });
     loop_.watch_child(pidfd, [this, id] { finished(id); });
-    return announce(*tp);
+    return announce(*tp, client_is_stdout);
 }
 
 // The helper as machd-transfer-<id>.service: its progress on stderr (the pipe), the client's fd as
@@ -225,14 +225,18 @@ ImportManagerObject::Reply ImportManagerObject::start_unit(const std::string& ty
     loop_.watch_fd(tp->progress_fd_.get(), [this, tp, id] {
         if (read_progress(*tp)) finished(id);
     });
-    return announce(*tp);
+    return announce(*tp, client_is_stdout);
 }
 
-ImportManagerObject::Reply ImportManagerObject::announce(TransferObject& t) {
+ImportManagerObject::Reply ImportManagerObject::announce(TransferObject& t, bool client_is_stdout) {
     sdbus::ObjectPath path(t.path());
     emitTransferNew(t.id_, path);
-    std::fprintf(stderr, "machd: transfer %u: %s %s -> %s started%s%s\n", t.id_, t.type_.c_str(), t.remote_.c_str(),
-                 t.local_.c_str(), t.unit_.empty() ? "" : " as ", t.unit_.c_str());
+    // Direction as the data flows: exports go from the image to the caller's descriptor.
+    const std::string other = !t.remote_.empty() ? t.remote_ : "the caller's file descriptor";
+    const std::string& from = client_is_stdout ? t.local_ : other;
+    const std::string& to = client_is_stdout ? other : t.local_;
+    std::fprintf(stderr, "machd: transfer %u: %s %s -> %s started%s%s\n", t.id_, t.type_.c_str(), from.c_str(), to.c_str(),
+                 t.unit_.empty() ? "" : " as ", t.unit_.c_str());
     return {t.id_, path};
 }
 
@@ -318,7 +322,7 @@ ImportManagerObject::Reply ImportManagerObject::export_(const char* type, const 
                                                         const sdbus::UnixFd& fd, const std::string& format) {
     if (!format.empty() && format != "uncompressed" && format != "xz" && format != "gzip" && format != "bzip2" &&
         format != "zstd")
-        throw sdbus::Error(kInvalidArgs, "Unknown format specified: " + format);
+        throw bus_error(kInvalidArgs, "Unknown format specified: " + format);
     std::vector<std::string> args{type};
     if (!format.empty()) args.push_back("--format=" + format);
     args.push_back("--pool=" + pool_);
@@ -331,10 +335,10 @@ ImportManagerObject::Reply ImportManagerObject::export_(const char* type, const 
 ImportManagerObject::Reply ImportManagerObject::pull(const char* type, const std::string& url,
                                                      const std::string& local, const std::string& verify, bool force) {
     if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0)
-        throw sdbus::Error(kInvalidArgs, "URL " + url + " is invalid");
+        throw bus_error(kInvalidArgs, "URL " + url + " is invalid");
     std::string v = verify.empty() ? "signature" : verify;
     if (v != "no" && v != "checksum" && v != "signature")
-        throw sdbus::Error(kInvalidArgs, "Unknown verification mode " + verify);
+        throw bus_error(kInvalidArgs, "Unknown verification mode " + verify);
     std::vector<std::string> args{type, "--verify=" + v};
     if (force) args.push_back("--force");
     args.push_back("--pool=" + pool_);
@@ -385,7 +389,7 @@ void ImportManagerObject::CancelTransfer(const uint32_t& transfer_id) {
     require_action(getObject(), kPolkitPull, "cancelling transfers");
     auto it = transfers_.find(transfer_id);
     if (it == transfers_.end())
-        throw sdbus::Error(kNoSuchTransfer, "No transfer by id " + std::to_string(transfer_id));
+        throw bus_error(kNoSuchTransfer, "No transfer by id " + std::to_string(transfer_id));
     it->second->cancel();
 }
 

@@ -93,7 +93,7 @@ private:
     Reply start_unit(const std::string& type, const std::string& local, const std::string& remote,
                      const std::string& verify, int client_fd, bool client_is_stdout, std::vector<std::string> argv,
                      core::UniqueFd rd, core::UniqueFd wr);
-    Reply announce(TransferObject& t);
+    Reply announce(TransferObject& t, bool client_is_stdout);
     bool read_progress(TransferObject& t);  // true at EOF
     void finished(uint32_t id);
 

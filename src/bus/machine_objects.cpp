@@ -34,8 +34,8 @@ void ManagerObject::machine_added(Machine& m) {
 
 void ManagerObject::machine_removed(const Machine& m) {
     if (auto it = pending_.find(m.name); it != pending_.end()) {
-        it->second.returnError(sdbus::Error("org.freedesktop.systemd1.JobFailed",
-                                            "Machine " + m.name + " went away before its scope started"));
+        it->second.returnError(bus_error("org.freedesktop.systemd1.JobFailed",
+                                         "Machine " + m.name + " went away before its scope started"));
         pending_.erase(it);
     }
     emitMachineRemoved(m.name, machine_object_path(m.name));
@@ -47,7 +47,7 @@ void ManagerObject::machine_start_finished(Machine& m, const std::string& error)
     if (error.empty())
         it->second.returnResults(machine_object_path(m.name));
     else
-        it->second.returnError(sdbus::Error("org.freedesktop.systemd1.JobFailed", error));
+        it->second.returnError(bus_error("org.freedesktop.systemd1.JobFailed", error));
     pending_.erase(it);
 }
 
@@ -67,7 +67,7 @@ void ManagerObject::create_async(sdbus::Result<sdbus::ObjectPath>&& result, cons
 
 Machine& ManagerObject::lookup(const std::string& name) {
     Machine* m = service_.find(name);
-    if (!m) throw sdbus::Error(kNoSuchMachine, "No machine '" + name + "' known");
+    if (!m) throw bus_error(kNoSuchMachine, "No machine '" + name + "' known");
     return *m;
 }
 
@@ -88,7 +88,7 @@ sdbus::ObjectPath ManagerObject::GetMachineByPID(const uint32_t& pid) {
     if (pid == 0) p = current_caller(getObject()).pid;
     if (pid > INT_MAX) throw sdbus::Error(kInvalidArgs, "Invalid PID");
     Machine* m = service_.find_by_pid(p);
-    if (!m) throw sdbus::Error(kNoMachineForPID, "PID " + std::to_string(p) + " does not belong to any known machine");
+    if (!m) throw bus_error(kNoMachineForPID, "PID " + std::to_string(p) + " does not belong to any known machine");
     return machine_object_path(m->name);
 }
 
@@ -207,7 +207,7 @@ void ManagerObject::BindMountMachine(const std::string& name, const std::string&
 void ManagerObject::copy(sdbus::Result<>&& result, const std::string& name, const std::string& source,
                          const std::string& destination, bool to_machine, uint64_t flags) {
     Machine* m = service_.find(name);
-    if (!m) return result.returnError(sdbus::Error(kNoSuchMachine, "No machine '" + name + "' known"));
+    if (!m) return result.returnError(bus_error(kNoSuchMachine, "No machine '" + name + "' known"));
     auto reply = std::make_shared<sdbus::Result<>>(std::move(result));
     auto done = [reply](const sdbus::Error* e) { e ? reply->returnError(*e) : reply->returnResults(); };
     try {
@@ -260,7 +260,7 @@ void ManagerObject::SetImageLimit(const std::string& name, const uint64_t& size)
 }
 std::vector<sdbus::Struct<std::string, uint64_t>> ManagerObject::CleanPool(const std::string& mode) {
     require_action(getObject(), kPolkitManageMachines, "cleaning the image pool");
-    if (mode != "all" && mode != "hidden") throw sdbus::Error(kInvalidArgs, "Unknown mode '" + mode + "'.");
+    if (mode != "all" && mode != "hidden") throw bus_error(kInvalidArgs, "Unknown mode '" + mode + "'.");
     std::vector<sdbus::Struct<std::string, uint64_t>> out;
     if (mode == "hidden") return out;  // hidden (".") images are never listed; nothing read-only to drop
     for (const auto& i : images().list()) {
@@ -284,7 +284,7 @@ uint32_t ManagerObject::MapFromMachineGroup(const std::string& name, const uint3
 std::tuple<std::string, sdbus::ObjectPath, uint32_t> ManagerObject::map_to(uint32_t outer, bool group) {
     const char* what = group ? "Group" : "User";
     // IDs below 0x10000 belong to the host: machined refuses to map them (anchor §6.11).
-    if (outer < 0x10000) throw sdbus::Error(kInvalidArgs, std::string(what) + " " + std::to_string(outer) + " belongs to host " + (group ? "GID" : "UID") + " range");
+    if (outer < 0x10000) throw bus_error(kInvalidArgs, std::string(what) + " " + std::to_string(outer) + " belongs to host " + (group ? "GID" : "UID") + " range");
     return translate([&]() -> std::tuple<std::string, sdbus::ObjectPath, uint32_t> {
         for (Machine* m : service_.registry().all())
             if (auto inner = core::map_to_machine(*m, outer, group))

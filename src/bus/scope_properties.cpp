@@ -12,7 +12,7 @@ namespace {
 template <typename T>
 T get_as(const sdbus::Variant& v, const std::string& name, const char* sig) {
     if (v.peekValueType() != sig)
-        throw sdbus::Error(kInvalidArgs, "Property " + name + " expects type '" + sig + "', got '" + v.peekValueType() + "'");
+        throw bus_error(kInvalidArgs, "Property " + name + " expects type '" + sig + "', got '" + v.peekValueType() + "'");
     return v.get<T>();
 }
 
@@ -32,7 +32,7 @@ core::ScopeProperties parse_scope_properties(const ScopePropertyList& props) {
         const sdbus::Variant& v = p.get<1>();
         if (name == "Slice") {
             out.slice = get_as<std::string>(v, name, "s");
-            if (!core::slice_to_path(out.slice)) throw sdbus::Error(kInvalidArgs, "Invalid slice name " + out.slice);
+            if (!core::slice_to_path(out.slice)) throw bus_error(kInvalidArgs, "Invalid slice name " + out.slice);
         } else if (name == "Description") {
             out.description = get_as<std::string>(v, name, "s");
         } else if (name == "MemoryMax" || name == "MemoryLimit") {
@@ -49,7 +49,7 @@ core::ScopeProperties parse_scope_properties(const ScopePropertyList& props) {
             out.cpu_quota_per_sec_usec = q;
         } else if (name == "DevicePolicy") {
             auto s = get_as<std::string>(v, name, "s");
-            if (s != "auto" && s != "closed" && s != "strict") throw sdbus::Error(kInvalidArgs, "Invalid DevicePolicy " + s);
+            if (s != "auto" && s != "closed" && s != "strict") throw bus_error(kInvalidArgs, "Invalid DevicePolicy " + s);
             out.device_policy = s;
         } else if (name == "DeviceAllow") {
             auto list = get_as<std::vector<sdbus::Struct<std::string, std::string>>>(v, name, "a(ss)");
@@ -59,7 +59,7 @@ core::ScopeProperties parse_scope_properties(const ScopePropertyList& props) {
                 const std::string& perms = d.get<1>();
                 if (!(path.starts_with("/dev/") || path.starts_with("char-") || path.starts_with("block-")) ||
                     perms.find_first_not_of("rwm") != std::string::npos)
-                    throw sdbus::Error(kInvalidArgs, "Invalid DeviceAllow= entry " + path + " " + perms);
+                    throw bus_error(kInvalidArgs, "Invalid DeviceAllow= entry " + path + " " + perms);
                 out.device_allow.push_back({path, perms});
             }
         } else if (name == "KillSignal") {
@@ -69,7 +69,7 @@ core::ScopeProperties parse_scope_properties(const ScopePropertyList& props) {
         } else if (accepted.contains(name)) {
             // Type-checked by the caller's systemd in the original; nothing to apply here.
         } else {
-            throw sdbus::Error(kInvalidArgs, "Cannot set property " + name + ", or unknown property.");
+            throw bus_error(kInvalidArgs, "Cannot set property " + name + ", or unknown property.");
         }
     }
     return out;

@@ -1,6 +1,7 @@
 #include <chrono>
 #include <thread>
 
+#include "core/base/strings.hpp"
 #include "machctl/pager.hpp"
 #include "machctl/table_tty.hpp"
 #include "machctl/verbs.hpp"
@@ -17,7 +18,8 @@ void Context::print_table(const std::vector<std::string>& header, const std::vec
 }
 
 std::string describe_remote(const ClientError& e) {
-    std::string msg = e.what();
+    // The manager may echo our input, or pass on a guest's text (machined does not escape either).
+    std::string msg = core::escape_control_chars(e.what());
     if (e.name == "org.freedesktop.DBus.Error.AccessDenied") {
         // dbus-daemon's policy rejection is a paragraph about match rules; say it in a line.
         if (msg.starts_with("Rejected send message")) msg = "Access denied";

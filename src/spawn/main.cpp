@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
                 std::vector<std::string> warnings = settings.warnings;
                 bool trusted = file->trusted || spec.settings_mode == core::SettingsMode::Trusted;
                 core::apply_settings(settings, spec, trusted, warnings, opts.set_on_command_line, spec.settings_mode);
-                for (const auto& w : warnings) fprintf(stderr, "spawn: %s: %s\n", file->path.c_str(), w.c_str());
+                for (const auto& w : warnings) fprintf(stderr, "spawn: %s\n", w.c_str());  // each names its file
             }
         }
         core::LaunchHooks hooks;

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/base/strings.hpp"
 #include "core/kernel/capabilities.hpp"
 #include "core/image/transfer_ops.hpp"
 
@@ -44,20 +45,6 @@ namespace {
 std::atomic<bool> g_cancel{false};
 int g_progress_fd = -1;
 
-std::string escape(std::string_view s) {
-    std::string out;
-    for (unsigned char c : s) {
-        if (c < 0x20 || c == 0x7f || c == '\\') {
-            char b[8];
-            snprintf(b, sizeof b, "\\x%02x", c);
-            out += b;
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    return out;
-}
-
 void emit(const std::string& line) {
     if (g_progress_fd < 0) return;
     std::string l = line + "\n";
@@ -66,8 +53,8 @@ void emit(const std::string& line) {
 }
 
 void log_line(const std::string& m) {
-    if (g_progress_fd >= 0) emit("LOG " + escape(m));
-    else fprintf(stderr, "%s\n", escape(m).c_str());
+    if (g_progress_fd >= 0) emit("LOG " + escape_control_chars(m));
+    else fprintf(stderr, "%s\n", escape_control_chars(m).c_str());
 }
 
 [[noreturn]] void usage_fail(const std::string& m) { throw UsageError(m); }
@@ -291,12 +278,12 @@ int main(int argc, char** argv) {
         return run(argc, argv);
     } catch (const std::system_error& e) {
         std::string m = describe(e);
-        emit("ERROR " + std::to_string(e.code().value()) + " " + escape(m));
-        fprintf(stderr, "machd-transfer: %s\n", escape(m).c_str());
+        emit("ERROR " + std::to_string(e.code().value()) + " " + escape_control_chars(m));
+        fprintf(stderr, "machd-transfer: %s\n", escape_control_chars(m).c_str());
     } catch (const std::exception& e) {
         std::string m = describe(e);
-        emit("ERROR " + std::to_string(EINVAL) + " " + escape(m));
-        fprintf(stderr, "machd-transfer: %s\n", escape(m).c_str());
+        emit("ERROR " + std::to_string(EINVAL) + " " + escape_control_chars(m));
+        fprintf(stderr, "machd-transfer: %s\n", escape_control_chars(m).c_str());
     }
     return 1;
 }

@@ -93,6 +93,21 @@ def test_hostile_names(bus, imgd, pool, name):
     assert sorted(os.listdir(pool)) == ["bb", "disk.raw"]
 
 
+def test_error_texts_escape_control_characters(bus, imgd, pool):
+    # Issue 19: a name echoed back in an error must not break the caller's line or drive its
+    # terminal. dbus-send prints the error's text as it came.
+    def error_text(iface, method, *args):
+        r = subprocess.run(["dbus-send", "--bus=%s" % bus.address, "--print-reply", "--dest=" + DEST, MANAGER,
+                            iface + "." + method, *args], capture_output=True, text=True, timeout=20)
+        assert r.returncode != 0
+        return r.stderr
+    err = error_text(IFACE, "GetImage", "string:a\nb")
+    assert err.strip() == "Error org.freedesktop.DBus.Error.InvalidArgs: Image name 'a\\x0ab' is invalid.", err
+    err = error_text(IFACE, "GetMachine", "string:x\x1b[31mred")
+    assert "\x1b" not in err and "x\\x1b[31mred" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
 def test_non_root_is_refused_for_mutations(bus, imgd, pool):
     assert bus.error_name("ListImages", user=NOBODY) is None
     for method, args in [("RemoveImage", ["string:bb"]), ("RenameImage", ["string:bb", "string:x"]),

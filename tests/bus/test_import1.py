@@ -90,6 +90,11 @@ def test_import_tar_and_export_roundtrip(bus, machd, tmp_path):
     with tarfile.open(out) as t:
         t.extractall(back)
     assert tree(back) == FILES
+    # machd's log names each transfer in the direction the data went (issue 19: the export line
+    # read "export-tar  -> imported").
+    log = machd.log.read_text()
+    assert "import-tar the caller's file descriptor -> imported started" in log, log
+    assert "export-tar imported -> the caller's file descriptor started" in log, log
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):

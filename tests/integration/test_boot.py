@@ -225,7 +225,7 @@ def test_busybox_init_reboot_restarts(spawn_bin, tree):
 def test_untrusted_settings_keys_are_ignored(spawn_bin, tree, tmp_path):
     # A .nspawn file next to the tree is the image's word, not the administrator's.
     (tree.parent / "bbtree.nspawn").write_text(
-        "[Exec]\nEnvironment=FROM_FILE=1\nCapability=CAP_SYS_MODULE\n"
+        "[Exec]\nEnvironment=FROM_FILE=1\nCapability=CAP_SYS_MODULE\nBogus=1\n"
         "[Files]\nBind=/etc:/hostetc\n")
     r = subprocess.run([spawn_bin, "-P", "-D", str(tree), "--", "/bin/sh", "-c",
                         "echo env=$FROM_FILE; ls -d /hostetc 2>&1; grep CapBnd /proc/self/status"],
@@ -236,6 +236,12 @@ def test_untrusted_settings_keys_are_ignored(spawn_bin, tree, tmp_path):
     bnd = int(r.stdout.split("CapBnd:")[1].split()[0], 16)
     assert not bnd & (1 << 16)
     assert "Bind=" in r.stderr and "Capability=" in r.stderr
+    # Each warning names its file once (issue 19: it used to be "FILE: FILE: ignoring ...").
+    nspawn_file = str(tree.parent / "bbtree.nspawn")
+    warnings = [l for l in r.stderr.splitlines() if "ignoring" in l or "Bogus" in l]
+    assert len(warnings) >= 3, r.stderr
+    for line in warnings:
+        assert line.count(nspawn_file) == 1, line
     r = subprocess.run([spawn_bin, "-P", "--settings=trusted", "-D", str(tree), "--", "/bin/sh", "-c",
                         "ls -d /hostetc"], capture_output=True, text=True, timeout=30)
     assert r.stdout.strip() == "/hostetc", r.stderr

@@ -373,6 +373,23 @@ def test_resolv_conf_and_timezone(spawn_bin, tree):
     assert "ID=" in r.stdout and "systemd-nspawn" in r.stdout
 
 
+def test_bind_onto_a_dangling_etc_symlink_says_so(spawn_bin, tree):
+    # Issue 19: "No such file or directory" did not say that the tree's own file is the problem.
+    etc = tree / "etc"
+    (etc / "resolv.conf").unlink(missing_ok=True)
+    (etc / "resolv.conf").symlink_to("../run/systemd/resolve/stub-resolv.conf")
+    (etc / "localtime").unlink(missing_ok=True)
+    (etc / "localtime").symlink_to("/nowhere/zone")
+    for opt, name, target in (("--resolv-conf=bind-host", "resolv.conf", "../run/systemd/resolve/stub-resolv.conf"),
+                              ("--timezone=bind", "localtime", "/nowhere/zone")):
+        line = one_line_error(run(spawn_bin, tree, "-P", opt, cmd="true"))
+        assert f"{opt}: the tree's /etc/{name} is a dangling symlink (to '{target}')" in line, line
+    # A read-only run picks bind-host for resolv.conf by itself: a tree that links its resolv.conf
+    # elsewhere (resolved's stub) manages its own, and starts as it is.
+    r = sh(spawn_bin, tree, "readlink /etc/resolv.conf", "--read-only")
+    assert r.returncode == 0 and r.stdout.strip() == "../run/systemd/resolve/stub-resolv.conf", r.stderr
+
+
 def test_console_read_only_mode_uses_a_pty(spawn_bin, tree):
     # Without a terminal and without -P, output comes through the container's console pty.
     r = subprocess.run([spawn_bin, "-q", "-D", str(tree), "--", "/bin/sh", "-c", "tty; ls -l /dev/console; echo done"],

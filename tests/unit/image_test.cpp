@@ -396,6 +396,25 @@ TEST(Pool, RemovesVeryDeepTreesIteratively) {
     rmdir(tmpl);
 }
 
+TEST(Pool, IsPrivateToRoot) {
+    char tmpl[] = "/tmp/mk-pool-mode-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    const std::string made = std::string(tmpl) + "/new", existing = std::string(tmpl) + "/old";
+    mode_t old_umask = umask(0);
+    { ImagePool pool(made); }
+    ASSERT_EQ(mkdir(existing.c_str(), 0755), 0);
+    { ImagePool pool(existing); }
+    umask(old_umask);
+    struct stat st;
+    ASSERT_EQ(stat(made.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0700u);
+    ASSERT_EQ(stat(existing.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0700u);
+    rmdir(made.c_str());
+    rmdir(existing.c_str());
+    rmdir(tmpl);
+}
+
 // Needs a btrfs directory (root: mkfs.btrfs on a loop file, see test_images.py's btrfs_pool);
 // skipped unless MK_TEST_BTRFS_DIR names one.
 TEST(Pool, BtrfsSnapshotCloneAndRemove) {

@@ -4,6 +4,8 @@
 #include <string>
 
 #include "core/base/names.hpp"
+#include "core/base/strings.hpp"
+#include "core/spawn/option_values.hpp"
 
 using namespace mk::core;
 
@@ -63,4 +65,21 @@ TEST(BusLabel, EscapeAndRoundTrip) {
         EXPECT_EQ(bus_label_unescape(bus_label_escape(s)).value(), s);
     EXPECT_FALSE(bus_label_unescape("_zz").has_value());
     EXPECT_FALSE(bus_label_unescape("_2").has_value());
+}
+
+// Issue 19: one escaping for outside text in error texts, logs and the CLI.
+TEST(Strings, ControlCharactersAreEscapedAndEscapingTwiceChangesNothing) {
+    using mk::core::escape_control_chars;
+    EXPECT_EQ(escape_control_chars("plain name-1.x"), "plain name-1.x");
+    EXPECT_EQ(escape_control_chars("a\nb"), "a\\x0ab");
+    EXPECT_EQ(escape_control_chars("\x1b]0;pwn\a"), "\\x1b]0;pwn\\x07");
+    EXPECT_EQ(escape_control_chars(std::string_view("\0\x7f", 2)), "\\x00\\x7f");
+    EXPECT_EQ(escape_control_chars("back\\slash \xc3\xa9"), "back\\slash \xc3\xa9") << "UTF-8 and backslashes stay";
+    const std::string once = escape_control_chars("x\r\ny\t");
+    EXPECT_EQ(escape_control_chars(once), once);
+}
+
+TEST(Strings, QuoteValueKeepsOneLine) {
+    EXPECT_EQ(mk::core::quote_value("it's\n"), "'it\\'s\\x0a'");
+    EXPECT_EQ(mk::core::quote_value(std::string(300, 'a')), "'" + std::string(200, 'a') + "...'");
 }

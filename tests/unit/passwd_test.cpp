@@ -48,6 +48,10 @@ TEST(Passwd, ParseId) {
     EXPECT_FALSE(parse_id("12345678901"));
 }
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "core/kernel/userns.hpp"
 
 TEST(UserNamespace, PickIsDeterministicAlignedAndInThePool) {
@@ -62,4 +66,43 @@ TEST(UserNamespace, PickIsDeterministicAlignedAndInThePool) {
         EXPECT_NE(pick_uid_base(name, 0), pick_uid_base(name, 1));
     }
     EXPECT_NE(pick_uid_base("debian", 0), pick_uid_base("fedora", 0));
+}
+
+// Issue 19 B: which directories keep other users away from an idmapped tree.
+TEST(UserNamespace, OnlyARootDirectoryWithoutSearchBitsKeepsOthersOut) {
+    EXPECT_TRUE(keeps_out_other_users(0, 0, S_IFDIR | 0700));
+    EXPECT_TRUE(keeps_out_other_users(0, 0, S_IFDIR | 0750));   // group root: root only
+    EXPECT_TRUE(keeps_out_other_users(0, 100, S_IFDIR | 0740));  // group may read names, not enter
+    EXPECT_FALSE(keeps_out_other_users(0, 100, S_IFDIR | 0750)) << "members of group 100 can enter";
+    EXPECT_FALSE(keeps_out_other_users(0, 0, S_IFDIR | 0701));
+    EXPECT_FALSE(keeps_out_other_users(0, 0, S_IFDIR | 0755));
+    EXPECT_FALSE(keeps_out_other_users(0, 0, S_IFDIR | 01777));
+    EXPECT_FALSE(keeps_out_other_users(1000, 1000, S_IFDIR | 0700)) << "its owner can enter (and chmod it)";
+}
+
+TEST(UserNamespace, ReachabilityLooksAtTheDirectoriesAboveTheTree) {
+    if (geteuid() != 0) GTEST_SKIP() << "the directories must be root's";
+    char tmpl[] = "/tmp/mk-reach-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    const std::string base = tmpl, parent = base + "/parent", tree = parent + "/tree";
+    ASSERT_EQ(mkdir(parent.c_str(), 0755), 0);
+    ASSERT_EQ(mkdir(tree.c_str(), 0755), 0);
+    auto reachable = [&] {
+        UniqueFd fd(open(tree.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+        return reachable_by_other_users(fd.get());
+    };
+    ASSERT_EQ(chmod(base.c_str(), 0755), 0);
+    EXPECT_TRUE(reachable());
+    ASSERT_EQ(chmod(parent.c_str(), 0700), 0);
+    EXPECT_FALSE(reachable());
+    ASSERT_EQ(chmod(parent.c_str(), 0755), 0);
+    ASSERT_EQ(chmod(base.c_str(), 0700), 0);  // any directory on the way will do
+    EXPECT_FALSE(reachable());
+    // The tree's own mode does not count: container root could chmod it.
+    ASSERT_EQ(chmod(base.c_str(), 0755), 0);
+    ASSERT_EQ(chmod(tree.c_str(), 0700), 0);
+    EXPECT_TRUE(reachable());
+    rmdir(tree.c_str());
+    rmdir(parent.c_str());
+    rmdir(base.c_str());
 }

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/netlink.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -106,6 +107,42 @@ TEST(Seccomp, NetlinkAuditIsEafnosupport) {
     EXPECT_EQ(run_filtered(p, [] { return err_of(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)); }), 0);
 }
 
+// T-22, issue 19 A: no keystrokes into a terminal. The requests go to /dev/null (not a tty): the
+// kernel would say ENOTTY, so EPERM can only be the filter's. The kernel reads the request as a
+// 32-bit int, so TIOCSTI with garbage in the upper half is TIOCSTI as well (CVE-2019-10063).
+int ioctl_errno(unsigned long request) {
+    int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (fd < 0) return 100;
+    char c = 'x';
+    return err_of(syscall(SYS_ioctl, fd, request, &c));
+}
+
+void expect_terminal_ioctls_refused(const std::vector<BpfProgram>& p) {
+    constexpr unsigned long kHigh = 0x123UL << 32;
+    EXPECT_EQ(run_filtered(p, [] { return ioctl_errno(TIOCSTI); }), EPERM);
+    EXPECT_EQ(run_filtered(p, [] { return ioctl_errno(kHigh | TIOCSTI); }), EPERM);
+    EXPECT_EQ(run_filtered(p, [] { return ioctl_errno(0xffffffff00000000UL | TIOCSTI); }), EPERM);
+    EXPECT_EQ(run_filtered(p, [] { return ioctl_errno(TIOCLINUX); }), EPERM);
+    EXPECT_EQ(run_filtered(p, [] { return ioctl_errno(kHigh | TIOCLINUX); }), EPERM);
+    // Other terminal ioctls are the kernel's to answer.
+    EXPECT_EQ(run_filtered(p, [] { return ioctl_errno(TCGETS); }), ENOTTY);
+    EXPECT_EQ(run_filtered(p, [] { return ioctl_errno(kHigh | TCGETS); }), ENOTTY);
+    EXPECT_EQ(run_filtered(p, [] { return ioctl_errno(TIOCSTI + 1); }), ENOTTY);  // TIOCGWINSZ
+}
+
+TEST(Seccomp, TerminalInjectionIoctlsAreRefusedWhateverTheUpperBits) {
+    // Without a filter the kernel truncates: the high-bits variant reaches the tty code (ENOTTY).
+    EXPECT_EQ(ioctl_errno((0x123UL << 32) | TIOCSTI), ENOTTY);
+    expect_terminal_ioctls_refused(default_programs());
+    // Also with the user's own edits, and an explicit allow of ioctl does not lift it.
+    SeccompPolicy p = default_policy();
+    parse_syscall_filter("ioctl @keyring", p.allow_extra, p.deny);
+    expect_terminal_ioctls_refused(seccomp_compile(p));
+    // The filter alone, as machd's exec helper installs it.
+    expect_terminal_ioctls_refused(seccomp_terminal_ioctl_filter());
+}
+
+
 TEST(Seccomp, ClockFollowsCapSysTime) {
     auto settime = [] { return err_of(syscall(SYS_clock_settime, CLOCK_REALTIME, nullptr)); };
     EXPECT_EQ(run_filtered(default_programs(), settime), EPERM);
@@ -147,9 +184,9 @@ long int80(long nr, long a = 0, long b = 0, long c = 0, long d = 0) {
     return ret;
 }
 
-// Whether `int $0x80` reaches the i386 syscall table. Probed in a child: a kernel booted without
-// IA-32 emulation (or a hypervisor that disables it) may answer with SIGSEGV instead of -ENOSYS.
-bool ia32_syscalls_work() {
+// A kernel booted with ia32_emulation=0 (or built without it) answers `int $0x80` with a general
+// protection fault, i.e. SIGSEGV: probe in a child.
+bool has_ia32_emulation() {
     pid_t pid = fork();
     if (pid == 0) _exit(int80(20 /* i386 getpid */) == getpid() ? 0 : 1);
     int status = 0;
@@ -157,13 +194,30 @@ bool ia32_syscalls_work() {
 }
 
 TEST(Seccomp, I386AbiIsFiltered) {
-    if (!ia32_syscalls_work()) GTEST_SKIP() << "no IA-32 emulation in this kernel";
+    if (!has_ia32_emulation()) GTEST_SKIP() << "no IA-32 emulation in this kernel";
     const auto& p = default_programs();
     EXPECT_EQ(run_filtered(p, [] { return int80(20) > 0 ? 0 : 1; }), 0);
     EXPECT_EQ(run_filtered(p, [] { return int(-int80(283 /* i386 kexec_load */)); }), EPERM);
     EXPECT_EQ(run_filtered(p, [] { return int(-int80(357 /* i386 bpf */)); }), EPERM);
     EXPECT_EQ(run_filtered(p, [] { return int(-int80(336 /* i386 perf_event_open */)); }), EPERM);
     EXPECT_EQ(run_filtered(p, [] { return int(-int80(1000)); }), ENOSYS);
+}
+
+TEST(Seccomp, TerminalInjectionIoctlsAreRefusedForI386) {
+    if (!has_ia32_emulation()) GTEST_SKIP() << "no IA-32 emulation in this kernel";
+    for (const auto* progs : {&default_programs(), &seccomp_terminal_ioctl_filter()}) {
+        EXPECT_EQ(run_filtered(*progs, [] {
+                      int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+                      return int(-int80(54 /* i386 ioctl */, fd, TIOCSTI, 0));
+                  }),
+                  EPERM);
+        // Not a terminal: the kernel's answer for another request.
+        EXPECT_EQ(run_filtered(*progs, [] {
+                      int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+                      return int(-int80(54, fd, TCGETS, 0));
+                  }),
+                  ENOTTY);
+    }
 }
 #endif
 

@@ -263,6 +263,11 @@ ImagePool::ImagePool(std::string path) : path_(std::move(path)) {
     if (mkdir(path_.c_str(), 0700) < 0 && errno != EEXIST) throw_last_error("cannot create image pool " + path_);
     fd_.reset(open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!fd_) throw_last_error("cannot open image pool " + path_);
+    // Other users must not reach the trees: under -U with an idmapped tree a setuid file container
+    // root leaves is host root's (issue 19 B), and spawn refuses such trees. tmpfiles' "Q ... 0700"
+    // puts the mode back the same way; best effort (a pool that is not ours stays as it is).
+    struct stat st;
+    if (fstat(fd_.get(), &st) == 0 && st.st_uid == geteuid() && (st.st_mode & 077)) (void)fchmod(fd_.get(), 0700);
     struct statfs sfs;
     btrfs_ = fstatfs(fd_.get(), &sfs) == 0 && static_cast<unsigned long>(sfs.f_type) == BTRFS_SUPER_MAGIC;
 }

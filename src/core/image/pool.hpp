@@ -50,7 +50,8 @@ struct ImageInfo {
 
 class ImagePool {
 public:
-    // Opens (creating it 0700 if missing, as tmpfiles' "Q /var/lib/machines 0700") the pool.
+    // Opens (creating it 0700 if missing, as tmpfiles' "Q /var/lib/machines 0700") the pool, and
+    // takes an existing one of ours back to 0700 (no other user may reach the trees, issue 19 B).
     explicit ImagePool(std::string path = "/var/lib/machines");
 
     const std::string& path() const { return path_; }

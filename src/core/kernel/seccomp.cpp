@@ -5,6 +5,7 @@
 #include <linux/netlink.h>
 #include <linux/seccomp.h>
 #include <seccomp.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -206,7 +207,30 @@ BpfProgram compile_main(uint32_t arch, const std::vector<Rule>& rules) {
     return export_bpf(ctx);
 }
 
-std::optional<BpfProgram> compile_netlink_audit(uint32_t arch) {
+// TIOCSTI pushes bytes into a terminal's input queue and TIOCLINUX (subcode 2/3: selections)
+// can paste; on a terminal of the host (--console=pipe, `machctl shell` on a pipe) either types
+// commands into the user's shell, unless the kernel has legacy_tiocsti=0. Container root without
+// -U holds CAP_SYS_ADMIN, which passes the kernel's own check. As nspawn and flatpak, refuse both.
+//
+// The kernel reads the request as `unsigned int`: (0x123UL << 32) | TIOCSTI *is* TIOCSTI to it.
+// A rule comparing all 64 bits of the argument never matches that value (CVE-2019-10063, flatpak's
+// bypass), so the rule compares the low 32 bits only: every 64-bit value the kernel truncates to
+// TIOCSTI is refused.
+int add_terminal_ioctl_rules(void* ctx) {
+    int nr = seccomp_syscall_resolve_name("ioctl");
+    if (nr == __NR_SCMP_ERROR) return 0;
+    int added = 0;
+    for (unsigned long req : {static_cast<unsigned long>(TIOCSTI), static_cast<unsigned long>(TIOCLINUX)}) {
+        scmp_arg_cmp cmp{1, SCMP_CMP_MASKED_EQ, 0xffffffffu, req};
+        int e = seccomp_rule_add_exact_array(ctx, SCMP_ACT_ERRNO(EPERM), nr, 1, &cmp);
+        if (e == -EDOM || e == -EEXIST) continue;
+        check_scmp(e, "seccomp_rule_add(ioctl)");
+        added++;
+    }
+    return added;
+}
+
+std::optional<BpfProgram> compile_argument_filters(uint32_t arch) {
     // Argument filters that the main allow-list cannot express (libseccomp will not mix a
     // conditional errno rule with an unconditional allow of the same syscall in one filter).
     Ctx ctx = new_ctx(arch, SCMP_ACT_ALLOW);
@@ -238,6 +262,7 @@ std::optional<BpfProgram> compile_netlink_audit(uint32_t arch) {
         check_scmp(e, std::string("seccomp_rule_add(") + m.name + ")");
         any = true;
     }
+    if (add_terminal_ioctl_rules(ctx.get()) > 0) any = true;
     if (!any) return std::nullopt;
     return export_bpf(ctx);
 }
@@ -288,9 +313,11 @@ void parse_syscall_filter(std::string_view arg, std::vector<std::string>& allow,
 }
 
 std::string seccomp_policy_key(const SeccompPolicy& p) {
+    // The version prefix changes whenever the generated programs change for an unchanged policy
+    // (2: the terminal ioctl rules), so that no cache file of an older spawn is loaded.
     char caps[32];
     snprintf(caps, sizeof caps, "%llx", static_cast<unsigned long long>(p.retained_caps & relevant_caps()));
-    return std::string("mk-seccomp-1 caps=") + caps + " allow=" + join_sorted(p.allow_extra) +
+    return std::string("mk-seccomp-2 caps=") + caps + " allow=" + join_sorted(p.allow_extra) +
            " deny=" + join_sorted(p.deny);
 }
 
@@ -298,8 +325,21 @@ std::vector<BpfProgram> seccomp_compile(const SeccompPolicy& policy) {
     const std::vector<Rule> rules = policy_rules(policy);
     std::vector<BpfProgram> progs;
     for (uint32_t arch : kArchs)
-        if (auto p = compile_netlink_audit(arch)) progs.push_back(std::move(*p));
+        if (auto p = compile_argument_filters(arch)) progs.push_back(std::move(*p));
     for (uint32_t arch : kArchs) progs.push_back(compile_main(arch, rules));
+    return progs;
+}
+
+const std::vector<BpfProgram>& seccomp_terminal_ioctl_filter() {
+    // Compiled once per process (a few hundred microseconds); then only loaded.
+    static const std::vector<BpfProgram> progs = [] {
+        std::vector<BpfProgram> out;
+        for (uint32_t arch : kArchs) {
+            Ctx ctx = new_ctx(arch, SCMP_ACT_ALLOW);
+            if (add_terminal_ioctl_rules(ctx.get()) > 0) out.push_back(export_bpf(ctx));
+        }
+        return out;
+    }();
     return progs;
 }
 

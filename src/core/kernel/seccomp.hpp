@@ -41,7 +41,8 @@ void parse_syscall_filter(std::string_view arg, std::vector<std::string>& allow,
 // same programs (capabilities that do not affect the filter are masked out, lists sorted).
 std::string seccomp_policy_key(const SeccompPolicy& policy);
 
-// Always compiles with libseccomp. Programs are in install order: the NETLINK_AUDIT filters first,
+// Always compiles with libseccomp. Programs are in install order: the argument filters first
+// (NETLINK_AUDIT sockets, block device nodes, ioctl TIOCSTI/TIOCLINUX),
 // then the main filters for x86, x32 and x86-64 (native last, so a user deny of seccomp() cannot
 // stop the remaining filters from loading). Throws std::system_error on libseccomp failures.
 std::vector<BpfProgram> seccomp_compile(const SeccompPolicy& policy);
@@ -54,6 +55,12 @@ std::optional<std::vector<BpfProgram>> seccomp_precompiled(const SeccompPolicy& 
 // cache is an optimisation); an empty cache_dir disables the cache.
 std::vector<BpfProgram> seccomp_programs_for(const SeccompPolicy& policy,
                                              const std::string& cache_dir = kDefaultSeccompCacheDir);
+
+// Only the refusal of ioctl(TIOCSTI) and ioctl(TIOCLINUX) (whatever the upper 32 bits of the
+// request), for x86, x32 and x86-64: for commands machd starts in a running container on the
+// caller's own descriptors, which may be a host terminal. Compiled on first use, then cached;
+// call it before fork(). Throws std::system_error on libseccomp failures.
+const std::vector<BpfProgram>& seccomp_terminal_ioctl_filter();
 
 // The x86-64 names the policy allows (sorted), for review and the golden-file test (T-21).
 std::vector<std::string> seccomp_allowed_syscalls(const SeccompPolicy& policy);

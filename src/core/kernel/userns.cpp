@@ -6,11 +6,10 @@
 #include <sys/xattr.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <algorithm>
@@ -33,20 +32,7 @@ uint32_t pick_uid_base(std::string_view name, unsigned attempt) {
     return static_cast<uint32_t>(kPickFirst + slot * 0x10000);
 }
 
-UniqueFd lock_uid_range(uint32_t shift) {
-    UniqueFd fd(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    if (!fd) throw_last_error("socket");
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    std::string key = "machkit/uidrange/" + std::to_string(shift);
-    std::memcpy(sa.sun_path + 1, key.data(), key.size());
-    socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + key.size());
-    if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), len) < 0) {
-        if (errno == EADDRINUSE) return UniqueFd();
-        throw_last_error("cannot lock UID range " + std::to_string(shift));
-    }
-    return fd;
-}
+RunLock lock_uid_range(uint32_t shift) { return RunLock::try_take("uidrange/" + std::to_string(shift)); }
 
 std::string id_map_text(const IdRange& r, const std::vector<IdMapping>& extra) {
     std::vector<IdMapping> cuts = extra;
@@ -179,6 +165,35 @@ void shift_tree_ownership(int root_fd, const IdRange& range) {
     if (fchown(root_fd, u, g) < 0) throw_last_error("cannot chown the tree's root");
     std::string v = std::to_string(range.shift);
     if (fsetxattr(root_fd, kShiftXattr, v.data(), v.size(), 0) < 0) throw_last_error("cannot record the tree's UID shift");
+}
+
+bool keeps_out_other_users(uid_t owner, gid_t group, mode_t mode) {
+    if (owner != 0 || (mode & S_IXOTH)) return false;
+    return !(mode & S_IXGRP) || group == 0;
+}
+
+bool reachable_by_other_users(int dir_fd) {
+    char link[PATH_MAX + 1];
+    std::string self = "/proc/self/fd/" + std::to_string(dir_fd);
+    ssize_t n = readlink(self.c_str(), link, PATH_MAX);
+    if (n < 0) throw_last_error("cannot find the path of " + self);
+    std::string path(link, static_cast<size_t>(n));
+    if (!path.starts_with('/')) return true;  // "(deleted)" and the like: nothing to judge by
+    UniqueFd cur(open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!cur) throw_last_error("cannot open /");
+    size_t pos = 1;
+    for (;;) {
+        struct stat st;
+        if (fstat(cur.get(), &st) < 0) throw_last_error("cannot stat a directory above " + path);
+        if (keeps_out_other_users(st.st_uid, st.st_gid, st.st_mode)) return false;
+        size_t slash = path.find('/', pos);
+        if (slash == std::string::npos) return true;  // `cur` is the parent; the tree itself is next
+        std::string comp = path.substr(pos, slash - pos);
+        pos = slash + 1;
+        if (comp.empty()) continue;
+        cur.reset(openat(cur.get(), comp.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!cur) throw_last_error("cannot open " + path.substr(0, slash));
+    }
 }
 
 }  // namespace mk::core

@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/base/run_lock.hpp"
 #include "core/base/unique_fd.hpp"
 
 namespace mk::core {
@@ -25,9 +26,9 @@ inline constexpr uint32_t kPickLast = 0x6FFF0000;
 // same range each time it starts), spread by a hash of the name. Pure.
 uint32_t pick_uid_base(std::string_view name, unsigned attempt);
 
-// Holds a range while the machine runs: an abstract AF_UNIX socket bound to
-// "machkit/uidrange/<shift>", released by the kernel however spawn ends. Invalid fd if taken.
-UniqueFd lock_uid_range(uint32_t shift);
+// Holds a range while the machine runs: the run lock "uidrange/<shift>" (run_lock.hpp), released
+// by the kernel however spawn ends and out of any container's reach. Empty if taken.
+RunLock lock_uid_range(uint32_t shift);
 
 // One more single ID: `inside` in the container is `outside` on the host (--bind-user=).
 struct IdMapping {
@@ -54,5 +55,20 @@ namespace mk::core {
 // second start with the same range costs nothing and one with another range shifts back first.
 // Never follows symlinks and never leaves the tree's file system (T-09). Throws on failure.
 void shift_tree_ownership(int root_fd, const IdRange& range);
+
+// Under --private-users-ownership=map a file that container root creates is owned by host root on
+// disk and keeps its setuid bit (issue 19 B): any host user who can walk to the tree could run it
+// as root. These answer whether one can.
+//
+// Whether a directory with this owner and mode stops every user but root from searching it: root's,
+// with no search bit for others, nor for its group unless that group is root's. Pure.
+bool keeps_out_other_users(uid_t owner, gid_t group, mode_t mode);
+
+// Whether a user other than root can walk to the directory `dir_fd` along its path: true unless a
+// directory above it, from / down to its parent, keeps out other users. The directory itself does
+// not count (container root owns it through the idmapped mount and may chmod it). Only the path
+// the kernel reports for `dir_fd` is checked, not other mounts of the same file system. Throws
+// std::system_error when a directory on the way cannot be examined.
+bool reachable_by_other_users(int dir_fd);
 
 }  // namespace mk::core

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/kernel/seccomp.hpp"
 #include "core/machine/machine_error.hpp"
 
 namespace mk::core {
@@ -82,6 +83,8 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
     envp.push_back(nullptr);
     const std::vector<std::string> procs = leader_procs_files(m.leader, cgroup_root);
     const int ns_flags = machine_namespace_flags(m.leader);
+    // The command may run on the caller's terminal: it must not type into it (T-22, TIOCSTI).
+    const std::vector<BpfProgram>& terminal_filter = seccomp_terminal_ioctl_filter();
 
     StepPipe steps;
     int p[2];
@@ -100,7 +103,7 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
                 ::close(fd);
             }
         }
-        if (::setns(m.leader_pidfd.get(), ns_flags) < 0) steps.fail(1);
+        if (join_machine_namespaces(m, ns_flags) < 0) steps.fail(1);
         pid_t waiter = ::fork();
         if (waiter < 0) steps.fail(2);
         if (waiter > 0) _exit(0);
@@ -128,8 +131,17 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
             for (int i = 0; i < 3; i++)
                 if (::dup2(high[i], i) < 0) steps.fail(6);
             if (stdio.tty && ::ioctl(0, TIOCSCTTY, 0) < 0) steps.fail(5);
-            if (command.uid != 0 || command.gid != 0) {
-                if (::setgroups(0, nullptr) < 0 || ::setgid(command.gid) < 0 || ::setuid(command.uid) < 0) steps.fail(7);
+            // Before dropping to the user: installing it needs CAP_SYS_ADMIN (or no_new_privs).
+            if (int e = seccomp_install(terminal_filter); e < 0) {
+                errno = -e;
+                steps.fail(9);
+            }
+            // setns() into the machine's user namespace keeps machd's credentials (host root, which
+            // is nobody inside): become the user there, root included.
+            if (command.uid != 0 || command.gid != 0 || (ns_flags & CLONE_NEWUSER)) {
+                if (::setgroups(0, nullptr) < 0 || ::setresgid(command.gid, command.gid, command.gid) < 0 ||
+                    ::setresuid(command.uid, command.uid, command.uid) < 0)
+                    steps.fail(7);
             }
             if (::chdir(command.home.c_str()) < 0) (void)!::chdir("/");
             ::execve(command.path.c_str(), argv.data(), envp.data());

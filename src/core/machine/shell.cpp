@@ -5,6 +5,7 @@
 #include <linux/openat2.h>
 #include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/stat.h>
@@ -112,6 +113,11 @@ int machine_namespace_flags(pid_t leader) {
         ::stat(("/proc/" + std::to_string(leader) + "/ns/user").c_str(), &theirs) == 0 && ours.st_ino != theirs.st_ino)
         flags |= CLONE_NEWUSER;
     return flags;
+}
+
+int join_machine_namespaces(const Machine& m, int ns_flags) noexcept {
+    if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) return -1;
+    return ::setns(m.leader_pidfd.get(), ns_flags);
 }
 
 ResolvedCommand resolve_command(const Machine& m, const ShellRequest& req) {
@@ -301,8 +307,10 @@ Pty open_machine_shell(const Machine& m, const ShellRequest& req, const std::vec
 
 void throw_entry_failure(const StepFailure& failure, const std::string& path, const Machine& m) {
     static const char* const steps[] = {"start", "join namespaces", "fork", "setsid", "open terminal",
-                                        "set controlling terminal", "redirect stdio", "change user"};
-    std::string what = failure.step == 8 ? "execute " + path : steps[failure.step > 0 && failure.step < 8 ? failure.step : 0];
+                                        "set controlling terminal", "redirect stdio", "change user",
+                                        "execute", "install the system call filter"};
+    constexpr int kSteps = sizeof steps / sizeof steps[0];
+    std::string what = failure.step == 8 ? "execute " + path : steps[failure.step > 0 && failure.step < kSteps ? failure.step : 0];
     throw std::system_error(failure.err, std::generic_category(), "Failed to " + what + " in machine " + m.name);
 }
 

@@ -68,6 +68,16 @@ ResolvedCommand resolve_command(const Machine& m, const ShellRequest& req);
 // differs from ours (setns into our own would fail).
 int machine_namespace_flags(pid_t leader);
 
+// Joins the namespaces `ns_flags` of the machine's leader, from a forked single-threaded helper,
+// after making the helper non-dumpable (T-03): a helper inside the machine's PID namespace is
+// visible to container root, who holds CAP_SYS_PTRACE there (also under -U: it is that user
+// namespace's root). A non-dumpable process can be traced, or its /proc/PID/fd and mem read, only
+// with CAP_SYS_PTRACE in the user namespace its memory belongs to, the host's: so machd's fds that
+// the helper still holds stay out of the guest's reach. Used by the exec helper; the shell and
+// login helpers still call setns() directly (see docs/security.md T-03). Async-signal-safe.
+// 0, or -1 with errno.
+int join_machine_namespaces(const Machine& m, int ns_flags) noexcept;
+
 // A shell or exec helper's failed step (1 join namespaces, 2 fork, 3 setsid, 4 open terminal,
 // 5 set controlling terminal, 6 redirect stdio, 7 change user, 8 execute PATH) as the error
 // callers see: "Failed to execute /bin/x in machine m: <errno text>".

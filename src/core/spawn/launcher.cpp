@@ -38,6 +38,7 @@
 #include "core/base/names.hpp"
 #include "core/base/notify.hpp"
 #include "core/base/passwd.hpp"
+#include "core/base/run_lock.hpp"
 #include "core/base/strings.hpp"
 #include "core/base/tree_copy.hpp"
 #include "core/kernel/capabilities.hpp"
@@ -141,23 +142,6 @@ bool is_executable_in_root(int root_fd, const std::string& path) {
     return fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0111);
 }
 
-// An abstract AF_UNIX socket as a lock: the kernel releases it when spawn dies, however it dies,
-// so a crashed spawn never leaves a stale lock file behind.
-UniqueFd take_name_lock(const std::string& name) {
-    UniqueFd fd(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    if (!fd) throw_last_error("socket");
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    std::string key = "machkit/spawn/" + name;
-    std::memcpy(sa.sun_path + 1, key.data(), key.size());
-    socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + key.size());
-    if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), len) < 0) {
-        if (errno == EADDRINUSE) return UniqueFd();
-        throw_last_error("cannot lock " + name);
-    }
-    return fd;
-}
-
 void send_error(int chan, int err, const std::string& text) noexcept {
     ErrorMsg m{};
     m.type = Msg::Error;
@@ -235,7 +219,7 @@ struct Prepared {
     Uuid uuid{};
     std::optional<IdRange> userns;  // --private-users: the container's UID/GID range
     bool idmap = false;             // the root is an idmapped mount (ownership "map")
-    UniqueFd uid_lock;              // holds the range while the machine runs
+    RunLock uid_lock;               // holds the range while the machine runs
     UniqueFd userns_fd;             // the namespace, made anew for each run
     std::string host_os_release;
     std::string container_manager = "systemd-nspawn";
@@ -270,6 +254,22 @@ void bring_up_loopback() {
 
 bool root_is_read_only(const SpawnSpec& spec) {
     return spec.read_only || spec.volatile_mode == VolatileMode::State;
+}
+
+// The target of the tree's /etc/NAME when it is a symlink that leads nowhere inside the tree (a
+// bind mount cannot land on it), else nullopt.
+std::optional<std::string> dangling_etc_symlink(int root_fd, int etc_fd, const char* name) {
+    struct stat st;
+    if (fstatat(etc_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISLNK(st.st_mode)) return std::nullopt;
+    if (open_in_root(root_fd, std::string("/etc/") + name, O_PATH).valid() || errno != ENOENT) return std::nullopt;
+    char target[PATH_MAX];
+    ssize_t n = readlinkat(etc_fd, name, target, sizeof target - 1);
+    return n > 0 ? std::string(target, static_cast<size_t>(n)) : std::string("?");
+}
+
+[[noreturn]] void throw_dangling(const std::string& option, const char* name, const std::string& target) {
+    throw UsageError(option + ": the tree's /etc/" + name + " is a dangling symlink (to " + quote_value(target) +
+                     "), so nothing can be bound onto it; remove it or point it at a file, or pick another mode");
 }
 
 // --resolv-conf: which host file goes into the container's /etc/resolv.conf, and how.
@@ -310,6 +310,12 @@ void setup_resolv_conf(int root_fd, const SpawnSpec& spec) {
     if (action == Bind) {
         if (access(source, F_OK) < 0) throw_errno(ENOENT, std::string("--resolv-conf: the host has no ") + source);
         if (!exists && read_only) return;  // nowhere to bind onto
+        if (auto target = dangling_etc_symlink(root_fd, etc.get(), "resolv.conf")) {
+            // auto: a tree that links its resolv.conf elsewhere (resolved's stub, say) manages its
+            // own, as copy-* modes respect; an explicit bind-* was asked for and cannot be done.
+            if (spec.resolv_conf == M::Auto) return;
+            throw_dangling("--resolv-conf=" + std::string(to_string(m)), "resolv.conf", *target);
+        }
         MountStep b;
         b.kind = StepKind::Bind;
         b.source = source;
@@ -369,6 +375,7 @@ void write_integration_files(int root_fd, int etc_root_fd, const Prepared& p, co
         unlinkat(etc.get(), "localtime", 0);
         write_file_at(etc.get(), "localtime", *data, 0644);
     } else if (tz == TimezoneMode::Bind) {
+        if (auto t = dangling_etc_symlink(root_fd, etc.get(), "localtime")) throw_dangling("--timezone=bind", "localtime", *t);
         MountStep b;
         b.kind = StepKind::Bind;
         b.source = "/etc/localtime";
@@ -808,6 +815,26 @@ void check_verity(const SpawnSpec& s) {
     throw UsageError("--root-hash=/--verity-data= (dm-verity) is not supported by spawn yet; run the image without them");
 }
 
+// Under the idmapped mount a file container root makes is host root's on disk and keeps its
+// setuid bit: a host user who can walk to the tree could run it as root (issue 19 B). Only trees
+// whose writes reach the disk count; an explicit --private-users-ownership=map is the user's call.
+void check_idmapped_tree_is_private(const SpawnSpec& spec, int root_fd) {
+    const bool writes_persist = spec.image.empty() && !spec.read_only && !spec.ephemeral &&
+                                spec.volatile_mode == VolatileMode::No;
+    if (!writes_persist || !reachable_by_other_users(root_fd)) return;
+    std::string dir = spec.directory;
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    const size_t slash = dir.rfind('/');
+    const std::string parent = slash == std::string::npos ? "." : slash == 0 ? "/" : dir.substr(0, slash);
+    if (spec.userns_ownership == UserNamespaceOwnership::Map) {
+        fprintf(stderr, "Warning: %s can be reached by users other than root, and files container root makes "
+                        "in it are host root's (--private-users-ownership=map).\n", dir.c_str());
+        return;
+    }
+    throw UsageError(dir + " can be reached by users other than root, so a setuid file container root leaves in it "
+                     "would give them root: chmod 0700 " + parent + ", or use --private-users-ownership=chown");
+}
+
 // Whether the file system under `dir_fd` takes an idmapped mount: tried on a detached clone.
 bool idmap_supported(int dir_fd, const IdRange& r) {
     UniqueFd clone(open_tree(dir_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH));
@@ -964,6 +991,7 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
             shift_tree_ownership(rw.get(), r);
         }
         p.idmap = own == UserNamespaceOwnership::Map && r.shift != 0;
+        if (p.idmap) check_idmapped_tree_is_private(spec, root);
         p.plan = build_mount_plan(with_journal_link(spec, root, p.root_path), r.shift);
     } else {
         p.plan = build_mount_plan(with_journal_link(spec, root, p.root_path));
@@ -1488,21 +1516,28 @@ Launcher::Launcher(SpawnSpec spec, LaunchHooks hooks) : spec_(std::move(spec)), 
 
 int Launcher::run() {
     if (geteuid() != 0) throw UsageError("spawn must be run as root (it creates namespaces and mounts)");
+    // As nspawn's notice: on a terminal, pipe mode hands the payload the user's terminal itself.
+    if (spec_.console == ConsoleMode::Pipe && !spec_.quiet && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO))
+        fprintf(stderr, "Console mode 'pipe' selected, but standard input and output are a terminal: the container "
+                        "gets no terminal of its own and no job control (--console=interactive gives both). "
+                        "Proceeding anyway.\n");
     Prepared p = prepare(spec_, static_cast<bool>(hooks_.register_machine));
     cap_last_cap();  // cache before clone
     signal(SIGPIPE, SIG_IGN);
 
-    UniqueFd name_lock = take_name_lock(spec_.machine_name);
+    // In a root-only directory of the host (run_lock.hpp): no container can take a name first.
+    RunLock name_lock = RunLock::try_take("machine/" + spec_.machine_name);
     if (!name_lock)
         throw UsageError("machine name '" + spec_.machine_name + "' is already in use by a running container; pick another with -M");
+    sweep_stale_run_locks();  // files of spawns that were SIGKILLed before they could remove them
     // Two containers writing one tree would corrupt it: a writable tree is taken exclusively (by
     // device and inode, so every path to it counts); --read-only and throw-away runs share it.
-    UniqueFd image_lock;
+    RunLock image_lock;
     if (!spec_.read_only && !spec_.ephemeral && spec_.volatile_mode == VolatileMode::No) {
         struct stat st;
         if (!spec_.image.empty() ? stat(spec_.image.c_str(), &st) < 0 : fstat(p.root_dir.get(), &st) < 0)
             throw_last_error("stat " + (spec_.image.empty() ? spec_.directory : spec_.image));
-        image_lock = take_name_lock("image/" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino));
+        image_lock = RunLock::try_take("image/" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino));
         if (!image_lock)
             throw UsageError((spec_.image.empty() ? spec_.directory : spec_.image) +
                              " is in use by another running container; use --ephemeral or --read-only to share it");

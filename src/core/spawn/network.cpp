@@ -23,6 +23,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/fs_at.hpp"
+#include "core/base/run_lock.hpp"
 #include "core/kernel/nft.hpp"
 
 extern char** environ;
@@ -229,23 +230,21 @@ pid_t run_nft_helper(const std::vector<std::string>& args, const std::string& sc
 }
 
 // Records of which elements each running machine added, per network namespace (nftables state is
-// per namespace; so are the abstract-socket name locks that say whether a machine still runs).
+// per namespace). Whether a machine still runs is its name lock, which is host-wide.
 std::string records_dir() {
     struct stat st;
     if (stat("/proc/self/ns/net", &st) < 0) throw_last_error("cannot stat our network namespace");
     return std::string(kRunDir) + "/network/" + std::to_string(st.st_ino);
 }
 
+// Whether the machine's spawn still holds its name lock (run_lock.hpp); when in doubt, yes: a
+// record kept too long costs a stale element, one dropped too early breaks a running machine.
 bool machine_running(const std::string& name) {
-    UniqueFd fd(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    if (!fd) return true;
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    std::string key = "machkit/spawn/" + name;
-    if (key.size() + 1 > sizeof sa.sun_path) return true;
-    std::memcpy(sa.sun_path + 1, key.data(), key.size());
-    auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + key.size());
-    return bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), len) < 0 && errno == EADDRINUSE;
+    try {
+        return run_lock_held("machine/" + name);
+    } catch (const std::exception&) {
+        return true;
+    }
 }
 
 void remove_elements(int sock, const std::vector<NftElement>& elems) {

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "core/base/names.hpp"
+#include "core/base/strings.hpp"
 #include "core/kernel/capabilities.hpp"
 
 namespace mk::core {
@@ -191,23 +192,12 @@ constexpr std::array<RlimitName, kRlimitCount> kRlimitNames{{
 
 std::string quote_value(std::string_view value) {
     constexpr size_t kMax = 200;
-    std::string out = "'";
-    for (size_t i = 0; i < value.size() && i < kMax; i++) {
-        auto c = static_cast<unsigned char>(value[i]);
-        if (c == '\\' || c == '\'') {
-            out += '\\';
-            out += static_cast<char>(c);
-        } else if (c < 0x20 || c == 0x7f) {
-            out += "\\x";
-            out += "0123456789abcdef"[c >> 4];
-            out += "0123456789abcdef"[c & 15];
-        } else {
-            out += static_cast<char>(c);
-        }
+    std::string body;
+    for (char c : value.substr(0, kMax)) {
+        if (c == '\\' || c == '\'') body += '\\';
+        body += c;
     }
-    if (value.size() > kMax) out += "...";
-    out += "'";
-    return out;
+    return "'" + escape_control_chars(body) + (value.size() > kMax ? "..." : "") + "'";
 }
 
 bool parse_boolean(std::string_view s) {
