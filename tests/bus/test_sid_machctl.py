@@ -152,6 +152,9 @@ def test_sid_under_spawn_at_service(bus, machd, debian_tree, sid_tree, tmp_path)
         guest("/bin/systemd-run", "--unit=machd", "-p", "Type=dbus", "-p", "BusName=org.freedesktop.machine1",
               "/opt/mk/src/machd/machd")
 
+        # The pool is root-only, as tmpfiles makes it on a real system (`Q /var/lib/machines 0700`):
+        # spawn -U refuses an idmapped tree that other users can reach (docs/security.md T-14b).
+        guest("/bin/chmod", "0700", "/var/lib/machines")
         guest(mc, "start", "--timeout=60", "sid")
         r = guest(mc, "wait", "--timeout=150", "sid", check=False)
         assert r.returncode == 0, r.stderr + guest("/bin/journalctl", "-u", "spawn@sid", "--no-pager", "-n", "60",
