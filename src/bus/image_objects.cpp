@@ -56,12 +56,7 @@ std::vector<core::ImageInfo> ImageService::list() {
 }
 
 void ImageService::check_not_busy(const core::ImageInfo& info) {
-    // a machine whose root directory is the image (or inside it) runs from it.
-    for (core::Machine* m : machines_.registry().all()) {
-        const std::string& root = m->root_directory;
-        if (root.empty()) continue;
-        if (root == info.path || root.starts_with(info.path + "/")) throw_busy(info.name);
-    }
+    if (core::image_in_use(machines_, info.path)) throw_busy(info.name);
 }
 
 void ImageService::remove(sdbus::IObject& obj, const std::string& name) {

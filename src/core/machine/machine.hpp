@@ -47,6 +47,13 @@ struct Machine {
     bool ready = false;
     uint64_t realtime_usec = 0;
     uint64_t monotonic_usec = 0;
+    // Given only through io.systemd.Machine.Register (systemd >= 256 clients) and listed by List;
+    // not kept in the state file, so they are gone after a machd restart.
+    pid_t supervisor = 0;            // the registering peer (SO_PEERCRED), as machined 262
+    uint32_t vsock_cid = UINT32_MAX;  // VMADDR_CID_ANY: none
+    std::string ssh_address;
+    std::string ssh_private_key_path;
+    std::string control_address;     // the machine's io.systemd.MachineInstance socket
 
     [[nodiscard]] bool has_id() const noexcept;
 };
