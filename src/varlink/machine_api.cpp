@@ -40,7 +40,8 @@ Machine& lookup(core::MachineService& svc, const Request& r, const Params& p) {
     if (!name && !pid) throw_invalid_parameter("name");
     Machine* by_name = nullptr;
     if (name) {
-        if (!core::machine_name_is_valid(*name)) throw_invalid_parameter("name");
+        // Lookups accept ".host" (machined's VALID_HOSTNAME_DOT_HOST); registrations do not.
+        if (*name != ".host" && !core::machine_name_is_valid(*name)) throw_invalid_parameter("name");
         by_name = svc.find(*name);
         if (!by_name) no_such_machine();
     }

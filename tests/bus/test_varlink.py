@@ -1,0 +1,227 @@
+"""machd's Varlink API (io.systemd.Machine, io.systemd.MachineImage, org.varlink.service) against
+systemd 262's own programs from the sid tree (tests/helpers/sid-fixture.sh): varlinkctl, and
+machinectl 262 (which needs machd on D-Bus too, and from 261 on calls io.systemd.Machine.List before
+poweroff/reboot/terminate). The sid programs run through the tree's loader; machinectl runs in a
+private mount namespace with a tmpfs on /run/systemd, machd's Varlink directory bound to
+/run/systemd/machine - the host's /run/systemd/machine is never touched."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import create, wait_for
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def sid():
+    r = subprocess.run([str(HERE.parent / "helpers" / "sid-fixture.sh")], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("no sid tree: %s" % r.stderr.strip()[-300:])
+    tree = Path(r.stdout.strip().splitlines()[-1])
+    if not (tree / "usr/bin/varlinkctl").exists():
+        pytest.skip("the sid tree has no varlinkctl")
+    return tree
+
+
+def loader(tree):
+    libs = ":".join(str(tree / d) for d in ("usr/lib/x86_64-linux-gnu/systemd", "usr/lib/x86_64-linux-gnu",
+                                            "lib/x86_64-linux-gnu"))
+    return [str(tree / "lib64/ld-linux-x86-64.so.2"), "--library-path", libs]
+
+
+def let_everyone_reach(path):
+    """pytest's temp dirs are 0700: let an unprivileged client reach the 0666 sockets inside."""
+    path = Path(path)
+    while path not in (Path("/tmp"), Path("/")):
+        os.chmod(path, os.stat(path).st_mode | 0o011)
+        path = path.parent
+
+
+def varlinkctl(tree, *args, check=True, user=None):
+    cmd = loader(tree) + [str(tree / "usr/bin/varlinkctl")] + list(args)
+    if user:
+        cmd = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user, "--clear-groups"] + cmd
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    if check and r.returncode != 0:
+        raise AssertionError("varlinkctl %s: %s" % (" ".join(args), r.stderr))
+    return r
+
+
+def machinectl262(tree, bus, machd, *args, check=True):
+    prog = " ".join("'%s'" % a for a in loader(tree) + [str(tree / "usr/bin/machinectl")])
+    sh = ("mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system /run/systemd/machines /run/systemd/machine"
+          " && mount --bind %s /run/systemd/machines && mount --bind %s /run/systemd/machine"
+          ' && exec %s --no-pager "$@"' % (machd.state_dir, machd.varlink_dir, prog))
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", sh, "sh"] + list(args),
+                       env=bus.env(), capture_output=True, text=True, timeout=30)
+    if check and r.returncode != 0:
+        raise AssertionError("machinectl 262 %s: %s" % (" ".join(args), r.stderr))
+    return r
+
+
+def machined_idl(tree, tmp_path, which):
+    exe = tmp_path / "machined_idl"
+    if not exe.exists():
+        subprocess.run(["cc", "-o", str(exe), str(HERE.parent / "helpers" / "machined_idl.c"),
+                        str(tree / "usr/lib/x86_64-linux-gnu/systemd/libsystemd-shared-262.so"),
+                        "-Wl,--allow-shlib-undefined"], check=True)
+    return subprocess.run(loader(tree) + [str(exe), which], capture_output=True, text=True, check=True).stdout
+
+
+def records(out):
+    """varlinkctl --more prints one JSON object per reply (as a JSON sequence: RS before each)."""
+    return [json.loads(l.strip("\x1e")) for l in out.splitlines() if l.strip("\x1e").strip()]
+
+
+def sock(machd, iface="io.systemd.Machine"):
+    return str(machd.varlink_dir / iface)
+
+
+def test_sockets_are_0666(machd):
+    for iface in ("io.systemd.Machine", "io.systemd.MachineImage"):
+        st = os.stat(sock(machd, iface))
+        assert oct(st.st_mode & 0o7777) == "0o666"
+
+
+def test_introspection_matches_machined_262(sid, machd, tmp_path):
+    for iface, which in (("io.systemd.Machine", "Machine"), ("io.systemd.MachineImage", "MachineImage")):
+        ours = varlinkctl(sid, "introspect", sock(machd, iface), iface).stdout
+        theirs = machined_idl(sid, tmp_path, which)
+        assert ours.strip() == theirs.strip(), iface
+    info = json.loads(varlinkctl(sid, "info", "--json=short", sock(machd)).stdout)
+    assert set(info.get("interfaces", info.get("Interfaces", []))) == {"org.varlink.service", "io.systemd.Machine", "io.systemd.MachineImage"}
+    ours = varlinkctl(sid, "introspect", sock(machd), "org.varlink.service").stdout
+    assert ours.strip() == machined_idl(sid, tmp_path, "service").strip()
+
+
+def call(tree, machd, method, params, *flags, iface="io.systemd.Machine", check=True, user=None):
+    if user:
+        let_everyone_reach(machd.varlink_dir)
+    return varlinkctl(tree, "call", "--json=short", *flags, sock(machd, iface), method, json.dumps(params),
+                      check=check, user=user)
+
+
+def test_register_list_kill_terminate_over_varlink(sid, bus, machd, leaders):
+    p = leaders.spawn()
+    machd.created.add("vl-one")
+    call(sid, machd, "io.systemd.Machine.Register",
+         {"name": "vl-one", "class": "container", "service": "test", "leaderProcessId": {"pid": p.pid},
+          "rootDirectory": "/srv/vl", "allocateUnit": True, "controlAddress": "unix:/nonexistent"})
+    # The D-Bus side sees the same machine: one core.
+    r = bus.busctl("--json=short", "call", "org.freedesktop.machine1", "/org/freedesktop/machine1",
+                   "org.freedesktop.machine1.Manager", "GetMachine", "s", "vl-one")
+    assert r.returncode == 0
+    one = json.loads(call(sid, machd, "io.systemd.Machine.List", {"name": "vl-one"}).stdout)
+    assert one["name"] == "vl-one" and one["class"] == "container" and one["leader"]["pid"] == p.pid
+    assert one["rootDirectory"] == "/srv/vl" and one["controlAddress"] == "unix:/nonexistent"
+    assert one["unit"] == "machine-vl\\x2done.scope"
+    names = {m["name"] for m in records(call(sid, machd, "io.systemd.Machine.List", {}, "--more").stdout)}
+    assert {"vl-one", ".host"} <= names
+    # Without more, a full listing is refused as machined does.
+    r = call(sid, machd, "io.systemd.Machine.List", {}, check=False)
+    assert r.returncode != 0 and "called without 'more' flag" in r.stderr  # varlinkctl's text for ExpectedMore
+    meta = json.loads(call(sid, machd, "io.systemd.Machine.List", {"name": ".host", "acquireMetadata": "yes"}).stdout)
+    assert any(l.startswith("ID=") for l in meta["OSRelease"])
+    r = call(sid, machd, "io.systemd.Machine.List", {"name": "nope-nope"}, check=False)
+    assert "io.systemd.Machine.NoSuchMachine" in r.stderr
+    r = call(sid, machd, "io.systemd.Machine.List", {"name": "bad/name"}, check=False)
+    assert "Invalid argument" in r.stderr and json.loads(r.stdout) == {"parameter": "name"}  # InvalidParameter
+    # Unprivileged callers may list but not kill.
+    r = call(sid, machd, "io.systemd.Machine.Kill", {"name": "vl-one", "signal": 15}, check=False, user=65534)
+    assert "Permission denied" in r.stderr and p.poll() is None
+    call(sid, machd, "io.systemd.Machine.List", {"name": "vl-one"}, user=65534)
+    call(sid, machd, "io.systemd.Machine.Kill", {"name": "vl-one", "whom": "leader", "signal": 10})
+    assert wait_for(lambda: p.poll() is not None)
+    assert wait_for(lambda: "NoSuchMachine" in call(sid, machd, "io.systemd.Machine.List", {"name": "vl-one"},
+                                                     check=False).stderr)
+
+
+def test_duplicate_register_is_machine_exists(sid, bus, machd, leaders):
+    p = leaders.spawn()
+    machd.created.add("vl-dup")
+    params = {"name": "vl-dup", "class": "container", "leader": p.pid, "allocateUnit": True}
+    call(sid, machd, "io.systemd.Machine.Register", params)
+    r = call(sid, machd, "io.systemd.Machine.Register", params, check=False)
+    assert "io.systemd.Machine.MachineExists" in r.stderr
+    call(sid, machd, "io.systemd.Machine.Terminate", {"name": "vl-dup"})
+    assert wait_for(lambda: p.poll() is not None)
+
+
+def test_open_root_directory_passes_an_fd(sid, bus, machd, leaders, tmp_path):
+    p = leaders.spawn()
+    machd.created.add("vl-root")
+    call(sid, machd, "io.systemd.Machine.Register",
+         {"name": "vl-root", "class": "container", "leader": p.pid, "allocateUnit": True})
+    # varlinkctl prints the reply; the fd itself arrives with SCM_RIGHTS (index 0).
+    out = json.loads(call(sid, machd, "io.systemd.Machine.OpenRootDirectory", {"name": "vl-root"}).stdout)
+    assert out == {"fileDescriptor": 0}
+    call(sid, machd, "io.systemd.Machine.Unregister", {"name": "vl-root"})
+
+
+def test_image_list_update_clone_remove(sid, bus, machd):
+    pool = machd.pool
+    (pool / "img-a" / "etc").mkdir(parents=True)
+    (pool / "img-a" / "etc" / "hostname").write_text("alpha\n")
+    (pool / "img-a" / "etc" / "os-release").write_text("ID=test\n")
+    one = json.loads(call(sid, machd, "io.systemd.MachineImage.List", {"name": "img-a", "acquireMetadata": "yes"},
+                          iface="io.systemd.MachineImage").stdout)
+    assert one["name"] == "img-a" and one["type"] == "directory" and one["hostname"] == "alpha"
+    assert one["OSRelease"] == ["ID=test"]
+    call(sid, machd, "io.systemd.MachineImage.Clone", {"name": "img-a", "newName": "img-b"}, iface="io.systemd.MachineImage")
+    call(sid, machd, "io.systemd.MachineImage.Update", {"name": "img-b", "newName": "img-c"}, iface="io.systemd.MachineImage")
+    names = {i["name"] for i in records(call(sid, machd, "io.systemd.MachineImage.List", {}, "--more",
+                                             iface="io.systemd.MachineImage").stdout)}
+    assert names == {"img-a", "img-c"}
+    call(sid, machd, "io.systemd.MachineImage.Remove", {"name": "img-c"}, iface="io.systemd.MachineImage")
+    r = call(sid, machd, "io.systemd.MachineImage.Remove", {"name": "img-c"}, iface="io.systemd.MachineImage", check=False)
+    assert "io.systemd.MachineImage.NoSuchImage" in r.stderr
+    r = call(sid, machd, "io.systemd.MachineImage.Remove", {"name": "img-a"}, iface="io.systemd.MachineImage",
+             check=False, user=65534)
+    assert "Permission denied" in r.stderr and (pool / "img-a").exists()
+
+
+# machinectl 262's verbs against machd (D-Bus plus the Varlink List it calls first from 261 on).
+def test_machinectl_262_list_status_show(sid, bus, machd, leaders):
+    p = leaders.spawn()
+    create(bus, "vl-mc", p.pid, root="/srv/vl-mc")
+    out = machinectl262(sid, bus, machd, "list").stdout
+    assert "vl-mc" in out and "container" in out
+    out = machinectl262(sid, bus, machd, "status", "vl-mc").stdout
+    assert "Leader: %d" % p.pid in out
+    show = machinectl262(sid, bus, machd, "show", "vl-mc").stdout
+    assert "Name=vl-mc" in show and "Class=container" in show
+
+
+@pytest.mark.parametrize("verb", ["terminate", "poweroff", "reboot"])
+def test_machinectl_262_stop_verbs(sid, bus, machd, leaders, verb):
+    p = leaders.spawn()
+    create(bus, "vl-" + verb, p.pid)
+    machinectl262(sid, bus, machd, verb, "vl-" + verb)
+    # poweroff/reboot fall back (no controlAddress) to KillMachine with SIGRTMIN+4 / SIGINT, which
+    # end the stand-in leader (sleep) as they would not a booted guest.
+    assert wait_for(lambda: p.poll() is not None)
+
+
+def test_machinectl_262_kill(sid, bus, machd, leaders):
+    p = leaders.spawn()
+    create(bus, "vl-kill", p.pid)
+    machinectl262(sid, bus, machd, "kill", "--signal=SIGKILL", "vl-kill")
+    assert wait_for(lambda: p.poll() is not None)
+
+
+def test_machinectl_262_image_verbs(sid, bus, machd):
+    (machd.pool / "vlimg" / "etc").mkdir(parents=True)
+    out = machinectl262(sid, bus, machd, "list-images").stdout
+    assert "vlimg" in out
+    machinectl262(sid, bus, machd, "clone", "vlimg", "vlimg2")
+    machinectl262(sid, bus, machd, "rename", "vlimg2", "vlimg3")
+    machinectl262(sid, bus, machd, "read-only", "vlimg3")
+    machinectl262(sid, bus, machd, "read-only", "vlimg3", "false")
+    assert "vlimg3" in machinectl262(sid, bus, machd, "image-status", "vlimg3").stdout
+    assert "Name=vlimg3" in machinectl262(sid, bus, machd, "show-image", "vlimg3").stdout
+    machinectl262(sid, bus, machd, "remove", "vlimg3")
+    assert not (machd.pool / "vlimg3").exists()
