@@ -225,3 +225,56 @@ def test_machinectl_262_image_verbs(sid, bus, machd):
     assert "Name=vlimg3" in machinectl262(sid, bus, machd, "show-image", "vlimg3").stdout
     machinectl262(sid, bus, machd, "remove", "vlimg3")
     assert not (machd.pool / "vlimg3").exists()
+
+
+def nspawn262(tree, bus, machd, os_tree, name, cgroup):
+    """systemd-nspawn 262 --keep-unit in `cgroup`. It refuses a v1/hybrid host, so its private
+    mount namespace shows the host's cgroup2 hierarchy at /sys/fs/cgroup (as on a unified host)."""
+    prog = " ".join("'%s'" % a for a in loader(tree) + [str(tree / "usr/bin/systemd-nspawn")])
+    sh = ("echo $$ > %s/cgroup.procs && mount -t tmpfs tmpfs /run/systemd"
+          " && mkdir /run/systemd/system /run/systemd/machines /run/systemd/machine"
+          " && mount --bind /sys/fs/cgroup/unified /sys/fs/cgroup && mount --bind %s /run/systemd/machine"
+          " && exec %s --quiet --register=yes --keep-unit -D %s -M %s --console=pipe /bin/sh -c 'sleep 1000'"
+          % (cgroup, machd.varlink_dir, prog, os_tree, name))
+    machd.created.add(name)
+    return subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", sh], env=bus.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_nspawn_262_registers_over_varlink_and_machinectl_262_enters(sid, bus, machd, leaders):
+    import test_conformance
+    import uuid
+    from conftest import CGROUP_ROOT
+    tree = test_conformance.make_tree(bus.tmp / "tree")
+    os.symlink("busybox", tree / "bin/touch")
+    cg = CGROUP_ROOT / "unified" / "mktest.slice" / ("mktest-%s.scope" % uuid.uuid4().hex[:8])
+    cg.mkdir(parents=True)
+    leaders.cgroups.append(cg)
+    p = nspawn262(sid, bus, machd, tree, "vl-nsp", cg)
+    leaders.procs.append(p)
+    assert wait_for(lambda: "vl-nsp" in call(sid, machd, "io.systemd.Machine.List", {"name": "vl-nsp"},
+                                             check=False).stdout, timeout=15), p.stderr.read() if p.poll() else ""
+    m = json.loads(call(sid, machd, "io.systemd.Machine.List", {"name": "vl-nsp"}).stdout)
+    assert m["service"] == "systemd-nspawn" and m["class"] == "container" and m["rootDirectory"] == str(tree)
+    # Only io.systemd.Machine.Register records a supervisor: nspawn 262 took the Varlink road.
+    assert m["supervisor"]["pid"] > 0
+
+    # machinectl 262's verbs that enter the machine.
+    r = machinectl262(sid, bus, machd, "shell", "vl-nsp", "/bin/sh", "-c", "echo hello-$(cat /etc/os-release | head -1)")
+    assert "hello-ID=mktest" in r.stdout
+    src = bus.tmp / "shared"
+    src.mkdir()
+    (src / "file").write_text("from-host\n")
+    machinectl262(sid, bus, machd, "bind", "--mkdir", "vl-nsp", str(src), "/mnt/shared")
+    assert "from-host" in machinectl262(sid, bus, machd, "shell", "vl-nsp", "/bin/cat", "/mnt/shared/file").stdout
+    (bus.tmp / "in.txt").write_text("to-guest\n")
+    machinectl262(sid, bus, machd, "copy-to", "vl-nsp", str(bus.tmp / "in.txt"), "/in.txt")
+    assert "to-guest" in machinectl262(sid, bus, machd, "shell", "vl-nsp", "/bin/cat", "/in.txt").stdout
+    machinectl262(sid, bus, machd, "copy-from", "vl-nsp", "/etc/os-release", str(bus.tmp / "os-release"))
+    assert "ID=mktest" in (bus.tmp / "os-release").read_text()
+
+    machinectl262(sid, bus, machd, "terminate", "vl-nsp")
+    p.wait(15)
+    # nspawn unregisters when its container ends.
+    assert wait_for(lambda: "NoSuchMachine" in call(sid, machd, "io.systemd.Machine.List", {"name": "vl-nsp"},
+                                                     check=False).stderr, timeout=5)
