@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <system_error>
 
@@ -44,6 +45,8 @@ public:
             return fail();
         }
         if (final) busy_ = false;
+        // Replies of a stream go out together (one sendmsg, not one per record) unless many pile up.
+        if (!final && output_bytes_ < kBatchBytes) return;
         if (!flush()) return fail();
         if (final && !in_process_) process();
     }
@@ -51,6 +54,8 @@ public:
     bool dead() const { return dead_; }
 
 private:
+    static constexpr size_t kBatchBytes = 256u << 10;
+
     struct Out {
         std::string bytes;
         std::vector<core::UniqueFd> fds;  // sent with the first byte of `bytes`
@@ -67,11 +72,20 @@ private:
     bool flush() {
         if (dead_) return false;
         while (!output_.empty()) {
+            // One sendmsg for as many queued replies as fit in an iovec array: a 1,000-record
+            // List leaves in a handful of calls. Fds travel with the first byte of their reply,
+            // so a reply with fds starts a new call.
+            constexpr size_t kIovMax = 256;
+            iovec iov[kIovMax];
+            size_t count = 0;
+            for (auto it = output_.begin(); it != output_.end() && count < kIovMax; ++it) {
+                if (count > 0 && !it->fds.empty()) break;
+                iov[count++] = iovec{it->bytes.data() + it->offset, it->bytes.size() - it->offset};
+            }
             Out& o = output_.front();
-            iovec iov{o.bytes.data() + o.offset, o.bytes.size() - o.offset};
             msghdr msg{};
-            msg.msg_iov = &iov;
-            msg.msg_iovlen = 1;
+            msg.msg_iov = iov;
+            msg.msg_iovlen = count;
             alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kFdsPerReplyMax)];
             if (!o.fds.empty()) {
                 std::memset(control, 0, sizeof control);
@@ -91,10 +105,16 @@ private:
                 return false;
             }
             o.fds.clear();  // passed with the first chunk; ours close now
-            o.offset += static_cast<size_t>(n);
-            if (o.offset == o.bytes.size()) {
-                output_bytes_ -= o.bytes.size();
-                output_.pop_front();
+            auto left = static_cast<size_t>(n);
+            while (left > 0) {
+                Out& front = output_.front();
+                size_t part = std::min(left, front.bytes.size() - front.offset);
+                front.offset += part;
+                left -= part;
+                if (front.offset == front.bytes.size()) {
+                    output_bytes_ -= front.bytes.size();
+                    output_.pop_front();
+                }
             }
         }
         bool want = !output_.empty();
@@ -207,6 +227,23 @@ void Request::reply(const Json& parameters, std::vector<core::UniqueFd> fds) {
 void Request::notify(const Json& parameters) {
     if (!state_->call.more) return reply(parameters);
     send(encode_reply(parameters, true), {}, false);
+}
+
+void Request::reply_text(std::string_view parameters_json) {
+    std::string bytes;
+    bytes.reserve(parameters_json.size() + 16);
+    bytes.append("{\"parameters\":").append(parameters_json).append("}");
+    bytes.push_back('\0');
+    send(std::move(bytes), {}, true);
+}
+
+void Request::notify_text(std::string_view parameters_json) {
+    if (!state_->call.more) return reply_text(parameters_json);
+    std::string bytes;
+    bytes.reserve(parameters_json.size() + 32);
+    bytes.append("{\"parameters\":").append(parameters_json).append(",\"continues\":true}");
+    bytes.push_back('\0');
+    send(std::move(bytes), {}, false);
 }
 
 void Request::error(std::string_view name, const Json& parameters) { send(encode_error(name, parameters), {}, true); }
@@ -357,17 +394,26 @@ void Client::send(const Call& call) {
 }
 
 Json Client::receive(std::vector<core::UniqueFd>* fds) {
-    for (;;) {
-        if (auto msg = framer_.next()) {
-            Json j = Json::parse(*msg, nullptr, false);
-            if (j.is_discarded() || !j.is_object()) throw ProtocolError("reply is not a JSON object");
-            if (fds)
-                while (!pending_fds_.empty()) {
-                    fds->push_back(std::move(pending_fds_.front()));
-                    pending_fds_.pop_front();
-                }
-            return j;
+    std::string msg = receive_raw_keeping_fds();
+    Json j = Json::parse(msg, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) throw ProtocolError("reply is not a JSON object");
+    if (fds)
+        while (!pending_fds_.empty()) {
+            fds->push_back(std::move(pending_fds_.front()));
+            pending_fds_.pop_front();
         }
+    return j;
+}
+
+std::string Client::receive_raw() {
+    std::string msg = receive_raw_keeping_fds();
+    pending_fds_.clear();
+    return msg;
+}
+
+std::string Client::receive_raw_keeping_fds() {
+    for (;;) {
+        if (auto msg = framer_.next()) return std::move(*msg);
         char buf[65536];
         alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kFdsPerReplyMax)];
         iovec iov{buf, sizeof buf};

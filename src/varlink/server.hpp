@@ -64,6 +64,10 @@ public:
     void reply(const Json& parameters, std::vector<core::UniqueFd> fds = {});
     // One of several replies to a call with `more` (continues: true). Requires more().
     void notify(const Json& parameters);
+    // The same with the parameters already serialized (one JSON object; json_writer.hpp): for
+    // replies made by the thousand.
+    void reply_text(std::string_view parameters_json);
+    void notify_text(std::string_view parameters_json);
     void error(std::string_view name, const Json& parameters = Json::object());
     // The current exception as a Varlink error (varlink/errors.hpp).
     void error_from_current_exception(Domain domain = Domain::machine);
@@ -138,11 +142,14 @@ public:
     void send(const Call& call);
     // The next reply message, parsed; fds received with it are appended to `fds` if given.
     Json receive(std::vector<core::UniqueFd>* fds = nullptr);
+    // The next message as received (without its NUL), unparsed; fds are dropped.
+    std::string receive_raw();
     [[nodiscard]] int fd() const noexcept { return fd_.get(); }
     // Received bytes not yet returned by receive().
     [[nodiscard]] bool buffered() const noexcept { return !framer_.empty(); }
 
 private:
+    std::string receive_raw_keeping_fds();
     core::UniqueFd fd_;
     Framer framer_;
     std::deque<core::UniqueFd> pending_fds_;

@@ -16,6 +16,7 @@
 
 #include "core/machine/machine_error.hpp"
 #include "varlink/errors.hpp"
+#include "varlink/json_writer.hpp"
 #include "varlink/idl.hpp"
 #include "varlink/protocol.hpp"
 #include "varlink/server.hpp"
@@ -330,4 +331,18 @@ TEST_F(VarlinkServerTest, BoundsConnectionsPerUid) {
     clients.clear();
     for (int i = 0; i < 20 && server_->connection_count() > 0; i++) loop_.round(10);
     EXPECT_EQ(server_->connection_count(), 0u);
+}
+
+TEST(VarlinkJsonWriter, WritesWhatAParserReadsBack) {
+    std::string out;
+    ObjectWriter w(out);
+    std::string nasty = std::string("a\"b\\c\nd\x01") + "\xC3\xA9" + "\xFF" + "\xED\xA0\x80";
+    w.string("s", nasty).number("n", 18446744073709551615ull).boolean("b", true).raw("o", R"({"pid":1})");
+    w.close();
+    auto j = Json::parse(out);
+    // Invalid UTF-8 (a lone 0xFF, an encoded surrogate) becomes U+FFFD, as nlohmann's replace does.
+    EXPECT_EQ(j["s"], std::string("a\"b\\c\nd\x01") + "\xC3\xA9" + "\xEF\xBF\xBD" + "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+    EXPECT_EQ(j["n"].get<uint64_t>(), 18446744073709551615ull);
+    EXPECT_EQ(j["b"], true);
+    EXPECT_EQ(j["o"]["pid"], 1);
 }

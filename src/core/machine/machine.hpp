@@ -32,6 +32,7 @@ struct Machine {
     MachineClass klass = MachineClass::unknown;
     pid_t leader = 0;
     UniqueFd leader_pidfd;  // pins `leader` against PID reuse; readable once it exits
+    uint64_t leader_pidfd_id = 0;  // its inode (systemd's pidfdId), 0 until first asked for
     std::string root_directory;
     std::vector<int> netif;
     std::string unit;         // the scope or service unit holding the machine
