@@ -336,3 +336,49 @@ def test_nspawn_262_registers_over_varlink_and_machinectl_262_enters(sid, bus, m
     # nspawn unregisters when its container ends.
     assert wait_for(lambda: "NoSuchMachine" in call(sid, machd, "io.systemd.Machine.List", {"name": "vl-nsp"},
                                                      check=False).stderr, timeout=5)
+
+
+from test_machctl_boot import debian_tree, guests  # noqa: E402,F401 (fixtures: a booted Debian 12 guest)
+
+
+def test_machinectl_262_login_and_varlink_open_login(sid, bus, machd, guests):
+    """machinectl 262 login (D-Bus OpenMachineLogin) and io.systemd.Machine.Open mode=login, both
+    against a booted guest whose systemd starts the getty on the new pty."""
+    from test_login import TerminalSession, log_in_on
+    g = guests("vl-login")
+    assert g.wait_for(r"Reached target [^\n]*multi-user\.target"), g.text()
+    prog = " ".join("'%s'" % a for a in loader(sid) + [str(sid / "usr/bin/machinectl")])
+    sh = ("mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system /run/systemd/machines /run/systemd/machine"
+          " && mount --bind %s /run/systemd/machines && mount --bind %s /run/systemd/machine && exec %s login vl-login"
+          % (machd.state_dir, machd.varlink_dir, prog))
+    with TerminalSession(bus, ["unshare", "-m", "--propagation", "private", "sh", "-c", sh]) as t:
+        t.expect(rb"Connected to machine vl-login")
+        t.log_in_as_root()
+        os.write(t.fd, b"echo LOGGED-$((6*7)); tty\n")
+        t.expect(rb"LOGGED-42\n/dev/pts/\d+\n")
+        # ^] three times: machinectl 262 leaves the session and exits 0.
+        os.write(t.fd, b"\x1d\x1d\x1d")
+        _, status = os.waitpid(t.pid, 0)
+        t.pid = None
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (status, t.r.out[-300:])
+
+    import array
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(sock(machd))
+        s.sendall(json.dumps({"method": "io.systemd.Machine.Open",
+                              "parameters": {"name": "vl-login", "mode": "login"}}).encode() + b"\0")
+        data, fds = b"", []
+        while not data.endswith(b"\0"):
+            msg, anc, _, _ = s.recvmsg(65536, socket.CMSG_SPACE(4))
+            assert msg
+            data += msg
+            for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds += array.array("i", payload[:4]).tolist()
+    reply = json.loads(data[:-1])
+    assert "error" not in reply, reply
+    try:
+        log_in_on(fds[0], reply["parameters"]["ptyPath"])
+    finally:
+        os.close(fds[0])
