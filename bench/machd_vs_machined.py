@@ -69,6 +69,11 @@ def bench(name, bus, pid, procs, varlink_socket=None):
         c0 = cpu_usec(pid)
         out["varlink_list"] = run(bus, "varlink-list", varlink_socket, 1000)
         out["varlink_list"] += " daemon_cpu_us=%.0f" % ((cpu_usec(pid) - c0) / 1000)
+        out["varlink_frames"] = run(bus, "varlink-frames", varlink_socket, 1000)
+        r = subprocess.run([str(CLIENT), "varlink-list-rapidjson", str(varlink_socket), "1000"], capture_output=True,
+                           text=True)
+        if r.returncode == 0:  # 3: the client was built without RapidJSON
+            out["varlink_list_rapidjson"] = r.stdout.strip()
     out["rss_kib"] = rss_kib(pid)
     return out
 
@@ -107,7 +112,7 @@ def main():
         conftest.cleanup_machine_cgroups()
     for r in results:
         print("== %s (N=%d)" % (r["daemon"], N))
-        for k in ("register", "ping", "list", "get", "varlink_list"):
+        for k in ("register", "ping", "list", "get", "varlink_list", "varlink_list_rapidjson", "varlink_frames"):
             if k in r:
                 print("  " + r[k].replace("\n", " "))
         print("  rss=%.1f MiB" % (r["rss_kib"] / 1024))
@@ -129,6 +134,14 @@ def main():
         print("== Varlink io.systemd.Machine.List (machd) vs D-Bus ListMachines through dbus-daemon, N=%d (>1 = Varlink faster)" % N)
         print("  vs machd's ListMachines p50 %.2fx  vs systemd-machined 252's ListMachines p50 %.2fx" % (
             fields(ours, "list")["p50_us"] / vl, fields(theirs, "list")["p50_us"] / vl))
+        if "varlink_list_rapidjson" in ours:
+            vr = fields(ours, "varlink_list_rapidjson")["p50_us"]
+            print("  parsed by RapidJSON: vs machd's ListMachines p50 %.2fx  vs systemd-machined 252's %.2fx" % (
+                fields(ours, "list")["p50_us"] / vr, fields(theirs, "list")["p50_us"] / vr))
+        # Without the client's JSON parse: what the socket and machd alone cost.
+        vf = fields(ours, "varlink_frames")["p50_us"]
+        print("  transport floor (replies framed, not parsed) vs machd's ListMachines p50 %.2fx" % (
+            fields(ours, "list")["p50_us"] / vf))
 
 if __name__ == "__main__":
     main()
