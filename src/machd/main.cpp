@@ -222,13 +222,20 @@ int main(int argc, char** argv) {
         mk::varlink::MachineContext varlink_ctx{service, manager.copies(), manager.logins()};
         std::unique_ptr<mk::varlink::Server> varlink;
         if (!varlink_dir.empty()) {
-            varlink = std::make_unique<mk::varlink::Server>(
-                varlink_loop, mk::varlink::ServiceInfo{"machkit", "machd", MK_VERSION, ""});
-            varlink->add_interface(mk::varlink::machine_interface(varlink_ctx));
-            varlink->add_interface(mk::varlink::machine_image_interface(service, pool));
-            make_directory(varlink_dir);
-            varlink->listen(varlink_dir + "/io.systemd.Machine", 0666);
-            varlink->listen(varlink_dir + "/io.systemd.MachineImage", 0666);
+            try {
+                varlink = std::make_unique<mk::varlink::Server>(varlink_loop,
+                                                                mk::varlink::ServiceInfo{"machkit", "machd", MK_VERSION, ""});
+                varlink->add_interface(mk::varlink::machine_interface(varlink_ctx));
+                varlink->add_interface(mk::varlink::machine_image_interface(service, pool));
+                make_directory(varlink_dir);
+                varlink->listen(varlink_dir + "/io.systemd.Machine", 0666);
+                varlink->listen(varlink_dir + "/io.systemd.MachineImage", 0666);
+            } catch (const std::exception& e) {
+                // D-Bus still serves (systemd < 261 needs nothing else); say what newer clients miss.
+                varlink.reset();
+                std::fprintf(stderr, "machd: not serving Varlink in %s: %s (systemd >= 261's machinectl poweroff/reboot/terminate need it)\n",
+                             varlink_dir.c_str(), mk::core::describe(e).c_str());
+            }
         }
         // Own the names last: clients never see a half-built object tree.
         bool import1 = true;

@@ -279,7 +279,13 @@ void Server::listen(const std::string& path, mode_t mode) {
     std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
     core::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!fd) core::throw_last_error("socket");
-    // A socket left by a previous machd (or machined) would make bind() fail with EADDRINUSE.
+    // A socket left by a previous machd would make bind() fail with EADDRINUSE; a live one (a running
+    // systemd-machined, another machd) is not ours to take over.
+    {
+        core::UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        if (probe && ::connect(probe.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0)
+            throw std::system_error(EADDRINUSE, std::generic_category(), "another service listens on " + path);
+    }
     if (::unlink(path.c_str()) < 0 && errno != ENOENT) core::throw_last_error("unlink " + path);
     // bind() creates the inode with the umask applied; set the final mode right after.
     if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) core::throw_last_error("bind " + path);

@@ -382,3 +382,15 @@ def test_machinectl_262_login_and_varlink_open_login(sid, bus, machd, guests):
         log_in_on(fds[0], reply["parameters"]["ptyPath"])
     finally:
         os.close(fds[0])
+
+
+def test_machinectl_262_machine_instance_verbs_say_what_machined_says(sid, bus, machd, leaders):
+    """pause, resume and bind-volume go only through the machine's own io.systemd.MachineInstance
+    socket (List's controlAddress): for a machine that has none, machinectl 262 says so, as with
+    systemd-machined and an nspawn container."""
+    p = leaders.spawn()
+    create(bus, "vl-mi", p.pid)
+    for args in (["pause", "vl-mi"], ["resume", "vl-mi"], ["bind-volume", "vl-mi", "x:y"]):
+        r = machinectl262(sid, bus, machd, *args, check=False)
+        assert r.returncode != 0 and "does not expose a varlink control socket" in r.stderr, (args, r.stderr)
+    assert p.poll() is None

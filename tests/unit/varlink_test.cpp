@@ -346,3 +346,15 @@ TEST(VarlinkJsonWriter, WritesWhatAParserReadsBack) {
     EXPECT_EQ(j["b"], true);
     EXPECT_EQ(j["o"]["pid"], 1);
 }
+
+TEST_F(VarlinkServerTest, DoesNotTakeOverALiveSocket) {
+    Server other(loop_, ServiceInfo{});
+    try {
+        other.listen(path_, 0666);
+        FAIL() << "listened on a live socket";
+    } catch (const std::system_error& e) {
+        EXPECT_EQ(e.code().value(), EADDRINUSE);
+    }
+    Client c(path_);  // the first server still answers
+    EXPECT_EQ(call(c, "io.test.Thing.Echo", Json{{"x", 1}})["parameters"]["x"], 1);
+}
