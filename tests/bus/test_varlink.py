@@ -108,6 +108,16 @@ def call(tree, machd, method, params, *flags, iface="io.systemd.Machine", check=
 def test_register_list_kill_terminate_over_varlink(sid, bus, machd, leaders):
     p = leaders.spawn()
     machd.created.add("vl-one")
+    # A pidfdId that is not the process's pidfd inode names another process: refused.
+    r = call(sid, machd, "io.systemd.Machine.Register", {"name": "vl-one", "class": "container",
+                                                         "leaderProcessId": {"pid": p.pid, "pidfdId": 1}}, check=False)
+    assert r.returncode != 0 and "ESRCH" in r.stdout
+    r = call(sid, machd, "io.systemd.Machine.Register", {"name": "vl-one", "class": "container", "leader": p.pid,
+                                                         "leaderProcessId": {"pid": p.pid + 1}}, check=False)
+    assert json.loads(r.stdout) == {"parameter": "leaderProcessId"}
+    r = call(sid, machd, "io.systemd.Machine.Register", {"name": "vl-one", "class": "container", "leader": p.pid,
+                                                         "bogus": 1}, check=False)
+    assert json.loads(r.stdout) == {"parameter": "bogus"}
     call(sid, machd, "io.systemd.Machine.Register",
          {"name": "vl-one", "class": "container", "service": "test", "leaderProcessId": {"pid": p.pid},
           "rootDirectory": "/srv/vl", "allocateUnit": True, "controlAddress": "unix:/nonexistent"})
@@ -318,6 +328,31 @@ def test_nspawn_262_registers_over_varlink_and_machinectl_262_enters(sid, bus, m
     assert "to-guest" in machinectl262(sid, bus, machd, "shell", "vl-nsp", "/bin/cat", "/in.txt").stdout
     machinectl262(sid, bus, machd, "copy-from", "vl-nsp", "/etc/os-release", str(bus.tmp / "os-release"))
     assert "ID=mktest" in (bus.tmp / "os-release").read_text()
+
+    # The same over Varlink directly: CopyTo, CopyFrom (replace), BindMount.
+    (bus.tmp / "vl.txt").write_text("by-varlink\n")
+    call(sid, machd, "io.systemd.Machine.CopyTo", {"name": "vl-nsp", "source": str(bus.tmp / "vl.txt"),
+                                                   "destination": "/vl.txt"})
+    r = call(sid, machd, "io.systemd.Machine.CopyTo", {"name": "vl-nsp", "source": str(bus.tmp / "vl.txt"),
+                                                       "destination": "/vl.txt"}, check=False)
+    assert r.returncode != 0 and "EEXIST" in r.stdout  # io.systemd.System {errno, errnoName}
+    call(sid, machd, "io.systemd.Machine.CopyFrom", {"name": "vl-nsp", "source": "/vl.txt",
+                                                     "destination": str(bus.tmp / "back.txt")})
+    assert (bus.tmp / "back.txt").read_text() == "by-varlink\n"
+    call(sid, machd, "io.systemd.Machine.CopyFrom", {"name": "vl-nsp", "source": "/vl.txt",
+                                                     "destination": str(bus.tmp / "back.txt"), "replace": True})
+    call(sid, machd, "io.systemd.Machine.BindMount", {"name": "vl-nsp", "source": str(src), "destination": "/mnt/vl",
+                                                      "mkdir": True, "readOnly": True})
+    assert "from-host" in machinectl262(sid, bus, machd, "shell", "vl-nsp", "/bin/cat", "/mnt/vl/file").stdout
+    r = call(sid, machd, "io.systemd.Machine.CopyTo", {"name": "vl-nsp", "source": str(src / "file")},
+             check=False, user=65534)
+    assert "Permission denied" in r.stderr
+    r = call(sid, machd, "io.systemd.Machine.MapTo", {"uid": 1000}, check=False)
+    assert "io.systemd.Machine.UserInHostRange" in r.stderr
+    # No user namespace: the container's map is the identity, so it owns every host ID (as on D-Bus).
+    out = json.loads(call(sid, machd, "io.systemd.Machine.MapTo", {"gid": 0x7fff0000}).stdout)
+    assert out == {"gid": 0x7fff0000, "machineName": "vl-nsp"}
+    assert json.loads(call(sid, machd, "io.systemd.Machine.MapFrom", {"name": "vl-nsp", "uid": 0}).stdout) == {"uid": 0}
 
     # io.systemd.Machine.Open: the pty master arrives with SCM_RIGHTS.
     out = open_and_read(machd, {"name": "vl-nsp", "mode": "shell", "path": "/bin/sh",
