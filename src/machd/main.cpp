@@ -219,7 +219,9 @@ int main(int argc, char** argv) {
         // io.systemd.Machine / io.systemd.MachineImage (systemd >= 257 clients; docs/varlink.md):
         // the same core as the bus objects, in the same loop.
         VarlinkLoop varlink_loop(loop);
-        mk::varlink::MachineContext varlink_ctx{service, manager.copies(), manager.logins()};
+        mk::varlink::PendingRegistrations registrations;
+        chain.targets.push_back(&registrations);
+        mk::varlink::MachineContext varlink_ctx{service, manager.copies(), manager.logins(), registrations};
         std::unique_ptr<mk::varlink::Server> varlink;
         if (!varlink_dir.empty()) {
             try {

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <map>
 
@@ -177,6 +178,8 @@ void register_machine(MachineContext& ctx, Request& r) {
     if (ssh_address) m.ssh_address = *ssh_address;
     if (ssh_key) m.ssh_private_key_path = *ssh_key;
     if (control) m.control_address = *control;
+    // The systemd backend starts the scope asynchronously: answer when its job ends.
+    if (m.state == core::MachineState::opening) return ctx.registrations.add(m.name, r);
     r.reply(Json::object());
 }
 
@@ -498,6 +501,19 @@ void clean_pool(core::MachineService& machines, core::ImagePool& pool, Request& 
 }
 
 }  // namespace
+
+void PendingRegistrations::machine_removed(const core::Machine& m) {
+    auto node = pending_.extract(m.name);
+    if (!node.empty()) node.mapped().error(kSystemError, Json{{"errno", ESRCH}, {"errnoName", "ESRCH"}});
+}
+
+void PendingRegistrations::machine_start_finished(core::Machine& m, const std::string& error) {
+    auto node = pending_.extract(m.name);
+    if (node.empty()) return;
+    if (error.empty()) return node.mapped().reply(Json::object());
+    std::fprintf(stderr, "machd: scope of machine %s did not start: %s\n", m.name.c_str(), error.c_str());
+    node.mapped().error(kSystemError, Json{{"errno", EIO}, {"errnoName", "EIO"}});
+}
 
 Interface machine_image_interface(core::MachineService& machines, core::ImagePool& pool) {
     Interface i;

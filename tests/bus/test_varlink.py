@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import create, wait_for
+from conftest import create, machine_path, wait_for
 
 HERE = Path(__file__).resolve().parent
 
@@ -429,3 +429,24 @@ def test_machinectl_262_machine_instance_verbs_say_what_machined_says(sid, bus, 
         r = machinectl262(sid, bus, machd, *args, check=False)
         assert r.returncode != 0 and "does not expose a varlink control socket" in r.stderr, (args, r.stderr)
     assert p.poll() is None
+
+
+from test_systemd_backend import fake_systemd, machd_systemd  # noqa: E402,F401 (fixtures)
+
+
+def test_register_waits_for_the_systemd_scope_job(sid, bus, fake_systemd, machd_systemd, leaders):
+    """With the systemd scope backend, Register with allocateUnit answers when the scope's start job
+    has ended (as CreateMachine does on D-Bus), and a failed job is an error, the machine gone."""
+    p = leaders.spawn()
+    machd_systemd.created.add("vl-sd")
+    call(sid, machd_systemd, "io.systemd.Machine.Register",
+         {"name": "vl-sd", "class": "container", "leader": p.pid, "allocateUnit": True})
+    assert "StartTransientUnit machine-vl\\x2dsd.scope" in fake_systemd.read_text()
+    # The reply came after the job: the machine is running.
+    assert bus.get_property(machine_path("vl-sd"), "org.freedesktop.machine1.Machine", "State") == "running"
+    q = leaders.spawn()
+    machd_systemd.created.add("broken")
+    r = call(sid, machd_systemd, "io.systemd.Machine.Register",
+             {"name": "broken", "class": "container", "leader": q.pid, "allocateUnit": True}, check=False)
+    assert r.returncode != 0 and "EIO" in r.stdout
+    assert "NoSuchMachine" in call(sid, machd_systemd, "io.systemd.Machine.List", {"name": "broken"}, check=False).stderr
