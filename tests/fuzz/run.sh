@@ -31,7 +31,7 @@ flags=(-std=c++20 -g -O1 -D_GNU_SOURCE -I"$top/src" -Wall -Wextra
 # each target links only the objects it uses.
 core=(base/error.cpp base/names.cpp base/fs_at.cpp kernel/capabilities.cpp kernel/cgroup.cpp machine/inspect.cpp
       machine/shell.cpp machine/state_file.cpp machine/machine.cpp spawn/option_values.cpp spawn/settings.cpp
-      image/sha256sums.cpp image/archive.cpp ../varlink/protocol.cpp)
+      image/sha256sums.cpp image/archive.cpp ../varlink/protocol.cpp ../varlink/errors.cpp ../varlink/params.cpp)
 objs=()
 for src in "${core[@]}"; do
     obj="$out/obj/${src//\//_}.o"
