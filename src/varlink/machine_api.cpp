@@ -10,6 +10,7 @@
 
 #include "core/base/fs_at.hpp"
 #include "core/base/names.hpp"
+#include "core/image/image_files.hpp"
 #include "core/machine/bind.hpp"
 #include "core/machine/copy.hpp"
 #include "core/machine/inspect.hpp"
@@ -358,39 +359,19 @@ void check_not_busy(core::MachineService& machines, const core::ImageInfo& info)
         throw std::system_error(EBUSY, std::generic_category(), "image " + info.name + " is in use by a running machine");
 }
 
-std::vector<std::string> env_lines(const std::string& text) {
+std::vector<std::string> env_lines(const std::map<std::string, std::string>& env) {
     std::vector<std::string> out;
-    for (const auto& [k, v] : core::parse_os_release(text)) out.push_back(k + "=" + v);
+    for (const auto& [k, v] : env) out.push_back(k + "=" + v);
     return out;
 }
 
-
-// hostname, machineId, machineInfo, OSRelease of a directory image, read fd-relative inside it.
+// hostname, machineId, machineInfo, OSRelease of a directory image (core/image/image_files.hpp).
 void image_metadata(core::ImagePool& pool, const core::ImageInfo& info, Json& j) {
-    if (info.type == core::ImageType::raw || info.type == core::ImageType::block)
-        throw Error("io.systemd.MachineImage.NotSupported");
-    std::string entry = info.path.substr(info.path.rfind('/') + 1);
-    core::UniqueFd root(::openat(pool.fd(), entry.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!root) throw std::system_error(errno, std::generic_category(), "open image " + info.name);
-    if (auto h = core::read_file_in_root(root.get(), "/etc/hostname")) {
-        for (size_t pos = 0; pos < h->size();) {
-            size_t end = std::min(h->find('\n', pos), h->size());
-            std::string line = h->substr(pos, end - pos);
-            pos = end + 1;
-            auto b = line.find_first_not_of(" \t\r");
-            if (b == std::string::npos || line[b] == '#') continue;
-            j["hostname"] = line.substr(b, line.find_last_not_of(" \t\r") - b + 1);
-            break;
-        }
-    }
-    if (auto id = core::read_file_in_root(root.get(), "/etc/machine-id")) {
-        std::string s = id->substr(0, id->find_first_of(" \n"));
-        if (core::id_from_string(s)) j["machineId"] = s;
-    }
-    if (auto mi = core::read_file_in_root(root.get(), "/etc/machine-info")) j["machineInfo"] = env_lines(*mi);
-    auto os = core::read_file_in_root(root.get(), "/etc/os-release");
-    if (!os) os = core::read_file_in_root(root.get(), "/usr/lib/os-release");
-    if (os) j["OSRelease"] = env_lines(*os);
+    core::UniqueFd root = core::open_image_root(pool, info);
+    if (auto h = core::image_hostname(root.get()); !h.empty()) j["hostname"] = h;
+    if (auto id = core::image_machine_id(root.get())) j["machineId"] = core::id_to_string(*id);
+    if (auto mi = core::image_machine_info(root.get()); !mi.empty()) j["machineInfo"] = env_lines(mi);
+    if (auto os = core::image_os_release(root.get())) j["OSRelease"] = env_lines(*os);
 }
 
 Json image_record(core::ImagePool& pool, const core::ImageInfo& info, const std::string& metadata) {
