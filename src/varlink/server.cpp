@@ -15,6 +15,30 @@
 #include "varlink/idl.hpp"
 
 namespace mk::varlink {
+namespace {
+
+// recvmsg() into `buf`, appending any SCM_RIGHTS fds that came with the bytes to `fds` (they are
+// close-on-exec). Returns what recvmsg returns.
+ssize_t receive_with_fds(int fd, char* buf, size_t len, int flags, std::vector<core::UniqueFd>& fds) {
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kFdsPerReplyMax)];
+    iovec iov{buf, len};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n = ::recvmsg(fd, &msg, flags | MSG_CMSG_CLOEXEC);
+    if (n < 0) return n;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            const int* p = reinterpret_cast<const int*>(CMSG_DATA(c));
+            for (size_t i = 0; i < count; i++) fds.emplace_back(p[i]);
+        }
+    return n;
+}
+
+}  // namespace
 
 // One accepted peer: its socket, input framing and queued output. Owned by the Server (shared so
 // that a Request answered later can find out whether it is still there).
@@ -129,26 +153,14 @@ private:
     bool read_input() {
         char buf[65536];
         for (;;) {
-            alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
-            iovec iov{buf, sizeof buf};
-            msghdr msg{};
-            msg.msg_iov = &iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = control;
-            msg.msg_controllen = sizeof control;
-            ssize_t n = ::recvmsg(fd(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+            // We accept no fds from clients: any that arrive close with `ignored`.
+            std::vector<core::UniqueFd> ignored;
+            ssize_t n = receive_with_fds(fd(), buf, sizeof buf, MSG_DONTWAIT, ignored);
             if (n < 0) {
                 if (errno == EINTR) continue;
                 if (errno == EAGAIN) return true;
                 return false;
             }
-            // We accept no fds from clients: close any that arrive.
-            for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
-                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-                    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                    const int* p = reinterpret_cast<const int*>(CMSG_DATA(c));
-                    for (size_t i = 0; i < count; i++) ::close(p[i]);
-                }
             if (n == 0) {
                 eof_ = true;  // oneway calls read with the EOF still run
                 return true;
@@ -421,24 +433,13 @@ std::string Client::receive_raw_keeping_fds() {
     for (;;) {
         if (auto msg = framer_.next()) return std::move(*msg);
         char buf[65536];
-        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kFdsPerReplyMax)];
-        iovec iov{buf, sizeof buf};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
-        ssize_t n = ::recvmsg(fd_.get(), &msg, MSG_CMSG_CLOEXEC);
+        std::vector<core::UniqueFd> fds;
+        ssize_t n = receive_with_fds(fd_.get(), buf, sizeof buf, 0, fds);
         if (n < 0) {
             if (errno == EINTR) continue;
             core::throw_last_error("recvmsg");
         }
-        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
-            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-                size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                const int* p = reinterpret_cast<const int*>(CMSG_DATA(c));
-                for (size_t i = 0; i < count; i++) pending_fds_.emplace_back(p[i]);
-            }
+        for (auto& f : fds) pending_fds_.push_back(std::move(f));
         if (n == 0) throw std::system_error(ECONNRESET, std::generic_category(), "varlink server closed the connection");
         framer_.feed(std::string_view(buf, static_cast<size_t>(n)));
     }
