@@ -2,7 +2,9 @@
 """Side-by-side: machd and systemd-machined 252 on private buses, N machines registered with
 RegisterMachine (each leader a `sleep` in its own *.scope on the cgroup2 hierarchy, which machined
 needs), then ListMachines / GetMachine latency from the same in-process client, registrations per
-second, and each daemon's RSS. Root only; cleans up its processes and cgroups.
+second, and each daemon's RSS. For machd also io.systemd.Machine.List over Varlink (the same
+machines, the same client process type), set against ListMachines through dbus-daemon.
+Root only; cleans up its processes and cgroups.
 
     MK_BUILD_DIR=build /usr/bin/python3 bench/machd_vs_machined.py [N]
 """
@@ -53,7 +55,7 @@ def leaders(n):
     return procs
 
 
-def bench(name, bus, pid, procs):
+def bench(name, bus, pid, procs, varlink_socket=None):
     out = {"daemon": name}
     out["register"] = run(bus, "register", "m", *[p.pid for p in procs])
     out["ping"] = run(bus, "ping", 2000)
@@ -63,6 +65,15 @@ def bench(name, bus, pid, procs):
     # and relays the ~70 KB reply); the rest is the client's parsing and the wake-ups.
     out["list"] += " daemon_cpu_us=%.0f bus_cpu_us=%.0f" % ((cpu_usec(pid) - c0) / 1000, (cpu_usec(bus.proc.pid) - b0) / 1000)
     out["get"] = run(bus, "get", "m%d" % (len(procs) // 2), 2000)
+    if varlink_socket:
+        c0 = cpu_usec(pid)
+        out["varlink_list"] = run(bus, "varlink-list", varlink_socket, 1000)
+        out["varlink_list"] += " daemon_cpu_us=%.0f" % ((cpu_usec(pid) - c0) / 1000)
+        out["varlink_frames"] = run(bus, "varlink-frames", varlink_socket, 1000)
+        r = subprocess.run([str(CLIENT), "varlink-list-rapidjson", str(varlink_socket), "1000"], capture_output=True,
+                           text=True)
+        if r.returncode == 0:  # 3: the client was built without RapidJSON
+            out["varlink_list_rapidjson"] = r.stdout.strip()
     out["rss_kib"] = rss_kib(pid)
     return out
 
@@ -80,7 +91,7 @@ def main():
         stack.callback(shutil.rmtree, state, True)
         d = conftest.Machd(bus, state / "machines").start()
         stack.callback(d.stop)
-        results.append(bench("machd", bus, d.proc.pid, procs))
+        results.append(bench("machd", bus, d.proc.pid, procs, d.varlink_dir / "io.systemd.Machine"))
         stack.close()
         # machined 252 in a private mount namespace (tmpfs /run/systemd)
         bus = conftest.Bus()
@@ -101,8 +112,9 @@ def main():
         conftest.cleanup_machine_cgroups()
     for r in results:
         print("== %s (N=%d)" % (r["daemon"], N))
-        for k in ("register", "ping", "list", "get"):
-            print("  " + r[k].replace("\n", " "))
+        for k in ("register", "ping", "list", "get", "varlink_list", "varlink_list_rapidjson", "varlink_frames"):
+            if k in r:
+                print("  " + r[k].replace("\n", " "))
         print("  rss=%.1f MiB" % (r["rss_kib"] / 1024))
     if len(results) == 2:
         def fields(r, k):
@@ -118,6 +130,18 @@ def main():
         floor = fields(ours, "list")["p50_us"] - fields(ours, "list")["daemon_cpu_us"]
         print("  ListMachines bound: a daemon using no CPU would answer in ~%.0f us, %.2fx machined's p50"
               % (floor, fields(theirs, "list")["p50_us"] / floor))
+        vl = fields(ours, "varlink_list")["p50_us"]
+        print("== Varlink io.systemd.Machine.List (machd) vs D-Bus ListMachines through dbus-daemon, N=%d (>1 = Varlink faster)" % N)
+        print("  vs machd's ListMachines p50 %.2fx  vs systemd-machined 252's ListMachines p50 %.2fx" % (
+            fields(ours, "list")["p50_us"] / vl, fields(theirs, "list")["p50_us"] / vl))
+        if "varlink_list_rapidjson" in ours:
+            vr = fields(ours, "varlink_list_rapidjson")["p50_us"]
+            print("  parsed by RapidJSON: vs machd's ListMachines p50 %.2fx  vs systemd-machined 252's %.2fx" % (
+                fields(ours, "list")["p50_us"] / vr, fields(theirs, "list")["p50_us"] / vr))
+        # Without the client's JSON parse: what the socket and machd alone cost.
+        vf = fields(ours, "varlink_frames")["p50_us"]
+        print("  transport floor (replies framed, not parsed) vs machd's ListMachines p50 %.2fx" % (
+            fields(ours, "list")["p50_us"] / vf))
 
 if __name__ == "__main__":
     main()

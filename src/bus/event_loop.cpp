@@ -76,6 +76,14 @@ void EventLoop::watch_fd(int fd, std::function<void()> on_readable) {
     readers_[fd] = std::move(on_readable);
 }
 
+void EventLoop::set_fd_writable(int fd, bool want) {
+    if (!readers_.contains(fd)) return;
+    epoll_event ev{};
+    ev.events = EPOLLIN | (want ? EPOLLOUT : 0u);
+    ev.data.u64 = static_cast<uint64_t>(fd);
+    if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, fd, &ev) < 0) core::throw_last_error("epoll_ctl watched fd");
+}
+
 void EventLoop::unwatch_fd(int fd) {
     if (readers_.erase(fd)) epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
 }

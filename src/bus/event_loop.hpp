@@ -35,6 +35,9 @@ public:
     // The caller keeps `fd` open until then; the callback may call unwatch_fd() on its own fd.
     void watch_fd(int fd, std::function<void()> on_readable);
     void unwatch_fd(int fd);
+    // While `want`, also calls the watch_fd() callback when `fd` is writable (a Varlink peer's
+    // socket with queued replies).
+    void set_fd_writable(int fd, bool want);
 
     // Listener: start/stop watching the machine's leader pidfd.
     void machine_added(core::Machine& m) override;

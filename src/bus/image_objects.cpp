@@ -7,6 +7,7 @@
 #include "bus/polkit.hpp"
 #include "core/base/fs_at.hpp"
 #include "core/base/names.hpp"
+#include "core/image/image_files.hpp"
 #include "core/machine/inspect.hpp"
 
 namespace mk::bus {
@@ -20,8 +21,6 @@ void check_name(const std::string& name) {
 [[noreturn]] void throw_busy(const std::string& name) {
     throw bus_error("System.Error.EBUSY", "Image '" + name + "' is in use by a running machine: Device or resource busy");
 }
-
-std::map<std::string, std::string> parse_env(const std::string& text) { return core::parse_os_release(text); }
 
 }  // namespace
 
@@ -57,13 +56,7 @@ std::vector<core::ImageInfo> ImageService::list() {
 }
 
 bool ImageService::busy(const core::ImageInfo& info) {
-    // a machine whose root directory is the image (or inside it) runs from it.
-    for (core::Machine* m : machines_.registry().all()) {
-        const std::string& root = m->root_directory;
-        if (root.empty()) continue;
-        if (root == info.path || root.starts_with(info.path + "/")) return true;
-    }
-    return false;
+    return core::image_in_use(machines_, info.path);  // a machine runs from the image (or inside it)
 }
 
 void ImageService::check_not_busy(const core::ImageInfo& info) {
@@ -110,75 +103,33 @@ void ImageService::set_pool_limit(sdbus::IObject& obj, uint64_t limit) {
     translate([&] { pool_.set_pool_limit(limit); });
 }
 
-std::string ImageService::read_in_image(const std::string& name, const char* const* candidates, bool* found) {
+core::UniqueFd ImageService::open_root(const std::string& name) {
     auto info = get(name);
-    if (info.type == core::ImageType::raw || info.type == core::ImageType::block)
-        throw sdbus::Error(kNotSupported, "Reading files of raw or block images (which needs mounting them) is not supported by machd");
-    return translate([&]() -> std::string {
-        core::UniqueFd root(::openat(pool_.fd(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-        if (!root) throw std::system_error(errno, std::generic_category(), "cannot open image " + name);
-        for (const char* const* c = candidates; *c; ++c)
-            if (auto text = core::read_file_in_root(root.get(), *c)) {
-                *found = true;
-                return *text;
-            }
-        *found = false;
-        return {};
-    });
+    return translate([&] { return core::open_image_root(pool_, info); });
 }
 
 std::string ImageService::hostname(const std::string& name) {
-    static const char* const files[] = {"/etc/hostname", nullptr};
-    bool found = false;
-    std::string text = read_in_image(name, files, &found);
-    // First non-comment line, trimmed (read_etc_hostname()).
-    size_t pos = 0;
-    while (pos < text.size()) {
-        size_t end = text.find('\n', pos);
-        if (end == std::string::npos) end = text.size();
-        std::string line = text.substr(pos, end - pos);
-        pos = end + 1;
-        auto b = line.find_first_not_of(" \t\r");
-        if (b == std::string::npos || line[b] == '#') continue;
-        auto e = line.find_last_not_of(" \t\r");
-        return line.substr(b, e - b + 1);
-    }
-    return {};
+    auto root = open_root(name);
+    return translate([&] { return core::image_hostname(root.get()); });
 }
 
 std::vector<uint8_t> ImageService::machine_id(const std::string& name) {
-    static const char* const files[] = {"/etc/machine-id", nullptr};
-    bool found = false;
-    std::string text = read_in_image(name, files, &found);
-    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-    std::vector<uint8_t> id;
-    if (text.size() != 32) return id;  // missing or uninitialized: empty, as machined
-    for (size_t i = 0; i < 32; i += 2) {
-        auto hex = [](char c) -> int {
-            if (c >= '0' && c <= '9') return c - '0';
-            if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-            if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-            return -1;
-        };
-        int hi = hex(text[i]), lo = hex(text[i + 1]);
-        if (hi < 0 || lo < 0) return {};
-        id.push_back(static_cast<uint8_t>(hi << 4 | lo));
-    }
-    return id;
+    auto root = open_root(name);
+    auto id = translate([&] { return core::image_machine_id(root.get()); });
+    if (!id) return {};  // missing or uninitialized: empty, as machined
+    return std::vector<uint8_t>(id->begin(), id->end());
 }
 
 std::map<std::string, std::string> ImageService::machine_info(const std::string& name) {
-    static const char* const files[] = {"/etc/machine-info", nullptr};
-    bool found = false;
-    return parse_env(read_in_image(name, files, &found));
+    auto root = open_root(name);
+    return translate([&] { return core::image_machine_info(root.get()); });
 }
 
 std::map<std::string, std::string> ImageService::os_release(const std::string& name) {
-    static const char* const files[] = {"/etc/os-release", "/usr/lib/os-release", nullptr};
-    bool found = false;
-    auto text = read_in_image(name, files, &found);
-    if (!found) throw bus_error(kNotSupported, "Image '" + name + "' does not contain OS release information");
-    return parse_env(text);
+    auto root = open_root(name);
+    auto os = translate([&] { return core::image_os_release(root.get()); });
+    if (!os) throw bus_error(kNotSupported, "Image '" + name + "' does not contain OS release information");
+    return *os;
 }
 
 // ------------------------------------------------------------------------------------------ object

@@ -51,7 +51,7 @@ public:
 
 private:
     void check_not_busy(const core::ImageInfo& info);
-    std::string read_in_image(const std::string& name, const char* const* candidates, bool* found);
+    core::UniqueFd open_root(const std::string& name);
 
     sdbus::IConnection& connection_;
     core::MachineService& machines_;

@@ -44,6 +44,10 @@ public:
     sd_bus* bus() { return underlying_bus(getObject()); }
     // Serves the image methods from `images` (NotSupported without).
     void set_images(ImageService* images) { images_ = images; }
+    // Shared with the Varlink front end: one bound on copies and one set of guest-bus calls for
+    // both APIs.
+    CopyOperations& copies() { return copies_; }
+    GuestUnitStarts& logins() { return logins_; }
 
 private:
     core::Machine& lookup(const std::string& name);

@@ -100,28 +100,44 @@ void CopyOperations::start(const Caller& caller, Machine& m, const std::string& 
                            bool to_machine, uint64_t flags, Done done) {
     try {
         require_action(caller, kPolkitManageMachines, "copying files to or from machines");
+    } catch (const sdbus::Error& e) {
+        return done(&e);
+    }
+    start_checked(m, source, destination, to_machine, flags, [done = std::move(done)](std::exception_ptr error) {
+        if (!error) return done(nullptr);
+        try {
+            std::rethrow_exception(error);
+        } catch (...) {
+            auto e = current_exception_to_bus_error();
+            done(&e);
+        }
+    });
+}
+
+void CopyOperations::start_checked(Machine& m, const std::string& source, const std::string& destination,
+                                   bool to_machine, uint64_t flags, Finished finished) {
+    try {
         if (running_.size() >= kMax) throw sdbus::Error(kLimitsExceeded, "Too many ongoing copies.");
-        auto op = translate([&] { return core::CopyOperation::start(m, source, destination, to_machine, flags); });
+        auto op = core::CopyOperation::start(m, source, destination, to_machine, flags);
         if (!loop_) {
-            translate([&] { op.finish(); });
-            return done(nullptr);
+            op.finish();
+            return finished(nullptr);
         }
         int key = op.pidfd();
-        running_.emplace(key, std::make_pair(std::move(op), std::move(done)));
+        running_.emplace(key, std::make_pair(std::move(op), std::move(finished)));
         loop_->watch_child(key, [this, key] {
             auto node = running_.extract(key);
             if (node.empty()) return;
             auto& [operation, reply] = node.mapped();
             try {
-                translate([&] { operation.finish(); });
-                reply(nullptr);
-            } catch (const sdbus::Error& e) {
-                reply(&e);
+                operation.finish();
+            } catch (...) {
+                return reply(std::current_exception());
             }
+            reply(nullptr);
         });
     } catch (...) {
-        auto e = current_exception_to_bus_error();
-        done(&e);
+        finished(std::current_exception());
     }
 }
 

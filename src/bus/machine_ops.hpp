@@ -3,6 +3,7 @@
 // Thread-hostile (machd's one loop).
 #pragma once
 
+#include <exception>
 #include <functional>
 #include <map>
 #include <string>
@@ -34,11 +35,16 @@ public:
     void set_loop(EventLoop* loop) { loop_ = loop; }
     void start(const Caller& caller, core::Machine& m, const std::string& source, const std::string& destination,
                bool to_machine, uint64_t flags, Done done);
+    // The same for a front end that checked its caller itself (Varlink): `finished` gets nullptr or
+    // the error as thrown (std::system_error, or sdbus::Error for the bound).
+    using Finished = std::function<void(std::exception_ptr)>;
+    void start_checked(core::Machine& m, const std::string& source, const std::string& destination, bool to_machine,
+                       uint64_t flags, Finished finished);
 
 private:
     static constexpr size_t kMax = 64;
     EventLoop* loop_ = nullptr;
-    std::map<int, std::pair<core::CopyOperation, Done>> running_;  // by helper pidfd
+    std::map<int, std::pair<core::CopyOperation, Finished>> running_;  // by helper pidfd
 };
 
 struct MachineOps {

@@ -7,7 +7,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <system_error>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,8 @@
 #include "core/machine/launch.hpp"
 #include "core/machine/service.hpp"
 #include "core/machine/state_file.hpp"
+#include "varlink/machine_api.hpp"
+#include "varlink/server.hpp"
 
 namespace {
 
@@ -46,6 +50,9 @@ void usage(FILE* out) {
                  "  --pool=DIR         the image pool: image methods and import1 transfers (default /var/lib/machines)\n"
                  "  --transfer-path=PATH machd-transfer helper (default: next to machd in a build tree,\n"
                  "                     else " MK_LIBEXECDIR "/machd-transfer)\n"
+                 "  --varlink-dir=DIR  where the io.systemd.Machine and io.systemd.MachineImage Varlink\n"
+                 "                     sockets are made, mode 0666 (default /run/systemd/machine)\n"
+                 "  --no-varlink       serve no Varlink sockets\n"
                  "  -h, --help         show this help\n"
                  "  --version          show the version\n\n"
                  "The bus is $DBUS_SYSTEM_BUS_ADDRESS if set. SIGTERM stops machd; machines keep running\n"
@@ -67,6 +74,24 @@ std::string default_transfer_path() {
     return MK_LIBEXECDIR "/machd-transfer";
 }
 
+// The Varlink server runs in machd's one loop.
+struct VarlinkLoop final : mk::varlink::FdLoop {
+    explicit VarlinkLoop(mk::bus::EventLoop& loop) : loop_(loop) {}
+    void watch(int fd, std::function<void()> on_event) override { loop_.watch_fd(fd, std::move(on_event)); }
+    void unwatch(int fd) override { loop_.unwatch_fd(fd); }
+    void set_writable(int fd, bool want) override { loop_.set_fd_writable(fd, want); }
+    mk::bus::EventLoop& loop_;
+};
+
+void make_directory(const std::string& dir) {
+    for (size_t pos = 1; pos <= dir.size(); pos++) {
+        if (pos < dir.size() && dir[pos] != '/') continue;
+        std::string prefix = dir.substr(0, pos);
+        if (::mkdir(prefix.c_str(), 0755) < 0 && errno != EEXIST)
+            throw std::system_error(errno, std::generic_category(), "mkdir " + prefix);
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -78,8 +103,9 @@ int main(int argc, char** argv) {
     // machines_dir stays empty unless given: StartMachine then boots from the pool, where
     // machctl import/pull/clone put the images (issue 17: it used to ignore --pool).
     mk::core::LaunchConfig launch{MK_BINDIR "/spawn", "", "/run/machkit"};
-    enum { kStateDir = 0x100, kCgroupRoot, kStopTimeout, kScopeBackend, kVersion, kSpawnPath, kMachinesDir, kLogDir, kPool, kTransferPath };
+    enum { kStateDir = 0x100, kCgroupRoot, kStopTimeout, kScopeBackend, kVersion, kSpawnPath, kMachinesDir, kLogDir, kPool, kTransferPath, kVarlinkDir, kNoVarlink };
     std::string transfer_path;
+    std::string varlink_dir = "/run/systemd/machine";
     static const option options[] = {
         {"state-dir", required_argument, nullptr, kStateDir},
         {"cgroup-root", required_argument, nullptr, kCgroupRoot},
@@ -90,6 +116,8 @@ int main(int argc, char** argv) {
         {"log-dir", required_argument, nullptr, kLogDir},
         {"pool", required_argument, nullptr, kPool},
         {"transfer-path", required_argument, nullptr, kTransferPath},
+        {"varlink-dir", required_argument, nullptr, kVarlinkDir},
+        {"no-varlink", no_argument, nullptr, kNoVarlink},
         {"help", no_argument, nullptr, 'h'},
         {"version", no_argument, nullptr, kVersion},
         {},
@@ -103,6 +131,14 @@ int main(int argc, char** argv) {
         case kLogDir: launch.log_dir = optarg; break;
         case kPool: pool_path = optarg; break;
         case kTransferPath: transfer_path = optarg; break;
+        case kVarlinkDir:
+            varlink_dir = optarg;
+            if (varlink_dir.empty() || varlink_dir.front() != '/') {
+                std::fprintf(stderr, "machd: --varlink-dir must be an absolute path, not '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case kNoVarlink: varlink_dir.clear(); break;
         case kScopeBackend:
             scope_backend = optarg;
             if (scope_backend != "auto" && scope_backend != "cgroupfs" && scope_backend != "systemd") {
@@ -205,6 +241,29 @@ int main(int argc, char** argv) {
                                       },
                                       [systemd](const std::string& unit) { systemd->stop_unit(unit); }});
         }
+        // io.systemd.Machine / io.systemd.MachineImage (systemd >= 257 clients; docs/varlink.md):
+        // the same core as the bus objects, in the same loop.
+        VarlinkLoop varlink_loop(loop);
+        mk::varlink::PendingRegistrations registrations;
+        chain.targets.push_back(&registrations);
+        mk::varlink::MachineContext varlink_ctx{service, manager.copies(), manager.logins(), registrations};
+        std::unique_ptr<mk::varlink::Server> varlink;
+        if (!varlink_dir.empty()) {
+            try {
+                varlink = std::make_unique<mk::varlink::Server>(varlink_loop,
+                                                                mk::varlink::ServiceInfo{"machkit", "machd", MK_VERSION, ""});
+                varlink->add_interface(mk::varlink::machine_interface(varlink_ctx));
+                varlink->add_interface(mk::varlink::machine_image_interface(service, pool));
+                make_directory(varlink_dir);
+                varlink->listen(varlink_dir + "/io.systemd.Machine", 0666);
+                varlink->listen(varlink_dir + "/io.systemd.MachineImage", 0666);
+            } catch (const std::exception& e) {
+                // D-Bus still serves (systemd < 261 needs nothing else); say what newer clients miss.
+                varlink.reset();
+                mk::bus::log_line(LOG_WARNING, "not serving Varlink in " + varlink_dir + ": " + mk::core::describe(e) +
+                                                   " (systemd >= 261's machinectl poweroff/reboot/terminate need it)");
+            }
+        }
         // Own the names last: clients never see a half-built object tree.
         bool import1 = true;
         try {
@@ -224,6 +283,7 @@ int main(int argc, char** argv) {
         sd_notify(0, "STOPPING=1");
         mk::bus::log_line(LOG_INFO, std::string(strsignal(sig)) + ", exiting (machines keep running)");
         chain.targets.clear();
+        varlink.reset();  // removes the sockets
         connection->releaseName(mk::bus::kBusName);
         if (import1) connection->releaseName(mk::bus::kImportBusName);
         return 0;

@@ -176,6 +176,8 @@ class Machd:
         self.cgroup_root = cgroup_root
         self.proc = None
         self.log = bus.tmp / "machd.log"
+        # The Varlink sockets: never the host's /run/systemd/machine.
+        self.varlink_dir = Path(state_dir).parent / "varlink"
 
     def start(self):
         Machd.running.append(self)
@@ -183,7 +185,8 @@ class Machd:
         self.proc = subprocess.Popen([str(MACHD), "--state-dir=%s" % self.state_dir,
                                       "--cgroup-root=%s" % self.cgroup_root,
                                       "--stop-timeout=%s" % self.stop_timeout,
-                                      "--pool=%s" % self.pool, "--transfer-path=%s" % TRANSFER] + self.extra_args,
+                                      "--pool=%s" % self.pool, "--transfer-path=%s" % TRANSFER,
+                                      "--varlink-dir=%s" % self.varlink_dir] + self.extra_args,
                                      env=self.bus.env(), stdout=self.logf, stderr=self.logf)
         deadline = time.time() + 10
         while time.time() < deadline:

@@ -137,6 +137,11 @@ def guest():
 def test_machd_runs_hardened_with_the_systemd_backend(guest):
     assert guest.run("systemctl", "is-active", "machd").stdout.strip() == "active"
     assert "scope backend systemd" in guest.run("journalctl", "-u", "machd", "--no-pager").stdout
+    # The hardened unit still lets machd make its Varlink sockets (mode 0666, as machined's).
+    for iface in ("io.systemd.Machine", "io.systemd.MachineImage"):
+        st = guest.run("stat", "-c", "%F %a", "/run/systemd/machine/" + iface).stdout.strip()
+        assert st == "socket 666", (iface, st)
+    assert "not serving Varlink" not in guest.run("journalctl", "-u", "machd", "--no-pager").stdout
 
 
 def test_create_machine_lands_in_machine_slice_and_goes_with_its_leader(guest):

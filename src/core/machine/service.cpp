@@ -318,4 +318,12 @@ Machine* MachineService::find_by_pid(pid_t pid) const {
     return unit ? registry_.find_by_unit(*unit) : nullptr;
 }
 
+bool image_in_use(const MachineService& service, const std::string& image_path) {
+    for (const Machine* m : service.registry().all()) {
+        const std::string& root = m->root_directory;
+        if (!root.empty() && (root == image_path || root.starts_with(image_path + "/"))) return true;
+    }
+    return false;
+}
+
 }  // namespace mk::core

@@ -111,6 +111,9 @@ private:
 // Validation helpers shared with the bus layer.
 // Throws invalid_argument unless `pid` may lead a machine: > 1, alive, not a kernel thread, not us.
 UniqueFd pin_leader(pid_t pid);
+// A registered machine runs from the image at `image_path` (its root directory is the image or
+// inside it): the image must not be removed, renamed or made read-only (security.md R-13).
+bool image_in_use(const MachineService& service, const std::string& image_path);
 // Parses a KillMachine "who" ("" -> all).
 bool kill_who_is_valid(std::string_view who);
 
