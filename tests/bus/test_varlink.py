@@ -450,3 +450,28 @@ def test_register_waits_for_the_systemd_scope_job(sid, bus, fake_systemd, machd_
              {"name": "broken", "class": "container", "leader": q.pid, "allocateUnit": True}, check=False)
     assert r.returncode != 0 and "EIO" in r.stdout
     assert "NoSuchMachine" in call(sid, machd_systemd, "io.systemd.Machine.List", {"name": "broken"}, check=False).stderr
+
+
+def test_introspection_matches_a_running_machined_262(sid, machd, spawn_bin):
+    """The same diff against systemd-machined 262 itself: the sid tree booted by spawn (a throw-away
+    overlay, not registered), whose systemd-machined.socket activates machined 262 when the guest's
+    own varlinkctl asks it for its interfaces. No difference is allowed."""
+    import sys
+    sys.path.insert(0, str(HERE.parent / "integration"))
+    from test_boot import Console, nsenter  # noqa: E402
+    c = Console([spawn_bin, "-x", "-b", "-D", str(sid), "-M", "vl-machined262", "--register=no"])
+    try:
+        assert c.wait_for(r"login: ", 180), c.text()
+        leader = c.leader()
+        for iface in ("io.systemd.Machine", "io.systemd.MachineImage"):
+            r = nsenter(leader, "varlinkctl", "introspect", "/run/systemd/machine/" + iface, iface, timeout=60)
+            assert r.returncode == 0, r.stderr
+            ours = varlinkctl(sid, "introspect", sock(machd, iface), iface).stdout
+            assert ours.strip() == r.stdout.strip(), iface
+        r = nsenter(leader, "varlinkctl", "introspect", "/run/systemd/machine/io.systemd.Machine", "org.varlink.service",
+                    timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert varlinkctl(sid, "introspect", sock(machd), "org.varlink.service").stdout.strip() == r.stdout.strip()
+    finally:
+        c.p.send_signal(15)
+        c.wait_exit(90)
