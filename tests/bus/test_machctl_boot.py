@@ -223,6 +223,57 @@ def test_login_gives_a_login_prompt(bus, guests):
     assert r.returncode == 1 and "needs a terminal" in r.stderr
 
 
+class SystemdHost:
+    """The booted Debian guest (systemd 252 as PID 1) as a systemd host: the build bound at /opt/mk,
+    the project's bus policy and spawn@.service installed, machd started as a transient service (the
+    systemd scope backend), `pool_entry` bound at /var/lib/machines/POOL_NAME. guest(...) runs a
+    command there through machctl shell; kill() ends the guest."""
+
+    MACHCTL = "/opt/mk/src/machctl/machctl"
+
+    def __init__(self, bus, debian_tree, name, pool_name, pool_entry, machines_target=False):
+        root = pathlib.Path(__file__).resolve().parents[2]
+        sdbus = next(p for p in ("/lib/x86_64-linux-gnu/libsdbus-c++.so.1", "/usr/lib/x86_64-linux-gnu/libsdbus-c++.so.1")
+                     if os.path.exists(p))
+        self.bus, self.name = bus, name
+        self.g = g = Guest.__new__(Guest)
+        g.name, g.out = name, b""
+        g.p = subprocess.Popen([str(SPAWN), "-x", "-b", "-D", debian_tree, "-M", name,
+                                "--bind-ro=%s:/opt/mk" % BUILD, "--bind-ro=%s:/opt/mkpolicy" % (root / "policy"),
+                                "--bind-ro=%s:/usr/lib/x86_64-linux-gnu/libsdbus-c++.so.1" % sdbus,
+                                "--bind=%s:/var/lib/machines/%s" % (pool_entry, pool_name)],
+                               env=bus.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        os.set_blocking(g.p.stdout.fileno(), False)
+        try:
+            assert g.wait_for(r"Reached target [^\n]*multi-user\.target"), g.text()
+            self.guest("/bin/systemctl", "is-system-running", "--wait", check=False)
+            self.guest("/bin/cp", "/opt/mkpolicy/org.freedesktop.machine1.conf", "/etc/dbus-1/system.d/")
+            self.guest("/bin/systemctl", "reload", "dbus")
+            unit = (root / "units" / "spawn@.service.in").read_text().replace("@bindir@", "/opt/mk/src/spawn")
+            guest_root = pathlib.Path("/proc/%d/root" % json.loads(
+                machctl(bus, "show", "-o", "json", name).stdout)["Leader"])
+            (guest_root / "etc/systemd/system/spawn@.service").write_text(unit)
+            if machines_target:
+                (guest_root / "etc/systemd/system/machines.target").write_text(
+                    (root / "units" / "machines.target").read_text())
+            self.guest("/bin/systemctl", "daemon-reload")
+            self.guest("/bin/systemd-run", "--unit=machd", "-p", "Type=dbus", "-p", "BusName=org.freedesktop.machine1",
+                       "/opt/mk/src/machd/machd")
+        except BaseException:
+            g.kill()
+            raise
+
+    def guest(self, *cmd, check=True, timeout=180):
+        r = subprocess.run([str(MACHCTL), "shell", self.name, *cmd], capture_output=True, text=True,
+                           env=self.bus.env(), stdin=subprocess.DEVNULL, timeout=timeout)
+        if check:
+            assert r.returncode == 0, "%s: %s %s" % (cmd, r.stdout, r.stderr)
+        return r
+
+    def kill(self):
+        self.g.kill()
+
+
 def test_systemd_path_inside_a_booted_guest(bus, machd, debian_tree, tmp_path):
     """The systemd host path, with the booted Debian guest as the host: machd (systemd scope
     backend) and spawn@.service under the guest's real systemd; machctl start → StartUnit →
@@ -232,38 +283,9 @@ def test_systemd_path_inside_a_booted_guest(bus, machd, debian_tree, tmp_path):
     (inner / "sbin" / "init").unlink(missing_ok=True)
     (inner / "sbin" / "init").symlink_to("/bin/busybox")
     (inner / "etc" / "inittab").write_text("::sysinit:/bin/echo booted\n::respawn:/bin/sleep 1000\n")
-    root = pathlib.Path(__file__).resolve().parents[2]
-    sdbus = next(p for p in ("/lib/x86_64-linux-gnu/libsdbus-c++.so.1", "/usr/lib/x86_64-linux-gnu/libsdbus-c++.so.1")
-                 if os.path.exists(p))
-    g = Guest.__new__(Guest)
-    g.name, g.out = "deb-sd", b""
-    g.p = subprocess.Popen([str(SPAWN), "-x", "-b", "-D", debian_tree, "-M", "deb-sd",
-                            "--bind-ro=%s:/opt/mk" % BUILD, "--bind-ro=%s:/opt/mkpolicy" % (root / "policy"),
-                            "--bind-ro=%s:/usr/lib/x86_64-linux-gnu/libsdbus-c++.so.1" % sdbus,
-                            "--bind=%s:/var/lib/machines/inner" % inner],
-                           env=bus.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    os.set_blocking(g.p.stdout.fileno(), False)
+    host = SystemdHost(bus, debian_tree, "deb-sd", "inner", inner, machines_target=True)
+    guest = host.guest
     try:
-        assert g.wait_for(r"Reached target [^\n]*multi-user\.target"), g.text()
-
-        def guest(*cmd, check=True):
-            r = subprocess.run([str(MACHCTL), "shell", "deb-sd", *cmd], capture_output=True, text=True,
-                               env=bus.env(), stdin=subprocess.DEVNULL, timeout=120)
-            if check:
-                assert r.returncode == 0, "%s: %s %s" % (cmd, r.stdout, r.stderr)
-            return r
-
-        guest("/bin/systemctl", "is-system-running", "--wait", check=False)
-        guest("/bin/cp", "/opt/mkpolicy/org.freedesktop.machine1.conf", "/etc/dbus-1/system.d/")
-        guest("/bin/systemctl", "reload", "dbus")
-        unit = (root / "units" / "spawn@.service.in").read_text().replace("@bindir@", "/opt/mk/src/spawn")
-        guest_root = pathlib.Path("/proc/%d/root" % json.loads(
-            machctl(bus, "show", "-o", "json", "deb-sd").stdout)["Leader"])
-        (guest_root / "etc/systemd/system/spawn@.service").write_text(unit)
-        (guest_root / "etc/systemd/system/machines.target").write_text((root / "units" / "machines.target").read_text())
-        guest("/bin/systemctl", "daemon-reload")
-        guest("/bin/systemd-run", "--unit=machd", "-p", "Type=dbus", "-p", "BusName=org.freedesktop.machine1",
-              "/opt/mk/src/machd/machd")
         mc = "/opt/mk/src/machctl/machctl"
 
         r = guest(mc, "start", "--timeout=30", "inner")
@@ -288,7 +310,7 @@ def test_systemd_path_inside_a_booted_guest(bus, machd, debian_tree, tmp_path):
         assert guest("/bin/test", "-e", "/etc/systemd/system/machines.target.wants/spawn@inner.service",
                      check=False).returncode == 1
     finally:
-        g.kill()
+        host.kill()
 
 
 def journal_has(directory, text):

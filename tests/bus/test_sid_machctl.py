@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from conftest import BUILD, Machd, cleanup_machine_cgroups, machine_cgroups, wait_for
-from test_machctl_boot import HELPERS, MACHCTL, SPAWN, Guest, debian_tree, machctl  # noqa: F401 (fixture)
+from test_machctl_boot import HELPERS, MACHCTL, SPAWN, Guest, SystemdHost, debian_tree, machctl  # noqa: F401 (fixture)
 
 # systemd 262 holds back its status lines while a getty owns the console: the login prompt says
 # the guest is up; systemd itself is asked from inside.
@@ -119,39 +119,11 @@ def test_sid_under_spawn_at_service(bus, machd, debian_tree, sid_tree, tmp_path)
     gets the cgroup2 subtree of the unit's delegated group. Asserted from inside the inner guest."""
     inner = tmp_path / "inner"
     subprocess.run(["cp", "-a", "--reflink=auto", sid_tree, str(inner)], check=True)
-    root = pathlib.Path(__file__).resolve().parents[2]
-    sdbus = next(p for p in ("/lib/x86_64-linux-gnu/libsdbus-c++.so.1", "/usr/lib/x86_64-linux-gnu/libsdbus-c++.so.1")
-                 if os.path.exists(p))
-    g = Guest.__new__(Guest)
-    g.name, g.out = "deb-sidsd", b""
-    g.p = subprocess.Popen([str(SPAWN), "-x", "-b", "-D", debian_tree, "-M", "deb-sidsd",
-                            "--bind-ro=%s:/opt/mk" % BUILD, "--bind-ro=%s:/opt/mkpolicy" % (root / "policy"),
-                            "--bind-ro=%s:/usr/lib/x86_64-linux-gnu/libsdbus-c++.so.1" % sdbus,
-                            "--bind=%s:/var/lib/machines/sid" % inner],
-                           env=bus.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    os.set_blocking(g.p.stdout.fileno(), False)
-
-    def guest(*cmd, check=True, timeout=180):
-        r = subprocess.run([str(MACHCTL), "shell", "deb-sidsd", *cmd], capture_output=True, text=True,
-                           env=bus.env(), stdin=subprocess.DEVNULL, timeout=timeout)
-        if check:
-            assert r.returncode == 0, "%s: %s %s" % (cmd, r.stdout, r.stderr)
-        return r
-
-    mc = "/opt/mk/src/machctl/machctl"
+    mc = SystemdHost.MACHCTL
+    host = None
     try:
-        assert g.wait_for(r"Reached target [^\n]*multi-user\.target"), g.text()
-        guest("/bin/systemctl", "is-system-running", "--wait", check=False)
-        guest("/bin/cp", "/opt/mkpolicy/org.freedesktop.machine1.conf", "/etc/dbus-1/system.d/")
-        guest("/bin/systemctl", "reload", "dbus")
-        unit = (root / "units" / "spawn@.service.in").read_text().replace("@bindir@", "/opt/mk/src/spawn")
-        guest_root = pathlib.Path("/proc/%d/root" % json.loads(
-            machctl(bus, "show", "-o", "json", "deb-sidsd").stdout)["Leader"])
-        (guest_root / "etc/systemd/system/spawn@.service").write_text(unit)
-        guest("/bin/systemctl", "daemon-reload")
-        guest("/bin/systemd-run", "--unit=machd", "-p", "Type=dbus", "-p", "BusName=org.freedesktop.machine1",
-              "/opt/mk/src/machd/machd")
-
+        host = SystemdHost(bus, debian_tree, "deb-sidsd", "sid", inner)
+        guest = host.guest
         # The pool is root-only, as tmpfiles makes it on a real system (`Q /var/lib/machines 0700`):
         # spawn -U refuses an idmapped tree that other users can reach (docs/security.md T-14b).
         guest("/bin/chmod", "0700", "/var/lib/machines")
@@ -171,5 +143,6 @@ def test_sid_under_spawn_at_service(bus, machd, debian_tree, sid_tree, tmp_path)
         guest(mc, "poweroff", "--timeout=60", "sid")
         assert guest("/bin/systemctl", "is-active", "spawn@sid.service", check=False).stdout.strip() == "inactive"
     finally:
-        g.kill()
+        if host:
+            host.kill()
         shutil.rmtree(inner, ignore_errors=True)
