@@ -4,6 +4,7 @@ machinectl 262 (which needs machd on D-Bus too, and from 261 on calls io.systemd
 poweroff/reboot/terminate). The sid programs run through the tree's loader; machinectl runs in a
 private mount namespace with a tmpfs on /run/systemd, machd's Varlink directory bound to
 /run/systemd/machine - the host's /run/systemd/machine is never touched."""
+import contextlib
 import json
 import os
 import subprocess
@@ -33,12 +34,23 @@ def loader(tree):
     return [str(tree / "lib64/ld-linux-x86-64.so.2"), "--library-path", libs]
 
 
-def let_everyone_reach(path):
-    """pytest's temp dirs are 0700: let an unprivileged client reach the 0666 sockets inside."""
+@contextlib.contextmanager
+def everyone_reaches(path):
+    """pytest's temp dirs are 0700: let an unprivileged client reach the 0666 sockets inside, for the
+    call only. The modes are put back: spawn -U refuses trees that other users can reach, and later
+    tests keep their trees under the same 0700 /tmp/pytest-of-root."""
+    changed = []
     path = Path(path)
     while path not in (Path("/tmp"), Path("/")):
-        os.chmod(path, os.stat(path).st_mode | 0o011)
+        mode = os.stat(path).st_mode
+        changed.append((path, mode))
+        os.chmod(path, mode | 0o011)
         path = path.parent
+    try:
+        yield
+    finally:
+        for p, mode in changed:
+            os.chmod(p, mode & 0o7777)
 
 
 def varlinkctl(tree, *args, check=True, user=None):
@@ -99,10 +111,9 @@ def test_introspection_matches_machined_262(sid, machd, tmp_path):
 
 
 def call(tree, machd, method, params, *flags, iface="io.systemd.Machine", check=True, user=None):
-    if user:
-        let_everyone_reach(machd.varlink_dir)
-    return varlinkctl(tree, "call", "--json=short", *flags, sock(machd, iface), method, json.dumps(params),
-                      check=check, user=user)
+    with everyone_reaches(machd.varlink_dir) if user else contextlib.nullcontext():
+        return varlinkctl(tree, "call", "--json=short", *flags, sock(machd, iface), method, json.dumps(params),
+                          check=check, user=user)
 
 
 def test_register_list_kill_terminate_over_varlink(sid, bus, machd, leaders):

@@ -190,7 +190,9 @@ public:
             if (r == Z_OK) continue;
             if (r == Z_BUF_ERROR) continue;  // needs more input: loop refills or reports truncation
             if (r == Z_MEM_ERROR) throw_errno(ENOMEM, "gzip: out of memory");
-            corrupt("gzip", z_.msg ? z_.msg : "compressed data is corrupt");
+            // zlib's own text names the symptom ("invalid distance too far back", ...), which
+            // depends on where the damage is: say what it means first.
+            corrupt("gzip", z_.msg ? std::string("compressed data is corrupt (") + z_.msg + ")" : "compressed data is corrupt");
         }
         size_t produced = want - z_.avail_out;
         account(produced, "gzip");
