@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <csignal>
 #include <time.h>
 #include <unistd.h>
 
@@ -188,7 +189,10 @@ long int80(long nr, long a = 0, long b = 0, long c = 0, long d = 0) {
 // protection fault, i.e. SIGSEGV: probe in a child.
 bool has_ia32_emulation() {
     pid_t pid = fork();
-    if (pid == 0) _exit(int80(20 /* i386 getpid */) == getpid() ? 0 : 1);
+    if (pid == 0) {
+        signal(SIGSEGV, SIG_DFL);  // die quietly, also under AddressSanitizer's SEGV report
+        _exit(int80(20 /* i386 getpid */) == getpid() ? 0 : 1);
+    }
     int status = 0;
     return waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
