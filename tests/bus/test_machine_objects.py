@@ -50,10 +50,21 @@ def test_machine_object_methods_match_the_manager(bus, machd, tmp_path):
         assert object_call(bus, "objm", "OpenRootDirectory").stdout.startswith("h ")
 
         # OpenShell runs the command in the container (a pty is returned; the effect is checked inside).
-        out = object_call(bus, "objm", "OpenShell", "ssasas", "root", "/bin/sh", 3, "sh", "-c",
-                          "echo shell-$((6*7)) > /tmp/objshell", 0).stdout
-        assert out.startswith("hs ")
-        assert wait_for(lambda: in_container(p, "cat", "/tmp/objshell").stdout == "shell-42\n")
+        # The caller holds the pty master until then: a client that closes it at once (busctl) hangs
+        # the shell up, and SIGHUP may end it before it ran.
+        import dbus
+        conn = dbus.bus.BusConnection(bus.address)
+        try:
+            master, pty = dbus.Interface(conn.get_object(DEST, machine_path("objm")), MACHINE).OpenShell(
+                "root", "/bin/sh", ["sh", "-c", "echo shell-$((6*7)) > /tmp/objshell"], [])
+            fd = master.take()
+            try:
+                assert fd >= 0 and str(pty).startswith("/dev/pts/"), pty
+                assert wait_for(lambda: in_container(p, "cat", "/tmp/objshell").stdout == "shell-42\n")
+            finally:
+                os.close(fd)
+        finally:
+            conn.close()
         assert object_error(bus, "objm", "OpenShell", "string:nosuchuser", "string:/bin/sh", "array:string:",
                             "array:string:") == "org.freedesktop.DBus.Error.InvalidArgs"
 
