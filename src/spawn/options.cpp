@@ -234,6 +234,8 @@ void apply_oci_bundle(ParsedOptions& r, const std::string& bundle, const std::ve
     auto text = core::read_host_file(bundle + "/config.json", core::kOciConfigMax + 1);
     if (!text) throw UsageError("--oci-bundle=" + bundle + ": cannot read config.json: " + std::strerror(errno));
     core::SpawnSpec o = core::parse_oci_config(*text, bundle);
+    if (auto field = core::oci_unapplied_field(o))
+        throw UsageError("OCI config field '" + *field + "' is not supported by spawn");
     // What the command line may set on top (see combines_with_oci_bundle()).
     o.machine_name = s.machine_name;
     o.uuid = s.uuid;

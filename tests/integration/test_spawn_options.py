@@ -316,7 +316,7 @@ def test_oci_bundle_refusals(spawn_bin, tree, tmp_path):
     cfg["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW"}
     (bundle / "config.json").write_text(json.dumps(cfg))
     assert_one_line_error(spawn(spawn_bin, f"--oci-bundle={bundle}"), "'linux.seccomp' is not supported")
-    cfg["ociVersion"] = "1.2.0"
+    cfg["ociVersion"] = "2.0.0"
     (bundle / "config.json").write_text(json.dumps(cfg))
     assert_one_line_error(spawn(spawn_bin, f"--oci-bundle={bundle}"), "ociVersion")
     assert_one_line_error(spawn(spawn_bin, f"--oci-bundle={bundle}", "-D", str(tree)), "cannot be combined with -D")

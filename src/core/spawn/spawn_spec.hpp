@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "core/spawn/oci_spec.hpp"
+
 namespace mk::core {
 
 enum class StartMode { Command, Pid2, Boot };
@@ -160,6 +162,9 @@ struct SpawnSpec {
     // I/O
     ConsoleMode console = ConsoleMode::Autopipe;  // resolved by the front end from isatty()
     bool quiet = false;
+
+    // OCI runtime-spec fields with no nspawn option (config.json front end only; oci.present).
+    OciSpec oci;
 };
 
 }  // namespace mk::core
