@@ -149,6 +149,9 @@ struct SpawnSpec {
 
     std::vector<Credential> credentials;  // ids unique, in command-line order
 
+    // OCI runtime-spec fields with no nspawn option (config.json front end only; oci.present).
+    OciSpec oci;
+
     // Integration
     ResolvConfMode resolv_conf = ResolvConfMode::Auto;
     TimezoneMode timezone = TimezoneMode::Auto;
@@ -162,9 +165,6 @@ struct SpawnSpec {
     // I/O
     ConsoleMode console = ConsoleMode::Autopipe;  // resolved by the front end from isatty()
     bool quiet = false;
-
-    // OCI runtime-spec fields with no nspawn option (config.json front end only; oci.present).
-    OciSpec oci;
 };
 
 }  // namespace mk::core
