@@ -364,9 +364,23 @@ TEST(OciConfig, UnappliedFieldsAreNamedForSpawn) {
               "linux.readonlyPaths entry /etc");
     EXPECT_EQ(*oci_unapplied_field(parse_oci_config(with(kConfig, "\"type\": \"tmpfs\"", "\"type\": \"overlay\""), "/b")),
               "mounts[] of type 'overlay' at /scratch");
-    EXPECT_EQ(*oci_unapplied_field(parse_oci_config(with(kConfig, "\"maskedPaths\"", "\"sysctl\": {\"a.b\": \"1\"}, \"maskedPaths\""), "/b")),
+    EXPECT_EQ(*oci_unapplied_field(parse_oci_config(with(kConfig, "\"maskedPaths\"", "\"sysctl\": {\"kernel.msgmax\": \"1\"}, \"maskedPaths\""), "/b")),
               "linux.sysctl");
     EXPECT_EQ(*oci_unapplied_field(parse_oci_config(with(kConfig, "\"maskedPaths\"", "\"resources\": {\"pids\": {\"limit\": 5}}, \"maskedPaths\""), "/b")),
               "linux.resources");
     EXPECT_EQ(oci_unapplied_field(SpawnSpec{}), std::nullopt);  // not from config.json
+}
+
+TEST(OciConfig, SysctlsOnlyOfTheContainersOwnNamespaces) {
+    EXPECT_TRUE(oci_sysctl_allowed("kernel.msgmax", true, false, false));
+    EXPECT_TRUE(oci_sysctl_allowed("fs.mqueue.queues_max", true, false, false));
+    EXPECT_TRUE(oci_sysctl_allowed("net/ipv4/ip_forward", false, true, false));
+    EXPECT_TRUE(oci_sysctl_allowed("kernel.domainname", false, false, true));
+    EXPECT_FALSE(oci_sysctl_allowed("kernel.msgmax", false, true, true));
+    EXPECT_FALSE(oci_sysctl_allowed("net.ipv4.ip_forward", true, false, true));
+    EXPECT_FALSE(oci_sysctl_allowed("kernel.core_pattern", true, true, true));
+    EXPECT_FALSE(oci_sysctl_allowed("vm.overcommit_memory", true, true, true));
+    EXPECT_NE(error_of(with(kConfig, "\"maskedPaths\"", "\"sysctl\": {\"kernel.core_pattern\": \"|/x\"}, \"maskedPaths\""))
+                  .find("kernel.core_pattern is not in a namespace"), std::string::npos);
+    EXPECT_EQ(error_of(with(kConfig, "\"maskedPaths\"", "\"sysctl\": {\"net.ipv4.ip_forward\": \"1\", \"kernel.sem\": \"1 2 3 4\"}, \"maskedPaths\"")), "");
 }

@@ -781,7 +781,22 @@ SpawnSpec parse_oci_config(std::string_view text, const std::string& bundle) {
     if ((s.oci.time_monotonic || s.oci.time_boottime) && !has_ns("time"))
         invalid("linux.timeOffsets", "given without a time namespace");
     if (!s.hostname.empty() && !has_ns("uts")) invalid("hostname", "set without a uts namespace");
+    for (const auto& [name, value] : s.oci.sysctl)
+        if (!oci_sysctl_allowed(name, has_ns("ipc"), has_ns("network"), has_ns("uts")))
+            invalid("linux.sysctl", name + " is not in a namespace of the container's own (runc's rule)");
     return s;
+}
+
+bool oci_sysctl_allowed(std::string_view name, bool own_ipc, bool own_network, bool own_uts) {
+    std::string n(name);
+    std::replace(n.begin(), n.end(), '/', '.');
+    static const std::set<std::string, std::less<>> kIpc = {"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+                                                            "kernel.shmall", "kernel.shmmax", "kernel.shmmni",
+                                                            "kernel.shm_rmid_forced"};
+    if (kIpc.contains(n) || n.starts_with("fs.mqueue.")) return own_ipc;
+    if (n.starts_with("net.")) return own_network;
+    if (n == "kernel.hostname" || n == "kernel.domainname") return own_uts;
+    return false;
 }
 
 OciResources parse_oci_resources(std::string_view text) { return parse_resources(parse_json(text, "resources")); }

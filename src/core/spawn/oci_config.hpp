@@ -32,6 +32,11 @@ SpawnSpec parse_oci_config(std::string_view json, const std::string& bundle);
 // nullopt if the launcher applies all of it.
 std::optional<std::string> oci_unapplied_field(const SpawnSpec& spec);
 
+// Whether a container may set sysctl `name` ("a.b.c" or "a/b/c"): only the namespaced ones, and
+// only when it has that namespace of its own (runc's rule): IPC's kernel.msg*/sem/shm* and
+// fs.mqueue.*, net.*, and kernel.hostname/domainname. Anything else would change the host.
+bool oci_sysctl_allowed(std::string_view name, bool own_ipc, bool own_network, bool own_uts);
+
 // Parses a "linux.resources" object alone (the OCI runtime's `update --resources`). Same errors.
 OciResources parse_oci_resources(std::string_view json);
 
