@@ -384,3 +384,9 @@ TEST(OciConfig, SysctlsOnlyOfTheContainersOwnNamespaces) {
                   .find("kernel.core_pattern is not in a namespace"), std::string::npos);
     EXPECT_EQ(error_of(with(kConfig, "\"maskedPaths\"", "\"sysctl\": {\"net.ipv4.ip_forward\": \"1\", \"kernel.sem\": \"1 2 3 4\"}, \"maskedPaths\"")), "");
 }
+
+TEST(OciConfig, FuzzerFindings) {
+    // process without cwd (crash-f3ae962f, a fuzz build that mixed objects from two SpawnSpec layouts).
+    EXPECT_EQ(error_of(R"({"ociVersion":"1.0.0","root":{"path":"r"},"process":{"args":["/bin/true"]},"linux":{"namespaces":[{"type":"pid"},{"type":"mount"},{"type":"ipc"},{"type":"uts"}]}})"),
+              "OCI config field 'process.cwd' is invalid: missing");
+}
