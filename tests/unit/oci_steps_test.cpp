@@ -2,7 +2,10 @@
 #include "core/spawn/oci_steps.hpp"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sched.h>
+#include <sys/mount.h>
+#include <sys/sysmacros.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -13,6 +16,8 @@
 #include <fstream>
 #include <functional>
 #include <sstream>
+
+#include "core/base/unique_fd.hpp"
 
 using namespace mk::core;
 
@@ -92,4 +97,35 @@ TEST(OciSteps, UmaskIoPriorityAndScheduler) {
         if (getpriority(PRIO_PROCESS, 0) != 7) return 4;
         return 0;
     }), 0);
+}
+
+TEST(OciSteps, ReadonlyPathsAndDevicesInsideTheTree) {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root for mounts and mknod";
+    char tmpl[] = "/tmp/mk-oci-steps-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    const std::string root = tmpl;
+    EXPECT_EQ(in_child([&] {
+        if (unshare(CLONE_NEWNS) < 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0) return 1;
+        if (mount("tmpfs", root.c_str(), "tmpfs", 0, "mode=0755") < 0) return 2;
+        if (mkdir((root + "/ro").c_str(), 0755) < 0 || mkdir((root + "/rw").c_str(), 0755) < 0) return 3;
+        // A symlink in the image pointing outside: resolved inside the root, so it names root/rw.
+        if (symlink("/rw", (root + "/link").c_str()) < 0) return 4;
+        UniqueFd rfd(open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+        OciSpec o;
+        o.readonly_paths = {"/ro", "/missing", "/link"};
+        o.devices = {OciDevice{"/dev/sub/null", 'c', 1, 3, 0620, 1, 2}, OciDevice{"/dev/fifo", 'p', 0, 0, {}, {}, {}}};
+        umask(022);
+        apply_oci_readonly_paths(o, rfd.get());
+        if (mknod((root + "/ro/x").c_str(), S_IFREG | 0644, 0) == 0 || errno != EROFS) return 5;
+        if (mknod((root + "/rw/x").c_str(), S_IFREG | 0644, 0) == 0 || errno != EROFS) return 6;  // via /link
+        apply_oci_devices(o, rfd.get());
+        struct stat st {};
+        if (stat((root + "/dev/sub/null").c_str(), &st) < 0) return 7;
+        if (!S_ISCHR(st.st_mode) || st.st_rdev != makedev(1, 3) || (st.st_mode & 07777) != 0620 || st.st_uid != 1 || st.st_gid != 2)
+            return 8;
+        if (stat((root + "/dev/fifo").c_str(), &st) < 0 || !S_ISFIFO(st.st_mode) || (st.st_mode & 07777) != 0666) return 9;
+        apply_oci_devices(o, rfd.get());  // again: replaces
+        return 0;
+    }), 0);
+    rmdir(root.c_str());
 }

@@ -2,7 +2,9 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -10,6 +12,8 @@
 #include <cstdint>
 
 #include "core/base/error.hpp"
+#include "core/base/fs_at.hpp"
+#include "core/kernel/mount.hpp"
 #include "core/base/unique_fd.hpp"
 
 namespace mk::core {
@@ -40,6 +44,36 @@ void apply_oci_sysctls(const OciSpec& oci) {
         if (!fd) throw_last_error("cannot open sysctl " + name);
         ssize_t n = ::write(fd.get(), value.data(), value.size());
         if (n < 0) throw_last_error("cannot set sysctl " + name + " to '" + value + "'");
+    }
+}
+
+void apply_oci_readonly_paths(const OciSpec& oci, int root_fd) {
+    for (const auto& path : oci.readonly_paths) {
+        UniqueFd target = open_in_root(root_fd, path, O_PATH | O_CLOEXEC);
+        if (!target) {
+            if (errno == ENOENT) continue;
+            throw_last_error("readonlyPaths: cannot open " + path);
+        }
+        UniqueFd m = clone_tree(target.get(), "", true);
+        set_mount_attrs(m.get(), MOUNT_ATTR_RDONLY, 0, true, "readonlyPaths " + path);
+        attach_mount(m.get(), target.get(), "readonlyPaths " + path);
+    }
+}
+
+void apply_oci_devices(const OciSpec& oci, int root_fd) {
+    for (const auto& d : oci.devices) {
+        auto [dir, name] = split_path(d.path);
+        UniqueFd parent = mkdir_p_in_root(root_fd, dir);
+        UniqueFd pfd(::openat(parent.get(), ".", O_DIRECTORY | O_CLOEXEC));
+        if (!pfd) throw_last_error("devices: cannot open " + dir);
+        const mode_t type = d.type == 'b' ? S_IFBLK : d.type == 'p' ? S_IFIFO : S_IFCHR;
+        const mode_t perm = d.file_mode.value_or(0666) & 07777;
+        if (::unlinkat(pfd.get(), name.c_str(), 0) < 0 && errno != ENOENT) throw_last_error("devices: cannot replace " + d.path);
+        check(::mknodat(pfd.get(), name.c_str(), type | perm, makedev(d.major, d.minor)), "devices: mknod " + d.path);
+        // mknod applies the umask; the spec's mode is meant exactly.
+        check(::fchmodat(pfd.get(), name.c_str(), perm, 0), "devices: chmod " + d.path);
+        check(::fchownat(pfd.get(), name.c_str(), d.uid.value_or(0), d.gid.value_or(0), AT_SYMLINK_NOFOLLOW),
+              "devices: chown " + d.path);
     }
 }
 
