@@ -12,6 +12,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 
 #include "core/base/error.hpp"
@@ -122,4 +125,36 @@ TEST(SeccompOci, RefusesWhatItCannotHonour) {
     EXPECT_NE(error_of(p).find("unknown operator"), std::string::npos);
     p.syscalls = {rule({"read"}, "SCMP_ACT_ERRNO", 5000)};
     EXPECT_NE(error_of(p).find("errnoRet above 4095"), std::string::npos);
+}
+
+TEST(SeccompOci, CachedProgramsEqualFreshOnesAndSurviveCorruption) {
+    char tmpl[] = "/tmp/mk-seccomp-oci-cache-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    const std::string dir = tmpl;
+    OciSeccomp p;
+    p.default_action = "SCMP_ACT_ALLOW";
+    p.flags = {"SECCOMP_FILTER_FLAG_LOG"};
+    p.syscalls = {rule({"mkdir", "mkdirat"}, "SCMP_ACT_ERRNO", ENOSYS)};
+    const OciSeccompFilter fresh = seccomp_oci_compile(p);
+    auto same = [&](const OciSeccompFilter& f) {
+        return f.flags == fresh.flags && f.program.insns.size() == fresh.program.insns.size() &&
+               memcmp(f.program.insns.data(), fresh.program.insns.data(), f.program.insns.size() * sizeof(sock_filter)) == 0;
+    };
+    EXPECT_TRUE(same(seccomp_oci_programs_for(p, dir)));  // miss: compiled, stored
+    std::vector<std::string> files;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) files.push_back(e.path());
+    ASSERT_EQ(files.size(), 1u);
+    EXPECT_TRUE(same(seccomp_oci_programs_for(p, dir)));  // hit
+    {
+        std::fstream f(files[0], std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(-3, std::ios::end);
+        f.put('\x55');
+    }
+    EXPECT_TRUE(same(seccomp_oci_programs_for(p, dir)));  // corrupt: ignored, recompiled
+    OciSeccomp q = p;
+    q.syscalls[0].errno_ret = EPERM;  // another profile: another key
+    EXPECT_FALSE(same(seccomp_oci_programs_for(q, dir)));
+    q.flags = {"SECCOMP_FILTER_FLAG_NOPE"};
+    EXPECT_NE(std::string(error_of(q)).find("unknown flag"), std::string::npos);
+    std::filesystem::remove_all(dir);
 }

@@ -154,15 +154,19 @@ std::optional<std::vector<BpfProgram>> seccomp_precompiled(const SeccompPolicy& 
 std::vector<BpfProgram> seccomp_programs_for(const SeccompPolicy& policy, const std::string& cache_dir) {
     if (auto pre = seccomp_precompiled(policy)) return std::move(*pre);
     if (cache_dir.empty()) return seccomp_compile(policy);
+    return seccomp_cached(seccomp_policy_key(policy), cache_dir, [&] { return seccomp_compile(policy); });
+}
 
-    const std::string key = seccomp_policy_key(policy) + " " + compiler_fingerprint();
+std::vector<BpfProgram> seccomp_cached(const std::string& policy_key, const std::string& cache_dir,
+                                       const std::function<std::vector<BpfProgram>()>& compile) {
+    const std::string key = policy_key + " " + compiler_fingerprint();
     char name[32];
     snprintf(name, sizeof name, "/%016llx.bpf", static_cast<unsigned long long>(fnv1a(key.data(), key.size())));
     const std::string path = cache_dir + name;
     if (auto data = read_small_file(path))
         if (auto progs = deserialize(*data, key)) return std::move(*progs);
 
-    std::vector<BpfProgram> progs = seccomp_compile(policy);
+    std::vector<BpfProgram> progs = compile();
     write_cache_file(cache_dir, path, serialize(key, progs));
     return progs;
 }

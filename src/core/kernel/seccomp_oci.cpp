@@ -148,6 +148,52 @@ OciSeccompFilter seccomp_oci_compile(const OciSeccomp& p) {
     return out;
 }
 
+namespace {
+
+// Every field of the profile, unambiguously (lengths before strings).
+std::string profile_key(const OciSeccomp& p) {
+    std::string k = "oci1";
+    auto put = [&](const std::string& s) { k += std::to_string(s.size()) + ":" + s; };
+    auto num = [&](uint64_t v) { k += std::to_string(v) + ";"; };
+    put(p.default_action);
+    num(p.default_errno_ret ? *p.default_errno_ret + 1ull : 0);
+    num(p.architectures.size());
+    for (const auto& a : p.architectures) put(a);
+    num(p.flags.size());
+    for (const auto& f : p.flags) put(f);
+    num(p.syscalls.size());
+    for (const auto& r : p.syscalls) {
+        num(r.names.size());
+        for (const auto& n : r.names) put(n);
+        put(r.action);
+        num(r.errno_ret ? *r.errno_ret + 1ull : 0);
+        num(r.args.size());
+        for (const auto& a : r.args) {
+            num(a.index);
+            num(a.value);
+            num(a.value_two);
+            put(a.op);
+        }
+    }
+    return k;
+}
+
+}  // namespace
+
+OciSeccompFilter seccomp_oci_programs_for(const OciSeccomp& profile, const std::string& cache_dir) {
+    if (cache_dir.empty()) return seccomp_oci_compile(profile);
+    OciSeccompFilter out;
+    // The flags are not in the program: decoded (and checked) here, cheaply, on hits too.
+    for (const auto& f : profile.flags) out.flags |= flag_of(f);
+    // A key too long for the cache file (huge profiles) just skips the cache.
+    std::string key = profile_key(profile);
+    if (key.size() > 256 * 1024) return seccomp_oci_compile(profile);
+    auto progs = seccomp_cached(key, cache_dir, [&] { return std::vector<BpfProgram>{seccomp_oci_compile(profile).program}; });
+    if (progs.size() != 1) return seccomp_oci_compile(profile);
+    out.program = std::move(progs[0]);
+    return out;
+}
+
 int seccomp_oci_install(const OciSeccompFilter& f) noexcept {
     if (f.program.insns.empty() || f.program.insns.size() > BPF_MAXINSNS) return -E2BIG;
     sock_fprog fprog{static_cast<unsigned short>(f.program.insns.size()), const_cast<sock_filter*>(f.program.insns.data())};

@@ -24,6 +24,12 @@ struct OciSeccompFilter {
 // Throws UsageError for what the profile gets wrong, std::system_error on libseccomp failures.
 OciSeccompFilter seccomp_oci_compile(const OciSeccomp& profile);
 
+// seccomp_oci_compile() through the on-disk cache of core/kernel/seccomp.hpp (an engine starts
+// many containers with one profile: only the first pays libseccomp). "" disables the cache.
+// Errors in the profile are reported even when a cached program exists (it is compiled first
+// only on a miss, so the key covers the whole profile, flags included).
+OciSeccompFilter seccomp_oci_programs_for(const OciSeccomp& profile, const std::string& cache_dir = kDefaultSeccompCacheDir);
+
 // Installs the filter on the calling thread with seccomp(2) and the profile's flags. Needs
 // no_new_privs or CAP_SYS_ADMIN in the current user namespace. Async-signal-safe, does not
 // allocate. Returns 0 or -errno.
