@@ -103,9 +103,9 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
                 ::close(fd);
             }
         }
-        if (join_machine_namespaces(m, ns_flags) < 0) steps.fail(kStepJoin);
+        if (join_machine_namespaces(m, ns_flags) < 0) steps.fail(1);
         pid_t waiter = ::fork();
-        if (waiter < 0) steps.fail(kStepFork);
+        if (waiter < 0) steps.fail(2);
         if (waiter > 0) _exit(0);
 
         // Waiter: parent of the command inside the machine; reports its status on the pipe.
@@ -117,35 +117,35 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
         ::signal(SIGINT, SIG_IGN);
         ::signal(SIGTERM, SIG_IGN);
         pid_t cmd = ::fork();
-        if (cmd < 0) steps.fail(kStepFork);
+        if (cmd < 0) steps.fail(2);
         if (cmd == 0) {
             ::signal(SIGHUP, SIG_DFL);
             ::signal(SIGINT, SIG_DFL);
             ::signal(SIGTERM, SIG_DFL);
             status_wr.reset();
-            if (::setsid() < 0) steps.fail(kStepSetsid);
+            if (::setsid() < 0) steps.fail(3);
             // Move the caller's fds out of 0..2 first: dup2(fd, fd) would keep O_CLOEXEC.
             int high[3];
             for (int i = 0; i < 3; i++)
-                if ((high[i] = ::fcntl(stdio.fds[static_cast<size_t>(i)], F_DUPFD_CLOEXEC, 3)) < 0) steps.fail(kStepRedirect);
+                if ((high[i] = ::fcntl(stdio.fds[static_cast<size_t>(i)], F_DUPFD_CLOEXEC, 3)) < 0) steps.fail(6);
             for (int i = 0; i < 3; i++)
-                if (::dup2(high[i], i) < 0) steps.fail(kStepRedirect);
-            if (stdio.tty && ::ioctl(0, TIOCSCTTY, 0) < 0) steps.fail(kStepControllingTerminal);
+                if (::dup2(high[i], i) < 0) steps.fail(6);
+            if (stdio.tty && ::ioctl(0, TIOCSCTTY, 0) < 0) steps.fail(5);
             // Before dropping to the user: installing it needs CAP_SYS_ADMIN (or no_new_privs).
             if (int e = seccomp_install(terminal_filter); e < 0) {
                 errno = -e;
-                steps.fail(kStepSeccomp);
+                steps.fail(9);
             }
             // setns() into the machine's user namespace keeps machd's credentials (host root, which
             // is nobody inside): become the user there, root included.
             if (command.uid != 0 || command.gid != 0 || (ns_flags & CLONE_NEWUSER)) {
                 if (::setgroups(0, nullptr) < 0 || ::setresgid(command.gid, command.gid, command.gid) < 0 ||
                     ::setresuid(command.uid, command.uid, command.uid) < 0)
-                    steps.fail(kStepChangeUser);
+                    steps.fail(7);
             }
             if (::chdir(command.home.c_str()) < 0) (void)!::chdir("/");
             ::execve(command.path.c_str(), argv.data(), envp.data());
-            steps.fail(kStepExecute);
+            steps.fail(8);
         }
         // The waiter keeps none of the command's I/O (EOF must reach the caller when it ends) and
         // not the error pipe (EOF there tells machd the exec happened).
