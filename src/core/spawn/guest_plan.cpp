@@ -148,7 +148,8 @@ GuestPlan plan_guest(const SpawnSpec& spec, const GuestFacts& facts) {
     g.cwd = !spec.chdir.empty() ? spec.chdir : (g.boot ? "/" : user.home);
 
     g.bounding = spec.capabilities_all ? ~uint64_t{0} : kDefaultCapabilities;
-    if (spec.private_network) g.bounding |= cap_bit(CAP_NET_ADMIN);
+    // nspawn keeps CAP_NET_ADMIN for a private network; config.json's capability sets are exact.
+    if (spec.private_network && !spec.oci.capabilities_given) g.bounding |= cap_bit(CAP_NET_ADMIN);
     g.bounding |= spec.capabilities_add;
     g.bounding &= ~spec.capabilities_drop;
     // A manager that lacks a capability itself (CAP_SYS_RESOURCE on some hosts) cannot grant it.

@@ -434,7 +434,7 @@ void drop_privileges(const SpawnSpec& spec, const Prepared& p) {
         throw_last_error("cannot set the personality " + spec.personality);
     if (!spec.selinux_context.empty()) set_exec_label(spec.selinux_context);
     // The filter goes in while we still hold CAP_SYS_ADMIN; the calls after it are all allowed.
-    int r = seccomp_install(p.seccomp);
+    int r = p.oci_seccomp ? seccomp_oci_install(*p.oci_seccomp) : seccomp_install(p.seccomp);
     if (r < 0) throw_errno(-r, "cannot install the system call filter");
     // Ambient capabilities survive the switch to another user only through keep-caps.
     if (spec.capabilities_ambient && !root_user && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)

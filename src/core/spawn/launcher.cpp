@@ -24,6 +24,7 @@
 #include "core/spawn/container_cgroup.hpp"
 #include "core/spawn/guest_init.hpp"
 #include "core/spawn/inside_steps.hpp"
+#include "core/spawn/oci_steps.hpp"
 #include "core/spawn/network.hpp"
 #include "core/spawn/outside_steps.hpp"
 #include "core/spawn/relay.hpp"
@@ -38,6 +39,12 @@ namespace {
     try {
         step = "become the container's init";
         become_container_init(p, chan);
+        // ---- OCI (config.json) ----
+        // In our own UTS/IPC/network namespaces already; /proc/sys is not read-only yet.
+        step = "set the OCI sysctls and domain name";
+        apply_oci_sysctls(spec.oci);
+        apply_oci_domainname(spec.oci);
+        // ---- end OCI ----
         step = "mount the container's root";
         RootFs fs = mount_root_fs(spec, p);
         if (p.wait_for_parent) {
@@ -52,6 +59,15 @@ namespace {
         UniqueFd notify = populate_guest_files(spec, p, fs);
         step = "pivot into the container's root";
         seal_and_pivot(spec, p, fs);
+        // ---- OCI (config.json) ----
+        if (!spec.oci.devices.empty() || !spec.oci.readonly_paths.empty()) {
+            step = "create the OCI devices and read-only paths";
+            UniqueFd root(open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+            if (!root) throw_last_error("open /");
+            apply_oci_devices(spec.oci, root.get());
+            apply_oci_readonly_paths(spec.oci, root.get());
+        }
+        // ---- end OCI ----
 
         step = "set up the console";
         UniqueFd console_peer;
@@ -87,10 +103,13 @@ namespace {
             }
             if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) throw_last_error("prctl(PDEATHSIG)");
         }
+        step = "set the OCI I/O priority and scheduler";  // OCI; before the capabilities go
+        apply_oci_scheduling(spec.oci);
         step = "drop privileges";
         drop_privileges(spec, p);
         step = "enter the working directory";
         enter_working_directory(spec, p, chan);
+        apply_oci_umask(spec.oci);  // OCI; enter_working_directory() set nspawn's 022
         step = "execute the payload";
         exec_payload(p);
     } catch (const std::system_error& e) {

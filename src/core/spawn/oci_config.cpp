@@ -809,20 +809,17 @@ void parse_oci_process(std::string_view text, SpawnSpec& spec) {
 std::optional<std::string> oci_unapplied_field(const SpawnSpec& s) {
     const OciSpec& o = s.oci;
     if (!o.present) return std::nullopt;
-    // process
-    if (o.uid != 0 || o.gid != 0) return "process.user.uid/gid (other than 0)";
-    if (!o.additional_gids.empty()) return "process.user.additionalGids";
-    if (o.umask) return "process.user.umask";
+    // process (user, additionalGids, umask, ioPriority, scheduler: applied)
     if (o.capabilities_given) {
         if (o.cap_effective != o.cap_bounding || o.cap_permitted != o.cap_bounding)
             return "process.capabilities.effective/permitted (different from bounding)";
         if (o.cap_inheritable) return "process.capabilities.inheritable";
+        // spawn gives a non-root payload only its ambient set.
+        if (o.uid != 0 && (o.cap_effective & ~o.cap_ambient))
+            return "process.capabilities.effective (beyond ambient, for a non-root user)";
     }
     if (o.console_size) return "process.consoleSize";
-    if (o.io_priority) return "process.ioPriority";
-    if (o.scheduler) return "process.scheduler";
     if (!o.exec_cpu_affinity_initial.empty() || !o.exec_cpu_affinity_final.empty()) return "process.execCPUAffinity";
-    if (!o.domainname.empty()) return "domainname";
     // mounts: binds (ro, rbind, private propagation) and tmpfs; spawn's own API file systems
     for (const auto& m : o.mounts) {
         const std::string at = " at " + m.destination;
@@ -847,17 +844,9 @@ std::optional<std::string> oci_unapplied_field(const SpawnSpec& s) {
     }
     for (const char* always : {"pid", "mount", "ipc", "uts"})
         if (!types.contains(always)) return std::string("linux.namespaces without '") + always + "' (spawn always creates it)";
-    if (!o.devices.empty()) return "linux.devices";
     if (!o.cgroups_path.empty()) return "linux.cgroupsPath";
     if (o.resources.present) return "linux.resources";
-    if (!o.sysctl.empty()) return "linux.sysctl";
-    if (o.seccomp) return "linux.seccomp";
     if (o.rootfs_propagation) return "linux.rootfsPropagation";
-    // Read-only already in every spawn container (nspawn's /proc layout); anything else is not.
-    static const std::set<std::string> kReadOnly = {"/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus",
-                                                    "/proc/fs", "/proc/asound", "/proc/acpi", "/proc/apm", "/proc/scsi"};
-    for (const auto& p : o.readonly_paths)
-        if (!kReadOnly.contains(p)) return "linux.readonlyPaths entry " + p;
     return std::nullopt;
 }
 

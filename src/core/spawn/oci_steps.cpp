@@ -82,8 +82,16 @@ void apply_oci_domainname(const OciSpec& oci) {
     check(setdomainname(oci.domainname.data(), oci.domainname.size()), "setdomainname " + oci.domainname);
 }
 
-void apply_oci_process_attributes(const OciSpec& oci) {
+void apply_oci_umask(const OciSpec& oci) {
     if (oci.umask) umask(static_cast<mode_t>(*oci.umask));
+}
+
+void apply_oci_process_attributes(const OciSpec& oci) {
+    apply_oci_scheduling(oci);
+    apply_oci_umask(oci);
+}
+
+void apply_oci_scheduling(const OciSpec& oci) {
     if (oci.io_priority)
         check(static_cast<int>(syscall(SYS_ioprio_set, kIoprioWhoProcess, 0,
                                        (oci.io_priority->io_class << kIoprioClassShift) | oci.io_priority->priority)),

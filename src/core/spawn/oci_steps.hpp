@@ -23,8 +23,11 @@ void apply_oci_devices(const OciSpec& oci, int root_fd);
 // domainname: setdomainname(2), in the container's UTS namespace.
 void apply_oci_domainname(const OciSpec& oci);
 
-// process.user.umask, process.ioPriority, process.scheduler: attributes execve() keeps. Call last
-// before exec (after the uid change, so that a lowered priority is the payload's own).
+// process.ioPriority, process.scheduler, process.user.umask: attributes execve() keeps.
+// apply_oci_scheduling() needs CAP_SYS_NICE for realtime policies: call it before dropping
+// capabilities. apply_oci_umask() last before exec. apply_oci_process_attributes() does both.
+void apply_oci_scheduling(const OciSpec& oci);
+void apply_oci_umask(const OciSpec& oci);
 void apply_oci_process_attributes(const OciSpec& oci);
 
 }  // namespace mk::core

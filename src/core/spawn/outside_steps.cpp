@@ -20,6 +20,7 @@
 #include "core/base/strings.hpp"
 #include "core/base/tree_copy.hpp"
 #include "core/kernel/capabilities.hpp"
+#include "core/kernel/seccomp_oci.hpp"
 #include "core/kernel/dissect.hpp"
 #include "core/kernel/mount.hpp"
 #include "core/spawn/guest_systemd.hpp"
@@ -46,7 +47,7 @@ void check_ambient_capabilities(const SpawnSpec& s) {
     if (s.start_mode == StartMode::Boot)
         throw UsageError("--ambient-capability= is not useful with --boot: the init gets every capability anyway");
     uint64_t kept = (s.capabilities_all ? ~uint64_t{0} : kDefaultCapabilities | s.capabilities_add) & ~s.capabilities_drop;
-    if (s.private_network) kept |= cap_bit(CAP_NET_ADMIN);
+    if (s.private_network && !s.oci.capabilities_given) kept |= cap_bit(CAP_NET_ADMIN);
     if ((s.capabilities_ambient & kept) != s.capabilities_ambient)
         throw UsageError("--ambient-capability= is not covered by the container's capabilities; add them with --capability=");
 }
@@ -317,6 +318,15 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
         auto group = read_file_in_root(root, "/etc/group").value_or("");
         p.user.groups = find_supplementary_groups(group, p.user.name, p.user.gid);
     }
+    // ---- OCI (config.json) ----
+    // process.user is numeric and its groups are exactly additionalGids (runc); the tree's passwd
+    // only lends the home directory and shell when it knows the uid.
+    if (spec.oci.present) {
+        p.user = *find_user(passwd, std::to_string(spec.oci.uid));
+        p.user.gid = spec.oci.gid;
+        p.user.groups.assign(spec.oci.additional_gids.begin(), spec.oci.additional_gids.end());
+    }
+    // ---- end OCI ----
 
     // What to run, and with what: the pure GuestPlan, from what the tree and the host say.
     GuestFacts facts;
@@ -339,6 +349,14 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
     policy.allow_extra = spec.syscall_allow;
     policy.deny = spec.syscall_deny;
     p.seccomp = seccomp_programs_for(policy);
+    // ---- OCI (config.json) ----
+    // linux.seccomp replaces spawn's default filter, as in runc (compiled now, before anything
+    // exists, so a bad profile leaves nothing behind; cached on disk for the next start).
+    if (spec.oci.seccomp) {
+        p.oci_seccomp = seccomp_oci_programs_for(*spec.oci.seccomp);
+        p.seccomp.clear();
+    }
+    // ---- end OCI ----
     if (spec.suppress_sync) std::ranges::move(seccomp_suppress_sync_programs(), std::back_inserter(p.seccomp));
 
     if (p.guest.boot) plan_cgroups(p, spec, root);

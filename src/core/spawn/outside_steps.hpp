@@ -13,6 +13,7 @@
 #include "core/base/run_lock.hpp"
 #include "core/base/unique_fd.hpp"
 #include "core/kernel/seccomp.hpp"
+#include "core/kernel/seccomp_oci.hpp"
 #include "core/kernel/userns.hpp"
 #include "core/spawn/bind_user.hpp"
 #include "core/spawn/container_cgroup.hpp"
@@ -31,6 +32,7 @@ struct Prepared {
     std::vector<MountStep> cgroup_plan;  // /sys/fs/cgroup, mounted inside the guest's cgroup namespace
     UserRecord user;
     std::vector<BpfProgram> seccomp;
+    std::optional<OciSeccompFilter> oci_seccomp;  // linux.seccomp of a config.json: instead of `seccomp`
     bool wait_for_parent = false;             // the child waits for placement/registration
     bool wait_for_network = false;            // the parent sets up links for us (ContainerNetwork)
     UniqueFd netns;                           // --network-namespace-path=, opened in the host
