@@ -103,6 +103,25 @@ def test_oci_only_fields_are_applied_inside(spawn_bin, bundle):
     assert open("/proc/sys/kernel/msgmax").read() == host_msgmax
 
 
+def test_bind_mount_options(spawn_bin, bundle, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    cfg = base_config("awk '$5 == \"/data\" || $5 == \"/data2\" {print $5, $6}' /proc/self/mountinfo; "
+                      "touch /data/new 2>/dev/null && echo rw || echo ro")
+    cfg["mounts"] += [
+        {"destination": "/data", "type": "bind", "source": str(src), "options": ["rbind", "nosuid", "nodev", "noexec", "rro"]},
+        {"destination": "/data2", "type": "bind", "source": str(src), "options": ["bind", "ro", "noatime", "rprivate"]},
+    ]
+    r = run(spawn_bin, bundle, cfg)
+    assert r.returncode == 0, r.stderr
+    lines = dict(line.split(" ", 1) for line in r.stdout.splitlines()[:2])
+    assert set(lines["/data"].split(",")) >= {"ro", "nosuid", "nodev", "noexec"}, lines
+    assert set(lines["/data2"].split(",")) >= {"ro", "noatime"}, lines
+    assert r.stdout.splitlines()[2] == "ro"
+    assert not (src / "new").exists()
+
+
 def test_numeric_user_with_additional_gids(spawn_bin, bundle):
     cfg = base_config("grep -E '^(Uid|Gid|Groups|CapEff):' /proc/self/status")
     cfg["process"]["user"] = {"uid": 1000, "gid": 100, "additionalGids": [5, 4242]}

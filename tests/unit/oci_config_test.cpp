@@ -179,7 +179,7 @@ TEST(OciConfig, MountOptionsPropagationRecursiveFlagsAndIdmap) {
     EXPECT_EQ(m.flags, 0u);  // "suid" after "nosuid" wins
     EXPECT_EQ(m.clear_flags, static_cast<unsigned long>(MS_RDONLY | MS_NOSUID));
     EXPECT_EQ(m.data, "mode=0700");
-    EXPECT_EQ(*oci_unapplied_field(s), "mounts[].options (bind flags other than ro/rw/bind/rbind) at /data");
+    EXPECT_EQ(*oci_unapplied_field(s), "mounts[].uidMappings at /data");
 
     EXPECT_NE(error_of(with(kConfig, "[\"rbind\", \"ro\"]", "[\"rbind\", \"tmpcopyup\"]")).find("tmpcopyup"), std::string::npos);
     EXPECT_NE(error_of(with(kConfig, "[\"rbind\", \"ro\"]", "[\"rbind\"], \"uidMappings\": [{\"containerID\": 0, \"hostID\": 1, \"size\": 1}]")).find("gidMappings go together"),

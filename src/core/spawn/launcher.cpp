@@ -60,11 +60,12 @@ namespace {
         step = "pivot into the container's root";
         seal_and_pivot(spec, p, fs);
         // ---- OCI (config.json) ----
-        if (!spec.oci.devices.empty() || !spec.oci.readonly_paths.empty()) {
-            step = "create the OCI devices and read-only paths";
+        if (!spec.oci.devices.empty() || !spec.oci.readonly_paths.empty() || !spec.oci.mounts.empty()) {
+            step = "create the OCI devices, mount options and read-only paths";
             UniqueFd root(open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
             if (!root) throw_last_error("open /");
             apply_oci_devices(spec.oci, root.get());
+            apply_oci_mount_attributes(spec.oci, root.get());
             apply_oci_readonly_paths(spec.oci, root.get());
         }
         // ---- end OCI ----

@@ -13,6 +13,7 @@
 #include "core/base/error.hpp"
 #include "core/base/names.hpp"
 #include "core/kernel/capabilities.hpp"
+#include "core/spawn/oci_steps.hpp"
 #include "core/spawn/option_values.hpp"
 
 namespace mk::core {
@@ -824,10 +825,9 @@ std::optional<std::string> oci_unapplied_field(const SpawnSpec& s) {
     for (const auto& m : o.mounts) {
         const std::string at = " at " + m.destination;
         if (m.bind()) {
-            if ((m.flags & ~(MS_BIND | MS_REC | MS_RDONLY)) || (m.clear_flags & ~MS_RDONLY))
-                return "mounts[].options (bind flags other than ro/rw/bind/rbind)" + at;
-            if (m.attr_set || m.attr_clr) return "mounts[].options (recursive attributes)" + at;
-            if (m.propagation && (m.propagation & ~MS_REC) != MS_PRIVATE) return "mounts[].options (propagation)" + at;
+            // Per-mount flags, recursive attributes and propagation: apply_oci_mount_attributes().
+            if ((m.flags & ~kOciBindMountFlags) || (m.clear_flags & ~kOciBindMountFlags))
+                return "mounts[].options (superblock flags such as sync, dirsync, mand, lazytime on a bind)" + at;
             if (!m.uid_mappings.empty()) return "mounts[].uidMappings" + at;
             if (!m.data.empty()) return "mounts[].options '" + m.data + "'" + at;
         } else if (!api_mount(m.destination, m.type) && m.type != "tmpfs") {

@@ -60,6 +60,50 @@ void apply_oci_readonly_paths(const OciSpec& oci, int root_fd) {
     }
 }
 
+uint64_t oci_mount_attrs_from_flags(unsigned long f) {
+    uint64_t a = 0;
+    if (f & MS_RDONLY) a |= MOUNT_ATTR_RDONLY;
+    if (f & MS_NOSUID) a |= MOUNT_ATTR_NOSUID;
+    if (f & MS_NODEV) a |= MOUNT_ATTR_NODEV;
+    if (f & MS_NOEXEC) a |= MOUNT_ATTR_NOEXEC;
+    if (f & MS_NODIRATIME) a |= MOUNT_ATTR_NODIRATIME;
+    if (f & MS_NOSYMFOLLOW) a |= MOUNT_ATTR_NOSYMFOLLOW;
+    if (f & MS_NOATIME) a |= MOUNT_ATTR_NOATIME;
+    if (f & MS_STRICTATIME) a |= MOUNT_ATTR_STRICTATIME;
+    return a;  // MS_RELATIME is MOUNT_ATTR_RELATIME (0): the cleared atime field
+}
+
+namespace {
+
+void set_attrs(int fd, uint64_t set, uint64_t clr, uint64_t propagation, bool recursive, const std::string& what) {
+    constexpr uint64_t kAtime = MOUNT_ATTR_NOATIME | MOUNT_ATTR_STRICTATIME;
+    if ((set | clr) & kAtime) clr |= MOUNT_ATTR__ATIME;  // the atime modes are one field
+    mount_attr attr{};
+    attr.attr_set = set;
+    attr.attr_clr = clr;
+    attr.propagation = propagation;
+    if (mount_setattr(fd, "", AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0u), &attr, sizeof attr) < 0)
+        throw_last_error("cannot set the mount options of " + what);
+}
+
+}  // namespace
+
+void apply_oci_mount_attributes(const OciSpec& oci, int root_fd) {
+    for (const auto& m : oci.mounts) {
+        if (!m.bind()) continue;
+        uint64_t set = oci_mount_attrs_from_flags(m.flags & kOciBindMountFlags);
+        uint64_t clr = oci_mount_attrs_from_flags(m.clear_flags & kOciBindMountFlags);
+        if ((m.flags & MS_RELATIME) || (m.clear_flags & (MS_NOATIME | MS_STRICTATIME))) clr |= MOUNT_ATTR__ATIME;
+        if (!set && !clr && !m.attr_set && !m.attr_clr && !m.propagation) continue;
+        UniqueFd target = open_in_root_or_throw(root_fd, m.destination, O_PATH | O_CLOEXEC);
+        if (set || clr) set_attrs(target.get(), set, clr, 0, false, m.destination);
+        if (m.attr_set || m.attr_clr) set_attrs(target.get(), m.attr_set, m.attr_clr, 0, true, m.destination);
+        if (m.propagation)
+            set_attrs(target.get(), 0, 0, m.propagation & ~static_cast<unsigned long>(MS_REC), (m.propagation & MS_REC) != 0,
+                      m.destination);
+    }
+}
+
 void apply_oci_devices(const OciSpec& oci, int root_fd) {
     for (const auto& d : oci.devices) {
         auto [dir, name] = split_path(d.path);
