@@ -68,6 +68,7 @@ namespace {
             apply_oci_mount_attributes(spec.oci, root.get());
             apply_oci_readonly_paths(spec.oci, root.get());
         }
+        apply_oci_rootfs_propagation(spec.oci);
         // ---- end OCI ----
 
         step = "set up the console";

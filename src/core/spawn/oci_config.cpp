@@ -846,7 +846,6 @@ std::optional<std::string> oci_unapplied_field(const SpawnSpec& s) {
         if (!types.contains(always)) return std::string("linux.namespaces without '") + always + "' (spawn always creates it)";
     if (!o.cgroups_path.empty()) return "linux.cgroupsPath";
     if (o.resources.present) return "linux.resources";
-    if (o.rootfs_propagation) return "linux.rootfsPropagation";
     return std::nullopt;
 }
 

@@ -104,6 +104,11 @@ void apply_oci_mount_attributes(const OciSpec& oci, int root_fd) {
     }
 }
 
+void apply_oci_rootfs_propagation(const OciSpec& oci) {
+    if (oci.rootfs_propagation && mount(nullptr, "/", nullptr, oci.rootfs_propagation, nullptr) < 0)
+        throw_last_error("cannot set the root's propagation");
+}
+
 void apply_oci_devices(const OciSpec& oci, int root_fd) {
     for (const auto& d : oci.devices) {
         auto [dir, name] = split_path(d.path);

@@ -31,6 +31,9 @@ inline constexpr unsigned long kOciBindMountFlags = MS_BIND | MS_REC | MS_RDONLY
                                                     MS_NOATIME | MS_NODIRATIME | MS_RELATIME | MS_STRICTATIME | MS_NOSYMFOLLOW;
 uint64_t oci_mount_attrs_from_flags(unsigned long ms_flags);
 
+// linux.rootfsPropagation: the container root's propagation (after pivot_root, on "/").
+void apply_oci_rootfs_propagation(const OciSpec& oci);
+
 // linux.devices: device nodes (and FIFOs) created in the tree at `root_fd` with their mode and
 // owner, replacing what is there (a file the image put at that path). Needs CAP_MKNOD.
 void apply_oci_devices(const OciSpec& oci, int root_fd);
