@@ -368,6 +368,10 @@ TEST(OciConfig, UnappliedFieldsAreNamedForSpawn) {
     EXPECT_EQ(*oci_unapplied_field(parse_oci_config(with(kConfig, "\"maskedPaths\"", "\"resources\": {\"pids\": {\"limit\": 5}}, \"maskedPaths\""), "/b")),
               "linux.resources");
     EXPECT_EQ(oci_unapplied_field(SpawnSpec{}), std::nullopt);  // not from config.json
+    SpawnSpec r = parse_oci_config(with(kConfig, "\"maskedPaths\"",
+        "\"cgroupsPath\": \"/a\", \"resources\": {\"pids\": {\"limit\": 5}}, \"maskedPaths\""), "/b");
+    EXPECT_EQ(*oci_unapplied_field(r), "linux.cgroupsPath");
+    EXPECT_EQ(oci_unapplied_field(r, {.hooks = true, .cgroups = true}), std::nullopt);
 }
 
 TEST(OciConfig, SysctlsOnlyOfTheContainersOwnNamespaces) {

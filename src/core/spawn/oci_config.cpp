@@ -807,7 +807,7 @@ void parse_oci_process(std::string_view text, SpawnSpec& spec) {
     spec.oci.present = true;
 }
 
-std::optional<std::string> oci_unapplied_field(const SpawnSpec& s) {
+std::optional<std::string> oci_unapplied_field(const SpawnSpec& s, OciFrontEndHandles handles) {
     const OciSpec& o = s.oci;
     if (!o.present) return std::nullopt;
     // process (user, additionalGids, umask, ioPriority, scheduler: applied)
@@ -834,7 +834,7 @@ std::optional<std::string> oci_unapplied_field(const SpawnSpec& s) {
             return "mounts[] of type '" + m.type + "'" + at;
         }
     }
-    if (!o.hooks.empty()) return "hooks";
+    if (!o.hooks.empty() && !handles.hooks) return "hooks";
     // linux
     std::set<std::string> types;
     for (const auto& n : o.namespaces) {
@@ -844,8 +844,8 @@ std::optional<std::string> oci_unapplied_field(const SpawnSpec& s) {
     }
     for (const char* always : {"pid", "mount", "ipc", "uts"})
         if (!types.contains(always)) return std::string("linux.namespaces without '") + always + "' (spawn always creates it)";
-    if (!o.cgroups_path.empty()) return "linux.cgroupsPath";
-    if (o.resources.present) return "linux.resources";
+    if (!o.cgroups_path.empty() && !handles.cgroups) return "linux.cgroupsPath";
+    if (o.resources.present && !handles.cgroups) return "linux.resources";
     return std::nullopt;
 }
 

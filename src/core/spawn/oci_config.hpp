@@ -28,9 +28,16 @@ inline constexpr int kOciHookTimeoutMax = 24 * 3600;  // seconds
 // `bundle` is the bundle directory (absolute, normalized): root.path is relative to it.
 SpawnSpec parse_oci_config(std::string_view json, const std::string& bundle);
 
-// The config.json field (e.g. "linux.sysctl") `spec` sets but the launcher does not apply yet;
-// nullopt if the launcher applies all of it.
-std::optional<std::string> oci_unapplied_field(const SpawnSpec& spec);
+// What a front end applies itself, on top of the launcher: the OCI runtime runs the hooks, places
+// the container in linux.cgroupsPath and applies linux.resources (core/kernel/cgroup_resources).
+struct OciFrontEndHandles {
+    bool hooks = false;
+    bool cgroups = false;  // linux.cgroupsPath and linux.resources
+};
+
+// The config.json field (e.g. "hooks") `spec` sets that neither the launcher nor the front end
+// (`handles`) applies; nullopt if all of it is applied.
+std::optional<std::string> oci_unapplied_field(const SpawnSpec& spec, OciFrontEndHandles handles = {});
 
 // Whether a container may set sysctl `name` ("a.b.c" or "a/b/c"): only the namespaced ones, and
 // only when it has that namespace of its own (runc's rule): IPC's kernel.msg*/sem/shm* and
