@@ -173,3 +173,40 @@ def test_invalid_or_unsupported_configs_fail_in_one_line(spawn_bin, bundle, edit
     cfg = base_config("true")
     edit(cfg)
     one_line_error(run(spawn_bin, bundle, cfg), needle)
+
+
+PODMAN_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_NET_BIND_SERVICE",
+               "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT"]
+
+
+def podman_default_seccomp():
+    """containers/common's seccomp.json as podman hands it to a runtime (amd64, default caps)."""
+    d = json.load(open("/usr/share/containers/seccomp.json"))
+    out = {"defaultAction": d["defaultAction"], "defaultErrnoRet": d["defaultErrnoRet"],
+           "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"], "syscalls": []}
+    for s in d["syscalls"]:
+        inc, exc = s.get("includes") or {}, s.get("excludes") or {}
+        if not all(c in PODMAN_CAPS for c in inc.get("caps", [])) or any(c in PODMAN_CAPS for c in exc.get("caps", [])):
+            continue
+        if ("arches" in inc and "amd64" not in inc["arches"]) or "amd64" in exc.get("arches", []):
+            continue
+        r = {"names": s["names"], "action": s["action"]}
+        for k in ("errnoRet", "args"):
+            if s.get(k) is not None:
+                r[k] = s[k]
+        out["syscalls"].append(r)
+    return out
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/share/containers/seccomp.json"), reason="no podman seccomp profile")
+def test_podman_default_seccomp_profile(spawn_bin, bundle):
+    cfg = base_config("echo ok; unshare -m true 2>&1; echo rc=$?")
+    cfg["process"]["capabilities"] = {k: PODMAN_CAPS for k in ("bounding", "effective", "permitted")}
+    cfg["linux"]["seccomp"] = podman_default_seccomp()
+    r = run(spawn_bin, bundle, cfg)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert out[0] == "ok"
+    # unshare(2) needs CAP_SYS_ADMIN in podman's profile: the default action answers (ENOSYS).
+    assert "not implemented" in out[1].lower() or "not permitted" in out[1].lower(), out
+    assert out[-1] != "rc=0"
