@@ -172,6 +172,34 @@ UniqueFd make_identity_user_namespace(const RootlessMap& map) {
     return fd;
 }
 
+std::optional<RootlessCgroups> find_rootless_cgroups(const RootlessUser& user, std::string_view machine_name,
+                                                     std::optional<unsigned> guest_systemd, bool quiet) {
+    CgroupLayout host = detect_cgroup_layout();
+    RootlessCgroupInput in;
+    in.uid = user.uid;
+    in.guest_systemd = guest_systemd;
+    std::string self = read_host_file("/proc/self/cgroup", 1 << 16).value_or("");
+    if (size_t at = self.find("0::"); at != std::string::npos && (at == 0 || self[at - 1] == '\n'))
+        in.own_cgroup2 = self.substr(at + 3, self.find('\n', at) - at - 3);
+    const bool cgroup2 = host.mode == CgroupMode::Unified || host.mode == CgroupMode::Hybrid;
+    if (cgroup2 && !in.own_cgroup2.empty() && in.own_cgroup2 != "/") {
+        // The kernel lets us create a group beside ours and move processes into it when we may
+        // write both the parent directory and its cgroup.procs (cgroups(7), "delegation").
+        std::string parent = "/sys/fs/cgroup" + host.unified_dir + in.own_cgroup2.substr(0, in.own_cgroup2.rfind('/'));
+        in.own_parent_writable = access(parent.c_str(), W_OK) == 0 && access((parent + "/cgroup.procs").c_str(), W_OK) == 0;
+    }
+    RootlessCgroupPlan plan = plan_rootless_cgroup(in, machine_name);
+    if (plan.parent.empty()) {
+        if (!quiet) fprintf(stderr, "spawn: %s\n", plan.notice.c_str());
+        return std::nullopt;
+    }
+    RootlessCgroups out;
+    out.layout.mode = CgroupMode::Unified;
+    out.layout.unified_dir = host.unified_dir;
+    out.path = plan.parent;
+    return out;
+}
+
 std::string explain_userns_failure(int err) {
     std::string limit = read_host_file("/proc/sys/user/max_user_namespaces", 64).value_or("?");
     while (!limit.empty() && (limit.back() == '\n' || limit.back() == ' ')) limit.pop_back();

@@ -14,10 +14,13 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "core/base/unique_fd.hpp"
 #include "core/kernel/subid.hpp"
+#include "core/spawn/container_cgroup.hpp"
 #include "core/spawn/spawn_spec.hpp"
 
 namespace mk::core {
@@ -49,6 +52,16 @@ void write_rootless_maps(pid_t pid, const RootlessUser& user);
 // for setns(). Entering it locks every mount made before (MNT_LOCKED). Its lines follow the outer
 // map's lines one for one: the kernel maps a line only into a single line of the parent's map.
 UniqueFd make_identity_user_namespace(const RootlessMap& map);
+
+// Where a rootless machine's cgroup goes on this host (plan_rootless_cgroup() fed with the caller's
+// own group and whether its parent is writable): the cgroup2 layout to create it in, and its path.
+// nullopt when there is none; the notice saying so is printed unless `quiet`.
+struct RootlessCgroups {
+    CgroupLayout layout;  // mode Unified; unified_dir where cgroup2 is on the host
+    std::string path;     // below the cgroup2 root: ".../machine-NAME.scope"
+};
+std::optional<RootlessCgroups> find_rootless_cgroups(const RootlessUser& user, std::string_view machine_name,
+                                                     std::optional<unsigned> guest_systemd, bool quiet);
 
 // Why clone(CLONE_NEWUSER) failed with `err`, as one line saying what to do.
 std::string explain_userns_failure(int err);
