@@ -8,6 +8,7 @@
 
 #include "core/base/error.hpp"
 #include "core/kernel/subid.hpp"
+#include "core/spawn/pasta.hpp"
 #include "core/spawn/rootless_plan.hpp"
 
 namespace mk::core {
@@ -231,6 +232,47 @@ TEST(RootlessCgroup, AnyWritableGroupGivesAView) {
     EXPECT_EQ(p.parent, "/ci/job-7/machine-sid.scope");
     EXPECT_TRUE(p.guest_view);
     EXPECT_TRUE(p.notice.empty());
+}
+
+}  // namespace
+}  // namespace mk::core
+
+namespace mk::core {
+namespace {
+
+TEST(Pasta, ForwardsOnlyNamedPortsFromLoopback) {
+    auto a = pasta_args("/usr/bin/pasta", {{PortProtocol::Tcp, 8080, 80}, {PortProtocol::Udp, 5353, 53}}, 42, "/run/p");
+    auto has = [&](const std::string& opt, const std::string& val) {
+        for (size_t i = 0; i + 1 < a.size(); i++)
+            if (a[i] == opt && a[i + 1] == val) return true;
+        return false;
+    };
+    EXPECT_EQ(a.front(), "/usr/bin/pasta");
+    EXPECT_EQ(a.back(), "42");
+    EXPECT_TRUE(has("--tcp-ports", "127.0.0.1/8080:80"));
+    EXPECT_TRUE(has("--udp-ports", "127.0.0.1/5353:53"));
+    EXPECT_TRUE(has("--tcp-ns", "none"));
+    EXPECT_TRUE(has("--udp-ns", "none"));
+    EXPECT_TRUE(has("--pid", "/run/p"));
+    EXPECT_NE(std::find(a.begin(), a.end(), "--foreground"), a.end());
+    EXPECT_NE(std::find(a.begin(), a.end(), "--config-net"), a.end());
+    // Nothing named: nothing forwarded (pasta's default would be every bound port).
+    auto none = pasta_args("/usr/bin/pasta", {}, 7, "/run/p");
+    auto count_none = std::count(none.begin(), none.end(), std::string("none"));
+    EXPECT_EQ(count_none, 4);
+}
+
+TEST(RootlessSpec, RefusesRootOnlyNetworking) {
+    SpawnSpec s;
+    s.network_veth = true;
+    s.ports.push_back({PortProtocol::Tcp, 8080, 80});
+    EXPECT_NO_THROW(check_rootless_spec(s));
+    SpawnSpec z = s;
+    z.network_zone = "z";
+    EXPECT_THROW(check_rootless_spec(z), UsageError);
+    SpawnSpec i = s;
+    i.network_interfaces.push_back("eth1");
+    EXPECT_THROW(check_rootless_spec(i), UsageError);
 }
 
 }  // namespace

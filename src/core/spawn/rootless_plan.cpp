@@ -16,6 +16,11 @@ void check_rootless_spec(const SpawnSpec& spec) {
         if (b.idmap || b.idmap_root)
             throw UsageError("--bind=" + b.source + ":idmap needs root (idmapped mounts are made in the initial "
                              "user namespace): drop :idmap, the container's root already is your uid");
+    if (!spec.network_interfaces.empty() || !spec.network_macvlan.empty() || !spec.network_ipvlan.empty() ||
+        !spec.network_veth_extra.empty() || !spec.network_bridge.empty() || !spec.network_zone.empty() ||
+        !spec.network_namespace_path.empty())
+        throw UsageError("host interfaces, bridges, zones and other network namespaces need root: as an ordinary "
+                         "user use --network-veth (through pasta) or --private-network");
     if (spec.userns_mode != UserNamespaceMode::No)
         throw UsageError("-U/--private-users= pick a range as root; as an ordinary user the range comes from "
                          "/etc/subuid and /etc/subgid: drop the option");

@@ -23,7 +23,8 @@
 namespace mk::core {
 
 // Refuses, with one UsageError line saying what to do, the options a rootless start cannot honour:
-// disk images (-i), idmapped binds, and -U (the range comes from /etc/subuid instead).
+// disk images (-i), idmapped binds, -U (the range comes from /etc/subuid instead), and networking
+// other than --network-veth (pasta), -p and --private-network.
 void check_rootless_spec(const SpawnSpec& spec);
 
 // The root mount plan turned into one an unprivileged user namespace can carry out:
