@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/spawn/finalize.hpp"
 #include "core/spawn/launcher.hpp"
 #include "core/spawn/settings.hpp"
 #include "spawn/options.hpp"
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
                 for (const auto& w : warnings) fprintf(stderr, "spawn: %s\n", w.c_str());  // each names its file
             }
         }
+        core::finalize(spec);  // the spec is complete: resolve what its options imply
         core::LaunchHooks hooks;
         if (spawn::should_register(spec)) {
             core::SpawnSpec copy = spec;
