@@ -216,6 +216,11 @@ std::optional<RootlessCgroups> find_rootless_cgroups(const RootlessUser& user, s
     return out;
 }
 
+void open_low_ports_to_guest() {
+    UniqueFd f(open("/proc/sys/net/ipv4/ip_unprivileged_port_start", O_WRONLY | O_CLOEXEC));
+    if (!f || write(f.get(), "0", 1) != 1) throw_last_error("cannot open the ports below 1024 to the guest");
+}
+
 std::string explain_userns_failure(int err) {
     std::string limit = read_host_file("/proc/sys/user/max_user_namespaces", 64).value_or("?");
     while (!limit.empty() && (limit.back() == '\n' || limit.back() == ' ')) limit.pop_back();

@@ -63,6 +63,11 @@ struct RootlessCgroups {
 std::optional<RootlessCgroups> find_rootless_cgroups(const RootlessUser& user, std::string_view machine_name,
                                                      std::optional<unsigned> guest_systemd, bool quiet);
 
+// Inside a rootless container with a network namespace of its own, before the nested user namespace:
+// lets the guest bind ports below 1024. The network namespace is the outer user namespace's, and the
+// guest's root, in the nested one, has no CAP_NET_BIND_SERVICE there (Docker sets the same).
+void open_low_ports_to_guest();
+
 // Why clone(CLONE_NEWUSER) failed with `err`, as one line saying what to do.
 std::string explain_userns_failure(int err);
 
