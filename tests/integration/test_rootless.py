@@ -476,3 +476,27 @@ def test_another_users_tree_is_refused(user, plain_user, spawn_bin, utree_templa
     os.chmod(plain_user.home, 0o700)
     err = refused(sh(user, spawn_bin, tree, "true"), str(tree))
     assert "cannot read" in err or "Permission denied" in err, err
+
+
+def test_sigkill_of_a_booted_rootless_spawn_leaves_nothing(user, spawn_bin, bookworm_tree, delegated_cgroup):
+    import select
+    from test_boot import Console
+    enter = f'echo $$ > {delegated_cgroup}/spawn/cgroup.procs && exec "$@"'
+    c = Console(["sh", "-c", enter, "sh", *user.as_user(), spawn_bin, "-bD", str(bookworm_tree),
+                 "--console=read-only", "-M", "killed"], env=user.env())
+    try:
+        assert c.wait_for(r"login:", 120), c.out.decode(errors="replace")[-2000:]
+        kids = [int(k) for k in pathlib.Path(f"/proc/{c.p.pid}/task/{c.p.pid}/children").read_text().split()]
+        reaper = [k for k in kids if pathlib.Path(f"/proc/{k}/comm").read_text().strip() == "spawn-reaper"]
+        assert reaper, "the cgroup reaper runs beside spawn"
+        fds = [os.pidfd_open(k) for k in kids]
+        os.kill(c.p.pid, signal.SIGKILL)
+        c.p.wait(30)
+        for fd in fds:  # the guest's init and the reaper, which removes the groups and exits
+            assert select.select([fd], [], [], 60)[0]
+            os.close(fd)
+        assert not (delegated_cgroup / "machine-killed.scope").exists()
+    finally:
+        if c.p.poll() is None:
+            c.p.kill()
+            c.p.wait()
