@@ -117,6 +117,7 @@ def report_rounds(rounds):
     print("  machd's CPU per listing (median): Varlink %.0f us, D-Bus %.0f us (dbus-daemon %.0f us more)" % (
         med([r["varlink"]["daemon_cpu_us"] for r in rounds]), med([r["dbus_machd"]["daemon_cpu_us"] for r in rounds]),
         med([r["dbus_machd"]["bus_cpu_us"] for r in rounds])))
+    print("  one Varlink listing: %d records, %d bytes" % (rounds[-1]["varlink"]["rows"], rounds[-1]["varlink"]["bytes"]))
     print("  transport floor (replies framed, not parsed): p50 %.0f us, %.2fx machd's ListMachines" % (
         med([r["frames"]["p50_us"] for r in rounds]),
         med([r["dbus_machd"]["p50_us"] / r["frames"]["p50_us"] for r in rounds])))

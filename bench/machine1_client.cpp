@@ -178,16 +178,19 @@ int varlink_list(const std::string& socket, int n, bool parse, const char* what)
     const std::string request = mk::varlink::encode_call(call);
     std::vector<double> us;
     std::vector<MachineRecord> rows;
+    size_t bytes = 0;  // of the last listing, NULs included
     for (int i = 0; i < n; i++) {
         auto t0 = Clock::now();
         client.send(request);
         rows.clear();
+        bytes = 0;
         for (;;) {
             char* message = client.next();
             if (!message) {
                 std::fprintf(stderr, "%s: connection closed\n", what);
                 return 1;
             }
+            bytes += std::strlen(message) + 1;
             bool continues = false;
             if (parse) {
                 MachineRecord& rec = rows.emplace_back();
@@ -210,7 +213,7 @@ int varlink_list(const std::string& socket, int n, bool parse, const char* what)
         us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
     }
     report(what, us);
-    std::printf("rows=%zu\n", rows.size());
+    std::printf("rows=%zu bytes=%zu\n", rows.size(), bytes);
     return 0;
 }
 

@@ -90,7 +90,7 @@ void ObjectWriter::key(std::string_view k, std::string_view tail) {
     n += k.size();
     buf[n++] = '"';
     buf[n++] = ':';
-    std::memcpy(buf + n, tail.data(), tail.size());
+    if (!tail.empty()) std::memcpy(buf + n, tail.data(), tail.size());  // an empty one may be null
     n += tail.size();
     out_.append(buf, n);
 }

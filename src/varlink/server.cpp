@@ -39,7 +39,7 @@ ssize_t receive_with_fds(int fd, char* buf, size_t len, int flags, std::vector<c
 }
 
 // sd-bus gives its sockets an 8 MiB send buffer (SNDBUF_SIZE) and so does dbus-daemon's libdbus
-// peer the same way; with the default 208 KiB a 1,000-machine List (~230 KB) stalls half-sent until
+// peer the same way; with the default 208 KiB a 1,000-machine List (~210 KB) stalls half-sent until
 // the client has read the first part, and finishes one loop round later. Root may exceed
 // net.core.wmem_max with SO_SNDBUFFORCE; anyone else gets what SO_SNDBUF grants. Best effort.
 void enlarge_send_buffer(int fd) {
@@ -88,7 +88,7 @@ public:
     bool dead() const { return dead_; }
 
     // An empty string with the capacity of an earlier batch sent on this connection: the next List
-    // is written into memory that is mapped and warm instead of a fresh 250 KB allocation.
+    // is written into memory that is mapped and warm instead of a fresh ~210 KB allocation.
     std::string take_buffer() {
         std::string b = std::move(spare_);
         b.clear();
