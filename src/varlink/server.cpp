@@ -38,10 +38,10 @@ ssize_t receive_with_fds(int fd, char* buf, size_t len, int flags, std::vector<c
     return n;
 }
 
-// sd-bus gives its sockets an 8 MiB send buffer (SNDBUF_SIZE) and so does dbus-daemon's libdbus
-// peer the same way; with the default 208 KiB a 1,000-machine List (~210 KB) stalls half-sent until
-// the client has read the first part, and finishes one loop round later. Root may exceed
-// net.core.wmem_max with SO_SNDBUFFORCE; anyone else gets what SO_SNDBUF grants. Best effort.
+// sd-bus gives its sockets an 8 MiB send buffer (SNDBUF_SIZE); so do we. A 1,000-machine List is
+// ~210 KB of records, and the default 208 KiB (counted in skb truesize, more than the payload) would
+// leave part of it for a later loop round, after the client has drained the first part. Root may
+// exceed net.core.wmem_max with SO_SNDBUFFORCE; anyone else gets what SO_SNDBUF grants. Best effort.
 void enlarge_send_buffer(int fd) {
     constexpr int kSendBuffer = 8 << 20;
     if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &kSendBuffer, sizeof kSendBuffer) < 0)
