@@ -7,18 +7,31 @@
 namespace mk::varlink {
 namespace {
 
-// Length of the valid UTF-8 sequence at s[i] (RFC 3629: no overlongs, no surrogates, <= U+10FFFF),
-// or 0.
-size_t utf8_sequence(std::string_view s, size_t i) {
+// The UTF-8 sequence at s[i] (a byte >= 0x80): its length if valid (RFC 3629: no overlongs, no
+// surrogates, <= U+10FFFF); else the length of its maximal invalid subpart (Unicode's "substitution
+// of maximal subparts"), which becomes one U+FFFD, as with nlohmann's error_handler_t::replace.
+struct Utf8 {
+    size_t length;
+    bool valid;
+};
+
+Utf8 utf8_sequence(std::string_view s, size_t i) {
     auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
     unsigned char c = b(i);
     size_t n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
-    if (n == 0 || c > 0xF4 || i + n > s.size()) return 0;
-    for (size_t k = 1; k < n; k++)
-        if ((b(i + k) & 0xC0) != 0x80) return 0;
-    if (n == 3 && ((c == 0xE0 && b(i + 1) < 0xA0) || (c == 0xED && b(i + 1) >= 0xA0))) return 0;
-    if (n == 4 && ((c == 0xF0 && b(i + 1) < 0x90) || (c == 0xF4 && b(i + 1) >= 0x90))) return 0;
-    return n;
+    if (n == 0 || c > 0xF4) return {1, false};
+    for (size_t k = 1; k < n; k++) {
+        if (i + k >= s.size()) return {k, false};
+        unsigned char lo = 0x80, hi = 0xBF;
+        if (k == 1) {
+            if (c == 0xE0) lo = 0xA0;       // overlong
+            else if (c == 0xED) hi = 0x9F;  // surrogate
+            else if (c == 0xF0) lo = 0x90;  // overlong
+            else if (c == 0xF4) hi = 0x8F;  // > U+10FFFF
+        }
+        if (b(i + k) < lo || b(i + k) > hi) return {k, false};
+    }
+    return {n, true};
 }
 
 // Bytes that are copied as they are: printable ASCII other than '"' and '\\'. Runs of them are
@@ -41,14 +54,10 @@ void append_json_string(std::string& out, std::string_view s) {
         }
         unsigned char c = static_cast<unsigned char>(s[i]);
         if (c >= 0x80) {
-            size_t n = utf8_sequence(s, i);
-            if (n == 0) {
-                out.append("\xEF\xBF\xBD");
-                i++;
-            } else {
-                out.append(s.substr(i, n));
-                i += n;
-            }
+            Utf8 u = utf8_sequence(s, i);
+            if (u.valid) out.append(s.substr(i, u.length));
+            else out.append("\xEF\xBF\xBD");
+            i += u.length;
             continue;
         }
         switch (c) {

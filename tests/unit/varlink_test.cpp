@@ -395,6 +395,18 @@ TEST(VarlinkJsonWriter, WritesWhatAParserReadsBack) {
     EXPECT_EQ(j["o"]["pid"], 1);
 }
 
+TEST(VarlinkJsonWriter, ReplacesInvalidUtf8AsNlohmannDoes) {
+    // A truncated sequence is one U+FFFD (its maximal subpart), a bad lead or continuation byte one
+    // each: byte for byte what nlohmann's dump with error_handler_t::replace writes (fuzz_varlink).
+    for (std::string s : {std::string("\xE8\x93\"x"), std::string("a\xE8\x93"), std::string("\xF0\x9F\x98"),
+                          std::string("\xED\xA0\x80"), std::string("\xED\x65"), std::string("\xC0\xAF"),
+                          std::string("\xF4\x90\x80\x80"), std::string("\xFF\xF0\x9F\x98\x80")}) {
+        std::string ours;
+        append_json_string(ours, s);
+        EXPECT_EQ(ours, Json(s).dump(-1, ' ', false, Json::error_handler_t::replace));
+    }
+}
+
 TEST_F(VarlinkServerTest, DoesNotTakeOverALiveSocket) {
     Server other(loop_, ServiceInfo{});
     try {
