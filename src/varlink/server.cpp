@@ -38,6 +38,11 @@ ssize_t receive_with_fds(int fd, char* buf, size_t len, int flags, std::vector<c
     return n;
 }
 
+// Replies of a stream are queued and sent in batches of about this size (one sendmsg, not one per
+// record); a batch buffer is reserved with some slack for the record that crosses the mark.
+constexpr size_t kBatchBytes = 256u << 10;
+constexpr size_t kBatchReserve = kBatchBytes + 4096;
+
 // sd-bus gives its sockets an 8 MiB send buffer (SNDBUF_SIZE); so do we. A 1,000-machine List is
 // ~210 KB of records, and the default 208 KiB (counted in skb truesize, more than the payload) would
 // leave part of it for a later loop round, after the client has drained the first part. Root may
@@ -96,8 +101,6 @@ public:
     }
 
 private:
-    static constexpr size_t kBatchBytes = 256u << 10;
-    static constexpr size_t kSpareMax = 1u << 20;  // what one idle connection may keep (spare_)
 
     struct Out {
         std::string bytes;
@@ -156,7 +159,8 @@ private:
                 left -= part;
                 if (front.offset == front.bytes.size()) {
                     output_bytes_ -= front.bytes.size();
-                    if (front.bytes.capacity() > spare_.capacity() && front.bytes.capacity() <= kSpareMax)
+                    // At most one batch's buffer stays with an idle connection (512 connections: 136 MB).
+                    if (front.bytes.capacity() > spare_.capacity() && front.bytes.capacity() <= kBatchReserve)
                         spare_ = std::move(front.bytes);
                     output_.pop_front();
                 }
@@ -279,12 +283,10 @@ void Request::reply_text(std::string_view parameters_json) {
 void Request::reply_each(size_t count, const std::function<void(size_t, std::string&)>& write) {
     if (count == 0 || state_->done) return;
     if (!state_->call.more) count = 1;
-    // Batches of about this size are queued as one string: one copy of each record, no allocation
-    // per record, and the Connection sends them with one sendmsg.
-    constexpr size_t kBatch = 256u << 10;
+    // Each batch is one string: one copy of each record and no allocation per record.
     std::string bytes;
     if (auto c = state_->conn.lock()) bytes = c->take_buffer();
-    bytes.reserve(std::min(count * 384, kBatch + 4096));
+    bytes.reserve(std::min(count * 384, kBatchReserve));
     for (size_t i = 0; i < count; i++) {
         bool last = i + 1 == count;
         size_t start = bytes.size();
@@ -304,10 +306,10 @@ void Request::reply_each(size_t count, const std::function<void(size_t, std::str
             return queue(encode_error(kSystemError, Json{{"errno", ENOBUFS}, {"errnoName", "ENOBUFS"}}), {}, true);
         }
         if (last) return queue(std::move(bytes), {}, true);
-        if (bytes.size() >= kBatch) {
+        if (bytes.size() >= kBatchBytes) {
             queue(std::move(bytes), {}, false);
             bytes.clear();
-            bytes.reserve(kBatch + 4096);
+            bytes.reserve(kBatchReserve);
         }
     }
 }
