@@ -32,7 +32,7 @@ flags=(-std=c++20 -g -O1 -D_GNU_SOURCE -I"$top/src" -Wall -Wextra
 core=(base/error.cpp base/names.cpp base/fs_at.cpp kernel/capabilities.cpp kernel/cgroup.cpp machine/inspect.cpp
       machine/shell.cpp machine/state_file.cpp machine/machine.cpp spawn/option_values.cpp spawn/settings.cpp spawn/oci_config.cpp
       image/sha256sums.cpp image/archive.cpp spawn/guest_systemd.cpp
-      ../varlink/protocol.cpp ../varlink/errors.cpp ../varlink/params.cpp)
+      ../varlink/protocol.cpp ../varlink/errors.cpp ../varlink/params.cpp ../varlink/json_writer.cpp)
 objs=()
 for src in "${core[@]}"; do
     obj="$out/obj/${src//\//_}.o"
