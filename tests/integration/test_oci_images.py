@@ -1,0 +1,320 @@
+"""OCI images (issue 18): `machd-transfer import-oci` / `pull-oci` against a real registry
+(Debian's docker-registry, distribution 2.8, on 127.0.0.1 with a temp config and storage), filled
+by Debian's `skopeo copy` from OCI layouts built here (busybox-based, three layers, with a
+whiteout and an opaque directory). Then the pulled images are run with spawn.
+
+Failure cases check a clear one-line error, no partial image (no NAME, NAME.mstack, .# entries or
+new .oci-* layers) and that the layers other images share are untouched. Root only."""
+import gzip
+import hashlib
+import http.server
+import io
+import json
+import os
+import pathlib
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import urllib.request
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from conftest import BUILD  # noqa: E402
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+GOARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+FOREIGN = "s390x" if GOARCH != "s390x" else "amd64"
+
+
+@pytest.fixture(scope="session")
+def transfer_bin():
+    p = BUILD / "src" / "transfer" / "machd-transfer"
+    if not p.exists():
+        pytest.skip(f"{p} not built")
+    return str(p)
+
+
+@pytest.fixture
+def pool(tmp_path):
+    p = tmp_path / "pool"
+    p.mkdir(mode=0o700)
+    return p
+
+
+def xfer(transfer_bin, pool, *args, timeout=300):
+    return subprocess.run([transfer_bin, args[0], f"--pool={pool}", "--registries-dir=/nonexistent", *args[1:]],
+                          capture_output=True, timeout=timeout)
+
+
+def ok(r):
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    return r
+
+
+def failed(r, *words):
+    assert r.returncode != 0
+    err = r.stderr.decode(errors="replace").strip()
+    last = err.splitlines()[-1] if err else ""
+    assert last.startswith("machd-transfer: "), err
+    for w in words:
+        assert w in last, err
+    return last
+
+
+def entries(pool):
+    return sorted(os.listdir(pool))
+
+
+# ---- building OCI layouts ----
+
+def sha(b):
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+
+def tar_of(members):
+    """members: list of (TarInfo, data or None)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for ti, data in members:
+            t.addfile(ti, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def ti(name, type_=tarfile.REGTYPE, data=b"", mode=0o644, linkname=""):
+    t = tarfile.TarInfo(name)
+    t.type = type_
+    t.mode = mode if type_ != tarfile.DIRTYPE else 0o755
+    t.linkname = linkname
+    t.mtime = 1700000000
+    if type_ == tarfile.REGTYPE:
+        t.size = len(data)
+        return (t, data)
+    return (t, None)
+
+
+def tree_tar(root: pathlib.Path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        t.add(str(root), arcname=".")
+    return buf.getvalue()
+
+
+def write_blob(layout, data):
+    d = sha(data)
+    p = layout / "blobs" / "sha256" / d[7:]
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return {"digest": d, "size": len(data)}
+
+
+def build_layout(layout: pathlib.Path, layers, config, arch=GOARCH, compress="gzip", index_platforms=None):
+    """An OCI image layout with `layers` (uncompressed tars). With index_platforms, index.json
+    points at a nested index with one manifest per architecture (all with the same layers)."""
+    layout.mkdir(parents=True)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    descs, diff_ids = [], []
+    for raw in layers:
+        diff_ids.append(sha(raw))
+        if compress == "gzip":
+            data, mt = gzip.compress(raw, mtime=0), "application/vnd.oci.image.layer.v1.tar+gzip"
+        elif compress == "zstd":
+            data = subprocess.run(["zstd", "-q", "-c"], input=raw, capture_output=True, check=True).stdout
+            mt = "application/vnd.oci.image.layer.v1.tar+zstd"
+        else:
+            data, mt = raw, "application/vnd.oci.image.layer.v1.tar"
+        descs.append({"mediaType": mt, **write_blob(layout, data)})
+
+    def manifest_for(a):
+        cfg = {"architecture": a, "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids},
+               "config": config}
+        c = write_blob(layout, json.dumps(cfg).encode())
+        m = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **c}, "layers": descs}
+        return {"mediaType": "application/vnd.oci.image.manifest.v1+json", **write_blob(layout, json.dumps(m).encode())}
+
+    if index_platforms:
+        entries_ = [{**manifest_for(a), "platform": {"architecture": a, "os": "linux"}} for a in index_platforms]
+        inner = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries_}
+        top = [{"mediaType": "application/vnd.oci.image.index.v1+json", **write_blob(layout, json.dumps(inner).encode()),
+                "annotations": {"org.opencontainers.image.ref.name": "latest"}}]
+    else:
+        top = [{**manifest_for(arch), "annotations": {"org.opencontainers.image.ref.name": "latest"}}]
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": top}))
+    return layout
+
+
+APP = b"#!/bin/sh\necho \"oci-app-ran $GREETING $* in $(pwd)\"\n"
+CONFIG = {"Entrypoint": ["/bin/sh", "/app/run.sh"], "Cmd": ["hello world"], "Env": ["GREETING=hi", "PATH=/bin"],
+          "WorkingDir": "/app", "StopSignal": "SIGINT", "Labels": {"x": "y"}}
+
+
+def app_layers(busybox_tree_template):
+    base = tree_tar(busybox_tree_template)
+    lower = tar_of([ti("data", tarfile.DIRTYPE), ti("data/keep", data=b"keep\n"), ti("data/old", data=b"old\n"),
+                    ti("data/opq", tarfile.DIRTYPE), ti("data/opq/lower", data=b"lower\n")])
+    upper = tar_of([ti("data", tarfile.DIRTYPE), ti("data/.wh.old"), ti("data/opq", tarfile.DIRTYPE),
+                    ti("data/opq/.wh..wh..opq"), ti("data/opq/upper", data=b"upper\n"),
+                    ti("app", tarfile.DIRTYPE), ti("app/run.sh", data=APP, mode=0o755)])
+    return [base, lower, upper]
+
+
+@pytest.fixture(scope="session")
+def app_layout(busybox_tree_template, tmp_path_factory):
+    return build_layout(tmp_path_factory.mktemp("oci") / "app", app_layers(busybox_tree_template), CONFIG)
+
+
+def check_app_tree(root: pathlib.Path):
+    assert (root / "bin" / "busybox").is_file()
+    assert (root / "data" / "keep").read_text() == "keep\n"
+    assert not (root / "data" / "old").exists()
+    assert (root / "data" / "opq" / "upper").read_text() == "upper\n"
+    assert not (root / "data" / "opq" / "lower").exists()
+    assert not list(root.rglob(".wh.*"))
+
+
+def check_stack(pool, name, nlayers=3):
+    st = pool / f"{name}.mstack"
+    links = sorted(p.name for p in st.iterdir() if p.name.startswith("layer@"))
+    assert links == [f"layer@{i}" for i in range(nlayers)]
+    assert (st / "rw").is_dir()
+    for i in range(nlayers):
+        target = os.readlink(st / f"layer@{i}")
+        assert target.startswith("../.oci-sha256-") and (st / target).is_dir()
+    top = st / f"layer@{nlayers - 1}"
+    # Whiteouts as overlayfs wants them: char 0/0 and the opaque xattr (userxattr flavour).
+    wo = os.lstat(top / "data" / "old")
+    assert stat.S_ISCHR(wo.st_mode) and wo.st_rdev == 0
+    assert os.getxattr(top / "data" / "opq", "user.overlay.opaque") == b"y"
+    assert not list(pathlib.Path(os.path.realpath(top)).rglob(".wh.*"))
+
+
+def check_settings(pool, name):
+    s = (pool / f"{name}.nspawn").read_text()
+    assert "Boot=no" in s
+    assert 'Parameters="/bin/sh" "/app/run.sh" "hello world"' in s
+    assert "WorkingDirectory=/app" in s and 'Environment="GREETING=hi"' in s and "KillSignal=SIGINT" in s
+    assert json.loads((pool / f"{name}.oci-config").read_text())["config"]["Entrypoint"] == CONFIG["Entrypoint"]
+
+
+def oci_layers(pool):
+    return sorted(p for p in os.listdir(pool) if p.startswith(".oci-"))
+
+
+def test_import_layout_as_stack_and_flattened(transfer_bin, pool, app_layout):
+    ok(xfer(transfer_bin, pool, "import-oci", str(app_layout), "app"))
+    check_stack(pool, "app")
+    check_settings(pool, "app")
+    assert len(oci_layers(pool)) == 3
+    # The same image again, flattened: the layers are shared (nothing new unpacked).
+    before = {p: os.stat(pool / p).st_ino for p in oci_layers(pool)}
+    ok(xfer(transfer_bin, pool, "import-oci", "--flatten", str(app_layout), "flat"))
+    assert {p: os.stat(pool / p).st_ino for p in oci_layers(pool)} == before
+    check_app_tree(pool / "flat")
+    assert (pool / "flat.nspawn").exists()
+    assert not [e for e in entries(pool) if e.startswith(".#")]
+    # Exists: refused without --force.
+    failed(xfer(transfer_bin, pool, "import-oci", str(app_layout), "app"), "already exists")
+
+
+def test_import_oci_archive_from_skopeo(transfer_bin, pool, app_layout, tmp_path):
+    arch = tmp_path / "app.oci.tar"
+    subprocess.run(["skopeo", "copy", "-q", f"oci:{app_layout}:latest", f"oci-archive:{arch}:latest"],
+                   check=True, capture_output=True)
+    ok(xfer(transfer_bin, pool, "import-oci", "--flatten", str(arch), "fromarchive"))
+    check_app_tree(pool / "fromarchive")
+    assert not [e for e in entries(pool) if e.startswith(".#")]
+
+
+def test_zstd_and_uncompressed_layers(transfer_bin, pool, busybox_tree_template, tmp_path):
+    for comp in ("zstd", "none"):
+        lay = build_layout(tmp_path / comp, app_layers(busybox_tree_template), CONFIG, compress=comp)
+        ok(xfer(transfer_bin, pool, "import-oci", "--flatten", str(lay), f"img-{comp}"))
+        check_app_tree(pool / f"img-{comp}")
+
+
+# ---- hostile layouts (offline): same checks as for pulls ----
+
+def hostile_layout(tmp_path, busybox_tree_template, case):
+    base = tar_of([ti("bin", tarfile.DIRTYPE), ti("bin/x", data=b"x")])
+    if case == "whiteout-escape":
+        return build_layout(tmp_path / case, [base, tar_of([ti("data", tarfile.DIRTYPE), ti("data/.wh..."),])], {})
+    if case == "not-a-tar":
+        return build_layout(tmp_path / case, [base, b"this is not a tar archive at all\n" * 100], {})
+    if case == "foreign-arch":
+        return build_layout(tmp_path / case, [base], {}, index_platforms=[FOREIGN])
+    if case == "digest-mismatch":
+        lay = build_layout(tmp_path / case, [base, tar_of([ti("y", data=b"y" * 5000)])], {})
+        # Damage the second layer blob, keeping its size.
+        idx = json.loads((lay / "index.json").read_text())
+        man = json.loads((lay / "blobs/sha256" / idx["manifests"][0]["digest"][7:]).read_text())
+        p = lay / "blobs/sha256" / man["layers"][1]["digest"][7:]
+        raw = bytearray(gzip.decompress(p.read_bytes()))
+        raw[600] ^= 1
+        data = gzip.compress(bytes(raw), mtime=0)
+        p.write_bytes(data)
+        man["layers"][1]["size"] = len(data)
+        mb = json.dumps(man).encode()
+        d = write_blob(lay, mb)
+        idx["manifests"][0].update(d)
+        (lay / "index.json").write_text(json.dumps(idx))
+        return lay
+    if case == "too-many-layers":
+        lay = build_layout(tmp_path / case, [base], {})
+        idx = json.loads((lay / "index.json").read_text())
+        man = json.loads((lay / "blobs/sha256" / idx["manifests"][0]["digest"][7:]).read_text())
+        man["layers"] = man["layers"] * 10000
+        d = write_blob(lay, json.dumps(man).encode())
+        idx["manifests"][0].update(d)
+        (lay / "index.json").write_text(json.dumps(idx))
+        return lay
+    raise AssertionError(case)
+
+
+HOSTILE = {
+    "whiteout-escape": "points outside",
+    "not-a-tar": "layer sha256:",
+    "foreign-arch": f"linux/{FOREIGN}",
+    "digest-mismatch": "digest mismatch",
+    "too-many-layers": "10000 layers",
+}
+
+
+@pytest.fixture
+def shared_pool(transfer_bin, pool, app_layout):
+    """A pool that already holds an image whose layers must survive every failure."""
+    ok(xfer(transfer_bin, pool, "import-oci", str(app_layout), "app"))
+    snap = {}
+    for l in oci_layers(pool):
+        for dp, dns, fns in os.walk(pool / l):
+            for n in dns + fns:
+                st = os.lstat(os.path.join(dp, n))
+                snap[os.path.join(dp, n)] = (st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns)
+    return pool, snap
+
+
+def check_pool_unchanged(shared):
+    pool, snap = shared
+    assert sorted(e for e in entries(pool)) == sorted(["app.mstack", "app.nspawn", "app.oci-config"] +
+                                                      sorted({os.path.relpath(p, pool).split("/")[0] for p in snap}))
+    now = {}
+    for l in oci_layers(pool):
+        for dp, dns, fns in os.walk(pool / l):
+            for n in dns + fns:
+                st = os.lstat(os.path.join(dp, n))
+                now[os.path.join(dp, n)] = (st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns)
+    assert now == snap
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_layout(transfer_bin, shared_pool, busybox_tree_template, tmp_path, case):
+    pool, _ = shared_pool
+    lay = hostile_layout(tmp_path, busybox_tree_template, case)
+    failed(xfer(transfer_bin, pool, "import-oci", str(lay), "bad"), HOSTILE[case])
+    check_pool_unchanged(shared_pool)
