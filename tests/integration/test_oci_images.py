@@ -318,3 +318,205 @@ def test_hostile_layout(transfer_bin, shared_pool, busybox_tree_template, tmp_pa
     lay = hostile_layout(tmp_path, busybox_tree_template, case)
     failed(xfer(transfer_bin, pool, "import-oci", str(lay), "bad"), HOSTILE[case])
     check_pool_unchanged(shared_pool)
+
+
+# ---- a real registry ----
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc):
+    for _ in range(500):
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("server did not come up")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    if not shutil.which("docker-registry"):
+        pytest.skip("docker-registry is not installed")
+    d = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    (d / "config.yml").write_text(f"""version: 0.1
+log: {{level: error}}
+storage:
+  filesystem: {{rootdirectory: {d}/data}}
+http: {{addr: 127.0.0.1:{port}}}
+""")
+    proc = subprocess.Popen(["docker-registry", "serve", str(d / "config.yml")], stdout=subprocess.DEVNULL,
+                            stderr=open(d / "log", "wb"))
+    try:
+        wait_port(port, proc)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def push(layout, dest, *extra, ref="latest"):
+    subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", *extra, f"oci:{layout}:{ref}",
+                    f"docker://{dest}"], check=True, capture_output=True)
+
+
+def remote_digest(ref):
+    out = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"], check=True,
+                         capture_output=True).stdout
+    return sha(out)
+
+
+@pytest.fixture(scope="module")
+def pushed(registry, busybox_tree_template, tmp_path_factory):
+    """What the registry holds: the app as OCI and as Docker v2s2, a manifest list, a foreign image."""
+    t = tmp_path_factory.mktemp("layouts")
+    app = build_layout(t / "app", app_layers(busybox_tree_template), CONFIG)
+    push(app, f"{registry}/test/app:v1")
+    push(app, f"{registry}/test/docker:v1", "--format", "v2s2")
+    multi = build_layout(t / "multi", app_layers(busybox_tree_template), CONFIG, index_platforms=[FOREIGN, GOARCH])
+    push(multi, f"{registry}/test/multi:v1", "--all")
+    foreign = build_layout(t / "foreign", app_layers(busybox_tree_template)[:1], {}, index_platforms=[FOREIGN])
+    push(foreign, f"{registry}/test/foreign:v1", "--all")
+    return registry
+
+
+def test_pull_by_tag_and_by_digest(transfer_bin, pool, pushed):
+    ok(xfer(transfer_bin, pool, "pull-oci", f"{pushed}/test/app:v1", "app"))
+    check_stack(pool, "app")
+    check_settings(pool, "app")
+    layers = oci_layers(pool)
+    dig = remote_digest(f"{pushed}/test/app:v1")
+    ok(xfer(transfer_bin, pool, "pull-oci", "--flatten", f"{pushed}/test/app@{dig}", "pinned"))
+    check_app_tree(pool / "pinned")
+    assert oci_layers(pool) == layers  # shared, not fetched twice
+    assert not [e for e in entries(pool) if e.startswith(".#")]
+
+
+def test_pull_docker_format_and_manifest_list(transfer_bin, pool, pushed):
+    r = ok(xfer(transfer_bin, pool, "pull-oci", "--flatten", f"{pushed}/test/docker:v1", "dock"))
+    check_app_tree(pool / "dock")
+    ok(xfer(transfer_bin, pool, "pull-oci", f"{pushed}/test/multi:v1", "multi"))
+    check_stack(pool, "multi")
+
+
+def test_pull_foreign_architecture(transfer_bin, pool, pushed):
+    failed(xfer(transfer_bin, pool, "pull-oci", f"{pushed}/test/foreign:v1", "f"), f"linux/{FOREIGN}", "no image for")
+    assert entries(pool) == []
+
+
+class Front(http.server.ThreadingHTTPServer):
+    """A proxy in front of the registry: Bearer token auth, or one way of misbehaving."""
+    daemon_threads = True
+
+    def __init__(self, upstream, mode):
+        self.upstream, self.mode, self.release = upstream, mode, threading.Event()
+        self.token_requests = 0
+        super().__init__(("127.0.0.1", 0), FrontHandler)
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.server_address[1]}"
+
+
+class FrontHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def reply(self, code, body=b"", headers=()):
+        self.send_response(code)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        s = self.server
+        if self.path.startswith("/token"):
+            s.token_requests += 1
+            assert "scope=repository%3Atest%2Fapp%3Apull" in self.path, self.path
+            return self.reply(200, b'{"token": "good-token"}', [("Content-Type", "application/json")])
+        challenge = ("WWW-Authenticate", f'Bearer realm="http://{s.addr}/token",service="test",'
+                                         f'scope="repository:test/app:pull"')
+        if s.mode == "redirect-loop" and "/blobs/" in self.path:
+            return self.reply(302, headers=[("Location", self.path)])
+        if s.mode == "401-forever" or self.headers.get("Authorization") != "Bearer good-token":
+            return self.reply(401, b'{"errors":[]}', [challenge, ("Content-Type", "application/json")])
+        req = urllib.request.Request(f"http://{s.upstream}{self.path}", headers={
+            "Accept": self.headers.get("Accept", "*/*")})
+        try:
+            with urllib.request.urlopen(req) as r:
+                body, ctype, code = r.read(), r.headers.get("Content-Type", ""), r.status
+        except urllib.error.HTTPError as e:
+            return self.reply(e.code, e.read())
+        if "/blobs/" in self.path and len(body) > 100000:
+            if s.mode == "stall":
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[:1000])
+                self.wfile.flush()
+                s.release.wait(120)
+                return
+            if s.mode == "bad-digest":
+                body = body[:5000] + bytes([body[5000] ^ 1]) + body[5001:]
+        self.reply(code, body, [("Content-Type", ctype)])
+
+
+@pytest.fixture
+def front(pushed):
+    servers = []
+
+    def make(mode):
+        f = Front(pushed, mode)
+        threading.Thread(target=f.serve_forever, daemon=True).start()
+        servers.append(f)
+        return f
+    yield make
+    for f in servers:
+        f.release.set()
+        f.shutdown()
+        f.server_close()
+
+
+def test_pull_through_token_auth(transfer_bin, pool, front):
+    f = front("auth")
+    ok(xfer(transfer_bin, pool, "pull-oci", "--flatten", f"{f.addr}/test/app:v1", "authed"))
+    check_app_tree(pool / "authed")
+    assert f.token_requests >= 1
+
+
+FRONT_FAILURES = {
+    "401-forever": "HTTP 401",
+    "redirect-loop": "too many redirects",
+    "stall": "stalled",
+    "bad-digest": "digest mismatch",
+}
+
+
+@pytest.mark.parametrize("mode", sorted(FRONT_FAILURES))
+def test_pull_failures_leave_nothing(transfer_bin, pushed, front, tmp_path, mode):
+    pool = tmp_path / "pool"
+    pool.mkdir(mode=0o700)
+    # Another image shares the upper layers: they must survive untouched. Its base layer (the
+    # only blob large enough for the front to misbehave on) is dropped, so the pull fetches it.
+    ok(xfer(transfer_bin, pool, "pull-oci", f"{pushed}/test/app:v1", "app"))
+    shutil.rmtree(pool / os.readlink(pool / "app.mstack" / "layer@0")[3:])
+    shared = [os.readlink(pool / "app.mstack" / f"layer@{i}")[3:] for i in (1, 2)]
+    before = entries(pool)
+    f = front(mode)
+    last = failed(xfer(transfer_bin, pool, "pull-oci", "--stall-timeout=2", f"{f.addr}/test/app:v1", "bad"),
+                  FRONT_FAILURES[mode])
+    assert "\n" not in last
+    assert entries(pool) == before
+    assert (pool / shared[1] / "app" / "run.sh").read_bytes() == APP
+    assert (pool / shared[0] / "data" / "keep").read_text() == "keep\n"

@@ -232,7 +232,7 @@ private:
 class StackProgress {
 public:
     StackProgress(const TransferHooks& h, std::string what, uint64_t total)
-        : h_(h), what_(std::move(what)), total_(total), start_(std::chrono::steady_clock::now()) {}
+        : h_(h), what_(std::move(what)), total_(total), start_(std::chrono::steady_clock::now()), last_line_(start_) {}
     void add(uint64_t n) {
         uint64_t done = done_.fetch_add(n) + n;
         if (total_ == 0) return;
@@ -326,7 +326,11 @@ void unpack_layer(ImagePool& pool, ByteSource& blob, const OciDescriptor& d, Sta
     try {
         extract_tar(*dec, tmp.fd(), eo);
     } catch (const std::system_error& e) {
-        throw std::system_error(e.code(), "layer " + d.digest + ": " + describe(e));
+        // A damaged blob shows up first as a decoder or tar error; its digest names the cause.
+        if (e.code().value() == EBADMSG || e.code().value() == EINVAL) raw->drain();
+        std::string m = e.what(), suffix = ": " + e.code().message();
+        if (m.ends_with(suffix)) m.resize(m.size() - suffix.size());
+        throw std::system_error(e.code(), "layer " + d.digest + ": " + m);
     }
     raw->drain();
     oci_convert_whiteouts(tmp.fd());
