@@ -44,3 +44,30 @@ def test_machctl_pull_oci_cancel_and_import_oci(bus, machd, app_layout, pushed, 
     r = machctl(bus, "pull-oci", "--force", f"{pushed}/test/app:v1")
     check_stack(machd.pool, "app")
     assert not (machd.pool / "app").exists()  # --force replaced the flattened form
+
+
+def test_machctl_start_runs_an_oci_image(bus, tmp_path, leaders, busybox_tree_template):
+    """StartMachine runs a flattened OCI image's Entrypoint+Cmd (no --boot: the image has no init),
+    with the untrusted NAME.nspawn next to it, in a user namespace like every machd machine."""
+    if os.path.isdir("/run/systemd/system"):
+        pytest.skip("host runs systemd: start goes to spawn@.service")
+    from conftest import Machd, cleanup_machine_cgroups
+    from test_oci_images import app_layers, build_layout
+    spawn = TRANSFER.parent.parent / "spawn" / "spawn"
+    lay = build_layout(tmp_path / "lay", app_layers(busybox_tree_template),
+                       {"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo \"$GREETING from $(pwd)\" > /ran; exec sleep 1000"],
+                        "Env": ["GREETING=hi"], "WorkingDir": "/app"})
+    pool = tmp_path / "pool"
+    pool.mkdir(mode=0o700)
+    d = Machd(bus, tmp_path / "machines", pool=pool,
+              extra_args=["--spawn-path=%s" % spawn, "--log-dir=%s" % (tmp_path / "logs")]).start()
+    try:
+        machctl(bus, "import-oci", "--flatten", lay, "ociapp")
+        r = machctl(bus, "start", "--timeout=20", "ociapp")
+        assert "Started machine ociapp" in r.stderr
+        assert wait_for(lambda: (pool / "ociapp" / "ran").exists(), timeout=20)
+        assert (pool / "ociapp" / "ran").read_text() == "hi from /app\n"
+        machctl(bus, "terminate", "ociapp")
+    finally:
+        d.stop()
+        cleanup_machine_cgroups(["ociapp"])
