@@ -520,3 +520,35 @@ def test_pull_failures_leave_nothing(transfer_bin, pushed, front, tmp_path, mode
     assert entries(pool) == before
     assert (pool / shared[1] / "app" / "run.sh").read_bytes() == APP
     assert (pool / shared[0] / "data" / "keep").read_text() == "keep\n"
+
+
+# ---- running the images ----
+
+def host_mounts():
+    with open("/proc/self/mountinfo") as f:
+        return sorted(p for p in (line.split()[4] for line in f) if not p.startswith("/run/netns/"))
+
+
+def test_run_stack_and_flattened_with_spawn(transfer_bin, spawn_bin, pool, app_layout):
+    ok(xfer(transfer_bin, pool, "import-oci", str(app_layout), "app"))
+    ok(xfer(transfer_bin, pool, "import-oci", "--flatten", str(app_layout), "flat"))
+    before = host_mounts()
+    for img in ("app.mstack", "flat"):
+        # Entrypoint+Cmd, Env and WorkingDir come from the untrusted NAME.nspawn next to the image.
+        r = subprocess.run([spawn_bin, "-q", "-D", str(pool / img), "-P"], capture_output=True, text=True,
+                           timeout=60, stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr
+        assert "oci-app-ran hi hello world in /app" in r.stdout
+    # The stack: whiteouts and opaque directories as overlayfs shows them; writes land in rw/.
+    r = subprocess.run([spawn_bin, "-q", "-D", str(pool / "app.mstack"), "-P", "--", "/bin/sh", "-c",
+                        "ls /data; ls /data/opq; echo new > /data/keep; rm /data/opq/upper"],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["keep", "opq", "upper"]
+    rw = pool / "app.mstack" / "rw"
+    assert (rw / "data" / "keep").read_text() == "new\n"
+    wo = os.lstat(rw / "data" / "opq" / "upper")
+    assert stat.S_ISCHR(wo.st_mode) and wo.st_rdev == 0
+    lower = pool / os.readlink(pool / "app.mstack" / "layer@1")[3:]
+    assert (lower / "data" / "keep").read_text() == "keep\n"  # the shared layer is untouched
+    assert host_mounts() == before

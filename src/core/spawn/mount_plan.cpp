@@ -3,8 +3,11 @@
 #include "core/base/error.hpp"
 #include "core/base/strings.hpp"
 #include "core/base/unique_fd.hpp"
+#include "core/kernel/mount.hpp"
 
 #include <dirent.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -225,6 +228,23 @@ MstackRoot read_mstack_root(const std::string& path, bool ephemeral) {
         if (mkdirat(d.get(), work.c_str(), 0700) < 0 && errno != EEXIST) throw_last_error("cannot create " + r.work);
     }
     return r;
+}
+
+std::string mount_mstack_privately(const std::string& path) {
+    std::string dir = path;
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    MstackRoot r = read_mstack_root(dir, false);
+    if (unshare(CLONE_NEWNS) < 0) throw_last_error("cannot create a mount namespace for the layer stack");
+    if (mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) < 0)
+        throw_last_error("cannot make the mount namespace a slave of the host's");
+    UniqueFd d(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!d) throw_last_error("cannot open the layer stack " + dir);
+    if (mkdirat(d.get(), ".#root", 0755) < 0 && errno != EEXIST) throw_last_error("cannot create " + dir + "/.#root");
+    UniqueFd target(openat(d.get(), ".#root", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!target) throw_last_error("cannot open " + dir + "/.#root");
+    UniqueFd mnt = make_fs_mount("overlay", mstack_overlay_options(r), 0, "overlay");
+    attach_mount(mnt.get(), target.get(), "the layer stack " + dir);
+    return dir + "/.#root";
 }
 
 std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, std::optional<uint32_t> uid_shift) {

@@ -95,6 +95,11 @@ std::vector<std::pair<std::string, std::string>> mstack_overlay_options(const Ms
 // Reads the stack at `path` (never following its links) and plans it.
 MstackRoot read_mstack_root(const std::string& path, bool ephemeral);
 
+// Moves the caller into a mount namespace of its own (host mounts still propagate in, ours never
+// out) and mounts the stack's overlay at PATH/.#root there; returns that path. spawn calls it
+// before launching, so the launcher sees a plain directory tree and the host never sees the mount.
+std::string mount_mstack_privately(const std::string& path);
+
 // Carries out `plan` relative to the container root `root_fd` (an O_PATH fd of the root mount).
 // Throws std::system_error naming the step on the first failure: a mask or read-only mount that
 // cannot be made is fatal, never silently skipped.
