@@ -68,6 +68,13 @@ def test_machctl_start_runs_an_oci_image(bus, tmp_path, leaders, busybox_tree_te
         assert wait_for(lambda: (pool / "ociapp" / "ran").exists(), timeout=20)
         assert (pool / "ociapp" / "ran").read_text() == "hi from /app\n"
         machctl(bus, "terminate", "ociapp")
+        # The same as a layer stack: the overlay is the root, writes land in rw/.
+        machctl(bus, "import-oci", lay, "ocistack")
+        machctl(bus, "start", "--timeout=20", "ocistack")
+        ran = pool / "ocistack.mstack" / "rw" / "ran"
+        assert wait_for(lambda: ran.exists(), timeout=20)
+        assert ran.read_text() == "hi from /app\n"
+        machctl(bus, "terminate", "ocistack")
     finally:
         d.stop()
-        cleanup_machine_cgroups(["ociapp"])
+        cleanup_machine_cgroups(["ociapp", "ocistack"])
