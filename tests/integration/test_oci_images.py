@@ -551,4 +551,10 @@ def test_run_stack_and_flattened_with_spawn(transfer_bin, spawn_bin, pool, app_l
     assert stat.S_ISCHR(wo.st_mode) and wo.st_rdev == 0
     lower = pool / os.readlink(pool / "app.mstack" / "layer@1")[3:]
     assert (lower / "data" / "keep").read_text() == "keep\n"  # the shared layer is untouched
+    # --ephemeral over a stack: writes go to a tmpfs, not to rw/.
+    r = subprocess.run([spawn_bin, "-q", "--ephemeral", "-D", str(pool / "app.mstack"), "-P", "--", "/bin/sh", "-c",
+                        "echo eph > /eph && cat /eph"], capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0 and r.stdout == "eph\n", r.stderr
+    assert not (rw / "eph").exists()
     assert host_mounts() == before
