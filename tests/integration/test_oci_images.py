@@ -558,3 +558,27 @@ def test_run_stack_and_flattened_with_spawn(transfer_bin, spawn_bin, pool, app_l
     assert r.returncode == 0 and r.stdout == "eph\n", r.stderr
     assert not (rw / "eph").exists()
     assert host_mounts() == before
+
+
+def test_registries_d_mirror_and_short_names(transfer_bin, pool, pushed, tmp_path):
+    """registries.d: a registry name mapped to a mirror endpoint over HTTP, the default registry
+    for references without one, and its short-name prefix."""
+    d = tmp_path / "registries.d"
+    d.mkdir()
+    (d / "10-local.conf").write_text(f"""[Defaults]
+Registry=registry.example
+[Registry]
+Name=registry.example
+Endpoint={pushed}
+ShortNamePrefix=test/
+Insecure=yes
+""")
+    r = subprocess.run([transfer_bin, "pull-oci", f"--pool={pool}", f"--registries-dir={d}", "--flatten", "app:v1",
+                        "short"], capture_output=True, timeout=120)
+    ok(r)
+    assert f"http://{pushed}/v2/test/app/" in r.stderr.decode()
+    check_app_tree(pool / "short")
+    (d / "20-typo.conf").write_text("[Registry]\nName=x.example\nInsecur=yes\n")
+    r = subprocess.run([transfer_bin, "pull-oci", f"--pool={pool}", f"--registries-dir={d}", "app:v1", "other"],
+                       capture_output=True, timeout=120)
+    failed(r, "20-typo.conf:3", "unknown key Insecur")
