@@ -582,3 +582,19 @@ Insecure=yes
     r = subprocess.run([transfer_bin, "pull-oci", f"--pool={pool}", f"--registries-dir={d}", "app:v1", "other"],
                        capture_output=True, timeout=120)
     failed(r, "20-typo.conf:3", "unknown key Insecur")
+
+
+def test_pull_progress_protocol(transfer_bin, pool, pushed):
+    """Progress across all layers on --progress-fd: percentages never go back, end at 100, DONE."""
+    r, w = os.pipe()
+    p = subprocess.Popen([transfer_bin, "pull-oci", f"--pool={pool}", "--registries-dir=/nonexistent",
+                          "--progress-fd=%d" % w, f"{pushed}/test/app:v1", "prog"], pass_fds=(w,),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        lines = f.read().decode().splitlines()
+    assert p.wait(120) == 0, p.stderr.read()
+    pct = [int(l.split()[1]) for l in lines if l.startswith("PROGRESS ")]
+    assert pct and pct == sorted(pct) and pct[-1] == 100, lines
+    assert lines[-1] == "DONE"
+    assert any(l.startswith("LOG Image ") and "3 layers" in l for l in lines), lines
