@@ -551,8 +551,10 @@ void oci_convert_whiteouts(int layer_fd) {
                     std::string target(nv.substr(kWhiteoutPrefix.size()));
                     if (target.empty() || target == "." || target == ".." || target.find('/') != std::string::npos)
                         throw_errno(EINVAL, "whiteout '" + n + "' points outside its directory");
-                    if (unlinkat(dir.get(), n.c_str(), 0) < 0 && errno != EISDIR) throw_last_error("cannot remove " + n);
-                    if (errno == EISDIR) remove_tree_at(dir.get(), n);
+                    if (unlinkat(dir.get(), n.c_str(), 0) < 0) {
+                        if (errno != EISDIR) throw_last_error("cannot remove " + n);
+                        remove_tree_at(dir.get(), n);  // a directory named like a whiteout
+                    }
                     // A whiteout only hides lower layers: a same-named entry of this layer stays.
                     if (mknodat(dir.get(), target.c_str(), S_IFCHR | 0, makedev(0, 0)) < 0 && errno != EEXIST)
                         throw_last_error("cannot create the whiteout for " + target);
