@@ -598,3 +598,21 @@ def test_pull_progress_protocol(transfer_bin, pool, pushed):
     assert pct and pct == sorted(pct) and pct[-1] == 100, lines
     assert lines[-1] == "DONE"
     assert any(l.startswith("LOG Image ") and "3 layers" in l for l in lines), lines
+
+
+def test_layer_cannot_bring_its_own_overlay_markers(transfer_bin, pool, tmp_path):
+    """A layer's own user.overlay.* xattrs (an opaque flag, a redirect) are dropped: only the OCI
+    whiteouts we convert may hide lower layers."""
+    lower = tar_of([ti("d", tarfile.DIRTYPE), ti("d/file", data=b"lower\n")])
+    d, _ = ti("d", tarfile.DIRTYPE)
+    d.pax_headers = {"SCHILY.xattr.user.overlay.opaque": "y", "SCHILY.xattr.user.overlay.redirect": "/etc",
+                     "SCHILY.xattr.user.keep": "1"}
+    upper = tar_of([(d, None), ti("d/new", data=b"new\n")])
+    lay = build_layout(tmp_path / "marks", [lower, upper], {})
+    ok(xfer(transfer_bin, pool, "import-oci", str(lay), "marks"))
+    top = pool / os.readlink(pool / "marks.mstack" / "layer@1")[3:]
+    names = os.listxattr(top / "d")
+    assert "user.keep" in names and not [n for n in names if n.startswith("user.overlay.")], names
+    ok(xfer(transfer_bin, pool, "import-oci", "--flatten", str(lay), "marksflat"))
+    assert (pool / "marksflat" / "d" / "file").read_text() == "lower\n"
+    assert (pool / "marksflat" / "d" / "new").read_text() == "new\n"
