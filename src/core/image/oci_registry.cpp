@@ -263,6 +263,16 @@ void OciRegistryClient::fetch(const std::string& url, ByteSink& sink, uint64_t m
     }
 }
 
+std::string OciRegistryClient::token() {
+    std::lock_guard lk(token_mutex_);
+    return token_;
+}
+
+void OciRegistryClient::set_token(std::string t) {
+    std::lock_guard lk(token_mutex_);
+    token_ = std::move(t);
+}
+
 std::string OciRegistryClient::get_manifest(const std::string& ref, std::string* content_type) {
     StringSink s;
     fetch(base_ + "manifests/" + ref, s, kOciManifestMax, kManifestAccept, content_type);

@@ -40,6 +40,11 @@ public:
     // Streams the blob into `sink`, refusing more than d.size bytes. sink.finish() is not called.
     void stream_blob(const OciDescriptor& d, ByteSink& sink);
 
+    // The Bearer token got so far ("" if none), to hand to the per-layer clients so each does
+    // not ask the token server again.
+    std::string token();
+    void set_token(std::string t);
+
     // "http(s)://endpoint/v2/<repository>/" (for messages).
     const std::string& base_url() const { return base_; }
 

@@ -616,6 +616,7 @@ void pull_oci(ImagePool& pool, const std::string& ref_str, const std::string& na
             OciFetchOptions lfo = fo;
             lfo.abort = &abort;
             OciRegistryClient lc(reg, ref.repository, lfo);
+            lc.set_token(client.token());
             RegistryBlobSource src(lc, d);
             try {
                 unpack_layer(pool, src, d, p, o, created);
