@@ -52,6 +52,9 @@ constexpr VerbSpec kVerbs[] = {
     {"import-fs", "DIRECTORY [NAME]", 1, 2, "Import a local directory container image", Complete::files, "Image Transfer"},
     {"export-tar", "NAME [FILE]", 1, 2, "Export a TAR container image locally", Complete::images, "Image Transfer"},
     {"export-raw", "NAME [FILE]", 1, 2, "Export a RAW container or VM image locally", Complete::images, "Image Transfer"},
+    {"pull-oci", "REF [NAME]", 1, 2, "Download an OCI image from a registry", Complete::none, "Image Transfer"},
+    {"import-oci", "DIR|ARCHIVE [NAME]", 1, 2, "Import a local OCI image layout or oci-archive", Complete::files,
+     "Image Transfer"},
     {"list-transfers", "", 0, 0, "Show list of downloads in progress", Complete::none, "Image Transfer"},
     {"cancel-transfer", "ID...", 1, -1, "Cancel a download", Complete::none, "Image Transfer"},
 };
@@ -77,6 +80,7 @@ constexpr OptionSpec kOptions[] = {
     {"mkdir", 0, "", "Create directory before bind mounting, if missing", ""},
     {"force", 0, "", "Replace target file when copying, if necessary", ""},
     {"quiet", 'q', "", "Suppress output", ""},
+    {"flatten", 0, "", "pull-oci/import-oci: merge the layers into a plain directory", ""},
     {"now", 0, "", "With enable: also start; with disable: also power off", ""},
     {"timeout", 0, "SECONDS", "How long start, poweroff and stop wait (default 30s); wait: no bound unless set", ""},
     {"max-addresses", 0, "INTEGER", "Number of addresses to show per machine in list, or 'all'", ""},
@@ -187,6 +191,7 @@ void apply(Options& o, const OptionSpec& spec, const std::string& arg) {
     else if (n == "mkdir") o.mkdir = true;
     else if (n == "force") o.force = true;
     else if (n == "quiet") o.quiet = true;
+    else if (n == "flatten") o.flatten = true;
     else if (n == "now") o.now = true;
     else if (n == "timeout") o.timeout = parse_timeout(arg);
     else if (n == "verify") {

@@ -43,6 +43,7 @@ enum class KillWhom { unset, leader, all };
 
 struct Options {
     bool all = false, value = false, full = false, no_pager = false, no_legend = false, quiet = false;
+    bool flatten = false;
     bool read_only = false, mkdir = false, force = false, help = false, version = false, now = false;
     std::vector<std::string> properties;
     Output output = Output::short_;

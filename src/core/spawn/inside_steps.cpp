@@ -34,6 +34,7 @@
 #include "core/spawn/credentials.hpp"
 #include "core/spawn/guest_init.hpp"
 #include "core/spawn/option_values.hpp"
+#include "core/spawn/outside_steps.hpp"
 
 namespace mk::core {
 
@@ -371,7 +372,7 @@ void seal_and_pivot(const SpawnSpec& spec, const Prepared& p, RootFs& fs) {
 }
 
 void set_identity(const Prepared& p, int console_peer) {
-    if (p.userns && console_peer >= 0 && fchown(console_peer, p.userns->shift, p.userns->shift + 5) < 0)
+    if (p.userns && !p.rootless && console_peer >= 0 && fchown(console_peer, p.userns->shift, p.userns->shift + 5) < 0)
         throw_last_error("cannot hand the console to the container's root");
     if (sethostname(p.guest.hostname.data(), p.guest.hostname.size()) < 0) throw_last_error("sethostname");
     // A fresh session keyring: the kernel keyring is not namespaced.
@@ -414,6 +415,7 @@ void apply_resource_limits(const SpawnSpec& spec) {
 
 void enter_user_namespace(Prepared& p) {
     if (!p.userns) return;
+    if (p.rootless) p.userns_fd = make_identity_user_namespace(p.rootless->map);
     // Into the container's user namespace, with fresh mount, UTS and IPC namespaces owned by
     // it: everything mounted so far is locked there (MNT_LOCKED), so root inside cannot
     // unmount the masks and read-only mounts, and it may still mount on top of them.
@@ -439,7 +441,10 @@ void drop_privileges(const SpawnSpec& spec, const Prepared& p) {
     // Ambient capabilities survive the switch to another user only through keep-caps.
     if (spec.capabilities_ambient && !root_user && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
         throw_last_error("prctl(PR_SET_KEEPCAPS)");
-    if (setgroups(p.user.groups.size(), p.user.groups.data()) < 0) throw_last_error("setgroups");
+    // A rootless map without subordinate ranges denies setgroups(2) (user_namespaces(7)).
+    const bool may_setgroups = !p.rootless || p.rootless->map.needs_helpers;
+    if ((may_setgroups || !p.user.groups.empty()) && setgroups(p.user.groups.size(), p.user.groups.data()) < 0)
+        throw_last_error("setgroups");
     if (setresgid(p.user.gid, p.user.gid, p.user.gid) < 0) throw_last_error("setresgid");
     if (setresuid(p.user.uid, p.user.uid, p.user.uid) < 0) throw_last_error("setresuid");
     r = set_capabilities(root_user ? p.guest.bounding : spec.capabilities_ambient, spec.capabilities_ambient);

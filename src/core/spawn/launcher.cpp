@@ -27,6 +27,8 @@
 #include "core/spawn/oci_steps.hpp"
 #include "core/spawn/network.hpp"
 #include "core/spawn/outside_steps.hpp"
+#include "core/spawn/pasta.hpp"
+#include "core/spawn/rootless.hpp"
 #include "core/spawn/relay.hpp"
 
 namespace mk::core {
@@ -39,6 +41,8 @@ namespace {
     try {
         step = "become the container's init";
         become_container_init(p, chan);
+        // Rootless: nothing may happen before the parent has written our user namespace's map.
+        if (p.rootless && !wait_go_ahead(chan)) _exit(1);
         // ---- OCI (config.json) ----
         // In our own UTS/IPC/network namespaces already; /proc/sys is not read-only yet.
         step = "set the OCI sysctls and domain name";
@@ -88,6 +92,7 @@ namespace {
         if (p.wait_for_network && !wait_go_ahead(chan)) _exit(1);
         step = "start a session";
         take_session(spec, std::move(console_peer));
+        if (p.rootless && spec.private_network) open_low_ports_to_guest();
         step = "apply resource limits";
         apply_resource_limits(spec);
         step = "enter the user namespace";
@@ -134,7 +139,7 @@ public:
             own.reset(fcntl(p_.cgroup2_mount.get(), F_DUPFD_CLOEXEC, 3));
             if (!own) throw_last_error("cannot duplicate the cgroup2 mount");
         }
-        cgroup.emplace(layout, own_cgroup_path(spec_), "/sys/fs/cgroup", std::move(own));
+        cgroup.emplace(layout, p_.rootless ? p_.rootless_cgroup : own_cgroup_path(spec_), "/sys/fs/cgroup", std::move(own));
         cgroup->arm_reaper();
     }
     std::optional<ContainerCgroup> cgroup;
@@ -164,7 +169,7 @@ bool place_machine(const SpawnSpec& spec, const Prepared& p, const LaunchHooks& 
         groups.make(cgroup2_only);
     }
     if (cgroup) cgroup->attach(pid, !born_in_cgroup);
-    if (p.userns && p.cgroups) {
+    if (p.userns && p.cgroups && !p.rootless) {  // rootless: the user made them, root inside owns them
         if (cgroup) cgroup->delegate_to(p.userns->shift, p.userns->shift);
         if (machd_scope) {
             // machd made the scope: hand over the groups it made where we know them.
@@ -183,7 +188,7 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_last_error("socketpair");
     UniqueFd chan(sv[0]), child_chan(sv[1]);
 
-    if (p.userns) {
+    if (p.userns && !p.rootless) {
         std::vector<IdMapping> uids, gids;
         for (const auto& u : p.bound_users) {
             uids.push_back({u.id, static_cast<uint32_t>(u.host.uid)});
@@ -210,6 +215,7 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     ca.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD;
     if (!p.wait_for_parent) ca.flags |= CLONE_NEWCGROUP;  // else the child unshares it once placed
     if (spec.private_network && !p.netns) ca.flags |= CLONE_NEWNET;
+    if (p.rootless) ca.flags |= CLONE_NEWUSER;  // the other namespaces then belong to it
     int pidfd_raw = -1;
     ca.pidfd = reinterpret_cast<uint64_t>(&pidfd_raw);
     ca.exit_signal = SIGCHLD;
@@ -225,6 +231,7 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
         into_cgroup = false;
         pid = syscall(SYS_clone3, &ca, sizeof ca);
     }
+    if (pid < 0 && p.rootless) throw UsageError(explain_userns_failure(errno));
     if (pid < 0) throw_last_error("cannot create the container's namespaces");
     if (pid == 0) {
         chan.reset();
@@ -242,6 +249,16 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
         sigprocmask(SIG_SETMASK, &old_mask, nullptr);
     };
 
+    if (p.rootless) {
+        try {
+            write_rootless_maps(static_cast<pid_t>(pid), *p.rootless);
+        } catch (...) {
+            abandon_child();
+            throw;
+        }
+        send_go_ahead(chan.get());
+    }
+
     bool registered = false;
     if (p.wait_for_parent) {
         try {
@@ -254,9 +271,11 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     }
 
     ContainerNetwork network;  // torn down when run_once returns, after the child is reaped
+    PastaNetwork pasta;        // rootless: the user-mode network instead of veths
     if (p.wait_for_network) {
         try {
-            network.setup(spec, static_cast<pid_t>(pid));
+            if (p.rootless) pasta.start(spec.ports, static_cast<pid_t>(pid), p.rootless->runtime_dir);
+            else network.setup(spec, static_cast<pid_t>(pid));
         } catch (...) {
             abandon_child();
             throw;
@@ -281,7 +300,6 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
 Launcher::Launcher(SpawnSpec spec, LaunchHooks hooks) : spec_(std::move(spec)), hooks_(std::move(hooks)) {}
 
 int Launcher::run() {
-    if (geteuid() != 0) throw UsageError("spawn must be run as root (it creates namespaces and mounts)");
     // As nspawn's notice: on a terminal, pipe mode hands the payload the user's terminal itself.
     if (spec_.console == ConsoleMode::Pipe && !spec_.quiet && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO))
         fprintf(stderr, "Console mode 'pipe' selected, but standard input and output are a terminal: the container "
@@ -293,10 +311,12 @@ int Launcher::run() {
     signal(SIGPIPE, SIG_IGN);
 
     // In a root-only directory of the host (run_lock.hpp): no container can take a name first.
-    RunLock name_lock = RunLock::try_take("machine/" + spec_.machine_name);
+    // Rootless: the user's own, in its runtime directory (names are per user, as its machd's would be).
+    const std::string lock_dir = p.rootless ? rootless_lock_dir(*p.rootless) : kRunLockDir;
+    RunLock name_lock = RunLock::try_take("machine/" + spec_.machine_name, lock_dir);
     if (!name_lock)
         throw UsageError("machine name '" + spec_.machine_name + "' is already in use by a running container; pick another with -M");
-    sweep_stale_run_locks();  // files of spawns that were SIGKILLed before they could remove them
+    sweep_stale_run_locks(lock_dir);  // files of spawns that were SIGKILLed before they could remove them
     // Two containers writing one tree would corrupt it: a writable tree is taken exclusively (by
     // device and inode, so every path to it counts); --read-only and throw-away runs share it.
     RunLock image_lock;
@@ -304,7 +324,7 @@ int Launcher::run() {
         struct stat st;
         if (!spec_.image.empty() ? stat(spec_.image.c_str(), &st) < 0 : fstat(p.root_dir.get(), &st) < 0)
             throw_last_error("stat " + (spec_.image.empty() ? spec_.directory : spec_.image));
-        image_lock = RunLock::try_take("image/" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino));
+        image_lock = RunLock::try_take("image/" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino), lock_dir);
         if (!image_lock)
             throw UsageError((spec_.image.empty() ? spec_.directory : spec_.image) +
                              " is in use by another running container; use --ephemeral or --read-only to share it");

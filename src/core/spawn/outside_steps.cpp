@@ -27,6 +27,7 @@
 #include "core/spawn/journal_link.hpp"
 #include "core/spawn/network.hpp"
 #include "core/spawn/option_values.hpp"
+#include "core/spawn/rootless_plan.hpp"
 
 namespace mk::core {
 
@@ -206,6 +207,7 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
     check_verity(spec);
     populate_from_template(spec);
     Prepared p;
+    if (running_rootless()) p.rootless = prepare_rootless_user(spec);
     p.root_path = spec.directory;
     if (!spec.image.empty()) {
         // The image's file systems as detached mounts, made here (the loop devices detach themselves
@@ -236,7 +238,12 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
             throw UsageError(spec.network_namespace_path + " is not a network namespace");
     }
 
-    if (spec.userns_mode != UserNamespaceMode::No) {
+    if (p.rootless) {
+        const RootlessMap& m = p.rootless->map;
+        p.userns = IdRange{0, std::min(m.uid_count(), m.gid_count())};
+        p.plan = make_rootless_mount_plan(build_mount_plan(with_journal_link(spec, root, p.root_path), 0u),
+                                          spec.private_network, m.gid_count());
+    } else if (spec.userns_mode != UserNamespaceMode::No) {
         IdRange r;
         r.count = spec.uid_range;
         if (spec.userns_mode == UserNamespaceMode::Identity) {
@@ -340,7 +347,8 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
     facts.host_os_release = p.host_os_release;
     if (!spec.uuid) facts.tree_machine_id = parse_machine_id(read_file_in_root(root, "/etc/machine-id", 4096).value_or(""));
     if (!spec.uuid && !facts.tree_machine_id) facts.random_uuid = random_uuid();
-    facts.permitted_caps = current_permitted_capabilities();
+    // Rootless: the child holds every capability in its own user namespace, none in ours.
+    facts.permitted_caps = p.rootless ? ~uint64_t{0} : current_permitted_capabilities();
     p.guest = plan_guest(spec, facts);
 
     // Precompiled at build time for the default policy, so a start only loads it.
@@ -359,7 +367,15 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
     // ---- end OCI ----
     if (spec.suppress_sync) std::ranges::move(seccomp_suppress_sync_programs(), std::back_inserter(p.seccomp));
 
-    if (p.guest.boot) plan_cgroups(p, spec, root);
+    if (p.guest.boot && p.rootless) {
+        if (auto c = find_rootless_cgroups(*p.rootless, spec.machine_name, guest_systemd_version(root), spec.quiet)) {
+            p.cgroups = c->layout;
+            p.cgroup_plan = build_cgroup_mount_plan(c->layout);
+            p.rootless_cgroup = c->path;
+        }
+    } else if (p.guest.boot) {
+        plan_cgroups(p, spec, root);
+    }
     p.wait_for_parent = registering || p.cgroups.has_value();
     p.wait_for_network = ContainerNetwork::needed(spec);
     return p;

@@ -19,6 +19,7 @@
 #include "core/spawn/container_cgroup.hpp"
 #include "core/spawn/guest_plan.hpp"
 #include "core/spawn/mount_plan.hpp"
+#include "core/spawn/rootless.hpp"
 #include "core/spawn/spawn_spec.hpp"
 
 namespace mk::core {
@@ -47,6 +48,10 @@ struct Prepared {
     std::string host_os_release;
     UniqueFd pivot_dir;  // --pivot-root=: the new root inside the tree (O_PATH, host namespace)
     std::vector<BoundUser> bound_users;  // --bind-user=
+    // Rootless (issue 16, rootless.hpp): the calling user and its map. `userns` is then the identity
+    // map of the map's IDs, made by the child inside the namespace the parent mapped.
+    std::optional<RootlessUser> rootless;
+    std::string rootless_cgroup;  // the machine's cgroup2 group below the user's delegated subtree
 };
 
 // Settings files and front ends can describe more than the launcher does yet: refuses those (a
