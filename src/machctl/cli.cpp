@@ -36,6 +36,9 @@ constexpr VerbSpec kVerbs[] = {
     {"copy-to", "NAME PATH [PATH]", 2, 3, "Copy files from the host to a container", Complete::machine_then_files, "Machine"},
     {"copy-from", "NAME PATH [PATH]", 2, 3, "Copy files from a container to the host", Complete::machine_then_files,
      "Machine"},
+    {"checkpoint", "NAME DIRECTORY", 2, 2, "Save a running container's processes to a directory (criu)", Complete::machine_then_files,
+     "Machine"},
+    {"restore", "DIRECTORY [NAME]", 1, 2, "Restore a container from a checkpoint directory", Complete::files, "Machine"},
     {"list-images", "", 0, 0, "Show available container and VM images", Complete::none, "Image"},
     {"image-status", "[NAME...]", 0, -1, "Show image details", Complete::images, "Image"},
     {"show-image", "[NAME...]", 0, -1, "Show properties of image", Complete::images, "Image"},
@@ -79,6 +82,8 @@ constexpr OptionSpec kOptions[] = {
     {"quiet", 'q', "", "Suppress output", ""},
     {"now", 0, "", "With enable: also start; with disable: also power off", ""},
     {"timeout", 0, "SECONDS", "How long start, poweroff and stop wait (default 30s); wait: no bound unless set", ""},
+    {"leave-running", 0, "", "With checkpoint: keep the container running", ""},
+    {"tcp-established", 0, "", "With checkpoint: keep established TCP connections", ""},
     {"max-addresses", 0, "INTEGER", "Number of addresses to show per machine in list, or 'all'", ""},
     {"lines", 'n', "INTEGER", "Number of journal entries to show with status (default 10)", ""},
     {"verify", 0, "MODE", "Verification mode for downloaded images (no, checksum, signature)", "no checksum signature"},
@@ -188,6 +193,8 @@ void apply(Options& o, const OptionSpec& spec, const std::string& arg) {
     else if (n == "force") o.force = true;
     else if (n == "quiet") o.quiet = true;
     else if (n == "now") o.now = true;
+    else if (n == "leave-running") o.leave_running = true;
+    else if (n == "tcp-established") o.tcp_established = true;
     else if (n == "timeout") o.timeout = parse_timeout(arg);
     else if (n == "verify") {
         if (arg != "no" && arg != "checksum" && arg != "signature")
