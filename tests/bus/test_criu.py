@@ -40,7 +40,7 @@ def criu_machd(bus, tmp_path, leaders, criu_cmd, monkeypatch):
     """machd with MK_CRIU set (it runs the dumps and starts the restoring spawns)."""
     from conftest import Machd
     monkeypatch.setenv("MK_CRIU", criu_cmd)
-    d = Machd(bus, tmp_path / "machines", pool=tmp_path / "pool", extra_args=["--spawn-path=%s" % SPAWN])
+    d = Machd(bus, tmp_path / "machines", pool=tmp_path / "pool", extra_args=["--spawn-path=%s" % SPAWN, "--log-dir=%s" % (tmp_path / "logs")])
     d.start()
     yield d
     names = []
@@ -125,3 +125,130 @@ def test_counter_keeps_its_count(bus, containers, tree, tmp_path):
     first = int(shell(bus, "cr-count", "cat /run/count"))
     assert first >= 3
     assert wait_for(lambda: int(shell(bus, "cr-count", "cat /run/count")) > first)
+
+
+def count_of(bus, name):
+    out = shell(bus, name, "cat /run/count 2>/dev/null").strip()
+    return int(out) if out else 0
+
+
+def test_leave_running_then_restore_under_another_name_is_refused_while_the_original_runs(bus, containers, tree,
+                                                                                          tmp_path):
+    p = containers.start(tree, "cr-keep", COUNTER)
+    assert wait_for(lambda: count_of(bus, "cr-keep") >= 2)
+    img = tmp_path / "img"
+    machctl(bus, "checkpoint", "--leave-running", "cr-keep", img, check=0)
+    assert p.poll() is None and "cr-keep" in names(bus)
+    before = count_of(bus, "cr-keep")
+    assert wait_for(lambda: count_of(bus, "cr-keep") > before)  # still counting
+    # Same name: taken. Another name: the tree is still the original's.
+    r = machctl(bus, "restore", img)
+    assert r.returncode != 0 and "already exists" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = machctl(bus, "restore", img, "cr-keep2")
+    assert r.returncode != 0 and "in use by a running container" in r.stderr, r.stderr
+    assert "cr-keep2" not in names(bus) and p.poll() is None
+    # Once the original is gone, the copy comes back at the dumped count (or later), not from 0.
+    p.kill()
+    p.wait()
+    assert wait_for(lambda: "cr-keep" not in names(bus))
+    machctl(bus, "restore", img, "cr-keep2", check=0)
+    assert count_of(bus, "cr-keep2") >= 2
+
+
+def test_bad_directories_are_refused_and_leave_nothing(bus, containers, tree, tmp_path):
+    r = machctl(bus, "restore", tmp_path / "missing")
+    assert r.returncode != 0 and "does not exist" in r.stderr, r.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = machctl(bus, "restore", empty)
+    assert r.returncode != 0 and "not a machkit checkpoint" in r.stderr, r.stderr
+
+    p = containers.start(tree, "cr-bad", COUNTER)
+    img = tmp_path / "img"
+    exists = tmp_path / "exists"
+    exists.mkdir()
+    r = machctl(bus, "checkpoint", "cr-bad", exists)
+    assert r.returncode != 0 and "already exists" in r.stderr, r.stderr
+    r = machctl(bus, "checkpoint", "cr-nope", img)
+    assert r.returncode != 0 and not img.exists()
+    machctl(bus, "checkpoint", "cr-bad", img, check=0)
+    p.wait(10)
+    assert wait_for(lambda: "cr-bad" not in names(bus))
+
+    partial = tmp_path / "partial"
+    shutil.copytree(img, partial)
+    next(partial.glob("core-*.img")).unlink()
+    r = machctl(bus, "restore", partial)
+    assert r.returncode != 0 and "is incomplete" in r.stderr, r.stderr
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(img, tampered)
+    core = next(tampered.glob("core-*.img"))
+    data = bytearray(core.read_bytes())
+    data[len(data) // 2] ^= 0xff
+    core.write_bytes(bytes(data))
+    r = machctl(bus, "restore", tampered)
+    assert r.returncode != 0 and "is damaged" in r.stderr and core.name in r.stderr, r.stderr
+
+    bad_json = tmp_path / "badjson"
+    shutil.copytree(img, bad_json)
+    (bad_json / "machkit-checkpoint.json").write_text("{")
+    r = machctl(bus, "restore", bad_json)
+    assert r.returncode != 0 and "not a usable machkit checkpoint" in r.stderr, r.stderr
+    assert names(bus) == []
+    # The good copy still restores after all that.
+    machctl(bus, "restore", img, check=0)
+    assert count_of(bus, "cr-bad") > 0
+
+
+def test_tcp_connection_survives_with_tcp_established(bus, containers, tree, tmp_path):
+    # The listener reads a pipe that never ends: nc stops at EOF on its stdin (a background job's is /dev/null).
+    script = ("sleep 100000 | nc -l -p 5000 > /run/got & sleep 0.2; "
+              "(i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done) | nc 127.0.0.1 5000 & "
+              "wait")
+    p = containers.start(tree, "cr-tcp", script, extra=["--private-network"])
+    lines = lambda: len(shell(bus, "cr-tcp", "cat /run/got").split())
+    assert wait_for(lambda: lines() >= 3)
+    # Without the flag criu refuses the established connection, and the machine runs on.
+    r = machctl(bus, "checkpoint", "cr-tcp", tmp_path / "no")
+    assert r.returncode != 0 and "runs on" in r.stderr and not (tmp_path / "no").exists(), r.stderr
+    assert p.poll() is None
+    img = tmp_path / "img"
+    machctl(bus, "checkpoint", "--tcp-established", "cr-tcp", img, check=0)
+    p.wait(10)
+    assert wait_for(lambda: "cr-tcp" not in names(bus))
+    machctl(bus, "restore", img, check=0)
+    seen = lines()
+    assert wait_for(lambda: lines() > seen + 2)  # the same connection carries on
+    assert shell(bus, "cr-tcp", "pidof nc | wc -w").strip() == "2"
+
+
+def reach(addr, port=7000):
+    """The host talks to the container's server (one "hi" per connection)."""
+    with socket.create_connection((addr, port), timeout=5) as c:
+        return c.recv(16)
+
+
+def test_veth_container_restores_with_its_address(bus, containers, tree, tmp_path):
+    p = containers.start(tree, "cr-veth", "while true; do echo hi | nc -l -p 7000; done", extra=["--network-veth"])
+    addrs = json.loads(machctl(bus, "list", "-o", "json", "--max-addresses=all", check=0).stdout)
+    addr = next(m for m in addrs if m["machine"] == "cr-veth")["addresses"].split("\n")[0]
+    assert wait_for(lambda: shell(bus, "cr-veth", "netstat -ltn | grep -c :7000").strip() == "1")
+    assert reach(addr) == b"hi\n"
+    img = tmp_path / "img"
+    machctl(bus, "checkpoint", "cr-veth", img, check=0)
+    p.wait(10)
+    assert wait_for(lambda: "cr-veth" not in names(bus))
+    assert subprocess.run(["ip", "link", "show", "ve-cr-veth"], capture_output=True).returncode != 0
+    machctl(bus, "restore", img, check=0)
+    assert addr in shell(bus, "cr-veth", "ip -4 addr show host0")
+    assert wait_for(lambda: shell(bus, "cr-veth", "netstat -ltn | grep -c :7000").strip() == "1")
+    assert reach(addr) == b"hi\n"
+    # systemd 252's machinectl lists the restored machine too (machined's wire format).
+    # (in a mount namespace whose /run/systemd looks booted, as tests/bus/test_conformance.py does).
+    if shutil.which("machinectl"):
+        sh = ("mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system /run/systemd/machines && "
+              "mount --bind %s /run/systemd/machines && exec machinectl --no-pager list" % (tmp_path / "machines"))
+        r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", sh], capture_output=True,
+                           text=True, env=bus.env())
+        assert any(l.split()[:2] == ["cr-veth", "container"] for l in r.stdout.splitlines()), r.stdout + r.stderr

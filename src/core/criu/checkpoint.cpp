@@ -15,6 +15,7 @@
 #include "core/base/fs_at.hpp"
 #include "core/base/names.hpp"
 #include "core/kernel/netlink.hpp"
+#include "core/spawn/guest_systemd.hpp"
 #include "core/spawn/network_plan.hpp"
 
 namespace mk::core::criu {
@@ -197,26 +198,9 @@ bool memory_tracking_available(const CriuCommand& cmd) {
 }
 
 int guest_systemd_version(const std::string& root) {
-    UniqueFd root_fd(open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    UniqueFd root_fd(open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!root_fd) return 0;
-    int best = 0;
-    for (const char* dir : {"usr/lib/systemd", "usr/lib/x86_64-linux-gnu/systemd", "usr/lib64/systemd"}) {
-        UniqueFd d = open_in_root(root_fd.get(), dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (!d) continue;
-        DIR* dp = fdopendir(d.release());
-        if (!dp) continue;
-        while (struct dirent* e = readdir(dp)) {
-            std::string_view n = e->d_name;
-            constexpr std::string_view kPrefix = "libsystemd-shared-";
-            if (!n.starts_with(kPrefix)) continue;
-            int v = 0;
-            size_t i = kPrefix.size();
-            for (; i < n.size() && i < kPrefix.size() + 5 && n[i] >= '0' && n[i] <= '9'; ++i) v = v * 10 + (n[i] - '0');
-            if (i > kPrefix.size() && v > best) best = v;
-        }
-        closedir(dp);
-    }
-    return best;
+    return static_cast<int>(core::guest_systemd_version(root_fd.get()).value_or(0));
 }
 
 CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
