@@ -161,23 +161,28 @@ constexpr const char* kContainer =
     "81 80 0:43 / /dev/pts rw - devpts devpts rw\n"
     "85 69 0:40 /host /run/host ro - tmpfs tmpfs rw\n"
     "86 68 254:0 /srv/my\\040data /data rw - ext4 /dev/vda rw\n"
-    "87 80 0:5 /fuse /dev/fuse rw - devtmpfs udev rw\n";
+    "87 80 0:5 /fuse /dev/fuse rw - devtmpfs udev rw\n"
+    "88 80 0:77 / /dev/hugepages rw - hugetlbfs hugetlbfs rw\n"
+    "89 68 0:60 / /srv/hostrun rw - ramfs ramfs rw\n";
 constexpr const char* kHost =
     "20 1 254:0 / / rw - ext4 /dev/vda rw\n"
     "21 20 0:5 / /dev rw - devtmpfs udev rw\n"
-    "22 20 0:21 / /sys rw - sysfs sysfs rw\n";
+    "22 20 0:21 / /sys rw - sysfs sysfs rw\n"
+    "23 20 0:60 / /run/shared rw - ramfs ramfs rw\n";
 }  // namespace
 
 TEST(CriuPlan, ExternalsAreTheHostBindsOnly) {
     auto c = parse_mountinfo(kContainer);
-    ASSERT_EQ(c.size(), 11u);
+    ASSERT_EQ(c.size(), 13u);
     EXPECT_EQ(c[9].root, "/srv/my data");  // \040 decoded
     auto ext = plan_external_mounts(c, parse_mountinfo(kHost));
-    ASSERT_EQ(ext.size(), 2u);
+    ASSERT_EQ(ext.size(), 3u);
     EXPECT_EQ(ext[0].key, "/data");
     EXPECT_EQ(ext[0].source, "/srv/my data");
     EXPECT_EQ(ext[1].key, "/dev/fuse");
     EXPECT_EQ(ext[1].source, "/dev/fuse");
+    EXPECT_EQ(ext[2].key, "/srv/hostrun");  // the host's own instance, bound in: external
+    EXPECT_EQ(ext[2].source, "/run/shared");
 }
 
 TEST(CriuPlan, AMountWithNoHostOriginIsRefused) {

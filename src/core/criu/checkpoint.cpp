@@ -45,7 +45,8 @@ ino_t ns_inode(const std::string& pid, const char* ns) {
     return st.st_ino;
 }
 
-// criu's own words for a failure: the last "Error (...)" line of its log, without the timestamp.
+// criu's own words for a failure: the first "Error (...)" line of its log (the cause; later ones
+// are the fallout, ending in "Dumping FAILED."), without the timestamp.
 // Its rlimit complaint is logged as an error but is harmless (criu runs on), so it is skipped.
 std::string last_log_error(int dir_fd, const char* log) {
     UniqueFd fd(openat(dir_fd, log, O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
@@ -67,6 +68,7 @@ std::string last_log_error(int dir_fd, const char* log) {
         if (e == std::string::npos || line.find("RLIMIT_NOFILE") != std::string::npos) continue;
         size_t close = line.find("): ", e);
         found = close == std::string::npos ? line.substr(e) : line.substr(close + 3);
+        break;
     }
     return found;
 }

@@ -104,6 +104,13 @@ std::vector<ExternalMount> plan_external_mounts(const std::vector<MountInfo>& co
         const MountInfo& m = container[i];
         if (m.mountpoint == "/") continue;  // the root: criu's `root` option
         if (m.root == "/" && is_virtual(m.fstype)) continue;
+        // A file system instance of its own (anonymous device, e.g. the hugetlbfs or configfs a
+        // booted guest's systemd mounts) that the host does not have: criu mounts it afresh.
+        if (m.root == "/" && m.dev.starts_with("0:")) {
+            bool on_host = false;
+            for (const auto& h : host) on_host = on_host || h.dev == m.dev;
+            if (!on_host) continue;
+        }
         bool inside = false;
         for (size_t j = 0; j < container.size() && !inside; ++j)
             if (j != i && container[j].dev == m.dev && path_under(m.root, container[j].root) &&
