@@ -17,6 +17,7 @@ namespace {
 constexpr uint64_t kExecTty = 1;
 constexpr uint64_t kCheckpointLeaveRunning = 1;
 constexpr uint64_t kCheckpointTcpEstablished = 2;
+constexpr uint64_t kCheckpointPreDump = 4;
 }
 
 ExtensionObject::ExtensionObject(sdbus::IConnection& connection, core::MachineService& service, std::string cgroup_root,
@@ -103,7 +104,15 @@ namespace mk::bus {
 void ExtensionObject::CheckpointMachine(const std::string& name, const std::string& directory, const uint64_t& flags) {
     require_root(getObject(), "checkpoint machines");
     auto& m = lookup(name);
-    if (flags & ~(kCheckpointLeaveRunning | kCheckpointTcpEstablished)) throw sdbus::Error(kInvalidArgs, "Unknown flags");
+    if (flags & ~(kCheckpointLeaveRunning | kCheckpointTcpEstablished | kCheckpointPreDump))
+        throw sdbus::Error(kInvalidArgs, "Unknown flags");
+    if (flags & kCheckpointPreDump) {
+        // Iterative migration needs the kernel to track dirtied pages between passes.
+        if (!translate([] { return core::criu::memory_tracking_available(core::criu::criu_command()); }))
+            throw bus_error(kNotSupported, "Pre-dump (iterative checkpoints) is impossible on this kernel: it lacks "
+                                           "soft-dirty page tracking (CONFIG_MEM_SOFT_DIRTY)");
+        throw bus_error(kNotSupported, "Pre-dump (iterative checkpoints) is not implemented by machkit yet");
+    }
     if (!core::path_is_normalized_absolute(directory))
         throw bus_error(kInvalidArgs, "The checkpoint directory must be an absolute, normalized path");
     if (m.klass != core::MachineClass::container)

@@ -84,6 +84,7 @@ constexpr OptionSpec kOptions[] = {
     {"timeout", 0, "SECONDS", "How long start, poweroff and stop wait (default 30s); wait: no bound unless set", ""},
     {"leave-running", 0, "", "With checkpoint: keep the container running", ""},
     {"tcp-established", 0, "", "With checkpoint: keep established TCP connections", ""},
+    {"pre-dump", 0, "", "With checkpoint: an iterative pre-dump (needs CONFIG_MEM_SOFT_DIRTY)", ""},
     {"max-addresses", 0, "INTEGER", "Number of addresses to show per machine in list, or 'all'", ""},
     {"lines", 'n', "INTEGER", "Number of journal entries to show with status (default 10)", ""},
     {"verify", 0, "MODE", "Verification mode for downloaded images (no, checksum, signature)", "no checksum signature"},
@@ -195,6 +196,7 @@ void apply(Options& o, const OptionSpec& spec, const std::string& arg) {
     else if (n == "now") o.now = true;
     else if (n == "leave-running") o.leave_running = true;
     else if (n == "tcp-established") o.tcp_established = true;
+    else if (n == "pre-dump") o.pre_dump = true;
     else if (n == "timeout") o.timeout = parse_timeout(arg);
     else if (n == "verify") {
         if (arg != "no" && arg != "checksum" && arg != "signature")

@@ -17,6 +17,7 @@ namespace {
 
 constexpr uint64_t kLeaveRunning = 1;
 constexpr uint64_t kTcpEstablished = 2;
+constexpr uint64_t kPreDump = 4;
 constexpr double kDefaultRestoreTimeout = 30;
 
 // machd resolves nothing relative to the caller: the directory goes as an absolute, normal path.
@@ -45,7 +46,8 @@ std::string last_line(const std::string& path) {
 }  // namespace
 
 int verb_checkpoint(Context& c, const Args& a) {
-    uint64_t flags = (c.opts.leave_running ? kLeaveRunning : 0) | (c.opts.tcp_established ? kTcpEstablished : 0);
+    uint64_t flags = (c.opts.leave_running ? kLeaveRunning : 0) | (c.opts.tcp_established ? kTcpEstablished : 0) |
+                     (c.opts.pre_dump ? kPreDump : 0);
     std::string dir = absolute_dir(a[1]);
     bus_call("Could not checkpoint machine " + a[0], [&] { c.client().checkpoint_machine(a[0], dir, flags); });
     if (!c.opts.quiet)

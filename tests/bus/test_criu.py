@@ -169,6 +169,10 @@ def test_bad_directories_are_refused_and_leave_nothing(bus, containers, tree, tm
     exists.mkdir()
     r = machctl(bus, "checkpoint", "cr-bad", exists)
     assert r.returncode != 0 and "already exists" in r.stderr, r.stderr
+    # This kernel has no soft-dirty tracking (/proc/config.gz): pre-dump is refused in one line.
+    r = machctl(bus, "checkpoint", "--pre-dump", "cr-bad", img)
+    assert r.returncode != 0 and "CONFIG_MEM_SOFT_DIRTY" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not img.exists() and p.poll() is None
     r = machctl(bus, "checkpoint", "cr-nope", img)
     assert r.returncode != 0 and not img.exists()
     machctl(bus, "checkpoint", "cr-bad", img, check=0)
