@@ -69,6 +69,26 @@ uint32_t ImportClient::pull(const std::string& method, const std::string& url, c
     });
 }
 
+uint32_t ImportClient::pull_oci(const std::string& ref, const std::string& local, uint64_t flags) {
+    return guarded([&] {
+        uint32_t id = 0;
+        sdbus::ObjectPath path;
+        impl_->manager->callMethod("PullOci").onInterface(kIface)
+            .withArguments(ref, local, std::string("machine"), flags).storeResultsTo(id, path);
+        return id;
+    });
+}
+
+uint32_t ImportClient::import_oci(int fd, const std::string& local, uint64_t flags) {
+    return guarded([&] {
+        uint32_t id = 0;
+        sdbus::ObjectPath path;
+        impl_->manager->callMethod("ImportOci").onInterface(kIface)
+            .withArguments(sdbus::UnixFd(fd), local, std::string("machine"), flags).storeResultsTo(id, path);
+        return id;
+    });
+}
+
 std::vector<TransferEntry> ImportClient::list() {
     return guarded([&] {
         std::vector<sdbus::Struct<uint32_t, std::string, std::string, std::string, double, sdbus::ObjectPath>> raw;

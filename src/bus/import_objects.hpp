@@ -104,6 +104,10 @@ private:
     Reply ExportRaw(const std::string& local_name, const sdbus::UnixFd& fd, const std::string& format) override;
     Reply PullTar(const std::string& url, const std::string& local_name, const std::string& verify_mode, const bool& force) override;
     Reply PullRaw(const std::string& url, const std::string& local_name, const std::string& verify_mode, const bool& force) override;
+    Reply PullOci(const std::string& ref, const std::string& local_name, const std::string& image_class,
+                  const uint64_t& flags) override;
+    Reply ImportOci(const sdbus::UnixFd& fd, const std::string& local_name, const std::string& image_class,
+                    const uint64_t& flags) override;
     std::vector<sdbus::Struct<uint32_t, std::string, std::string, std::string, double, sdbus::ObjectPath>> ListTransfers() override;
     void CancelTransfer(const uint32_t& transfer_id) override;
 

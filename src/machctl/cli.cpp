@@ -55,6 +55,9 @@ constexpr VerbSpec kVerbs[] = {
     {"import-fs", "DIRECTORY [NAME]", 1, 2, "Import a local directory container image", Complete::files, "Image Transfer"},
     {"export-tar", "NAME [FILE]", 1, 2, "Export a TAR container image locally", Complete::images, "Image Transfer"},
     {"export-raw", "NAME [FILE]", 1, 2, "Export a RAW container or VM image locally", Complete::images, "Image Transfer"},
+    {"pull-oci", "REF [NAME]", 1, 2, "Download an OCI image from a registry", Complete::none, "Image Transfer"},
+    {"import-oci", "DIR|ARCHIVE [NAME]", 1, 2, "Import a local OCI image layout or oci-archive", Complete::files,
+     "Image Transfer"},
     {"list-transfers", "", 0, 0, "Show list of downloads in progress", Complete::none, "Image Transfer"},
     {"cancel-transfer", "ID...", 1, -1, "Cancel a download", Complete::none, "Image Transfer"},
 };
@@ -80,6 +83,7 @@ constexpr OptionSpec kOptions[] = {
     {"mkdir", 0, "", "Create directory before bind mounting, if missing", ""},
     {"force", 0, "", "Replace target file when copying, if necessary", ""},
     {"quiet", 'q', "", "Suppress output", ""},
+    {"flatten", 0, "", "pull-oci/import-oci: merge the layers into a plain directory", ""},
     {"now", 0, "", "With enable: also start; with disable: also power off", ""},
     {"timeout", 0, "SECONDS", "How long start, poweroff and stop wait (default 30s); wait: no bound unless set", ""},
     {"leave-running", 0, "", "With checkpoint: keep the container running", ""},
@@ -193,6 +197,7 @@ void apply(Options& o, const OptionSpec& spec, const std::string& arg) {
     else if (n == "mkdir") o.mkdir = true;
     else if (n == "force") o.force = true;
     else if (n == "quiet") o.quiet = true;
+    else if (n == "flatten") o.flatten = true;
     else if (n == "now") o.now = true;
     else if (n == "leave-running") o.leave_running = true;
     else if (n == "tcp-established") o.tcp_established = true;

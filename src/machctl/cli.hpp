@@ -43,6 +43,7 @@ enum class KillWhom { unset, leader, all };
 
 struct Options {
     bool all = false, value = false, full = false, no_pager = false, no_legend = false, quiet = false;
+    bool flatten = false;
     bool read_only = false, mkdir = false, force = false, help = false, version = false, now = false;
     bool leave_running = false, tcp_established = false, pre_dump = false;  // checkpoint
     std::vector<std::string> properties;

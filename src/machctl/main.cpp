@@ -58,6 +58,8 @@ const std::map<std::string, Handler>& handlers() {
         {"import-tar", [](Context& c, const std::vector<std::string>& a) { return verb_import(c, a, "tar"); }},
         {"import-raw", [](Context& c, const std::vector<std::string>& a) { return verb_import(c, a, "raw"); }},
         {"import-fs", [](Context& c, const std::vector<std::string>& a) { return verb_import(c, a, "fs"); }},
+        {"pull-oci", verb_pull_oci},
+        {"import-oci", verb_import_oci},
         {"export-tar", [](Context& c, const std::vector<std::string>& a) { return verb_export(c, a, false); }},
         {"export-raw", [](Context& c, const std::vector<std::string>& a) { return verb_export(c, a, true); }},
         {"list-transfers", verb_list_transfers},

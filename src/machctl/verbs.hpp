@@ -120,6 +120,8 @@ int verb_clean(Context& c, const Args& a);
 // verbs_transfer.cpp (org.freedesktop.import1)
 int verb_pull(Context& c, const Args& a, bool raw);
 int verb_import(Context& c, const Args& a, const char* kind);  // "tar", "raw", "fs"
+int verb_pull_oci(Context& c, const Args& a);
+int verb_import_oci(Context& c, const Args& a);
 int verb_export(Context& c, const Args& a, bool raw);
 int verb_list_transfers(Context& c, const Args& a);
 int verb_cancel_transfer(Context& c, const Args& a);

@@ -18,6 +18,7 @@
 #include "core/kernel/capabilities.hpp"
 #include "core/kernel/seccomp.hpp"
 #include "core/spawn/credentials.hpp"
+#include "core/spawn/finalize.hpp"
 #include "core/spawn/oci_config.hpp"
 #include "core/spawn/option_values.hpp"
 
@@ -565,7 +566,7 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
         if (!r.console_set) s.console = tty ? core::ConsoleMode::Interactive : core::ConsoleMode::ReadOnly;
         else s.console = tty ? core::ConsoleMode::Interactive : core::ConsoleMode::Pipe;
     }
-    if (s.start_mode == core::StartMode::Boot && s.kill_signal == 0) s.kill_signal = SIGRTMIN + 3;
+    core::finalize(s);  // spawn's main finalizes again after a settings file changed the spec
     r.settings_name = s.machine_name;
     if (s.ephemeral && !machine_set) {
         // As nspawn: an ephemeral machine gets a random suffix, so several can run from one tree.

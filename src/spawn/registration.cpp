@@ -38,6 +38,8 @@ std::string system_bus_socket() {
 bool should_register(const core::SpawnSpec& spec) {
     if (spec.register_mode == core::RegisterMode::No) return false;
     if (spec.register_mode == core::RegisterMode::Yes) return true;
+    // The system's machd takes registrations from root only; a rootless spawn does not try it.
+    if (geteuid() != 0) return false;
     const char* addr = getenv("DBUS_SYSTEM_BUS_ADDRESS");
     std::string sock = system_bus_socket();
     if (sock.empty()) return addr && *addr;

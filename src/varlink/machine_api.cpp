@@ -74,32 +74,27 @@ std::string env_array(const std::map<std::string, std::string>& env) {
     return string_array(v);
 }
 
-// One List record (machined's list_machine_one()), as JSON text; metadata errors are thrown unless
-// `graceful`.
-std::string machine_record(Machine& m, const std::string& metadata) {
-    std::string out;
-    out.reserve(384);
+// One List record (machined's list_machine_one()), appended to `out` as JSON text; metadata errors
+// are thrown unless `graceful`. Written straight into the reply buffer: no string per field.
+void append_machine_record(std::string& out, Machine& m, std::string_view metadata) {
     ObjectWriter w(out);
     w.string("name", m.name);
     if (m.has_id()) w.string("id", core::id_to_string(m.id));
     if (!m.service.empty()) w.string("service", m.service);
     if (m.klass != core::MachineClass::unknown) w.string("class", core::to_string(m.klass));
     if (m.leader > 0) {
-        std::string pid;
-        ObjectWriter p(pid);
+        ObjectWriter p = w.object("leader");
         p.number("pid", static_cast<uint64_t>(m.leader));
         // fstat() of a pidfd costs a microsecond or more: once per machine, not once per listing.
         if (!m.leader_pidfd_id) m.leader_pidfd_id = pidfd_inode(m.leader_pidfd.get());
         if (m.leader_pidfd_id) p.number("pidfdId", m.leader_pidfd_id);
         p.close();
-        w.raw("leader", pid);
     }
-    if (m.supervisor > 0) w.raw("supervisor", "{\"pid\":" + std::to_string(m.supervisor) + "}");
+    if (m.supervisor > 0) w.object("supervisor").number("pid", static_cast<uint64_t>(m.supervisor)).close();
     if (!m.root_directory.empty()) w.string("rootDirectory", m.root_directory);
     if (!m.unit.empty()) w.string("unit", m.unit);
     if (m.realtime_usec || m.monotonic_usec)
-        w.raw("timestamp", "{\"realtime\":" + std::to_string(m.realtime_usec) +
-                               ",\"monotonic\":" + std::to_string(m.monotonic_usec) + "}");
+        w.object("timestamp").number("realtime", m.realtime_usec).number("monotonic", m.monotonic_usec).close();
     if (m.vsock_cid != UINT32_MAX) w.number("vSockCid", m.vsock_cid);
     if (!m.ssh_address.empty()) w.string("sshAddress", m.ssh_address);
     if (!m.ssh_private_key_path.empty()) w.string("sshPrivateKeyPath", m.ssh_private_key_path);
@@ -128,7 +123,6 @@ std::string machine_record(Machine& m, const std::string& metadata) {
         attempt([&] { w.number("UIDShift", core::machine_uid_shift(m)); });
     }
     w.close();
-    return out;
 }
 
 void register_machine(MachineContext& ctx, Request& r) {
@@ -187,12 +181,16 @@ void register_machine(MachineContext& ctx, Request& r) {
 void list_machines(MachineContext& ctx, Request& r) {
     Params p(r.parameters(), {"name", "pid", "allowInteractiveAuthentication", "acquireMetadata"});
     std::string metadata = p.enumeration("acquireMetadata", {"no", "yes", "graceful"}).value_or("no");
-    if (p.string("name") || p.process_id("pid")) return r.reply_text(machine_record(lookup(ctx.machines, r, p), metadata));
+    if (p.string("name") || p.process_id("pid")) {
+        Machine& m = lookup(ctx.machines, r, p);
+        std::string record;
+        append_machine_record(record, m, metadata);
+        return r.reply_text(record);
+    }
     if (!r.more()) return r.error(kExpectedMore);
     auto all = ctx.machines.registry().all();
     if (all.empty()) no_such_machine();
-    for (size_t i = 0; i + 1 < all.size(); i++) r.notify_text(machine_record(*all[i], metadata));
-    r.reply_text(machine_record(*all.back(), metadata));
+    r.reply_each(all.size(), [&](size_t i, std::string& out) { append_machine_record(out, *all[i], metadata); });
 }
 
 void kill_machine(MachineContext& ctx, Request& r) {

@@ -80,6 +80,23 @@ TEST(Registry, AddFindRemove) {
     EXPECT_EQ(r.remove("a"), nullptr);
 }
 
+TEST(Registry, AllIsInNameOrderAcrossAddsAndRemoves) {
+    Registry r;
+    for (const char* n : {"m5", "m1", "m30", "m2", "m10"}) r.add(make(n, 0));
+    r.add_unchecked(make(".host", 0));
+    auto names = [&] {
+        std::vector<std::string> v;
+        for (const Machine* m : r.all()) v.push_back(m->name);
+        return v;
+    };
+    EXPECT_EQ(names(), (std::vector<std::string>{".host", "m1", "m10", "m2", "m30", "m5"}));
+    r.remove("m10");
+    r.remove(".host");
+    r.add(make("m0", 0));
+    EXPECT_EQ(names(), (std::vector<std::string>{"m0", "m1", "m2", "m30", "m5"}));
+    EXPECT_EQ(r.all().size(), r.size());
+}
+
 TEST(Registry, SameNameExactlyOneWins) {
     Registry r;
     r.add(make("x", 10));

@@ -77,6 +77,7 @@ std::string machine_name_from_path(std::string_view path) {
     while (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
     if (auto slash = path.rfind('/'); slash != std::string_view::npos) path.remove_prefix(slash + 1);
     if (path.ends_with(".raw")) path.remove_suffix(4);
+    else if (path.ends_with(".mstack")) path.remove_suffix(7);  // an OCI layer stack (NAME.mstack)
 
     // Like systemd's hostname_cleanup(): keep LDH characters, collapse separators, trim the ends.
     std::string out;

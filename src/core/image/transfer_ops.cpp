@@ -151,13 +151,16 @@ std::string_view to_string(TransferType t) {
         case TransferType::export_raw: return "export-raw";
         case TransferType::pull_tar: return "pull-tar";
         case TransferType::pull_raw: return "pull-raw";
+        case TransferType::import_oci: return "import-oci";
+        case TransferType::pull_oci: return "pull-oci";
     }
     return "?";
 }
 
 std::optional<TransferType> transfer_type_from_string(std::string_view s) {
     for (auto t : {TransferType::import_tar, TransferType::import_raw, TransferType::import_fs, TransferType::export_tar,
-                   TransferType::export_raw, TransferType::pull_tar, TransferType::pull_raw})
+                   TransferType::export_raw, TransferType::pull_tar, TransferType::pull_raw, TransferType::import_oci,
+                   TransferType::pull_oci})
         if (to_string(t) == s) return t;
     return std::nullopt;
 }

@@ -22,9 +22,15 @@ std::string launchable_image_dir(const LaunchConfig& cfg, const std::string& nam
         throw_machine_error(MachineErrc::invalid_argument, "Invalid machine name: " + name);
     std::string dir = cfg.machines_dir + "/" + name;
     struct stat st {};
-    if (::stat(dir.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
-        throw_errno(ENOENT, "No image directory " + dir + " for machine " + name);
-    return dir;
+    if (::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return dir;
+    // An OCI image pulled as a layer stack (core/image/oci_store.hpp).
+    if (::stat((dir + ".mstack").c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return dir + ".mstack";
+    throw_errno(ENOENT, "No image directory " + dir + " for machine " + name);
+}
+
+bool image_is_oci(const LaunchConfig& cfg, const std::string& name) {
+    struct stat st {};
+    return ::stat((cfg.machines_dir + "/" + name + ".oci-config").c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
 // Machine names are valid hostnames: no character needs unit-name escaping.
@@ -34,7 +40,10 @@ Launched launch_machine(const LaunchConfig& cfg, const std::string& name) {
     std::string dir = launchable_image_dir(cfg, name);
     // In a user namespace by default, as machines started through spawn@.service: root inside is
     // not root outside.
-    return launch_detached(cfg, name, {cfg.spawn_path, "--quiet", "--boot", "-U", "--console=passive", "-M", name, "-D", dir});
+    // An OCI image runs its Entrypoint+Cmd (Parameters= of NAME.nspawn next to it), not an init.
+    std::vector<std::string> args = {cfg.spawn_path, "--quiet", "--boot", "-U", "--console=passive", "-M", name, "-D", dir};
+    if (image_is_oci(cfg, name)) args.erase(args.begin() + 2);
+    return launch_detached(cfg, name, std::move(args));
 }
 
 Launched launch_detached(const LaunchConfig& cfg, const std::string& name, std::vector<std::string> args) {

@@ -26,6 +26,8 @@ struct Launched {
 // Validates the name (machine_name_is_valid, no leading dot) and that POOL/NAME is a directory;
 // returns that directory. Throws MachineError invalid_argument, or ENOENT.
 std::string launchable_image_dir(const LaunchConfig& cfg, const std::string& name);
+// NAME.oci-config next to the image: pulled by pull-oci/import-oci (started without --boot).
+bool image_is_oci(const LaunchConfig& cfg, const std::string& name);
 
 // launchable_image_dir(), then the detached spawn. Errno of a failed exec.
 Launched launch_machine(const LaunchConfig& cfg, const std::string& name);
