@@ -224,6 +224,17 @@ std::pair<uint32_t, std::string> MachineClient::start_machine(const std::string&
     });
 }
 
+void MachineClient::checkpoint_machine(const std::string& name, const std::string& directory, uint64_t flags) {
+    guarded([&] { impl_->manager->CheckpointMachine(name, directory, flags); });
+}
+
+std::pair<uint32_t, std::string> MachineClient::restore_machine(const std::string& directory, const std::string& name) {
+    return guarded([&] {
+        auto [pid, log] = impl_->manager->RestoreMachine(directory, name, 0);
+        return std::pair<uint32_t, std::string>(pid, log);
+    });
+}
+
 void MachineClient::pause(const std::string& name) {
     guarded([&] { impl_->manager->PauseMachine(name); });
 }

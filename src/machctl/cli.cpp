@@ -36,6 +36,9 @@ constexpr VerbSpec kVerbs[] = {
     {"copy-to", "NAME PATH [PATH]", 2, 3, "Copy files from the host to a container", Complete::machine_then_files, "Machine"},
     {"copy-from", "NAME PATH [PATH]", 2, 3, "Copy files from a container to the host", Complete::machine_then_files,
      "Machine"},
+    {"checkpoint", "NAME DIRECTORY", 2, 2, "Save a running container's processes to a directory (criu)", Complete::machine_then_files,
+     "Machine"},
+    {"restore", "DIRECTORY [NAME]", 1, 2, "Restore a container from a checkpoint directory", Complete::files, "Machine"},
     {"list-images", "", 0, 0, "Show available container and VM images", Complete::none, "Image"},
     {"image-status", "[NAME...]", 0, -1, "Show image details", Complete::images, "Image"},
     {"show-image", "[NAME...]", 0, -1, "Show properties of image", Complete::images, "Image"},
@@ -83,6 +86,9 @@ constexpr OptionSpec kOptions[] = {
     {"flatten", 0, "", "pull-oci/import-oci: merge the layers into a plain directory", ""},
     {"now", 0, "", "With enable: also start; with disable: also power off", ""},
     {"timeout", 0, "SECONDS", "How long start, poweroff and stop wait (default 30s); wait: no bound unless set", ""},
+    {"leave-running", 0, "", "With checkpoint: keep the container running", ""},
+    {"tcp-established", 0, "", "With checkpoint: keep established TCP connections", ""},
+    {"pre-dump", 0, "", "With checkpoint: an iterative pre-dump (needs CONFIG_MEM_SOFT_DIRTY)", ""},
     {"max-addresses", 0, "INTEGER", "Number of addresses to show per machine in list, or 'all'", ""},
     {"lines", 'n', "INTEGER", "Number of journal entries to show with status (default 10)", ""},
     {"verify", 0, "MODE", "Verification mode for downloaded images (no, checksum, signature)", "no checksum signature"},
@@ -193,6 +199,9 @@ void apply(Options& o, const OptionSpec& spec, const std::string& arg) {
     else if (n == "quiet") o.quiet = true;
     else if (n == "flatten") o.flatten = true;
     else if (n == "now") o.now = true;
+    else if (n == "leave-running") o.leave_running = true;
+    else if (n == "tcp-established") o.tcp_established = true;
+    else if (n == "pre-dump") o.pre_dump = true;
     else if (n == "timeout") o.timeout = parse_timeout(arg);
     else if (n == "verify") {
         if (arg != "no" && arg != "checksum" && arg != "signature")

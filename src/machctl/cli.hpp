@@ -45,6 +45,7 @@ struct Options {
     bool all = false, value = false, full = false, no_pager = false, no_legend = false, quiet = false;
     bool flatten = false;
     bool read_only = false, mkdir = false, force = false, help = false, version = false, now = false;
+    bool leave_running = false, tcp_established = false, pre_dump = false;  // checkpoint
     std::vector<std::string> properties;
     Output output = Output::short_;
     std::optional<int> signal;

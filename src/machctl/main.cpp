@@ -37,6 +37,8 @@ const std::map<std::string, Handler>& handlers() {
         {"terminate", verb_terminate},
         {"kill", verb_kill},
         {"pause", verb_pause},
+        {"checkpoint", verb_checkpoint},
+        {"restore", verb_restore},
         {"resume", verb_resume},
         {"wait", verb_wait},
         {"bind", verb_bind},

@@ -94,6 +94,8 @@ int verb_kill(Context& c, const Args& a);
 int verb_poweroff(Context& c, const Args& a);
 int verb_reboot(Context& c, const Args& a);
 int verb_pause(Context& c, const Args& a);
+int verb_checkpoint(Context& c, const Args& a);  // verbs_checkpoint.cpp
+int verb_restore(Context& c, const Args& a);
 int verb_resume(Context& c, const Args& a);
 int verb_wait(Context& c, const Args& a);
 int verb_bind(Context& c, const Args& a);

@@ -12,11 +12,13 @@
 #include "core/spawn/settings.hpp"
 #include "spawn/options.hpp"
 #include "spawn/registration.hpp"
+#include "spawn/restore_main.hpp"
 
 int main(int argc, char** argv) {
     using namespace mk;
     std::vector<std::string> args(argv, argv + argc);
     try {
+        if (spawn::is_restore(args)) return spawn::restore_main(args);  // checkpoint/restore (docs/criu.md)
         spawn::ParsedOptions opts = spawn::parse_options(args, isatty(STDIN_FILENO), isatty(STDOUT_FILENO));
         if (opts.action == spawn::Action::Help) {
             fputs(spawn::help_text(), stdout);

@@ -38,18 +38,21 @@ std::string launch_unit_name(const std::string& name) { return "spawn@" + name +
 
 Launched launch_machine(const LaunchConfig& cfg, const std::string& name) {
     std::string dir = launchable_image_dir(cfg, name);
+    // In a user namespace by default, as machines started through spawn@.service: root inside is
+    // not root outside.
+    // An OCI image runs its Entrypoint+Cmd (Parameters= of NAME.nspawn next to it), not an init.
+    std::vector<std::string> args = {cfg.spawn_path, "--quiet", "--boot", "-U", "--console=passive", "-M", name, "-D", dir};
+    if (image_is_oci(cfg, name)) args.erase(args.begin() + 2);
+    return launch_detached(cfg, name, std::move(args));
+}
+
+Launched launch_detached(const LaunchConfig& cfg, const std::string& name, std::vector<std::string> args) {
     if (::mkdir(cfg.log_dir.c_str(), 0700) < 0 && errno != EEXIST) throw_last_error("mkdir " + cfg.log_dir);
     Launched out;
     out.log_path = cfg.log_dir + "/" + name + ".log";
     UniqueFd log(::open(out.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!log) throw_last_error("open " + out.log_path);
     UniqueFd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-
-    // In a user namespace by default, as machines started through spawn@.service: root inside is
-    // not root outside.
-    // An OCI image runs its Entrypoint+Cmd (Parameters= of NAME.nspawn next to it), not an init.
-    std::vector<std::string> args = {cfg.spawn_path, "--quiet", "--boot", "-U", "--console=passive", "-M", name, "-D", dir};
-    if (image_is_oci(cfg, name)) args.erase(args.begin() + 2);
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <vector>
 
 namespace mk::core {
 
@@ -30,6 +31,10 @@ bool image_is_oci(const LaunchConfig& cfg, const std::string& name);
 
 // launchable_image_dir(), then the detached spawn. Errno of a failed exec.
 Launched launch_machine(const LaunchConfig& cfg, const std::string& name);
+
+// Runs `args` (args[0] the program) detached like launch_machine(), output appended to
+// LOGDIR/LOG_NAME.log. Used for spawn --restore (io.machkit.Manager1.RestoreMachine).
+Launched launch_detached(const LaunchConfig& cfg, const std::string& log_name, std::vector<std::string> args);
 
 // The unit that boots POOL/NAME where systemd runs: units/spawn@.service's instance.
 std::string launch_unit_name(const std::string& name);
