@@ -15,6 +15,7 @@
 #include "bus/errors.hpp"
 #include "bus/polkit.hpp"
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/names.hpp"
 #include "core/kernel/capabilities.hpp"
 
@@ -244,8 +245,7 @@ bool ImportManagerObject::read_progress(TransferObject& t) {
     char buf[4096];
     bool eof = false;
     for (;;) {
-        ssize_t n = ::read(t.progress_fd_.get(), buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
+        ssize_t n = core::retry_eintr([&] { return ::read(t.progress_fd_.get(), buf, sizeof buf); });
         if (n <= 0) {
             if (n == 0) {
                 loop_.unwatch_fd(t.progress_fd_.get());

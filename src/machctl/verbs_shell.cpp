@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/base/io.hpp"
 #include "core/base/unique_fd.hpp"
 #include "machctl/terminal.hpp"
 #include "machctl/verbs.hpp"
@@ -69,9 +70,7 @@ int verb_shell(Context& c, const std::vector<std::string>& args) {
         }
         core::UniqueFd status_fd(fd);
         int st = 0;
-        ssize_t n;
-        while ((n = ::read(status_fd.get(), &st, sizeof st)) < 0 && errno == EINTR) {
-        }
+        ssize_t n = core::retry_eintr([&] { return ::read(status_fd.get(), &st, sizeof st); });
         return exit_code(n == static_cast<ssize_t>(sizeof st) ? st : -1);
     }
 

@@ -13,6 +13,7 @@
 #include <mutex>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/image/sha256sums.hpp"
 
 namespace mk::core {
@@ -255,7 +256,7 @@ GpgVerifier::~GpgVerifier() {
     if (pid_ > 0) {
         sock_.reset();
         int st;
-        while (waitpid(pid_, &st, 0) < 0 && errno == EINTR) {}
+        retry_eintr([&] { return waitpid(pid_, &st, 0); });
     }
 }
 
@@ -283,13 +284,12 @@ void GpgVerifier::verify(std::string_view data, std::string_view sig) {
     std::string out;
     char buf[4096];
     for (;;) {
-        ssize_t r = ::read(sock_.get(), buf, sizeof buf);
-        if (r < 0 && errno == EINTR) continue;
+        ssize_t r = retry_eintr([&] { return ::read(sock_.get(), buf, sizeof buf); });
         if (r <= 0) break;
         if (out.size() < 16384) out.append(buf, static_cast<size_t>(r));
     }
     int st = 0;
-    while (waitpid(pid_, &st, 0) < 0 && errno == EINTR) {}
+    retry_eintr([&] { return waitpid(pid_, &st, 0); });
     pid_ = -1;
     for (char& ch : out)
         if (ch == '\n') ch = ' ';

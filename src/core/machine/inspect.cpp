@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/unique_fd.hpp"
 #include "core/machine/machine_error.hpp"
 
@@ -32,22 +33,6 @@ void require_container(const Machine& m) {
 void require_alive(const Machine& m) {
     if (::syscall(SYS_pidfd_send_signal, m.leader_pidfd.get(), 0, nullptr, 0) < 0)
         throw_errno(ESRCH, "Leader of machine " + m.name + " has exited");
-}
-
-std::string read_fd(int fd, size_t max) {
-    std::string s;
-    char buf[4096];
-    for (;;) {
-        ssize_t n = ::read(fd, buf, sizeof buf);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            throw_last_error("read");
-        }
-        if (n == 0) break;
-        s.append(buf, static_cast<size_t>(n));
-        if (s.size() > max) throw_errno(EFBIG, "file too large");
-    }
-    return s;
 }
 
 }  // namespace
@@ -106,7 +91,7 @@ std::map<std::string, std::string> machine_os_release(const Machine& m) {
         if (::fstat(path_fd.get(), &st) < 0 || !S_ISREG(st.st_mode)) continue;
         UniqueFd fd(::open(("/proc/self/fd/" + std::to_string(path_fd.get())).c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
         if (!fd) throw_last_error("reopen os-release of machine " + m.name);
-        return parse_os_release(read_fd(fd.get(), kOsReleaseMax));
+        return parse_os_release(read_all(fd.get(), kOsReleaseMax, "os-release"));
     }
     throw_errno(ENOENT, "Machine " + m.name + " has no os-release file");
 }
@@ -165,7 +150,7 @@ std::vector<MachineAddress> machine_addresses(const Machine& m) {
     wr.reset();
     std::string data;
     try {
-        data = read_fd(rd.get(), 1 << 20);
+        data = read_all(rd.get(), 1 << 20, "the container's reply");
     } catch (...) {
         ::waitpid(child, nullptr, 0);
         throw;

@@ -23,6 +23,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/fs_at.hpp"
+#include "core/base/io.hpp"
 #include "core/base/run_lock.hpp"
 #include "core/kernel/nft.hpp"
 
@@ -152,7 +153,7 @@ bool in_background(F&& work) {
         _exit(0);
     }
     int st;
-    while (waitpid(child, &st, 0) < 0 && errno == EINTR) {}
+    retry_eintr([&] { return waitpid(child, &st, 0); });
     return true;
 }
 
@@ -213,13 +214,8 @@ pid_t run_nft_helper(const std::vector<std::string>& args, const std::string& sc
     posix_spawnattr_destroy(&attr);
     if (r != 0) throw_errno(r, "cannot run " + path + " (needed for NAT and port forwarding)");
     rd.reset();
-    size_t off = 0;
-    while (off < script.size()) {
-        ssize_t w = write(wr.get(), script.data() + off, script.size() - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) break;
-        off += static_cast<size_t>(w);
-    }
+    // A failed write shows as the script's own failure below.
+    (void)write_all(wr.get(), script);
     wr.reset();
     if (!wait) return pid;
     int st = 0;

@@ -6,6 +6,7 @@
 
 #include <functional>
 
+#include "core/base/io.hpp"
 #include "core/base/names.hpp"
 #include "core/base/unique_fd.hpp"
 
@@ -451,19 +452,13 @@ void read_bounded(int fd, const std::string& path, std::string& out) {
     if (!S_ISREG(st.st_mode)) throw UsageError(path + ": not a regular file, refusing");
     if (static_cast<uint64_t>(st.st_size) > kSettingsFileMax)
         throw UsageError(path + ": file too large (at most " + std::to_string(kSettingsFileMax) + " bytes)");
-    out.clear();
-    char buf[16384];
-    while (true) {
-        ssize_t r = ::read(fd, buf, sizeof buf);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            throw_last_error("read " + path);
-        }
-        if (r == 0) break;
-        out.append(buf, static_cast<size_t>(r));
+    try {
         // The file may grow after fstat().
-        if (out.size() > kSettingsFileMax)
+        out = read_all(fd, kSettingsFileMax, path);
+    } catch (const std::system_error& e) {
+        if (e.code().value() == EFBIG)
             throw UsageError(path + ": file too large (at most " + std::to_string(kSettingsFileMax) + " bytes)");
+        throw;
     }
 }
 
