@@ -14,6 +14,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/io.hpp"
+#include "core/base/string_table.hpp"
 #include "core/image/sha256sums.hpp"
 
 namespace mk::core {
@@ -74,23 +75,14 @@ std::string redact(std::string_view url) {
     return std::string(url.substr(0, host_start)) + "***@" + std::string(url.substr(host_start + at + 1));
 }
 
+constexpr std::array<EnumName<VerifyMode>, 3> kVerifyModeNames{{
+    {VerifyMode::no, "no"}, {VerifyMode::checksum, "checksum"}, {VerifyMode::signature, "signature"}}};
+
 }  // namespace
 
-std::string_view to_string(VerifyMode m) {
-    switch (m) {
-        case VerifyMode::no: return "no";
-        case VerifyMode::checksum: return "checksum";
-        case VerifyMode::signature: return "signature";
-    }
-    return "?";
-}
+std::string_view to_string(VerifyMode m) { return enum_to_string(kVerifyModeNames, m, "?"); }
 
-std::optional<VerifyMode> verify_mode_from_string(std::string_view s) {
-    if (s == "no") return VerifyMode::no;
-    if (s == "checksum") return VerifyMode::checksum;
-    if (s == "signature") return VerifyMode::signature;
-    return std::nullopt;
-}
+std::optional<VerifyMode> verify_mode_from_string(std::string_view s) { return enum_from_string(kVerifyModeNames, s); }
 
 bool url_is_valid(std::string_view url) {
     if (url.empty() || url.size() > 4096) return false;

@@ -2,6 +2,7 @@
 
 #include <time.h>
 
+#include "core/base/string_table.hpp"
 #include "core/machine/machine_error.hpp"
 
 namespace mk::core {
@@ -32,6 +33,13 @@ uint64_t now_usec(clockid_t clock) {
     return static_cast<uint64_t>(ts.tv_sec) * 1000000u + static_cast<uint64_t>(ts.tv_nsec) / 1000u;
 }
 
+// "" is machined's spelling of an unknown class.
+constexpr std::array<EnumName<MachineClass>, 4> kMachineClassNames{{
+    {MachineClass::container, "container"}, {MachineClass::vm, "vm"}, {MachineClass::host, "host"},
+    {MachineClass::unknown, ""}}};
+constexpr std::array<EnumName<MachineState>, 3> kMachineStateNames{{
+    {MachineState::opening, "opening"}, {MachineState::running, "running"}, {MachineState::closing, "closing"}}};
+
 }  // namespace
 
 const std::error_category& machine_category() noexcept {
@@ -44,31 +52,13 @@ void throw_machine_error(MachineErrc e, const std::string& message) {
     throw std::system_error(make_error_code(e), message);
 }
 
-std::string_view to_string(MachineClass c) {
-    switch (c) {
-    case MachineClass::container: return "container";
-    case MachineClass::vm: return "vm";
-    case MachineClass::host: return "host";
-    case MachineClass::unknown: return "";
-    }
-    return "";
-}
+std::string_view to_string(MachineClass c) { return enum_to_string(kMachineClassNames, c, ""); }
 
 std::optional<MachineClass> machine_class_from_string(std::string_view s) {
-    if (s.empty()) return MachineClass::unknown;
-    for (auto c : {MachineClass::container, MachineClass::vm, MachineClass::host})
-        if (to_string(c) == s) return c;
-    return std::nullopt;
+    return enum_from_string(kMachineClassNames, s);
 }
 
-std::string_view to_string(MachineState s) {
-    switch (s) {
-    case MachineState::opening: return "opening";
-    case MachineState::running: return "running";
-    case MachineState::closing: return "closing";
-    }
-    return "";
-}
+std::string_view to_string(MachineState s) { return enum_to_string(kMachineStateNames, s, ""); }
 
 bool Machine::has_id() const noexcept {
     for (auto b : id)

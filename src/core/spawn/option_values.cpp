@@ -11,6 +11,7 @@
 
 #include "core/base/names.hpp"
 #include "core/base/strings.hpp"
+#include "core/base/string_table.hpp"
 #include "core/kernel/capabilities.hpp"
 
 namespace mk::core {
@@ -77,34 +78,9 @@ std::string parse_source_path(std::string_view s) {
 
 std::string_view strip_plus(std::string_view s) { return (!s.empty() && s[0] == '+') ? s.substr(1) : s; }
 
-template <typename E>
-struct Name {
-    E value;
-    std::string_view name;
-};
-
 template <typename E, size_t N>
-std::string_view lookup_name(const std::array<Name<E>, N>& table, E v) {
-    for (const auto& n : table)
-        if (n.value == v) return n.name;
-    return "invalid";
-}
-
-template <typename E, size_t N>
-std::optional<E> lookup_value(const std::array<Name<E>, N>& table, std::string_view s) {
-    for (const auto& n : table)
-        if (n.name == s) return n.value;
-    return std::nullopt;
-}
-
-template <typename E, size_t N>
-[[noreturn]] void fail_enum(const std::array<Name<E>, N>& table) {
-    std::string msg = "expected one of: ";
-    for (size_t i = 0; i < N; i++) {
-        if (i) msg += ", ";
-        msg += table[i].name;
-    }
-    fail(msg);
+[[noreturn]] void fail_enum(const std::array<EnumName<E>, N>& table) {
+    fail("expected one of: " + enum_names(table));
 }
 
 std::optional<bool> try_boolean(std::string_view s) {
@@ -115,14 +91,14 @@ std::optional<bool> try_boolean(std::string_view s) {
     return std::nullopt;
 }
 
-constexpr std::array<Name<VolatileMode>, 4> kVolatileNames{{
+constexpr std::array<EnumName<VolatileMode>, 4> kVolatileNames{{
     {VolatileMode::No, "no"}, {VolatileMode::Yes, "yes"}, {VolatileMode::State, "state"}, {VolatileMode::Overlay, "overlay"}}};
-constexpr std::array<Name<ConsoleMode>, 5> kConsoleNames{{{ConsoleMode::Interactive, "interactive"},
+constexpr std::array<EnumName<ConsoleMode>, 5> kConsoleNames{{{ConsoleMode::Interactive, "interactive"},
                                                           {ConsoleMode::ReadOnly, "read-only"},
                                                           {ConsoleMode::Passive, "passive"},
                                                           {ConsoleMode::Pipe, "pipe"},
                                                           {ConsoleMode::Autopipe, "autopipe"}}};
-constexpr std::array<Name<ResolvConfMode>, 15> kResolvConfNames{{
+constexpr std::array<EnumName<ResolvConfMode>, 15> kResolvConfNames{{
     {ResolvConfMode::Off, "off"},
     {ResolvConfMode::CopyHost, "copy-host"},
     {ResolvConfMode::CopyStatic, "copy-static"},
@@ -139,28 +115,28 @@ constexpr std::array<Name<ResolvConfMode>, 15> kResolvConfNames{{
     {ResolvConfMode::Delete, "delete"},
     {ResolvConfMode::Auto, "auto"},
 }};
-constexpr std::array<Name<TimezoneMode>, 6> kTimezoneNames{{{TimezoneMode::Off, "off"},
+constexpr std::array<EnumName<TimezoneMode>, 6> kTimezoneNames{{{TimezoneMode::Off, "off"},
                                                             {TimezoneMode::Copy, "copy"},
                                                             {TimezoneMode::Bind, "bind"},
                                                             {TimezoneMode::Symlink, "symlink"},
                                                             {TimezoneMode::Delete, "delete"},
                                                             {TimezoneMode::Auto, "auto"}}};
-constexpr std::array<Name<SettingsMode>, 4> kSettingsNames{{
+constexpr std::array<EnumName<SettingsMode>, 4> kSettingsNames{{
     {SettingsMode::No, "no"}, {SettingsMode::Yes, "yes"}, {SettingsMode::Trusted, "trusted"}, {SettingsMode::Override, "override"}}};
-constexpr std::array<Name<LinkJournalMode>, 6> kLinkJournalNames{{{LinkJournalMode::No, "no"},
+constexpr std::array<EnumName<LinkJournalMode>, 6> kLinkJournalNames{{{LinkJournalMode::No, "no"},
                                                                   {LinkJournalMode::Auto, "auto"},
                                                                   {LinkJournalMode::Guest, "guest"},
                                                                   {LinkJournalMode::Host, "host"},
                                                                   {LinkJournalMode::TryGuest, "try-guest"},
                                                                   {LinkJournalMode::TryHost, "try-host"}}};
-constexpr std::array<Name<UserNamespaceOwnership>, 4> kOwnershipNames{{{UserNamespaceOwnership::Off, "off"},
+constexpr std::array<EnumName<UserNamespaceOwnership>, 4> kOwnershipNames{{{UserNamespaceOwnership::Off, "off"},
                                                                        {UserNamespaceOwnership::Chown, "chown"},
                                                                        {UserNamespaceOwnership::Map, "map"},
                                                                        {UserNamespaceOwnership::Auto, "auto"}}};
-constexpr std::array<Name<PortProtocol>, 2> kProtocolNames{{{PortProtocol::Tcp, "tcp"}, {PortProtocol::Udp, "udp"}}};
-constexpr std::array<Name<StartMode>, 3> kStartModeNames{
+constexpr std::array<EnumName<PortProtocol>, 2> kProtocolNames{{{PortProtocol::Tcp, "tcp"}, {PortProtocol::Udp, "udp"}}};
+constexpr std::array<EnumName<StartMode>, 3> kStartModeNames{
     {{StartMode::Command, "command"}, {StartMode::Pid2, "pid2"}, {StartMode::Boot, "boot"}}};
-constexpr std::array<Name<RegisterMode>, 3> kRegisterNames{
+constexpr std::array<EnumName<RegisterMode>, 3> kRegisterNames{
     {{RegisterMode::Auto, "auto"}, {RegisterMode::Yes, "yes"}, {RegisterMode::No, "no"}}};
 
 struct SignalName {
@@ -804,36 +780,36 @@ std::vector<std::string> split_words(std::string_view s) {
     return words;
 }
 
-std::string_view to_string(VolatileMode m) { return lookup_name(kVolatileNames, m); }
+std::string_view to_string(VolatileMode m) { return enum_to_string(kVolatileNames, m); }
 std::optional<VolatileMode> volatile_mode_from_string(std::string_view s) {
     if (auto b = try_boolean(s)) return *b ? VolatileMode::Yes : VolatileMode::No;
-    return lookup_value(kVolatileNames, s);
+    return enum_from_string(kVolatileNames, s);
 }
-std::string_view to_string(ConsoleMode m) { return lookup_name(kConsoleNames, m); }
-std::optional<ConsoleMode> console_mode_from_string(std::string_view s) { return lookup_value(kConsoleNames, s); }
-std::string_view to_string(ResolvConfMode m) { return lookup_name(kResolvConfNames, m); }
-std::optional<ResolvConfMode> resolv_conf_mode_from_string(std::string_view s) { return lookup_value(kResolvConfNames, s); }
-std::string_view to_string(TimezoneMode m) { return lookup_name(kTimezoneNames, m); }
-std::optional<TimezoneMode> timezone_mode_from_string(std::string_view s) { return lookup_value(kTimezoneNames, s); }
-std::string_view to_string(SettingsMode m) { return lookup_name(kSettingsNames, m); }
+std::string_view to_string(ConsoleMode m) { return enum_to_string(kConsoleNames, m); }
+std::optional<ConsoleMode> console_mode_from_string(std::string_view s) { return enum_from_string(kConsoleNames, s); }
+std::string_view to_string(ResolvConfMode m) { return enum_to_string(kResolvConfNames, m); }
+std::optional<ResolvConfMode> resolv_conf_mode_from_string(std::string_view s) { return enum_from_string(kResolvConfNames, s); }
+std::string_view to_string(TimezoneMode m) { return enum_to_string(kTimezoneNames, m); }
+std::optional<TimezoneMode> timezone_mode_from_string(std::string_view s) { return enum_from_string(kTimezoneNames, s); }
+std::string_view to_string(SettingsMode m) { return enum_to_string(kSettingsNames, m); }
 std::optional<SettingsMode> settings_mode_from_string(std::string_view s) {
     if (auto b = try_boolean(s)) return *b ? SettingsMode::Yes : SettingsMode::No;
-    return lookup_value(kSettingsNames, s);
+    return enum_from_string(kSettingsNames, s);
 }
-std::string_view to_string(LinkJournalMode m) { return lookup_name(kLinkJournalNames, m); }
-std::optional<LinkJournalMode> link_journal_mode_from_string(std::string_view s) { return lookup_value(kLinkJournalNames, s); }
-std::string_view to_string(UserNamespaceOwnership m) { return lookup_name(kOwnershipNames, m); }
+std::string_view to_string(LinkJournalMode m) { return enum_to_string(kLinkJournalNames, m); }
+std::optional<LinkJournalMode> link_journal_mode_from_string(std::string_view s) { return enum_from_string(kLinkJournalNames, s); }
+std::string_view to_string(UserNamespaceOwnership m) { return enum_to_string(kOwnershipNames, m); }
 std::optional<UserNamespaceOwnership> userns_ownership_from_string(std::string_view s) {
-    return lookup_value(kOwnershipNames, s);
+    return enum_from_string(kOwnershipNames, s);
 }
-std::string_view to_string(PortProtocol p) { return lookup_name(kProtocolNames, p); }
-std::optional<PortProtocol> port_protocol_from_string(std::string_view s) { return lookup_value(kProtocolNames, s); }
-std::string_view to_string(StartMode m) { return lookup_name(kStartModeNames, m); }
-std::optional<StartMode> start_mode_from_string(std::string_view s) { return lookup_value(kStartModeNames, s); }
-std::string_view to_string(RegisterMode m) { return lookup_name(kRegisterNames, m); }
+std::string_view to_string(PortProtocol p) { return enum_to_string(kProtocolNames, p); }
+std::optional<PortProtocol> port_protocol_from_string(std::string_view s) { return enum_from_string(kProtocolNames, s); }
+std::string_view to_string(StartMode m) { return enum_to_string(kStartModeNames, m); }
+std::optional<StartMode> start_mode_from_string(std::string_view s) { return enum_from_string(kStartModeNames, s); }
+std::string_view to_string(RegisterMode m) { return enum_to_string(kRegisterNames, m); }
 std::optional<RegisterMode> register_mode_from_string(std::string_view s) {
     if (auto b = try_boolean(s)) return *b ? RegisterMode::Yes : RegisterMode::No;
-    return lookup_value(kRegisterNames, s);
+    return enum_from_string(kRegisterNames, s);
 }
 
 VolatileMode parse_volatile_mode(std::string_view s) {
