@@ -15,6 +15,8 @@
 #include <set>
 #include <string>
 
+#include "core/base/id128.hpp"
+
 using namespace mk::core;
 
 namespace {
@@ -87,7 +89,7 @@ TEST(ParseSettings, RealisticFile) {
     EXPECT_EQ(s.drop_capability, UINT64_C(1) << CAP_AUDIT_CONTROL);
     EXPECT_EQ(s.kill_signal, SIGRTMIN + 3);
     ASSERT_TRUE(s.machine_id);
-    EXPECT_EQ(uuid_to_string(*s.machine_id), "0123456789abcdef0123456789abcdef");
+    EXPECT_EQ(id128_to_string(*s.machine_id), "0123456789abcdef0123456789abcdef");
     EXPECT_EQ(s.hostname, "web.example");
     EXPECT_EQ(s.private_users->mode, UserNamespaceMode::Pick);
     EXPECT_EQ(s.no_new_privileges, true);

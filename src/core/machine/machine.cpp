@@ -60,39 +60,7 @@ std::optional<MachineClass> machine_class_from_string(std::string_view s) {
 
 std::string_view to_string(MachineState s) { return enum_to_string(kMachineStateNames, s, ""); }
 
-bool Machine::has_id() const noexcept {
-    for (auto b : id)
-        if (b) return true;
-    return false;
-}
-
-std::string id_to_string(const MachineId& id) {
-    static constexpr char hex[] = "0123456789abcdef";
-    std::string s;
-    s.reserve(32);
-    for (auto b : id) {
-        s += hex[b >> 4];
-        s += hex[b & 15];
-    }
-    return s;
-}
-
-std::optional<MachineId> id_from_string(std::string_view s) {
-    if (s.size() != 32) return std::nullopt;
-    auto nib = [](char c) -> int {
-        if (c >= '0' && c <= '9') return c - '0';
-        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-        return -1;
-    };
-    MachineId id{};
-    for (size_t i = 0; i < 16; i++) {
-        int hi = nib(s[2 * i]), lo = nib(s[2 * i + 1]);
-        if (hi < 0 || lo < 0) return std::nullopt;
-        id[i] = static_cast<uint8_t>(hi << 4 | lo);
-    }
-    return id;
-}
+bool Machine::has_id() const noexcept { return !id128_is_null(id); }
 
 uint64_t now_realtime_usec() { return now_usec(CLOCK_REALTIME); }
 uint64_t now_monotonic_usec() { return now_usec(CLOCK_MONOTONIC); }

@@ -109,7 +109,7 @@ std::string format_state_file(const Machine& m) {
     if (!m.scope_job.empty()) s += "SCOPE_JOB=" + m.scope_job + "\n";
     if (!m.service.empty()) s += "SERVICE=" + cescape(m.service) + "\n";
     if (!m.root_directory.empty()) s += "ROOT=" + cescape(m.root_directory) + "\n";
-    if (m.has_id()) s += "ID=" + id_to_string(m.id) + "\n";
+    if (m.has_id()) s += "ID=" + id128_to_string(m.id) + "\n";
     if (m.leader != 0) s += "LEADER=" + std::to_string(m.leader) + "\n";
     if (m.klass != MachineClass::unknown) s += "CLASS=" + std::string(to_string(m.klass)) + "\n";
     if (m.realtime_usec || m.monotonic_usec)
@@ -147,7 +147,7 @@ std::optional<Machine> parse_state_file(std::string_view name, std::string_view 
         } else if (key == "ROOT") {
             m.root_directory = cunescape(value);
         } else if (key == "ID") {
-            if (auto id = id_from_string(value)) m.id = *id;
+            if (auto id = id128_from_string(value)) m.id = *id;
         } else if (key == "LEADER") {
             if (parse_u64(value, u) && u > 0 && u <= 0x7fffffff) m.leader = static_cast<pid_t>(u);
         } else if (key == "CLASS") {

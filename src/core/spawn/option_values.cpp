@@ -9,6 +9,7 @@
 #include <cstring>
 #include <set>
 
+#include "core/base/id128.hpp"
 #include "core/base/names.hpp"
 #include "core/base/strings.hpp"
 #include "core/base/string_table.hpp"
@@ -356,39 +357,10 @@ uint64_t parse_capability_list(std::string_view s) {
 }
 
 Uuid parse_uuid(std::string_view s) {
-    std::string hex;
-    if (s.size() == 36) {
-        for (size_t i = 0; i < s.size(); i++) {
-            if (i == 8 || i == 13 || i == 18 || i == 23) {
-                if (s[i] != '-') fail("expected 32 hexadecimal digits, optionally as 8-4-4-4-12");
-            } else {
-                hex += s[i];
-            }
-        }
-    } else if (s.size() == 32) {
-        hex = std::string(s);
-    } else {
-        fail("expected 32 hexadecimal digits, optionally as 8-4-4-4-12");
-    }
-    Uuid id{};
-    bool zero = true;
-    for (size_t i = 0; i < 16; i++) {
-        int hi = unhex(hex[2 * i]), lo = unhex(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) fail("expected 32 hexadecimal digits, optionally as 8-4-4-4-12");
-        id[i] = static_cast<uint8_t>(hi << 4 | lo);
-        if (id[i]) zero = false;
-    }
-    if (zero) fail("the all-zero id is not allowed");
-    return id;
-}
-
-std::string uuid_to_string(const Uuid& id) {
-    std::string out;
-    for (uint8_t b : id) {
-        out += "0123456789abcdef"[b >> 4];
-        out += "0123456789abcdef"[b & 15];
-    }
-    return out;
+    auto id = id128_from_string(s);
+    if (!id) fail("expected 32 hexadecimal digits, optionally as 8-4-4-4-12");
+    if (id128_is_null(*id)) fail("the all-zero id is not allowed");
+    return *id;
 }
 
 std::string parse_env_assignment(std::string_view s) {
