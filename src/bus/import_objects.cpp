@@ -22,8 +22,6 @@
 namespace mk::bus {
 namespace {
 
-constexpr const char* kTransferInProgress = "org.freedesktop.import1.TransferInProgress";
-constexpr const char* kNoSuchTransfer = "org.freedesktop.import1.NoSuchTransfer";
 
 std::string transfer_object_path(uint32_t id) {
     return std::string(kImportManagerPath) + "/transfer/_" + std::to_string(id);
