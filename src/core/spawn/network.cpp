@@ -46,8 +46,7 @@ UniqueFd take_network_lock() {
     if (mkdir(kRunDir, 0755) < 0 && errno != EEXIST) throw_last_error(std::string("cannot create ") + kRunDir);
     UniqueFd fd(open(kLockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!fd) throw_last_error(std::string("cannot open ") + kLockPath);
-    while (flock(fd.get(), LOCK_EX) < 0)
-        if (errno != EINTR) throw_last_error("flock");
+    if (retry_eintr([&] { return flock(fd.get(), LOCK_EX); }) < 0) throw_last_error("flock");
     return fd;
 }
 
@@ -219,8 +218,7 @@ pid_t run_nft_helper(const std::vector<std::string>& args, const std::string& sc
     wr.reset();
     if (!wait) return pid;
     int st = 0;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR) throw_last_error("waitpid");
+    if (retry_eintr([&] { return waitpid(pid, &st, 0); }) < 0) throw_last_error("waitpid");
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) throw_errno(EIO, "nftables: " + path + " " + args.at(0) + " failed");
     return pid;
 }
@@ -253,8 +251,7 @@ UniqueFd take_nft_lock() {
     if (mkdir(kRunDir, 0755) < 0 && errno != EEXIST) throw_last_error(std::string("cannot create ") + kRunDir);
     UniqueFd fd(open(kNftLockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!fd) throw_last_error(std::string("cannot open ") + kNftLockPath);
-    while (flock(fd.get(), LOCK_EX) < 0)
-        if (errno != EINTR) throw_last_error("flock");
+    if (retry_eintr([&] { return flock(fd.get(), LOCK_EX); }) < 0) throw_last_error("flock");
     return fd;
 }
 
