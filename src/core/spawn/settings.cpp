@@ -479,12 +479,6 @@ std::optional<std::string> read_settings(const std::string& path) {
 
 }  // namespace
 
-bool Settings::network_configured() const {
-    return private_network.has_value() || network_veth.has_value() || network_bridge || network_zone ||
-           !network_interfaces.empty() || !network_macvlan.empty() || !network_ipvlan.empty() ||
-           !network_veth_extra.empty();
-}
-
 Settings parse_settings(std::string_view contents, std::string_view source) {
     Settings out;
     out.source = std::string(source);

@@ -84,9 +84,6 @@ struct Settings {
     // Unknown sections and keys, assignments outside a section, ignored conflicts: "file:line: ..."
     // each; at most kSettingsWarningsMax, then one "further warnings suppressed".
     std::vector<std::string> warnings;
-
-    // Whether any [Network] key that configures interfaces is set (nspawn's settings_network_configured()).
-    [[nodiscard]] bool network_configured() const;
 };
 
 // Parses the contents of a .nspawn file. `source` names it in messages ("file:line: ...").
