@@ -1,14 +1,9 @@
 #include "core/base/id128.hpp"
 
+#include "core/base/strings.hpp"
+
 namespace mk::core {
 namespace {
-
-int hex_digit(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
 
 bool is_dash_position(size_t i) { return i == 8 || i == 13 || i == 18 || i == 23; }
 
@@ -37,7 +32,7 @@ std::optional<Id128> id128_from_string(std::string_view s) {
             i++;
             continue;
         }
-        int hi = hex_digit(s[i]), lo = i + 1 < s.size() ? hex_digit(s[i + 1]) : -1;
+        int hi = hex_digit_value(s[i]), lo = i + 1 < s.size() ? hex_digit_value(s[i + 1]) : -1;
         if (hi < 0 || lo < 0) return std::nullopt;
         id[n++] = static_cast<uint8_t>(hi << 4 | lo);
         i += 2;

@@ -22,12 +22,6 @@ bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' |
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-int unhex(char c) {
-    if (is_digit(c)) return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
 
 bool iequals(std::string_view a, std::string_view b) {
     if (a.size() != b.size()) return false;
@@ -612,7 +606,7 @@ std::string c_unescape(std::string_view s) {
             if (s.size() - i - 1 < digits) fail("incomplete \\" + std::string(1, c) + " escape");
             uint32_t v = 0;
             for (size_t k = 1; k <= digits; k++) {
-                int d = unhex(s[i + k]);
+                int d = hex_digit_value(s[i + k]);
                 if (d < 0) fail("invalid \\" + std::string(1, c) + " escape");
                 v = v << 4 | static_cast<uint32_t>(d);
             }
@@ -656,7 +650,7 @@ std::pair<std::string, std::string> parse_load_credential(std::string_view s) {
 }
 
 std::string parse_root_hash(std::string_view s) {
-    if (s.size() % 2 != 0 || std::any_of(s.begin(), s.end(), [](char c) { return unhex(c) < 0; }))
+    if (s.size() % 2 != 0 || std::any_of(s.begin(), s.end(), [](char c) { return hex_digit_value(c) < 0; }))
         fail("expected an even number of hex digits");
     if (s.size() < 32) fail("a root hash must be at least 128 bits long");
     if (s.size() > 256) fail("a root hash must be at most 1024 bits long");
@@ -728,8 +722,8 @@ std::vector<std::string> split_words(std::string_view s) {
                 case 'n': w += '\n'; break;
                 case 't': w += '\t'; break;
                 case 'x': {
-                    int hi = i + 1 < s.size() ? unhex(s[i + 1]) : -1;
-                    int lo = i + 2 < s.size() ? unhex(s[i + 2]) : -1;
+                    int hi = i + 1 < s.size() ? hex_digit_value(s[i + 1]) : -1;
+                    int lo = i + 2 < s.size() ? hex_digit_value(s[i + 2]) : -1;
                     if (hi < 0 || lo < 0) fail("invalid \\x escape");
                     if (hi == 0 && lo == 0) fail("\\x00 is not allowed");
                     w += static_cast<char>(hi << 4 | lo);
