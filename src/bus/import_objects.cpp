@@ -15,14 +15,13 @@
 #include "bus/errors.hpp"
 #include "bus/polkit.hpp"
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/names.hpp"
 #include "core/kernel/capabilities.hpp"
 
 namespace mk::bus {
 namespace {
 
-constexpr const char* kTransferInProgress = "org.freedesktop.import1.TransferInProgress";
-constexpr const char* kNoSuchTransfer = "org.freedesktop.import1.NoSuchTransfer";
 
 std::string transfer_object_path(uint32_t id) {
     return std::string(kImportManagerPath) + "/transfer/_" + std::to_string(id);
@@ -244,8 +243,7 @@ bool ImportManagerObject::read_progress(TransferObject& t) {
     char buf[4096];
     bool eof = false;
     for (;;) {
-        ssize_t n = ::read(t.progress_fd_.get(), buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
+        ssize_t n = core::retry_eintr([&] { return ::read(t.progress_fd_.get(), buf, sizeof buf); });
         if (n <= 0) {
             if (n == 0) {
                 loop_.unwatch_fd(t.progress_fd_.get());

@@ -17,13 +17,12 @@
 #include "Import1Manager-adaptor.h"
 #include "Import1Transfer-adaptor.h"
 #include "bus/event_loop.hpp"
+#include "bus/names.hpp"
 #include "bus/scope_properties.hpp"
 #include "core/base/unique_fd.hpp"
 
 namespace mk::bus {
 
-inline constexpr const char* kImportBusName = "org.freedesktop.import1";
-inline constexpr const char* kImportManagerPath = "/org/freedesktop/import1";
 
 class ImportManagerObject;
 

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bus/machine_client.hpp"
+#include "bus/names.hpp"
 #include "machctl/cli.hpp"
 #include "machctl/output.hpp"
 
@@ -25,10 +26,10 @@ using bus::ClientError;
 using bus::MachineClient;
 using Args = std::vector<std::string>;
 
-inline constexpr const char* kMachineIface = "org.freedesktop.machine1.Machine";
-inline constexpr const char* kImageIface = "org.freedesktop.machine1.Image";
-inline constexpr const char* kManagerIface = "org.freedesktop.machine1.Manager";
-inline constexpr const char* kManagerPath = "/org/freedesktop/machine1";
+using bus::kImageInterface;
+using bus::kMachineInterface;
+using bus::kManagerInterface;
+using bus::kManagerPath;
 inline constexpr double kDefaultStopTimeout = 30;
 
 // An error already phrased for the user ("Could not kill machine: No machine 'x' known").

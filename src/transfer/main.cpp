@@ -42,6 +42,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/fs_at.hpp"
+#include "core/base/io.hpp"
 #include "core/base/strings.hpp"
 #include "core/kernel/capabilities.hpp"
 #include "core/image/oci_store.hpp"
@@ -58,7 +59,7 @@ void emit(const std::string& line) {
     if (g_progress_fd < 0) return;
     std::string l = line + "\n";
     // One write per line: lines from the decoder thread and the main thread never interleave.
-    while (write(g_progress_fd, l.data(), l.size()) < 0 && errno == EINTR) {}
+    retry_eintr([&] { return write(g_progress_fd, l.data(), l.size()); });
 }
 
 void log_line(const std::string& m) {

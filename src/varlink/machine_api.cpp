@@ -79,7 +79,7 @@ std::string env_array(const std::map<std::string, std::string>& env) {
 void append_machine_record(std::string& out, Machine& m, std::string_view metadata) {
     ObjectWriter w(out);
     w.string("name", m.name);
-    if (m.has_id()) w.string("id", core::id_to_string(m.id));
+    if (m.has_id()) w.string("id", core::id128_to_string(m.id));
     if (!m.service.empty()) w.string("service", m.service);
     if (m.klass != core::MachineClass::unknown) w.string("class", core::to_string(m.klass));
     if (m.leader > 0) {
@@ -134,7 +134,7 @@ void register_machine(MachineContext& ctx, Request& r) {
     req.name = Params::required(p.string("name"), "name");
     if (!core::machine_name_is_valid(req.name)) throw_invalid_parameter("name");
     if (auto id = p.string("id")) {
-        auto parsed = core::id_from_string(*id);
+        auto parsed = core::id128_from_string(*id);
         if (!parsed) throw_invalid_parameter("id");
         if (std::any_of(parsed->begin(), parsed->end(), [](uint8_t b) { return b != 0; }))
             req.id.assign(parsed->begin(), parsed->end());
@@ -367,7 +367,7 @@ std::vector<std::string> env_lines(const std::map<std::string, std::string>& env
 void image_metadata(core::ImagePool& pool, const core::ImageInfo& info, Json& j) {
     core::UniqueFd root = core::open_image_root(pool, info);
     if (auto h = core::image_hostname(root.get()); !h.empty()) j["hostname"] = h;
-    if (auto id = core::image_machine_id(root.get())) j["machineId"] = core::id_to_string(*id);
+    if (auto id = core::image_machine_id(root.get())) j["machineId"] = core::id128_to_string(*id);
     if (auto mi = core::image_machine_info(root.get()); !mi.empty()) j["machineInfo"] = env_lines(mi);
     if (auto os = core::image_os_release(root.get())) j["OSRelease"] = env_lines(*os);
 }

@@ -57,10 +57,10 @@ TEST(MachineClass, StringTableRoundTrips) {
 TEST(MachineId, HexRoundTrip) {
     MachineId id{};
     for (int i = 0; i < 16; i++) id[i] = static_cast<uint8_t>(i + 1);
-    EXPECT_EQ(id_to_string(id), "0102030405060708090a0b0c0d0e0f10");
-    EXPECT_EQ(id_from_string("0102030405060708090a0b0c0d0e0f10"), id);
-    EXPECT_FALSE(id_from_string("0102"));
-    EXPECT_FALSE(id_from_string("zz02030405060708090a0b0c0d0e0f10"));
+    EXPECT_EQ(id128_to_string(id), "0102030405060708090a0b0c0d0e0f10");
+    EXPECT_EQ(id128_from_string("0102030405060708090a0b0c0d0e0f10"), id);
+    EXPECT_FALSE(id128_from_string("0102"));
+    EXPECT_FALSE(id128_from_string("zz02030405060708090a0b0c0d0e0f10"));
 }
 
 TEST(Registry, AddFindRemove) {

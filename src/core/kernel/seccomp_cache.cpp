@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "core/base/unique_fd.hpp"
+#include "core/base/io.hpp"
 #include "core/kernel/seccomp.hpp"
 #include "core/kernel/seccomp_precompiled.hpp"
 #include "core/kernel/syscall_groups.hpp"
@@ -102,8 +103,7 @@ std::optional<std::string> read_small_file(const std::string& path) {
     std::string buf(size_t(st.st_size), '\0');
     size_t done = 0;
     while (done < buf.size()) {
-        ssize_t n = read(fd.get(), buf.data() + done, buf.size() - done);
-        if (n < 0 && errno == EINTR) continue;
+        ssize_t n = retry_eintr([&] { return read(fd.get(), buf.data() + done, buf.size() - done); });
         if (n <= 0) return std::nullopt;
         done += size_t(n);
     }
@@ -125,13 +125,7 @@ void write_cache_file(const std::string& dir, const std::string& path, const std
     std::string tmp = path + ".XXXXXX";
     UniqueFd fd(mkostemp(tmp.data(), O_CLOEXEC));
     if (!fd) return;
-    bool ok = fchmod(fd.get(), 0644) == 0;
-    for (size_t done = 0; ok && done < data.size();) {
-        ssize_t n = write(fd.get(), data.data() + done, data.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) ok = false;
-        else done += size_t(n);
-    }
+    bool ok = fchmod(fd.get(), 0644) == 0 && write_all(fd.get(), data) == 0;
     fd.reset();
     if (!ok || rename(tmp.c_str(), path.c_str()) < 0) unlink(tmp.c_str());
 }

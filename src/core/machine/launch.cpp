@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/names.hpp"
 #include "core/base/unique_fd.hpp"
 #include "core/machine/machine_error.hpp"
@@ -91,8 +92,7 @@ Launched launch_detached(const LaunchConfig& cfg, const std::string& name, std::
     ssize_t n1 = ::read(rd.get(), &child, sizeof child);
     ssize_t n2 = ::read(rd.get(), &e, sizeof e);
     int status = 0;
-    while (::waitpid(mid, &status, 0) < 0 && errno == EINTR) {
-    }
+    retry_eintr([&] { return ::waitpid(mid, &status, 0); });
     if (n1 != static_cast<ssize_t>(sizeof child)) throw_errno(ECHILD, "Failed to start spawn for machine " + name);
     if (n2 == static_cast<ssize_t>(sizeof e)) throw_errno(e, "Failed to execute " + cfg.spawn_path);
     out.pid = child;
