@@ -29,7 +29,7 @@ flags=(-std=c++20 -g -O1 -D_GNU_SOURCE -I"$top/src" -Wall -Wextra
 
 # Core sources under test, compiled once with coverage instrumentation and put in an archive so
 # each target links only the objects it uses.
-core=(base/error.cpp base/id128.cpp base/io.cpp base/names.cpp base/os_release.cpp base/fs_at.cpp kernel/capabilities.cpp kernel/cgroup.cpp machine/inspect.cpp
+core=(base/error.cpp base/id128.cpp base/io.cpp base/names.cpp base/os_release.cpp base/fs_at.cpp base/rm_rf.cpp base/tree_copy.cpp kernel/capabilities.cpp kernel/cgroup.cpp machine/inspect.cpp
       machine/shell.cpp machine/state_file.cpp machine/machine.cpp spawn/option_values.cpp spawn/settings.cpp spawn/oci_config.cpp
       image/sha256sums.cpp image/archive.cpp spawn/guest_systemd.cpp image/oci_manifest.cpp kernel/subid.cpp
       ../varlink/protocol.cpp ../varlink/errors.cpp ../varlink/params.cpp ../varlink/json_writer.cpp

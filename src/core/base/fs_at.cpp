@@ -105,55 +105,7 @@ void write_file_at(int dir_fd, const std::string& name, std::string_view data, m
 }
 
 namespace {
-int remove_children(int fd, dev_t dev, int depth) noexcept {
-    if (depth > 4096) return -ELOOP;
-    DIR* d = fdopendir(fd);
-    if (!d) {
-        ::close(fd);
-        return -errno;
-    }
-    int result = 0;
-    std::vector<std::string> names;
-    while (dirent* e = readdir(d)) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        names.emplace_back(e->d_name);
-    }
-    for (const auto& n : names) {
-        struct stat st;
-        if (fstatat(dirfd(d), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) continue;
-        if (S_ISDIR(st.st_mode)) {
-            if (st.st_dev != dev) {
-                result = result ? result : -EBUSY;
-                continue;
-            }
-            int sub = openat(dirfd(d), n.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-            if (sub < 0) {
-                result = result ? result : -errno;
-                continue;
-            }
-            fchmod(sub, 0700);  // overlayfs work dirs are mode 0
-            int r = remove_children(sub, dev, depth + 1);
-            if (r < 0 && !result) result = r;
-            if (unlinkat(dirfd(d), n.c_str(), AT_REMOVEDIR) < 0 && !result) result = -errno;
-        } else if (unlinkat(dirfd(d), n.c_str(), 0) < 0 && !result) {
-            result = -errno;
-        }
-    }
-    closedir(d);
-    return result;
-}
 }  // namespace
-
-int remove_tree_nofollow_at(int dir_fd, const std::string& name) noexcept {
-    struct stat st;
-    if (fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return errno == ENOENT ? 0 : -errno;
-    if (!S_ISDIR(st.st_mode)) return unlinkat(dir_fd, name.c_str(), 0) < 0 ? -errno : 0;
-    int fd = openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return -errno;
-    int r = remove_children(fd, st.st_dev, 0);
-    if (unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) < 0 && !r) r = -errno;
-    return r;
-}
 
 std::pair<std::string, std::string> split_path(std::string_view path) {
     while (path.size() > 1 && path.back() == '/') path.remove_suffix(1);

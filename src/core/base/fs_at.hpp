@@ -39,12 +39,6 @@ std::optional<std::string> read_host_file(const std::string& path, size_t max = 
 // Writes `data` to dir_fd/name atomically enough for our use: O_CREAT|O_TRUNC|O_NOFOLLOW.
 void write_file_at(int dir_fd, const std::string& name, std::string_view data, mode_t mode = 0644);
 
-// Removes dir_fd/name and everything below it, for spawn's own scratch directories (libmkcore
-// cannot use the image pool's remove_tree_at(), which also handles btrfs subvolumes and immutable
-// flags). Never follows symlinks and never crosses into another file system (a mount inside is left alone and makes the removal fail with EBUSY).
-// Returns 0 or -errno of the first failure; a missing entry is success.
-int remove_tree_nofollow_at(int dir_fd, const std::string& name) noexcept;
-
 // Splits "/a/b/c" into its parent ("/a/b") and last component ("c").
 std::pair<std::string, std::string> split_path(std::string_view path);
 

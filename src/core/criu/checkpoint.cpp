@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "core/base/error.hpp"
+#include "core/base/rm_rf.hpp"
 #include "core/base/fs_at.hpp"
 #include "core/base/names.hpp"
 #include "core/kernel/netlink.hpp"
@@ -246,7 +247,7 @@ CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
         const std::string& path;
         bool armed = true;
         ~RemoveOnFailure() {
-            if (armed) remove_tree_nofollow_at(AT_FDCWD, path);
+            if (armed) rm_rf_at_noexcept(AT_FDCWD, path, kRemoveChmod);
         }
     } cleanup{req.image_dir};
     UniqueFd dir(open(req.image_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));

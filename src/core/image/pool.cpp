@@ -22,6 +22,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/names.hpp"
+#include "core/base/rm_rf.hpp"
 #include "core/base/string_table.hpp"
 #include "core/base/tree_copy.hpp"
 
@@ -41,29 +42,6 @@ bool ends_with(std::string_view s, std::string_view suf) {
     return s.size() >= suf.size() && s.substr(s.size() - suf.size()) == suf;
 }
 
-bool is_subvolume_fd(int fd) {
-    struct statfs sfs;
-    struct stat st;
-    if (fstatfs(fd, &sfs) < 0 || fstat(fd, &st) < 0) return false;
-    // On btrfs a subvolume's root directory always has inode number 256.
-    return static_cast<unsigned long>(sfs.f_type) == BTRFS_SUPER_MAGIC && st.st_ino == 256 && S_ISDIR(st.st_mode);
-}
-
-void set_immutable(int fd, bool on) {
-    int flags = 0;
-    if (ioctl(fd, FS_IOC_GETFLAGS, &flags) < 0)
-        throw_last_error("cannot read the file attributes (chattr) of the image");
-    int nf = on ? (flags | FS_IMMUTABLE_FL) : (flags & ~FS_IMMUTABLE_FL);
-    if (nf != flags && ioctl(fd, FS_IOC_SETFLAGS, &nf) < 0)
-        throw_last_error("cannot set the immutable attribute of the image");
-}
-
-bool get_immutable(int fd) {
-    int flags = 0;
-    if (ioctl(fd, FS_IOC_GETFLAGS, &flags) < 0) return false;
-    return flags & FS_IMMUTABLE_FL;
-}
-
 std::string random_suffix() {
     static thread_local std::mt19937_64 rng(std::random_device{}());
     static const char al[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
@@ -71,22 +49,6 @@ std::string random_suffix() {
     for (int i = 0; i < 8; i++) s += al[rng() % (sizeof al - 1)];
     return s;
 }
-
-struct Frame {
-    UniqueFd fd;
-    DIR* d = nullptr;  // owns a dup of fd
-    dev_t dev;
-    ino_t ino;
-    std::string name;  // in the parent
-    bool removed_any = false;
-    ~Frame() {
-        if (d) closedir(d);
-    }
-    Frame() = default;
-    Frame(Frame&& o) noexcept
-        : fd(std::move(o.fd)), d(std::exchange(o.d, nullptr)), dev(o.dev), ino(o.ino), name(std::move(o.name)),
-          removed_any(o.removed_any) {}
-};
 
 uint64_t usage_walk(int fd, dev_t dev, std::set<std::pair<dev_t, ino_t>>& seen) {
     // Iterative enough for our use: depth is bounded by what the kernel lets a tree have and
@@ -127,120 +89,6 @@ std::string_view to_string(ImageType t) { return enum_to_string(kImageTypeNames,
 
 std::optional<ImageType> image_type_from_string(std::string_view s) { return enum_from_string(kImageTypeNames, s); }
 
-void remove_tree_at(int dir_fd, const std::string& name) {
-    struct stat st;
-    if (fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) {
-        if (errno == ENOENT) return;
-        throw_last_error("cannot stat " + name);
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        if (S_ISREG(st.st_mode)) {
-            UniqueFd f(openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
-            if (f && get_immutable(f.get())) set_immutable(f.get(), false);
-        }
-        if (unlinkat(dir_fd, name.c_str(), 0) < 0 && errno != ENOENT) throw_last_error("cannot remove " + name);
-        return;
-    }
-    struct stat parent;
-    if (fstat(dir_fd, &parent) < 0) throw_last_error("stat");
-    UniqueFd top(openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!top) throw_last_error("cannot open " + name);
-    if (get_immutable(top.get())) set_immutable(top.get(), false);
-    if (is_subvolume_fd(top.get())) {
-        // A read-only subvolume's contents cannot be unlinked: lift the flag first (owner or
-        // CAP_FOWNER suffices). Then try the one-ioctl deletion, which needs CAP_SYS_ADMIN or the
-        // user_subvol_rm_allowed mount option; without either (machd-transfer drops
-        // CAP_SYS_ADMIN) empty it below and rmdir() it, which kernels >= 4.18 allow.
-        uint64_t fl = 0;
-        if (ioctl(top.get(), BTRFS_IOC_SUBVOL_GETFLAGS, &fl) == 0 && (fl & BTRFS_SUBVOL_RDONLY)) {
-            fl &= ~uint64_t{BTRFS_SUBVOL_RDONLY};
-            if (ioctl(top.get(), BTRFS_IOC_SUBVOL_SETFLAGS, &fl) < 0)
-                throw_last_error("cannot make read-only subvolume " + name + " writable for removal");
-        }
-        btrfs_ioctl_vol_args args{};
-        strncpy(args.name, name.c_str(), BTRFS_PATH_NAME_MAX);
-        if (ioctl(dir_fd, BTRFS_IOC_SNAP_DESTROY, &args) == 0) return;
-    }
-    const dev_t dev = st.st_dev;
-    // Explicit stack: each frame holds its directory's fd only while fewer than kOpen frames are
-    // above it; deeper frames re-open their parent through ".." and check it is the same inode.
-    constexpr size_t kOpen = 128;
-    std::vector<Frame> stack;
-    {
-        Frame f;
-        f.fd = std::move(top);
-        f.dev = st.st_dev;
-        f.ino = st.st_ino;
-        f.name = name;
-        stack.push_back(std::move(f));
-    }
-    while (!stack.empty()) {
-        Frame& cur = stack.back();
-        if (!cur.fd) throw_errno(EIO, "internal error in tree removal");
-        if (!cur.d) cur.d = open_dir_stream(cur.fd.get());
-        errno = 0;
-        dirent* de = readdir(cur.d);
-        if (de) {
-            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-            struct stat cst;
-            if (fstatat(cur.fd.get(), de->d_name, &cst, AT_SYMLINK_NOFOLLOW) < 0) {
-                if (errno == ENOENT) continue;
-                throw_last_error("cannot stat " + std::string(de->d_name));
-            }
-            if (cst.st_dev != dev)
-                throw_errno(EXDEV, "refusing to remove '" + std::string(de->d_name) + "': it is on another file system (a mount point?)");
-            if (S_ISDIR(cst.st_mode)) {
-                UniqueFd c(openat(cur.fd.get(), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-                if (!c) throw_last_error("cannot open " + std::string(de->d_name));
-                Frame f;
-                f.fd = std::move(c);
-                f.dev = cst.st_dev;
-                f.ino = cst.st_ino;
-                f.name = de->d_name;
-                stack.push_back(std::move(f));
-                if (stack.size() > kOpen) {
-                    Frame& old = stack[stack.size() - 1 - kOpen];
-                    if (old.d) closedir(old.d);
-                    old.d = nullptr;
-                    old.fd.reset();
-                }
-            } else {
-                if (unlinkat(cur.fd.get(), de->d_name, 0) < 0 && errno != ENOENT)
-                    throw_last_error("cannot remove " + std::string(de->d_name));
-                cur.removed_any = true;
-            }
-            continue;
-        }
-        if (errno) throw_last_error("cannot list a directory being removed");
-        if (cur.removed_any) {
-            // Entries can be skipped by readdir while the directory shrinks; go round again.
-            cur.removed_any = false;
-            rewinddir(cur.d);
-            continue;
-        }
-        Frame done = std::move(stack.back());
-        stack.pop_back();
-        if (stack.empty()) {
-            if (unlinkat(dir_fd, done.name.c_str(), AT_REMOVEDIR) < 0 && errno != ENOENT)
-                throw_last_error("cannot remove " + done.name);
-            break;
-        }
-        Frame& parent_frame = stack.back();
-        if (!parent_frame.fd) {
-            UniqueFd p(openat(done.fd.get(), "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-            struct stat pst;
-            if (!p || fstat(p.get(), &pst) < 0) throw_last_error("cannot reopen a parent directory");
-            if (pst.st_dev != parent_frame.dev || pst.st_ino != parent_frame.ino)
-                throw_errno(ESTALE, "directory moved during removal");
-            parent_frame.fd = std::move(p);
-        }
-        if (unlinkat(parent_frame.fd.get(), done.name.c_str(), AT_REMOVEDIR) < 0 && errno != ENOENT)
-            throw_last_error("cannot remove directory " + done.name);
-        parent_frame.removed_any = true;
-    }
-    (void)parent;
-}
-
 uint64_t disk_usage_at(int dir_fd, const std::string& name) {
     struct stat st;
     if (fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) throw_last_error("cannot stat " + name);
@@ -276,7 +124,7 @@ std::optional<ImageInfo> ImagePool::inspect(const std::string& entry, bool with_
         info.name = entry;
         UniqueFd fd(openat(fd_.get(), entry.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!fd) return std::nullopt;
-        if (btrfs_ && is_subvolume_fd(fd.get())) {
+        if (btrfs_ && is_btrfs_subvolume(fd.get())) {
             info.type = ImageType::subvolume;
             uint64_t fl = 0;
             if (ioctl(fd.get(), BTRFS_IOC_SUBVOL_GETFLAGS, &fl) == 0) info.read_only = fl & BTRFS_SUBVOL_RDONLY;
@@ -506,7 +354,7 @@ void ImagePool::Temp::install(const std::string& final_name, bool force, bool re
 
 void ImagePool::Temp::make_read_only() {
     if (dir_) {
-        if (is_subvolume_fd(fd_.get())) {
+        if (is_btrfs_subvolume(fd_.get())) {
             uint64_t fl = BTRFS_SUBVOL_RDONLY;
             if (ioctl(fd_.get(), BTRFS_IOC_SUBVOL_SETFLAGS, &fl) < 0) throw_last_error("cannot make the image read-only");
         } else {
@@ -534,7 +382,7 @@ void ImagePool::clone(std::string_view from, std::string_view to, bool read_only
     }
     UniqueFd s(openat(fd_.get(), src.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!s) throw_last_error("cannot open image");
-    if (btrfs_ && is_subvolume_fd(s.get())) {
+    if (btrfs_ && is_btrfs_subvolume(s.get())) {
         std::string tmp = ".#clone-" + random_suffix();
         btrfs_ioctl_vol_args_v2 args{};
         args.fd = s.get();

@@ -11,6 +11,8 @@
 // image from two threads are the caller's business (machd serialises them per image).
 #pragma once
 
+#include "core/base/rm_rf.hpp"
+
 #include "core/base/tree_copy.hpp"  // copy_tree() for clones
 
 #include <sys/types.h>
@@ -122,10 +124,11 @@ private:
     bool btrfs_ = false;
 };
 
-// Removes dir_fd/name and everything below it: iterative, fd-relative, never following symlinks,
-// refusing (EXDEV) to descend into another file system. Clears FS_IMMUTABLE_FL on the top entry.
-// ENOENT is not an error.
-void remove_tree_at(int dir_fd, const std::string& name);
+// Removes an image's tree: the one remover (core/base/rm_rf.hpp) with the pool's flags, lifting
+// the immutable attribute and deleting btrfs subvolumes. Throws; ENOENT is not an error.
+inline void remove_tree_at(int dir_fd, const std::string& name) {
+    rm_rf_at(dir_fd, name, kRemoveImmutable | kRemoveSubvolumes);
+}
 
 
 // Bytes allocated under dir_fd/name (hard-linked inodes counted once); raw files: their blocks.

@@ -1,3 +1,4 @@
+#include "core/base/rm_rf.hpp"
 #include "core/kernel/cgroup.hpp"
 
 #include <dirent.h>
@@ -73,28 +74,8 @@ void collect_procs(const std::string& dir, std::vector<pid_t>& out, int depth = 
     ::closedir(d);
 }
 
-// rmdir children first; returns false if something stayed.
-bool remove_tree(const std::string& dir, int depth = 0) {
-    if (depth > 64) return false;
-    DIR* d = ::opendir(dir.c_str());
-    if (!d) return errno == ENOENT;
-    std::vector<std::string> children;
-    while (dirent* de = ::readdir(d))
-        if (de->d_type == DT_DIR && de->d_name[0] != '.') children.emplace_back(de->d_name);
-    ::closedir(d);
-    for (const auto& c : children) remove_tree(dir + "/" + c, depth + 1);
-    if (::rmdir(dir.c_str()) == 0 || errno == ENOENT) return true;
-    // A temp dir standing in for cgroupfs holds regular files that cgroupfs would not have.
-    if (errno == ENOTEMPTY) {
-        if (DIR* d2 = ::opendir(dir.c_str())) {
-            while (dirent* de = ::readdir(d2))
-                if (de->d_type == DT_REG) ::unlinkat(dirfd(d2), de->d_name, 0);
-            ::closedir(d2);
-        }
-        return ::rmdir(dir.c_str()) == 0;
-    }
-    return false;
-}
+// rmdir children first (the one remover's cgroup mode); returns false if something stayed.
+bool remove_tree(const std::string& dir) { return rm_rf_at_noexcept(AT_FDCWD, dir, kRemoveCgroup) == 0; }
 
 // The device-cgroup rule for one DeviceAllow entry, or "" if the node does not exist.
 std::string device_rule(const DeviceAllow& d) {

@@ -1,3 +1,4 @@
+#include "core/base/rm_rf.hpp"
 #include "core/spawn/container_cgroup.hpp"
 
 #include <dirent.h>
@@ -259,22 +260,6 @@ void ContainerCgroup::remove() noexcept {
     slices_.clear();
 }
 
-void remove_cgroup_tree(const std::string& dir) noexcept {
-    if (DIR* d = opendir(dir.c_str())) {
-        std::vector<std::string> subs;
-        while (dirent* e = readdir(d)) {
-            if (e->d_type != DT_DIR || e->d_name[0] == '.') continue;
-            subs.emplace_back(e->d_name);
-        }
-        closedir(d);
-        for (const auto& s : subs) remove_cgroup_tree(dir + "/" + s);
-    }
-    // A group whose last process just exited may still be busy for a moment.
-    for (int i = 0; i < 500; i++) {
-        if (rmdir(dir.c_str()) == 0 || errno == ENOENT) return;
-        if (errno != EBUSY) return;
-        usleep(2000);
-    }
-}
+void remove_cgroup_tree(const std::string& dir) noexcept { (void)rm_rf_at_noexcept(AT_FDCWD, dir, kRemoveCgroup); }
 
 }  // namespace mk::core

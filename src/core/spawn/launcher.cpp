@@ -16,6 +16,7 @@
 #include <stdexcept>
 
 #include "core/base/error.hpp"
+#include "core/base/rm_rf.hpp"
 #include "core/base/fs_at.hpp"
 #include "core/base/run_lock.hpp"
 #include "core/kernel/capabilities.hpp"
@@ -333,7 +334,7 @@ int Launcher::run() {
     struct WorkdirCleanup {
         const std::vector<std::string>& dirs;
         ~WorkdirCleanup() {
-            for (const auto& w : dirs) remove_tree_nofollow_at(AT_FDCWD, w);
+            for (const auto& w : dirs) rm_rf_at_noexcept(AT_FDCWD, w, kRemoveChmod);
         }
     } cleanup{p.overlay_workdirs};
 

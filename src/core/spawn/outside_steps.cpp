@@ -15,6 +15,7 @@
 #include <iterator>
 
 #include "core/base/error.hpp"
+#include "core/base/rm_rf.hpp"
 #include "core/base/fs_at.hpp"
 #include "core/base/names.hpp"
 #include "core/base/strings.hpp"
@@ -157,7 +158,7 @@ void populate_from_template(const SpawnSpec& spec) {
         if (renameat2(dir.get(), tmp.c_str(), dir.get(), name.c_str(), RENAME_NOREPLACE) < 0)
             throw_last_error("cannot move the copy of the template into place at " + spec.directory);
     } catch (...) {
-        remove_tree_nofollow_at(dir.get(), tmp);
+        rm_rf_at_noexcept(dir.get(), tmp, kRemoveChmod);
         throw;
     }
 }
