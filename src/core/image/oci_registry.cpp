@@ -119,6 +119,23 @@ std::string url_escape(const std::string& s) {
     return o;
 }
 
+// The options every request shares: its URL, no signals, the connect and stall bounds, and the
+// callbacks that stream into call.sink and watch for cancellation.
+void set_common_options(CURL* h, const std::string& url, Call& call, char* errbuf) {
+    curl_easy_setopt(h, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, static_cast<long>(call.opts->connect_timeout_sec));
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, static_cast<long>(call.opts->stall_timeout_sec));
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &call);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, &call);
+}
+
 }  // namespace
 
 OciRegistryClient::OciRegistryClient(OciRegistry registry, std::string repository, OciFetchOptions opts)
@@ -147,19 +164,8 @@ std::string OciRegistryClient::get_token(const OciBearerChallenge& ch) {
     call.opts = &opts_;
     CURL* h = c.get();
     char errbuf[CURL_ERROR_SIZE] = {};
-    curl_easy_setopt(h, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    set_common_options(h, url, call, errbuf);
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, static_cast<long>(opts_.connect_timeout_sec));
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, static_cast<long>(opts_.stall_timeout_sec));
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &call);
-    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(h, CURLOPT_XFERINFODATA, &call);
     CURLcode r = curl_easy_perform(h);
     if (r == CURLE_ABORTED_BY_CALLBACK) throw_errno(ECANCELED, "transfer cancelled");
     if (r != CURLE_OK) throw_errno(EIO, "cannot get a token from " + ch.realm + ": " + (errbuf[0] ? errbuf : curl_easy_strerror(r)));
@@ -197,25 +203,14 @@ void OciRegistryClient::fetch(const std::string& url, ByteSink& sink, uint64_t m
         call.max = max;
         call.opts = &opts_;
         char errbuf[CURL_ERROR_SIZE] = {};
-        curl_easy_setopt(h, CURLOPT_URL, url.c_str());
+        set_common_options(h, url, call, errbuf);
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers.get());
-        curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
         curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
-        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, static_cast<long>(opts_.connect_timeout_sec));
-        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, static_cast<long>(opts_.stall_timeout_sec));
         curl_easy_setopt(h, CURLOPT_USERAGENT, "machkit-transfer/" MK_VERSION);
-        curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
         curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
         curl_easy_setopt(h, CURLOPT_HEADERDATA, &call);
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-        curl_easy_setopt(h, CURLOPT_WRITEDATA, &call);
-        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
-        curl_easy_setopt(h, CURLOPT_XFERINFODATA, &call);
         CURLcode r = curl_easy_perform(h);
         if (call.err) std::rethrow_exception(call.err);
         std::string detail = errbuf[0] ? errbuf : curl_easy_strerror(r);
