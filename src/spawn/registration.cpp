@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/base/id128.hpp"
 #include "core/base/io.hpp"
 #include "core/base/unique_fd.hpp"
 
@@ -63,11 +64,8 @@ std::string register_helper_path() {
 }
 
 bool register_with_manager(const core::SpawnSpec& spec, pid_t leader, const core::Uuid& uuid) {
-    static const char* hex = "0123456789abcdef";
-    std::string id;
-    for (auto b : uuid) id += hex[b >> 4], id += hex[b & 15];
     std::vector<std::string> args = {register_helper_path(), spec.keep_unit ? "register" : "create",
-                                     spec.machine_name, std::to_string(leader), id, spec.directory};
+                                     spec.machine_name, std::to_string(leader), core::id128_to_string(uuid), spec.directory};
     if (!spec.slice.empty()) args.push_back("--slice=" + spec.slice);
     if (spec.start_mode == core::StartMode::Boot && spec.kill_signal > 0)
         args.push_back("--kill-signal=" + std::to_string(spec.kill_signal));

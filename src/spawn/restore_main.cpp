@@ -6,7 +6,6 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -15,6 +14,8 @@
 #include <cstdio>
 
 #include "core/base/error.hpp"
+#include "core/base/id128.hpp"
+#include "core/base/io.hpp"
 #include "core/base/run_lock.hpp"
 #include "core/criu/checkpoint.hpp"
 #include "spawn/registration.hpp"
@@ -95,14 +96,12 @@ int restore_main(const std::vector<std::string>& args) {
     spec.register_mode = a.reg;
     try {
         if (should_register(spec)) {
-            core::Uuid uuid{};
-            if (getrandom(uuid.data(), uuid.size(), 0) != static_cast<ssize_t>(uuid.size())) core::throw_last_error("getrandom");
-            if (register_with_manager(spec, leader, uuid)) core::criu::adopt_into_leader_cgroups(leader);
+            if (register_with_manager(spec, leader, core::id128_random_uuid())) core::criu::adopt_into_leader_cgroups(leader);
         }
     } catch (...) {
         // Nothing half-made: the restored tree dies with its PID 1.
         kill(leader, SIGKILL);
-        while (waitpid(leader, nullptr, 0) < 0 && errno == EINTR) {}
+        (void)core::retry_eintr([&] { return waitpid(leader, nullptr, 0); });
         throw;
     }
     if (!a.quiet) fprintf(stderr, "Restored machine %s (PID %d) from %s.\n", name.c_str(), leader, a.dir.c_str());

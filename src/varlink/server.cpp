@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "varlink/idl.hpp"
 
 namespace mk::varlink {
@@ -144,9 +145,8 @@ private:
                 int* p = reinterpret_cast<int*>(CMSG_DATA(c));
                 for (size_t i = 0; i < o.fds.size(); i++) p[i] = o.fds[i].get();
             }
-            ssize_t n = ::sendmsg(fd(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+            ssize_t n = core::retry_eintr([&] { return ::sendmsg(fd(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL); });
             if (n < 0) {
-                if (errno == EINTR) continue;
                 if (errno == EAGAIN) break;
                 return false;
             }
@@ -180,9 +180,8 @@ private:
         for (;;) {
             // We accept no fds from clients: any that arrive close with `ignored`.
             std::vector<core::UniqueFd> ignored;
-            ssize_t n = receive_with_fds(fd(), buf, sizeof buf, MSG_DONTWAIT, ignored);
+            ssize_t n = core::retry_eintr([&] { return receive_with_fds(fd(), buf, sizeof buf, MSG_DONTWAIT, ignored); });
             if (n < 0) {
-                if (errno == EINTR) continue;
                 if (errno == EAGAIN) return true;
                 return false;
             }
@@ -366,9 +365,8 @@ void Server::listen(const std::string& path, mode_t mode) {
 
 void Server::accept_on(int listen_fd) {
     for (;;) {
-        core::UniqueFd fd(::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        core::UniqueFd fd(core::retry_eintr([&] { return ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK); }));
         if (!fd) {
-            if (errno == EINTR) continue;
             if (errno != EAGAIN) std::fprintf(stderr, "machd: varlink accept: %s\n", std::strerror(errno));
             return;
         }
@@ -459,11 +457,8 @@ void Client::send(const Call& call) {
     std::string bytes = encode_call(call);
     size_t off = 0;
     while (off < bytes.size()) {
-        ssize_t n = ::send(fd_.get(), bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            core::throw_last_error("send");
-        }
+        ssize_t n = core::retry_eintr([&] { return ::send(fd_.get(), bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL); });
+        if (n < 0) core::throw_last_error("send");
         off += static_cast<size_t>(n);
     }
 }
@@ -491,11 +486,8 @@ std::string Client::receive_raw_keeping_fds() {
         if (auto msg = framer_.next()) return std::move(*msg);
         char buf[65536];
         std::vector<core::UniqueFd> fds;
-        ssize_t n = receive_with_fds(fd_.get(), buf, sizeof buf, 0, fds);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            core::throw_last_error("recvmsg");
-        }
+        ssize_t n = core::retry_eintr([&] { return receive_with_fds(fd_.get(), buf, sizeof buf, 0, fds); });
+        if (n < 0) core::throw_last_error("recvmsg");
         for (auto& f : fds) pending_fds_.push_back(std::move(f));
         if (n == 0) throw std::system_error(ECONNRESET, std::generic_category(), "varlink server closed the connection");
         framer_.feed(std::string_view(buf, static_cast<size_t>(n)));

@@ -184,13 +184,6 @@ TEST(GuestPlan, TimezoneOnAReadOnlyRootOnlyBinds) {
     EXPECT_EQ(plan_timezone(s), TimezoneMode::Bind);
 }
 
-TEST(GuestPlan, MachineIdParsing) {
-    EXPECT_EQ(parse_machine_id("0102030405060708090a0b0c0d0e0f10\n"), kTreeId);
-    EXPECT_FALSE(parse_machine_id("00000000000000000000000000000000"));
-    EXPECT_FALSE(parse_machine_id("0102030405060708090A0B0C0D0E0F10"));
-    EXPECT_FALSE(parse_machine_id("uninitialized"));
-}
-
 TEST(Finalize, BootImpliesSigrtmin3AndLinksImplyAPrivateNetwork) {
     SpawnSpec s = spec_with();
     finalize(s, env_from({}));

@@ -24,3 +24,19 @@ TEST(Id128, RejectsEverythingElse) {
                             "+1234567-89ab-cdef-0123-456789abcdef"})
         EXPECT_FALSE(id128_from_string(bad)) << bad;
 }
+
+TEST(Id128, MachineIdFile) {
+    const Id128 id{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+    EXPECT_EQ(id128_from_machine_id_file("0102030405060708090a0b0c0d0e0f10\n"), id);
+    EXPECT_EQ(id128_from_machine_id_file("0102030405060708090A0B0C0D0E0F10"), id);  // as id128_read()
+    for (const char* none : {"", "\n", "uninitialized\n", "00000000000000000000000000000000\n",
+                             "01020304-0506-0708-090a-0b0c0d0e0f10\n", " 0102030405060708090a0b0c0d0e0f10"})
+        EXPECT_FALSE(id128_from_machine_id_file(none)) << none;
+}
+
+TEST(Id128, RandomUuidIsVersion4) {
+    Id128 a = id128_random_uuid(), b = id128_random_uuid();
+    EXPECT_NE(a, b);
+    EXPECT_EQ(a[6] >> 4, 4);
+    EXPECT_EQ(a[8] >> 6, 2);
+}

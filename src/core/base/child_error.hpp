@@ -2,8 +2,8 @@
 // {errno, step name, message} (as porto's TError::Serialize), written whole in one write()/send()
 // on a CLOEXEC pipe or SEQPACKET socket. The channel closing without a record (exec, or a clean
 // exit) means the child got through. Filling and sending a record allocate nothing, so a child may
-// report between fork() and exec() (async-signal-safe). Used by the launcher's set-up channel;
-// StepPipe (step_pipe.hpp) is to move onto it next.
+// report between fork() and exec() (async-signal-safe). Used by the launcher's set-up channel and
+// by StepPipe (step_pipe.hpp).
 #pragma once
 
 #include <sys/socket.h>

@@ -1,5 +1,8 @@
 #include "core/base/id128.hpp"
 
+#include <sys/random.h>
+
+#include "core/base/error.hpp"
 #include "core/base/strings.hpp"
 
 namespace mk::core {
@@ -37,6 +40,22 @@ std::optional<Id128> id128_from_string(std::string_view s) {
         id[n++] = static_cast<uint8_t>(hi << 4 | lo);
         i += 2;
     }
+    return id;
+}
+
+std::optional<Id128> id128_from_machine_id_file(std::string_view text) {
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
+    if (text.size() != 32) return std::nullopt;
+    auto id = id128_from_string(text);
+    if (!id || id128_is_null(*id)) return std::nullopt;
+    return id;
+}
+
+Id128 id128_random_uuid() {
+    Id128 id{};
+    if (getrandom(id.data(), id.size(), 0) != static_cast<ssize_t>(id.size())) throw_last_error("getrandom");
+    id[6] = (id[6] & 0x0F) | 0x40;  // version 4
+    id[8] = (id[8] & 0x3F) | 0x80;  // RFC 4122 variant
     return id;
 }
 

@@ -24,6 +24,14 @@ std::string id128_to_string(const Id128& id, Id128Format format = Id128Format::P
 // blanks, no newline). The all-zero ID parses: whether it means "unset" is the caller's call.
 std::optional<Id128> id128_from_string(std::string_view s);
 
+// The contents of an /etc/machine-id: 32 hex digits, trailing newlines and blanks ignored (as
+// systemd's id128_read() with ID128_FORMAT_PLAIN). Empty, "uninitialized", the UUID form and the
+// all-zero ID are "no machine ID" (nullopt): a tree without a real one must not lend it.
+std::optional<Id128> id128_from_machine_id_file(std::string_view text);
+
+// A random RFC 4122 version-4 UUID (getrandom(); throws std::system_error if that fails).
+Id128 id128_random_uuid();
+
 // machined's SD_ID128_NULL, "no ID".
 constexpr bool id128_is_null(const Id128& id) {
     for (uint8_t b : id)

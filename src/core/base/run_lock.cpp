@@ -9,6 +9,7 @@
 #include <exception>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 
 namespace mk::core {
 namespace {
@@ -57,10 +58,7 @@ int try_lock(int fd) {
     struct flock fl {};
     fl.l_type = F_WRLCK;
     fl.l_whence = SEEK_SET;
-    while (fcntl(fd, F_OFD_SETLK, &fl) < 0) {
-        if (errno == EINTR) continue;
-        return errno == EAGAIN || errno == EACCES ? 0 : -errno;
-    }
+    if (retry_eintr([&] { return fcntl(fd, F_OFD_SETLK, &fl); }) < 0) return errno == EAGAIN || errno == EACCES ? 0 : -errno;
     return 1;
 }
 

@@ -1,7 +1,7 @@
-// How a forked helper says which of its steps failed, and why: the child writes {step, errno} to
-// a CLOEXEC pipe and _exits (fail() is async-signal-safe); the write end closing without a report
-// (exec, or a clean exit) means it got through. Used by the helpers that enter a machine's
-// namespaces (shell, exec, bind, login).
+// How a forked helper says which of its steps failed, and why: the child writes a ChildError
+// (child_error.hpp: step name + errno) to a CLOEXEC pipe and _exits (fail() is async-signal-safe);
+// the write end closing without a report (exec, or a clean exit) means it got through. Used by the
+// helpers that enter a machine's namespaces (shell, exec, bind, login).
 #pragma once
 
 #include <fcntl.h>
@@ -11,15 +11,13 @@
 #include <cerrno>
 #include <optional>
 
+#include "core/base/child_error.hpp"
 #include "core/base/error.hpp"
 #include "core/base/unique_fd.hpp"
 
 namespace mk::core {
 
-struct StepFailure {
-    int step;
-    int err;
-};
+using StepFailure = ChildError;
 
 class StepPipe {
 public:
@@ -39,23 +37,16 @@ public:
             wr_.reset();
         return pid;
     }
-    // In the child: report `step` with the current errno and exit 1.
-    [[noreturn]] void fail(int step) const noexcept {
-        int e[2] = {step, errno};
-        (void)!::write(wr_.get(), e, sizeof e);
+    // In the child: report `step` (a constant the parent compares against) with the current
+    // errno and exit 1.
+    [[noreturn]] void fail(const char* step) const noexcept {
+        ChildError::make(step, errno).send_to(wr_.get());
         _exit(1);
     }
     // In a child process that will not report (a waiter that outlives the reporting child).
     void close_writer() noexcept { wr_.reset(); }
     // In the parent: blocks until every holder of the write end closed it; the child's report, if any.
-    std::optional<StepFailure> result() {
-        int e[2] = {0, 0};
-        ssize_t n;
-        while ((n = ::read(rd_.get(), e, sizeof e)) < 0 && errno == EINTR) {
-        }
-        if (n != static_cast<ssize_t>(sizeof e)) return std::nullopt;
-        return StepFailure{e[0], e[1]};
-    }
+    std::optional<StepFailure> result() { return ChildError::receive_from(rd_.get()); }
 
 private:
     UniqueFd rd_, wr_;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/unique_fd.hpp"
 
 namespace mk::core {
@@ -49,9 +50,8 @@ void copy_file_data(int from, int to, off_t size) {
     if (ioctl(to, FICLONE, from) == 0) return;
     off_t left = size;
     while (left > 0) {
-        ssize_t r = copy_file_range(from, nullptr, to, nullptr, static_cast<size_t>(std::min<off_t>(left, 1 << 30)), 0);
+        ssize_t r = retry_eintr([&] { return copy_file_range(from, nullptr, to, nullptr, static_cast<size_t>(std::min<off_t>(left, 1 << 30)), 0); });
         if (r < 0) {
-            if (errno == EINTR) continue;
             if (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP) break;
             throw_last_error(errno == ENOSPC ? "disk full while copying" : "cannot copy file data");
         }

@@ -99,9 +99,8 @@ int nft_apply_elements(int fd, bool add, std::string_view table, const std::vect
     int first_error = 0;
     alignas(nlmsghdr) char buf[8192];
     while (!pending.empty()) {
-        ssize_t n = recv(fd, buf, sizeof buf, first_error ? MSG_DONTWAIT : 0);
+        ssize_t n = retry_eintr([&] { return recv(fd, buf, sizeof buf, first_error ? MSG_DONTWAIT : 0); });
         if (n < 0) {
-            if (errno == EINTR) continue;
             if (errno == EAGAIN) break;  // after an error the kernel may not ack the rest
             return first_error ? first_error : errno;
         }

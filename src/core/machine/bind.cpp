@@ -77,17 +77,17 @@ void bind_mount_into_machine(const Machine& m, const std::string& source, const 
     StepPipe steps;
     pid_t child = steps.fork();
     if (child == 0) {
-        if (::setns(m.leader_pidfd.get(), CLONE_NEWNS) < 0) steps.fail(1);
-        if (make_dir && make_path(dest, is_dir) < 0) steps.fail(2);
-        if (::syscall(SYS_move_mount, tree.get(), "", AT_FDCWD, dest.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0) steps.fail(3);
+        if (::setns(m.leader_pidfd.get(), CLONE_NEWNS) < 0) steps.fail("join the mount namespace");
+        if (make_dir && make_path(dest, is_dir) < 0) steps.fail("create");
+        if (::syscall(SYS_move_mount, tree.get(), "", AT_FDCWD, dest.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0) steps.fail("mount on");
         _exit(0);
     }
     auto failed = steps.result();
     int rc = wait_exit_code(child);
     if (failed) {
-        std::string what = failed->step == 1 ? "join the mount namespace of machine " + m.name
-                                             : std::string(failed->step == 2 ? "create " : "mount on ") + dest +
-                                                   " in machine " + m.name;
+        const std::string step = failed->step_name();
+        std::string what = step == "join the mount namespace" ? step + " of machine " + m.name
+                                                             : step + " " + dest + " in machine " + m.name;
         throw std::system_error(failed->err, std::generic_category(), "Failed to " + what);
     }
     if (rc != 0) throw_errno(EIO, "Bind mount helper failed");

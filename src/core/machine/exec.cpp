@@ -104,9 +104,9 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
                 ::close(fd);
             }
         }
-        if (join_machine_namespaces(m, ns_flags) < 0) steps.fail(1);
+        if (join_machine_namespaces(m, ns_flags) < 0) steps.fail(kStepJoin);
         pid_t waiter = ::fork();
-        if (waiter < 0) steps.fail(2);
+        if (waiter < 0) steps.fail(kStepFork);
         if (waiter > 0) _exit(0);
 
         // Waiter: parent of the command inside the machine; reports its status on the pipe.
@@ -118,35 +118,35 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
         ::signal(SIGINT, SIG_IGN);
         ::signal(SIGTERM, SIG_IGN);
         pid_t cmd = ::fork();
-        if (cmd < 0) steps.fail(2);
+        if (cmd < 0) steps.fail(kStepFork);
         if (cmd == 0) {
             ::signal(SIGHUP, SIG_DFL);
             ::signal(SIGINT, SIG_DFL);
             ::signal(SIGTERM, SIG_DFL);
             status_wr.reset();
-            if (::setsid() < 0) steps.fail(3);
+            if (::setsid() < 0) steps.fail(kStepSetsid);
             // Move the caller's fds out of 0..2 first: dup2(fd, fd) would keep O_CLOEXEC.
             int high[3];
             for (int i = 0; i < 3; i++)
-                if ((high[i] = ::fcntl(stdio.fds[static_cast<size_t>(i)], F_DUPFD_CLOEXEC, 3)) < 0) steps.fail(6);
+                if ((high[i] = ::fcntl(stdio.fds[static_cast<size_t>(i)], F_DUPFD_CLOEXEC, 3)) < 0) steps.fail(kStepRedirect);
             for (int i = 0; i < 3; i++)
-                if (::dup2(high[i], i) < 0) steps.fail(6);
-            if (stdio.tty && ::ioctl(0, TIOCSCTTY, 0) < 0) steps.fail(5);
+                if (::dup2(high[i], i) < 0) steps.fail(kStepRedirect);
+            if (stdio.tty && ::ioctl(0, TIOCSCTTY, 0) < 0) steps.fail(kStepControllingTerminal);
             // Before dropping to the user: installing it needs CAP_SYS_ADMIN (or no_new_privs).
             if (int e = seccomp_install(terminal_filter); e < 0) {
                 errno = -e;
-                steps.fail(9);
+                steps.fail(kStepSeccomp);
             }
             // setns() into the machine's user namespace keeps machd's credentials (host root, which
             // is nobody inside): become the user there, root included.
             if (command.uid != 0 || command.gid != 0 || (ns_flags & CLONE_NEWUSER)) {
                 if (::setgroups(0, nullptr) < 0 || ::setresgid(command.gid, command.gid, command.gid) < 0 ||
                     ::setresuid(command.uid, command.uid, command.uid) < 0)
-                    steps.fail(7);
+                    steps.fail(kStepChangeUser);
             }
             if (::chdir(command.home.c_str()) < 0) (void)!::chdir("/");
             ::execve(command.path.c_str(), argv.data(), envp.data());
-            steps.fail(8);
+            steps.fail(kStepExecute);
         }
         // The waiter keeps none of the command's I/O (EOF must reach the caller when it ends) and
         // not the error pipe (EOF there tells machd the exec happened).

@@ -193,6 +193,15 @@ Pty open_machine_pty(const Machine& m) {
     return {UniqueFd(fd), std::string(name, static_cast<size_t>(n))};
 }
 
+namespace {
+// connect_machine_bus()'s steps, as its message names them: "Failed to STEP machine NAME".
+constexpr const char* kBusJoin = "join the namespaces of";
+constexpr const char* kBusRoot = "become root in";
+constexpr const char* kBusChroot = "enter the root of";
+constexpr const char* kBusFork = "fork in";
+constexpr const char* kBusConnect = "connect to the system bus of";
+}  // namespace
+
 UniqueFd connect_machine_bus(const Machine& m) {
     require_container(m);
     std::string root = "/proc/" + std::to_string(m.leader) + "/root";
@@ -217,21 +226,21 @@ UniqueFd connect_machine_bus(const Machine& m) {
     pid_t mid = steps.fork();
     if (mid == 0) {
         // No allocation or exceptions from here on: report {step, errno} and _exit.
-        if (::setns(m.leader_pidfd.get(), ns_flags) < 0) steps.fail(1);
+        if (::setns(m.leader_pidfd.get(), ns_flags) < 0) steps.fail(kBusJoin);
         if (ns_flags & CLONE_NEWUSER) {
             // Credentials are not changed by setns: become the container's root, which is what we
             // claim in the bus's EXTERNAL authentication (our euid, 0). setgroups may be denied in
             // the container's user namespace; machd runs without supplementary groups anyway.
             (void)::setgroups(0, nullptr);
-            if (::setresgid(0, 0, 0) < 0 || ::setresuid(0, 0, 0) < 0) steps.fail(2);
+            if (::setresgid(0, 0, 0) < 0 || ::setresuid(0, 0, 0) < 0) steps.fail(kBusRoot);
         }
         // The leader's root, not just the mount namespace's: a chrooted payload has its own /run.
-        if (::fchdir(root_fd.get()) < 0 || ::chroot(".") < 0) steps.fail(3);
+        if (::fchdir(root_fd.get()) < 0 || ::chroot(".") < 0) steps.fail(kBusChroot);
         // setns(CLONE_NEWPID) applies to children: connect from one, so the peer PID is the guest's.
         pid_t connector = ::fork();
-        if (connector < 0) steps.fail(4);
+        if (connector < 0) steps.fail(kBusFork);
         if (connector == 0) {
-            if (::connect(sock.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) < 0) steps.fail(5);
+            if (::connect(sock.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) < 0) steps.fail(kBusConnect);
             _exit(0);
         }
         _exit(wait_exit_code(connector));
@@ -239,14 +248,13 @@ UniqueFd connect_machine_bus(const Machine& m) {
     auto failed = steps.result();
     int rc = wait_exit_code(mid);
     if (failed) {
-        auto [step, err] = *failed;
-        if (step == 5 && (err == ENOENT || err == ECONNREFUSED || err == ENOTDIR))
+        const int err = failed->err;
+        const std::string step = failed->step_name();
+        if (step == kBusConnect && (err == ENOENT || err == ECONNREFUSED || err == ENOTDIR))
             throw std::system_error(err == ENOTDIR ? ENOENT : err, std::generic_category(),
                                     "Machine " + m.name + " has no system bus (is dbus installed and running in it?)");
-        static const char* const what[] = {"start", "join the namespaces of", "become root in", "enter the root of",
-                                           "fork in", "connect to the system bus of"};
         throw std::system_error(err, std::generic_category(),
-                                std::string("Failed to ") + what[step > 0 && step <= 5 ? step : 0] + " machine " + m.name);
+                                "Failed to " + (step.empty() ? std::string("start") : step) + " machine " + m.name);
     }
     if (rc != 0) throw_errno(EIO, "Failed to connect to the system bus of machine " + m.name + " (helper status " + std::to_string(rc) + ")");
     return sock;
@@ -279,17 +287,17 @@ Pty open_machine_shell(const Machine& m, const ShellRequest& req, const std::vec
                 ::close(fd);
             }
         }
-        if (::setns(m.leader_pidfd.get(), ns_flags) < 0) steps.fail(1);
+        if (::setns(m.leader_pidfd.get(), ns_flags) < 0) steps.fail(kStepJoin);
         pid_t shell = ::fork();
-        if (shell < 0) steps.fail(2);
+        if (shell < 0) steps.fail(kStepFork);
         if (shell > 0) _exit(0);
-        if (::setsid() < 0) steps.fail(3);
+        if (::setsid() < 0) steps.fail(kStepSetsid);
         int tty = ::open(pty.path.c_str(), O_RDWR | O_CLOEXEC);
-        if (tty < 0) steps.fail(4);
-        if (::ioctl(tty, TIOCSCTTY, 0) < 0) steps.fail(5);
-        if (::dup2(tty, 0) < 0 || ::dup2(tty, 1) < 0 || ::dup2(tty, 2) < 0) steps.fail(6);
+        if (tty < 0) steps.fail(kStepOpenTerminal);
+        if (::ioctl(tty, TIOCSCTTY, 0) < 0) steps.fail(kStepControllingTerminal);
+        if (::dup2(tty, 0) < 0 || ::dup2(tty, 1) < 0 || ::dup2(tty, 2) < 0) steps.fail(kStepRedirect);
         if (cmd.uid != 0 || cmd.gid != 0) {
-            if (::setgroups(0, nullptr) < 0 || ::setgid(cmd.gid) < 0 || ::setuid(cmd.uid) < 0) steps.fail(7);
+            if (::setgroups(0, nullptr) < 0 || ::setgid(cmd.gid) < 0 || ::setuid(cmd.uid) < 0) steps.fail(kStepChangeUser);
         }
         if (::chdir(cmd.home.c_str()) < 0) (void)!::chdir("/");
         // machd blocks SIGTERM/SIGINT for its signalfd; the mask survives exec, the shell must not inherit it.
@@ -297,7 +305,7 @@ Pty open_machine_shell(const Machine& m, const ShellRequest& req, const std::vec
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
         ::execve(cmd.path.c_str(), argv.data(), envp.data());
-        steps.fail(8);
+        steps.fail(kStepExecute);
     }
     auto failed = steps.result();
     wait_exit_code(mid);
@@ -306,11 +314,8 @@ Pty open_machine_shell(const Machine& m, const ShellRequest& req, const std::vec
 }
 
 void throw_entry_failure(const StepFailure& failure, const std::string& path, const Machine& m) {
-    static const char* const steps[] = {"start", "join namespaces", "fork", "setsid", "open terminal",
-                                        "set controlling terminal", "redirect stdio", "change user",
-                                        "execute", "install the system call filter"};
-    constexpr int kSteps = sizeof steps / sizeof steps[0];
-    std::string what = failure.step == 8 ? "execute " + path : steps[failure.step > 0 && failure.step < kSteps ? failure.step : 0];
+    std::string step = failure.step_name();
+    std::string what = step == kStepExecute ? "execute " + path : step.empty() ? "start" : step;
     throw std::system_error(failure.err, std::generic_category(), "Failed to " + what + " in machine " + m.name);
 }
 

@@ -78,9 +78,20 @@ int machine_namespace_flags(pid_t leader);
 // 0, or -1 with errno.
 int join_machine_namespaces(const Machine& m, int ns_flags) noexcept;
 
-// A shell or exec helper's failed step (1 join namespaces, 2 fork, 3 setsid, 4 open terminal,
-// 5 set controlling terminal, 6 redirect stdio, 7 change user, 8 execute PATH) as the error
-// callers see: "Failed to execute /bin/x in machine m: <errno text>".
+// The steps of the helpers that enter a machine to run a command (StepPipe::fail), as the error
+// message names them: "Failed to STEP in machine NAME".
+inline constexpr const char* kStepJoin = "join namespaces";
+inline constexpr const char* kStepFork = "fork";
+inline constexpr const char* kStepSetsid = "setsid";
+inline constexpr const char* kStepOpenTerminal = "open terminal";
+inline constexpr const char* kStepControllingTerminal = "set controlling terminal";
+inline constexpr const char* kStepRedirect = "redirect stdio";
+inline constexpr const char* kStepChangeUser = "change user";
+inline constexpr const char* kStepExecute = "execute";  // the message adds the path
+inline constexpr const char* kStepSeccomp = "install the system call filter";
+
+// A shell or exec helper's failed step (one of the kStep* above) as the error callers see:
+// "Failed to execute /bin/x in machine m: <errno text>".
 [[noreturn]] void throw_entry_failure(const StepFailure& failure, const std::string& path, const Machine& m);
 
 }  // namespace mk::core

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 
 namespace mk::core {
 
@@ -69,9 +70,7 @@ bool receive(int chan, ChannelMsg& type, UniqueFd& master, UniqueFd& notify) {
     alignas(cmsghdr) char ctrl[CMSG_SPACE(2 * sizeof(int))]{};
     mh.msg_control = ctrl;
     mh.msg_controllen = sizeof ctrl;
-    ssize_t n;
-    do n = recvmsg(chan, &mh, MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
+    ssize_t n = retry_eintr([&] { return recvmsg(chan, &mh, MSG_CMSG_CLOEXEC); });
     if (n <= 0) return false;
     std::vector<int> fds;
     for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))

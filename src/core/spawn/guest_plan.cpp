@@ -8,40 +8,14 @@
 #include <cstring>
 
 #include "core/base/error.hpp"
+#include "core/base/id128.hpp"
+#include "core/base/os_release.hpp"
 #include "core/base/strings.hpp"
 #include "core/kernel/capabilities.hpp"
 #include "core/spawn/credentials.hpp"
 #include "core/spawn/network.hpp"
 
 namespace mk::core {
-
-std::string uuid_to_dashed(const Uuid& u) {
-    static const char* hex = "0123456789abcdef";
-    std::string s;
-    for (size_t i = 0; i < u.size(); i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10) s += '-';
-        s += hex[u[i] >> 4];
-        s += hex[u[i] & 15];
-    }
-    return s;
-}
-
-std::optional<Uuid> parse_machine_id(std::string_view text) {
-    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
-    if (text.size() != 32) return std::nullopt;
-    Uuid u{};
-    bool zero = true;
-    for (size_t i = 0; i < 16; i++) {
-        auto hex = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1; };
-        int hi = hex(text[2 * i]), lo = hex(text[2 * i + 1]);
-        if (hi < 0 || lo < 0) return std::nullopt;
-        u[i] = static_cast<uint8_t>(hi << 4 | lo);
-        zero = zero && u[i] == 0;
-    }
-    if (zero) return std::nullopt;
-    return u;
-}
-
 
 // A TERM value passed into the container must not carry escape sequences (B-83).
 std::string sanitize_term(const char* term) {
@@ -50,22 +24,6 @@ std::string sanitize_term(const char* term) {
         if (!(isalnum(static_cast<unsigned char>(*p)) || *p == '-' || *p == '_' || *p == '.' || *p == '+'))
             return "vt220";
     return term;
-}
-
-// KEY=VALUE lines of an os-release file, with shell-style quotes removed.
-std::vector<std::pair<std::string, std::string>> parse_os_release(const std::string& text) {
-    std::vector<std::pair<std::string, std::string>> out;
-    for (std::string_view line : lines(text)) {
-        size_t eq = line.find('=');
-        if (line.empty() || line[0] == '#' || eq == std::string_view::npos || eq == 0) continue;
-        std::string key(line.substr(0, eq)), val(line.substr(eq + 1));
-        bool ok = true;
-        for (char c : key) ok = ok && (isalnum(static_cast<unsigned char>(c)) || c == '_');
-        if (!ok) continue;
-        if (val.size() >= 2 && (val[0] == '"' || val[0] == '\'') && val.back() == val[0]) val = val.substr(1, val.size() - 2);
-        out.emplace_back(key, val);
-    }
-    return out;
 }
 
 bool root_is_read_only(const SpawnSpec& spec) {
@@ -166,7 +124,7 @@ GuestPlan plan_guest(const SpawnSpec& spec, const GuestFacts& facts) {
     // The environment: nspawn's set, so that guests recognise their container.
     g.env.push_back(std::string("PATH=") + kDefaultPath);
     g.env.push_back("container=" + g.container_manager);
-    g.env.push_back("container_uuid=" + uuid_to_dashed(g.uuid));
+    g.env.push_back("container_uuid=" + id128_to_string(g.uuid, Id128Format::Uuid));
     g.env.push_back("HOME=" + user.home);
     g.env.push_back("USER=" + user.name);
     g.env.push_back("LOGNAME=" + user.name);
@@ -175,6 +133,8 @@ GuestPlan plan_guest(const SpawnSpec& spec, const GuestFacts& facts) {
     if (g.boot) g.env.push_back("NOTIFY_SOCKET=/run/host/notify");
     if (!spec.credentials.empty()) g.env.push_back(std::string("CREDENTIALS_DIRECTORY=") + kCredentialsDirectory);
     for (auto& [k, v] : parse_os_release(facts.host_os_release)) {
+        // The parser keeps any key, as machined does; only names fit for the environment pass.
+        if (!std::ranges::all_of(k, [](char c) { return isalnum(static_cast<unsigned char>(c)) || c == '_'; })) continue;
         std::string lk = k;
         for (char& c : lk) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
         g.env.push_back("container_host_" + lk + "=" + v);

@@ -67,9 +67,6 @@ bool root_is_read_only(const SpawnSpec& spec);
 std::string resolve_in_path(const std::vector<std::string>& env, const std::string& cmd);
 
 // Helpers the plan is made of, public for their tests.
-std::string uuid_to_dashed(const Uuid& u);  // 8-4-4-4-12, lowercase (option_values has the undashed form)
-std::optional<Uuid> parse_machine_id(std::string_view text);  // 32 hex digits; not all zero
-std::string sanitize_term(const char* term);                 // "vt220" for odd or escape-laden values (B-83)
-std::vector<std::pair<std::string, std::string>> parse_os_release(const std::string& text);
+std::string sanitize_term(const char* term);  // "vt220" for odd or escape-laden values (B-83)
 
 }  // namespace mk::core

@@ -27,6 +27,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/fs_at.hpp"
+#include "core/base/id128.hpp"
 #include "core/base/strings.hpp"
 #include "core/kernel/capabilities.hpp"
 #include "core/kernel/mount.hpp"
@@ -116,7 +117,7 @@ void write_integration_files(int root_fd, int etc_root_fd, const Prepared& p, co
     if (!host) throw_last_error("cannot open /run/host");
     if (!p.host_os_release.empty()) write_file_at(host.get(), "os-release", p.host_os_release, 0444);
     write_file_at(host.get(), "container-manager", g.container_manager + "\n", 0444);
-    write_file_at(host.get(), "container-uuid", uuid_to_dashed(g.uuid) + "\n", 0444);
+    write_file_at(host.get(), "container-uuid", id128_to_string(g.uuid, Id128Format::Uuid) + "\n", 0444);
     if (mkdirat(host.get(), "incoming", 0755) < 0 && errno != EEXIST) throw_last_error("mkdir /run/host/incoming");
 
     setup_resolv_conf(etc_root_fd, spec, g.resolv_conf);

@@ -26,9 +26,6 @@ struct JournalLinkPlan {
     bool remove_empty_host_dir = false;  // guest mode over an empty directory: replace it
 };
 
-// launcher.cpp still calls this name; it goes once launcher.cpp calls id128_to_string().
-inline std::string machine_id_hex(const Uuid& id) { return id128_to_string(id); }
-
 // Throws UsageError for the non-try modes when linking is impossible.
 JournalLinkPlan plan_journal_link(LinkJournalMode mode, const std::optional<Uuid>& machine_id,
                                   const std::optional<Uuid>& host_id, HostJournalPath host_state, bool tree_is_kept);

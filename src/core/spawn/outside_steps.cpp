@@ -4,7 +4,6 @@
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +13,7 @@
 #include <cstring>
 #include <iterator>
 
+#include "core/base/id128.hpp"
 #include "core/base/error.hpp"
 #include "core/base/rm_rf.hpp"
 #include "core/base/fs_at.hpp"
@@ -33,14 +33,6 @@
 namespace mk::core {
 
 namespace {
-
-Uuid random_uuid() {
-    Uuid u{};
-    if (getrandom(u.data(), u.size(), 0) != static_cast<ssize_t>(u.size())) throw_last_error("getrandom");
-    u[6] = (u[6] & 0x0F) | 0x40;  // version 4
-    u[8] = (u[8] & 0x3F) | 0x80;  // RFC 4122 variant
-    return u;
-}
 
 // As nspawn's verify_arguments(): ambient capabilities go to a command, never to an init, and
 // only those the container keeps anyway.
@@ -191,11 +183,11 @@ SpawnSpec with_journal_link(const SpawnSpec& spec, int root, const std::string& 
     SpawnSpec out = spec;
     if (spec.link_journal == LinkJournalMode::No) return out;
     std::optional<Uuid> id = spec.uuid;
-    if (!id) id = parse_machine_id(read_file_in_root(root, "/etc/machine-id", 4096).value_or(""));
-    auto host_id = parse_machine_id(read_host_file("/etc/machine-id", 4096).value_or(""));
+    if (!id) id = id128_from_machine_id_file(read_file_in_root(root, "/etc/machine-id", 4096).value_or(""));
+    auto host_id = id128_from_machine_id_file(read_host_file("/etc/machine-id", 4096).value_or(""));
     bool kept = spec.image.empty() && !spec.ephemeral && spec.volatile_mode == VolatileMode::No;
     HostJournalPath state = HostJournalPath::absent;
-    if (id) state = inspect_host_journal_path("/var/log/journal/" + machine_id_hex(*id), root_path + "/var/log/journal/" + machine_id_hex(*id));
+    if (id) state = inspect_host_journal_path("/var/log/journal/" + id128_to_string(*id), root_path + "/var/log/journal/" + id128_to_string(*id));
     auto plan = plan_journal_link(spec.link_journal, id, host_id, state, kept);
     if (auto bind = apply_journal_link(plan, root, root_path)) out.binds.push_back(*bind);
     return out;
@@ -346,8 +338,8 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
     }
     p.host_os_release = read_host_file("/etc/os-release").value_or(read_host_file("/usr/lib/os-release").value_or(""));
     facts.host_os_release = p.host_os_release;
-    if (!spec.uuid) facts.tree_machine_id = parse_machine_id(read_file_in_root(root, "/etc/machine-id", 4096).value_or(""));
-    if (!spec.uuid && !facts.tree_machine_id) facts.random_uuid = random_uuid();
+    if (!spec.uuid) facts.tree_machine_id = id128_from_machine_id_file(read_file_in_root(root, "/etc/machine-id", 4096).value_or(""));
+    if (!spec.uuid && !facts.tree_machine_id) facts.random_uuid = id128_random_uuid();
     // Rootless: the child holds every capability in its own user namespace, none in ours.
     facts.permitted_caps = p.rootless ? ~uint64_t{0} : current_permitted_capabilities();
     p.guest = plan_guest(spec, facts);

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 
 namespace mk::core {
 
@@ -38,7 +39,7 @@ std::vector<std::string> pasta_args(const std::string& pasta, const std::vector<
 PastaNetwork::~PastaNetwork() {
     if (pid_ <= 0) return;
     kill(pid_, SIGKILL);
-    while (waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {}
+    (void)retry_eintr([&] { return waitpid(pid_, nullptr, 0); });
 }
 
 void PastaNetwork::start(const std::vector<PortForward>& ports, pid_t pid, const std::string& runtime_dir) {
@@ -90,10 +91,7 @@ void PastaNetwork::start(const std::vector<PortForward>& ports, pid_t pid, const
     std::string got;
     for (;;) {
         pollfd fds[2] = {{rd.get(), POLLIN, 0}, {pidfd_.get(), POLLIN, 0}};
-        if (poll(fds, 2, -1) < 0) {
-            if (errno == EINTR) continue;
-            throw_last_error("poll");
-        }
+        if (retry_eintr([&] { return poll(fds, 2, -1); }) < 0) throw_last_error("poll");
         if (fds[0].revents & POLLIN) {
             char buf[32];
             ssize_t n = read(rd.get(), buf, sizeof buf);
@@ -103,7 +101,7 @@ void PastaNetwork::start(const std::vector<PortForward>& ports, pid_t pid, const
         }
         if (fds[1].revents) {
             int status = 0;
-            while (waitpid(child, &status, 0) < 0 && errno == EINTR) {}
+            (void)retry_eintr([&] { return waitpid(child, &status, 0); });
             pid_ = -1;
             throw UsageError("pasta could not set up the container's network (see its message above)");
         }

@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/notify.hpp"
 #include "core/kernel/console.hpp"
 #include "core/spawn/child_channel.hpp"
@@ -92,10 +93,7 @@ Outcome Relay::run() {
         if (stdin_open_ && master_) stdin_i = n, fds[n++] = {STDIN_FILENO, POLLIN, 0};
         if (notify_) notify_i = n, fds[n++] = {notify_.get(), POLLIN, 0};
         if (reporter_) reporter_i = n, fds[n++] = {reporter_.get(), POLLIN, 0};
-        if (poll(fds, static_cast<nfds_t>(n), -1) < 0) {
-            if (errno == EINTR) continue;
-            throw_last_error("poll");
-        }
+        if (retry_eintr([&] { return poll(fds, static_cast<nfds_t>(n), -1); }) < 0) throw_last_error("poll");
         if (chan_i >= 0 && fds[chan_i].revents) on_channel();
         if (notify_i >= 0 && fds[notify_i].revents) on_notify();
         if (reporter_i >= 0 && fds[reporter_i].revents) reap_reporter();
@@ -153,7 +151,7 @@ void Relay::on_master() {
     char buf[16384];
     ssize_t r = read(master_.get(), buf, sizeof buf);
     if (r > 0) {
-        if (relay_out_) write_all(STDOUT_FILENO, buf, static_cast<size_t>(r));
+        if (relay_out_) (void)write_all(STDOUT_FILENO, {buf, static_cast<size_t>(r)});
     } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
         // EIO: every holder of the peer has closed it; stop polling, or poll would spin.
         master_open_ = false;
@@ -169,7 +167,7 @@ void Relay::on_stdin() {
             if (!spec_.quiet) fprintf(stderr, "\nContainer %s terminated by ^]^]^].\n", spec_.machine_name.c_str());
             kill_child(SIGKILL);
         } else {
-            write_all(master_.get(), buf, static_cast<size_t>(r));
+            (void)write_all(master_.get(), {buf, static_cast<size_t>(r)});
         }
     } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
         stdin_open_ = false;
@@ -204,7 +202,7 @@ void Relay::on_exit() {
     if (master_ && relay_out_) {
         char buf[16384];
         ssize_t r;
-        while ((r = read(master_.get(), buf, sizeof buf)) > 0) write_all(STDOUT_FILENO, buf, static_cast<size_t>(r));
+        while ((r = read(master_.get(), buf, sizeof buf)) > 0) (void)write_all(STDOUT_FILENO, {buf, static_cast<size_t>(r)});
     }
     // A set-up error may still be queued on the channel.
     if (chan_open_ && setup_error_.empty()) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/fs_at.hpp"
 #include "core/base/passwd.hpp"
 #include "core/spawn/rootless_plan.hpp"
@@ -59,8 +60,7 @@ pid_t start_helper(const std::vector<std::string>& args) {
 // True if the helper exited 0.
 bool wait_helper(pid_t pid) {
     int status = 0;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR) return false;
+    if (retry_eintr([&] { return waitpid(pid, &status, 0); }) < 0) return false;
     return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
@@ -174,7 +174,7 @@ UniqueFd make_identity_user_namespace(const RootlessMap& map) {
         ~Reap() {
             go.reset();
             kill(pid, SIGKILL);
-            while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {}
+            (void)retry_eintr([&] { return waitpid(pid, nullptr, 0); });
         }
     } reap{pid, go_wr};
     char ok = 0;

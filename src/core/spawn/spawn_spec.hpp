@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/base/id128.hpp"
 #include "core/spawn/oci_spec.hpp"
 
 namespace mk::core {
@@ -58,7 +59,7 @@ struct OverlayMount {
     bool read_only = false;
 };
 
-using Uuid = std::array<uint8_t, 16>;
+using Uuid = Id128;
 
 struct PortForward {
     PortProtocol protocol = PortProtocol::Tcp;
