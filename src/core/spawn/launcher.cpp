@@ -65,7 +65,7 @@ namespace {
 constexpr const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 // Messages from the child on the set-up channel.
-enum class Msg : uint8_t { Error = 1, SetupDone = 2 };
+enum class Msg : uint8_t { Error = 1, SetupDone = 2, Gated = 3 };  // Gated: machrun detached start
 
 struct ErrorMsg {
     Msg type;
@@ -225,6 +225,7 @@ struct Prepared {
     std::string container_manager = "systemd-nspawn";
     UniqueFd pivot_dir;  // --pivot-root=: the new root inside the tree (O_PATH, host namespace)
     std::vector<BoundUser> bound_users;  // --bind-user=
+    int exec_gate = -1;  // machrun detached start: DetachedLaunch::exec_gate
 };
 
 std::string resolve_in_path(const Prepared& p, const std::string& cmd) {
@@ -530,6 +531,7 @@ void raise_ambient_capabilities(uint64_t caps) {
 }
 
 [[noreturn]] void child_main(const SpawnSpec& spec, Prepared& p, int chan) noexcept {
+    bool past_gate = false;  // machrun detached start
     try {
         if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) throw_last_error("prctl(PDEATHSIG)");
         // If spawn died before the line above, nobody will ever reap us: the channel tells.
@@ -716,6 +718,25 @@ void raise_ambient_capabilities(uint64_t caps) {
         if (spec.no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) throw_last_error("no_new_privs");
 
         umask(022);
+        // ---- machrun detached start: begin
+        if (p.exec_gate >= 0) {
+            // From here the init outlives the runtime (its pid is recorded: the parent did so before
+            // it said "placed"): no parent-death signal. Then wait for `start`.
+            if (prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0) < 0) throw_last_error("prctl(PDEATHSIG)");
+            char gated = static_cast<char>(Msg::Gated);
+            if (send(chan, &gated, 1, MSG_NOSIGNAL) != 1) _exit(1);
+            std::string gate_path = "/proc/self/fd/" + std::to_string(p.exec_gate);
+            int gate = open(gate_path.c_str(), O_WRONLY | O_CLOEXEC);
+            if (gate < 0) throw_last_error("cannot open the exec FIFO");
+            char zero = 0;
+            if (write(gate, &zero, 1) != 1) throw_last_error("cannot write the exec FIFO");
+            close(gate);
+            // Nobody reads the set-up channel any more: later errors go to the container's stderr.
+            close(chan);
+            chan = open("/dev/null", O_WRONLY | O_CLOEXEC);
+            past_gate = true;
+        }
+        // ---- machrun detached start: end
         // No host fd may reach the payload (runc CVE-2024-21626): close every one but the set-up
         // channel (close-on-exec) *before* chdir, so that --chdir=/proc/self/fd/N cannot land on
         // a host directory, and check the result is inside our root.
@@ -744,8 +765,10 @@ void raise_ambient_capabilities(uint64_t caps) {
         execve(path.c_str(), argv.data(), envp.data());
         throw_last_error("cannot execute " + path);
     } catch (const std::system_error& e) {
+        if (past_gate) dprintf(STDERR_FILENO, "machrun: %s\n", e.what());  // machrun: nobody reads chan
         send_error(chan, e.code().value(), e.what());
     } catch (const std::exception& e) {
+        if (past_gate) dprintf(STDERR_FILENO, "machrun: %s\n", e.what());
         send_error(chan, 0, e.what());
     }
     _exit(1);
@@ -1284,6 +1307,7 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     bool registered = false;
     if (p.wait_for_parent) {
         try {
+            if (hooks.detached && hooks.detached->cloned) hooks.detached->cloned(static_cast<pid_t>(pid));  // machrun
             registered = registering && hooks.register_machine(static_cast<pid_t>(pid), p.uuid);
             // machd's scope is the guest's group when machd made one (CreateMachine). Under a
             // service manager (--keep-unit, RegisterMachine) the unit is spawn's own, and the guest
@@ -1382,6 +1406,17 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
                 if (!receive(chan.get(), type, master, notify)) {
                     chan_open = false;
                     report_exec_timing(started);
+                } else if (type == Msg::Gated && hooks.detached) {  // ---- machrun detached start: begin
+                    try {
+                        hooks.detached->gated(static_cast<pid_t>(pid), std::move(master));
+                    } catch (...) {
+                        abandon_child();
+                        throw;
+                    }
+                    sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+                    return Outcome{};  // the init lives on, waiting at the gate; its groups stay
+                } else if (type == Msg::SetupDone && hooks.detached) {
+                    // The master goes to the engine at Gated.  ---- machrun detached start: end
                 } else if (type == Msg::SetupDone) {
                     if (master) {
                         fcntl(master.get(), F_SETFL, O_NONBLOCK);
@@ -1522,6 +1557,10 @@ int Launcher::run() {
                         "gets no terminal of its own and no job control (--console=interactive gives both). "
                         "Proceeding anyway.\n");
     Prepared p = prepare(spec_, static_cast<bool>(hooks_.register_machine));
+    if (hooks_.detached) {  // machrun: the init waits until its pid is recorded
+        p.wait_for_parent = true;
+        p.exec_gate = hooks_.detached->exec_gate;
+    }
     cap_last_cap();  // cache before clone
     signal(SIGPIPE, SIG_IGN);
 
@@ -1552,6 +1591,7 @@ int Launcher::run() {
 
     for (;;) {
         Outcome o = run_once(spec_, p, hooks_, created_);
+        if (hooks_.detached) return 0;  // machrun: the container lives on, detached
         created_ = std::chrono::steady_clock::now();
         if (!o.reboot) {
             if (p.boot && !spec_.quiet) fprintf(stderr, "Container %s has been shut down.\n", spec_.machine_name.c_str());

@@ -14,12 +14,29 @@
 
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "core/base/unique_fd.hpp"
 #include "core/spawn/spawn_spec.hpp"
 
 namespace mk::core {
+
+// ---- machrun (OCI runtime) detached start: begin --------------------------------------------
+// The OCI runtime's `create`: the container's init does every inside step, then waits at an exec
+// gate before exec, and run() returns without supervising it (no PDEATHSIG: the runtime exits and
+// the init is reparented to the engine's subreaper). The gate is a FIFO: the init opens
+// /proc/self/fd/<exec_gate> for writing (blocking until `start` opens it for reading), writes one
+// byte and execs.
+struct DetachedLaunch {
+    int exec_gate = -1;  // O_PATH fd of the FIFO (borrowed)
+    // Right after clone, before the init can outlive the caller: record the pid. Throws to abort.
+    std::function<void(pid_t pid)> cloned;
+    // The init finished its set-up and waits at the gate; `console_master` is the pty master with
+    // a terminal (the caller hands it on), else empty. Throws to abort (the init is killed).
+    std::function<void(pid_t pid, UniqueFd console_master)> gated;
+};
+// ---- machrun detached start: end ------------------------------------------------------------
 
 struct LaunchHooks {
     // Registers the machine with the machine manager right after clone, while the container's PID 1
@@ -32,6 +49,7 @@ struct LaunchHooks {
     // else once the container has started. Called at most once per run; must not block. Returns a
     // pidfd of a helper process the launcher reaps, or an empty fd.
     std::function<UniqueFd()> report_ready;
+    std::optional<DetachedLaunch> detached;  // machrun create (see DetachedLaunch)
 };
 
 class Launcher {
