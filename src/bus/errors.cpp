@@ -50,8 +50,8 @@ sdbus::Error to_bus_error(const std::exception& e) {
             case MachineErrc::invalid_argument: return bus_error(kInvalidArgs, msg);
             case MachineErrc::not_supported: return bus_error(kNotSupported, msg);
             case MachineErrc::no_private_networking: return bus_error(kNoPrivateNetworking, msg);
-            case MachineErrc::no_such_user_mapping: return bus_error("org.freedesktop.machine1.NoSuchUserMapping", msg);
-            case MachineErrc::no_such_group_mapping: return bus_error("org.freedesktop.machine1.NoSuchGroupMapping", msg);
+            case MachineErrc::no_such_user_mapping: return bus_error(kNoSuchUserMapping, msg);
+            case MachineErrc::no_such_group_mapping: return bus_error(kNoSuchGroupMapping, msg);
             }
             return bus_error(kFailed, msg);
         }

@@ -9,18 +9,9 @@
 
 #include <sdbus-c++/Error.h>
 
-namespace mk::bus {
+#include "bus/names.hpp"  // the error names
 
-inline constexpr const char* kNoSuchMachine = "org.freedesktop.machine1.NoSuchMachine";
-inline constexpr const char* kNoSuchImage = "org.freedesktop.machine1.NoSuchImage";
-inline constexpr const char* kMachineExists = "org.freedesktop.machine1.MachineExists";
-inline constexpr const char* kNoMachineForPID = "org.freedesktop.machine1.NoMachineForPID";
-inline constexpr const char* kNoPrivateNetworking = "org.freedesktop.machine1.NoPrivateNetworking";
-inline constexpr const char* kInvalidArgs = "org.freedesktop.DBus.Error.InvalidArgs";
-inline constexpr const char* kAccessDenied = "org.freedesktop.DBus.Error.AccessDenied";
-inline constexpr const char* kNotSupported = "org.freedesktop.DBus.Error.NotSupported";
-inline constexpr const char* kLimitsExceeded = "org.freedesktop.DBus.Error.LimitsExceeded";
-inline constexpr const char* kFailed = "org.freedesktop.DBus.Error.Failed";
+namespace mk::bus {
 
 // The D-Bus name sd-bus gives an errno ("org.freedesktop.DBus.Error.InvalidArgs" for EINVAL,
 // "System.Error.ENXIO" for the rest).

@@ -1,14 +1,23 @@
 #include "bus/extension_object.hpp"
 
+#include <fcntl.h>
+
 #include "bus/credentials.hpp"
 #include "bus/errors.hpp"
 #include "bus/machine_objects.hpp"
+#include "core/base/fs_at.hpp"
+#include "core/base/names.hpp"
+#include "core/base/run_lock.hpp"
+#include "core/criu/checkpoint.hpp"
 #include "core/machine/exec.hpp"
 
 namespace mk::bus {
 
 namespace {
 constexpr uint64_t kExecTty = 1;
+constexpr uint64_t kCheckpointLeaveRunning = 1;
+constexpr uint64_t kCheckpointTcpEstablished = 2;
+constexpr uint64_t kCheckpointPreDump = 4;
 }
 
 ExtensionObject::ExtensionObject(sdbus::IConnection& connection, core::MachineService& service, std::string cgroup_root,
@@ -85,6 +94,62 @@ void ExtensionObject::SetMachineReady(const std::string& name) {
     pid_t caller = current_caller(getObject()).pid;
     if (translate([&] { return service_.report_ready(m, caller); }))
         emitMachineReady(m.name, sdbus::ObjectPath(machine_object_path(m.name)));
+}
+
+}  // namespace mk::bus
+
+namespace mk::bus {
+
+// Synchronous: machd's loop waits for criu (the dump of a small container takes ~0.3 s here).
+void ExtensionObject::CheckpointMachine(const std::string& name, const std::string& directory, const uint64_t& flags) {
+    require_root(getObject(), "checkpoint machines");
+    auto& m = lookup(name);
+    if (flags & ~(kCheckpointLeaveRunning | kCheckpointTcpEstablished | kCheckpointPreDump))
+        throw sdbus::Error(kInvalidArgs, "Unknown flags");
+    if (flags & kCheckpointPreDump) {
+        // Iterative migration needs the kernel to track dirtied pages between passes.
+        if (!translate([] { return core::criu::memory_tracking_available(core::criu::criu_command()); }))
+            throw bus_error(kNotSupported, "Pre-dump (iterative checkpoints) is impossible on this kernel: it lacks "
+                                           "soft-dirty page tracking (CONFIG_MEM_SOFT_DIRTY)");
+        throw bus_error(kNotSupported, "Pre-dump (iterative checkpoints) is not implemented by machkit yet");
+    }
+    if (!core::path_is_normalized_absolute(directory))
+        throw bus_error(kInvalidArgs, "The checkpoint directory must be an absolute, normalized path");
+    if (m.klass != core::MachineClass::container)
+        throw bus_error(kNotSupported, "Only containers can be checkpointed");
+    translate([&] {
+        core::criu::CheckpointRequest req;
+        req.machine = m.name;
+        req.leader = m.leader;
+        req.root = m.root_directory;
+        req.image_dir = directory;
+        req.leave_running = flags & kCheckpointLeaveRunning;
+        req.tcp_established = flags & kCheckpointTcpEstablished;
+        req.criu = core::criu::criu_command();
+        if (req.root.empty()) throw core::UsageError("machine " + name + " has no root directory machd knows of");
+        core::criu::checkpoint_machine(req);
+    });
+}
+
+std::tuple<uint32_t, std::string> ExtensionObject::RestoreMachine(const std::string& directory, const std::string& name,
+                                                                  const uint64_t& flags) {
+    require_root(getObject(), "restore machines");
+    if (flags) throw sdbus::Error(kInvalidArgs, "Unknown flags");
+    if (!core::path_is_normalized_absolute(directory))
+        throw bus_error(kInvalidArgs, "The checkpoint directory must be an absolute, normalized path");
+    return translate([&] {
+        core::UniqueFd dir(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!dir) throw core::UsageError(directory + " does not exist or is not a directory");
+        auto rec = core::criu::read_checkpoint(dir.get(), directory);
+        std::string target = name.empty() ? rec.machine : name;
+        if (!core::machine_name_is_valid(target)) throw bus_error(kInvalidArgs, "Invalid machine name '" + target + "'");
+        if (service_.find(target)) throw bus_error(kMachineExists, "Machine '" + target + "' already exists");
+        if (core::run_lock_held("machine/" + target))
+            throw bus_error(kMachineExists, "Machine name '" + target + "' is in use by a running container");
+        std::vector<std::string> args = {launch_.spawn_path, "--restore=" + directory, "-M", target, "--register=yes"};
+        auto l = core::launch_detached(launch_, target, std::move(args));
+        return std::tuple<uint32_t, std::string>(static_cast<uint32_t>(l.pid), l.log_path);
+    });
 }
 
 }  // namespace mk::bus

@@ -37,6 +37,9 @@ private:
     std::string GetMachineFreezerState(const std::string& name) override;
     std::tuple<uint32_t, std::string> StartMachine(const std::string& name) override;
     bool GetMachineReady(const std::string& name) override;
+    void CheckpointMachine(const std::string& name, const std::string& directory, const uint64_t& flags) override;
+    std::tuple<uint32_t, std::string> RestoreMachine(const std::string& directory, const std::string& name,
+                                                     const uint64_t& flags) override;
     void SetMachineReady(const std::string& name) override;
 
     core::MachineService& service_;

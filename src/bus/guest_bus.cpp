@@ -14,6 +14,7 @@
 
 #include "bus/errors.hpp"
 #include "bus/event_loop.hpp"
+#include "bus/names.hpp"
 #include "core/base/error.hpp"
 #include "core/machine/shell.hpp"
 
@@ -81,7 +82,7 @@ BusPtr open_guest_bus(const core::Machine& m) {
 sdbus::Error guest_error(const sd_bus_error& error, const std::string& unit, const std::string& machine) {
     std::string name = error.name;
     std::string text = error.message ? error.message : name;
-    if (name == "org.freedesktop.DBus.Error.ServiceUnknown" || name == "org.freedesktop.DBus.Error.NameHasNoOwner")
+    if (name == kServiceUnknown || name == kNameHasNoOwner)
         return bus_error(name, "Machine " + machine + " has no service manager on its system bus (is it booted with systemd?): " + text);
     return bus_error(name, "Failed to start " + unit + " in machine " + machine + ": " + text);
 }
@@ -111,8 +112,8 @@ void start_unit_in_machine(const core::Machine& m, const std::string& unit, std:
 
     ErrorGuard error;
     MessageGuard reply;
-    int r = sd_bus_call_method(bus.get(), "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
-                               "org.freedesktop.systemd1.Manager", "StartUnit", &error.e, &reply.m, "ss",
+    int r = sd_bus_call_method(bus.get(), kSystemdBusName, kSystemdPath,
+                               kSystemdManagerInterface, "StartUnit", &error.e, &reply.m, "ss",
                                unit.c_str(), "replace");
     if (r >= 0) return;
     if (!sd_bus_error_is_set(&error.e)) core::throw_errno(-r, "Failed to start " + unit + " in machine " + m.name);
@@ -170,8 +171,8 @@ void GuestUnitStarts::start(const core::Machine& m, const std::string& unit, Don
         c->bus_fd = sd_bus_get_fd(c->bus.get());
         check(c->bus_fd, "sd_bus_get_fd");
         // Queued now, sent once the connection is up.
-        check(sd_bus_call_method_async(c->bus.get(), &c->slot, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
-                                       "org.freedesktop.systemd1.Manager", "StartUnit", on_reply, c, "ss",
+        check(sd_bus_call_method_async(c->bus.get(), &c->slot, kSystemdBusName, kSystemdPath,
+                                       kSystemdManagerInterface, "StartUnit", on_reply, c, "ss",
                                        unit.c_str(), "replace"),
               "Failed to queue StartUnit for machine " + m.name);
         c->timer.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));

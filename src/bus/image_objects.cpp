@@ -4,6 +4,7 @@
 
 #include "bus/credentials.hpp"
 #include "bus/errors.hpp"
+#include "bus/names.hpp"
 #include "bus/polkit.hpp"
 #include "core/base/fs_at.hpp"
 #include "core/base/names.hpp"
@@ -25,7 +26,7 @@ void check_name(const std::string& name) {
 }  // namespace
 
 std::string image_object_path(std::string_view name) {
-    return "/org/freedesktop/machine1/image/" + core::bus_label_escape(name);
+    return std::string(kImagePathPrefix) + "/" + core::bus_label_escape(name);
 }
 
 ImageService::~ImageService() { objects_.clear(); }

@@ -31,6 +31,9 @@ public:
     uint32_t export_(const std::string& method, const std::string& local, int fd, const std::string& format);
     uint32_t pull(const std::string& method, const std::string& url, const std::string& local,
                   const std::string& verify, bool force);
+    // PullOci / ImportOci: flags bit 0 force, bit 1 read-only, bit 32 flatten.
+    uint32_t pull_oci(const std::string& ref, const std::string& local, uint64_t flags);
+    uint32_t import_oci(int fd, const std::string& local, uint64_t flags);
     std::vector<TransferEntry> list();
     void cancel(uint32_t id);
 

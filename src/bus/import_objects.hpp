@@ -17,13 +17,12 @@
 #include "Import1Manager-adaptor.h"
 #include "Import1Transfer-adaptor.h"
 #include "bus/event_loop.hpp"
+#include "bus/names.hpp"
 #include "bus/scope_properties.hpp"
 #include "core/base/unique_fd.hpp"
 
 namespace mk::bus {
 
-inline constexpr const char* kImportBusName = "org.freedesktop.import1";
-inline constexpr const char* kImportManagerPath = "/org/freedesktop/import1";
 
 class ImportManagerObject;
 
@@ -104,6 +103,10 @@ private:
     Reply ExportRaw(const std::string& local_name, const sdbus::UnixFd& fd, const std::string& format) override;
     Reply PullTar(const std::string& url, const std::string& local_name, const std::string& verify_mode, const bool& force) override;
     Reply PullRaw(const std::string& url, const std::string& local_name, const std::string& verify_mode, const bool& force) override;
+    Reply PullOci(const std::string& ref, const std::string& local_name, const std::string& image_class,
+                  const uint64_t& flags) override;
+    Reply ImportOci(const sdbus::UnixFd& fd, const std::string& local_name, const std::string& image_class,
+                    const uint64_t& flags) override;
     std::vector<sdbus::Struct<uint32_t, std::string, std::string, std::string, double, sdbus::ObjectPath>> ListTransfers() override;
     void CancelTransfer(const uint32_t& transfer_id) override;
 

@@ -11,12 +11,13 @@
 #include "bus/client_calls.hpp"
 #include "Manager-proxy.h"
 #include "Manager1-proxy.h"
+#include "bus/names.hpp"
 
 namespace mk::bus {
 
 void rethrow_as_client_error(const sdbus::Error& e) {
     const auto& n = e.getName();
-    if (n == "org.freedesktop.DBus.Error.ServiceUnknown" || n == "org.freedesktop.DBus.Error.NameHasNoOwner")
+    if (n == kServiceUnknown || n == kNameHasNoOwner)
         throw ClientError(ClientError::Kind::no_daemon, n, e.getMessage());
     throw ClientError(ClientError::Kind::remote, n, e.getMessage());
 }
@@ -42,13 +43,11 @@ std::unique_ptr<sdbus::IConnection> open_system_bus(const BusTarget& target) {
 
 namespace {
 
-constexpr const char* kDest = "org.freedesktop.machine1";
-constexpr const char* kPath = "/org/freedesktop/machine1";
 
 class ManagerProxy final : public sdbus::ProxyInterfaces<org::freedesktop::machine1::Manager_proxy,
                                                          io::machkit::Manager1_proxy> {
 public:
-    explicit ManagerProxy(sdbus::IConnection& c) : ProxyInterfaces(c, kDest, kPath) { registerProxy(); }
+    explicit ManagerProxy(sdbus::IConnection& c) : ProxyInterfaces(c, kBusName, kManagerPath) { registerProxy(); }
     ~ManagerProxy() { unregisterProxy(); }
 
     // Names that MachineNew or MachineReady mentioned since the last take_news() (wait_ready).
@@ -133,9 +132,9 @@ std::string MachineClient::machine_path(const std::string& name) {
 
 std::vector<Property> MachineClient::properties(const std::string& path, const std::string& iface) {
     return guarded([&] {
-        auto proxy = sdbus::createProxy(*impl_->conn, kDest, path);
+        auto proxy = sdbus::createProxy(*impl_->conn, kBusName, path);
         std::map<std::string, sdbus::Variant> all;
-        proxy->callMethod("GetAll").onInterface("org.freedesktop.DBus.Properties").withArguments(iface).storeResultsTo(all);
+        proxy->callMethod("GetAll").onInterface(kPropertiesInterface).withArguments(iface).storeResultsTo(all);
         std::vector<Property> out;
         for (const auto& n : kPropertyOrder)
             if (auto it = all.find(n); it != all.end()) {
@@ -224,6 +223,17 @@ std::pair<uint32_t, std::string> MachineClient::start_machine(const std::string&
     });
 }
 
+void MachineClient::checkpoint_machine(const std::string& name, const std::string& directory, uint64_t flags) {
+    guarded([&] { impl_->manager->CheckpointMachine(name, directory, flags); });
+}
+
+std::pair<uint32_t, std::string> MachineClient::restore_machine(const std::string& directory, const std::string& name) {
+    return guarded([&] {
+        auto [pid, log] = impl_->manager->RestoreMachine(directory, name, 0);
+        return std::pair<uint32_t, std::string>(pid, log);
+    });
+}
+
 void MachineClient::pause(const std::string& name) {
     guarded([&] { impl_->manager->PauseMachine(name); });
 }
@@ -248,7 +258,7 @@ MachineClient::ReadyWait MachineClient::wait_ready(const std::string& name, uint
         try {
             if (manager.GetMachineReady(name)) return ReadyWait::ready;
         } catch (const sdbus::Error& e) {
-            if (e.getName() != "org.freedesktop.machine1.NoSuchMachine") rethrow_as_client_error(e);
+            if (e.getName() != kNoSuchMachine) rethrow_as_client_error(e);
             registered = false;
         }
         // Sleep until a signal names the machine (it appeared, or became ready) or the deadline.
@@ -336,9 +346,9 @@ std::vector<std::pair<std::string, uint64_t>> MachineClient::clean_pool(const st
 
 bool MachineClient::systemd_present() {
     try {
-        auto proxy = sdbus::createProxy(*impl_->conn, "org.freedesktop.DBus", "/org/freedesktop/DBus");
+        auto proxy = sdbus::createProxy(*impl_->conn, kDBusBusName, kDBusPath);
         bool has = false;
-        proxy->callMethod("NameHasOwner").onInterface("org.freedesktop.DBus").withArguments(std::string("org.freedesktop.systemd1"))
+        proxy->callMethod("NameHasOwner").onInterface(kDBusInterface).withArguments(std::string(kSystemdBusName))
             .storeResultsTo(has);
         return has;
     } catch (const sdbus::Error&) {
@@ -348,9 +358,9 @@ bool MachineClient::systemd_present() {
 
 void MachineClient::start_unit(const std::string& unit) {
     guarded([&] {
-        auto proxy = sdbus::createProxy(*impl_->conn, "org.freedesktop.systemd1", "/org/freedesktop/systemd1");
+        auto proxy = sdbus::createProxy(*impl_->conn, kSystemdBusName, kSystemdPath);
         sdbus::ObjectPath job;
-        proxy->callMethod("StartUnit").onInterface("org.freedesktop.systemd1.Manager")
+        proxy->callMethod("StartUnit").onInterface(kSystemdManagerInterface)
             .withArguments(unit, std::string("replace")).storeResultsTo(job);
     });
 }
@@ -358,14 +368,14 @@ void MachineClient::start_unit(const std::string& unit) {
 std::vector<MachineClient::UnitFileChange> MachineClient::enable_unit_files(const std::vector<std::string>& units,
                                                                            bool enable) {
     return guarded([&] {
-        auto proxy = sdbus::createProxy(*impl_->conn, "org.freedesktop.systemd1", "/org/freedesktop/systemd1");
+        auto proxy = sdbus::createProxy(*impl_->conn, kSystemdBusName, kSystemdPath);
         std::vector<sdbus::Struct<std::string, std::string, std::string>> changes;
         if (enable) {
             bool carries_install_info = false;
-            proxy->callMethod("EnableUnitFiles").onInterface("org.freedesktop.systemd1.Manager")
+            proxy->callMethod("EnableUnitFiles").onInterface(kSystemdManagerInterface)
                 .withArguments(units, false, false).storeResultsTo(carries_install_info, changes);
         } else {
-            proxy->callMethod("DisableUnitFiles").onInterface("org.freedesktop.systemd1.Manager")
+            proxy->callMethod("DisableUnitFiles").onInterface(kSystemdManagerInterface)
                 .withArguments(units, false).storeResultsTo(changes);
         }
         std::vector<UnitFileChange> out;
@@ -376,23 +386,23 @@ std::vector<MachineClient::UnitFileChange> MachineClient::enable_unit_files(cons
 
 void MachineClient::reload_systemd() {
     guarded([&] {
-        auto proxy = sdbus::createProxy(*impl_->conn, "org.freedesktop.systemd1", "/org/freedesktop/systemd1");
-        proxy->callMethod("Reload").onInterface("org.freedesktop.systemd1.Manager");
+        auto proxy = sdbus::createProxy(*impl_->conn, kSystemdBusName, kSystemdPath);
+        proxy->callMethod("Reload").onInterface(kSystemdManagerInterface);
     });
 }
 
 std::string MachineClient::unit_active_state(const std::string& unit) {
     try {
-        auto manager = sdbus::createProxy(*impl_->conn, "org.freedesktop.systemd1", "/org/freedesktop/systemd1");
+        auto manager = sdbus::createProxy(*impl_->conn, kSystemdBusName, kSystemdPath);
         sdbus::ObjectPath path;
-        manager->callMethod("GetUnit").onInterface("org.freedesktop.systemd1.Manager").withArguments(unit).storeResultsTo(path);
-        auto u = sdbus::createProxy(*impl_->conn, "org.freedesktop.systemd1", path);
+        manager->callMethod("GetUnit").onInterface(kSystemdManagerInterface).withArguments(unit).storeResultsTo(path);
+        auto u = sdbus::createProxy(*impl_->conn, kSystemdBusName, path);
         sdbus::Variant v;
-        u->callMethod("Get").onInterface("org.freedesktop.DBus.Properties")
+        u->callMethod("Get").onInterface(kPropertiesInterface)
             .withArguments(std::string("org.freedesktop.systemd1.Unit"), std::string("ActiveState")).storeResultsTo(v);
         return v.get<std::string>();
     } catch (const sdbus::Error& e) {
-        if (e.getName() == "org.freedesktop.systemd1.NoSuchUnit") return "";
+        if (e.getName() == kSystemdNoSuchUnit) return "";
         rethrow_as_client_error(e);
     }
 }

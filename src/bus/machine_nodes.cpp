@@ -323,11 +323,11 @@ sd_bus* underlying_bus(sdbus::IObject& object) {
 
 MachineNodes::MachineNodes(sd_bus* bus, core::MachineService& service, CopyOperations& copies, GuestUnitStarts& logins)
     : service_(service), copies_(copies), logins_(logins) {
-    int r = sd_bus_add_fallback_vtable(bus, &vtable_slot_, kMachinePathPrefix, "org.freedesktop.machine1.Machine",
+    int r = sd_bus_add_fallback_vtable(bus, &vtable_slot_, kMachinePathPrefix, kMachineInterface,
                                        kMachineVtable, find, this);
     if (r >= 0) r = sd_bus_add_node_enumerator(bus, &enumerator_slot_, kMachinePathPrefix, enumerate, this);
     if (r >= 0)
-        r = sd_bus_add_object_vtable(bus, &manager_slot_, kManagerPath, "org.freedesktop.machine1.Manager", kManagerVtable,
+        r = sd_bus_add_object_vtable(bus, &manager_slot_, kManagerPath, kManagerInterface, kManagerVtable,
                                      this);
     if (r < 0) {
         sd_bus_slot_unref(enumerator_slot_);

@@ -4,6 +4,7 @@
 
 #include "bus/credentials.hpp"
 #include "bus/errors.hpp"
+#include "bus/names.hpp"
 #include "bus/polkit.hpp"
 #include "bus/scope_properties.hpp"
 #include "core/base/names.hpp"
@@ -34,7 +35,7 @@ void ManagerObject::machine_added(Machine& m) {
 
 void ManagerObject::machine_removed(const Machine& m) {
     if (auto it = pending_.find(m.name); it != pending_.end()) {
-        it->second.returnError(bus_error("org.freedesktop.systemd1.JobFailed",
+        it->second.returnError(bus_error(kSystemdJobFailed,
                                          "Machine " + m.name + " went away before its scope started"));
         pending_.erase(it);
     }
@@ -47,7 +48,7 @@ void ManagerObject::machine_start_finished(Machine& m, const std::string& error)
     if (error.empty())
         it->second.returnResults(machine_object_path(m.name));
     else
-        it->second.returnError(bus_error("org.freedesktop.systemd1.JobFailed", error));
+        it->second.returnError(bus_error(kSystemdJobFailed, error));
     pending_.erase(it);
 }
 

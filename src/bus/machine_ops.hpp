@@ -15,14 +15,11 @@
 #include "bus/credentials.hpp"
 #include "bus/event_loop.hpp"
 #include "bus/guest_bus.hpp"
+#include "bus/names.hpp"
 #include "core/machine/copy.hpp"
 #include "core/machine/service.hpp"
 
 namespace mk::bus {
-
-inline constexpr const char* kBusName = "org.freedesktop.machine1";
-inline constexpr const char* kManagerPath = "/org/freedesktop/machine1";
-inline constexpr const char* kMachinePathPrefix = "/org/freedesktop/machine1/machine";
 
 std::string machine_object_path(std::string_view name);
 

@@ -8,17 +8,12 @@
 #include "bus/credentials.hpp"
 #include "bus/errors.hpp"
 #include "bus/machine_ops.hpp"
+#include "bus/names.hpp"
 
 namespace mk::bus {
 
 namespace {
 
-constexpr const char* kManager = "org.freedesktop.machine1.Manager";
-constexpr const char* kMachine = "org.freedesktop.machine1.Machine";
-constexpr const char* kImage = "org.freedesktop.machine1.Image";
-constexpr const char* kImportManager = "org.freedesktop.import1.Manager";
-constexpr const char* kTransfer = "org.freedesktop.import1.Transfer";
-constexpr const char* kImagePathPrefix = "/org/freedesktop/machine1/image";
 constexpr const char* kInteractiveRequired = "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired";
 
 using Details = std::vector<std::pair<std::string, std::string>>;
@@ -37,7 +32,7 @@ struct Named {
 };
 
 std::optional<Named> named(const PolkitCall& call, const char* object_iface, const Target& t) {
-    if (call.interface == kManager && call.member == t.manager_member) {
+    if (call.interface == kManagerInterface && call.member == t.manager_member) {
         Named n;
         if (!call.args.empty()) n.name = call.args[0];
         n.rest.assign(call.args.begin() + (call.args.empty() ? 0 : 1), call.args.end());
@@ -56,61 +51,61 @@ std::optional<PolkitRequest> machine_request(const PolkitCall& call) {
         return r;
     };
     const bool host = [&] {
-        auto n = named(call, kMachine, {call.member.c_str(), call.member.c_str()});
+        auto n = named(call, kMachineInterface, {call.member.c_str(), call.member.c_str()});
         return n && n->name == ".host";
     }();
-    if (auto n = named(call, kMachine, {"UnregisterMachine", "Unregister"})) return manage(*n, "unregister");
-    if (auto n = named(call, kMachine, {"TerminateMachine", "Terminate"})) return manage(*n, "terminate");
-    if (auto n = named(call, kMachine, {"KillMachine", "Kill"})) return manage(*n, "kill");
-    if (auto n = named(call, kMachine, {"OpenMachinePTY", "OpenPTY"}))
+    if (auto n = named(call, kMachineInterface, {"UnregisterMachine", "Unregister"})) return manage(*n, "unregister");
+    if (auto n = named(call, kMachineInterface, {"TerminateMachine", "Terminate"})) return manage(*n, "terminate");
+    if (auto n = named(call, kMachineInterface, {"KillMachine", "Kill"})) return manage(*n, "kill");
+    if (auto n = named(call, kMachineInterface, {"OpenMachinePTY", "OpenPTY"}))
         return PolkitRequest{host ? kPolkitHostOpenPty : kPolkitOpenPty, {{"machine", n->name}}};
-    if (auto n = named(call, kMachine, {"OpenMachineLogin", "OpenLogin"}))
+    if (auto n = named(call, kMachineInterface, {"OpenMachineLogin", "OpenLogin"}))
         return PolkitRequest{host ? kPolkitHostLogin : kPolkitLogin, {{"machine", n->name}, {"verb", "login"}}};
-    if (auto n = named(call, kMachine, {"OpenMachineShell", "OpenShell"})) {
+    if (auto n = named(call, kMachineInterface, {"OpenMachineShell", "OpenShell"})) {
         // The defaults machined applies before asking: root, /bin/sh.
         std::string user = arg(n->rest, 0).empty() ? "root" : arg(n->rest, 0);
         std::string program = arg(n->rest, 1).empty() ? "/bin/sh" : arg(n->rest, 1);
         return PolkitRequest{host ? kPolkitHostShell : kPolkitShell,
                              {{"machine", n->name}, {"user", user}, {"program", program}, {"verb", "shell"}}};
     }
-    if (auto n = named(call, kMachine, {"BindMountMachine", "BindMount"}))
+    if (auto n = named(call, kMachineInterface, {"BindMountMachine", "BindMount"}))
         return manage(*n, "bind", {{"src", arg(n->rest, 0)}, {"dest", arg(n->rest, 1)}});
     for (auto t : {Target{"CopyFromMachine", "CopyFrom"}, Target{"CopyToMachine", "CopyTo"},
                    Target{"CopyFromMachineWithFlags", "CopyFromWithFlags"},
                    Target{"CopyToMachineWithFlags", "CopyToWithFlags"}})
-        if (auto n = named(call, kMachine, t)) {
+        if (auto n = named(call, kMachineInterface, t)) {
             // An empty destination means "the same path" (machined resolves it before asking).
             std::string src = arg(n->rest, 0), dest = arg(n->rest, 1);
             return manage(*n, "copy", {{"src", src}, {"dest", dest.empty() ? src : dest}});
         }
-    if (auto n = named(call, kMachine, {"OpenMachineRootDirectory", "OpenRootDirectory"}))
+    if (auto n = named(call, kMachineInterface, {"OpenMachineRootDirectory", "OpenRootDirectory"}))
         return manage(*n, "open_root_directory");
     return std::nullopt;
 }
 
 std::optional<PolkitRequest> image_request(const PolkitCall& call) {
     auto manage = [](Details d) { return PolkitRequest{kPolkitManageImages, std::move(d)}; };
-    if (auto n = named(call, kImage, {"RemoveImage", "Remove"})) return manage({{"image", n->name}, {"verb", "remove"}});
-    if (auto n = named(call, kImage, {"RenameImage", "Rename"}))
+    if (auto n = named(call, kImageInterface, {"RemoveImage", "Remove"})) return manage({{"image", n->name}, {"verb", "remove"}});
+    if (auto n = named(call, kImageInterface, {"RenameImage", "Rename"}))
         return manage({{"image", n->name}, {"verb", "rename"}, {"new_name", arg(n->rest, 0)}});
-    if (auto n = named(call, kImage, {"CloneImage", "Clone"}))
+    if (auto n = named(call, kImageInterface, {"CloneImage", "Clone"}))
         return manage({{"image", n->name}, {"verb", "clone"}, {"new_name", arg(n->rest, 0)}});
-    if (auto n = named(call, kImage, {"MarkImageReadOnly", "MarkReadOnly"}))
+    if (auto n = named(call, kImageInterface, {"MarkImageReadOnly", "MarkReadOnly"}))
         return manage({{"image", n->name}, {"verb", "mark_read_only"}, {"read_only", call.flag ? "1" : "0"}});
     // machined 252 names the image "machine" here.
-    if (auto n = named(call, kImage, {"SetImageLimit", "SetLimit"}))
+    if (auto n = named(call, kImageInterface, {"SetImageLimit", "SetLimit"}))
         return manage({{"machine", n->name}, {"verb", "set_limit"}});
-    if (call.interface == kManager && call.member == "SetPoolLimit")
+    if (call.interface == kManagerInterface && call.member == "SetPoolLimit")
         return PolkitRequest{kPolkitManageMachines, {{"verb", "set_pool_limit"}}};
-    if (call.interface == kManager && call.member == "CleanPool")
+    if (call.interface == kManagerInterface && call.member == "CleanPool")
         return PolkitRequest{kPolkitManageMachines, {{"verb", "clean_pool"}, {"mode", arg(call.args, 0)}}};
     return std::nullopt;
 }
 
 // importd 252 sends no details; cancelling a transfer is "pull", whatever its type.
 std::optional<PolkitRequest> import_request(const PolkitCall& call) {
-    if (call.interface == kTransfer) return call.member == "Cancel" ? std::optional(PolkitRequest{kPolkitPull, {}}) : std::nullopt;
-    if (call.interface != kImportManager) return std::nullopt;
+    if (call.interface == kImportTransferInterface) return call.member == "Cancel" ? std::optional(PolkitRequest{kPolkitPull, {}}) : std::nullopt;
+    if (call.interface != kImportManagerInterface) return std::nullopt;
     const std::string& m = call.member;
     if (m == "ImportTar" || m == "ImportRaw" || m == "ImportFileSystem") return PolkitRequest{kPolkitImport, {}};
     if (m == "ExportTar" || m == "ExportRaw") return PolkitRequest{kPolkitExport, {}};
@@ -230,17 +225,17 @@ int PolkitGate::filter(sd_bus_message* m) {
     PolkitCall call{iface, member, {}, {}, false};
     // Most calls are not gated (reads, properties): decide that before reading anything.
     if (!polkit_request_for(call)) return 0;
-    if (call.interface == kMachine) {
+    if (call.interface == kMachineInterface) {
         std::string label = decoded_label(path, kMachinePathPrefix);
         call.object = label.empty() ? label : lookup_(m, label);
         if (call.object.empty()) return 0;  // no such object: the bus answers UnknownObject
-    } else if (call.interface == kImage) {
+    } else if (call.interface == kImageInterface) {
         call.object = decoded_label(path, kImagePathPrefix);
     }
     read_leading_args(m, call);
     auto request = polkit_request_for(call);
     if (!request) return 0;
-    if (call.interface == kManager) {
+    if (call.interface == kManagerInterface) {
         // A machine that does not exist: its handler answers NoSuchMachine, as machined does
         // before asking polkit.
         for (const auto& [key, value] : request->details)

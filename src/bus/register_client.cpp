@@ -5,21 +5,20 @@
 #include <cctype>
 
 #include "Manager-proxy.h"
+#include "bus/names.hpp"
 
 namespace mk::bus {
 namespace {
 
-constexpr const char* kDest = "org.freedesktop.machine1";
-constexpr const char* kPath = "/org/freedesktop/machine1";
 
 class ManagerProxy final : public sdbus::ProxyInterfaces<org::freedesktop::machine1::Manager_proxy> {
 public:
-    explicit ManagerProxy(sdbus::IConnection& c) : ProxyInterfaces(c, kDest, kPath) { registerProxy(); }
+    explicit ManagerProxy(sdbus::IConnection& c) : ProxyInterfaces(c, kBusName, kManagerPath) { registerProxy(); }
     ~ManagerProxy() { unregisterProxy(); }
 
     // io.machkit.Manager1 (machd only), without the rest of that interface's proxy.
     void set_machine_ready(const std::string& name) {
-        getProxy().callMethod("SetMachineReady").onInterface("io.machkit.Manager1").withArguments(name);
+        getProxy().callMethod("SetMachineReady").onInterface(kExtensionInterface).withArguments(name);
     }
 
 private:
@@ -40,7 +39,7 @@ auto call(F&& f) {
         return f(proxy);
     } catch (const sdbus::Error& e) {
         const auto& n = e.getName();
-        if (n == "org.freedesktop.DBus.Error.ServiceUnknown" || n == "org.freedesktop.DBus.Error.NameHasNoOwner")
+        if (n == kServiceUnknown || n == kNameHasNoOwner)
             throw RegisterError(RegisterError::Kind::no_daemon, n,
                                 "No machine manager on the system bus (is machd running?): " + e.getMessage());
         throw RegisterError(RegisterError::Kind::refused, n, e.getMessage());
@@ -145,7 +144,7 @@ void unregister_machine(const std::string& name) {
     try {
         call([&](ManagerProxy& p) { p.UnregisterMachine(name); });
     } catch (const RegisterError& e) {
-        if (e.dbus_name != "org.freedesktop.machine1.NoSuchMachine") throw;
+        if (e.dbus_name != kNoSuchMachine) throw;
     }
 }
 
@@ -156,9 +155,9 @@ void report_machine_ready(const std::string& name) {
         });
     } catch (const RegisterError& e) {
         // systemd-machined: nobody there to tell, as when there is no manager at all.
-        if (e.dbus_name == "org.freedesktop.DBus.Error.UnknownMethod" ||
-            e.dbus_name == "org.freedesktop.DBus.Error.UnknownInterface" ||
-            e.dbus_name == "org.freedesktop.DBus.Error.UnknownObject")
+        if (e.dbus_name == kUnknownMethod ||
+            e.dbus_name == kUnknownInterface ||
+            e.dbus_name == kUnknownObject)
             throw RegisterError(RegisterError::Kind::no_daemon, e.dbus_name, e.what());
         throw;
     }

@@ -1,31 +1,29 @@
 #include "bus/systemd_scope.hpp"
 
 #include "bus/errors.hpp"
+#include "bus/names.hpp"
 #include "bus/scope_properties.hpp"
 #include "core/base/error.hpp"
 
 namespace mk::bus {
 namespace {
 
-constexpr const char* kSystemd = "org.freedesktop.systemd1";
-constexpr const char* kSystemdPath = "/org/freedesktop/systemd1";
-constexpr const char* kSystemdManager = "org.freedesktop.systemd1.Manager";
 
 }  // namespace
 
 SystemdScopeBackend::SystemdScopeBackend(sdbus::IConnection& connection, std::string cgroup_root, JobDone on_job_done)
-    : proxy_(sdbus::createProxy(connection, kSystemd, kSystemdPath)),
+    : proxy_(sdbus::createProxy(connection, kSystemdBusName, kSystemdPath)),
       reader_(std::move(cgroup_root)),
       on_job_done_(std::move(on_job_done)) {
     proxy_->uponSignal("JobRemoved")
-        .onInterface(kSystemdManager)
+        .onInterface(kSystemdManagerInterface)
         .call([this](uint32_t, const sdbus::ObjectPath& job, const std::string& unit, const std::string& result) {
             on_job_done_(unit, job, result);
         });
     proxy_->finishRegistration();
     // PID 1 only sends job signals while someone is subscribed.
     try {
-        proxy_->callMethod("Subscribe").onInterface(kSystemdManager);
+        proxy_->callMethod("Subscribe").onInterface(kSystemdManagerInterface);
     } catch (const sdbus::Error&) {
         // Already subscribed, or an old systemd: JobRemoved still reaches us via the match.
     }
@@ -33,9 +31,9 @@ SystemdScopeBackend::SystemdScopeBackend(sdbus::IConnection& connection, std::st
 
 bool SystemdScopeBackend::systemd_on_bus(sdbus::IConnection& connection) {
     try {
-        auto dbus = sdbus::createProxy(connection, "org.freedesktop.DBus", "/org/freedesktop/DBus");
+        auto dbus = sdbus::createProxy(connection, kDBusBusName, kDBusPath);
         bool has = false;
-        dbus->callMethod("NameHasOwner").onInterface("org.freedesktop.DBus").withArguments(std::string(kSystemd)).storeResultsTo(has);
+        dbus->callMethod("NameHasOwner").onInterface(kDBusInterface).withArguments(std::string(kSystemdBusName)).storeResultsTo(has);
         return has;
     } catch (const sdbus::Error&) {
         return false;
@@ -64,7 +62,7 @@ std::string SystemdScopeBackend::start_transient(const std::string& unit, const 
     std::vector<sdbus::Struct<std::string, std::vector<sdbus::Struct<std::string, sdbus::Variant>>>> aux;
     sdbus::ObjectPath job;
     proxy_->callMethod("StartTransientUnit")
-        .onInterface(kSystemdManager)
+        .onInterface(kSystemdManagerInterface)
         .withArguments(unit, std::string("fail"), properties, aux)
         .storeResultsTo(job);
     return job;
@@ -72,7 +70,7 @@ std::string SystemdScopeBackend::start_transient(const std::string& unit, const 
 
 std::string SystemdScopeBackend::start_unit(const std::string& unit) {
     sdbus::ObjectPath job;
-    proxy_->callMethod("StartUnit").onInterface(kSystemdManager).withArguments(unit, std::string("replace")).storeResultsTo(job);
+    proxy_->callMethod("StartUnit").onInterface(kSystemdManagerInterface).withArguments(unit, std::string("replace")).storeResultsTo(job);
     return job;
 }
 
@@ -93,7 +91,7 @@ void SystemdScopeBackend::start_service(const std::string& unit, const std::vect
 
 void SystemdScopeBackend::stop_unit(const std::string& unit) {
     try {
-        proxy_->callMethod("StopUnit").onInterface(kSystemdManager).withArguments(unit, std::string("replace"));
+        proxy_->callMethod("StopUnit").onInterface(kSystemdManagerInterface).withArguments(unit, std::string("replace"));
     } catch (const sdbus::Error&) {
         // NoSuchUnit: it ended and was collected meanwhile.
     }
@@ -103,7 +101,7 @@ void SystemdScopeBackend::remove_scope(const std::string& cgroup_path) {
     std::string unit = cgroup_path.substr(cgroup_path.rfind('/') + 1);
     for (const char* method : {"StopUnit", "UnrefUnit"}) {
         try {
-            auto call = proxy_->createMethodCall(kSystemdManager, method);
+            auto call = proxy_->createMethodCall(kSystemdManagerInterface, method);
             call << unit;
             if (std::string_view(method) == "StopUnit") call << std::string("fail");
             proxy_->callMethod(call);

@@ -13,47 +13,53 @@ namespace {
 using core::UsageError;
 
 constexpr VerbSpec kVerbs[] = {
-    {"list", "", 0, 0, "List running VMs and containers", Complete::none, "Machine"},
-    {"status", "NAME...", 1, -1, "Show VM/container details", Complete::machines, "Machine"},
-    {"show", "[NAME...]", 0, -1, "Show properties of one or more VMs/containers", Complete::machines, "Machine"},
-    {"start", "NAME...", 1, -1, "Start container as a service", Complete::images, "Machine"},
-    {"login", "[NAME]", 0, 1, "Get a login prompt in a container or on the local host", Complete::machines, "Machine"},
-    {"shell", "[[USER@]NAME [COMMAND...]]", 0, -1,
+    {Verb::list, "list", "", 0, 0, "List running VMs and containers", Complete::none, "Machine", true},
+    {Verb::status, "status", "NAME...", 1, -1, "Show VM/container details", Complete::machines, "Machine", true},
+    {Verb::show, "show", "[NAME...]", 0, -1, "Show properties of one or more VMs/containers", Complete::machines, "Machine", true},
+    {Verb::start, "start", "NAME...", 1, -1, "Start container as a service", Complete::images, "Machine"},
+    {Verb::login, "login", "[NAME]", 0, 1, "Get a login prompt in a container or on the local host", Complete::machines, "Machine"},
+    {Verb::shell, "shell", "[[USER@]NAME [COMMAND...]]", 0, -1,
      "Invoke a shell (or other command) in a container; exits with the command's status", Complete::machines, "Machine"},
-    {"enable", "NAME...", 1, -1, "Enable automatic container start at boot", Complete::images, "Machine"},
-    {"disable", "NAME...", 1, -1, "Disable automatic container start at boot", Complete::images, "Machine"},
-    {"poweroff", "NAME...", 1, -1, "Power off one or more containers (then kill after --timeout)", Complete::machines, "Machine"},
-    {"stop", "NAME...", 1, -1, "Same as poweroff", Complete::machines, "Machine"},
-    {"reboot", "NAME...", 1, -1, "Reboot one or more containers", Complete::machines, "Machine"},
-    {"restart", "NAME...", 1, -1, "Same as reboot", Complete::machines, "Machine"},
-    {"terminate", "NAME...", 1, -1, "Terminate one or more VMs/containers", Complete::machines, "Machine"},
-    {"kill", "NAME...", 1, -1, "Send signal to processes of a VM/container", Complete::machines, "Machine"},
-    {"pause", "NAME...", 1, -1, "Freeze all processes of one or more containers", Complete::machines, "Machine"},
-    {"resume", "NAME...", 1, -1, "Thaw paused containers", Complete::machines, "Machine"},
-    {"wait", "NAME...", 1, -1, "Wait until the machines report ready (--timeout)", Complete::images, "Machine"},
-    {"bind", "NAME PATH [PATH]", 2, 3, "Bind mount a path from the host into a container", Complete::machine_then_files,
+    {Verb::enable, "enable", "NAME...", 1, -1, "Enable automatic container start at boot", Complete::images, "Machine"},
+    {Verb::disable, "disable", "NAME...", 1, -1, "Disable automatic container start at boot", Complete::images, "Machine"},
+    {Verb::poweroff, "poweroff", "NAME...", 1, -1, "Power off one or more containers (then kill after --timeout)", Complete::machines, "Machine"},
+    {Verb::stop, "stop", "NAME...", 1, -1, "Same as poweroff", Complete::machines, "Machine"},
+    {Verb::reboot, "reboot", "NAME...", 1, -1, "Reboot one or more containers", Complete::machines, "Machine"},
+    {Verb::restart, "restart", "NAME...", 1, -1, "Same as reboot", Complete::machines, "Machine"},
+    {Verb::terminate, "terminate", "NAME...", 1, -1, "Terminate one or more VMs/containers", Complete::machines, "Machine"},
+    {Verb::kill, "kill", "NAME...", 1, -1, "Send signal to processes of a VM/container", Complete::machines, "Machine"},
+    {Verb::pause, "pause", "NAME...", 1, -1, "Freeze all processes of one or more containers", Complete::machines, "Machine"},
+    {Verb::resume, "resume", "NAME...", 1, -1, "Thaw paused containers", Complete::machines, "Machine"},
+    {Verb::wait, "wait", "NAME...", 1, -1, "Wait until the machines report ready (--timeout)", Complete::images, "Machine"},
+    {Verb::bind, "bind", "NAME PATH [PATH]", 2, 3, "Bind mount a path from the host into a container", Complete::machine_then_files,
      "Machine"},
-    {"copy-to", "NAME PATH [PATH]", 2, 3, "Copy files from the host to a container", Complete::machine_then_files, "Machine"},
-    {"copy-from", "NAME PATH [PATH]", 2, 3, "Copy files from a container to the host", Complete::machine_then_files,
+    {Verb::copy_to, "copy-to", "NAME PATH [PATH]", 2, 3, "Copy files from the host to a container", Complete::machine_then_files, "Machine"},
+    {Verb::copy_from, "copy-from", "NAME PATH [PATH]", 2, 3, "Copy files from a container to the host", Complete::machine_then_files,
      "Machine"},
-    {"list-images", "", 0, 0, "Show available container and VM images", Complete::none, "Image"},
-    {"image-status", "[NAME...]", 0, -1, "Show image details", Complete::images, "Image"},
-    {"show-image", "[NAME...]", 0, -1, "Show properties of image", Complete::images, "Image"},
-    {"clone", "NAME NAME", 2, 2, "Clone an image", Complete::images, "Image"},
-    {"rename", "NAME NAME", 2, 2, "Rename an image", Complete::images, "Image"},
-    {"read-only", "NAME [BOOL]", 1, 2, "Mark or unmark image read-only", Complete::images, "Image"},
-    {"remove", "NAME...", 1, -1, "Remove an image", Complete::images, "Image"},
-    {"set-limit", "[NAME] BYTES", 1, 2, "Set image or pool size limit (disk quota)", Complete::images, "Image"},
-    {"clean", "", 0, 0, "Remove hidden (or all) images", Complete::none, "Image"},
-    {"pull-tar", "URL [NAME]", 1, 2, "Download a TAR container image", Complete::none, "Image Transfer"},
-    {"pull-raw", "URL [NAME]", 1, 2, "Download a RAW container or VM image", Complete::none, "Image Transfer"},
-    {"import-tar", "FILE [NAME]", 1, 2, "Import a local TAR container image", Complete::files, "Image Transfer"},
-    {"import-raw", "FILE [NAME]", 1, 2, "Import a local RAW container or VM image", Complete::files, "Image Transfer"},
-    {"import-fs", "DIRECTORY [NAME]", 1, 2, "Import a local directory container image", Complete::files, "Image Transfer"},
-    {"export-tar", "NAME [FILE]", 1, 2, "Export a TAR container image locally", Complete::images, "Image Transfer"},
-    {"export-raw", "NAME [FILE]", 1, 2, "Export a RAW container or VM image locally", Complete::images, "Image Transfer"},
-    {"list-transfers", "", 0, 0, "Show list of downloads in progress", Complete::none, "Image Transfer"},
-    {"cancel-transfer", "ID...", 1, -1, "Cancel a download", Complete::none, "Image Transfer"},
+    {Verb::checkpoint, "checkpoint", "NAME DIRECTORY", 2, 2, "Save a running container's processes to a directory (criu)",
+     Complete::machine_then_files, "Machine"},
+    {Verb::restore, "restore", "DIRECTORY [NAME]", 1, 2, "Restore a container from a checkpoint directory", Complete::files, "Machine"},
+    {Verb::list_images, "list-images", "", 0, 0, "Show available container and VM images", Complete::none, "Image", true},
+    {Verb::image_status, "image-status", "[NAME...]", 0, -1, "Show image details", Complete::images, "Image", true},
+    {Verb::show_image, "show-image", "[NAME...]", 0, -1, "Show properties of image", Complete::images, "Image", true},
+    {Verb::clone, "clone", "NAME NAME", 2, 2, "Clone an image", Complete::images, "Image"},
+    {Verb::rename, "rename", "NAME NAME", 2, 2, "Rename an image", Complete::images, "Image"},
+    {Verb::read_only, "read-only", "NAME [BOOL]", 1, 2, "Mark or unmark image read-only", Complete::images, "Image"},
+    {Verb::remove, "remove", "NAME...", 1, -1, "Remove an image", Complete::images, "Image"},
+    {Verb::set_limit, "set-limit", "[NAME] BYTES", 1, 2, "Set image or pool size limit (disk quota)", Complete::images, "Image"},
+    {Verb::clean, "clean", "", 0, 0, "Remove hidden (or all) images", Complete::none, "Image"},
+    {Verb::pull_tar, "pull-tar", "URL [NAME]", 1, 2, "Download a TAR container image", Complete::none, "Image Transfer"},
+    {Verb::pull_raw, "pull-raw", "URL [NAME]", 1, 2, "Download a RAW container or VM image", Complete::none, "Image Transfer"},
+    {Verb::import_tar, "import-tar", "FILE [NAME]", 1, 2, "Import a local TAR container image", Complete::files, "Image Transfer"},
+    {Verb::import_raw, "import-raw", "FILE [NAME]", 1, 2, "Import a local RAW container or VM image", Complete::files, "Image Transfer"},
+    {Verb::import_fs, "import-fs", "DIRECTORY [NAME]", 1, 2, "Import a local directory container image", Complete::files, "Image Transfer"},
+    {Verb::export_tar, "export-tar", "NAME [FILE]", 1, 2, "Export a TAR container image locally", Complete::images, "Image Transfer"},
+    {Verb::export_raw, "export-raw", "NAME [FILE]", 1, 2, "Export a RAW container or VM image locally", Complete::images, "Image Transfer"},
+    {Verb::pull_oci, "pull-oci", "REF [NAME]", 1, 2, "Download an OCI image from a registry", Complete::none, "Image Transfer"},
+    {Verb::import_oci, "import-oci", "DIR|ARCHIVE [NAME]", 1, 2, "Import a local OCI image layout or oci-archive", Complete::files,
+     "Image Transfer"},
+    {Verb::list_transfers, "list-transfers", "", 0, 0, "Show list of downloads in progress", Complete::none, "Image Transfer", true},
+    {Verb::cancel_transfer, "cancel-transfer", "ID...", 1, -1, "Cancel a download", Complete::none, "Image Transfer"},
 };
 
 constexpr OptionSpec kOptions[] = {
@@ -77,14 +83,36 @@ constexpr OptionSpec kOptions[] = {
     {"mkdir", 0, "", "Create directory before bind mounting, if missing", ""},
     {"force", 0, "", "Replace target file when copying, if necessary", ""},
     {"quiet", 'q', "", "Suppress output", ""},
+    {"flatten", 0, "", "pull-oci/import-oci: merge the layers into a plain directory", ""},
     {"now", 0, "", "With enable: also start; with disable: also power off", ""},
     {"timeout", 0, "SECONDS", "How long start, poweroff and stop wait (default 30s); wait: no bound unless set", ""},
+    {"leave-running", 0, "", "With checkpoint: keep the container running", ""},
+    {"tcp-established", 0, "", "With checkpoint: keep established TCP connections", ""},
+    {"pre-dump", 0, "", "With checkpoint: an iterative pre-dump (needs CONFIG_MEM_SOFT_DIRTY)", ""},
     {"max-addresses", 0, "INTEGER", "Number of addresses to show per machine in list, or 'all'", ""},
     {"lines", 'n', "INTEGER", "Number of journal entries to show with status (default 10)", ""},
     {"verify", 0, "MODE", "Verification mode for downloaded images (no, checksum, signature)", "no checksum signature"},
     {"format", 0, "FORMAT", "Compress exported image (uncompressed, xz, gzip, bzip2, zstd)",
      "uncompressed xz gzip bzip2 zstd"},
 };
+
+// An option whose row lists its values accepts those only; the row also feeds --help and completion.
+bool is_listed_value(const OptionSpec& spec, std::string_view arg) {
+    std::string_view v = spec.values;
+    while (!v.empty()) {
+        size_t sp = v.find(' ');
+        if (v.substr(0, sp) == arg) return true;
+        if (sp == std::string_view::npos) break;
+        v.remove_prefix(sp + 1);
+    }
+    return false;
+}
+
+std::string listed_values(const OptionSpec& spec) {
+    std::string out(spec.values);
+    for (size_t i = out.find(' '); i != std::string::npos; i = out.find(' ', i + 2)) out.replace(i, 1, ", ");
+    return out;
+}
 
 const OptionSpec* find_long(std::string_view n) {
     for (const auto& o : kOptions)
@@ -155,11 +183,12 @@ void apply(Options& o, const OptionSpec& spec, const std::string& arg) {
         o.max_addresses = -1;  // as machinectl: -l implies --max-addresses=all
     }
     else if (n == "output") {
-        if (arg == "short" || arg == "cat") o.output = Output::short_;
-        else if (arg == "json") o.output = Output::json;
+        if (arg != "cat" && !is_listed_value(spec, arg))  // "cat": machinectl's alias of short
+            throw UsageError("Unknown output format '" + arg + "' (" + listed_values(spec) + ")");
+        if (arg == "json") o.output = Output::json;
         else if (arg == "json-pretty") o.output = Output::json_pretty;
         else if (arg == "json-seq") o.output = Output::json_seq;
-        else throw UsageError("Unknown output format '" + arg + "' (short, json, json-pretty, json-seq)");
+        else o.output = Output::short_;
     } else if (n == "signal") {
         try {
             o.signal = core::parse_signal(arg);
@@ -167,9 +196,8 @@ void apply(Options& o, const OptionSpec& spec, const std::string& arg) {
             throw UsageError("Failed to parse signal string " + arg);
         }
     } else if (n == "kill-whom") {
-        if (arg == "leader") o.kill_whom = KillWhom::leader;
-        else if (arg == "all") o.kill_whom = KillWhom::all;
-        else throw UsageError("Invalid --kill-whom '" + arg + "' (leader, all)");
+        if (!is_listed_value(spec, arg)) throw UsageError("Invalid --kill-whom '" + arg + "' (" + listed_values(spec) + ")");
+        o.kill_whom = arg == "leader" ? KillWhom::leader : KillWhom::all;
     } else if (n == "uid") o.uid = arg;
     else if (n == "setenv") {
         auto eq = arg.find('=');
@@ -187,15 +215,18 @@ void apply(Options& o, const OptionSpec& spec, const std::string& arg) {
     else if (n == "mkdir") o.mkdir = true;
     else if (n == "force") o.force = true;
     else if (n == "quiet") o.quiet = true;
+    else if (n == "flatten") o.flatten = true;
     else if (n == "now") o.now = true;
+    else if (n == "leave-running") o.leave_running = true;
+    else if (n == "tcp-established") o.tcp_established = true;
+    else if (n == "pre-dump") o.pre_dump = true;
     else if (n == "timeout") o.timeout = parse_timeout(arg);
     else if (n == "verify") {
-        if (arg != "no" && arg != "checksum" && arg != "signature")
-            throw UsageError("Failed to parse --verify= setting: " + arg + " (no, checksum, signature)");
+        if (!is_listed_value(spec, arg))
+            throw UsageError("Failed to parse --verify= setting: " + arg + " (" + listed_values(spec) + ")");
         o.verify = arg;
     } else if (n == "format") {
-        if (arg != "uncompressed" && arg != "xz" && arg != "gzip" && arg != "bzip2" && arg != "zstd")
-            throw UsageError("Unknown format: " + arg + " (uncompressed, xz, gzip, bzip2, zstd)");
+        if (!is_listed_value(spec, arg)) throw UsageError("Unknown format: " + arg + " (" + listed_values(spec) + ")");
         o.format = arg;
     }
     else if (n == "lines") {

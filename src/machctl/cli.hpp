@@ -16,7 +16,18 @@ namespace mk::machctl {
 // What a verb's positional arguments complete to.
 enum class Complete { none, machines, images, files, signals, machine_then_files };
 
+enum class Verb {
+    list, status, show, start, login, shell,
+    enable, disable, poweroff, stop, reboot, restart,
+    terminate, kill, pause, resume, checkpoint, restore, wait, bind,
+    copy_to, copy_from, list_images, image_status, show_image, clone,
+    rename, read_only, remove, set_limit, clean, pull_tar,
+    pull_raw, import_tar, import_raw, import_fs, pull_oci, import_oci, export_tar, export_raw,
+    list_transfers, cancel_transfer
+};
+
 struct VerbSpec {
+    Verb id;  // what main.cpp dispatches on
     std::string_view name;
     std::string_view args;  // for --help: "NAME..."
     int min_args;
@@ -24,6 +35,7 @@ struct VerbSpec {
     std::string_view help;
     Complete complete;
     std::string_view group;  // "Machine", "Image"
+    bool paged = false;      // output goes through the pager, as machinectl's
 };
 
 struct OptionSpec {
@@ -31,7 +43,7 @@ struct OptionSpec {
     char short_name;         // 0 = none
     std::string_view arg;    // "" = flag, else the argument's name for --help
     std::string_view help;
-    std::string_view values; // completion words for the argument ("" = none)
+    std::string_view values; // the argument's valid values ("" = any): checked by parse(), completed
 };
 
 std::span<const VerbSpec> verbs();
@@ -43,7 +55,9 @@ enum class KillWhom { unset, leader, all };
 
 struct Options {
     bool all = false, value = false, full = false, no_pager = false, no_legend = false, quiet = false;
+    bool flatten = false;
     bool read_only = false, mkdir = false, force = false, help = false, version = false, now = false;
+    bool leave_running = false, tcp_established = false, pre_dump = false;  // checkpoint
     std::vector<std::string> properties;
     Output output = Output::short_;
     std::optional<int> signal;

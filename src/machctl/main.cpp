@@ -1,15 +1,12 @@
 // machctl: the command line for machines, machinectl 252's verbs, options and output against
 // machd (or systemd-machined) on the system bus. See docs/machctl.md and docs/man/machctl.1.
 #include <cstdio>
-#include <functional>
-#include <map>
 
 #include <unistd.h>
 
 #include <clocale>
 #include <cstdlib>
 #include <cstring>
-#include <set>
 
 #include "core/base/error.hpp"
 #include "machctl/pager.hpp"
@@ -18,50 +15,54 @@
 namespace mk::machctl {
 namespace {
 
-using Handler = std::function<int(Context&, const std::vector<std::string>&)>;
-
-const std::map<std::string, Handler>& handlers() {
-    static const std::map<std::string, Handler> h = {
-        {"list", verb_list},
-        {"status", verb_status},
-        {"show", verb_show},
-        {"start", verb_start},
-        {"login", verb_login},
-        {"shell", verb_shell},
-        {"enable", [](Context& c, const std::vector<std::string>& a) { return verb_enable(c, a, true); }},
-        {"disable", [](Context& c, const std::vector<std::string>& a) { return verb_enable(c, a, false); }},
-        {"poweroff", verb_poweroff},
-        {"stop", verb_poweroff},
-        {"reboot", verb_reboot},
-        {"restart", verb_reboot},
-        {"terminate", verb_terminate},
-        {"kill", verb_kill},
-        {"pause", verb_pause},
-        {"resume", verb_resume},
-        {"wait", verb_wait},
-        {"bind", verb_bind},
-        {"copy-to", [](Context& c, const std::vector<std::string>& a) { return verb_copy(c, a, true); }},
-        {"copy-from", [](Context& c, const std::vector<std::string>& a) { return verb_copy(c, a, false); }},
-        {"list-images", verb_list_images},
-        {"image-status", verb_image_status},
-        {"show-image", verb_show_image},
-        {"clone", verb_clone},
-        {"rename", verb_rename},
-        {"read-only", verb_read_only},
-        {"remove", verb_remove},
-        {"set-limit", verb_set_limit},
-        {"clean", verb_clean},
-        {"pull-tar", [](Context& c, const std::vector<std::string>& a) { return verb_pull(c, a, false); }},
-        {"pull-raw", [](Context& c, const std::vector<std::string>& a) { return verb_pull(c, a, true); }},
-        {"import-tar", [](Context& c, const std::vector<std::string>& a) { return verb_import(c, a, "tar"); }},
-        {"import-raw", [](Context& c, const std::vector<std::string>& a) { return verb_import(c, a, "raw"); }},
-        {"import-fs", [](Context& c, const std::vector<std::string>& a) { return verb_import(c, a, "fs"); }},
-        {"export-tar", [](Context& c, const std::vector<std::string>& a) { return verb_export(c, a, false); }},
-        {"export-raw", [](Context& c, const std::vector<std::string>& a) { return verb_export(c, a, true); }},
-        {"list-transfers", verb_list_transfers},
-        {"cancel-transfer", verb_cancel_transfer},
-    };
-    return h;
+// The verb's name, arguments and help live in cli.cpp's table; this only maps its id to the code.
+// A new Verb without a case here fails to build (-Wswitch, -Werror).
+int run_verb(Verb verb, Context& c, const std::vector<std::string>& a) {
+    switch (verb) {
+    case Verb::list: return verb_list(c, a);
+    case Verb::status: return verb_status(c, a);
+    case Verb::show: return verb_show(c, a);
+    case Verb::start: return verb_start(c, a);
+    case Verb::login: return verb_login(c, a);
+    case Verb::shell: return verb_shell(c, a);
+    case Verb::enable: return verb_enable(c, a, true);
+    case Verb::disable: return verb_enable(c, a, false);
+    case Verb::poweroff:
+    case Verb::stop: return verb_poweroff(c, a);
+    case Verb::reboot:
+    case Verb::restart: return verb_reboot(c, a);
+    case Verb::terminate: return verb_terminate(c, a);
+    case Verb::kill: return verb_kill(c, a);
+    case Verb::pause: return verb_pause(c, a);
+    case Verb::checkpoint: return verb_checkpoint(c, a);
+    case Verb::restore: return verb_restore(c, a);
+    case Verb::resume: return verb_resume(c, a);
+    case Verb::wait: return verb_wait(c, a);
+    case Verb::bind: return verb_bind(c, a);
+    case Verb::copy_to: return verb_copy(c, a, true);
+    case Verb::copy_from: return verb_copy(c, a, false);
+    case Verb::list_images: return verb_list_images(c, a);
+    case Verb::image_status: return verb_image_status(c, a);
+    case Verb::show_image: return verb_show_image(c, a);
+    case Verb::clone: return verb_clone(c, a);
+    case Verb::rename: return verb_rename(c, a);
+    case Verb::read_only: return verb_read_only(c, a);
+    case Verb::remove: return verb_remove(c, a);
+    case Verb::set_limit: return verb_set_limit(c, a);
+    case Verb::clean: return verb_clean(c, a);
+    case Verb::pull_tar: return verb_pull(c, a, false);
+    case Verb::pull_raw: return verb_pull(c, a, true);
+    case Verb::import_tar: return verb_import(c, a, "tar");
+    case Verb::import_raw: return verb_import(c, a, "raw");
+    case Verb::import_fs: return verb_import(c, a, "fs");
+    case Verb::pull_oci: return verb_pull_oci(c, a);
+    case Verb::import_oci: return verb_import_oci(c, a);
+    case Verb::export_tar: return verb_export(c, a, false);
+    case Verb::export_raw: return verb_export(c, a, true);
+    case Verb::list_transfers: return verb_list_transfers(c, a);
+    case Verb::cancel_transfer: return verb_cancel_transfer(c, a);
+    }
+    throw mk::core::UsageError("Unknown command verb.");
 }
 
 }  // namespace
@@ -79,13 +80,6 @@ bool colors_wanted(bool tty) {
     }
     const char* term = std::getenv("TERM");
     return tty && !(term && std::strcmp(term, "dumb") == 0);
-}
-
-// The verbs machinectl pages (their output can be longer than a screen).
-bool pages(const std::string& verb) {
-    static const std::set<std::string> v = {"list", "status", "show", "list-images", "image-status", "show-image",
-                                            "list-transfers"};
-    return v.contains(verb);
 }
 
 int run(int argc, char** argv);
@@ -118,10 +112,10 @@ int run(int argc, char** argv) {
         ctx.opts = inv.opts;
         ctx.tty = ::isatty(STDOUT_FILENO);
         ctx.colors = colors_wanted(ctx.tty);
-        if (pages(inv.verb)) pager_open(ctx.opts.no_pager);
-        auto it = handlers().find(inv.verb);
-        if (it == handlers().end()) throw mk::core::UsageError("Unknown command verb '" + inv.verb + "'.");
-        int rc = it->second(ctx, inv.args);
+        const VerbSpec* verb = find_verb(inv.verb);
+        if (!verb) throw mk::core::UsageError("Unknown command verb '" + inv.verb + "'.");
+        if (verb->paged) pager_open(ctx.opts.no_pager);
+        int rc = run_verb(verb->id, ctx, inv.args);
         std::fflush(stdout);
         return rc;
     } catch (const mk::core::UsageError& e) {

@@ -11,6 +11,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "core/base/io.hpp"
+
 namespace mk::machctl {
 
 namespace {
@@ -83,8 +85,7 @@ void pager_close() {
     ::close(STDOUT_FILENO);
     ::close(STDERR_FILENO);
     int status = 0;
-    while (::waitpid(g_pager, &status, 0) < 0 && errno == EINTR) {
-    }
+    core::retry_eintr([&] { return ::waitpid(g_pager, &status, 0); });
     g_pager = 0;
 }
 

@@ -11,6 +11,8 @@
 #include <csignal>
 #include <cstring>
 
+#include "core/base/io.hpp"
+
 namespace mk::machctl {
 namespace {
 
@@ -44,24 +46,6 @@ void copy_winsize(int master) {
     winsize ws{};
     if (::ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0 || ::ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0)
         ::ioctl(master, TIOCSWINSZ, &ws);
-}
-
-bool write_all(int fd, const char* p, size_t n) {
-    while (n > 0) {
-        ssize_t w = ::write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN) {
-                pollfd pfd{fd, POLLOUT, 0};
-                ::poll(&pfd, 1, 1000);
-                continue;
-            }
-            return false;
-        }
-        p += w;
-        n -= static_cast<size_t>(w);
-    }
-    return true;
 }
 
 }  // namespace
@@ -114,7 +98,7 @@ int relay_pty(int master, int status_fd, bool survive_hangup) {
         if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
             ssize_t n = ::read(master, buf, sizeof buf);
             if (n > 0) {
-                if (!write_all(STDOUT_FILENO, buf, static_cast<size_t>(n))) break;
+                if (core::write_all(STDOUT_FILENO, {buf, static_cast<size_t>(n)}) < 0) break;
             } else if (n < 0 && errno == EIO && survive_hangup) {
                 hung_up = true;  // a getty's vhangup() or its restart after a logout
             } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
@@ -139,7 +123,7 @@ int relay_pty(int master, int status_fd, bool survive_hangup) {
                     if (++escapes == 3) leave = true;
                 }
                 if (leave) break;
-                if (!write_all(master, buf, static_cast<size_t>(n))) break;
+                if (core::write_all(master, {buf, static_cast<size_t>(n)}) < 0) break;
             } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
                 stdin_open = false;
                 // End of input: the terminal's EOF character, as a user typing ^D.
@@ -158,7 +142,7 @@ int relay_pty(int master, int status_fd, bool survive_hangup) {
                 if (::poll(&p, 1, 20) <= 0) break;
                 ssize_t n = ::read(master, buf, sizeof buf);
                 if (n <= 0) break;
-                write_all(STDOUT_FILENO, buf, static_cast<size_t>(n));
+                (void)core::write_all(STDOUT_FILENO, {buf, static_cast<size_t>(n)});
             }
             break;
         }

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bus/machine_client.hpp"
+#include "bus/names.hpp"
 #include "machctl/cli.hpp"
 #include "machctl/output.hpp"
 
@@ -25,10 +26,10 @@ using bus::ClientError;
 using bus::MachineClient;
 using Args = std::vector<std::string>;
 
-inline constexpr const char* kMachineIface = "org.freedesktop.machine1.Machine";
-inline constexpr const char* kImageIface = "org.freedesktop.machine1.Image";
-inline constexpr const char* kManagerIface = "org.freedesktop.machine1.Manager";
-inline constexpr const char* kManagerPath = "/org/freedesktop/machine1";
+using bus::kImageInterface;
+using bus::kMachineInterface;
+using bus::kManagerInterface;
+using bus::kManagerPath;
 inline constexpr double kDefaultStopTimeout = 30;
 
 // An error already phrased for the user ("Could not kill machine: No machine 'x' known").
@@ -94,6 +95,8 @@ int verb_kill(Context& c, const Args& a);
 int verb_poweroff(Context& c, const Args& a);
 int verb_reboot(Context& c, const Args& a);
 int verb_pause(Context& c, const Args& a);
+int verb_checkpoint(Context& c, const Args& a);  // verbs_checkpoint.cpp
+int verb_restore(Context& c, const Args& a);
 int verb_resume(Context& c, const Args& a);
 int verb_wait(Context& c, const Args& a);
 int verb_bind(Context& c, const Args& a);
@@ -118,6 +121,8 @@ int verb_clean(Context& c, const Args& a);
 // verbs_transfer.cpp (org.freedesktop.import1)
 int verb_pull(Context& c, const Args& a, bool raw);
 int verb_import(Context& c, const Args& a, const char* kind);  // "tar", "raw", "fs"
+int verb_pull_oci(Context& c, const Args& a);
+int verb_import_oci(Context& c, const Args& a);
 int verb_export(Context& c, const Args& a, bool raw);
 int verb_list_transfers(Context& c, const Args& a);
 int verb_cancel_transfer(Context& c, const Args& a);

@@ -20,18 +20,18 @@ void Context::print_table(const std::vector<std::string>& header, const std::vec
 std::string describe_remote(const ClientError& e) {
     // The manager may echo our input, or pass on a guest's text (machined does not escape either).
     std::string msg = core::escape_control_chars(e.what());
-    if (e.name == "org.freedesktop.DBus.Error.AccessDenied") {
+    if (e.name == bus::kAccessDenied) {
         // dbus-daemon's policy rejection is a paragraph about match rules; say it in a line.
         if (msg.starts_with("Rejected send message")) msg = "Access denied";
         msg += " (machctl needs root for this; try sudo)";
-    } else if (e.name == "org.freedesktop.DBus.Error.UnknownMethod" || e.name == "org.freedesktop.DBus.Error.UnknownInterface") {
+    } else if (e.name == bus::kUnknownMethod || e.name == bus::kUnknownInterface) {
         msg = "the machine manager on this bus does not implement this (it needs machd's io.machkit.Manager1)";
     }
     return msg;
 }
 
 bool is_no_such(const ClientError& e) {
-    return e.kind == ClientError::Kind::remote && e.name == "org.freedesktop.machine1.NoSuchMachine";
+    return e.kind == ClientError::Kind::remote && e.name == bus::kNoSuchMachine;
 }
 
 std::string get(const std::map<std::string, std::string>& m, const std::string& k) {
@@ -109,14 +109,14 @@ int show_objects(Context& c, const std::vector<std::string>& names, bool images)
     bool first = true;
     json all = json::array();
     if (names.empty()) {
-        auto props = bus_call("Could not get properties", [&] { return c.client().properties(kManagerPath, kManagerIface); });
+        auto props = bus_call("Could not get properties", [&] { return c.client().properties(kManagerPath, kManagerInterface); });
         print_props(c, props, first, all);
     }
     for (const auto& name : names) {
         auto path = images ? bus_call("Could not get path to image", [&] { return c.client().image_path(name); })
                            : bus_call("Could not get path to machine", [&] { return c.client().machine_path(name); });
         auto props = bus_call("Could not get properties",
-                              [&] { return c.client().properties(path, images ? kImageIface : kMachineIface); });
+                              [&] { return c.client().properties(path, images ? kImageInterface : kMachineInterface); });
         print_props(c, props, first, all);
     }
     if (c.is_json()) c.emit_json(all.size() == 1 && c.opts.output != Output::json_seq ? all[0] : all);

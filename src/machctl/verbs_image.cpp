@@ -42,7 +42,7 @@ int verb_image_status(Context& c, const std::vector<std::string>& names) {
     bool first = true;
     for (const auto& name : names) {
         auto path = bus_call("Could not get path to image", [&] { return c.client().image_path(name); });
-        auto props = bus_call("Could not get properties", [&] { return c.client().properties(path, kImageIface); });
+        auto props = bus_call("Could not get properties", [&] { return c.client().properties(path, kImageInterface); });
         std::map<std::string, std::string> os;
         std::string hostname;
         try {

@@ -130,7 +130,7 @@ int verb_status(Context& c, const std::vector<std::string>& names) {
     bool first = true;
     for (const auto& name : names) {
         auto path = bus_call("Could not get path to machine", [&] { return c.client().machine_path(name); });
-        auto props = bus_call("Could not get properties", [&] { return c.client().properties(path, kMachineIface); });
+        auto props = bus_call("Could not get properties", [&] { return c.client().properties(path, kMachineInterface); });
         std::map<std::string, std::string> os;
         std::vector<bus::Address> addrs;
         try {
@@ -295,7 +295,7 @@ int verb_wait(Context& c, const std::vector<std::string>& names) {
             } catch (const ClientError& e) {
                 // UnknownMethod/UnknownInterface: machined; AccessDenied: a policy without ours.
                 bool no_extension = e.name.find(".Unknown") != std::string::npos ||
-                                    e.name == "org.freedesktop.DBus.Error.AccessDenied";
+                                    e.name == bus::kAccessDenied;
                 if (e.kind != ClientError::Kind::remote || !no_extension) throw;
                 extension = false;  // systemd-machined
             }
@@ -303,7 +303,7 @@ int verb_wait(Context& c, const std::vector<std::string>& names) {
         for (;;) {
             try {
                 auto path = c.client().machine_path(n);
-                auto props = c.client().properties(path, kMachineIface);
+                auto props = c.client().properties(path, kMachineInterface);
                 if (prop_or<std::string>(props, "State", "") == "running") break;
             } catch (const ClientError& e) {
                 if (e.kind != ClientError::Kind::remote) throw;

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/base/io.hpp"
 #include "core/base/unique_fd.hpp"
 #include "machctl/terminal.hpp"
 #include "machctl/verbs.hpp"
@@ -62,16 +63,14 @@ int verb_shell(Context& c, const std::vector<std::string>& args) {
         try {
             fd = c.client().exec(name, user, path, argv, env, io[0], io[1], io[2], false);
         } catch (const ClientError& e) {
-            if (e.name != "org.freedesktop.DBus.Error.UnknownMethod" && e.name != "org.freedesktop.DBus.Error.UnknownInterface")
+            if (e.name != bus::kUnknownMethod && e.name != bus::kUnknownInterface)
                 return bus_call("Failed to run command", [&]() -> int { throw; });
             throw Failure("Failed to run command: without a terminal machctl needs machd's ExecMachine "
                           "(io.machkit.Manager1), which this machine manager does not offer");
         }
         core::UniqueFd status_fd(fd);
         int st = 0;
-        ssize_t n;
-        while ((n = ::read(status_fd.get(), &st, sizeof st)) < 0 && errno == EINTR) {
-        }
+        ssize_t n = core::retry_eintr([&] { return ::read(status_fd.get(), &st, sizeof st); });
         return exit_code(n == static_cast<ssize_t>(sizeof st) ? st : -1);
     }
 
@@ -90,7 +89,7 @@ int verb_shell(Context& c, const std::vector<std::string>& args) {
         if (!c.opts.quiet) std::fprintf(stderr, "\nConnection to machine %s terminated.\n", name.c_str());
         return rc;
     } catch (const ClientError& e) {
-        if (e.name != "org.freedesktop.DBus.Error.UnknownMethod" && e.name != "org.freedesktop.DBus.Error.UnknownInterface")
+        if (e.name != bus::kUnknownMethod && e.name != bus::kUnknownInterface)
             return bus_call("Failed to get shell PTY", [&]() -> int { throw; });
     }
     // systemd-machined: OpenMachineShell, whose exit status nobody gets back.
@@ -122,7 +121,7 @@ int verb_login(Context& c, const std::vector<std::string>& args) {
         try {
             status = c.client().exec(name, "", "/bin/login", {"login"}, env, slave.get(), slave.get(), slave.get(), true);
         } catch (const ClientError& e) {
-            if (e.name != "org.freedesktop.DBus.Error.UnknownMethod" && e.name != "org.freedesktop.DBus.Error.UnknownInterface")
+            if (e.name != bus::kUnknownMethod && e.name != bus::kUnknownInterface)
                 return bus_call("Failed to start login", [&]() -> int { throw; });
         }
         if (status >= 0) {

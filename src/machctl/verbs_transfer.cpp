@@ -121,6 +121,45 @@ int verb_import(Context& c, const Args& a, const char* kind) {
     return wait_transfer(c, client, id, total);
 }
 
+namespace {
+
+uint64_t oci_flags(const Context& c) {
+    return (c.opts.force ? 1 : 0) | (c.opts.read_only ? 2 : 0) | (c.opts.flatten ? uint64_t{1} << 32 : 0);
+}
+
+// "registry:5000/team/app:1.2@sha256:…" -> "app", the image name when none is given.
+std::string name_from_ref(const std::string& ref) {
+    std::string s = ref.substr(0, ref.find('@'));
+    auto slash = s.rfind('/');
+    if (slash != std::string::npos) s = s.substr(slash + 1);
+    s = s.substr(0, s.find(':'));
+    if (s.empty()) throw Failure("Cannot determine the image name from '" + ref + "', please specify one.");
+    return s;
+}
+
+}  // namespace
+
+int verb_pull_oci(Context& c, const Args& a) {
+    std::string name = a.size() > 1 ? a[1] : name_from_ref(a[0]);
+    ImportClient client(c.opts.bus_target);
+    uint32_t id = bus_call("Could not pull image", [&] { return client.pull_oci(a[0], name, oci_flags(c)); });
+    if (!c.opts.quiet) std::fprintf(stderr, "Enqueued transfer job %u. Press C-c to continue download in background.\n", id);
+    return wait_transfer(c, client, id, 0);
+}
+
+int verb_import_oci(Context& c, const Args& a) {
+    const std::string& src = a[0];
+    std::string name = a.size() > 1 ? a[1] : name_from(src);
+    for (const char* suffix : {".oci", ".oci-archive"})
+        if (name.size() > std::strlen(suffix) && name.ends_with(suffix)) name.resize(name.size() - std::strlen(suffix));
+    core::UniqueFd fd(::open(src.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+    if (!fd) throw Failure("Failed to open " + src + ": " + std::strerror(errno));
+    ImportClient client(c.opts.bus_target);
+    uint32_t id = bus_call("Could not import image", [&] { return client.import_oci(fd.get(), name, oci_flags(c)); });
+    if (!c.opts.quiet) std::fprintf(stderr, "Enqueued transfer job %u. Press C-c to continue download in background.\n", id);
+    return wait_transfer(c, client, id, 0);
+}
+
 int verb_export(Context& c, const Args& a, bool raw) {
     const std::string& name = a[0];
     std::string file = a.size() > 1 ? a[1] : "-";

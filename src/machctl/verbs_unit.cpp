@@ -81,7 +81,7 @@ int verb_start(Context& c, const std::vector<std::string>& names) {
             for (;;) {
                 try {
                     auto path = c.client().machine_path(n);
-                    if (prop_or<std::string>(c.client().properties(path, kMachineIface), "State", "") == "running") break;
+                    if (prop_or<std::string>(c.client().properties(path, kMachineInterface), "State", "") == "running") break;
                 } catch (const ClientError& e) {
                     if (!is_no_such(e)) throw;
                 }
@@ -106,7 +106,7 @@ int verb_start(Context& c, const std::vector<std::string>& names) {
         for (;;) {
             try {
                 auto path = c.client().machine_path(n);
-                if (prop_or<std::string>(c.client().properties(path, kMachineIface), "State", "") == "running") break;
+                if (prop_or<std::string>(c.client().properties(path, kMachineInterface), "State", "") == "running") break;
             } catch (const ClientError& e) {
                 if (!is_no_such(e)) throw;
             }

@@ -23,6 +23,7 @@
 #include "core/kernel/capabilities.hpp"
 #include "core/machine/exec.hpp"
 #include "core/oci/state.hpp"
+#include "core/spawn/finalize.hpp"
 #include "core/spawn/launcher.hpp"
 #include "core/spawn/oci_config.hpp"
 #include "core/spawn/option_values.hpp"
@@ -210,9 +211,17 @@ void signal_all(const ContainerState& s, int sig) {
 core::SpawnSpec spec_of(const ContainerState& s) { return core::parse_oci_config(s.config, s.bundle); }
 
 std::vector<Hook> hooks_for(const core::SpawnSpec& spec, std::string_view stage) {
+    const core::OciHooks& h = spec.oci.hooks;
+    const std::vector<core::OciHook>* list = nullptr;
+    if (stage == "prestart") list = &h.prestart;
+    else if (stage == "createRuntime") list = &h.create_runtime;
+    else if (stage == "createContainer") list = &h.create_container;
+    else if (stage == "startContainer") list = &h.start_container;
+    else if (stage == "poststart") list = &h.poststart;
+    else if (stage == "poststop") list = &h.poststop;
+    else throw std::logic_error("unknown hook stage " + std::string(stage));
     std::vector<Hook> out;
-    (void)spec;
-    (void)stage;
+    for (const auto& o : *list) out.push_back(Hook{o.path, o.args, o.env, o.timeout});
     return out;
 }
 
@@ -279,6 +288,9 @@ Created do_create(const Invocation& inv, const OciStateDir& dir) {
     bundle = real;
     std::string config = read_file(bundle + "/config.json", core::kOciConfigMax, "the bundle's config");
     core::SpawnSpec spec = core::parse_oci_config(config, bundle);
+    // machrun runs the hooks and places the container in linux.cgroupsPath with linux.resources.
+    if (auto field = core::oci_unapplied_field(spec, core::OciFrontEndHandles{.hooks = true, .cgroups = true}))
+        throw UsageError("OCI config field '" + *field + "' is not supported by machrun");
     spec.machine_name = machine_name_for(id);
     spec.quiet = true;
     spec.register_mode = core::RegisterMode::No;
@@ -288,6 +300,7 @@ Created do_create(const Invocation& inv, const OciStateDir& dir) {
     if (!terminal && !console_socket.empty()) throw UsageError("--console-socket given, but process.terminal is not set in config.json");
     std::string cgroup = core::oci_cgroup_path("", inv.global.systemd_cgroup, id);
 
+    core::finalize(spec);
     ContainerLock lock = dir.create(id);
     ContainerState st;
     st.id = id;

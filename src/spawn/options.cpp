@@ -18,6 +18,7 @@
 #include "core/kernel/capabilities.hpp"
 #include "core/kernel/seccomp.hpp"
 #include "core/spawn/credentials.hpp"
+#include "core/spawn/finalize.hpp"
 #include "core/spawn/oci_config.hpp"
 #include "core/spawn/option_values.hpp"
 
@@ -234,6 +235,8 @@ void apply_oci_bundle(ParsedOptions& r, const std::string& bundle, const std::ve
     auto text = core::read_host_file(bundle + "/config.json", core::kOciConfigMax + 1);
     if (!text) throw UsageError("--oci-bundle=" + bundle + ": cannot read config.json: " + std::strerror(errno));
     core::SpawnSpec o = core::parse_oci_config(*text, bundle);
+    if (auto field = core::oci_unapplied_field(o))
+        throw UsageError("OCI config field '" + *field + "' is not supported by spawn");
     // What the command line may set on top (see combines_with_oci_bundle()).
     o.machine_name = s.machine_name;
     o.uuid = s.uuid;
@@ -565,7 +568,7 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
         if (!r.console_set) s.console = tty ? core::ConsoleMode::Interactive : core::ConsoleMode::ReadOnly;
         else s.console = tty ? core::ConsoleMode::Interactive : core::ConsoleMode::Pipe;
     }
-    if (s.start_mode == core::StartMode::Boot && s.kill_signal == 0) s.kill_signal = SIGRTMIN + 3;
+    core::finalize(s);  // spawn's main finalizes again after a settings file changed the spec
     r.settings_name = s.machine_name;
     if (s.ephemeral && !machine_set) {
         // As nspawn: an ephemeral machine gets a random suffix, so several can run from one tree.

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/unique_fd.hpp"
 
 extern char** environ;
@@ -38,6 +39,8 @@ std::string system_bus_socket() {
 bool should_register(const core::SpawnSpec& spec) {
     if (spec.register_mode == core::RegisterMode::No) return false;
     if (spec.register_mode == core::RegisterMode::Yes) return true;
+    // The system's machd takes registrations from root only; a rootless spawn does not try it.
+    if (geteuid() != 0) return false;
     const char* addr = getenv("DBUS_SYSTEM_BUS_ADDRESS");
     std::string sock = system_bus_socket();
     if (sock.empty()) return addr && *addr;
@@ -95,7 +98,7 @@ bool register_with_manager(const core::SpawnSpec& spec, pid_t leader, const core
     while (!msg.empty() && (msg.back() == '\n' || msg.back() == '\r')) msg.pop_back();
     if (auto nl = msg.find('\n'); nl != std::string::npos) msg = msg.substr(0, nl);
     int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    core::retry_eintr([&] { return waitpid(pid, &status, 0); });
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
     if (code == 0) return true;
     if (code == 3 && spec.register_mode != core::RegisterMode::Yes) return false;
@@ -126,7 +129,7 @@ core::UniqueFd report_ready_async(const std::string& name) {
     core::UniqueFd fd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
     if (!fd) {
         // No pidfds: wait here (the helper is one bus call).
-        while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {}
+        core::retry_eintr([&] { return waitpid(pid, nullptr, 0); });
     }
     return fd;
 }

@@ -8,6 +8,10 @@
 //     import-fs              DIRECTORY NAME
 //     export-tar|export-raw  NAME [DEST]    DEST: file, or "-"/absent for stdout
 //     pull-tar|pull-raw      URL NAME
+//     import-oci             LAYOUT-DIR|OCI-ARCHIVE NAME
+//     pull-oci               REF NAME
+//   OCI: --flatten  --arch=GOARCH  --parallel=N  --stall-timeout=SEC
+//        --registries-dir=DIR (default /etc/machkit/registries.d)
 //   --pool=DIR  --verify=no|checksum|signature  --force  --read-only
 //   --format=uncompressed|xz|gzip|bzip2|zstd  --level=N  --threads=N  --progress-fd=N
 //   --keyring=FILE (signature verification; default /etc/systemd/import-pubring.gpg, else
@@ -24,6 +28,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -34,8 +41,11 @@
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/base/fs_at.hpp"
+#include "core/base/io.hpp"
 #include "core/base/strings.hpp"
 #include "core/kernel/capabilities.hpp"
+#include "core/image/oci_store.hpp"
 #include "core/image/transfer_ops.hpp"
 
 using namespace mk::core;
@@ -49,7 +59,7 @@ void emit(const std::string& line) {
     if (g_progress_fd < 0) return;
     std::string l = line + "\n";
     // One write per line: lines from the decoder thread and the main thread never interleave.
-    while (write(g_progress_fd, l.data(), l.size()) < 0 && errno == EINTR) {}
+    retry_eintr([&] { return write(g_progress_fd, l.data(), l.size()); });
 }
 
 void log_line(const std::string& m) {
@@ -70,6 +80,11 @@ struct Args {
     int level = -1;
     unsigned threads = 0;
     std::string keyring;  // default: default_keyring()
+    bool flatten = false;
+    std::string arch;
+    unsigned parallel = 3;
+    unsigned stall_timeout = 60;
+    std::string registries_dir = "/etc/machkit/registries.d";
 };
 
 Args parse(int argc, char** argv) {
@@ -97,6 +112,21 @@ Args parse(int argc, char** argv) {
             a.verify_set = true;
         } else if (auto v = val("--keyring")) {
             a.keyring = *v;
+        } else if (s == "--flatten") {
+            a.flatten = true;
+        } else if (auto v = val("--arch")) {
+            if (v->empty() || v->size() > 32) usage_fail("invalid --arch=");
+            a.arch = *v;
+        } else if (auto v = val("--parallel")) {
+            long t = std::stol(*v);
+            if (t < 1 || t > 8) usage_fail("--parallel= takes 1 to 8");
+            a.parallel = static_cast<unsigned>(t);
+        } else if (auto v = val("--stall-timeout")) {
+            long t = std::stol(*v);
+            if (t < 1 || t > 3600) usage_fail("--stall-timeout= takes 1 to 3600 seconds");
+            a.stall_timeout = static_cast<unsigned>(t);
+        } else if (auto v = val("--registries-dir")) {
+            a.registries_dir = *v;
         } else if (s == "--force") {
             a.force = true;
         } else if (s == "--read-only") {
@@ -136,7 +166,9 @@ void sandbox(TransferType t) {
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) throw_last_error("PR_SET_NO_NEW_PRIVS");
     if (geteuid() == 0) {
         uint64_t keep = kKeepCaps & current_permitted_capabilities();
-        if (t != TransferType::import_fs) keep &= ~cap_bit(CAP_MKNOD);
+        // OCI layers need CAP_MKNOD for overlayfs whiteouts (char 0/0; the filter below allows no other).
+        if (t != TransferType::import_fs && t != TransferType::import_oci && t != TransferType::pull_oci)
+            keep &= ~cap_bit(CAP_MKNOD);
         if (int r = drop_bounding_set(keep); r < 0) throw_errno(-r, "cannot drop capabilities from the bounding set");
         if (int r = set_capabilities(keep, 0); r < 0) throw_errno(-r, "cannot drop capabilities");
     }
@@ -159,13 +191,24 @@ void sandbox(TransferType t) {
                           "setregid", "setresuid", "setresgid", "setgroups", "acct", "settimeofday", "clock_settime",
                           "iopl", "ioperm", "personality", "open_by_handle_at", "name_to_handle_at"})
         deny(n);
-    bool pulling = t == TransferType::pull_tar || t == TransferType::pull_raw;
+    bool pulling = t == TransferType::pull_tar || t == TransferType::pull_raw || t == TransferType::pull_oci;
     if (!pulling) {
         int nr = seccomp_syscall_resolve_name("socket");
         for (int fam : {AF_INET, AF_INET6, AF_PACKET})
             seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), nr, 1, SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(fam)));
     }
-    if (t != TransferType::import_fs) {
+    if (t == TransferType::import_oci || t == TransferType::pull_oci) {
+        // Whiteouts are char devices 0/0; no other device node is ever made.
+        for (const char* n : {"mknod", "mknodat"}) {
+            int nr = seccomp_syscall_resolve_name(n);
+            unsigned arg = strcmp(n, "mknod") == 0 ? 1 : 2;
+            seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 1,
+                             scmp_arg_cmp{arg, SCMP_CMP_MASKED_EQ, S_IFMT, scmp_datum_t{S_IFBLK}});
+            seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 2,
+                             scmp_arg_cmp{arg, SCMP_CMP_MASKED_EQ, S_IFMT, scmp_datum_t{S_IFCHR}},
+                             scmp_arg_cmp{arg + 1, SCMP_CMP_NE, 0, 0});
+        }
+    } else if (t != TransferType::import_fs) {
         // Device nodes never come from an archive or a download.
         for (const char* n : {"mknod", "mknodat"}) {
             int nr = seccomp_syscall_resolve_name(n);
@@ -176,6 +219,30 @@ void sandbox(TransferType t) {
         }
     }
     if (int r = seccomp_load(ctx); r < 0) throw_errno(-r, "cannot load the seccomp filter");
+}
+
+// registries.d/*.conf in name order, later files overriding earlier ones (host config is trusted
+// but still parsed strictly: a typo must fail, not silently talk to another host).
+void load_registries(const std::string& dir, OciRegistryConfig& cfg) {
+    UniqueFd d(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!d) {
+        if (errno == ENOENT) return;
+        throw_last_error("cannot open " + dir);
+    }
+    std::vector<std::string> names;
+    DIR* ds = fdopendir(fcntl(d.get(), F_DUPFD_CLOEXEC, 3));
+    if (!ds) throw_last_error("cannot read " + dir);
+    while (dirent* e = readdir(ds)) {
+        std::string n = e->d_name;
+        if (n.size() > 5 && n.ends_with(".conf") && n[0] != '.') names.push_back(n);
+    }
+    closedir(ds);
+    std::sort(names.begin(), names.end());
+    if (names.size() > 256) throw UsageError(dir + ": more than 256 files");
+    for (const auto& n : names) {
+        auto text = read_file_in_root(d.get(), n, 1 << 20);
+        if (text) parse_oci_registries_file(*text, dir + "/" + n, cfg);
+    }
 }
 
 UniqueFd open_source(const std::string& s) {
@@ -207,6 +274,12 @@ int run(int argc, char** argv) {
     switch (*type) {
         case TransferType::import_tar:
         case TransferType::import_raw: io = open_source(a.pos[0]); break;
+        case TransferType::import_oci:
+            io.reset(open(a.pos[0].c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+            if (!io) throw_last_error("cannot open " + a.pos[0]);
+            if (int fl = fcntl(io.get(), F_GETFL); fl >= 0) fcntl(io.get(), F_SETFL, fl & ~O_NONBLOCK);
+            break;
+        case TransferType::pull_oci: break;
         case TransferType::import_fs:
             io.reset(open(a.pos[0].c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
             if (!io) throw_last_error("cannot open directory " + a.pos[0]);
@@ -238,6 +311,16 @@ int run(int argc, char** argv) {
             break;
     }
     (void)pulling;
+    OciInstallOptions oci;
+    if (*type == TransferType::import_oci || *type == TransferType::pull_oci) {
+        oci.force = a.force;
+        oci.read_only = a.read_only;
+        oci.flatten = a.flatten;
+        oci.arch = a.arch;
+        oci.parallel = a.parallel;
+        oci.fetch.stall_timeout_sec = a.stall_timeout;
+        load_registries(a.registries_dir, oci.registries);
+    }
     sandbox(*type);
 
     TransferHooks hooks;
@@ -263,6 +346,14 @@ int run(int argc, char** argv) {
         case TransferType::export_raw: export_raw(pool, a.pos[0], io.get(), ex); break;
         case TransferType::pull_tar: pull_tar(pool, a.pos[0], a.pos[1], a.verify, gpg.get(), io_opts); break;
         case TransferType::pull_raw: pull_raw(pool, a.pos[0], a.pos[1], a.verify, gpg.get(), io_opts); break;
+        case TransferType::import_oci:
+            oci.hooks = hooks;
+            import_oci(pool, io.get(), a.pos[1], oci);
+            break;
+        case TransferType::pull_oci:
+            oci.hooks = hooks;
+            pull_oci(pool, a.pos[0], a.pos[1], oci);
+            break;
     }
     if (is_export && fsync(io.get()) < 0 && errno != EINVAL && errno != EROFS) {
         if (errno == ENOSPC) throw_last_error("disk full while writing output");

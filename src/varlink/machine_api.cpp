@@ -74,32 +74,27 @@ std::string env_array(const std::map<std::string, std::string>& env) {
     return string_array(v);
 }
 
-// One List record (machined's list_machine_one()), as JSON text; metadata errors are thrown unless
-// `graceful`.
-std::string machine_record(Machine& m, const std::string& metadata) {
-    std::string out;
-    out.reserve(384);
+// One List record (machined's list_machine_one()), appended to `out` as JSON text; metadata errors
+// are thrown unless `graceful`. Written straight into the reply buffer: no string per field.
+void append_machine_record(std::string& out, Machine& m, std::string_view metadata) {
     ObjectWriter w(out);
     w.string("name", m.name);
-    if (m.has_id()) w.string("id", core::id_to_string(m.id));
+    if (m.has_id()) w.string("id", core::id128_to_string(m.id));
     if (!m.service.empty()) w.string("service", m.service);
     if (m.klass != core::MachineClass::unknown) w.string("class", core::to_string(m.klass));
     if (m.leader > 0) {
-        std::string pid;
-        ObjectWriter p(pid);
+        ObjectWriter p = w.object("leader");
         p.number("pid", static_cast<uint64_t>(m.leader));
         // fstat() of a pidfd costs a microsecond or more: once per machine, not once per listing.
         if (!m.leader_pidfd_id) m.leader_pidfd_id = pidfd_inode(m.leader_pidfd.get());
         if (m.leader_pidfd_id) p.number("pidfdId", m.leader_pidfd_id);
         p.close();
-        w.raw("leader", pid);
     }
-    if (m.supervisor > 0) w.raw("supervisor", "{\"pid\":" + std::to_string(m.supervisor) + "}");
+    if (m.supervisor > 0) w.object("supervisor").number("pid", static_cast<uint64_t>(m.supervisor)).close();
     if (!m.root_directory.empty()) w.string("rootDirectory", m.root_directory);
     if (!m.unit.empty()) w.string("unit", m.unit);
     if (m.realtime_usec || m.monotonic_usec)
-        w.raw("timestamp", "{\"realtime\":" + std::to_string(m.realtime_usec) +
-                               ",\"monotonic\":" + std::to_string(m.monotonic_usec) + "}");
+        w.object("timestamp").number("realtime", m.realtime_usec).number("monotonic", m.monotonic_usec).close();
     if (m.vsock_cid != UINT32_MAX) w.number("vSockCid", m.vsock_cid);
     if (!m.ssh_address.empty()) w.string("sshAddress", m.ssh_address);
     if (!m.ssh_private_key_path.empty()) w.string("sshPrivateKeyPath", m.ssh_private_key_path);
@@ -128,7 +123,6 @@ std::string machine_record(Machine& m, const std::string& metadata) {
         attempt([&] { w.number("UIDShift", core::machine_uid_shift(m)); });
     }
     w.close();
-    return out;
 }
 
 void register_machine(MachineContext& ctx, Request& r) {
@@ -140,7 +134,7 @@ void register_machine(MachineContext& ctx, Request& r) {
     req.name = Params::required(p.string("name"), "name");
     if (!core::machine_name_is_valid(req.name)) throw_invalid_parameter("name");
     if (auto id = p.string("id")) {
-        auto parsed = core::id_from_string(*id);
+        auto parsed = core::id128_from_string(*id);
         if (!parsed) throw_invalid_parameter("id");
         if (std::any_of(parsed->begin(), parsed->end(), [](uint8_t b) { return b != 0; }))
             req.id.assign(parsed->begin(), parsed->end());
@@ -187,12 +181,16 @@ void register_machine(MachineContext& ctx, Request& r) {
 void list_machines(MachineContext& ctx, Request& r) {
     Params p(r.parameters(), {"name", "pid", "allowInteractiveAuthentication", "acquireMetadata"});
     std::string metadata = p.enumeration("acquireMetadata", {"no", "yes", "graceful"}).value_or("no");
-    if (p.string("name") || p.process_id("pid")) return r.reply_text(machine_record(lookup(ctx.machines, r, p), metadata));
+    if (p.string("name") || p.process_id("pid")) {
+        Machine& m = lookup(ctx.machines, r, p);
+        std::string record;
+        append_machine_record(record, m, metadata);
+        return r.reply_text(record);
+    }
     if (!r.more()) return r.error(kExpectedMore);
     auto all = ctx.machines.registry().all();
     if (all.empty()) no_such_machine();
-    for (size_t i = 0; i + 1 < all.size(); i++) r.notify_text(machine_record(*all[i], metadata));
-    r.reply_text(machine_record(*all.back(), metadata));
+    r.reply_each(all.size(), [&](size_t i, std::string& out) { append_machine_record(out, *all[i], metadata); });
 }
 
 void kill_machine(MachineContext& ctx, Request& r) {
@@ -369,7 +367,7 @@ std::vector<std::string> env_lines(const std::map<std::string, std::string>& env
 void image_metadata(core::ImagePool& pool, const core::ImageInfo& info, Json& j) {
     core::UniqueFd root = core::open_image_root(pool, info);
     if (auto h = core::image_hostname(root.get()); !h.empty()) j["hostname"] = h;
-    if (auto id = core::image_machine_id(root.get())) j["machineId"] = core::id_to_string(*id);
+    if (auto id = core::image_machine_id(root.get())) j["machineId"] = core::id128_to_string(*id);
     if (auto mi = core::image_machine_info(root.get()); !mi.empty()) j["machineInfo"] = env_lines(mi);
     if (auto os = core::image_os_release(root.get())) j["OSRelease"] = env_lines(*os);
 }

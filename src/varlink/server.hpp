@@ -64,10 +64,14 @@ public:
     void reply(const Json& parameters, std::vector<core::UniqueFd> fds = {});
     // One of several replies to a call with `more` (continues: true). Requires more().
     void notify(const Json& parameters);
-    // The same with the parameters already serialized (one JSON object; json_writer.hpp): for
-    // replies made by the thousand.
+    // The final reply with its parameters already serialized (one JSON object; json_writer.hpp).
     void reply_text(std::string_view parameters_json);
-    void notify_text(std::string_view parameters_json);
+    // `count` replies (count >= 1) serialized in place, for replies made by the thousand: `write(i,
+    // out)` appends the parameters of reply i (one JSON object) to `out`; all but the last carry
+    // continues. They are queued in large batches, not one message at a time. Without more only
+    // reply 0 is made, as the final one. An exception from `write` is rethrown after the replies
+    // completed before it are queued (the caller's error then ends the call, as sd-varlink's does).
+    void reply_each(size_t count, const std::function<void(size_t, std::string&)>& write);
     void error(std::string_view name, const Json& parameters = Json::object());
     // The current exception as a Varlink error (varlink/errors.hpp).
     void error_from_current_exception(Domain domain = Domain::machine);
@@ -81,6 +85,8 @@ private:
         bool done = false;
     };
     void send(std::string bytes, std::vector<core::UniqueFd> fds, bool final);
+    // Queues complete messages as they are (each already checked against kMessageMax).
+    void queue(std::string bytes, std::vector<core::UniqueFd> fds, bool final);
     std::shared_ptr<State> state_;
 };
 

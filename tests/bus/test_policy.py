@@ -35,7 +35,8 @@ REVIEWED_DEFAULT_ALLOW = {
 REVIEWED_ROOT_ONLY = {("org.freedesktop.machine1.Manager", m) for m in [
     "CreateMachine", "CreateMachineWithNetwork", "RegisterMachine", "RegisterMachineWithNetwork"]
 } | {("io.machkit.Manager1", m) for m in [
-    "ExecMachine", "PauseMachine", "ResumeMachine", "GetMachineFreezerState", "StartMachine", "SetMachineReady"]}
+    "ExecMachine", "PauseMachine", "ResumeMachine", "GetMachineFreezerState", "StartMachine", "SetMachineReady",
+    "CheckpointMachine", "RestoreMachine"]}
 
 
 def policy():

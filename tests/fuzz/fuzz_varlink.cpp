@@ -3,7 +3,8 @@
 // that messages arrive split at every possible point. Checks invariants: the framer never holds an
 // unfinished message above its bound, every call that parses survives a round trip through
 // encode_call(), and a parameter is either read within its bounds or refused as InvalidParameter
-// naming it.
+// naming it. The hand-written reply writer (src/varlink/json_writer.hpp) must produce the bytes
+// nlohmann's dump with error_handler_t::replace produces, for every string and key.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -11,6 +12,7 @@
 #include <string_view>
 
 #include "varlink/errors.hpp"
+#include "varlink/json_writer.hpp"
 #include "varlink/params.hpp"
 #include "varlink/protocol.hpp"
 
@@ -61,12 +63,37 @@ void read_parameters(const Json& parameters) {
     }
 }
 
+// List records are written by ObjectWriter and must read as nlohmann would have written them.
+void writer_matches_nlohmann(std::string_view bytes) {
+    std::string value(bytes);
+    std::string ours;
+    append_json_string(ours, value);
+    if (ours != Json(value).dump(-1, ' ', false, Json::error_handler_t::replace)) abort();
+    std::string record;
+    ObjectWriter w(record);
+    w.string("name", value).number("pid", bytes.size());
+    w.object("leader").number("pid", 1).string("unit", value).close();
+    w.boolean("b", !bytes.empty());
+    w.close();
+    Json expected = Json::object();
+    expected["name"] = value;
+    expected["pid"] = bytes.size();
+    expected["leader"] = Json{{"pid", 1}, {"unit", value}};
+    expected["b"] = !bytes.empty();
+    // nlohmann orders keys; ours keeps the caller's order, which here is the same but for "b".
+    Json parsed = Json::parse(record, nullptr, false);
+    if (parsed.is_discarded() || parsed.dump(-1, ' ', false, Json::error_handler_t::replace) !=
+                                     expected.dump(-1, ' ', false, Json::error_handler_t::replace))
+        abort();
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (size == 0) return 0;
     size_t chunk = data[0] % 64 + 1;
     std::string_view in(reinterpret_cast<const char*>(data + 1), size - 1);
+    writer_matches_nlohmann(in);
     constexpr size_t kBound = 4096;
     Framer framer(kBound);
     for (size_t off = 0; off < in.size(); off += chunk) {

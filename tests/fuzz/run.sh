@@ -29,10 +29,11 @@ flags=(-std=c++20 -g -O1 -D_GNU_SOURCE -I"$top/src" -Wall -Wextra
 
 # Core sources under test, compiled once with coverage instrumentation and put in an archive so
 # each target links only the objects it uses.
-core=(base/error.cpp base/names.cpp base/fs_at.cpp kernel/capabilities.cpp kernel/cgroup.cpp machine/inspect.cpp
+core=(base/error.cpp base/id128.cpp base/io.cpp base/names.cpp base/os_release.cpp base/fs_at.cpp kernel/capabilities.cpp kernel/cgroup.cpp machine/inspect.cpp
       machine/shell.cpp machine/state_file.cpp machine/machine.cpp spawn/option_values.cpp spawn/settings.cpp spawn/oci_config.cpp
-      image/sha256sums.cpp image/archive.cpp spawn/guest_systemd.cpp
-      ../varlink/protocol.cpp ../varlink/errors.cpp ../varlink/params.cpp)
+      image/sha256sums.cpp image/archive.cpp spawn/guest_systemd.cpp image/oci_manifest.cpp kernel/subid.cpp
+      ../varlink/protocol.cpp ../varlink/errors.cpp ../varlink/params.cpp ../varlink/json_writer.cpp
+      criu/protobuf.cpp criu/rpc.cpp criu/plan.cpp)
 objs=()
 for src in "${core[@]}"; do
     obj="$out/obj/${src//\//_}.o"
@@ -44,13 +45,14 @@ rm -f "$out/libmkcore-fuzz.a"
 ar rcs "$out/libmkcore-fuzz.a" "${objs[@]}"
 
 declare -A libs=([names]="" [option_values]="" [settings]="" [machine_parsers]="" [sha256sums]="-lcrypto"
-                 [archive_paths]="-larchive" [oci_config]="" [guest_systemd]="" [varlink]="")
+                 [archive_paths]="-larchive" [oci_config]="" [guest_systemd]="" [varlink]="" [oci_manifest]="" [subid]="" [criu_rpc]="" [os_release]="")
 # settings: 64 KiB+1, security.md B-50
 declare -A max_len=([names]=512 [option_values]=4096 [settings]=65537 [machine_parsers]=65536 [sha256sums]=65536
-                    [archive_paths]=1024 [oci_config]=65536 [guest_systemd]=4096 [varlink]=8192)
+                    [archive_paths]=1024 [oci_config]=65536 [guest_systemd]=4096 [varlink]=8192
+                    [oci_manifest]=65536 [subid]=65536 [criu_rpc]=65536 [os_release]=65536)
 
 status=0
-for name in ${FUZZ_TARGETS:-names option_values settings machine_parsers sha256sums archive_paths oci_config guest_systemd varlink}; do
+for name in ${FUZZ_TARGETS:-names option_values settings machine_parsers sha256sums archive_paths oci_config guest_systemd varlink oci_manifest subid criu_rpc os_release}; do
     bin="$out/fuzz_$name"
     # shellcheck disable=SC2086
     "$cxx" "${flags[@]}" -fsanitize=fuzzer "$here/fuzz_$name.cpp" "$out/libmkcore-fuzz.a" ${libs[$name]} -o "$bin"

@@ -313,10 +313,10 @@ def test_oci_bundle_refusals(spawn_bin, tree, tmp_path):
     assert_one_line_error(spawn(spawn_bin, f"--oci-bundle={bundle}"), "config.json")
     cfg = oci_config()
     del cfg["mounts"][1]
-    cfg["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW"}
+    cfg["linux"]["cgroupsPath"] = "/mk-oci-refused"
     (bundle / "config.json").write_text(json.dumps(cfg))
-    assert_one_line_error(spawn(spawn_bin, f"--oci-bundle={bundle}"), "'linux.seccomp' is not supported")
-    cfg["ociVersion"] = "1.2.0"
+    assert_one_line_error(spawn(spawn_bin, f"--oci-bundle={bundle}"), "'linux.cgroupsPath' is not supported")
+    cfg["ociVersion"] = "2.0.0"
     (bundle / "config.json").write_text(json.dumps(cfg))
     assert_one_line_error(spawn(spawn_bin, f"--oci-bundle={bundle}"), "ociVersion")
     assert_one_line_error(spawn(spawn_bin, f"--oci-bundle={bundle}", "-D", str(tree)), "cannot be combined with -D")

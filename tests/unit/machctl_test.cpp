@@ -201,3 +201,41 @@ TEST(MachctlOutput, TableCellsSpanLinesAndAlign) {
     auto r = format_table({"ID", "PERCENT", "REMOTE"}, {{"1", "0%", "http://a/b"}}, true, TableStyle{{true, true}, true});
     EXPECT_EQ(r, "ID PERCENT REMOTE    \n 1      0% http://a/b\n");
 }
+
+// Each row's id is unique (main.cpp dispatches on it) and the paged verbs are machinectl's.
+TEST(MachctlTable, VerbIdsAreUniqueAndPagingIsInTheRow) {
+    std::set<Verb> ids;
+    std::set<std::string_view> paged;
+    for (const auto& v : verbs()) {
+        EXPECT_TRUE(ids.insert(v.id).second) << v.name;
+        if (v.paged) paged.insert(v.name);
+    }
+    EXPECT_EQ(ids.size(), static_cast<size_t>(Verb::cancel_transfer) + 1);
+    EXPECT_EQ(paged, (std::set<std::string_view>{"list", "status", "show", "list-images", "image-status", "show-image",
+                                                 "list-transfers"}));
+}
+
+// An option whose row lists values accepts exactly those, and its error names them from the row.
+TEST(MachctlParse, OptionValuesComeFromTheRow) {
+    for (const auto& o : options()) {
+        if (o.values.empty()) continue;
+        std::string values(o.values);
+        size_t start = 0;
+        while (start < values.size()) {
+            size_t sp = values.find(' ', start);
+            std::string v = values.substr(start, sp == std::string::npos ? std::string::npos : sp - start);
+            EXPECT_NO_THROW(p({"--" + std::string(o.long_name) + "=" + v, "list"})) << o.long_name << "=" << v;
+            if (sp == std::string::npos) break;
+            start = sp + 1;
+        }
+        try {
+            p({"--" + std::string(o.long_name) + "=bogus", "list"});
+            ADD_FAILURE() << o.long_name << " accepted bogus";
+        } catch (const mk::core::UsageError& e) {
+            std::string listed = values;
+            for (size_t i = listed.find(' '); i != std::string::npos; i = listed.find(' ', i + 2)) listed.replace(i, 1, ", ");
+            EXPECT_NE(std::string(e.what()).find("(" + listed + ")"), std::string::npos) << e.what();
+        }
+    }
+    EXPECT_EQ(p({"-o", "cat"}).opts.output, Output::short_);  // machinectl's alias, not offered for completion
+}

@@ -57,10 +57,10 @@ TEST(MachineClass, StringTableRoundTrips) {
 TEST(MachineId, HexRoundTrip) {
     MachineId id{};
     for (int i = 0; i < 16; i++) id[i] = static_cast<uint8_t>(i + 1);
-    EXPECT_EQ(id_to_string(id), "0102030405060708090a0b0c0d0e0f10");
-    EXPECT_EQ(id_from_string("0102030405060708090a0b0c0d0e0f10"), id);
-    EXPECT_FALSE(id_from_string("0102"));
-    EXPECT_FALSE(id_from_string("zz02030405060708090a0b0c0d0e0f10"));
+    EXPECT_EQ(id128_to_string(id), "0102030405060708090a0b0c0d0e0f10");
+    EXPECT_EQ(id128_from_string("0102030405060708090a0b0c0d0e0f10"), id);
+    EXPECT_FALSE(id128_from_string("0102"));
+    EXPECT_FALSE(id128_from_string("zz02030405060708090a0b0c0d0e0f10"));
 }
 
 TEST(Registry, AddFindRemove) {
@@ -78,6 +78,23 @@ TEST(Registry, AddFindRemove) {
     EXPECT_EQ(r.find_by_leader(100), nullptr);
     EXPECT_EQ(r.find_by_unit("machine-a.scope"), nullptr);
     EXPECT_EQ(r.remove("a"), nullptr);
+}
+
+TEST(Registry, AllIsInNameOrderAcrossAddsAndRemoves) {
+    Registry r;
+    for (const char* n : {"m5", "m1", "m30", "m2", "m10"}) r.add(make(n, 0));
+    r.add_unchecked(make(".host", 0));
+    auto names = [&] {
+        std::vector<std::string> v;
+        for (const Machine* m : r.all()) v.push_back(m->name);
+        return v;
+    };
+    EXPECT_EQ(names(), (std::vector<std::string>{".host", "m1", "m10", "m2", "m30", "m5"}));
+    r.remove("m10");
+    r.remove(".host");
+    r.add(make("m0", 0));
+    EXPECT_EQ(names(), (std::vector<std::string>{"m0", "m1", "m2", "m30", "m5"}));
+    EXPECT_EQ(r.all().size(), r.size());
 }
 
 TEST(Registry, SameNameExactlyOneWins) {

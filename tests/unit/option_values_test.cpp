@@ -7,6 +7,8 @@
 #include <csignal>
 #include <string>
 
+#include "core/base/id128.hpp"
+
 using namespace mk::core;
 
 namespace {
@@ -137,7 +139,7 @@ TEST(Uuid, Forms) {
     auto a = parse_uuid("0123456789abcdef0123456789ABCDEF");
     auto b = parse_uuid("01234567-89ab-cdef-0123-456789abcdef");
     EXPECT_EQ(a, b);
-    EXPECT_EQ(uuid_to_string(a), "0123456789abcdef0123456789abcdef");
+    EXPECT_EQ(id128_to_string(a), "0123456789abcdef0123456789abcdef");
     for (const char* bad : {"", "00000000000000000000000000000000", "00000000-0000-0000-0000-000000000000",
                             "0123456789abcdef0123456789abcdeg", "0123456789abcdef0123456789abcde", "01234567-89ab-cdef-0123-456789abcdef0"})
         EXPECT_THROW(parse_uuid(bad), UsageError) << bad;

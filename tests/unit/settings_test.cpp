@@ -11,7 +11,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <string>
+
+#include "core/base/id128.hpp"
 
 using namespace mk::core;
 
@@ -85,7 +89,7 @@ TEST(ParseSettings, RealisticFile) {
     EXPECT_EQ(s.drop_capability, UINT64_C(1) << CAP_AUDIT_CONTROL);
     EXPECT_EQ(s.kill_signal, SIGRTMIN + 3);
     ASSERT_TRUE(s.machine_id);
-    EXPECT_EQ(uuid_to_string(*s.machine_id), "0123456789abcdef0123456789abcdef");
+    EXPECT_EQ(id128_to_string(*s.machine_id), "0123456789abcdef0123456789abcdef");
     EXPECT_EQ(s.hostname, "web.example");
     EXPECT_EQ(s.private_users->mode, UserNamespaceMode::Pick);
     EXPECT_EQ(s.no_new_privileges, true);
@@ -427,4 +431,83 @@ TEST_F(FindSettings, RefusesSymlinksFifosAndHugeFiles) {
     EXPECT_THROW(find_settings_file("m", pool_ + "/m", etc_, run_), UsageError);
     write_file(pool_ + "/m.nspawn", std::string(kSettingsFileMax, '#'));
     EXPECT_TRUE(find_settings_file("m", pool_ + "/m", etc_, run_));
+}
+
+// The trust policy as data: adding a key to the table without a sample here, or changing a key's
+// class, fails this test, so it is a decision someone made and reviewed.
+TEST(SettingsKeys, EveryKeyIsGatedByItsTrustClass) {
+    const std::map<std::string, std::string> kSample = {
+        {"Boot", "yes"}, {"ProcessTwo", "yes"}, {"Ephemeral", "yes"}, {"Parameters", "x"}, {"Environment", "A=1"},
+        {"User", "nobody"}, {"Capability", "CAP_NET_ADMIN"}, {"AmbientCapability", "CAP_NET_ADMIN"},
+        {"DropCapability", "CAP_SYS_TIME"}, {"KillSignal", "SIGTERM"}, {"Personality", "x86"},
+        {"MachineID", "0123456789abcdef0123456789abcdef"}, {"WorkingDirectory", "/x"}, {"PivotRoot", "/sysroot"},
+        {"PrivateUsers", "pick"}, {"NotifyReady", "yes"}, {"SystemCallFilter", "kexec_load"}, {"Hostname", "h"},
+        {"NoNewPrivileges", "no"}, {"OOMScoreAdjust", "-1000"}, {"CPUAffinity", "0"}, {"ResolvConf", "off"},
+        {"LinkJournal", "host"}, {"Timezone", "off"}, {"SuppressSync", "yes"}, {"ReadOnly", "yes"},
+        {"Volatile", "state"}, {"Bind", "/a"}, {"BindReadOnly", "/a"}, {"TemporaryFileSystem", "/tmp"},
+        {"Inaccessible", "/x"}, {"Overlay", "/a:/b:/c"}, {"OverlayReadOnly", "/a:/c"}, {"PrivateUsersChown", "yes"},
+        {"PrivateUsersOwnership", "chown"}, {"BindUser", "root"}, {"Private", "yes"}, {"Interface", "eth0"},
+        {"MACVLAN", "eth0"}, {"IPVLAN", "eth0"}, {"VirtualEthernet", "yes"}, {"VirtualEthernetExtra", "vx:vy"},
+        {"Bridge", "br0"}, {"Zone", "z"}, {"Port", "22"},
+    };
+    const std::set<std::string> kHarmless = {"Boot",     "ProcessTwo",  "Parameters",   "Environment", "User",
+                                             "DropCapability", "KillSignal", "Personality", "WorkingDirectory",
+                                             "NotifyReady", "Hostname", "ResolvConf", "Timezone",   "SuppressSync",
+                                             "ReadOnly", "Volatile"};
+    const std::set<std::string> kNarrowing = {"SystemCallFilter", "NoNewPrivileges"};
+    size_t n = 0;
+    for (const auto& k : settings_keys()) {
+        std::string name(k.name);
+        SCOPED_TRACE(name);
+        std::string value = name.rfind("Limit", 0) == 0 ? "1" : kSample.count(name) ? kSample.at(name) : "";
+        ASSERT_FALSE(value.empty()) << "no sample value for a new key: decide its trust class and add it here";
+        SettingTrust want = kHarmless.count(name)    ? SettingTrust::Any
+                            : kNarrowing.count(name) ? SettingTrust::Narrowing
+                                                     : SettingTrust::Trusted;
+        EXPECT_EQ(k.trust, want);
+        Settings s = parse_settings("[" + std::string(k.section) + "]\n" + name + "=" + value + "\n", "f");
+        std::vector<std::string> w;
+        SpawnSpec untrusted;
+        apply_settings(s, untrusted, false, w, {}, SettingsMode::Yes);
+        EXPECT_EQ(w.size(), k.trust == SettingTrust::Any ? 0u : 1u);
+        std::string label = name == "PrivateUsersChown" ? "PrivateUsersOwnership" : name;
+        if (!w.empty()) {
+            EXPECT_EQ(w[0].rfind("f: ignoring " + label + "=", 0), 0u) << w[0];
+        }
+        w.clear();
+        SpawnSpec trusted;
+        apply_settings(s, trusted, true, w, {}, SettingsMode::Yes);
+        EXPECT_TRUE(w.empty());
+        // The command line's group wins, so nothing is applied and nothing is warned about.
+        SettingsMask mask;
+        if (k.group == SettingGroup::Rlimit)
+            mask.set_rlimit(*rlimit_from_name(name.substr(5)));
+        else
+            mask.set(k.group);
+        apply_settings(s, untrusted, false, w, mask, SettingsMode::Yes);
+        EXPECT_TRUE(w.empty());
+        n++;
+    }
+    EXPECT_EQ(n, kSample.size() + kRlimitCount);
+}
+
+TEST(ApplySettings, UntrustedSystemCallFilterKeepsDenyEntries) {
+    Settings s = parse_settings("[Exec]\nSystemCallFilter=kexec_load\nSystemCallFilter=~@clock\n", "f");
+    SpawnSpec spec;
+    std::vector<std::string> w;
+    apply_settings(s, spec, false, w, {}, SettingsMode::Yes);
+    EXPECT_TRUE(spec.syscall_allow.empty());
+    EXPECT_EQ(spec.syscall_deny, std::vector<std::string>{"@clock"});
+    ASSERT_EQ(w.size(), 1u);
+    EXPECT_EQ(w[0], "f: ignoring SystemCallFilter= (allow-list entries), the file is not trusted (it is not in /etc or /run)");
+}
+
+// The file's mounts replace the command line's as a whole, whichever mount key it set.
+TEST(ApplySettings, TrustedMountsReplaceAsAWhole) {
+    SpawnSpec spec;
+    spec.binds.push_back(parse_bind("/cli", false));
+    std::vector<std::string> w;
+    apply_settings(parse_settings("[Files]\nTemporaryFileSystem=/tmp\n", "f"), spec, true, w, {}, SettingsMode::Yes);
+    EXPECT_TRUE(spec.binds.empty());
+    EXPECT_EQ(spec.tmpfs.size(), 1u);
 }

@@ -161,6 +161,17 @@ protected:
                                   r.reply(Json{{"k", n - 1}});
                               },
                               true, true};
+        // Records 0..n-1 written in place; record `fail_at` throws instead.
+        i.methods["Each"] = {[](Request& r) {
+                                 int n = r.parameters().value("n", 0);
+                                 int fail_at = r.parameters().value("failAt", -1);
+                                 r.reply_each(static_cast<size_t>(n), [&](size_t k, std::string& out) {
+                                     if (static_cast<int>(k) == fail_at)
+                                         throw std::system_error(EIO, std::generic_category(), "record");
+                                     ObjectWriter(out).number("k", k).string("s", "x\"y").close();
+                                 });
+                             },
+                             true, false};
         i.methods["Pipe"] = {[](Request& r) {
             int p[2];
             ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
@@ -246,6 +257,43 @@ TEST_F(VarlinkServerTest, MoreStreamsWithContinues) {
     }
     // A method that requires more refuses a call without it.
     EXPECT_EQ(call(c, "io.test.Thing.Count", Json{{"n", 3}})["error"], kExpectedMore);
+}
+
+TEST_F(VarlinkServerTest, ReplyEachStreamsRecordsInBatches) {
+    Client c(path_);
+    Call k;
+    k.method = "io.test.Thing.Each";
+    // Enough records for several 256 KiB batches: every one arrives, in order, once.
+    constexpr int kCount = 20000;
+    k.parameters = Json{{"n", kCount}};
+    k.more = true;
+    c.send(k);
+    for (int i = 0; i < kCount; i++) {
+        pump(c);
+        auto r = c.receive();
+        ASSERT_EQ(r["parameters"]["k"], i);
+        ASSERT_EQ(r["parameters"]["s"], "x\"y");
+        ASSERT_EQ(r.value("continues", false), i < kCount - 1);
+    }
+    // Without more only the first record is sent, as the final reply.
+    auto r = call(c, "io.test.Thing.Each", Json{{"n", 3}});
+    EXPECT_EQ(r["parameters"]["k"], 0);
+    EXPECT_FALSE(r.contains("continues"));
+    // A record that throws: those before it arrive, then the error ends the call.
+    k.parameters = Json{{"n", 5}, {"failAt", 2}};
+    c.send(k);
+    for (int i = 0; i < 2; i++) {
+        pump(c);
+        r = c.receive();
+        EXPECT_EQ(r["parameters"]["k"], i);
+        EXPECT_EQ(r["continues"], true);
+    }
+    pump(c);
+    r = c.receive();
+    EXPECT_EQ(r["error"], "io.systemd.System");
+    EXPECT_EQ(r["parameters"]["errnoName"], "EIO");
+    // The connection still serves calls.
+    EXPECT_EQ(call(c, "io.test.Thing.Echo", Json{{"x", 1}})["parameters"]["x"], 1);
 }
 
 TEST_F(VarlinkServerTest, UpgradeIsRefused) {
@@ -345,6 +393,18 @@ TEST(VarlinkJsonWriter, WritesWhatAParserReadsBack) {
     EXPECT_EQ(j["n"].get<uint64_t>(), 18446744073709551615ull);
     EXPECT_EQ(j["b"], true);
     EXPECT_EQ(j["o"]["pid"], 1);
+}
+
+TEST(VarlinkJsonWriter, ReplacesInvalidUtf8AsNlohmannDoes) {
+    // A truncated sequence is one U+FFFD (its maximal subpart), a bad lead or continuation byte one
+    // each: byte for byte what nlohmann's dump with error_handler_t::replace writes (fuzz_varlink).
+    for (std::string s : {std::string("\xE8\x93\"x"), std::string("a\xE8\x93"), std::string("\xF0\x9F\x98"),
+                          std::string("\xED\xA0\x80"), std::string("\xED\x65"), std::string("\xC0\xAF"),
+                          std::string("\xF4\x90\x80\x80"), std::string("\xFF\xF0\x9F\x98\x80")}) {
+        std::string ours;
+        append_json_string(ours, s);
+        EXPECT_EQ(ours, Json(s).dump(-1, ' ', false, Json::error_handler_t::replace));
+    }
 }
 
 TEST_F(VarlinkServerTest, DoesNotTakeOverALiveSocket) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 
 namespace mk::core {
 
@@ -76,22 +77,6 @@ UniqueFd touch_in_root(int root_fd, std::string_view path, mode_t mode) {
     return open_in_root_or_throw(root_fd, path, O_PATH);
 }
 
-static std::optional<std::string> read_all(int fd, const std::string& what, size_t max) {
-    std::string out;
-    char buf[8192];
-    for (;;) {
-        ssize_t n = ::read(fd, buf, sizeof buf);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            throw_last_error("cannot read " + what);
-        }
-        if (n == 0) break;
-        out.append(buf, static_cast<size_t>(n));
-        if (out.size() > max) throw_errno(EFBIG, what + " is larger than " + std::to_string(max) + " bytes");
-    }
-    return out;
-}
-
 std::optional<std::string> read_file_in_root(int root_fd, std::string_view path, size_t max) {
     UniqueFd fd = open_in_root(root_fd, path, O_RDONLY | O_NOCTTY | O_NONBLOCK);
     if (!fd) {
@@ -101,7 +86,7 @@ std::optional<std::string> read_file_in_root(int root_fd, std::string_view path,
     struct stat st;
     if (fstat(fd.get(), &st) < 0) throw_last_error("stat");
     if (!S_ISREG(st.st_mode)) throw_errno(EINVAL, std::string(path) + " in the container tree is not a regular file");
-    return read_all(fd.get(), std::string(path), max);
+    return read_all(fd.get(), max, std::string(path));
 }
 
 std::optional<std::string> read_host_file(const std::string& path, size_t max) {
@@ -110,21 +95,13 @@ std::optional<std::string> read_host_file(const std::string& path, size_t max) {
         if (errno == ENOENT) return std::nullopt;
         throw_last_error("cannot open " + path);
     }
-    return read_all(fd.get(), path, max);
+    return read_all(fd.get(), max, path);
 }
 
 void write_file_at(int dir_fd, const std::string& name, std::string_view data, mode_t mode) {
     UniqueFd fd(openat(dir_fd, name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, mode));
     if (!fd) throw_last_error("cannot write " + name);
-    size_t off = 0;
-    while (off < data.size()) {
-        ssize_t n = ::write(fd.get(), data.data() + off, data.size() - off);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            throw_last_error("cannot write " + name);
-        }
-        off += static_cast<size_t>(n);
-    }
+    write_all_or_throw(fd.get(), data, "cannot write " + name);
 }
 
 namespace {

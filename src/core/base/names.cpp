@@ -2,6 +2,8 @@
 
 #include <cstdint>
 
+#include "core/base/strings.hpp"
+
 namespace mk::core {
 namespace {
 
@@ -9,12 +11,6 @@ bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 bool is_ldh(char c) { return is_alpha(c) || is_digit(c) || c == '-'; }
 char hexchar(unsigned v) { return "0123456789abcdef"[v & 15]; }
-int unhex(char c) {
-    if (is_digit(c)) return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
 
 }  // namespace
 
@@ -77,6 +73,7 @@ std::string machine_name_from_path(std::string_view path) {
     while (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
     if (auto slash = path.rfind('/'); slash != std::string_view::npos) path.remove_prefix(slash + 1);
     if (path.ends_with(".raw")) path.remove_suffix(4);
+    else if (path.ends_with(".mstack")) path.remove_suffix(7);  // an OCI layer stack (NAME.mstack)
 
     // Like systemd's hostname_cleanup(): keep LDH characters, collapse separators, trim the ends.
     std::string out;
@@ -157,7 +154,7 @@ std::optional<std::string> bus_label_unescape(std::string_view s) {
     for (size_t i = 0; i < s.size(); i++) {
         if (s[i] == '_') {
             if (i + 2 >= s.size()) return std::nullopt;
-            int a = unhex(s[i + 1]), b = unhex(s[i + 2]);
+            int a = hex_digit_value(s[i + 1]), b = hex_digit_value(s[i + 2]);
             if (a < 0 || b < 0) return std::nullopt;
             out += static_cast<char>((a << 4) | b);
             i += 2;

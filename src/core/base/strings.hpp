@@ -8,6 +8,14 @@
 
 namespace mk::core {
 
+// The value of one hexadecimal digit (either case), or -1: the one hex decoder of the tree.
+constexpr int hex_digit_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
 // Splits `s` at every `sep`; empty fields are kept ("a::b" -> "a", "", "b"; "" -> one empty field).
 inline std::vector<std::string_view> split(std::string_view s, char sep) {
     std::vector<std::string_view> out;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/base/string_table.hpp"
 
 namespace mk::core {
 
@@ -518,26 +519,17 @@ bool all_zero(const char* p, size_t n) {
     return true;
 }
 
+constexpr std::array<EnumName<Compression>, 5> kCompressionNames{{
+    {Compression::none, "uncompressed"}, {Compression::xz, "xz"}, {Compression::gzip, "gzip"},
+    {Compression::bzip2, "bzip2"}, {Compression::zstd, "zstd"}}};
+
 }  // namespace
 
-std::string_view to_string(Compression c) {
-    switch (c) {
-        case Compression::none: return "uncompressed";
-        case Compression::xz: return "xz";
-        case Compression::gzip: return "gzip";
-        case Compression::bzip2: return "bzip2";
-        case Compression::zstd: return "zstd";
-    }
-    return "?";
-}
+std::string_view to_string(Compression c) { return enum_to_string(kCompressionNames, c, "?"); }
 
 std::optional<Compression> compression_from_string(std::string_view s) {
-    if (s == "uncompressed" || s == "none") return Compression::none;
-    if (s == "xz") return Compression::xz;
-    if (s == "gzip") return Compression::gzip;
-    if (s == "bzip2") return Compression::bzip2;
-    if (s == "zstd") return Compression::zstd;
-    return std::nullopt;
+    if (s == "none") return Compression::none;  // an accepted alias, never printed
+    return enum_from_string(kCompressionNames, s);
 }
 
 Compression compression_from_filename(std::string_view name) {

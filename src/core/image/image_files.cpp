@@ -42,7 +42,7 @@ std::optional<MachineId> image_machine_id(int root_fd) {
     auto text = read_file_in_root(root_fd, "/etc/machine-id");
     if (!text) return std::nullopt;
     while (!text->empty() && (text->back() == '\n' || text->back() == ' ')) text->pop_back();
-    return id_from_string(*text);
+    return id128_from_string(*text);
 }
 
 std::map<std::string, std::string> image_machine_info(int root_fd) {

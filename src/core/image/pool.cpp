@@ -22,6 +22,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/names.hpp"
+#include "core/base/string_table.hpp"
 #include "core/base/tree_copy.hpp"
 
 namespace mk::core {
@@ -116,23 +117,15 @@ uint64_t usage_walk(int fd, dev_t dev, std::set<std::pair<dev_t, ino_t>>& seen) 
     return total;
 }
 
+constexpr std::array<EnumName<ImageType>, 4> kImageTypeNames{{
+    {ImageType::directory, "directory"}, {ImageType::subvolume, "subvolume"}, {ImageType::raw, "raw"},
+    {ImageType::block, "block"}}};
+
 }  // namespace
 
-std::string_view to_string(ImageType t) {
-    switch (t) {
-        case ImageType::directory: return "directory";
-        case ImageType::subvolume: return "subvolume";
-        case ImageType::raw: return "raw";
-        case ImageType::block: return "block";
-    }
-    return "?";
-}
+std::string_view to_string(ImageType t) { return enum_to_string(kImageTypeNames, t, "?"); }
 
-std::optional<ImageType> image_type_from_string(std::string_view s) {
-    for (ImageType t : {ImageType::directory, ImageType::subvolume, ImageType::raw, ImageType::block})
-        if (to_string(t) == s) return t;
-    return std::nullopt;
-}
+std::optional<ImageType> image_type_from_string(std::string_view s) { return enum_from_string(kImageTypeNames, s); }
 
 void remove_tree_at(int dir_fd, const std::string& name) {
     struct stat st;

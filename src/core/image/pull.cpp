@@ -13,6 +13,8 @@
 #include <mutex>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
+#include "core/base/string_table.hpp"
 #include "core/image/sha256sums.hpp"
 
 namespace mk::core {
@@ -73,23 +75,14 @@ std::string redact(std::string_view url) {
     return std::string(url.substr(0, host_start)) + "***@" + std::string(url.substr(host_start + at + 1));
 }
 
+constexpr std::array<EnumName<VerifyMode>, 3> kVerifyModeNames{{
+    {VerifyMode::no, "no"}, {VerifyMode::checksum, "checksum"}, {VerifyMode::signature, "signature"}}};
+
 }  // namespace
 
-std::string_view to_string(VerifyMode m) {
-    switch (m) {
-        case VerifyMode::no: return "no";
-        case VerifyMode::checksum: return "checksum";
-        case VerifyMode::signature: return "signature";
-    }
-    return "?";
-}
+std::string_view to_string(VerifyMode m) { return enum_to_string(kVerifyModeNames, m, "?"); }
 
-std::optional<VerifyMode> verify_mode_from_string(std::string_view s) {
-    if (s == "no") return VerifyMode::no;
-    if (s == "checksum") return VerifyMode::checksum;
-    if (s == "signature") return VerifyMode::signature;
-    return std::nullopt;
-}
+std::optional<VerifyMode> verify_mode_from_string(std::string_view s) { return enum_from_string(kVerifyModeNames, s); }
 
 bool url_is_valid(std::string_view url) {
     if (url.empty() || url.size() > 4096) return false;
@@ -255,7 +248,7 @@ GpgVerifier::~GpgVerifier() {
     if (pid_ > 0) {
         sock_.reset();
         int st;
-        while (waitpid(pid_, &st, 0) < 0 && errno == EINTR) {}
+        retry_eintr([&] { return waitpid(pid_, &st, 0); });
     }
 }
 
@@ -283,13 +276,12 @@ void GpgVerifier::verify(std::string_view data, std::string_view sig) {
     std::string out;
     char buf[4096];
     for (;;) {
-        ssize_t r = ::read(sock_.get(), buf, sizeof buf);
-        if (r < 0 && errno == EINTR) continue;
+        ssize_t r = retry_eintr([&] { return ::read(sock_.get(), buf, sizeof buf); });
         if (r <= 0) break;
         if (out.size() < 16384) out.append(buf, static_cast<size_t>(r));
     }
     int st = 0;
-    while (waitpid(pid_, &st, 0) < 0 && errno == EINTR) {}
+    retry_eintr([&] { return waitpid(pid_, &st, 0); });
     pid_ = -1;
     for (char& ch : out)
         if (ch == '\n') ch = ' ';

@@ -4,18 +4,9 @@
 
 #include <stdexcept>
 
+#include "core/base/strings.hpp"
+
 namespace mk::core {
-
-namespace {
-
-int hexval(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-}  // namespace
 
 std::optional<std::string> sha256sums_lookup(std::string_view text, std::string_view name, std::string* why) {
     auto no = [&](std::string reason) -> std::optional<std::string> {
@@ -35,7 +26,7 @@ std::optional<std::string> sha256sums_lookup(std::string_view text, std::string_
         if (line.size() < 64 + 2 + 1) continue;
         bool hex = true;
         for (size_t i = 0; i < 64; i++)
-            if (hexval(line[i]) < 0) {
+            if (hex_digit_value(line[i]) < 0) {
                 hex = false;
                 break;
             }

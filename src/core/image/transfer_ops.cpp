@@ -10,6 +10,7 @@
 #include "core/base/error.hpp"
 #include "core/base/human.hpp"
 #include "core/base/names.hpp"
+#include "core/base/string_table.hpp"
 #include "core/image/archive.hpp"
 #include "core/image/sha256sums.hpp"
 
@@ -140,26 +141,24 @@ void do_import_raw(ImagePool& pool, int in_fd, const std::string& name, const Im
     p.set(100);
 }
 
+constexpr std::array<EnumName<TransferType>, 9> kTransferTypeNames{{
+    {TransferType::import_tar, "import-tar"},
+    {TransferType::import_raw, "import-raw"},
+    {TransferType::import_fs, "import-fs"},
+    {TransferType::export_tar, "export-tar"},
+    {TransferType::export_raw, "export-raw"},
+    {TransferType::pull_tar, "pull-tar"},
+    {TransferType::pull_raw, "pull-raw"},
+    {TransferType::import_oci, "import-oci"},
+    {TransferType::pull_oci, "pull-oci"},
+}};
+
 }  // namespace
 
-std::string_view to_string(TransferType t) {
-    switch (t) {
-        case TransferType::import_tar: return "import-tar";
-        case TransferType::import_raw: return "import-raw";
-        case TransferType::import_fs: return "import-fs";
-        case TransferType::export_tar: return "export-tar";
-        case TransferType::export_raw: return "export-raw";
-        case TransferType::pull_tar: return "pull-tar";
-        case TransferType::pull_raw: return "pull-raw";
-    }
-    return "?";
-}
+std::string_view to_string(TransferType t) { return enum_to_string(kTransferTypeNames, t, "?"); }
 
 std::optional<TransferType> transfer_type_from_string(std::string_view s) {
-    for (auto t : {TransferType::import_tar, TransferType::import_raw, TransferType::import_fs, TransferType::export_tar,
-                   TransferType::export_raw, TransferType::pull_tar, TransferType::pull_raw})
-        if (to_string(t) == s) return t;
-    return std::nullopt;
+    return enum_from_string(kTransferTypeNames, s);
 }
 
 void import_tar(ImagePool& pool, int in_fd, const std::string& name, const ImportOptions& o) {

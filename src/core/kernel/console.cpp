@@ -40,21 +40,4 @@ void copy_window_size(int from, int to) noexcept {
     if (ioctl(from, TIOCGWINSZ, &ws) == 0) ioctl(to, TIOCSWINSZ, &ws);
 }
 
-bool write_all(int fd, const char* buf, size_t n) noexcept {
-    while (n > 0) {
-        ssize_t w = ::write(fd, buf, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN) {
-                usleep(1000);
-                continue;
-            }
-            return false;
-        }
-        buf += w;
-        n -= static_cast<size_t>(w);
-    }
-    return true;
-}
-
 }  // namespace mk::core

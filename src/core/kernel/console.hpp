@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <string>
 
+#include "core/base/io.hpp"
 #include "core/base/unique_fd.hpp"
 
 namespace mk::core {
@@ -40,7 +41,7 @@ private:
 // Copies the window size of `from` (a terminal) to `to` (a pty master). Ignores errors.
 void copy_window_size(int from, int to) noexcept;
 
-// Writes all of `buf` to a blocking fd; returns false if the fd is gone (EPIPE, EIO...).
-bool write_all(int fd, const char* buf, size_t n) noexcept;
+// launcher.cpp's relay still calls this form; it goes once launcher.cpp uses base/io.hpp directly.
+inline bool write_all(int fd, const char* buf, size_t n) noexcept { return write_all(fd, std::string_view(buf, n)) == 0; }
 
 }  // namespace mk::core

@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 
 namespace mk::core {
 
@@ -146,11 +147,8 @@ void Netlink::request(NlMessage& m) {
         throw_last_error("netlink send");
     alignas(nlmsghdr) char buf[8192];
     for (;;) {
-        ssize_t n = recv(fd_.get(), buf, sizeof buf, 0);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            throw_last_error("netlink receive");
-        }
+        ssize_t n = retry_eintr([&] { return recv(fd_.get(), buf, sizeof buf, 0); });
+        if (n < 0) throw_last_error("netlink receive");
         int len = static_cast<int>(n);
         for (auto* r = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(r, len); r = NLMSG_NEXT(r, len)) {
             if (r->nlmsg_seq != seq || r->nlmsg_type != NLMSG_ERROR) continue;
@@ -178,11 +176,8 @@ void Netlink::dump(NlMessage& m, F&& each) {
     if (send(fd_.get(), m.data(), m.size(), 0) < 0) throw_last_error("netlink send");
     alignas(nlmsghdr) static thread_local char buf[32768];
     for (;;) {
-        ssize_t n = recv(fd_.get(), buf, sizeof buf, 0);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            throw_last_error("netlink receive");
-        }
+        ssize_t n = retry_eintr([&] { return recv(fd_.get(), buf, sizeof buf, 0); });
+        if (n < 0) throw_last_error("netlink receive");
         int len = static_cast<int>(n);
         for (auto* r = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(r, len); r = NLMSG_NEXT(r, len)) {
             if (r->nlmsg_seq != seq) continue;
@@ -210,11 +205,8 @@ int Netlink::link_index(std::string_view name) {
     alignas(nlmsghdr) char buf[16384];
     int found = 0;
     for (;;) {
-        ssize_t n = recv(fd_.get(), buf, sizeof buf, 0);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            throw_last_error("netlink receive");
-        }
+        ssize_t n = retry_eintr([&] { return recv(fd_.get(), buf, sizeof buf, 0); });
+        if (n < 0) throw_last_error("netlink receive");
         int len = static_cast<int>(n);
         for (auto* r = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(r, len); r = NLMSG_NEXT(r, len)) {
             if (r->nlmsg_seq != seq) continue;

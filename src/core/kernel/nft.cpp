@@ -15,6 +15,7 @@
 #include <cstring>
 #include <set>
 
+#include "core/base/io.hpp"
 #include "core/base/unique_fd.hpp"
 #include "core/kernel/netlink.hpp"
 
@@ -134,13 +135,13 @@ void nft_close_in_background(UniqueFd fd) {
         if (fork() == 0) {
             char c;
             // EOF once the parent has dropped its reference: ours is the last one then.
-            while (read(rd.get(), &c, 1) < 0 && errno == EINTR) {}
+            retry_eintr([&] { return read(rd.get(), &c, 1); });
             _exit(0);
         }
         _exit(0);
     }
     int st;
-    while (waitpid(child, &st, 0) < 0 && errno == EINTR) {}
+    retry_eintr([&] { return waitpid(child, &st, 0); });
     fd.reset();
     wr.reset();
 }

@@ -20,6 +20,7 @@
 #include <unordered_set>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/unique_fd.hpp"
 #include "core/kernel/capabilities.hpp"
 #include "core/kernel/syscall_groups.hpp"
@@ -179,8 +180,7 @@ BpfProgram export_bpf(const Ctx& ctx) {
     size_t done = 0;
     auto* buf = reinterpret_cast<char*>(prog.insns.data());
     while (done < size_t(st.st_size)) {
-        ssize_t n = pread(fd.get(), buf + done, st.st_size - done, off_t(done));
-        if (n < 0 && errno == EINTR) continue;
+        ssize_t n = retry_eintr([&] { return pread(fd.get(), buf + done, st.st_size - done, off_t(done)); });
         if (n <= 0) throw_errno(n < 0 ? errno : EIO, "reading the exported seccomp program");
         done += size_t(n);
     }

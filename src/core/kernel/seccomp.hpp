@@ -12,6 +12,7 @@
 #include <linux/filter.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -55,6 +56,12 @@ std::optional<std::vector<BpfProgram>> seccomp_precompiled(const SeccompPolicy& 
 // cache is an optimisation); an empty cache_dir disables the cache.
 std::vector<BpfProgram> seccomp_programs_for(const SeccompPolicy& policy,
                                              const std::string& cache_dir = kDefaultSeccompCacheDir);
+
+// The cache behind seccomp_programs_for(), for other policies (the OCI profiles of
+// seccomp_oci.hpp): `policy_key` must name everything the programs depend on besides the compiler
+// (which is added). Returns the cached programs, or compile()'s, then stored.
+std::vector<BpfProgram> seccomp_cached(const std::string& policy_key, const std::string& cache_dir,
+                                       const std::function<std::vector<BpfProgram>()>& compile);
 
 // Only the refusal of ioctl(TIOCSTI) and ioctl(TIOCLINUX) (whatever the upper 32 bits of the
 // request), for x86, x32 and x86-64: for commands machd starts in a running container on the

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "core/base/unique_fd.hpp"
+#include "core/base/io.hpp"
 #include "core/kernel/seccomp.hpp"
 #include "core/kernel/seccomp_precompiled.hpp"
 #include "core/kernel/syscall_groups.hpp"
@@ -102,8 +103,7 @@ std::optional<std::string> read_small_file(const std::string& path) {
     std::string buf(size_t(st.st_size), '\0');
     size_t done = 0;
     while (done < buf.size()) {
-        ssize_t n = read(fd.get(), buf.data() + done, buf.size() - done);
-        if (n < 0 && errno == EINTR) continue;
+        ssize_t n = retry_eintr([&] { return read(fd.get(), buf.data() + done, buf.size() - done); });
         if (n <= 0) return std::nullopt;
         done += size_t(n);
     }
@@ -125,13 +125,7 @@ void write_cache_file(const std::string& dir, const std::string& path, const std
     std::string tmp = path + ".XXXXXX";
     UniqueFd fd(mkostemp(tmp.data(), O_CLOEXEC));
     if (!fd) return;
-    bool ok = fchmod(fd.get(), 0644) == 0;
-    for (size_t done = 0; ok && done < data.size();) {
-        ssize_t n = write(fd.get(), data.data() + done, data.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) ok = false;
-        else done += size_t(n);
-    }
+    bool ok = fchmod(fd.get(), 0644) == 0 && write_all(fd.get(), data) == 0;
     fd.reset();
     if (!ok || rename(tmp.c_str(), path.c_str()) < 0) unlink(tmp.c_str());
 }
@@ -154,15 +148,19 @@ std::optional<std::vector<BpfProgram>> seccomp_precompiled(const SeccompPolicy& 
 std::vector<BpfProgram> seccomp_programs_for(const SeccompPolicy& policy, const std::string& cache_dir) {
     if (auto pre = seccomp_precompiled(policy)) return std::move(*pre);
     if (cache_dir.empty()) return seccomp_compile(policy);
+    return seccomp_cached(seccomp_policy_key(policy), cache_dir, [&] { return seccomp_compile(policy); });
+}
 
-    const std::string key = seccomp_policy_key(policy) + " " + compiler_fingerprint();
+std::vector<BpfProgram> seccomp_cached(const std::string& policy_key, const std::string& cache_dir,
+                                       const std::function<std::vector<BpfProgram>()>& compile) {
+    const std::string key = policy_key + " " + compiler_fingerprint();
     char name[32];
     snprintf(name, sizeof name, "/%016llx.bpf", static_cast<unsigned long long>(fnv1a(key.data(), key.size())));
     const std::string path = cache_dir + name;
     if (auto data = read_small_file(path))
         if (auto progs = deserialize(*data, key)) return std::move(*progs);
 
-    std::vector<BpfProgram> progs = seccomp_compile(policy);
+    std::vector<BpfProgram> progs = compile();
     write_cache_file(cache_dir, path, serialize(key, progs));
     return progs;
 }

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 
 namespace mk::core {
 
@@ -83,7 +84,7 @@ UniqueFd make_user_namespace(const IdRange& range, const std::vector<IdMapping>&
         ~Reap() {
             wr.reset();
             kill(pid, SIGKILL);
-            while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {}
+            retry_eintr([&] { return waitpid(pid, nullptr, 0); });
         }
     } reap{pid, wr};
     char ok = 0;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/machine/inspect.hpp"
 #include "core/machine/machine_error.hpp"
 
@@ -217,8 +218,7 @@ void CopyOperation::finish() {
     int err = 0;
     ssize_t n = ::read(result_.get(), &err, sizeof err);
     int status = 0;
-    while (pid_ > 0 && ::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-    }
+    if (pid_ > 0) retry_eintr([&] { return ::waitpid(pid_, &status, 0); });
     pid_ = -1;
     if (n == static_cast<ssize_t>(sizeof err) && err) throw std::system_error(err, std::generic_category(), what_);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw_errno(EIO, what_);

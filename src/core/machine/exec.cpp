@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/kernel/seccomp.hpp"
 #include "core/machine/machine_error.hpp"
 
@@ -162,8 +163,7 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
         if (keep > 3) ::syscall(SYS_close_range, 3u, static_cast<unsigned>(keep - 1), 0u);
         ::syscall(SYS_close_range, static_cast<unsigned>(keep + 1), ~0u, 0u);
         int status = 0;
-        while (::waitpid(cmd, &status, 0) < 0 && errno == EINTR) {
-        }
+        retry_eintr([&] { return ::waitpid(cmd, &status, 0); });
         (void)!::write(status_wr.get(), &status, sizeof status);
         _exit(0);
     }

@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/unique_fd.hpp"
 #include "core/machine/machine_error.hpp"
 
@@ -34,59 +35,7 @@ void require_alive(const Machine& m) {
         throw_errno(ESRCH, "Leader of machine " + m.name + " has exited");
 }
 
-std::string read_fd(int fd, size_t max) {
-    std::string s;
-    char buf[4096];
-    for (;;) {
-        ssize_t n = ::read(fd, buf, sizeof buf);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            throw_last_error("read");
-        }
-        if (n == 0) break;
-        s.append(buf, static_cast<size_t>(n));
-        if (s.size() > max) throw_errno(EFBIG, "file too large");
-    }
-    return s;
-}
-
 }  // namespace
-
-std::map<std::string, std::string> parse_os_release(std::string_view text) {
-    std::map<std::string, std::string> out;
-    while (!text.empty()) {
-        auto nl = text.find('\n');
-        std::string_view line = text.substr(0, nl);
-        text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
-        while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) line.remove_prefix(1);
-        if (line.empty() || line[0] == '#') continue;
-        auto eq = line.find('=');
-        if (eq == std::string_view::npos || eq == 0) continue;
-        std::string key(line.substr(0, eq));
-        std::string_view raw = line.substr(eq + 1);
-        std::string value;
-        char quote = 0;
-        for (size_t i = 0; i < raw.size(); i++) {
-            char c = raw[i];
-            if (quote) {
-                if (c == quote) quote = 0;
-                else if (c == '\\' && quote == '"' && i + 1 < raw.size()) value += raw[++i];
-                else value += c;
-            } else if (c == '"' || c == '\'') {
-                quote = c;
-            } else if (c == '\\' && i + 1 < raw.size()) {
-                value += raw[++i];
-            } else if (c == '#' && (i == 0 || raw[i - 1] == ' ')) {
-                break;
-            } else {
-                value += c;
-            }
-        }
-        while (!quote && !value.empty() && (value.back() == ' ' || value.back() == '\t')) value.pop_back();
-        out[key] = value;
-    }
-    return out;
-}
 
 std::map<std::string, std::string> machine_os_release(const Machine& m) {
     require_container(m);
@@ -106,7 +55,7 @@ std::map<std::string, std::string> machine_os_release(const Machine& m) {
         if (::fstat(path_fd.get(), &st) < 0 || !S_ISREG(st.st_mode)) continue;
         UniqueFd fd(::open(("/proc/self/fd/" + std::to_string(path_fd.get())).c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
         if (!fd) throw_last_error("reopen os-release of machine " + m.name);
-        return parse_os_release(read_fd(fd.get(), kOsReleaseMax));
+        return parse_os_release(read_all(fd.get(), kOsReleaseMax, "os-release"));
     }
     throw_errno(ENOENT, "Machine " + m.name + " has no os-release file");
 }
@@ -165,7 +114,7 @@ std::vector<MachineAddress> machine_addresses(const Machine& m) {
     wr.reset();
     std::string data;
     try {
-        data = read_fd(rd.get(), 1 << 20);
+        data = read_all(rd.get(), 1 << 20, "the container's reply");
     } catch (...) {
         ::waitpid(child, nullptr, 0);
         throw;

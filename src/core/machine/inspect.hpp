@@ -11,13 +11,11 @@
 #include <string_view>
 #include <vector>
 
+#include "core/base/os_release.hpp"  // parse_os_release(), for callers of machine_os_release()
 #include "core/base/unique_fd.hpp"
 #include "core/machine/machine.hpp"
 
 namespace mk::core {
-
-// os-release(5) / env-file syntax: KEY=value, quotes, backslash escapes, comments. Pure.
-std::map<std::string, std::string> parse_os_release(std::string_view text);
 
 std::map<std::string, std::string> machine_os_release(const Machine& m);
 

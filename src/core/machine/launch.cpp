@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/names.hpp"
 #include "core/base/unique_fd.hpp"
 #include "core/machine/machine_error.hpp"
@@ -22,9 +23,15 @@ std::string launchable_image_dir(const LaunchConfig& cfg, const std::string& nam
         throw_machine_error(MachineErrc::invalid_argument, "Invalid machine name: " + name);
     std::string dir = cfg.machines_dir + "/" + name;
     struct stat st {};
-    if (::stat(dir.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
-        throw_errno(ENOENT, "No image directory " + dir + " for machine " + name);
-    return dir;
+    if (::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return dir;
+    // An OCI image pulled as a layer stack (core/image/oci_store.hpp).
+    if (::stat((dir + ".mstack").c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return dir + ".mstack";
+    throw_errno(ENOENT, "No image directory " + dir + " for machine " + name);
+}
+
+bool image_is_oci(const LaunchConfig& cfg, const std::string& name) {
+    struct stat st {};
+    return ::stat((cfg.machines_dir + "/" + name + ".oci-config").c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
 // Machine names are valid hostnames: no character needs unit-name escaping.
@@ -32,16 +39,21 @@ std::string launch_unit_name(const std::string& name) { return "spawn@" + name +
 
 Launched launch_machine(const LaunchConfig& cfg, const std::string& name) {
     std::string dir = launchable_image_dir(cfg, name);
+    // In a user namespace by default, as machines started through spawn@.service: root inside is
+    // not root outside.
+    // An OCI image runs its Entrypoint+Cmd (Parameters= of NAME.nspawn next to it), not an init.
+    std::vector<std::string> args = {cfg.spawn_path, "--quiet", "--boot", "-U", "--console=passive", "-M", name, "-D", dir};
+    if (image_is_oci(cfg, name)) args.erase(args.begin() + 2);
+    return launch_detached(cfg, name, std::move(args));
+}
+
+Launched launch_detached(const LaunchConfig& cfg, const std::string& name, std::vector<std::string> args) {
     if (::mkdir(cfg.log_dir.c_str(), 0700) < 0 && errno != EEXIST) throw_last_error("mkdir " + cfg.log_dir);
     Launched out;
     out.log_path = cfg.log_dir + "/" + name + ".log";
     UniqueFd log(::open(out.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!log) throw_last_error("open " + out.log_path);
     UniqueFd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-
-    // In a user namespace by default, as machines started through spawn@.service: root inside is
-    // not root outside.
-    std::vector<std::string> args = {cfg.spawn_path, "--quiet", "--boot", "-U", "--console=passive", "-M", name, "-D", dir};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -80,8 +92,7 @@ Launched launch_machine(const LaunchConfig& cfg, const std::string& name) {
     ssize_t n1 = ::read(rd.get(), &child, sizeof child);
     ssize_t n2 = ::read(rd.get(), &e, sizeof e);
     int status = 0;
-    while (::waitpid(mid, &status, 0) < 0 && errno == EINTR) {
-    }
+    retry_eintr([&] { return ::waitpid(mid, &status, 0); });
     if (n1 != static_cast<ssize_t>(sizeof child)) throw_errno(ECHILD, "Failed to start spawn for machine " + name);
     if (n2 == static_cast<ssize_t>(sizeof e)) throw_errno(e, "Failed to execute " + cfg.spawn_path);
     out.pid = child;

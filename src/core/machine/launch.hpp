@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <vector>
 
 namespace mk::core {
 
@@ -25,9 +26,15 @@ struct Launched {
 // Validates the name (machine_name_is_valid, no leading dot) and that POOL/NAME is a directory;
 // returns that directory. Throws MachineError invalid_argument, or ENOENT.
 std::string launchable_image_dir(const LaunchConfig& cfg, const std::string& name);
+// NAME.oci-config next to the image: pulled by pull-oci/import-oci (started without --boot).
+bool image_is_oci(const LaunchConfig& cfg, const std::string& name);
 
 // launchable_image_dir(), then the detached spawn. Errno of a failed exec.
 Launched launch_machine(const LaunchConfig& cfg, const std::string& name);
+
+// Runs `args` (args[0] the program) detached like launch_machine(), output appended to
+// LOGDIR/LOG_NAME.log. Used for spawn --restore (io.machkit.Manager1.RestoreMachine).
+Launched launch_detached(const LaunchConfig& cfg, const std::string& log_name, std::vector<std::string> args);
 
 // The unit that boots POOL/NAME where systemd runs: units/spawn@.service's instance.
 std::string launch_unit_name(const std::string& name);

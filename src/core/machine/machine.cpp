@@ -2,6 +2,7 @@
 
 #include <time.h>
 
+#include "core/base/string_table.hpp"
 #include "core/machine/machine_error.hpp"
 
 namespace mk::core {
@@ -32,6 +33,13 @@ uint64_t now_usec(clockid_t clock) {
     return static_cast<uint64_t>(ts.tv_sec) * 1000000u + static_cast<uint64_t>(ts.tv_nsec) / 1000u;
 }
 
+// "" is machined's spelling of an unknown class.
+constexpr std::array<EnumName<MachineClass>, 4> kMachineClassNames{{
+    {MachineClass::container, "container"}, {MachineClass::vm, "vm"}, {MachineClass::host, "host"},
+    {MachineClass::unknown, ""}}};
+constexpr std::array<EnumName<MachineState>, 3> kMachineStateNames{{
+    {MachineState::opening, "opening"}, {MachineState::running, "running"}, {MachineState::closing, "closing"}}};
+
 }  // namespace
 
 const std::error_category& machine_category() noexcept {
@@ -44,65 +52,15 @@ void throw_machine_error(MachineErrc e, const std::string& message) {
     throw std::system_error(make_error_code(e), message);
 }
 
-std::string_view to_string(MachineClass c) {
-    switch (c) {
-    case MachineClass::container: return "container";
-    case MachineClass::vm: return "vm";
-    case MachineClass::host: return "host";
-    case MachineClass::unknown: return "";
-    }
-    return "";
-}
+std::string_view to_string(MachineClass c) { return enum_to_string(kMachineClassNames, c, ""); }
 
 std::optional<MachineClass> machine_class_from_string(std::string_view s) {
-    if (s.empty()) return MachineClass::unknown;
-    for (auto c : {MachineClass::container, MachineClass::vm, MachineClass::host})
-        if (to_string(c) == s) return c;
-    return std::nullopt;
+    return enum_from_string(kMachineClassNames, s);
 }
 
-std::string_view to_string(MachineState s) {
-    switch (s) {
-    case MachineState::opening: return "opening";
-    case MachineState::running: return "running";
-    case MachineState::closing: return "closing";
-    }
-    return "";
-}
+std::string_view to_string(MachineState s) { return enum_to_string(kMachineStateNames, s, ""); }
 
-bool Machine::has_id() const noexcept {
-    for (auto b : id)
-        if (b) return true;
-    return false;
-}
-
-std::string id_to_string(const MachineId& id) {
-    static constexpr char hex[] = "0123456789abcdef";
-    std::string s;
-    s.reserve(32);
-    for (auto b : id) {
-        s += hex[b >> 4];
-        s += hex[b & 15];
-    }
-    return s;
-}
-
-std::optional<MachineId> id_from_string(std::string_view s) {
-    if (s.size() != 32) return std::nullopt;
-    auto nib = [](char c) -> int {
-        if (c >= '0' && c <= '9') return c - '0';
-        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-        return -1;
-    };
-    MachineId id{};
-    for (size_t i = 0; i < 16; i++) {
-        int hi = nib(s[2 * i]), lo = nib(s[2 * i + 1]);
-        if (hi < 0 || lo < 0) return std::nullopt;
-        id[i] = static_cast<uint8_t>(hi << 4 | lo);
-    }
-    return id;
-}
+bool Machine::has_id() const noexcept { return !id128_is_null(id); }
 
 uint64_t now_realtime_usec() { return now_usec(CLOCK_REALTIME); }
 uint64_t now_monotonic_usec() { return now_usec(CLOCK_MONOTONIC); }

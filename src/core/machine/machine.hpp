@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/base/id128.hpp"
 #include "core/base/unique_fd.hpp"
 
 namespace mk::core {
@@ -23,7 +24,7 @@ std::string_view to_string(MachineClass c);
 std::optional<MachineClass> machine_class_from_string(std::string_view s);  // "" -> unknown
 std::string_view to_string(MachineState s);
 
-using MachineId = std::array<uint8_t, 16>;
+using MachineId = Id128;
 
 struct Machine {
     std::string name;
@@ -60,8 +61,6 @@ struct Machine {
 };
 
 // "0102..0f10" (32 lowercase hex digits) and back; parse returns nullopt unless exactly 32 hex digits.
-std::string id_to_string(const MachineId& id);
-std::optional<MachineId> id_from_string(std::string_view s);
 
 // Microseconds on CLOCK_REALTIME / CLOCK_MONOTONIC, as machined stamps a new machine.
 uint64_t now_realtime_usec();

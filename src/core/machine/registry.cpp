@@ -1,5 +1,6 @@
 #include "core/machine/registry.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <system_error>
 
@@ -27,6 +28,7 @@ Machine& Registry::add(Machine m) {
     auto owned = std::make_unique<Machine>(std::move(m));
     Machine* p = owned.get();
     machines_.emplace(p->name, std::move(owned));
+    insert_ordered(p);
     if (p->leader > 0) by_leader_[p->leader] = p;
     if (!p->unit.empty()) by_unit_[p->unit] = p;
     return *p;
@@ -36,6 +38,7 @@ Machine& Registry::add_unchecked(Machine m) {
     auto owned = std::make_unique<Machine>(std::move(m));
     Machine* p = owned.get();
     machines_.emplace(p->name, std::move(owned));
+    insert_ordered(p);
     return *p;
 }
 
@@ -59,16 +62,16 @@ std::unique_ptr<Machine> Registry::remove(std::string_view name) {
     if (it == machines_.end()) return nullptr;
     auto owned = std::move(it->second);
     machines_.erase(it);
+    std::erase(ordered_, owned.get());
     if (auto l = by_leader_.find(owned->leader); l != by_leader_.end() && l->second == owned.get()) by_leader_.erase(l);
     if (auto u = by_unit_.find(owned->unit); u != by_unit_.end() && u->second == owned.get()) by_unit_.erase(u);
     return owned;
 }
 
-std::vector<Machine*> Registry::all() const {
-    std::vector<Machine*> v;
-    v.reserve(machines_.size());
-    for (const auto& [_, m] : machines_) v.push_back(m.get());
-    return v;
+void Registry::insert_ordered(Machine* m) {
+    auto at = std::lower_bound(ordered_.begin(), ordered_.end(), m,
+                               [](const Machine* a, const Machine* b) { return a->name < b->name; });
+    ordered_.insert(at, m);
 }
 
 }  // namespace mk::core

@@ -42,12 +42,17 @@ public:
     std::unique_ptr<Machine> remove(std::string_view name);
 
     // Name order, stable for ListMachines.
-    [[nodiscard]] std::vector<Machine*> all() const;
+    [[nodiscard]] std::vector<Machine*> all() const { return ordered_; }
     [[nodiscard]] size_t size() const noexcept { return machines_.size(); }
 
 private:
+    void insert_ordered(Machine* m);
+
     size_t max_;
     std::map<std::string, std::unique_ptr<Machine>, std::less<>> machines_;
+    // machines_ in name order as a flat array, kept on add and remove: walking the map's 1,000 nodes
+    // per listing cost a cache miss each, a fifth of machd's CPU per List or ListMachines (perf).
+    std::vector<Machine*> ordered_;
     std::unordered_map<pid_t, Machine*> by_leader_;
     std::unordered_map<std::string, Machine*> by_unit_;
 };

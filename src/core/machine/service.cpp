@@ -67,7 +67,7 @@ void MachineService::add_host_machine() {
     std::ifstream f("/etc/machine-id");
     std::string s;
     if (f >> s)
-        if (auto id = id_from_string(s)) m.id = *id;
+        if (auto id = id128_from_string(s)) m.id = *id;
     // Boot time on CLOCK_REALTIME, as machined stamps the host (TimestampMonotonic stays 0).
     m.realtime_usec = now_realtime_usec() - now_monotonic_usec();
     registry_.add_unchecked(std::move(m));

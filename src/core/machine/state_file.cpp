@@ -8,6 +8,7 @@
 #include <cstdio>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/names.hpp"
 
 namespace mk::core {
@@ -15,35 +16,16 @@ namespace {
 
 constexpr size_t kStateFileMax = 64 * 1024;
 
-void write_all(int fd, std::string_view data, const std::string& what) {
-    while (!data.empty()) {
-        ssize_t n = ::write(fd, data.data(), data.size());
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            throw_last_error(what);
-        }
-        data.remove_prefix(static_cast<size_t>(n));
-    }
-}
-
 std::optional<std::string> read_small_file_at(int dir_fd, const char* name) {
     UniqueFd fd(::openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK));
     if (!fd) return std::nullopt;
     struct stat st {};
     if (::fstat(fd.get(), &st) < 0 || !S_ISREG(st.st_mode)) return std::nullopt;
-    std::string s;
-    char buf[4096];
-    for (;;) {
-        ssize_t n = ::read(fd.get(), buf, sizeof buf);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return std::nullopt;
-        }
-        if (n == 0) break;
-        s.append(buf, static_cast<size_t>(n));
-        if (s.size() > kStateFileMax) return std::nullopt;
+    try {
+        return read_all(fd.get(), kStateFileMax, name);
+    } catch (const std::system_error&) {
+        return std::nullopt;
     }
-    return s;
 }
 
 bool parse_u64(std::string_view s, uint64_t& out) {
@@ -127,7 +109,7 @@ std::string format_state_file(const Machine& m) {
     if (!m.scope_job.empty()) s += "SCOPE_JOB=" + m.scope_job + "\n";
     if (!m.service.empty()) s += "SERVICE=" + cescape(m.service) + "\n";
     if (!m.root_directory.empty()) s += "ROOT=" + cescape(m.root_directory) + "\n";
-    if (m.has_id()) s += "ID=" + id_to_string(m.id) + "\n";
+    if (m.has_id()) s += "ID=" + id128_to_string(m.id) + "\n";
     if (m.leader != 0) s += "LEADER=" + std::to_string(m.leader) + "\n";
     if (m.klass != MachineClass::unknown) s += "CLASS=" + std::string(to_string(m.klass)) + "\n";
     if (m.realtime_usec || m.monotonic_usec)
@@ -165,7 +147,7 @@ std::optional<Machine> parse_state_file(std::string_view name, std::string_view 
         } else if (key == "ROOT") {
             m.root_directory = cunescape(value);
         } else if (key == "ID") {
-            if (auto id = id_from_string(value)) m.id = *id;
+            if (auto id = id128_from_string(value)) m.id = *id;
         } else if (key == "LEADER") {
             if (parse_u64(value, u) && u > 0 && u <= 0x7fffffff) m.leader = static_cast<pid_t>(u);
         } else if (key == "CLASS") {
@@ -211,7 +193,7 @@ void StateDir::save(const Machine& m) const {
     if (!fd) throw_last_error("create " + path_ + "/" + tmp);
     try {
         if (::fchmod(fd.get(), 0644) < 0) throw_last_error("fchmod " + tmp);  // umask must not narrow it
-        write_all(fd.get(), format_state_file(m), "write " + tmp);
+        write_all_or_throw(fd.get(), format_state_file(m), "write " + tmp);
         fd.reset();
         if (::renameat(dir_fd_.get(), tmp.c_str(), dir_fd_.get(), m.name.c_str()) < 0)
             throw_last_error("rename " + tmp + " to " + m.name);

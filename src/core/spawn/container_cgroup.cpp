@@ -14,6 +14,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/fs_at.hpp"
+#include "core/base/io.hpp"
 #include "core/base/strings.hpp"
 #include "core/kernel/mount.hpp"
 #include "core/spawn/option_values.hpp"
@@ -196,7 +197,7 @@ ContainerCgroup::~ContainerCgroup() {
     remove();
     reaper_pipe_.reset();
     if (reaper_ > 0)
-        while (waitpid(reaper_, nullptr, 0) < 0 && errno == EINTR) {}
+        retry_eintr([&] { return waitpid(reaper_, nullptr, 0); });
 }
 
 void ContainerCgroup::arm_reaper() {
@@ -217,7 +218,7 @@ void ContainerCgroup::arm_reaper() {
         for (int fd = 3; fd < 1024; fd++)
             if (fd != keep && fd != own_unified_.get()) close(fd);
         char c;
-        while (read(keep, &c, 1) > 0 || errno == EINTR) {}
+        while (retry_eintr([&] { return read(keep, &c, 1); }) > 0) {}
         // The container's processes die with spawn (parent-death signal); give them a moment.
         for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it)
             for (int i = 0; i < 10 && access(it->c_str(), F_OK) == 0; i++) {

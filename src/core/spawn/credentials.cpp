@@ -10,26 +10,12 @@
 #include <cstring>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/unique_fd.hpp"
 #include "core/kernel/mount.hpp"
 
 namespace mk::core {
 namespace {
-
-std::string read_all(int fd, size_t max, const std::string& path) {
-    std::string data;
-    char buf[65536];
-    for (;;) {
-        ssize_t n = read(fd, buf, sizeof buf);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            throw_last_error("cannot read " + path);
-        }
-        if (n == 0) return data;
-        if (data.size() + static_cast<size_t>(n) > max) throw_errno(EFBIG, path + " is larger than the credential limit");
-        data.append(buf, static_cast<size_t>(n));
-    }
-}
 
 UniqueFd connect_stream(const std::string& path) {
     sockaddr_un sa{};
@@ -67,12 +53,7 @@ void mount_credentials(int run_host_fd, const std::vector<Credential>& credentia
     for (const auto& c : credentials) {
         UniqueFd f(openat(mnt.get(), c.id.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!f) throw_last_error("cannot create credential " + c.id);
-        for (size_t off = 0; off < c.data.size();) {
-            ssize_t n = write(f.get(), c.data.data() + off, c.data.size() - off);
-            if (n < 0 && errno == EINTR) continue;
-            if (n < 0) throw_last_error("cannot write credential " + c.id);
-            off += static_cast<size_t>(n);
-        }
+        write_all_or_throw(f.get(), c.data, "cannot write credential " + c.id);
         if (fchmod(f.get(), 0400) < 0) throw_last_error("chmod credential " + c.id);
         if (owner != 0 && fchown(f.get(), owner, owner) < 0) throw_last_error("chown credential " + c.id);
     }

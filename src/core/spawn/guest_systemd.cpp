@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/base/fs_at.hpp"
+#include "core/base/io.hpp"
 #include "core/base/unique_fd.hpp"
 
 namespace mk::core {
@@ -85,8 +86,7 @@ std::optional<unsigned> version_from_binary(int root_fd, std::string_view path) 
     std::string buf(1u << 20, '\0');
     size_t total = 0;
     while (total < kBannerScanMax && !scanner.version()) {
-        ssize_t n = read(fd.get(), buf.data(), std::min(buf.size(), kBannerScanMax - total));
-        if (n < 0 && errno == EINTR) continue;
+        ssize_t n = retry_eintr([&] { return read(fd.get(), buf.data(), std::min(buf.size(), kBannerScanMax - total)); });
         if (n <= 0) break;
         total += static_cast<size_t>(n);
         scanner.feed(std::string_view(buf.data(), static_cast<size_t>(n)));

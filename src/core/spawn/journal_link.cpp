@@ -9,6 +9,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/fs_at.hpp"
+#include "core/base/id128.hpp"
 #include "core/spawn/option_values.hpp"
 
 namespace mk::core {
@@ -34,13 +35,6 @@ bool dir_is_empty(const std::string& path) {
 
 }  // namespace
 
-std::string machine_id_hex(const Uuid& u) {
-    static const char digits[] = "0123456789abcdef";
-    std::string s;
-    for (uint8_t b : u) s += digits[b >> 4], s += digits[b & 15];
-    return s;
-}
-
 JournalLinkPlan plan_journal_link(LinkJournalMode mode, const std::optional<Uuid>& machine_id,
                                   const std::optional<Uuid>& host_id, HostJournalPath host_state, bool tree_is_kept) {
     JournalLinkPlan plan;
@@ -54,7 +48,7 @@ JournalLinkPlan plan_journal_link(LinkJournalMode mode, const std::optional<Uuid
         return skip_or_fail("the container has no machine ID (write one to its /etc/machine-id or pass --uuid=)");
     if (host_id && *host_id == *machine_id)
         return skip_or_fail("the container's machine ID is the host's; refusing to link the journals");
-    plan.id = machine_id_hex(*machine_id);
+    plan.id = id128_to_string(*machine_id);
     plan.host_path = std::string(kJournalDir) + "/" + plan.id;
     plan.guest_path = plan.host_path;
     bool host_mode = mode == LinkJournalMode::Host || mode == LinkJournalMode::TryHost;

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "core/base/id128.hpp"
 #include "core/spawn/spawn_spec.hpp"
 
 namespace mk::core {
@@ -25,7 +26,8 @@ struct JournalLinkPlan {
     bool remove_empty_host_dir = false;  // guest mode over an empty directory: replace it
 };
 
-std::string machine_id_hex(const Uuid& id);  // 32 lowercase hex digits, journald's directory name
+// launcher.cpp still calls this name; it goes once launcher.cpp calls id128_to_string().
+inline std::string machine_id_hex(const Uuid& id) { return id128_to_string(id); }
 
 // Throws UsageError for the non-try modes when linking is impossible.
 JournalLinkPlan plan_journal_link(LinkJournalMode mode, const std::optional<Uuid>& machine_id,

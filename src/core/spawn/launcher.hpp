@@ -1,11 +1,27 @@
-// The launcher: starts one container from a SpawnSpec and supervises it until it ends.
+// The launcher: starts one container from a finalized SpawnSpec (finalize.hpp) and supervises it
+// until it ends. launcher.cpp is only the choreography; the work is in named steps:
 //
-// Process model: spawn (the parent) clones one child with new mount, PID, UTS, IPC and cgroup
-// namespaces (and network with --private-network). The child is the container's PID 1: it mounts
-// per the mount plan, pivots into the tree, drops privileges and execs the payload. Errors in the
-// child travel to the parent over a SOCK_SEQPACKET pair (errno + message); exec closes the pair.
-// The child carries PR_SET_PDEATHSIG(SIGKILL), so killing spawn (even with SIGKILL) kills the
-// container, and with it every mount it made: nothing stays on the host.
+//   prepare()            outside_steps.hpp  checks, tree/image, user namespace range, mount plan,
+//                                          GuestPlan (guest_plan.hpp: argv, env, caps, machine ID)
+//   clone3()             launcher.cpp       new mount, PID, UTS, IPC (cgroup, network) namespaces
+//   parent               launcher.cpp       register + place in cgroups, network links; go-ahead
+//   child (PID 1)        inside_steps.hpp   mount_root_fs, populate_guest_files, seal_and_pivot,
+//                                          console, identity, limits, userns, drop_privileges,
+//                                          enter_working_directory, exec_payload
+//   relay                relay.hpp          console, signals, notify socket, exit status
+//
+// Process model: spawn (the parent) clones one child, the container's PID 1. A failed step in the
+// child travels to the parent over a SOCK_SEQPACKET pair as a ChildError (step name + errno +
+// message, child_channel.hpp); exec closes the pair. The child carries PR_SET_PDEATHSIG(SIGKILL),
+// so killing spawn (even with SIGKILL) kills the container, and with it every mount it made.
+//
+// Reusing the steps in another choreography: an OCI runtime's `create` runs prepare(), clone3 and
+// the inside steps up to enter_working_directory(), then blocks on its own channel (instead of
+// exec_payload) until `start` writes the go-ahead; the runtime process exits after `create`, so it
+// skips become_container_init()'s PDEATHSIG and runs no Relay (the pidfd/state file replaces it).
+// CRIU restore reuses prepare() and the parent's placement steps around criu's own restore;
+// rootless spawn reuses the inside steps behind a user namespace made first. The steps talk to no
+// parent themselves: every wait is in the choreography (wait_go_ahead), so each caller picks its own.
 //
 // Thread-hostile: changes the signal mask and the terminal mode of the calling process.
 #pragma once
@@ -54,6 +70,7 @@ struct LaunchHooks {
 
 class Launcher {
 public:
+    // `spec` must have been through finalize() (run() throws std::logic_error otherwise).
     explicit Launcher(SpawnSpec spec, LaunchHooks hooks = {});
 
     // Starts the container and waits for it. Returns spawn's exit status: the payload's exit code,
@@ -66,9 +83,5 @@ private:
     LaunchHooks hooks_;
     std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
 };
-
-// The container's init for --boot: the first of /usr/lib/systemd/systemd, /lib/systemd/systemd,
-// /sbin/init that exists in the tree (resolved inside it). Empty if none does.
-std::string find_init(int root_fd);
 
 }  // namespace mk::core

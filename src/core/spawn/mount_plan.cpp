@@ -1,6 +1,20 @@
 #include "core/spawn/mount_plan.hpp"
 
+#include "core/base/error.hpp"
 #include "core/base/strings.hpp"
+#include "core/base/unique_fd.hpp"
+#include "core/kernel/mount.hpp"
+
+#include <dirent.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
 
 #include <linux/mount.h>
 #include <sys/sysmacros.h>
@@ -140,6 +154,97 @@ std::vector<MountStep> build_cgroup_mount_plan(const CgroupLayout& cgroups) {
 std::string overlay_workdir(const std::string& upper) {
     auto slash = upper.rfind('/');
     return upper.substr(0, slash + 1) + ".#machkit-work." + upper.substr(slash + 1);
+}
+
+bool is_mstack_path(std::string_view path) {
+    while (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
+    return path.ends_with(".mstack") && path.size() > 7 && path[path.size() - 8] != '/';
+}
+
+MstackRoot plan_mstack_root(const std::string& mstack_path, const std::vector<std::pair<std::string, std::string>>& entries,
+                            bool ephemeral) {
+    std::string dir = mstack_path;
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    if (dir.empty() || dir[0] != '/') throw UsageError("layer stack path must be absolute: " + mstack_path);
+    std::string pool = dir.substr(0, dir.rfind('/'));
+    std::map<size_t, std::string> layers;
+    for (const auto& [name, target] : entries) {
+        if (!name.starts_with("layer@")) continue;
+        std::string_view num = std::string_view(name).substr(6);
+        if (num.empty() || num.size() > 4 || !std::all_of(num.begin(), num.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+            (num.size() > 1 && num[0] == '0'))
+            throw UsageError(dir + ": invalid layer entry '" + name + "'");
+        std::string_view t = target;
+        bool ok = t.starts_with("../.oci-sha256-") && t.size() == 15 + 64 &&
+                  std::all_of(t.begin() + 15, t.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+        if (!ok) throw UsageError(dir + ": " + name + " must point to a layer of the pool (../.oci-sha256-<hex>)");
+        layers[std::stoul(std::string(num))] = pool + "/" + std::string(t.substr(3));
+    }
+    if (layers.empty()) throw UsageError(dir + ": the layer stack has no layers");
+    if (layers.size() > kMstackMaxLayers)
+        throw UsageError(dir + ": " + std::to_string(layers.size()) + " layers, overlayfs stacks at most 500");
+    if (layers.rbegin()->first != layers.size() - 1) throw UsageError(dir + ": layer@0…layer@N are not contiguous");
+    MstackRoot r;
+    for (auto it = layers.rbegin(); it != layers.rend(); ++it) r.lowers.push_back(it->second);
+    if (!ephemeral) {
+        r.upper = dir + "/rw";
+        r.work = overlay_workdir(r.upper);
+    }
+    return r;
+}
+
+std::vector<std::pair<std::string, std::string>> mstack_overlay_options(const MstackRoot& r) {
+    std::vector<std::pair<std::string, std::string>> o;
+    for (const auto& l : r.lowers) o.emplace_back("lowerdir+", l);
+    if (!r.upper.empty()) {
+        o.emplace_back("upperdir", r.upper);
+        o.emplace_back("workdir", r.work);
+    }
+    o.emplace_back("userxattr", "");
+    return o;
+}
+
+MstackRoot read_mstack_root(const std::string& path, bool ephemeral) {
+    UniqueFd d(open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!d) throw_last_error("cannot open the layer stack " + path);
+    std::vector<std::pair<std::string, std::string>> entries;
+    std::unique_ptr<DIR, int (*)(DIR*)> ds(fdopendir(fcntl(d.get(), F_DUPFD_CLOEXEC, 3)), closedir);
+    if (!ds) throw_last_error("cannot read the layer stack " + path);
+    while (dirent* e = readdir(ds.get())) {
+        std::string n = e->d_name;
+        if (!n.starts_with("layer@")) continue;
+        if (entries.size() > kMstackMaxLayers) throw UsageError(path + ": too many layers");
+        char buf[256];
+        ssize_t len = readlinkat(d.get(), n.c_str(), buf, sizeof buf - 1);
+        if (len < 0) throw_last_error(path + ": " + n + " is not a symlink to a layer");
+        entries.emplace_back(n, std::string(buf, static_cast<size_t>(len)));
+    }
+    MstackRoot r = plan_mstack_root(path, entries, ephemeral);
+    if (!r.upper.empty()) {
+        struct stat st;
+        if (fstatat(d.get(), "rw", &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+            throw UsageError(path + ": the writable layer rw/ is missing");
+        std::string work = r.work.substr(r.work.rfind('/') + 1);
+        if (mkdirat(d.get(), work.c_str(), 0700) < 0 && errno != EEXIST) throw_last_error("cannot create " + r.work);
+    }
+    return r;
+}
+
+std::string mount_mstack_privately(const std::string& path) {
+    std::string dir = path;
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    MstackRoot r = read_mstack_root(dir, false);
+    if (unshare(CLONE_NEWNS) < 0) throw_last_error("cannot create a mount namespace for the layer stack");
+    if (mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) < 0)
+        throw_last_error("cannot make the mount namespace a slave of the host's");
+    UniqueFd d(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!d) throw_last_error("cannot open the layer stack " + dir);
+    if (mkdirat(d.get(), ".#root", 0755) < 0 && errno != EEXIST) throw_last_error("cannot create " + dir + "/.#root");
+    UniqueFd target(openat(d.get(), ".#root", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!target) throw_last_error("cannot open " + dir + "/.#root");
+    UniqueFd mnt = make_fs_mount("overlay", mstack_overlay_options(r), 0, "overlay");
+    attach_mount(mnt.get(), target.get(), "the layer stack " + dir);
+    return dir + "/.#root";
 }
 
 std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, std::optional<uint32_t> uid_shift) {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -67,6 +68,37 @@ std::vector<MountStep> build_cgroup_mount_plan(const CgroupLayout& cgroups);
 // overlayfs needs a work directory on the upper directory's file system: this one, next to it.
 // The launcher creates it before the container starts and removes it after.
 std::string overlay_workdir(const std::string& upper);
+
+// ---- OCI layer stacks as the container root (NAME.mstack, core/image/oci_store.hpp) ----
+
+// overlayfs takes at most 500 lower layers.
+inline constexpr size_t kMstackMaxLayers = 500;
+
+bool is_mstack_path(std::string_view path);  // "…/NAME.mstack"
+
+// The overlay for a stack: its layers top-most first, and the writable upper layer with the work
+// directory next to it (both empty for an ephemeral container, whose upper lives on a tmpfs).
+struct MstackRoot {
+    std::vector<std::string> lowers;
+    std::string upper, work;
+};
+
+// Pure. `entries`: the stack directory's "layer@N" names with their symlink targets. Each must be
+// "../.oci-sha256-<64 hex>" (a layer of the same pool: a stack cannot point anywhere else), N
+// contiguous from 0 (the bottom). Throws UsageError naming the problem.
+MstackRoot plan_mstack_root(const std::string& mstack_path, const std::vector<std::pair<std::string, std::string>>& entries,
+                            bool ephemeral);
+// overlayfs options: one "lowerdir+" per layer (no escaping of ':' or ',' in paths needed),
+// upperdir/workdir, and userxattr: the layers mark opaque directories with user.overlay.opaque.
+std::vector<std::pair<std::string, std::string>> mstack_overlay_options(const MstackRoot& r);
+
+// Reads the stack at `path` (never following its links) and plans it.
+MstackRoot read_mstack_root(const std::string& path, bool ephemeral);
+
+// Moves the caller into a mount namespace of its own (host mounts still propagate in, ours never
+// out) and mounts the stack's overlay at PATH/.#root there; returns that path. spawn calls it
+// before launching, so the launcher sees a plain directory tree and the host never sees the mount.
+std::string mount_mstack_privately(const std::string& path);
 
 // Carries out `plan` relative to the container root `root_fd` (an O_PATH fd of the root mount).
 // Throws std::system_error naming the step on the first failure: a mask or read-only mount that

@@ -23,6 +23,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/fs_at.hpp"
+#include "core/base/io.hpp"
 #include "core/base/run_lock.hpp"
 #include "core/kernel/nft.hpp"
 
@@ -45,8 +46,7 @@ UniqueFd take_network_lock() {
     if (mkdir(kRunDir, 0755) < 0 && errno != EEXIST) throw_last_error(std::string("cannot create ") + kRunDir);
     UniqueFd fd(open(kLockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!fd) throw_last_error(std::string("cannot open ") + kLockPath);
-    while (flock(fd.get(), LOCK_EX) < 0)
-        if (errno != EINTR) throw_last_error("flock");
+    if (retry_eintr([&] { return flock(fd.get(), LOCK_EX); }) < 0) throw_last_error("flock");
     return fd;
 }
 
@@ -152,7 +152,7 @@ bool in_background(F&& work) {
         _exit(0);
     }
     int st;
-    while (waitpid(child, &st, 0) < 0 && errno == EINTR) {}
+    retry_eintr([&] { return waitpid(child, &st, 0); });
     return true;
 }
 
@@ -213,18 +213,12 @@ pid_t run_nft_helper(const std::vector<std::string>& args, const std::string& sc
     posix_spawnattr_destroy(&attr);
     if (r != 0) throw_errno(r, "cannot run " + path + " (needed for NAT and port forwarding)");
     rd.reset();
-    size_t off = 0;
-    while (off < script.size()) {
-        ssize_t w = write(wr.get(), script.data() + off, script.size() - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) break;
-        off += static_cast<size_t>(w);
-    }
+    // A failed write shows as the script's own failure below.
+    (void)write_all(wr.get(), script);
     wr.reset();
     if (!wait) return pid;
     int st = 0;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR) throw_last_error("waitpid");
+    if (retry_eintr([&] { return waitpid(pid, &st, 0); }) < 0) throw_last_error("waitpid");
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) throw_errno(EIO, "nftables: " + path + " " + args.at(0) + " failed");
     return pid;
 }
@@ -257,8 +251,7 @@ UniqueFd take_nft_lock() {
     if (mkdir(kRunDir, 0755) < 0 && errno != EEXIST) throw_last_error(std::string("cannot create ") + kRunDir);
     UniqueFd fd(open(kNftLockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!fd) throw_last_error(std::string("cannot open ") + kNftLockPath);
-    while (flock(fd.get(), LOCK_EX) < 0)
-        if (errno != EINTR) throw_last_error("flock");
+    if (retry_eintr([&] { return flock(fd.get(), LOCK_EX); }) < 0) throw_last_error("flock");
     return fd;
 }
 

@@ -1,18 +1,20 @@
-// --oci-bundle=: an OCI runtime-spec config.json as one more front end producing a SpawnSpec.
+// config.json (OCI runtime-spec 1.2, Linux) as one more front end producing a SpawnSpec: used by
+// spawn --oci-bundle= and by the OCI runtime.
 //
-// A minimal but strict subset, like systemd-nspawn's (which accepts only ociVersion "1.0.0"):
-// root, process (args, env, cwd, terminal, user 0:0, rlimits, noNewPrivileges, oomScoreAdj,
-// capabilities as one set), hostname, mounts (bind and tmpfs; the API file systems spawn mounts
-// itself are accepted and left to it), linux.namespaces (spawn's set; a network namespace new or
-// by path), linux.maskedPaths, and annotations (ignored, they are metadata). Every other field is
-// refused with "OCI config field 'NAME' is not supported", so a bundle never runs with less
-// isolation or fewer settings than it asked for. A full runtime (create/start/state, hooks,
-// cgroups resources, seccomp) is a separate front end (issue 13).
+// Every field of the Linux spec is parsed, or refused with the one-line error
+// "OCI config field 'NAME' is not supported" (intelRdt, apparmorProfile, selinuxLabel, mountLabel,
+// seccomp listeners, the other platforms' sections...): a bundle never runs with less isolation or
+// fewer settings than it asked for. What nspawn's options already express lands in SpawnSpec's own
+// members (argv, setenv, rlimits, binds, ...); the rest in SpawnSpec::oci (core/spawn/oci_spec.hpp).
+//
+// The launcher does not apply every OCI field yet: oci_unapplied_field() names the first one a spec
+// sets that it would not apply, and both front ends refuse such a bundle with that name.
 //
 // Pure: parses text, no I/O; throws UsageError with a one-line reason. Thread-safe.
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -21,8 +23,33 @@
 namespace mk::core {
 
 inline constexpr size_t kOciConfigMax = 1024 * 1024;
+inline constexpr int kOciHookTimeoutMax = 24 * 3600;  // seconds
 
 // `bundle` is the bundle directory (absolute, normalized): root.path is relative to it.
 SpawnSpec parse_oci_config(std::string_view json, const std::string& bundle);
+
+// What a front end applies itself, on top of the launcher: the OCI runtime runs the hooks, places
+// the container in linux.cgroupsPath and applies linux.resources (core/kernel/cgroup_resources).
+struct OciFrontEndHandles {
+    bool hooks = false;
+    bool cgroups = false;  // linux.cgroupsPath and linux.resources
+};
+
+// The config.json field (e.g. "hooks") `spec` sets that neither the launcher nor the front end
+// (`handles`) applies; nullopt if all of it is applied.
+std::optional<std::string> oci_unapplied_field(const SpawnSpec& spec, OciFrontEndHandles handles = {});
+
+// Whether a container may set sysctl `name` ("a.b.c" or "a/b/c"): only the namespaced ones, and
+// only when it has that namespace of its own (runc's rule): IPC's kernel.msg*/sem/shm* and
+// fs.mqueue.*, net.*, and kernel.hostname/domainname. Anything else would change the host.
+bool oci_sysctl_allowed(std::string_view name, bool own_ipc, bool own_network, bool own_uts);
+
+// Parses a "linux.resources" object alone (the OCI runtime's `update --resources`). Same errors.
+OciResources parse_oci_resources(std::string_view json);
+
+// Parses a "process" object alone (the OCI runtime's `exec --process`) into `spec` (argv, setenv,
+// chdir, console, rlimits, capabilities, no_new_privileges, oom_score_adjust and spec.oci's process
+// fields). Same errors.
+void parse_oci_process(std::string_view json, SpawnSpec& spec);
 
 }  // namespace mk::core

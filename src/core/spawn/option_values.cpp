@@ -9,8 +9,10 @@
 #include <cstring>
 #include <set>
 
+#include "core/base/id128.hpp"
 #include "core/base/names.hpp"
 #include "core/base/strings.hpp"
+#include "core/base/string_table.hpp"
 #include "core/kernel/capabilities.hpp"
 
 namespace mk::core {
@@ -20,12 +22,6 @@ bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' |
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-int unhex(char c) {
-    if (is_digit(c)) return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
 
 bool iequals(std::string_view a, std::string_view b) {
     if (a.size() != b.size()) return false;
@@ -77,34 +73,9 @@ std::string parse_source_path(std::string_view s) {
 
 std::string_view strip_plus(std::string_view s) { return (!s.empty() && s[0] == '+') ? s.substr(1) : s; }
 
-template <typename E>
-struct Name {
-    E value;
-    std::string_view name;
-};
-
 template <typename E, size_t N>
-std::string_view lookup_name(const std::array<Name<E>, N>& table, E v) {
-    for (const auto& n : table)
-        if (n.value == v) return n.name;
-    return "invalid";
-}
-
-template <typename E, size_t N>
-std::optional<E> lookup_value(const std::array<Name<E>, N>& table, std::string_view s) {
-    for (const auto& n : table)
-        if (n.name == s) return n.value;
-    return std::nullopt;
-}
-
-template <typename E, size_t N>
-[[noreturn]] void fail_enum(const std::array<Name<E>, N>& table) {
-    std::string msg = "expected one of: ";
-    for (size_t i = 0; i < N; i++) {
-        if (i) msg += ", ";
-        msg += table[i].name;
-    }
-    fail(msg);
+[[noreturn]] void fail_enum(const std::array<EnumName<E>, N>& table) {
+    fail("expected one of: " + enum_names(table));
 }
 
 std::optional<bool> try_boolean(std::string_view s) {
@@ -115,14 +86,14 @@ std::optional<bool> try_boolean(std::string_view s) {
     return std::nullopt;
 }
 
-constexpr std::array<Name<VolatileMode>, 4> kVolatileNames{{
+constexpr std::array<EnumName<VolatileMode>, 4> kVolatileNames{{
     {VolatileMode::No, "no"}, {VolatileMode::Yes, "yes"}, {VolatileMode::State, "state"}, {VolatileMode::Overlay, "overlay"}}};
-constexpr std::array<Name<ConsoleMode>, 5> kConsoleNames{{{ConsoleMode::Interactive, "interactive"},
+constexpr std::array<EnumName<ConsoleMode>, 5> kConsoleNames{{{ConsoleMode::Interactive, "interactive"},
                                                           {ConsoleMode::ReadOnly, "read-only"},
                                                           {ConsoleMode::Passive, "passive"},
                                                           {ConsoleMode::Pipe, "pipe"},
                                                           {ConsoleMode::Autopipe, "autopipe"}}};
-constexpr std::array<Name<ResolvConfMode>, 15> kResolvConfNames{{
+constexpr std::array<EnumName<ResolvConfMode>, 15> kResolvConfNames{{
     {ResolvConfMode::Off, "off"},
     {ResolvConfMode::CopyHost, "copy-host"},
     {ResolvConfMode::CopyStatic, "copy-static"},
@@ -139,28 +110,28 @@ constexpr std::array<Name<ResolvConfMode>, 15> kResolvConfNames{{
     {ResolvConfMode::Delete, "delete"},
     {ResolvConfMode::Auto, "auto"},
 }};
-constexpr std::array<Name<TimezoneMode>, 6> kTimezoneNames{{{TimezoneMode::Off, "off"},
+constexpr std::array<EnumName<TimezoneMode>, 6> kTimezoneNames{{{TimezoneMode::Off, "off"},
                                                             {TimezoneMode::Copy, "copy"},
                                                             {TimezoneMode::Bind, "bind"},
                                                             {TimezoneMode::Symlink, "symlink"},
                                                             {TimezoneMode::Delete, "delete"},
                                                             {TimezoneMode::Auto, "auto"}}};
-constexpr std::array<Name<SettingsMode>, 4> kSettingsNames{{
+constexpr std::array<EnumName<SettingsMode>, 4> kSettingsNames{{
     {SettingsMode::No, "no"}, {SettingsMode::Yes, "yes"}, {SettingsMode::Trusted, "trusted"}, {SettingsMode::Override, "override"}}};
-constexpr std::array<Name<LinkJournalMode>, 6> kLinkJournalNames{{{LinkJournalMode::No, "no"},
+constexpr std::array<EnumName<LinkJournalMode>, 6> kLinkJournalNames{{{LinkJournalMode::No, "no"},
                                                                   {LinkJournalMode::Auto, "auto"},
                                                                   {LinkJournalMode::Guest, "guest"},
                                                                   {LinkJournalMode::Host, "host"},
                                                                   {LinkJournalMode::TryGuest, "try-guest"},
                                                                   {LinkJournalMode::TryHost, "try-host"}}};
-constexpr std::array<Name<UserNamespaceOwnership>, 4> kOwnershipNames{{{UserNamespaceOwnership::Off, "off"},
+constexpr std::array<EnumName<UserNamespaceOwnership>, 4> kOwnershipNames{{{UserNamespaceOwnership::Off, "off"},
                                                                        {UserNamespaceOwnership::Chown, "chown"},
                                                                        {UserNamespaceOwnership::Map, "map"},
                                                                        {UserNamespaceOwnership::Auto, "auto"}}};
-constexpr std::array<Name<PortProtocol>, 2> kProtocolNames{{{PortProtocol::Tcp, "tcp"}, {PortProtocol::Udp, "udp"}}};
-constexpr std::array<Name<StartMode>, 3> kStartModeNames{
+constexpr std::array<EnumName<PortProtocol>, 2> kProtocolNames{{{PortProtocol::Tcp, "tcp"}, {PortProtocol::Udp, "udp"}}};
+constexpr std::array<EnumName<StartMode>, 3> kStartModeNames{
     {{StartMode::Command, "command"}, {StartMode::Pid2, "pid2"}, {StartMode::Boot, "boot"}}};
-constexpr std::array<Name<RegisterMode>, 3> kRegisterNames{
+constexpr std::array<EnumName<RegisterMode>, 3> kRegisterNames{
     {{RegisterMode::Auto, "auto"}, {RegisterMode::Yes, "yes"}, {RegisterMode::No, "no"}}};
 
 struct SignalName {
@@ -380,39 +351,10 @@ uint64_t parse_capability_list(std::string_view s) {
 }
 
 Uuid parse_uuid(std::string_view s) {
-    std::string hex;
-    if (s.size() == 36) {
-        for (size_t i = 0; i < s.size(); i++) {
-            if (i == 8 || i == 13 || i == 18 || i == 23) {
-                if (s[i] != '-') fail("expected 32 hexadecimal digits, optionally as 8-4-4-4-12");
-            } else {
-                hex += s[i];
-            }
-        }
-    } else if (s.size() == 32) {
-        hex = std::string(s);
-    } else {
-        fail("expected 32 hexadecimal digits, optionally as 8-4-4-4-12");
-    }
-    Uuid id{};
-    bool zero = true;
-    for (size_t i = 0; i < 16; i++) {
-        int hi = unhex(hex[2 * i]), lo = unhex(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) fail("expected 32 hexadecimal digits, optionally as 8-4-4-4-12");
-        id[i] = static_cast<uint8_t>(hi << 4 | lo);
-        if (id[i]) zero = false;
-    }
-    if (zero) fail("the all-zero id is not allowed");
-    return id;
-}
-
-std::string uuid_to_string(const Uuid& id) {
-    std::string out;
-    for (uint8_t b : id) {
-        out += "0123456789abcdef"[b >> 4];
-        out += "0123456789abcdef"[b & 15];
-    }
-    return out;
+    auto id = id128_from_string(s);
+    if (!id) fail("expected 32 hexadecimal digits, optionally as 8-4-4-4-12");
+    if (id128_is_null(*id)) fail("the all-zero id is not allowed");
+    return *id;
 }
 
 std::string parse_env_assignment(std::string_view s) {
@@ -664,7 +606,7 @@ std::string c_unescape(std::string_view s) {
             if (s.size() - i - 1 < digits) fail("incomplete \\" + std::string(1, c) + " escape");
             uint32_t v = 0;
             for (size_t k = 1; k <= digits; k++) {
-                int d = unhex(s[i + k]);
+                int d = hex_digit_value(s[i + k]);
                 if (d < 0) fail("invalid \\" + std::string(1, c) + " escape");
                 v = v << 4 | static_cast<uint32_t>(d);
             }
@@ -708,7 +650,7 @@ std::pair<std::string, std::string> parse_load_credential(std::string_view s) {
 }
 
 std::string parse_root_hash(std::string_view s) {
-    if (s.size() % 2 != 0 || std::any_of(s.begin(), s.end(), [](char c) { return unhex(c) < 0; }))
+    if (s.size() % 2 != 0 || std::any_of(s.begin(), s.end(), [](char c) { return hex_digit_value(c) < 0; }))
         fail("expected an even number of hex digits");
     if (s.size() < 32) fail("a root hash must be at least 128 bits long");
     if (s.size() > 256) fail("a root hash must be at most 1024 bits long");
@@ -780,8 +722,8 @@ std::vector<std::string> split_words(std::string_view s) {
                 case 'n': w += '\n'; break;
                 case 't': w += '\t'; break;
                 case 'x': {
-                    int hi = i + 1 < s.size() ? unhex(s[i + 1]) : -1;
-                    int lo = i + 2 < s.size() ? unhex(s[i + 2]) : -1;
+                    int hi = i + 1 < s.size() ? hex_digit_value(s[i + 1]) : -1;
+                    int lo = i + 2 < s.size() ? hex_digit_value(s[i + 2]) : -1;
                     if (hi < 0 || lo < 0) fail("invalid \\x escape");
                     if (hi == 0 && lo == 0) fail("\\x00 is not allowed");
                     w += static_cast<char>(hi << 4 | lo);
@@ -804,36 +746,36 @@ std::vector<std::string> split_words(std::string_view s) {
     return words;
 }
 
-std::string_view to_string(VolatileMode m) { return lookup_name(kVolatileNames, m); }
+std::string_view to_string(VolatileMode m) { return enum_to_string(kVolatileNames, m); }
 std::optional<VolatileMode> volatile_mode_from_string(std::string_view s) {
     if (auto b = try_boolean(s)) return *b ? VolatileMode::Yes : VolatileMode::No;
-    return lookup_value(kVolatileNames, s);
+    return enum_from_string(kVolatileNames, s);
 }
-std::string_view to_string(ConsoleMode m) { return lookup_name(kConsoleNames, m); }
-std::optional<ConsoleMode> console_mode_from_string(std::string_view s) { return lookup_value(kConsoleNames, s); }
-std::string_view to_string(ResolvConfMode m) { return lookup_name(kResolvConfNames, m); }
-std::optional<ResolvConfMode> resolv_conf_mode_from_string(std::string_view s) { return lookup_value(kResolvConfNames, s); }
-std::string_view to_string(TimezoneMode m) { return lookup_name(kTimezoneNames, m); }
-std::optional<TimezoneMode> timezone_mode_from_string(std::string_view s) { return lookup_value(kTimezoneNames, s); }
-std::string_view to_string(SettingsMode m) { return lookup_name(kSettingsNames, m); }
+std::string_view to_string(ConsoleMode m) { return enum_to_string(kConsoleNames, m); }
+std::optional<ConsoleMode> console_mode_from_string(std::string_view s) { return enum_from_string(kConsoleNames, s); }
+std::string_view to_string(ResolvConfMode m) { return enum_to_string(kResolvConfNames, m); }
+std::optional<ResolvConfMode> resolv_conf_mode_from_string(std::string_view s) { return enum_from_string(kResolvConfNames, s); }
+std::string_view to_string(TimezoneMode m) { return enum_to_string(kTimezoneNames, m); }
+std::optional<TimezoneMode> timezone_mode_from_string(std::string_view s) { return enum_from_string(kTimezoneNames, s); }
+std::string_view to_string(SettingsMode m) { return enum_to_string(kSettingsNames, m); }
 std::optional<SettingsMode> settings_mode_from_string(std::string_view s) {
     if (auto b = try_boolean(s)) return *b ? SettingsMode::Yes : SettingsMode::No;
-    return lookup_value(kSettingsNames, s);
+    return enum_from_string(kSettingsNames, s);
 }
-std::string_view to_string(LinkJournalMode m) { return lookup_name(kLinkJournalNames, m); }
-std::optional<LinkJournalMode> link_journal_mode_from_string(std::string_view s) { return lookup_value(kLinkJournalNames, s); }
-std::string_view to_string(UserNamespaceOwnership m) { return lookup_name(kOwnershipNames, m); }
+std::string_view to_string(LinkJournalMode m) { return enum_to_string(kLinkJournalNames, m); }
+std::optional<LinkJournalMode> link_journal_mode_from_string(std::string_view s) { return enum_from_string(kLinkJournalNames, s); }
+std::string_view to_string(UserNamespaceOwnership m) { return enum_to_string(kOwnershipNames, m); }
 std::optional<UserNamespaceOwnership> userns_ownership_from_string(std::string_view s) {
-    return lookup_value(kOwnershipNames, s);
+    return enum_from_string(kOwnershipNames, s);
 }
-std::string_view to_string(PortProtocol p) { return lookup_name(kProtocolNames, p); }
-std::optional<PortProtocol> port_protocol_from_string(std::string_view s) { return lookup_value(kProtocolNames, s); }
-std::string_view to_string(StartMode m) { return lookup_name(kStartModeNames, m); }
-std::optional<StartMode> start_mode_from_string(std::string_view s) { return lookup_value(kStartModeNames, s); }
-std::string_view to_string(RegisterMode m) { return lookup_name(kRegisterNames, m); }
+std::string_view to_string(PortProtocol p) { return enum_to_string(kProtocolNames, p); }
+std::optional<PortProtocol> port_protocol_from_string(std::string_view s) { return enum_from_string(kProtocolNames, s); }
+std::string_view to_string(StartMode m) { return enum_to_string(kStartModeNames, m); }
+std::optional<StartMode> start_mode_from_string(std::string_view s) { return enum_from_string(kStartModeNames, s); }
+std::string_view to_string(RegisterMode m) { return enum_to_string(kRegisterNames, m); }
 std::optional<RegisterMode> register_mode_from_string(std::string_view s) {
     if (auto b = try_boolean(s)) return *b ? RegisterMode::Yes : RegisterMode::No;
-    return lookup_value(kRegisterNames, s);
+    return enum_from_string(kRegisterNames, s);
 }
 
 VolatileMode parse_volatile_mode(std::string_view s) {

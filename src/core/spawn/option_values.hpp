@@ -68,7 +68,6 @@ uint64_t parse_capability_list(std::string_view s);
 
 // 32 hex digits, or the 8-4-4-4-12 form. The all-zero id is rejected (it means "unset").
 Uuid parse_uuid(std::string_view s);
-std::string uuid_to_string(const Uuid& id);  // 32 lowercase hex digits, as machined prints ids
 
 // NAME=VALUE with NAME of [A-Za-z0-9_], not starting with a digit; VALUE valid UTF-8, no NUL.
 std::string parse_env_assignment(std::string_view s);

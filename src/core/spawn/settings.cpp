@@ -6,6 +6,7 @@
 
 #include <functional>
 
+#include "core/base/io.hpp"
 #include "core/base/names.hpp"
 #include "core/base/unique_fd.hpp"
 
@@ -31,11 +32,100 @@ void push_bounded(std::vector<T>& v, T item) {
 // Setters: `value` is trimmed and non-empty unless the handler says it accepts empty (lists reset).
 using Handler = std::function<void(Settings&, std::string_view)>;
 
+// How a key's parsed value goes into the SpawnSpec. apply_settings() runs these in one loop, so the
+// precedence and trust checks are written once.
+struct Merge {
+    std::function<bool(const Settings&)> set;  // did the file set it (empty: an alias another row merges)
+    std::function<void(const Settings&, SpawnSpec&)> apply;  // idempotent: rows of one group may share it
+    // SettingTrust::Narrowing only: whether the value widens the sandbox, and the part an untrusted
+    // file still gets.
+    std::function<bool(const Settings&)> widens = {};
+    std::function<void(const Settings&, SpawnSpec&)> apply_narrowing = {};
+    // The warning's key text when it is not "Name=".
+    std::string_view label = {};
+};
+
 struct Key {
     std::string_view section;
     std::string_view name;
     Handler handler;
+    SettingGroup group;
+    SettingTrust trust;
+    Merge merge;
+    int rlimit = -1;  // Limit*= keys: the RLIMIT_* number, whose own bit in SettingsMask decides precedence
 };
+
+template <typename T>
+std::function<bool(const Settings&)> has(std::optional<T> Settings::*field) {
+    return [field](const Settings& s) { return (s.*field).has_value(); };
+}
+
+template <typename T>
+std::function<bool(const Settings&)> has(std::vector<T> Settings::*field) {
+    return [field](const Settings& s) { return !(s.*field).empty(); };
+}
+
+// Copies a set optional into the SpawnSpec field of the same meaning.
+template <typename T, typename U>
+Merge copy(std::optional<T> Settings::*from, U SpawnSpec::*to) {
+    return {has(from), [from, to](const Settings& s, SpawnSpec& spec) { spec.*to = *(s.*from); }};
+}
+
+template <typename T>
+Merge copy(std::vector<T> Settings::*from, std::vector<T> SpawnSpec::*to) {
+    return {has(from), [from, to](const Settings& s, SpawnSpec& spec) { spec.*to = s.*from; }};
+}
+
+// Values 0 and "not set" mean the same for capability masks.
+std::function<bool(const Settings&)> has_caps(std::optional<uint64_t> Settings::*field) {
+    return [field](const Settings& s) { return (s.*field).value_or(0) != 0; };
+}
+
+void merge_start_mode(const Settings& s, SpawnSpec& spec) {
+    if (s.boot.value_or(false))
+        spec.start_mode = StartMode::Boot;
+    else if (s.process_two.value_or(false))
+        spec.start_mode = StartMode::Pid2;
+    else
+        spec.start_mode = StartMode::Command;
+}
+
+// As nspawn: the file's mounts replace the command line's as a whole.
+void merge_custom_mounts(const Settings& s, SpawnSpec& spec) {
+    spec.binds = s.binds;
+    spec.tmpfs = s.tmpfs;
+    spec.inaccessible = s.inaccessible;
+    spec.overlays = s.overlays;
+}
+
+// nspawn's settings_private_network() / settings_network_veth(); the [Network] keys apply as a whole.
+void merge_network(const Settings& s, SpawnSpec& spec) {
+    bool veth = s.network_veth.value_or(false) || s.network_bridge || s.network_zone;
+    spec.network_veth = veth;
+    spec.private_network = s.private_network.value_or(false) || veth || !s.network_interfaces.empty() ||
+                           !s.network_macvlan.empty() || !s.network_ipvlan.empty() || !s.network_veth_extra.empty();
+    spec.network_interfaces = s.network_interfaces;
+    spec.network_macvlan = s.network_macvlan;
+    spec.network_ipvlan = s.network_ipvlan;
+    spec.network_veth_extra = s.network_veth_extra;
+    spec.network_bridge = s.network_bridge.value_or("");
+    spec.network_zone = s.network_zone.value_or("");
+}
+
+Merge custom_mount(std::function<bool(const Settings&)> set) { return {std::move(set), merge_custom_mounts}; }
+Merge network(std::function<bool(const Settings&)> set) { return {std::move(set), merge_network}; }
+
+bool any_bind(const Settings& s, bool read_only) {
+    for (const auto& b : s.binds)
+        if (b.read_only == read_only) return true;
+    return false;
+}
+
+bool any_overlay(const Settings& s, bool read_only) {
+    for (const auto& o : s.overlays)
+        if (o.read_only == read_only) return true;
+    return false;
+}
 
 // Scalars: an empty value resets to "not set", like systemd's config_parse_tristate() & co.
 template <typename T, typename Parse>
@@ -104,23 +194,57 @@ std::string check_ifname(std::string_view v) { return parse_interface_pair(v); }
 const std::vector<Key>& keys() {
     static const std::vector<Key> table = [] {
         std::vector<Key> k = {
-            {"Exec", "Boot", [](Settings& s, std::string_view v) { set_start_mode(s, &Settings::boot, &Settings::process_two, v); }},
+            {"Exec", "Boot", [](Settings& s, std::string_view v) { set_start_mode(s, &Settings::boot, &Settings::process_two, v); },
+             SettingGroup::StartMode, SettingTrust::Any, Merge{has(&Settings::boot), merge_start_mode}},
             {"Exec", "ProcessTwo",
-             [](Settings& s, std::string_view v) { set_start_mode(s, &Settings::process_two, &Settings::boot, v); }},
-            {"Exec", "Ephemeral", boolean(&Settings::ephemeral)},
-            {"Exec", "Parameters", word_list(&Settings::parameters, [](std::string_view w) { return std::string(w); })},
-            {"Exec", "Environment", word_list(&Settings::environment, parse_env_assignment)},
-            {"Exec", "User", scalar(&Settings::user, parse_user_name)},
-            {"Exec", "Capability", capability(&Settings::capability)},
-            {"Exec", "AmbientCapability", capability(&Settings::ambient_capability)},
-            {"Exec", "DropCapability", capability(&Settings::drop_capability)},
-            {"Exec", "KillSignal", scalar(&Settings::kill_signal, parse_signal)},
-            {"Exec", "Personality", scalar(&Settings::personality, parse_personality)},
-            {"Exec", "MachineID", scalar(&Settings::machine_id, parse_uuid)},
-            {"Exec", "WorkingDirectory", scalar(&Settings::working_directory, check_path)},
-            {"Exec", "PivotRoot", scalar(&Settings::pivot_root, parse_pivot_root)},
-            {"Exec", "PrivateUsers", scalar(&Settings::private_users, parse_private_users)},
-            {"Exec", "NotifyReady", boolean(&Settings::notify_ready)},
+             [](Settings& s, std::string_view v) { set_start_mode(s, &Settings::process_two, &Settings::boot, v); },
+             SettingGroup::StartMode, SettingTrust::Any, Merge{has(&Settings::process_two), merge_start_mode}},
+            {"Exec", "Ephemeral", boolean(&Settings::ephemeral),
+             SettingGroup::Ephemeral, SettingTrust::Trusted, copy(&Settings::ephemeral, &SpawnSpec::ephemeral)},
+            {"Exec", "Parameters", word_list(&Settings::parameters, [](std::string_view w) { return std::string(w); }),
+             SettingGroup::StartMode, SettingTrust::Any, copy(&Settings::parameters, &SpawnSpec::argv)},
+            {"Exec", "Environment", word_list(&Settings::environment, parse_env_assignment),
+             SettingGroup::Environment, SettingTrust::Any, copy(&Settings::environment, &SpawnSpec::setenv)},
+            {"Exec", "User", scalar(&Settings::user, parse_user_name),
+             SettingGroup::User, SettingTrust::Any, copy(&Settings::user, &SpawnSpec::user)},
+            {"Exec", "Capability", capability(&Settings::capability),
+             SettingGroup::Capability, SettingTrust::Trusted, Merge{has_caps(&Settings::capability),
+                    [](const Settings& s, SpawnSpec& spec) {
+                        if (*s.capability == kAllCapabilities)
+                            spec.capabilities_all = true;
+                        else
+                            spec.capabilities_add |= *s.capability;
+                    }}},
+            {"Exec", "AmbientCapability", capability(&Settings::ambient_capability),
+             SettingGroup::Capability, SettingTrust::Trusted, Merge{has_caps(&Settings::ambient_capability),
+                    [](const Settings& s, SpawnSpec& spec) { spec.capabilities_ambient |= *s.ambient_capability; }}},
+            {"Exec", "DropCapability", capability(&Settings::drop_capability),
+             SettingGroup::Capability, SettingTrust::Any, Merge{has_caps(&Settings::drop_capability),
+                    [](const Settings& s, SpawnSpec& spec) { spec.capabilities_drop |= *s.drop_capability; }}},
+            {"Exec", "KillSignal", scalar(&Settings::kill_signal, parse_signal),
+             SettingGroup::KillSignal, SettingTrust::Any, copy(&Settings::kill_signal, &SpawnSpec::kill_signal)},
+            {"Exec", "Personality", scalar(&Settings::personality, parse_personality),
+             SettingGroup::Personality, SettingTrust::Any, copy(&Settings::personality, &SpawnSpec::personality)},
+            {"Exec", "MachineID", scalar(&Settings::machine_id, parse_uuid),
+             // A chosen id could impersonate another registered machine.
+             SettingGroup::MachineId, SettingTrust::Trusted, copy(&Settings::machine_id, &SpawnSpec::uuid)},
+            {"Exec", "WorkingDirectory", scalar(&Settings::working_directory, check_path),
+             SettingGroup::WorkingDirectory, SettingTrust::Any, copy(&Settings::working_directory, &SpawnSpec::chdir)},
+            {"Exec", "PivotRoot", scalar(&Settings::pivot_root, parse_pivot_root),
+             SettingGroup::PivotRoot, SettingTrust::Trusted, Merge{has(&Settings::pivot_root),
+                    [](const Settings& s, SpawnSpec& spec) {
+                        spec.pivot_root_new = s.pivot_root->first;
+                        spec.pivot_root_old = s.pivot_root->second;
+                    }}},
+            {"Exec", "PrivateUsers", scalar(&Settings::private_users, parse_private_users),
+             SettingGroup::UserNamespace, SettingTrust::Trusted, Merge{has(&Settings::private_users),
+                    [](const Settings& s, SpawnSpec& spec) {
+                        spec.userns_mode = s.private_users->mode;
+                        spec.uid_shift = s.private_users->uid_shift;
+                        spec.uid_range = s.private_users->uid_range;
+                    }}},
+            {"Exec", "NotifyReady", boolean(&Settings::notify_ready),
+             SettingGroup::NotifyReady, SettingTrust::Any, copy(&Settings::notify_ready, &SpawnSpec::notify_ready)},
             {"Exec", "SystemCallFilter",
              [](Settings& s, std::string_view v) {
                  if (v.empty()) {
@@ -134,52 +258,99 @@ const std::vector<Key>& keys() {
                      if (!syscall_name_is_valid(w)) fail("invalid system call name " + quote_value(w));
                      push_bounded(deny ? s.syscall_deny : s.syscall_allow, std::move(w));
                  }
-             }},
+             },
+             SettingGroup::SyscallFilter, SettingTrust::Narrowing, Merge{[](const Settings& s) { return !s.syscall_allow.empty() || !s.syscall_deny.empty(); },
+                    [](const Settings& s, SpawnSpec& spec) {
+                        if (!s.syscall_allow.empty()) spec.syscall_allow = s.syscall_allow;
+                        if (!s.syscall_deny.empty()) spec.syscall_deny = s.syscall_deny;
+                    },
+                    // Deny entries only narrow the filter; allow entries widen it.
+                    [](const Settings& s) { return !s.syscall_allow.empty(); },
+                    [](const Settings& s, SpawnSpec& spec) {
+                        if (!s.syscall_deny.empty()) spec.syscall_deny = s.syscall_deny;
+                    },
+                    "SystemCallFilter= (allow-list entries)"}},
             {"Exec", "Hostname",
              scalar(&Settings::hostname,
                     [](std::string_view v) {
                         if (!machine_name_is_valid(v)) fail("not a valid host name");
                         return std::string(v);
-                    })},
-            {"Exec", "NoNewPrivileges", boolean(&Settings::no_new_privileges)},
-            {"Exec", "OOMScoreAdjust", scalar(&Settings::oom_score_adjust, parse_oom_score_adjust)},
-            {"Exec", "CPUAffinity", scalar(&Settings::cpu_affinity, parse_cpu_set)},
-            {"Exec", "ResolvConf", scalar(&Settings::resolv_conf, parse_resolv_conf_mode)},
-            {"Exec", "LinkJournal", scalar(&Settings::link_journal, parse_link_journal_mode)},
-            {"Exec", "Timezone", scalar(&Settings::timezone, parse_timezone_mode)},
-            {"Exec", "SuppressSync", boolean(&Settings::suppress_sync)},
+                    }),
+             SettingGroup::Hostname, SettingTrust::Any, copy(&Settings::hostname, &SpawnSpec::hostname)},
+            {"Exec", "NoNewPrivileges", boolean(&Settings::no_new_privileges),
+             SettingGroup::NoNewPrivileges, SettingTrust::Narrowing, Merge{has(&Settings::no_new_privileges),
+                    [](const Settings& s, SpawnSpec& spec) { spec.no_new_privileges = *s.no_new_privileges; },
+                    [](const Settings& s) { return !*s.no_new_privileges; }, [](const Settings&, SpawnSpec&) {},
+                    "NoNewPrivileges=no"}},
+            {"Exec", "OOMScoreAdjust", scalar(&Settings::oom_score_adjust, parse_oom_score_adjust),
+             SettingGroup::OomScoreAdjust, SettingTrust::Trusted, copy(&Settings::oom_score_adjust, &SpawnSpec::oom_score_adjust)},
+            {"Exec", "CPUAffinity", scalar(&Settings::cpu_affinity, parse_cpu_set),
+             SettingGroup::CpuAffinity, SettingTrust::Trusted, copy(&Settings::cpu_affinity, &SpawnSpec::cpu_affinity)},
+            {"Exec", "ResolvConf", scalar(&Settings::resolv_conf, parse_resolv_conf_mode),
+             SettingGroup::ResolvConf, SettingTrust::Any, copy(&Settings::resolv_conf, &SpawnSpec::resolv_conf)},
+            {"Exec", "LinkJournal", scalar(&Settings::link_journal, parse_link_journal_mode),
+             // Links the container's journal into the host's /var/log/journal.
+             SettingGroup::LinkJournal, SettingTrust::Trusted, copy(&Settings::link_journal, &SpawnSpec::link_journal)},
+            {"Exec", "Timezone", scalar(&Settings::timezone, parse_timezone_mode),
+             SettingGroup::Timezone, SettingTrust::Any, copy(&Settings::timezone, &SpawnSpec::timezone)},
+            {"Exec", "SuppressSync", boolean(&Settings::suppress_sync),
+             SettingGroup::SuppressSync, SettingTrust::Any, copy(&Settings::suppress_sync, &SpawnSpec::suppress_sync)},
 
-            {"Files", "ReadOnly", boolean(&Settings::read_only)},
-            {"Files", "Volatile", scalar(&Settings::volatile_mode, parse_volatile_mode)},
-            {"Files", "Bind", entry_list(&Settings::binds, [](std::string_view v) { return parse_bind(v, false); })},
-            {"Files", "BindReadOnly", entry_list(&Settings::binds, [](std::string_view v) { return parse_bind(v, true); })},
-            {"Files", "TemporaryFileSystem", entry_list(&Settings::tmpfs, parse_tmpfs)},
-            {"Files", "Inaccessible", entry_list(&Settings::inaccessible, check_path)},
-            {"Files", "Overlay", entry_list(&Settings::overlays, [](std::string_view v) { return parse_overlay(v, false); })},
+            {"Files", "ReadOnly", boolean(&Settings::read_only),
+             SettingGroup::ReadOnly, SettingTrust::Any, copy(&Settings::read_only, &SpawnSpec::read_only)},
+            {"Files", "Volatile", scalar(&Settings::volatile_mode, parse_volatile_mode),
+             SettingGroup::Volatile, SettingTrust::Any, copy(&Settings::volatile_mode, &SpawnSpec::volatile_mode)},
+            {"Files", "Bind", entry_list(&Settings::binds, [](std::string_view v) { return parse_bind(v, false); }),
+             SettingGroup::CustomMounts, SettingTrust::Trusted, custom_mount([](const Settings& s) { return any_bind(s, false); })},
+            {"Files", "BindReadOnly", entry_list(&Settings::binds, [](std::string_view v) { return parse_bind(v, true); }),
+             SettingGroup::CustomMounts, SettingTrust::Trusted, custom_mount([](const Settings& s) { return any_bind(s, true); })},
+            {"Files", "TemporaryFileSystem", entry_list(&Settings::tmpfs, parse_tmpfs),
+             SettingGroup::CustomMounts, SettingTrust::Trusted, custom_mount(has(&Settings::tmpfs))},
+            {"Files", "Inaccessible", entry_list(&Settings::inaccessible, check_path),
+             SettingGroup::CustomMounts, SettingTrust::Trusted, custom_mount(has(&Settings::inaccessible))},
+            {"Files", "Overlay", entry_list(&Settings::overlays, [](std::string_view v) { return parse_overlay(v, false); }),
+             SettingGroup::CustomMounts, SettingTrust::Trusted, custom_mount([](const Settings& s) { return any_overlay(s, false); })},
             {"Files", "OverlayReadOnly",
-             entry_list(&Settings::overlays, [](std::string_view v) { return parse_overlay(v, true); })},
+             entry_list(&Settings::overlays, [](std::string_view v) { return parse_overlay(v, true); }),
+             SettingGroup::CustomMounts, SettingTrust::Trusted, custom_mount([](const Settings& s) { return any_overlay(s, true); })},
             {"Files", "PrivateUsersChown",
              scalar(&Settings::private_users_ownership,
                     [](std::string_view v) {
                         return parse_boolean(v) ? UserNamespaceOwnership::Chown : UserNamespaceOwnership::Off;
-                    })},
-            {"Files", "PrivateUsersOwnership", scalar(&Settings::private_users_ownership, parse_userns_ownership)},
-            {"Files", "BindUser", word_list(&Settings::bind_user, parse_user_name)},
+                    }),
+             // An alias: the PrivateUsersOwnership= row merges the value.
+             SettingGroup::UserNamespace, SettingTrust::Trusted, Merge{}},
+            {"Files", "PrivateUsersOwnership", scalar(&Settings::private_users_ownership, parse_userns_ownership),
+             SettingGroup::UserNamespace, SettingTrust::Trusted, Merge{has(&Settings::private_users_ownership),
+                    [](const Settings& s, SpawnSpec& spec) { spec.userns_ownership = *s.private_users_ownership; },
+                    {}, {}, "PrivateUsersOwnership=/PrivateUsersChown="}},
+            {"Files", "BindUser", word_list(&Settings::bind_user, parse_user_name),
+             SettingGroup::BindUser, SettingTrust::Trusted, copy(&Settings::bind_user, &SpawnSpec::bind_users)},
 
-            {"Network", "Private", boolean(&Settings::private_network)},
-            {"Network", "Interface", word_list(&Settings::network_interfaces, check_ifname)},
-            {"Network", "MACVLAN", word_list(&Settings::network_macvlan, check_ifname)},
-            {"Network", "IPVLAN", word_list(&Settings::network_ipvlan, check_ifname)},
-            {"Network", "VirtualEthernet", boolean(&Settings::network_veth)},
-            {"Network", "VirtualEthernetExtra", entry_list(&Settings::network_veth_extra, check_ifname)},
+            {"Network", "Private", boolean(&Settings::private_network),
+             SettingGroup::Network, SettingTrust::Trusted, network(has(&Settings::private_network))},
+            {"Network", "Interface", word_list(&Settings::network_interfaces, check_ifname),
+             SettingGroup::Network, SettingTrust::Trusted, network(has(&Settings::network_interfaces))},
+            {"Network", "MACVLAN", word_list(&Settings::network_macvlan, check_ifname),
+             SettingGroup::Network, SettingTrust::Trusted, network(has(&Settings::network_macvlan))},
+            {"Network", "IPVLAN", word_list(&Settings::network_ipvlan, check_ifname),
+             SettingGroup::Network, SettingTrust::Trusted, network(has(&Settings::network_ipvlan))},
+            {"Network", "VirtualEthernet", boolean(&Settings::network_veth),
+             SettingGroup::Network, SettingTrust::Trusted, network(has(&Settings::network_veth))},
+            {"Network", "VirtualEthernetExtra", entry_list(&Settings::network_veth_extra, check_ifname),
+             SettingGroup::Network, SettingTrust::Trusted, network(has(&Settings::network_veth_extra))},
             {"Network", "Bridge",
              scalar(&Settings::network_bridge,
                     [](std::string_view v) {
                         if (!ifname_is_valid(v)) fail("not a valid interface name");
                         return std::string(v);
-                    })},
-            {"Network", "Zone", scalar(&Settings::network_zone, parse_network_zone)},
-            {"Network", "Port", entry_list(&Settings::ports, parse_port)},
+                    }),
+             SettingGroup::Network, SettingTrust::Trusted, network(has(&Settings::network_bridge))},
+            {"Network", "Zone", scalar(&Settings::network_zone, parse_network_zone),
+             SettingGroup::Network, SettingTrust::Trusted, network(has(&Settings::network_zone))},
+            {"Network", "Port", entry_list(&Settings::ports, parse_port),
+             SettingGroup::ExposePorts, SettingTrust::Trusted, copy(&Settings::ports, &SpawnSpec::ports)},
+
         };
         static constexpr std::string_view kLimitNames[] = {"CPU",    "FSIZE",   "DATA",  "STACK",      "CORE",     "RSS",
                                                            "NOFILE", "AS",      "NPROC", "MEMLOCK",    "LOCKS",    "SIGPENDING",
@@ -195,7 +366,13 @@ const std::vector<Key>& keys() {
                                  slot.reset();
                              else
                                  slot = parse_rlimit_value(v);
-                         }});
+                         },
+                         SettingGroup::Rlimit, SettingTrust::Trusted,
+                         Merge{[resource](const Settings& s) { return s.rlimits[static_cast<size_t>(resource)].has_value(); },
+                               [resource](const Settings& s, SpawnSpec& spec) {
+                                   spec.rlimits[static_cast<size_t>(resource)] = s.rlimits[static_cast<size_t>(resource)];
+                               }},
+                         resource});
         }
         return k;
     }();
@@ -275,19 +452,13 @@ void read_bounded(int fd, const std::string& path, std::string& out) {
     if (!S_ISREG(st.st_mode)) throw UsageError(path + ": not a regular file, refusing");
     if (static_cast<uint64_t>(st.st_size) > kSettingsFileMax)
         throw UsageError(path + ": file too large (at most " + std::to_string(kSettingsFileMax) + " bytes)");
-    out.clear();
-    char buf[16384];
-    while (true) {
-        ssize_t r = ::read(fd, buf, sizeof buf);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            throw_last_error("read " + path);
-        }
-        if (r == 0) break;
-        out.append(buf, static_cast<size_t>(r));
+    try {
         // The file may grow after fstat().
-        if (out.size() > kSettingsFileMax)
+        out = read_all(fd, kSettingsFileMax, path);
+    } catch (const std::system_error& e) {
+        if (e.code().value() == EFBIG)
             throw UsageError(path + ": file too large (at most " + std::to_string(kSettingsFileMax) + " bytes)");
+        throw;
     }
 }
 
@@ -307,12 +478,6 @@ std::optional<std::string> read_settings(const std::string& path) {
 }
 
 }  // namespace
-
-bool Settings::network_configured() const {
-    return private_network.has_value() || network_veth.has_value() || network_bridge || network_zone ||
-           !network_interfaces.empty() || !network_macvlan.empty() || !network_ipvlan.empty() ||
-           !network_veth_extra.empty();
-}
 
 Settings parse_settings(std::string_view contents, std::string_view source) {
     Settings out;
@@ -366,188 +531,46 @@ void apply_settings(const Settings& s, SpawnSpec& spec, bool trusted, std::vecto
     if (mode == SettingsMode::No) return;
     if (mode == SettingsMode::Trusted) trusted = true;
     const bool override_cmdline = mode == SettingsMode::Override;
-    auto file_wins = [&](SettingGroup g) { return override_cmdline || !cmdline.has(g); };
     auto untrusted = [&](std::string_view key) {
         warnings.push_back((s.source.empty() ? std::string("settings file") : s.source) + ": ignoring " +
                            std::string(key) + ", the file is not trusted (it is not in /etc or /run)");
     };
 
-    if (file_wins(SettingGroup::StartMode)) {
-        if (s.boot.value_or(false))
-            spec.start_mode = StartMode::Boot;
-        else if (s.process_two.value_or(false))
-            spec.start_mode = StartMode::Pid2;
-        else if (s.boot || s.process_two)
-            spec.start_mode = StartMode::Command;
-        if (!s.parameters.empty()) spec.argv = s.parameters;
-    }
-    // CVE-2026-40226: nspawn merged Ephemeral=, PivotRoot= and BindUser= without a trust check.
-    if (s.ephemeral && file_wins(SettingGroup::Ephemeral)) {
-        if (trusted)
-            spec.ephemeral = *s.ephemeral;
-        else
-            untrusted("Ephemeral=");
-    }
-    if (!s.environment.empty() && file_wins(SettingGroup::Environment)) spec.setenv = s.environment;
-    if (s.user && file_wins(SettingGroup::User)) spec.user = *s.user;
-    if (s.working_directory && file_wins(SettingGroup::WorkingDirectory)) spec.chdir = *s.working_directory;
-    if (s.pivot_root && file_wins(SettingGroup::PivotRoot)) {
-        if (trusted) {
-            spec.pivot_root_new = s.pivot_root->first;
-            spec.pivot_root_old = s.pivot_root->second;
-        } else {
-            untrusted("PivotRoot=");
-        }
-    }
-    if (file_wins(SettingGroup::Capability)) {
-        uint64_t plus = s.capability.value_or(0);
-        if (plus != 0) {
-            if (!trusted)
-                untrusted("Capability=");
-            else if (plus == kAllCapabilities)
-                spec.capabilities_all = true;
-            else
-                spec.capabilities_add |= plus;
-        }
-        // Dropping capabilities only narrows the sandbox, so any file may do it.
-        spec.capabilities_drop |= s.drop_capability.value_or(0);
-        uint64_t ambient = s.ambient_capability.value_or(0);
-        if (ambient != 0) {
+    // CVE-2026-40226: nspawn merged Ephemeral=, PivotRoot= and BindUser= without a trust check; here
+    // every key's class is in its row, and this is the only place that reads it.
+    for (const Key& k : keys()) {
+        const Merge& m = k.merge;
+        if (!m.set || !m.set(s)) continue;
+        bool cmdline_set = k.rlimit >= 0 ? cmdline.has_rlimit(k.rlimit) : cmdline.has(k.group);
+        if (cmdline_set && !override_cmdline) continue;
+        std::string label = m.label.empty() ? std::string(k.name) + "=" : std::string(m.label);
+        switch (k.trust) {
+        case SettingTrust::Any:
+            m.apply(s, spec);
+            break;
+        case SettingTrust::Trusted:
             if (trusted)
-                spec.capabilities_ambient |= ambient;
+                m.apply(s, spec);
             else
-                untrusted("AmbientCapability=");
-        }
-    }
-    if (s.kill_signal && file_wins(SettingGroup::KillSignal)) spec.kill_signal = *s.kill_signal;
-    if (s.personality && file_wins(SettingGroup::Personality)) spec.personality = *s.personality;
-    if (s.machine_id && file_wins(SettingGroup::MachineId)) {
-        // A chosen id could impersonate another registered machine.
-        if (trusted)
-            spec.uuid = *s.machine_id;
-        else
-            untrusted("MachineID=");
-    }
-    if (s.notify_ready && file_wins(SettingGroup::NotifyReady)) spec.notify_ready = *s.notify_ready;
-    if ((s.private_users || s.private_users_ownership) && file_wins(SettingGroup::UserNamespace)) {
-        if (!trusted) {
-            if (s.private_users) untrusted("PrivateUsers=");
-            if (s.private_users_ownership) untrusted("PrivateUsersOwnership=/PrivateUsersChown=");
-        } else {
-            if (s.private_users) {
-                spec.userns_mode = s.private_users->mode;
-                spec.uid_shift = s.private_users->uid_shift;
-                spec.uid_range = s.private_users->uid_range;
+                untrusted(label);
+            break;
+        case SettingTrust::Narrowing:
+            if (trusted || !m.widens(s)) {
+                m.apply(s, spec);
+            } else {
+                untrusted(label);
+                m.apply_narrowing(s, spec);
             }
-            if (s.private_users_ownership) spec.userns_ownership = *s.private_users_ownership;
+            break;
         }
     }
-    if ((!s.syscall_allow.empty() || !s.syscall_deny.empty()) && file_wins(SettingGroup::SyscallFilter)) {
-        // Deny entries only narrow the filter; allow entries widen it.
-        if (!s.syscall_allow.empty()) {
-            if (trusted)
-                spec.syscall_allow = s.syscall_allow;
-            else
-                untrusted("SystemCallFilter= (allow-list entries)");
-        }
-        if (!s.syscall_deny.empty()) spec.syscall_deny = s.syscall_deny;
-    }
-    for (size_t r = 0; r < kRlimitCount; r++) {
-        if (!s.rlimits[r] || (!override_cmdline && cmdline.has_rlimit(static_cast<int>(r)))) continue;
-        if (trusted)
-            spec.rlimits[r] = s.rlimits[r];
-        else
-            untrusted("Limit" + std::string(rlimit_to_name(static_cast<int>(r))) + "=");
-    }
-    if (s.hostname && file_wins(SettingGroup::Hostname)) spec.hostname = *s.hostname;
-    if (s.no_new_privileges && file_wins(SettingGroup::NoNewPrivileges)) {
-        if (*s.no_new_privileges || trusted)
-            spec.no_new_privileges = *s.no_new_privileges;
-        else
-            untrusted("NoNewPrivileges=no");
-    }
-    if (s.oom_score_adjust && file_wins(SettingGroup::OomScoreAdjust)) {
-        if (trusted)
-            spec.oom_score_adjust = *s.oom_score_adjust;
-        else
-            untrusted("OOMScoreAdjust=");
-    }
-    if (s.cpu_affinity && file_wins(SettingGroup::CpuAffinity)) {
-        if (trusted)
-            spec.cpu_affinity = *s.cpu_affinity;
-        else
-            untrusted("CPUAffinity=");
-    }
-    if (s.resolv_conf && file_wins(SettingGroup::ResolvConf)) spec.resolv_conf = *s.resolv_conf;
-    if (s.link_journal && file_wins(SettingGroup::LinkJournal)) {
-        // Links the container's journal into the host's /var/log/journal.
-        if (trusted)
-            spec.link_journal = *s.link_journal;
-        else
-            untrusted("LinkJournal=");
-    }
-    if (s.timezone && file_wins(SettingGroup::Timezone)) spec.timezone = *s.timezone;
-    if (s.suppress_sync && file_wins(SettingGroup::SuppressSync)) spec.suppress_sync = *s.suppress_sync;
-    if (s.read_only && file_wins(SettingGroup::ReadOnly)) spec.read_only = *s.read_only;
-    if (s.volatile_mode && file_wins(SettingGroup::Volatile)) spec.volatile_mode = *s.volatile_mode;
+}
 
-    bool any_mounts = !s.binds.empty() || !s.tmpfs.empty() || !s.inaccessible.empty() || !s.overlays.empty();
-    if (any_mounts && file_wins(SettingGroup::CustomMounts)) {
-        if (trusted) {
-            // As nspawn: the file's mounts replace the command line's as a whole.
-            spec.binds = s.binds;
-            spec.tmpfs = s.tmpfs;
-            spec.inaccessible = s.inaccessible;
-            spec.overlays = s.overlays;
-        } else {
-            bool rw = false, ro = false, orw = false, oro = false;
-            for (const auto& b : s.binds) (b.read_only ? ro : rw) = true;
-            for (const auto& o : s.overlays) (o.read_only ? oro : orw) = true;
-            if (rw) untrusted("Bind=");
-            if (ro) untrusted("BindReadOnly=");
-            if (!s.tmpfs.empty()) untrusted("TemporaryFileSystem=");
-            if (!s.inaccessible.empty()) untrusted("Inaccessible=");
-            if (orw) untrusted("Overlay=");
-            if (oro) untrusted("OverlayReadOnly=");
-        }
-    }
-    if (!s.bind_user.empty() && file_wins(SettingGroup::BindUser)) {
-        if (trusted)
-            spec.bind_users = s.bind_user;
-        else
-            untrusted("BindUser=");
-    }
-    if (s.network_configured() && file_wins(SettingGroup::Network)) {
-        if (trusted) {
-            // nspawn's settings_private_network() / settings_network_veth().
-            bool veth = s.network_veth.value_or(false) || s.network_bridge || s.network_zone;
-            spec.network_veth = veth;
-            spec.private_network = s.private_network.value_or(false) || veth || !s.network_interfaces.empty() ||
-                                   !s.network_macvlan.empty() || !s.network_ipvlan.empty() ||
-                                   !s.network_veth_extra.empty();
-            spec.network_interfaces = s.network_interfaces;
-            spec.network_macvlan = s.network_macvlan;
-            spec.network_ipvlan = s.network_ipvlan;
-            spec.network_veth_extra = s.network_veth_extra;
-            spec.network_bridge = s.network_bridge.value_or("");
-            spec.network_zone = s.network_zone.value_or("");
-        } else {
-            if (s.private_network) untrusted("Private=");
-            if (!s.network_interfaces.empty()) untrusted("Interface=");
-            if (!s.network_macvlan.empty()) untrusted("MACVLAN=");
-            if (!s.network_ipvlan.empty()) untrusted("IPVLAN=");
-            if (s.network_veth) untrusted("VirtualEthernet=");
-            if (!s.network_veth_extra.empty()) untrusted("VirtualEthernetExtra=");
-            if (s.network_bridge) untrusted("Bridge=");
-            if (s.network_zone) untrusted("Zone=");
-        }
-    }
-    if (!s.ports.empty() && file_wins(SettingGroup::ExposePorts)) {
-        if (trusted)
-            spec.ports = s.ports;
-        else
-            untrusted("Port=");
-    }
+std::vector<SettingsKeyInfo> settings_keys() {
+    std::vector<SettingsKeyInfo> out;
+    out.reserve(keys().size());
+    for (const Key& k : keys()) out.push_back({k.section, k.name, k.group, k.trust});
+    return out;
 }
 
 std::optional<SettingsFile> find_settings_file(std::string_view machine_name, std::string_view image_path,

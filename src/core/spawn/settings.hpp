@@ -84,9 +84,6 @@ struct Settings {
     // Unknown sections and keys, assignments outside a section, ignored conflicts: "file:line: ..."
     // each; at most kSettingsWarningsMax, then one "further warnings suppressed".
     std::vector<std::string> warnings;
-
-    // Whether any [Network] key that configures interfaces is set (nspawn's settings_network_configured()).
-    [[nodiscard]] bool network_configured() const;
 };
 
 // Parses the contents of a .nspawn file. `source` names it in messages ("file:line: ...").
@@ -138,6 +135,25 @@ struct SettingsMask {
     [[nodiscard]] bool has(SettingGroup g) const { return groups.test(static_cast<size_t>(g)); }
     [[nodiscard]] bool has_rlimit(int resource) const { return rlimits.test(static_cast<size_t>(resource)); }
 };
+
+// How far a settings file must be trusted for a key to apply. Each key's class sits in its row of
+// the key table, so a new key cannot be added without deciding it (CVE-2026-40226 was a key merged
+// by a hand-written branch that forgot the check).
+enum class SettingTrust {
+    Any,        // harmless, or only narrows the sandbox: any file may set it
+    Trusted,    // touches host resources or widens the sandbox: only /etc and /run files
+    Narrowing,  // an untrusted file gets only the narrowing part (NoNewPrivileges=yes, SystemCallFilter=~…)
+};
+
+struct SettingsKeyInfo {
+    std::string_view section;
+    std::string_view name;
+    SettingGroup group;
+    SettingTrust trust;
+};
+
+// Every key parse_settings() knows, in table order (for tests and documentation).
+std::vector<SettingsKeyInfo> settings_keys();
 
 // Merges `settings` into `spec`.
 // - mode No: does nothing. Yes/Trusted: groups set on the command line are kept. Override: the file

@@ -1,6 +1,7 @@
 // SpawnSpec: everything the launcher needs to start one container, as plain data.
-// Front ends (command-line options, .nspawn settings files, later an OCI config.json) produce it;
-// the launcher only reads it. No I/O here, so it is cheap to build in tests.
+// Front ends (command-line options, .nspawn settings files, an OCI config.json) produce it, then
+// finalize() resolves what the options imply; the launcher only reads it. No I/O here, so it is
+// cheap to build in tests.
 #pragma once
 
 #include <array>
@@ -8,6 +9,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "core/spawn/oci_spec.hpp"
 
 namespace mk::core {
 
@@ -147,6 +150,9 @@ struct SpawnSpec {
 
     std::vector<Credential> credentials;  // ids unique, in command-line order
 
+    // OCI runtime-spec fields with no nspawn option (config.json front end only; oci.present).
+    OciSpec oci;
+
     // Integration
     ResolvConfMode resolv_conf = ResolvConfMode::Auto;
     TimezoneMode timezone = TimezoneMode::Auto;
@@ -160,6 +166,13 @@ struct SpawnSpec {
     // I/O
     ConsoleMode console = ConsoleMode::Autopipe;  // resolved by the front end from isatty()
     bool quiet = false;
+
+    // Set by finalize() (finalize.hpp) from the front end's environment: the launcher reads none.
+    std::string term;                                // $TERM of the caller, sanitized by the plan
+    std::string container_manager;                   // $container for the guest; empty: systemd-nspawn
+    std::optional<bool> unified_cgroup_hierarchy;    // $SYSTEMD_NSPAWN_UNIFIED_HIERARCHY
+    bool report_exec_timing = false;                 // $MK_SPAWN_TIMING: print the time to exec
+    bool finalized = false;
 };
 
 }  // namespace mk::core

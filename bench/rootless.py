@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Rootless benchmark (issue 16), side by side in one run, in alternation:
+
+  1. `spawn -D TREE /bin/true` as an ordinary user  vs  root's `spawn -U -D TREE /bin/true`;
+  2. `spawn -bD BOOKWORM` as the user (to multi-user, then SIGTERM)  vs  root's `spawn -bD`;
+  3. `podman run --rm --network none IMAGE true` as the same user (offline image made from the same
+     busybox tree with `podman import`)  vs  the user's `spawn -D TREE /bin/true`.
+
+Targets: rootless start <= 1.3x root -U; >= 10x faster than podman rootless.
+
+usage: bench/rootless.py BUILD_DIR [REPS]     (root: it creates a user with subordinate ranges and
+removes it, its home and its delegated cgroup at the end)
+"""
+import os
+import pathlib
+import pwd
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from boot import boot_once  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+HELPERS = REPO / "tests" / "helpers"
+
+
+def timed(argv, env=None):
+    t0 = time.monotonic()
+    r = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True)
+    dt = time.monotonic() - t0
+    if r.returncode != 0:
+        sys.exit(f"failed ({r.returncode}): {' '.join(argv)}\n{r.stderr.decode(errors='replace')}")
+    return dt
+
+
+def table(title, runs, reps, measure):
+    res = {k: [] for k in runs}
+    for _ in range(reps):
+        for k, v in runs.items():
+            res[k].append(measure(v))
+    print(f"\n{title} (median of {reps}, ms)")
+    med = {k: statistics.median(v) * 1000 for k, v in res.items()}
+    for k, m in med.items():
+        print(f"  {k:<34} {m:9.1f}")
+    return med
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("bench/rootless.py: run as root (it creates a test user)")
+    build = pathlib.Path(sys.argv[1]).resolve()
+    reps = int(sys.argv[2]) if len(sys.argv) > 2 else 10
+    spawn = str(build / "src" / "spawn" / "spawn")
+    name = f"mkrb{os.getpid() % 100000}"
+    subprocess.run(["useradd", "-m", "-d", f"/home/{name}", "-s", "/bin/sh", name], check=True)
+    pw = pwd.getpwnam(name)
+    home = pathlib.Path(pw.pw_dir)
+    unified = pathlib.Path("/sys/fs/cgroup/unified")
+    cg = (unified if (unified / "cgroup.procs").exists() else pathlib.Path("/sys/fs/cgroup")) / f"{name}.bench"
+    root_tmp = pathlib.Path(subprocess.run(["mktemp", "-d", "/var/tmp/mkrb.XXXXXX"], capture_output=True,
+                                           text=True, check=True).stdout.strip())
+    try:
+        run = home / "run"
+        run.mkdir(mode=0o700)
+        env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": str(home), "XDG_RUNTIME_DIR": str(run)}
+        as_user = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups"]
+        utree = home / "bb"
+        subprocess.run([str(HELPERS / "busybox-tree.sh"), str(utree)], check=True)
+        subprocess.run(["chown", "-R", f"{pw.pw_uid}:{pw.pw_gid}", str(home)], check=True)
+        rtree = root_tmp / "bb"
+        subprocess.run([str(HELPERS / "busybox-tree.sh"), str(rtree)], check=True)
+
+        # 1. command start
+        t1 = table("start: /bin/true", {
+            "rootless spawn -D": [*as_user, spawn, "-q", "-P", "-D", str(utree), "/bin/true"],
+            "root spawn -U -D": [spawn, "-q", "-P", "-U", "-D", str(rtree), "/bin/true"],
+        }, reps, lambda a: timed(a, env))
+        print(f"  ratio rootless / root -U: {t1['rootless spawn -D'] / t1['root spawn -U -D']:.2f}x (target <= 1.3x)")
+
+        # 3. podman rootless, same user, offline image of the same tree
+        tar = home / "bb.tar"
+        subprocess.run(["tar", "-C", str(utree), "-cf", str(tar), "."], check=True)
+        os.chown(tar, pw.pw_uid, pw.pw_gid)
+        # crun 1.8 refuses rootless containers on this hybrid host ("cgroups in hybrid mode not
+        # supported"); runc runs them without cgroups, as our rootless start does here.
+        podman = [*as_user, "podman", "--events-backend=file", "--cgroup-manager=cgroupfs", "--runtime=runc"]
+        subprocess.run([*podman, "import", str(tar), "localhost/mkbench:latest"], env=env, check=True,
+                       capture_output=True, cwd=str(home))
+        timed([*podman, "run", "--rm", "--network", "none", "localhost/mkbench", "/bin/true"], env)  # warm storage
+        t3 = table("start: podman rootless vs spawn rootless", {
+            "podman run --rm (rootless)": [*podman, "run", "--rm", "--network", "none", "localhost/mkbench", "/bin/true"],
+            "rootless spawn -D": [*as_user, spawn, "-q", "-P", "-D", str(utree), "/bin/true"],
+        }, max(3, reps // 3), lambda a: timed(a, env))
+        print(f"  podman rootless / spawn rootless: {t3['podman run --rm (rootless)'] / t3['rootless spawn -D']:.1f}x "
+              "(target >= 10x)")
+
+        # 2. boot: the bookworm fixture, unpacked by the user as root inside; root boots a copy of its own
+        fixture = subprocess.run([str(HELPERS / "debian-fixture.sh")], capture_output=True, text=True,
+                                 check=True).stdout.strip()
+        ubook = home / "bookworm"
+        ubook.mkdir()
+        os.chown(ubook, pw.pw_uid, pw.pw_gid)
+        pack = subprocess.Popen(["tar", "-C", fixture, "--numeric-owner", "--exclude=./dev/*", "-cf", "-", "."],
+                                stdout=subprocess.PIPE)
+        subprocess.run([*as_user, "unshare", "--user", "--map-auto", "--map-root-user", "tar", "-C", str(ubook),
+                        "--numeric-owner", "-xpf", "-"], stdin=pack.stdout, env=env, check=True)
+        pack.stdout.close()
+        pack.wait()
+        rbook = root_tmp / "bookworm"
+        subprocess.run(["cp", "-a", fixture, str(rbook)], check=True)
+        (cg / "spawn").mkdir(parents=True)
+        for f in (cg, cg / "cgroup.procs", cg / "cgroup.subtree_control", cg / "cgroup.threads", cg / "spawn",
+                  cg / "spawn" / "cgroup.procs"):
+            os.chown(f, pw.pw_uid, pw.pw_gid)
+        enter = f'echo $$ > {cg}/spawn/cgroup.procs && exec "$@"'
+        runs = {
+            "rootless spawn -bD": ["sh", "-c", enter, "sh", *as_user, spawn, "-bD", str(ubook), "--console=read-only"],
+            "root spawn -bD": [spawn, "-bD", str(rbook), "--console=read-only", "-M", "mkrb-root"],
+        }
+        res = {k: [] for k in runs}
+        breps = max(3, reps // 3)
+        for _ in range(breps):
+            for k, a in runs.items():
+                m = boot_once(a, env=env)
+                if m.get("rc") != 0 or "multi_user" not in m:
+                    sys.exit(f"boot failed: {k}: {m}")
+                res[k].append(m["multi_user"])
+        print(f"\nboot to multi-user (median of {breps}, ms)")
+        med = {k: statistics.median(v) * 1000 for k, v in res.items()}
+        for k, m in med.items():
+            print(f"  {k:<34} {m:9.1f}")
+        print(f"  ratio rootless / root: {med['rootless spawn -bD'] / med['root spawn -bD']:.2f}x")
+    finally:
+        # Rootless podman keeps a pause process holding its user namespace: ours to end, by its pid.
+        pause = home / "run" / "libpod" / "tmp" / "pause.pid"
+        if pause.exists():
+            try:
+                os.kill(int(pause.read_text().strip()), signal.SIGKILL)
+            except (ValueError, ProcessLookupError):
+                pass
+        if cg.exists():
+            for sub in sorted((p for p in cg.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+                try:
+                    sub.rmdir()
+                except OSError:
+                    pass
+            try:
+                cg.rmdir()
+            except OSError as e:
+                print(f"could not remove {cg}: {e}", file=sys.stderr)
+        r = subprocess.run(["userdel", "-r", name], capture_output=True, text=True)
+        if r.returncode not in (0, 12):  # 12: home already gone
+            print(f"userdel {name} failed: {r.stderr.strip()}", file=sys.stderr)
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(root_tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

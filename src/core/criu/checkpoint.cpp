@@ -1,0 +1,445 @@
+#include "core/criu/checkpoint.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/rtnetlink.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <stdexcept>
+
+#include "core/base/error.hpp"
+#include "core/base/fs_at.hpp"
+#include "core/base/names.hpp"
+#include "core/kernel/netlink.hpp"
+#include "core/spawn/guest_systemd.hpp"
+#include "core/spawn/network_plan.hpp"
+
+namespace mk::core::criu {
+
+namespace {
+
+constexpr const char* kDumpLog = "dump.log";
+constexpr const char* kRestoreLog = "restore.log";
+constexpr size_t kMaxMountinfo = 4 << 20;
+
+bool version_less(const Version& a, const Version& b) {
+    if (a.major != b.major) return a.major < b.major;
+    if (a.minor != b.minor) return a.minor < b.minor;
+    return a.sublevel < b.sublevel;
+}
+
+std::vector<MountInfo> mountinfo_of(const std::string& pid) {
+    auto text = read_host_file("/proc/" + pid + "/mountinfo", kMaxMountinfo);
+    if (!text) throw_errno(ESRCH, "read the mounts of process " + pid);
+    return parse_mountinfo(*text);
+}
+
+ino_t ns_inode(const std::string& pid, const char* ns) {
+    struct stat st;
+    std::string path = "/proc/" + pid + "/ns/" + ns;
+    check(stat(path.c_str(), &st), "stat " + path);
+    return st.st_ino;
+}
+
+// criu's own words for a failure: the first "Error (...)" line of its log (the cause; later ones
+// are the fallout, ending in "Dumping FAILED."), without the timestamp.
+// Its rlimit complaint is logged as an error but is harmless (criu runs on), so it is skipped.
+std::string last_log_error(int dir_fd, const char* log) {
+    UniqueFd fd(openat(dir_fd, log, O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd) return {};
+    struct stat st;
+    if (fstat(fd.get(), &st) < 0) return {};
+    off_t start = st.st_size > (256 << 10) ? st.st_size - (256 << 10) : 0;
+    std::string text(static_cast<size_t>(st.st_size - start), '\0');
+    ssize_t n = pread(fd.get(), text.data(), text.size(), start);
+    if (n <= 0) return {};
+    text.resize(static_cast<size_t>(n));
+    std::string found;
+    size_t pos = 0;
+    while (pos < text.size()) {
+        size_t nl = text.find('\n', pos);
+        std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+        pos = nl == std::string::npos ? text.size() : nl + 1;
+        size_t e = line.find("Error (");
+        if (e == std::string::npos || line.find("RLIMIT_NOFILE") != std::string::npos) continue;
+        size_t close = line.find("): ", e);
+        found = close == std::string::npos ? line.substr(e) : line.substr(close + 3);
+        break;
+    }
+    return found;
+}
+
+uint64_t hash_file(int dir_fd, const std::string& name) {
+    UniqueFd fd(openat(dir_fd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd) throw_last_error("open " + name);
+    uint64_t h = 0xcbf29ce484222325ULL;
+    std::string buf(1 << 16, '\0');
+    for (;;) {
+        ssize_t n = read(fd.get(), buf.data(), buf.size());
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            throw_last_error("read " + name);
+        }
+        if (n == 0) break;
+        h = fnv1a64(std::string_view(buf.data(), static_cast<size_t>(n)), h);
+    }
+    return h;
+}
+
+// criu's image files in the directory (not our record, not the logs), with sizes and hashes.
+std::vector<CheckpointRecord::File> list_images(int dir_fd) {
+    int dup_fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 3);
+    if (dup_fd < 0) throw_last_error("dup the image directory");
+    DIR* d = fdopendir(dup_fd);
+    if (!d) {
+        close(dup_fd);
+        throw_last_error("read the image directory");
+    }
+    std::vector<CheckpointRecord::File> out;
+    while (struct dirent* e = readdir(d)) {
+        std::string name = e->d_name;
+        if (name == "." || name == ".." || name == kRecordFile || name.ends_with(".log")) continue;
+        struct stat st;
+        if (fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode)) continue;
+        out.push_back({name, static_cast<uint64_t>(st.st_size), std::nullopt});
+    }
+    closedir(d);
+    for (auto& f : out)
+        if (image_file_is_hashed(f.name)) f.hash = hash_file(dir_fd, f.name);
+    return out;
+}
+
+// What criu must be told about the leader's stdio (runc's descriptors.json): a pipe is named by
+// its inode (criu makes a fresh one unless the restore supplies it); a file on a host mount the
+// container cannot see ("file[MNT:INO]") and a terminal whose master is outside ("tty[RDEV:DEV]")
+// must be declared external at dump, or criu refuses ("Can't lookup mount"). Empty: criu handles it.
+std::vector<std::string> stdio_keys(const std::string& pid, const std::vector<MountInfo>& mounts) {
+    std::vector<std::string> keys;
+    for (int fd = 0; fd < 3; ++fd) {
+        std::string link = "/proc/" + pid + "/fd/" + std::to_string(fd);
+        char target[256];
+        ssize_t n = readlink(link.c_str(), target, sizeof target - 1);
+        std::string t = n > 0 ? std::string(target, static_cast<size_t>(n)) : std::string();
+        struct stat st;
+        if (t.empty() || stat(link.c_str(), &st) < 0) {
+            keys.emplace_back();
+            continue;
+        }
+        char buf[64];
+        if (t.starts_with("pipe:[")) {
+            keys.push_back(t);
+        } else if (S_ISCHR(st.st_mode) && (major(st.st_rdev) == 4 || major(st.st_rdev) == 5 ||
+                                           (major(st.st_rdev) >= 136 && major(st.st_rdev) <= 143))) {
+            snprintf(buf, sizeof buf, "tty[%llx:%llx]", static_cast<unsigned long long>(st.st_rdev),
+                     static_cast<unsigned long long>(st.st_dev));
+            keys.emplace_back(buf);
+        } else {
+            auto info = read_host_file("/proc/" + pid + "/fdinfo/" + std::to_string(fd), 1 << 16);
+            int mnt_id = -1;
+            if (info) {
+                size_t p = info->find("mnt_id:");
+                if (p != std::string::npos) mnt_id = atoi(info->c_str() + p + 7);
+            }
+            bool inside = false;
+            for (const auto& m : mounts) inside = inside || m.id == mnt_id;
+            if (inside || mnt_id < 0) {
+                keys.emplace_back();
+                continue;
+            }
+            snprintf(buf, sizeof buf, "file[%x:%llx]", static_cast<unsigned>(mnt_id), static_cast<unsigned long long>(st.st_ino));
+            keys.emplace_back(buf);
+        }
+    }
+    return keys;
+}
+
+void refuse_pidfd_guest(const std::string& machine, const std::string& root, const Version& v) {
+    int sd = guest_systemd_version(root);
+    if (sd >= 255 && version_less(v, Version{4, 1, 0, {}}))
+        throw UsageError("cannot checkpoint " + machine + ": its systemd " + std::to_string(sd) +
+                         " tracks processes with pidfds, which criu dumps only from 4.1 (this criu is " +
+                         to_string(v) + ")");
+}
+
+}  // namespace
+
+Version require_usable_criu(const CriuCommand& cmd, bool run_check) {
+    Request req;
+    req.type = ReqType::Version;
+    Response resp = call_once(cmd, req);
+    if (!resp.success || !resp.version)
+        throw UsageError("'" + to_string(cmd) + "' does not answer criu's version request: it is not criu, or one older than 3.0");
+    Version v = *resp.version;
+    if (version_less(v, kMinimumCriu))
+        throw UsageError("criu " + to_string(v) + " is older than " + to_string(kMinimumCriu) +
+                         ", which checkpointing containers needs; point MK_CRIU (or --criu) at a newer criu");
+    if (run_check) {
+        Request check;
+        check.type = ReqType::Check;
+        Response c = call_once(cmd, check);
+        if (!c.success) {
+            struct utsname u;
+            uname(&u);
+            throw UsageError("criu " + to_string(v) + " cannot work with this kernel (" + u.release +
+                             "): `criu check` fails; use a criu made for it (MK_CRIU or --criu, see docs/criu.md)");
+        }
+    }
+    return v;
+}
+
+bool memory_tracking_available(const CriuCommand& cmd) {
+    Request req;
+    req.type = ReqType::FeatureCheck;
+    req.features = Features{true, std::nullopt, std::nullopt};
+    Response resp = call_once(cmd, req);
+    return resp.success && resp.features && resp.features->mem_track.value_or(false);
+}
+
+int guest_systemd_version(const std::string& root) {
+    UniqueFd root_fd(open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root_fd) return 0;
+    return static_cast<int>(core::guest_systemd_version(root_fd.get()).value_or(0));
+}
+
+CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
+    const std::string pid = std::to_string(req.leader);
+    if (ns_inode(pid, "pid") == ns_inode("self", "pid"))
+        throw UsageError("cannot checkpoint " + req.machine + ": it shares the host's PID namespace");
+    Version v = require_usable_criu(req.criu, false);
+    refuse_pidfd_guest(req.machine, req.root, v);
+
+    CheckpointRecord rec;
+    rec.machine = req.machine;
+    rec.class_name = req.class_name;
+    rec.root = req.root;
+    rec.criu_version = to_string(v);
+    rec.tcp_established = req.tcp_established;
+    auto container_mounts = mountinfo_of(pid);
+    rec.mounts = plan_external_mounts(container_mounts, mountinfo_of("self"));
+    rec.stdio = stdio_keys(pid, container_mounts);
+    ino_t net = ns_inode(pid, "net");
+    rec.host_network = net == ns_inode("self", "net");
+    if (!rec.host_network) {
+        Netlink host;
+        std::string ve = veth_host_name(req.machine, false);
+        if (host.link_index(ve)) {
+            rec.veth_host = ve;
+            for (const auto& a : host.list_addresses())
+                if (a.ifname == ve && a.scope == RT_SCOPE_UNIVERSE) rec.veth_addresses.push_back({a.family, a.address, a.prefixlen});
+            UniqueFd netns(open(("/proc/" + pid + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
+            if (!netns) throw_last_error("open the network namespace of " + req.machine);
+            for (const auto& l : list_addresses_in(netns.get()))
+                if (rec.veth_container.empty() && l.ifname != "lo") rec.veth_container = l.ifname;
+            if (rec.veth_container.empty()) rec.veth_container = "host0";
+        }
+    }
+
+    if (mkdir(req.image_dir.c_str(), 0700) < 0) {
+        if (errno == EEXIST) throw UsageError(req.image_dir + " already exists; give a new directory for the checkpoint");
+        throw_last_error("create " + req.image_dir);
+    }
+    struct RemoveOnFailure {
+        const std::string& path;
+        bool armed = true;
+        ~RemoveOnFailure() {
+            if (armed) remove_tree_nofollow_at(AT_FDCWD, path);
+        }
+    } cleanup{req.image_dir};
+    UniqueFd dir(open(req.image_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
+    if (!dir) throw_last_error("open " + req.image_dir);
+
+    Options o = base_options(rec, dir.get());
+    o.pid = req.leader;
+    o.leave_running = req.leave_running;
+    o.log_file = kDumpLog;
+    for (const auto& m : rec.mounts) o.ext_mnt.emplace_back(m.key, m.key);
+    if (rec.host_network) o.external.push_back("net[" + std::to_string(net) + "]:extRootNetNS");
+    for (const auto& k : rec.stdio)
+        if (k.starts_with("file[") || k.starts_with("tty[")) o.external.push_back(k);
+    o.freeze_cgroup = req.freezer_cgroup;
+    Request r;
+    r.type = ReqType::Dump;
+    r.opts = o;
+    int fds[] = {dir.get()};
+    Swrk s(req.criu, fds);
+    Response resp = s.call(r);
+    s.finish();
+    if (!resp.success) {
+        // The directory goes (nothing half-made), so criu's reason must travel in the message.
+        std::string why = last_log_error(dir.get(), kDumpLog);
+        require_usable_criu(req.criu, true);
+        throw std::runtime_error("criu dump of " + req.machine + " failed" + (why.empty() ? "" : ": " + why) +
+                                 "; the machine runs on");
+    }
+    rec.files = list_images(dir.get());
+    write_file_at(dir.get(), std::string(kRecordFile), encode_record(rec), 0600);
+    cleanup.armed = false;
+    return rec;
+}
+
+CheckpointRecord read_checkpoint(int dir_fd, const std::string& dir_path) {
+    UniqueFd fd(openat(dir_fd, std::string(kRecordFile).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd) {
+        if (errno == ENOENT)
+            throw UsageError(dir_path + " is not a machkit checkpoint (no " + std::string(kRecordFile) +
+                             "); make one with 'machctl checkpoint NAME DIR'");
+        throw_last_error("open " + dir_path + "/" + std::string(kRecordFile));
+    }
+    std::string text(kMaxRecordSize + 1, '\0');
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = read(fd.get(), text.data() + got, text.size() - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw_last_error("read " + std::string(kRecordFile));
+        if (n == 0 || (got += static_cast<size_t>(n)) == text.size()) break;
+    }
+    text.resize(got);
+    CheckpointRecord rec = decode_record(text);
+    for (const auto& f : rec.files) {
+        struct stat st;
+        if (fstatat(dir_fd, f.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+            throw UsageError(dir_path + " is incomplete: " + f.name + " is missing; checkpoint the machine again");
+        if (static_cast<uint64_t>(st.st_size) != f.size || (f.hash && hash_file(dir_fd, f.name) != *f.hash))
+            throw UsageError(dir_path + " is damaged: " + f.name + " changed since the checkpoint; checkpoint the machine again");
+    }
+    return rec;
+}
+
+Restored restore_machine(const RestoreRequest& req) {
+    UniqueFd dir(open(req.image_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dir) {
+        if (errno == ENOENT || errno == ENOTDIR) throw UsageError(req.image_dir + " does not exist or is not a directory");
+        throw_last_error("open " + req.image_dir);
+    }
+    Restored out;
+    CheckpointRecord& rec = out.record;
+    rec = read_checkpoint(dir.get(), req.image_dir);
+    std::string name = req.machine.empty() ? rec.machine : req.machine;
+    if (!machine_name_is_valid(name)) throw UsageError("'" + name + "' is not a valid machine name");
+    struct stat st;
+    if (stat(rec.root.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
+        throw UsageError("the checkpointed machine's root directory " + rec.root + " is gone");
+    for (const auto& m : rec.mounts)
+        if (stat(m.source.c_str(), &st) < 0)
+            throw UsageError("the source " + m.source + " of the checkpointed mount " + m.key + " is gone");
+    Netlink host;
+    if (!rec.veth_host.empty() && host.link_index(rec.veth_host))
+        throw UsageError("the link " + rec.veth_host + " exists: is the checkpointed machine still running?");
+    Version v = require_usable_criu(req.criu, false);
+
+    Options o = base_options(rec, dir.get());
+    o.rst_sibling = true;
+    o.log_file = kRestoreLog;
+    for (const auto& m : rec.mounts) o.ext_mnt.emplace_back(m.key, m.source);
+    std::vector<int> fds{dir.get()};
+    UniqueFd netns;
+    if (rec.host_network) {
+        netns.reset(open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+        if (!netns) throw_last_error("open the host's network namespace");
+        o.inherit_fd.emplace_back("extRootNetNS", netns.get());
+        fds.push_back(netns.get());
+    }
+    for (size_t fd = 0; fd < rec.stdio.size(); ++fd) {
+        if (rec.stdio[fd].empty() || fcntl(static_cast<int>(fd), F_GETFD) < 0) continue;
+        bool seen = false;  // 1 and 2 are often one pipe: criu takes each key once
+        for (const auto& [k, v] : o.inherit_fd) seen = seen || k == rec.stdio[fd];
+        if (!seen) o.inherit_fd.emplace_back(rec.stdio[fd], static_cast<int>(fd));
+    }
+    if (!rec.veth_host.empty()) o.external.push_back("veth[" + rec.veth_container + "]:" + rec.veth_host);
+    Request r;
+    r.type = ReqType::Restore;
+    r.opts = o;
+    auto notify = [&](const std::string& script, int32_t, UniqueFd) {
+        // Before the tasks resume: the host side criu made is down and bare.
+        if (script != "post-restore" || rec.veth_host.empty()) return;
+        int index = host.link_index(rec.veth_host);
+        if (!index) throw std::runtime_error("criu did not recreate " + rec.veth_host);
+        for (const auto& a : rec.veth_addresses) host.add_address(index, a.family, a.address, a.prefixlen);
+        host.set_up(index);
+    };
+    Swrk s(req.criu, fds);
+    Response resp = s.call(r, notify);
+    s.finish();
+    if (!resp.success || !resp.restore_pid) {
+        std::string why = last_log_error(dir.get(), kRestoreLog);
+        require_usable_criu(req.criu, true);
+        throw std::runtime_error("criu restore from " + req.image_dir + " failed" + (why.empty() ? "" : ": " + why) +
+                                 " (criu " + to_string(v) + "; its log: " + req.image_dir + "/" + kRestoreLog + ")");
+    }
+    out.pid = *resp.restore_pid;
+    return out;
+}
+
+}  // namespace mk::core::criu
+
+namespace mk::core::criu {
+
+std::vector<pid_t> descendants(pid_t leader) {
+    std::vector<pid_t> out, queue{leader};
+    while (!queue.empty() && out.size() < 65536) {
+        pid_t p = queue.back();
+        queue.pop_back();
+        std::string tdir = "/proc/" + std::to_string(p) + "/task";
+        DIR* d = opendir(tdir.c_str());
+        if (!d) continue;
+        while (struct dirent* e = readdir(d)) {
+            if (e->d_name[0] == '.') continue;
+            auto text = read_host_file(tdir + "/" + e->d_name + "/children", 1 << 20);
+            if (!text) continue;
+            size_t i = 0;
+            while (i < text->size()) {
+                size_t j = text->find(' ', i);
+                if (j == std::string::npos) j = text->size();
+                if (j > i) {
+                    pid_t c = static_cast<pid_t>(std::stol(text->substr(i, j - i)));
+                    out.push_back(c);
+                    queue.push_back(c);
+                }
+                i = j + 1;
+            }
+        }
+        closedir(d);
+    }
+    return out;
+}
+
+size_t adopt_into_leader_cgroups(pid_t leader, const std::string& cgroup_mount) {
+    auto text = read_host_file("/proc/" + std::to_string(leader) + "/cgroup");
+    if (!text) return 0;
+    std::vector<std::string> dirs;
+    size_t pos = 0;
+    while (pos < text->size()) {
+        size_t nl = text->find('\n', pos);
+        std::string line = text->substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+        pos = nl == std::string::npos ? text->size() : nl + 1;
+        size_t a = line.find(':'), b = a == std::string::npos ? a : line.find(':', a + 1);
+        if (b == std::string::npos) continue;
+        std::string ctrl = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
+        if (path.find("..") != std::string::npos || path.empty() || path[0] != '/') continue;
+        std::string mount;
+        if (ctrl.empty()) {
+            struct stat st;
+            mount = stat((cgroup_mount + "/unified/cgroup.procs").c_str(), &st) == 0 ? cgroup_mount + "/unified" : cgroup_mount;
+        } else {
+            mount = cgroup_mount + "/" + (ctrl.starts_with("name=") ? ctrl.substr(5) : ctrl);
+        }
+        dirs.push_back(mount + path + "/cgroup.procs");
+    }
+    size_t moved = 0;
+    for (pid_t p : descendants(leader)) {
+        for (const auto& procs : dirs) {
+            UniqueFd fd(open(procs.c_str(), O_WRONLY | O_CLOEXEC));
+            if (!fd) continue;
+            std::string s = std::to_string(p);
+            (void)!write(fd.get(), s.data(), s.size());
+        }
+        ++moved;
+    }
+    return moved;
+}
+
+}  // namespace mk::core::criu

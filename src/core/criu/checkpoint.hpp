@@ -1,0 +1,79 @@
+// Checkpoint and restore of one running container with criu (named steps over plan.hpp and
+// swrk.hpp). The image directory holds criu's images plus machkit-checkpoint.json (plan.hpp).
+//
+// Error contract: UsageError for what the user can fix (bad or tampered directory, criu too old
+// for this kernel, unsupported guest), std::runtime_error / std::system_error otherwise. A failed
+// checkpoint removes the directory it created and leaves the machine running (criu resumes it);
+// a failed restore leaves nothing running and the directory as it was (criu's log aside).
+//
+// Side effects: runs criu (fork/exec), netlink in the host's network namespace (the veth's host
+// side). Thread-hostile.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "core/criu/plan.hpp"
+#include "core/criu/swrk.hpp"
+
+namespace mk::core::criu {
+
+struct CheckpointRequest {
+    std::string machine;
+    std::string class_name = "container";
+    pid_t leader = 0;
+    std::string root;       // the container's root directory on the host
+    std::string image_dir;  // created (0700); must not exist yet
+    bool leave_running = false;
+    bool tcp_established = false;
+    std::string freezer_cgroup;  // the machine's cgroup (v1 freezer or cgroup2 path); empty: ptrace freeze
+    CriuCommand criu;
+};
+
+// Returns the record written next to the images.
+CheckpointRecord checkpoint_machine(const CheckpointRequest& req);
+
+struct RestoreRequest {
+    std::string image_dir;
+    std::string machine;  // empty: the checkpointed machine's name
+    CriuCommand criu;
+};
+
+struct Restored {
+    pid_t pid = 0;  // the restored root task: a child of the caller (rst_sibling)
+    CheckpointRecord record;
+};
+
+// Reads and verifies the image directory (every listed file present with its size and hash).
+CheckpointRecord read_checkpoint(int dir_fd, const std::string& dir_path);
+
+// Restores the machine; the caller becomes the restored root task's parent and must reap it.
+Restored restore_machine(const RestoreRequest& req);
+
+// VERSION over RPC, then (only when asked or when an operation failed) CHECK: throws UsageError with
+// one line when criu is older than kMinimumCriu or cannot work with the running kernel.
+inline constexpr Version kMinimumCriu{3, 15, 0, {}};  // external pid namespaces (runc's minimum for them)
+Version require_usable_criu(const CriuCommand& cmd, bool run_check);
+
+// FEATURE_CHECK mem_track: false when the kernel lacks soft-dirty tracking (CONFIG_MEM_SOFT_DIRTY),
+// without which pre-dump and iterative migration cannot work.
+bool memory_tracking_available(const CriuCommand& cmd);
+
+// systemd >= 255 in a booted guest holds pidfds, which criu dumps only from 4.1: the guest's
+// systemd version (from its libsystemd-shared-NNN.so), 0 when it has none.
+int guest_systemd_version(const std::string& root);
+
+}  // namespace mk::core::criu
+
+namespace mk::core::criu {
+
+// After the machine manager placed the restored `leader` in its scope: moves the rest of the
+// restored tree (criu created it in the supervisor's cgroups) into the leader's cgroup in every
+// hierarchy under `cgroup_mount` (/sys/fs/cgroup: cgroup2, hybrid or v1). Returns how many moved.
+size_t adopt_into_leader_cgroups(pid_t leader, const std::string& cgroup_mount = "/sys/fs/cgroup");
+
+// The restored tree's pids below `leader` (from /proc/PID/task/TID/children), at most 65536.
+std::vector<pid_t> descendants(pid_t leader);
+
+}  // namespace mk::core::criu

@@ -1,0 +1,49 @@
+// linux.resources of an OCI config.json as cgroup file writes, for whichever hierarchy holds each
+// controller: v1 (legacy), cgroup2 (unified), or a mix of both (hybrid hosts such as this one, where
+// memory, cpu, pids... are on v1 and e.g. hugetlb on cgroup2).
+//
+// plan_cgroup_resources() is pure: resources + where the controllers are -> ordered writes, or a
+// UsageError naming the field when the host's layout cannot express it (e.g. memory.swappiness on
+// cgroup2, linux.resources.unified without cgroup2 controllers, device rules without the v1 devices
+// controller: cgroup2 device programs are not implemented). apply_cgroup_writes() performs them.
+#pragma once
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/spawn/oci_spec.hpp"
+
+namespace mk::core {
+
+// Which controllers are on which hierarchy.
+struct CgroupControllers {
+    std::set<std::string> v1;  // "memory", "cpu", "cpuacct", "blkio", "devices", "net_cls", ...
+    std::set<std::string> v2;  // cgroup2's cgroup.controllers: "memory", "cpu", "io", "hugetlb", ...
+};
+
+struct CgroupWrite {
+    std::string controller;  // the controller the file belongs to
+    bool v2 = false;         // in the cgroup2 hierarchy, else in the controller's v1 hierarchy
+    std::string file;        // "memory.limit_in_bytes", "cpu.max", ...
+    std::string value;
+    bool operator==(const CgroupWrite&) const = default;
+};
+
+// Ordered as the kernel needs them (cfs period before quota, memory limit before memsw). Pure.
+std::vector<CgroupWrite> plan_cgroup_resources(const OciResources& resources, const CgroupControllers& where);
+
+// Where the host's controllers are mounted under `root` (normally /sys/fs/cgroup).
+struct CgroupMounts {
+    CgroupControllers controllers;
+    std::string v2_root;                                     // "" if no cgroup2 hierarchy
+    std::vector<std::pair<std::string, std::string>> v1_dirs;  // (controller, hierarchy root)
+    std::string v1_dir(const std::string& controller) const;   // "" if not on v1
+};
+CgroupMounts detect_cgroup_mounts(const std::string& root = "/sys/fs/cgroup");
+
+// Writes each value to <hierarchy>/<cgroup_path>/<file> (cgroup_path: "/machine.slice/x.scope").
+// The groups must exist. Throws std::system_error naming the file and value on the first failure.
+void apply_cgroup_writes(const std::vector<CgroupWrite>& writes, const CgroupMounts& mounts, const std::string& cgroup_path);
+
+}  // namespace mk::core

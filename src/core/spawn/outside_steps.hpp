@@ -1,0 +1,77 @@
+// The launcher's steps outside the container's namespaces, before clone (as lmctfy's
+// SetupOutsideNamespace): check the spec against what spawn supports, open the tree or the image,
+// pick the user namespace range and the mount plan, read the facts the GuestPlan needs and plan
+// the guest's cgroups. prepare() runs them in order; its result is all the inside steps read.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/base/passwd.hpp"
+#include "core/base/run_lock.hpp"
+#include "core/base/unique_fd.hpp"
+#include "core/kernel/seccomp.hpp"
+#include "core/kernel/seccomp_oci.hpp"
+#include "core/kernel/userns.hpp"
+#include "core/spawn/bind_user.hpp"
+#include "core/spawn/container_cgroup.hpp"
+#include "core/spawn/guest_plan.hpp"
+#include "core/spawn/mount_plan.hpp"
+#include "core/spawn/rootless.hpp"
+#include "core/spawn/spawn_spec.hpp"
+
+namespace mk::core {
+
+// What the child needs, computed before clone.
+struct Prepared {
+    GuestPlan guest;    // argv, environment, capabilities, machine ID, files for the guest
+    UniqueFd root_dir;  // O_PATH of the tree, in the host namespace
+    std::string root_path;
+    std::vector<MountStep> plan;
+    std::vector<MountStep> cgroup_plan;  // /sys/fs/cgroup, mounted inside the guest's cgroup namespace
+    UserRecord user;
+    std::vector<BpfProgram> seccomp;
+    std::optional<OciSeccompFilter> oci_seccomp;  // linux.seccomp of a config.json: instead of `seccomp`
+    bool wait_for_parent = false;             // the child waits for placement/registration
+    int exec_gate = -1;                       // the OCI runtime's detached start: DetachedLaunch::exec_gate
+    bool wait_for_network = false;            // the parent sets up links for us (ContainerNetwork)
+    UniqueFd netns;                           // --network-namespace-path=, opened in the host
+    std::optional<CgroupLayout> cgroups;      // set when the guest gets its own cgroup namespace
+    UniqueFd cgroup2_mount;                   // no cgroup2 on the host: spawn's own (plan_guest_cgroups)
+    std::vector<std::string> overlay_workdirs;  // created for --overlay=, removed at exit
+    std::vector<std::pair<std::string, UniqueFd>> image_mounts;  // -i: detached mounts, root first
+    std::optional<IdRange> userns;  // --private-users: the container's UID/GID range
+    bool idmap = false;             // the root is an idmapped mount (ownership "map")
+    RunLock uid_lock;               // holds the range while the machine runs
+    UniqueFd userns_fd;             // the namespace, made anew for each run
+    std::string host_os_release;
+    UniqueFd pivot_dir;  // --pivot-root=: the new root inside the tree (O_PATH, host namespace)
+    std::vector<BoundUser> bound_users;  // --bind-user=
+    // Rootless (issue 16, rootless.hpp): the calling user and its map. `userns` is then the identity
+    // map of the map's IDs, made by the child inside the namespace the parent mapped.
+    std::optional<RootlessUser> rootless;
+    std::string rootless_cgroup;  // the machine's cgroup2 group below the user's delegated subtree
+};
+
+// Settings files and front ends can describe more than the launcher does yet: refuses those (a
+// UsageError naming the option) rather than start a container that silently lacks them.
+void check_supported(const SpawnSpec& spec);
+void check_verity(const SpawnSpec& spec);
+
+// Runs the outside steps for a finalized spec. `registering`: a machine manager will place the
+// guest (LaunchHooks::register_machine), so the child waits for it.
+Prepared prepare(const SpawnSpec& spec, bool registering);
+
+// Where spawn puts a booted guest itself: machine.slice/machine-NAME.scope as machined would, or,
+// under a service manager (--keep-unit), a payload group below spawn's own unit, as nspawn does.
+std::string own_cgroup_path(const SpawnSpec& spec);
+
+// The container's init for --boot: the first of /usr/lib/systemd/systemd, /lib/systemd/systemd,
+// /sbin/init that exists in the tree (resolved inside it). Empty if none does.
+std::string find_init(int root_fd);
+
+bool is_executable_in_root(int root_fd, const std::string& path);
+
+}  // namespace mk::core

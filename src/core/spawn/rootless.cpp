@@ -1,0 +1,242 @@
+#include "core/spawn/rootless.hpp"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "core/base/error.hpp"
+#include "core/base/fs_at.hpp"
+#include "core/base/passwd.hpp"
+#include "core/spawn/rootless_plan.hpp"
+
+extern char** environ;
+
+namespace mk::core {
+
+namespace {
+
+// Debian's uidmap package puts them here; a PATH search would let the caller's environment pick a
+// different program for a setuid job.
+constexpr const char* kNewuidmap = "/usr/bin/newuidmap";
+constexpr const char* kNewgidmap = "/usr/bin/newgidmap";
+
+std::string user_name(uid_t uid) {
+    std::string passwd = read_host_file("/etc/passwd").value_or("");
+    // find_user() takes digits as a uid; find the line by its third field instead.
+    size_t pos = 0;
+    const std::string want = std::to_string(uid);
+    while (pos < passwd.size()) {
+        size_t nl = passwd.find('\n', pos);
+        std::string_view line(passwd.data() + pos, (nl == std::string::npos ? passwd.size() : nl) - pos);
+        pos = nl == std::string::npos ? passwd.size() : nl + 1;
+        size_t a = line.find(':');
+        size_t b = a == std::string_view::npos ? a : line.find(':', a + 1);
+        size_t c = b == std::string_view::npos ? b : line.find(':', b + 1);
+        if (c != std::string_view::npos && line.substr(b + 1, c - b - 1) == want) return std::string(line.substr(0, a));
+    }
+    return want;
+}
+
+pid_t start_helper(const std::vector<std::string>& args) {
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    pid_t pid;
+    // The helper reports its own refusals (which range, which file) on our stderr.
+    int r = posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ);
+    if (r != 0) throw_errno(r, "cannot run " + args[0]);
+    return pid;
+}
+
+// True if the helper exited 0.
+bool wait_helper(pid_t pid) {
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return false;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+void write_proc(pid_t pid, const char* file, const std::string& text) {
+    std::string path = "/proc/" + std::to_string(pid) + "/" + file;
+    UniqueFd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd) throw_last_error("cannot open " + path);
+    if (write(fd.get(), text.data(), text.size()) < 0) throw_last_error("cannot write " + path);
+}
+
+}  // namespace
+
+bool running_rootless() { return geteuid() != 0; }
+
+RootlessUser prepare_rootless_user(const SpawnSpec& spec) {
+    check_rootless_spec(spec);
+    RootlessUser u;
+    u.uid = geteuid();
+    u.gid = getegid();
+    u.name = user_name(u.uid);
+
+    if (!spec.directory.empty() && faccessat(AT_FDCWD, spec.directory.c_str(), R_OK | X_OK, AT_EACCESS) < 0) {
+        if (errno == ENOENT) throw UsageError("directory " + spec.directory + " does not exist; pass an OS tree with -D");
+        throw UsageError("cannot read " + spec.directory + " as " + u.name + " (" + strerror(errno) +
+                         "): a rootless container's tree must be yours, e.g. unpacked with podman unshare");
+    }
+
+    auto subuid = parse_subid_file(read_host_file("/etc/subuid", kSubidMaxFileSize).value_or(""));
+    auto subgid = parse_subid_file(read_host_file("/etc/subgid", kSubidMaxFileSize).value_or(""));
+    u.map = plan_rootless_map(u.name, u.uid, u.gid, subid_ranges_for(subuid, u.name, u.uid),
+                              subid_ranges_for(subgid, u.name, u.gid));
+    if (u.map.needs_helpers) {
+        for (const char* h : {kNewuidmap, kNewgidmap}) {
+            struct stat st;
+            if (stat(h, &st) < 0)
+                throw UsageError(std::string(h) + " is missing: install it (apt-get install uidmap) to use your ranges in "
+                                 "/etc/subuid and /etc/subgid");
+            if (!(st.st_mode & S_ISUID) || st.st_uid != 0)
+                throw UsageError(std::string(h) + " is not setuid root, so it cannot map your subordinate ranges: "
+                                 "reinstall it (apt-get install --reinstall uidmap)");
+        }
+        u.newuidmap = kNewuidmap;
+        u.newgidmap = kNewgidmap;
+    }
+    if (!u.map.limitation.empty() && !spec.quiet) fprintf(stderr, "spawn: %s\n", u.map.limitation.c_str());
+
+    const char* xdg = getenv("XDG_RUNTIME_DIR");
+    if (xdg && xdg[0] == '/') {
+        u.runtime_dir = xdg;
+    } else {
+        std::string run_user = "/run/user/" + std::to_string(u.uid);
+        struct stat st;
+        if (stat(run_user.c_str(), &st) == 0 && st.st_uid == u.uid) u.runtime_dir = run_user;
+    }
+    if (u.runtime_dir.empty())
+        throw UsageError("no $XDG_RUNTIME_DIR: log in through a session, or set XDG_RUNTIME_DIR to a private "
+                         "directory of yours (spawn keeps its locks there)");
+    return u;
+}
+
+void write_rootless_maps(pid_t pid, const RootlessUser& u) {
+    if (u.map.needs_helpers) {
+        // Both at once: each is a setuid program's start (~20 ms here), and they touch different files.
+        pid_t uid_helper = start_helper(id_map_helper_args(u.newuidmap, pid, u.map.uid_lines));
+        pid_t gid_helper = -1;
+        try {
+            gid_helper = start_helper(id_map_helper_args(u.newgidmap, pid, u.map.gid_lines));
+        } catch (...) {
+            wait_helper(uid_helper);
+            throw;
+        }
+        bool uid_ok = wait_helper(uid_helper);
+        bool gid_ok = wait_helper(gid_helper);
+        if (!uid_ok || !gid_ok)
+            throw UsageError(std::string(!uid_ok ? u.newuidmap : u.newgidmap) +
+                             " refused the container's map (see its message above): check your ranges in /etc/sub" +
+                             (!uid_ok ? "uid" : "gid"));
+        return;
+    }
+    // Without the helpers the kernel lets us map our own IDs only, and the gid map only once
+    // setgroups(2) is denied in the namespace (user_namespaces(7)).
+    write_proc(pid, "uid_map", map_lines_text(u.map.uid_lines));
+    write_proc(pid, "setgroups", "deny");
+    write_proc(pid, "gid_map", map_lines_text(u.map.gid_lines));
+}
+
+UniqueFd make_identity_user_namespace(const RootlessMap& map) {
+    auto identity = [](std::vector<MapLine> lines) {
+        for (auto& l : lines) l.outside = l.inside;
+        return map_lines_text(lines);
+    };
+    const std::string uid_text = identity(map.uid_lines), gid_text = identity(map.gid_lines);
+    int go[2], ready[2];
+    if (pipe2(go, O_CLOEXEC) < 0) throw_last_error("pipe");
+    UniqueFd go_rd(go[0]), go_wr(go[1]);
+    if (pipe2(ready, O_CLOEXEC) < 0) throw_last_error("pipe");
+    UniqueFd ready_rd(ready[0]), ready_wr(ready[1]);
+    pid_t pid = fork();
+    if (pid < 0) throw_last_error("fork");
+    if (pid == 0) {
+        // Unshare, say so, and wait: the parent needs only our /proc/PID/ns/user.
+        char c = unshare(CLONE_NEWUSER) == 0 ? 1 : 0;
+        (void)!write(ready_wr.get(), &c, 1);
+        (void)!read(go_rd.get(), &c, 1);
+        _exit(0);
+    }
+    ready_wr.reset();
+    struct Reap {
+        pid_t pid;
+        UniqueFd& go;
+        ~Reap() {
+            go.reset();
+            kill(pid, SIGKILL);
+            while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {}
+        }
+    } reap{pid, go_wr};
+    char ok = 0;
+    if (read(ready_rd.get(), &ok, 1) != 1 || !ok) throw_errno(EPERM, "cannot create the nested user namespace");
+    write_proc(pid, "uid_map", uid_text);
+    if (!map.needs_helpers) write_proc(pid, "setgroups", "deny");  // denied above us already
+    write_proc(pid, "gid_map", gid_text);
+    std::string ns = "/proc/" + std::to_string(pid) + "/ns/user";
+    UniqueFd fd(open(ns.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) throw_last_error("cannot open " + ns);
+    return fd;
+}
+
+std::optional<RootlessCgroups> find_rootless_cgroups(const RootlessUser& user, std::string_view machine_name,
+                                                     std::optional<unsigned> guest_systemd, bool quiet) {
+    CgroupLayout host = detect_cgroup_layout();
+    RootlessCgroupInput in;
+    in.uid = user.uid;
+    in.guest_systemd = guest_systemd;
+    std::string self = read_host_file("/proc/self/cgroup", 1 << 16).value_or("");
+    if (size_t at = self.find("0::"); at != std::string::npos && (at == 0 || self[at - 1] == '\n'))
+        in.own_cgroup2 = self.substr(at + 3, self.find('\n', at) - at - 3);
+    const bool cgroup2 = host.mode == CgroupMode::Unified || host.mode == CgroupMode::Hybrid;
+    if (cgroup2 && !in.own_cgroup2.empty() && in.own_cgroup2 != "/") {
+        // The kernel lets us create a group beside ours and move processes into it when we may
+        // write both the parent directory and its cgroup.procs (cgroups(7), "delegation").
+        std::string parent = "/sys/fs/cgroup" + host.unified_dir + in.own_cgroup2.substr(0, in.own_cgroup2.rfind('/'));
+        in.own_parent_writable = access(parent.c_str(), W_OK) == 0 && access((parent + "/cgroup.procs").c_str(), W_OK) == 0;
+    }
+    RootlessCgroupPlan plan = plan_rootless_cgroup(in, machine_name);
+    if (plan.parent.empty()) {
+        if (!quiet) fprintf(stderr, "spawn: %s\n", plan.notice.c_str());
+        return std::nullopt;
+    }
+    RootlessCgroups out;
+    out.layout.mode = CgroupMode::Unified;
+    out.layout.unified_dir = host.unified_dir;
+    out.path = plan.parent;
+    return out;
+}
+
+void open_low_ports_to_guest() {
+    UniqueFd f(open("/proc/sys/net/ipv4/ip_unprivileged_port_start", O_WRONLY | O_CLOEXEC));
+    if (!f || write(f.get(), "0", 1) != 1) throw_last_error("cannot open the ports below 1024 to the guest");
+}
+
+std::string explain_userns_failure(int err) {
+    std::string limit = read_host_file("/proc/sys/user/max_user_namespaces", 64).value_or("?");
+    while (!limit.empty() && (limit.back() == '\n' || limit.back() == ' ')) limit.pop_back();
+    if (err == ENOSPC || err == EUSERS)
+        return "cannot create a user namespace: none may be made here (user.max_user_namespaces is " + limit +
+               ", or your share of it is used up): ask the administrator to raise user.max_user_namespaces";
+    if (err == EPERM || err == EACCES) {
+        std::string extra;
+        if (auto v = read_host_file("/proc/sys/kernel/unprivileged_userns_clone", 64); v && v->starts_with("0"))
+            extra = " (kernel.unprivileged_userns_clone is 0)";
+        return "cannot create a user namespace: unprivileged user namespaces are disabled" + extra +
+               " or refused by a security policy (seccomp, AppArmor): ask the administrator to allow them, or run as root";
+    }
+    return std::string("cannot create the container's namespaces: ") + strerror(err);
+}
+
+std::string rootless_lock_dir(const RootlessUser& u) { return u.runtime_dir + "/machkit/locks"; }
+
+}  // namespace mk::core

@@ -1,0 +1,77 @@
+// Rootless spawn's steps outside the container (issue 16): who the user is, which IDs it may map,
+// and writing that map for the container's first process. The pure decisions are in rootless_plan.hpp
+// and kernel/subid.hpp; these read the host's files and run the setuid helpers.
+//
+// The choreography (launcher.cpp): spawn clones the container's PID 1 with CLONE_NEWUSER together
+// with its other namespaces, so they all belong to that user namespace; the child waits on the
+// set-up channel until the parent has written its map (newuidmap/newgidmap on the child's PID, or
+// the single-ID map itself), then carries out the rootless mount plan as root of that namespace.
+// Before exec it enters a nested namespace that maps the same IDs to themselves, so every mount it
+// made is locked (MNT_LOCKED) for the guest, as under -U.
+//
+// Thread-compatible. Side effects: write_rootless_maps() runs newuidmap/newgidmap.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "core/base/unique_fd.hpp"
+#include "core/kernel/subid.hpp"
+#include "core/spawn/container_cgroup.hpp"
+#include "core/spawn/spawn_spec.hpp"
+
+namespace mk::core {
+
+struct RootlessUser {
+    std::string name;  // from /etc/passwd; the decimal uid if it has no entry
+    uid_t uid = 0;
+    gid_t gid = 0;
+    RootlessMap map;
+    std::string newuidmap;  // paths of the helpers, when map.needs_helpers
+    std::string newgidmap;
+    std::string runtime_dir;  // $XDG_RUNTIME_DIR (or /run/user/UID): spawn's locks live below it
+};
+
+// Whether spawn runs rootless: its effective uid is not 0.
+bool running_rootless();
+
+// The calling user, its map and helpers, checked: refuses (UsageError, one line each) what needs
+// root in `spec`, a tree the user cannot read, a subordinate range holding the user's own ID, and
+// missing newuidmap/newgidmap when the user has ranges. Prints the map's limitation line (if any)
+// unless `quiet`.
+RootlessUser prepare_rootless_user(const SpawnSpec& spec);
+
+// Writes the map of the user namespace of `pid` (a child that waits to be told it is mapped).
+// Throws std::system_error / UsageError naming the helper and the file to check on failure.
+void write_rootless_maps(pid_t pid, const RootlessUser& user);
+
+// Inside the mapped namespace: a nested user namespace mapping each ID of `map` to itself, as an fd
+// for setns(). Entering it locks every mount made before (MNT_LOCKED). Its lines follow the outer
+// map's lines one for one: the kernel maps a line only into a single line of the parent's map.
+UniqueFd make_identity_user_namespace(const RootlessMap& map);
+
+// Where a rootless machine's cgroup goes on this host (plan_rootless_cgroup() fed with the caller's
+// own group and whether its parent is writable): the cgroup2 layout to create it in, and its path.
+// nullopt when there is none; the notice saying so is printed unless `quiet`.
+struct RootlessCgroups {
+    CgroupLayout layout;  // mode Unified; unified_dir where cgroup2 is on the host
+    std::string path;     // below the cgroup2 root: ".../machine-NAME.scope"
+};
+std::optional<RootlessCgroups> find_rootless_cgroups(const RootlessUser& user, std::string_view machine_name,
+                                                     std::optional<unsigned> guest_systemd, bool quiet);
+
+// Inside a rootless container with a network namespace of its own, before the nested user namespace:
+// lets the guest bind ports below 1024. The network namespace is the outer user namespace's, and the
+// guest's root, in the nested one, has no CAP_NET_BIND_SERVICE there (Docker sets the same).
+void open_low_ports_to_guest();
+
+// Why clone(CLONE_NEWUSER) failed with `err`, as one line saying what to do.
+std::string explain_userns_failure(int err);
+
+// The directory of the user's run locks: RUNTIME_DIR/machkit/locks.
+std::string rootless_lock_dir(const RootlessUser& user);
+
+}  // namespace mk::core

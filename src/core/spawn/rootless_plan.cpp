@@ -1,0 +1,95 @@
+#include "core/spawn/rootless_plan.hpp"
+
+#include <linux/mount.h>
+#include <sys/sysmacros.h>
+
+#include "core/base/error.hpp"
+#include "core/base/names.hpp"
+
+namespace mk::core {
+
+void check_rootless_spec(const SpawnSpec& spec) {
+    if (!spec.image.empty())
+        throw UsageError("-i needs root (loop devices and partition mounts): run as root, or unpack the image "
+                         "into a directory and pass it with -D");
+    for (const auto& b : spec.binds)
+        if (b.idmap || b.idmap_root)
+            throw UsageError("--bind=" + b.source + ":idmap needs root (idmapped mounts are made in the initial "
+                             "user namespace): drop :idmap, the container's root already is your uid");
+    if (!spec.network_interfaces.empty() || !spec.network_macvlan.empty() || !spec.network_ipvlan.empty() ||
+        !spec.network_veth_extra.empty() || !spec.network_bridge.empty() || !spec.network_zone.empty() ||
+        !spec.network_namespace_path.empty())
+        throw UsageError("host interfaces, bridges, zones and other network namespaces need root: as an ordinary "
+                         "user use --network-veth (through pasta) or --private-network");
+    if (spec.userns_mode != UserNamespaceMode::No)
+        throw UsageError("-U/--private-users= pick a range as root; as an ordinary user the range comes from "
+                         "/etc/subuid and /etc/subgid: drop the option");
+}
+
+std::vector<MountStep> make_rootless_mount_plan(std::vector<MountStep> plan, bool private_network, uint32_t gid_count) {
+    for (auto& s : plan) {
+        if (s.kind == StepKind::Node) {
+            // The host's node, bound: an unprivileged namespace may not mknod, but may bind what it
+            // can open. /dev/net/tun is not on every host.
+            MountStep b;
+            b.kind = StepKind::Bind;
+            b.source = s.target;
+            b.target = s.target;
+            b.recursive = false;
+            b.create_target = true;
+            b.attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC;
+            b.optional = s.target == "/dev/net/tun";
+            s = b;
+        } else if (s.kind == StepKind::Fs && s.fstype == "sysfs" && !private_network) {
+            MountStep b;
+            b.kind = StepKind::Bind;
+            b.source = "/sys";
+            b.target = s.target;
+            b.recursive = true;
+            b.api_target = true;
+            b.create_target = true;
+            b.attrs = s.attrs;  // read-only, nosuid, nodev, noexec: as the sysfs it stands for
+            s = b;
+        } else if (s.kind == StepKind::Fs && s.fstype == "devpts" && gid_count <= 5) {
+            std::erase_if(s.options, [](const auto& kv) { return kv.first == "gid"; });
+        }
+    }
+    return plan;
+}
+
+std::string user_manager_subtree(std::string_view own_cgroup2, uid_t uid) {
+    const std::string unit = "/user@" + std::to_string(uid) + ".service";
+    size_t at = own_cgroup2.find(unit);
+    while (at != std::string_view::npos) {
+        size_t end = at + unit.size();
+        if (end == own_cgroup2.size() || own_cgroup2[end] == '/') return std::string(own_cgroup2.substr(0, end));
+        at = own_cgroup2.find(unit, at + 1);
+    }
+    return "";
+}
+
+RootlessCgroupPlan plan_rootless_cgroup(const RootlessCgroupInput& in, std::string_view machine_name) {
+    RootlessCgroupPlan p;
+    const std::string scope = "/" + machine_scope_name(machine_name);
+    std::string subtree = user_manager_subtree(in.own_cgroup2, in.uid);
+    std::string own_parent;
+    if (!in.own_cgroup2.empty() && in.own_cgroup2 != "/") own_parent = in.own_cgroup2.substr(0, in.own_cgroup2.rfind('/'));
+    if (!subtree.empty() && in.own_parent_writable) {
+        p.parent = subtree + scope;
+        p.guest_view = in.guest_systemd.has_value();
+        return p;
+    }
+    const bool needs_view = in.guest_systemd && *in.guest_systemd >= kSystemdUnifiedOnlySince;
+    if (in.own_parent_writable && !in.own_cgroup2.empty()) {
+        // A writable group beside our own: given by whoever started us (a harness, a CI job).
+        p.parent = own_parent + scope;
+        p.guest_view = in.guest_systemd.has_value();
+        return p;
+    }
+    p.notice = "no delegated cgroup2 subtree (no systemd user session for uid " + std::to_string(in.uid) +
+               "): the machine runs without cgroup limits";
+    if (needs_view) p.notice += ", and its systemd " + std::to_string(*in.guest_systemd) + " cannot boot without a cgroup2 view";
+    return p;
+}
+
+}  // namespace mk::core

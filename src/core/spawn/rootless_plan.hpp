@@ -1,0 +1,68 @@
+// Rootless spawn (issue 16): what changes when an ordinary user starts a container. Decided here, in
+// pure code; the launcher's steps carry it out.
+//
+// An unprivileged user namespace allows only some mounts (mount_namespaces(7), user_namespaces(7)):
+// proc (the PID namespace is the container's), tmpfs, devpts, mqueue, binds of what the user can
+// reach, overlay (Linux >= 5.11) and cgroup2 (in a cgroup namespace). It does not allow mknod of
+// devices, nor sysfs unless the network namespace is the container's own, nor idmapped binds.
+//
+// No side effects, thread-safe.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/kernel/subid.hpp"
+#include "core/spawn/mount_plan.hpp"
+#include "core/spawn/spawn_spec.hpp"
+
+namespace mk::core {
+
+// Refuses, with one UsageError line saying what to do, the options a rootless start cannot honour:
+// disk images (-i), idmapped binds, -U (the range comes from /etc/subuid instead), and networking
+// other than --network-veth (pasta), -p and --private-network.
+void check_rootless_spec(const SpawnSpec& spec);
+
+// The root mount plan turned into one an unprivileged user namespace can carry out:
+//  - device nodes become binds of the host's own nodes (mknod needs the initial namespace);
+//  - sysfs becomes a read-only recursive bind of the host's /sys unless the container has its own
+//    network namespace (sysfs is tied to the one current at mount time);
+//  - devpts keeps gid=5 only when the map has that gid (`gid_count` > 5).
+std::vector<MountStep> make_rootless_mount_plan(std::vector<MountStep> plan, bool private_network, uint32_t gid_count);
+
+// Where the machine's processes go when the user cannot ask a service manager for a scope.
+struct RootlessCgroupInput {
+    uid_t uid = 0;
+    // The caller's own cgroup2 path ("0::" in /proc/self/cgroup), empty if none.
+    std::string own_cgroup2;
+    // Whether the user may create a group beside its own (cgroup.procs and the directory writable):
+    // a systemd user session's user@UID.service subtree is delegated so.
+    bool own_parent_writable = false;
+    // The guest's systemd major version, nullopt for a command or an unknown init.
+    std::optional<unsigned> guest_systemd;
+};
+
+struct RootlessCgroupPlan {
+    // The cgroup2 path (relative to the cgroup2 root) the machine's group is made in; empty: none.
+    std::string parent;
+    // Whether the guest gets a cgroup2 view of its group at /sys/fs/cgroup.
+    bool guest_view = false;
+    // One line for stderr when the machine runs without cgroup limits; empty otherwise.
+    std::string notice;
+};
+
+// The user@UID.service prefix of `own_cgroup2` ("/user.slice/user-1000.slice/user@1000.service"),
+// empty if the caller is not in its own user manager's subtree. Pure.
+std::string user_manager_subtree(std::string_view own_cgroup2, uid_t uid);
+
+// A delegated subtree (the user's own user@.service, writable) takes the machine; else the machine
+// runs without limits and the notice says so. A writable own cgroup2 group outside user@.service
+// (a test harness's delegation, a CI job's) is used the same way for a systemd >= 258 guest, which
+// cannot boot without a cgroup2 view.
+RootlessCgroupPlan plan_rootless_cgroup(const RootlessCgroupInput& in, std::string_view machine_name);
+
+}  // namespace mk::core

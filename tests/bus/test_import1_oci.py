@@ -1,0 +1,80 @@
+"""import1's PullOci/ImportOci in machd, driven by `machctl pull-oci` / `import-oci` (issue 18):
+the registry, layouts and checks are those of tests/integration/test_oci_images.py."""
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from conftest import TRANSFER, wait_for
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "integration"))
+from test_oci_images import (app_layout, check_app_tree, check_settings, check_stack, front,  # noqa: E402,F401
+                             pushed, registry)
+from test_import1 import MACHCTL, machctl, transfers_of  # noqa: E402
+
+pytestmark = [pytest.mark.skipif(not TRANSFER.exists(), reason="machd-transfer not built"),
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+
+def test_machctl_pull_oci_cancel_and_import_oci(bus, machd, app_layout, pushed, front):
+    # A pull stuck on a stalling registry, cancelled: nothing of it stays in the pool.
+    f = front("stall")
+    p = subprocess.Popen([str(MACHCTL), "-q", "pull-oci", f"{f.addr}/test/app:v1", "slow"], env=bus.env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: transfers_of(bus) != [], timeout=10)
+    t = transfers_of(bus)[0]
+    assert t["type"] == "pull-oci" and t["local"] == "slow" and t["remote"] == f"{f.addr}/test/app:v1"
+    # Cancel once the blob download is under way (some layer temporaries exist).
+    assert wait_for(lambda: any(e.startswith(".#pull-oci-layer-") for e in os.listdir(machd.pool)), timeout=20)
+    machctl(bus, "cancel-transfer", t["id"])
+    assert p.wait(30) != 0
+    assert "canceled" in p.stderr.read()
+    assert wait_for(lambda: os.listdir(machd.pool) == [], timeout=10), os.listdir(machd.pool)
+
+    machctl(bus, "import-oci", app_layout, "offline")
+    check_stack(machd.pool, "offline")
+    check_settings(machd.pool, "offline")
+    r = machctl(bus, "pull-oci", "--flatten", f"{pushed}/test/app:v1")  # name from the reference: "app"
+    assert "done" in r.stderr
+    check_app_tree(machd.pool / "app")
+    r = machctl(bus, "pull-oci", f"{pushed}/test/app:v1", check=False)
+    assert r.returncode != 0 and "already exists" in r.stderr
+    r = machctl(bus, "pull-oci", "--force", f"{pushed}/test/app:v1")
+    check_stack(machd.pool, "app")
+    assert not (machd.pool / "app").exists()  # --force replaced the flattened form
+
+
+def test_machctl_start_runs_an_oci_image(bus, tmp_path, leaders, busybox_tree_template):
+    """StartMachine runs a flattened OCI image's Entrypoint+Cmd (no --boot: the image has no init),
+    with the untrusted NAME.nspawn next to it, in a user namespace like every machd machine."""
+    if os.path.isdir("/run/systemd/system"):
+        pytest.skip("host runs systemd: start goes to spawn@.service")
+    from conftest import Machd, cleanup_machine_cgroups
+    from test_oci_images import app_layers, build_layout
+    spawn = TRANSFER.parent.parent / "spawn" / "spawn"
+    lay = build_layout(tmp_path / "lay", app_layers(busybox_tree_template),
+                       {"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo \"$GREETING from $(pwd)\" > /ran; exec sleep 1000"],
+                        "Env": ["GREETING=hi"], "WorkingDir": "/app"})
+    pool = tmp_path / "pool"
+    pool.mkdir(mode=0o700)
+    d = Machd(bus, tmp_path / "machines", pool=pool,
+              extra_args=["--spawn-path=%s" % spawn, "--log-dir=%s" % (tmp_path / "logs")]).start()
+    try:
+        machctl(bus, "import-oci", "--flatten", lay, "ociapp")
+        r = machctl(bus, "start", "--timeout=20", "ociapp")
+        assert "Started machine ociapp" in r.stderr
+        assert wait_for(lambda: (pool / "ociapp" / "ran").exists(), timeout=20)
+        assert (pool / "ociapp" / "ran").read_text() == "hi from /app\n"
+        machctl(bus, "terminate", "ociapp")
+        # The same as a layer stack: the overlay is the root, writes land in rw/.
+        machctl(bus, "import-oci", lay, "ocistack")
+        machctl(bus, "start", "--timeout=20", "ocistack")
+        ran = pool / "ocistack.mstack" / "rw" / "ran"
+        assert wait_for(lambda: ran.exists(), timeout=20)
+        assert ran.read_text() == "hi from /app\n"
+        machctl(bus, "terminate", "ocistack")
+    finally:
+        d.stop()
+        cleanup_machine_cgroups(["ociapp", "ocistack"])

@@ -1,0 +1,618 @@
+"""OCI images (issue 18): `machd-transfer import-oci` / `pull-oci` against a real registry
+(Debian's docker-registry, distribution 2.8, on 127.0.0.1 with a temp config and storage), filled
+by Debian's `skopeo copy` from OCI layouts built here (busybox-based, three layers, with a
+whiteout and an opaque directory). Then the pulled images are run with spawn.
+
+Failure cases check a clear one-line error, no partial image (no NAME, NAME.mstack, .# entries or
+new .oci-* layers) and that the layers other images share are untouched. Root only."""
+import gzip
+import hashlib
+import http.server
+import io
+import json
+import os
+import pathlib
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import urllib.request
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from conftest import BUILD  # noqa: E402
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+GOARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+FOREIGN = "s390x" if GOARCH != "s390x" else "amd64"
+
+
+@pytest.fixture(scope="session")
+def transfer_bin():
+    p = BUILD / "src" / "transfer" / "machd-transfer"
+    if not p.exists():
+        pytest.skip(f"{p} not built")
+    return str(p)
+
+
+@pytest.fixture
+def pool(tmp_path):
+    p = tmp_path / "pool"
+    p.mkdir(mode=0o700)
+    return p
+
+
+def xfer(transfer_bin, pool, *args, timeout=300):
+    return subprocess.run([transfer_bin, args[0], f"--pool={pool}", "--registries-dir=/nonexistent", *args[1:]],
+                          capture_output=True, timeout=timeout)
+
+
+def ok(r):
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    return r
+
+
+def failed(r, *words):
+    assert r.returncode != 0
+    err = r.stderr.decode(errors="replace").strip()
+    last = err.splitlines()[-1] if err else ""
+    assert last.startswith("machd-transfer: "), err
+    for w in words:
+        assert w in last, err
+    return last
+
+
+def entries(pool):
+    return sorted(os.listdir(pool))
+
+
+# ---- building OCI layouts ----
+
+def sha(b):
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+
+def tar_of(members):
+    """members: list of (TarInfo, data or None)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for ti, data in members:
+            t.addfile(ti, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def ti(name, type_=tarfile.REGTYPE, data=b"", mode=0o644, linkname=""):
+    t = tarfile.TarInfo(name)
+    t.type = type_
+    t.mode = mode if type_ != tarfile.DIRTYPE else 0o755
+    t.linkname = linkname
+    t.mtime = 1700000000
+    if type_ == tarfile.REGTYPE:
+        t.size = len(data)
+        return (t, data)
+    return (t, None)
+
+
+def tree_tar(root: pathlib.Path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        t.add(str(root), arcname=".")
+    return buf.getvalue()
+
+
+def write_blob(layout, data):
+    d = sha(data)
+    p = layout / "blobs" / "sha256" / d[7:]
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return {"digest": d, "size": len(data)}
+
+
+def build_layout(layout: pathlib.Path, layers, config, arch=GOARCH, compress="gzip", index_platforms=None):
+    """An OCI image layout with `layers` (uncompressed tars). With index_platforms, index.json
+    points at a nested index with one manifest per architecture (all with the same layers)."""
+    layout.mkdir(parents=True)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    descs, diff_ids = [], []
+    for raw in layers:
+        diff_ids.append(sha(raw))
+        if compress == "gzip":
+            data, mt = gzip.compress(raw, mtime=0), "application/vnd.oci.image.layer.v1.tar+gzip"
+        elif compress == "zstd":
+            data = subprocess.run(["zstd", "-q", "-c"], input=raw, capture_output=True, check=True).stdout
+            mt = "application/vnd.oci.image.layer.v1.tar+zstd"
+        else:
+            data, mt = raw, "application/vnd.oci.image.layer.v1.tar"
+        descs.append({"mediaType": mt, **write_blob(layout, data)})
+
+    def manifest_for(a):
+        cfg = {"architecture": a, "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids},
+               "config": config}
+        c = write_blob(layout, json.dumps(cfg).encode())
+        m = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **c}, "layers": descs}
+        return {"mediaType": "application/vnd.oci.image.manifest.v1+json", **write_blob(layout, json.dumps(m).encode())}
+
+    if index_platforms:
+        entries_ = [{**manifest_for(a), "platform": {"architecture": a, "os": "linux"}} for a in index_platforms]
+        inner = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries_}
+        top = [{"mediaType": "application/vnd.oci.image.index.v1+json", **write_blob(layout, json.dumps(inner).encode()),
+                "annotations": {"org.opencontainers.image.ref.name": "latest"}}]
+    else:
+        top = [{**manifest_for(arch), "annotations": {"org.opencontainers.image.ref.name": "latest"}}]
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": top}))
+    return layout
+
+
+APP = b"#!/bin/sh\necho \"oci-app-ran $GREETING $* in $(pwd)\"\n"
+CONFIG = {"Entrypoint": ["/bin/sh", "/app/run.sh"], "Cmd": ["hello world"], "Env": ["GREETING=hi", "PATH=/bin"],
+          "WorkingDir": "/app", "StopSignal": "SIGINT", "Labels": {"x": "y"}}
+
+
+def app_layers(busybox_tree_template):
+    base = tree_tar(busybox_tree_template)
+    lower = tar_of([ti("data", tarfile.DIRTYPE), ti("data/keep", data=b"keep\n"), ti("data/old", data=b"old\n"),
+                    ti("data/opq", tarfile.DIRTYPE), ti("data/opq/lower", data=b"lower\n")])
+    upper = tar_of([ti("data", tarfile.DIRTYPE), ti("data/.wh.old"), ti("data/opq", tarfile.DIRTYPE),
+                    ti("data/opq/.wh..wh..opq"), ti("data/opq/upper", data=b"upper\n"),
+                    ti("app", tarfile.DIRTYPE), ti("app/run.sh", data=APP, mode=0o755)])
+    return [base, lower, upper]
+
+
+@pytest.fixture(scope="session")
+def app_layout(busybox_tree_template, tmp_path_factory):
+    return build_layout(tmp_path_factory.mktemp("oci") / "app", app_layers(busybox_tree_template), CONFIG)
+
+
+def check_app_tree(root: pathlib.Path):
+    assert (root / "bin" / "busybox").is_file()
+    assert (root / "data" / "keep").read_text() == "keep\n"
+    assert not (root / "data" / "old").exists()
+    assert (root / "data" / "opq" / "upper").read_text() == "upper\n"
+    assert not (root / "data" / "opq" / "lower").exists()
+    assert not list(root.rglob(".wh.*"))
+
+
+def check_stack(pool, name, nlayers=3):
+    st = pool / f"{name}.mstack"
+    links = sorted(p.name for p in st.iterdir() if p.name.startswith("layer@"))
+    assert links == [f"layer@{i}" for i in range(nlayers)]
+    assert (st / "rw").is_dir()
+    for i in range(nlayers):
+        target = os.readlink(st / f"layer@{i}")
+        assert target.startswith("../.oci-sha256-") and (st / target).is_dir()
+    top = st / f"layer@{nlayers - 1}"
+    # Whiteouts as overlayfs wants them: char 0/0 and the opaque xattr (userxattr flavour).
+    wo = os.lstat(top / "data" / "old")
+    assert stat.S_ISCHR(wo.st_mode) and wo.st_rdev == 0
+    assert os.getxattr(top / "data" / "opq", "user.overlay.opaque") == b"y"
+    assert not list(pathlib.Path(os.path.realpath(top)).rglob(".wh.*"))
+
+
+def check_settings(pool, name):
+    s = (pool / f"{name}.nspawn").read_text()
+    assert "Boot=no" in s
+    assert 'Parameters="/bin/sh" "/app/run.sh" "hello world"' in s
+    assert "WorkingDirectory=/app" in s and 'Environment="GREETING=hi"' in s and "KillSignal=SIGINT" in s
+    assert json.loads((pool / f"{name}.oci-config").read_text())["config"]["Entrypoint"] == CONFIG["Entrypoint"]
+
+
+def oci_layers(pool):
+    return sorted(p for p in os.listdir(pool) if p.startswith(".oci-"))
+
+
+def test_import_layout_as_stack_and_flattened(transfer_bin, pool, app_layout):
+    ok(xfer(transfer_bin, pool, "import-oci", str(app_layout), "app"))
+    check_stack(pool, "app")
+    check_settings(pool, "app")
+    assert len(oci_layers(pool)) == 3
+    # The same image again, flattened: the layers are shared (nothing new unpacked).
+    before = {p: os.stat(pool / p).st_ino for p in oci_layers(pool)}
+    ok(xfer(transfer_bin, pool, "import-oci", "--flatten", str(app_layout), "flat"))
+    assert {p: os.stat(pool / p).st_ino for p in oci_layers(pool)} == before
+    check_app_tree(pool / "flat")
+    assert (pool / "flat.nspawn").exists()
+    assert not [e for e in entries(pool) if e.startswith(".#")]
+    # Exists: refused without --force.
+    failed(xfer(transfer_bin, pool, "import-oci", str(app_layout), "app"), "already exists")
+
+
+def test_import_oci_archive_from_skopeo(transfer_bin, pool, app_layout, tmp_path):
+    arch = tmp_path / "app.oci.tar"
+    subprocess.run(["skopeo", "copy", "-q", f"oci:{app_layout}:latest", f"oci-archive:{arch}:latest"],
+                   check=True, capture_output=True)
+    ok(xfer(transfer_bin, pool, "import-oci", "--flatten", str(arch), "fromarchive"))
+    check_app_tree(pool / "fromarchive")
+    assert not [e for e in entries(pool) if e.startswith(".#")]
+
+
+def test_zstd_and_uncompressed_layers(transfer_bin, pool, busybox_tree_template, tmp_path):
+    for comp in ("zstd", "none"):
+        lay = build_layout(tmp_path / comp, app_layers(busybox_tree_template), CONFIG, compress=comp)
+        ok(xfer(transfer_bin, pool, "import-oci", "--flatten", str(lay), f"img-{comp}"))
+        check_app_tree(pool / f"img-{comp}")
+
+
+# ---- hostile layouts (offline): same checks as for pulls ----
+
+def hostile_layout(tmp_path, busybox_tree_template, case):
+    base = tar_of([ti("bin", tarfile.DIRTYPE), ti("bin/x", data=b"x")])
+    if case == "whiteout-escape":
+        return build_layout(tmp_path / case, [base, tar_of([ti("data", tarfile.DIRTYPE), ti("data/.wh..."),])], {})
+    if case == "not-a-tar":
+        return build_layout(tmp_path / case, [base, b"this is not a tar archive at all\n" * 100], {})
+    if case == "foreign-arch":
+        return build_layout(tmp_path / case, [base], {}, index_platforms=[FOREIGN])
+    if case == "digest-mismatch":
+        lay = build_layout(tmp_path / case, [base, tar_of([ti("y", data=b"y" * 5000)])], {})
+        # Damage the second layer blob, keeping its size.
+        idx = json.loads((lay / "index.json").read_text())
+        man = json.loads((lay / "blobs/sha256" / idx["manifests"][0]["digest"][7:]).read_text())
+        p = lay / "blobs/sha256" / man["layers"][1]["digest"][7:]
+        raw = bytearray(gzip.decompress(p.read_bytes()))
+        raw[600] ^= 1
+        data = gzip.compress(bytes(raw), mtime=0)
+        p.write_bytes(data)
+        man["layers"][1]["size"] = len(data)
+        mb = json.dumps(man).encode()
+        d = write_blob(lay, mb)
+        idx["manifests"][0].update(d)
+        (lay / "index.json").write_text(json.dumps(idx))
+        return lay
+    if case == "too-many-layers":
+        lay = build_layout(tmp_path / case, [base], {})
+        idx = json.loads((lay / "index.json").read_text())
+        man = json.loads((lay / "blobs/sha256" / idx["manifests"][0]["digest"][7:]).read_text())
+        man["layers"] = man["layers"] * 10000
+        d = write_blob(lay, json.dumps(man).encode())
+        idx["manifests"][0].update(d)
+        (lay / "index.json").write_text(json.dumps(idx))
+        return lay
+    raise AssertionError(case)
+
+
+HOSTILE = {
+    "whiteout-escape": "points outside",
+    "not-a-tar": "layer sha256:",
+    "foreign-arch": f"linux/{FOREIGN}",
+    "digest-mismatch": "digest mismatch",
+    "too-many-layers": "10000 layers",
+}
+
+
+@pytest.fixture
+def shared_pool(transfer_bin, pool, app_layout):
+    """A pool that already holds an image whose layers must survive every failure."""
+    ok(xfer(transfer_bin, pool, "import-oci", str(app_layout), "app"))
+    snap = {}
+    for l in oci_layers(pool):
+        for dp, dns, fns in os.walk(pool / l):
+            for n in dns + fns:
+                st = os.lstat(os.path.join(dp, n))
+                snap[os.path.join(dp, n)] = (st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns)
+    return pool, snap
+
+
+def check_pool_unchanged(shared):
+    pool, snap = shared
+    assert sorted(e for e in entries(pool)) == sorted(["app.mstack", "app.nspawn", "app.oci-config"] +
+                                                      sorted({os.path.relpath(p, pool).split("/")[0] for p in snap}))
+    now = {}
+    for l in oci_layers(pool):
+        for dp, dns, fns in os.walk(pool / l):
+            for n in dns + fns:
+                st = os.lstat(os.path.join(dp, n))
+                now[os.path.join(dp, n)] = (st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns)
+    assert now == snap
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_layout(transfer_bin, shared_pool, busybox_tree_template, tmp_path, case):
+    pool, _ = shared_pool
+    lay = hostile_layout(tmp_path, busybox_tree_template, case)
+    failed(xfer(transfer_bin, pool, "import-oci", str(lay), "bad"), HOSTILE[case])
+    check_pool_unchanged(shared_pool)
+
+
+# ---- a real registry ----
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc):
+    for _ in range(500):
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("server did not come up")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    if not shutil.which("docker-registry"):
+        pytest.skip("docker-registry is not installed")
+    d = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    (d / "config.yml").write_text(f"""version: 0.1
+log: {{level: error}}
+storage:
+  filesystem: {{rootdirectory: {d}/data}}
+http: {{addr: 127.0.0.1:{port}}}
+""")
+    proc = subprocess.Popen(["docker-registry", "serve", str(d / "config.yml")], stdout=subprocess.DEVNULL,
+                            stderr=open(d / "log", "wb"))
+    try:
+        wait_port(port, proc)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def push(layout, dest, *extra, ref="latest"):
+    subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", *extra, f"oci:{layout}:{ref}",
+                    f"docker://{dest}"], check=True, capture_output=True)
+
+
+def remote_digest(ref):
+    out = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"], check=True,
+                         capture_output=True).stdout
+    return sha(out)
+
+
+@pytest.fixture(scope="module")
+def pushed(registry, busybox_tree_template, tmp_path_factory):
+    """What the registry holds: the app as OCI and as Docker v2s2, a manifest list, a foreign image."""
+    t = tmp_path_factory.mktemp("layouts")
+    app = build_layout(t / "app", app_layers(busybox_tree_template), CONFIG)
+    push(app, f"{registry}/test/app:v1")
+    push(app, f"{registry}/test/docker:v1", "--format", "v2s2")
+    multi = build_layout(t / "multi", app_layers(busybox_tree_template), CONFIG, index_platforms=[FOREIGN, GOARCH])
+    push(multi, f"{registry}/test/multi:v1", "--all")
+    foreign = build_layout(t / "foreign", app_layers(busybox_tree_template)[:1], {}, index_platforms=[FOREIGN])
+    push(foreign, f"{registry}/test/foreign:v1", "--all")
+    return registry
+
+
+def test_pull_by_tag_and_by_digest(transfer_bin, pool, pushed):
+    ok(xfer(transfer_bin, pool, "pull-oci", f"{pushed}/test/app:v1", "app"))
+    check_stack(pool, "app")
+    check_settings(pool, "app")
+    layers = oci_layers(pool)
+    dig = remote_digest(f"{pushed}/test/app:v1")
+    ok(xfer(transfer_bin, pool, "pull-oci", "--flatten", f"{pushed}/test/app@{dig}", "pinned"))
+    check_app_tree(pool / "pinned")
+    assert oci_layers(pool) == layers  # shared, not fetched twice
+    assert not [e for e in entries(pool) if e.startswith(".#")]
+
+
+def test_pull_docker_format_and_manifest_list(transfer_bin, pool, pushed):
+    r = ok(xfer(transfer_bin, pool, "pull-oci", "--flatten", f"{pushed}/test/docker:v1", "dock"))
+    check_app_tree(pool / "dock")
+    ok(xfer(transfer_bin, pool, "pull-oci", f"{pushed}/test/multi:v1", "multi"))
+    check_stack(pool, "multi")
+
+
+def test_pull_foreign_architecture(transfer_bin, pool, pushed):
+    failed(xfer(transfer_bin, pool, "pull-oci", f"{pushed}/test/foreign:v1", "f"), f"linux/{FOREIGN}", "no image for")
+    assert entries(pool) == []
+
+
+class Front(http.server.ThreadingHTTPServer):
+    """A proxy in front of the registry: Bearer token auth, or one way of misbehaving."""
+    daemon_threads = True
+
+    def __init__(self, upstream, mode):
+        self.upstream, self.mode, self.release = upstream, mode, threading.Event()
+        self.token_requests = 0
+        super().__init__(("127.0.0.1", 0), FrontHandler)
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.server_address[1]}"
+
+
+class FrontHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def reply(self, code, body=b"", headers=()):
+        self.send_response(code)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        s = self.server
+        if self.path.startswith("/token"):
+            s.token_requests += 1
+            assert "scope=repository%3Atest%2Fapp%3Apull" in self.path, self.path
+            return self.reply(200, b'{"token": "good-token"}', [("Content-Type", "application/json")])
+        challenge = ("WWW-Authenticate", f'Bearer realm="http://{s.addr}/token",service="test",'
+                                         f'scope="repository:test/app:pull"')
+        if s.mode == "redirect-loop" and "/blobs/" in self.path:
+            return self.reply(302, headers=[("Location", self.path)])
+        if s.mode == "401-forever" or self.headers.get("Authorization") != "Bearer good-token":
+            return self.reply(401, b'{"errors":[]}', [challenge, ("Content-Type", "application/json")])
+        req = urllib.request.Request(f"http://{s.upstream}{self.path}", headers={
+            "Accept": self.headers.get("Accept", "*/*")})
+        try:
+            with urllib.request.urlopen(req) as r:
+                body, ctype, code = r.read(), r.headers.get("Content-Type", ""), r.status
+        except urllib.error.HTTPError as e:
+            return self.reply(e.code, e.read())
+        if "/blobs/" in self.path and len(body) > 100000:
+            if s.mode == "stall":
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[:1000])
+                self.wfile.flush()
+                s.release.wait(120)
+                return
+            if s.mode == "bad-digest":
+                body = body[:5000] + bytes([body[5000] ^ 1]) + body[5001:]
+        self.reply(code, body, [("Content-Type", ctype)])
+
+
+@pytest.fixture
+def front(pushed):
+    servers = []
+
+    def make(mode):
+        f = Front(pushed, mode)
+        threading.Thread(target=f.serve_forever, daemon=True).start()
+        servers.append(f)
+        return f
+    yield make
+    for f in servers:
+        f.release.set()
+        f.shutdown()
+        f.server_close()
+
+
+def test_pull_through_token_auth(transfer_bin, pool, front):
+    f = front("auth")
+    ok(xfer(transfer_bin, pool, "pull-oci", "--flatten", f"{f.addr}/test/app:v1", "authed"))
+    check_app_tree(pool / "authed")
+    assert f.token_requests == 1  # one token for the manifest, the config and all layers
+
+
+FRONT_FAILURES = {
+    "401-forever": "HTTP 401",
+    "redirect-loop": "too many redirects",
+    "stall": "stalled",
+    "bad-digest": "digest mismatch",
+}
+
+
+@pytest.mark.parametrize("mode", sorted(FRONT_FAILURES))
+def test_pull_failures_leave_nothing(transfer_bin, pushed, front, tmp_path, mode):
+    pool = tmp_path / "pool"
+    pool.mkdir(mode=0o700)
+    # Another image shares the upper layers: they must survive untouched. Its base layer (the
+    # only blob large enough for the front to misbehave on) is dropped, so the pull fetches it.
+    ok(xfer(transfer_bin, pool, "pull-oci", f"{pushed}/test/app:v1", "app"))
+    shutil.rmtree(pool / os.readlink(pool / "app.mstack" / "layer@0")[3:])
+    shared = [os.readlink(pool / "app.mstack" / f"layer@{i}")[3:] for i in (1, 2)]
+    before = entries(pool)
+    f = front(mode)
+    last = failed(xfer(transfer_bin, pool, "pull-oci", "--stall-timeout=2", f"{f.addr}/test/app:v1", "bad"),
+                  FRONT_FAILURES[mode])
+    assert "\n" not in last
+    assert entries(pool) == before
+    assert (pool / shared[1] / "app" / "run.sh").read_bytes() == APP
+    assert (pool / shared[0] / "data" / "keep").read_text() == "keep\n"
+
+
+# ---- running the images ----
+
+def host_mounts():
+    with open("/proc/self/mountinfo") as f:
+        return sorted(p for p in (line.split()[4] for line in f) if not p.startswith("/run/netns/"))
+
+
+def test_run_stack_and_flattened_with_spawn(transfer_bin, spawn_bin, pool, app_layout):
+    ok(xfer(transfer_bin, pool, "import-oci", str(app_layout), "app"))
+    ok(xfer(transfer_bin, pool, "import-oci", "--flatten", str(app_layout), "flat"))
+    before = host_mounts()
+    for img in ("app.mstack", "flat"):
+        # Entrypoint+Cmd, Env and WorkingDir come from the untrusted NAME.nspawn next to the image.
+        r = subprocess.run([spawn_bin, "-q", "-D", str(pool / img), "-P"], capture_output=True, text=True,
+                           timeout=60, stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr
+        assert "oci-app-ran hi hello world in /app" in r.stdout
+    # The stack: whiteouts and opaque directories as overlayfs shows them; writes land in rw/.
+    r = subprocess.run([spawn_bin, "-q", "-D", str(pool / "app.mstack"), "-P", "--", "/bin/sh", "-c",
+                        "ls /data; ls /data/opq; echo new > /data/keep; rm /data/opq/upper"],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["keep", "opq", "upper"]
+    rw = pool / "app.mstack" / "rw"
+    assert (rw / "data" / "keep").read_text() == "new\n"
+    wo = os.lstat(rw / "data" / "opq" / "upper")
+    assert stat.S_ISCHR(wo.st_mode) and wo.st_rdev == 0
+    lower = pool / os.readlink(pool / "app.mstack" / "layer@1")[3:]
+    assert (lower / "data" / "keep").read_text() == "keep\n"  # the shared layer is untouched
+    # --ephemeral over a stack: writes go to a tmpfs, not to rw/.
+    r = subprocess.run([spawn_bin, "-q", "--ephemeral", "-D", str(pool / "app.mstack"), "-P", "--", "/bin/sh", "-c",
+                        "echo eph > /eph && cat /eph"], capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0 and r.stdout == "eph\n", r.stderr
+    assert not (rw / "eph").exists()
+    assert host_mounts() == before
+
+
+def test_registries_d_mirror_and_short_names(transfer_bin, pool, pushed, tmp_path):
+    """registries.d: a registry name mapped to a mirror endpoint over HTTP, the default registry
+    for references without one, and its short-name prefix."""
+    d = tmp_path / "registries.d"
+    d.mkdir()
+    (d / "10-local.conf").write_text(f"""[Defaults]
+Registry=registry.example
+[Registry]
+Name=registry.example
+Endpoint={pushed}
+ShortNamePrefix=test/
+Insecure=yes
+""")
+    r = subprocess.run([transfer_bin, "pull-oci", f"--pool={pool}", f"--registries-dir={d}", "--flatten", "app:v1",
+                        "short"], capture_output=True, timeout=120)
+    ok(r)
+    assert f"http://{pushed}/v2/test/app/" in r.stderr.decode()
+    check_app_tree(pool / "short")
+    (d / "20-typo.conf").write_text("[Registry]\nName=x.example\nInsecur=yes\n")
+    r = subprocess.run([transfer_bin, "pull-oci", f"--pool={pool}", f"--registries-dir={d}", "app:v1", "other"],
+                       capture_output=True, timeout=120)
+    failed(r, "20-typo.conf:3", "unknown key Insecur")
+
+
+def test_pull_progress_protocol(transfer_bin, pool, pushed):
+    """Progress across all layers on --progress-fd: percentages never go back, end at 100, DONE."""
+    r, w = os.pipe()
+    p = subprocess.Popen([transfer_bin, "pull-oci", f"--pool={pool}", "--registries-dir=/nonexistent",
+                          "--progress-fd=%d" % w, f"{pushed}/test/app:v1", "prog"], pass_fds=(w,),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        lines = f.read().decode().splitlines()
+    assert p.wait(120) == 0, p.stderr.read()
+    pct = [int(l.split()[1]) for l in lines if l.startswith("PROGRESS ")]
+    assert pct and pct == sorted(pct) and pct[-1] == 100, lines
+    assert lines[-1] == "DONE"
+    assert any(l.startswith("LOG Image ") and "3 layers" in l for l in lines), lines
+
+
+def test_layer_cannot_bring_its_own_overlay_markers(transfer_bin, pool, tmp_path):
+    """A layer's own user.overlay.* xattrs (an opaque flag, a redirect) are dropped: only the OCI
+    whiteouts we convert may hide lower layers."""
+    lower = tar_of([ti("d", tarfile.DIRTYPE), ti("d/file", data=b"lower\n")])
+    d, _ = ti("d", tarfile.DIRTYPE)
+    d.pax_headers = {"SCHILY.xattr.user.overlay.opaque": "y", "SCHILY.xattr.user.overlay.redirect": "/etc",
+                     "SCHILY.xattr.user.keep": "1"}
+    upper = tar_of([(d, None), ti("d/new", data=b"new\n")])
+    lay = build_layout(tmp_path / "marks", [lower, upper], {})
+    ok(xfer(transfer_bin, pool, "import-oci", str(lay), "marks"))
+    top = pool / os.readlink(pool / "marks.mstack" / "layer@1")[3:]
+    names = os.listxattr(top / "d")
+    assert "user.keep" in names and not [n for n in names if n.startswith("user.overlay.")], names
+    ok(xfer(transfer_bin, pool, "import-oci", "--flatten", str(lay), "marksflat"))
+    assert (pool / "marksflat" / "d" / "file").read_text() == "lower\n"
+    assert (pool / "marksflat" / "d" / "new").read_text() == "new\n"

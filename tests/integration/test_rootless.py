@@ -1,0 +1,502 @@
+"""Rootless spawn (issue 16): an ordinary user, with subordinate ranges in /etc/subuid and
+/etc/subgid, runs a container from a tree in its home. The harness (root) creates the user and
+removes it afterwards, also on failure; everything the user touches lives in its home (a 0700
+pytest directory of root's would be out of its reach)."""
+import os
+import pathlib
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from mkutil import host_mounts  # noqa: E402
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (creates a test user)")
+
+HELPERS = pathlib.Path(__file__).resolve().parent.parent / "helpers"
+
+
+def ranges(path, name):
+    out = []
+    for line in pathlib.Path(path).read_text().splitlines():
+        f = line.split(":")
+        if len(f) == 3 and f[0] == name:
+            out.append((int(f[1]), int(f[2])))
+    return out
+
+
+class User:
+    def __init__(self, name):
+        pw = pwd.getpwnam(name)
+        self.name, self.uid, self.gid, self.home = name, pw.pw_uid, pw.pw_gid, pathlib.Path(pw.pw_dir)
+        self.runtime = self.home / "run"
+
+    def env(self, extra=None):
+        env = {"PATH": "/usr/bin:/bin", "XDG_RUNTIME_DIR": str(self.runtime), "HOME": str(self.home)}
+        env.update(extra or {})
+        return env
+
+    def as_user(self):
+        # setpriv execs in place (runuser would stay as a parent): the pid we start is the user's program.
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups"]
+
+    def run(self, argv, wrap=(), timeout=60, env=None, **kw):
+        """argv as the user, with the environment given here."""
+        return subprocess.run([*wrap, *self.as_user(), *argv], env=self.env(env),
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
+
+    def own(self, path):
+        subprocess.run(["chown", "-R", f"{self.uid}:{self.gid}", str(path)], check=True)
+
+
+@pytest.fixture(scope="module")
+def user(request):
+    # Short and unique per run; useradd gives it the next free subordinate ranges (SUB_UID_*).
+    name = f"mkrl{os.getpid() % 100000}"
+    subprocess.run(["useradd", "-m", "-d", f"/home/{name}", "-s", "/bin/sh", name], check=True)
+
+    def remove():
+        # userdel drops the user's lines from /etc/subuid and /etc/subgid as well.
+        subprocess.run(["userdel", "-r", name], capture_output=True)
+        shutil.rmtree(f"/home/{name}", ignore_errors=True)
+
+    request.addfinalizer(remove)
+    u = User(name)
+    assert ranges("/etc/subuid", name) and ranges("/etc/subgid", name), "useradd gave no subordinate ranges"
+    u.runtime.mkdir(mode=0o700)
+    u.own(u.runtime)
+    return u
+
+
+@pytest.fixture(scope="module")
+def plain_user(request):
+    """A second user, without subordinate ranges."""
+    name = f"mkrp{os.getpid() % 100000}"
+    subprocess.run(["useradd", "-m", "-d", f"/home/{name}", "-s", "/bin/sh", "-K", "SUB_UID_COUNT=0",
+                    "-K", "SUB_GID_COUNT=0", name], check=True)
+
+    def remove():
+        subprocess.run(["userdel", "-r", name], capture_output=True)
+        shutil.rmtree(f"/home/{name}", ignore_errors=True)
+
+    request.addfinalizer(remove)
+    u = User(name)
+    assert not ranges("/etc/subuid", name)
+    u.runtime.mkdir(mode=0o700)
+    u.own(u.runtime)
+    return u
+
+
+@pytest.fixture(scope="module")
+def utree_template(user):
+    d = user.home / "tree-template"
+    subprocess.run([str(HELPERS / "busybox-tree.sh"), str(d)], check=True)
+    user.own(d)
+    return d
+
+
+@pytest.fixture
+def utree(user, utree_template, request):
+    """A busybox tree in the user's home, owned by the user: root inside, as podman unshare makes it."""
+    d = user.home / ("tree-" + request.node.name[:40])
+    subprocess.run(["cp", "-a", str(utree_template), str(d)], check=True)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def sh(user, spawn_bin, tree, cmd, *opts, wrap=()):
+    return user.run([spawn_bin, "-q", "-P", "-D", str(tree), *opts, "--", "/bin/sh", "-c", cmd], wrap=wrap)
+
+
+def test_root_inside_is_the_user_outside(user, spawn_bin, utree):
+    shared = user.home / "shared"
+    shared.mkdir()
+    user.own(shared)
+    r = sh(user, spawn_bin, utree, "id -u; cat /proc/self/uid_map; touch /mnt/made /root/made",
+           f"--bind={shared}:/mnt")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "0"
+    assert (shared / "made").stat().st_uid == user.uid, "root's file in a bound dir is the user's outside"
+    assert (utree / "root" / "made").stat().st_uid == user.uid
+
+
+def test_map_is_own_uid_then_subordinate_range(user, spawn_bin, utree):
+    p = subprocess.Popen([*user.as_user(), spawn_bin, "-q", "-P", "-D", str(utree), "--",
+                          "/bin/sh", "-c", "echo up; exec sleep 100"],
+                         env=user.env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "up"
+        spawn_pid = p.pid
+        kid = int(pathlib.Path(f"/proc/{spawn_pid}/task/{spawn_pid}/children").read_text().split()[0])
+        rows = [list(map(int, l.split())) for l in pathlib.Path(f"/proc/{kid}/uid_map").read_text().splitlines()]
+        # Seen from the host: the nested namespace's lines, mapped through the outer one.
+        start, _ = ranges("/etc/subuid", user.name)[0]
+        assert rows == [[0, user.uid, 1], [1, start, 65535]]
+        status = pathlib.Path(f"/proc/{kid}/status").read_text()
+        assert [l for l in status.splitlines() if l.startswith("Uid:")][0].split()[1:] == [str(user.uid)] * 4
+        # SIGKILL of spawn: the container dies with it and nothing stays mounted on the host.
+        before = host_mounts()
+        os.kill(spawn_pid, signal.SIGKILL)
+        p.wait(timeout=30)
+        pidfd = None
+        try:
+            pidfd = os.pidfd_open(kid)
+        except ProcessLookupError:
+            pass
+        if pidfd is not None:
+            import select
+            assert select.select([pidfd], [], [], 30)[0], "the container outlived spawn"
+            os.close(pidfd)
+        assert host_mounts() == before
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    # The name is free again for the same user (the lock went with the process).
+    r = sh(user, spawn_bin, utree, "true")
+    assert r.returncode == 0, r.stderr
+
+
+def test_mounts_are_locked_for_root_inside(user, spawn_bin, utree):
+    r = sh(user, spawn_bin, utree,
+           "umount /proc/kallsyms && echo UNMASKED; umount -l /proc/sys && echo UNMOUNTED; "
+           "mount -o remount,rw /sys && echo RW; touch /sys/x 2>/dev/null && echo WROTE; "
+           "test -c /dev/null && echo > /dev/null && echo NULL_OK")
+    assert r.returncode == 0, r.stderr
+    for bad in ("UNMASKED", "UNMOUNTED", "RW", "WROTE"):
+        assert bad not in r.stdout
+    assert "NULL_OK" in r.stdout
+
+
+def test_private_network_is_loopback_only(user, spawn_bin, utree):
+    r = sh(user, spawn_bin, utree, "ls /sys/class/net; mount | grep ' /sys '", "--private-network")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[0].split() == ["lo"]
+    assert "sysfs on /sys type sysfs (ro" in r.stdout
+
+
+def test_ephemeral_leaves_the_tree_unchanged(user, spawn_bin, utree):
+    before = sorted(p.name for p in utree.iterdir())
+    r = sh(user, spawn_bin, utree, "touch /made; rm /etc/os-release", "-x")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in utree.iterdir()) == before
+    assert (utree / "etc" / "os-release").exists()
+
+
+def refused(r, *words):
+    assert r.returncode != 0
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    for w in words:
+        assert w in err, err
+    return err
+
+
+def test_unreadable_tree_is_refused(user, spawn_bin, utree):
+    os.chown(utree, 0, 0)
+    os.chmod(utree, 0o700)
+    refused(sh(user, spawn_bin, utree, "true"), "cannot read", str(utree))
+
+
+def test_what_needs_root_is_refused(user, spawn_bin, utree):
+    refused(sh(user, spawn_bin, utree, "true", "-U"), "/etc/subuid")
+
+
+def test_missing_newuidmap_is_refused(user, spawn_bin, utree):
+    # In a private mount namespace (root's), with an empty /usr/bin: newuidmap is gone for this run
+    # only. setpriv is run from a copy, as /usr/bin is empty by then.
+    tool = user.home / "setpriv"
+    shutil.copy2("/usr/bin/setpriv", tool)
+    argv = [str(tool), *user.as_user()[1:], spawn_bin, "-q", "-P", "-D", str(utree), "--", "/bin/true"]
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        'mount -t tmpfs none /usr/bin && exec "$@"', "sh", *argv],
+                       env=user.env(), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    refused(r, "/usr/bin/newuidmap is missing", "apt-get install uidmap")
+
+
+def test_range_holding_own_uid_is_refused(user, spawn_bin, utree, tmp_path):
+    fake = user.home / "subuid.fake"
+    fake.write_text(f"{user.name}:{user.uid - 5}:100\n")
+    wrap = ("unshare", "-m", "--propagation", "private", "sh", "-c",
+            f'mount --bind {fake} /etc/subuid && exec "$@"', "sh")
+    refused(sh(user, spawn_bin, utree, "true", wrap=wrap), "/etc/subuid gives", f"its own uid {user.uid}")
+
+
+def test_no_unprivileged_user_namespaces_is_refused(user, spawn_bin, utree):
+    # A user namespace of the user's own whose limit for further ones is 0; spawn runs in it as an
+    # ordinary uid (1000 there) and must say why it cannot go on.
+    inner = user.home / "inner-run"
+    script = (f"mkdir -p {inner} && chown 1000:1000 {inner} && "
+              "echo 0 > /proc/sys/user/max_user_namespaces && "
+              f"exec setpriv --reuid=1000 --regid=1000 --clear-groups env XDG_RUNTIME_DIR={inner} "
+              f"{spawn_bin} -q -P -D {utree} -- /bin/true")
+    r = user.run(["unshare", "--user", "--map-auto", "--map-root-user", "sh", "-c", script])
+    err = refused(r, "user.max_user_namespaces is 0")
+    assert "administrator" in err
+
+
+@pytest.fixture(scope="module")
+def delegated_cgroup(user):
+    """A cgroup2 subtree delegated to the user, as a systemd user session's user@.service is: the
+    directory and its cgroup.procs are the user's, and a "spawn" group below holds the caller."""
+    unified = pathlib.Path("/sys/fs/cgroup/unified")
+    base = unified if (unified / "cgroup.procs").exists() else pathlib.Path("/sys/fs/cgroup")
+    d = base / f"{user.name}.machkit-test"
+    (d / "spawn").mkdir(parents=True)
+    for f in (d, d / "cgroup.procs", d / "cgroup.subtree_control", d / "cgroup.threads", d / "spawn",
+              d / "spawn" / "cgroup.procs"):
+        os.chown(f, user.uid, user.gid)
+    yield d
+    for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        try:
+            sub.rmdir()
+        except OSError:
+            pass
+    d.rmdir()
+
+
+def unpack_as_user(user, fixture, name):
+    """`fixture` unpacked by the user as root inside (what podman unshare does): tar through a user
+    namespace with the same map as spawn's (own uid as 0, the first range after it). Device nodes
+    are left out: nobody but host root may make them, and spawn gives /dev its own."""
+    dst = user.home / name
+    dst.mkdir()
+    user.own(dst)
+    pack = subprocess.Popen(["tar", "-C", str(fixture), "--numeric-owner", "--exclude=./dev/*", "-cf", "-", "."],
+                            stdout=subprocess.PIPE)
+    unpack = subprocess.run([*user.as_user(), "unshare", "--user", "--map-auto", "--map-root-user",
+                             "tar", "-C", str(dst), "--numeric-owner", "-xpf", "-"],
+                            stdin=pack.stdout, env=user.env(), capture_output=True, text=True, timeout=300)
+    pack.stdout.close()
+    assert pack.wait() == 0 and unpack.returncode == 0, unpack.stderr
+    return dst
+
+
+@pytest.fixture(scope="module")
+def bookworm_tree(user, debian_tree):
+    return unpack_as_user(user, debian_tree, "bookworm")
+
+
+@pytest.fixture(scope="module")
+def sid_tree(user):
+    if os.environ.get("MK_SKIP_DEBIAN"):
+        pytest.skip("MK_SKIP_DEBIAN is set")
+    out = subprocess.run([str(HELPERS / "sid-fixture.sh")], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip("no sid fixture: " + out.stderr.strip()[-200:])
+    return unpack_as_user(user, out.stdout.strip().splitlines()[-1], "sid")
+
+
+def boot_and_power_off(user, spawn_bin, tree, cgroup):
+    from test_boot import Console
+    assert (tree / "etc" / "passwd").stat().st_uid == user.uid
+    # The caller in the delegated subtree, as in a user session; then the user's own spawn.
+    enter = f'echo $$ > {cgroup}/spawn/cgroup.procs && exec "$@"'
+    c = Console(["sh", "-c", enter, "sh", *user.as_user(), spawn_bin, "-bD", str(tree), "--console=read-only"],
+                env=user.env())
+    try:
+        assert c.wait_for(r"Reached target .*Multi-User System", 120), c.out.decode(errors="replace")[-3000:]
+        assert c.wait_for(r"login:", 60)
+        scope = cgroup / f"machine-{tree.name}.scope"
+        assert (scope / "init.scope").is_dir(), "the guest's systemd manages its own cgroup2 subtree"
+        # As under root: SIGTERM to spawn asks the guest to power off; spawn then exits 0.
+        c.p.send_signal(signal.SIGTERM)
+        assert c.wait_exit(90) == 0, c.err.decode(errors="replace")
+        assert not scope.exists(), "spawn removes the machine's group"
+    finally:
+        if c.p.poll() is None:
+            c.p.kill()
+            c.p.wait()
+    assert b"without cgroup limits" not in c.err
+
+
+def test_bookworm_boots_rootless_and_powers_off(user, spawn_bin, bookworm_tree, delegated_cgroup):
+    boot_and_power_off(user, spawn_bin, bookworm_tree, delegated_cgroup)
+
+
+def test_sid_boots_rootless_on_a_cgroup2_view(user, spawn_bin, sid_tree, delegated_cgroup):
+    # systemd 262 refuses every v1 layout: the delegated cgroup2 group is its whole view.
+    boot_and_power_off(user, spawn_bin, sid_tree, delegated_cgroup)
+
+
+def test_boot_without_a_delegated_cgroup_says_so(user, spawn_bin, bookworm_tree):
+    r = user.run([spawn_bin, "-bD", str(bookworm_tree), "--console=pipe"], timeout=120)
+    assert r.returncode != 0
+    assert "spawn: no delegated cgroup2 subtree" in r.stderr
+    assert r.stderr.count("without cgroup limits") == 1
+
+
+# /dev/net/tun is mode 0600 on some hosts (this VM has no udev to make it 0666): pasta, running as
+# the user, could not open it. The network tests run spawn in a private mount namespace of the
+# test's where /dev/net/tun is a 0666 node of the same device; the host's stays as it is.
+TUN_WRAP = ("unshare", "-m", "--propagation", "private", "sh", "-c",
+            'd=$(mktemp -d) && mount -t tmpfs -o mode=755 none "$d" && mknod -m 666 "$d/tun" c 10 200 && '
+            'mount --bind "$d/tun" /dev/net/tun && umount -l "$d" && rmdir "$d" && exec "$@"', "sh")
+
+
+class LoopbackServer:
+    """A one-shot HTTP answer on the host's 127.0.0.1, in a thread."""
+
+    def __init__(self, body):
+        import socket
+        import threading
+        self.s = socket.socket()
+        self.s.bind(("127.0.0.1", 0))
+        self.s.listen(1)
+        self.port = self.s.getsockname()[1]
+        self.body = body
+        self.t = threading.Thread(target=self.serve, daemon=True)
+        self.t.start()
+
+    def serve(self):
+        self.s.settimeout(60)
+        try:
+            c, _ = self.s.accept()
+            c.recv(4096)
+            c.sendall(b"HTTP/1.0 200 OK\r\n\r\n" + self.body)
+            c.close()
+        except OSError:
+            pass
+
+    def close(self):
+        self.s.close()
+        self.t.join(5)
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_pasta_outbound_and_loopback_only_port_forward(user, spawn_bin, utree):
+    import urllib.request
+    server = LoopbackServer(b"from-host\n")
+    port = free_port()
+    (utree / "www").mkdir()
+    (utree / "www" / "index.html").write_text("from-guest\n")
+    user.own(utree / "www")
+    # The guest fetches from the host's loopback server through the gateway address (pasta maps it
+    # to the host), then serves on port 80 until the host has fetched from it.
+    guest = ("gw=$(ip route | awk '/default/{print $3}'); wget -q -O /www/fetched http://$gw:%d/ || exit 3; "
+             "httpd -f -p 80 -h /www & while [ ! -e /www/done ]; do sleep 0.1; done" % server.port)
+    p = subprocess.Popen([*TUN_WRAP, *user.as_user(), spawn_bin, "-q", "-P", "-D", str(utree), "-n",
+                          f"-p{port}:80", "--", "/bin/sh", "-c", guest],
+                         env=user.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        body = None
+        import time
+        deadline = time.monotonic() + 60
+        while body is None and p.poll() is None and time.monotonic() < deadline:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=5).read()
+            except OSError:
+                time.sleep(0.2)
+        assert body == b"from-guest\n", p.stderr.read() if p.poll() is not None else "no answer"
+        assert (utree / "www" / "fetched").read_text() == "from-host\n"
+        # Forwarded from 127.0.0.1 only, never from the host's other addresses.
+        addrs = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True,
+                               text=True).stdout.split()
+        for a in [x.split("/")[0] for x in addrs if "/" in x and x[0].isdigit()]:
+            with pytest.raises(OSError):
+                urllib.request.urlopen(f"http://{a}:{port}/index.html", timeout=5)
+        (utree / "www" / "done").touch()
+        assert p.wait(60) == 0, p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        server.close()
+    # pasta went with spawn: the port is free again.
+    import socket
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # our own client side may be in TIME_WAIT
+        s.bind(("127.0.0.1", port))
+        s.listen(1)
+
+
+def test_pasta_dies_with_a_killed_spawn(user, spawn_bin, utree):
+    port = free_port()
+    p = subprocess.Popen([*TUN_WRAP, *user.as_user(), spawn_bin, "-q", "-P", "-D", str(utree), "-n",
+                          f"-p{port}:80", "--", "/bin/sh", "-c", "echo up; exec sleep 100"],
+                         env=user.env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "up"
+        kids = [int(k) for k in pathlib.Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()]
+        comms = {k: pathlib.Path(f"/proc/{k}/comm").read_text().strip() for k in kids}
+        pasta = [k for k, c in comms.items() if c.startswith(("pasta", "passt"))]
+        assert pasta, f"pasta runs as spawn's child: {comms}"
+        fd = os.pidfd_open(pasta[0])
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(30)
+        import select
+        assert select.select([fd], [], [], 30)[0], "pasta outlived spawn"
+        os.close(fd)
+        assert not list((user.runtime / "machkit").glob("pasta-*")), "no FIFO left"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_private_network_needs_no_pasta_and_unusable_tun_is_refused(user, spawn_bin, utree):
+    if os.access("/dev/net/tun", os.R_OK | os.W_OK, effective_ids=False) and os.stat("/dev/net/tun").st_mode & 0o006:
+        pytest.skip("/dev/net/tun is usable by everyone on this host")
+    r = sh(user, spawn_bin, utree, "true", "-n")
+    refused(r, "/dev/net/tun is not usable by you", "--private-network")
+    r = sh(user, spawn_bin, utree, "ls /sys/class/net", "--private-network")
+    assert r.returncode == 0 and r.stdout.split() == ["lo"], r.stderr
+
+
+def test_without_ranges_only_root_is_mapped_and_spawn_says_what_that_limits(plain_user, spawn_bin, utree_template):
+    tree = plain_user.home / "tree"
+    subprocess.run(["cp", "-a", str(utree_template), str(tree)], check=True)
+    plain_user.own(tree)
+    r = plain_user.run([spawn_bin, "-P", "-D", str(tree), "--", "/bin/sh", "-c",
+                        "id -u; cat /proc/self/uid_map; touch /root/made"])
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "0"
+    assert lines[1].split() == ["0", "0", "1"]
+    assert (tree / "root" / "made").stat().st_uid == plain_user.uid
+    limits = [l for l in r.stderr.splitlines() if "no subordinate uids" in l]
+    assert len(limits) == 1 and "usermod --add-subuids" in limits[0], r.stderr
+
+
+def test_another_users_tree_is_refused(user, plain_user, spawn_bin, utree_template):
+    tree = plain_user.home / "private-tree"
+    subprocess.run(["cp", "-a", str(utree_template), str(tree)], check=True)
+    plain_user.own(tree)
+    os.chmod(plain_user.home, 0o700)
+    err = refused(sh(user, spawn_bin, tree, "true"), str(tree))
+    assert "cannot read" in err or "Permission denied" in err, err
+
+
+def test_sigkill_of_a_booted_rootless_spawn_leaves_nothing(user, spawn_bin, bookworm_tree, delegated_cgroup):
+    import select
+    from test_boot import Console
+    enter = f'echo $$ > {delegated_cgroup}/spawn/cgroup.procs && exec "$@"'
+    c = Console(["sh", "-c", enter, "sh", *user.as_user(), spawn_bin, "-bD", str(bookworm_tree),
+                 "--console=read-only", "-M", "killed"], env=user.env())
+    try:
+        assert c.wait_for(r"login:", 120), c.out.decode(errors="replace")[-2000:]
+        kids = [int(k) for k in pathlib.Path(f"/proc/{c.p.pid}/task/{c.p.pid}/children").read_text().split()]
+        reaper = [k for k in kids if pathlib.Path(f"/proc/{k}/comm").read_text().strip() == "spawn-reaper"]
+        assert reaper, "the cgroup reaper runs beside spawn"
+        fds = [os.pidfd_open(k) for k in kids]
+        os.kill(c.p.pid, signal.SIGKILL)
+        c.p.wait(30)
+        for fd in fds:  # the guest's init and the reaper, which removes the groups and exits
+            assert select.select([fd], [], [], 60)[0]
+            os.close(fd)
+        assert not (delegated_cgroup / "machine-killed.scope").exists()
+    finally:
+        if c.p.poll() is None:
+            c.p.kill()
+            c.p.wait()

@@ -1,0 +1,55 @@
+// OCI layer stacks as a container root (mount_plan's plan_mstack_root / mstack_overlay_options):
+// what a stack may point to, the layer order, and the overlay options.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/base/error.hpp"
+#include "core/base/names.hpp"
+#include "core/spawn/mount_plan.hpp"
+
+using namespace mk::core;
+
+namespace {
+std::string layer(char c) { return "../.oci-sha256-" + std::string(64, c); }
+}  // namespace
+
+TEST(Mstack, PlanOrderAndOptions) {
+    EXPECT_TRUE(is_mstack_path("/var/lib/machines/app.mstack"));
+    EXPECT_TRUE(is_mstack_path("/var/lib/machines/app.mstack/"));
+    EXPECT_FALSE(is_mstack_path("/var/lib/machines/.mstack"));
+    EXPECT_FALSE(is_mstack_path("/var/lib/machines/app"));
+    EXPECT_EQ(machine_name_from_path("/var/lib/machines/app.mstack"), "app");
+
+    auto r = plan_mstack_root("/pool/app.mstack", {{"layer@1", layer('b')}, {"rw", ""}, {"layer@0", layer('a')},
+                                                   {"layer@2", layer('c')}}, false);
+    ASSERT_EQ(r.lowers.size(), 3u);
+    EXPECT_EQ(r.lowers[0], "/pool/.oci-sha256-" + std::string(64, 'c'));  // top-most first
+    EXPECT_EQ(r.lowers[2], "/pool/.oci-sha256-" + std::string(64, 'a'));
+    EXPECT_EQ(r.upper, "/pool/app.mstack/rw");
+    EXPECT_EQ(r.work, overlay_workdir(r.upper));
+    auto o = mstack_overlay_options(r);
+    ASSERT_EQ(o.size(), 6u);
+    EXPECT_EQ(o[0].first, "lowerdir+");
+    EXPECT_EQ(o[3].first, "upperdir");
+    EXPECT_EQ(o[5].first, "userxattr");
+
+    auto e = plan_mstack_root("/pool/app.mstack", {{"layer@0", layer('a')}}, true);
+    EXPECT_TRUE(e.upper.empty());
+    EXPECT_EQ(mstack_overlay_options(e).size(), 2u);
+}
+
+TEST(Mstack, Rejects) {
+    using E = std::vector<std::pair<std::string, std::string>>;
+    for (const E& bad : {E{}, E{{"layer@0", "/etc"}}, E{{"layer@0", "../../.oci-sha256-" + std::string(64, 'a')}},
+                         E{{"layer@0", "../.oci-sha256-" + std::string(63, 'a') + "/"}},
+                         E{{"layer@0", layer('a')}, {"layer@2", layer('b')}}, E{{"layer@01", layer('a')}},
+                         E{{"layer@x", layer('a')}}, E{{"layer@1", layer('a')}}})
+        EXPECT_THROW(plan_mstack_root("/pool/x.mstack", bad, false), UsageError);
+    E many;
+    for (size_t i = 0; i <= kMstackMaxLayers; i++) many.emplace_back("layer@" + std::to_string(i), layer('a'));
+    EXPECT_THROW(plan_mstack_root("/pool/x.mstack", many, false), UsageError);
+    EXPECT_THROW(plan_mstack_root("relative.mstack", {{"layer@0", layer('a')}}, false), UsageError);
+}

@@ -1,0 +1,279 @@
+// Rootless spawn's pure pieces (issue 16): /etc/subuid parsing, the ID map, the mount plan an
+// unprivileged user namespace can carry out, and where the machine's cgroup goes.
+#include <linux/mount.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "core/base/error.hpp"
+#include "core/kernel/subid.hpp"
+#include "core/spawn/pasta.hpp"
+#include "core/spawn/rootless_plan.hpp"
+
+namespace mk::core {
+namespace {
+
+TEST(Subid, ParsesNamesAndUidsSkipsWhatShadowWouldNotUse) {
+    auto e = parse_subid_file(
+        "# comment\n"
+        "alice:100000:65536\n"
+        "\n"
+        "1001:200000:65536\n"
+        "bob:x:10\n"            // not a number
+        "bob:300000:0\n"         // empty range
+        "bob:4294967295:1\n"     // runs past the last valid ID
+        "bob:1:2:3\n"            // a fourth field
+        ":400000:10\n"           // no owner
+        "carol:500000:65536");  // no final newline
+    ASSERT_EQ(e.size(), 3u);
+    EXPECT_EQ(e[0].owner, "alice");
+    EXPECT_EQ(e[0].start, 100000u);
+    EXPECT_EQ(e[0].count, 65536u);
+    EXPECT_EQ(e[1].owner, "1001");
+    EXPECT_EQ(e[2].owner, "carol");
+}
+
+TEST(Subid, LastValidRangeEndsBelowTheInvalidId) {
+    auto e = parse_subid_file("a:4294967294:1\nb:4294967294:2\n");
+    ASSERT_EQ(e.size(), 1u);
+    EXPECT_EQ(e[0].owner, "a");
+}
+
+TEST(Subid, BoundsEntries) {
+    std::string text;
+    for (size_t i = 0; i < kSubidMaxEntries + 10; i++) text += "u:" + std::to_string(100000 + i) + ":1\n";
+    EXPECT_EQ(parse_subid_file(text).size(), kSubidMaxEntries);
+}
+
+TEST(Subid, RangesByNameOrUidInFileOrder) {
+    auto e = parse_subid_file("alice:100000:10\nbob:1:1\n1000:200000:20\nalicex:5:5\n");
+    auto r = subid_ranges_for(e, "alice", 1000);
+    ASSERT_EQ(r.size(), 2u);
+    EXPECT_EQ(r[0], (SubidRange{100000, 10}));
+    EXPECT_EQ(r[1], (SubidRange{200000, 20}));
+    EXPECT_TRUE(subid_ranges_for(e, "carol", 1002).empty());
+}
+
+TEST(RootlessMap, OwnIdIsRootAndRangesFollow) {
+    auto m = plan_rootless_map("alice", 1000, 1000, {{100000, 65536}}, {{100000, 65536}});
+    EXPECT_TRUE(m.needs_helpers);
+    EXPECT_TRUE(m.limitation.empty());
+    ASSERT_EQ(m.uid_lines.size(), 2u);
+    EXPECT_EQ(m.uid_lines[0], (MapLine{0, 1000, 1}));
+    // 65536 IDs in all: the range's last one is not needed.
+    EXPECT_EQ(m.uid_lines[1], (MapLine{1, 100000, 65535}));
+    EXPECT_EQ(m.uid_count(), kRootlessMaxIds);
+    EXPECT_EQ(map_lines_text(m.gid_lines), "0 1000 1\n1 100000 65535\n");
+    EXPECT_EQ(id_map_helper_args("/usr/bin/newuidmap", 42, m.uid_lines),
+              (std::vector<std::string>{"/usr/bin/newuidmap", "42", "0", "1000", "1", "1", "100000", "65535"}));
+}
+
+TEST(RootlessMap, SeveralSmallRangesAndDuplicates) {
+    auto m = plan_rootless_map("a", 1000, 1000, {{100000, 100}, {100050, 10}, {300000, 1000}}, {});
+    ASSERT_EQ(m.uid_lines.size(), 3u);
+    EXPECT_EQ(m.uid_lines[1], (MapLine{1, 100000, 100}));
+    EXPECT_EQ(m.uid_lines[2], (MapLine{101, 300000, 1000}));  // the overlapping one is left out
+    // No subgid ranges: gids map only the user's own, still through newgidmap.
+    EXPECT_EQ(m.gid_lines, (std::vector<MapLine>{{0, 1000, 1}}));
+    EXPECT_TRUE(m.needs_helpers);
+}
+
+TEST(RootlessMap, BoundsLines) {
+    std::vector<SubidRange> many;
+    for (uint32_t i = 0; i < 1000; i++) many.push_back({100000 + 10 * i, 1});
+    auto m = plan_rootless_map("a", 1000, 1000, many, many);
+    EXPECT_EQ(m.uid_lines.size(), kMaxMapLines);
+}
+
+TEST(RootlessMap, WithoutRangesOnlyRootAndSaysWhatThatLimits) {
+    auto m = plan_rootless_map("alice", 1000, 1000, {}, {});
+    EXPECT_FALSE(m.needs_helpers);
+    EXPECT_EQ(m.uid_lines, (std::vector<MapLine>{{0, 1000, 1}}));
+    EXPECT_EQ(m.gid_lines, (std::vector<MapLine>{{0, 1000, 1}}));
+    EXPECT_NE(m.limitation.find("/etc/subuid"), std::string::npos);
+    EXPECT_NE(m.limitation.find("usermod --add-subuids"), std::string::npos);
+    EXPECT_EQ(m.limitation.find('\n'), std::string::npos);
+}
+
+TEST(RootlessMap, RangeHoldingOwnUidIsRefused) {
+    try {
+        plan_rootless_map("alice", 100500, 1000, {{100000, 65536}}, {});
+        FAIL();
+    } catch (const UsageError& e) {
+        std::string w = e.what();
+        EXPECT_NE(w.find("/etc/subuid gives alice the range 100000-165535, which holds its own uid 100500"),
+                  std::string::npos) << w;
+    }
+    EXPECT_THROW(plan_rootless_map("alice", 1000, 100001, {}, {{100000, 2}}), UsageError);
+    // Just outside on both ends is fine.
+    EXPECT_NO_THROW(plan_rootless_map("a", 99999, 165536, {{100000, 65536}}, {{100000, 65536}}));
+}
+
+std::vector<MountStep> root_plan(bool private_network) {
+    SpawnSpec spec;
+    spec.private_network = private_network;
+    return build_mount_plan(spec);
+}
+
+const MountStep* find(const std::vector<MountStep>& p, std::string_view target) {
+    for (const auto& s : p)
+        if (s.target == target) return &s;
+    return nullptr;
+}
+
+TEST(RootlessMounts, NodesBecomeBindsOfTheHostsNodes) {
+    auto p = make_rootless_mount_plan(root_plan(false), false, kRootlessMaxIds);
+    EXPECT_TRUE(std::none_of(p.begin(), p.end(), [](const MountStep& s) { return s.kind == StepKind::Node; }));
+    const MountStep* null = find(p, "/dev/null");
+    ASSERT_NE(null, nullptr);
+    EXPECT_EQ(null->kind, StepKind::Bind);
+    EXPECT_EQ(null->source, "/dev/null");
+    EXPECT_FALSE(null->source_in_root);
+    EXPECT_TRUE(null->create_target);
+    EXPECT_FALSE(null->optional);
+    EXPECT_TRUE(find(p, "/dev/net/tun")->optional);
+}
+
+TEST(RootlessMounts, SysfsIsAReadOnlyBindWithoutANetworkNamespace) {
+    auto shared = make_rootless_mount_plan(root_plan(false), false, kRootlessMaxIds);
+    const MountStep* sys = find(shared, "/sys");
+    ASSERT_NE(sys, nullptr);
+    EXPECT_EQ(sys->kind, StepKind::Bind);
+    EXPECT_EQ(sys->source, "/sys");
+    EXPECT_TRUE(sys->recursive);
+    EXPECT_TRUE(sys->attrs & MOUNT_ATTR_RDONLY);
+
+    auto own = make_rootless_mount_plan(root_plan(true), true, kRootlessMaxIds);
+    sys = find(own, "/sys");
+    ASSERT_NE(sys, nullptr);
+    EXPECT_EQ(sys->kind, StepKind::Fs);
+    EXPECT_EQ(sys->fstype, "sysfs");
+    EXPECT_TRUE(sys->attrs & MOUNT_ATTR_RDONLY);
+}
+
+TEST(RootlessMounts, MasksAndProcStayAndDevptsGidOnlyWhenMapped) {
+    auto p = make_rootless_mount_plan(root_plan(false), false, 1);
+    for (const char* f : kMaskedProcFiles) {
+        const MountStep* m = find(p, f);
+        ASSERT_NE(m, nullptr) << f;
+        EXPECT_EQ(m->kind, StepKind::Mask);
+    }
+    EXPECT_EQ(find(p, "/proc")->fstype, "proc");
+    const MountStep* pts = nullptr;
+    for (const auto& s : p)
+        if (s.kind == StepKind::Fs && s.fstype == "devpts") pts = &s;
+    ASSERT_NE(pts, nullptr);
+    EXPECT_TRUE(std::none_of(pts->options.begin(), pts->options.end(), [](const auto& kv) { return kv.first == "gid"; }));
+
+    auto full = make_rootless_mount_plan(root_plan(false), false, kRootlessMaxIds);
+    for (const auto& s : full) {
+        if (s.kind != StepKind::Fs || s.fstype != "devpts") continue;
+        EXPECT_TRUE(std::any_of(s.options.begin(), s.options.end(),
+                                [](const auto& kv) { return kv.first == "gid" && kv.second == "5"; }));
+    }
+}
+
+TEST(RootlessSpec, RefusesWhatNeedsRoot) {
+    SpawnSpec s;
+    s.directory = "/home/a/tree";
+    EXPECT_NO_THROW(check_rootless_spec(s));
+    SpawnSpec img = s;
+    img.image = "/x.raw";
+    EXPECT_THROW(check_rootless_spec(img), UsageError);
+    SpawnSpec idmap = s;
+    idmap.binds.push_back({"/home/a/d", "/d", false, true, true, false});
+    EXPECT_THROW(check_rootless_spec(idmap), UsageError);
+    SpawnSpec u = s;
+    u.userns_mode = UserNamespaceMode::Pick;
+    EXPECT_THROW(check_rootless_spec(u), UsageError);
+}
+
+TEST(RootlessCgroup, UserManagerSubtree) {
+    EXPECT_EQ(user_manager_subtree("/user.slice/user-1000.slice/user@1000.service/app.slice/x.scope", 1000),
+              "/user.slice/user-1000.slice/user@1000.service");
+    EXPECT_EQ(user_manager_subtree("/user.slice/user-1000.slice/user@10000.service/app.slice", 1000), "");
+    EXPECT_EQ(user_manager_subtree("/user.slice/user-1000.slice/session-1.scope", 1000), "");
+    EXPECT_EQ(user_manager_subtree("", 1000), "");
+}
+
+TEST(RootlessCgroup, DelegatedSubtreeTakesTheMachine) {
+    RootlessCgroupInput in;
+    in.uid = 1000;
+    in.own_cgroup2 = "/user.slice/user-1000.slice/user@1000.service/app.slice/term.scope";
+    in.own_parent_writable = true;
+    in.guest_systemd = 252;
+    auto p = plan_rootless_cgroup(in, "tree");
+    EXPECT_EQ(p.parent, "/user.slice/user-1000.slice/user@1000.service/machine-tree.scope");
+    EXPECT_TRUE(p.guest_view);
+    EXPECT_TRUE(p.notice.empty());
+}
+
+TEST(RootlessCgroup, NothingWritableMeansNoLimitsAndOneLine) {
+    RootlessCgroupInput in;
+    in.uid = 1000;
+    in.own_cgroup2 = "/";
+    auto p = plan_rootless_cgroup(in, "tree");
+    EXPECT_TRUE(p.parent.empty());
+    EXPECT_FALSE(p.guest_view);
+    EXPECT_NE(p.notice.find("without cgroup limits"), std::string::npos);
+    EXPECT_EQ(p.notice.find('\n'), std::string::npos);
+    in.guest_systemd = 262;
+    EXPECT_NE(plan_rootless_cgroup(in, "tree").notice.find("cannot boot"), std::string::npos);
+}
+
+TEST(RootlessCgroup, AnyWritableGroupGivesAView) {
+    RootlessCgroupInput in;
+    in.uid = 1000;
+    in.own_cgroup2 = "/ci/job-7/user";
+    in.own_parent_writable = true;
+    in.guest_systemd = 262;
+    auto p = plan_rootless_cgroup(in, "sid");
+    EXPECT_EQ(p.parent, "/ci/job-7/machine-sid.scope");
+    EXPECT_TRUE(p.guest_view);
+    EXPECT_TRUE(p.notice.empty());
+}
+
+}  // namespace
+}  // namespace mk::core
+
+namespace mk::core {
+namespace {
+
+TEST(Pasta, ForwardsOnlyNamedPortsFromLoopback) {
+    auto a = pasta_args("/usr/bin/pasta", {{PortProtocol::Tcp, 8080, 80}, {PortProtocol::Udp, 5353, 53}}, 42, "/run/p");
+    auto has = [&](const std::string& opt, const std::string& val) {
+        for (size_t i = 0; i + 1 < a.size(); i++)
+            if (a[i] == opt && a[i + 1] == val) return true;
+        return false;
+    };
+    EXPECT_EQ(a.front(), "/usr/bin/pasta");
+    EXPECT_EQ(a.back(), "42");
+    EXPECT_TRUE(has("--tcp-ports", "127.0.0.1/8080:80"));
+    EXPECT_TRUE(has("--udp-ports", "127.0.0.1/5353:53"));
+    EXPECT_TRUE(has("--tcp-ns", "none"));
+    EXPECT_TRUE(has("--udp-ns", "none"));
+    EXPECT_TRUE(has("--pid", "/run/p"));
+    EXPECT_NE(std::find(a.begin(), a.end(), "--foreground"), a.end());
+    EXPECT_NE(std::find(a.begin(), a.end(), "--config-net"), a.end());
+    // Nothing named: nothing forwarded (pasta's default would be every bound port).
+    auto none = pasta_args("/usr/bin/pasta", {}, 7, "/run/p");
+    auto count_none = std::count(none.begin(), none.end(), std::string("none"));
+    EXPECT_EQ(count_none, 4);
+}
+
+TEST(RootlessSpec, RefusesRootOnlyNetworking) {
+    SpawnSpec s;
+    s.network_veth = true;
+    s.ports.push_back({PortProtocol::Tcp, 8080, 80});
+    EXPECT_NO_THROW(check_rootless_spec(s));
+    SpawnSpec z = s;
+    z.network_zone = "z";
+    EXPECT_THROW(check_rootless_spec(z), UsageError);
+    SpawnSpec i = s;
+    i.network_interfaces.push_back("eth1");
+    EXPECT_THROW(check_rootless_spec(i), UsageError);
+}
+
+}  // namespace
+}  // namespace mk::core
