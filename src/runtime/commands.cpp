@@ -21,6 +21,7 @@
 #include "core/base/names.hpp"
 #include "core/base/strings.hpp"
 #include "core/kernel/capabilities.hpp"
+#include "core/kernel/cgroup_resources.hpp"
 #include "core/machine/exec.hpp"
 #include "core/oci/state.hpp"
 #include "core/spawn/finalize.hpp"
@@ -298,7 +299,22 @@ Created do_create(const Invocation& inv, const OciStateDir& dir) {
     bool terminal = spec.console == core::ConsoleMode::Interactive;
     if (terminal && console_socket.empty()) throw UsageError("process.terminal is set: --console-socket is needed to hand over the terminal");
     if (!terminal && !console_socket.empty()) throw UsageError("--console-socket given, but process.terminal is not set in config.json");
-    std::string cgroup = core::oci_cgroup_path("", inv.global.systemd_cgroup, id);
+    std::string cgroup = core::oci_cgroup_path(spec.oci.cgroups_path, inv.global.systemd_cgroup, id);
+    // linux.resources, in the container's cgroup2 group (the only one machrun makes): planned
+    // against cgroup2's controllers alone, so a limit whose controller is on v1 here (a hybrid
+    // host) is refused by the planner with the field's name rather than dropped.
+    std::vector<core::CgroupWrite> resource_writes;
+    core::CgroupMounts cgroup2_only;
+    if (spec.oci.resources.present) {
+        core::CgroupMounts all = core::detect_cgroup_mounts(kCgroupRoot);
+        cgroup2_only.v2_root = all.v2_root;
+        cgroup2_only.controllers.v2 = all.controllers.v2;
+        try {
+            resource_writes = core::plan_cgroup_resources(spec.oci.resources, cgroup2_only.controllers);
+        } catch (const UsageError& e) {
+            throw UsageError(std::string(e.what()) + " (machrun sets linux.resources in its cgroup2 group only)");
+        }
+    }
 
     core::finalize(spec);
     ContainerLock lock = dir.create(id);
@@ -323,6 +339,7 @@ Created do_create(const Invocation& inv, const OciStateDir& dir) {
     st.own_cgroup = make_cgroup(kCgroupRoot, cgroup);
     st.cgroup = cgroup;
     dir.write(st);
+    if (!resource_writes.empty()) core::apply_cgroup_writes(resource_writes, cgroup2_only, cgroup);
 
     Created out;
     core::LaunchHooks hooks;
