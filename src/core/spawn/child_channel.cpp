@@ -51,6 +51,12 @@ void send_setup_done(int chan, int master, int notify) {
     if (sendmsg(chan, &mh, MSG_NOSIGNAL) < 0) throw_last_error("cannot talk to the spawn process");
 }
 
+void send_gated(int chan) {
+    char data[2] = {static_cast<char>(ChannelMsg::Gated), 0};
+    if (send(chan, data, sizeof data, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof data))
+        throw_last_error("cannot talk to the spawn process");
+}
+
 bool wait_go_ahead(int chan) {
     char go;
     return recv(chan, &go, 1, 0) == 1;

@@ -13,11 +13,14 @@
 
 namespace mk::core {
 
-enum class ChannelMsg : uint8_t { Error = 1, SetupDone = 2 };
+// Gated: the OCI runtime's detached start (launcher.hpp's DetachedLaunch): set-up is done and the
+// init now waits at the exec gate; the parent stops listening.
+enum class ChannelMsg : uint8_t { Error = 1, SetupDone = 2, Gated = 3 };
 
 // In the child. send_error() is noexcept: the child _exits right after.
 void send_error(int chan, const char* step, int err, const std::string& text) noexcept;
 void send_setup_done(int chan, int master, int notify);
+void send_gated(int chan);
 // The child blocks until the parent says go; false if the parent went away.
 bool wait_go_ahead(int chan);
 

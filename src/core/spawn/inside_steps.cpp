@@ -456,6 +456,18 @@ void drop_privileges(const SpawnSpec& spec, const Prepared& p) {
     if (spec.no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) throw_last_error("no_new_privs");
 }
 
+void outlive_parent() {
+    if (prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0) < 0) throw_last_error("prctl(PDEATHSIG)");
+}
+
+void wait_at_exec_gate(int exec_gate) {
+    std::string path = "/proc/self/fd/" + std::to_string(exec_gate);
+    UniqueFd gate(open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!gate) throw_last_error("cannot open the exec FIFO");
+    char zero = 0;
+    if (write(gate.get(), &zero, 1) != 1) throw_last_error("cannot write the exec FIFO");
+}
+
 void enter_working_directory(const SpawnSpec& spec, const Prepared& p, int keep) {
     umask(022);
     // No host fd may reach the payload (runc CVE-2024-21626): close every one but `keep` (the

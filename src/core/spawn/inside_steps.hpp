@@ -50,6 +50,13 @@ void enter_user_namespace(Prepared& p);
 void drop_bounding_set_to(uint64_t bounding);
 // Personality, SELinux label, seccomp, groups, uids, capabilities, no_new_privs.
 void drop_privileges(const SpawnSpec& spec, const Prepared& p);
+// The OCI runtime's detached start (launcher.hpp's DetachedLaunch). outlive_parent(): no
+// parent-death signal any more, since the runtime exits once create is done and the init is
+// reparented to the engine's subreaper; before drop_privileges(), whose seccomp filter may refuse
+// prctl. wait_at_exec_gate(): blocks in open() of the exec FIFO (by its fd, /proc/self/fd/N: the
+// path is out of reach) until `start` opens it for reading, then writes one byte.
+void outlive_parent();
+void wait_at_exec_gate(int exec_gate);
 // Closes every fd but `keep` (close-on-exec), changes to the working directory and checks it is
 // inside the root (runc CVE-2024-21626).
 void enter_working_directory(const SpawnSpec& spec, const Prepared& p, int keep);

@@ -39,6 +39,7 @@ namespace {
 
 [[noreturn]] void child_main(const SpawnSpec& spec, Prepared& p, int chan) noexcept {
     const char* step = "start";
+    bool past_gate = false;  // detached start: nobody reads the channel any more
     try {
         step = "become the container's init";
         become_container_init(p, chan);
@@ -114,15 +115,24 @@ namespace {
         step = "set the OCI I/O priority and scheduler";  // OCI; before the capabilities go
         apply_oci_scheduling(spec.oci);
         step = "drop privileges";
+        if (p.exec_gate >= 0) outlive_parent();
         drop_privileges(spec, p);
+        if (p.exec_gate >= 0) {
+            step = "wait for start";
+            send_gated(chan);
+            past_gate = true;
+            wait_at_exec_gate(p.exec_gate);
+        }
         step = "enter the working directory";
         enter_working_directory(spec, p, chan);
         apply_oci_umask(spec.oci);  // OCI; enter_working_directory() set nspawn's 022
         step = "execute the payload";
         exec_payload(p);
     } catch (const std::system_error& e) {
+        if (past_gate) dprintf(STDERR_FILENO, "cannot %s: %s\n", step, e.what());
         send_error(chan, step, e.code().value(), e.what());
     } catch (const std::exception& e) {
+        if (past_gate) dprintf(STDERR_FILENO, "cannot %s: %s\n", step, e.what());
         send_error(chan, step, 0, e.what());
     }
     _exit(1);
@@ -181,6 +191,20 @@ bool place_machine(const SpawnSpec& spec, const Prepared& p, const LaunchHooks& 
         }
     }
     return registered;
+}
+
+// The OCI runtime's detached start, in place of the relay: waits until the init reports it sits
+// at the exec gate (or fails), and hands over its console master. Throws if the init failed or died.
+void await_exec_gate(int chan, pid_t pid, const DetachedLaunch& detached) {
+    UniqueFd master, notify;
+    for (;;) {
+        ChannelMsg type{};
+        if (!receive(chan, type, master, notify)) throw std::runtime_error("the container's init exited before it reached the exec gate");
+        if (type == ChannelMsg::Gated) {
+            if (detached.gated) detached.gated(pid, std::move(master));
+            return;
+        }
+    }
 }
 
 Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
@@ -263,6 +287,7 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     bool registered = false;
     if (p.wait_for_parent) {
         try {
+            if (hooks.detached && hooks.detached->cloned) hooks.detached->cloned(static_cast<pid_t>(pid));
             registered = place_machine(spec, p, hooks, groups, static_cast<pid_t>(pid), into_cgroup);
         } catch (...) {
             abandon_child();
@@ -282,6 +307,18 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
             throw;
         }
         send_go_ahead(chan.get());
+    }
+
+    if (hooks.detached) {
+        // The init lives on at the gate, reparented to the engine's subreaper when we exit.
+        try {
+            await_exec_gate(chan.get(), static_cast<pid_t>(pid), *hooks.detached);
+        } catch (...) {
+            abandon_child();
+            throw;
+        }
+        sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+        return Outcome{};
     }
 
     std::function<UniqueFd()> report_ready;
@@ -308,6 +345,11 @@ int Launcher::run() {
                         "Proceeding anyway.\n");
     if (!spec_.finalized) throw std::logic_error("Launcher: the SpawnSpec was not finalized (call finalize())");
     Prepared p = prepare(spec_, static_cast<bool>(hooks_.register_machine));
+    if (hooks_.detached) {  // the init waits until its pid is recorded (DetachedLaunch::cloned)
+        if (p.cgroups) throw UsageError("a detached start cannot boot a guest with groups of its own");
+        p.wait_for_parent = true;
+        p.exec_gate = hooks_.detached->exec_gate;
+    }
     cap_last_cap();  // cache before clone
     signal(SIGPIPE, SIG_IGN);
 
@@ -340,6 +382,7 @@ int Launcher::run() {
 
     for (;;) {
         Outcome o = run_once(spec_, p, hooks_, created_);
+        if (hooks_.detached) return 0;  // the container lives on, detached
         created_ = std::chrono::steady_clock::now();
         if (!o.reboot) {
             if (p.guest.boot && !spec_.quiet) fprintf(stderr, "Container %s has been shut down.\n", spec_.machine_name.c_str());

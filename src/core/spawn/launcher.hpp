@@ -15,10 +15,10 @@
 // message, child_channel.hpp); exec closes the pair. The child carries PR_SET_PDEATHSIG(SIGKILL),
 // so killing spawn (even with SIGKILL) kills the container, and with it every mount it made.
 //
-// Reusing the steps in another choreography: an OCI runtime's `create` runs prepare(), clone3 and
-// the inside steps up to enter_working_directory(), then blocks on its own channel (instead of
-// exec_payload) until `start` writes the go-ahead; the runtime process exits after `create`, so it
-// skips become_container_init()'s PDEATHSIG and runs no Relay (the pidfd/state file replaces it).
+// Reusing the steps in another choreography: an OCI runtime's `create` (DetachedLaunch below) runs
+// prepare(), clone3 and the inside steps up to drop_privileges(), then blocks at its exec gate
+// (wait_at_exec_gate) until `start`; the runtime process exits after `create`, so the init drops
+// its PDEATHSIG (outlive_parent) and the parent runs no Relay (the pidfd/state file replace it).
 // CRIU restore reuses prepare() and the parent's placement steps around criu's own restore;
 // rootless spawn reuses the inside steps behind a user namespace made first. The steps talk to no
 // parent themselves: every wait is in the choreography (wait_go_ahead), so each caller picks its own.
@@ -30,12 +30,27 @@
 
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "core/base/unique_fd.hpp"
 #include "core/spawn/spawn_spec.hpp"
 
 namespace mk::core {
+
+// The OCI runtime's `create`: the container's init does every inside step, then waits at an exec
+// gate before exec, and run() returns without supervising it (no PDEATHSIG: the runtime exits and
+// the init is reparented to the engine's subreaper). The gate is a FIFO: the init opens
+// /proc/self/fd/<exec_gate> for writing (blocking until `start` opens it for reading), writes one
+// byte and execs.
+struct DetachedLaunch {
+    int exec_gate = -1;  // O_PATH fd of the FIFO (borrowed)
+    // Right after clone, before the init can outlive the caller: record the pid. Throws to abort.
+    std::function<void(pid_t pid)> cloned;
+    // The init finished its set-up and waits at the gate; `console_master` is the pty master with
+    // a terminal (the caller hands it on), else empty. Throws to abort (the init is killed).
+    std::function<void(pid_t pid, UniqueFd console_master)> gated;
+};
 
 struct LaunchHooks {
     // Registers the machine with the machine manager right after clone, while the container's PID 1
@@ -48,6 +63,7 @@ struct LaunchHooks {
     // else once the container has started. Called at most once per run; must not block. Returns a
     // pidfd of a helper process the launcher reaps, or an empty fd.
     std::function<UniqueFd()> report_ready;
+    std::optional<DetachedLaunch> detached;  // machrun create (see DetachedLaunch)
 };
 
 class Launcher {

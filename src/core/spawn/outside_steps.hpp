@@ -35,6 +35,7 @@ struct Prepared {
     std::vector<BpfProgram> seccomp;
     std::optional<OciSeccompFilter> oci_seccomp;  // linux.seccomp of a config.json: instead of `seccomp`
     bool wait_for_parent = false;             // the child waits for placement/registration
+    int exec_gate = -1;                       // the OCI runtime's detached start: DetachedLaunch::exec_gate
     bool wait_for_network = false;            // the parent sets up links for us (ContainerNetwork)
     UniqueFd netns;                           // --network-namespace-path=, opened in the host
     std::optional<CgroupLayout> cgroups;      // set when the guest gets its own cgroup namespace

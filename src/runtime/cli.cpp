@@ -1,0 +1,162 @@
+#include "runtime/cli.hpp"
+
+#include <algorithm>
+
+#include "core/base/error.hpp"
+
+namespace mk::runtime {
+namespace {
+
+using core::UsageError;
+
+struct OptionDef {
+    std::string_view name;
+    char short_name;  // 0: none
+    bool takes_value;
+};
+
+// Options each command accepts. Options runc accepts that change nothing for us are taken and
+// recorded rather than refused, so engines that always pass them work (each noted why).
+const std::map<std::string_view, std::vector<OptionDef>>& command_options() {
+    static const std::map<std::string_view, std::vector<OptionDef>> kDefs = {
+        {"create", {{"bundle", 'b', true}, {"pid-file", 0, true}, {"console-socket", 0, true}, {"no-pivot", 0, false},
+                    {"no-new-keyring", 0, false}, {"preserve-fds", 0, true}}},
+        {"run", {{"bundle", 'b', true}, {"pid-file", 0, true}, {"console-socket", 0, true}, {"no-pivot", 0, false},
+                 {"no-new-keyring", 0, false}, {"preserve-fds", 0, true}, {"detach", 'd', false}, {"keep", 0, false}}},
+        {"start", {}},
+        {"state", {}},
+        {"kill", {{"all", 'a', false}}},
+        {"delete", {{"force", 'f', false}}},
+        {"list", {{"format", 'f', true}, {"quiet", 'q', false}}},
+        {"ps", {{"format", 'f', true}}},
+        {"exec", {{"process", 'p', true}, {"detach", 'd', false}, {"pid-file", 0, true}, {"tty", 't', false},
+                  {"console-socket", 0, true}, {"cwd", 0, true}, {"env", 'e', true}, {"user", 'u', true},
+                  {"cap", 'c', true}, {"no-new-privs", 0, false}, {"preserve-fds", 0, true}, {"process-label", 0, true},
+                  {"apparmor", 0, true}, {"cgroup", 0, true}}},
+        {"pause", {}},
+        {"resume", {}},
+        {"features", {}},
+        {"spec", {{"bundle", 'b', true}, {"rootless", 0, false}}},
+    };
+    return kDefs;
+}
+
+// Returns the definition and whether `arg` carried an inline "=value".
+const OptionDef* find_option(const std::vector<OptionDef>& defs, std::string_view arg, std::string_view& name,
+                             std::optional<std::string>& inline_value) {
+    inline_value.reset();
+    if (arg.starts_with("--")) arg.remove_prefix(2);
+    else arg.remove_prefix(1);
+    if (auto eq = arg.find('='); eq != std::string_view::npos) {
+        inline_value = std::string(arg.substr(eq + 1));
+        arg = arg.substr(0, eq);
+    }
+    name = arg;
+    for (const auto& d : defs)
+        if (d.name == arg || (arg.size() == 1 && d.short_name == arg[0])) return &d;
+    return nullptr;
+}
+
+bool is_option(std::string_view a) { return a.size() > 1 && a[0] == '-' && a != "--"; }
+
+}  // namespace
+
+std::string Invocation::value(const std::string& name, const std::string& def) const {
+    auto it = opts.find(name);
+    return it == opts.end() || it->second.empty() ? def : it->second.back();
+}
+
+std::vector<std::string> Invocation::values(const std::string& name) const {
+    auto it = opts.find(name);
+    return it == opts.end() ? std::vector<std::string>{} : it->second;
+}
+
+const std::vector<std::string_view>& command_names() {
+    static const std::vector<std::string_view> kNames = {"create", "start", "run",   "state",  "kill",   "delete",
+                                                         "list",   "ps",    "exec",  "pause",  "resume", "features",
+                                                         "spec"};
+    return kNames;
+}
+
+Invocation parse_command_line(const std::vector<std::string>& argv) {
+    Invocation inv;
+    static const std::vector<OptionDef> kGlobal = {{"root", 0, true},  {"log", 0, true},      {"log-format", 0, true},
+                                                   {"systemd-cgroup", 0, false}, {"debug", 0, false}, {"version", 'v', false},
+                                                   {"help", 'h', false},
+                                                   // runc's; we have nothing to do with them, as runc when unset.
+                                                   {"rootless", 0, true}, {"criu", 0, true}};
+    size_t i = 0;
+    for (; i < argv.size() && is_option(argv[i]); i++) {
+        std::string_view name;
+        std::optional<std::string> val;
+        const OptionDef* d = find_option(kGlobal, argv[i], name, val);
+        if (!d) throw UsageError("unknown global option '" + argv[i] + "'; see machrun --help");
+        if (d->takes_value && !val) {
+            if (++i >= argv.size()) throw UsageError("option --" + std::string(d->name) + " needs a value");
+            val = argv[i];
+        } else if (!d->takes_value && val) {
+            // Go's boolean flags take "=true"/"=false".
+            if (*val != "true" && *val != "false") throw UsageError("option --" + std::string(d->name) + " takes no value");
+            if (*val == "false") continue;
+        }
+        if (d->name == "root") {
+            if (val->empty() || (*val)[0] != '/') throw UsageError("--root must be an absolute path");
+            inv.global.root = *val;
+        } else if (d->name == "log") {
+            inv.global.log = *val;
+        } else if (d->name == "log-format") {
+            if (*val == "text") inv.global.log_format = LogFormat::Text;
+            else if (*val == "json") inv.global.log_format = LogFormat::Json;
+            else throw UsageError("--log-format must be 'text' or 'json', not '" + *val + "'");
+        } else if (d->name == "systemd-cgroup") {
+            inv.global.systemd_cgroup = true;
+        } else if (d->name == "debug") {
+            inv.global.debug = true;
+        } else if (d->name == "version") {
+            inv.version = true;
+        } else if (d->name == "help") {
+            inv.help = true;
+        }
+    }
+    if (i >= argv.size()) {
+        if (!inv.version && !inv.help) throw UsageError("no command given; see machrun --help");
+        return inv;
+    }
+    inv.command = argv[i++];
+    auto defs = command_options().find(inv.command);
+    if (defs == command_options().end()) throw UsageError("unknown command '" + inv.command + "'; see machrun --help");
+
+    bool options_done = false;
+    for (; i < argv.size(); i++) {
+        const std::string& a = argv[i];
+        if (!options_done && a == "--") {
+            options_done = true;
+            continue;
+        }
+        // exec ID CMD ARGS...: everything after the command's name belongs to the command.
+        if (options_done || !is_option(a) || (inv.command == "exec" && !inv.args.empty())) {
+            inv.args.push_back(a);
+            continue;
+        }
+        if (a == "-h" || a == "--help") {
+            inv.help = true;
+            continue;
+        }
+        std::string_view name;
+        std::optional<std::string> val;
+        const OptionDef* d = find_option(defs->second, a, name, val);
+        if (!d) throw UsageError("unknown option '" + a + "' for '" + inv.command + "'; see machrun " + inv.command + " --help");
+        if (d->takes_value && !val) {
+            if (++i >= argv.size()) throw UsageError("option --" + std::string(d->name) + " needs a value");
+            val = argv[i];
+        } else if (!d->takes_value && val) {
+            if (*val != "true" && *val != "false") throw UsageError("option --" + std::string(d->name) + " takes no value");
+            if (*val == "false") continue;
+            val = "";
+        }
+        inv.opts[std::string(d->name)].push_back(val.value_or(""));
+    }
+    return inv;
+}
+
+}  // namespace mk::runtime

@@ -1,0 +1,726 @@
+#include "runtime/commands.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+#include <functional>
+#include <iostream>
+
+#include "core/base/error.hpp"
+#include "core/base/names.hpp"
+#include "core/base/strings.hpp"
+#include "core/kernel/capabilities.hpp"
+#include "core/kernel/cgroup_resources.hpp"
+#include "core/machine/exec.hpp"
+#include "core/oci/state.hpp"
+#include "core/spawn/finalize.hpp"
+#include "core/spawn/launcher.hpp"
+#include "core/spawn/oci_config.hpp"
+#include "core/spawn/option_values.hpp"
+#include "runtime/console_socket.hpp"
+#include "runtime/exec.hpp"
+#include "runtime/hooks.hpp"
+#include "runtime/log.hpp"
+
+namespace mk::runtime {
+namespace {
+
+using core::ContainerLock;
+using core::ContainerState;
+using core::ContainerStatus;
+using core::OciStateDir;
+using core::UniqueFd;
+using core::UsageError;
+using json = nlohmann::json;
+
+constexpr const char* kCgroupRoot = "/sys/fs/cgroup";
+
+std::string read_file(const std::string& path, size_t max, const std::string& what) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+    if (!fd) core::throw_last_error("cannot open " + what + " " + path);
+    std::string out;
+    char buf[16384];
+    ssize_t n;
+    while ((n = ::read(fd.get(), buf, sizeof buf)) > 0) {
+        out.append(buf, static_cast<size_t>(n));
+        if (out.size() > max) throw UsageError(what + " " + path + " is larger than " + std::to_string(max / 1024) + " KiB");
+    }
+    if (n < 0) core::throw_last_error("cannot read " + what + " " + path);
+    return out;
+}
+
+void write_file_atomic(const std::string& path, const std::string& text) {
+    std::string tmp = path + ".machrun-tmp";
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
+    if (!fd || ::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()))
+        core::throw_last_error("cannot write " + path);
+    if (::rename(tmp.c_str(), path.c_str()) < 0) {
+        int e = errno;
+        ::unlink(tmp.c_str());
+        core::throw_errno(e, "cannot write " + path);
+    }
+}
+
+std::string need_id(const Invocation& inv) {
+    if (inv.args.empty()) throw UsageError("'" + inv.command + "' needs a container id");
+    return inv.args[0];
+}
+
+void no_more_args(const Invocation& inv, size_t n) {
+    if (inv.args.size() > n) throw UsageError("unexpected argument '" + inv.args[n] + "' for '" + inv.command + "'");
+}
+
+// ---- cgroups --------------------------------------------------------------------------------
+// The container's group lives on the cgroup2 hierarchy (the host's root on a unified host, the
+// hybrid host's /sys/fs/cgroup/unified): that is where pause (cgroup.freeze), ps and kill --all
+// work on every layout. Resource limits on the v1 controllers of a hybrid host are applied by
+// the config front end's cgroup step.
+
+std::string cgroup2_root(const std::string& root) {
+    if (::access((root + "/unified/cgroup.procs").c_str(), F_OK) == 0) return root + "/unified";
+    if (::access((root + "/cgroup.controllers").c_str(), F_OK) == 0) return root;
+    return {};
+}
+
+// Makes the group (and missing parents); returns whether the leaf was made by us.
+bool make_cgroup(const std::string& root, const std::string& path) {
+    std::string base = cgroup2_root(root);
+    if (base.empty()) throw UsageError("no cgroup2 hierarchy is mounted under " + root + "; machrun needs one (unified or hybrid)");
+    std::string dir = base;
+    bool made = false;
+    for (auto part : core::split(path, '/')) {
+        if (part.empty()) continue;
+        dir += "/" + std::string(part);
+        made = ::mkdir(dir.c_str(), 0755) == 0;
+        if (!made && errno != EEXIST) core::throw_last_error("cannot create the cgroup " + dir);
+    }
+    return made;
+}
+
+void place_in_cgroup(const std::string& root, const std::string& path, pid_t pid) {
+    std::string procs = cgroup2_root(root) + path + "/cgroup.procs";
+    UniqueFd fd(::open(procs.c_str(), O_WRONLY | O_CLOEXEC));
+    std::string v = std::to_string(pid);
+    if (!fd || ::write(fd.get(), v.data(), v.size()) < 0) core::throw_last_error("cannot move the container into " + procs);
+}
+
+// Every process in the group and its children.
+std::vector<pid_t> cgroup_pids(const std::string& root, const std::string& path) {
+    std::vector<pid_t> out;
+    std::function<void(const std::string&, int)> walk = [&](const std::string& dir, int depth) {
+        if (depth > 64) return;
+        FILE* f = ::fopen((dir + "/cgroup.procs").c_str(), "re");
+        if (f) {
+            long p;
+            while (fscanf(f, "%ld", &p) == 1) out.push_back(static_cast<pid_t>(p));
+            fclose(f);
+        }
+        DIR* d = ::opendir(dir.c_str());
+        if (!d) return;
+        while (dirent* e = readdir(d))
+            if (e->d_type == DT_DIR && e->d_name[0] != '.') walk(dir + "/" + e->d_name, depth + 1);
+        closedir(d);
+    };
+    std::string base = cgroup2_root(root);
+    if (!base.empty()) walk(base + path, 0);
+    return out;
+}
+
+// Removes the group with its sub-groups, deepest first. Processes that were SIGKILLed leave it
+// as they exit: retried for a bounded time.
+void remove_cgroup(const std::string& root, const std::string& path) {
+    std::string base = cgroup2_root(root);
+    if (base.empty() || path.empty()) return;
+    std::function<void(const std::string&, int)> rm = [&](const std::string& dir, int depth) {
+        if (depth > 64) return;
+        if (DIR* d = ::opendir(dir.c_str())) {
+            std::vector<std::string> subs;
+            while (dirent* e = readdir(d))
+                if (e->d_type == DT_DIR && e->d_name[0] != '.') subs.push_back(dir + "/" + e->d_name);
+            closedir(d);
+            for (const auto& s : subs) rm(s, depth + 1);
+        }
+        for (int i = 0; i < 200; i++) {
+            if (::rmdir(dir.c_str()) == 0 || errno == ENOENT) return;
+            if (errno != EBUSY) core::throw_last_error("cannot remove the cgroup " + dir);
+            ::usleep(10000);
+        }
+        core::throw_errno(EBUSY, "cannot remove the cgroup " + dir + ": processes are still in it");
+    };
+    rm(base + path, 0);
+}
+
+core::Machine machine_of(const ContainerState& s) {
+    core::Machine m;
+    m.name = s.id;
+    m.klass = core::MachineClass::container;
+    m.leader = s.pid;
+    m.cgroup_path = s.cgroup;
+    return m;
+}
+
+// ---- processes ------------------------------------------------------------------------------
+
+// A pidfd for the container's init, or an empty fd if that process is gone (checked against the
+// recorded start time, so a reused pid is never signalled).
+UniqueFd open_init(const ContainerState& s) {
+    if (s.pid <= 0) return {};
+    UniqueFd fd(static_cast<int>(syscall(SYS_pidfd_open, s.pid, 0)));
+    if (!fd) return {};
+    std::string stat;
+    try {
+        stat = read_file("/proc/" + std::to_string(s.pid) + "/stat", 4096, "process status");
+    } catch (...) {
+        return {};
+    }
+    if (core::stat_start_time(stat) != s.pid_start) return {};
+    return fd;
+}
+
+uint64_t start_time_of(pid_t pid) {
+    auto t = core::stat_start_time(read_file("/proc/" + std::to_string(pid) + "/stat", 4096, "process status"));
+    if (!t) throw std::runtime_error("cannot read the start time of process " + std::to_string(pid));
+    return *t;
+}
+
+// Waits (bounded) until the process behind `pidfd` has exited.
+bool wait_exit(int pidfd, int timeout_ms) {
+    pollfd pf{pidfd, POLLIN, 0};
+    int r;
+    do r = poll(&pf, 1, timeout_ms);
+    while (r < 0 && errno == EINTR);
+    return r > 0;
+}
+
+void signal_all(const ContainerState& s, int sig) {
+    for (pid_t p : cgroup_pids(s.cgroup_root, s.cgroup)) ::kill(p, sig);
+}
+
+// ---- hooks ----------------------------------------------------------------------------------
+
+core::SpawnSpec spec_of(const ContainerState& s) { return core::parse_oci_config(s.config, s.bundle); }
+
+std::vector<Hook> hooks_for(const core::SpawnSpec& spec, std::string_view stage) {
+    const core::OciHooks& h = spec.oci.hooks;
+    const std::vector<core::OciHook>* list = nullptr;
+    if (stage == "prestart") list = &h.prestart;
+    else if (stage == "createRuntime") list = &h.create_runtime;
+    else if (stage == "createContainer") list = &h.create_container;
+    else if (stage == "startContainer") list = &h.start_container;
+    else if (stage == "poststart") list = &h.poststart;
+    else if (stage == "poststop") list = &h.poststop;
+    else throw std::logic_error("unknown hook stage " + std::string(stage));
+    std::vector<Hook> out;
+    for (const auto& o : *list) out.push_back(Hook{o.path, o.args, o.env, o.timeout});
+    return out;
+}
+
+void run_hooks(const core::SpawnSpec& spec, std::string_view stage, const std::string& state_json, bool fatal) {
+    for (const auto& h : hooks_for(spec, stage)) {
+        try {
+            run_hook(h, state_json, std::string(stage));
+        } catch (const std::exception& e) {
+            if (fatal) throw;
+            log_warning(e.what());
+        }
+    }
+}
+
+// ---- create / start -------------------------------------------------------------------------
+
+// A machine name (the launcher's hostname default and lock name) from an OCI id: the id itself when
+// it is one (engines' 64-hex ids are), else the id with other characters made '-'.
+std::string machine_name_for(const std::string& id) {
+    if (core::machine_name_is_valid(id)) return id;
+    std::string n;
+    for (char c : id.substr(0, core::kHostNameMax)) n += (std::isalnum(static_cast<unsigned char>(c)) ? c : '-');
+    while (!n.empty() && n.front() == '-') n.erase(0, 1);
+    while (!n.empty() && n.back() == '-') n.pop_back();
+    return core::machine_name_is_valid(n) ? n : "machrun";
+}
+
+struct Created {
+    ContainerState state;
+    pid_t pid = 0;
+};
+
+// Cleans up a create that failed half way: the init (if any), the cgroup, the state directory.
+struct CreateRollback {
+    const OciStateDir& dir;
+    ContainerState& st;
+    bool armed = true;
+    ~CreateRollback() {
+        if (!armed) return;
+        try {
+            if (UniqueFd init = open_init(st)) {
+                syscall(SYS_pidfd_send_signal, init.get(), SIGKILL, nullptr, 0);
+                wait_exit(init.get(), 2000);
+            }
+            if (st.own_cgroup) {
+                signal_all(st, SIGKILL);
+                remove_cgroup(st.cgroup_root, st.cgroup);
+            }
+            dir.remove(st.id);
+        } catch (const std::exception& e) {
+            log_warning(std::string("cleaning up after the failed create: ") + e.what() + "; run 'machrun delete --force " + st.id + "'");
+        }
+    }
+};
+
+Created do_create(const Invocation& inv, const OciStateDir& dir) {
+    std::string id = need_id(inv);
+    no_more_args(inv, 1);
+    if (inv.flag("preserve-fds") && inv.value("preserve-fds") != "0")
+        throw UsageError("--preserve-fds is not supported yet; pass 0 or leave it out");
+    std::string bundle = inv.value("bundle", ".");
+    char real[PATH_MAX];
+    if (!::realpath(bundle.c_str(), real)) core::throw_last_error("cannot find the bundle " + bundle);
+    bundle = real;
+    std::string config = read_file(bundle + "/config.json", core::kOciConfigMax, "the bundle's config");
+    core::SpawnSpec spec = core::parse_oci_config(config, bundle);
+    // machrun runs the hooks and places the container in linux.cgroupsPath with linux.resources.
+    if (auto field = core::oci_unapplied_field(spec, core::OciFrontEndHandles{.hooks = true, .cgroups = true}))
+        throw UsageError("OCI config field '" + *field + "' is not supported by machrun");
+    spec.machine_name = machine_name_for(id);
+    spec.quiet = true;
+    spec.register_mode = core::RegisterMode::No;
+    std::string console_socket = inv.value("console-socket");
+    bool terminal = spec.console == core::ConsoleMode::Interactive;
+    if (terminal && console_socket.empty()) throw UsageError("process.terminal is set: --console-socket is needed to hand over the terminal");
+    if (!terminal && !console_socket.empty()) throw UsageError("--console-socket given, but process.terminal is not set in config.json");
+    std::string cgroup = core::oci_cgroup_path(spec.oci.cgroups_path, inv.global.systemd_cgroup, id);
+    // linux.resources, in the container's cgroup2 group (the only one machrun makes): planned
+    // against cgroup2's controllers alone, so a limit whose controller is on v1 here (a hybrid
+    // host) is refused by the planner with the field's name rather than dropped.
+    std::vector<core::CgroupWrite> resource_writes;
+    core::CgroupMounts cgroup2_only;
+    if (spec.oci.resources.present) {
+        core::CgroupMounts all = core::detect_cgroup_mounts(kCgroupRoot);
+        cgroup2_only.v2_root = all.v2_root;
+        cgroup2_only.controllers.v2 = all.controllers.v2;
+        try {
+            resource_writes = core::plan_cgroup_resources(spec.oci.resources, cgroup2_only.controllers);
+        } catch (const UsageError& e) {
+            throw UsageError(std::string(e.what()) + " (machrun sets linux.resources in its cgroup2 group only)");
+        }
+    }
+
+    core::finalize(spec);
+    ContainerLock lock = dir.create(id);
+    ContainerState st;
+    st.id = id;
+    st.bundle = bundle;
+    st.rootfs = spec.directory;
+    st.created = core::rfc3339_now();
+    st.owner = "";
+    st.config = config;
+    st.cgroup_root = kCgroupRoot;
+    CreateRollback rollback{dir, st};
+
+    // The gate: mode 0622 as runc's, so an init that switched to another user can still open it
+    // for writing (through its own fd, never by the path, which it cannot reach).
+    std::string fifo = dir.fifo_path(id);
+    if (::mkfifo(fifo.c_str(), 0622) < 0) core::throw_last_error("cannot create the exec FIFO " + fifo);
+    ::chmod(fifo.c_str(), 0622);  // past the umask
+    UniqueFd gate(::open(fifo.c_str(), O_PATH | O_CLOEXEC));
+    if (!gate) core::throw_last_error("cannot open the exec FIFO " + fifo);
+
+    st.own_cgroup = make_cgroup(kCgroupRoot, cgroup);
+    st.cgroup = cgroup;
+    dir.write(st);
+    if (!resource_writes.empty()) core::apply_cgroup_writes(resource_writes, cgroup2_only, cgroup);
+
+    Created out;
+    core::LaunchHooks hooks;
+    core::DetachedLaunch d;
+    d.exec_gate = gate.get();
+    d.cloned = [&](pid_t pid) {
+        // Recorded before the init can outlive us: from here on `delete --force` finds it.
+        st.pid = pid;
+        st.pid_start = start_time_of(pid);
+        dir.write(st);
+        place_in_cgroup(kCgroupRoot, cgroup, pid);
+    };
+    d.gated = [&](pid_t pid, UniqueFd master) {
+        out.pid = pid;
+        if (master) send_console_master(console_socket, master.get(), "/dev/console");
+    };
+    hooks.detached = std::move(d);
+    core::Launcher(spec, std::move(hooks)).run();
+    if (out.pid <= 0) throw std::runtime_error("the container's init did not reach the exec gate");
+
+    std::string state_json = core::oci_state_json(st, ContainerStatus::Created, false);
+    // runc runs these in create, in this order; prestart is the deprecated twin of createRuntime.
+    run_hooks(spec, "prestart", state_json, true);
+    run_hooks(spec, "createRuntime", state_json, true);
+    run_hooks(spec, "createContainer", state_json, true);
+    if (std::string pid_file = inv.value("pid-file"); !pid_file.empty()) write_file_atomic(pid_file, std::to_string(out.pid));
+    rollback.armed = false;
+    out.state = st;
+    return out;
+}
+
+// Opens the gate: the init, blocked in open() of the FIFO for writing, writes one byte and execs.
+void release_gate(const OciStateDir& dir, const ContainerState& st) {
+    UniqueFd init = open_init(st);
+    if (!init) throw UsageError("container '" + st.id + "' has stopped before it was started");
+    std::string fifo = dir.fifo_path(st.id);
+    UniqueFd r(::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+    if (!r) core::throw_last_error("cannot open the exec FIFO of " + st.id);
+    for (;;) {
+        pollfd fds[2] = {{r.get(), POLLIN, 0}, {init.get(), POLLIN, 0}};
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            core::throw_last_error("poll");
+        }
+        char c;
+        ssize_t n = ::read(r.get(), &c, 1);
+        if (n == 1) break;
+        if (n < 0 && errno != EAGAIN && errno != EINTR) core::throw_last_error("cannot read the exec FIFO");
+        if (fds[1].revents) throw std::runtime_error("container '" + st.id + "' exited before it was started");
+        if (n == 0 && (fds[0].revents & POLLHUP)) throw std::runtime_error("container '" + st.id + "' closed its exec FIFO without starting");
+    }
+    ::unlink(fifo.c_str());
+}
+
+void do_start(const OciStateDir& dir, const std::string& id) {
+    ContainerLock lock = dir.lock(id);
+    ContainerState st = dir.read(id);
+    ContainerStatus status = dir.status(st);
+    if (status != ContainerStatus::Created)
+        throw UsageError("cannot start container '" + id + "': it is " + std::string(core::to_string(status)) + ", not created");
+    core::SpawnSpec spec = spec_of(st);
+    run_hooks(spec, "startContainer", core::oci_state_json(st, ContainerStatus::Created, false), true);
+    release_gate(dir, st);
+    run_hooks(spec, "poststart", core::oci_state_json(st, ContainerStatus::Running, false), false);
+}
+
+// ---- delete ---------------------------------------------------------------------------------
+
+void do_delete(const OciStateDir& dir, const std::string& id, bool force) {
+    if (!dir.exists(id)) throw UsageError("container '" + id + "' does not exist");
+    ContainerLock lock = dir.lock(id);
+    ContainerState st;
+    try {
+        st = dir.read(id);
+    } catch (const UsageError&) {
+        // A create that crashed before it wrote any state: nothing was started yet.
+        if (!force) throw;
+        dir.remove(id);
+        return;
+    }
+    ContainerStatus status = dir.status(st);
+    if ((status == ContainerStatus::Running || status == ContainerStatus::Paused) && !force)
+        throw UsageError("cannot delete container '" + id + "': it is " + std::string(core::to_string(status)) +
+                         "; stop it first or use --force");
+    if (UniqueFd init = open_init(st)) {
+        // A created container is destroyed without --force, as runc: its payload never ran.
+        if (status == ContainerStatus::Paused) core::freeze_machine(machine_of(st), false, st.cgroup_root);
+        signal_all(st, SIGKILL);
+        syscall(SYS_pidfd_send_signal, init.get(), SIGKILL, nullptr, 0);
+        if (!wait_exit(init.get(), 10000)) throw std::runtime_error("container '" + id + "' did not exit after SIGKILL");
+    }
+    if (st.own_cgroup) {
+        signal_all(st, SIGKILL);
+        remove_cgroup(st.cgroup_root, st.cgroup);
+    }
+    std::optional<core::SpawnSpec> spec;
+    try {
+        spec = spec_of(st);
+    } catch (const std::exception& e) {
+        log_warning(std::string("poststop hooks not run: ") + e.what());
+    }
+    dir.remove(id);
+    if (spec) run_hooks(*spec, "poststop", core::oci_state_json(st, ContainerStatus::Stopped, false), false);
+}
+
+// ---- the commands ---------------------------------------------------------------------------
+
+int cmd_create(const Invocation& inv) {
+    OciStateDir dir(inv.global.root);
+    do_create(inv, dir);
+    return 0;
+}
+
+int cmd_start(const Invocation& inv) {
+    std::string id = need_id(inv);
+    no_more_args(inv, 1);
+    do_start(OciStateDir(inv.global.root), id);
+    return 0;
+}
+
+int cmd_run(const Invocation& inv) {
+    if (inv.flag("detach")) {
+        // The init would be our child with nobody to reap it once we leave; an engine that
+        // detaches uses create + start, which hand it to the engine's subreaper.
+        throw UsageError("run --detach is not supported; use create and start");
+    }
+    OciStateDir dir(inv.global.root);
+    Created c = do_create(inv, dir);
+    try {
+        do_start(dir, c.state.id);
+    } catch (...) {
+        do_delete(dir, c.state.id, true);
+        throw;
+    }
+    // The init is our own child: wait for it and report its status as a shell would.
+    siginfo_t si{};
+    while (waitid(P_PID, static_cast<id_t>(c.pid), &si, WEXITED) < 0 && errno == EINTR) {}
+    if (!inv.flag("keep")) do_delete(dir, c.state.id, true);
+    return si.si_code == CLD_EXITED ? si.si_status : 128 + si.si_status;
+}
+
+int cmd_state(const Invocation& inv) {
+    std::string id = need_id(inv);
+    no_more_args(inv, 1);
+    OciStateDir dir(inv.global.root);
+    ContainerState st = dir.read(id);
+    std::cout << core::oci_state_json(st, dir.status(st), true) << "\n";
+    return 0;
+}
+
+int cmd_kill(const Invocation& inv) {
+    std::string id = need_id(inv);
+    no_more_args(inv, 2);
+    int sig = inv.args.size() > 1 ? core::parse_signal(inv.args[1]) : SIGTERM;
+    OciStateDir dir(inv.global.root);
+    ContainerLock lock = dir.lock(id);
+    ContainerState st = dir.read(id);
+    ContainerStatus status = dir.status(st);
+    if (inv.flag("all")) {
+        signal_all(st, sig);
+        return 0;
+    }
+    UniqueFd init = open_init(st);
+    if (!init || status == ContainerStatus::Stopped) throw UsageError("container '" + id + "' is not running");
+    if (syscall(SYS_pidfd_send_signal, init.get(), sig, nullptr, 0) < 0) core::throw_last_error("cannot signal container " + id);
+    return 0;
+}
+
+int cmd_delete(const Invocation& inv) {
+    std::string id = need_id(inv);
+    no_more_args(inv, 1);
+    do_delete(OciStateDir(inv.global.root), id, inv.flag("force"));
+    return 0;
+}
+
+int cmd_list(const Invocation& inv) {
+    no_more_args(inv, 0);
+    OciStateDir dir(inv.global.root);
+    std::string format = inv.value("format", "table");
+    if (format != "table" && format != "json") throw UsageError("--format must be 'table' or 'json'");
+    json all = json::array();
+    std::vector<std::tuple<std::string, pid_t, std::string, std::string, std::string>> rows;
+    for (const auto& id : dir.ids()) {
+        ContainerState st;
+        try {
+            st = dir.read(id);
+        } catch (const UsageError&) {
+            continue;  // being created, or left by a crashed create (delete --force removes it)
+        }
+        ContainerStatus status = dir.status(st);
+        pid_t pid = status == ContainerStatus::Stopped ? 0 : st.pid;
+        if (inv.flag("quiet")) {
+            std::cout << id << "\n";
+            continue;
+        }
+        if (format == "json") {
+            all.push_back({{"ociVersion", "1.0.2-dev"}, {"id", id}, {"pid", pid}, {"status", core::to_string(status)},
+                           {"bundle", st.bundle}, {"rootfs", st.rootfs}, {"created", st.created}, {"owner", st.owner},
+                           {"annotations", st.annotations}});
+        } else {
+            rows.emplace_back(id, pid, std::string(core::to_string(status)), st.bundle, st.created);
+        }
+    }
+    if (inv.flag("quiet")) return 0;
+    if (format == "json") {
+        std::cout << all.dump() << "\n";
+        return 0;
+    }
+    printf("%-12s %-8s %-10s %-40s %-30s %s\n", "ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER");
+    for (const auto& [id, pid, status, bundle, created] : rows)
+        printf("%-12s %-8d %-10s %-40s %-30s %s\n", id.c_str(), pid, status.c_str(), bundle.c_str(), created.c_str(), "root");
+    return 0;
+}
+
+int cmd_ps(const Invocation& inv) {
+    std::string id = need_id(inv);
+    OciStateDir dir(inv.global.root);
+    ContainerState st = dir.read(id);
+    std::vector<pid_t> pids = cgroup_pids(st.cgroup_root, st.cgroup);
+    std::string format = inv.value("format", "table");
+    if (format == "json") {
+        std::cout << json(pids).dump() << "\n";
+        return 0;
+    }
+    if (format != "table") throw UsageError("--format must be 'table' or 'json'");
+    printf("%-8s %s\n", "PID", "CMD");
+    for (pid_t p : pids) {
+        std::string comm;
+        try {
+            comm = read_file("/proc/" + std::to_string(p) + "/comm", 64, "comm");
+        } catch (...) {
+        }
+        if (!comm.empty() && comm.back() == '\n') comm.pop_back();
+        printf("%-8d %s\n", p, comm.c_str());
+    }
+    return 0;
+}
+
+int cmd_pause_resume(const Invocation& inv, bool freeze) {
+    std::string id = need_id(inv);
+    no_more_args(inv, 1);
+    OciStateDir dir(inv.global.root);
+    ContainerLock lock = dir.lock(id);
+    ContainerState st = dir.read(id);
+    ContainerStatus status = dir.status(st);
+    if (freeze && status != ContainerStatus::Running)
+        throw UsageError("cannot pause container '" + id + "': it is " + std::string(core::to_string(status)));
+    if (!freeze && status != ContainerStatus::Paused)
+        throw UsageError("cannot resume container '" + id + "': it is " + std::string(core::to_string(status)) + ", not paused");
+    core::freeze_machine(machine_of(st), freeze, st.cgroup_root);
+    return 0;
+}
+
+int cmd_exec(const Invocation& inv) {
+    std::string id = need_id(inv);
+    OciStateDir dir(inv.global.root);
+    ContainerState st = dir.read(id);
+    ContainerStatus status = dir.status(st);
+    if (status != ContainerStatus::Running) throw UsageError("cannot exec in container '" + id + "': it is " + std::string(core::to_string(status)));
+    UniqueFd init = open_init(st);
+    if (!init) throw UsageError("container '" + id + "' is not running");
+    ExecRequest req;
+    if (inv.flag("process")) {
+        if (inv.args.size() > 1) throw UsageError("give the command either in --process or as arguments, not both");
+        req = parse_process_json(read_file(inv.value("process"), core::kOciConfigMax, "the process file"));
+    } else {
+        if (inv.args.size() < 2) throw UsageError("exec needs a command: machrun exec ID CMD [ARGS...] or --process FILE");
+        req.args.assign(inv.args.begin() + 1, inv.args.end());
+        req.env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"};
+        for (const auto& e : inv.values("env")) req.env.push_back(e);
+        req.cwd = inv.value("cwd", "/");
+        req.terminal = inv.flag("tty");
+        if (inv.flag("user")) {
+            auto parts = core::split(inv.value("user"), ':');
+            auto num = [](std::string_view v) -> std::optional<uint64_t> {
+                if (v.empty() || v.size() > 10 || !std::ranges::all_of(v, [](char c) { return c >= '0' && c <= '9'; }))
+                    return std::nullopt;
+                return std::stoull(std::string(v));
+            };
+            auto uid = num(parts[0]);
+            auto gid = parts.size() > 1 ? num(parts[1]) : uid;
+            if (!uid || !gid || *uid > UINT32_MAX || *gid > UINT32_MAX) throw UsageError("--user must be UID[:GID]");
+            req.uid = static_cast<uint32_t>(*uid);
+            req.gid = static_cast<uint32_t>(*gid);
+        }
+        req.no_new_privileges = inv.flag("no-new-privs");
+    }
+    if (inv.flag("tty")) req.terminal = true;
+    std::string console_socket = inv.value("console-socket");
+    if (req.terminal && console_socket.empty()) throw UsageError("a terminal was asked for: --console-socket is needed to hand it over");
+    ExecTarget target{st.pid, init.get(), cgroup2_root(st.cgroup_root) + st.cgroup};
+    ExecStarted started = start_exec(target, req);
+    if (started.master) send_console_master(console_socket, started.master.get(), "/dev/pts/ptmx");
+    started.master.reset();
+    if (std::string pid_file = inv.value("pid-file"); !pid_file.empty()) write_file_atomic(pid_file, std::to_string(started.pid));
+    if (inv.flag("detach")) return 0;
+    siginfo_t si{};
+    while (waitid(P_PID, static_cast<id_t>(started.pid), &si, WEXITED) < 0 && errno == EINTR) {}
+    return si.si_code == CLD_EXITED ? si.si_status : 128 + si.si_status;
+}
+
+int cmd_features(const Invocation& inv) {
+    no_more_args(inv, 0);
+    json caps = json::array();
+    for (int c = 0; c <= core::cap_last_cap(); c++) caps.push_back(core::capability_to_name(c));
+    json f = {
+        {"ociVersionMin", "1.0.0"},
+        {"ociVersionMax", "1.0.0"},
+        {"hooks", json::array()},
+        {"mountOptions", {"bind", "rbind", "ro", "rw", "nosuid", "nodev", "private", "rprivate"}},
+        {"linux",
+         {{"namespaces", {"cgroup", "ipc", "mount", "network", "pid", "uts"}},
+          {"capabilities", caps},
+          {"cgroup", {{"v1", false}, {"v2", true}, {"systemd", false}, {"systemdUser", false}}},
+          {"seccomp", {{"enabled", false}}},
+          {"apparmor", {{"enabled", false}}},
+          {"selinux", {{"enabled", false}}}}},
+        {"annotations", {{"io.machkit.runtime.version", MK_VERSION}}},
+    };
+    std::cout << f.dump(4) << "\n";
+    return 0;
+}
+
+// runc's `spec` template, reduced to what the config front end takes today.
+int cmd_spec(const Invocation& inv) {
+    no_more_args(inv, 0);
+    if (inv.flag("rootless")) throw UsageError("spec --rootless is not supported yet");
+    std::string bundle = inv.value("bundle", ".");
+    json caps = {"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"};
+    json spec = {
+        {"ociVersion", "1.0.0"},
+        {"process",
+         {{"terminal", true},
+          {"user", {{"uid", 0}, {"gid", 0}}},
+          {"args", {"sh"}},
+          {"env", {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"}},
+          {"cwd", "/"},
+          {"capabilities", {{"bounding", caps}, {"effective", caps}, {"permitted", caps}}},
+          {"rlimits", {{{"type", "RLIMIT_NOFILE"}, {"hard", 1024}, {"soft", 1024}}}},
+          {"noNewPrivileges", true}}},
+        {"root", {{"path", "rootfs"}, {"readonly", true}}},
+        {"hostname", "machrun"},
+        {"mounts",
+         {{{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}},
+          {{"destination", "/dev"}, {"type", "tmpfs"}, {"source", "tmpfs"}, {"options", {"nosuid", "strictatime", "mode=755", "size=65536k"}}},
+          {{"destination", "/dev/pts"}, {"type", "devpts"}, {"source", "devpts"}},
+          {{"destination", "/dev/shm"}, {"type", "tmpfs"}, {"source", "shm"}},
+          {{"destination", "/dev/mqueue"}, {"type", "mqueue"}, {"source", "mqueue"}},
+          {{"destination", "/sys"}, {"type", "sysfs"}, {"source", "sysfs"}}}},
+        {"linux",
+         {{"namespaces", {{{"type", "pid"}}, {{"type", "network"}}, {{"type", "ipc"}}, {{"type", "uts"}}, {{"type", "mount"}}}},
+          {"maskedPaths", {"/proc/keys", "/proc/timer_list", "/sys/firmware"}},
+          {"readonlyPaths", {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}}}},
+    };
+    std::string path = bundle + "/config.json";
+    if (::access(path.c_str(), F_OK) == 0) throw UsageError("File " + path + " exists. Remove it first");
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+    std::string text = spec.dump(4) + "\n";
+    if (!fd || ::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()))
+        core::throw_last_error("cannot write " + path);
+    return 0;
+}
+
+}  // namespace
+
+int dispatch(const Invocation& inv) {
+    const std::string& c = inv.command;
+    if (c == "create") return cmd_create(inv);
+    if (c == "start") return cmd_start(inv);
+    if (c == "run") return cmd_run(inv);
+    if (c == "state") return cmd_state(inv);
+    if (c == "kill") return cmd_kill(inv);
+    if (c == "delete") return cmd_delete(inv);
+    if (c == "list") return cmd_list(inv);
+    if (c == "ps") return cmd_ps(inv);
+    if (c == "exec") return cmd_exec(inv);
+    if (c == "pause") return cmd_pause_resume(inv, true);
+    if (c == "resume") return cmd_pause_resume(inv, false);
+    if (c == "features") return cmd_features(inv);
+    if (c == "spec") return cmd_spec(inv);
+    throw UsageError("unknown command '" + c + "'");
+}
+
+}  // namespace mk::runtime
