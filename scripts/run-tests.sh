@@ -14,12 +14,13 @@ build/tests/unit/unit-tests --gtest_brief=1
 build/tests/unit/bus-unit-tests --gtest_brief=1
 build/tests/unit/machctl-unit-tests --gtest_brief=1
 build/tests/unit/varlink-unit-tests --gtest_brief=1
+build/tests/unit/oci-runtime-unit-tests --gtest_brief=1
 
 echo "== unit tests under AddressSanitizer and UndefinedBehaviorSanitizer"
 [ -f build-asan/build.ninja ] || meson setup build-asan -Db_sanitize=address,undefined -Dstatic_spawn=false \
     -Dcpp_args=-fno-sanitize-recover=all >/dev/null
-ninja -C build-asan tests/unit/unit-tests tests/unit/bus-unit-tests tests/unit/machctl-unit-tests tests/unit/varlink-unit-tests
-for t in unit-tests bus-unit-tests machctl-unit-tests varlink-unit-tests; do
+ninja -C build-asan tests/unit/unit-tests tests/unit/bus-unit-tests tests/unit/machctl-unit-tests tests/unit/varlink-unit-tests tests/unit/oci-runtime-unit-tests
+for t in unit-tests bus-unit-tests machctl-unit-tests varlink-unit-tests oci-runtime-unit-tests; do
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         build-asan/tests/unit/$t --gtest_brief=1
 done
