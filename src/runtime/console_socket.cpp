@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "core/base/fd_passing.hpp"
 #include "core/base/error.hpp"
 #include "core/base/unique_fd.hpp"
 
@@ -21,19 +22,7 @@ void send_console_master(const std::string& socket_path, int master, const std::
     if (connect(s.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0)
         core::throw_last_error("cannot connect to the console socket " + socket_path);
     std::string data = name.empty() ? std::string("/dev/ptmx") : name;
-    iovec iov{data.data(), data.size()};
-    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))]{};
-    msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = ctrl;
-    mh.msg_controllen = sizeof ctrl;
-    cmsghdr* c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &master, sizeof master);
-    if (sendmsg(s.get(), &mh, MSG_NOSIGNAL) < 0) core::throw_last_error("cannot send the console to " + socket_path);
+    if (!core::send_fd(s.get(), master, data)) core::throw_last_error("cannot send the console to " + socket_path);
 }
 
 }  // namespace mk::runtime

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "core/base/fd_passing.hpp"
 #include "core/base/error.hpp"
 #include "core/kernel/capabilities.hpp"
 #include "core/kernel/seccomp.hpp"
@@ -68,39 +69,6 @@ bool same_ns(pid_t pid, const char* ns) {
     _exit(127);
 }
 
-void send_fd(int sock, int fd) noexcept {
-    char c = 0;
-    iovec iov{&c, 1};
-    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))]{};
-    msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = ctrl;
-    mh.msg_controllen = sizeof ctrl;
-    cmsghdr* cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-    (void)!sendmsg(sock, &mh, MSG_NOSIGNAL);
-}
-
-UniqueFd recv_fd(int sock) {
-    char c;
-    iovec iov{&c, 1};
-    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))]{};
-    msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = ctrl;
-    mh.msg_controllen = sizeof ctrl;
-    if (recvmsg(sock, &mh, MSG_CMSG_CLOEXEC) <= 0) return {};
-    cmsghdr* cm = CMSG_FIRSTHDR(&mh);
-    if (!cm || cm->cmsg_type != SCM_RIGHTS) return {};
-    int fd;
-    std::memcpy(&fd, CMSG_DATA(cm), sizeof fd);
-    return UniqueFd(fd);
-}
 
 }  // namespace
 
@@ -180,7 +148,7 @@ ExecStarted start_exec(const ExecTarget& target, const ExecRequest& req) {
             if (!master || unlockpt(master.get()) < 0) fail(err_wr.get(), kPty);
             peer.reset(ioctl(master.get(), TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC));
             if (!peer) fail(err_wr.get(), kPty);
-            send_fd(child_sock.get(), master.get());
+            (void)core::send_fd(child_sock.get(), master.get());
             master.reset();
         }
         child_sock.reset();
@@ -243,7 +211,7 @@ ExecStarted start_exec(const ExecTarget& target, const ExecRequest& req) {
     ExecStarted out;
     pid_t pid = 0;
     if (::read(sock.get(), &pid, sizeof pid) == sizeof pid) out.pid = pid;
-    if (req.terminal && out.pid > 0) out.master = recv_fd(sock.get());
+    if (req.terminal && out.pid > 0) out.master = core::recv_fd(sock.get());
     int e[2] = {0, 0};
     ssize_t n;
     while ((n = ::read(err_rd.get(), e, sizeof e)) < 0 && errno == EINTR) {}

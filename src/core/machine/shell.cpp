@@ -17,6 +17,7 @@
 #include <csignal>
 #include <cstring>
 
+#include "core/base/fd_passing.hpp"
 #include "core/base/error.hpp"
 #include "core/machine/machine_error.hpp"
 
@@ -35,22 +36,6 @@ void require_container(const Machine& m) {
         throw_errno(ESRCH, "Leader of machine " + m.name + " has exited");
 }
 
-// Sends one fd plus a short string over a unix socket (child side: errors end the child).
-bool send_fd(int sock, int fd, const std::string& text) {
-    msghdr msg{};
-    iovec iov{const_cast<char*>(text.data()), text.size()};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(cmsghdr) char buf[CMSG_SPACE(sizeof(int))] = {};
-    msg.msg_control = buf;
-    msg.msg_controllen = sizeof buf;
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    return ::sendmsg(sock, &msg, MSG_NOSIGNAL) >= 0;
-}
 
 
 std::string read_machine_file(const Machine& m, const char* rel, size_t max) {
@@ -175,22 +160,12 @@ Pty open_machine_pty(const Machine& m) {
         _exit(send_fd(theirs.get(), master, name) ? 0 : 4);
     }
     theirs.reset();
-    char name[128] = {};
-    iovec iov{name, sizeof name - 1};
-    alignas(cmsghdr) char buf[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = buf;
-    msg.msg_controllen = sizeof buf;
-    ssize_t n = ::recvmsg(ours.get(), &msg, MSG_CMSG_CLOEXEC);
+    std::string name;
+    UniqueFd master = recv_fd(ours.get(), &name, 127);
     int rc = wait_exit_code(child);
-    cmsghdr* c = n > 0 ? CMSG_FIRSTHDR(&msg) : nullptr;
-    if (rc != 0 || !c || c->cmsg_type != SCM_RIGHTS)
+    if (rc != 0 || !master)
         throw_errno(EIO, "Failed to allocate a pty in machine " + m.name + " (helper status " + std::to_string(rc) + ")");
-    int fd;
-    std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
-    return {UniqueFd(fd), std::string(name, static_cast<size_t>(n))};
+    return {std::move(master), std::move(name)};
 }
 
 namespace {
