@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "core/base/id128.hpp"
 #include "core/spawn/option_values.hpp"
 
 using namespace mk::core;
@@ -57,7 +58,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         case 4: (void)parse_option_value("--capability=", v, parse_capability_list); break;
         case 5: {
             auto id = parse_option_value("--uuid=", v, parse_uuid);
-            check(parse_uuid(uuid_to_string(id)) == id);
+            check(parse_uuid(id128_to_string(id)) == id && parse_uuid(id128_to_string(id, Id128Format::Uuid)) == id);
             break;
         }
         case 6: {
