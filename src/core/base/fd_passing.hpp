@@ -14,16 +14,22 @@
 
 namespace mk::core {
 
+// A message of one buffer with room for one fd's control data.
+inline msghdr one_fd_message(iovec& iov, char* ctrl, size_t ctrl_len) noexcept {
+    msghdr mh{};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = ctrl;
+    mh.msg_controllen = ctrl_len;
+    return mh;
+}
+
 // Sends `fd` with `bytes` (one NUL byte if empty). False with errno set on failure; never SIGPIPE.
 inline bool send_fd(int sock, int fd, std::string_view bytes = {}) noexcept {
     char nul = 0;
     iovec iov{bytes.empty() ? &nul : const_cast<char*>(bytes.data()), bytes.empty() ? 1 : bytes.size()};
     alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
-    msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = ctrl;
-    mh.msg_controllen = sizeof ctrl;
+    msghdr mh = one_fd_message(iov, ctrl, sizeof ctrl);
     cmsghdr* c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
@@ -38,11 +44,7 @@ inline UniqueFd recv_fd(int sock, std::string* bytes = nullptr, size_t max_bytes
     std::string buf(max_bytes ? max_bytes : 1, '\0');
     iovec iov{buf.data(), buf.size()};
     alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
-    msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = ctrl;
-    mh.msg_controllen = sizeof ctrl;
+    msghdr mh = one_fd_message(iov, ctrl, sizeof ctrl);
     ssize_t n = ::recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
     if (n <= 0) return {};
     cmsghdr* c = CMSG_FIRSTHDR(&mh);
