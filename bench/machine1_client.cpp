@@ -34,7 +34,9 @@ using Clock = std::chrono::steady_clock;
 
 void report(const char* what, std::vector<double>& us) {
     std::sort(us.begin(), us.end());
-    auto pct = [&](double p) { return us[std::min(us.size() - 1, static_cast<size_t>(p * static_cast<double>(us.size())))]; };
+    auto pct = [&](double p) {
+        return us[std::min(us.size() - 1, static_cast<size_t>(p * static_cast<double>(us.size())))];
+    };
     std::printf("%s n=%zu p50_us=%.1f p90_us=%.1f p99_us=%.1f\n", what, us.size(), pct(0.50), pct(0.90), pct(0.99));
 }
 
@@ -51,9 +53,29 @@ struct MachineRecord {
 // Fills a MachineRecord from one reply with RapidJSON's SAX reader, in situ (strings are read in the
 // receive buffer and copied once, into the record), UTF-8 validated as sd-bus validates strings.
 struct RecordHandler : rapidjson::BaseReaderHandler<rapidjson::UTF8<>, RecordHandler> {
-    enum class Field { other, parameters, continues, error, name, id, service, klass, leader, supervisor, root_directory,
-                     unit, timestamp, vsock_cid, ssh_address, ssh_key, control_address, pid, pidfd_id, realtime,
-                     monotonic };
+    enum class Field {
+        other,
+        parameters,
+        continues,
+        error,
+        name,
+        id,
+        service,
+        klass,
+        leader,
+        supervisor,
+        root_directory,
+        unit,
+        timestamp,
+        vsock_cid,
+        ssh_address,
+        ssh_key,
+        control_address,
+        pid,
+        pidfd_id,
+        realtime,
+        monotonic
+    };
     MachineRecord* rec = nullptr;
     bool continues = false, error = false, saw_name = false;
     int depth = 0;
@@ -61,14 +83,26 @@ struct RecordHandler : rapidjson::BaseReaderHandler<rapidjson::UTF8<>, RecordHan
     Field object = Field::other;  // the depth-2 field whose object we are in (leader, supervisor, timestamp)
 
     static Field lookup(std::string_view k) {
-        static const std::pair<std::string_view, Field> kKeys[] = {
-            {"parameters", Field::parameters}, {"continues", Field::continues}, {"error", Field::error},
-            {"name", Field::name}, {"id", Field::id}, {"service", Field::service}, {"class", Field::klass},
-            {"leader", Field::leader}, {"supervisor", Field::supervisor}, {"rootDirectory", Field::root_directory},
-            {"unit", Field::unit}, {"timestamp", Field::timestamp}, {"vSockCid", Field::vsock_cid},
-            {"sshAddress", Field::ssh_address}, {"sshPrivateKeyPath", Field::ssh_key},
-            {"controlAddress", Field::control_address}, {"pid", Field::pid}, {"pidfdId", Field::pidfd_id},
-            {"realtime", Field::realtime}, {"monotonic", Field::monotonic}};
+        static const std::pair<std::string_view, Field> kKeys[] = {{"parameters", Field::parameters},
+                                                                   {"continues", Field::continues},
+                                                                   {"error", Field::error},
+                                                                   {"name", Field::name},
+                                                                   {"id", Field::id},
+                                                                   {"service", Field::service},
+                                                                   {"class", Field::klass},
+                                                                   {"leader", Field::leader},
+                                                                   {"supervisor", Field::supervisor},
+                                                                   {"rootDirectory", Field::root_directory},
+                                                                   {"unit", Field::unit},
+                                                                   {"timestamp", Field::timestamp},
+                                                                   {"vSockCid", Field::vsock_cid},
+                                                                   {"sshAddress", Field::ssh_address},
+                                                                   {"sshPrivateKeyPath", Field::ssh_key},
+                                                                   {"controlAddress", Field::control_address},
+                                                                   {"pid", Field::pid},
+                                                                   {"pidfdId", Field::pidfd_id},
+                                                                   {"realtime", Field::realtime},
+                                                                   {"monotonic", Field::monotonic}};
         for (const auto& [name, value] : kKeys)
             if (name == k) return value;
         return Field::other;
@@ -88,16 +122,16 @@ struct RecordHandler : rapidjson::BaseReaderHandler<rapidjson::UTF8<>, RecordHan
     bool String(const char* s, rapidjson::SizeType len, bool) {
         if (depth == 1 && key == Field::error) error = true;
         if (depth != 2) return true;
-        std::string* field = key == Field::name               ? &rec->name
-                             : key == Field::id               ? &rec->id
-                             : key == Field::service          ? &rec->service
-                             : key == Field::klass            ? &rec->klass
-                             : key == Field::root_directory   ? &rec->root_directory
-                             : key == Field::unit             ? &rec->unit
-                             : key == Field::ssh_address      ? &rec->ssh_address
-                             : key == Field::ssh_key          ? &rec->ssh_private_key_path
-                             : key == Field::control_address  ? &rec->control_address
-                                                            : nullptr;
+        std::string* field = key == Field::name              ? &rec->name
+                             : key == Field::id              ? &rec->id
+                             : key == Field::service         ? &rec->service
+                             : key == Field::klass           ? &rec->klass
+                             : key == Field::root_directory  ? &rec->root_directory
+                             : key == Field::unit            ? &rec->unit
+                             : key == Field::ssh_address     ? &rec->ssh_address
+                             : key == Field::ssh_key         ? &rec->ssh_private_key_path
+                             : key == Field::control_address ? &rec->control_address
+                                                             : nullptr;
         if (field) field->assign(s, len);
         saw_name |= key == Field::name;
         return true;
@@ -234,7 +268,8 @@ int main(int argc, char** argv) {
         int n = 0;
         for (int i = 3; i < argc; i++, n++) {
             sdbus::ObjectPath path;
-            proxy->callMethod("RegisterMachine").onInterface(mgr)
+            proxy->callMethod("RegisterMachine")
+                .onInterface(mgr)
                 .withArguments(prefix + std::to_string(n), std::vector<uint8_t>{}, std::string("bench"),
                                std::string("container"), static_cast<uint32_t>(std::atoi(argv[i])), std::string(""))
                 .storeResultsTo(path);

@@ -29,8 +29,9 @@ using json = nlohmann::json;
 
 namespace {
 
-const char* kPodmanCaps[] = {"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_NET_BIND_SERVICE",
-                             "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT"};
+const char* kPodmanCaps[] = {"CAP_CHOWN",   "CAP_DAC_OVERRIDE",     "CAP_FOWNER",    "CAP_FSETID",
+                             "CAP_KILL",    "CAP_NET_BIND_SERVICE", "CAP_SETFCAP",   "CAP_SETGID",
+                             "CAP_SETPCAP", "CAP_SETUID",           "CAP_SYS_CHROOT"};
 
 bool has_cap(const std::string& c) { return std::ranges::find(kPodmanCaps, c) != std::end(kPodmanCaps); }
 
@@ -80,10 +81,11 @@ int main(int argc, char** argv) {
     }
     std::stringstream ss;
     ss << in.rdbuf();
-    json cfg = {{"ociVersion", "1.0.2-dev"},
-                {"root", {{"path", "rootfs"}}},
-                {"process", {{"args", {"/bin/true"}}, {"cwd", "/"}}},
-                {"linux", {{"namespaces", {{{"type", "pid"}}, {{"type", "mount"}}}}, {"seccomp", to_oci(json::parse(ss.str()))}}}};
+    json cfg = {
+        {"ociVersion", "1.0.2-dev"},
+        {"root", {{"path", "rootfs"}}},
+        {"process", {{"args", {"/bin/true"}}, {"cwd", "/"}}},
+        {"linux", {{"namespaces", {{{"type", "pid"}}, {{"type", "mount"}}}}, {"seccomp", to_oci(json::parse(ss.str()))}}}};
     const std::string text = cfg.dump();
     OciSeccompFilter filter;
     double parse = median_ms(n, [&] { (void)parse_oci_config(text, "/b"); });
@@ -119,8 +121,8 @@ int main(int argc, char** argv) {
     printf("  config.json parse (whole config)  %8.3f ms\n", parse);
     printf("  libseccomp compile (ours, OCI)    %8.3f ms\n", compile);
     printf("  from the on-disk cache (hit)      %8.3f ms (ratio compile / cached: %.0fx)\n", cached, compile / cached);
-    printf("  load into the kernel              %8.3f ms (fork+load %.3f - fork %.3f)\n", std::max(0.0, load - fork_only), load,
-           fork_only);
+    printf("  load into the kernel              %8.3f ms (fork+load %.3f - fork %.3f)\n", std::max(0.0, load - fork_only),
+           load, fork_only);
     printf("  spawn's default filter, compiled  %8.3f ms (precompiled at build time: not paid at start)\n", own_compile);
     printf("  ratio OCI compile / spawn default compile: %.2f\n", compile / own_compile);
     return 0;

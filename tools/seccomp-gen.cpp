@@ -56,8 +56,8 @@ int main(int argc, char** argv) {
                 list += "    {" + id + ", " + std::to_string(progs[j].insns.size()) + "},\n";
             }
             body += "constexpr PrecompiledProgram kPolicy" + std::to_string(n) + "[] = {\n" + list + "};\n\n";
-            table += "    {" + c_string(key) + ", kPolicy" + std::to_string(n) + ", " +
-                     std::to_string(progs.size()) + "},\n";
+            table +=
+                "    {" + c_string(key) + ", kPolicy" + std::to_string(n) + ", " + std::to_string(progs.size()) + "},\n";
             n++;
         }
         std::ofstream out(argv[1], std::ios::trunc);
@@ -65,7 +65,8 @@ int main(int argc, char** argv) {
             << "#include \"core/kernel/seccomp_precompiled.hpp\"\n\n"
             << "namespace mk::core::detail {\n\nnamespace {\n\n"
             << body << "}  // namespace\n\n"
-            << "const PrecompiledPolicy kPrecompiledSeccomp[] = {\n" << table << "};\n"
+            << "const PrecompiledPolicy kPrecompiledSeccomp[] = {\n"
+            << table << "};\n"
             << "const size_t kPrecompiledSeccompCount = " << n << ";\n\n"
             << "}  // namespace mk::core::detail\n";
         out.close();

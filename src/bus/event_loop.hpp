@@ -50,7 +50,7 @@ private:
     core::UniqueFd signal_fd_;
     int bus_fd_ = -1;
     uint32_t bus_events_ = 0;
-    std::unordered_map<int, std::string> watched_;  // leader pidfd -> machine name
+    std::unordered_map<int, std::string> watched_;             // leader pidfd -> machine name
     std::unordered_map<int, std::function<void()>> children_;  // helper pidfd -> completion
     std::unordered_map<int, std::function<void()>> readers_;   // fd -> on_readable (transfer progress pipes)
 };

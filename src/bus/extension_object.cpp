@@ -18,7 +18,7 @@ constexpr uint64_t kExecTty = 1;
 constexpr uint64_t kCheckpointLeaveRunning = 1;
 constexpr uint64_t kCheckpointTcpEstablished = 2;
 constexpr uint64_t kCheckpointPreDump = 4;
-}
+}  // namespace
 
 ExtensionObject::ExtensionObject(sdbus::IConnection& connection, core::MachineService& service, std::string cgroup_root,
                                  core::LaunchConfig launch)
@@ -38,10 +38,9 @@ core::Machine& ExtensionObject::lookup(const std::string& name) {
 }
 
 sdbus::UnixFd ExtensionObject::ExecMachine(const std::string& name, const std::string& user, const std::string& path,
-                                           const std::vector<std::string>& args,
-                                           const std::vector<std::string>& environment, const sdbus::UnixFd& stdin_fd,
-                                           const sdbus::UnixFd& stdout_fd, const sdbus::UnixFd& stderr_fd,
-                                           const uint64_t& flags) {
+                                           const std::vector<std::string>& args, const std::vector<std::string>& environment,
+                                           const sdbus::UnixFd& stdin_fd, const sdbus::UnixFd& stdout_fd,
+                                           const sdbus::UnixFd& stderr_fd, const uint64_t& flags) {
     require_root(getObject(), "run commands in machines");
     auto& m = lookup(name);
     if (flags & ~kExecTty) throw sdbus::Error(kInvalidArgs, "Unknown flags");
@@ -109,14 +108,14 @@ void ExtensionObject::CheckpointMachine(const std::string& name, const std::stri
     if (flags & kCheckpointPreDump) {
         // Iterative migration needs the kernel to track dirtied pages between passes.
         if (!translate([] { return core::criu::memory_tracking_available(core::criu::criu_command()); }))
-            throw bus_error(kNotSupported, "Pre-dump (iterative checkpoints) is impossible on this kernel: it lacks "
-                                           "soft-dirty page tracking (CONFIG_MEM_SOFT_DIRTY)");
+            throw bus_error(kNotSupported,
+                            "Pre-dump (iterative checkpoints) is impossible on this kernel: it lacks "
+                            "soft-dirty page tracking (CONFIG_MEM_SOFT_DIRTY)");
         throw bus_error(kNotSupported, "Pre-dump (iterative checkpoints) is not implemented by machkit yet");
     }
     if (!core::path_is_normalized_absolute(directory))
         throw bus_error(kInvalidArgs, "The checkpoint directory must be an absolute, normalized path");
-    if (m.klass != core::MachineClass::container)
-        throw bus_error(kNotSupported, "Only containers can be checkpointed");
+    if (m.klass != core::MachineClass::container) throw bus_error(kNotSupported, "Only containers can be checkpointed");
     translate([&] {
         core::criu::CheckpointRequest req;
         req.machine = m.name;

@@ -83,7 +83,8 @@ sdbus::Error guest_error(const sd_bus_error& error, const std::string& unit, con
     std::string name = error.name;
     std::string text = error.message ? error.message : name;
     if (name == kServiceUnknown || name == kNameHasNoOwner)
-        return bus_error(name, "Machine " + machine + " has no service manager on its system bus (is it booted with systemd?): " + text);
+        return bus_error(
+            name, "Machine " + machine + " has no service manager on its system bus (is it booted with systemd?): " + text);
     return bus_error(name, "Failed to start " + unit + " in machine " + machine + ": " + text);
 }
 
@@ -112,9 +113,8 @@ void start_unit_in_machine(const core::Machine& m, const std::string& unit, std:
 
     ErrorGuard error;
     MessageGuard reply;
-    int r = sd_bus_call_method(bus.get(), kSystemdBusName, kSystemdPath,
-                               kSystemdManagerInterface, "StartUnit", &error.e, &reply.m, "ss",
-                               unit.c_str(), "replace");
+    int r = sd_bus_call_method(bus.get(), kSystemdBusName, kSystemdPath, kSystemdManagerInterface, "StartUnit", &error.e,
+                               &reply.m, "ss", unit.c_str(), "replace");
     if (r >= 0) return;
     if (!sd_bus_error_is_set(&error.e)) core::throw_errno(-r, "Failed to start " + unit + " in machine " + m.name);
     throw guest_error(error.e, unit, m.name);
@@ -149,8 +149,7 @@ GuestUnitStarts::~GuestUnitStarts() {
     }
 }
 
-void GuestUnitStarts::start(const core::Machine& m, const std::string& unit, Done done,
-                            std::chrono::microseconds timeout) {
+void GuestUnitStarts::start(const core::Machine& m, const std::string& unit, Done done, std::chrono::microseconds timeout) {
     if (!loop_) {
         try {
             start_unit_in_machine(m, unit, timeout);
@@ -171,9 +170,8 @@ void GuestUnitStarts::start(const core::Machine& m, const std::string& unit, Don
         c->bus_fd = sd_bus_get_fd(c->bus.get());
         check(c->bus_fd, "sd_bus_get_fd");
         // Queued now, sent once the connection is up.
-        check(sd_bus_call_method_async(c->bus.get(), &c->slot, kSystemdBusName, kSystemdPath,
-                                       kSystemdManagerInterface, "StartUnit", on_reply, c, "ss",
-                                       unit.c_str(), "replace"),
+        check(sd_bus_call_method_async(c->bus.get(), &c->slot, kSystemdBusName, kSystemdPath, kSystemdManagerInterface,
+                                       "StartUnit", on_reply, c, "ss", unit.c_str(), "replace"),
               "Failed to queue StartUnit for machine " + m.name);
         c->timer.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
         if (!c->timer) core::throw_last_error("timerfd_create");

@@ -47,10 +47,8 @@ std::vector<core::ImageInfo> ImageService::list() {
     auto all = translate([&] { return pool_.list(true); });
     std::map<std::string, std::unique_ptr<ImageObject>> keep;
     for (const auto& i : all) {
-        if (auto it = objects_.find(i.name); it != objects_.end())
-            keep.emplace(i.name, std::move(it->second));
-        else
-            keep.emplace(i.name, std::make_unique<ImageObject>(connection_, *this, i.name));
+        if (auto it = objects_.find(i.name); it != objects_.end()) keep.emplace(i.name, std::move(it->second));
+        else keep.emplace(i.name, std::make_unique<ImageObject>(connection_, *this, i.name));
     }
     objects_.swap(keep);
     return all;

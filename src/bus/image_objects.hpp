@@ -59,8 +59,8 @@ private:
     std::map<std::string, std::unique_ptr<ImageObject>> objects_;
 };
 
-class ImageObject final : public sdbus::AdaptorInterfaces<org::freedesktop::machine1::Image_adaptor,
-                                                          sdbus::Properties_adaptor> {
+class ImageObject final
+    : public sdbus::AdaptorInterfaces<org::freedesktop::machine1::Image_adaptor, sdbus::Properties_adaptor> {
 public:
     ImageObject(sdbus::IConnection& connection, ImageService& images, std::string name);
     ~ImageObject();

@@ -21,7 +21,8 @@ struct TransferEntry {
 
 class ImportClient {
 public:
-    explicit ImportClient(const BusTarget& target = {});  // connects and subscribes to TransferRemoved; throws ClientError(no_bus)
+    explicit ImportClient(
+        const BusTarget& target = {});  // connects and subscribes to TransferRemoved; throws ClientError(no_bus)
     ~ImportClient();
     ImportClient(const ImportClient&) = delete;
     ImportClient& operator=(const ImportClient&) = delete;
@@ -29,8 +30,8 @@ public:
     // method: ImportTar/ImportRaw/ImportFileSystem. Returns the transfer id.
     uint32_t import(const std::string& method, int fd, const std::string& local, bool force, bool read_only);
     uint32_t export_(const std::string& method, const std::string& local, int fd, const std::string& format);
-    uint32_t pull(const std::string& method, const std::string& url, const std::string& local,
-                  const std::string& verify, bool force);
+    uint32_t pull(const std::string& method, const std::string& url, const std::string& local, const std::string& verify,
+                  bool force);
     // PullOci / ImportOci: flags bit 0 force, bit 1 read-only, bit 32 flatten.
     uint32_t pull_oci(const std::string& ref, const std::string& local, uint64_t flags);
     uint32_t import_oci(int fd, const std::string& local, uint64_t flags);

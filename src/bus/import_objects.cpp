@@ -22,7 +22,6 @@
 namespace mk::bus {
 namespace {
 
-
 std::string transfer_object_path(uint32_t id) {
     return std::string(kImportManagerPath) + "/transfer/_" + std::to_string(id);
 }
@@ -62,9 +61,9 @@ ScopePropertyList transfer_unit_properties(const std::string& verb, const std::s
     set("RestrictAddressFamilies", Names{true, pull ? std::vector<std::string>{"AF_UNIX", "AF_INET", "AF_INET6"}
                                                     : std::vector<std::string>{"AF_UNIX"}});
     set("CapabilityBoundingSet", caps);
-    for (const char* b : {"ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups",
-                          "ProtectClock", "ProtectHostname", "LockPersonality", "MemoryDenyWriteExecute",
-                          "RestrictRealtime"})
+    for (const char* b :
+         {"ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock",
+          "ProtectHostname", "LockPersonality", "MemoryDenyWriteExecute", "RestrictRealtime"})
         set(b, true);
     set("RestrictNamespaces", uint64_t{0});  // the namespaces allowed: none
     set("SystemCallArchitectures", std::vector<std::string>{"native"});
@@ -77,8 +76,8 @@ ScopePropertyList transfer_unit_properties(const std::string& verb, const std::s
 
 // ------------------------------------------------------------------------------------------ Transfer
 
-TransferObject::TransferObject(sdbus::IConnection& connection, ImportManagerObject& manager, uint32_t id,
-                               std::string type, std::string local, std::string remote, std::string verify)
+TransferObject::TransferObject(sdbus::IConnection& connection, ImportManagerObject& manager, uint32_t id, std::string type,
+                               std::string local, std::string remote, std::string verify)
     : AdaptorInterfaces(connection, transfer_object_path(id)),
       id_(id),
       type_(std::move(type)),
@@ -132,17 +131,16 @@ ImportManagerObject::~ImportManagerObject() {
 }
 
 ImportManagerObject::Reply ImportManagerObject::start(const std::string& type, const std::string& local,
-                                                      const std::string& remote, const std::string& verify,
-                                                      int client_fd, bool client_is_stdout,
-                                                      std::vector<std::string> args) {
-    const char* action = type.starts_with("import") ? kPolkitImport : type.starts_with("export") ? kPolkitExport : kPolkitPull;
+                                                      const std::string& remote, const std::string& verify, int client_fd,
+                                                      bool client_is_stdout, std::vector<std::string> args) {
+    const char* action = type.starts_with("import")   ? kPolkitImport
+                         : type.starts_with("export") ? kPolkitExport
+                                                      : kPolkitPull;
     require_action(getObject(), action, "starting transfers");
     check_name(local);
     for (auto& [id, t] : transfers_)
-        if (t->local_ == local)
-            throw bus_error(kTransferInProgress, "Transfer for " + local + " already in progress.");
-    if (transfers_.size() >= kTransfersMax)
-        throw sdbus::Error(kLimitsExceeded, "Too many transfers in progress");
+        if (t->local_ == local) throw bus_error(kTransferInProgress, "Transfer for " + local + " already in progress.");
+    if (transfers_.size() >= kTransfersMax) throw sdbus::Error(kLimitsExceeded, "Too many transfers in progress");
 
     int pipefd[2];
     if (::pipe2(pipefd, O_CLOEXEC) < 0) throw bus_error(kFailed, std::string("pipe: ") + std::strerror(errno));
@@ -150,8 +148,9 @@ ImportManagerObject::Reply ImportManagerObject::start(const std::string& type, c
 
     std::vector<std::string> argv{transfer_path_};
     argv.insert(argv.end(), args.begin(), args.end());
-    if (units_.start) return start_unit(type, local, remote, verify, client_fd, client_is_stdout, std::move(argv),
-                                        std::move(rd), std::move(wr));
+    if (units_.start)
+        return start_unit(type, local, remote, verify, client_fd, client_is_stdout, std::move(argv), std::move(rd),
+                          std::move(wr));
     std::vector<char*> cargv;
     for (auto& a : argv) cargv.push_back(a.data());
     cargv.push_back(nullptr);
@@ -291,16 +290,16 @@ void ImportManagerObject::finished(uint32_t id) {
         t.emitLogMessage(kLogErr, t.unit_.empty() ? "machd-transfer exited with status " + std::to_string(status)
                                                   : "machd-transfer ended without a result (journalctl -u " + t.unit_ + ")");
     sdbus::ObjectPath path(t.path());
-    std::fprintf(stderr, "machd: transfer %u (%s %s): %s%s%s\n", id, t.type_.c_str(), t.local_.c_str(),
-                 result.c_str(), t.error_.empty() ? "" : ": ", t.error_.c_str());
+    std::fprintf(stderr, "machd: transfer %u (%s %s): %s%s%s\n", id, t.type_.c_str(), t.local_.c_str(), result.c_str(),
+                 t.error_.empty() ? "" : ": ", t.error_.c_str());
     auto owned = std::move(it->second);
     transfers_.erase(it);
     owned.reset();  // unregisters the object before the signal, as importd
     emitTransferRemoved(id, path, result);
 }
 
-ImportManagerObject::Reply ImportManagerObject::import(const char* type, const sdbus::UnixFd& fd,
-                                                       const std::string& local, bool force, bool read_only) {
+ImportManagerObject::Reply ImportManagerObject::import(const char* type, const sdbus::UnixFd& fd, const std::string& local,
+                                                       bool force, bool read_only) {
     std::vector<std::string> args{type};
     if (force) args.push_back("--force");
     if (read_only) args.push_back("--read-only");
@@ -316,8 +315,8 @@ ImportManagerObject::Reply ImportManagerObject::import(const char* type, const s
     return start(type, local, "", "", fd.get(), false, std::move(args));
 }
 
-ImportManagerObject::Reply ImportManagerObject::export_(const char* type, const std::string& local,
-                                                        const sdbus::UnixFd& fd, const std::string& format) {
+ImportManagerObject::Reply ImportManagerObject::export_(const char* type, const std::string& local, const sdbus::UnixFd& fd,
+                                                        const std::string& format) {
     if (!format.empty() && format != "uncompressed" && format != "xz" && format != "gzip" && format != "bzip2" &&
         format != "zstd")
         throw bus_error(kInvalidArgs, "Unknown format specified: " + format);
@@ -330,8 +329,8 @@ ImportManagerObject::Reply ImportManagerObject::export_(const char* type, const 
     return start(type, local, "", "", fd.get(), true, std::move(args));
 }
 
-ImportManagerObject::Reply ImportManagerObject::pull(const char* type, const std::string& url,
-                                                     const std::string& local, const std::string& verify, bool force) {
+ImportManagerObject::Reply ImportManagerObject::pull(const char* type, const std::string& url, const std::string& local,
+                                                     const std::string& verify, bool force) {
     if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0)
         throw bus_error(kInvalidArgs, "URL " + url + " is invalid");
     std::string v = verify.empty() ? "signature" : verify;
@@ -428,8 +427,7 @@ ImportManagerObject::ListTransfers() {
 void ImportManagerObject::CancelTransfer(const uint32_t& transfer_id) {
     require_action(getObject(), kPolkitPull, "cancelling transfers");
     auto it = transfers_.find(transfer_id);
-    if (it == transfers_.end())
-        throw bus_error(kNoSuchTransfer, "No transfer by id " + std::to_string(transfer_id));
+    if (it == transfers_.end()) throw bus_error(kNoSuchTransfer, "No transfer by id " + std::to_string(transfer_id));
     it->second->cancel();
 }
 

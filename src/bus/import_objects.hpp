@@ -23,7 +23,6 @@
 
 namespace mk::bus {
 
-
 class ImportManagerObject;
 
 // The transient service's properties for one machd-transfer VERB writing to `pool`: no new
@@ -39,8 +38,8 @@ struct TransferUnits {
     std::function<void(const std::string& unit)> stop;
 };
 
-class TransferObject final : public sdbus::AdaptorInterfaces<org::freedesktop::import1::Transfer_adaptor,
-                                                             sdbus::Properties_adaptor> {
+class TransferObject final
+    : public sdbus::AdaptorInterfaces<org::freedesktop::import1::Transfer_adaptor, sdbus::Properties_adaptor> {
 public:
     TransferObject(sdbus::IConnection& connection, ImportManagerObject& manager, uint32_t id, std::string type,
                    std::string local, std::string remote, std::string verify);
@@ -72,8 +71,8 @@ private:
     double Progress() override { return progress_; }
 };
 
-class ImportManagerObject final : public sdbus::AdaptorInterfaces<org::freedesktop::import1::Manager_adaptor,
-                                                                  sdbus::Properties_adaptor> {
+class ImportManagerObject final
+    : public sdbus::AdaptorInterfaces<org::freedesktop::import1::Manager_adaptor, sdbus::Properties_adaptor> {
 public:
     // `transfer_path`: the machd-transfer binary; `pool`: the image pool directory.
     ImportManagerObject(sdbus::IConnection& connection, EventLoop& loop, std::string transfer_path, std::string pool);
@@ -87,27 +86,33 @@ public:
 private:
     friend class TransferObject;
     using Reply = std::tuple<uint32_t, sdbus::ObjectPath>;
-    Reply start(const std::string& type, const std::string& local, const std::string& remote,
-                const std::string& verify, int client_fd, bool client_is_stdout, std::vector<std::string> args);
-    Reply start_unit(const std::string& type, const std::string& local, const std::string& remote,
-                     const std::string& verify, int client_fd, bool client_is_stdout, std::vector<std::string> argv,
-                     core::UniqueFd rd, core::UniqueFd wr);
+    Reply start(const std::string& type, const std::string& local, const std::string& remote, const std::string& verify,
+                int client_fd, bool client_is_stdout, std::vector<std::string> args);
+    Reply start_unit(const std::string& type, const std::string& local, const std::string& remote, const std::string& verify,
+                     int client_fd, bool client_is_stdout, std::vector<std::string> argv, core::UniqueFd rd,
+                     core::UniqueFd wr);
     Reply announce(TransferObject& t, bool client_is_stdout);
     bool read_progress(TransferObject& t);  // true at EOF
     void finished(uint32_t id);
 
-    Reply ImportTar(const sdbus::UnixFd& fd, const std::string& local_name, const bool& force, const bool& read_only) override;
-    Reply ImportRaw(const sdbus::UnixFd& fd, const std::string& local_name, const bool& force, const bool& read_only) override;
-    Reply ImportFileSystem(const sdbus::UnixFd& fd, const std::string& local_name, const bool& force, const bool& read_only) override;
+    Reply ImportTar(const sdbus::UnixFd& fd, const std::string& local_name, const bool& force,
+                    const bool& read_only) override;
+    Reply ImportRaw(const sdbus::UnixFd& fd, const std::string& local_name, const bool& force,
+                    const bool& read_only) override;
+    Reply ImportFileSystem(const sdbus::UnixFd& fd, const std::string& local_name, const bool& force,
+                           const bool& read_only) override;
     Reply ExportTar(const std::string& local_name, const sdbus::UnixFd& fd, const std::string& format) override;
     Reply ExportRaw(const std::string& local_name, const sdbus::UnixFd& fd, const std::string& format) override;
-    Reply PullTar(const std::string& url, const std::string& local_name, const std::string& verify_mode, const bool& force) override;
-    Reply PullRaw(const std::string& url, const std::string& local_name, const std::string& verify_mode, const bool& force) override;
+    Reply PullTar(const std::string& url, const std::string& local_name, const std::string& verify_mode,
+                  const bool& force) override;
+    Reply PullRaw(const std::string& url, const std::string& local_name, const std::string& verify_mode,
+                  const bool& force) override;
     Reply PullOci(const std::string& ref, const std::string& local_name, const std::string& image_class,
                   const uint64_t& flags) override;
     Reply ImportOci(const sdbus::UnixFd& fd, const std::string& local_name, const std::string& image_class,
                     const uint64_t& flags) override;
-    std::vector<sdbus::Struct<uint32_t, std::string, std::string, std::string, double, sdbus::ObjectPath>> ListTransfers() override;
+    std::vector<sdbus::Struct<uint32_t, std::string, std::string, std::string, double, sdbus::ObjectPath>> ListTransfers()
+        override;
     void CancelTransfer(const uint32_t& transfer_id) override;
 
     Reply import(const char* type, const sdbus::UnixFd& fd, const std::string& local, bool force, bool read_only);

@@ -17,8 +17,7 @@ namespace mk::bus {
 
 void rethrow_as_client_error(const sdbus::Error& e) {
     const auto& n = e.getName();
-    if (n == kServiceUnknown || n == kNameHasNoOwner)
-        throw ClientError(ClientError::Kind::no_daemon, n, e.getMessage());
+    if (n == kServiceUnknown || n == kNameHasNoOwner) throw ClientError(ClientError::Kind::no_daemon, n, e.getMessage());
     throw ClientError(ClientError::Kind::remote, n, e.getMessage());
 }
 
@@ -36,16 +35,16 @@ std::unique_ptr<sdbus::IConnection> open_system_bus(const BusTarget& target) {
         std::string where = target.kind == BusTarget::Kind::Remote    ? " on host " + target.where
                             : target.kind == BusTarget::Kind::Machine ? " of container " + target.where
                                                                       : "";
-        throw ClientError(ClientError::Kind::no_bus, e.getName(), "Cannot connect to the system bus" + where + ": " + e.getMessage());
+        throw ClientError(ClientError::Kind::no_bus, e.getName(),
+                          "Cannot connect to the system bus" + where + ": " + e.getMessage());
     }
     throw ClientError(ClientError::Kind::no_bus, "", "unknown bus transport");
 }
 
 namespace {
 
-
-class ManagerProxy final : public sdbus::ProxyInterfaces<org::freedesktop::machine1::Manager_proxy,
-                                                         io::machkit::Manager1_proxy> {
+class ManagerProxy final
+    : public sdbus::ProxyInterfaces<org::freedesktop::machine1::Manager_proxy, io::machkit::Manager1_proxy> {
 public:
     explicit ManagerProxy(sdbus::IConnection& c) : ProxyInterfaces(c, kBusName, kManagerPath) { registerProxy(); }
     ~ManagerProxy() { unregisterProxy(); }
@@ -64,12 +63,30 @@ private:
 // Introspection order of machined 252 (what `machinectl show` prints); unknown names follow.
 const std::vector<std::string> kPropertyOrder = {
     // Manager
-    "PoolPath", "PoolUsage", "PoolLimit",
+    "PoolPath",
+    "PoolUsage",
+    "PoolLimit",
     // Machine
-    "Name", "Id", "Timestamp", "TimestampMonotonic", "Service", "Unit", "Leader", "Class", "RootDirectory",
-    "NetworkInterfaces", "State",
+    "Name",
+    "Id",
+    "Timestamp",
+    "TimestampMonotonic",
+    "Service",
+    "Unit",
+    "Leader",
+    "Class",
+    "RootDirectory",
+    "NetworkInterfaces",
+    "State",
     // Image
-    "Path", "Type", "ReadOnly", "CreationTimestamp", "ModificationTimestamp", "Usage", "Limit", "UsageExclusive",
+    "Path",
+    "Type",
+    "ReadOnly",
+    "CreationTimestamp",
+    "ModificationTimestamp",
+    "Usage",
+    "Limit",
+    "UsageExclusive",
     "LimitExclusive",
 };
 
@@ -120,8 +137,7 @@ MachineClient::~MachineClient() = default;
 std::vector<MachineEntry> MachineClient::list_machines() {
     return guarded([&] {
         std::vector<MachineEntry> out;
-        for (auto& r : impl_->manager->ListMachines())
-            out.push_back({r.get<0>(), r.get<1>(), r.get<2>(), r.get<3>()});
+        for (auto& r : impl_->manager->ListMachines()) out.push_back({r.get<0>(), r.get<1>(), r.get<2>(), r.get<3>()});
         return out;
     });
 }
@@ -186,8 +202,8 @@ std::pair<int, std::string> MachineClient::open_shell(const std::string& name, c
     return guarded([&] { return take(impl_->manager->OpenMachineShell(name, user, path, args, env)); });
 }
 
-void MachineClient::bind_mount(const std::string& name, const std::string& source, const std::string& dest,
-                               bool read_only, bool mkdir) {
+void MachineClient::bind_mount(const std::string& name, const std::string& source, const std::string& dest, bool read_only,
+                               bool mkdir) {
     guarded([&] { impl_->manager->BindMountMachine(name, source, dest, read_only, mkdir); });
 }
 
@@ -206,8 +222,8 @@ void MachineClient::copy(bool to_machine, const std::string& name, const std::st
 }
 
 int MachineClient::exec(const std::string& name, const std::string& user, const std::string& path,
-                        const std::vector<std::string>& args, const std::vector<std::string>& env, int in, int out,
-                        int err, bool tty) {
+                        const std::vector<std::string>& args, const std::vector<std::string>& env, int in, int out, int err,
+                        bool tty) {
     return guarded([&] {
         // UnixFd(int) dups: the caller keeps its own descriptors.
         auto fd = impl_->manager->ExecMachine(name, user, path, args, env, sdbus::UnixFd(in), sdbus::UnixFd(out),
@@ -265,7 +281,8 @@ MachineClient::ReadyWait MachineClient::wait_ready(const std::string& name, uint
         for (;;) {
             bool news = false;
             try {
-                while (conn.processPendingRequest()) {}
+                while (conn.processPendingRequest()) {
+                }
             } catch (const sdbus::Error& e) {
                 rethrow_as_client_error(e);
             }
@@ -348,7 +365,9 @@ bool MachineClient::systemd_present() {
     try {
         auto proxy = sdbus::createProxy(*impl_->conn, kDBusBusName, kDBusPath);
         bool has = false;
-        proxy->callMethod("NameHasOwner").onInterface(kDBusInterface).withArguments(std::string(kSystemdBusName))
+        proxy->callMethod("NameHasOwner")
+            .onInterface(kDBusInterface)
+            .withArguments(std::string(kSystemdBusName))
             .storeResultsTo(has);
         return has;
     } catch (const sdbus::Error&) {
@@ -360,23 +379,29 @@ void MachineClient::start_unit(const std::string& unit) {
     guarded([&] {
         auto proxy = sdbus::createProxy(*impl_->conn, kSystemdBusName, kSystemdPath);
         sdbus::ObjectPath job;
-        proxy->callMethod("StartUnit").onInterface(kSystemdManagerInterface)
-            .withArguments(unit, std::string("replace")).storeResultsTo(job);
+        proxy->callMethod("StartUnit")
+            .onInterface(kSystemdManagerInterface)
+            .withArguments(unit, std::string("replace"))
+            .storeResultsTo(job);
     });
 }
 
 std::vector<MachineClient::UnitFileChange> MachineClient::enable_unit_files(const std::vector<std::string>& units,
-                                                                           bool enable) {
+                                                                            bool enable) {
     return guarded([&] {
         auto proxy = sdbus::createProxy(*impl_->conn, kSystemdBusName, kSystemdPath);
         std::vector<sdbus::Struct<std::string, std::string, std::string>> changes;
         if (enable) {
             bool carries_install_info = false;
-            proxy->callMethod("EnableUnitFiles").onInterface(kSystemdManagerInterface)
-                .withArguments(units, false, false).storeResultsTo(carries_install_info, changes);
+            proxy->callMethod("EnableUnitFiles")
+                .onInterface(kSystemdManagerInterface)
+                .withArguments(units, false, false)
+                .storeResultsTo(carries_install_info, changes);
         } else {
-            proxy->callMethod("DisableUnitFiles").onInterface(kSystemdManagerInterface)
-                .withArguments(units, false).storeResultsTo(changes);
+            proxy->callMethod("DisableUnitFiles")
+                .onInterface(kSystemdManagerInterface)
+                .withArguments(units, false)
+                .storeResultsTo(changes);
         }
         std::vector<UnitFileChange> out;
         for (auto& c : changes) out.push_back({c.get<0>(), c.get<1>(), c.get<2>()});
@@ -398,8 +423,10 @@ std::string MachineClient::unit_active_state(const std::string& unit) {
         manager->callMethod("GetUnit").onInterface(kSystemdManagerInterface).withArguments(unit).storeResultsTo(path);
         auto u = sdbus::createProxy(*impl_->conn, kSystemdBusName, path);
         sdbus::Variant v;
-        u->callMethod("Get").onInterface(kPropertiesInterface)
-            .withArguments(std::string("org.freedesktop.systemd1.Unit"), std::string("ActiveState")).storeResultsTo(v);
+        u->callMethod("Get")
+            .onInterface(kPropertiesInterface)
+            .withArguments(std::string("org.freedesktop.systemd1.Unit"), std::string("ActiveState"))
+            .storeResultsTo(v);
         return v.get<std::string>();
     } catch (const sdbus::Error& e) {
         if (e.getName() == kSystemdNoSuchUnit) return "";

@@ -29,8 +29,8 @@ public:
 };
 
 // A property value as D-Bus carried it. `signature` says which alternative is set.
-using PropertyValue = std::variant<std::string, uint64_t, int64_t, bool, double, std::vector<uint8_t>,
-                                   std::vector<int64_t>, std::vector<uint64_t>, std::vector<std::string>>;
+using PropertyValue = std::variant<std::string, uint64_t, int64_t, bool, double, std::vector<uint8_t>, std::vector<int64_t>,
+                                   std::vector<uint64_t>, std::vector<std::string>>;
 struct Property {
     std::string name;
     std::string signature;
@@ -74,15 +74,13 @@ public:
     std::pair<int, std::string> open_login(const std::string& name);  // (owned master fd, path)
     std::pair<int, std::string> open_shell(const std::string& name, const std::string& user, const std::string& path,
                                            const std::vector<std::string>& args, const std::vector<std::string>& env);
-    void bind_mount(const std::string& name, const std::string& source, const std::string& dest, bool read_only,
-                    bool mkdir);
+    void bind_mount(const std::string& name, const std::string& source, const std::string& dest, bool read_only, bool mkdir);
     // CopyTo/FromMachine[WithFlags] (flags != 0 uses the WithFlags variant; 1 = replace).
-    void copy(bool to_machine, const std::string& name, const std::string& source, const std::string& dest,
-              uint64_t flags);
+    void copy(bool to_machine, const std::string& name, const std::string& source, const std::string& dest, uint64_t flags);
 
     // io.machkit.Manager1 (machd only).
-    int exec(const std::string& name, const std::string& user, const std::string& path,
-             const std::vector<std::string>& args, const std::vector<std::string>& env, int in, int out, int err,
+    int exec(const std::string& name, const std::string& user, const std::string& path, const std::vector<std::string>& args,
+             const std::vector<std::string>& env, int in, int out, int err,
              bool tty);  // returns the owned status fd
     // StartMachine: (spawn's PID, its log file).
     std::pair<uint32_t, std::string> start_machine(const std::string& name);

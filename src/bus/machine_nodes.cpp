@@ -122,8 +122,7 @@ int method_open_login(sd_bus_message* m, void* userdata, sd_bus_error* error) {
                                    if (e)
                                        sd_bus_reply_method_errorf(call.get(), e->getName().c_str(), "%s",
                                                                   e->getMessage().c_str());
-                                   else
-                                       sd_bus_reply_method_return(call.get(), "hs", master.get(), path.c_str());
+                                   else sd_bus_reply_method_return(call.get(), "hs", master.get(), path.c_str());
                                });
         return 1;
     });
@@ -137,8 +136,8 @@ int method_open_shell(sd_bus_message* m, void* userdata, sd_bus_error* error) {
         std::string u = user, p = path;  // read_strv moves on in the message
         auto args = read_strv(m);
         auto env = read_strv(m);
-        return reply_pty(m, MachineOps::open_shell(caller_of(m), target(userdata).nodes->service(), machine(userdata), u,
-                                                   p, args, env));
+        return reply_pty(
+            m, MachineOps::open_shell(caller_of(m), target(userdata).nodes->service(), machine(userdata), u, p, args, env));
     });
 }
 
@@ -163,14 +162,11 @@ int copy(sd_bus_message* m, void* userdata, sd_bus_error* error, bool to_machine
         Caller caller = caller_of(m);
         // The reply goes out when the helper exits: keep the call alive until then.
         std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
-        target(userdata).nodes->copies().start(caller, machine(userdata), source, destination, to_machine, flags,
-                                               [call](const sdbus::Error* e) {
-                                                   if (e)
-                                                       sd_bus_reply_method_errorf(call.get(), e->getName().c_str(), "%s",
-                                                                                  e->getMessage().c_str());
-                                                   else
-                                                       sd_bus_reply_method_return(call.get(), nullptr);
-                                               });
+        target(userdata).nodes->copies().start(
+            caller, machine(userdata), source, destination, to_machine, flags, [call](const sdbus::Error* e) {
+                if (e) sd_bus_reply_method_errorf(call.get(), e->getName().c_str(), "%s", e->getMessage().c_str());
+                else sd_bus_reply_method_return(call.get(), nullptr);
+            });
         return 1;
     });
 }
@@ -189,10 +185,10 @@ int method_open_root(sd_bus_message* m, void* userdata, sd_bus_error* error) {
 
 // --------------------------------------------------------------------------------- properties
 
-#define MK_GETTER(fn, body)                                                                                       \
+#define MK_GETTER(fn, body)                                                                                        \
     int fn(sd_bus*, const char*, const char*, const char*, sd_bus_message* reply, void* userdata, sd_bus_error*) { \
-        const Machine& mc = machine(userdata);                                                                    \
-        body;                                                                                                     \
+        const Machine& mc = machine(userdata);                                                                     \
+        body;                                                                                                      \
     }
 
 MK_GETTER(get_name, return sd_bus_message_append(reply, "s", mc.name.c_str()))
@@ -207,7 +203,8 @@ MK_GETTER(get_leader, return sd_bus_message_append(reply, "u", static_cast<uint3
 MK_GETTER(get_class, return sd_bus_message_append(reply, "s", core::to_string(mc.klass).data()))
 MK_GETTER(get_root_directory, return sd_bus_message_append(reply, "s", mc.root_directory.c_str()))
 static_assert(sizeof(int) == sizeof(int32_t));
-MK_GETTER(get_network_interfaces, return sd_bus_message_append_array(reply, 'i', mc.netif.data(), mc.netif.size() * sizeof(int)))
+MK_GETTER(get_network_interfaces,
+          return sd_bus_message_append_array(reply, 'i', mc.netif.data(), mc.netif.size() * sizeof(int)))
 MK_GETTER(get_state, return sd_bus_message_append(reply, "s", core::to_string(mc.state).data()))
 
 #undef MK_GETTER
@@ -241,8 +238,8 @@ const sd_bus_vtable kMachineVtable[] = {
                              SD_BUS_PARAM(user) SD_BUS_PARAM(path) SD_BUS_PARAM(args) SD_BUS_PARAM(environment), "hs",
                              SD_BUS_PARAM(pty) SD_BUS_PARAM(pty_path), method_open_shell, kMethod),
     SD_BUS_METHOD_WITH_NAMES("BindMount", "ssbb",
-                             SD_BUS_PARAM(source) SD_BUS_PARAM(destination) SD_BUS_PARAM(read_only) SD_BUS_PARAM(mkdir),
-                             "", "", method_bind_mount, kMethod),
+                             SD_BUS_PARAM(source) SD_BUS_PARAM(destination) SD_BUS_PARAM(read_only) SD_BUS_PARAM(mkdir), "",
+                             "", method_bind_mount, kMethod),
     SD_BUS_METHOD_WITH_NAMES("CopyFrom", "ss", SD_BUS_PARAM(source) SD_BUS_PARAM(destination), "", "", method_copy_from,
                              kMethod),
     SD_BUS_METHOD_WITH_NAMES("CopyTo", "ss", SD_BUS_PARAM(source) SD_BUS_PARAM(destination), "", "", method_copy_to,
@@ -323,12 +320,10 @@ sd_bus* underlying_bus(sdbus::IObject& object) {
 
 MachineNodes::MachineNodes(sd_bus* bus, core::MachineService& service, CopyOperations& copies, GuestUnitStarts& logins)
     : service_(service), copies_(copies), logins_(logins) {
-    int r = sd_bus_add_fallback_vtable(bus, &vtable_slot_, kMachinePathPrefix, kMachineInterface,
-                                       kMachineVtable, find, this);
+    int r =
+        sd_bus_add_fallback_vtable(bus, &vtable_slot_, kMachinePathPrefix, kMachineInterface, kMachineVtable, find, this);
     if (r >= 0) r = sd_bus_add_node_enumerator(bus, &enumerator_slot_, kMachinePathPrefix, enumerate, this);
-    if (r >= 0)
-        r = sd_bus_add_object_vtable(bus, &manager_slot_, kManagerPath, kManagerInterface, kManagerVtable,
-                                     this);
+    if (r >= 0) r = sd_bus_add_object_vtable(bus, &manager_slot_, kManagerPath, kManagerInterface, kManagerVtable, this);
     if (r < 0) {
         sd_bus_slot_unref(enumerator_slot_);
         sd_bus_slot_unref(vtable_slot_);

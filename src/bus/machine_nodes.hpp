@@ -39,7 +39,6 @@ public:
     Target* resolve(sd_bus* bus, const char* path);
 
 private:
-
     core::MachineService& service_;
     CopyOperations& copies_;
     GuestUnitStarts& logins_;

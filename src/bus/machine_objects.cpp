@@ -29,14 +29,11 @@ ManagerObject::ManagerObject(sdbus::IConnection& connection, core::MachineServic
 
 ManagerObject::~ManagerObject() { unregisterAdaptor(); }
 
-void ManagerObject::machine_added(Machine& m) {
-    emitMachineNew(m.name, machine_object_path(m.name));
-}
+void ManagerObject::machine_added(Machine& m) { emitMachineNew(m.name, machine_object_path(m.name)); }
 
 void ManagerObject::machine_removed(const Machine& m) {
     if (auto it = pending_.find(m.name); it != pending_.end()) {
-        it->second.returnError(bus_error(kSystemdJobFailed,
-                                         "Machine " + m.name + " went away before its scope started"));
+        it->second.returnError(bus_error(kSystemdJobFailed, "Machine " + m.name + " went away before its scope started"));
         pending_.erase(it);
     }
     emitMachineRemoved(m.name, machine_object_path(m.name));
@@ -45,10 +42,8 @@ void ManagerObject::machine_removed(const Machine& m) {
 void ManagerObject::machine_start_finished(Machine& m, const std::string& error) {
     auto it = pending_.find(m.name);
     if (it == pending_.end()) return;
-    if (error.empty())
-        it->second.returnResults(machine_object_path(m.name));
-    else
-        it->second.returnError(bus_error(kSystemdJobFailed, error));
+    if (error.empty()) it->second.returnResults(machine_object_path(m.name));
+    else it->second.returnError(bus_error(kSystemdJobFailed, error));
     pending_.erase(it);
 }
 
@@ -59,8 +54,7 @@ void ManagerObject::create_async(sdbus::Result<sdbus::ObjectPath>&& result, cons
         Machine* m = service_.find(name);
         if (m && m->state == core::MachineState::opening)
             pending_.insert_or_assign(name, std::move(result));  // answered by machine_start_finished()
-        else
-            result.returnResults(path);
+        else result.returnResults(path);
     } catch (...) {
         result.returnError(current_exception_to_bus_error());
     }
@@ -103,9 +97,9 @@ ManagerObject::ListImages() {
 }
 
 sdbus::ObjectPath ManagerObject::create_or_register(const std::string& name, const std::vector<uint8_t>& id,
-                                                    const std::string& service, const std::string& klass,
-                                                    uint32_t leader, const std::string& root_directory,
-                                                    const std::vector<int32_t>& ifindices, bool create,
+                                                    const std::string& service, const std::string& klass, uint32_t leader,
+                                                    const std::string& root_directory, const std::vector<int32_t>& ifindices,
+                                                    bool create,
                                                     const std::vector<sdbus::Struct<std::string, sdbus::Variant>>* props) {
     require_root(getObject(), create ? "create machines" : "register machines");
     core::RegisterRequest req;
@@ -167,7 +161,9 @@ void ManagerObject::UnregisterMachine(const std::string& name) {
     translate([&] { service_.unregister(m); });
 }
 
-void ManagerObject::TerminateMachine(const std::string& name) { MachineOps::terminate(current_caller(getObject()), service_, lookup(name)); }
+void ManagerObject::TerminateMachine(const std::string& name) {
+    MachineOps::terminate(current_caller(getObject()), service_, lookup(name));
+}
 
 void ManagerObject::KillMachine(const std::string& name, const std::string& who, const int32_t& signal) {
     MachineOps::kill(current_caller(getObject()), service_, lookup(name), who, signal);
@@ -217,7 +213,8 @@ void ManagerObject::copy(sdbus::Result<>&& result, const std::string& name, cons
         done(&e);
     }
 }
-void ManagerObject::CopyFromMachine(sdbus::Result<>&& result, std::string name, std::string source, std::string destination) {
+void ManagerObject::CopyFromMachine(sdbus::Result<>&& result, std::string name, std::string source,
+                                    std::string destination) {
     copy(std::move(result), name, source, destination, false, 0);
 }
 void ManagerObject::CopyToMachine(sdbus::Result<>&& result, std::string name, std::string source, std::string destination) {
@@ -234,9 +231,7 @@ void ManagerObject::CopyToMachineWithFlags(sdbus::Result<>&& result, std::string
 sdbus::UnixFd ManagerObject::OpenMachineRootDirectory(const std::string& name) {
     return MachineOps::open_root(current_caller(getObject()), lookup(name));
 }
-uint32_t ManagerObject::GetMachineUIDShift(const std::string& name) {
-    return MachineOps::uid_shift(lookup(name));
-}
+uint32_t ManagerObject::GetMachineUIDShift(const std::string& name) { return MachineOps::uid_shift(lookup(name)); }
 void ManagerObject::RemoveImage(const std::string& name) { images().remove(getObject(), name); }
 void ManagerObject::RenameImage(const std::string& name, const std::string& new_name) {
     images().rename(getObject(), name, new_name);
@@ -285,7 +280,9 @@ uint32_t ManagerObject::MapFromMachineGroup(const std::string& name, const uint3
 std::tuple<std::string, sdbus::ObjectPath, uint32_t> ManagerObject::map_to(uint32_t outer, bool group) {
     const char* what = group ? "Group" : "User";
     // IDs below 0x10000 belong to the host: machined refuses to map them (anchor §6.11).
-    if (outer < 0x10000) throw bus_error(kInvalidArgs, std::string(what) + " " + std::to_string(outer) + " belongs to host " + (group ? "GID" : "UID") + " range");
+    if (outer < 0x10000)
+        throw bus_error(kInvalidArgs, std::string(what) + " " + std::to_string(outer) + " belongs to host " +
+                                          (group ? "GID" : "UID") + " range");
     return translate([&]() -> std::tuple<std::string, sdbus::ObjectPath, uint32_t> {
         for (Machine* m : service_.registry().all())
             if (auto inner = core::map_to_machine(*m, outer, group))

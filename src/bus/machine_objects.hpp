@@ -21,9 +21,9 @@
 
 namespace mk::bus {
 
-class ManagerObject final : public sdbus::AdaptorInterfaces<org::freedesktop::machine1::Manager_adaptor,
-                                                            sdbus::Properties_adaptor>,
-                            public core::MachineService::Listener {
+class ManagerObject final
+    : public sdbus::AdaptorInterfaces<org::freedesktop::machine1::Manager_adaptor, sdbus::Properties_adaptor>,
+      public core::MachineService::Listener {
 public:
     // `forward_scope_properties`: the scope backend is systemd, which takes CreateMachine's
     // properties verbatim (and validates them); otherwise machd parses them itself.
@@ -51,16 +51,17 @@ public:
 
 private:
     core::Machine& lookup(const std::string& name);
-    sdbus::ObjectPath create_or_register(const std::string& name, const std::vector<uint8_t>& id,
-                                         const std::string& service, const std::string& klass, uint32_t leader,
-                                         const std::string& root_directory, const std::vector<int32_t>& ifindices,
-                                         bool create, const std::vector<sdbus::Struct<std::string, sdbus::Variant>>* props);
+    sdbus::ObjectPath create_or_register(const std::string& name, const std::vector<uint8_t>& id, const std::string& service,
+                                         const std::string& klass, uint32_t leader, const std::string& root_directory,
+                                         const std::vector<int32_t>& ifindices, bool create,
+                                         const std::vector<sdbus::Struct<std::string, sdbus::Variant>>* props);
 
     // Manager_adaptor
     sdbus::ObjectPath GetMachine(const std::string& name) override;
     sdbus::ObjectPath GetImage(const std::string& name) override;
     sdbus::ObjectPath GetMachineByPID(const uint32_t& pid) override;
-    std::vector<sdbus::Struct<std::string, std::string, bool, uint64_t, uint64_t, uint64_t, sdbus::ObjectPath>> ListImages() override;
+    std::vector<sdbus::Struct<std::string, std::string, bool, uint64_t, uint64_t, uint64_t, sdbus::ObjectPath>> ListImages()
+        override;
     void CreateMachine(sdbus::Result<sdbus::ObjectPath>&& result, std::string name, std::vector<uint8_t> id,
                        std::string service, std::string class_, uint32_t leader, std::string root_directory,
                        std::vector<sdbus::Struct<std::string, sdbus::Variant>> scope_properties) override;
@@ -89,12 +90,12 @@ private:
                           const bool& read_only, const bool& mkdir) override;
     void CopyFromMachine(sdbus::Result<>&& result, std::string name, std::string source, std::string destination) override;
     void CopyToMachine(sdbus::Result<>&& result, std::string name, std::string source, std::string destination) override;
-    void CopyFromMachineWithFlags(sdbus::Result<>&& result, std::string name, std::string source,
-                                  std::string destination, uint64_t flags) override;
-    void CopyToMachineWithFlags(sdbus::Result<>&& result, std::string name, std::string source,
-                                std::string destination, uint64_t flags) override;
-    void copy(sdbus::Result<>&& result, const std::string& name, const std::string& source,
-              const std::string& destination, bool to_machine, uint64_t flags);
+    void CopyFromMachineWithFlags(sdbus::Result<>&& result, std::string name, std::string source, std::string destination,
+                                  uint64_t flags) override;
+    void CopyToMachineWithFlags(sdbus::Result<>&& result, std::string name, std::string source, std::string destination,
+                                uint64_t flags) override;
+    void copy(sdbus::Result<>&& result, const std::string& name, const std::string& source, const std::string& destination,
+              bool to_machine, uint64_t flags);
     sdbus::UnixFd OpenMachineRootDirectory(const std::string& name) override;
     uint32_t GetMachineUIDShift(const std::string& name) override;
     void RemoveImage(const std::string& name) override;

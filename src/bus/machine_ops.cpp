@@ -114,8 +114,8 @@ void CopyOperations::start(const Caller& caller, Machine& m, const std::string& 
     });
 }
 
-void CopyOperations::start_checked(Machine& m, const std::string& source, const std::string& destination,
-                                   bool to_machine, uint64_t flags, Finished finished) {
+void CopyOperations::start_checked(Machine& m, const std::string& source, const std::string& destination, bool to_machine,
+                                   uint64_t flags, Finished finished) {
     try {
         if (running_.size() >= kMax) throw sdbus::Error(kLimitsExceeded, "Too many ongoing copies.");
         auto op = core::CopyOperation::start(m, source, destination, to_machine, flags);

@@ -57,8 +57,8 @@ struct MachineOps {
     using LoginDone = std::function<void(const sdbus::Error* error, sdbus::UnixFd master, const std::string& path)>;
     static void open_login(const Caller& caller, core::Machine& m, GuestUnitStarts& starts, LoginDone done);
     static sdbus::UnixFd open_root(const Caller& caller, core::Machine& m);
-    static void bind_mount(const Caller& caller, core::Machine& m, const std::string& source,
-                           const std::string& destination, bool read_only, bool mkdir);
+    static void bind_mount(const Caller& caller, core::Machine& m, const std::string& source, const std::string& destination,
+                           bool read_only, bool mkdir);
     static std::tuple<sdbus::UnixFd, std::string> open_shell(const Caller& caller, core::MachineService& svc,
                                                              core::Machine& m, const std::string& user,
                                                              const std::string& path, const std::vector<std::string>& args,

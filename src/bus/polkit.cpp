@@ -70,9 +70,9 @@ std::optional<PolkitRequest> machine_request(const PolkitCall& call) {
     }
     if (auto n = named(call, kMachineInterface, {"BindMountMachine", "BindMount"}))
         return manage(*n, "bind", {{"src", arg(n->rest, 0)}, {"dest", arg(n->rest, 1)}});
-    for (auto t : {Target{"CopyFromMachine", "CopyFrom"}, Target{"CopyToMachine", "CopyTo"},
-                   Target{"CopyFromMachineWithFlags", "CopyFromWithFlags"},
-                   Target{"CopyToMachineWithFlags", "CopyToWithFlags"}})
+    for (auto t :
+         {Target{"CopyFromMachine", "CopyFrom"}, Target{"CopyToMachine", "CopyTo"},
+          Target{"CopyFromMachineWithFlags", "CopyFromWithFlags"}, Target{"CopyToMachineWithFlags", "CopyToWithFlags"}})
         if (auto n = named(call, kMachineInterface, t)) {
             // An empty destination means "the same path" (machined resolves it before asking).
             std::string src = arg(n->rest, 0), dest = arg(n->rest, 1);
@@ -85,7 +85,8 @@ std::optional<PolkitRequest> machine_request(const PolkitCall& call) {
 
 std::optional<PolkitRequest> image_request(const PolkitCall& call) {
     auto manage = [](Details d) { return PolkitRequest{kPolkitManageImages, std::move(d)}; };
-    if (auto n = named(call, kImageInterface, {"RemoveImage", "Remove"})) return manage({{"image", n->name}, {"verb", "remove"}});
+    if (auto n = named(call, kImageInterface, {"RemoveImage", "Remove"}))
+        return manage({{"image", n->name}, {"verb", "remove"}});
     if (auto n = named(call, kImageInterface, {"RenameImage", "Rename"}))
         return manage({{"image", n->name}, {"verb", "rename"}, {"new_name", arg(n->rest, 0)}});
     if (auto n = named(call, kImageInterface, {"CloneImage", "Clone"}))
@@ -104,7 +105,8 @@ std::optional<PolkitRequest> image_request(const PolkitCall& call) {
 
 // importd 252 sends no details; cancelling a transfer is "pull", whatever its type.
 std::optional<PolkitRequest> import_request(const PolkitCall& call) {
-    if (call.interface == kImportTransferInterface) return call.member == "Cancel" ? std::optional(PolkitRequest{kPolkitPull, {}}) : std::nullopt;
+    if (call.interface == kImportTransferInterface)
+        return call.member == "Cancel" ? std::optional(PolkitRequest{kPolkitPull, {}}) : std::nullopt;
     if (call.interface != kImportManagerInterface) return std::nullopt;
     const std::string& m = call.member;
     if (m == "ImportTar" || m == "ImportRaw" || m == "ImportFileSystem") return PolkitRequest{kPolkitImport, {}};
@@ -267,16 +269,19 @@ int PolkitGate::start_query(sd_bus_message* m, const PolkitRequest& request) {
     q->action = request.action;
 
     sd_bus_message* check = nullptr;
-    int r = sd_bus_message_new_method_call(bus_, &check, "org.freedesktop.PolicyKit1", "/org/freedesktop/PolicyKit1/Authority",
-                                           "org.freedesktop.PolicyKit1.Authority", "CheckAuthorization");
+    int r =
+        sd_bus_message_new_method_call(bus_, &check, "org.freedesktop.PolicyKit1", "/org/freedesktop/PolicyKit1/Authority",
+                                       "org.freedesktop.PolicyKit1.Authority", "CheckAuthorization");
     std::unique_ptr<sd_bus_message, decltype(&sd_bus_message_unref)> guard(check, sd_bus_message_unref);
-    if (r >= 0) r = sd_bus_message_append(check, "(sa{sv})s", "system-bus-name", 1, "name", "s", sender, request.action.c_str());
+    if (r >= 0)
+        r = sd_bus_message_append(check, "(sa{sv})s", "system-bus-name", 1, "name", "s", sender, request.action.c_str());
     if (r >= 0) r = sd_bus_message_open_container(check, 'a', "{ss}");
     for (const auto& [key, value] : request.details)
         if (r >= 0) r = sd_bus_message_append(check, "{ss}", key.c_str(), value.c_str());
     if (r >= 0) r = sd_bus_message_close_container(check);
     // Flag 1 = AllowUserInteraction, when the caller allowed it on its message.
-    if (r >= 0) r = sd_bus_message_append(check, "us", sd_bus_message_get_allow_interactive_authorization(m) > 0 ? 1u : 0u, "");
+    if (r >= 0)
+        r = sd_bus_message_append(check, "us", sd_bus_message_get_allow_interactive_authorization(m) > 0 ? 1u : 0u, "");
     if (r >= 0) r = sd_bus_track_new(bus_, &q->track, on_sender_gone, q.get());
     if (r >= 0) r = sd_bus_track_add_sender(q->track, m);
     if (r >= 0) r = sd_bus_call_async(bus_, &q->slot, check, on_reply, q.get(), 0);
@@ -304,17 +309,16 @@ void PolkitGate::finish(Query& q, sd_bus_message* reply) {
                             sd_bus_error_has_name(e, SD_BUS_ERROR_NAME_HAS_NO_OWNER));
         deny(call, kAccessDenied,
              absent ? std::string("Access denied: polkit is not running.")
-                    : std::string("Access denied: polkit could not check the caller: ") + (e && e->message ? e->message : "error"));
+                    : std::string("Access denied: polkit could not check the caller: ") +
+                          (e && e->message ? e->message : "error"));
         return drop();
     }
     int authorized = 0, challenge = 0;
     int r = sd_bus_message_enter_container(reply, 'r', "bba{ss}");
     if (r >= 0) r = sd_bus_message_read(reply, "bb", &authorized, &challenge);
     if (r < 0 || !authorized) {
-        if (r >= 0 && challenge)
-            deny(call, kInteractiveRequired, "Interactive authentication required.");
-        else
-            deny(call, kAccessDenied, "Access denied: polkit did not authorize " + q.action + ".");
+        if (r >= 0 && challenge) deny(call, kInteractiveRequired, "Interactive authentication required.");
+        else deny(call, kAccessDenied, "Access denied: polkit did not authorize " + q.action + ".");
         return drop();
     }
     // Dispatch the call again, now authorized; the filter sees it first and hands over the grant.

@@ -10,7 +10,6 @@
 namespace mk::bus {
 namespace {
 
-
 class ManagerProxy final : public sdbus::ProxyInterfaces<org::freedesktop::machine1::Manager_proxy> {
 public:
     explicit ManagerProxy(sdbus::IConnection& c) : ProxyInterfaces(c, kBusName, kManagerPath) { registerProxy(); }
@@ -105,7 +104,8 @@ void append_property(Props& props, const std::string& assignment) {
 std::string register_machine(const MachineRegistration& m) {
     return call([&](ManagerProxy& p) -> std::string {
         if (m.netif.empty())
-            return p.RegisterMachine(m.name, id_bytes(m), m.service, m.klass, static_cast<uint32_t>(m.leader), m.root_directory);
+            return p.RegisterMachine(m.name, id_bytes(m), m.service, m.klass, static_cast<uint32_t>(m.leader),
+                                     m.root_directory);
         return p.RegisterMachineWithNetwork(m.name, id_bytes(m), m.service, m.klass, static_cast<uint32_t>(m.leader),
                                             m.root_directory, {m.netif.begin(), m.netif.end()});
     });
@@ -150,14 +150,10 @@ void unregister_machine(const std::string& name) {
 
 void report_machine_ready(const std::string& name) {
     try {
-        call([&](ManagerProxy& p) {
-            p.set_machine_ready(name);
-        });
+        call([&](ManagerProxy& p) { p.set_machine_ready(name); });
     } catch (const RegisterError& e) {
         // systemd-machined: nobody there to tell, as when there is no manager at all.
-        if (e.dbus_name == kUnknownMethod ||
-            e.dbus_name == kUnknownInterface ||
-            e.dbus_name == kUnknownObject)
+        if (e.dbus_name == kUnknownMethod || e.dbus_name == kUnknownInterface || e.dbus_name == kUnknownObject)
             throw RegisterError(RegisterError::Kind::no_daemon, e.dbus_name, e.what());
         throw;
     }

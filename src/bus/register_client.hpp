@@ -19,20 +19,20 @@ namespace mk::bus {
 
 struct MachineRegistration {
     std::string name;
-    std::array<uint8_t, 16> id{};         // all zero = send an empty id
+    std::array<uint8_t, 16> id{};           // all zero = send an empty id
     std::string service = "machkit-spawn";  // nspawn sends "systemd-nspawn"
     std::string klass = "container";
-    pid_t leader = 0;                     // host PID of the container's PID 1
-    std::string root_directory;           // absolute, informational
-    std::vector<int> netif;               // host-side ifindices; non-empty -> *WithNetwork
+    pid_t leader = 0;            // host PID of the container's PID 1
+    std::string root_directory;  // absolute, informational
+    std::vector<int> netif;      // host-side ifindices; non-empty -> *WithNetwork
 };
 
 // Scope properties for CreateMachine, as systemd-nspawn sends them (anchor §1.9).
 struct ScopeSettings {
-    std::string slice;                    // Slice= if non-empty
-    std::string device_policy = "closed"; // DevicePolicy=
+    std::string slice;                     // Slice= if non-empty
+    std::string device_policy = "closed";  // DevicePolicy=
     std::vector<std::pair<std::string, std::string>> device_allow = {{"/dev/net/tun", "rwm"}, {"char-pts", "rw"}};
-    std::optional<int> kill_signal;       // KillSignal= (+ KillMode=mixed), e.g. SIGRTMIN+3 for -b
+    std::optional<int> kill_signal;  // KillSignal= (+ KillMode=mixed), e.g. SIGRTMIN+3 for -b
     // --property= assignments "Key=Value": MemoryMax=, TasksMax=, CPUWeight=, CPUQuota=, DeviceAllow=,
     // DevicePolicy=, Description=, Delegate=. Other keys are refused (UsageError-like RegisterError).
     std::vector<std::string> properties;
@@ -41,10 +41,10 @@ struct ScopeSettings {
 class RegisterError : public std::runtime_error {
 public:
     enum class Kind {
-        no_bus,      // the system bus cannot be reached
-        no_daemon,   // the bus works but nothing owns (or activates) org.freedesktop.machine1
-        refused,     // machined answered with an error (dbus_name says which)
-        bad_request, // a --property= we cannot express
+        no_bus,       // the system bus cannot be reached
+        no_daemon,    // the bus works but nothing owns (or activates) org.freedesktop.machine1
+        refused,      // machined answered with an error (dbus_name says which)
+        bad_request,  // a --property= we cannot express
     };
     RegisterError(Kind kind, std::string dbus_name, const std::string& message)
         : std::runtime_error(message), kind(kind), dbus_name(std::move(dbus_name)) {}

@@ -22,9 +22,9 @@ core::ScopeProperties parse_scope_properties(const ScopePropertyList& props) {
     // Accepted and meaningless without systemd (accounting is always on in cgroupfs, there is no
     // unit to collect or reference), or informational.
     static const std::set<std::string> accepted = {
-        "Controller", "CollectMode", "AddRef", "KillMode", "SendSIGHUP", "SendSIGKILL", "TimeoutStopUSec",
-        "CPUAccounting", "MemoryAccounting", "TasksAccounting", "IOAccounting", "BlockIOAccounting", "Delegate",
-        "Description", "CoredumpReceive"};
+        "Controller",   "CollectMode",       "AddRef",        "KillMode",         "SendSIGHUP",
+        "SendSIGKILL",  "TimeoutStopUSec",   "CPUAccounting", "MemoryAccounting", "TasksAccounting",
+        "IOAccounting", "BlockIOAccounting", "Delegate",      "Description",      "CoredumpReceive"};
     if (props.size() > 1024) throw sdbus::Error(kLimitsExceeded, "Too many scope properties");
     core::ScopeProperties out;
     for (const auto& p : props) {

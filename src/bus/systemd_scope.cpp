@@ -6,10 +6,7 @@
 #include "core/base/error.hpp"
 
 namespace mk::bus {
-namespace {
-
-
-}  // namespace
+namespace {}  // namespace
 
 SystemdScopeBackend::SystemdScopeBackend(sdbus::IConnection& connection, std::string cgroup_root, JobDone on_job_done)
     : proxy_(sdbus::createProxy(connection, kSystemdBusName, kSystemdPath)),
@@ -33,14 +30,18 @@ bool SystemdScopeBackend::systemd_on_bus(sdbus::IConnection& connection) {
     try {
         auto dbus = sdbus::createProxy(connection, kDBusBusName, kDBusPath);
         bool has = false;
-        dbus->callMethod("NameHasOwner").onInterface(kDBusInterface).withArguments(std::string(kSystemdBusName)).storeResultsTo(has);
+        dbus->callMethod("NameHasOwner")
+            .onInterface(kDBusInterface)
+            .withArguments(std::string(kSystemdBusName))
+            .storeResultsTo(has);
         return has;
     } catch (const sdbus::Error&) {
         return false;
     }
 }
 
-core::ScopeStart SystemdScopeBackend::start_scope(const std::string& unit, pid_t leader, const core::ScopeProperties& props) {
+core::ScopeStart SystemdScopeBackend::start_scope(const std::string& unit, pid_t leader,
+                                                  const core::ScopeProperties& props) {
     // machined 252's machine_start_scope() set, in its order; the caller's properties follow, so
     // theirs win (systemd applies assignments in order).
     ScopePropertyList list;
@@ -70,15 +71,19 @@ std::string SystemdScopeBackend::start_transient(const std::string& unit, const 
 
 std::string SystemdScopeBackend::start_unit(const std::string& unit) {
     sdbus::ObjectPath job;
-    proxy_->callMethod("StartUnit").onInterface(kSystemdManagerInterface).withArguments(unit, std::string("replace")).storeResultsTo(job);
+    proxy_->callMethod("StartUnit")
+        .onInterface(kSystemdManagerInterface)
+        .withArguments(unit, std::string("replace"))
+        .storeResultsTo(job);
     return job;
 }
 
 void SystemdScopeBackend::start_service(const std::string& unit, const std::vector<std::string>& argv, int stdin_fd,
                                         int stdout_fd, int stderr_fd, const ScopePropertyList& properties) {
     ScopePropertyList list;
-    list.emplace_back("ExecStart", sdbus::Variant(std::vector<sdbus::Struct<std::string, std::vector<std::string>, bool>>{
-                                       {argv.at(0), argv, false}}));
+    list.emplace_back(
+        "ExecStart",
+        sdbus::Variant(std::vector<sdbus::Struct<std::string, std::vector<std::string>, bool>>{{argv.at(0), argv, false}}));
     list.emplace_back("CollectMode", sdbus::Variant(std::string("inactive-or-failed")));
     const std::pair<const char*, int> stdio[] = {{"StandardInputFileDescriptor", stdin_fd},
                                                  {"StandardOutputFileDescriptor", stdout_fd},

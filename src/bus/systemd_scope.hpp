@@ -49,7 +49,8 @@ public:
 
 private:
     // StartTransientUnit(unit, "fail", properties, no aux units) → the job's path.
-    std::string start_transient(const std::string& unit, const std::vector<sdbus::Struct<std::string, sdbus::Variant>>& properties);
+    std::string start_transient(const std::string& unit,
+                                const std::vector<sdbus::Struct<std::string, sdbus::Variant>>& properties);
 
     std::unique_ptr<sdbus::IProxy> proxy_;
     core::CgroupfsBackend reader_;

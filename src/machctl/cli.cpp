@@ -15,30 +15,36 @@ using core::UsageError;
 constexpr VerbSpec kVerbs[] = {
     {Verb::list, "list", "", 0, 0, "List running VMs and containers", Complete::none, "Machine", true},
     {Verb::status, "status", "NAME...", 1, -1, "Show VM/container details", Complete::machines, "Machine", true},
-    {Verb::show, "show", "[NAME...]", 0, -1, "Show properties of one or more VMs/containers", Complete::machines, "Machine", true},
+    {Verb::show, "show", "[NAME...]", 0, -1, "Show properties of one or more VMs/containers", Complete::machines, "Machine",
+     true},
     {Verb::start, "start", "NAME...", 1, -1, "Start container as a service", Complete::images, "Machine"},
-    {Verb::login, "login", "[NAME]", 0, 1, "Get a login prompt in a container or on the local host", Complete::machines, "Machine"},
+    {Verb::login, "login", "[NAME]", 0, 1, "Get a login prompt in a container or on the local host", Complete::machines,
+     "Machine"},
     {Verb::shell, "shell", "[[USER@]NAME [COMMAND...]]", 0, -1,
      "Invoke a shell (or other command) in a container; exits with the command's status", Complete::machines, "Machine"},
     {Verb::enable, "enable", "NAME...", 1, -1, "Enable automatic container start at boot", Complete::images, "Machine"},
     {Verb::disable, "disable", "NAME...", 1, -1, "Disable automatic container start at boot", Complete::images, "Machine"},
-    {Verb::poweroff, "poweroff", "NAME...", 1, -1, "Power off one or more containers (then kill after --timeout)", Complete::machines, "Machine"},
+    {Verb::poweroff, "poweroff", "NAME...", 1, -1, "Power off one or more containers (then kill after --timeout)",
+     Complete::machines, "Machine"},
     {Verb::stop, "stop", "NAME...", 1, -1, "Same as poweroff", Complete::machines, "Machine"},
     {Verb::reboot, "reboot", "NAME...", 1, -1, "Reboot one or more containers", Complete::machines, "Machine"},
     {Verb::restart, "restart", "NAME...", 1, -1, "Same as reboot", Complete::machines, "Machine"},
     {Verb::terminate, "terminate", "NAME...", 1, -1, "Terminate one or more VMs/containers", Complete::machines, "Machine"},
     {Verb::kill, "kill", "NAME...", 1, -1, "Send signal to processes of a VM/container", Complete::machines, "Machine"},
-    {Verb::pause, "pause", "NAME...", 1, -1, "Freeze all processes of one or more containers", Complete::machines, "Machine"},
+    {Verb::pause, "pause", "NAME...", 1, -1, "Freeze all processes of one or more containers", Complete::machines,
+     "Machine"},
     {Verb::resume, "resume", "NAME...", 1, -1, "Thaw paused containers", Complete::machines, "Machine"},
     {Verb::wait, "wait", "NAME...", 1, -1, "Wait until the machines report ready (--timeout)", Complete::images, "Machine"},
-    {Verb::bind, "bind", "NAME PATH [PATH]", 2, 3, "Bind mount a path from the host into a container", Complete::machine_then_files,
-     "Machine"},
-    {Verb::copy_to, "copy-to", "NAME PATH [PATH]", 2, 3, "Copy files from the host to a container", Complete::machine_then_files, "Machine"},
-    {Verb::copy_from, "copy-from", "NAME PATH [PATH]", 2, 3, "Copy files from a container to the host", Complete::machine_then_files,
-     "Machine"},
+    {Verb::bind, "bind", "NAME PATH [PATH]", 2, 3, "Bind mount a path from the host into a container",
+     Complete::machine_then_files, "Machine"},
+    {Verb::copy_to, "copy-to", "NAME PATH [PATH]", 2, 3, "Copy files from the host to a container",
+     Complete::machine_then_files, "Machine"},
+    {Verb::copy_from, "copy-from", "NAME PATH [PATH]", 2, 3, "Copy files from a container to the host",
+     Complete::machine_then_files, "Machine"},
     {Verb::checkpoint, "checkpoint", "NAME DIRECTORY", 2, 2, "Save a running container's processes to a directory (criu)",
      Complete::machine_then_files, "Machine"},
-    {Verb::restore, "restore", "DIRECTORY [NAME]", 1, 2, "Restore a container from a checkpoint directory", Complete::files, "Machine"},
+    {Verb::restore, "restore", "DIRECTORY [NAME]", 1, 2, "Restore a container from a checkpoint directory", Complete::files,
+     "Machine"},
     {Verb::list_images, "list-images", "", 0, 0, "Show available container and VM images", Complete::none, "Image", true},
     {Verb::image_status, "image-status", "[NAME...]", 0, -1, "Show image details", Complete::images, "Image", true},
     {Verb::show_image, "show-image", "[NAME...]", 0, -1, "Show properties of image", Complete::images, "Image", true},
@@ -46,19 +52,28 @@ constexpr VerbSpec kVerbs[] = {
     {Verb::rename, "rename", "NAME NAME", 2, 2, "Rename an image", Complete::images, "Image"},
     {Verb::read_only, "read-only", "NAME [BOOL]", 1, 2, "Mark or unmark image read-only", Complete::images, "Image"},
     {Verb::remove, "remove", "NAME...", 1, -1, "Remove an image", Complete::images, "Image"},
-    {Verb::set_limit, "set-limit", "[NAME] BYTES", 1, 2, "Set image or pool size limit (disk quota)", Complete::images, "Image"},
+    {Verb::set_limit, "set-limit", "[NAME] BYTES", 1, 2, "Set image or pool size limit (disk quota)", Complete::images,
+     "Image"},
     {Verb::clean, "clean", "", 0, 0, "Remove hidden (or all) images", Complete::none, "Image"},
     {Verb::pull_tar, "pull-tar", "URL [NAME]", 1, 2, "Download a TAR container image", Complete::none, "Image Transfer"},
-    {Verb::pull_raw, "pull-raw", "URL [NAME]", 1, 2, "Download a RAW container or VM image", Complete::none, "Image Transfer"},
-    {Verb::import_tar, "import-tar", "FILE [NAME]", 1, 2, "Import a local TAR container image", Complete::files, "Image Transfer"},
-    {Verb::import_raw, "import-raw", "FILE [NAME]", 1, 2, "Import a local RAW container or VM image", Complete::files, "Image Transfer"},
-    {Verb::import_fs, "import-fs", "DIRECTORY [NAME]", 1, 2, "Import a local directory container image", Complete::files, "Image Transfer"},
-    {Verb::export_tar, "export-tar", "NAME [FILE]", 1, 2, "Export a TAR container image locally", Complete::images, "Image Transfer"},
-    {Verb::export_raw, "export-raw", "NAME [FILE]", 1, 2, "Export a RAW container or VM image locally", Complete::images, "Image Transfer"},
-    {Verb::pull_oci, "pull-oci", "REF [NAME]", 1, 2, "Download an OCI image from a registry", Complete::none, "Image Transfer"},
-    {Verb::import_oci, "import-oci", "DIR|ARCHIVE [NAME]", 1, 2, "Import a local OCI image layout or oci-archive", Complete::files,
+    {Verb::pull_raw, "pull-raw", "URL [NAME]", 1, 2, "Download a RAW container or VM image", Complete::none,
      "Image Transfer"},
-    {Verb::list_transfers, "list-transfers", "", 0, 0, "Show list of downloads in progress", Complete::none, "Image Transfer", true},
+    {Verb::import_tar, "import-tar", "FILE [NAME]", 1, 2, "Import a local TAR container image", Complete::files,
+     "Image Transfer"},
+    {Verb::import_raw, "import-raw", "FILE [NAME]", 1, 2, "Import a local RAW container or VM image", Complete::files,
+     "Image Transfer"},
+    {Verb::import_fs, "import-fs", "DIRECTORY [NAME]", 1, 2, "Import a local directory container image", Complete::files,
+     "Image Transfer"},
+    {Verb::export_tar, "export-tar", "NAME [FILE]", 1, 2, "Export a TAR container image locally", Complete::images,
+     "Image Transfer"},
+    {Verb::export_raw, "export-raw", "NAME [FILE]", 1, 2, "Export a RAW container or VM image locally", Complete::images,
+     "Image Transfer"},
+    {Verb::pull_oci, "pull-oci", "REF [NAME]", 1, 2, "Download an OCI image from a registry", Complete::none,
+     "Image Transfer"},
+    {Verb::import_oci, "import-oci", "DIR|ARCHIVE [NAME]", 1, 2, "Import a local OCI image layout or oci-archive",
+     Complete::files, "Image Transfer"},
+    {Verb::list_transfers, "list-transfers", "", 0, 0, "Show list of downloads in progress", Complete::none,
+     "Image Transfer", true},
     {Verb::cancel_transfer, "cancel-transfer", "ID...", 1, -1, "Cancel a download", Complete::none, "Image Transfer"},
 };
 
@@ -181,8 +196,7 @@ void apply(Options& o, const OptionSpec& spec, const std::string& arg) {
     else if (n == "full") {
         o.full = true;
         o.max_addresses = -1;  // as machinectl: -l implies --max-addresses=all
-    }
-    else if (n == "output") {
+    } else if (n == "output") {
         if (arg != "cat" && !is_listed_value(spec, arg))  // "cat": machinectl's alias of short
             throw UsageError("Unknown output format '" + arg + "' (" + listed_values(spec) + ")");
         if (arg == "json") o.output = Output::json;
@@ -228,8 +242,7 @@ void apply(Options& o, const OptionSpec& spec, const std::string& arg) {
     } else if (n == "format") {
         if (!is_listed_value(spec, arg)) throw UsageError("Unknown format: " + arg + " (" + listed_values(spec) + ")");
         o.format = arg;
-    }
-    else if (n == "lines") {
+    } else if (n == "lines") {
         char* end = nullptr;
         long v = std::strtol(arg.c_str(), &end, 10);
         if (arg.empty() || *end || v < 0 || v > 1'000'000) throw UsageError("Failed to parse lines '" + arg + "'");
@@ -311,9 +324,12 @@ Invocation parse(std::span<const std::string> argv) {
     const VerbSpec* v = find_verb(inv.verb);
     if (!v) throw UsageError("Unknown command verb '" + inv.verb + "'.");
     int n = static_cast<int>(positional.size());
-    if (n < v->min_args) throw UsageError("Too few arguments for '" + inv.verb + "' (usage: machctl " + inv.verb + " " + std::string(v->args) + ").");
+    if (n < v->min_args)
+        throw UsageError("Too few arguments for '" + inv.verb + "' (usage: machctl " + inv.verb + " " +
+                         std::string(v->args) + ").");
     if (v->max_args >= 0 && n > v->max_args)
-        throw UsageError("Too many arguments for '" + inv.verb + "' (usage: machctl " + inv.verb + " " + std::string(v->args) + ").");
+        throw UsageError("Too many arguments for '" + inv.verb + "' (usage: machctl " + inv.verb + " " +
+                         std::string(v->args) + ").");
     inv.args = std::move(positional);
     return inv;
 }
@@ -367,20 +383,24 @@ std::string bash_completion() {
             if (!o.values.empty()) {
                 std::string pat = "--" + std::string(o.long_name);
                 if (o.short_name) pat += std::string("|-") + o.short_name;
-                value_cases += "        " + pat + ") COMPREPLY=( $(compgen -W '" + std::string(o.values) + "' -- \"$cur\") ); return 0 ;;\n";
+                value_cases += "        " + pat + ") COMPREPLY=( $(compgen -W '" + std::string(o.values) +
+                               "' -- \"$cur\") ); return 0 ;;\n";
             }
         }
     }
     std::string s;
     s += "# machctl(1) completion -- generated from machctl's command table, do not edit.\n";
-    s += "_machctl_machines() { machctl list --no-legend --no-pager 2>/dev/null | { while read -r a b; do echo \" $a\"; done; }; }\n";
-    s += "_machctl_images() { { machctl list-images --no-legend --no-pager 2>/dev/null; machctl list --no-legend --no-pager 2>/dev/null; } | { while read -r a b; do echo \" $a\"; done; }; }\n";
+    s += "_machctl_machines() { machctl list --no-legend --no-pager 2>/dev/null | { while read -r a b; do echo \" $a\"; "
+         "done; }; }\n";
+    s += "_machctl_images() { { machctl list-images --no-legend --no-pager 2>/dev/null; machctl list --no-legend --no-pager "
+         "2>/dev/null; } | { while read -r a b; do echo \" $a\"; done; }; }\n";
     s += "_machctl() {\n";
     s += "    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} i verb\n";
     s += "    local OPTS_ARG='" + opts_arg.substr(1) + "'\n";
     s += "    local OPTS_FLAG='" + opts_flag.substr(1) + "'\n";
     s += "    case \"$prev\" in\n" + value_cases;
-    s += "        --signal|-s) COMPREPLY=( $(compgen -W \"$(kill -l | tr -s ' \\t' '\\n' | grep '^SIG')\" -- \"$cur\") ); return 0 ;;\n";
+    s += "        --signal|-s) COMPREPLY=( $(compgen -W \"$(kill -l | tr -s ' \\t' '\\n' | grep '^SIG')\" -- \"$cur\") ); "
+         "return 0 ;;\n";
     s += "    esac\n";
     s += "    if [[ \"$cur\" = -* ]]; then COMPREPLY=( $(compgen -W \"$OPTS_ARG $OPTS_FLAG\" -- \"$cur\") ); return 0; fi\n";
     s += "    for ((i=1; i < COMP_CWORD; i++)); do\n";
@@ -404,7 +424,8 @@ std::string bash_completion() {
     s += "        " + alt(verbs_machines) + ") COMPREPLY=( $(compgen -W \"$(_machctl_machines)\" -- \"$cur\") ) ;;\n";
     s += "        " + alt(verbs_images) + ") COMPREPLY=( $(compgen -W \"$(_machctl_images)\" -- \"$cur\") ) ;;\n";
     s += "        " + alt(verbs_files) + ")\n";
-    s += "            if [[ ${COMP_WORDS[COMP_CWORD-1]} = \"$verb\" ]]; then COMPREPLY=( $(compgen -W \"$(_machctl_machines)\" -- \"$cur\") );\n";
+    s += "            if [[ ${COMP_WORDS[COMP_CWORD-1]} = \"$verb\" ]]; then COMPREPLY=( $(compgen -W "
+         "\"$(_machctl_machines)\" -- \"$cur\") );\n";
     s += "            else COMPREPLY=( $(compgen -f -- \"$cur\") ); fi ;;\n";
     s += "    esac\n";
     s += "    return 0\n";

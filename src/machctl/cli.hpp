@@ -17,13 +17,48 @@ namespace mk::machctl {
 enum class Complete { none, machines, images, files, signals, machine_then_files };
 
 enum class Verb {
-    list, status, show, start, login, shell,
-    enable, disable, poweroff, stop, reboot, restart,
-    terminate, kill, pause, resume, checkpoint, restore, wait, bind,
-    copy_to, copy_from, list_images, image_status, show_image, clone,
-    rename, read_only, remove, set_limit, clean, pull_tar,
-    pull_raw, import_tar, import_raw, import_fs, pull_oci, import_oci, export_tar, export_raw,
-    list_transfers, cancel_transfer
+    list,
+    status,
+    show,
+    start,
+    login,
+    shell,
+    enable,
+    disable,
+    poweroff,
+    stop,
+    reboot,
+    restart,
+    terminate,
+    kill,
+    pause,
+    resume,
+    checkpoint,
+    restore,
+    wait,
+    bind,
+    copy_to,
+    copy_from,
+    list_images,
+    image_status,
+    show_image,
+    clone,
+    rename,
+    read_only,
+    remove,
+    set_limit,
+    clean,
+    pull_tar,
+    pull_raw,
+    import_tar,
+    import_raw,
+    import_fs,
+    pull_oci,
+    import_oci,
+    export_tar,
+    export_raw,
+    list_transfers,
+    cancel_transfer
 };
 
 struct VerbSpec {
@@ -31,7 +66,7 @@ struct VerbSpec {
     std::string_view name;
     std::string_view args;  // for --help: "NAME..."
     int min_args;
-    int max_args;           // -1 = unbounded
+    int max_args;  // -1 = unbounded
     std::string_view help;
     Complete complete;
     std::string_view group;  // "Machine", "Image"
@@ -40,10 +75,10 @@ struct VerbSpec {
 
 struct OptionSpec {
     std::string_view long_name;
-    char short_name;         // 0 = none
-    std::string_view arg;    // "" = flag, else the argument's name for --help
+    char short_name;       // 0 = none
+    std::string_view arg;  // "" = flag, else the argument's name for --help
     std::string_view help;
-    std::string_view values; // the argument's valid values ("" = any): checked by parse(), completed
+    std::string_view values;  // the argument's valid values ("" = any): checked by parse(), completed
 };
 
 std::span<const VerbSpec> verbs();
@@ -65,17 +100,17 @@ struct Options {
     std::string uid;
     std::string verify = "signature";  // pull-*: no, checksum, signature
     std::string format;                // export-*: empty = from the file name
-    std::vector<std::string> setenv;  // NAME=VALUE (NAME alone takes machctl's own value)
-    std::optional<double> timeout;    // seconds
-    int max_addresses = 1;            // -1 = all
-    bus::BusTarget bus_target;        // -H/-M: the last one given wins, as machinectl
-    unsigned lines = 10;              // status: journal entries shown (-n), as machinectl
+    std::vector<std::string> setenv;   // NAME=VALUE (NAME alone takes machctl's own value)
+    std::optional<double> timeout;     // seconds
+    int max_addresses = 1;             // -1 = all
+    bus::BusTarget bus_target;         // -H/-M: the last one given wins, as machinectl
+    unsigned lines = 10;               // status: journal entries shown (-n), as machinectl
 };
 
 struct Invocation {
     Options opts;
-    std::string verb;                // "list" when none given
-    std::vector<std::string> args;   // positionals after the verb
+    std::string verb;               // "list" when none given
+    std::vector<std::string> args;  // positionals after the verb
 };
 
 // Parses argv (without argv[0]). Options may appear anywhere, except that for `shell` everything

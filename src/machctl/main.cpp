@@ -129,8 +129,7 @@ int run(int argc, char** argv) {
             std::fprintf(stderr, "machd is not running: start it with 'machd' (or systemctl start machd).\n");
         else if (e.kind == ClientError::Kind::no_bus)
             std::fprintf(stderr, "%s (is dbus-daemon running? DBUS_SYSTEM_BUS_ADDRESS selects the bus)\n", e.what());
-        else
-            std::fprintf(stderr, "%s\n", e.what());
+        else std::fprintf(stderr, "%s\n", e.what());
         return 1;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "machctl: %s\n", mk::core::describe(e).c_str());

@@ -147,8 +147,7 @@ std::string property_text(const bus::Property& p) {
             else if constexpr (std::is_same_v<T, uint64_t>) {
                 if (is_timestamp(p)) return v ? format_timestamp(v) : "";
                 return is_infinite_limit(p, v) ? "infinity" : std::to_string(v);
-            }
-            else if constexpr (std::is_same_v<T, int64_t>) return std::to_string(v);
+            } else if constexpr (std::is_same_v<T, int64_t>) return std::to_string(v);
             else if constexpr (std::is_same_v<T, bool>) return v ? "yes" : "no";
             else if constexpr (std::is_same_v<T, double>) return std::to_string(v);
             else if constexpr (std::is_same_v<T, std::vector<uint8_t>>) return hex(v);
@@ -185,13 +184,34 @@ void write_string(std::string& out, const std::string& s) {
     for (size_t i = 0; i < s.size();) {
         auto c = static_cast<unsigned char>(s[i]);
         switch (c) {
-        case '"': out += "\\\""; i++; continue;
-        case '\\': out += "\\\\"; i++; continue;
-        case '\b': out += "\\b"; i++; continue;
-        case '\f': out += "\\f"; i++; continue;
-        case '\n': out += "\\n"; i++; continue;
-        case '\r': out += "\\r"; i++; continue;
-        case '\t': out += "\\t"; i++; continue;
+        case '"':
+            out += "\\\"";
+            i++;
+            continue;
+        case '\\':
+            out += "\\\\";
+            i++;
+            continue;
+        case '\b':
+            out += "\\b";
+            i++;
+            continue;
+        case '\f':
+            out += "\\f";
+            i++;
+            continue;
+        case '\n':
+            out += "\\n";
+            i++;
+            continue;
+        case '\r':
+            out += "\\r";
+            i++;
+            continue;
+        case '\t':
+            out += "\\t";
+            i++;
+            continue;
         default: break;
         }
         if (c < 0x20 || c == 0x7f) {
@@ -299,8 +319,7 @@ std::string format_json(const json& records, Output mode, bool table) {
     // dumps of several objects are one record each.
     if (mode == Output::json_seq && !table && records.is_array())
         for (const auto& r : records) record(r);
-    else
-        record(records);
+    else record(records);
     return out;
 }
 

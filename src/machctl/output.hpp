@@ -25,8 +25,8 @@ using json = nlohmann::ordered_json;
 size_t columns_of(std::string_view s);
 
 struct TableStyle {
-    std::vector<bool> right;  // per column: right-aligned data (machinectl's ID and PERCENT)
-    bool pad_header = false;  // keep the header's last cell padded (machinectl 252's list-transfers)
+    std::vector<bool> right;             // per column: right-aligned data (machinectl's ID and PERCENT)
+    bool pad_header = false;             // keep the header's last cell padded (machinectl 252's list-transfers)
     bool measure_hidden_header = false;  // columns as wide as the header even when it is not shown (ditto)
 };
 std::string format_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows,

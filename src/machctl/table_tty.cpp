@@ -70,9 +70,8 @@ std::string format_table_tty(const std::vector<std::string>& header, const std::
     std::vector<libscols_column*> cols;
     for (size_t i = 0; i < header.size(); i++) {
         int flags = i < style.right.size() && style.right[i] ? SCOLS_FL_RIGHT : 0;
-        bool multi = std::any_of(rows.begin(), rows.end(), [&](const auto& r) {
-            return i < r.size() && r[i].find('\n') != std::string::npos;
-        });
+        bool multi = std::any_of(rows.begin(), rows.end(),
+                                 [&](const auto& r) { return i < r.size() && r[i].find('\n') != std::string::npos; });
         if (multi) flags |= SCOLS_FL_WRAP;
         libscols_column* cl = scols_table_new_column(tb.get(), header[i].c_str(), 0, flags);
         if (!cl) throw std::bad_alloc();

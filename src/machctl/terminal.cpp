@@ -51,7 +51,8 @@ void copy_winsize(int master) {
 }  // namespace
 
 int relay_pty(int master, int status_fd, bool survive_hangup) {
-    struct sigaction sa {}, old {}, quit {}, old_term {}, old_hup {};
+    struct sigaction sa {
+    }, old{}, quit{}, old_term{}, old_hup{};
     sa.sa_handler = on_winch;
     ::sigaction(SIGWINCH, &sa, &old);
     // SIGTERM/SIGHUP end the relay through the normal path, so the terminal mode is restored.
@@ -84,8 +85,8 @@ int relay_pty(int master, int status_fd, bool survive_hangup) {
         }
         // While no terminal side is open (hung_up) the master polls as "hung up" at once: look again
         // every 100 ms instead.
-        pollfd fds[3] = {{hung_up ? -1 : master, POLLIN, 0}, {stdin_open ? STDIN_FILENO : -1, POLLIN, 0},
-                         {status_fd, POLLIN, 0}};
+        pollfd fds[3] = {
+            {hung_up ? -1 : master, POLLIN, 0}, {stdin_open ? STDIN_FILENO : -1, POLLIN, 0}, {status_fd, POLLIN, 0}};
         int r = ::poll(fds, 3, hung_up ? 100 : -1);
         if (r < 0) {
             if (errno == EINTR) continue;

@@ -84,7 +84,8 @@ int verb_restore(Context& c, const Args& a) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     if (!c.opts.quiet)
-        std::fprintf(stderr, "Restored machine %s from %s (spawn PID %u, log %s).\n", name.c_str(), dir.c_str(), pid, log.c_str());
+        std::fprintf(stderr, "Restored machine %s from %s (spawn PID %u, log %s).\n", name.c_str(), dir.c_str(), pid,
+                     log.c_str());
     return 0;
 }
 

@@ -11,9 +11,10 @@ namespace mk::machctl {
 void Context::print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows,
                           const TableStyle& style, size_t ellipsize) const {
     bool legend = !opts.no_legend;
-    std::string text = tty && !opts.full ? format_table_tty(header, rows, legend, style, terminal_columns(), colors, ellipsize)
-                       : tty              ? format_table_tty(header, rows, legend, style, 0, colors, ellipsize)
-                                          : format_table(header, rows, legend, style);
+    std::string text = tty && !opts.full
+                           ? format_table_tty(header, rows, legend, style, terminal_columns(), colors, ellipsize)
+                       : tty ? format_table_tty(header, rows, legend, style, 0, colors, ellipsize)
+                             : format_table(header, rows, legend, style);
     std::fputs(text.c_str(), stdout);
 }
 
@@ -30,9 +31,7 @@ std::string describe_remote(const ClientError& e) {
     return msg;
 }
 
-bool is_no_such(const ClientError& e) {
-    return e.kind == ClientError::Kind::remote && e.name == bus::kNoSuchMachine;
-}
+bool is_no_such(const ClientError& e) { return e.kind == ClientError::Kind::remote && e.name == bus::kNoSuchMachine; }
 
 std::string get(const std::map<std::string, std::string>& m, const std::string& k) {
     auto it = m.find(k);
@@ -109,7 +108,8 @@ int show_objects(Context& c, const std::vector<std::string>& names, bool images)
     bool first = true;
     json all = json::array();
     if (names.empty()) {
-        auto props = bus_call("Could not get properties", [&] { return c.client().properties(kManagerPath, kManagerInterface); });
+        auto props =
+            bus_call("Could not get properties", [&] { return c.client().properties(kManagerPath, kManagerInterface); });
         print_props(c, props, first, all);
     }
     for (const auto& name : names) {

@@ -19,8 +19,11 @@ int verb_list_images(Context& c, const std::vector<std::string>&) {
         if (!c.opts.all && i.name.starts_with(".")) continue;
         rows.push_back({i.name, i.type, i.read_only ? "yes" : "no", format_bytes(i.usage),
                         i.crtime ? format_timestamp(i.crtime) : "-", i.mtime ? format_timestamp(i.mtime) : "-"});
-        out.push_back({{"name", i.name}, {"type", i.type}, {"ro", i.read_only},
-                       {"usage", i.usage == UINT64_MAX ? json(nullptr) : json(i.usage)}, {"created", i.crtime},
+        out.push_back({{"name", i.name},
+                       {"type", i.type},
+                       {"ro", i.read_only},
+                       {"usage", i.usage == UINT64_MAX ? json(nullptr) : json(i.usage)},
+                       {"created", i.crtime},
                        {"modified", i.mtime}});
     }
     if (c.is_json()) {
@@ -61,7 +64,8 @@ int verb_image_status(Context& c, const std::vector<std::string>& names) {
         } catch (const ClientError& e) {
             if (e.kind != ClientError::Kind::remote) throw;
         }
-        bool has_id = machine_id.size() == 16 && std::any_of(machine_id.begin(), machine_id.end(), [](uint8_t b) { return b; });
+        bool has_id =
+            machine_id.size() == 16 && std::any_of(machine_id.begin(), machine_id.end(), [](uint8_t b) { return b; });
         if (c.is_json()) {
             json j = props_json(props);
             j["OS"] = os;
@@ -71,7 +75,8 @@ int verb_image_status(Context& c, const std::vector<std::string>& names) {
             continue;
         }
         auto now = static_cast<uint64_t>(
-            std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+            std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+                .count());
         auto when = [&](uint64_t t) {
             return format_timestamp(t) + (now > t ? "; " + format_timespan(now - t) + " ago" : "");
         };
@@ -142,7 +147,9 @@ int verb_clean(Context& c, const std::vector<std::string>&) {
     if (c.opts.quiet) return 0;
     for (const auto& [n, sz] : removed) {
         if (sz == UINT64_MAX) std::fprintf(stderr, "Removed image '%s'\n", n.c_str());
-        else std::fprintf(stderr, "Removed image '%s'. Freed exclusive disk space: %s\n", n.c_str(), format_bytes(sz).c_str());
+        else
+            std::fprintf(stderr, "Removed image '%s'. Freed exclusive disk space: %s\n", n.c_str(),
+                         format_bytes(sz).c_str());
     }
     std::fprintf(stderr, "Removed %zu images in total.\n", removed.size());
     return 0;

@@ -45,7 +45,8 @@ std::vector<pid_t> unit_processes(uint64_t leader, const std::string& unit) {
     auto pos = path.find("/" + unit);
     if (pos == std::string::npos) return out;
     std::string rel = path.substr(0, pos + 1 + unit.size());
-    std::string base = std::filesystem::exists("/sys/fs/cgroup/unified/cgroup.procs") ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup";
+    std::string base =
+        std::filesystem::exists("/sys/fs/cgroup/unified/cgroup.procs") ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup";
     std::function<void(const std::filesystem::path&, int)> walk = [&](const std::filesystem::path& dir, int depth) {
         if (depth > 16 || out.size() > 200) return;
         std::ifstream procs(dir / "cgroup.procs");
@@ -101,7 +102,10 @@ int verb_list(Context& c, const std::vector<std::string>&) {
         auto or_null = [](const std::string& s) { return s.empty() ? json(nullptr) : json(s); };
         std::vector<std::string> row = {m.name, m.klass, m.service.empty() ? "-" : m.service, id.empty() ? "-" : id,
                                         version.empty() ? "-" : version};
-        json j = {{"machine", m.name}, {"class", m.klass}, {"service", or_null(m.service)}, {"os", or_null(id)},
+        json j = {{"machine", m.name},
+                  {"class", m.klass},
+                  {"service", or_null(m.service)},
+                  {"os", or_null(id)},
                   {"version", or_null(version)}};
         if (c.opts.max_addresses != 0) {
             row.push_back(text.empty() ? "-" : text);
@@ -167,8 +171,10 @@ int verb_status(Context& c, const std::vector<std::string>& names) {
         uint64_t ts = prop_or<uint64_t>(props, "Timestamp", 0);
         if (ts) {
             auto now = static_cast<uint64_t>(
-                std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
-            std::printf("\t   Since: %s; %s ago\n", format_timestamp(ts).c_str(), format_timespan(now > ts ? now - ts : 0).c_str());
+                std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+                    .count());
+            std::printf("\t   Since: %s; %s ago\n", format_timestamp(ts).c_str(),
+                        format_timespan(now > ts ? now - ts : 0).c_str());
         }
         if (leader) std::printf("\t  Leader: %llu (%s)\n", static_cast<unsigned long long>(leader), comm_of(leader).c_str());
         std::string service = prop_or<std::string>(props, "Service", ""), klass = prop_or<std::string>(props, "Class", "");
@@ -233,7 +239,8 @@ int verb_poweroff(Context& c, const std::vector<std::string>& names) {
             throw;
         }
         if (wait_gone(c, n, 15)) continue;
-        if (!c.opts.quiet) std::fprintf(stderr, "Machine %s still running, sending SIGKILL to all its processes.\n", n.c_str());
+        if (!c.opts.quiet)
+            std::fprintf(stderr, "Machine %s still running, sending SIGKILL to all its processes.\n", n.c_str());
         try {
             c.client().kill(n, "all", SIGKILL);
         } catch (const ClientError& e) {
@@ -273,15 +280,16 @@ int verb_wait(Context& c, const std::vector<std::string>& names) {
     double timeout = c.opts.timeout.value_or(0);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);
     auto timed_out = [&](const std::string& n, const std::string& why) {
-        return Failure("Timed out after " + format_timespan(static_cast<uint64_t>(timeout * 1e6)) +
-                       " waiting for machine " + n + ": " + why);
+        return Failure("Timed out after " + format_timespan(static_cast<uint64_t>(timeout * 1e6)) + " waiting for machine " +
+                       n + ": " + why);
     };
     bool extension = true;
     for (const auto& n : names) {
         if (extension) {
             uint64_t left_usec = 0;
             if (timeout > 0) {
-                auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - std::chrono::steady_clock::now());
+                auto left =
+                    std::chrono::duration_cast<std::chrono::microseconds>(deadline - std::chrono::steady_clock::now());
                 left_usec = left.count() > 0 ? static_cast<uint64_t>(left.count()) : 1;
             }
             try {
@@ -289,13 +297,13 @@ int verb_wait(Context& c, const std::vector<std::string>& names) {
                 case MachineClient::ReadyWait::ready: continue;
                 case MachineClient::ReadyWait::not_registered: throw timed_out(n, "no such machine is registered");
                 case MachineClient::ReadyWait::not_ready:
-                    throw timed_out(n, "it runs, but never reported READY=1 (its guest did not finish booting, "
-                                       "or its manager does not report readiness)");
+                    throw timed_out(n,
+                                    "it runs, but never reported READY=1 (its guest did not finish booting, "
+                                    "or its manager does not report readiness)");
                 }
             } catch (const ClientError& e) {
                 // UnknownMethod/UnknownInterface: machined; AccessDenied: a policy without ours.
-                bool no_extension = e.name.find(".Unknown") != std::string::npos ||
-                                    e.name == bus::kAccessDenied;
+                bool no_extension = e.name.find(".Unknown") != std::string::npos || e.name == bus::kAccessDenied;
                 if (e.kind != ClientError::Kind::remote || !no_extension) throw;
                 extension = false;  // systemd-machined
             }

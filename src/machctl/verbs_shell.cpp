@@ -65,8 +65,9 @@ int verb_shell(Context& c, const std::vector<std::string>& args) {
         } catch (const ClientError& e) {
             if (e.name != bus::kUnknownMethod && e.name != bus::kUnknownInterface)
                 return bus_call("Failed to run command", [&]() -> int { throw; });
-            throw Failure("Failed to run command: without a terminal machctl needs machd's ExecMachine "
-                          "(io.machkit.Manager1), which this machine manager does not offer");
+            throw Failure(
+                "Failed to run command: without a terminal machctl needs machd's ExecMachine "
+                "(io.machkit.Manager1), which this machine manager does not offer");
         }
         core::UniqueFd status_fd(fd);
         int st = 0;
@@ -93,9 +94,8 @@ int verb_shell(Context& c, const std::vector<std::string>& args) {
             return bus_call("Failed to get shell PTY", [&]() -> int { throw; });
     }
     // systemd-machined: OpenMachineShell, whose exit status nobody gets back.
-    auto [master_fd, pty_path] = bus_call("Failed to get shell PTY", [&] {
-        return c.client().open_shell(name, user, path, argv, env);
-    });
+    auto [master_fd, pty_path] =
+        bus_call("Failed to get shell PTY", [&] { return c.client().open_shell(name, user, path, argv, env); });
     core::UniqueFd master(master_fd);
     relay_pty(master.get(), -1);
     return 0;
@@ -128,7 +128,8 @@ int verb_login(Context& c, const std::vector<std::string>& args) {
             core::UniqueFd status_fd(status);
             slave.reset();
             if (!c.opts.quiet)
-                std::fprintf(stderr, "Connected to machine %s. Press ^] three times within 1s to exit session.\n", name.c_str());
+                std::fprintf(stderr, "Connected to machine %s. Press ^] three times within 1s to exit session.\n",
+                             name.c_str());
             relay_pty(master.get(), status_fd.get());
             if (!c.opts.quiet) std::fprintf(stderr, "\nConnection to machine %s terminated.\n", name.c_str());
             return 0;

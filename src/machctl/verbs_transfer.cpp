@@ -43,9 +43,7 @@ std::string format_from(const std::string& file) {
     return "uncompressed";
 }
 
-double now_sec() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+double now_sec() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 // Waits for the transfer; a progress bar with rate and ETA on a terminal (stderr), quiet when
 // piped or with -q. `total` is the byte size when known; else (pulls) the rate is the one the
@@ -61,10 +59,13 @@ int wait_transfer(Context& c, ImportClient& client, uint32_t id, uint64_t total)
         int width = 30, filled = static_cast<int>(std::lround(p * width));
         std::string b(static_cast<size_t>(filled), '#');
         b.append(static_cast<size_t>(width - filled), '.');
-        std::string rate = total ? format_bytes(static_cast<uint64_t>(p * static_cast<double>(total) / (el > 0 ? el : 1))) + "/s"
-                                 : reported_rate.empty() ? std::string("?B/s") : reported_rate;
+        std::string rate =
+            total ? format_bytes(static_cast<uint64_t>(p * static_cast<double>(total) / (el > 0 ? el : 1))) + "/s"
+            : reported_rate.empty() ? std::string("?B/s")
+                                    : reported_rate;
         // Before the first percent there is no estimate yet: say so rather than draw nothing.
-        std::string eta = p <= 0 ? std::string("?") : format_timespan(static_cast<uint64_t>((p < 1 ? el * (1 - p) / p : 0) * 1e6));
+        std::string eta =
+            p <= 0 ? std::string("?") : format_timespan(static_cast<uint64_t>((p < 1 ? el * (1 - p) / p : 0) * 1e6));
         std::fprintf(stderr, "\r[%s] %3d%% %s ETA %s   ", b.c_str(), static_cast<int>(p * 100), rate.c_str(), eta.c_str());
         drew = true;
     };
@@ -96,9 +97,8 @@ int verb_pull(Context& c, const Args& a, bool raw) {
     if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) throw Failure("URL '" + url + "' is not valid.");
     std::string name = a.size() > 1 ? a[1] : name_from(url);
     ImportClient client(c.opts.bus_target);
-    uint32_t id = bus_call("Could not pull image", [&] {
-        return client.pull(raw ? "PullRaw" : "PullTar", url, name, c.opts.verify, c.opts.force);
-    });
+    uint32_t id = bus_call("Could not pull image",
+                           [&] { return client.pull(raw ? "PullRaw" : "PullTar", url, name, c.opts.verify, c.opts.force); });
     if (!c.opts.quiet) std::fprintf(stderr, "Enqueued transfer job %u. Press C-c to continue download in background.\n", id);
     return wait_transfer(c, client, id, 0);
 }
@@ -173,9 +173,8 @@ int verb_export(Context& c, const Args& a, bool raw) {
     }
     if (!fd) throw Failure("Failed to open " + file + ": " + std::strerror(errno));
     ImportClient client(c.opts.bus_target);
-    uint32_t id = bus_call("Could not export image", [&] {
-        return client.export_(raw ? "ExportRaw" : "ExportTar", name, fd.get(), format);
-    });
+    uint32_t id = bus_call("Could not export image",
+                           [&] { return client.export_(raw ? "ExportRaw" : "ExportTar", name, fd.get(), format); });
     if (!c.opts.quiet) std::fprintf(stderr, "Enqueued transfer job %u. Press C-c to continue download in background.\n", id);
     return wait_transfer(c, client, id, 0);
 }
@@ -189,8 +188,8 @@ int verb_list_transfers(Context& c, const Args&) {
     bool legend = !c.opts.no_legend && !c.is_json();
     std::vector<std::vector<std::string>> rows;
     for (const auto& t : list)
-        rows.push_back({std::to_string(t.id), std::to_string(static_cast<int>(t.progress * 100)) + "%", t.type, t.local,
-                        t.remote});
+        rows.push_back(
+            {std::to_string(t.id), std::to_string(static_cast<int>(t.progress * 100)) + "%", t.type, t.local, t.remote});
     if (!rows.empty()) {
         bool no_legend = c.opts.no_legend;
         c.opts.no_legend = !legend;  // -o json turns the legend off here, as in 252

@@ -81,7 +81,8 @@ int verb_start(Context& c, const std::vector<std::string>& names) {
             for (;;) {
                 try {
                     auto path = c.client().machine_path(n);
-                    if (prop_or<std::string>(c.client().properties(path, kMachineInterface), "State", "") == "running") break;
+                    if (prop_or<std::string>(c.client().properties(path, kMachineInterface), "State", "") == "running")
+                        break;
                 } catch (const ClientError& e) {
                     if (!is_no_such(e)) throw;
                 }
@@ -90,11 +91,12 @@ int verb_start(Context& c, const std::vector<std::string>& names) {
                 if (state == "activating" || state == "active") seen_start = true;
                 bool settled = seen_start || std::chrono::steady_clock::now() - started > std::chrono::seconds(3);
                 if (settled && (state == "failed" || state == "inactive"))
-                    throw Failure("Failed to start machine " + n + ": " + unit + " is " + state +
-                                  " (see 'journalctl -u " + unit + "')");
+                    throw Failure("Failed to start machine " + n + ": " + unit + " is " + state + " (see 'journalctl -u " +
+                                  unit + "')");
                 if (std::chrono::steady_clock::now() >= deadline)
                     throw Failure("Machine " + n + " did not register within " +
-                                  format_timespan(static_cast<uint64_t>(timeout * 1e6)) + " (" + unit + " is " + state + ")");
+                                  format_timespan(static_cast<uint64_t>(timeout * 1e6)) + " (" + unit + " is " + state +
+                                  ")");
                 std::this_thread::sleep_for(std::chrono::milliseconds(50));
             }
         }
@@ -114,8 +116,8 @@ int verb_start(Context& c, const std::vector<std::string>& names) {
                 throw Failure("Machine " + n + " failed to start; spawn exited (" + log + "):" + tail_of(log, 5));
             if (std::chrono::steady_clock::now() >= deadline)
                 throw Failure("Machine " + n + " did not register within " +
-                              format_timespan(static_cast<uint64_t>(timeout * 1e6)) + " (spawn PID " +
-                              std::to_string(pid) + ", log " + log + ")");
+                              format_timespan(static_cast<uint64_t>(timeout * 1e6)) + " (spawn PID " + std::to_string(pid) +
+                              ", log " + log + ")");
             std::this_thread::sleep_for(std::chrono::milliseconds(50));
         }
         if (!c.opts.quiet) std::fprintf(stderr, "Started machine %s (spawn PID %u, log %s).\n", n.c_str(), pid, log.c_str());
@@ -129,8 +131,7 @@ int verb_start(Context& c, const std::vector<std::string>& names) {
 int verb_enable(Context& c, const std::vector<std::string>& names, bool enable) {
     namespace fs = std::filesystem;
     for (const auto& n : names) {
-        if (n.empty() || n.find('/') != std::string::npos || n.starts_with("."))
-            throw Failure("Invalid machine name: " + n);
+        if (n.empty() || n.find('/') != std::string::npos || n.starts_with(".")) throw Failure("Invalid machine name: " + n);
         if (enable) bus_call("Failed to enable " + n, [&] { c.client().image_path(n); });
     }
     if (unit_root().empty() && systemd_booted() && c.client().systemd_present()) {
@@ -141,7 +142,8 @@ int verb_enable(Context& c, const std::vector<std::string>& names, bool enable) 
                                 [&] { return c.client().enable_unit_files(units, enable); });
         if (!c.opts.quiet)
             for (const auto& ch : changes) {
-                if (ch.type == "symlink") std::fprintf(stderr, "Created symlink %s → %s.\n", ch.file.c_str(), ch.destination.c_str());
+                if (ch.type == "symlink")
+                    std::fprintf(stderr, "Created symlink %s → %s.\n", ch.file.c_str(), ch.destination.c_str());
                 else if (ch.type == "unlink") std::fprintf(stderr, "Removed \"%s\".\n", ch.file.c_str());
             }
         bus_call("Failed to reload daemon", [&] { c.client().reload_systemd(); });

@@ -44,12 +44,14 @@ void usage(FILE* out) {
                  "  --scope-backend=auto|cgroupfs|systemd\n"
                  "                     who creates machine scopes (auto: systemd when it is PID 1\n"
                  "                     and on the bus, else machd itself through cgroupfs)\n"
-                 "  --spawn-path=PATH  spawn binary for StartMachine (default " MK_BINDIR "/spawn)\n"
+                 "  --spawn-path=PATH  spawn binary for StartMachine (default " MK_BINDIR
+                 "/spawn)\n"
                  "  --machines-dir=DIR where StartMachine boots from (default: the --pool directory)\n"
                  "  --log-dir=DIR      StartMachine's spawn logs (default /run/machkit)\n"
                  "  --pool=DIR         the image pool: image methods and import1 transfers (default /var/lib/machines)\n"
                  "  --transfer-path=PATH machd-transfer helper (default: next to machd in a build tree,\n"
-                 "                     else " MK_LIBEXECDIR "/machd-transfer)\n"
+                 "                     else " MK_LIBEXECDIR
+                 "/machd-transfer)\n"
                  "  --varlink-dir=DIR  where the io.systemd.Machine and io.systemd.MachineImage Varlink\n"
                  "                     sockets are made, mode 0666 (default /run/systemd/machine)\n"
                  "  --no-varlink       serve no Varlink sockets\n"
@@ -103,7 +105,20 @@ int main(int argc, char** argv) {
     // machines_dir stays empty unless given: StartMachine then boots from the pool, where
     // machctl import/pull/clone put the images (issue 17: it used to ignore --pool).
     mk::core::LaunchConfig launch{MK_BINDIR "/spawn", "", "/run/machkit"};
-    enum { kStateDir = 0x100, kCgroupRoot, kStopTimeout, kScopeBackend, kVersion, kSpawnPath, kMachinesDir, kLogDir, kPool, kTransferPath, kVarlinkDir, kNoVarlink };
+    enum {
+        kStateDir = 0x100,
+        kCgroupRoot,
+        kStopTimeout,
+        kScopeBackend,
+        kVersion,
+        kSpawnPath,
+        kMachinesDir,
+        kLogDir,
+        kPool,
+        kTransferPath,
+        kVarlinkDir,
+        kNoVarlink
+    };
     std::string transfer_path;
     std::string varlink_dir = "/run/systemd/machine";
     static const option options[] = {
@@ -184,8 +199,7 @@ int main(int argc, char** argv) {
                 *connection, cgroup_root, [&](const std::string& unit, const std::string& job, const std::string& result) {
                     if (service_ptr) service_ptr->scope_job_done(unit, job, result);
                 });
-        else
-            backend = std::make_unique<mk::core::CgroupfsBackend>(cgroup_root);
+        else backend = std::make_unique<mk::core::CgroupfsBackend>(cgroup_root);
 
         // Listeners in order: the loop (watch leader pidfds from the first moment), then the bus
         // objects once they exist. The service reports to both through this chain.
@@ -225,7 +239,8 @@ int main(int argc, char** argv) {
             // Hidden .#import-*/.#pull-* entries of helpers killed with SIGKILL (docs/images.md).
             size_t stale = mk::core::ImagePool(pool_path).remove_stale_temporaries();
             if (stale)
-                mk::bus::log_line(LOG_NOTICE, "removed " + std::to_string(stale) + " stale transfer temporaries from " + pool_path);
+                mk::bus::log_line(LOG_NOTICE,
+                                  "removed " + std::to_string(stale) + " stale transfer temporaries from " + pool_path);
         } catch (const std::exception& e) {
             mk::bus::log_line(LOG_WARNING, "pool " + pool_path + ": " + mk::core::describe(e));
         }
@@ -250,8 +265,8 @@ int main(int argc, char** argv) {
         std::unique_ptr<mk::varlink::Server> varlink;
         if (!varlink_dir.empty()) {
             try {
-                varlink = std::make_unique<mk::varlink::Server>(varlink_loop,
-                                                                mk::varlink::ServiceInfo{"machkit", "machd", MK_VERSION, ""});
+                varlink = std::make_unique<mk::varlink::Server>(
+                    varlink_loop, mk::varlink::ServiceInfo{"machkit", "machd", MK_VERSION, ""});
                 varlink->add_interface(mk::varlink::machine_interface(varlink_ctx));
                 varlink->add_interface(mk::varlink::machine_image_interface(service, pool));
                 make_directory(varlink_dir);

@@ -62,7 +62,8 @@ int main(int argc, char** argv) {
         if (secs) sleep(secs);
         int lock = open("/run/machkit/nft.lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (lock >= 0)
-            while (flock(lock, LOCK_EX) < 0 && errno == EINTR) {}
+            while (flock(lock, LOCK_EX) < 0 && errno == EINTR) {
+            }
         if (!dir_has_entries(argv[2])) {
             rmdir(argv[2]);
             run("delete table inet machkit", true);  // fails harmlessly when it is gone already

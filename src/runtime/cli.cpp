@@ -19,20 +19,43 @@ struct OptionDef {
 // recorded rather than refused, so engines that always pass them work (each noted why).
 const std::map<std::string_view, std::vector<OptionDef>>& command_options() {
     static const std::map<std::string_view, std::vector<OptionDef>> kDefs = {
-        {"create", {{"bundle", 'b', true}, {"pid-file", 0, true}, {"console-socket", 0, true}, {"no-pivot", 0, false},
-                    {"no-new-keyring", 0, false}, {"preserve-fds", 0, true}}},
-        {"run", {{"bundle", 'b', true}, {"pid-file", 0, true}, {"console-socket", 0, true}, {"no-pivot", 0, false},
-                 {"no-new-keyring", 0, false}, {"preserve-fds", 0, true}, {"detach", 'd', false}, {"keep", 0, false}}},
+        {"create",
+         {{"bundle", 'b', true},
+          {"pid-file", 0, true},
+          {"console-socket", 0, true},
+          {"no-pivot", 0, false},
+          {"no-new-keyring", 0, false},
+          {"preserve-fds", 0, true}}},
+        {"run",
+         {{"bundle", 'b', true},
+          {"pid-file", 0, true},
+          {"console-socket", 0, true},
+          {"no-pivot", 0, false},
+          {"no-new-keyring", 0, false},
+          {"preserve-fds", 0, true},
+          {"detach", 'd', false},
+          {"keep", 0, false}}},
         {"start", {}},
         {"state", {}},
         {"kill", {{"all", 'a', false}}},
         {"delete", {{"force", 'f', false}}},
         {"list", {{"format", 'f', true}, {"quiet", 'q', false}}},
         {"ps", {{"format", 'f', true}}},
-        {"exec", {{"process", 'p', true}, {"detach", 'd', false}, {"pid-file", 0, true}, {"tty", 't', false},
-                  {"console-socket", 0, true}, {"cwd", 0, true}, {"env", 'e', true}, {"user", 'u', true},
-                  {"cap", 'c', true}, {"no-new-privs", 0, false}, {"preserve-fds", 0, true}, {"process-label", 0, true},
-                  {"apparmor", 0, true}, {"cgroup", 0, true}}},
+        {"exec",
+         {{"process", 'p', true},
+          {"detach", 'd', false},
+          {"pid-file", 0, true},
+          {"tty", 't', false},
+          {"console-socket", 0, true},
+          {"cwd", 0, true},
+          {"env", 'e', true},
+          {"user", 'u', true},
+          {"cap", 'c', true},
+          {"no-new-privs", 0, false},
+          {"preserve-fds", 0, true},
+          {"process-label", 0, true},
+          {"apparmor", 0, true},
+          {"cgroup", 0, true}}},
         {"pause", {}},
         {"resume", {}},
         {"features", {}},
@@ -72,19 +95,23 @@ std::vector<std::string> Invocation::values(const std::string& name) const {
 }
 
 const std::vector<std::string_view>& command_names() {
-    static const std::vector<std::string_view> kNames = {"create", "start", "run",   "state",  "kill",   "delete",
-                                                         "list",   "ps",    "exec",  "pause",  "resume", "features",
-                                                         "spec"};
+    static const std::vector<std::string_view> kNames = {"create", "start", "run",   "state",  "kill",     "delete", "list",
+                                                         "ps",     "exec",  "pause", "resume", "features", "spec"};
     return kNames;
 }
 
 Invocation parse_command_line(const std::vector<std::string>& argv) {
     Invocation inv;
-    static const std::vector<OptionDef> kGlobal = {{"root", 0, true},  {"log", 0, true},      {"log-format", 0, true},
-                                                   {"systemd-cgroup", 0, false}, {"debug", 0, false}, {"version", 'v', false},
+    static const std::vector<OptionDef> kGlobal = {{"root", 0, true},
+                                                   {"log", 0, true},
+                                                   {"log-format", 0, true},
+                                                   {"systemd-cgroup", 0, false},
+                                                   {"debug", 0, false},
+                                                   {"version", 'v', false},
                                                    {"help", 'h', false},
                                                    // runc's; we have nothing to do with them, as runc when unset.
-                                                   {"rootless", 0, true}, {"criu", 0, true}};
+                                                   {"rootless", 0, true},
+                                                   {"criu", 0, true}};
     size_t i = 0;
     for (; i < argv.size() && is_option(argv[i]); i++) {
         std::string_view name;
@@ -145,7 +172,8 @@ Invocation parse_command_line(const std::vector<std::string>& argv) {
         std::string_view name;
         std::optional<std::string> val;
         const OptionDef* d = find_option(defs->second, a, name, val);
-        if (!d) throw UsageError("unknown option '" + a + "' for '" + inv.command + "'; see machrun " + inv.command + " --help");
+        if (!d)
+            throw UsageError("unknown option '" + a + "' for '" + inv.command + "'; see machrun " + inv.command + " --help");
         if (d->takes_value && !val) {
             if (++i >= argv.size()) throw UsageError("option --" + std::string(d->name) + " needs a value");
             val = argv[i];

@@ -28,9 +28,9 @@ struct Invocation {
     GlobalOptions global;
     bool version = false;
     bool help = false;
-    std::string command;                                    // "" with --version / --help
-    std::map<std::string, std::vector<std::string>> opts;   // canonical long name -> values ("" for flags)
-    std::vector<std::string> args;                          // positionals (exec: the id, then the command's argv)
+    std::string command;                                   // "" with --version / --help
+    std::map<std::string, std::vector<std::string>> opts;  // canonical long name -> values ("" for flags)
+    std::vector<std::string> args;                         // positionals (exec: the id, then the command's argv)
 
     bool flag(const std::string& name) const { return opts.contains(name); }
     // The last value given for `name`, or `def`.

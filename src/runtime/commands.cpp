@@ -96,7 +96,8 @@ std::string cgroup2_root(const std::string& root) {
 // Makes the group (and missing parents); returns whether the leaf was made by us.
 bool make_cgroup(const std::string& root, const std::string& path) {
     std::string base = cgroup2_root(root);
-    if (base.empty()) throw UsageError("no cgroup2 hierarchy is mounted under " + root + "; machrun needs one (unified or hybrid)");
+    if (base.empty())
+        throw UsageError("no cgroup2 hierarchy is mounted under " + root + "; machrun needs one (unified or hybrid)");
     std::string dir = base;
     bool made = false;
     for (auto part : core::split(path, '/')) {
@@ -273,7 +274,8 @@ struct CreateRollback {
             }
             dir.remove(st.id);
         } catch (const std::exception& e) {
-            log_warning(std::string("cleaning up after the failed create: ") + e.what() + "; run 'machrun delete --force " + st.id + "'");
+            log_warning(std::string("cleaning up after the failed create: ") + e.what() + "; run 'machrun delete --force " +
+                        st.id + "'");
         }
     }
 };
@@ -297,8 +299,10 @@ Created do_create(const Invocation& inv, const OciStateDir& dir) {
     spec.register_mode = core::RegisterMode::No;
     std::string console_socket = inv.value("console-socket");
     bool terminal = spec.console == core::ConsoleMode::Interactive;
-    if (terminal && console_socket.empty()) throw UsageError("process.terminal is set: --console-socket is needed to hand over the terminal");
-    if (!terminal && !console_socket.empty()) throw UsageError("--console-socket given, but process.terminal is not set in config.json");
+    if (terminal && console_socket.empty())
+        throw UsageError("process.terminal is set: --console-socket is needed to hand over the terminal");
+    if (!terminal && !console_socket.empty())
+        throw UsageError("--console-socket given, but process.terminal is not set in config.json");
     std::string cgroup = core::oci_cgroup_path(spec.oci.cgroups_path, inv.global.systemd_cgroup, id);
     // linux.resources, in the container's cgroup2 group (the only one machrun makes): planned
     // against cgroup2's controllers alone, so a limit whose controller is on v1 here (a hybrid
@@ -365,7 +369,8 @@ Created do_create(const Invocation& inv, const OciStateDir& dir) {
     run_hooks(spec, "prestart", state_json, true);
     run_hooks(spec, "createRuntime", state_json, true);
     run_hooks(spec, "createContainer", state_json, true);
-    if (std::string pid_file = inv.value("pid-file"); !pid_file.empty()) write_file_atomic(pid_file, std::to_string(out.pid));
+    if (std::string pid_file = inv.value("pid-file"); !pid_file.empty())
+        write_file_atomic(pid_file, std::to_string(out.pid));
     rollback.armed = false;
     out.state = st;
     return out;
@@ -389,7 +394,8 @@ void release_gate(const OciStateDir& dir, const ContainerState& st) {
         if (n == 1) break;
         if (n < 0 && errno != EAGAIN && errno != EINTR) core::throw_last_error("cannot read the exec FIFO");
         if (fds[1].revents) throw std::runtime_error("container '" + st.id + "' exited before it was started");
-        if (n == 0 && (fds[0].revents & POLLHUP)) throw std::runtime_error("container '" + st.id + "' closed its exec FIFO without starting");
+        if (n == 0 && (fds[0].revents & POLLHUP))
+            throw std::runtime_error("container '" + st.id + "' closed its exec FIFO without starting");
     }
     ::unlink(fifo.c_str());
 }
@@ -399,7 +405,8 @@ void do_start(const OciStateDir& dir, const std::string& id) {
     ContainerState st = dir.read(id);
     ContainerStatus status = dir.status(st);
     if (status != ContainerStatus::Created)
-        throw UsageError("cannot start container '" + id + "': it is " + std::string(core::to_string(status)) + ", not created");
+        throw UsageError("cannot start container '" + id + "': it is " + std::string(core::to_string(status)) +
+                         ", not created");
     core::SpawnSpec spec = spec_of(st);
     run_hooks(spec, "startContainer", core::oci_state_json(st, ContainerStatus::Created, false), true);
     release_gate(dir, st);
@@ -476,7 +483,8 @@ int cmd_run(const Invocation& inv) {
     }
     // The init is our own child: wait for it and report its status as a shell would.
     siginfo_t si{};
-    while (waitid(P_PID, static_cast<id_t>(c.pid), &si, WEXITED) < 0 && errno == EINTR) {}
+    while (waitid(P_PID, static_cast<id_t>(c.pid), &si, WEXITED) < 0 && errno == EINTR) {
+    }
     if (!inv.flag("keep")) do_delete(dir, c.state.id, true);
     return si.si_code == CLD_EXITED ? si.si_status : 128 + si.si_status;
 }
@@ -504,7 +512,8 @@ int cmd_kill(const Invocation& inv) {
     }
     UniqueFd init = open_init(st);
     if (!init || status == ContainerStatus::Stopped) throw UsageError("container '" + id + "' is not running");
-    if (syscall(SYS_pidfd_send_signal, init.get(), sig, nullptr, 0) < 0) core::throw_last_error("cannot signal container " + id);
+    if (syscall(SYS_pidfd_send_signal, init.get(), sig, nullptr, 0) < 0)
+        core::throw_last_error("cannot signal container " + id);
     return 0;
 }
 
@@ -536,8 +545,14 @@ int cmd_list(const Invocation& inv) {
             continue;
         }
         if (format == "json") {
-            all.push_back({{"ociVersion", "1.0.2-dev"}, {"id", id}, {"pid", pid}, {"status", core::to_string(status)},
-                           {"bundle", st.bundle}, {"rootfs", st.rootfs}, {"created", st.created}, {"owner", st.owner},
+            all.push_back({{"ociVersion", "1.0.2-dev"},
+                           {"id", id},
+                           {"pid", pid},
+                           {"status", core::to_string(status)},
+                           {"bundle", st.bundle},
+                           {"rootfs", st.rootfs},
+                           {"created", st.created},
+                           {"owner", st.owner},
                            {"annotations", st.annotations}});
         } else {
             rows.emplace_back(id, pid, std::string(core::to_string(status)), st.bundle, st.created);
@@ -550,7 +565,8 @@ int cmd_list(const Invocation& inv) {
     }
     printf("%-12s %-8s %-10s %-40s %-30s %s\n", "ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER");
     for (const auto& [id, pid, status, bundle, created] : rows)
-        printf("%-12s %-8d %-10s %-40s %-30s %s\n", id.c_str(), pid, status.c_str(), bundle.c_str(), created.c_str(), "root");
+        printf("%-12s %-8d %-10s %-40s %-30s %s\n", id.c_str(), pid, status.c_str(), bundle.c_str(), created.c_str(),
+               "root");
     return 0;
 }
 
@@ -588,7 +604,8 @@ int cmd_pause_resume(const Invocation& inv, bool freeze) {
     if (freeze && status != ContainerStatus::Running)
         throw UsageError("cannot pause container '" + id + "': it is " + std::string(core::to_string(status)));
     if (!freeze && status != ContainerStatus::Paused)
-        throw UsageError("cannot resume container '" + id + "': it is " + std::string(core::to_string(status)) + ", not paused");
+        throw UsageError("cannot resume container '" + id + "': it is " + std::string(core::to_string(status)) +
+                         ", not paused");
     core::freeze_machine(machine_of(st), freeze, st.cgroup_root);
     return 0;
 }
@@ -598,7 +615,8 @@ int cmd_exec(const Invocation& inv) {
     OciStateDir dir(inv.global.root);
     ContainerState st = dir.read(id);
     ContainerStatus status = dir.status(st);
-    if (status != ContainerStatus::Running) throw UsageError("cannot exec in container '" + id + "': it is " + std::string(core::to_string(status)));
+    if (status != ContainerStatus::Running)
+        throw UsageError("cannot exec in container '" + id + "': it is " + std::string(core::to_string(status)));
     UniqueFd init = open_init(st);
     if (!init) throw UsageError("container '" + id + "' is not running");
     ExecRequest req;
@@ -629,15 +647,18 @@ int cmd_exec(const Invocation& inv) {
     }
     if (inv.flag("tty")) req.terminal = true;
     std::string console_socket = inv.value("console-socket");
-    if (req.terminal && console_socket.empty()) throw UsageError("a terminal was asked for: --console-socket is needed to hand it over");
+    if (req.terminal && console_socket.empty())
+        throw UsageError("a terminal was asked for: --console-socket is needed to hand it over");
     ExecTarget target{st.pid, init.get(), cgroup2_root(st.cgroup_root) + st.cgroup};
     ExecStarted started = start_exec(target, req);
     if (started.master) send_console_master(console_socket, started.master.get(), "/dev/pts/ptmx");
     started.master.reset();
-    if (std::string pid_file = inv.value("pid-file"); !pid_file.empty()) write_file_atomic(pid_file, std::to_string(started.pid));
+    if (std::string pid_file = inv.value("pid-file"); !pid_file.empty())
+        write_file_atomic(pid_file, std::to_string(started.pid));
     if (inv.flag("detach")) return 0;
     siginfo_t si{};
-    while (waitid(P_PID, static_cast<id_t>(started.pid), &si, WEXITED) < 0 && errno == EINTR) {}
+    while (waitid(P_PID, static_cast<id_t>(started.pid), &si, WEXITED) < 0 && errno == EINTR) {
+    }
     return si.si_code == CLD_EXITED ? si.si_status : 128 + si.si_status;
 }
 
@@ -684,13 +705,17 @@ int cmd_spec(const Invocation& inv) {
         {"hostname", "machrun"},
         {"mounts",
          {{{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}},
-          {{"destination", "/dev"}, {"type", "tmpfs"}, {"source", "tmpfs"}, {"options", {"nosuid", "strictatime", "mode=755", "size=65536k"}}},
+          {{"destination", "/dev"},
+           {"type", "tmpfs"},
+           {"source", "tmpfs"},
+           {"options", {"nosuid", "strictatime", "mode=755", "size=65536k"}}},
           {{"destination", "/dev/pts"}, {"type", "devpts"}, {"source", "devpts"}},
           {{"destination", "/dev/shm"}, {"type", "tmpfs"}, {"source", "shm"}},
           {{"destination", "/dev/mqueue"}, {"type", "mqueue"}, {"source", "mqueue"}},
           {{"destination", "/sys"}, {"type", "sysfs"}, {"source", "sysfs"}}}},
         {"linux",
-         {{"namespaces", {{{"type", "pid"}}, {{"type", "network"}}, {{"type", "ipc"}}, {{"type", "uts"}}, {{"type", "mount"}}}},
+         {{"namespaces",
+           {{{"type", "pid"}}, {{"type", "network"}}, {{"type", "ipc"}}, {{"type", "uts"}}, {{"type", "mount"}}}},
           {"maskedPaths", {"/proc/keys", "/proc/timer_list", "/sys/firmware"}},
           {"readonlyPaths", {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}}}},
     };

@@ -15,7 +15,8 @@ void send_console_master(const std::string& socket_path, int master, const std::
     sockaddr_un sa{};
     sa.sun_family = AF_UNIX;
     if (socket_path.empty() || socket_path.size() >= sizeof sa.sun_path)
-        throw core::UsageError("--console-socket path is empty or longer than " + std::to_string(sizeof sa.sun_path - 1) + " bytes");
+        throw core::UsageError("--console-socket path is empty or longer than " + std::to_string(sizeof sa.sun_path - 1) +
+                               " bytes");
     std::memcpy(sa.sun_path, socket_path.c_str(), socket_path.size());
     core::UniqueFd s(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!s) core::throw_last_error("socket");

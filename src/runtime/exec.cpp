@@ -69,7 +69,6 @@ bool same_ns(pid_t pid, const char* ns) {
     _exit(127);
 }
 
-
 }  // namespace
 
 ExecRequest parse_process_json(std::string_view text) {
@@ -84,7 +83,8 @@ ExecRequest parse_process_json(std::string_view text) {
     r.cwd = s.chdir.empty() ? "/" : s.chdir;
     r.terminal = s.console == core::ConsoleMode::Interactive;
     r.no_new_privileges = s.no_new_privileges;
-    if (s.capabilities_add || s.capabilities_drop) r.bounding = (core::kDefaultCapabilities | s.capabilities_add) & ~s.capabilities_drop;
+    if (s.capabilities_add || s.capabilities_drop)
+        r.bounding = (core::kDefaultCapabilities | s.capabilities_add) & ~s.capabilities_drop;
     return r;
 }
 
@@ -207,14 +207,16 @@ ExecStarted start_exec(const ExecTarget& target, const ExecRequest& req) {
     err_wr.reset();
     child_sock.reset();
     int status = 0;
-    while (waitpid(mid, &status, 0) < 0 && errno == EINTR) {}
+    while (waitpid(mid, &status, 0) < 0 && errno == EINTR) {
+    }
     ExecStarted out;
     pid_t pid = 0;
     if (::read(sock.get(), &pid, sizeof pid) == sizeof pid) out.pid = pid;
     if (req.terminal && out.pid > 0) out.master = core::recv_fd(sock.get());
     int e[2] = {0, 0};
     ssize_t n;
-    while ((n = ::read(err_rd.get(), e, sizeof e)) < 0 && errno == EINTR) {}
+    while ((n = ::read(err_rd.get(), e, sizeof e)) < 0 && errno == EINTR) {
+    }
     if (n == static_cast<ssize_t>(sizeof e)) {
         if (out.pid > 0) {
             siginfo_t si{};

@@ -42,8 +42,8 @@ struct ExecTarget {
 };
 
 struct ExecStarted {
-    pid_t pid = 0;            // in our PID namespace; our child
-    core::UniqueFd master;    // the pty master when req.terminal
+    pid_t pid = 0;          // in our PID namespace; our child
+    core::UniqueFd master;  // the pty master when req.terminal
 };
 
 // Starts the process; returns once it exec'd (errors before exec are thrown with their step).

@@ -60,7 +60,8 @@ void run_hook(const Hook& h, const std::string& state_json, const std::string& s
     bool timed_out = r == 0;
     if (timed_out) syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
     siginfo_t si{};
-    while (waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &si, WEXITED) < 0 && errno == EINTR) {}
+    while (waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &si, WEXITED) < 0 && errno == EINTR) {
+    }
     if (timed_out) throw std::runtime_error(name + " timed out after " + std::to_string(*h.timeout) + " s");
     if (si.si_code == CLD_EXITED && si.si_status == 127) throw std::runtime_error(name + " could not be executed");
     if (si.si_code == CLD_EXITED && si.si_status != 0)

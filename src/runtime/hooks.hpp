@@ -16,7 +16,7 @@ struct Hook {
     std::string path;               // absolute, on the host
     std::vector<std::string> args;  // argv, args[0] included; empty: {path}
     std::vector<std::string> env;
-    std::optional<int> timeout;     // seconds
+    std::optional<int> timeout;  // seconds
 };
 
 // Runs `h`; throws std::runtime_error naming the hook (`stage` is e.g. "createRuntime") when it

@@ -14,21 +14,22 @@
 namespace {
 
 void print_help() {
-    printf("Usage: machrun [GLOBAL OPTIONS] COMMAND [OPTIONS] ID [ARGS]\n\n"
-           "machkit's OCI runtime (runc's command line).\n\n"
-           "Global options:\n"
-           "  --root DIR            state directory (default /run/machrun)\n"
-           "  --log FILE            also log to FILE\n"
-           "  --log-format FORMAT   text or json\n"
-           "  --systemd-cgroup      cgroupsPath is slice:prefix:name\n"
-           "  --debug               log debug messages\n"
-           "  --version             print the version\n\n"
-           "Commands:\n"
-           "  create ID --bundle DIR [--pid-file F] [--console-socket S]\n"
-           "  start ID | run ID --bundle DIR | state ID | kill ID [SIGNAL] [--all]\n"
-           "  delete ID [--force] | list [--format json] | ps ID [--format json]\n"
-           "  exec ID [--process FILE | CMD ARGS...] [--detach] [--pid-file F] [--tty --console-socket S]\n"
-           "  pause ID | resume ID | features | spec [--bundle DIR]\n");
+    printf(
+        "Usage: machrun [GLOBAL OPTIONS] COMMAND [OPTIONS] ID [ARGS]\n\n"
+        "machkit's OCI runtime (runc's command line).\n\n"
+        "Global options:\n"
+        "  --root DIR            state directory (default /run/machrun)\n"
+        "  --log FILE            also log to FILE\n"
+        "  --log-format FORMAT   text or json\n"
+        "  --systemd-cgroup      cgroupsPath is slice:prefix:name\n"
+        "  --debug               log debug messages\n"
+        "  --version             print the version\n\n"
+        "Commands:\n"
+        "  create ID --bundle DIR [--pid-file F] [--console-socket S]\n"
+        "  start ID | run ID --bundle DIR | state ID | kill ID [SIGNAL] [--all]\n"
+        "  delete ID [--force] | list [--format json] | ps ID [--format json]\n"
+        "  exec ID [--process FILE | CMD ARGS...] [--detach] [--pid-file F] [--tty --console-socket S]\n"
+        "  pause ID | resume ID | features | spec [--bundle DIR]\n");
 }
 
 }  // namespace

@@ -28,15 +28,59 @@ namespace {
 using core::UsageError;
 
 enum {
-    OPT_HOSTNAME = 0x100, OPT_CHDIR, OPT_BIND, OPT_BIND_RO, OPT_TMPFS, OPT_READ_ONLY, OPT_PRIVATE_NETWORK,
-    OPT_UUID, OPT_CONSOLE, OPT_KILL_SIGNAL, OPT_CAPABILITY, OPT_DROP_CAPABILITY, OPT_NO_NEW_PRIVILEGES,
-    OPT_SYSCALL_FILTER, OPT_RESOLV_CONF, OPT_TIMEZONE, OPT_REGISTER, OPT_VERSION, OPT_KEEP_UNIT, OPT_SLICE,
-    OPT_PROPERTY, OPT_INACCESSIBLE, OPT_NOTIFY_READY, OPT_VOLATILE, OPT_SETTINGS, OPT_OVERLAY, OPT_OVERLAY_RO, OPT_PRIVATE_USERS, OPT_PRIVATE_USERS_OWNERSHIP, OPT_PRIVATE_USERS_CHOWN,
-    OPT_NETWORK_INTERFACE, OPT_NETWORK_MACVLAN, OPT_NETWORK_IPVLAN, OPT_NETWORK_VETH_EXTRA, OPT_NETWORK_BRIDGE,
-    OPT_NETWORK_ZONE, OPT_NETWORK_NAMESPACE_PATH, OPT_TEMPLATE,
-    OPT_RLIMIT, OPT_OOM_SCORE_ADJUST, OPT_CPU_AFFINITY, OPT_PERSONALITY, OPT_SUPPRESS_SYNC, OPT_AMBIENT_CAPABILITY,
-    OPT_PIVOT_ROOT, OPT_SET_CREDENTIAL, OPT_LOAD_CREDENTIAL, OPT_NO_PAGER, OPT_ROOT_HASH, OPT_ROOT_HASH_SIG,
-    OPT_VERITY_DATA, OPT_BIND_USER, OPT_OCI_BUNDLE,
+    OPT_HOSTNAME = 0x100,
+    OPT_CHDIR,
+    OPT_BIND,
+    OPT_BIND_RO,
+    OPT_TMPFS,
+    OPT_READ_ONLY,
+    OPT_PRIVATE_NETWORK,
+    OPT_UUID,
+    OPT_CONSOLE,
+    OPT_KILL_SIGNAL,
+    OPT_CAPABILITY,
+    OPT_DROP_CAPABILITY,
+    OPT_NO_NEW_PRIVILEGES,
+    OPT_SYSCALL_FILTER,
+    OPT_RESOLV_CONF,
+    OPT_TIMEZONE,
+    OPT_REGISTER,
+    OPT_VERSION,
+    OPT_KEEP_UNIT,
+    OPT_SLICE,
+    OPT_PROPERTY,
+    OPT_INACCESSIBLE,
+    OPT_NOTIFY_READY,
+    OPT_VOLATILE,
+    OPT_SETTINGS,
+    OPT_OVERLAY,
+    OPT_OVERLAY_RO,
+    OPT_PRIVATE_USERS,
+    OPT_PRIVATE_USERS_OWNERSHIP,
+    OPT_PRIVATE_USERS_CHOWN,
+    OPT_NETWORK_INTERFACE,
+    OPT_NETWORK_MACVLAN,
+    OPT_NETWORK_IPVLAN,
+    OPT_NETWORK_VETH_EXTRA,
+    OPT_NETWORK_BRIDGE,
+    OPT_NETWORK_ZONE,
+    OPT_NETWORK_NAMESPACE_PATH,
+    OPT_TEMPLATE,
+    OPT_RLIMIT,
+    OPT_OOM_SCORE_ADJUST,
+    OPT_CPU_AFFINITY,
+    OPT_PERSONALITY,
+    OPT_SUPPRESS_SYNC,
+    OPT_AMBIENT_CAPABILITY,
+    OPT_PIVOT_ROOT,
+    OPT_SET_CREDENTIAL,
+    OPT_LOAD_CREDENTIAL,
+    OPT_NO_PAGER,
+    OPT_ROOT_HASH,
+    OPT_ROOT_HASH_SIG,
+    OPT_VERITY_DATA,
+    OPT_BIND_USER,
+    OPT_OCI_BUNDLE,
     OPT_LINK_JOURNAL,
 };
 
@@ -129,14 +173,19 @@ std::string absolute_host_path(std::string_view p) {
 std::optional<core::SettingGroup> group_of(int c) {
     using G = core::SettingGroup;
     switch (c) {
-    case 'a': case 'b': return G::StartMode;
+    case 'a':
+    case 'b': return G::StartMode;
     case 'x': return G::Ephemeral;
-    case 'U': case OPT_PRIVATE_USERS: case OPT_PRIVATE_USERS_OWNERSHIP: case OPT_PRIVATE_USERS_CHOWN:
-        return G::UserNamespace;
+    case 'U':
+    case OPT_PRIVATE_USERS:
+    case OPT_PRIVATE_USERS_OWNERSHIP:
+    case OPT_PRIVATE_USERS_CHOWN: return G::UserNamespace;
     case 'E': return G::Environment;
     case 'u': return G::User;
     case OPT_CHDIR: return G::WorkingDirectory;
-    case OPT_CAPABILITY: case OPT_DROP_CAPABILITY: case OPT_AMBIENT_CAPABILITY: return G::Capability;
+    case OPT_CAPABILITY:
+    case OPT_DROP_CAPABILITY:
+    case OPT_AMBIENT_CAPABILITY: return G::Capability;
     case OPT_KILL_SIGNAL: return G::KillSignal;
     case OPT_UUID: return G::MachineId;
     case OPT_NOTIFY_READY: return G::NotifyReady;
@@ -148,8 +197,12 @@ std::optional<core::SettingGroup> group_of(int c) {
     case OPT_TIMEZONE: return G::Timezone;
     case OPT_READ_ONLY: return G::ReadOnly;
     case OPT_VOLATILE: return G::Volatile;
-    case OPT_BIND: case OPT_BIND_RO: case OPT_TMPFS: case OPT_INACCESSIBLE: case OPT_OVERLAY: case OPT_OVERLAY_RO:
-        return G::CustomMounts;
+    case OPT_BIND:
+    case OPT_BIND_RO:
+    case OPT_TMPFS:
+    case OPT_INACCESSIBLE:
+    case OPT_OVERLAY:
+    case OPT_OVERLAY_RO: return G::CustomMounts;
     case 'p': return G::ExposePorts;
     case OPT_OOM_SCORE_ADJUST: return G::OomScoreAdjust;
     case OPT_CPU_AFFINITY: return G::CpuAffinity;
@@ -157,9 +210,15 @@ std::optional<core::SettingGroup> group_of(int c) {
     case OPT_SUPPRESS_SYNC: return G::SuppressSync;
     case OPT_PIVOT_ROOT: return G::PivotRoot;
     case OPT_BIND_USER: return G::BindUser;
-    case OPT_PRIVATE_NETWORK: case 'n': case OPT_NETWORK_VETH_EXTRA: case OPT_NETWORK_BRIDGE: case OPT_NETWORK_ZONE:
-    case OPT_NETWORK_INTERFACE: case OPT_NETWORK_MACVLAN: case OPT_NETWORK_IPVLAN: case OPT_NETWORK_NAMESPACE_PATH:
-        return G::Network;
+    case OPT_PRIVATE_NETWORK:
+    case 'n':
+    case OPT_NETWORK_VETH_EXTRA:
+    case OPT_NETWORK_BRIDGE:
+    case OPT_NETWORK_ZONE:
+    case OPT_NETWORK_INTERFACE:
+    case OPT_NETWORK_MACVLAN:
+    case OPT_NETWORK_IPVLAN:
+    case OPT_NETWORK_NAMESPACE_PATH: return G::Network;
     default: return std::nullopt;
     }
 }
@@ -170,7 +229,9 @@ auto value(const char* opt, std::string_view v, F&& f) {
 }
 
 void refuse_root_destination(const char* opt, const std::string& dst, std::string_view v) {
-    if (dst == "/") throw UsageError("Invalid " + std::string(opt) + " value " + core::quote_value(v) + ": cannot mount over the container root");
+    if (dst == "/")
+        throw UsageError("Invalid " + std::string(opt) + " value " + core::quote_value(v) +
+                         ": cannot mount over the container root");
 }
 
 // nspawn refuses a second credential with the same id rather than pick one.
@@ -193,7 +254,8 @@ core::Credential load_credential(std::string_view v) {
     if (path[0] != '/') {
         const char* dir = getenv("CREDENTIALS_DIRECTORY");
         if (!dir || !*dir)
-            throw UsageError("--load-credential=" + std::string(v) + ": no credentials were passed to spawn; use an absolute path");
+            throw UsageError("--load-credential=" + std::string(v) +
+                             ": no credentials were passed to spawn; use an absolute path");
         if (path.find('/') != std::string::npos || !core::credential_name_is_valid(path))
             throw UsageError("--load-credential=" + std::string(v) + ": not a credential name");
         path = std::string(dir) + "/" + path;
@@ -220,9 +282,18 @@ std::string option_name(int c) {
 // does not: identity, registration, console, settings-file use.
 bool combines_with_oci_bundle(int c) {
     switch (c) {
-    case 'q': case 'M': case OPT_UUID: case OPT_REGISTER: case OPT_KEEP_UNIT: case 'S': case OPT_PROPERTY:
-    case OPT_CONSOLE: case 'P': case OPT_SETTINGS: case OPT_OCI_BUNDLE: case OPT_NO_PAGER:
-        return true;
+    case 'q':
+    case 'M':
+    case OPT_UUID:
+    case OPT_REGISTER:
+    case OPT_KEEP_UNIT:
+    case 'S':
+    case OPT_PROPERTY:
+    case OPT_CONSOLE:
+    case 'P':
+    case OPT_SETTINGS:
+    case OPT_OCI_BUNDLE:
+    case OPT_NO_PAGER: return true;
     default: return false;
     }
 }
@@ -230,8 +301,10 @@ bool combines_with_oci_bundle(int c) {
 void apply_oci_bundle(ParsedOptions& r, const std::string& bundle, const std::vector<std::string>& not_with_oci) {
     core::SpawnSpec& s = r.spec;
     if (!not_with_oci.empty())
-        throw UsageError("--oci-bundle= cannot be combined with " + not_with_oci.front() + ": config.json describes the container");
-    if (!s.argv.empty()) throw UsageError("--oci-bundle= takes the command from config.json (process.args): drop the command line");
+        throw UsageError("--oci-bundle= cannot be combined with " + not_with_oci.front() +
+                         ": config.json describes the container");
+    if (!s.argv.empty())
+        throw UsageError("--oci-bundle= takes the command from config.json (process.args): drop the command line");
     auto text = core::read_host_file(bundle + "/config.json", core::kOciConfigMax + 1);
     if (!text) throw UsageError("--oci-bundle=" + bundle + ": cannot read config.json: " + std::strerror(errno));
     core::SpawnSpec o = core::parse_oci_config(*text, bundle);
@@ -436,7 +509,9 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
             s.network_ipvlan.push_back(value("--network-ipvlan=", v, core::parse_interface_pair));
             s.private_network = true;
             break;
-        case OPT_NETWORK_NAMESPACE_PATH: s.network_namespace_path = value("--network-namespace-path=", v, absolute_host_path); break;
+        case OPT_NETWORK_NAMESPACE_PATH:
+            s.network_namespace_path = value("--network-namespace-path=", v, absolute_host_path);
+            break;
         case 'p': s.ports.push_back(value("--port=", v, core::parse_port)); break;
         case OPT_CONSOLE:
             s.console = value("--console=", v, core::parse_console_mode);
@@ -455,9 +530,7 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
         }
         case OPT_DROP_CAPABILITY: s.capabilities_drop |= value("--drop-capability=", v, core::parse_capability_list); break;
         case OPT_NO_NEW_PRIVILEGES: s.no_new_privileges = value("--no-new-privileges=", v, core::parse_boolean); break;
-        case OPT_SYSCALL_FILTER:
-            try {
-                core::parse_syscall_filter(v, s.syscall_allow, s.syscall_deny);
+        case OPT_SYSCALL_FILTER: try { core::parse_syscall_filter(v, s.syscall_allow, s.syscall_deny);
             } catch (const UsageError& e) {
                 throw UsageError("invalid --system-call-filter: " + std::string(e.what()));
             }
@@ -466,12 +539,14 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
         case OPT_LINK_JOURNAL: s.link_journal = value("--link-journal=", v, core::parse_link_journal_mode); break;
         case OPT_TIMEZONE: s.timezone = value("--timezone=", v, core::parse_timezone_mode); break;
         case OPT_REGISTER:
-            s.register_mode = value("--register=", v, core::parse_boolean) ? core::RegisterMode::Yes : core::RegisterMode::No;
+            s.register_mode =
+                value("--register=", v, core::parse_boolean) ? core::RegisterMode::Yes : core::RegisterMode::No;
             break;
         case OPT_KEEP_UNIT: s.keep_unit = true; break;
         case 'S': {
             std::string sl(v);
-            if (!sl.ends_with(".slice") || sl.size() <= 6) throw UsageError("invalid --slice '" + sl + "': expected a name ending in .slice");
+            if (!sl.ends_with(".slice") || sl.size() <= 6)
+                throw UsageError("invalid --slice '" + sl + "': expected a name ending in .slice");
             s.slice = sl;
             break;
         }
@@ -487,18 +562,22 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
             s.userns_ownership = core::UserNamespaceOwnership::Auto;
             break;
         case OPT_PRIVATE_USERS: {
-            core::PrivateUsers u = optarg ? value("--private-users=", v, core::parse_private_users) : core::PrivateUsers{core::UserNamespaceMode::Fixed};
+            core::PrivateUsers u = optarg ? value("--private-users=", v, core::parse_private_users)
+                                          : core::PrivateUsers{core::UserNamespaceMode::Fixed};
             s.userns_mode = u.mode;
             s.uid_shift = u.uid_shift;
             s.uid_range = u.uid_range;
             break;
         }
-        case OPT_PRIVATE_USERS_OWNERSHIP: s.userns_ownership = value("--private-users-ownership=", v, core::parse_userns_ownership); break;
+        case OPT_PRIVATE_USERS_OWNERSHIP:
+            s.userns_ownership = value("--private-users-ownership=", v, core::parse_userns_ownership);
+            break;
         case OPT_PRIVATE_USERS_CHOWN: s.userns_ownership = core::UserNamespaceOwnership::Chown; break;
         case OPT_OVERLAY:
         case OPT_OVERLAY_RO: {
             const char* name = c == OPT_OVERLAY ? "--overlay=" : "--overlay-ro=";
-            core::OverlayMount o = value(name, v, [&](std::string_view x) { return core::parse_overlay(x, c == OPT_OVERLAY_RO); });
+            core::OverlayMount o =
+                value(name, v, [&](std::string_view x) { return core::parse_overlay(x, c == OPT_OVERLAY_RO); });
             refuse_root_destination(name, o.destination, v);
             s.overlays.push_back(o);
             break;
@@ -520,11 +599,14 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
         case OPT_SUPPRESS_SYNC: s.suppress_sync = value("--suppress-sync=", v, core::parse_boolean); break;
         case OPT_AMBIENT_CAPABILITY: {
             uint64_t m = value("--ambient-capability=", v, core::parse_capability_list);
-            if (m == core::kAllCapabilities) throw UsageError("--ambient-capability= does not take \"all\"; name the capabilities");
+            if (m == core::kAllCapabilities)
+                throw UsageError("--ambient-capability= does not take \"all\"; name the capabilities");
             s.capabilities_ambient |= m;
             break;
         }
-        case OPT_PIVOT_ROOT: std::tie(s.pivot_root_new, s.pivot_root_old) = value("--pivot-root=", v, core::parse_pivot_root); break;
+        case OPT_PIVOT_ROOT:
+            std::tie(s.pivot_root_new, s.pivot_root_old) = value("--pivot-root=", v, core::parse_pivot_root);
+            break;
         case OPT_SET_CREDENTIAL: add_credential(s, value("--set-credential=", v, core::parse_set_credential)); break;
         case OPT_LOAD_CREDENTIAL: add_credential(s, load_credential(v)); break;
         case OPT_NO_PAGER: break;  // spawn's output is never paged
@@ -540,10 +622,8 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
             if (optopt) bad = std::string("-") + static_cast<char>(optopt);
             throw UsageError("unknown option '" + bad + "'; see spawn --help");
         }
-        case ':':
-            throw UsageError("option '" + opt + "' needs a value; see spawn --help");
-        default:
-            throw UsageError("unknown option; see spawn --help");
+        case ':': throw UsageError("option '" + opt + "' needs a value; see spawn --help");
+        default: throw UsageError("unknown option; see spawn --help");
         }
         if (auto g = group_of(c)) r.set_on_command_line.set(*g);
         if (!combines_with_oci_bundle(c)) not_with_oci.push_back(option_name(c));
@@ -561,7 +641,8 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
     if (!machine_set) {
         const std::string& from = s.image.empty() ? s.directory : s.image;
         s.machine_name = core::machine_name_from_path(from);
-        if (s.machine_name.empty()) throw UsageError("cannot derive a machine name from " + from + "; pass one with -M NAME");
+        if (s.machine_name.empty())
+            throw UsageError("cannot derive a machine name from " + from + "; pass one with -M NAME");
     }
     if (!r.console_set || s.console == core::ConsoleMode::Autopipe) {
         bool tty = stdin_tty && stdout_tty;

@@ -15,7 +15,7 @@ struct ParsedOptions {
     Action action = Action::Run;
     core::SpawnSpec spec;
     bool console_set = false;
-    std::string settings_name;  // the machine name before an --ephemeral suffix: names the .nspawn file
+    std::string settings_name;               // the machine name before an --ephemeral suffix: names the .nspawn file
     core::SettingsMask set_on_command_line;  // what .nspawn files may not override (unless --settings=override)
 };
 

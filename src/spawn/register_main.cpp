@@ -45,7 +45,8 @@ int main(int argc, char** argv) {
     m.leader = static_cast<pid_t>(*leader);
     std::string_view hex = argv[4];
     if (hex.size() == 32)
-        for (size_t i = 0; i < 16; i++) m.id[i] = static_cast<uint8_t>(std::stoul(std::string(hex.substr(2 * i, 2)), nullptr, 16));
+        for (size_t i = 0; i < 16; i++)
+            m.id[i] = static_cast<uint8_t>(std::stoul(std::string(hex.substr(2 * i, 2)), nullptr, 16));
     m.root_directory = argv[5];
     m.service = "systemd-nspawn";  // the service name clients key behaviour off, as for container=
     bus::ScopeSettings scope;

@@ -64,8 +64,9 @@ std::string register_helper_path() {
 }
 
 bool register_with_manager(const core::SpawnSpec& spec, pid_t leader, const core::Uuid& uuid) {
-    std::vector<std::string> args = {register_helper_path(), spec.keep_unit ? "register" : "create",
-                                     spec.machine_name, std::to_string(leader), core::id128_to_string(uuid), spec.directory};
+    std::vector<std::string> args = {register_helper_path(),      spec.keep_unit ? "register" : "create",
+                                     spec.machine_name,           std::to_string(leader),
+                                     core::id128_to_string(uuid), spec.directory};
     if (!spec.slice.empty()) args.push_back("--slice=" + spec.slice);
     if (spec.start_mode == core::StartMode::Boot && spec.kill_signal > 0)
         args.push_back("--kill-signal=" + std::to_string(spec.kill_signal));

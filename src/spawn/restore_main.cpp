@@ -44,7 +44,8 @@ RestoreArgs parse(const std::vector<std::string>& args) {
             return args[++i];
         };
         if (a == "--restore" || a.starts_with("--restore=")) r.dir = value("--restore");
-        else if (a == "-M" || a == "--machine" || a.starts_with("--machine=")) r.machine = value(a == "-M" ? "-M" : "--machine");
+        else if (a == "-M" || a == "--machine" || a.starts_with("--machine="))
+            r.machine = value(a == "-M" ? "-M" : "--machine");
         else if (a == "--criu" || a.starts_with("--criu=")) r.criu = value("--criu");
         else if (a == "-q" || a == "--quiet") r.quiet = true;
         else if (a == "--register" || a.starts_with("--register=")) {
@@ -53,7 +54,8 @@ RestoreArgs parse(const std::vector<std::string>& args) {
             else if (v == "no") r.reg = core::RegisterMode::No;
             else if (v != "auto") throw core::UsageError("--register takes yes, no or auto");
         } else {
-            throw core::UsageError("'" + a + "' is not an option of spawn --restore (it takes -M NAME, --criu=CMD, --register=, -q)");
+            throw core::UsageError("'" + a +
+                                   "' is not an option of spawn --restore (it takes -M NAME, --criu=CMD, --register=, -q)");
         }
     }
     if (r.dir.empty()) throw core::UsageError("--restore needs the checkpoint directory");
@@ -74,12 +76,17 @@ int restore_main(const std::vector<std::string>& args) {
     dir.reset();
     std::string name = a.machine.empty() ? rec.machine : a.machine;
     core::RunLock name_lock = core::RunLock::try_take("machine/" + name);
-    if (!name_lock) throw core::UsageError("machine name '" + name + "' is already in use by a running container; restore with another NAME");
+    if (!name_lock)
+        throw core::UsageError("machine name '" + name +
+                               "' is already in use by a running container; restore with another NAME");
     struct stat st;
-    if (stat(rec.root.c_str(), &st) < 0) throw core::UsageError("the checkpointed machine's root directory " + rec.root + " is gone");
-    core::RunLock image_lock = core::RunLock::try_take("image/" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino));
+    if (stat(rec.root.c_str(), &st) < 0)
+        throw core::UsageError("the checkpointed machine's root directory " + rec.root + " is gone");
+    core::RunLock image_lock =
+        core::RunLock::try_take("image/" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino));
     if (!image_lock)
-        throw core::UsageError(rec.root + " is in use by a running container (the original machine?); stop it before restoring");
+        throw core::UsageError(rec.root +
+                               " is in use by a running container (the original machine?); stop it before restoring");
 
     sigset_t mask;
     sigemptyset(&mask);
@@ -96,7 +103,8 @@ int restore_main(const std::vector<std::string>& args) {
     spec.register_mode = a.reg;
     try {
         if (should_register(spec)) {
-            if (register_with_manager(spec, leader, core::id128_random_uuid())) core::criu::adopt_into_leader_cgroups(leader);
+            if (register_with_manager(spec, leader, core::id128_random_uuid()))
+                core::criu::adopt_into_leader_cgroups(leader);
         }
     } catch (...) {
         // Nothing half-made: the restored tree dies with its PID 1.

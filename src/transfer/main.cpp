@@ -98,10 +98,11 @@ Args parse(int argc, char** argv) {
             return std::nullopt;
         };
         if (s == "--help" || s == "-h") {
-            printf("machd-transfer import-tar|import-raw SOURCE NAME | import-fs DIR NAME | export-tar|export-raw NAME [DEST]\n"
-                   "               | pull-tar|pull-raw URL NAME\n"
-                   "  --pool=DIR --verify=no|checksum|signature --force --read-only\n"
-                   "  --format=uncompressed|xz|gzip|bzip2|zstd --level=N --threads=N --progress-fd=N\n");
+            printf(
+                "machd-transfer import-tar|import-raw SOURCE NAME | import-fs DIR NAME | export-tar|export-raw NAME [DEST]\n"
+                "               | pull-tar|pull-raw URL NAME\n"
+                "  --pool=DIR --verify=no|checksum|signature --force --read-only\n"
+                "  --format=uncompressed|xz|gzip|bzip2|zstd --level=N --threads=N --progress-fd=N\n");
             exit(0);
         } else if (auto v = val("--pool")) {
             a.pool = *v;
@@ -158,9 +159,9 @@ Args parse(int argc, char** argv) {
 
 // The capabilities a transfer needs: owners, modes and file capabilities of the image's files,
 // reading any file when exporting, and the immutable flag for read-only images.
-constexpr uint64_t kKeepCaps = cap_bit(CAP_CHOWN) | cap_bit(CAP_FOWNER) | cap_bit(CAP_FSETID) |
-                               cap_bit(CAP_DAC_OVERRIDE) | cap_bit(CAP_DAC_READ_SEARCH) | cap_bit(CAP_SETFCAP) |
-                               cap_bit(CAP_LINUX_IMMUTABLE) | cap_bit(CAP_MKNOD);
+constexpr uint64_t kKeepCaps = cap_bit(CAP_CHOWN) | cap_bit(CAP_FOWNER) | cap_bit(CAP_FSETID) | cap_bit(CAP_DAC_OVERRIDE) |
+                               cap_bit(CAP_DAC_READ_SEARCH) | cap_bit(CAP_SETFCAP) | cap_bit(CAP_LINUX_IMMUTABLE) |
+                               cap_bit(CAP_MKNOD);
 
 void sandbox(TransferType t) {
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) throw_last_error("PR_SET_NO_NEW_PRIVS");
@@ -183,13 +184,54 @@ void sandbox(TransferType t) {
         if (nr == __NR_SCMP_ERROR) return;
         seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
     };
-    for (const char* n : {"execve", "execveat", "ptrace", "process_vm_readv", "process_vm_writev", "mount", "umount2",
-                          "umount", "pivot_root", "chroot", "setns", "unshare", "move_mount", "open_tree", "fsopen",
-                          "fsmount", "fsconfig", "fspick", "mount_setattr", "kexec_load", "kexec_file_load",
-                          "init_module", "finit_module", "delete_module", "bpf", "perf_event_open", "keyctl", "add_key",
-                          "request_key", "userfaultfd", "swapon", "swapoff", "reboot", "setuid", "setgid", "setreuid",
-                          "setregid", "setresuid", "setresgid", "setgroups", "acct", "settimeofday", "clock_settime",
-                          "iopl", "ioperm", "personality", "open_by_handle_at", "name_to_handle_at"})
+    for (const char* n : {"execve",
+                          "execveat",
+                          "ptrace",
+                          "process_vm_readv",
+                          "process_vm_writev",
+                          "mount",
+                          "umount2",
+                          "umount",
+                          "pivot_root",
+                          "chroot",
+                          "setns",
+                          "unshare",
+                          "move_mount",
+                          "open_tree",
+                          "fsopen",
+                          "fsmount",
+                          "fsconfig",
+                          "fspick",
+                          "mount_setattr",
+                          "kexec_load",
+                          "kexec_file_load",
+                          "init_module",
+                          "finit_module",
+                          "delete_module",
+                          "bpf",
+                          "perf_event_open",
+                          "keyctl",
+                          "add_key",
+                          "request_key",
+                          "userfaultfd",
+                          "swapon",
+                          "swapoff",
+                          "reboot",
+                          "setuid",
+                          "setgid",
+                          "setreuid",
+                          "setregid",
+                          "setresuid",
+                          "setresgid",
+                          "setgroups",
+                          "acct",
+                          "settimeofday",
+                          "clock_settime",
+                          "iopl",
+                          "ioperm",
+                          "personality",
+                          "open_by_handle_at",
+                          "name_to_handle_at"})
         deny(n);
     bool pulling = t == TransferType::pull_tar || t == TransferType::pull_raw || t == TransferType::pull_oci;
     if (!pulling) {
@@ -214,8 +256,7 @@ void sandbox(TransferType t) {
             int nr = seccomp_syscall_resolve_name(n);
             unsigned arg = strcmp(n, "mknod") == 0 ? 1 : 2;
             for (scmp_datum_t type : {scmp_datum_t{S_IFCHR}, scmp_datum_t{S_IFBLK}})
-                seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 1,
-                                 scmp_arg_cmp{arg, SCMP_CMP_MASKED_EQ, S_IFMT, type});
+                seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 1, scmp_arg_cmp{arg, SCMP_CMP_MASKED_EQ, S_IFMT, type});
         }
     }
     if (int r = seccomp_load(ctx); r < 0) throw_errno(-r, "cannot load the seccomp filter");
@@ -272,43 +313,43 @@ int run(int argc, char** argv) {
     std::unique_ptr<GpgVerifier> gpg;
     bool pulling = *type == TransferType::pull_tar || *type == TransferType::pull_raw;
     switch (*type) {
-        case TransferType::import_tar:
-        case TransferType::import_raw: io = open_source(a.pos[0]); break;
-        case TransferType::import_oci:
-            io.reset(open(a.pos[0].c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
-            if (!io) throw_last_error("cannot open " + a.pos[0]);
-            if (int fl = fcntl(io.get(), F_GETFL); fl >= 0) fcntl(io.get(), F_SETFL, fl & ~O_NONBLOCK);
-            break;
-        case TransferType::pull_oci: break;
-        case TransferType::import_fs:
-            io.reset(open(a.pos[0].c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-            if (!io) throw_last_error("cannot open directory " + a.pos[0]);
-            break;
-        case TransferType::export_tar:
-        case TransferType::export_raw:
-            if (a.pos.size() == 1 || a.pos[1] == "-") {
-                io.reset(fcntl(1, F_DUPFD_CLOEXEC, 3));
-            } else {
-                io.reset(open(a.pos[1].c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644));
-                if (!io) throw_last_error("cannot create " + a.pos[1]);
-                if (!a.format) a.format = compression_from_filename(a.pos[1]);
+    case TransferType::import_tar:
+    case TransferType::import_raw: io = open_source(a.pos[0]); break;
+    case TransferType::import_oci:
+        io.reset(open(a.pos[0].c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+        if (!io) throw_last_error("cannot open " + a.pos[0]);
+        if (int fl = fcntl(io.get(), F_GETFL); fl >= 0) fcntl(io.get(), F_SETFL, fl & ~O_NONBLOCK);
+        break;
+    case TransferType::pull_oci: break;
+    case TransferType::import_fs:
+        io.reset(open(a.pos[0].c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!io) throw_last_error("cannot open directory " + a.pos[0]);
+        break;
+    case TransferType::export_tar:
+    case TransferType::export_raw:
+        if (a.pos.size() == 1 || a.pos[1] == "-") {
+            io.reset(fcntl(1, F_DUPFD_CLOEXEC, 3));
+        } else {
+            io.reset(open(a.pos[1].c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644));
+            if (!io) throw_last_error("cannot create " + a.pos[1]);
+            if (!a.format) a.format = compression_from_filename(a.pos[1]);
+        }
+        break;
+    case TransferType::pull_tar:
+    case TransferType::pull_raw:
+        if (a.verify == VerifyMode::signature) {
+            std::string k = a.keyring.empty() ? default_keyring() : a.keyring;
+            // gpgv looks a keyring name without a slash up in its home directory.
+            if (!k.empty() && k[0] != '/') {
+                char* abs = realpath(k.c_str(), nullptr);
+                if (!abs) throw_last_error("cannot find keyring " + k);
+                k = abs;
+                free(abs);
             }
-            break;
-        case TransferType::pull_tar:
-        case TransferType::pull_raw:
-            if (a.verify == VerifyMode::signature) {
-                std::string k = a.keyring.empty() ? default_keyring() : a.keyring;
-                // gpgv looks a keyring name without a slash up in its home directory.
-                if (!k.empty() && k[0] != '/') {
-                    char* abs = realpath(k.c_str(), nullptr);
-                    if (!abs) throw_last_error("cannot find keyring " + k);
-                    k = abs;
-                    free(abs);
-                }
-                if (!a.keyring.empty() && access(k.c_str(), R_OK) < 0) throw_last_error("cannot read keyring " + k);
-                if (!k.empty()) gpg = std::make_unique<GpgVerifier>(k);  // forks before the sandbox
-            }
-            break;
+            if (!a.keyring.empty() && access(k.c_str(), R_OK) < 0) throw_last_error("cannot read keyring " + k);
+            if (!k.empty()) gpg = std::make_unique<GpgVerifier>(k);  // forks before the sandbox
+        }
+        break;
     }
     (void)pulling;
     OciInstallOptions oci;
@@ -339,21 +380,21 @@ int run(int argc, char** argv) {
     ex.hooks = hooks;
 
     switch (*type) {
-        case TransferType::import_tar: import_tar(pool, io.get(), a.pos[1], io_opts); break;
-        case TransferType::import_raw: import_raw(pool, io.get(), a.pos[1], io_opts); break;
-        case TransferType::import_fs: import_fs(pool, io.get(), a.pos[1], io_opts); break;
-        case TransferType::export_tar: export_tar(pool, a.pos[0], io.get(), ex); break;
-        case TransferType::export_raw: export_raw(pool, a.pos[0], io.get(), ex); break;
-        case TransferType::pull_tar: pull_tar(pool, a.pos[0], a.pos[1], a.verify, gpg.get(), io_opts); break;
-        case TransferType::pull_raw: pull_raw(pool, a.pos[0], a.pos[1], a.verify, gpg.get(), io_opts); break;
-        case TransferType::import_oci:
-            oci.hooks = hooks;
-            import_oci(pool, io.get(), a.pos[1], oci);
-            break;
-        case TransferType::pull_oci:
-            oci.hooks = hooks;
-            pull_oci(pool, a.pos[0], a.pos[1], oci);
-            break;
+    case TransferType::import_tar: import_tar(pool, io.get(), a.pos[1], io_opts); break;
+    case TransferType::import_raw: import_raw(pool, io.get(), a.pos[1], io_opts); break;
+    case TransferType::import_fs: import_fs(pool, io.get(), a.pos[1], io_opts); break;
+    case TransferType::export_tar: export_tar(pool, a.pos[0], io.get(), ex); break;
+    case TransferType::export_raw: export_raw(pool, a.pos[0], io.get(), ex); break;
+    case TransferType::pull_tar: pull_tar(pool, a.pos[0], a.pos[1], a.verify, gpg.get(), io_opts); break;
+    case TransferType::pull_raw: pull_raw(pool, a.pos[0], a.pos[1], a.verify, gpg.get(), io_opts); break;
+    case TransferType::import_oci:
+        oci.hooks = hooks;
+        import_oci(pool, io.get(), a.pos[1], oci);
+        break;
+    case TransferType::pull_oci:
+        oci.hooks = hooks;
+        pull_oci(pool, a.pos[0], a.pos[1], oci);
+        break;
     }
     if (is_export && fsync(io.get()) < 0 && errno != EINVAL && errno != EROFS) {
         if (errno == ENOSPC) throw_last_error("disk full while writing output");

@@ -215,7 +215,8 @@ std::vector<core::UniqueFd> one_fd(core::UniqueFd fd) {
 }
 
 void open_machine(MachineContext& ctx, Request& r) {
-    Params p(r.parameters(), {"name", "pid", "allowInteractiveAuthentication", "mode", "user", "path", "args", "environment"});
+    Params p(r.parameters(),
+             {"name", "pid", "allowInteractiveAuthentication", "mode", "user", "path", "args", "environment"});
     std::string mode = Params::required(p.enumeration("mode", {"tty", "login", "shell"}), "mode");
     core::ShellRequest shell;
     shell.user = p.string("user").value_or("");
@@ -285,7 +286,8 @@ void map_to(MachineContext& ctx, Request& r) {
 }
 
 void bind_mount(MachineContext& ctx, Request& r) {
-    Params p(r.parameters(), {"name", "pid", "allowInteractiveAuthentication", "source", "destination", "readOnly", "mkdir"});
+    Params p(r.parameters(),
+             {"name", "pid", "allowInteractiveAuthentication", "source", "destination", "readOnly", "mkdir"});
     std::string source = Params::required(p.string("source"), "source");
     std::string destination = p.string("destination").value_or(source);
     bool read_only = p.boolean("readOnly").value_or(false);

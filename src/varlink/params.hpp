@@ -34,7 +34,8 @@ public:
     };
     [[nodiscard]] std::optional<ProcessId> process_id(const char* key) const;
     // One of `values` (an IDL enum).
-    [[nodiscard]] std::optional<std::string> enumeration(const char* key, std::initializer_list<std::string_view> values) const;
+    [[nodiscard]] std::optional<std::string> enumeration(const char* key,
+                                                         std::initializer_list<std::string_view> values) const;
 
     template <typename T>
     static T required(std::optional<T> v, const char* key) {

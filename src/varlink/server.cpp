@@ -102,7 +102,6 @@ public:
     }
 
 private:
-
     struct Out {
         std::string bytes;
         std::vector<core::UniqueFd> fds;  // sent with the first byte of `bytes`
@@ -234,8 +233,8 @@ private:
     std::deque<Out> output_;
     std::string spare_;
     size_t output_bytes_ = 0;
-    bool busy_ = false;       // a call waits for its final reply
-    bool writable_ = false;   // EPOLLOUT requested
+    bool busy_ = false;      // a call waits for its final reply
+    bool writable_ = false;  // EPOLLOUT requested
     bool eof_ = false;
     bool dead_ = false;
     bool in_process_ = false;
@@ -365,7 +364,8 @@ void Server::listen(const std::string& path, mode_t mode) {
 
 void Server::accept_on(int listen_fd) {
     for (;;) {
-        core::UniqueFd fd(core::retry_eintr([&] { return ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK); }));
+        core::UniqueFd fd(
+            core::retry_eintr([&] { return ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK); }));
         if (!fd) {
             if (errno != EAGAIN) std::fprintf(stderr, "machd: varlink accept: %s\n", std::strerror(errno));
             return;
@@ -457,7 +457,8 @@ void Client::send(const Call& call) {
     std::string bytes = encode_call(call);
     size_t off = 0;
     while (off < bytes.size()) {
-        ssize_t n = core::retry_eintr([&] { return ::send(fd_.get(), bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL); });
+        ssize_t n =
+            core::retry_eintr([&] { return ::send(fd_.get(), bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL); });
         if (n < 0) core::throw_last_error("send");
         off += static_cast<size_t>(n);
     }

@@ -18,8 +18,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (auto m = mk::core::parse_state_file("fuzz", text)) {
         // Whatever parses must format and parse back to the same fields.
         auto again = mk::core::parse_state_file("fuzz", mk::core::format_state_file(*m));
-        if (!again || again->unit != m->unit || again->root_directory != m->root_directory ||
-            again->service != m->service || again->leader != m->leader || again->netif != m->netif)
+        if (!again || again->unit != m->unit || again->root_directory != m->root_directory || again->service != m->service ||
+            again->leader != m->leader || again->netif != m->netif)
             __builtin_trap();
     }
     (void)mk::core::cunescape(text);

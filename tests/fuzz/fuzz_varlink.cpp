@@ -32,8 +32,8 @@ void refused_only_as_invalid_parameter(const char* key, F&& f) {
 // The reads machine_api.cpp makes, over whatever parameters the call has.
 void read_parameters(const Json& parameters) {
     try {
-        Params p(parameters, {"name", "pid", "leader", "leaderProcessId", "signal", "args", "ifIndices", "mode",
-                              "readOnly"});
+        Params p(parameters,
+                 {"name", "pid", "leader", "leaderProcessId", "signal", "args", "ifIndices", "mode", "readOnly"});
         refused_only_as_invalid_parameter("name", [&] { (void)p.string("name"); });
         refused_only_as_invalid_parameter("pid", [&] {
             if (auto id = p.process_id("pid"); id && (id->pid < 0 || id->pid > INT32_MAX)) abort();
@@ -52,7 +52,8 @@ void read_parameters(const Json& parameters) {
                     if (i < 1 || i > INT32_MAX) abort();
         });
         refused_only_as_invalid_parameter("mode", [&] {
-            if (auto m = p.enumeration("mode", {"tty", "login", "shell"}); m && *m != "tty" && *m != "login" && *m != "shell")
+            if (auto m = p.enumeration("mode", {"tty", "login", "shell"});
+                m && *m != "tty" && *m != "login" && *m != "shell")
                 abort();
         });
         refused_only_as_invalid_parameter("readOnly", [&] { (void)p.boolean("readOnly"); });

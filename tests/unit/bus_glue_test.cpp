@@ -68,8 +68,8 @@ TEST(ScopeProperties, WhatNspawnSends) {
         {"Slice", sdbus::Variant(std::string("machine-foo.slice"))},
         {"Controller", sdbus::Variant(std::string(":1.42"))},
         {"DevicePolicy", sdbus::Variant(std::string("closed"))},
-        {"DeviceAllow", sdbus::Variant(std::vector<sdbus::Struct<std::string, std::string>>{{"/dev/net/tun", "rwm"},
-                                                                                           {"char-pts", "rw"}})},
+        {"DeviceAllow",
+         sdbus::Variant(std::vector<sdbus::Struct<std::string, std::string>>{{"/dev/net/tun", "rwm"}, {"char-pts", "rw"}})},
         {"KillSignal", sdbus::Variant(int32_t{37})},
         {"KillMode", sdbus::Variant(std::string("mixed"))},
         {"MemoryMax", sdbus::Variant(uint64_t{1} << 30)},
@@ -104,11 +104,12 @@ TEST(ScopeProperties, RejectsUnknownWrongTypeAndBadValues) {
     EXPECT_EQ(name_of(props({{"DevicePolicy", sdbus::Variant(std::string("open"))}})), invalid);
     EXPECT_EQ(name_of(props({{"CPUWeight", sdbus::Variant(uint64_t{0})}})), invalid);
     EXPECT_EQ(name_of(props({{"KillSignal", sdbus::Variant(int32_t{999})}})), invalid);
-    EXPECT_EQ(name_of(props({{"DeviceAllow", sdbus::Variant(std::vector<sdbus::Struct<std::string, std::string>>{
-                                                 {"/etc/passwd", "rw"}})}})),
-              invalid);
-    EXPECT_EQ(name_of(props({{"DeviceAllow", sdbus::Variant(std::vector<sdbus::Struct<std::string, std::string>>{
-                                                 {"/dev/null", "rwx"}})}})),
+    EXPECT_EQ(
+        name_of(props(
+            {{"DeviceAllow", sdbus::Variant(std::vector<sdbus::Struct<std::string, std::string>>{{"/etc/passwd", "rw"}})}})),
+        invalid);
+    EXPECT_EQ(name_of(props({{"DeviceAllow",
+                              sdbus::Variant(std::vector<sdbus::Struct<std::string, std::string>>{{"/dev/null", "rwx"}})}})),
               invalid);
     EXPECT_EQ(name_of(props({{"Delegate", sdbus::Variant(true)}, {"CollectMode", sdbus::Variant(std::string("x"))}})),
               "accepted");

@@ -22,7 +22,8 @@ void PrintTo(const CgroupWrite& w, std::ostream* os) {
 
 namespace {
 
-const CgroupControllers kLegacy{{"memory", "cpu", "cpuacct", "cpuset", "pids", "blkio", "devices", "hugetlb", "net_cls", "net_prio", "rdma"}, {}};
+const CgroupControllers kLegacy{
+    {"memory", "cpu", "cpuacct", "cpuset", "pids", "blkio", "devices", "hugetlb", "net_cls", "net_prio", "rdma"}, {}};
 const CgroupControllers kUnified{{}, {"memory", "cpu", "cpuset", "pids", "io", "hugetlb", "rdma"}};
 // This VM: v1 controllers, hugetlb bound to cgroup2 at /sys/fs/cgroup/unified.
 const CgroupControllers kHybrid{{"memory", "cpu", "cpuacct", "cpuset", "pids", "blkio", "devices", "freezer"}, {"hugetlb"}};
@@ -76,8 +77,10 @@ TEST(CgroupResources, PlanForV1) {
                      {"blkio", false, "blkio.throttle.read_bps_device", "8:0 1048576"},
                      {"hugetlb", false, "hugetlb.2MB.limit_in_bytes", "4194304"},
                  }));
-    auto n = plan_cgroup_resources(parse_oci_resources(R"({"network": {"classID": 7, "priorities": [{"name": "eth0", "priority": 3}]},
-        "memory": {"limit": -1, "swappiness": 0, "disableOOMKiller": true, "kernelTCP": 1048576}, "pids": {"limit": 0}})"), kLegacy);
+    auto n = plan_cgroup_resources(
+        parse_oci_resources(R"({"network": {"classID": 7, "priorities": [{"name": "eth0", "priority": 3}]},
+        "memory": {"limit": -1, "swappiness": 0, "disableOOMKiller": true, "kernelTCP": 1048576}, "pids": {"limit": 0}})"),
+        kLegacy);
     EXPECT_EQ(n, (std::vector<CgroupWrite>{
                      {"memory", false, "memory.limit_in_bytes", "-1"},
                      {"memory", false, "memory.kmem.tcp.limit_in_bytes", "1048576"},
@@ -87,7 +90,8 @@ TEST(CgroupResources, PlanForV1) {
                      {"net_cls", false, "net_cls.classid", "7"},
                      {"net_prio", false, "net_prio.ifpriomap", "eth0 3"},
                  }));
-    EXPECT_NE(error_of(R"({"unified": {"memory.high": "1"}})", kLegacy).find("'linux.resources.unified.memory.high'"), std::string::npos);
+    EXPECT_NE(error_of(R"({"unified": {"memory.high": "1"}})", kLegacy).find("'linux.resources.unified.memory.high'"),
+              std::string::npos);
 }
 
 TEST(CgroupResources, PlanForCgroup2) {
@@ -105,7 +109,7 @@ TEST(CgroupResources, PlanForCgroup2) {
                      {"memory", true, "memory.max", "67108864"},
                      {"memory", true, "memory.low", "33554432"},
                      {"memory", true, "memory.swap.max", "33554432"},  // memory+swap minus memory
-                     {"cpu", true, "cpu.weight", "39"},                 // runc's shares -> weight
+                     {"cpu", true, "cpu.weight", "39"},                // runc's shares -> weight
                      {"cpu", true, "cpu.max", "50000 100000"},
                      {"cpu", true, "cpu.max.burst", "10"},
                      {"cpu", true, "cpu.idle", "0"},
@@ -119,7 +123,8 @@ TEST(CgroupResources, PlanForCgroup2) {
                      {"rdma", true, "rdma.max", "mlx4_0 hca_handle=3 hca_object=10000"},
                      {"memory", true, "memory.high", "50000000"},
                  }));
-    EXPECT_EQ(plan_cgroup_resources(parse_oci_resources(R"({"cpu": {"quota": -1}, "memory": {"limit": -1, "swap": -1}})"), kUnified),
+    EXPECT_EQ(plan_cgroup_resources(parse_oci_resources(R"({"cpu": {"quota": -1}, "memory": {"limit": -1, "swap": -1}})"),
+                                    kUnified),
               (std::vector<CgroupWrite>{{"memory", true, "memory.max", "max"},
                                         {"memory", true, "memory.swap.max", "max"},
                                         {"cpu", true, "cpu.max", "max 100000"}}));
@@ -137,7 +142,8 @@ TEST(CgroupResources, PlanForThisHybridLayout) {
     ASSERT_EQ(w.size(), 15u);
     EXPECT_EQ(w[3], (CgroupWrite{"memory", false, "memory.limit_in_bytes", "67108864"}));
     EXPECT_EQ(w.back(), (CgroupWrite{"hugetlb", true, "hugetlb.2MB.max", "4194304"}));
-    EXPECT_NE(error_of(R"({"unified": {"memory.max": "1"}})", kHybrid).find("no memory controller on cgroup2"), std::string::npos);
+    EXPECT_NE(error_of(R"({"unified": {"memory.max": "1"}})", kHybrid).find("no memory controller on cgroup2"),
+              std::string::npos);
     EXPECT_NE(error_of(R"({"rdma": {"x": {}}})", kHybrid).find("no rdma cgroup controller"), std::string::npos);
 }
 
@@ -153,7 +159,8 @@ TEST(CgroupResources, DetectsAndAppliesOnThisHost) {
     }
     std::string err;
     try {
-        auto w = plan_cgroup_resources(parse_oci_resources(R"({"memory": {"limit": 33554432}, "pids": {"limit": 17}})"), m.controllers);
+        auto w = plan_cgroup_resources(parse_oci_resources(R"({"memory": {"limit": 33554432}, "pids": {"limit": 17}})"),
+                                       m.controllers);
         apply_cgroup_writes(w, m, rel);
     } catch (const std::exception& e) {
         err = e.what();

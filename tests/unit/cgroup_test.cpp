@@ -147,8 +147,9 @@ TEST(CgroupfsBackend, DirsPicksDeepestExistingPerHierarchy) {
 }
 
 TEST(Passwd, FindsEntries) {
-    const char* pw = "root:x:0:0:root:/root:/bin/bash\nbad line\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-                     "short:x:1:1\nnum:x:abc:1::/h:/bin/sh\n";
+    const char* pw =
+        "root:x:0:0:root:/root:/bin/bash\nbad line\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        "short:x:1:1\nnum:x:abc:1::/h:/bin/sh\n";
     auto r = find_passwd_entry(pw, "nobody");
     ASSERT_TRUE(r);
     EXPECT_EQ(r->uid, 65534u);

@@ -28,7 +28,9 @@ struct Dirs {
         dst_fd = UniqueFd(::open(dst.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     }
     ~Dirs() { fs::remove_all(root); }
-    int copy(const char* from, const char* to, CopyOptions o = {}) { return copy_tree_at(src_fd.get(), from, dst_fd.get(), to, o); }
+    int copy(const char* from, const char* to, CopyOptions o = {}) {
+        return copy_tree_at(src_fd.get(), from, dst_fd.get(), to, o);
+    }
 };
 
 std::string slurp(const fs::path& p) {

@@ -36,11 +36,14 @@ TEST(CriuProtobuf, VarintsAndBytesRoundTrip) {
 }
 
 TEST(CriuProtobuf, MalformedInputThrows) {
-    for (std::string bad : {std::string("\x08", 1), std::string("\x1a\x05" "ab", 4), std::string("\x0b", 1),
-                            std::string("\x00\x01", 2), std::string(11, '\xff')}) {
+    for (std::string bad : {std::string("\x08", 1),
+                            std::string("\x1a\x05"
+                                        "ab",
+                                        4),
+                            std::string("\x0b", 1), std::string("\x00\x01", 2), std::string(11, '\xff')}) {
         ProtoReader r(bad);
         ProtoField f;
-        EXPECT_THROW(while (r.next(f)) {}, std::runtime_error) << bad.size();
+        EXPECT_THROW(while (r.next(f)){}, std::runtime_error) << bad.size();
     }
 }
 
@@ -79,9 +82,15 @@ TEST(CriuRpc, RequestCarriesTheFieldsOfRpcProto) {
             ext_val = std::string(k.bytes);
         }
         if (g.number == 37) external = std::string(g.bytes);
-        if (g.number == 1) { EXPECT_EQ(g.varint, 5u); }
-        if (g.number == 2) { EXPECT_EQ(g.varint, 42u); }
-        if (g.number == 34) { EXPECT_EQ(g.varint, 0u); }
+        if (g.number == 1) {
+            EXPECT_EQ(g.varint, 5u);
+        }
+        if (g.number == 2) {
+            EXPECT_EQ(g.varint, 42u);
+        }
+        if (g.number == 34) {
+            EXPECT_EQ(g.varint, 0u);
+        }
     }
     for (uint32_t n : {1u, 2u, 5u, 13u, 23u, 26u, 27u, 34u, 37u}) EXPECT_EQ(seen[n], 1) << n;
     EXPECT_EQ(ext_key, "/data");

@@ -64,8 +64,11 @@ TEST(GuestSystemd, SharedLibraryNames) {
 }
 
 TEST(GuestSystemd, BannerInBinary) {
-    std::string bin = std::string("\x7f" "ELF\0\0junk", 10) + "systemd 262.1-1 running in %ssystem mode (%s)" +
-                      std::string(3, '\0');
+    std::string bin = std::string(
+                          "\x7f"
+                          "ELF\0\0junk",
+                          10) +
+                      "systemd 262.1-1 running in %ssystem mode (%s)" + std::string(3, '\0');
     EXPECT_EQ(systemd_version_from_banner(bin), 262u);
     EXPECT_EQ(systemd_version_from_banner("systemd 219 running in %ssystem mode. (+PAM"), 219u);
     EXPECT_EQ(systemd_version_from_banner("systemd 252.39-1~deb12u2 running in %suser mode"), 252u);

@@ -17,11 +17,11 @@ TEST(Id128, BothFormsRoundTrip) {
 }
 
 TEST(Id128, RejectsEverythingElse) {
-    for (const char* bad : {"", "0123", "0123456789abcdef0123456789abcde", "0123456789abcdef0123456789abcdef0",
-                            "0123456789abcdef0123456789abcdeg", "0123456789abcdef0123456789abcde\n",
-                            " 123456789abcdef0123456789abcdef", "01234567-89ab-cdef-0123-456789abcdeX",
-                            "0123456789-ab-cdef-0123-456789abcde", "01234567089ab0cdef001230456789abcdef",
-                            "+1234567-89ab-cdef-0123-456789abcdef"})
+    for (const char* bad :
+         {"", "0123", "0123456789abcdef0123456789abcde", "0123456789abcdef0123456789abcdef0",
+          "0123456789abcdef0123456789abcdeg", "0123456789abcdef0123456789abcde\n", " 123456789abcdef0123456789abcdef",
+          "01234567-89ab-cdef-0123-456789abcdeX", "0123456789-ab-cdef-0123-456789abcde",
+          "01234567089ab0cdef001230456789abcdef", "+1234567-89ab-cdef-0123-456789abcdef"})
         EXPECT_FALSE(id128_from_string(bad)) << bad;
 }
 

@@ -121,7 +121,10 @@ TEST(Sha256, KnownVectors) {
 }
 
 TEST(Compression, DetectByMagic) {
-    auto d = [](std::initializer_list<uint8_t> b) { std::vector<uint8_t> v(b); return detect_compression(v); };
+    auto d = [](std::initializer_list<uint8_t> b) {
+        std::vector<uint8_t> v(b);
+        return detect_compression(v);
+    };
     EXPECT_EQ(d({0xFD, '7', 'z', 'X', 'Z', 0}), Compression::xz);
     EXPECT_EQ(d({0x28, 0xB5, 0x2F, 0xFD}), Compression::zstd);
     EXPECT_EQ(d({0x1F, 0x8B, 8}), Compression::gzip);
@@ -220,7 +223,8 @@ TEST(Compression, ThreadedSourcePassesDataAndErrors) {
     copy_stream(*t, sink);
     EXPECT_EQ(out, data);
     std::string z = compress(Compression::xz, data);
-    auto bad = make_threaded_source(make_auto_decompressor(std::make_unique<StringSource>(z.substr(0, z.size() / 2)), nullptr));
+    auto bad =
+        make_threaded_source(make_auto_decompressor(std::make_unique<StringSource>(z.substr(0, z.size() / 2)), nullptr));
     out.clear();
     EXPECT_THROW(copy_stream(*bad, sink), std::system_error);
 }

@@ -57,7 +57,8 @@ TEST(Io, ReadAllIsBounded) {
 TEST(Io, WriteAllReportsAGonePeer) {
     Pipe p;
     p.rd.reset();
-    struct sigaction ign {}, old {};
+    struct sigaction ign {
+    }, old{};
     ign.sa_handler = SIG_IGN;
     ::sigaction(SIGPIPE, &ign, &old);
     EXPECT_EQ(write_all(p.wr.get(), "x"), -EPIPE);

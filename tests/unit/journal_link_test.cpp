@@ -43,7 +43,7 @@ TEST(JournalLink, TryModesSkipWherePlainModesFail) {
     EXPECT_EQ(action(LinkJournalMode::TryGuest, H::directory), A::none);
     EXPECT_THROW(action(LinkJournalMode::Guest, H::absent, false), UsageError);  // --ephemeral: nothing to link to
     EXPECT_EQ(action(LinkJournalMode::TryGuest, H::absent, false), A::none);
-    EXPECT_EQ(action(LinkJournalMode::Host, H::absent, false), A::bind_host);    // host mode works on any tree
+    EXPECT_EQ(action(LinkJournalMode::Host, H::absent, false), A::bind_host);  // host mode works on any tree
     EXPECT_THROW(action(LinkJournalMode::Host, H::absent, true, std::nullopt), UsageError);
     EXPECT_EQ(action(LinkJournalMode::Auto, H::directory, true, std::nullopt), A::none);
     EXPECT_THROW(plan_journal_link(LinkJournalMode::Guest, kHost, kHost, H::absent, true), UsageError);

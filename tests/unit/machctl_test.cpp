@@ -29,10 +29,10 @@ TEST(MachctlTable, VerbsAndOptionsAreUnique) {
             EXPECT_TRUE(shorts.insert(o.short_name).second) << o.short_name;
         }
     }
-    for (auto v : {"list", "status", "show", "start", "login", "shell", "enable", "disable", "poweroff", "stop",
-                   "reboot", "terminate", "kill", "pause", "resume", "wait", "bind", "copy-to", "copy-from",
-                   "list-images", "image-status", "show-image", "clone", "rename", "read-only", "remove",
-                   "set-limit", "clean"})
+    for (auto v : {"list",       "status",   "show",   "start",     "login",     "shell",       "enable",
+                   "disable",    "poweroff", "stop",   "reboot",    "terminate", "kill",        "pause",
+                   "resume",     "wait",     "bind",   "copy-to",   "copy-from", "list-images", "image-status",
+                   "show-image", "clone",    "rename", "read-only", "remove",    "set-limit",   "clean"})
         EXPECT_NE(find_verb(v), nullptr) << v;
 }
 
@@ -157,7 +157,8 @@ TEST(MachctlOutput, Properties) {
     EXPECT_EQ(property_text(Property{"Id", "ay", std::vector<uint8_t>{1, 2, 255}}), "0102ff");
     EXPECT_EQ(property_text(Property{"Leader", "u", uint64_t{42}}), "42");
     EXPECT_EQ(property_text(Property{"TimestampMonotonic", "t", uint64_t{5}}), "5");
-    EXPECT_NE(property_text(Property{"Timestamp", "t", uint64_t{1'700'000'000'000'000}}).find("2023-11-14"), std::string::npos);
+    EXPECT_NE(property_text(Property{"Timestamp", "t", uint64_t{1'700'000'000'000'000}}).find("2023-11-14"),
+              std::string::npos);
     EXPECT_EQ(property_text(Property{"NetworkInterfaces", "ai", std::vector<int64_t>{}}), "");
     EXPECT_EQ(property_text(Property{"NetworkInterfaces", "ai", std::vector<int64_t>{3, 4}}), "3 4");
     EXPECT_EQ(property_text(Property{"ReadOnly", "b", true}), "yes");
@@ -233,7 +234,8 @@ TEST(MachctlParse, OptionValuesComeFromTheRow) {
             ADD_FAILURE() << o.long_name << " accepted bogus";
         } catch (const mk::core::UsageError& e) {
             std::string listed = values;
-            for (size_t i = listed.find(' '); i != std::string::npos; i = listed.find(' ', i + 2)) listed.replace(i, 1, ", ");
+            for (size_t i = listed.find(' '); i != std::string::npos; i = listed.find(' ', i + 2))
+                listed.replace(i, 1, ", ");
             EXPECT_NE(std::string(e.what()).find("(" + listed + ")"), std::string::npos) << e.what();
         }
     }

@@ -268,8 +268,7 @@ TEST(IdMap, Parses) {
 #include "core/machine/bind.hpp"
 
 TEST(Paths, AbsoluteNormalized) {
-    for (const char* ok : {"/", "/a", "/a/b", "/a.b/c-d", "/.hidden"})
-        EXPECT_TRUE(path_is_absolute_normalized(ok)) << ok;
+    for (const char* ok : {"/", "/a", "/a/b", "/a.b/c-d", "/.hidden"}) EXPECT_TRUE(path_is_absolute_normalized(ok)) << ok;
     for (const char* bad : {"", "a", "a/b", "/a/", "//a", "/a//b", "/a/./b", "/a/../b", "/..", "/.", "./a"})
         EXPECT_FALSE(path_is_absolute_normalized(bad)) << bad;
     EXPECT_FALSE(path_is_absolute_normalized("/" + std::string(5000, 'a')));

@@ -10,14 +10,14 @@
 using namespace mk::core;
 
 TEST(MachineName, AcceptsWhatSystemdAccepts) {
-    for (const char* ok : {"foo", "a.b.c", "0abc", "Foo", "a-b", "x1.y2"})
-        EXPECT_TRUE(machine_name_is_valid(ok)) << ok;
+    for (const char* ok : {"foo", "a.b.c", "0abc", "Foo", "a-b", "x1.y2"}) EXPECT_TRUE(machine_name_is_valid(ok)) << ok;
     EXPECT_TRUE(machine_name_is_valid(std::string(64, 'x')));
 }
 
 TEST(MachineName, RejectsWhatSystemdRejects) {
-    for (const char* bad : {"", ".", "..", ".host", "foo_bar", "-foo", "foo-", "a..b", ".foo", "foo.",
-                            "foo/bar", "../etc", "a b", "a\nb", "\x1b[2J", "f\xc3\xb6obar", "$(id)", "*", "a.-b", "a-.b"})
+    for (const char* bad :
+         {"",        ".",      "..",  ".host", "foo_bar", "-foo",          "foo-",  "a..b", ".foo", "foo.",
+          "foo/bar", "../etc", "a b", "a\nb",  "\x1b[2J", "f\xc3\xb6obar", "$(id)", "*",    "a.-b", "a-.b"})
         EXPECT_FALSE(machine_name_is_valid(bad)) << bad;
     EXPECT_FALSE(machine_name_is_valid(std::string(65, 'y')));
     EXPECT_FALSE(machine_name_is_valid(std::string("foo\0bar", 7)));

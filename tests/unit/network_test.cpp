@@ -89,23 +89,25 @@ TEST(AddressPool, DeterministicAndCollisionChecked) {
 TEST(Nft, InitScript) {
     std::string s = nft_init_script();
     EXPECT_TRUE(s.starts_with("table inet machkit {"));
-    for (const char* w : {"set masq4 { type ipv4_addr; }", "map fwd4 { type inet_proto . inet_service : ipv4_addr . inet_service; }",
-                          "type nat hook prerouting priority -100", "type nat hook output priority -100",
-                          "ip daddr != 127.0.0.0/8 fib daddr type local dnat ip addr . port to meta l4proto . th dport map @fwd4",
-                          "ip saddr @masq4 ip daddr != @masq4 masquerade", "dnat ip6 addr . port to meta l4proto . th dport map @fwd6"})
+    for (const char* w :
+         {"set masq4 { type ipv4_addr; }", "map fwd4 { type inet_proto . inet_service : ipv4_addr . inet_service; }",
+          "type nat hook prerouting priority -100", "type nat hook output priority -100",
+          "ip daddr != 127.0.0.0/8 fib daddr type local dnat ip addr . port to meta l4proto . th dport map @fwd4",
+          "ip saddr @masq4 ip daddr != @masq4 masquerade", "dnat ip6 addr . port to meta l4proto . th dport map @fwd6"})
         EXPECT_NE(s.find(w), std::string::npos) << w;
 }
 
 TEST(Nft, ElementsInRegisterLayout) {
-    auto e = nat_elements("web", "10.1.2.2", "fd6d:6b00:12::2", {{PortProtocol::Tcp, 8080, 80}, {PortProtocol::Udp, 53, 5353}});
+    auto e =
+        nat_elements("web", "10.1.2.2", "fd6d:6b00:12::2", {{PortProtocol::Tcp, 8080, 80}, {PortProtocol::Udp, 53, 5353}});
     ASSERT_EQ(e.size(), 6u);
     EXPECT_EQ(e[0].set, "masq4");
     EXPECT_EQ(e[0].key, (std::vector<uint8_t>{10, 1, 2, 2}));
     EXPECT_EQ(e[0].comment, "web");
     EXPECT_EQ(e[1].set, "fwd4");
-    EXPECT_EQ(e[1].key, (std::vector<uint8_t>{6, 0, 0, 0, 0x1f, 0x90, 0, 0}));         // tcp . 8080
-    EXPECT_EQ(e[1].data, (std::vector<uint8_t>{10, 1, 2, 2, 0, 80, 0, 0}));            // 10.1.2.2 . 80
-    EXPECT_EQ(e[2].key, (std::vector<uint8_t>{17, 0, 0, 0, 0, 53, 0, 0}));             // udp . 53
+    EXPECT_EQ(e[1].key, (std::vector<uint8_t>{6, 0, 0, 0, 0x1f, 0x90, 0, 0}));  // tcp . 8080
+    EXPECT_EQ(e[1].data, (std::vector<uint8_t>{10, 1, 2, 2, 0, 80, 0, 0}));     // 10.1.2.2 . 80
+    EXPECT_EQ(e[2].key, (std::vector<uint8_t>{17, 0, 0, 0, 0, 53, 0, 0}));      // udp . 53
     EXPECT_EQ(e[3].set, "masq6");
     EXPECT_EQ(e[3].key.size(), 16u);
     EXPECT_EQ(e[4].set, "fwd6");

@@ -100,7 +100,8 @@ TEST(OciConfig, RefusesUnknownAndUnsupportedFieldsByName) {
               std::string::npos);
     EXPECT_NE(error_of(with(kConfig, "{\"type\": \"network\"}", "{\"type\": \"bogus\"}")).find("unknown namespace type"),
               std::string::npos);
-    EXPECT_NE(error_of(with(kConfig, "{\"type\": \"network\"}", "{\"type\": \"pid\"}")).find("given twice"), std::string::npos);
+    EXPECT_NE(error_of(with(kConfig, "{\"type\": \"network\"}", "{\"type\": \"pid\"}")).find("given twice"),
+              std::string::npos);
     EXPECT_NE(error_of(with(kConfig, "[\"/bin/sh\", \"-c\", \"echo hi\"]", "[]")).find("process.args"), std::string::npos);
     EXPECT_EQ(error_of("{"), "OCI config.json is not valid JSON");
     EXPECT_EQ(error_of("[]"), "OCI config field '' is invalid: expected an object");
@@ -118,11 +119,12 @@ TEST(OciConfig, AcceptsTheVersionsOfRuntimeSpec1) {
 
 TEST(OciConfig, ProcessUserCapabilitiesAndScheduling) {
     SpawnSpec s = parse_oci_config(with(kConfig, "\"user\": {\"uid\": 0, \"gid\": 0}",
-        R"("user": {"uid": 1000, "gid": 100, "umask": 18, "additionalGids": [5, 27]},
+                                        R"("user": {"uid": 1000, "gid": 100, "umask": 18, "additionalGids": [5, 27]},
            "consoleSize": {"height": 24, "width": 80},
            "ioPriority": {"class": "IOPRIO_CLASS_IDLE", "priority": 7},
            "scheduler": {"policy": "SCHED_BATCH", "nice": 5, "flags": ["SCHED_FLAG_RESET_ON_FORK"]},
-           "execCPUAffinity": {"initial": "0", "final": "0-1"})"), "/b");
+           "execCPUAffinity": {"initial": "0", "final": "0-1"})"),
+                                   "/b");
     EXPECT_EQ(s.oci.uid, 1000u);
     EXPECT_EQ(s.oci.gid, 100u);
     EXPECT_EQ(s.oci.umask, 022u);
@@ -137,9 +139,12 @@ TEST(OciConfig, ProcessUserCapabilitiesAndScheduling) {
     EXPECT_EQ(s.oci.scheduler->flags, 1u);
     EXPECT_EQ(s.oci.exec_cpu_affinity_final, (std::vector<unsigned>{0, 1}));
 
-    SpawnSpec c = parse_oci_config(with(with(kConfig, "\"effective\": [\"CAP_CHOWN\", \"CAP_NET_RAW\", \"CAP_SYS_TIME\"]",
-        R"("effective": ["CAP_CHOWN"])"), "\"permitted\": [\"CAP_CHOWN\", \"CAP_NET_RAW\", \"CAP_SYS_TIME\"]",
-        R"("permitted": ["CAP_CHOWN", "CAP_NET_RAW"], "inheritable": ["CAP_KILL"], "ambient": ["CAP_CHOWN"])"), "/b");
+    SpawnSpec c = parse_oci_config(
+        with(with(kConfig, "\"effective\": [\"CAP_CHOWN\", \"CAP_NET_RAW\", \"CAP_SYS_TIME\"]",
+                  R"("effective": ["CAP_CHOWN"])"),
+             "\"permitted\": [\"CAP_CHOWN\", \"CAP_NET_RAW\", \"CAP_SYS_TIME\"]",
+             R"("permitted": ["CAP_CHOWN", "CAP_NET_RAW"], "inheritable": ["CAP_KILL"], "ambient": ["CAP_CHOWN"])"),
+        "/b");
     EXPECT_EQ(c.oci.cap_effective, cap_bit(CAP_CHOWN));
     EXPECT_EQ(c.oci.cap_permitted, cap_bit(CAP_CHOWN) | cap_bit(CAP_NET_RAW));
     EXPECT_EQ(c.oci.cap_inheritable, cap_bit(CAP_KILL));
@@ -147,25 +152,35 @@ TEST(OciConfig, ProcessUserCapabilitiesAndScheduling) {
     EXPECT_EQ(*oci_unapplied_field(c), "process.capabilities.effective/permitted (different from bounding)");
 
     EXPECT_NE(error_of(with(kConfig, "\"uid\": 0", "\"uid\": -1")).find("process.user.uid"), std::string::npos);
-    EXPECT_NE(error_of(with(kConfig, "\"uid\": 0", "\"umask\": 512, \"uid\": 0")).find("process.user.umask"), std::string::npos);
-    EXPECT_NE(error_of(with(kConfig, "\"uid\": 0", "\"username\": \"x\", \"uid\": 0")).find("process.user.username"), std::string::npos);
-    EXPECT_NE(error_of(with(kConfig, "\"cwd\"", "\"ioPriority\": {\"class\": \"X\"}, \"cwd\"")).find("ioPriority.class"), std::string::npos);
-    EXPECT_NE(error_of(with(kConfig, "\"cwd\"", "\"scheduler\": {\"policy\": \"SCHED_FIFO\"}, \"cwd\"")).find("1..99"), std::string::npos);
-    EXPECT_NE(error_of(with(kConfig, "\"cwd\"", "\"scheduler\": {\"policy\": \"SCHED_DEADLINE\", \"runtime\": 10, \"deadline\": 5}, \"cwd\""))
-                  .find("SCHED_DEADLINE"), std::string::npos);
+    EXPECT_NE(error_of(with(kConfig, "\"uid\": 0", "\"umask\": 512, \"uid\": 0")).find("process.user.umask"),
+              std::string::npos);
+    EXPECT_NE(error_of(with(kConfig, "\"uid\": 0", "\"username\": \"x\", \"uid\": 0")).find("process.user.username"),
+              std::string::npos);
+    EXPECT_NE(error_of(with(kConfig, "\"cwd\"", "\"ioPriority\": {\"class\": \"X\"}, \"cwd\"")).find("ioPriority.class"),
+              std::string::npos);
+    EXPECT_NE(error_of(with(kConfig, "\"cwd\"", "\"scheduler\": {\"policy\": \"SCHED_FIFO\"}, \"cwd\"")).find("1..99"),
+              std::string::npos);
+    EXPECT_NE(error_of(with(kConfig, "\"cwd\"",
+                            "\"scheduler\": {\"policy\": \"SCHED_DEADLINE\", \"runtime\": 10, \"deadline\": 5}, \"cwd\""))
+                  .find("SCHED_DEADLINE"),
+              std::string::npos);
     EXPECT_NE(error_of(with(kConfig, "\"CAP_SYS_TIME\"]}", "\"CAP_BOGUS\"]}")).find("unknown capability"),
               std::string::npos);
     EXPECT_NE(error_of(with(kConfig, "\"hard\": 2048", "\"hard\": 10")).find("above the hard"), std::string::npos);
-    EXPECT_NE(error_of(with(kConfig, "\"oomScoreAdj\": 100", "\"oomScoreAdj\": 1001")).find("oomScoreAdj"), std::string::npos);
-    EXPECT_NE(error_of(with(kConfig, "\"cwd\": \"/tmp\"", "\"commandLine\": \"x\", \"cwd\": \"/tmp\"")).find("commandLine"), std::string::npos);
+    EXPECT_NE(error_of(with(kConfig, "\"oomScoreAdj\": 100", "\"oomScoreAdj\": 1001")).find("oomScoreAdj"),
+              std::string::npos);
+    EXPECT_NE(error_of(with(kConfig, "\"cwd\": \"/tmp\"", "\"commandLine\": \"x\", \"cwd\": \"/tmp\"")).find("commandLine"),
+              std::string::npos);
 }
 
 TEST(OciConfig, MountOptionsPropagationRecursiveFlagsAndIdmap) {
-    SpawnSpec s = parse_oci_config(with(kConfig, "\"options\": [\"rbind\", \"ro\"]}",
-        R"("options": ["rbind", "ro", "nosuid", "nodev", "rslave", "rnoexec", "rro", "ridmap"],
+    SpawnSpec s =
+        parse_oci_config(with(kConfig, "\"options\": [\"rbind\", \"ro\"]}",
+                              R"("options": ["rbind", "ro", "nosuid", "nodev", "rslave", "rnoexec", "rro", "ridmap"],
             "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
             "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]},
-           {"destination": "/m", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "rw", "suid", "mode=0700"]})"), "/b");
+           {"destination": "/m", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "rw", "suid", "mode=0700"]})"),
+                         "/b");
     ASSERT_EQ(s.oci.mounts.size(), 4u);
     const OciMount& b = s.oci.mounts[1];
     EXPECT_TRUE(b.bind());
@@ -181,21 +196,24 @@ TEST(OciConfig, MountOptionsPropagationRecursiveFlagsAndIdmap) {
     EXPECT_EQ(m.data, "mode=0700");
     EXPECT_EQ(*oci_unapplied_field(s), "mounts[].uidMappings at /data");
 
-    EXPECT_NE(error_of(with(kConfig, "[\"rbind\", \"ro\"]", "[\"rbind\", \"tmpcopyup\"]")).find("tmpcopyup"), std::string::npos);
-    EXPECT_NE(error_of(with(kConfig, "[\"rbind\", \"ro\"]", "[\"rbind\"], \"uidMappings\": [{\"containerID\": 0, \"hostID\": 1, \"size\": 1}]")).find("gidMappings go together"),
+    EXPECT_NE(error_of(with(kConfig, "[\"rbind\", \"ro\"]", "[\"rbind\", \"tmpcopyup\"]")).find("tmpcopyup"),
               std::string::npos);
-    EXPECT_NE(error_of(with(kConfig, "\"type\": \"tmpfs\", ", ""))
-                  .find("only binds"), std::string::npos);
+    EXPECT_NE(error_of(with(kConfig, "[\"rbind\", \"ro\"]",
+                            "[\"rbind\"], \"uidMappings\": [{\"containerID\": 0, \"hostID\": 1, \"size\": 1}]"))
+                  .find("gidMappings go together"),
+              std::string::npos);
+    EXPECT_NE(error_of(with(kConfig, "\"type\": \"tmpfs\", ", "")).find("only binds"), std::string::npos);
     EXPECT_NE(error_of(with(kConfig, "\"/srv/data\"", "\"srv\"")).find("mounts[].source"), std::string::npos);
 }
 
 TEST(OciConfig, HooksAnnotationsAndDomainname) {
     SpawnSpec s = parse_oci_config(with(kConfig, "\"annotations\": {\"org.example\": \"ignored\"}",
-        R"("annotations": {"a": "1", "b": "2"}, "domainname": "example.org",
+                                        R"("annotations": {"a": "1", "b": "2"}, "domainname": "example.org",
            "hooks": {"prestart": [{"path": "/bin/p"}],
                      "createRuntime": [{"path": "/bin/cr", "args": ["cr", "x"], "env": ["A=1"], "timeout": 5}],
                      "createContainer": [{"path": "/bin/cc"}], "startContainer": [{"path": "/bin/sc"}],
-                     "poststart": [{"path": "/bin/ps"}], "poststop": [{"path": "/bin/pst"}, {"path": "/bin/pst2"}]})"), "/b");
+                     "poststart": [{"path": "/bin/ps"}], "poststop": [{"path": "/bin/pst"}, {"path": "/bin/pst2"}]})"),
+                                   "/b");
     EXPECT_EQ(s.oci.annotations, (std::map<std::string, std::string>{{"a", "1"}, {"b", "2"}}));
     EXPECT_EQ(s.oci.domainname, "example.org");
     ASSERT_EQ(s.oci.hooks.create_runtime.size(), 1u);
@@ -206,18 +224,23 @@ TEST(OciConfig, HooksAnnotationsAndDomainname) {
     EXPECT_EQ(s.oci.hooks.poststop.size(), 2u);
     EXPECT_EQ(*oci_unapplied_field(s), "hooks");
     EXPECT_NE(error_of(with(kConfig, "\"annotations\"", "\"hooks\": {\"poststop\": [{\"path\": \"rel\"}]}, \"annotations\""))
-                  .find("hooks.poststop[].path"), std::string::npos);
-    EXPECT_NE(error_of(with(kConfig, "\"annotations\"", "\"hooks\": {\"poststop\": [{\"path\": \"/x\", \"timeout\": 0}]}, \"annotations\""))
-                  .find("timeout"), std::string::npos);
+                  .find("hooks.poststop[].path"),
+              std::string::npos);
+    EXPECT_NE(error_of(with(kConfig, "\"annotations\"",
+                            "\"hooks\": {\"poststop\": [{\"path\": \"/x\", \"timeout\": 0}]}, \"annotations\""))
+                  .find("timeout"),
+              std::string::npos);
     EXPECT_NE(error_of(with(kConfig, "\"annotations\"", "\"hooks\": {\"later\": []}, \"annotations\"")).find("hooks.later"),
               std::string::npos);
     EXPECT_NE(error_of(with(kConfig, "\"ignored\"", "1")).find("annotations.org.example"), std::string::npos);
 }
 
 TEST(OciConfig, LinuxNamespacesMappingsDevicesSysctlAndMore) {
-    SpawnSpec u = parse_oci_config(with(with(kConfig, "{\"type\": \"network\"}",
-        "{\"type\": \"network\", \"path\": \"/run/netns/x\"}, {\"type\": \"user\"}, {\"type\": \"time\"}, {\"type\": \"cgroup\", \"path\": \"/proc/1/ns/cgroup\"}"),
-        R"("maskedPaths": ["/proc/kcore"],)", R"(
+    SpawnSpec u =
+        parse_oci_config(with(with(kConfig, "{\"type\": \"network\"}",
+                                   "{\"type\": \"network\", \"path\": \"/run/netns/x\"}, {\"type\": \"user\"}, {\"type\": "
+                                   "\"time\"}, {\"type\": \"cgroup\", \"path\": \"/proc/1/ns/cgroup\"}"),
+                              R"("maskedPaths": ["/proc/kcore"],)", R"(
         "uidMappings": [{"containerID": 0, "hostID": 200000, "size": 65536}],
         "gidMappings": [{"containerID": 0, "hostID": 200000, "size": 65536}],
         "timeOffsets": {"monotonic": {"secs": 100, "nanosecs": 5}, "boottime": {"secs": -3}},
@@ -227,7 +250,8 @@ TEST(OciConfig, LinuxNamespacesMappingsDevicesSysctlAndMore) {
         "sysctl": {"net.ipv4.ip_forward": "1", "kernel.msgmax": "8192"},
         "rootfsPropagation": "rslave",
         "personality": {"domain": "LINUX32"},
-        "maskedPaths": ["/proc/kcore"],)"), "/b");
+        "maskedPaths": ["/proc/kcore"],)"),
+                         "/b");
     EXPECT_EQ(u.network_namespace_path, "/run/netns/x");
     EXPECT_FALSE(u.private_network);
     ASSERT_EQ(u.oci.namespaces.size(), 8u);
@@ -246,21 +270,31 @@ TEST(OciConfig, LinuxNamespacesMappingsDevicesSysctlAndMore) {
     EXPECT_EQ(u.personality, "x86");
     EXPECT_EQ(u.oci.readonly_paths, (std::vector<std::string>{"/proc/sys"}));
 
-    EXPECT_NE(error_of(with(kConfig, "{\"type\": \"network\"}", "{\"type\": \"user\"}")).find("needs uidMappings"), std::string::npos);
-    EXPECT_NE(error_of(with(kConfig, "\"maskedPaths\"", "\"uidMappings\": [{\"containerID\": 0, \"hostID\": 1, \"size\": 1}], \"maskedPaths\""))
-                  .find("without a user namespace"), std::string::npos);
-    EXPECT_NE(error_of(with(kConfig, "\"maskedPaths\"", "\"timeOffsets\": {\"monotonic\": {\"secs\": 1}}, \"maskedPaths\"")).find("without a time namespace"),
+    EXPECT_NE(error_of(with(kConfig, "{\"type\": \"network\"}", "{\"type\": \"user\"}")).find("needs uidMappings"),
               std::string::npos);
-    EXPECT_NE(error_of(with(kConfig, "\"maskedPaths\"", "\"sysctl\": {\"../x\": \"1\"}, \"maskedPaths\"")).find("not a sysctl name"),
+    EXPECT_NE(error_of(with(kConfig, "\"maskedPaths\"",
+                            "\"uidMappings\": [{\"containerID\": 0, \"hostID\": 1, \"size\": 1}], \"maskedPaths\""))
+                  .find("without a user namespace"),
+              std::string::npos);
+    EXPECT_NE(error_of(with(kConfig, "\"maskedPaths\"", "\"timeOffsets\": {\"monotonic\": {\"secs\": 1}}, \"maskedPaths\""))
+                  .find("without a time namespace"),
+              std::string::npos);
+    EXPECT_NE(error_of(with(kConfig, "\"maskedPaths\"", "\"sysctl\": {\"../x\": \"1\"}, \"maskedPaths\""))
+                  .find("not a sysctl name"),
               std::string::npos);
     EXPECT_NE(error_of(with(kConfig, "\"maskedPaths\"", "\"cgroupsPath\": \"/a/../b\", \"maskedPaths\"")).find("'..'"),
               std::string::npos);
-    EXPECT_NE(error_of(with(kConfig, "\"maskedPaths\"", "\"devices\": [{\"type\": \"c\", \"path\": \"/dev/x\"}], \"maskedPaths\""))
-                  .find("major and minor"), std::string::npos);
-    EXPECT_NE(error_of(with(kConfig, "\"maskedPaths\"", "\"rootfsPropagation\": \"weird\", \"maskedPaths\"")).find("rootfsPropagation"),
+    EXPECT_NE(
+        error_of(with(kConfig, "\"maskedPaths\"", "\"devices\": [{\"type\": \"c\", \"path\": \"/dev/x\"}], \"maskedPaths\""))
+            .find("major and minor"),
+        std::string::npos);
+    EXPECT_NE(error_of(with(kConfig, "\"maskedPaths\"", "\"rootfsPropagation\": \"weird\", \"maskedPaths\""))
+                  .find("rootfsPropagation"),
               std::string::npos);
-    EXPECT_NE(error_of(with(kConfig, "\"maskedPaths\"", "\"personality\": {\"domain\": \"LINUX\", \"flags\": [\"x\"]}, \"maskedPaths\""))
-                  .find("personality.flags"), std::string::npos);
+    EXPECT_NE(error_of(with(kConfig, "\"maskedPaths\"",
+                            "\"personality\": {\"domain\": \"LINUX\", \"flags\": [\"x\"]}, \"maskedPaths\""))
+                  .find("personality.flags"),
+              std::string::npos);
 }
 
 TEST(OciConfig, Resources) {
@@ -336,7 +370,8 @@ TEST(OciConfig, Seccomp) {
         "syscalls": [{"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
                      {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
                       "args": [{"index": 0, "value": 4294967295, "valueTwo": 8, "op": "SCMP_CMP_MASKED_EQ"}]},
-                     {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}, "maskedPaths")"), "/b");
+                     {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}, "maskedPaths")"),
+                                   "/b");
     ASSERT_TRUE(s.oci.seccomp);
     const OciSeccomp& sc = *s.oci.seccomp;
     EXPECT_EQ(sc.default_action, "SCMP_ACT_ERRNO");
@@ -347,11 +382,17 @@ TEST(OciConfig, Seccomp) {
     EXPECT_EQ(sc.syscalls[1].args[0].value, 4294967295u);
     EXPECT_EQ(sc.syscalls[1].args[0].op, "SCMP_CMP_MASKED_EQ");
     EXPECT_EQ(sc.syscalls[2].errno_ret, 1u);
-    EXPECT_NE(error_of(with(kConfig, "\"maskedPaths\"", R"("seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x"}, "maskedPaths")"))
-                  .find("listenerPath"), std::string::npos);
     EXPECT_NE(error_of(with(kConfig, "\"maskedPaths\"",
-                            R"("seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["x"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 6, "op": "SCMP_CMP_EQ"}]}]}, "maskedPaths")"))
-                  .find("index"), std::string::npos);
+                            R"("seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x"}, "maskedPaths")"))
+                  .find("listenerPath"),
+              std::string::npos);
+    EXPECT_NE(
+        error_of(
+            with(
+                kConfig, "\"maskedPaths\"",
+                R"("seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["x"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 6, "op": "SCMP_CMP_EQ"}]}]}, "maskedPaths")"))
+            .find("index"),
+        std::string::npos);
 }
 
 TEST(OciConfig, UnappliedFieldsAreNamedForSpawn) {
@@ -363,13 +404,17 @@ TEST(OciConfig, UnappliedFieldsAreNamedForSpawn) {
     EXPECT_EQ(oci_unapplied_field(parse_oci_config(with(kConfig, "\"/proc/sys\"", "\"/etc\""), "/b")), std::nullopt);
     EXPECT_EQ(*oci_unapplied_field(parse_oci_config(with(kConfig, "\"type\": \"tmpfs\"", "\"type\": \"overlay\""), "/b")),
               "mounts[] of type 'overlay' at /scratch");
-    EXPECT_EQ(oci_unapplied_field(parse_oci_config(with(kConfig, "\"maskedPaths\"", "\"sysctl\": {\"kernel.msgmax\": \"1\"}, \"maskedPaths\""), "/b")),
+    EXPECT_EQ(oci_unapplied_field(parse_oci_config(
+                  with(kConfig, "\"maskedPaths\"", "\"sysctl\": {\"kernel.msgmax\": \"1\"}, \"maskedPaths\""), "/b")),
               std::nullopt);
-    EXPECT_EQ(*oci_unapplied_field(parse_oci_config(with(kConfig, "\"maskedPaths\"", "\"resources\": {\"pids\": {\"limit\": 5}}, \"maskedPaths\""), "/b")),
+    EXPECT_EQ(*oci_unapplied_field(parse_oci_config(
+                  with(kConfig, "\"maskedPaths\"", "\"resources\": {\"pids\": {\"limit\": 5}}, \"maskedPaths\""), "/b")),
               "linux.resources");
     EXPECT_EQ(oci_unapplied_field(SpawnSpec{}), std::nullopt);  // not from config.json
-    SpawnSpec r = parse_oci_config(with(kConfig, "\"maskedPaths\"",
-        "\"cgroupsPath\": \"/a\", \"resources\": {\"pids\": {\"limit\": 5}}, \"maskedPaths\""), "/b");
+    SpawnSpec r =
+        parse_oci_config(with(kConfig, "\"maskedPaths\"",
+                              "\"cgroupsPath\": \"/a\", \"resources\": {\"pids\": {\"limit\": 5}}, \"maskedPaths\""),
+                         "/b");
     EXPECT_EQ(*oci_unapplied_field(r), "linux.cgroupsPath");
     EXPECT_EQ(oci_unapplied_field(r, {.hooks = true, .cgroups = true}), std::nullopt);
 }
@@ -384,12 +429,17 @@ TEST(OciConfig, SysctlsOnlyOfTheContainersOwnNamespaces) {
     EXPECT_FALSE(oci_sysctl_allowed("kernel.core_pattern", true, true, true));
     EXPECT_FALSE(oci_sysctl_allowed("vm.overcommit_memory", true, true, true));
     EXPECT_NE(error_of(with(kConfig, "\"maskedPaths\"", "\"sysctl\": {\"kernel.core_pattern\": \"|/x\"}, \"maskedPaths\""))
-                  .find("kernel.core_pattern is not in a namespace"), std::string::npos);
-    EXPECT_EQ(error_of(with(kConfig, "\"maskedPaths\"", "\"sysctl\": {\"net.ipv4.ip_forward\": \"1\", \"kernel.sem\": \"1 2 3 4\"}, \"maskedPaths\"")), "");
+                  .find("kernel.core_pattern is not in a namespace"),
+              std::string::npos);
+    EXPECT_EQ(error_of(with(kConfig, "\"maskedPaths\"",
+                            "\"sysctl\": {\"net.ipv4.ip_forward\": \"1\", \"kernel.sem\": \"1 2 3 4\"}, \"maskedPaths\"")),
+              "");
 }
 
 TEST(OciConfig, FuzzerFindings) {
     // process without cwd (crash-f3ae962f, a fuzz build that mixed objects from two SpawnSpec layouts).
-    EXPECT_EQ(error_of(R"({"ociVersion":"1.0.0","root":{"path":"r"},"process":{"args":["/bin/true"]},"linux":{"namespaces":[{"type":"pid"},{"type":"mount"},{"type":"ipc"},{"type":"uts"}]}})"),
-              "OCI config field 'process.cwd' is invalid: missing");
+    EXPECT_EQ(
+        error_of(
+            R"({"ociVersion":"1.0.0","root":{"path":"r"},"process":{"args":["/bin/true"]},"linux":{"namespaces":[{"type":"pid"},{"type":"mount"},{"type":"ipc"},{"type":"uts"}]}})"),
+        "OCI config field 'process.cwd' is invalid: missing");
 }

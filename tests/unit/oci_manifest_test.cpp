@@ -54,9 +54,9 @@ TEST(OciReference, DefaultsAndShortNames) {
 
 TEST(OciReference, Rejects) {
     auto cfg = default_oci_registry_config();
-    for (const std::string& bad : std::vector<std::string>{"", "UPPER/app", "app:", "app:-x", "app@sha256:abc", "app@md5:" + std::string(32, 'a'),
-                            "reg.io/../x", "reg.io//x", "a/b/", "app:tag with space", std::string(2000, 'a'),
-                            "-app", "reg.io/app\n"})
+    for (const std::string& bad : std::vector<std::string>{
+             "", "UPPER/app", "app:", "app:-x", "app@sha256:abc", "app@md5:" + std::string(32, 'a'), "reg.io/../x",
+             "reg.io//x", "a/b/", "app:tag with space", std::string(2000, 'a'), "-app", "reg.io/app\n"})
         EXPECT_THROW(parse_oci_reference(bad, cfg), UsageError) << bad;
 }
 
@@ -73,7 +73,8 @@ Insecure=yes
 [Registry]
 Name=registry.example
 ShortNamePrefix=base/
-)", "t.conf", cfg);
+)",
+                              "t.conf", cfg);
     auto d = cfg.lookup("docker.io");
     EXPECT_EQ(d.endpoint, "mirror.local:5000");
     EXPECT_TRUE(d.insecure);
@@ -98,13 +99,15 @@ TEST(OciManifest, KindsAndLayers) {
     EXPECT_THROW(oci_doc_kind("application/vnd.docker.distribution.manifest.v1+prettyjws", "{}"), UsageError);
     EXPECT_THROW(oci_doc_kind("text/html", "<html>"), UsageError);
 
-    for (const char* t : {"application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+gzip",
-                          "application/vnd.oci.image.layer.v1.tar+zstd", "application/vnd.docker.image.rootfs.diff.tar.gzip"}) {
+    for (const char* t :
+         {"application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+gzip",
+          "application/vnd.oci.image.layer.v1.tar+zstd", "application/vnd.docker.image.rootfs.diff.tar.gzip"}) {
         auto m = parse_oci_manifest(manifest_json(t, 3));
         EXPECT_EQ(m.layers.size(), 3u);
         EXPECT_EQ(m.config.size, 5u);
     }
-    EXPECT_THROW(parse_oci_manifest(manifest_json("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip")), UsageError);
+    EXPECT_THROW(parse_oci_manifest(manifest_json("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip")),
+                 UsageError);
     EXPECT_THROW(parse_oci_manifest(manifest_json("application/x-evil")), UsageError);
     // 10,000 layers: over the 4096 limit, refused before anything is fetched.
     try {
@@ -123,9 +126,12 @@ TEST(OciManifest, KindsAndLayers) {
 
 TEST(OciIndex, PlatformChoice) {
     auto idx = parse_oci_index(R"({"schemaVersion":2,"manifests":[
-      {"mediaType":"m","digest":")" + kDigest + R"(","size":1,"platform":{"architecture":"arm64","os":"linux","variant":"v8"}},
-      {"mediaType":"m","digest":")" + kDigest + R"(","size":2,"platform":{"architecture":"amd64","os":"linux"}},
-      {"mediaType":"m","digest":")" + kDigest + R"(","size":3,"platform":{"architecture":"unknown","os":"unknown"}}]})");
+      {"mediaType":"m","digest":")" +
+                               kDigest + R"(","size":1,"platform":{"architecture":"arm64","os":"linux","variant":"v8"}},
+      {"mediaType":"m","digest":")" +
+                               kDigest + R"(","size":2,"platform":{"architecture":"amd64","os":"linux"}},
+      {"mediaType":"m","digest":")" +
+                               kDigest + R"(","size":3,"platform":{"architecture":"unknown","os":"unknown"}}]})");
     ASSERT_EQ(idx.size(), 3u);
     auto p = oci_choose_platform(idx, "amd64", "linux", nullptr);
     ASSERT_TRUE(p);
@@ -172,7 +178,8 @@ TEST(OciConfig, NspawnSettingsRoundTrip) {
 }
 
 TEST(OciAuth, WwwAuthenticate) {
-    auto c = parse_www_authenticate(R"(Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull")");
+    auto c = parse_www_authenticate(
+        R"(Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull")");
     ASSERT_TRUE(c);
     EXPECT_EQ(c->realm, "https://auth.example/token");
     EXPECT_EQ(c->service, "registry.example");

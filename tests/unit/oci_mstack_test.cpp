@@ -23,8 +23,8 @@ TEST(Mstack, PlanOrderAndOptions) {
     EXPECT_FALSE(is_mstack_path("/var/lib/machines/app"));
     EXPECT_EQ(machine_name_from_path("/var/lib/machines/app.mstack"), "app");
 
-    auto r = plan_mstack_root("/pool/app.mstack", {{"layer@1", layer('b')}, {"rw", ""}, {"layer@0", layer('a')},
-                                                   {"layer@2", layer('c')}}, false);
+    auto r = plan_mstack_root(
+        "/pool/app.mstack", {{"layer@1", layer('b')}, {"rw", ""}, {"layer@0", layer('a')}, {"layer@2", layer('c')}}, false);
     ASSERT_EQ(r.lowers.size(), 3u);
     EXPECT_EQ(r.lowers[0], "/pool/.oci-sha256-" + std::string(64, 'c'));  // top-most first
     EXPECT_EQ(r.lowers[2], "/pool/.oci-sha256-" + std::string(64, 'a'));

@@ -229,7 +229,8 @@ TEST(MachrunHooks, StateOnStdinArgsAndEnvExactly) {
     char tmpl[] = "/tmp/machrun-hook-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     std::string out = std::string(tmpl) + "/out";
-    Hook h{"/bin/sh", {"sh", "-c", "cat > " + out + "; echo \"$0 $FOO ${HOME:-nohome}\" >> " + out, "argzero"}, {"FOO=bar"}, 5};
+    Hook h{
+        "/bin/sh", {"sh", "-c", "cat > " + out + "; echo \"$0 $FOO ${HOME:-nohome}\" >> " + out, "argzero"}, {"FOO=bar"}, 5};
     run_hook(h, R"({"id":"c"})", "createRuntime");
     std::ifstream in(out);
     std::stringstream ss;

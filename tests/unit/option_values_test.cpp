@@ -35,7 +35,8 @@ TEST(Boolean, AllSpellings) {
 TEST(Path, NormalizesAndRejects) {
     EXPECT_EQ(parse_absolute_path("/"), "/");
     EXPECT_EQ(parse_absolute_path("//a//b/./c/"), "/a/b/c");
-    for (const char* bad : {"", "a", "./a", "/a/../b", "/..", "~/x"}) EXPECT_THROW(parse_absolute_path(bad), UsageError) << bad;
+    for (const char* bad : {"", "a", "./a", "/a/../b", "/..", "~/x"})
+        EXPECT_THROW(parse_absolute_path(bad), UsageError) << bad;
     EXPECT_THROW(parse_absolute_path(std::string("/a\0b", 4)), UsageError);
     EXPECT_THROW(parse_absolute_path("/" + std::string(5000, 'a')), UsageError);
 }
@@ -140,8 +141,9 @@ TEST(Uuid, Forms) {
     auto b = parse_uuid("01234567-89ab-cdef-0123-456789abcdef");
     EXPECT_EQ(a, b);
     EXPECT_EQ(id128_to_string(a), "0123456789abcdef0123456789abcdef");
-    for (const char* bad : {"", "00000000000000000000000000000000", "00000000-0000-0000-0000-000000000000",
-                            "0123456789abcdef0123456789abcdeg", "0123456789abcdef0123456789abcde", "01234567-89ab-cdef-0123-456789abcdef0"})
+    for (const char* bad :
+         {"", "00000000000000000000000000000000", "00000000-0000-0000-0000-000000000000", "0123456789abcdef0123456789abcdeg",
+          "0123456789abcdef0123456789abcde", "01234567-89ab-cdef-0123-456789abcdef0"})
         EXPECT_THROW(parse_uuid(bad), UsageError) << bad;
 }
 
@@ -235,18 +237,20 @@ void round_trip(std::initializer_list<E> all, FromString from) {
 
 TEST(EnumTables, RoundTrip) {
     round_trip({VolatileMode::No, VolatileMode::Yes, VolatileMode::State, VolatileMode::Overlay}, volatile_mode_from_string);
-    round_trip({ConsoleMode::Interactive, ConsoleMode::ReadOnly, ConsoleMode::Passive, ConsoleMode::Pipe, ConsoleMode::Autopipe},
-               console_mode_from_string);
-    round_trip({ResolvConfMode::Off, ResolvConfMode::CopyHost, ResolvConfMode::CopyStatic, ResolvConfMode::CopyUplink,
-                ResolvConfMode::CopyStub, ResolvConfMode::ReplaceHost, ResolvConfMode::ReplaceStatic,
-                ResolvConfMode::ReplaceUplink, ResolvConfMode::ReplaceStub, ResolvConfMode::BindHost,
-                ResolvConfMode::BindStatic, ResolvConfMode::BindUplink, ResolvConfMode::BindStub, ResolvConfMode::Delete,
-                ResolvConfMode::Auto},
-               resolv_conf_mode_from_string);
+    round_trip(
+        {ConsoleMode::Interactive, ConsoleMode::ReadOnly, ConsoleMode::Passive, ConsoleMode::Pipe, ConsoleMode::Autopipe},
+        console_mode_from_string);
+    round_trip(
+        {ResolvConfMode::Off, ResolvConfMode::CopyHost, ResolvConfMode::CopyStatic, ResolvConfMode::CopyUplink,
+         ResolvConfMode::CopyStub, ResolvConfMode::ReplaceHost, ResolvConfMode::ReplaceStatic, ResolvConfMode::ReplaceUplink,
+         ResolvConfMode::ReplaceStub, ResolvConfMode::BindHost, ResolvConfMode::BindStatic, ResolvConfMode::BindUplink,
+         ResolvConfMode::BindStub, ResolvConfMode::Delete, ResolvConfMode::Auto},
+        resolv_conf_mode_from_string);
     round_trip({TimezoneMode::Off, TimezoneMode::Copy, TimezoneMode::Bind, TimezoneMode::Symlink, TimezoneMode::Delete,
                 TimezoneMode::Auto},
                timezone_mode_from_string);
-    round_trip({SettingsMode::No, SettingsMode::Yes, SettingsMode::Trusted, SettingsMode::Override}, settings_mode_from_string);
+    round_trip({SettingsMode::No, SettingsMode::Yes, SettingsMode::Trusted, SettingsMode::Override},
+               settings_mode_from_string);
     round_trip({LinkJournalMode::No, LinkJournalMode::Auto, LinkJournalMode::Guest, LinkJournalMode::Host,
                 LinkJournalMode::TryGuest, LinkJournalMode::TryHost},
                link_journal_mode_from_string);

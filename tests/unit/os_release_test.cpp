@@ -6,10 +6,10 @@ using namespace mk::core;
 
 TEST(OsReleaseParser, QuotingAndEscapes) {
     auto m = parse_os_release(
-        "A='single \"q\" \\n'\n"       // single quotes: everything literal
+        "A='single \"q\" \\n'\n"         // single quotes: everything literal
         "B=\"dq \\\"x\\\" \\\\ 'y'\"\n"  // double quotes: backslash takes the next character
-        "C=un\\ quoted\\#x\n"           // unquoted backslash escapes
-        "D=mixed\"a b\"'c d'e\n"        // adjacent quoted parts join, as in the shell
+        "C=un\\ quoted\\#x\n"            // unquoted backslash escapes
+        "D=mixed\"a b\"'c d'e\n"         // adjacent quoted parts join, as in the shell
         "E=value # comment\n"
         "F=value#not-a-comment\n"
         "G=  spaced  \n"
@@ -30,10 +30,10 @@ TEST(OsReleaseParser, QuotingAndEscapes) {
 
 TEST(OsReleaseParser, LinesKeysAndOddInput) {
     auto m = parse_os_release(std::string_view("\tID=debian\r\nID_LIKE=x\n#ID=no\nID=sid\n=v\njunk\nNUL=a\0b\nLAST=1", 58));
-    EXPECT_EQ(m["ID"], "sid");            // a later assignment wins
+    EXPECT_EQ(m["ID"], "sid");  // a later assignment wins
     EXPECT_EQ(m["ID_LIKE"], "x");
     EXPECT_EQ(m["NUL"], std::string("a\0b", 3));
-    EXPECT_EQ(m["LAST"], "1");            // no final newline
+    EXPECT_EQ(m["LAST"], "1");  // no final newline
     EXPECT_EQ(m.count(""), 0u);
     EXPECT_EQ(m.size(), 4u);
     EXPECT_TRUE(parse_os_release("").empty());

@@ -71,7 +71,7 @@ TEST(UserNamespace, PickIsDeterministicAlignedAndInThePool) {
 // Issue 19 B: which directories keep other users away from an idmapped tree.
 TEST(UserNamespace, OnlyARootDirectoryWithoutSearchBitsKeepsOthersOut) {
     EXPECT_TRUE(keeps_out_other_users(0, 0, S_IFDIR | 0700));
-    EXPECT_TRUE(keeps_out_other_users(0, 0, S_IFDIR | 0750));   // group root: root only
+    EXPECT_TRUE(keeps_out_other_users(0, 0, S_IFDIR | 0750));    // group root: root only
     EXPECT_TRUE(keeps_out_other_users(0, 100, S_IFDIR | 0740));  // group may read names, not enter
     EXPECT_FALSE(keeps_out_other_users(0, 100, S_IFDIR | 0750)) << "members of group 100 can enter";
     EXPECT_FALSE(keeps_out_other_users(0, 0, S_IFDIR | 0701));

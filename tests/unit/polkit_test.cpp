@@ -33,10 +33,16 @@ TEST(PolkitRequest, ManagerAndObjectFormsAskTheSame) {
 }
 
 TEST(PolkitRequest, EnteringAMachineHasItsOwnActionsAndHostTwins) {
-    auto shell = expect_request({kMgr, "OpenMachineShell", "", {"web", "", "", }});
+    auto shell = expect_request({kMgr,
+                                 "OpenMachineShell",
+                                 "",
+                                 {
+                                     "web",
+                                     "",
+                                     "",
+                                 }});
     EXPECT_EQ(shell.action, kPolkitShell);
-    EXPECT_EQ(shell.details,
-              (Details{{"machine", "web"}, {"user", "root"}, {"program", "/bin/sh"}, {"verb", "shell"}}));
+    EXPECT_EQ(shell.details, (Details{{"machine", "web"}, {"user", "root"}, {"program", "/bin/sh"}, {"verb", "shell"}}));
     auto host_shell = expect_request({kMach, "OpenShell", ".host", {"alice", "/bin/bash"}});
     EXPECT_EQ(host_shell.action, kPolkitHostShell);
     EXPECT_EQ(host_shell.details,
@@ -79,7 +85,8 @@ TEST(PolkitRequest, TransfersUseImportdsActionsWithoutDetails) {
     const std::string m = "org.freedesktop.import1.Manager";
     for (const char* member : {"ImportTar", "ImportRaw", "ImportFileSystem"})
         EXPECT_EQ(expect_request({m, member, "", {}}).action, kPolkitImport) << member;
-    for (const char* member : {"ExportTar", "ExportRaw"}) EXPECT_EQ(expect_request({m, member, "", {}}).action, kPolkitExport);
+    for (const char* member : {"ExportTar", "ExportRaw"})
+        EXPECT_EQ(expect_request({m, member, "", {}}).action, kPolkitExport);
     for (const char* member : {"PullTar", "PullRaw", "CancelTransfer"})
         EXPECT_EQ(expect_request({m, member, "", {"https://x/y"}}).action, kPolkitPull) << member;
     auto cancel = expect_request({"org.freedesktop.import1.Transfer", "Cancel", "", {}});

@@ -21,10 +21,10 @@ TEST(Subid, ParsesNamesAndUidsSkipsWhatShadowWouldNotUse) {
         "\n"
         "1001:200000:65536\n"
         "bob:x:10\n"            // not a number
-        "bob:300000:0\n"         // empty range
-        "bob:4294967295:1\n"     // runs past the last valid ID
-        "bob:1:2:3\n"            // a fourth field
-        ":400000:10\n"           // no owner
+        "bob:300000:0\n"        // empty range
+        "bob:4294967295:1\n"    // runs past the last valid ID
+        "bob:1:2:3\n"           // a fourth field
+        ":400000:10\n"          // no owner
         "carol:500000:65536");  // no final newline
     ASSERT_EQ(e.size(), 3u);
     EXPECT_EQ(e[0].owner, "alice");
@@ -103,7 +103,8 @@ TEST(RootlessMap, RangeHoldingOwnUidIsRefused) {
     } catch (const UsageError& e) {
         std::string w = e.what();
         EXPECT_NE(w.find("/etc/subuid gives alice the range 100000-165535, which holds its own uid 100500"),
-                  std::string::npos) << w;
+                  std::string::npos)
+            << w;
     }
     EXPECT_THROW(plan_rootless_map("alice", 1000, 100001, {}, {{100000, 2}}), UsageError);
     // Just outside on both ends is fine.

@@ -66,14 +66,16 @@ TEST(SeccompOci, DeniesWithTheProfilesErrnoAndComparesMaskedArguments) {
     };
     OciSeccompFilter f = seccomp_oci_compile(p);
     EXPECT_FALSE(f.program.insns.empty());
-    EXPECT_EQ(in_child_with(f, [] {
-        if (mkdir("/tmp/mk-seccomp-oci-never", 0700) == 0 || errno != ENOSYS) return 1;
-        if (personality(PER_LINUX32) != -1 || errno != EINVAL) return 2;
-        if (personality(0xffffffff) == -1) return 3;
-        if (rmdir("/tmp/mk-seccomp-oci-never") == 0 || errno != EPERM) return 4;
-        if (getpid() <= 0) return 5;
-        return 0;
-    }), 0);
+    EXPECT_EQ(in_child_with(f,
+                            [] {
+                                if (mkdir("/tmp/mk-seccomp-oci-never", 0700) == 0 || errno != ENOSYS) return 1;
+                                if (personality(PER_LINUX32) != -1 || errno != EINVAL) return 2;
+                                if (personality(0xffffffff) == -1) return 3;
+                                if (rmdir("/tmp/mk-seccomp-oci-never") == 0 || errno != EPERM) return 4;
+                                if (getpid() <= 0) return 5;
+                                return 0;
+                            }),
+              0);
 }
 
 TEST(SeccompOci, DefaultErrnoRetAndAllowList) {
@@ -90,13 +92,15 @@ TEST(SeccompOci, DefaultErrnoRetAndAllowList) {
     p.flags = {"SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_LOG"};
     OciSeccompFilter f = seccomp_oci_compile(p);
     EXPECT_EQ(f.flags, unsigned(SECCOMP_FILTER_FLAG_SPEC_ALLOW | SECCOMP_FILTER_FLAG_LOG));
-    EXPECT_EQ(in_child_with(f, [] {
-        if (syscall(SYS_getppid) != -1 || errno != EXDEV) return 1;
-        if (syscall(SYS_write, 3, "", 0) != -1 || errno != EXDEV) return 2;
-        if (syscall(SYS_write, 2, "", 0) != 0) return 3;
-        if (syscall(SYS_write, 1, "", 0) != 0) return 4;
-        return 0;
-    }), 0);
+    EXPECT_EQ(in_child_with(f,
+                            [] {
+                                if (syscall(SYS_getppid) != -1 || errno != EXDEV) return 1;
+                                if (syscall(SYS_write, 3, "", 0) != -1 || errno != EXDEV) return 2;
+                                if (syscall(SYS_write, 2, "", 0) != 0) return 3;
+                                if (syscall(SYS_write, 1, "", 0) != 0) return 4;
+                                return 0;
+                            }),
+              0);
 }
 
 TEST(SeccompOci, KillProcessAction) {

@@ -86,11 +86,12 @@ TEST(Seccomp, KnownDeniedSyscallsAreEperm) {
 TEST(Seccomp, BasicSyscallsWork) {
     const auto& p = default_programs();
     EXPECT_EQ(run_filtered(p, [] { return err_of(syscall(SYS_getpid)); }), 0);
-    EXPECT_EQ(run_filtered(p, [] {
-                  int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
-                  if (fd < 0) return 100;
-                  return err_of(syscall(SYS_write, fd, "x", 1));
-              }),
+    EXPECT_EQ(run_filtered(p,
+                           [] {
+                               int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+                               if (fd < 0) return 100;
+                               return err_of(syscall(SYS_write, fd, "x", 1));
+                           }),
               0);
     // Kept by nspawn with the default capabilities: ptrace (SYS_PTRACE), name_to_handle_at.
     EXPECT_EQ(run_filtered(p, [] { return err_of(syscall(SYS_ptrace, 0 /* PTRACE_TRACEME */, 0, 0, 0)); }), 0);
@@ -143,7 +144,6 @@ TEST(Seccomp, TerminalInjectionIoctlsAreRefusedWhateverTheUpperBits) {
     expect_terminal_ioctls_refused(seccomp_terminal_ioctl_filter());
 }
 
-
 TEST(Seccomp, ClockFollowsCapSysTime) {
     auto settime = [] { return err_of(syscall(SYS_clock_settime, CLOCK_REALTIME, nullptr)); };
     EXPECT_EQ(run_filtered(default_programs(), settime), EPERM);
@@ -173,8 +173,7 @@ TEST(Seccomp, AllowEditLiftsDenial) {
     EXPECT_NE(run_filtered(progs, [] { return err_of(syscall(SYS_keyctl, 0, -3, 0)); }), EPERM);
     // Deny beats allow, as in nspawn.
     parse_syscall_filter("~perf_event_open", p.allow_extra, p.deny);
-    EXPECT_EQ(run_filtered(seccomp_compile(p),
-                           [] { return err_of(syscall(SYS_perf_event_open, nullptr, 0, -1, -1, 0)); }),
+    EXPECT_EQ(run_filtered(seccomp_compile(p), [] { return err_of(syscall(SYS_perf_event_open, nullptr, 0, -1, -1, 0)); }),
               EPERM);
 }
 
@@ -210,16 +209,18 @@ TEST(Seccomp, I386AbiIsFiltered) {
 TEST(Seccomp, TerminalInjectionIoctlsAreRefusedForI386) {
     if (!has_ia32_emulation()) GTEST_SKIP() << "no IA-32 emulation in this kernel";
     for (const auto* progs : {&default_programs(), &seccomp_terminal_ioctl_filter()}) {
-        EXPECT_EQ(run_filtered(*progs, [] {
-                      int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-                      return int(-int80(54 /* i386 ioctl */, fd, TIOCSTI, 0));
-                  }),
+        EXPECT_EQ(run_filtered(*progs,
+                               [] {
+                                   int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+                                   return int(-int80(54 /* i386 ioctl */, fd, TIOCSTI, 0));
+                               }),
                   EPERM);
         // Not a terminal: the kernel's answer for another request.
-        EXPECT_EQ(run_filtered(*progs, [] {
-                      int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-                      return int(-int80(54, fd, TCGETS, 0));
-                  }),
+        EXPECT_EQ(run_filtered(*progs,
+                               [] {
+                                   int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+                                   return int(-int80(54, fd, TCGETS, 0));
+                               }),
                   ENOTTY);
     }
 }
@@ -273,7 +274,8 @@ TEST_F(SeccompCache, WritesOnceAndReuses) {
     auto f = files();
     ASSERT_EQ(f.size(), 1u);
     EXPECT_EQ(f[0].extension(), ".bpf");
-    struct stat st1 {}, st2 {};
+    struct stat st1 {
+    }, st2{};
     ASSERT_EQ(stat(f[0].c_str(), &st1), 0);
     EXPECT_TRUE(same(seccomp_programs_for(p, dir_), fresh));
     ASSERT_EQ(stat(f[0].c_str(), &st2), 0);

@@ -130,7 +130,8 @@ TEST(ParseSettings, IniRules) {
 }
 
 TEST(ParseSettings, UnknownThingsAreWarnings) {
-    Settings s = parse_settings("Hostname=x\n[Exec]\nFrobnicate=1\nX-Mine=1\n[Bogus]\nA=b\n[X-Vendor]\nA=b\n[Network]\nPrivate=yes\n", "f.nspawn");
+    Settings s = parse_settings(
+        "Hostname=x\n[Exec]\nFrobnicate=1\nX-Mine=1\n[Bogus]\nA=b\n[X-Vendor]\nA=b\n[Network]\nPrivate=yes\n", "f.nspawn");
     ASSERT_EQ(s.warnings.size(), 3u);
     EXPECT_EQ(s.warnings[0], "f.nspawn:1: assignment outside of a section, ignoring");
     EXPECT_EQ(s.warnings[1], "f.nspawn:3: unknown key 'Frobnicate' in section [Exec], ignoring");
@@ -149,7 +150,8 @@ TEST(ParseSettings, ErrorsNameFileAndLine) {
         const char* message;
     };
     const Case cases[] = {
-        {"[Exec]\nBoot=maybe\n", "f.nspawn:2: Invalid Boot= value 'maybe': expected a boolean (yes/no, true/false, on/off, 1/0)"},
+        {"[Exec]\nBoot=maybe\n",
+         "f.nspawn:2: Invalid Boot= value 'maybe': expected a boolean (yes/no, true/false, on/off, 1/0)"},
         {"[Exec]\n\nHostname=a..b\n", "f.nspawn:3: Invalid Hostname= value 'a..b': not a valid host name"},
         {"[Exec]\nKillSignal=SIGBOGUS\n", "f.nspawn:2: Invalid KillSignal= value 'SIGBOGUS': unknown signal name"},
         {"[Files]\nBind=/a:rel\n", "f.nspawn:2: Invalid Bind= value '/a:rel': destination must be an absolute path"},
@@ -157,10 +159,12 @@ TEST(ParseSettings, ErrorsNameFileAndLine) {
         {"[Exec]\nBoot\n", "f.nspawn:2: missing '=' in 'Boot'"},
         {"[Exec]\n=yes\n", "f.nspawn:2: missing key name before '='"},
         {"[Exec\n", "f.nspawn:1: invalid section header '[Exec'"},
-        {"[Exec]\nEnvironment=1A=b\n", "f.nspawn:2: Invalid Environment= value '1A=b': variable name must not start with a digit"},
+        {"[Exec]\nEnvironment=1A=b\n",
+         "f.nspawn:2: Invalid Environment= value '1A=b': variable name must not start with a digit"},
         {"[Exec]\nMachineID=00000000000000000000000000000000\n",
          "f.nspawn:2: Invalid MachineID= value '00000000000000000000000000000000': the all-zero id is not allowed"},
-        {"[Exec]\nParameters=\"unterminated\n", "f.nspawn:2: Invalid Parameters= value '\"unterminated': unterminated quote"},
+        {"[Exec]\nParameters=\"unterminated\n",
+         "f.nspawn:2: Invalid Parameters= value '\"unterminated': unterminated quote"},
         {"[Exec]\nHostname=a\x01z\n", "f.nspawn:2: Invalid Hostname= value 'a\\x01z': not a valid host name"},
     };
     for (const auto& c : cases) EXPECT_EQ(error_of(c.text, "f.nspawn"), c.message) << c.text;
@@ -298,12 +302,35 @@ Port=22
     std::vector<std::string> w;
     apply_settings(s, spec, false, w, {}, SettingsMode::Yes);
 
-    for (const char* key : {"Capability=", "AmbientCapability=", "PivotRoot=", "Ephemeral=", "PrivateUsers=",
-                            "PrivateUsersOwnership=", "MachineID=", "NoNewPrivileges=no", "SystemCallFilter=",
-                            "LimitNOFILE=", "OOMScoreAdjust=", "CPUAffinity=", "LinkJournal=", "Bind=", "BindReadOnly=",
-                            "TemporaryFileSystem=", "Inaccessible=", "Overlay=", "OverlayReadOnly=", "BindUser=",
-                            "Private=", "Interface=", "MACVLAN=", "IPVLAN=", "VirtualEthernet=", "VirtualEthernetExtra=",
-                            "Bridge=", "Zone=", "Port="}) {
+    for (const char* key : {"Capability=",
+                            "AmbientCapability=",
+                            "PivotRoot=",
+                            "Ephemeral=",
+                            "PrivateUsers=",
+                            "PrivateUsersOwnership=",
+                            "MachineID=",
+                            "NoNewPrivileges=no",
+                            "SystemCallFilter=",
+                            "LimitNOFILE=",
+                            "OOMScoreAdjust=",
+                            "CPUAffinity=",
+                            "LinkJournal=",
+                            "Bind=",
+                            "BindReadOnly=",
+                            "TemporaryFileSystem=",
+                            "Inaccessible=",
+                            "Overlay=",
+                            "OverlayReadOnly=",
+                            "BindUser=",
+                            "Private=",
+                            "Interface=",
+                            "MACVLAN=",
+                            "IPVLAN=",
+                            "VirtualEthernet=",
+                            "VirtualEthernetExtra=",
+                            "Bridge=",
+                            "Zone=",
+                            "Port="}) {
         std::string needle = std::string("/var/lib/machines/m.nspawn: ignoring ") + key;
         bool found = false;
         for (const auto& line : w) found = found || line.rfind(needle, 0) == 0;
@@ -437,23 +464,56 @@ TEST_F(FindSettings, RefusesSymlinksFifosAndHugeFiles) {
 // class, fails this test, so it is a decision someone made and reviewed.
 TEST(SettingsKeys, EveryKeyIsGatedByItsTrustClass) {
     const std::map<std::string, std::string> kSample = {
-        {"Boot", "yes"}, {"ProcessTwo", "yes"}, {"Ephemeral", "yes"}, {"Parameters", "x"}, {"Environment", "A=1"},
-        {"User", "nobody"}, {"Capability", "CAP_NET_ADMIN"}, {"AmbientCapability", "CAP_NET_ADMIN"},
-        {"DropCapability", "CAP_SYS_TIME"}, {"KillSignal", "SIGTERM"}, {"Personality", "x86"},
-        {"MachineID", "0123456789abcdef0123456789abcdef"}, {"WorkingDirectory", "/x"}, {"PivotRoot", "/sysroot"},
-        {"PrivateUsers", "pick"}, {"NotifyReady", "yes"}, {"SystemCallFilter", "kexec_load"}, {"Hostname", "h"},
-        {"NoNewPrivileges", "no"}, {"OOMScoreAdjust", "-1000"}, {"CPUAffinity", "0"}, {"ResolvConf", "off"},
-        {"LinkJournal", "host"}, {"Timezone", "off"}, {"SuppressSync", "yes"}, {"ReadOnly", "yes"},
-        {"Volatile", "state"}, {"Bind", "/a"}, {"BindReadOnly", "/a"}, {"TemporaryFileSystem", "/tmp"},
-        {"Inaccessible", "/x"}, {"Overlay", "/a:/b:/c"}, {"OverlayReadOnly", "/a:/c"}, {"PrivateUsersChown", "yes"},
-        {"PrivateUsersOwnership", "chown"}, {"BindUser", "root"}, {"Private", "yes"}, {"Interface", "eth0"},
-        {"MACVLAN", "eth0"}, {"IPVLAN", "eth0"}, {"VirtualEthernet", "yes"}, {"VirtualEthernetExtra", "vx:vy"},
-        {"Bridge", "br0"}, {"Zone", "z"}, {"Port", "22"},
+        {"Boot", "yes"},
+        {"ProcessTwo", "yes"},
+        {"Ephemeral", "yes"},
+        {"Parameters", "x"},
+        {"Environment", "A=1"},
+        {"User", "nobody"},
+        {"Capability", "CAP_NET_ADMIN"},
+        {"AmbientCapability", "CAP_NET_ADMIN"},
+        {"DropCapability", "CAP_SYS_TIME"},
+        {"KillSignal", "SIGTERM"},
+        {"Personality", "x86"},
+        {"MachineID", "0123456789abcdef0123456789abcdef"},
+        {"WorkingDirectory", "/x"},
+        {"PivotRoot", "/sysroot"},
+        {"PrivateUsers", "pick"},
+        {"NotifyReady", "yes"},
+        {"SystemCallFilter", "kexec_load"},
+        {"Hostname", "h"},
+        {"NoNewPrivileges", "no"},
+        {"OOMScoreAdjust", "-1000"},
+        {"CPUAffinity", "0"},
+        {"ResolvConf", "off"},
+        {"LinkJournal", "host"},
+        {"Timezone", "off"},
+        {"SuppressSync", "yes"},
+        {"ReadOnly", "yes"},
+        {"Volatile", "state"},
+        {"Bind", "/a"},
+        {"BindReadOnly", "/a"},
+        {"TemporaryFileSystem", "/tmp"},
+        {"Inaccessible", "/x"},
+        {"Overlay", "/a:/b:/c"},
+        {"OverlayReadOnly", "/a:/c"},
+        {"PrivateUsersChown", "yes"},
+        {"PrivateUsersOwnership", "chown"},
+        {"BindUser", "root"},
+        {"Private", "yes"},
+        {"Interface", "eth0"},
+        {"MACVLAN", "eth0"},
+        {"IPVLAN", "eth0"},
+        {"VirtualEthernet", "yes"},
+        {"VirtualEthernetExtra", "vx:vy"},
+        {"Bridge", "br0"},
+        {"Zone", "z"},
+        {"Port", "22"},
     };
-    const std::set<std::string> kHarmless = {"Boot",     "ProcessTwo",  "Parameters",   "Environment", "User",
-                                             "DropCapability", "KillSignal", "Personality", "WorkingDirectory",
-                                             "NotifyReady", "Hostname", "ResolvConf", "Timezone",   "SuppressSync",
-                                             "ReadOnly", "Volatile"};
+    const std::set<std::string> kHarmless = {
+        "Boot",       "ProcessTwo",   "Parameters",       "Environment", "User",     "DropCapability",
+        "KillSignal", "Personality",  "WorkingDirectory", "NotifyReady", "Hostname", "ResolvConf",
+        "Timezone",   "SuppressSync", "ReadOnly",         "Volatile"};
     const std::set<std::string> kNarrowing = {"SystemCallFilter", "NoNewPrivileges"};
     size_t n = 0;
     for (const auto& k : settings_keys()) {
@@ -480,10 +540,8 @@ TEST(SettingsKeys, EveryKeyIsGatedByItsTrustClass) {
         EXPECT_TRUE(w.empty());
         // The command line's group wins, so nothing is applied and nothing is warned about.
         SettingsMask mask;
-        if (k.group == SettingGroup::Rlimit)
-            mask.set_rlimit(*rlimit_from_name(name.substr(5)));
-        else
-            mask.set(k.group);
+        if (k.group == SettingGroup::Rlimit) mask.set_rlimit(*rlimit_from_name(name.substr(5)));
+        else mask.set(k.group);
         apply_settings(s, untrusted, false, w, mask, SettingsMode::Yes);
         EXPECT_TRUE(w.empty());
         n++;
@@ -499,7 +557,8 @@ TEST(ApplySettings, UntrustedSystemCallFilterKeepsDenyEntries) {
     EXPECT_TRUE(spec.syscall_allow.empty());
     EXPECT_EQ(spec.syscall_deny, std::vector<std::string>{"@clock"});
     ASSERT_EQ(w.size(), 1u);
-    EXPECT_EQ(w[0], "f: ignoring SystemCallFilter= (allow-list entries), the file is not trusted (it is not in /etc or /run)");
+    EXPECT_EQ(w[0],
+              "f: ignoring SystemCallFilter= (allow-list entries), the file is not trusted (it is not in /etc or /run)");
 }
 
 // The file's mounts replace the command line's as a whole, whichever mount key it set.

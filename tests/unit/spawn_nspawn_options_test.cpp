@@ -50,7 +50,8 @@ TEST(NspawnOptionValues, PersonalityNumbers) {
 
 TEST(NspawnOptionValues, CredentialNames) {
     for (const char* ok : {"a", "my.cred", "tls_key-1"}) EXPECT_TRUE(credential_name_is_valid(ok)) << ok;
-    for (const char* bad : {"", ".", "..", "a/b", "a b", "a\tb", "a:b", "A:"}) EXPECT_FALSE(credential_name_is_valid(bad)) << bad;
+    for (const char* bad : {"", ".", "..", "a/b", "a b", "a\tb", "a:b", "A:"})
+        EXPECT_FALSE(credential_name_is_valid(bad)) << bad;
     EXPECT_TRUE(credential_name_is_valid(std::string(255, 'x')));
     EXPECT_FALSE(credential_name_is_valid(std::string(256, 'x')));
 }
@@ -81,7 +82,8 @@ TEST(NspawnOptionValues, LoadCredential) {
 
 TEST(NspawnOptionValues, RootHashAndSignature) {
     EXPECT_EQ(parse_root_hash(std::string(64, 'A')), std::string(64, 'a'));
-    for (std::string bad : {std::string(30, 'a'), std::string(63, 'a'), std::string(258, 'a'), std::string(64, 'g'), std::string()})
+    for (std::string bad :
+         {std::string(30, 'a'), std::string(63, 'a'), std::string(258, 'a'), std::string(64, 'g'), std::string()})
         EXPECT_THROW(parse_root_hash(bad), UsageError) << bad;
     EXPECT_EQ(parse_root_hash_sig("base64:aGVsbG8="), "base64:aGVsbG8=");
     EXPECT_EQ(parse_root_hash_sig("//etc/sig"), "/etc/sig");
@@ -91,12 +93,13 @@ TEST(NspawnOptionValues, RootHashAndSignature) {
 
 TEST(NspawnOptionValues, SelinuxLabel) {
     EXPECT_EQ(parse_selinux_label("system_u:system_r:container_t:s0"), "system_u:system_r:container_t:s0");
-    for (const char* bad : {"", "container_t", "a:b c:d", "a:b:\x01"}) EXPECT_THROW(parse_selinux_label(bad), UsageError) << bad;
+    for (const char* bad : {"", "container_t", "a:b c:d", "a:b:\x01"})
+        EXPECT_THROW(parse_selinux_label(bad), UsageError) << bad;
 }
 
 TEST(NspawnOptions, ResourceOptionsFillTheSpecAndTheMask) {
-    auto r = parse({"-D", "/t", "--rlimit=NOFILE=10:20", "--oom-score-adjust=-5", "--cpu-affinity=0,1",
-                    "--personality=x86", "--suppress-sync=yes"});
+    auto r = parse({"-D", "/t", "--rlimit=NOFILE=10:20", "--oom-score-adjust=-5", "--cpu-affinity=0,1", "--personality=x86",
+                    "--suppress-sync=yes"});
     ASSERT_TRUE(r.spec.rlimits[RLIMIT_NOFILE]);
     EXPECT_EQ(r.spec.rlimits[RLIMIT_NOFILE]->hard, 20u);
     EXPECT_TRUE(r.set_on_command_line.has_rlimit(RLIMIT_NOFILE));
@@ -105,7 +108,8 @@ TEST(NspawnOptions, ResourceOptionsFillTheSpecAndTheMask) {
     EXPECT_EQ(r.spec.cpu_affinity, (std::vector<unsigned>{0, 1}));
     EXPECT_EQ(r.spec.personality, "x86");
     EXPECT_TRUE(r.spec.suppress_sync);
-    for (auto g : {SettingGroup::OomScoreAdjust, SettingGroup::CpuAffinity, SettingGroup::Personality, SettingGroup::SuppressSync})
+    for (auto g :
+         {SettingGroup::OomScoreAdjust, SettingGroup::CpuAffinity, SettingGroup::Personality, SettingGroup::SuppressSync})
         EXPECT_TRUE(r.set_on_command_line.has(g));
 }
 
@@ -133,7 +137,8 @@ TEST(NspawnOptions, Credentials) {
     EXPECT_EQ(r.spec.credentials[1].data, std::string("file\0data", 9));
     EXPECT_EQ(error_of({"-D", "/t", "--set-credential=a:1", "--set-credential=a:2"}),
               "duplicate credential 'a': pass each id once");
-    EXPECT_NE(error_of({"-D", "/t", "--load-credential=a:/nonexistent/x"}).find("cannot read /nonexistent/x"), std::string::npos);
+    EXPECT_NE(error_of({"-D", "/t", "--load-credential=a:/nonexistent/x"}).find("cannot read /nonexistent/x"),
+              std::string::npos);
 }
 
 TEST(NspawnOptions, CompatibilitySpellings) {
@@ -145,7 +150,8 @@ TEST(NspawnOptions, CompatibilitySpellings) {
     EXPECT_EQ(r.spec.verity_data, "/v");
     EXPECT_EQ(parse({"-D", "/t", "-Z", "u:r:t:s0"}).spec.selinux_context, "u:r:t:s0");
     EXPECT_EQ(parse({"-D", "/t", "-L", "u:r:t:s0"}).spec.selinux_apifs_context, "u:r:t:s0");
-    EXPECT_EQ(error_of({"-D", "/t", "--oci-bundle=/b"}), "--oci-bundle= cannot be combined with -D: config.json describes the container");
+    EXPECT_EQ(error_of({"-D", "/t", "--oci-bundle=/b"}),
+              "--oci-bundle= cannot be combined with -D: config.json describes the container");
 }
 
 // ---- --bind-user= (bind_user.hpp) and the extra ID maps it needs (userns.hpp) ----------------------
@@ -157,13 +163,15 @@ namespace {
 
 HostUser host_user(const char* name, uid_t uid) { return {name, uid, uid, name, std::string("/home/") + name}; }
 
-constexpr const char* kPasswd = "root:x:0:0::/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\nsys:x:60514:60514::/:/bin/false\n";
+constexpr const char* kPasswd =
+    "root:x:0:0::/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\nsys:x:60514:60514::/:/bin/false\n";
 constexpr const char* kGroup = "root:x:0:\nuser:x:1000:\nother:x:60515:\n";
 
 }  // namespace
 
 TEST(BindUser, PicksFreeIdsFromTheNspawnRange) {
-    auto b = plan_bound_users({host_user("alice", 1500), host_user("bob", 1501)}, kPasswd, kGroup, IdRange{0x80000, 0x10000});
+    auto b =
+        plan_bound_users({host_user("alice", 1500), host_user("bob", 1501)}, kPasswd, kGroup, IdRange{0x80000, 0x10000});
     ASSERT_EQ(b.size(), 2u);
     EXPECT_EQ(b[0].id, 60516u);  // 60514 is a user, 60515 a group of the tree
     EXPECT_EQ(b[1].id, 60517u);

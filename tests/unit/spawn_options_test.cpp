@@ -54,8 +54,8 @@ TEST(SpawnOptions, BindSpecs) {
     EXPECT_EQ(r.spec.binds[1].destination, "/mnt/b");
     EXPECT_EQ(r.spec.binds[2].source, "/x/y");
     EXPECT_EQ(r.spec.binds[2].destination, "/z");
-    for (const char* bad : {"--bind=/a:rel", "--bind=/a:/b:weird", "--bind=/a:/../etc", "--bind=:/b", "--bind=/a:/b:c:d",
-                            "--bind=/a:/"})
+    for (const char* bad :
+         {"--bind=/a:rel", "--bind=/a:/b:weird", "--bind=/a:/../etc", "--bind=:/b", "--bind=/a:/b:c:d", "--bind=/a:/"})
         EXPECT_THROW(parse({"-D", "/t", bad}), core::UsageError) << bad;
 }
 

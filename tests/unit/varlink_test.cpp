@@ -59,10 +59,10 @@ TEST(VarlinkCall, ParsesFlagsAndParameters) {
 }
 
 TEST(VarlinkCall, RefusesMalformedCalls) {
-    for (const char* bad : {"", "[]", "{}", "nope", R"({"method":1})", R"({"method":"NoDot"})",
-                            R"({"method":"io.systemd.Machine.list"})", R"({"method":".x.Y"})",
-                            R"({"method":"a.B","parameters":[]})", R"({"method":"a.b.C","more":"yes"})",
-                            R"({"method":"a.b.C","oneway":true,"more":true})", R"({"method":"a.b.C","extra":1})"})
+    for (const char* bad :
+         {"", "[]", "{}", "nope", R"({"method":1})", R"({"method":"NoDot"})", R"({"method":"io.systemd.Machine.list"})",
+          R"({"method":".x.Y"})", R"({"method":"a.B","parameters":[]})", R"({"method":"a.b.C","more":"yes"})",
+          R"({"method":"a.b.C","oneway":true,"more":true})", R"({"method":"a.b.C","extra":1})"})
         EXPECT_THROW(parse_call(bad), ProtocolError) << bad;
 }
 

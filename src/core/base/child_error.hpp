@@ -18,8 +18,8 @@
 namespace mk::core {
 
 struct ChildError {
-    int32_t err = 0;        // errno of the failed call, 0 if none
-    char step[48] = {};     // what the child was doing: "setns", "cannot mount the tree"...
+    int32_t err = 0;         // errno of the failed call, 0 if none
+    char step[48] = {};      // what the child was doing: "setns", "cannot mount the tree"...
     char message[440] = {};  // a full sentence, when the child could format one; may be empty
 
     // Truncates to the fields' sizes; `message` may be null.

@@ -2,9 +2,7 @@
 
 namespace mk::core {
 
-void throw_errno(int err, const std::string& what) {
-    throw std::system_error(err, std::generic_category(), what);
-}
+void throw_errno(int err, const std::string& what) { throw std::system_error(err, std::generic_category(), what); }
 
 std::string describe(const std::exception& e) {
     // std::system_error::what() already reads "what: strerror".

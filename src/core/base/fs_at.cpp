@@ -70,8 +70,8 @@ UniqueFd touch_in_root(int root_fd, std::string_view path, mode_t mode) {
     int fd = openat(d2.get(), name.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, mode);
     if (fd >= 0) {
         ::close(fd);
-    } else if (errno != EEXIST && errno != EISDIR && errno != ELOOP && errno != ENXIO && errno != EACCES &&
-               errno != EROFS && errno != ETXTBSY) {
+    } else if (errno != EEXIST && errno != EISDIR && errno != ELOOP && errno != ENXIO && errno != EACCES && errno != EROFS &&
+               errno != ETXTBSY) {
         throw_last_error("cannot create " + std::string(path) + " in the container tree");
     }
     return open_in_root_or_throw(root_fd, path, O_PATH);
@@ -104,8 +104,7 @@ void write_file_at(int dir_fd, const std::string& name, std::string_view data, m
     write_all_or_throw(fd.get(), data, "cannot write " + name);
 }
 
-namespace {
-}  // namespace
+namespace {}  // namespace
 
 std::pair<std::string, std::string> split_path(std::string_view path) {
     while (path.size() > 1 && path.back() == '/') path.remove_suffix(1);

@@ -18,8 +18,7 @@ namespace mk::core {
 UniqueFd open_in_root(int root_fd, std::string_view path, int flags, mode_t mode = 0, uint64_t extra_resolve = 0);
 
 // Like open_in_root, but throws std::system_error naming `path` on failure.
-UniqueFd open_in_root_or_throw(int root_fd, std::string_view path, int flags, mode_t mode = 0,
-                               uint64_t extra_resolve = 0);
+UniqueFd open_in_root_or_throw(int root_fd, std::string_view path, int flags, mode_t mode = 0, uint64_t extra_resolve = 0);
 
 // Creates every missing directory of `path` inside the tree (mode 0755) and returns an O_PATH fd
 // to the last one. Each component is created with mkdirat() on the fd of its parent, so a symlink

@@ -9,9 +9,15 @@ std::string format_timespan(uint64_t usec) {
         const char* name;
         uint64_t usec;
     };
-    static const Unit units[] = {{"y", 31557600ull * 1000000}, {"month", 2629800ull * 1000000}, {"w", 604800ull * 1000000},
-                                 {"d", 86400ull * 1000000},    {"h", 3600ull * 1000000},       {"min", 60ull * 1000000},
-                                 {"s", 1000000},               {"ms", 1000},                   {"us", 1}};
+    static const Unit units[] = {{"y", 31557600ull * 1000000},
+                                 {"month", 2629800ull * 1000000},
+                                 {"w", 604800ull * 1000000},
+                                 {"d", 86400ull * 1000000},
+                                 {"h", 3600ull * 1000000},
+                                 {"min", 60ull * 1000000},
+                                 {"s", 1000000},
+                                 {"ms", 1000},
+                                 {"us", 1}};
     if (usec == 0) return "0";
     std::string out;
     int parts = 0;

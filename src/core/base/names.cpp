@@ -39,11 +39,20 @@ bool utf8_is_valid(std::string_view s) {
         auto c = static_cast<unsigned char>(s[i]);
         size_t len;
         uint32_t cp;
-        if (c < 0x80) { i++; continue; }
-        if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
-        else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
-        else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
-        else return false;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if ((c & 0xE0) == 0xC0) {
+            len = 2;
+            cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            len = 3;
+            cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            len = 4;
+            cp = c & 0x07;
+        } else return false;
         if (i + len > s.size()) return false;
         for (size_t k = 1; k < len; k++) {
             auto cc = static_cast<unsigned char>(s[i + k]);
@@ -119,9 +128,7 @@ std::string unit_name_escape(std::string_view s) {
     return out;
 }
 
-std::string machine_scope_name(std::string_view name) {
-    return "machine-" + unit_name_escape(name) + ".scope";
-}
+std::string machine_scope_name(std::string_view name) { return "machine-" + unit_name_escape(name) + ".scope"; }
 
 void append_bus_label(std::string& out, std::string_view s) {
     if (s.empty()) {

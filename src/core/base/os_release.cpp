@@ -20,12 +20,9 @@ std::map<std::string, std::string> parse_os_release(std::string_view text) {
         for (size_t i = 0; i < raw.size(); i++) {
             char c = raw[i];
             if (quote) {
-                if (c == quote)
-                    quote = 0;
-                else if (c == '\\' && quote == '"' && i + 1 < raw.size())
-                    value += raw[++i];
-                else
-                    value += c;
+                if (c == quote) quote = 0;
+                else if (c == '\\' && quote == '"' && i + 1 < raw.size()) value += raw[++i];
+                else value += c;
                 keep = value.size();
             } else if (c == '"' || c == '\'') {
                 quote = c;

@@ -35,7 +35,11 @@ struct Frame {
     bool removed_any = false;
     Frame() = default;
     Frame(Frame&& o) noexcept
-        : fd(std::move(o.fd)), d(std::exchange(o.d, nullptr)), dev(o.dev), ino(o.ino), name(std::move(o.name)),
+        : fd(std::move(o.fd)),
+          d(std::exchange(o.d, nullptr)),
+          dev(o.dev),
+          ino(o.ino),
+          name(std::move(o.name)),
           removed_any(o.removed_any) {}
     Frame& operator=(Frame&&) = delete;
     ~Frame() {
@@ -169,8 +173,7 @@ void remove_tree(int dir_fd, const std::string& name, unsigned flags) {
             UniqueFd p(openat(done.fd.get(), "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
             struct stat pst;
             if (!p || fstat(p.get(), &pst) < 0) throw_last_error("cannot reopen a parent directory");
-            if (pst.st_dev != parent.dev || pst.st_ino != parent.ino)
-                throw_errno(ESTALE, "directory moved during removal");
+            if (pst.st_dev != parent.dev || pst.st_ino != parent.ino) throw_errno(ESTALE, "directory moved during removal");
             parent.fd = std::move(p);
         }
         if (remove_dir(parent.fd.get(), done.name.c_str(), cgroup) < 0)
@@ -207,7 +210,8 @@ void set_immutable(int fd, bool on) {
     int flags = 0;
     if (ioctl(fd, FS_IOC_GETFLAGS, &flags) < 0) throw_last_error("cannot read the file attributes (chattr) of the image");
     int nf = on ? (flags | FS_IMMUTABLE_FL) : (flags & ~FS_IMMUTABLE_FL);
-    if (nf != flags && ioctl(fd, FS_IOC_SETFLAGS, &nf) < 0) throw_last_error("cannot set the immutable attribute of the image");
+    if (nf != flags && ioctl(fd, FS_IOC_SETFLAGS, &nf) < 0)
+        throw_last_error("cannot set the immutable attribute of the image");
 }
 
 bool get_immutable(int fd) {

@@ -31,10 +31,8 @@ public:
     pid_t fork() {
         pid_t pid = ::fork();
         if (pid < 0) throw_last_error("fork");
-        if (pid == 0)
-            rd_.reset();
-        else
-            wr_.reset();
+        if (pid == 0) rd_.reset();
+        else wr_.reset();
         return pid;
     }
     // In the child: report `step` (a constant the parent compares against) with the current

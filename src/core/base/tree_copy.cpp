@@ -50,7 +50,9 @@ void copy_file_data(int from, int to, off_t size) {
     if (ioctl(to, FICLONE, from) == 0) return;
     off_t left = size;
     while (left > 0) {
-        ssize_t r = retry_eintr([&] { return copy_file_range(from, nullptr, to, nullptr, static_cast<size_t>(std::min<off_t>(left, 1 << 30)), 0); });
+        ssize_t r = retry_eintr([&] {
+            return copy_file_range(from, nullptr, to, nullptr, static_cast<size_t>(std::min<off_t>(left, 1 << 30)), 0);
+        });
         if (r < 0) {
             if (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP) break;
             throw_last_error(errno == ENOSPC ? "disk full while copying" : "cannot copy file data");
@@ -74,8 +76,8 @@ void copy_file_data(int from, int to, off_t size) {
 
 namespace {
 
-void copy_dir(int src, int dst, dev_t dev, std::map<std::pair<dev_t, ino_t>, std::string>& links,
-              const std::string& rel, int dst_root, size_t depth) {
+void copy_dir(int src, int dst, dev_t dev, std::map<std::pair<dev_t, ino_t>, std::string>& links, const std::string& rel,
+              int dst_root, size_t depth) {
     if (depth > 4096) throw_errno(E2BIG, "tree too deep to copy");
     DIR* d = open_dir_stream(src);
     std::vector<std::string> names;

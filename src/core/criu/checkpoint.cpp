@@ -151,7 +151,8 @@ std::vector<std::string> stdio_keys(const std::string& pid, const std::vector<Mo
                 keys.emplace_back();
                 continue;
             }
-            snprintf(buf, sizeof buf, "file[%x:%llx]", static_cast<unsigned>(mnt_id), static_cast<unsigned long long>(st.st_ino));
+            snprintf(buf, sizeof buf, "file[%x:%llx]", static_cast<unsigned>(mnt_id),
+                     static_cast<unsigned long long>(st.st_ino));
             keys.emplace_back(buf);
         }
     }
@@ -162,8 +163,8 @@ void refuse_pidfd_guest(const std::string& machine, const std::string& root, con
     int sd = guest_systemd_version(root);
     if (sd >= 255 && version_less(v, Version{4, 1, 0, {}}))
         throw UsageError("cannot checkpoint " + machine + ": its systemd " + std::to_string(sd) +
-                         " tracks processes with pidfds, which criu dumps only from 4.1 (this criu is " +
-                         to_string(v) + ")");
+                         " tracks processes with pidfds, which criu dumps only from 4.1 (this criu is " + to_string(v) +
+                         ")");
 }
 
 }  // namespace
@@ -173,7 +174,8 @@ Version require_usable_criu(const CriuCommand& cmd, bool run_check) {
     req.type = ReqType::Version;
     Response resp = call_once(cmd, req);
     if (!resp.success || !resp.version)
-        throw UsageError("'" + to_string(cmd) + "' does not answer criu's version request: it is not criu, or one older than 3.0");
+        throw UsageError("'" + to_string(cmd) +
+                         "' does not answer criu's version request: it is not criu, or one older than 3.0");
     Version v = *resp.version;
     if (version_less(v, kMinimumCriu))
         throw UsageError("criu " + to_string(v) + " is older than " + to_string(kMinimumCriu) +
@@ -230,7 +232,8 @@ CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
         if (host.link_index(ve)) {
             rec.veth_host = ve;
             for (const auto& a : host.list_addresses())
-                if (a.ifname == ve && a.scope == RT_SCOPE_UNIVERSE) rec.veth_addresses.push_back({a.family, a.address, a.prefixlen});
+                if (a.ifname == ve && a.scope == RT_SCOPE_UNIVERSE)
+                    rec.veth_addresses.push_back({a.family, a.address, a.prefixlen});
             UniqueFd netns(open(("/proc/" + pid + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
             if (!netns) throw_last_error("open the network namespace of " + req.machine);
             for (const auto& l : list_addresses_in(netns.get()))
@@ -305,7 +308,8 @@ CheckpointRecord read_checkpoint(int dir_fd, const std::string& dir_path) {
         if (fstatat(dir_fd, f.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
             throw UsageError(dir_path + " is incomplete: " + f.name + " is missing; checkpoint the machine again");
         if (static_cast<uint64_t>(st.st_size) != f.size || (f.hash && hash_file(dir_fd, f.name) != *f.hash))
-            throw UsageError(dir_path + " is damaged: " + f.name + " changed since the checkpoint; checkpoint the machine again");
+            throw UsageError(dir_path + " is damaged: " + f.name +
+                             " changed since the checkpoint; checkpoint the machine again");
     }
     return rec;
 }
@@ -424,7 +428,8 @@ size_t adopt_into_leader_cgroups(pid_t leader, const std::string& cgroup_mount) 
         std::string mount;
         if (ctrl.empty()) {
             struct stat st;
-            mount = stat((cgroup_mount + "/unified/cgroup.procs").c_str(), &st) == 0 ? cgroup_mount + "/unified" : cgroup_mount;
+            mount =
+                stat((cgroup_mount + "/unified/cgroup.procs").c_str(), &st) == 0 ? cgroup_mount + "/unified" : cgroup_mount;
         } else {
             mount = cgroup_mount + "/" + (ctrl.starts_with("name=") ? ctrl.substr(5) : ctrl);
         }

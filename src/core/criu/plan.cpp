@@ -13,14 +13,14 @@ namespace mk::core::criu {
 namespace {
 
 // File systems criu mounts afresh by type when they are not binds (their root is "/").
-constexpr std::array<std::string_view, 9> kVirtualFs = {"proc", "sysfs", "tmpfs", "devpts", "mqueue",
+constexpr std::array<std::string_view, 9> kVirtualFs = {"proc",   "sysfs",   "tmpfs",       "devpts", "mqueue",
                                                         "cgroup", "cgroup2", "binfmt_misc", "tracefs"};
 
 std::string unescape(std::string_view s) {
     std::string out;
     for (size_t i = 0; i < s.size(); ++i) {
-        if (s[i] == '\\' && s.size() - i >= 4 &&
-            s[i + 1] >= '0' && s[i + 1] <= '3' && s[i + 2] >= '0' && s[i + 2] <= '7' && s[i + 3] >= '0' && s[i + 3] <= '7') {
+        if (s[i] == '\\' && s.size() - i >= 4 && s[i + 1] >= '0' && s[i + 1] <= '3' && s[i + 2] >= '0' && s[i + 2] <= '7' &&
+            s[i + 3] >= '0' && s[i + 3] <= '7') {
             out.push_back(static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0')));
             i += 3;
         } else {
@@ -80,8 +80,7 @@ std::vector<MountInfo> parse_mountinfo(std::string_view text) {
         auto f = fields_of(line);
         size_t sep = 6;
         while (sep < f.size() && f[sep] != "-") ++sep;
-        if (f.size() < 8 || sep + 1 >= f.size())
-            throw std::runtime_error("mountinfo: malformed line");
+        if (f.size() < 8 || sep + 1 >= f.size()) throw std::runtime_error("mountinfo: malformed line");
         MountInfo m;
         m.id = parse_int(f[0]);
         m.parent = parse_int(f[1]);
@@ -124,7 +123,8 @@ std::vector<ExternalMount> plan_external_mounts(const std::vector<MountInfo>& co
             throw UsageError("cannot checkpoint: the mount at " + m.mountpoint + " (" + m.fstype +
                              ") comes from nowhere on the host that criu could restore it from");
         std::string rest = best->root == "/" ? m.root : m.root.substr(best->root.size());
-        std::string source = best->mountpoint == "/" ? (rest.empty() ? "/" : rest) : best->mountpoint + (rest == "/" ? "" : rest);
+        std::string source =
+            best->mountpoint == "/" ? (rest.empty() ? "/" : rest) : best->mountpoint + (rest == "/" ? "" : rest);
         out.push_back({m.mountpoint, source});
     }
     return out;
@@ -155,7 +155,8 @@ std::string encode_record(const CheckpointRecord& r) {
         v["container"] = r.veth_container;
         v["addresses"] = nlohmann::json::array();
         for (const auto& a : r.veth_addresses)
-            v["addresses"].push_back({{"family", a.family == AF_INET6 ? 6 : 4}, {"address", a.address}, {"prefixlen", a.prefixlen}});
+            v["addresses"].push_back(
+                {{"family", a.family == AF_INET6 ? 6 : 4}, {"address", a.address}, {"prefixlen", a.prefixlen}});
         j["veth"] = v;
     }
     j["stdio"] = r.stdio;
@@ -193,13 +194,14 @@ CheckpointRecord decode_record(std::string_view text) {
             for (const auto& a : v.at("addresses")) {
                 int fam = a.at("family").get<int>();
                 if (fam != 4 && fam != 6) throw bad("bad address family");
-                r.veth_addresses.push_back({fam == 6 ? AF_INET6 : AF_INET, a.at("address").get<std::string>(),
-                                            a.at("prefixlen").get<uint8_t>()});
+                r.veth_addresses.push_back(
+                    {fam == 6 ? AF_INET6 : AF_INET, a.at("address").get<std::string>(), a.at("prefixlen").get<uint8_t>()});
             }
         }
         if (j.contains("stdio")) r.stdio = j.at("stdio").get<std::vector<std::string>>();
         if (r.stdio.size() > 3) throw bad("more than three stdio entries");
-        for (const auto& m : j.at("mounts")) r.mounts.push_back({m.at("key").get<std::string>(), m.at("source").get<std::string>()});
+        for (const auto& m : j.at("mounts"))
+            r.mounts.push_back({m.at("key").get<std::string>(), m.at("source").get<std::string>()});
         for (const auto& f : j.at("files")) {
             if (r.files.size() >= kMaxImageFiles) throw bad("too many image files");
             CheckpointRecord::File file{f.at("name").get<std::string>(), f.at("size").get<uint64_t>(), std::nullopt};

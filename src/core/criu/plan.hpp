@@ -41,8 +41,7 @@ struct ExternalMount {
 // The container's mounts (seen from inside: its mountinfo after pivot_root, first line its root)
 // that criu must treat as external, each with its host source found in the host's mountinfo.
 // Throws UsageError naming a mount whose source cannot be found on the host.
-std::vector<ExternalMount> plan_external_mounts(const std::vector<MountInfo>& container,
-                                                const std::vector<MountInfo>& host);
+std::vector<ExternalMount> plan_external_mounts(const std::vector<MountInfo>& container, const std::vector<MountInfo>& host);
 
 struct HostAddress {
     int family = 0;  // AF_INET / AF_INET6
@@ -54,11 +53,11 @@ struct HostAddress {
 struct CheckpointRecord {
     static constexpr int kFormat = 1;
     std::string machine;
-    std::string root;            // the container's root directory on the host
-    std::string criu_version;    // of the criu that dumped
-    bool host_network = false;   // the container shared the host's network namespace
-    std::string veth_host;       // ve-NAME when it had a plain veth; empty otherwise
-    std::string veth_container;  // host0
+    std::string root;                         // the container's root directory on the host
+    std::string criu_version;                 // of the criu that dumped
+    bool host_network = false;                // the container shared the host's network namespace
+    std::string veth_host;                    // ve-NAME when it had a plain veth; empty otherwise
+    std::string veth_container;               // host0
     std::vector<HostAddress> veth_addresses;  // the host side's addresses, put back on restore
     std::vector<ExternalMount> mounts;
     bool tcp_established = false;

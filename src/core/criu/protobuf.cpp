@@ -65,8 +65,7 @@ bool ProtoReader::next(ProtoField& out) {
         pos_ += static_cast<size_t>(len);
         return true;
     }
-    default:
-        throw std::runtime_error("protobuf: unsupported wire type " + std::to_string(key & 7));
+    default: throw std::runtime_error("protobuf: unsupported wire type " + std::to_string(key & 7));
     }
 }
 

@@ -36,7 +36,7 @@ enum class WireType : uint8_t { Varint = 0, Fixed64 = 1, Bytes = 2, Fixed32 = 5 
 struct ProtoField {
     uint32_t number = 0;
     WireType type = WireType::Varint;
-    uint64_t varint = 0;    // Varint, Fixed64, Fixed32
+    uint64_t varint = 0;     // Varint, Fixed64, Fixed32
     std::string_view bytes;  // Bytes: a view into the reader's buffer
 };
 

@@ -10,8 +10,12 @@ namespace mk::core::criu {
 namespace {
 
 constexpr std::array<std::pair<CgroupMode, std::string_view>, 7> kCgroupModes{{
-    {CgroupMode::Ignore, "ignore"}, {CgroupMode::None, "none"}, {CgroupMode::Props, "props"},
-    {CgroupMode::Soft, "soft"}, {CgroupMode::Full, "full"}, {CgroupMode::Strict, "strict"},
+    {CgroupMode::Ignore, "ignore"},
+    {CgroupMode::None, "none"},
+    {CgroupMode::Props, "props"},
+    {CgroupMode::Soft, "soft"},
+    {CgroupMode::Full, "full"},
+    {CgroupMode::Strict, "strict"},
     {CgroupMode::Default, "default"},
 }};
 
@@ -112,8 +116,14 @@ Response decode_response(std::string_view bytes) {
     while (r.next(f)) {
         if (f.type == WireType::Varint) {
             switch (f.number) {
-            case 1: resp.type = static_cast<ReqType>(varint_int32(f.varint)); have_type = true; break;
-            case 2: resp.success = f.varint != 0; have_success = true; break;
+            case 1:
+                resp.type = static_cast<ReqType>(varint_int32(f.varint));
+                have_type = true;
+                break;
+            case 2:
+                resp.success = f.varint != 0;
+                have_success = true;
+                break;
             case 7: resp.cr_errno = varint_int32(f.varint); break;
             default: break;  // unknown scalars (status, ...): ignored, as protobuf does
             }

@@ -16,8 +16,18 @@
 namespace mk::core::criu {
 
 enum class ReqType : int32_t {
-    Empty = 0, Dump = 1, Restore = 2, Check = 3, PreDump = 4, PageServer = 5, Notify = 6,
-    CpuinfoDump = 7, CpuinfoCheck = 8, FeatureCheck = 9, Version = 10, WaitPid = 11,
+    Empty = 0,
+    Dump = 1,
+    Restore = 2,
+    Check = 3,
+    PreDump = 4,
+    PageServer = 5,
+    Notify = 6,
+    CpuinfoDump = 7,
+    CpuinfoCheck = 8,
+    FeatureCheck = 9,
+    Version = 10,
+    WaitPid = 11,
 };
 
 // criu_cg_mode
@@ -55,7 +65,6 @@ struct Options {
     std::optional<uint32_t> timeout;
 };
 
-
 struct Version {
     int32_t major = 0;
     int32_t minor = 0;
@@ -80,9 +89,9 @@ struct Request {
 struct Response {
     ReqType type = ReqType::Empty;
     bool success = false;
-    std::optional<bool> restored;          // dump: true when the tree was restored after a dump
-    std::optional<int32_t> restore_pid;    // restore: the root task's pid
-    std::string notify_script;             // notify: "setup-namespaces", "post-restore", ...
+    std::optional<bool> restored;        // dump: true when the tree was restored after a dump
+    std::optional<int32_t> restore_pid;  // restore: the root task's pid
+    std::string notify_script;           // notify: "setup-namespaces", "post-restore", ...
     std::optional<int32_t> notify_pid;
     std::optional<int32_t> cr_errno;
     std::string cr_errmsg;

@@ -113,9 +113,9 @@ std::string Swrk::receive(UniqueFd& fd) {
     if (len < 0) throw_last_error("read from criu");
     if (len == 0) {
         int status = finish();
-        std::string how = WIFEXITED(status) ? "exited with status " + std::to_string(WEXITSTATUS(status))
-                        : WIFSIGNALED(status) ? std::string("was killed by signal ") + strsignal(WTERMSIG(status))
-                                              : "stopped";
+        std::string how = WIFEXITED(status)     ? "exited with status " + std::to_string(WEXITSTATUS(status))
+                          : WIFSIGNALED(status) ? std::string("was killed by signal ") + strsignal(WTERMSIG(status))
+                                                : "stopped";
         if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
             throw UsageError("the criu command could not be run (exit 127); check MK_CRIU / --criu");
         throw std::runtime_error("criu " + how + " without a reply");

@@ -45,9 +45,7 @@ using WriteArchive = std::unique_ptr<archive, ArchiveWriteDeleter>;
 using Entry = std::unique_ptr<archive_entry, EntryDeleter>;
 
 // Names in messages are cut short: a hostile archive must not flood the log with a 4 KiB name.
-std::string shorten(const std::string& s) {
-    return s.size() <= 120 ? s : s.substr(0, 60) + "..." + s.substr(s.size() - 40);
-}
+std::string shorten(const std::string& s) { return s.size() <= 120 ? s : s.substr(0, 60) + "..." + s.substr(s.size() - 40); }
 
 [[noreturn]] void bad_entry(const std::string& path, const std::string& why, int err = EINVAL) {
     throw_errno(err, "refusing archive entry '" + shorten(path) + "': " + why);
@@ -147,8 +145,7 @@ private:
         std::string m = msg ? msg : "unknown error";
         int err = archive_errno(a);
         // libarchive reports truncation as "Truncated tar archive" / "Damaged tar archive".
-        throw_errno(err == ENOMEM ? ENOMEM : EBADMSG,
-                    "corrupt or truncated archive (" + what + "): " + m);
+        throw_errno(err == ENOMEM ? ENOMEM : EBADMSG, "corrupt or truncated archive (" + what + "): " + m);
     }
 
     void warn(const std::string& m) {
@@ -184,7 +181,8 @@ private:
                 throw_last_error("cannot create directory for '" + full + "'");
             UniqueFd next(openat(cur.get(), comp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
             if (!next) {
-                if (errno == ELOOP || errno == ENOTDIR) bad_entry(full, "a parent directory is a symlink or not a directory", ELOOP);
+                if (errno == ELOOP || errno == ENOTDIR)
+                    bad_entry(full, "a parent directory is a symlink or not a directory", ELOOP);
                 throw_last_error("cannot open directory for '" + full + "'");
             }
             cur = std::move(next);
@@ -254,13 +252,13 @@ private:
             uint16_t kt;
             uint32_t id = UINT32_MAX;
             switch (tag) {
-                case ARCHIVE_ENTRY_ACL_USER_OBJ: kt = 0x01; break;
-                case ARCHIVE_ENTRY_ACL_USER: kt = 0x02, id = acl_qualifier(qual, name, true); break;
-                case ARCHIVE_ENTRY_ACL_GROUP_OBJ: kt = 0x04; break;
-                case ARCHIVE_ENTRY_ACL_GROUP: kt = 0x08, id = acl_qualifier(qual, name, false); break;
-                case ARCHIVE_ENTRY_ACL_MASK: kt = 0x10; break;
-                case ARCHIVE_ENTRY_ACL_OTHER: kt = 0x20; break;
-                default: continue;  // NFSv4 "everyone@" and the like have no POSIX equivalent
+            case ARCHIVE_ENTRY_ACL_USER_OBJ: kt = 0x01; break;
+            case ARCHIVE_ENTRY_ACL_USER: kt = 0x02, id = acl_qualifier(qual, name, true); break;
+            case ARCHIVE_ENTRY_ACL_GROUP_OBJ: kt = 0x04; break;
+            case ARCHIVE_ENTRY_ACL_GROUP: kt = 0x08, id = acl_qualifier(qual, name, false); break;
+            case ARCHIVE_ENTRY_ACL_MASK: kt = 0x10; break;
+            case ARCHIVE_ENTRY_ACL_OTHER: kt = 0x20; break;
+            default: continue;  // NFSv4 "everyone@" and the like have no POSIX equivalent
             }
             if ((kt == 0x02 || kt == 0x08) && id == UINT32_MAX) {
                 warn("dropping ACL entry for unknown " + std::string(kt == 0x02 ? "user '" : "group '") +
@@ -270,9 +268,8 @@ private:
             ents.push_back({kt, static_cast<uint16_t>(perm & 7), id});
         }
         // The kernel wants entries sorted by tag, then id.
-        std::sort(ents.begin(), ents.end(), [](const AclEnt& a, const AclEnt& b) {
-            return a.tag != b.tag ? a.tag < b.tag : a.id < b.id;
-        });
+        std::sort(ents.begin(), ents.end(),
+                  [](const AclEnt& a, const AclEnt& b) { return a.tag != b.tag ? a.tag < b.tag : a.id < b.id; });
         std::string buf;
         uint32_t version = 2;
         buf.append(reinterpret_cast<const char*>(&version), 4);
@@ -302,7 +299,8 @@ private:
         if (archive_entry_xattr_reset(e) == 0) return;
         while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
             if (!archive_xattr_is_restored(name)) {
-                if (dropped_xattrs_.insert(name).second) warn("not restoring xattr " + std::string(name) + " (first on '" + path + "')");
+                if (dropped_xattrs_.insert(name).second)
+                    warn("not restoring xattr " + std::string(name) + " (first on '" + path + "')");
                 continue;
             }
             if (fsetxattr(fd, name, value, size, 0) < 0) {
@@ -373,91 +371,91 @@ private:
         }
 
         switch (type) {
-            case AE_IFDIR: {
-                UniqueFd fd = open_beneath(dir, name, O_RDONLY | O_DIRECTORY);
-                if (!fd) {
-                    if (errno != ENOENT) make_room(dir, name, shown), dir = parent_fd(parent, shown);
-                    if (mkdirat(dir, name.c_str(), 0700) < 0) {
-                        if (errno == ENOSPC || errno == EDQUOT) throw_last_error("disk full while creating '" + shown + "'");
-                        throw_last_error("cannot create directory '" + shown + "'");
-                    }
-                    fd = open_beneath(dir, name, O_RDONLY | O_DIRECTORY);
-                    if (!fd) throw_last_error("cannot open new directory '" + shown + "'");
-                }
-                apply_dir_meta(fd.get(), e, path);
-                break;
-            }
-            case AE_IFREG: {
-                UniqueFd fd(openat(dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-                if (!fd && errno == EEXIST) {
-                    make_room(dir, name, shown);
-                    dir = parent_fd(parent, shown);
-                    fd.reset(openat(dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-                }
-                if (!fd) {
+        case AE_IFDIR: {
+            UniqueFd fd = open_beneath(dir, name, O_RDONLY | O_DIRECTORY);
+            if (!fd) {
+                if (errno != ENOENT) make_room(dir, name, shown), dir = parent_fd(parent, shown);
+                if (mkdirat(dir, name.c_str(), 0700) < 0) {
                     if (errno == ENOSPC || errno == EDQUOT) throw_last_error("disk full while creating '" + shown + "'");
-                    throw_last_error("cannot create '" + shown + "'");
+                    throw_last_error("cannot create directory '" + shown + "'");
                 }
-                write_data(a, ctx, e, fd.get(), shown);
-                apply_owner(fd.get(), e, shown);
-                apply_xattrs(fd.get(), e, shown);
-                apply_mode(fd.get(), e, shown);
-                timespec ts[2] = {timespec{0, UTIME_OMIT}, mtime_of(e)};
-                ts[0] = ts[1];
-                futimens(fd.get(), ts);
-                break;
+                fd = open_beneath(dir, name, O_RDONLY | O_DIRECTORY);
+                if (!fd) throw_last_error("cannot open new directory '" + shown + "'");
             }
-            case AE_IFLNK: {
-                const char* target = archive_entry_symlink(e);
-                if (!target || !*target) bad_entry(shown, "symlink without a target");
-                if (strlen(target) > o_.limits.max_path) bad_entry(shown, "symlink target too long", ENAMETOOLONG);
-                if (symlinkat(target, dir, name.c_str()) < 0) {
-                    if (errno != EEXIST) throw_last_error(errno == ENOSPC ? "disk full" : "cannot create symlink '" + shown + "'");
-                    make_room(dir, name, shown);
-                    dir = parent_fd(parent, shown);
-                    if (symlinkat(target, dir, name.c_str()) < 0) throw_last_error("cannot create symlink '" + shown + "'");
-                }
-                if (fchownat(dir, name.c_str(), static_cast<uid_t>(archive_entry_uid(e)),
-                             static_cast<gid_t>(archive_entry_gid(e)), AT_SYMLINK_NOFOLLOW) < 0 && euid0_)
-                    throw_last_error("cannot set the owner of '" + shown + "'");
-                timespec ts[2] = {mtime_of(e), mtime_of(e)};
-                utimensat(dir, name.c_str(), ts, AT_SYMLINK_NOFOLLOW);
-                break;
+            apply_dir_meta(fd.get(), e, path);
+            break;
+        }
+        case AE_IFREG: {
+            UniqueFd fd(openat(dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+            if (!fd && errno == EEXIST) {
+                make_room(dir, name, shown);
+                dir = parent_fd(parent, shown);
+                fd.reset(openat(dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
             }
-            case AE_IFIFO: {
-                if (mkfifoat(dir, name.c_str(), 0600) < 0) {
-                    if (errno != EEXIST) throw_last_error("cannot create FIFO '" + shown + "'");
-                    make_room(dir, name, shown);
-                    dir = parent_fd(parent, shown);
-                    if (mkfifoat(dir, name.c_str(), 0600) < 0) throw_last_error("cannot create FIFO '" + shown + "'");
-                }
-                // O_PATH: opening a FIFO for reading would block; fchownat/fchmodat on the fd
-                // through AT_EMPTY_PATH keep us on the inode we just made.
-                UniqueFd fd(openat(dir, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
-                if (!fd) throw_last_error("cannot open FIFO '" + shown + "'");
-                if (fchownat(fd.get(), "", static_cast<uid_t>(archive_entry_uid(e)), static_cast<gid_t>(archive_entry_gid(e)),
-                             AT_EMPTY_PATH) < 0 && euid0_)
-                    throw_last_error("cannot set the owner of '" + shown + "'");
-                std::string proc = "/proc/self/fd/" + std::to_string(fd.get());
-                chmod(proc.c_str(), archive_entry_perm(e) & 07777);
-                timespec ts[2] = {mtime_of(e), mtime_of(e)};
-                utimensat(dir, name.c_str(), ts, AT_SYMLINK_NOFOLLOW);
-                break;
+            if (!fd) {
+                if (errno == ENOSPC || errno == EDQUOT) throw_last_error("disk full while creating '" + shown + "'");
+                throw_last_error("cannot create '" + shown + "'");
             }
-            case AE_IFCHR:
-            case AE_IFBLK:
-                // Counted, not warned one by one: a distribution tarball's /dev has dozens (the
-                // caller prints one summary line).
-                if (stats_.devices_skipped++ == 0)
-                    stats_.first_device_skipped = "'" + shown + "' (" + (type == AE_IFCHR ? "char " : "block ") +
-                                                  std::to_string(archive_entry_rdevmajor(e)) + ":" +
-                                                  std::to_string(archive_entry_rdevminor(e)) + ")";
-                break;
-            case AE_IFSOCK:
-                warn("not creating socket '" + shown + "'");
-                break;
-            default:
-                bad_entry(shown, "unknown entry type");
+            write_data(a, ctx, e, fd.get(), shown);
+            apply_owner(fd.get(), e, shown);
+            apply_xattrs(fd.get(), e, shown);
+            apply_mode(fd.get(), e, shown);
+            timespec ts[2] = {timespec{0, UTIME_OMIT}, mtime_of(e)};
+            ts[0] = ts[1];
+            futimens(fd.get(), ts);
+            break;
+        }
+        case AE_IFLNK: {
+            const char* target = archive_entry_symlink(e);
+            if (!target || !*target) bad_entry(shown, "symlink without a target");
+            if (strlen(target) > o_.limits.max_path) bad_entry(shown, "symlink target too long", ENAMETOOLONG);
+            if (symlinkat(target, dir, name.c_str()) < 0) {
+                if (errno != EEXIST)
+                    throw_last_error(errno == ENOSPC ? "disk full" : "cannot create symlink '" + shown + "'");
+                make_room(dir, name, shown);
+                dir = parent_fd(parent, shown);
+                if (symlinkat(target, dir, name.c_str()) < 0) throw_last_error("cannot create symlink '" + shown + "'");
+            }
+            if (fchownat(dir, name.c_str(), static_cast<uid_t>(archive_entry_uid(e)),
+                         static_cast<gid_t>(archive_entry_gid(e)), AT_SYMLINK_NOFOLLOW) < 0 &&
+                euid0_)
+                throw_last_error("cannot set the owner of '" + shown + "'");
+            timespec ts[2] = {mtime_of(e), mtime_of(e)};
+            utimensat(dir, name.c_str(), ts, AT_SYMLINK_NOFOLLOW);
+            break;
+        }
+        case AE_IFIFO: {
+            if (mkfifoat(dir, name.c_str(), 0600) < 0) {
+                if (errno != EEXIST) throw_last_error("cannot create FIFO '" + shown + "'");
+                make_room(dir, name, shown);
+                dir = parent_fd(parent, shown);
+                if (mkfifoat(dir, name.c_str(), 0600) < 0) throw_last_error("cannot create FIFO '" + shown + "'");
+            }
+            // O_PATH: opening a FIFO for reading would block; fchownat/fchmodat on the fd
+            // through AT_EMPTY_PATH keep us on the inode we just made.
+            UniqueFd fd(openat(dir, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+            if (!fd) throw_last_error("cannot open FIFO '" + shown + "'");
+            if (fchownat(fd.get(), "", static_cast<uid_t>(archive_entry_uid(e)), static_cast<gid_t>(archive_entry_gid(e)),
+                         AT_EMPTY_PATH) < 0 &&
+                euid0_)
+                throw_last_error("cannot set the owner of '" + shown + "'");
+            std::string proc = "/proc/self/fd/" + std::to_string(fd.get());
+            chmod(proc.c_str(), archive_entry_perm(e) & 07777);
+            timespec ts[2] = {mtime_of(e), mtime_of(e)};
+            utimensat(dir, name.c_str(), ts, AT_SYMLINK_NOFOLLOW);
+            break;
+        }
+        case AE_IFCHR:
+        case AE_IFBLK:
+            // Counted, not warned one by one: a distribution tarball's /dev has dozens (the
+            // caller prints one summary line).
+            if (stats_.devices_skipped++ == 0)
+                stats_.first_device_skipped = "'" + shown + "' (" + (type == AE_IFCHR ? "char " : "block ") +
+                                              std::to_string(archive_entry_rdevmajor(e)) + ":" +
+                                              std::to_string(archive_entry_rdevminor(e)) + ")";
+            break;
+        case AE_IFSOCK: warn("not creating socket '" + shown + "'"); break;
+        default: bad_entry(shown, "unknown entry type");
         }
     }
 
@@ -685,7 +683,8 @@ private:
                 if (!fd && errno == EPERM) fd.reset(openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
                 if (!fd) throw_last_error("cannot open " + path);
                 struct stat st2;
-                if (fstat(fd.get(), &st2) < 0 || st2.st_ino != st.st_ino) throw_errno(EAGAIN, path + " changed during export");
+                if (fstat(fd.get(), &st2) < 0 || st2.st_ino != st.st_ino)
+                    throw_errno(EAGAIN, path + " changed during export");
                 emit(fd.get(), path, st2, nullptr);
             } else if (S_ISDIR(st.st_mode)) {
                 UniqueFd fd(openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
@@ -741,8 +740,7 @@ uint64_t walk_bytes(int dir_fd, dev_t dev, size_t depth) {
 
 }  // namespace
 
-std::optional<std::string> normalize_archive_path(std::string_view name, const ArchivePathLimits& limits,
-                                                  std::string* why) {
+std::optional<std::string> normalize_archive_path(std::string_view name, const ArchivePathLimits& limits, std::string* why) {
     auto no = [&](const char* reason) -> std::optional<std::string> {
         if (why) *why = reason;
         return std::nullopt;

@@ -26,9 +26,9 @@
 namespace mk::core {
 
 struct ArchivePathLimits {
-    size_t max_depth = 256;   // path components
-    size_t max_path = 4095;   // bytes, PATH_MAX - 1
-    size_t max_name = 255;    // bytes per component, NAME_MAX
+    size_t max_depth = 256;  // path components
+    size_t max_path = 4095;  // bytes, PATH_MAX - 1
+    size_t max_name = 255;   // bytes per component, NAME_MAX
 };
 
 // Validates one archive entry name (or hard link target) and returns it normalised: relative,
@@ -55,8 +55,8 @@ struct ExtractOptions {
 struct ExtractStats {
     uint64_t entries = 0;
     uint64_t file_bytes = 0;
-    uint64_t devices_skipped = 0;       // char/block device nodes not created (never warned singly)
-    std::string first_device_skipped;   // the first of them, "'dev/mem' (char 1:1)", for the summary
+    uint64_t devices_skipped = 0;      // char/block device nodes not created (never warned singly)
+    std::string first_device_skipped;  // the first of them, "'dev/mem' (char 1:1)", for the summary
 };
 
 // Extracts the tar stream `in` into the (empty) directory `dest_fd`. Throws std::system_error on

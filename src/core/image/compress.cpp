@@ -58,8 +58,8 @@ protected:
     void account(size_t produced, std::string_view fmt) {
         out_total_ += produced;
         if (out_total_ > max_)
-            throw_errno(EFBIG, std::string(fmt) + ": decompressed data exceeds the limit of " +
-                                   std::to_string(max_) + " bytes");
+            throw_errno(EFBIG,
+                        std::string(fmt) + ": decompressed data exceeds the limit of " + std::to_string(max_) + " bytes");
     }
     std::unique_ptr<ByteSource> in_;
     std::vector<char> inbuf_;
@@ -102,11 +102,11 @@ public:
             if (r == LZMA_OK) continue;
             if (r == LZMA_BUF_ERROR) truncated("xz");
             switch (r) {
-                case LZMA_FORMAT_ERROR: corrupt("xz", "not in .xz format");
-                case LZMA_OPTIONS_ERROR: corrupt("xz", "unsupported options (filter or check)");
-                case LZMA_DATA_ERROR: corrupt("xz", "compressed data is corrupt");
-                case LZMA_MEM_ERROR: throw_errno(ENOMEM, "xz: out of memory");
-                default: corrupt("xz", "decoder error " + std::to_string(int(r)));
+            case LZMA_FORMAT_ERROR: corrupt("xz", "not in .xz format");
+            case LZMA_OPTIONS_ERROR: corrupt("xz", "unsupported options (filter or check)");
+            case LZMA_DATA_ERROR: corrupt("xz", "compressed data is corrupt");
+            case LZMA_MEM_ERROR: throw_errno(ENOMEM, "xz: out of memory");
+            default: corrupt("xz", "decoder error " + std::to_string(int(r)));
             }
         }
         size_t produced = n - s_.avail_out;
@@ -193,7 +193,8 @@ public:
             if (r == Z_MEM_ERROR) throw_errno(ENOMEM, "gzip: out of memory");
             // zlib's own text names the symptom ("invalid distance too far back", ...), which
             // depends on where the damage is: say what it means first.
-            corrupt("gzip", z_.msg ? std::string("compressed data is corrupt (") + z_.msg + ")" : "compressed data is corrupt");
+            corrupt("gzip",
+                    z_.msg ? std::string("compressed data is corrupt (") + z_.msg + ")" : "compressed data is corrupt");
         }
         size_t produced = want - z_.avail_out;
         account(produced, "gzip");
@@ -289,7 +290,8 @@ public:
         while (s_.avail_in > 0) run(LZMA_RUN);
     }
     void finish() override {
-        while (run(LZMA_FINISH) != LZMA_STREAM_END) {}
+        while (run(LZMA_FINISH) != LZMA_STREAM_END) {
+        }
         out_->finish();
     }
 
@@ -323,7 +325,8 @@ public:
     }
     void finish() override {
         ZSTD_inBuffer in{nullptr, 0, 0};
-        while (run(&in, ZSTD_e_end) != 0) {}
+        while (run(&in, ZSTD_e_end) != 0) {
+        }
         out_->finish();
     }
 
@@ -351,7 +354,8 @@ public:
         while (z_.avail_in > 0) run(Z_NO_FLUSH);
     }
     void finish() override {
-        while (run(Z_FINISH) != Z_STREAM_END) {}
+        while (run(Z_FINISH) != Z_STREAM_END) {
+        }
         out_->finish();
     }
 
@@ -381,7 +385,8 @@ public:
         while (b_.avail_in > 0) run(BZ_RUN);
     }
     void finish() override {
-        while (run(BZ_FINISH) != BZ_STREAM_END) {}
+        while (run(BZ_FINISH) != BZ_STREAM_END) {
+        }
         out_->finish();
     }
 
@@ -519,9 +524,11 @@ bool all_zero(const char* p, size_t n) {
     return true;
 }
 
-constexpr std::array<EnumName<Compression>, 5> kCompressionNames{{
-    {Compression::none, "uncompressed"}, {Compression::xz, "xz"}, {Compression::gzip, "gzip"},
-    {Compression::bzip2, "bzip2"}, {Compression::zstd, "zstd"}}};
+constexpr std::array<EnumName<Compression>, 5> kCompressionNames{{{Compression::none, "uncompressed"},
+                                                                  {Compression::xz, "xz"},
+                                                                  {Compression::gzip, "gzip"},
+                                                                  {Compression::bzip2, "bzip2"},
+                                                                  {Compression::zstd, "zstd"}}};
 
 }  // namespace
 
@@ -611,14 +618,13 @@ size_t PeekSource::read(void* buf, size_t n) {
     return inner_->read(buf, n);
 }
 
-std::unique_ptr<ByteSource> make_decompressor(Compression c, std::unique_ptr<ByteSource> in,
-                                              const DecompressOptions& opts) {
+std::unique_ptr<ByteSource> make_decompressor(Compression c, std::unique_ptr<ByteSource> in, const DecompressOptions& opts) {
     switch (c) {
-        case Compression::xz: return std::make_unique<XzDecoder>(std::move(in), opts);
-        case Compression::zstd: return std::make_unique<ZstdDecoder>(std::move(in), opts);
-        case Compression::gzip: return std::make_unique<GzipDecoder>(std::move(in), opts);
-        case Compression::bzip2: return std::make_unique<Bzip2Decoder>(std::move(in), opts);
-        case Compression::none: break;
+    case Compression::xz: return std::make_unique<XzDecoder>(std::move(in), opts);
+    case Compression::zstd: return std::make_unique<ZstdDecoder>(std::move(in), opts);
+    case Compression::gzip: return std::make_unique<GzipDecoder>(std::move(in), opts);
+    case Compression::bzip2: return std::make_unique<Bzip2Decoder>(std::move(in), opts);
+    case Compression::none: break;
     }
     return std::make_unique<PlainSource>(std::move(in), opts);
 }
@@ -633,11 +639,11 @@ std::unique_ptr<ByteSource> make_auto_decompressor(std::unique_ptr<ByteSource> i
 
 std::unique_ptr<ByteSink> make_compressor(Compression c, std::unique_ptr<ByteSink> out, const CompressOptions& opts) {
     switch (c) {
-        case Compression::xz: return std::make_unique<XzEncoder>(std::move(out), opts);
-        case Compression::zstd: return std::make_unique<ZstdEncoder>(std::move(out), opts);
-        case Compression::gzip: return std::make_unique<GzipEncoder>(std::move(out), opts);
-        case Compression::bzip2: return std::make_unique<Bzip2Encoder>(std::move(out), opts);
-        case Compression::none: break;
+    case Compression::xz: return std::make_unique<XzEncoder>(std::move(out), opts);
+    case Compression::zstd: return std::make_unique<ZstdEncoder>(std::move(out), opts);
+    case Compression::gzip: return std::make_unique<GzipEncoder>(std::move(out), opts);
+    case Compression::bzip2: return std::make_unique<Bzip2Encoder>(std::move(out), opts);
+    case Compression::none: break;
     }
     return std::make_unique<PlainSink>(std::move(out));
 }

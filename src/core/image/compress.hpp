@@ -87,8 +87,8 @@ private:
 };
 
 struct DecompressOptions {
-    unsigned threads = 0;                              // 0: number of online CPUs (xz only)
-    uint64_t max_output = uint64_t{64} << 30;          // decompression-bomb cap (systemd: 64 GiB)
+    unsigned threads = 0;                      // 0: number of online CPUs (xz only)
+    uint64_t max_output = uint64_t{64} << 30;  // decompression-bomb cap (systemd: 64 GiB)
 };
 
 struct CompressOptions {
@@ -108,8 +108,7 @@ std::unique_ptr<ByteSource> make_auto_decompressor(std::unique_ptr<ByteSource> i
 
 // Encodes into `out`. xz: multi-threaded encoder with a block size that makes the output
 // multi-block (so decoders can decode in parallel); zstd: ZSTD_c_nbWorkers.
-std::unique_ptr<ByteSink> make_compressor(Compression c, std::unique_ptr<ByteSink> out,
-                                          const CompressOptions& opts = {});
+std::unique_ptr<ByteSink> make_compressor(Compression c, std::unique_ptr<ByteSink> out, const CompressOptions& opts = {});
 
 // Runs `inner` on a thread of its own, handing over 1 MiB chunks through a small bounded queue, so
 // decoding overlaps with whatever consumes the data. Exceptions from the thread are rethrown by

@@ -75,8 +75,8 @@ OciDescriptor parse_descriptor(const json& d, const char* what) {
 }
 
 bool host_char_ok(char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
-           c == ':' || c == '[' || c == ']';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == ':' ||
+           c == '[' || c == ']';
 }
 
 bool host_is_valid(std::string_view h) {
@@ -104,8 +104,8 @@ bool tag_ok(std::string_view t) {
     if (t.empty() || t.size() > 128) return false;
     if (t.front() == '.' || t.front() == '-') return false;
     return std::all_of(t.begin(), t.end(), [](char ch) {
-        return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
-               ch == '_' || ch == '-';
+        return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
+               ch == '-';
     });
 }
 
@@ -300,8 +300,9 @@ OciDocKind oci_doc_kind(std::string_view content_type, std::string_view body) {
     if (mt == kOciIndex || mt == kDockerList) return OciDocKind::index;
     if (mt == kOciManifestType || mt == kDockerManifest) return OciDocKind::manifest;
     if (mt.starts_with("application/vnd.docker.distribution.manifest.v1"))
-        throw UsageError("the registry sent a Docker schema 1 manifest, which is not supported (push the image again "
-                         "with a current client)");
+        throw UsageError(
+            "the registry sent a Docker schema 1 manifest, which is not supported (push the image again "
+            "with a current client)");
     throw UsageError("unsupported manifest media type '" + mt.substr(0, 120) + "'");
 }
 
@@ -373,12 +374,9 @@ std::optional<OciDescriptor> oci_choose_platform(const std::vector<OciDescriptor
 
 void oci_check_layer_media_type(std::string_view t) {
     static constexpr std::string_view kOk[] = {
-        "application/vnd.oci.image.layer.v1.tar",
-        "application/vnd.oci.image.layer.v1.tar+gzip",
-        "application/vnd.oci.image.layer.v1.tar+zstd",
-        "application/vnd.docker.image.rootfs.diff.tar.gzip",
-        "application/vnd.docker.image.rootfs.diff.tar",
-        "application/vnd.docker.image.rootfs.diff.tar.zstd",
+        "application/vnd.oci.image.layer.v1.tar",       "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.oci.image.layer.v1.tar+zstd",  "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/vnd.docker.image.rootfs.diff.tar", "application/vnd.docker.image.rootfs.diff.tar.zstd",
     };
     for (auto k : kOk)
         if (t == k) return;
@@ -432,7 +430,8 @@ std::string oci_nspawn_settings(const OciImageConfig& c) {
     if (!c.stop_signal.empty() && line_value_ok(c.stop_signal)) {
         std::string s = c.stop_signal;
         bool numeric = std::all_of(s.begin(), s.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
-        bool name = std::all_of(s.begin(), s.end(), [](char ch) { return (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '+'; });
+        bool name = std::all_of(s.begin(), s.end(),
+                                [](char ch) { return (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '+'; });
         if (!numeric && name) o += "KillSignal=" + (s.starts_with("SIG") ? s : "SIG" + s) + "\n";
     }
     return o;

@@ -25,9 +25,9 @@ std::string_view oci_digest_hex(std::string_view d);
 // One registry's settings (registries.d). `endpoint` is "host[:port]" to talk to instead of `name`
 // (a mirror); `insecure` means plain HTTP.
 struct OciRegistry {
-    std::string name;            // as written in references: "docker.io", "127.0.0.1:5000"
-    std::string endpoint;        // where requests go; = name when not mirrored
-    std::string short_prefix;    // prepended to one-component repositories ("library/")
+    std::string name;          // as written in references: "docker.io", "127.0.0.1:5000"
+    std::string endpoint;      // where requests go; = name when not mirrored
+    std::string short_prefix;  // prepended to one-component repositories ("library/")
     bool insecure = false;
 };
 

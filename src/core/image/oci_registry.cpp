@@ -168,7 +168,8 @@ std::string OciRegistryClient::get_token(const OciBearerChallenge& ch) {
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
     CURLcode r = curl_easy_perform(h);
     if (r == CURLE_ABORTED_BY_CALLBACK) throw_errno(ECANCELED, "transfer cancelled");
-    if (r != CURLE_OK) throw_errno(EIO, "cannot get a token from " + ch.realm + ": " + (errbuf[0] ? errbuf : curl_easy_strerror(r)));
+    if (r != CURLE_OK)
+        throw_errno(EIO, "cannot get a token from " + ch.realm + ": " + (errbuf[0] ? errbuf : curl_easy_strerror(r)));
     long code = status_of(h);
     if (code != 200)
         throw_errno(EACCES, "the token server " + ch.realm + " refused a token (HTTP " + std::to_string(code) + ")");
@@ -215,28 +216,28 @@ void OciRegistryClient::fetch(const std::string& url, ByteSink& sink, uint64_t m
         if (call.err) std::rethrow_exception(call.err);
         std::string detail = errbuf[0] ? errbuf : curl_easy_strerror(r);
         switch (r) {
-            case CURLE_OK: break;
-            case CURLE_ABORTED_BY_CALLBACK:
-                if (opts_.cancel && opts_.cancel->load()) throw_errno(ECANCELED, "transfer cancelled");
-                throw_errno(ECANCELED, "download of " + url + " stopped (another download failed)");
-            case CURLE_WRITE_ERROR:
-                if (call.too_big) throw_errno(EFBIG, url + " is larger than the " + std::to_string(max) + " bytes expected");
-                throw_errno(EIO, "download of " + url + " failed: " + detail);
-            case CURLE_TOO_MANY_REDIRECTS: throw_errno(ELOOP, "too many redirects for " + url);
-            case CURLE_OPERATION_TIMEDOUT:
-                throw_errno(ETIMEDOUT, "the registry stalled (no data for " + std::to_string(opts_.stall_timeout_sec) +
-                                           "s) on " + url);
-            case CURLE_COULDNT_CONNECT: throw_errno(ECONNREFUSED, "cannot connect to " + registry_.endpoint + ": " + detail);
-            case CURLE_COULDNT_RESOLVE_HOST: throw_errno(EHOSTUNREACH, "cannot resolve " + registry_.endpoint);
-            case CURLE_UNSUPPORTED_PROTOCOL: throw UsageError("redirect to an unsupported protocol refused for " + url);
-            default: throw_errno(EIO, "download of " + url + " failed: " + detail);
+        case CURLE_OK: break;
+        case CURLE_ABORTED_BY_CALLBACK:
+            if (opts_.cancel && opts_.cancel->load()) throw_errno(ECANCELED, "transfer cancelled");
+            throw_errno(ECANCELED, "download of " + url + " stopped (another download failed)");
+        case CURLE_WRITE_ERROR:
+            if (call.too_big) throw_errno(EFBIG, url + " is larger than the " + std::to_string(max) + " bytes expected");
+            throw_errno(EIO, "download of " + url + " failed: " + detail);
+        case CURLE_TOO_MANY_REDIRECTS: throw_errno(ELOOP, "too many redirects for " + url);
+        case CURLE_OPERATION_TIMEDOUT:
+            throw_errno(ETIMEDOUT,
+                        "the registry stalled (no data for " + std::to_string(opts_.stall_timeout_sec) + "s) on " + url);
+        case CURLE_COULDNT_CONNECT: throw_errno(ECONNREFUSED, "cannot connect to " + registry_.endpoint + ": " + detail);
+        case CURLE_COULDNT_RESOLVE_HOST: throw_errno(EHOSTUNREACH, "cannot resolve " + registry_.endpoint);
+        case CURLE_UNSUPPORTED_PROTOCOL: throw UsageError("redirect to an unsupported protocol refused for " + url);
+        default: throw_errno(EIO, "download of " + url + " failed: " + detail);
         }
         long code = status_of(h);
         if (code == 401) {
             auto ch = parse_www_authenticate(call.www_authenticate);
-            if (!ch) throw_errno(EACCES, "the registry refused access to " + url + " (HTTP 401, no usable Bearer challenge)");
-            if (retried)
-                throw_errno(EACCES, "the registry refused access to " + url + " even with a token (HTTP 401)");
+            if (!ch)
+                throw_errno(EACCES, "the registry refused access to " + url + " (HTTP 401, no usable Bearer challenge)");
+            if (retried) throw_errno(EACCES, "the registry refused access to " + url + " even with a token (HTTP 401)");
             std::string tok;
             {
                 std::lock_guard lk(token_mutex_);
@@ -252,7 +253,8 @@ void OciRegistryClient::fetch(const std::string& url, ByteSink& sink, uint64_t m
             continue;
         }
         if (code == 404) throw_errno(ENOENT, "not found on the registry: " + url);
-        if (code < 200 || code >= 300) throw_errno(EIO, "the registry returned HTTP " + std::to_string(code) + " for " + url);
+        if (code < 200 || code >= 300)
+            throw_errno(EIO, "the registry returned HTTP " + std::to_string(code) + " for " + url);
         if (content_type) *content_type = call.content_type;
         return;
     }

@@ -22,7 +22,7 @@
 namespace mk::core {
 
 struct OciFetchOptions {
-    unsigned stall_timeout_sec = 60;    // abort when no data arrived for this long
+    unsigned stall_timeout_sec = 60;  // abort when no data arrived for this long
     unsigned connect_timeout_sec = 30;
     const std::atomic<bool>* cancel = nullptr;  // the transfer's (SIGTERM)
     const std::atomic<bool>* abort = nullptr;   // set when a sibling download failed

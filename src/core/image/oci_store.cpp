@@ -62,7 +62,8 @@ void strip_overlay_xattrs(int fd) {
     ssize_t n = flistxattr(fd, names, sizeof names);
     if (n <= 0) return;
     for (ssize_t i = 0; i < n; i += static_cast<ssize_t>(strlen(names + i)) + 1)
-        if (std::string_view(names + i).starts_with("user.overlay.") || std::string_view(names + i).starts_with("trusted.overlay."))
+        if (std::string_view(names + i).starts_with("user.overlay.") ||
+            std::string_view(names + i).starts_with("trusted.overlay."))
             fremovexattr(fd, names + i);
 }
 
@@ -161,8 +162,8 @@ public:
             if (!checked_) {
                 checked_ = true;
                 if (got_ != d_.size)
-                    throw_errno(EBADMSG, "layer " + d_.digest + " has " + std::to_string(got_) + " bytes, the manifest says " +
-                                             std::to_string(d_.size));
+                    throw_errno(EBADMSG, "layer " + d_.digest + " has " + std::to_string(got_) +
+                                             " bytes, the manifest says " + std::to_string(d_.size));
                 if ("sha256:" + h_.hex() != d_.digest) throw_errno(EBADMSG, "digest mismatch for layer " + d_.digest);
             }
             return 0;
@@ -175,7 +176,8 @@ public:
     }
     void drain() {
         char b[65536];
-        while (read(b, sizeof b) > 0) {}
+        while (read(b, sizeof b) > 0) {
+        }
     }
 
 private:
@@ -248,7 +250,8 @@ public:
         double el = std::chrono::duration<double>(now - start_).count();
         if (el <= 0) return;
         double rate = static_cast<double>(done) / el;
-        uint64_t left = rate > 0 ? static_cast<uint64_t>(static_cast<double>(total_ - std::min(done, total_)) / rate * 1e6) : 0;
+        uint64_t left =
+            rate > 0 ? static_cast<uint64_t>(static_cast<double>(total_ - std::min(done, total_)) / rate * 1e6) : 0;
         log(h_, "Got " + std::to_string(p) + "% of " + what_ + ". " + format_timespan(left) + " left at " +
                     format_bytes(static_cast<uint64_t>(rate)) + "/s.");
     }
@@ -300,8 +303,8 @@ bool layer_present(ImagePool& pool, const std::string& digest) {
 
 // Unpacks one layer blob into .oci-sha256-<hex>, verified; a concurrent transfer that got there
 // first wins (its copy is identical by digest).
-void unpack_layer(ImagePool& pool, ByteSource& blob, const OciDescriptor& d, StackProgress& prog,
-                  const OciInstallOptions& o, NewLayers& created) {
+void unpack_layer(ImagePool& pool, ByteSource& blob, const OciDescriptor& d, StackProgress& prog, const OciInstallOptions& o,
+                  NewLayers& created) {
     auto tmp = pool.make_temp("pull-oci-layer-", true);
     if (fchmod(tmp.fd(), 0755) < 0) throw_last_error("cannot set the mode of a layer directory");
     auto ver = std::make_unique<VerifyingSource>(blob, d, [&](uint64_t n) {
@@ -319,7 +322,8 @@ void unpack_layer(ImagePool& pool, ByteSource& blob, const OciDescriptor& d, Sta
     dopt.threads = 1;
     auto dec = make_auto_decompressor(std::make_unique<Own>(raw), &c, dopt);
     if (c != Compression::none && c != Compression::gzip && c != Compression::zstd)
-        throw UsageError("layer " + d.digest + " is " + std::string(to_string(c)) + "-compressed; OCI layers are tar, "
+        throw UsageError("layer " + d.digest + " is " + std::string(to_string(c)) +
+                         "-compressed; OCI layers are tar, "
                          "tar+gzip or tar+zstd");
     ExtractOptions eo;
     eo.warn = [&](const std::string& m) { log(o.hooks, "Layer " + d.digest.substr(7, 12) + ": " + m); };
@@ -334,12 +338,12 @@ void unpack_layer(ImagePool& pool, ByteSource& blob, const OciDescriptor& d, Sta
     }
     raw->drain();
     oci_convert_whiteouts(tmp.fd());
-    if (fsync(tmp.fd()) < 0) {}
+    if (fsync(tmp.fd()) < 0) {
+    }
     std::string final_name = oci_layer_dir_name(d.digest);
     if (renameat2(pool.fd(), tmp.name().c_str(), pool.fd(), final_name.c_str(), RENAME_NOREPLACE) == 0)
         created.add(final_name);
-    else if (errno != EEXIST)
-        throw_last_error("cannot move layer " + d.digest + " into place");
+    else if (errno != EEXIST) throw_last_error("cannot move layer " + d.digest + " into place");
     // On success the temporary name is gone and ~Temp finds nothing; on EEXIST it removes ours.
 }
 
@@ -517,7 +521,8 @@ void import_layout(ImagePool& pool, int dir_fd, const std::string& name, const O
                                       O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
             if (!f) throw_last_error("image layout: cannot open layer blob " + d.digest);
             struct stat st;
-            if (fstat(f.get(), &st) < 0 || !S_ISREG(st.st_mode)) throw UsageError("image layout: layer blob " + d.digest + " is not a file");
+            if (fstat(f.get(), &st) < 0 || !S_ISREG(st.st_mode))
+                throw UsageError("image layout: layer blob " + d.digest + " is not a file");
             FdSource src(f.get());
             unpack_layer(pool, src, d, p, o, created);
         },
@@ -594,9 +599,11 @@ void pull_oci(ImagePool& pool, const std::string& ref_str, const std::string& na
     if (oci_doc_kind(ctype, body) == OciDocKind::index) {
         std::string avail;
         auto pick = oci_choose_platform(parse_oci_index(body), arch, o.os, &avail);
-        if (!pick) throw_errno(ENOEXEC, ref.str() + " has no image for " + o.os + "/" + arch + " (available: " + avail + ")");
+        if (!pick)
+            throw_errno(ENOEXEC, ref.str() + " has no image for " + o.os + "/" + arch + " (available: " + avail + ")");
         body = client.get_manifest(pick->digest, &ctype);
-        if ("sha256:" + sha256_hex(body) != pick->digest) throw_errno(EBADMSG, "digest mismatch for manifest " + pick->digest);
+        if ("sha256:" + sha256_hex(body) != pick->digest)
+            throw_errno(EBADMSG, "digest mismatch for manifest " + pick->digest);
         if (oci_doc_kind(ctype, body) != OciDocKind::manifest)
             throw UsageError("the index entry " + pick->digest + " is not an image manifest");
     }

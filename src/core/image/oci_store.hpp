@@ -38,7 +38,7 @@ struct OciInstallOptions {
     unsigned parallel = 3;   // layers fetched and unpacked at once (1..8)
     std::string arch;        // "" = this machine's (oci_host_architecture())
     std::string os = "linux";
-    OciFetchOptions fetch;   // timeouts; cancel is taken from hooks
+    OciFetchOptions fetch;  // timeouts; cancel is taken from hooks
     OciRegistryConfig registries = default_oci_registry_config();
     TransferHooks hooks;
 };

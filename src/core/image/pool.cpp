@@ -30,9 +30,7 @@ namespace mk::core {
 
 namespace {
 
-uint64_t ts_usec(const statx_timestamp& t) {
-    return static_cast<uint64_t>(t.tv_sec) * 1000000u + t.tv_nsec / 1000u;
-}
+uint64_t ts_usec(const statx_timestamp& t) { return static_cast<uint64_t>(t.tv_sec) * 1000000u + t.tv_nsec / 1000u; }
 
 void check_name(std::string_view name) {
     if (!image_name_is_valid(name)) throw UsageError("invalid image name '" + std::string(name) + "'");
@@ -79,9 +77,10 @@ uint64_t usage_walk(int fd, dev_t dev, std::set<std::pair<dev_t, ino_t>>& seen) 
     return total;
 }
 
-constexpr std::array<EnumName<ImageType>, 4> kImageTypeNames{{
-    {ImageType::directory, "directory"}, {ImageType::subvolume, "subvolume"}, {ImageType::raw, "raw"},
-    {ImageType::block, "block"}}};
+constexpr std::array<EnumName<ImageType>, 4> kImageTypeNames{{{ImageType::directory, "directory"},
+                                                              {ImageType::subvolume, "subvolume"},
+                                                              {ImageType::raw, "raw"},
+                                                              {ImageType::block, "block"}}};
 
 }  // namespace
 
@@ -209,7 +208,8 @@ void ImagePool::check_free(std::string_view name) const {
 
 void ImagePool::rename(std::string_view from, std::string_view to) {
     std::string src = resolve_entry(from);
-    if (auto i = inspect(src, false); i && i->read_only) throw_errno(EROFS, "image '" + std::string(from) + "' is read-only");
+    if (auto i = inspect(src, false); i && i->read_only)
+        throw_errno(EROFS, "image '" + std::string(from) + "' is read-only");
     check_free(to);
     std::string dst = std::string(to) + (ends_with(src, ".raw") ? ".raw" : "");
     if (renameat2(fd_.get(), src.c_str(), fd_.get(), dst.c_str(), RENAME_NOREPLACE) < 0)
@@ -226,28 +226,28 @@ void ImagePool::set_read_only(std::string_view name, bool ro) {
     auto info = inspect(e, false);
     if (!info) throw_errno(ENOENT, "no image '" + std::string(name) + "'");
     switch (info->type) {
-        case ImageType::raw: {
-            struct stat st;
-            if (fstatat(fd_.get(), e.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) throw_last_error("stat");
-            mode_t m = ro ? (st.st_mode & ~mode_t{0222}) : (st.st_mode | 0200);
-            if (fchmodat(fd_.get(), e.c_str(), m & 07777, 0) < 0) throw_last_error("cannot change the mode of the image");
-            break;
-        }
-        case ImageType::subvolume: {
-            UniqueFd fd(openat(fd_.get(), e.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-            uint64_t fl = 0;
-            if (!fd || ioctl(fd.get(), BTRFS_IOC_SUBVOL_GETFLAGS, &fl) < 0) throw_last_error("cannot read subvolume flags");
-            fl = ro ? (fl | BTRFS_SUBVOL_RDONLY) : (fl & ~uint64_t{BTRFS_SUBVOL_RDONLY});
-            if (ioctl(fd.get(), BTRFS_IOC_SUBVOL_SETFLAGS, &fl) < 0) throw_last_error("cannot set subvolume flags");
-            break;
-        }
-        case ImageType::directory: {
-            UniqueFd fd(openat(fd_.get(), e.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-            if (!fd) throw_last_error("cannot open image");
-            set_immutable(fd.get(), ro);
-            break;
-        }
-        case ImageType::block: throw_errno(ENOTSUP, "read-only switching of block device images is not supported");
+    case ImageType::raw: {
+        struct stat st;
+        if (fstatat(fd_.get(), e.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) throw_last_error("stat");
+        mode_t m = ro ? (st.st_mode & ~mode_t{0222}) : (st.st_mode | 0200);
+        if (fchmodat(fd_.get(), e.c_str(), m & 07777, 0) < 0) throw_last_error("cannot change the mode of the image");
+        break;
+    }
+    case ImageType::subvolume: {
+        UniqueFd fd(openat(fd_.get(), e.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        uint64_t fl = 0;
+        if (!fd || ioctl(fd.get(), BTRFS_IOC_SUBVOL_GETFLAGS, &fl) < 0) throw_last_error("cannot read subvolume flags");
+        fl = ro ? (fl | BTRFS_SUBVOL_RDONLY) : (fl & ~uint64_t{BTRFS_SUBVOL_RDONLY});
+        if (ioctl(fd.get(), BTRFS_IOC_SUBVOL_SETFLAGS, &fl) < 0) throw_last_error("cannot set subvolume flags");
+        break;
+    }
+    case ImageType::directory: {
+        UniqueFd fd(openat(fd_.get(), e.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!fd) throw_last_error("cannot open image");
+        set_immutable(fd.get(), ro);
+        break;
+    }
+    case ImageType::block: throw_errno(ENOTSUP, "read-only switching of block device images is not supported");
     }
 }
 

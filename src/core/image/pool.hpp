@@ -38,12 +38,12 @@ inline constexpr uint64_t kUnknownSize = UINT64_MAX;
 
 // What machined's org.freedesktop.machine1.Image object exposes.
 struct ImageInfo {
-    std::string name;              // without ".raw"
-    std::string path;              // absolute
+    std::string name;  // without ".raw"
+    std::string path;  // absolute
     ImageType type = ImageType::directory;
     bool read_only = false;
-    uint64_t crtime_usec = 0;      // CreationTimestamp (0 when the file system has no birth time)
-    uint64_t mtime_usec = 0;       // ModificationTimestamp
+    uint64_t crtime_usec = 0;                 // CreationTimestamp (0 when the file system has no birth time)
+    uint64_t mtime_usec = 0;                  // ModificationTimestamp
     uint64_t usage = kUnknownSize;            // Usage: bytes allocated (du), raw: blocks of the file
     uint64_t usage_exclusive = kUnknownSize;  // UsageExclusive (btrfs qgroups only)
     uint64_t limit = kUnknownSize;            // Limit (btrfs qgroups only)
@@ -129,7 +129,6 @@ private:
 inline void remove_tree_at(int dir_fd, const std::string& name) {
     rm_rf_at(dir_fd, name, kRemoveImmutable | kRemoveSubvolumes);
 }
-
 
 // Bytes allocated under dir_fd/name (hard-linked inodes counted once); raw files: their blocks.
 uint64_t disk_usage_at(int dir_fd, const std::string& name);

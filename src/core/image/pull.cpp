@@ -68,15 +68,15 @@ std::string redact(std::string_view url) {
     if (scheme == std::string_view::npos) return std::string(url);
     size_t host_start = scheme + 3;
     size_t host_end = url.find_first_of("/?#", host_start);
-    std::string_view authority = url.substr(host_start, host_end == std::string_view::npos ? std::string_view::npos
-                                                                                              : host_end - host_start);
+    std::string_view authority =
+        url.substr(host_start, host_end == std::string_view::npos ? std::string_view::npos : host_end - host_start);
     size_t at = authority.rfind('@');
     if (at == std::string_view::npos) return std::string(url);
     return std::string(url.substr(0, host_start)) + "***@" + std::string(url.substr(host_start + at + 1));
 }
 
-constexpr std::array<EnumName<VerifyMode>, 3> kVerifyModeNames{{
-    {VerifyMode::no, "no"}, {VerifyMode::checksum, "checksum"}, {VerifyMode::signature, "signature"}}};
+constexpr std::array<EnumName<VerifyMode>, 3> kVerifyModeNames{
+    {{VerifyMode::no, "no"}, {VerifyMode::checksum, "checksum"}, {VerifyMode::signature, "signature"}}};
 
 }  // namespace
 
@@ -151,20 +151,20 @@ uint64_t http_download(const std::string& url, ByteSink& sink, const HttpOptions
     long code = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
     switch (r) {
-        case CURLE_ABORTED_BY_CALLBACK: throw_errno(ECANCELED, "download of " + u + " cancelled");
-        case CURLE_HTTP_RETURNED_ERROR:
-            throw_errno(code == 404 ? ENOENT : EIO, "server returned HTTP " + std::to_string(code) + " for " + u);
-        case CURLE_PARTIAL_FILE:
-        case CURLE_RECV_ERROR:
-        case CURLE_GOT_NOTHING:
-        case CURLE_SEND_ERROR:
-            throw_errno(ECONNRESET, "download of " + u + " interrupted after " + std::to_string(x.got) +
-                                        " bytes (connection closed): " + detail);
-        case CURLE_OPERATION_TIMEDOUT: throw_errno(ETIMEDOUT, "download of " + u + " stalled: " + detail);
-        case CURLE_COULDNT_CONNECT: throw_errno(ECONNREFUSED, "cannot connect for " + u + ": " + detail);
-        case CURLE_COULDNT_RESOLVE_HOST: throw_errno(EHOSTUNREACH, "cannot resolve host of " + u);
-        case CURLE_UNSUPPORTED_PROTOCOL: throw UsageError("redirect to an unsupported protocol refused for " + u);
-        default: throw_errno(EIO, "download of " + u + " failed: " + detail);
+    case CURLE_ABORTED_BY_CALLBACK: throw_errno(ECANCELED, "download of " + u + " cancelled");
+    case CURLE_HTTP_RETURNED_ERROR:
+        throw_errno(code == 404 ? ENOENT : EIO, "server returned HTTP " + std::to_string(code) + " for " + u);
+    case CURLE_PARTIAL_FILE:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_SEND_ERROR:
+        throw_errno(ECONNRESET, "download of " + u + " interrupted after " + std::to_string(x.got) +
+                                    " bytes (connection closed): " + detail);
+    case CURLE_OPERATION_TIMEDOUT: throw_errno(ETIMEDOUT, "download of " + u + " stalled: " + detail);
+    case CURLE_COULDNT_CONNECT: throw_errno(ECONNREFUSED, "cannot connect for " + u + ": " + detail);
+    case CURLE_COULDNT_RESOLVE_HOST: throw_errno(EHOSTUNREACH, "cannot resolve host of " + u);
+    case CURLE_UNSUPPORTED_PROTOCOL: throw UsageError("redirect to an unsupported protocol refused for " + u);
+    default: throw_errno(EIO, "download of " + u + " failed: " + detail);
     }
 }
 
@@ -306,7 +306,8 @@ void verify_download(const std::string& url, const std::string& sha256_hex, Veri
         sums_url = url_sibling(url, "SHA256SUMS");
         sums = http_get_small(sums_url, kSha256SumsMax + 1, cancel);
     }
-    if (!sums) throw_errno(ENOENT, "no checksum file next to " + redact(url) + " (neither " + name + ".sha256 nor SHA256SUMS)");
+    if (!sums)
+        throw_errno(ENOENT, "no checksum file next to " + redact(url) + " (neither " + name + ".sha256 nor SHA256SUMS)");
     if (mode == VerifyMode::signature) {
         if (!gpg) throw_errno(ENOKEY, "signature verification requested but no keyring is configured");
         auto sig = http_get_small(sums_url + ".gpg", 1 << 20, cancel);

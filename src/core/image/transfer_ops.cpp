@@ -94,8 +94,7 @@ void log(const TransferHooks& h, const std::string& m) {
     if (h.log) h.log(m);
 }
 
-std::unique_ptr<ByteSource> open_input(int fd, const struct stat& st, Progress& p, const ImportOptions& o,
-                                       Compression* c) {
+std::unique_ptr<ByteSource> open_input(int fd, const struct stat& st, Progress& p, const ImportOptions& o, Compression* c) {
     uint64_t total = S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0;
     auto counted = std::make_unique<CountingSource>(fd, total, p);
     DecompressOptions d;
@@ -157,9 +156,7 @@ constexpr std::array<EnumName<TransferType>, 9> kTransferTypeNames{{
 
 std::string_view to_string(TransferType t) { return enum_to_string(kTransferTypeNames, t, "?"); }
 
-std::optional<TransferType> transfer_type_from_string(std::string_view s) {
-    return enum_from_string(kTransferTypeNames, s);
-}
+std::optional<TransferType> transfer_type_from_string(std::string_view s) { return enum_from_string(kTransferTypeNames, s); }
 
 void import_tar(ImagePool& pool, int in_fd, const std::string& name, const ImportOptions& o) {
     Progress p(o.hooks);
@@ -188,7 +185,8 @@ void export_tar(ImagePool& pool, const std::string& name, int out_fd, const Expo
     auto info = pool.find(name);
     if (!info) throw_errno(ENOENT, "no image '" + name + "'");
     if (info->type != ImageType::directory && info->type != ImageType::subvolume)
-        throw UsageError("only directory images can be exported as tar; '" + name + "' is " + std::string(to_string(info->type)));
+        throw UsageError("only directory images can be exported as tar; '" + name + "' is " +
+                         std::string(to_string(info->type)));
     check_output(out_fd);
     UniqueFd dir(openat(pool.fd(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!dir) throw_last_error("cannot open image '" + name + "'");
@@ -241,8 +239,8 @@ public:
         unsigned percent = static_cast<unsigned>(std::min<uint64_t>(done, total) * 100 / total);
         auto left_usec = static_cast<uint64_t>(elapsed * 1e6 * static_cast<double>(total - std::min(done, total)) /
                                                static_cast<double>(done));
-        log(h_, "Got " + std::to_string(percent) + "% of " + url_ + ". " + format_timespan(left_usec) + " left at " +
-                    rate + ".");
+        log(h_, "Got " + std::to_string(percent) + "% of " + url_ + ". " + format_timespan(left_usec) + " left at " + rate +
+                    ".");
     }
 
 private:
@@ -256,8 +254,9 @@ void pull(ImagePool& pool, const std::string& url, const std::string& name, Veri
     if (!url_is_valid(url)) throw UsageError("invalid URL (http:// or https:// only)");
     check_target(pool, name, o.force);
     if (verify == VerifyMode::signature && !gpg)
-        throw_errno(ENOKEY, "--verify=signature, but no keyring is configured (neither /etc/systemd/import-pubring.gpg "
-                            "nor /usr/lib/systemd/import-pubring.gpg exists); use --verify=checksum or install a keyring");
+        throw_errno(ENOKEY,
+                    "--verify=signature, but no keyring is configured (neither /etc/systemd/import-pubring.gpg "
+                    "nor /usr/lib/systemd/import-pubring.gpg exists); use --verify=checksum or install a keyring");
     auto dl = pool.make_temp("pull-", false);
     Progress p(o.hooks, 0, 50);
     Sha256 hash;

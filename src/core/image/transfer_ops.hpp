@@ -18,7 +18,17 @@
 
 namespace mk::core {
 
-enum class TransferType { import_tar, import_raw, import_fs, export_tar, export_raw, pull_tar, pull_raw, import_oci, pull_oci };
+enum class TransferType {
+    import_tar,
+    import_raw,
+    import_fs,
+    export_tar,
+    export_raw,
+    pull_tar,
+    pull_raw,
+    import_oci,
+    pull_oci
+};
 // (import_oci and pull_oci run through oci_store.hpp.)
 // "import-tar", ... (machd-transfer verbs; import1's Transfer.Type property uses the same words).
 std::string_view to_string(TransferType t);

@@ -85,8 +85,14 @@ std::string device_rule(const DeviceAllow& d) {
         std::string line;
         bool in_section = false;
         while (std::getline(f, line)) {
-            if (line == "Character devices:") { in_section = type == 'c'; continue; }
-            if (line == "Block devices:") { in_section = type == 'b'; continue; }
+            if (line == "Character devices:") {
+                in_section = type == 'c';
+                continue;
+            }
+            if (line == "Block devices:") {
+                in_section = type == 'b';
+                continue;
+            }
             if (!in_section) continue;
             std::istringstream ls(line);
             unsigned major;
@@ -175,8 +181,7 @@ CgroupfsBackend::CgroupfsBackend(std::string root) : root_(std::move(root)) {
         if (file_exists(root_ + "/unified/cgroup.controllers")) unified_ = root_ + "/unified";
         if (is_dir(root_ + "/systemd")) named_ = root_ + "/systemd";
     }
-    if (unified_.empty() && named_.empty())
-        throw_errno(ENOMEDIUM, "no cgroup2 or name=systemd hierarchy under " + root_);
+    if (unified_.empty() && named_.empty()) throw_errno(ENOMEDIUM, "no cgroup2 or name=systemd hierarchy under " + root_);
 }
 
 std::string CgroupfsBackend::v1(std::string_view controller) const {
@@ -214,7 +219,8 @@ ScopeStart CgroupfsBackend::start_scope(const std::string& unit, pid_t leader, c
     std::vector<std::string> device_rules;
     if (closed || (props.device_policy == "auto" && !props.device_allow.empty())) {
         if (props.device_policy != "strict")
-            for (const char* p : {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx"})
+            for (const char* p :
+                 {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx"})
                 if (auto r = device_rule({p, "rwm"}); !r.empty()) device_rules.push_back(r);
         for (const auto& d : props.device_allow)
             if (auto r = device_rule(d); !r.empty()) device_rules.push_back(r);
@@ -224,9 +230,12 @@ ScopeStart CgroupfsBackend::start_scope(const std::string& unit, pid_t leader, c
         // cgroup2 limits only where the parent offers the controller (none on this hybrid host).
         std::string parent = unified_ + *slice_path;
         std::string offered = read_file((is_dir(parent) ? parent : unified_) + "/cgroup.controllers");
-        if (props.memory_max && has_word(offered, "memory")) v2.attrs.emplace_back("memory.max", std::to_string(*props.memory_max));
-        if (props.tasks_max && has_word(offered, "pids")) v2.attrs.emplace_back("pids.max", std::to_string(*props.tasks_max));
-        if (props.cpu_weight && has_word(offered, "cpu")) v2.attrs.emplace_back("cpu.weight", std::to_string(*props.cpu_weight));
+        if (props.memory_max && has_word(offered, "memory"))
+            v2.attrs.emplace_back("memory.max", std::to_string(*props.memory_max));
+        if (props.tasks_max && has_word(offered, "pids"))
+            v2.attrs.emplace_back("pids.max", std::to_string(*props.tasks_max));
+        if (props.cpu_weight && has_word(offered, "cpu"))
+            v2.attrs.emplace_back("cpu.weight", std::to_string(*props.cpu_weight));
         if (props.cpu_quota_per_sec_usec && has_word(offered, "cpu"))
             v2.attrs.emplace_back("cpu.max", std::to_string(*props.cpu_quota_per_sec_usec / 10) + " 100000");
         groups.push_back(std::move(v2));
@@ -246,7 +255,8 @@ ScopeStart CgroupfsBackend::start_scope(const std::string& unit, pid_t leader, c
             }
             if (props.cpu_quota_per_sec_usec) {
                 g.attrs.emplace_back("cpu.cfs_period_us", "100000");
-                g.attrs.emplace_back("cpu.cfs_quota_us", std::to_string(std::max<uint64_t>(*props.cpu_quota_per_sec_usec / 10, 1000)));
+                g.attrs.emplace_back("cpu.cfs_quota_us",
+                                     std::to_string(std::max<uint64_t>(*props.cpu_quota_per_sec_usec / 10, 1000)));
             }
             groups.push_back(std::move(g));
         }

@@ -27,15 +27,15 @@ struct DeviceAllow {
 
 // The scope properties machd understands (systemd's names in the comments).
 struct ScopeProperties {
-    std::string slice = "machine.slice";            // Slice=
-    std::string description;                        // Description=
-    std::optional<uint64_t> memory_max;             // MemoryMax= / MemoryLimit= (bytes)
-    std::optional<uint64_t> tasks_max;              // TasksMax=
-    std::optional<uint64_t> cpu_weight;             // CPUWeight= (1..10000)
-    std::optional<uint64_t> cpu_quota_per_sec_usec; // CPUQuotaPerSecUSec=
-    std::string device_policy;                      // DevicePolicy= auto|closed|strict ("" = auto)
-    std::vector<DeviceAllow> device_allow;          // DeviceAllow=
-    int kill_signal = SIGTERM;                      // KillSignal=
+    std::string slice = "machine.slice";             // Slice=
+    std::string description;                         // Description=
+    std::optional<uint64_t> memory_max;              // MemoryMax= / MemoryLimit= (bytes)
+    std::optional<uint64_t> tasks_max;               // TasksMax=
+    std::optional<uint64_t> cpu_weight;              // CPUWeight= (1..10000)
+    std::optional<uint64_t> cpu_quota_per_sec_usec;  // CPUQuotaPerSecUSec=
+    std::string device_policy;                       // DevicePolicy= auto|closed|strict ("" = auto)
+    std::vector<DeviceAllow> device_allow;           // DeviceAllow=
+    int kill_signal = SIGTERM;                       // KillSignal=
     // Backend-specific raw properties: the systemd backend forwards the caller's a(sv) verbatim (as
     // machined does), so it must not be limited to the fields above. Opaque to core.
     std::shared_ptr<const void> passthrough;

@@ -58,7 +58,8 @@ void plan_memory(Planner& p, const OciResources::Memory& m) {
     }
     if (m.kernel_tcp) cannot("memory.kernelTCP", "cgroup2 has no TCP memory limit");
     if (m.swappiness) cannot("memory.swappiness", "cgroup2 has no per-group swappiness");
-    if (m.disable_oom_killer && *m.disable_oom_killer) cannot("memory.disableOOMKiller", "cgroup2 cannot disable the OOM killer");
+    if (m.disable_oom_killer && *m.disable_oom_killer)
+        cannot("memory.disableOOMKiller", "cgroup2 cannot disable the OOM killer");
     if (m.use_hierarchy && !*m.use_hierarchy) cannot("memory.useHierarchy", "cgroup2 is always hierarchical");
     if (m.limit) p.add("memory", true, "memory.max", limit_or(*m.limit, "max"));
     if (m.reservation) p.add("memory", true, "memory.low", limit_or(*m.reservation, "max"));
@@ -82,11 +83,13 @@ void plan_cpu(Planner& p, const OciResources::Cpu& c) {
             if (c.realtime_runtime) p.add("cpu", false, "cpu.rt_runtime_us", std::to_string(*c.realtime_runtime));
             if (c.idle) p.add("cpu", false, "cpu.idle", std::to_string(*c.idle));
         } else {
-            if (c.realtime_runtime || c.realtime_period) cannot("cpu.realtimeRuntime", "cgroup2 has no realtime group scheduling");
+            if (c.realtime_runtime || c.realtime_period)
+                cannot("cpu.realtimeRuntime", "cgroup2 has no realtime group scheduling");
             if (c.shares) p.add("cpu", true, "cpu.weight", std::to_string(1 + ((*c.shares - 2) * 9999) / 262142));
             if (c.quota || c.period)
                 p.add("cpu", true, "cpu.max",
-                      (c.quota && *c.quota > 0 ? std::to_string(*c.quota) : "max") + " " + std::to_string(c.period.value_or(100000)));
+                      (c.quota && *c.quota > 0 ? std::to_string(*c.quota) : "max") + " " +
+                          std::to_string(c.period.value_or(100000)));
             if (c.burst) p.add("cpu", true, "cpu.max.burst", std::to_string(*c.burst));
             if (c.idle) p.add("cpu", true, "cpu.idle", std::to_string(*c.idle));
         }
@@ -106,7 +109,8 @@ void plan_block_io(Planner& p, const OciResources::BlockIo& b) {
     if (!any) return;
     if (p.where.v1.contains("blkio")) {
         if (b.weight) p.add("blkio", false, "blkio.weight", std::to_string(*b.weight));
-        for (const auto& d : b.weight_device) p.add("blkio", false, "blkio.weight_device", dev(d) + " " + std::to_string(d.value));
+        for (const auto& d : b.weight_device)
+            p.add("blkio", false, "blkio.weight_device", dev(d) + " " + std::to_string(d.value));
         for (const auto& [list, names] : throttles)
             for (const auto& d : *list) p.add("blkio", false, names.first, dev(d) + " " + std::to_string(d.value));
         return;
@@ -125,8 +129,8 @@ void plan_devices(Planner& p, const std::vector<OciDeviceRule>& rules) {
     for (const auto& r : rules) {
         std::string rule(1, r.type);
         if (r.type != 'a')
-            rule += std::string(" ") + (r.major ? std::to_string(*r.major) : "*") + ":" + (r.minor ? std::to_string(*r.minor) : "*") +
-                    " " + (r.access.empty() ? "rwm" : r.access);
+            rule += std::string(" ") + (r.major ? std::to_string(*r.major) : "*") + ":" +
+                    (r.minor ? std::to_string(*r.minor) : "*") + " " + (r.access.empty() ? "rwm" : r.access);
         p.add("devices", false, r.allow ? "devices.allow" : "devices.deny", rule);
     }
 }
@@ -138,7 +142,8 @@ std::vector<CgroupWrite> plan_cgroup_resources(const OciResources& r, const Cgro
     plan_devices(p, r.devices);
     plan_memory(p, r.memory);
     plan_cpu(p, r.cpu);
-    if (r.pids_limit) p.add("pids", p.v2_for("pids", "pids"), "pids.max", *r.pids_limit > 0 ? std::to_string(*r.pids_limit) : "max");
+    if (r.pids_limit)
+        p.add("pids", p.v2_for("pids", "pids"), "pids.max", *r.pids_limit > 0 ? std::to_string(*r.pids_limit) : "max");
     plan_block_io(p, r.block_io);
     for (const auto& [size, limit] : r.hugepage_limits) {
         bool v2 = p.v2_for("hugetlb", "hugepageLimits");
@@ -197,7 +202,8 @@ CgroupMounts detect_cgroup_mounts(const std::string& root) {
     if (!d) return m;
     while (dirent* e = readdir(d.get())) {
         std::string name = e->d_name;
-        if (name.starts_with(".") || name == "unified" || name == "systemd" || e->d_type != DT_DIR) continue;  // symlinks: aliases
+        if (name.starts_with(".") || name == "unified" || name == "systemd" || e->d_type != DT_DIR)
+            continue;  // symlinks: aliases
         std::stringstream ss(name);
         for (std::string c; std::getline(ss, c, ',');) {
             if (m.controllers.v2.contains(c)) continue;  // an empty v1 mount point of a controller bound to cgroup2
@@ -208,7 +214,8 @@ CgroupMounts detect_cgroup_mounts(const std::string& root) {
     return m;
 }
 
-void apply_cgroup_writes(const std::vector<CgroupWrite>& writes, const CgroupMounts& mounts, const std::string& cgroup_path) {
+void apply_cgroup_writes(const std::vector<CgroupWrite>& writes, const CgroupMounts& mounts,
+                         const std::string& cgroup_path) {
     for (const auto& w : writes) {
         std::string base = w.v2 ? mounts.v2_root : mounts.v1_dir(w.controller);
         if (base.empty()) throw_errno(ENOENT, "no hierarchy for the " + w.controller + " controller");

@@ -36,7 +36,7 @@ std::vector<CgroupWrite> plan_cgroup_resources(const OciResources& resources, co
 // Where the host's controllers are mounted under `root` (normally /sys/fs/cgroup).
 struct CgroupMounts {
     CgroupControllers controllers;
-    std::string v2_root;                                     // "" if no cgroup2 hierarchy
+    std::string v2_root;                                       // "" if no cgroup2 hierarchy
     std::vector<std::pair<std::string, std::string>> v1_dirs;  // (controller, hierarchy root)
     std::string v1_dir(const std::string& controller) const;   // "" if not on v1
 };

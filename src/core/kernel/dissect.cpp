@@ -43,10 +43,8 @@ struct KnownType {
 };
 // The Discoverable Partitions Specification's x86-64 types.
 constexpr KnownType kTypes[] = {
-    {"4f68bce3-e8cd-4db1-96e7-fbcaf984b709", "/"},
-    {"8484680c-9521-48c6-9c11-b0720656f69e", "/usr"},
-    {"933ac7e1-2eb4-4f13-b844-0e14e2aef915", "/home"},
-    {"3b8f8425-20e0-4f3b-907f-1a25a76f98e8", "/srv"},
+    {"4f68bce3-e8cd-4db1-96e7-fbcaf984b709", "/"},     {"8484680c-9521-48c6-9c11-b0720656f69e", "/usr"},
+    {"933ac7e1-2eb4-4f13-b844-0e14e2aef915", "/home"}, {"3b8f8425-20e0-4f3b-907f-1a25a76f98e8", "/srv"},
     {"4d21b016-b534-45c2-a9fb-5c16e091fd2d", "/var"},
 };
 
@@ -83,7 +81,9 @@ std::optional<std::vector<Partition>> parse_gpt(std::string_view head, uint64_t 
 }
 
 std::string detect_fs_type(std::string_view d) {
-    auto at = [&](size_t off, std::string_view magic) { return d.size() >= off + magic.size() && d.substr(off, magic.size()) == magic; };
+    auto at = [&](size_t off, std::string_view magic) {
+        return d.size() >= off + magic.size() && d.substr(off, magic.size()) == magic;
+    };
     if (at(1080, "\x53\xEF")) return "ext4";
     if (at(0, "XFSB")) return "xfs";
     if (at(65600, "_BHRfS_M")) return "btrfs";
@@ -142,7 +142,8 @@ DissectedImage dissect_image(const std::string& path, bool read_only) {
         bool has_root = false;
         for (const auto& p : parts) has_root = has_root || p.mount_point == "/";
         if (!has_root)
-            throw UsageError(path + " has a GPT but no root partition for x86-64 (type 4f68bce3-e8cd-4db1-96e7-fbcaf984b709)");
+            throw UsageError(path +
+                             " has a GPT but no root partition for x86-64 (type 4f68bce3-e8cd-4db1-96e7-fbcaf984b709)");
         std::stable_partition(parts.begin(), parts.end(), [](const Partition& p) { return p.mount_point == "/"; });
     } else {
         parts.push_back({"/", 0, 0});  // a bare file system

@@ -39,7 +39,7 @@ struct DissectedImage {
         std::string mount_point;
         std::string device;  // /dev/loopN
         std::string fstype;
-        UniqueFd loop;       // holds the loop device until it is mounted
+        UniqueFd loop;  // holds the loop device until it is mounted
     };
     std::vector<Fs> filesystems;  // root first
     bool read_only = false;

@@ -9,8 +9,8 @@
 
 namespace mk::core {
 
-UniqueFd make_fs_mount(const char* fstype, const std::vector<std::pair<std::string, std::string>>& opts,
-                       uint64_t attrs, const char* source) {
+UniqueFd make_fs_mount(const char* fstype, const std::vector<std::pair<std::string, std::string>>& opts, uint64_t attrs,
+                       const char* source) {
     UniqueFd fs(fsopen(fstype, FSOPEN_CLOEXEC));
     if (!fs) throw_last_error(std::string("fsopen(") + fstype + ")");
     if (source && fsconfig(fs.get(), FSCONFIG_SET_STRING, "source", source, 0) < 0)

@@ -16,8 +16,8 @@ namespace mk::core {
 
 // Creates a detached mount of a new `fstype` instance with string options `opts`
 // (key or key=value) and mount attributes `attrs` (MOUNT_ATTR_*). Returns its fd.
-UniqueFd make_fs_mount(const char* fstype, const std::vector<std::pair<std::string, std::string>>& opts,
-                       uint64_t attrs, const char* source = nullptr);
+UniqueFd make_fs_mount(const char* fstype, const std::vector<std::pair<std::string, std::string>>& opts, uint64_t attrs,
+                       const char* source = nullptr);
 
 // Clones the mount tree at dir_fd/path (recursively when `recursive`) as a detached mount.
 UniqueFd clone_tree(int dir_fd, const std::string& path, bool recursive);

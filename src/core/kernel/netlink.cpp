@@ -115,7 +115,8 @@ Netlink::Netlink() {
     (void)setsockopt(fd_.get(), SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one);
     sockaddr_nl sa{};
     sa.nl_family = AF_NETLINK;
-    if (bind(fd_.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) throw_last_error("cannot bind an rtnetlink socket");
+    if (bind(fd_.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0)
+        throw_last_error("cannot bind an rtnetlink socket");
 }
 
 Netlink Netlink::in_namespace(int netns_fd) {

@@ -53,9 +53,9 @@ private:
 struct LinkInfo {
     int index = 0;
     std::string name;
-    unsigned flags = 0;      // IFF_*
-    int master = 0;          // ifindex of the bridge, 0 if none
-    std::string kind;        // "veth", "bridge", ... ("" for physical)
+    unsigned flags = 0;  // IFF_*
+    int master = 0;      // ifindex of the bridge, 0 if none
+    std::string kind;    // "veth", "bridge", ... ("" for physical)
 };
 
 struct Address {
@@ -106,8 +106,8 @@ private:
     void request(NlMessage& m);  // sends, waits for the ACK, throws the NACK
     template <typename F>
     void dump(NlMessage& m, F&& each);
-    void create_link_on(std::string_view name, std::string_view kind, int parent_index, int netns_fd,
-                        uint16_t mode_attr, uint32_t mode);
+    void create_link_on(std::string_view name, std::string_view kind, int parent_index, int netns_fd, uint16_t mode_attr,
+                        uint32_t mode);
 
     UniqueFd fd_;
     uint32_t seq_ = 0;

@@ -113,7 +113,8 @@ int nft_apply_elements(int fd, bool add, std::string_view table, const std::vect
         }
     }
     // Drain late replies of a failed batch, so the next batch on this socket starts clean.
-    while (recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0) {}
+    while (recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0) {
+    }
     return first_error;
 }
 

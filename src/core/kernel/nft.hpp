@@ -22,8 +22,7 @@ struct NftElement {
 
 // One nfnetlink batch (BEGIN, one NEWSETELEM/DELSETELEM per element, END) for table `table` of
 // family inet. Pure: returns the bytes; `seq` numbers the messages from seq on.
-std::vector<uint8_t> nft_element_batch(bool add, std::string_view table, const std::vector<NftElement>& elems,
-                                       uint32_t seq);
+std::vector<uint8_t> nft_element_batch(bool add, std::string_view table, const std::vector<NftElement>& elems, uint32_t seq);
 
 // A NETLINK_NETFILTER socket (invalid fd and errno set on failure).
 UniqueFd nft_open_socket();

@@ -37,29 +37,86 @@ struct AllowItem {
 };
 
 constexpr AllowItem kDefaultAllow[] = {
-    {-1, "@aio"}, {-1, "@basic-io"}, {-1, "@chown"}, {-1, "@default"}, {-1, "@file-system"},
-    {-1, "@io-event"}, {-1, "@ipc"}, {-1, "@mount"}, {-1, "@network-io"}, {-1, "@process"},
-    {-1, "@resources"}, {-1, "@setuid"}, {-1, "@signal"}, {-1, "@sync"}, {-1, "@timer"},
+    {-1, "@aio"},
+    {-1, "@basic-io"},
+    {-1, "@chown"},
+    {-1, "@default"},
+    {-1, "@file-system"},
+    {-1, "@io-event"},
+    {-1, "@ipc"},
+    {-1, "@mount"},
+    {-1, "@network-io"},
+    {-1, "@process"},
+    {-1, "@resources"},
+    {-1, "@setuid"},
+    {-1, "@signal"},
+    {-1, "@sync"},
+    {-1, "@timer"},
     // Groups that only make sense when the matching capability is kept.
-    {CAP_SYS_TIME, "@clock"}, {CAP_SYS_MODULE, "@module"}, {CAP_SYS_RAWIO, "@raw-io"},
+    {CAP_SYS_TIME, "@clock"},
+    {CAP_SYS_MODULE, "@module"},
+    {CAP_SYS_RAWIO, "@raw-io"},
     {CAP_IPC_LOCK, "@memlock"},
     // Syscalls in none of the groups above.
-    {-1, "brk"}, {-1, "capget"}, {-1, "capset"}, {-1, "copy_file_range"}, {-1, "fadvise64"},
-    {-1, "fadvise64_64"}, {-1, "flock"}, {-1, "get_mempolicy"}, {-1, "getcpu"}, {-1, "getpriority"},
-    {-1, "getrandom"}, {-1, "ioctl"}, {-1, "ioprio_get"}, {-1, "kcmp"}, {-1, "madvise"},
-    {-1, "mincore"}, {-1, "mprotect"}, {-1, "mremap"}, {-1, "name_to_handle_at"},
-    {-1, "oldolduname"}, {-1, "olduname"}, {-1, "personality"}, {-1, "readahead"}, {-1, "readdir"},
-    {-1, "remap_file_pages"}, {-1, "sched_get_priority_max"}, {-1, "sched_get_priority_min"},
-    {-1, "sched_getaffinity"}, {-1, "sched_getattr"}, {-1, "sched_getparam"},
-    {-1, "sched_getscheduler"}, {-1, "sched_rr_get_interval"}, {-1, "sched_rr_get_interval_time64"},
-    {-1, "sched_yield"}, {-1, "seccomp"}, {-1, "sendfile"}, {-1, "sendfile64"},
-    {-1, "setdomainname"}, {-1, "setfsgid"}, {-1, "setfsgid32"}, {-1, "setfsuid"},
-    {-1, "setfsuid32"}, {-1, "sethostname"}, {-1, "setpgid"}, {-1, "setsid"}, {-1, "splice"},
-    {-1, "sysinfo"}, {-1, "tee"}, {-1, "umask"}, {-1, "uname"}, {-1, "userfaultfd"},
+    {-1, "brk"},
+    {-1, "capget"},
+    {-1, "capset"},
+    {-1, "copy_file_range"},
+    {-1, "fadvise64"},
+    {-1, "fadvise64_64"},
+    {-1, "flock"},
+    {-1, "get_mempolicy"},
+    {-1, "getcpu"},
+    {-1, "getpriority"},
+    {-1, "getrandom"},
+    {-1, "ioctl"},
+    {-1, "ioprio_get"},
+    {-1, "kcmp"},
+    {-1, "madvise"},
+    {-1, "mincore"},
+    {-1, "mprotect"},
+    {-1, "mremap"},
+    {-1, "name_to_handle_at"},
+    {-1, "oldolduname"},
+    {-1, "olduname"},
+    {-1, "personality"},
+    {-1, "readahead"},
+    {-1, "readdir"},
+    {-1, "remap_file_pages"},
+    {-1, "sched_get_priority_max"},
+    {-1, "sched_get_priority_min"},
+    {-1, "sched_getaffinity"},
+    {-1, "sched_getattr"},
+    {-1, "sched_getparam"},
+    {-1, "sched_getscheduler"},
+    {-1, "sched_rr_get_interval"},
+    {-1, "sched_rr_get_interval_time64"},
+    {-1, "sched_yield"},
+    {-1, "seccomp"},
+    {-1, "sendfile"},
+    {-1, "sendfile64"},
+    {-1, "setdomainname"},
+    {-1, "setfsgid"},
+    {-1, "setfsgid32"},
+    {-1, "setfsuid"},
+    {-1, "setfsuid32"},
+    {-1, "sethostname"},
+    {-1, "setpgid"},
+    {-1, "setsid"},
+    {-1, "splice"},
+    {-1, "sysinfo"},
+    {-1, "tee"},
+    {-1, "umask"},
+    {-1, "uname"},
+    {-1, "userfaultfd"},
     {-1, "vmsplice"},
     // Single syscalls tied to a capability.
-    {CAP_SYS_PACCT, "acct"}, {CAP_SYS_PTRACE, "process_vm_readv"}, {CAP_SYS_PTRACE, "process_vm_writev"},
-    {CAP_SYS_PTRACE, "ptrace"}, {CAP_SYS_BOOT, "reboot"}, {CAP_SYSLOG, "syslog"},
+    {CAP_SYS_PACCT, "acct"},
+    {CAP_SYS_PTRACE, "process_vm_readv"},
+    {CAP_SYS_PTRACE, "process_vm_writev"},
+    {CAP_SYS_PTRACE, "ptrace"},
+    {CAP_SYS_BOOT, "reboot"},
+    {CAP_SYSLOG, "syslog"},
     {CAP_SYS_TTY_CONFIG, "vhangup"},
 };
 
@@ -77,10 +134,9 @@ constexpr uint32_t kArchs[] = {SCMP_ARCH_X86, SCMP_ARCH_X32, SCMP_ARCH_X86_64};
 
 // Arches consulted when validating a user-given name: any arch libseccomp supports.
 constexpr uint32_t kAllArchs[] = {
-    SCMP_ARCH_X86,      SCMP_ARCH_X86_64, SCMP_ARCH_X32,     SCMP_ARCH_ARM,   SCMP_ARCH_AARCH64,
-    SCMP_ARCH_MIPS,     SCMP_ARCH_MIPS64, SCMP_ARCH_MIPS64N32, SCMP_ARCH_PPC, SCMP_ARCH_PPC64,
-    SCMP_ARCH_PPC64LE,  SCMP_ARCH_S390,   SCMP_ARCH_S390X,   SCMP_ARCH_PARISC, SCMP_ARCH_PARISC64,
-    SCMP_ARCH_RISCV64,
+    SCMP_ARCH_X86,    SCMP_ARCH_X86_64,    SCMP_ARCH_X32,      SCMP_ARCH_ARM,     SCMP_ARCH_AARCH64, SCMP_ARCH_MIPS,
+    SCMP_ARCH_MIPS64, SCMP_ARCH_MIPS64N32, SCMP_ARCH_PPC,      SCMP_ARCH_PPC64,   SCMP_ARCH_PPC64LE, SCMP_ARCH_S390,
+    SCMP_ARCH_S390X,  SCMP_ARCH_PARISC,    SCMP_ARCH_PARISC64, SCMP_ARCH_RISCV64,
 };
 
 const SyscallGroup* find_group(std::string_view name) {
@@ -242,9 +298,10 @@ std::optional<BpfProgram> compile_argument_filters(uint32_t arch) {
     int err = seccomp_rule_add_exact(ctx.get(), SCMP_ACT_ERRNO(EAFNOSUPPORT), nr, 2,
                                      SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, AF_NETLINK),
                                      SCMP_A2(SCMP_CMP_MASKED_EQ, 0xffffffffu, NETLINK_AUDIT));
-    if (err < 0) err = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(EAFNOSUPPORT), nr, 2,
-                                        SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, AF_NETLINK),
-                                        SCMP_A2(SCMP_CMP_MASKED_EQ, 0xffffffffu, NETLINK_AUDIT));
+    if (err < 0)
+        err = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(EAFNOSUPPORT), nr, 2,
+                               SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, AF_NETLINK),
+                               SCMP_A2(SCMP_CMP_MASKED_EQ, 0xffffffffu, NETLINK_AUDIT));
     // On x86 libseccomp also has to cover socketcall(2), whose arguments sit in memory that BPF
     // cannot read: it refuses with EFAULT, and nspawn skips the filter for that arch as well.
     if (err == 0) any = true;
@@ -252,7 +309,10 @@ std::optional<BpfProgram> compile_argument_filters(uint32_t arch) {
 
     // No block device nodes: without a devices cgroup of its own, a container that could mknod
     // one would reach the host's disks. Character devices stay possible (CAP_MKNOD is kept).
-    struct { const char* name; unsigned arg; } mknods[] = {{"mknod", 1}, {"mknodat", 2}};
+    struct {
+        const char* name;
+        unsigned arg;
+    } mknods[] = {{"mknod", 1}, {"mknodat", 2}};
     for (const auto& m : mknods) {
         int mnr = seccomp_syscall_resolve_name(m.name);
         if (mnr == __NR_SCMP_ERROR) continue;
@@ -296,8 +356,7 @@ void parse_syscall_filter(std::string_view arg, std::vector<std::string>& allow,
         size_t end = std::min(s.find_first_of(kSpace), s.size());
         std::string_view item = s.substr(0, end);
         s.remove_prefix(end);
-        if (item == "~" || item == "@")
-            throw UsageError("--system-call-filter=: empty item in '" + std::string(arg) + "'");
+        if (item == "~" || item == "@") throw UsageError("--system-call-filter=: empty item in '" + std::string(arg) + "'");
         if (item.starts_with('@')) {
             if (!find_group(item))
                 throw UsageError("unknown system call group '" + std::string(item) +
@@ -384,7 +443,10 @@ std::vector<BpfProgram> seccomp_suppress_sync_programs() {
             check_scmp(err, "seccomp_rule_add_exact(" + std::string(n) + ")");
         }
         // O_SYNC includes the O_DSYNC bit, so one masked compare catches both.
-        struct { const char* name; unsigned arg; } opens[] = {{"open", 1}, {"openat", 2}};
+        struct {
+            const char* name;
+            unsigned arg;
+        } opens[] = {{"open", 1}, {"openat", 2}};
         for (const auto& o : opens) {
             int nr = seccomp_syscall_resolve_name(o.name);
             if (nr == __NR_SCMP_ERROR) continue;

@@ -23,9 +23,9 @@ namespace mk::core {
 inline constexpr const char* kDefaultSeccompCacheDir = "/var/cache/machkit/seccomp";
 
 struct SeccompPolicy {
-    uint64_t retained_caps = 0;           // bit n = CAP_* number n kept by the payload
-    std::vector<std::string> allow_extra; // syscall names or @groups allowed on top of the defaults
-    std::vector<std::string> deny;        // names or @groups denied (EPERM); beats any allow
+    uint64_t retained_caps = 0;            // bit n = CAP_* number n kept by the payload
+    std::vector<std::string> allow_extra;  // syscall names or @groups allowed on top of the defaults
+    std::vector<std::string> deny;         // names or @groups denied (EPERM); beats any allow
 };
 
 struct BpfProgram {

@@ -43,7 +43,8 @@ uint32_t action_of(const std::string& name, std::optional<uint32_t> errno_ret, c
     if (name == "SCMP_ACT_TRAP") return SCMP_ACT_TRAP;
     if (name == "SCMP_ACT_LOG") return SCMP_ACT_LOG;
     if (name == "SCMP_ACT_NOTIFY")
-        throw UsageError("OCI config field 'linux.seccomp." + field + " SCMP_ACT_NOTIFY' is not supported (no seccomp notify agents)");
+        throw UsageError("OCI config field 'linux.seccomp." + field +
+                         " SCMP_ACT_NOTIFY' is not supported (no seccomp notify agents)");
     bad(field, "unknown action " + name);
 }
 
@@ -58,10 +59,13 @@ uint32_t arch_of(const std::string& name) {
 }
 
 scmp_compare op_of(const std::string& op) {
-    static const std::pair<const char*, scmp_compare> kOps[] = {
-        {"SCMP_CMP_NE", SCMP_CMP_NE}, {"SCMP_CMP_LT", SCMP_CMP_LT}, {"SCMP_CMP_LE", SCMP_CMP_LE},
-        {"SCMP_CMP_EQ", SCMP_CMP_EQ}, {"SCMP_CMP_GE", SCMP_CMP_GE}, {"SCMP_CMP_GT", SCMP_CMP_GT},
-        {"SCMP_CMP_MASKED_EQ", SCMP_CMP_MASKED_EQ}};
+    static const std::pair<const char*, scmp_compare> kOps[] = {{"SCMP_CMP_NE", SCMP_CMP_NE},
+                                                                {"SCMP_CMP_LT", SCMP_CMP_LT},
+                                                                {"SCMP_CMP_LE", SCMP_CMP_LE},
+                                                                {"SCMP_CMP_EQ", SCMP_CMP_EQ},
+                                                                {"SCMP_CMP_GE", SCMP_CMP_GE},
+                                                                {"SCMP_CMP_GT", SCMP_CMP_GT},
+                                                                {"SCMP_CMP_MASKED_EQ", SCMP_CMP_MASKED_EQ}};
     for (auto [name, cmp] : kOps)
         if (op == name) return cmp;
     bad("syscalls[].args[].op", "unknown operator " + op);
@@ -86,7 +90,8 @@ BpfProgram export_bpf(void* ctx) {
     if (st.st_size <= 0 || st.st_size % sizeof(sock_filter) != 0)
         throw_errno(EBADMSG, "seccomp_export_bpf: unexpected program size");
     if (size_t(st.st_size) / sizeof(sock_filter) > BPF_MAXINSNS)
-        throw UsageError("OCI config field 'linux.seccomp' is invalid: the profile compiles to more than 4096 BPF instructions");
+        throw UsageError(
+            "OCI config field 'linux.seccomp' is invalid: the profile compiles to more than 4096 BPF instructions");
     BpfProgram prog;
     prog.insns.resize(st.st_size / sizeof(sock_filter));
     auto* buf = reinterpret_cast<char*>(prog.insns.data());
@@ -188,7 +193,8 @@ OciSeccompFilter seccomp_oci_programs_for(const OciSeccomp& profile, const std::
     // A key too long for the cache file (huge profiles) just skips the cache.
     std::string key = profile_key(profile);
     if (key.size() > 256 * 1024) return seccomp_oci_compile(profile);
-    auto progs = seccomp_cached(key, cache_dir, [&] { return std::vector<BpfProgram>{seccomp_oci_compile(profile).program}; });
+    auto progs =
+        seccomp_cached(key, cache_dir, [&] { return std::vector<BpfProgram>{seccomp_oci_compile(profile).program}; });
     if (progs.size() != 1) return seccomp_oci_compile(profile);
     out.program = std::move(progs[0]);
     return out;

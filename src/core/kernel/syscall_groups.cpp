@@ -10,6 +10,9 @@ namespace mk::core {
 
 namespace {
 
+// The tables are packed by hand, several names a line.
+// clang-format off
+
 // System calls that are always permitted
 constexpr std::string_view kDefault[] = {
     "arch_prctl", "brk", "cacheflush", "clock_getres", "clock_getres_time64", "clock_gettime",
@@ -290,6 +293,8 @@ constexpr std::string_view kKnown[] = {
     "vfork", "vhangup", "vm86", "vm86old", "vmsplice", "wait4", "waitid", "waitpid", "write",
     "writev",
 };
+
+// clang-format on
 
 }  // namespace
 

@@ -51,8 +51,8 @@ bool path_is_absolute_normalized(std::string_view p) {
     return true;
 }
 
-void bind_mount_into_machine(const Machine& m, const std::string& source, const std::string& destination,
-                             bool read_only, bool make_dir) {
+void bind_mount_into_machine(const Machine& m, const std::string& source, const std::string& destination, bool read_only,
+                             bool make_dir) {
     if (m.klass != MachineClass::container)
         throw_machine_error(MachineErrc::not_supported, "Bind mounting is only supported on container machines.");
     const std::string dest = destination.empty() ? source : destination;
@@ -79,7 +79,8 @@ void bind_mount_into_machine(const Machine& m, const std::string& source, const 
     if (child == 0) {
         if (::setns(m.leader_pidfd.get(), CLONE_NEWNS) < 0) steps.fail("join the mount namespace");
         if (make_dir && make_path(dest, is_dir) < 0) steps.fail("create");
-        if (::syscall(SYS_move_mount, tree.get(), "", AT_FDCWD, dest.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0) steps.fail("mount on");
+        if (::syscall(SYS_move_mount, tree.get(), "", AT_FDCWD, dest.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            steps.fail("mount on");
         _exit(0);
     }
     auto failed = steps.result();
@@ -87,7 +88,7 @@ void bind_mount_into_machine(const Machine& m, const std::string& source, const 
     if (failed) {
         const std::string step = failed->step_name();
         std::string what = step == "join the mount namespace" ? step + " of machine " + m.name
-                                                             : step + " " + dest + " in machine " + m.name;
+                                                              : step + " " + dest + " in machine " + m.name;
         throw std::system_error(failed->err, std::generic_category(), "Failed to " + what);
     }
     if (rc != 0) throw_errno(EIO, "Bind mount helper failed");

@@ -19,7 +19,7 @@ bool path_is_absolute_normalized(std::string_view p);
 // Throws invalid_argument for bad paths, not_supported for non-containers or containers with a
 // user namespace (machined 252: "Can't bind mount on container with user namespacing applied").
 // `destination` empty = `source`.
-void bind_mount_into_machine(const Machine& m, const std::string& source, const std::string& destination,
-                             bool read_only, bool make_dir);
+void bind_mount_into_machine(const Machine& m, const std::string& source, const std::string& destination, bool read_only,
+                             bool make_dir);
 
 }  // namespace mk::core

@@ -48,12 +48,9 @@ std::vector<std::string> leader_procs_files(pid_t leader, const std::string& roo
         if (a == std::string::npos || b == std::string::npos) continue;
         std::string ctrl = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
         std::string dir;
-        if (ctrl.empty())
-            dir = is_cgroup2(root + "/unified") ? root + "/unified" : root;
-        else if (ctrl.starts_with("name="))
-            dir = root + "/" + ctrl.substr(5);
-        else
-            dir = root + "/" + ctrl;
+        if (ctrl.empty()) dir = is_cgroup2(root + "/unified") ? root + "/unified" : root;
+        else if (ctrl.starts_with("name=")) dir = root + "/" + ctrl.substr(5);
+        else dir = root + "/" + ctrl;
         out.push_back(dir + path + "/cgroup.procs");
     }
     return out;
@@ -128,7 +125,8 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
             // Move the caller's fds out of 0..2 first: dup2(fd, fd) would keep O_CLOEXEC.
             int high[3];
             for (int i = 0; i < 3; i++)
-                if ((high[i] = ::fcntl(stdio.fds[static_cast<size_t>(i)], F_DUPFD_CLOEXEC, 3)) < 0) steps.fail(kStepRedirect);
+                if ((high[i] = ::fcntl(stdio.fds[static_cast<size_t>(i)], F_DUPFD_CLOEXEC, 3)) < 0)
+                    steps.fail(kStepRedirect);
             for (int i = 0; i < 3; i++)
                 if (::dup2(high[i], i) < 0) steps.fail(kStepRedirect);
             if (stdio.tty && ::ioctl(0, TIOCSCTTY, 0) < 0) steps.fail(kStepControllingTerminal);
@@ -175,8 +173,7 @@ UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecSt
 }
 
 void freeze_machine(const Machine& m, bool freeze, const std::string& cgroup_root) {
-    if (m.klass == MachineClass::host)
-        throw_machine_error(MachineErrc::not_supported, "Freezing the host is not supported");
+    if (m.klass == MachineClass::host) throw_machine_error(MachineErrc::not_supported, "Freezing the host is not supported");
     for (const auto& dir : unit_dirs(m, cgroup_root)) {
         std::string file = dir + "/cgroup.freeze";
         if (::access(file.c_str(), F_OK) != 0) continue;
@@ -197,7 +194,8 @@ void freeze_machine(const Machine& m, bool freeze, const std::string& cgroup_roo
             if (frozen == freeze) return;
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
         }
-        throw_errno(ETIMEDOUT, std::string("Timed out waiting for machine ") + m.name + " to " + (freeze ? "freeze" : "thaw"));
+        throw_errno(ETIMEDOUT,
+                    std::string("Timed out waiting for machine ") + m.name + " to " + (freeze ? "freeze" : "thaw"));
     }
     std::string v1 = cgroup_root + "/freezer" + m.cgroup_path + "/freezer.state";
     if (!m.cgroup_path.empty() && ::access(v1.c_str(), F_OK) == 0) {

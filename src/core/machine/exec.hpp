@@ -17,15 +17,14 @@ namespace mk::core {
 
 struct ExecStdio {
     std::array<int, 3> fds{-1, -1, -1};  // borrowed: stdin, stdout, stderr for the command
-    bool tty = false;                     // fds[0] is a terminal: make it the controlling one
+    bool tty = false;                    // fds[0] is a terminal: make it the controlling one
 };
 
 // Validates `req` as open_machine_shell does and starts the command with `stdio`. Returns the read
 // end of a pipe that yields the command's wait status (int, 4 bytes) once it ends; EOF without it
 // means the helper died. Errors before exec (unknown user, missing binary) are thrown.
 // `cgroup_root` is where the hierarchies are mounted (/sys/fs/cgroup).
-UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecStdio& stdio,
-                         const std::string& cgroup_root);
+UniqueFd exec_in_machine(const Machine& m, const ShellRequest& req, const ExecStdio& stdio, const std::string& cgroup_root);
 
 // Freezes (true) or thaws the processes of the machine's unit: cgroup2 `cgroup.freeze` (unified or
 // hybrid's `unified/` mount), else the v1 freezer if the unit has a group there. Returns once the

@@ -86,14 +86,14 @@ std::vector<MachineAddress> machine_addresses(const Machine& m) {
     };
     if (m.klass == MachineClass::host) return collect();
 
-    struct stat ours {}, theirs {};
+    struct stat ours {
+    }, theirs{};
     if (::stat("/proc/self/ns/net", &ours) < 0) throw_last_error("stat /proc/self/ns/net");
     if (::stat(("/proc/" + std::to_string(m.leader) + "/ns/net").c_str(), &theirs) < 0)
         throw_last_error("stat netns of machine " + m.name);
     require_alive(m);
     if (ours.st_ino == theirs.st_ino && ours.st_dev == theirs.st_dev)
-        throw_machine_error(MachineErrc::no_private_networking,
-                            "Machine " + m.name + " does not use private networking");
+        throw_machine_error(MachineErrc::no_private_networking, "Machine " + m.name + " does not use private networking");
 
     int pipefd[2];
     if (::pipe2(pipefd, O_CLOEXEC) < 0) throw_last_error("pipe2");
@@ -126,7 +126,8 @@ std::vector<MachineAddress> machine_addresses(const Machine& m) {
     for (size_t i = 0; i + 2 <= data.size();) {
         size_t len = static_cast<uint8_t>(data[i + 1]);
         if (i + 2 + len > data.size()) break;
-        out.push_back({static_cast<uint8_t>(data[i]), {data.begin() + static_cast<long>(i + 2), data.begin() + static_cast<long>(i + 2 + len)}});
+        out.push_back({static_cast<uint8_t>(data[i]),
+                       {data.begin() + static_cast<long>(i + 2), data.begin() + static_cast<long>(i + 2 + len)}});
         i += 2 + len;
     }
     return out;
@@ -149,7 +150,8 @@ uint32_t machine_uid_shift(const Machine& m) {
     if (inner == 0 && outer == 0 && range == 4294967295u) return 0;  // the initial user namespace
     uint64_t extra;
     if (inner != 0 || range < 65534 || (us >> extra) || uid_map != gid_map)
-        throw_machine_error(MachineErrc::not_supported, "Machine '" + m.name + "' uses a complex UID/GID mapping, cannot determine shift");
+        throw_machine_error(MachineErrc::not_supported,
+                            "Machine '" + m.name + "' uses a complex UID/GID mapping, cannot determine shift");
     return static_cast<uint32_t>(outer);
 }
 
@@ -184,8 +186,7 @@ uint32_t map_from_machine(const Machine& m, uint32_t inner, bool group) {
     for (const auto& r : machine_id_map(m, group))
         if (inner >= r.inner && inner - r.inner < r.count) return r.outer + (inner - r.inner);
     if (group)
-        throw_machine_error(MachineErrc::no_such_group_mapping,
-                            "Machine '" + m.name + "' has no matching group mappings.");
+        throw_machine_error(MachineErrc::no_such_group_mapping, "Machine '" + m.name + "' has no matching group mappings.");
     throw_machine_error(MachineErrc::no_such_user_mapping, "Machine '" + m.name + "' has no matching user mappings.");
 }
 
@@ -198,7 +199,8 @@ std::optional<uint32_t> map_to_machine(const Machine& m, uint32_t outer, bool gr
 
 UniqueFd open_machine_root(const Machine& m) {
     if (m.klass != MachineClass::container)
-        throw_machine_error(MachineErrc::not_supported, "Opening the root directory is only supported on container machines.");
+        throw_machine_error(MachineErrc::not_supported,
+                            "Opening the root directory is only supported on container machines.");
     UniqueFd fd(::open(("/proc/" + std::to_string(m.leader) + "/root").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!fd) throw_last_error("open root directory of machine " + m.name);
     require_alive(m);  // opened before the check: a recycled PID never passes

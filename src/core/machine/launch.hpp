@@ -19,7 +19,7 @@ struct LaunchConfig {
 };
 
 struct Launched {
-    pid_t pid = 0;             // spawn's PID (not our child: it was reparented)
+    pid_t pid = 0;  // spawn's PID (not our child: it was reparented)
     std::string log_path;
 };
 

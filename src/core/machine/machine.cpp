@@ -34,11 +34,12 @@ uint64_t now_usec(clockid_t clock) {
 }
 
 // "" is machined's spelling of an unknown class.
-constexpr std::array<EnumName<MachineClass>, 4> kMachineClassNames{{
-    {MachineClass::container, "container"}, {MachineClass::vm, "vm"}, {MachineClass::host, "host"},
-    {MachineClass::unknown, ""}}};
-constexpr std::array<EnumName<MachineState>, 3> kMachineStateNames{{
-    {MachineState::opening, "opening"}, {MachineState::running, "running"}, {MachineState::closing, "closing"}}};
+constexpr std::array<EnumName<MachineClass>, 4> kMachineClassNames{{{MachineClass::container, "container"},
+                                                                    {MachineClass::vm, "vm"},
+                                                                    {MachineClass::host, "host"},
+                                                                    {MachineClass::unknown, ""}}};
+constexpr std::array<EnumName<MachineState>, 3> kMachineStateNames{
+    {{MachineState::opening, "opening"}, {MachineState::running, "running"}, {MachineState::closing, "closing"}}};
 
 }  // namespace
 
@@ -54,9 +55,7 @@ void throw_machine_error(MachineErrc e, const std::string& message) {
 
 std::string_view to_string(MachineClass c) { return enum_to_string(kMachineClassNames, c, ""); }
 
-std::optional<MachineClass> machine_class_from_string(std::string_view s) {
-    return enum_from_string(kMachineClassNames, s);
-}
+std::optional<MachineClass> machine_class_from_string(std::string_view s) { return enum_from_string(kMachineClassNames, s); }
 
 std::string_view to_string(MachineState s) { return enum_to_string(kMachineStateNames, s, ""); }
 

@@ -32,7 +32,7 @@ struct Machine {
     std::string service;
     MachineClass klass = MachineClass::unknown;
     pid_t leader = 0;
-    UniqueFd leader_pidfd;  // pins `leader` against PID reuse; readable once it exits
+    UniqueFd leader_pidfd;         // pins `leader` against PID reuse; readable once it exits
     uint64_t leader_pidfd_id = 0;  // its inode (systemd's pidfdId), 0 until first asked for
     std::string root_directory;
     std::vector<int> netif;
@@ -51,11 +51,11 @@ struct Machine {
     uint64_t monotonic_usec = 0;
     // Given only through io.systemd.Machine.Register (systemd >= 256 clients) and listed by List;
     // not kept in the state file, so they are gone after a machd restart.
-    pid_t supervisor = 0;            // the registering peer (SO_PEERCRED), as machined 262
+    pid_t supervisor = 0;             // the registering peer (SO_PEERCRED), as machined 262
     uint32_t vsock_cid = UINT32_MAX;  // VMADDR_CID_ANY: none
     std::string ssh_address;
     std::string ssh_private_key_path;
-    std::string control_address;     // the machine's io.systemd.MachineInstance socket
+    std::string control_address;  // the machine's io.systemd.MachineInstance socket
 
     [[nodiscard]] bool has_id() const noexcept;
 };

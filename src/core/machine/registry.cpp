@@ -15,12 +15,11 @@ void Registry::check_can_add(std::string_view name, pid_t leader) const {
         throw_machine_error(MachineErrc::machine_exists, "Machine '" + std::string(name) + "' already exists");
     // machined 252 answers this with EEXIST from its leader hashmap (org.freedesktop.DBus.Error.FileExists).
     if (leader > 0 && by_leader_.contains(leader))
-        throw std::system_error(EEXIST, std::generic_category(),
-                                "Leader PID " + std::to_string(leader) + " already belongs to machine " +
-                                    by_leader_.at(leader)->name);
+        throw std::system_error(
+            EEXIST, std::generic_category(),
+            "Leader PID " + std::to_string(leader) + " already belongs to machine " + by_leader_.at(leader)->name);
     if (machines_.size() >= max_)
-        throw_machine_error(MachineErrc::too_many_machines,
-                            "Too many machines (at most " + std::to_string(max_) + ")");
+        throw_machine_error(MachineErrc::too_many_machines, "Too many machines (at most " + std::to_string(max_) + ")");
 }
 
 Machine& Registry::add(Machine m) {

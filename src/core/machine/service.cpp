@@ -199,7 +199,8 @@ bool MachineService::report_ready(Machine& m, pid_t caller) {
     if (m.klass == MachineClass::host) throw_errno(EPERM, "The host machine has no readiness to report");
     // The leader pidfd pins the PID: while the leader lives, its parent is the spawn that cloned it.
     auto supervisor = pidfd_alive(m.leader_pidfd.get()) ? parent_of(m.leader) : std::nullopt;
-    if (!supervisor || *supervisor <= 1 || caller <= 1 || caller == m.leader || (caller != *supervisor && parent_of(caller) != supervisor))
+    if (!supervisor || *supervisor <= 1 || caller <= 1 || caller == m.leader ||
+        (caller != *supervisor && parent_of(caller) != supervisor))
         throw_errno(EPERM, "Only the process running machine " + m.name + " may report it ready");
     if (m.ready) return false;
     m.ready = true;

@@ -36,8 +36,6 @@ void require_container(const Machine& m) {
         throw_errno(ESRCH, "Leader of machine " + m.name + " has exited");
 }
 
-
-
 std::string read_machine_file(const Machine& m, const char* rel, size_t max) {
     std::string root = "/proc/" + std::to_string(m.leader) + "/root";
     UniqueFd root_fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
@@ -93,7 +91,8 @@ std::optional<PasswdEntry> find_passwd_entry(std::string_view passwd, std::strin
 
 int machine_namespace_flags(pid_t leader) {
     int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP;
-    struct stat ours {}, theirs {};
+    struct stat ours {
+    }, theirs{};
     if (::stat("/proc/self/ns/user", &ours) == 0 &&
         ::stat(("/proc/" + std::to_string(leader) + "/ns/user").c_str(), &theirs) == 0 && ours.st_ino != theirs.st_ino)
         flags |= CLONE_NEWUSER;
@@ -115,7 +114,8 @@ ResolvedCommand resolve_command(const Machine& m, const ShellRequest& req) {
     for (const auto& e : req.environment) {
         bytes += e.size();
         auto eq = e.find('=');
-        if (eq == std::string::npos || eq == 0 || e.find('\n') != std::string::npos) invalid("Invalid environment assignment");
+        if (eq == std::string::npos || eq == 0 || e.find('\n') != std::string::npos)
+            invalid("Invalid environment assignment");
     }
     if (bytes > kArgBytesMax) invalid("Arguments too long");
 
@@ -231,7 +231,9 @@ UniqueFd connect_machine_bus(const Machine& m) {
         throw std::system_error(err, std::generic_category(),
                                 "Failed to " + (step.empty() ? std::string("start") : step) + " machine " + m.name);
     }
-    if (rc != 0) throw_errno(EIO, "Failed to connect to the system bus of machine " + m.name + " (helper status " + std::to_string(rc) + ")");
+    if (rc != 0)
+        throw_errno(
+            EIO, "Failed to connect to the system bus of machine " + m.name + " (helper status " + std::to_string(rc) + ")");
     return sock;
 }
 

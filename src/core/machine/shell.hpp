@@ -36,9 +36,9 @@ Pty open_machine_pty(const Machine& m);
 UniqueFd connect_machine_bus(const Machine& m);
 
 struct ShellRequest {
-    std::string user;                   // "" = root
-    std::string path;                   // "" = the user's login shell with -l
-    std::vector<std::string> args;      // argv; empty = {path}
+    std::string user;                      // "" = root
+    std::string path;                      // "" = the user's login shell with -l
+    std::vector<std::string> args;         // argv; empty = {path}
     std::vector<std::string> environment;  // KEY=VALUE, added to a minimal login environment
 };
 

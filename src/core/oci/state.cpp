@@ -78,9 +78,18 @@ bool oci_id_is_valid(std::string_view id) noexcept {
 
 std::string state_to_json(const ContainerState& s) {
     json j = {
-        {"id", s.id},           {"pid", s.pid},       {"pidStart", s.pid_start}, {"bundle", s.bundle},
-        {"rootfs", s.rootfs},   {"created", s.created}, {"owner", s.owner},      {"annotations", s.annotations},
-        {"cgroup", s.cgroup},   {"cgroupRoot", s.cgroup_root}, {"ownCgroup", s.own_cgroup}, {"config", s.config},
+        {"id", s.id},
+        {"pid", s.pid},
+        {"pidStart", s.pid_start},
+        {"bundle", s.bundle},
+        {"rootfs", s.rootfs},
+        {"created", s.created},
+        {"owner", s.owner},
+        {"annotations", s.annotations},
+        {"cgroup", s.cgroup},
+        {"cgroupRoot", s.cgroup_root},
+        {"ownCgroup", s.own_cgroup},
+        {"config", s.config},
     };
     return j.dump();
 }
@@ -182,7 +191,8 @@ std::string oci_cgroup_path(std::string_view cgroups_path, bool systemd, std::st
         return *slice_path + "/" + unit;
     }
     if (cgroups_path.empty()) return "/machrun/" + std::string(id);
-    if (cgroups_path[0] != '/') throw UsageError("linux.cgroupsPath must be absolute (or use --systemd-cgroup for slice:prefix:name)");
+    if (cgroups_path[0] != '/')
+        throw UsageError("linux.cgroupsPath must be absolute (or use --systemd-cgroup for slice:prefix:name)");
     no_dotdot(cgroups_path);
     std::string p(cgroups_path);
     while (p.size() > 1 && p.back() == '/') p.pop_back();
@@ -212,14 +222,15 @@ OciStateDir::OciStateDir(std::string root) : root_(std::move(root)) {
 
 ContainerLock::~ContainerLock() {
     if (!fd_) return;
-    struct flock fl{};
+    struct flock fl {};
     fl.l_type = F_UNLCK;
     fl.l_whence = SEEK_SET;
     fcntl(fd_.get(), F_OFD_SETLK, &fl);
 }
 
 ContainerLock OciStateDir::create(const std::string& id) const {
-    if (!oci_id_is_valid(id)) throw UsageError("invalid container id '" + id + "': use letters, digits, '_', '+', '-' and '.'");
+    if (!oci_id_is_valid(id))
+        throw UsageError("invalid container id '" + id + "': use letters, digits, '_', '+', '-' and '.'");
     if (mkdirat(root_fd_.get(), id.c_str(), 0711) < 0) {
         if (errno == EEXIST) throw UsageError("container '" + id + "' already exists; delete it first or pick another id");
         throw_last_error("cannot create the state directory of " + id);
@@ -236,7 +247,7 @@ ContainerLock OciStateDir::lock(const std::string& id) const {
     }
     UniqueFd fd(openat(dir.get(), "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd) throw_last_error("cannot open the lock of " + id);
-    struct flock fl{};
+    struct flock fl {};
     fl.l_type = F_WRLCK;
     fl.l_whence = SEEK_SET;
     while (fcntl(fd.get(), F_OFD_SETLKW, &fl) < 0)
@@ -263,7 +274,8 @@ void OciStateDir::write(const ContainerState& s) const {
         }
         off += static_cast<size_t>(n);
     }
-    if (renameat(dir.get(), "state.json.new", dir.get(), "state.json") < 0) throw_last_error("cannot write the state of " + s.id);
+    if (renameat(dir.get(), "state.json.new", dir.get(), "state.json") < 0)
+        throw_last_error("cannot write the state of " + s.id);
 }
 
 ContainerState OciStateDir::read(const std::string& id) const {
@@ -274,7 +286,8 @@ ContainerState OciStateDir::read(const std::string& id) const {
         throw_last_error("cannot open the state of " + id);
     }
     std::string text = read_small(dir.get(), "state.json", kOciStateMax);
-    if (text.empty()) throw UsageError("container '" + id + "' does not exist (its creation did not finish; delete --force cleans up)");
+    if (text.empty())
+        throw UsageError("container '" + id + "' does not exist (its creation did not finish; delete --force cleans up)");
     ContainerState s = state_from_json(text);
     if (s.id != id) bad_state("it names another container");
     return s;
@@ -306,7 +319,8 @@ void OciStateDir::remove(const std::string& id) const {
     UniqueFd dir(openat(root_fd_.get(), id.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!dir) return;
     for (const char* f : {"state.json", "state.json.new", "exec.fifo", "lock"})
-        if (unlinkat(dir.get(), f, 0) < 0 && errno != ENOENT) throw_last_error(std::string("cannot remove ") + f + " of " + id);
+        if (unlinkat(dir.get(), f, 0) < 0 && errno != ENOENT)
+            throw_last_error(std::string("cannot remove ") + f + " of " + id);
     if (unlinkat(root_fd_.get(), id.c_str(), AT_REMOVEDIR) < 0 && errno != ENOENT)
         throw_last_error("cannot remove the state directory of " + id);
 }

@@ -40,17 +40,17 @@ std::optional<ContainerStatus> container_status_from_string(std::string_view s) 
 
 struct ContainerState {
     std::string id;
-    pid_t pid = 0;              // the container's init, in the runtime's PID namespace
-    uint64_t pid_start = 0;     // its start time (/proc/PID/stat field 22): guards against PID reuse
-    std::string bundle;         // absolute
-    std::string rootfs;         // absolute
-    std::string created;        // RFC 3339 with nanoseconds, UTC (runc's format)
-    std::string owner;          // "" as runc's for root
+    pid_t pid = 0;           // the container's init, in the runtime's PID namespace
+    uint64_t pid_start = 0;  // its start time (/proc/PID/stat field 22): guards against PID reuse
+    std::string bundle;      // absolute
+    std::string rootfs;      // absolute
+    std::string created;     // RFC 3339 with nanoseconds, UTC (runc's format)
+    std::string owner;       // "" as runc's for root
     std::map<std::string, std::string> annotations;
-    std::string cgroup;         // the container's cgroup relative to the hierarchy roots ("" = none made)
-    std::string cgroup_root;    // where the hierarchies are mounted (/sys/fs/cgroup)
-    bool own_cgroup = false;    // machrun made the cgroup and removes it at delete
-    std::string config;         // config.json as read at create (hooks, process for exec), verbatim
+    std::string cgroup;       // the container's cgroup relative to the hierarchy roots ("" = none made)
+    std::string cgroup_root;  // where the hierarchies are mounted (/sys/fs/cgroup)
+    bool own_cgroup = false;  // machrun made the cgroup and removes it at delete
+    std::string config;       // config.json as read at create (hooks, process for exec), verbatim
 };
 
 // runc's id rule (^[\w+-\.]+$, not "." or ".."), bounded: the id names a directory under the root.
@@ -72,10 +72,10 @@ std::optional<uint64_t> stat_start_time(std::string_view proc_pid_stat);
 char stat_state(std::string_view proc_pid_stat);
 
 struct ProcessFacts {
-    bool alive = false;        // /proc/PID/stat exists and carries the recorded start time
-    bool zombie = false;       // state 'Z' or 'X'
-    bool gate_present = false; // exec.fifo still exists: `start` has not released the init
-    bool frozen = false;       // the container's cgroup is frozen
+    bool alive = false;         // /proc/PID/stat exists and carries the recorded start time
+    bool zombie = false;        // state 'Z' or 'X'
+    bool gate_present = false;  // exec.fifo still exists: `start` has not released the init
+    bool frozen = false;        // the container's cgroup is frozen
 };
 // Pure: what the facts mean (runc's rules).
 ContainerStatus decide_status(const ProcessFacts& f) noexcept;

@@ -73,8 +73,8 @@ HostUser lookup_host_user(const std::string& name, std::string_view host_passwd,
     return u;
 }
 
-std::vector<BoundUser> plan_bound_users(const std::vector<HostUser>& users, std::string_view passwd,
-                                        std::string_view group, const IdRange& range) {
+std::vector<BoundUser> plan_bound_users(const std::vector<HostUser>& users, std::string_view passwd, std::string_view group,
+                                        const IdRange& range) {
     auto user_names = column(passwd, 0), user_ids = column(passwd, 2);
     auto group_names = column(group, 0), group_ids = column(group, 2);
     auto in_range = [&](uint32_t id) { return id >= range.shift && id - range.shift < range.count; };
@@ -82,7 +82,8 @@ std::vector<BoundUser> plan_bound_users(const std::vector<HostUser>& users, std:
     uint32_t next = kBindUserIdMin;
     for (const auto& u : users) {
         if (u.uid == 0 || u.name == "root") throw UsageError("--bind-user=root: mapping the root user is not supported");
-        if (u.uid == 65534 || u.name == "nobody") throw UsageError("--bind-user=" + u.name + ": mapping the nobody user is not supported");
+        if (u.uid == 65534 || u.name == "nobody")
+            throw UsageError("--bind-user=" + u.name + ": mapping the nobody user is not supported");
         if (in_range(u.uid))
             throw UsageError("--bind-user=" + u.name + ": the user's UID is inside the container's UID range");
         if (in_range(u.gid))
@@ -97,7 +98,8 @@ std::vector<BoundUser> plan_bound_users(const std::vector<HostUser>& users, std:
             std::string id = std::to_string(next);
             if (!has(user_ids, id) && !has(group_ids, id)) break;
         }
-        if (has(user_names, u.name)) throw UsageError("--bind-user=" + u.name + ": the user already exists in the container");
+        if (has(user_names, u.name))
+            throw UsageError("--bind-user=" + u.name + ": the user already exists in the container");
         if (has(group_names, u.group_name))
             throw UsageError("--bind-user=" + u.name + ": the group " + u.group_name + " already exists in the container");
         out.push_back({u, next++});
@@ -130,7 +132,8 @@ void write_bound_user_records(int run_host_fd, const std::vector<BoundUser>& use
     auto put = [&](const std::string& name, std::uint32_t id, const char* suffix, const std::string& data) {
         std::string file = name + suffix, link = std::to_string(id) + suffix;
         write_file_at(userdb.get(), file, data, 0644);
-        if (symlinkat(file.c_str(), userdb.get(), link.c_str()) < 0) throw_last_error("cannot link /run/host/userdb/" + link);
+        if (symlinkat(file.c_str(), userdb.get(), link.c_str()) < 0)
+            throw_last_error("cannot link /run/host/userdb/" + link);
         if (owner != 0 && (fchownat(userdb.get(), file.c_str(), owner, owner, AT_SYMLINK_NOFOLLOW) < 0 ||
                            fchownat(userdb.get(), link.c_str(), owner, owner, AT_SYMLINK_NOFOLLOW) < 0))
             throw_last_error("chown /run/host/userdb/" + file);

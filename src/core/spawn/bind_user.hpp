@@ -45,8 +45,8 @@ HostUser lookup_host_user(const std::string& name, std::string_view host_passwd,
 // range, users whose primary group is not their own private group, and names the tree's
 // /etc/passwd or /etc/group (contents given) already has; picks the lowest free ids from
 // kBindUserIdMin, skipping those the tree uses. Throws UsageError with nspawn's reasons.
-std::vector<BoundUser> plan_bound_users(const std::vector<HostUser>& users, std::string_view passwd,
-                                        std::string_view group, const IdRange& range);
+std::vector<BoundUser> plan_bound_users(const std::vector<HostUser>& users, std::string_view passwd, std::string_view group,
+                                        const IdRange& range);
 
 // The records nspawn writes (compact JSON, one line): userName, uid, gid, homeDirectory, service;
 // groupName, gid, service.

@@ -16,7 +16,7 @@ namespace mk::core {
 namespace {
 struct Record {
     ChannelMsg type;
-    uint8_t fds;  // SetupDone: 1 = console master attached, 2 = notify socket attached
+    uint8_t fds;       // SetupDone: 1 = console master attached, 2 = notify socket attached
     ChildError error;  // Error only
 };
 }  // namespace
@@ -29,7 +29,8 @@ void send_error(int chan, const char* step, int err, const std::string& text) no
 }
 
 void send_setup_done(int chan, int master, int notify) {
-    char data[2] = {static_cast<char>(ChannelMsg::SetupDone), static_cast<char>((master >= 0 ? 1 : 0) | (notify >= 0 ? 2 : 0))};
+    char data[2] = {static_cast<char>(ChannelMsg::SetupDone),
+                    static_cast<char>((master >= 0 ? 1 : 0) | (notify >= 0 ? 2 : 0))};
     iovec iov{data, sizeof data};
     msghdr mh{};
     mh.msg_iov = &iov;

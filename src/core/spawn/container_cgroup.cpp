@@ -71,8 +71,8 @@ CgroupLayout parse_cgroup_layout(std::string_view mountinfo) {
         } else if (fstype == "cgroup") {
             std::string controllers;
             for (auto o : split(opts, ',')) {
-                if (o == "rw" || o == "ro" || o.starts_with("release_agent=") || o == "clone_children" ||
-                    o == "noprefix" || o == "xattr" || o == "nsroot" || o == "cpuset_v2_mode" || o.starts_with("nsroot="))
+                if (o == "rw" || o == "ro" || o.starts_with("release_agent=") || o == "clone_children" || o == "noprefix" ||
+                    o == "xattr" || o == "nsroot" || o == "cpuset_v2_mode" || o.starts_with("nsroot="))
                     continue;
                 if (!controllers.empty()) controllers += ',';
                 controllers += o;
@@ -177,8 +177,7 @@ ContainerCgroup::ContainerCgroup(const CgroupLayout& layout, std::string path, s
             dirs_.push_back(dir);
             return dir;
         };
-        if (own_unified_)
-            unified_dir_ = create("/proc/self/fd/" + std::to_string(own_unified_.get()));
+        if (own_unified_) unified_dir_ = create("/proc/self/fd/" + std::to_string(own_unified_.get()));
         else if (layout.mode == CgroupMode::Unified || layout.mode == CgroupMode::Hybrid)
             unified_dir_ = create(root + layout.unified_dir);
         if (layout.mode == CgroupMode::Hybrid || layout.mode == CgroupMode::Legacy)
@@ -197,8 +196,7 @@ ContainerCgroup::ContainerCgroup(const CgroupLayout& layout, std::string path, s
 ContainerCgroup::~ContainerCgroup() {
     remove();
     reaper_pipe_.reset();
-    if (reaper_ > 0)
-        retry_eintr([&] { return waitpid(reaper_, nullptr, 0); });
+    if (reaper_ > 0) retry_eintr([&] { return waitpid(reaper_, nullptr, 0); });
 }
 
 void ContainerCgroup::arm_reaper() {
@@ -219,7 +217,8 @@ void ContainerCgroup::arm_reaper() {
         for (int fd = 3; fd < 1024; fd++)
             if (fd != keep && fd != own_unified_.get()) close(fd);
         char c;
-        while (retry_eintr([&] { return read(keep, &c, 1); }) > 0) {}
+        while (retry_eintr([&] { return read(keep, &c, 1); }) > 0) {
+        }
         // The container's processes die with spawn (parent-death signal); give them a moment.
         for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it)
             for (int i = 0; i < 10 && access(it->c_str(), F_OK) == 0; i++) {

@@ -26,8 +26,8 @@ struct CgroupHierarchy {
 
 struct CgroupLayout {
     CgroupMode mode = CgroupMode::None;
-    std::vector<CgroupHierarchy> v1;                             // v1 hierarchies mounted on the host
-    std::vector<std::pair<std::string, std::string>> symlinks;   // /sys/fs/cgroup/cpu -> cpu,cpuacct
+    std::vector<CgroupHierarchy> v1;                            // v1 hierarchies mounted on the host
+    std::vector<std::pair<std::string, std::string>> symlinks;  // /sys/fs/cgroup/cpu -> cpu,cpuacct
     std::string unified_dir;  // where cgroup2 is, below /sys/fs/cgroup: "" (unified) or "/unified" (hybrid)
 };
 
@@ -39,9 +39,9 @@ inline constexpr unsigned kSystemdUnifiedOnlySince = 258;
 
 // What a booted guest gets, decided before anything is created.
 struct GuestCgroupPlan {
-    CgroupLayout layout;        // the guest's view of /sys/fs/cgroup; mode None: no cgroups of its own
-    bool own_cgroup2 = false;   // the host has no cgroup2 mounted: spawn mounts one for the machine's group
-    bool v1_host = false;       // the view is cgroup2 but the host's controllers are on v1 (say so once)
+    CgroupLayout layout;       // the guest's view of /sys/fs/cgroup; mode None: no cgroups of its own
+    bool own_cgroup2 = false;  // the host has no cgroup2 mounted: spawn mounts one for the machine's group
+    bool v1_host = false;      // the view is cgroup2 but the host's controllers are on v1 (say so once)
 };
 
 // The guest's layout from the host's, the guest's systemd major version (nullopt: not a systemd
@@ -102,8 +102,8 @@ public:
     void arm_reaper();
 
 private:
-    UniqueFd own_unified_;  // kept open while the groups exist: their paths go through /proc/self/fd
-    std::vector<std::string> dirs_;  // absolute group directories we created, for removal
+    UniqueFd own_unified_;             // kept open while the groups exist: their paths go through /proc/self/fd
+    std::vector<std::string> dirs_;    // absolute group directories we created, for removal
     std::vector<std::string> slices_;  // parent slices we created, removed if empty
     std::string systemd_dir_;
     std::string unified_dir_;

@@ -48,8 +48,8 @@ void mount_credentials(int run_host_fd, const std::vector<Credential>& credentia
     UniqueFd target(openat(run_host_fd, "credentials", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!target) throw_last_error("cannot open " + std::string(kCredentialsDirectory));
     // ramfs: credential data must never reach swap (tmpfs could swap it out).
-    UniqueFd mnt = make_fs_mount("ramfs", {{"mode", "0700"}}, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
-                                 "credentials");
+    UniqueFd mnt =
+        make_fs_mount("ramfs", {{"mode", "0700"}}, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, "credentials");
     for (const auto& c : credentials) {
         UniqueFd f(openat(mnt.get(), c.id.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!f) throw_last_error("cannot create credential " + c.id);

@@ -21,14 +21,11 @@ namespace mk::core {
 std::string sanitize_term(const char* term) {
     if (!term || !*term || std::strlen(term) > 64) return "vt220";
     for (const char* p = term; *p; p++)
-        if (!(isalnum(static_cast<unsigned char>(*p)) || *p == '-' || *p == '_' || *p == '.' || *p == '+'))
-            return "vt220";
+        if (!(isalnum(static_cast<unsigned char>(*p)) || *p == '-' || *p == '_' || *p == '.' || *p == '+')) return "vt220";
     return term;
 }
 
-bool root_is_read_only(const SpawnSpec& spec) {
-    return spec.read_only || spec.volatile_mode == VolatileMode::State;
-}
+bool root_is_read_only(const SpawnSpec& spec) { return spec.read_only || spec.volatile_mode == VolatileMode::State; }
 
 std::string resolve_in_path(const std::vector<std::string>& env, const std::string& cmd) {
     if (cmd.find('/') != std::string::npos) return cmd;
@@ -83,8 +80,9 @@ GuestPlan plan_guest(const SpawnSpec& spec, const GuestFacts& facts) {
     // What to run.
     if (g.boot) {
         if (facts.init.empty())
-            throw UsageError("no init found in " + spec.directory +
-                             " (looked for /usr/lib/systemd/systemd, /lib/systemd/systemd, /sbin/init); drop -b to run a command");
+            throw UsageError(
+                "no init found in " + spec.directory +
+                " (looked for /usr/lib/systemd/systemd, /lib/systemd/systemd, /sbin/init); drop -b to run a command");
         g.exec_path = facts.init;
         // systemd always answers $NOTIFY_SOCKET; other inits (busybox, sysvinit) never do, so for
         // them "ready" is the start, as nspawn's --notify-ready=no has it.

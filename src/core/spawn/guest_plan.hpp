@@ -23,12 +23,12 @@ inline constexpr const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr
 
 // What the outside steps found, for plan_guest().
 struct GuestFacts {
-    UserRecord user;                      // the payload's user, from the tree's /etc/passwd
-    std::string init;                     // find_init() of the tree (read with --boot only); empty: none
-    std::string shell;                    // the user's shell if executable in the tree, else /bin/sh if it is, else empty
-    std::string host_os_release;          // the host's os-release text
-    std::optional<Uuid> tree_machine_id;  // the tree's /etc/machine-id, when valid
-    Uuid random_uuid{};                   // taken when neither --uuid nor the tree gives one
+    UserRecord user;                         // the payload's user, from the tree's /etc/passwd
+    std::string init;                        // find_init() of the tree (read with --boot only); empty: none
+    std::string shell;                       // the user's shell if executable in the tree, else /bin/sh if it is, else empty
+    std::string host_os_release;             // the host's os-release text
+    std::optional<Uuid> tree_machine_id;     // the tree's /etc/machine-id, when valid
+    Uuid random_uuid{};                      // taken when neither --uuid nor the tree gives one
     uint64_t permitted_caps = ~uint64_t{0};  // the manager's own permitted set: it cannot grant more
 };
 

@@ -30,8 +30,8 @@ constexpr size_t kMaxMultiarchDirs = 64;
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
 bool is_version_char(char c) {
-    return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' || c == '-' || c == '~' ||
-           c == '+' || c == '_';
+    return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' || c == '-' || c == '~' || c == '+' ||
+           c == '_';
 }
 
 // Leading decimal digits of `s` as a major version: 1..kMaxMajorDigits digits, value > 0.

@@ -42,9 +42,9 @@ std::optional<unsigned> systemd_version_from_banner(std::string_view bytes);
 // whose name contains "-linux-", Debian's multiarch directories), and where the systemd binary
 // lives. "/lib/*-linux-*/systemd" is ours: it finds the library when the fd given is an image's
 // own /usr partition rather than the root. Exposed for the documentation and tests.
-inline constexpr std::string_view kSharedLibDirs[] = {"/lib/systemd", "/lib64/systemd", "/lib/*-linux-*/systemd",
-                                                     "/usr/lib/*-linux-*/systemd", "/usr/lib/systemd",
-                                                     "/usr/lib64/systemd"};
+inline constexpr std::string_view kSharedLibDirs[] = {"/lib/systemd",           "/lib64/systemd",
+                                                      "/lib/*-linux-*/systemd", "/usr/lib/*-linux-*/systemd",
+                                                      "/usr/lib/systemd",       "/usr/lib64/systemd"};
 inline constexpr std::string_view kSystemdBinaries[] = {"/usr/lib/systemd/systemd", "/lib/systemd/systemd"};
 // The binary fallback reads at most this much of the file.
 inline constexpr size_t kBannerScanMax = 32u << 20;

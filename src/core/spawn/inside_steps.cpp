@@ -51,7 +51,6 @@ void bring_up_loopback() {
     if (ioctl(s.get(), SIOCSIFFLAGS, &ifr) < 0) throw_last_error("cannot bring up lo");
 }
 
-
 // The target of the tree's /etc/NAME when it is a symlink that leads nowhere inside the tree (a
 // bind mount cannot land on it), else nullopt.
 std::optional<std::string> dangling_etc_symlink(int root_fd, int etc_fd, const char* name) {
@@ -151,7 +150,8 @@ void write_integration_files(int root_fd, int etc_root_fd, const Prepared& p, co
         unlinkat(etc.get(), "localtime", 0);
         write_file_at(etc.get(), "localtime", *data, 0644);
     } else if (tz == TimezoneMode::Bind) {
-        if (auto t = dangling_etc_symlink(root_fd, etc.get(), "localtime")) throw_dangling("--timezone=bind", "localtime", *t);
+        if (auto t = dangling_etc_symlink(root_fd, etc.get(), "localtime"))
+            throw_dangling("--timezone=bind", "localtime", *t);
         MountStep b;
         b.kind = StepKind::Bind;
         b.source = "/etc/localtime";
@@ -211,9 +211,8 @@ UniqueFd make_root(const SpawnSpec& spec, const std::string& path, int idmap_use
     for (const char* d : {"upper", "work"})
         if (mkdirat(scratch.get(), d, 0755) < 0) throw_last_error(std::string("mkdir ") + d);
     std::string base = "/proc/self/fd/" + std::to_string(scratch.get());
-    return make_fs_mount("overlay",
-                         {{"lowerdir", path}, {"upperdir", base + "/upper"}, {"workdir", base + "/work"}},
-                         0, "overlay");
+    return make_fs_mount("overlay", {{"lowerdir", path}, {"upperdir", base + "/upper"}, {"workdir", base + "/work"}}, 0,
+                         "overlay");
 }
 
 // --pivot-root=NEW[:OLD] (nspawn's setup_pivot_root()): NEW of the tree, with its submounts, is
@@ -387,7 +386,8 @@ void take_session(const SpawnSpec& spec, UniqueFd console_peer) {
     if (spec.private_network) bring_up_loopback();
     if (setsid() < 0) throw_last_error("setsid");
     if (console_peer) {
-        if (ioctl(console_peer.get(), TIOCSCTTY, 0) < 0) throw_last_error("cannot make the console the controlling terminal");
+        if (ioctl(console_peer.get(), TIOCSCTTY, 0) < 0)
+            throw_last_error("cannot make the console the controlling terminal");
         for (int i = 0; i < 3; i++)
             if (dup2(console_peer.get(), i) < 0) throw_last_error("dup2");
     }

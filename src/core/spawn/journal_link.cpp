@@ -59,12 +59,14 @@ JournalLinkPlan plan_journal_link(LinkJournalMode mode, const std::optional<Uuid
     }
     if (host_mode) {
         if (host_state == HostJournalPath::symlink_to_guest || host_state == HostJournalPath::other)
-            return skip_or_fail(plan.host_path + " exists and is not a directory; remove it to keep the journal on the host");
+            return skip_or_fail(plan.host_path +
+                                " exists and is not a directory; remove it to keep the journal on the host");
         plan.action = JournalLinkPlan::Action::bind_host;
         return plan;
     }
     if (!tree_is_kept)
-        return skip_or_fail("the container's tree is not kept (--ephemeral, --volatile or --image): use --link-journal=host");
+        return skip_or_fail(
+            "the container's tree is not kept (--ephemeral, --volatile or --image): use --link-journal=host");
     switch (host_state) {
     case HostJournalPath::absent:
     case HostJournalPath::symlink_to_guest: break;

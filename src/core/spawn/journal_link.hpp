@@ -20,9 +20,9 @@ enum class HostJournalPath { absent, directory, empty_directory, symlink_to_gues
 
 struct JournalLinkPlan {
     enum class Action { none, bind_host, symlink_guest } action = Action::none;
-    std::string id;          // the machine ID, 32 hex digits
-    std::string host_path;   // /var/log/journal/ID (host)
-    std::string guest_path;  // /var/log/journal/ID (inside the tree)
+    std::string id;                      // the machine ID, 32 hex digits
+    std::string host_path;               // /var/log/journal/ID (host)
+    std::string guest_path;              // /var/log/journal/ID (inside the tree)
     bool remove_empty_host_dir = false;  // guest mode over an empty directory: replace it
 };
 

@@ -186,7 +186,8 @@ bool place_machine(const SpawnSpec& spec, const Prepared& p, const LaunchHooks& 
             // machd made the scope: hand over the groups it made where we know them.
             for (const char* h : {"/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup"}) {
                 std::string dir = std::string(h) + own_cgroup_path(spec);
-                if (access((dir + "/cgroup.procs").c_str(), F_OK) == 0) chown_cgroup_dir(dir, p.userns->shift, p.userns->shift);
+                if (access((dir + "/cgroup.procs").c_str(), F_OK) == 0)
+                    chown_cgroup_dir(dir, p.userns->shift, p.userns->shift);
             }
         }
     }
@@ -199,7 +200,8 @@ void await_exec_gate(int chan, pid_t pid, const DetachedLaunch& detached) {
     UniqueFd master, notify;
     for (;;) {
         ChannelMsg type{};
-        if (!receive(chan, type, master, notify)) throw std::runtime_error("the container's init exited before it reached the exec gate");
+        if (!receive(chan, type, master, notify))
+            throw std::runtime_error("the container's init exited before it reached the exec gate");
         if (type == ChannelMsg::Gated) {
             if (detached.gated) detached.gated(pid, std::move(master));
             return;
@@ -340,9 +342,10 @@ Launcher::Launcher(SpawnSpec spec, LaunchHooks hooks) : spec_(std::move(spec)), 
 int Launcher::run() {
     // As nspawn's notice: on a terminal, pipe mode hands the payload the user's terminal itself.
     if (spec_.console == ConsoleMode::Pipe && !spec_.quiet && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO))
-        fprintf(stderr, "Console mode 'pipe' selected, but standard input and output are a terminal: the container "
-                        "gets no terminal of its own and no job control (--console=interactive gives both). "
-                        "Proceeding anyway.\n");
+        fprintf(stderr,
+                "Console mode 'pipe' selected, but standard input and output are a terminal: the container "
+                "gets no terminal of its own and no job control (--console=interactive gives both). "
+                "Proceeding anyway.\n");
     if (!spec_.finalized) throw std::logic_error("Launcher: the SpawnSpec was not finalized (call finalize())");
     Prepared p = prepare(spec_, static_cast<bool>(hooks_.register_machine));
     if (hooks_.detached) {  // the init waits until its pid is recorded (DetachedLaunch::cloned)
@@ -358,7 +361,8 @@ int Launcher::run() {
     const std::string lock_dir = p.rootless ? rootless_lock_dir(*p.rootless) : kRunLockDir;
     RunLock name_lock = RunLock::try_take("machine/" + spec_.machine_name, lock_dir);
     if (!name_lock)
-        throw UsageError("machine name '" + spec_.machine_name + "' is already in use by a running container; pick another with -M");
+        throw UsageError("machine name '" + spec_.machine_name +
+                         "' is already in use by a running container; pick another with -M");
     sweep_stale_run_locks(lock_dir);  // files of spawns that were SIGKILLed before they could remove them
     // Two containers writing one tree would corrupt it: a writable tree is taken exclusively (by
     // device and inode, so every path to it counts); --read-only and throw-away runs share it.
@@ -385,7 +389,8 @@ int Launcher::run() {
         if (hooks_.detached) return 0;  // the container lives on, detached
         created_ = std::chrono::steady_clock::now();
         if (!o.reboot) {
-            if (p.guest.boot && !spec_.quiet) fprintf(stderr, "Container %s has been shut down.\n", spec_.machine_name.c_str());
+            if (p.guest.boot && !spec_.quiet)
+                fprintf(stderr, "Container %s has been shut down.\n", spec_.machine_name.c_str());
             // Under a service manager 133 means "restart me" (spawn@.service): a payload's own 133
             // must not be taken for that, as nspawn rewrites it too.
             if (spec_.keep_unit && o.exit_code == 133) return 1;

@@ -31,8 +31,9 @@ UniqueFd open_api_target(int root_fd, const std::string& path, bool create_dir) 
     if (fd && fstat(fd.get(), &st) < 0) throw_last_error("stat " + path);
     // O_PATH|O_NOFOLLOW hands back the symlink itself when the last component is one.
     if ((!fd && (errno == ELOOP || errno == EXDEV)) || (fd && S_ISLNK(st.st_mode)))
-        throw_errno(ELOOP, "refusing to mount on " + path + ": it is a symlink in the container tree, "
-                           "it must be a plain directory");
+        throw_errno(ELOOP, "refusing to mount on " + path +
+                               ": it is a symlink in the container tree, "
+                               "it must be a plain directory");
     if (!fd) throw_last_error("cannot open " + path + " in the container tree");
     return fd;
 }
@@ -46,8 +47,8 @@ UniqueFd open_own_parent(int root_fd, const std::string& path, std::string& name
 }
 
 void do_fs(int root_fd, const MountStep& s) {
-    UniqueFd target = s.api_target ? open_api_target(root_fd, s.target, s.create_target)
-                                   : mkdir_p_in_root(root_fd, s.target);
+    UniqueFd target =
+        s.api_target ? open_api_target(root_fd, s.target, s.create_target) : mkdir_p_in_root(root_fd, s.target);
     UniqueFd mnt = make_fs_mount(s.fstype.c_str(), s.options, s.attrs, s.fstype.c_str());
     attach_mount(mnt.get(), target.get(), s.fstype + " on " + s.target);
 }
@@ -133,15 +134,9 @@ void apply_mount_plan(int root_fd, const std::vector<MountStep>& plan, int idmap
     for (const MountStep& s : plan) {
         std::string name;
         switch (s.kind) {
-        case StepKind::Fs:
-            do_fs(root_fd, s);
-            break;
-        case StepKind::Bind:
-            do_bind(root_fd, s, idmap_userns);
-            break;
-        case StepKind::Mask:
-            do_mask(root_fd, s);
-            break;
+        case StepKind::Fs: do_fs(root_fd, s); break;
+        case StepKind::Bind: do_bind(root_fd, s, idmap_userns); break;
+        case StepKind::Mask: do_mask(root_fd, s); break;
         case StepKind::Mkdir: {
             UniqueFd dir = open_own_parent(root_fd, s.target, name);
             if (mkdirat(dir.get(), name.c_str(), s.mode) < 0 && errno != EEXIST)

@@ -24,8 +24,7 @@ namespace {
 
 constexpr uint64_t kNoSuidDevExec = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
 
-MountStep fs(std::string target, std::string fstype, std::vector<std::pair<std::string, std::string>> opts,
-             uint64_t attrs) {
+MountStep fs(std::string target, std::string fstype, std::vector<std::pair<std::string, std::string>> opts, uint64_t attrs) {
     MountStep s;
     s.kind = StepKind::Fs;
     s.target = std::move(target);
@@ -171,12 +170,14 @@ MstackRoot plan_mstack_root(const std::string& mstack_path, const std::vector<st
     for (const auto& [name, target] : entries) {
         if (!name.starts_with("layer@")) continue;
         std::string_view num = std::string_view(name).substr(6);
-        if (num.empty() || num.size() > 4 || !std::all_of(num.begin(), num.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+        if (num.empty() || num.size() > 4 ||
+            !std::all_of(num.begin(), num.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
             (num.size() > 1 && num[0] == '0'))
             throw UsageError(dir + ": invalid layer entry '" + name + "'");
         std::string_view t = target;
-        bool ok = t.starts_with("../.oci-sha256-") && t.size() == 15 + 64 &&
-                  std::all_of(t.begin() + 15, t.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+        bool ok =
+            t.starts_with("../.oci-sha256-") && t.size() == 15 + 64 &&
+            std::all_of(t.begin() + 15, t.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
         if (!ok) throw UsageError(dir + ": " + name + " must point to a layer of the pool (../.oci-sha256-<hex>)");
         layers[std::stoul(std::string(num))] = pool + "/" + std::string(t.substr(3));
     }

@@ -167,9 +167,8 @@ AddressPool address_pool_from_env() {
 }
 
 bool ContainerNetwork::needed(const SpawnSpec& s) {
-    return s.network_veth || !s.network_interfaces.empty() || !s.network_macvlan.empty() ||
-           !s.network_ipvlan.empty() || !s.network_veth_extra.empty() || !s.network_bridge.empty() ||
-           !s.network_zone.empty() || !s.ports.empty();
+    return s.network_veth || !s.network_interfaces.empty() || !s.network_macvlan.empty() || !s.network_ipvlan.empty() ||
+           !s.network_veth_extra.empty() || !s.network_bridge.empty() || !s.network_zone.empty() || !s.ports.empty();
 }
 
 Netlink& ContainerNetwork::guest(int netns_fd) {
@@ -405,7 +404,9 @@ void ContainerNetwork::setup_veth(const SpawnSpec& spec, Netlink& host, int ns, 
         int bidx = host.link_index(br);
         plen = pool.zone_prefixlen;
         Allocation al;
-        if (managed) al = allocate_subnet(pool, "zone:" + spec.network_zone, plen, bidx ? std::vector<Subnet4>{} : taken_subnets(host));
+        if (managed)
+            al = allocate_subnet(pool, "zone:" + spec.network_zone, plen,
+                                 bidx ? std::vector<Subnet4>{} : taken_subnets(host));
         if (!bidx) {
             host.create_bridge(br);
             bidx = host.link_index(br);
@@ -428,7 +429,8 @@ void ContainerNetwork::setup_veth(const SpawnSpec& spec, Netlink& host, int ns, 
                     al.index = (al.subnet.network - pool.pool.network) >> (32 - plen);
                 }
             if (has4 && plen > 29)
-                throw_errno(EADDRNOTAVAIL, "the subnet of " + br + " (/" + std::to_string(plen) + ") has no room for machines");
+                throw_errno(EADDRNOTAVAIL,
+                            "the subnet of " + br + " (/" + std::to_string(plen) + ") has no room for machines");
             if (!has4) {  // made without addresses (MACHKIT_NETWORK_AUTO=no, or by someone else)
                 al = allocate_subnet(pool, "zone:" + spec.network_zone, plen, taken_subnets(host));
                 host.add_address(bidx, AF_INET, ip4_to_string(al.subnet.host(1)), plen);
@@ -516,9 +518,11 @@ void ContainerNetwork::setup(const SpawnSpec& spec, pid_t child_pid) {
     Netlink host;
     const bool managed = !host_side_managed();
     // The forwarding target is the address spawn gives the container.
-    if (!spec.ports.empty() && (!managed || !spec.network_bridge.empty() || (!spec.network_veth && spec.network_zone.empty())))
-        throw UsageError("--port= needs --network-veth or --network-zone with spawn's own addressing "
-                         "(not --network-bridge=, not with a network manager or MACHKIT_NETWORK_AUTO=no)");
+    if (!spec.ports.empty() &&
+        (!managed || !spec.network_bridge.empty() || (!spec.network_veth && spec.network_zone.empty())))
+        throw UsageError(
+            "--port= needs --network-veth or --network-zone with spawn's own addressing "
+            "(not --network-bridge=, not with a network manager or MACHKIT_NETWORK_AUTO=no)");
 
     if (spec.network_veth || !spec.network_bridge.empty() || !spec.network_zone.empty())
         setup_veth(spec, host, ns.get(), managed);

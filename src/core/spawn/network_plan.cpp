@@ -105,8 +105,8 @@ Subnet4 parse_subnet4(std::string_view s) {
     unsigned a, b, c, d, n;
     char tail;
     std::string t(s);
-    if (sscanf(t.c_str(), "%u.%u.%u.%u/%u%c", &a, &b, &c, &d, &n, &tail) != 5 || a > 255 || b > 255 || c > 255 ||
-        d > 255 || n > 30)
+    if (sscanf(t.c_str(), "%u.%u.%u.%u/%u%c", &a, &b, &c, &d, &n, &tail) != 5 || a > 255 || b > 255 || c > 255 || d > 255 ||
+        n > 30)
         throw UsageError("invalid IPv4 subnet '" + t + "': expected A.B.C.D/N with N at most 30");
     Subnet4 r{a << 24 | b << 16 | c << 8 | d, static_cast<uint8_t>(n)};
     if (r.network & ~mask_of(r.prefixlen)) throw UsageError("invalid IPv4 subnet '" + t + "': host bits are set");
@@ -192,8 +192,8 @@ std::vector<uint8_t> ip_bytes(int family, std::string_view text) {
 }
 }  // namespace
 
-std::vector<NftElement> nat_elements(std::string_view machine, std::string_view container4,
-                                     std::string_view container6, const std::vector<PortForward>& ports) {
+std::vector<NftElement> nat_elements(std::string_view machine, std::string_view container4, std::string_view container6,
+                                     const std::vector<PortForward>& ports) {
     std::vector<NftElement> out;
     std::string tag(machine);
     struct Fam {

@@ -38,9 +38,9 @@ std::string to_string(const Subnet4& s);
 
 // The pool addresses come from, and the size of each machine's (or zone's) piece.
 struct AddressPool {
-    Subnet4 pool{0x0A000000, 8};  // 10.0.0.0/8, the first pool systemd-networkd allocates from
-    uint8_t veth_prefixlen = 28;  // a plain veth: host .1, container .2
-    uint8_t zone_prefixlen = 24;  // a zone: bridge .1, machines from .2 up
+    Subnet4 pool{0x0A000000, 8};           // 10.0.0.0/8, the first pool systemd-networkd allocates from
+    uint8_t veth_prefixlen = 28;           // a plain veth: host .1, container .2
+    uint8_t zone_prefixlen = 24;           // a zone: bridge .1, machines from .2 up
     std::string ula_prefix = "fd6d:6b00";  // IPv6: <ula_prefix>:<16 bits of the index>::/64 per piece
 };
 
@@ -66,8 +66,8 @@ unsigned zone_member_host(std::string_view machine, uint8_t prefixlen);
 // Adding or removing elements registers no hooks, so it costs no RCU grace period (deleting a
 // base chain costs ~30 ms here).
 std::string nft_init_script();
-std::vector<NftElement> nat_elements(std::string_view machine, std::string_view container4,
-                                     std::string_view container6, const std::vector<PortForward>& ports);
+std::vector<NftElement> nat_elements(std::string_view machine, std::string_view container4, std::string_view container6,
+                                     const std::vector<PortForward>& ports);
 // What a machine added, as text for its record file (one element per line: set key data, in hex),
 // so that a later spawn can remove the elements of one that was SIGKILLed.
 std::string encode_elements(const std::vector<NftElement>& e);

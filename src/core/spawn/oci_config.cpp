@@ -90,9 +90,7 @@ auto checked(const std::string& field, std::string_view value, F&& parse) {
     }
 }
 
-std::string absolute(const json& v, const std::string& field) {
-    return checked(field, str(v, field), parse_absolute_path);
-}
+std::string absolute(const json& v, const std::string& field) { return checked(field, str(v, field), parse_absolute_path); }
 
 std::map<std::string, std::string> string_map(const json& v, const std::string& field) {
     if (!v.is_object()) invalid(field, "expected an object of strings");
@@ -194,7 +192,7 @@ void parse_scheduler(const json& v, SpawnSpec& s) {
         {"SCHED_DEADLINE", 6}};
     // <linux/sched.h>'s SCHED_FLAG_* (spelled out: it clashes with <sched.h>).
     static const std::map<std::string, uint64_t> kFlags = {
-        {"SCHED_FLAG_RESET_ON_FORK", 0x01}, {"SCHED_FLAG_RECLAIM", 0x02}, {"SCHED_FLAG_DL_OVERRUN", 0x04},
+        {"SCHED_FLAG_RESET_ON_FORK", 0x01}, {"SCHED_FLAG_RECLAIM", 0x02},     {"SCHED_FLAG_DL_OVERRUN", 0x04},
         {"SCHED_FLAG_KEEP_POLICY", 0x08},   {"SCHED_FLAG_KEEP_PARAMS", 0x10}, {"SCHED_FLAG_UTIL_CLAMP_MIN", 0x20},
         {"SCHED_FLAG_UTIL_CLAMP_MAX", 0x40}};
     std::string pol = str(v.value("policy", json()), "process.scheduler.policy");
@@ -229,9 +227,10 @@ std::vector<unsigned> cpu_list(const json& v, const std::string& field) {
 }
 
 void parse_process_object(const json& p, SpawnSpec& s) {
-    only_keys(p, "process", {"terminal", "consoleSize", "cwd", "env", "args", "commandLine", "user", "rlimits",
-                             "noNewPrivileges", "oomScoreAdj", "capabilities", "apparmorProfile", "selinuxLabel",
-                             "ioPriority", "scheduler", "execCPUAffinity"});
+    only_keys(
+        p, "process",
+        {"terminal", "consoleSize", "cwd", "env", "args", "commandLine", "user", "rlimits", "noNewPrivileges", "oomScoreAdj",
+         "capabilities", "apparmorProfile", "selinuxLabel", "ioPriority", "scheduler", "execCPUAffinity"});
     if (p.contains("commandLine")) unsupported("process.commandLine (Windows only)");
     if (!p.contains("args") || !p["args"].is_array() || p["args"].empty())
         invalid("process.args", "expected a non-empty array");
@@ -239,7 +238,8 @@ void parse_process_object(const json& p, SpawnSpec& s) {
     if (!p.contains("cwd")) invalid("process.cwd", "missing");
     s.chdir = absolute(p["cwd"], "process.cwd");
     if (p.contains("env"))
-        for (const auto& e : strings(p["env"], "process.env")) s.setenv.push_back(checked("process.env", e, parse_env_assignment));
+        for (const auto& e : strings(p["env"], "process.env"))
+            s.setenv.push_back(checked("process.env", e, parse_env_assignment));
     if (p.contains("terminal"))
         s.console = boolean(p["terminal"], "process.terminal") ? ConsoleMode::Interactive : ConsoleMode::Pipe;
     if (p.contains("consoleSize")) {
@@ -251,7 +251,8 @@ void parse_process_object(const json& p, SpawnSpec& s) {
     }
     if (p.contains("user")) parse_user(p["user"], s);
     if (p.contains("noNewPrivileges")) s.no_new_privileges = boolean(p["noNewPrivileges"], "process.noNewPrivileges");
-    if (p.contains("oomScoreAdj")) s.oom_score_adjust = static_cast<int>(i64(p["oomScoreAdj"], "process.oomScoreAdj", -1000, 1000));
+    if (p.contains("oomScoreAdj"))
+        s.oom_score_adjust = static_cast<int>(i64(p["oomScoreAdj"], "process.oomScoreAdj", -1000, 1000));
     if (p.contains("rlimits")) parse_rlimits(p["rlimits"], s);
     if (p.contains("capabilities")) parse_capabilities(p["capabilities"], s);
     // No AppArmor or SELinux support: an empty string asks for nothing, anything else is refused.
@@ -263,7 +264,8 @@ void parse_process_object(const json& p, SpawnSpec& s) {
     if (p.contains("execCPUAffinity")) {
         only_keys(p["execCPUAffinity"], "process.execCPUAffinity", {"initial", "final"});
         const json& a = p["execCPUAffinity"];
-        if (a.contains("initial")) s.oci.exec_cpu_affinity_initial = cpu_list(a["initial"], "process.execCPUAffinity.initial");
+        if (a.contains("initial"))
+            s.oci.exec_cpu_affinity_initial = cpu_list(a["initial"], "process.execCPUAffinity.initial");
         if (a.contains("final")) s.oci.exec_cpu_affinity_final = cpu_list(a["final"], "process.execCPUAffinity.final");
     }
 }
@@ -277,21 +279,44 @@ struct FlagOption {
 };
 // runc's table (libcontainer/specconv): mount(8) names of the MS_* flags.
 constexpr FlagOption kFlagOptions[] = {
-    {"async", true, MS_SYNCHRONOUS}, {"atime", true, MS_NOATIME},       {"bind", false, MS_BIND},
-    {"defaults", false, 0},          {"dev", true, MS_NODEV},           {"diratime", true, MS_NODIRATIME},
-    {"dirsync", false, MS_DIRSYNC},  {"exec", true, MS_NOEXEC},         {"iversion", false, MS_I_VERSION},
-    {"lazytime", false, MS_LAZYTIME}, {"loud", true, MS_SILENT},        {"mand", false, MS_MANDLOCK},
-    {"noatime", false, MS_NOATIME},  {"nodev", false, MS_NODEV},        {"nodiratime", false, MS_NODIRATIME},
-    {"noexec", false, MS_NOEXEC},    {"noiversion", true, MS_I_VERSION}, {"nolazytime", true, MS_LAZYTIME},
-    {"nomand", true, MS_MANDLOCK},   {"norelatime", true, MS_RELATIME}, {"nostrictatime", true, MS_STRICTATIME},
-    {"nosuid", false, MS_NOSUID},    {"nosymfollow", false, MS_NOSYMFOLLOW}, {"rbind", false, MS_BIND | MS_REC},
-    {"relatime", false, MS_RELATIME}, {"remount", false, MS_REMOUNT},   {"ro", false, MS_RDONLY},
-    {"rw", true, MS_RDONLY},         {"silent", false, MS_SILENT},      {"strictatime", false, MS_STRICTATIME},
-    {"suid", true, MS_NOSUID},       {"symfollow", true, MS_NOSYMFOLLOW}, {"sync", false, MS_SYNCHRONOUS},
+    {"async", true, MS_SYNCHRONOUS},
+    {"atime", true, MS_NOATIME},
+    {"bind", false, MS_BIND},
+    {"defaults", false, 0},
+    {"dev", true, MS_NODEV},
+    {"diratime", true, MS_NODIRATIME},
+    {"dirsync", false, MS_DIRSYNC},
+    {"exec", true, MS_NOEXEC},
+    {"iversion", false, MS_I_VERSION},
+    {"lazytime", false, MS_LAZYTIME},
+    {"loud", true, MS_SILENT},
+    {"mand", false, MS_MANDLOCK},
+    {"noatime", false, MS_NOATIME},
+    {"nodev", false, MS_NODEV},
+    {"nodiratime", false, MS_NODIRATIME},
+    {"noexec", false, MS_NOEXEC},
+    {"noiversion", true, MS_I_VERSION},
+    {"nolazytime", true, MS_LAZYTIME},
+    {"nomand", true, MS_MANDLOCK},
+    {"norelatime", true, MS_RELATIME},
+    {"nostrictatime", true, MS_STRICTATIME},
+    {"nosuid", false, MS_NOSUID},
+    {"nosymfollow", false, MS_NOSYMFOLLOW},
+    {"rbind", false, MS_BIND | MS_REC},
+    {"relatime", false, MS_RELATIME},
+    {"remount", false, MS_REMOUNT},
+    {"ro", false, MS_RDONLY},
+    {"rw", true, MS_RDONLY},
+    {"silent", false, MS_SILENT},
+    {"strictatime", false, MS_STRICTATIME},
+    {"suid", true, MS_NOSUID},
+    {"symfollow", true, MS_NOSYMFOLLOW},
+    {"sync", false, MS_SYNCHRONOUS},
 };
 constexpr std::pair<std::string_view, unsigned long> kPropagation[] = {
-    {"private", MS_PRIVATE},       {"rprivate", MS_PRIVATE | MS_REC}, {"shared", MS_SHARED},
-    {"rshared", MS_SHARED | MS_REC}, {"slave", MS_SLAVE},             {"rslave", MS_SLAVE | MS_REC},
+    {"private", MS_PRIVATE},       {"rprivate", MS_PRIVATE | MS_REC},
+    {"shared", MS_SHARED},         {"rshared", MS_SHARED | MS_REC},
+    {"slave", MS_SLAVE},           {"rslave", MS_SLAVE | MS_REC},
     {"unbindable", MS_UNBINDABLE}, {"runbindable", MS_UNBINDABLE | MS_REC},
 };
 struct AttrOption {
@@ -301,15 +326,24 @@ struct AttrOption {
 };
 // The recursive forms (mount_setattr(2) with AT_RECURSIVE), runtime-spec 1.1.
 constexpr AttrOption kAttrOptions[] = {
-    {"rro", false, MOUNT_ATTR_RDONLY},          {"rrw", true, MOUNT_ATTR_RDONLY},
-    {"rnosuid", false, MOUNT_ATTR_NOSUID},      {"rsuid", true, MOUNT_ATTR_NOSUID},
-    {"rnodev", false, MOUNT_ATTR_NODEV},        {"rdev", true, MOUNT_ATTR_NODEV},
-    {"rnoexec", false, MOUNT_ATTR_NOEXEC},      {"rexec", true, MOUNT_ATTR_NOEXEC},
-    {"rnodiratime", false, MOUNT_ATTR_NODIRATIME}, {"rdiratime", true, MOUNT_ATTR_NODIRATIME},
-    {"rrelatime", false, MOUNT_ATTR_RELATIME},  {"rnorelatime", true, MOUNT_ATTR_RELATIME},
-    {"rnoatime", false, MOUNT_ATTR_NOATIME},    {"ratime", true, MOUNT_ATTR_NOATIME},
-    {"rstrictatime", false, MOUNT_ATTR_STRICTATIME}, {"rnostrictatime", true, MOUNT_ATTR_STRICTATIME},
-    {"rnosymfollow", false, MOUNT_ATTR_NOSYMFOLLOW}, {"rsymfollow", true, MOUNT_ATTR_NOSYMFOLLOW},
+    {"rro", false, MOUNT_ATTR_RDONLY},
+    {"rrw", true, MOUNT_ATTR_RDONLY},
+    {"rnosuid", false, MOUNT_ATTR_NOSUID},
+    {"rsuid", true, MOUNT_ATTR_NOSUID},
+    {"rnodev", false, MOUNT_ATTR_NODEV},
+    {"rdev", true, MOUNT_ATTR_NODEV},
+    {"rnoexec", false, MOUNT_ATTR_NOEXEC},
+    {"rexec", true, MOUNT_ATTR_NOEXEC},
+    {"rnodiratime", false, MOUNT_ATTR_NODIRATIME},
+    {"rdiratime", true, MOUNT_ATTR_NODIRATIME},
+    {"rrelatime", false, MOUNT_ATTR_RELATIME},
+    {"rnorelatime", true, MOUNT_ATTR_RELATIME},
+    {"rnoatime", false, MOUNT_ATTR_NOATIME},
+    {"ratime", true, MOUNT_ATTR_NOATIME},
+    {"rstrictatime", false, MOUNT_ATTR_STRICTATIME},
+    {"rnostrictatime", true, MOUNT_ATTR_STRICTATIME},
+    {"rnosymfollow", false, MOUNT_ATTR_NOSYMFOLLOW},
+    {"rsymfollow", true, MOUNT_ATTR_NOSYMFOLLOW},
 };
 
 void decode_mount_options(OciMount& m) {
@@ -342,9 +376,9 @@ void decode_mount_options(OciMount& m) {
 // describing the same thing, and spawn's version (read-only /sys, masked /proc files) is kept.
 bool api_mount(const std::string& dst, const std::string& type) {
     static const std::set<std::pair<std::string, std::string>> kApi = {
-        {"/proc", "proc"}, {"/dev", "tmpfs"}, {"/dev/pts", "devpts"}, {"/dev/shm", "tmpfs"},
+        {"/proc", "proc"},         {"/dev", "tmpfs"}, {"/dev/pts", "devpts"},       {"/dev/shm", "tmpfs"},
         {"/dev/mqueue", "mqueue"}, {"/sys", "sysfs"}, {"/sys/fs/cgroup", "cgroup"}, {"/sys/fs/cgroup", "cgroup2"},
-        {"/run", "tmpfs"}, {"/tmp", "tmpfs"},
+        {"/run", "tmpfs"},         {"/tmp", "tmpfs"},
     };
     return kApi.contains({dst, type});
 }
@@ -390,10 +424,12 @@ void parse_mounts(const json& mounts, SpawnSpec& s) {
 
 void parse_hooks(const json& h, SpawnSpec& s) {
     only_keys(h, "hooks", {"prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"});
-    std::pair<const char*, std::vector<OciHook>*> lists[] = {
-        {"prestart", &s.oci.hooks.prestart},           {"createRuntime", &s.oci.hooks.create_runtime},
-        {"createContainer", &s.oci.hooks.create_container}, {"startContainer", &s.oci.hooks.start_container},
-        {"poststart", &s.oci.hooks.poststart},         {"poststop", &s.oci.hooks.poststop}};
+    std::pair<const char*, std::vector<OciHook>*> lists[] = {{"prestart", &s.oci.hooks.prestart},
+                                                             {"createRuntime", &s.oci.hooks.create_runtime},
+                                                             {"createContainer", &s.oci.hooks.create_container},
+                                                             {"startContainer", &s.oci.hooks.start_container},
+                                                             {"poststart", &s.oci.hooks.poststart},
+                                                             {"poststop", &s.oci.hooks.poststop}};
     for (auto [name, out] : lists) {
         if (!h.contains(name)) continue;
         const std::string f = std::string("hooks.") + name;
@@ -405,8 +441,10 @@ void parse_hooks(const json& h, SpawnSpec& s) {
             hook.path = absolute(e.value("path", json()), f + "[].path");
             if (e.contains("args")) hook.args = strings(e["args"], f + "[].args");
             if (e.contains("env"))
-                for (const auto& v : strings(e["env"], f + "[].env")) hook.env.push_back(checked(f + "[].env", v, parse_env_assignment));
-            if (e.contains("timeout")) hook.timeout = static_cast<int>(i64(e["timeout"], f + "[].timeout", 1, kOciHookTimeoutMax));
+                for (const auto& v : strings(e["env"], f + "[].env"))
+                    hook.env.push_back(checked(f + "[].env", v, parse_env_assignment));
+            if (e.contains("timeout"))
+                hook.timeout = static_cast<int>(i64(e["timeout"], f + "[].timeout", 1, kOciHookTimeoutMax));
             out->push_back(std::move(hook));
         }
     }
@@ -440,14 +478,17 @@ void parse_devices(const json& v, SpawnSpec& s) {
         OciDevice dev;
         dev.path = absolute(d.value("path", json()), "linux.devices[].path");
         std::string type = str(d.value("type", json()), "linux.devices[].type");
-        if (type != "c" && type != "b" && type != "u" && type != "p") invalid("linux.devices[].type", "expected c, b, u or p");
+        if (type != "c" && type != "b" && type != "u" && type != "p")
+            invalid("linux.devices[].type", "expected c, b, u or p");
         dev.type = type[0] == 'u' ? 'c' : type[0];
         if (dev.type != 'p') {
-            if (!d.contains("major") || !d.contains("minor")) invalid("linux.devices[] " + dev.path, "needs major and minor");
+            if (!d.contains("major") || !d.contains("minor"))
+                invalid("linux.devices[] " + dev.path, "needs major and minor");
             dev.major = i64(d["major"], "linux.devices[].major", 0, 4095);
             dev.minor = i64(d["minor"], "linux.devices[].minor", 0, 1048575);
         }
-        if (d.contains("fileMode")) dev.file_mode = static_cast<uint32_t>(u64(d["fileMode"], "linux.devices[].fileMode", 07777));
+        if (d.contains("fileMode"))
+            dev.file_mode = static_cast<uint32_t>(u64(d["fileMode"], "linux.devices[].fileMode", 07777));
         if (d.contains("uid")) dev.uid = u32(d["uid"], "linux.devices[].uid");
         if (d.contains("gid")) dev.gid = u32(d["gid"], "linux.devices[].gid");
         s.oci.devices.push_back(std::move(dev));
@@ -462,10 +503,12 @@ std::vector<OciBlockDeviceValue> block_values(const json& v, const std::string& 
         if (std::string_view(key) == "weight") only_keys(e, field + "[]", {"major", "minor", "weight", "leafWeight"});
         else only_keys(e, field + "[]", {"major", "minor", "rate"});
         if (e.contains("leafWeight")) unsupported(field + "[].leafWeight (gone from the kernel)");
-        if (!e.contains("major") || !e.contains("minor") || !e.contains(key)) invalid(field + "[]", std::string("needs major, minor and ") + key);
+        if (!e.contains("major") || !e.contains("minor") || !e.contains(key))
+            invalid(field + "[]", std::string("needs major, minor and ") + key);
         OciBlockDeviceValue b{i64(e["major"], field + "[].major", 0, 4095), i64(e["minor"], field + "[].minor", 0, 1048575),
                               u64(e[key], field + "[]." + key)};
-        if (b.value < lo || b.value > hi) invalid(field + "[]." + key, "out of range " + std::to_string(lo) + ".." + std::to_string(hi));
+        if (b.value < lo || b.value > hi)
+            invalid(field + "[]." + key, "out of range " + std::to_string(lo) + ".." + std::to_string(hi));
         out.push_back(b);
     }
     return out;
@@ -474,7 +517,9 @@ std::vector<OciBlockDeviceValue> block_values(const json& v, const std::string& 
 // Kernel cgroup file names: "controller.file", no path separators.
 bool cgroup_file_name_ok(const std::string& k) {
     if (k.empty() || k.size() > 64 || k.find('.') == std::string::npos || k.front() == '.') return false;
-    return std::all_of(k.begin(), k.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'; });
+    return std::all_of(k.begin(), k.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+    });
 }
 
 OciResources parse_resources(const json& r) {
@@ -493,19 +538,22 @@ OciResources parse_resources(const json& r) {
             if (type != "a" && type != "c" && type != "b") invalid(f + ".devices[].type", "expected a, c or b");
             rule.type = type[0];
             if (d.contains("major") && !d["major"].is_null()) rule.major = i64(d["major"], f + ".devices[].major", -1, 4095);
-            if (d.contains("minor") && !d["minor"].is_null()) rule.minor = i64(d["minor"], f + ".devices[].minor", -1, 1048575);
+            if (d.contains("minor") && !d["minor"].is_null())
+                rule.minor = i64(d["minor"], f + ".devices[].minor", -1, 1048575);
             if (rule.major == -1) rule.major.reset();
             if (rule.minor == -1) rule.minor.reset();
             rule.access = d.contains("access") ? str(d["access"], f + ".devices[].access") : "";
-            if (rule.access.find_first_not_of("rwm") != std::string::npos) invalid(f + ".devices[].access", "expected letters of rwm");
+            if (rule.access.find_first_not_of("rwm") != std::string::npos)
+                invalid(f + ".devices[].access", "expected letters of rwm");
             out.devices.push_back(rule);
         }
     }
     if (r.contains("memory")) {
         const json& m = r["memory"];
         const std::string g = f + ".memory";
-        only_keys(m, g, {"limit", "reservation", "swap", "kernel", "kernelTCP", "swappiness", "disableOOMKiller",
-                         "useHierarchy", "checkBeforeUpdate"});
+        only_keys(m, g,
+                  {"limit", "reservation", "swap", "kernel", "kernelTCP", "swappiness", "disableOOMKiller", "useHierarchy",
+                   "checkBeforeUpdate"});
         if (m.contains("kernel")) unsupported(g + ".kernel (kernel memory limits are gone from Linux)");
         auto limit = [&](const char* k) -> std::optional<int64_t> {
             if (!m.contains(k)) return std::nullopt;
@@ -518,9 +566,11 @@ OciResources parse_resources(const json& r) {
         out.memory.swap = limit("swap");
         out.memory.kernel_tcp = limit("kernelTCP");
         if (m.contains("swappiness")) out.memory.swappiness = u64(m["swappiness"], g + ".swappiness", 100);
-        if (m.contains("disableOOMKiller")) out.memory.disable_oom_killer = boolean(m["disableOOMKiller"], g + ".disableOOMKiller");
+        if (m.contains("disableOOMKiller"))
+            out.memory.disable_oom_killer = boolean(m["disableOOMKiller"], g + ".disableOOMKiller");
         if (m.contains("useHierarchy")) out.memory.use_hierarchy = boolean(m["useHierarchy"], g + ".useHierarchy");
-        if (m.contains("checkBeforeUpdate")) out.memory.check_before_update = boolean(m["checkBeforeUpdate"], g + ".checkBeforeUpdate");
+        if (m.contains("checkBeforeUpdate"))
+            out.memory.check_before_update = boolean(m["checkBeforeUpdate"], g + ".checkBeforeUpdate");
         if (out.memory.swap && out.memory.limit && *out.memory.swap != -1 && *out.memory.limit != -1 &&
             *out.memory.swap < *out.memory.limit)
             invalid(g + ".swap", "below memory.limit (swap counts memory plus swap)");
@@ -553,14 +603,18 @@ OciResources parse_resources(const json& r) {
     if (r.contains("blockIO")) {
         const json& b = r["blockIO"];
         const std::string g = f + ".blockIO";
-        only_keys(b, g, {"weight", "leafWeight", "weightDevice", "throttleReadBpsDevice", "throttleWriteBpsDevice",
-                         "throttleReadIOPSDevice", "throttleWriteIOPSDevice"});
+        only_keys(b, g,
+                  {"weight", "leafWeight", "weightDevice", "throttleReadBpsDevice", "throttleWriteBpsDevice",
+                   "throttleReadIOPSDevice", "throttleWriteIOPSDevice"});
         if (b.contains("leafWeight")) unsupported(g + ".leafWeight (gone from the kernel)");
         if (b.contains("weight")) out.block_io.weight = static_cast<uint16_t>(i64(b["weight"], g + ".weight", 10, 1000));
-        if (b.contains("weightDevice")) out.block_io.weight_device = block_values(b["weightDevice"], g + ".weightDevice", "weight", 10, 1000);
+        if (b.contains("weightDevice"))
+            out.block_io.weight_device = block_values(b["weightDevice"], g + ".weightDevice", "weight", 10, 1000);
         std::pair<const char*, std::vector<OciBlockDeviceValue>*> th[] = {
-            {"throttleReadBpsDevice", &out.block_io.throttle_read_bps}, {"throttleWriteBpsDevice", &out.block_io.throttle_write_bps},
-            {"throttleReadIOPSDevice", &out.block_io.throttle_read_iops}, {"throttleWriteIOPSDevice", &out.block_io.throttle_write_iops}};
+            {"throttleReadBpsDevice", &out.block_io.throttle_read_bps},
+            {"throttleWriteBpsDevice", &out.block_io.throttle_write_bps},
+            {"throttleReadIOPSDevice", &out.block_io.throttle_read_iops},
+            {"throttleWriteIOPSDevice", &out.block_io.throttle_write_iops}};
         for (auto [k, dst] : th)
             if (b.contains(k)) *dst = block_values(b[k], g + "." + k, "rate", 0, UINT64_MAX);
     }
@@ -589,7 +643,8 @@ OciResources parse_resources(const json& r) {
                 std::string name = str(p.value("name", json()), f + ".network.priorities[].name");
                 if (name.empty() || name.size() > 15 || name.find_first_of(" \n/") != std::string::npos)
                     invalid(f + ".network.priorities[].name", "not an interface name");
-                out.network.priorities.emplace_back(name, u32(p.value("priority", json(0)), f + ".network.priorities[].priority"));
+                out.network.priorities.emplace_back(name,
+                                                    u32(p.value("priority", json(0)), f + ".network.priorities[].priority"));
             }
         }
     }
@@ -609,7 +664,8 @@ OciResources parse_resources(const json& r) {
         for (const auto& [k, v] : out.unified) {
             if (!cgroup_file_name_ok(k)) invalid(f + ".unified", "not a cgroup file name: " + k);
             if (k.starts_with("cgroup.")) unsupported(f + ".unified." + k + " (the runtime owns the cgroup.* files)");
-            if (v.size() > 4096 || v.find('\0') != std::string::npos) invalid(f + ".unified." + k, "value too long or holding NUL");
+            if (v.size() > 4096 || v.find('\0') != std::string::npos)
+                invalid(f + ".unified." + k, "value too long or holding NUL");
         }
     }
     return out;
@@ -617,7 +673,9 @@ OciResources parse_resources(const json& r) {
 
 OciSeccomp parse_seccomp(const json& j) {
     const std::string f = "linux.seccomp";
-    only_keys(j, f, {"defaultAction", "defaultErrnoRet", "architectures", "flags", "listenerPath", "listenerMetadata", "syscalls"});
+    only_keys(
+        j, f,
+        {"defaultAction", "defaultErrnoRet", "architectures", "flags", "listenerPath", "listenerMetadata", "syscalls"});
     for (const char* k : {"listenerPath", "listenerMetadata"})
         if (j.contains(k) && !str(j[k], f + "." + k).empty()) unsupported(f + "." + k + " (no seccomp notify agents)");
     OciSeccomp s;
@@ -635,7 +693,8 @@ OciSeccomp parse_seccomp(const json& j) {
             rule.action = str(e.value("action", json()), f + ".syscalls[].action");
             if (e.contains("errnoRet")) rule.errno_ret = u32(e["errnoRet"], f + ".syscalls[].errnoRet");
             if (e.contains("args")) {
-                if (!e["args"].is_array() || e["args"].size() > 6) invalid(f + ".syscalls[].args", "expected an array of at most 6");
+                if (!e["args"].is_array() || e["args"].size() > 6)
+                    invalid(f + ".syscalls[].args", "expected an array of at most 6");
                 for (const auto& a : e["args"]) {
                     only_keys(a, f + ".syscalls[].args[]", {"index", "value", "valueTwo", "op"});
                     OciSeccompArg arg;
@@ -661,9 +720,9 @@ OciTimeOffset time_offset(const json& v, const std::string& field) {
 }
 
 void parse_linux(const json& l, SpawnSpec& s) {
-    only_keys(l, "linux", {"namespaces", "uidMappings", "gidMappings", "timeOffsets", "devices", "cgroupsPath",
-                           "resources", "intelRdt", "sysctl", "seccomp", "rootfsPropagation", "maskedPaths",
-                           "readonlyPaths", "mountLabel", "personality"});
+    only_keys(l, "linux",
+              {"namespaces", "uidMappings", "gidMappings", "timeOffsets", "devices", "cgroupsPath", "resources", "intelRdt",
+               "sysctl", "seccomp", "rootfsPropagation", "maskedPaths", "readonlyPaths", "mountLabel", "personality"});
     if (l.contains("intelRdt")) unsupported("linux.intelRdt (no resctrl support)");
     if (l.contains("mountLabel") && !str(l["mountLabel"], "linux.mountLabel").empty())
         unsupported("linux.mountLabel (no SELinux support; leave it empty)");
@@ -672,8 +731,10 @@ void parse_linux(const json& l, SpawnSpec& s) {
     if (l.contains("gidMappings")) s.oci.gid_mappings = id_mappings(l["gidMappings"], "linux.gidMappings");
     if (l.contains("timeOffsets")) {
         only_keys(l["timeOffsets"], "linux.timeOffsets", {"monotonic", "boottime"});
-        if (l["timeOffsets"].contains("monotonic")) s.oci.time_monotonic = time_offset(l["timeOffsets"]["monotonic"], "linux.timeOffsets.monotonic");
-        if (l["timeOffsets"].contains("boottime")) s.oci.time_boottime = time_offset(l["timeOffsets"]["boottime"], "linux.timeOffsets.boottime");
+        if (l["timeOffsets"].contains("monotonic"))
+            s.oci.time_monotonic = time_offset(l["timeOffsets"]["monotonic"], "linux.timeOffsets.monotonic");
+        if (l["timeOffsets"].contains("boottime"))
+            s.oci.time_boottime = time_offset(l["timeOffsets"]["boottime"], "linux.timeOffsets.boottime");
     }
     if (l.contains("devices")) parse_devices(l["devices"], s);
     if (l.contains("cgroupsPath")) {
@@ -694,14 +755,16 @@ void parse_linux(const json& l, SpawnSpec& s) {
         s.oci.sysctl = string_map(l["sysctl"], "linux.sysctl");
         for (const auto& [k, v] : s.oci.sysctl)
             if (k.empty() || k.size() > 256 || k.find("..") != std::string::npos || k.front() == '.' || k.front() == '/' ||
-                k.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/") != std::string::npos)
+                k.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/") !=
+                    std::string::npos)
                 invalid("linux.sysctl", "not a sysctl name: " + k);
     }
     if (l.contains("seccomp")) s.oci.seccomp = parse_seccomp(l["seccomp"]);
     if (l.contains("rootfsPropagation")) {
         std::string p = str(l["rootfsPropagation"], "linux.rootfsPropagation");
         auto it = std::ranges::find(kPropagation, p, &std::pair<std::string_view, unsigned long>::first);
-        if (it == std::end(kPropagation)) invalid("linux.rootfsPropagation", "expected (r)private, (r)shared, (r)slave or (r)unbindable");
+        if (it == std::end(kPropagation))
+            invalid("linux.rootfsPropagation", "expected (r)private, (r)shared, (r)slave or (r)unbindable");
         s.oci.rootfs_propagation = it->second;
     }
     if (l.contains("maskedPaths"))
@@ -742,8 +805,7 @@ json parse_json(std::string_view text, const char* what) {
 
 SpawnSpec parse_oci_config(std::string_view text, const std::string& bundle) {
     json j = parse_json(text, "config.json");
-    only_keys(j, "", {"ociVersion", "root", "process", "hostname", "domainname", "mounts", "hooks", "linux",
-                      "annotations"});
+    only_keys(j, "", {"ociVersion", "root", "process", "hostname", "domainname", "mounts", "hooks", "linux", "annotations"});
     if (!j.contains("ociVersion") || !version_supported(j["ociVersion"]))
         throw UsageError("OCI config.json: ociVersion must be 1.0.0 to 1.2.x");
     SpawnSpec s;
@@ -791,9 +853,9 @@ SpawnSpec parse_oci_config(std::string_view text, const std::string& bundle) {
 bool oci_sysctl_allowed(std::string_view name, bool own_ipc, bool own_network, bool own_uts) {
     std::string n(name);
     std::replace(n.begin(), n.end(), '/', '.');
-    static const std::set<std::string, std::less<>> kIpc = {"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
-                                                            "kernel.shmall", "kernel.shmmax", "kernel.shmmni",
-                                                            "kernel.shm_rmid_forced"};
+    static const std::set<std::string, std::less<>> kIpc = {"kernel.msgmax", "kernel.msgmnb",         "kernel.msgmni",
+                                                            "kernel.sem",    "kernel.shmall",         "kernel.shmmax",
+                                                            "kernel.shmmni", "kernel.shm_rmid_forced"};
     if (kIpc.contains(n) || n.starts_with("fs.mqueue.")) return own_ipc;
     if (n.starts_with("net.")) return own_network;
     if (n == "kernel.hostname" || n == "kernel.domainname") return own_uts;
@@ -843,7 +905,8 @@ std::optional<std::string> oci_unapplied_field(const SpawnSpec& s, OciFrontEndHa
         if (n.type == "user" || n.type == "time") return "linux.namespaces[] of type '" + n.type + "'";
     }
     for (const char* always : {"pid", "mount", "ipc", "uts"})
-        if (!types.contains(always)) return std::string("linux.namespaces without '") + always + "' (spawn always creates it)";
+        if (!types.contains(always))
+            return std::string("linux.namespaces without '") + always + "' (spawn always creates it)";
     if (!o.cgroups_path.empty() && !handles.cgroups) return "linux.cgroupsPath";
     if (o.resources.present && !handles.cgroups) return "linux.resources";
     return std::nullopt;

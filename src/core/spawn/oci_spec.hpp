@@ -32,7 +32,7 @@ struct OciMount {
     uint64_t attr_clr = 0;             // MOUNT_ATTR_* cleared recursively (rrw, rsuid, ...)
     bool idmap = false;                // "idmap" / "ridmap" (recursive when ridmap)
     bool idmap_recursive = false;
-    std::string data;                  // file-system options passed to mount(2) ("size=1m,mode=755")
+    std::string data;                        // file-system options passed to mount(2) ("size=1m,mode=755")
     std::vector<OciIdMapping> uid_mappings;  // idmapped mount
     std::vector<OciIdMapping> gid_mappings;
     bool bind() const noexcept;
@@ -123,8 +123,8 @@ struct OciResources {
         std::vector<std::pair<std::string, uint32_t>> priorities;  // (interface, priority)
     } network;
     std::map<std::string, std::pair<std::optional<uint32_t>, std::optional<uint32_t>>> rdma;  // device -> (handles, objects)
-    std::map<std::string, std::string> unified;  // cgroup2 file -> value
-    bool present = false;  // linux.resources was given
+    std::map<std::string, std::string> unified;                                               // cgroup2 file -> value
+    bool present = false;                                                                     // linux.resources was given
 };
 
 struct OciSeccompArg {
@@ -176,7 +176,7 @@ struct OciSpec {
         int policy = 0;  // SCHED_*
         int nice = 0;
         int priority = 0;
-        uint64_t flags = 0;  // SCHED_FLAG_*
+        uint64_t flags = 0;                              // SCHED_FLAG_*
         uint64_t runtime = 0, deadline = 0, period = 0;  // ns, SCHED_DEADLINE
     };
     std::optional<Scheduler> scheduler;

@@ -117,7 +117,8 @@ void apply_oci_devices(const OciSpec& oci, int root_fd) {
         if (!pfd) throw_last_error("devices: cannot open " + dir);
         const mode_t type = d.type == 'b' ? S_IFBLK : d.type == 'p' ? S_IFIFO : S_IFCHR;
         const mode_t perm = d.file_mode.value_or(0666) & 07777;
-        if (::unlinkat(pfd.get(), name.c_str(), 0) < 0 && errno != ENOENT) throw_last_error("devices: cannot replace " + d.path);
+        if (::unlinkat(pfd.get(), name.c_str(), 0) < 0 && errno != ENOENT)
+            throw_last_error("devices: cannot replace " + d.path);
         check(::mknodat(pfd.get(), name.c_str(), type | perm, makedev(d.major, d.minor)), "devices: mknod " + d.path);
         // mknod applies the umask; the spec's mode is meant exactly.
         check(::fchmodat(pfd.get(), name.c_str(), perm, 0), "devices: chmod " + d.path);

@@ -28,7 +28,8 @@ void apply_oci_readonly_paths(const OciSpec& oci, int root_fd);
 void apply_oci_mount_attributes(const OciSpec& oci, int root_fd);
 // The MS_* flags a bind can carry per mount, and their MOUNT_ATTR_* counterparts.
 inline constexpr unsigned long kOciBindMountFlags = MS_BIND | MS_REC | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC |
-                                                    MS_NOATIME | MS_NODIRATIME | MS_RELATIME | MS_STRICTATIME | MS_NOSYMFOLLOW;
+                                                    MS_NOATIME | MS_NODIRATIME | MS_RELATIME | MS_STRICTATIME |
+                                                    MS_NOSYMFOLLOW;
 uint64_t oci_mount_attrs_from_flags(unsigned long ms_flags);
 
 // linux.rootfsPropagation: the container root's propagation (after pivot_root, on "/").

@@ -86,13 +86,15 @@ std::optional<bool> try_boolean(std::string_view s) {
     return std::nullopt;
 }
 
-constexpr std::array<EnumName<VolatileMode>, 4> kVolatileNames{{
-    {VolatileMode::No, "no"}, {VolatileMode::Yes, "yes"}, {VolatileMode::State, "state"}, {VolatileMode::Overlay, "overlay"}}};
+constexpr std::array<EnumName<VolatileMode>, 4> kVolatileNames{{{VolatileMode::No, "no"},
+                                                                {VolatileMode::Yes, "yes"},
+                                                                {VolatileMode::State, "state"},
+                                                                {VolatileMode::Overlay, "overlay"}}};
 constexpr std::array<EnumName<ConsoleMode>, 5> kConsoleNames{{{ConsoleMode::Interactive, "interactive"},
-                                                          {ConsoleMode::ReadOnly, "read-only"},
-                                                          {ConsoleMode::Passive, "passive"},
-                                                          {ConsoleMode::Pipe, "pipe"},
-                                                          {ConsoleMode::Autopipe, "autopipe"}}};
+                                                              {ConsoleMode::ReadOnly, "read-only"},
+                                                              {ConsoleMode::Passive, "passive"},
+                                                              {ConsoleMode::Pipe, "pipe"},
+                                                              {ConsoleMode::Autopipe, "autopipe"}}};
 constexpr std::array<EnumName<ResolvConfMode>, 15> kResolvConfNames{{
     {ResolvConfMode::Off, "off"},
     {ResolvConfMode::CopyHost, "copy-host"},
@@ -111,23 +113,25 @@ constexpr std::array<EnumName<ResolvConfMode>, 15> kResolvConfNames{{
     {ResolvConfMode::Auto, "auto"},
 }};
 constexpr std::array<EnumName<TimezoneMode>, 6> kTimezoneNames{{{TimezoneMode::Off, "off"},
-                                                            {TimezoneMode::Copy, "copy"},
-                                                            {TimezoneMode::Bind, "bind"},
-                                                            {TimezoneMode::Symlink, "symlink"},
-                                                            {TimezoneMode::Delete, "delete"},
-                                                            {TimezoneMode::Auto, "auto"}}};
-constexpr std::array<EnumName<SettingsMode>, 4> kSettingsNames{{
-    {SettingsMode::No, "no"}, {SettingsMode::Yes, "yes"}, {SettingsMode::Trusted, "trusted"}, {SettingsMode::Override, "override"}}};
+                                                                {TimezoneMode::Copy, "copy"},
+                                                                {TimezoneMode::Bind, "bind"},
+                                                                {TimezoneMode::Symlink, "symlink"},
+                                                                {TimezoneMode::Delete, "delete"},
+                                                                {TimezoneMode::Auto, "auto"}}};
+constexpr std::array<EnumName<SettingsMode>, 4> kSettingsNames{{{SettingsMode::No, "no"},
+                                                                {SettingsMode::Yes, "yes"},
+                                                                {SettingsMode::Trusted, "trusted"},
+                                                                {SettingsMode::Override, "override"}}};
 constexpr std::array<EnumName<LinkJournalMode>, 6> kLinkJournalNames{{{LinkJournalMode::No, "no"},
-                                                                  {LinkJournalMode::Auto, "auto"},
-                                                                  {LinkJournalMode::Guest, "guest"},
-                                                                  {LinkJournalMode::Host, "host"},
-                                                                  {LinkJournalMode::TryGuest, "try-guest"},
-                                                                  {LinkJournalMode::TryHost, "try-host"}}};
+                                                                      {LinkJournalMode::Auto, "auto"},
+                                                                      {LinkJournalMode::Guest, "guest"},
+                                                                      {LinkJournalMode::Host, "host"},
+                                                                      {LinkJournalMode::TryGuest, "try-guest"},
+                                                                      {LinkJournalMode::TryHost, "try-host"}}};
 constexpr std::array<EnumName<UserNamespaceOwnership>, 4> kOwnershipNames{{{UserNamespaceOwnership::Off, "off"},
-                                                                       {UserNamespaceOwnership::Chown, "chown"},
-                                                                       {UserNamespaceOwnership::Map, "map"},
-                                                                       {UserNamespaceOwnership::Auto, "auto"}}};
+                                                                           {UserNamespaceOwnership::Chown, "chown"},
+                                                                           {UserNamespaceOwnership::Map, "map"},
+                                                                           {UserNamespaceOwnership::Auto, "auto"}}};
 constexpr std::array<EnumName<PortProtocol>, 2> kProtocolNames{{{PortProtocol::Tcp, "tcp"}, {PortProtocol::Udp, "udp"}}};
 constexpr std::array<EnumName<StartMode>, 3> kStartModeNames{
     {{StartMode::Command, "command"}, {StartMode::Pid2, "pid2"}, {StartMode::Boot, "boot"}}};
@@ -139,12 +143,11 @@ struct SignalName {
     std::string_view name;  // without "SIG"
 };
 constexpr std::array<SignalName, 31> kSignalNames{{
-    {SIGHUP, "HUP"},     {SIGINT, "INT"},       {SIGQUIT, "QUIT"},     {SIGILL, "ILL"},   {SIGTRAP, "TRAP"},
-    {SIGABRT, "ABRT"},   {SIGBUS, "BUS"},       {SIGFPE, "FPE"},       {SIGKILL, "KILL"}, {SIGUSR1, "USR1"},
-    {SIGSEGV, "SEGV"},   {SIGUSR2, "USR2"},     {SIGPIPE, "PIPE"},     {SIGALRM, "ALRM"}, {SIGTERM, "TERM"},
-    {SIGSTKFLT, "STKFLT"}, {SIGCHLD, "CHLD"},   {SIGCONT, "CONT"},     {SIGSTOP, "STOP"}, {SIGTSTP, "TSTP"},
-    {SIGTTIN, "TTIN"},   {SIGTTOU, "TTOU"},     {SIGURG, "URG"},       {SIGXCPU, "XCPU"}, {SIGXFSZ, "XFSZ"},
-    {SIGVTALRM, "VTALRM"}, {SIGPROF, "PROF"},   {SIGWINCH, "WINCH"},   {SIGIO, "IO"},     {SIGPWR, "PWR"},
+    {SIGHUP, "HUP"},   {SIGINT, "INT"},       {SIGQUIT, "QUIT"}, {SIGILL, "ILL"},       {SIGTRAP, "TRAP"}, {SIGABRT, "ABRT"},
+    {SIGBUS, "BUS"},   {SIGFPE, "FPE"},       {SIGKILL, "KILL"}, {SIGUSR1, "USR1"},     {SIGSEGV, "SEGV"}, {SIGUSR2, "USR2"},
+    {SIGPIPE, "PIPE"}, {SIGALRM, "ALRM"},     {SIGTERM, "TERM"}, {SIGSTKFLT, "STKFLT"}, {SIGCHLD, "CHLD"}, {SIGCONT, "CONT"},
+    {SIGSTOP, "STOP"}, {SIGTSTP, "TSTP"},     {SIGTTIN, "TTIN"}, {SIGTTOU, "TTOU"},     {SIGURG, "URG"},   {SIGXCPU, "XCPU"},
+    {SIGXFSZ, "XFSZ"}, {SIGVTALRM, "VTALRM"}, {SIGPROF, "PROF"}, {SIGWINCH, "WINCH"},   {SIGIO, "IO"},     {SIGPWR, "PWR"},
     {SIGSYS, "SYS"},
 }};
 
@@ -153,10 +156,22 @@ struct RlimitName {
     std::string_view name;
 };
 constexpr std::array<RlimitName, kRlimitCount> kRlimitNames{{
-    {RLIMIT_CPU, "CPU"},         {RLIMIT_FSIZE, "FSIZE"},     {RLIMIT_DATA, "DATA"},         {RLIMIT_STACK, "STACK"},
-    {RLIMIT_CORE, "CORE"},       {RLIMIT_RSS, "RSS"},         {RLIMIT_NPROC, "NPROC"},       {RLIMIT_NOFILE, "NOFILE"},
-    {RLIMIT_MEMLOCK, "MEMLOCK"}, {RLIMIT_AS, "AS"},           {RLIMIT_LOCKS, "LOCKS"},       {RLIMIT_SIGPENDING, "SIGPENDING"},
-    {RLIMIT_MSGQUEUE, "MSGQUEUE"}, {RLIMIT_NICE, "NICE"},     {RLIMIT_RTPRIO, "RTPRIO"},     {RLIMIT_RTTIME, "RTTIME"},
+    {RLIMIT_CPU, "CPU"},
+    {RLIMIT_FSIZE, "FSIZE"},
+    {RLIMIT_DATA, "DATA"},
+    {RLIMIT_STACK, "STACK"},
+    {RLIMIT_CORE, "CORE"},
+    {RLIMIT_RSS, "RSS"},
+    {RLIMIT_NPROC, "NPROC"},
+    {RLIMIT_NOFILE, "NOFILE"},
+    {RLIMIT_MEMLOCK, "MEMLOCK"},
+    {RLIMIT_AS, "AS"},
+    {RLIMIT_LOCKS, "LOCKS"},
+    {RLIMIT_SIGPENDING, "SIGPENDING"},
+    {RLIMIT_MSGQUEUE, "MSGQUEUE"},
+    {RLIMIT_NICE, "NICE"},
+    {RLIMIT_RTPRIO, "RTPRIO"},
+    {RLIMIT_RTTIME, "RTTIME"},
 }};
 
 }  // namespace
@@ -319,7 +334,8 @@ int parse_signal(std::string_view s) {
 std::string signal_to_string(int sig) {
     for (const auto& n : kSignalNames)
         if (n.sig == sig) return "SIG" + std::string(n.name);
-    if (sig >= SIGRTMIN && sig <= SIGRTMAX) return sig == SIGRTMIN ? "SIGRTMIN" : "SIGRTMIN+" + std::to_string(sig - SIGRTMIN);
+    if (sig >= SIGRTMIN && sig <= SIGRTMAX)
+        return sig == SIGRTMIN ? "SIGRTMIN" : "SIGRTMIN+" + std::to_string(sig - SIGRTMIN);
     return std::to_string(sig);
 }
 
@@ -600,8 +616,12 @@ std::string c_unescape(std::string_view s) {
         case 't': out += '\t'; break;
         case 'v': out += '\v'; break;
         case 's': out += ' '; break;
-        case '\\': case '"': case '\'': out += c; break;
-        case 'x': case 'u': case 'U': {
+        case '\\':
+        case '"':
+        case '\'': out += c; break;
+        case 'x':
+        case 'u':
+        case 'U': {
             size_t digits = c == 'x' ? 2 : c == 'u' ? 4 : 8;
             if (s.size() - i - 1 < digits) fail("incomplete \\" + std::string(1, c) + " escape");
             uint32_t v = 0;
@@ -754,7 +774,9 @@ std::optional<VolatileMode> volatile_mode_from_string(std::string_view s) {
 std::string_view to_string(ConsoleMode m) { return enum_to_string(kConsoleNames, m); }
 std::optional<ConsoleMode> console_mode_from_string(std::string_view s) { return enum_from_string(kConsoleNames, s); }
 std::string_view to_string(ResolvConfMode m) { return enum_to_string(kResolvConfNames, m); }
-std::optional<ResolvConfMode> resolv_conf_mode_from_string(std::string_view s) { return enum_from_string(kResolvConfNames, s); }
+std::optional<ResolvConfMode> resolv_conf_mode_from_string(std::string_view s) {
+    return enum_from_string(kResolvConfNames, s);
+}
 std::string_view to_string(TimezoneMode m) { return enum_to_string(kTimezoneNames, m); }
 std::optional<TimezoneMode> timezone_mode_from_string(std::string_view s) { return enum_from_string(kTimezoneNames, s); }
 std::string_view to_string(SettingsMode m) { return enum_to_string(kSettingsNames, m); }
@@ -763,7 +785,9 @@ std::optional<SettingsMode> settings_mode_from_string(std::string_view s) {
     return enum_from_string(kSettingsNames, s);
 }
 std::string_view to_string(LinkJournalMode m) { return enum_to_string(kLinkJournalNames, m); }
-std::optional<LinkJournalMode> link_journal_mode_from_string(std::string_view s) { return enum_from_string(kLinkJournalNames, s); }
+std::optional<LinkJournalMode> link_journal_mode_from_string(std::string_view s) {
+    return enum_from_string(kLinkJournalNames, s);
+}
 std::string_view to_string(UserNamespaceOwnership m) { return enum_to_string(kOwnershipNames, m); }
 std::optional<UserNamespaceOwnership> userns_ownership_from_string(std::string_view s) {
     return enum_from_string(kOwnershipNames, s);

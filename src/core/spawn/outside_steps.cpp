@@ -43,7 +43,8 @@ void check_ambient_capabilities(const SpawnSpec& s) {
     uint64_t kept = (s.capabilities_all ? ~uint64_t{0} : kDefaultCapabilities | s.capabilities_add) & ~s.capabilities_drop;
     if (s.private_network && !s.oci.capabilities_given) kept |= cap_bit(CAP_NET_ADMIN);
     if ((s.capabilities_ambient & kept) != s.capabilities_ambient)
-        throw UsageError("--ambient-capability= is not covered by the container's capabilities; add them with --capability=");
+        throw UsageError(
+            "--ambient-capability= is not covered by the container's capabilities; add them with --capability=");
 }
 
 bool selinux_enabled() { return access("/sys/fs/selinux/enforce", F_OK) == 0; }
@@ -69,7 +70,8 @@ void check_supported(const SpawnSpec& s) {
         refuse("--image= together with --private-users-ownership=chown");
     if (!s.template_dir.empty() && s.ephemeral) refuse("--template= together with --ephemeral");
     if (s.ephemeral && s.volatile_mode != VolatileMode::No) refuse("--ephemeral together with --volatile=");
-    if ((s.ephemeral || s.volatile_mode != VolatileMode::No) && s.read_only) refuse("--read-only together with --ephemeral or --volatile=");
+    if ((s.ephemeral || s.volatile_mode != VolatileMode::No) && s.read_only)
+        refuse("--read-only together with --ephemeral or --volatile=");
     for (const auto& o : s.overlays) {
         if (!o.upper.empty() && o.upper[0] == '+') refuse("--overlay= with an upper directory inside the container ('+')");
         for (const auto& l : o.lower)
@@ -91,34 +93,39 @@ void check_supported(const SpawnSpec& s) {
 // CONFIG_BLK_DEV_DM), so the options are checked and then refused with the reason.
 void check_verity(const SpawnSpec& s) {
     if (s.root_hash.empty() && s.root_hash_sig.empty() && s.verity_data.empty()) return;
-    if (s.image.empty()) throw UsageError("--root-hash=, --root-hash-sig= and --verity-data= protect disk images: add -i IMAGE");
+    if (s.image.empty())
+        throw UsageError("--root-hash=, --root-hash-sig= and --verity-data= protect disk images: add -i IMAGE");
     auto devices = read_host_file("/proc/devices").value_or("");
     if (devices.find(" device-mapper\n") == std::string::npos)
-        throw UsageError("--root-hash=: dm-verity needs device-mapper, which this kernel lacks (no device-mapper in /proc/devices)");
+        throw UsageError(
+            "--root-hash=: dm-verity needs device-mapper, which this kernel lacks (no device-mapper in /proc/devices)");
     throw UsageError("--root-hash=/--verity-data= (dm-verity) is not supported by spawn yet; run the image without them");
 }
 
 namespace {
 
-
 // Under the idmapped mount a file container root makes is host root's on disk and keeps its
 // setuid bit: a host user who can walk to the tree could run it as root (issue 19 B). Only trees
 // whose writes reach the disk count; an explicit --private-users-ownership=map is the user's call.
 void check_idmapped_tree_is_private(const SpawnSpec& spec, int root_fd) {
-    const bool writes_persist = spec.image.empty() && !spec.read_only && !spec.ephemeral &&
-                                spec.volatile_mode == VolatileMode::No;
+    const bool writes_persist =
+        spec.image.empty() && !spec.read_only && !spec.ephemeral && spec.volatile_mode == VolatileMode::No;
     if (!writes_persist || !reachable_by_other_users(root_fd)) return;
     std::string dir = spec.directory;
     while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
     const size_t slash = dir.rfind('/');
     const std::string parent = slash == std::string::npos ? "." : slash == 0 ? "/" : dir.substr(0, slash);
     if (spec.userns_ownership == UserNamespaceOwnership::Map) {
-        fprintf(stderr, "Warning: %s can be reached by users other than root, and files container root makes "
-                        "in it are host root's (--private-users-ownership=map).\n", dir.c_str());
+        fprintf(stderr,
+                "Warning: %s can be reached by users other than root, and files container root makes "
+                "in it are host root's (--private-users-ownership=map).\n",
+                dir.c_str());
         return;
     }
-    throw UsageError(dir + " can be reached by users other than root, so a setuid file container root leaves in it "
-                     "would give them root: chmod 0700 " + parent + ", or use --private-users-ownership=chown");
+    throw UsageError(dir +
+                     " can be reached by users other than root, so a setuid file container root leaves in it "
+                     "would give them root: chmod 0700 " +
+                     parent + ", or use --private-users-ownership=chown");
 }
 
 // Whether the file system under `dir_fd` takes an idmapped mount: tried on a detached clone.
@@ -167,10 +174,10 @@ void plan_cgroups(Prepared& p, const SpawnSpec& spec, int root) {
     if (plan.own_cgroup2) p.cgroup2_mount = mount_own_cgroup2();
     if (plan.v1_host && !spec.quiet) {
         std::string controllers;
-        if (p.cgroup2_mount)
-            controllers = read_file_in_root(p.cgroup2_mount.get(), "cgroup.controllers", 4096).value_or("");
+        if (p.cgroup2_mount) controllers = read_file_in_root(p.cgroup2_mount.get(), "cgroup.controllers", 4096).value_or("");
         else
-            controllers = read_host_file("/sys/fs/cgroup" + plan.layout.unified_dir + "/cgroup.controllers", 4096).value_or("");
+            controllers =
+                read_host_file("/sys/fs/cgroup" + plan.layout.unified_dir + "/cgroup.controllers", 4096).value_or("");
         fprintf(stderr, "%s\n", no_controllers_notice(controllers).c_str());
     }
     p.cgroups = plan.layout;
@@ -187,7 +194,9 @@ SpawnSpec with_journal_link(const SpawnSpec& spec, int root, const std::string& 
     auto host_id = id128_from_machine_id_file(read_host_file("/etc/machine-id", 4096).value_or(""));
     bool kept = spec.image.empty() && !spec.ephemeral && spec.volatile_mode == VolatileMode::No;
     HostJournalPath state = HostJournalPath::absent;
-    if (id) state = inspect_host_journal_path("/var/log/journal/" + id128_to_string(*id), root_path + "/var/log/journal/" + id128_to_string(*id));
+    if (id)
+        state = inspect_host_journal_path("/var/log/journal/" + id128_to_string(*id),
+                                          root_path + "/var/log/journal/" + id128_to_string(*id));
     auto plan = plan_journal_link(spec.link_journal, id, host_id, state, kept);
     if (auto bind = apply_journal_link(plan, root, root_path)) out.binds.push_back(*bind);
     return out;
@@ -268,9 +277,9 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
         UserNamespaceOwnership own = spec.userns_ownership;
         if (own == UserNamespaceOwnership::Auto) {
             // map where the tree's file system takes idmapped mounts, chown where it does not.
-            own = r.shift == 0                          ? UserNamespaceOwnership::Off
-                  : idmap_supported(root, r)            ? UserNamespaceOwnership::Map
-                                                        : UserNamespaceOwnership::Chown;
+            own = r.shift == 0               ? UserNamespaceOwnership::Off
+                  : idmap_supported(root, r) ? UserNamespaceOwnership::Map
+                                             : UserNamespaceOwnership::Chown;
         }
         if (own == UserNamespaceOwnership::Chown) {
             // The tree's owners themselves move into the range (and back, or on, for another range).
@@ -292,10 +301,13 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
     }
 
     if (!spec.pivot_root_new.empty()) {
-        if (p.idmap) throw UsageError("--pivot-root= cannot be combined with an idmapped tree; add --private-users-ownership=off or chown");
+        if (p.idmap)
+            throw UsageError(
+                "--pivot-root= cannot be combined with an idmapped tree; add --private-users-ownership=off or chown");
         p.pivot_dir = open_in_root(root, spec.pivot_root_new, O_PATH | O_DIRECTORY);
         if (!p.pivot_dir)
-            throw UsageError("--pivot-root=" + spec.pivot_root_new + ": no such directory in the tree (" + strerror(errno) + ")");
+            throw UsageError("--pivot-root=" + spec.pivot_root_new + ": no such directory in the tree (" + strerror(errno) +
+                             ")");
         root = p.pivot_dir.get();  // the guest's files (passwd, init, machine-id) are the new root's
     }
     // The user, from the tree's own passwd.
@@ -338,7 +350,8 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
     }
     p.host_os_release = read_host_file("/etc/os-release").value_or(read_host_file("/usr/lib/os-release").value_or(""));
     facts.host_os_release = p.host_os_release;
-    if (!spec.uuid) facts.tree_machine_id = id128_from_machine_id_file(read_file_in_root(root, "/etc/machine-id", 4096).value_or(""));
+    if (!spec.uuid)
+        facts.tree_machine_id = id128_from_machine_id_file(read_file_in_root(root, "/etc/machine-id", 4096).value_or(""));
     if (!spec.uuid && !facts.tree_machine_id) facts.random_uuid = id128_random_uuid();
     // Rootless: the child holds every capability in its own user namespace, none in ours.
     facts.permitted_caps = p.rootless ? ~uint64_t{0} : current_permitted_capabilities();

@@ -34,20 +34,20 @@ struct Prepared {
     UserRecord user;
     std::vector<BpfProgram> seccomp;
     std::optional<OciSeccompFilter> oci_seccomp;  // linux.seccomp of a config.json: instead of `seccomp`
-    bool wait_for_parent = false;             // the child waits for placement/registration
-    int exec_gate = -1;                       // the OCI runtime's detached start: DetachedLaunch::exec_gate
-    bool wait_for_network = false;            // the parent sets up links for us (ContainerNetwork)
-    UniqueFd netns;                           // --network-namespace-path=, opened in the host
-    std::optional<CgroupLayout> cgroups;      // set when the guest gets its own cgroup namespace
-    UniqueFd cgroup2_mount;                   // no cgroup2 on the host: spawn's own (plan_guest_cgroups)
-    std::vector<std::string> overlay_workdirs;  // created for --overlay=, removed at exit
+    bool wait_for_parent = false;                 // the child waits for placement/registration
+    int exec_gate = -1;                           // the OCI runtime's detached start: DetachedLaunch::exec_gate
+    bool wait_for_network = false;                // the parent sets up links for us (ContainerNetwork)
+    UniqueFd netns;                               // --network-namespace-path=, opened in the host
+    std::optional<CgroupLayout> cgroups;          // set when the guest gets its own cgroup namespace
+    UniqueFd cgroup2_mount;                       // no cgroup2 on the host: spawn's own (plan_guest_cgroups)
+    std::vector<std::string> overlay_workdirs;    // created for --overlay=, removed at exit
     std::vector<std::pair<std::string, UniqueFd>> image_mounts;  // -i: detached mounts, root first
-    std::optional<IdRange> userns;  // --private-users: the container's UID/GID range
-    bool idmap = false;             // the root is an idmapped mount (ownership "map")
-    RunLock uid_lock;               // holds the range while the machine runs
-    UniqueFd userns_fd;             // the namespace, made anew for each run
+    std::optional<IdRange> userns;                               // --private-users: the container's UID/GID range
+    bool idmap = false;                                          // the root is an idmapped mount (ownership "map")
+    RunLock uid_lock;                                            // holds the range while the machine runs
+    UniqueFd userns_fd;                                          // the namespace, made anew for each run
     std::string host_os_release;
-    UniqueFd pivot_dir;  // --pivot-root=: the new root inside the tree (O_PATH, host namespace)
+    UniqueFd pivot_dir;                  // --pivot-root=: the new root inside the tree (O_PATH, host namespace)
     std::vector<BoundUser> bound_users;  // --bind-user=
     // Rootless (issue 16, rootless.hpp): the calling user and its map. `userns` is then the identity
     // map of the map's IDs, made by the child inside the namespace the parent mapped.

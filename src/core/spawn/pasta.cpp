@@ -44,7 +44,8 @@ PastaNetwork::~PastaNetwork() {
 
 void PastaNetwork::start(const std::vector<PortForward>& ports, pid_t pid, const std::string& runtime_dir) {
     if (access(kPastaPath, X_OK) < 0)
-        throw UsageError(std::string(kPastaPath) + " is missing: install it (apt-get install passt) for --network-veth "
+        throw UsageError(std::string(kPastaPath) +
+                         " is missing: install it (apt-get install passt) for --network-veth "
                          "and -p as an ordinary user, or use --private-network");
     if (access("/dev/net/tun", R_OK | W_OK) < 0)
         throw UsageError("/dev/net/tun is not usable by you (" + std::string(strerror(errno)) +

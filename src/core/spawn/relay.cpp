@@ -143,7 +143,8 @@ void Relay::on_notify() {
             if (spec_.notify_ready) told_ready("Container running.");
             report_ready();
         }
-        if (std::string st = notification_field(text, "STATUS"); !st.empty()) notify_manager("STATUS=Container running: " + st);
+        if (std::string st = notification_field(text, "STATUS"); !st.empty())
+            notify_manager("STATUS=Container running: " + st);
     }
 }
 

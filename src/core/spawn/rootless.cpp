@@ -96,10 +96,12 @@ RootlessUser prepare_rootless_user(const SpawnSpec& spec) {
         for (const char* h : {kNewuidmap, kNewgidmap}) {
             struct stat st;
             if (stat(h, &st) < 0)
-                throw UsageError(std::string(h) + " is missing: install it (apt-get install uidmap) to use your ranges in "
+                throw UsageError(std::string(h) +
+                                 " is missing: install it (apt-get install uidmap) to use your ranges in "
                                  "/etc/subuid and /etc/subgid");
             if (!(st.st_mode & S_ISUID) || st.st_uid != 0)
-                throw UsageError(std::string(h) + " is not setuid root, so it cannot map your subordinate ranges: "
+                throw UsageError(std::string(h) +
+                                 " is not setuid root, so it cannot map your subordinate ranges: "
                                  "reinstall it (apt-get install --reinstall uidmap)");
         }
         u.newuidmap = kNewuidmap;
@@ -116,8 +118,9 @@ RootlessUser prepare_rootless_user(const SpawnSpec& spec) {
         if (stat(run_user.c_str(), &st) == 0 && st.st_uid == u.uid) u.runtime_dir = run_user;
     }
     if (u.runtime_dir.empty())
-        throw UsageError("no $XDG_RUNTIME_DIR: log in through a session, or set XDG_RUNTIME_DIR to a private "
-                         "directory of yours (spawn keeps its locks there)");
+        throw UsageError(
+            "no $XDG_RUNTIME_DIR: log in through a session, or set XDG_RUNTIME_DIR to a private "
+            "directory of yours (spawn keeps its locks there)");
     return u;
 }
 

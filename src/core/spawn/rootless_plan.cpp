@@ -10,20 +10,24 @@ namespace mk::core {
 
 void check_rootless_spec(const SpawnSpec& spec) {
     if (!spec.image.empty())
-        throw UsageError("-i needs root (loop devices and partition mounts): run as root, or unpack the image "
-                         "into a directory and pass it with -D");
+        throw UsageError(
+            "-i needs root (loop devices and partition mounts): run as root, or unpack the image "
+            "into a directory and pass it with -D");
     for (const auto& b : spec.binds)
         if (b.idmap || b.idmap_root)
-            throw UsageError("--bind=" + b.source + ":idmap needs root (idmapped mounts are made in the initial "
+            throw UsageError("--bind=" + b.source +
+                             ":idmap needs root (idmapped mounts are made in the initial "
                              "user namespace): drop :idmap, the container's root already is your uid");
     if (!spec.network_interfaces.empty() || !spec.network_macvlan.empty() || !spec.network_ipvlan.empty() ||
         !spec.network_veth_extra.empty() || !spec.network_bridge.empty() || !spec.network_zone.empty() ||
         !spec.network_namespace_path.empty())
-        throw UsageError("host interfaces, bridges, zones and other network namespaces need root: as an ordinary "
-                         "user use --network-veth (through pasta) or --private-network");
+        throw UsageError(
+            "host interfaces, bridges, zones and other network namespaces need root: as an ordinary "
+            "user use --network-veth (through pasta) or --private-network");
     if (spec.userns_mode != UserNamespaceMode::No)
-        throw UsageError("-U/--private-users= pick a range as root; as an ordinary user the range comes from "
-                         "/etc/subuid and /etc/subgid: drop the option");
+        throw UsageError(
+            "-U/--private-users= pick a range as root; as an ordinary user the range comes from "
+            "/etc/subuid and /etc/subgid: drop the option");
 }
 
 std::vector<MountStep> make_rootless_mount_plan(std::vector<MountStep> plan, bool private_network, uint32_t gid_count) {
@@ -88,7 +92,8 @@ RootlessCgroupPlan plan_rootless_cgroup(const RootlessCgroupInput& in, std::stri
     }
     p.notice = "no delegated cgroup2 subtree (no systemd user session for uid " + std::to_string(in.uid) +
                "): the machine runs without cgroup limits";
-    if (needs_view) p.notice += ", and its systemd " + std::to_string(*in.guest_systemd) + " cannot boot without a cgroup2 view";
+    if (needs_view)
+        p.notice += ", and its systemd " + std::to_string(*in.guest_systemd) + " cannot boot without a cgroup2 view";
     return p;
 }
 

@@ -35,7 +35,7 @@ using Handler = std::function<void(Settings&, std::string_view)>;
 // How a key's parsed value goes into the SpawnSpec. apply_settings() runs these in one loop, so the
 // precedence and trust checks are written once.
 struct Merge {
-    std::function<bool(const Settings&)> set;  // did the file set it (empty: an alias another row merges)
+    std::function<bool(const Settings&)> set;                // did the file set it (empty: an alias another row merges)
     std::function<void(const Settings&, SpawnSpec&)> apply;  // idempotent: rows of one group may share it
     // SettingTrust::Narrowing only: whether the value widens the sandbox, and the part an untrusted
     // file still gets.
@@ -82,12 +82,9 @@ std::function<bool(const Settings&)> has_caps(std::optional<uint64_t> Settings::
 }
 
 void merge_start_mode(const Settings& s, SpawnSpec& spec) {
-    if (s.boot.value_or(false))
-        spec.start_mode = StartMode::Boot;
-    else if (s.process_two.value_or(false))
-        spec.start_mode = StartMode::Pid2;
-    else
-        spec.start_mode = StartMode::Command;
+    if (s.boot.value_or(false)) spec.start_mode = StartMode::Boot;
+    else if (s.process_two.value_or(false)) spec.start_mode = StartMode::Pid2;
+    else spec.start_mode = StartMode::Command;
 }
 
 // As nspawn: the file's mounts replace the command line's as a whole.
@@ -131,10 +128,8 @@ bool any_overlay(const Settings& s, bool read_only) {
 template <typename T, typename Parse>
 Handler scalar(std::optional<T> Settings::*field, Parse parse) {
     return [field, parse](Settings& s, std::string_view v) {
-        if (v.empty())
-            (s.*field).reset();
-        else
-            s.*field = parse(v);
+        if (v.empty()) (s.*field).reset();
+        else s.*field = parse(v);
     };
 }
 
@@ -194,57 +189,59 @@ std::string check_ifname(std::string_view v) { return parse_interface_pair(v); }
 const std::vector<Key>& keys() {
     static const std::vector<Key> table = [] {
         std::vector<Key> k = {
-            {"Exec", "Boot", [](Settings& s, std::string_view v) { set_start_mode(s, &Settings::boot, &Settings::process_two, v); },
+            {"Exec", "Boot",
+             [](Settings& s, std::string_view v) { set_start_mode(s, &Settings::boot, &Settings::process_two, v); },
              SettingGroup::StartMode, SettingTrust::Any, Merge{has(&Settings::boot), merge_start_mode}},
             {"Exec", "ProcessTwo",
              [](Settings& s, std::string_view v) { set_start_mode(s, &Settings::process_two, &Settings::boot, v); },
              SettingGroup::StartMode, SettingTrust::Any, Merge{has(&Settings::process_two), merge_start_mode}},
-            {"Exec", "Ephemeral", boolean(&Settings::ephemeral),
-             SettingGroup::Ephemeral, SettingTrust::Trusted, copy(&Settings::ephemeral, &SpawnSpec::ephemeral)},
+            {"Exec", "Ephemeral", boolean(&Settings::ephemeral), SettingGroup::Ephemeral, SettingTrust::Trusted,
+             copy(&Settings::ephemeral, &SpawnSpec::ephemeral)},
             {"Exec", "Parameters", word_list(&Settings::parameters, [](std::string_view w) { return std::string(w); }),
              SettingGroup::StartMode, SettingTrust::Any, copy(&Settings::parameters, &SpawnSpec::argv)},
-            {"Exec", "Environment", word_list(&Settings::environment, parse_env_assignment),
-             SettingGroup::Environment, SettingTrust::Any, copy(&Settings::environment, &SpawnSpec::setenv)},
-            {"Exec", "User", scalar(&Settings::user, parse_user_name),
-             SettingGroup::User, SettingTrust::Any, copy(&Settings::user, &SpawnSpec::user)},
-            {"Exec", "Capability", capability(&Settings::capability),
-             SettingGroup::Capability, SettingTrust::Trusted, Merge{has_caps(&Settings::capability),
-                    [](const Settings& s, SpawnSpec& spec) {
-                        if (*s.capability == kAllCapabilities)
-                            spec.capabilities_all = true;
-                        else
-                            spec.capabilities_add |= *s.capability;
-                    }}},
-            {"Exec", "AmbientCapability", capability(&Settings::ambient_capability),
-             SettingGroup::Capability, SettingTrust::Trusted, Merge{has_caps(&Settings::ambient_capability),
-                    [](const Settings& s, SpawnSpec& spec) { spec.capabilities_ambient |= *s.ambient_capability; }}},
-            {"Exec", "DropCapability", capability(&Settings::drop_capability),
-             SettingGroup::Capability, SettingTrust::Any, Merge{has_caps(&Settings::drop_capability),
-                    [](const Settings& s, SpawnSpec& spec) { spec.capabilities_drop |= *s.drop_capability; }}},
-            {"Exec", "KillSignal", scalar(&Settings::kill_signal, parse_signal),
-             SettingGroup::KillSignal, SettingTrust::Any, copy(&Settings::kill_signal, &SpawnSpec::kill_signal)},
-            {"Exec", "Personality", scalar(&Settings::personality, parse_personality),
-             SettingGroup::Personality, SettingTrust::Any, copy(&Settings::personality, &SpawnSpec::personality)},
+            {"Exec", "Environment", word_list(&Settings::environment, parse_env_assignment), SettingGroup::Environment,
+             SettingTrust::Any, copy(&Settings::environment, &SpawnSpec::setenv)},
+            {"Exec", "User", scalar(&Settings::user, parse_user_name), SettingGroup::User, SettingTrust::Any,
+             copy(&Settings::user, &SpawnSpec::user)},
+            {"Exec", "Capability", capability(&Settings::capability), SettingGroup::Capability, SettingTrust::Trusted,
+             Merge{has_caps(&Settings::capability),
+                   [](const Settings& s, SpawnSpec& spec) {
+                       if (*s.capability == kAllCapabilities) spec.capabilities_all = true;
+                       else spec.capabilities_add |= *s.capability;
+                   }}},
+            {"Exec", "AmbientCapability", capability(&Settings::ambient_capability), SettingGroup::Capability,
+             SettingTrust::Trusted,
+             Merge{has_caps(&Settings::ambient_capability),
+                   [](const Settings& s, SpawnSpec& spec) { spec.capabilities_ambient |= *s.ambient_capability; }}},
+            {"Exec", "DropCapability", capability(&Settings::drop_capability), SettingGroup::Capability, SettingTrust::Any,
+             Merge{has_caps(&Settings::drop_capability),
+                   [](const Settings& s, SpawnSpec& spec) { spec.capabilities_drop |= *s.drop_capability; }}},
+            {"Exec", "KillSignal", scalar(&Settings::kill_signal, parse_signal), SettingGroup::KillSignal, SettingTrust::Any,
+             copy(&Settings::kill_signal, &SpawnSpec::kill_signal)},
+            {"Exec", "Personality", scalar(&Settings::personality, parse_personality), SettingGroup::Personality,
+             SettingTrust::Any, copy(&Settings::personality, &SpawnSpec::personality)},
             {"Exec", "MachineID", scalar(&Settings::machine_id, parse_uuid),
              // A chosen id could impersonate another registered machine.
              SettingGroup::MachineId, SettingTrust::Trusted, copy(&Settings::machine_id, &SpawnSpec::uuid)},
-            {"Exec", "WorkingDirectory", scalar(&Settings::working_directory, check_path),
-             SettingGroup::WorkingDirectory, SettingTrust::Any, copy(&Settings::working_directory, &SpawnSpec::chdir)},
-            {"Exec", "PivotRoot", scalar(&Settings::pivot_root, parse_pivot_root),
-             SettingGroup::PivotRoot, SettingTrust::Trusted, Merge{has(&Settings::pivot_root),
-                    [](const Settings& s, SpawnSpec& spec) {
-                        spec.pivot_root_new = s.pivot_root->first;
-                        spec.pivot_root_old = s.pivot_root->second;
-                    }}},
-            {"Exec", "PrivateUsers", scalar(&Settings::private_users, parse_private_users),
-             SettingGroup::UserNamespace, SettingTrust::Trusted, Merge{has(&Settings::private_users),
-                    [](const Settings& s, SpawnSpec& spec) {
-                        spec.userns_mode = s.private_users->mode;
-                        spec.uid_shift = s.private_users->uid_shift;
-                        spec.uid_range = s.private_users->uid_range;
-                    }}},
-            {"Exec", "NotifyReady", boolean(&Settings::notify_ready),
-             SettingGroup::NotifyReady, SettingTrust::Any, copy(&Settings::notify_ready, &SpawnSpec::notify_ready)},
+            {"Exec", "WorkingDirectory", scalar(&Settings::working_directory, check_path), SettingGroup::WorkingDirectory,
+             SettingTrust::Any, copy(&Settings::working_directory, &SpawnSpec::chdir)},
+            {"Exec", "PivotRoot", scalar(&Settings::pivot_root, parse_pivot_root), SettingGroup::PivotRoot,
+             SettingTrust::Trusted,
+             Merge{has(&Settings::pivot_root),
+                   [](const Settings& s, SpawnSpec& spec) {
+                       spec.pivot_root_new = s.pivot_root->first;
+                       spec.pivot_root_old = s.pivot_root->second;
+                   }}},
+            {"Exec", "PrivateUsers", scalar(&Settings::private_users, parse_private_users), SettingGroup::UserNamespace,
+             SettingTrust::Trusted,
+             Merge{has(&Settings::private_users),
+                   [](const Settings& s, SpawnSpec& spec) {
+                       spec.userns_mode = s.private_users->mode;
+                       spec.uid_shift = s.private_users->uid_shift;
+                       spec.uid_range = s.private_users->uid_range;
+                   }}},
+            {"Exec", "NotifyReady", boolean(&Settings::notify_ready), SettingGroup::NotifyReady, SettingTrust::Any,
+             copy(&Settings::notify_ready, &SpawnSpec::notify_ready)},
             {"Exec", "SystemCallFilter",
              [](Settings& s, std::string_view v) {
                  if (v.empty()) {
@@ -259,17 +256,18 @@ const std::vector<Key>& keys() {
                      push_bounded(deny ? s.syscall_deny : s.syscall_allow, std::move(w));
                  }
              },
-             SettingGroup::SyscallFilter, SettingTrust::Narrowing, Merge{[](const Settings& s) { return !s.syscall_allow.empty() || !s.syscall_deny.empty(); },
-                    [](const Settings& s, SpawnSpec& spec) {
-                        if (!s.syscall_allow.empty()) spec.syscall_allow = s.syscall_allow;
-                        if (!s.syscall_deny.empty()) spec.syscall_deny = s.syscall_deny;
-                    },
-                    // Deny entries only narrow the filter; allow entries widen it.
-                    [](const Settings& s) { return !s.syscall_allow.empty(); },
-                    [](const Settings& s, SpawnSpec& spec) {
-                        if (!s.syscall_deny.empty()) spec.syscall_deny = s.syscall_deny;
-                    },
-                    "SystemCallFilter= (allow-list entries)"}},
+             SettingGroup::SyscallFilter, SettingTrust::Narrowing,
+             Merge{[](const Settings& s) { return !s.syscall_allow.empty() || !s.syscall_deny.empty(); },
+                   [](const Settings& s, SpawnSpec& spec) {
+                       if (!s.syscall_allow.empty()) spec.syscall_allow = s.syscall_allow;
+                       if (!s.syscall_deny.empty()) spec.syscall_deny = s.syscall_deny;
+                   },
+                   // Deny entries only narrow the filter; allow entries widen it.
+                   [](const Settings& s) { return !s.syscall_allow.empty(); },
+                   [](const Settings& s, SpawnSpec& spec) {
+                       if (!s.syscall_deny.empty()) spec.syscall_deny = s.syscall_deny;
+                   },
+                   "SystemCallFilter= (allow-list entries)"}},
             {"Exec", "Hostname",
              scalar(&Settings::hostname,
                     [](std::string_view v) {
@@ -277,42 +275,48 @@ const std::vector<Key>& keys() {
                         return std::string(v);
                     }),
              SettingGroup::Hostname, SettingTrust::Any, copy(&Settings::hostname, &SpawnSpec::hostname)},
-            {"Exec", "NoNewPrivileges", boolean(&Settings::no_new_privileges),
-             SettingGroup::NoNewPrivileges, SettingTrust::Narrowing, Merge{has(&Settings::no_new_privileges),
-                    [](const Settings& s, SpawnSpec& spec) { spec.no_new_privileges = *s.no_new_privileges; },
-                    [](const Settings& s) { return !*s.no_new_privileges; }, [](const Settings&, SpawnSpec&) {},
-                    "NoNewPrivileges=no"}},
+            {"Exec", "NoNewPrivileges", boolean(&Settings::no_new_privileges), SettingGroup::NoNewPrivileges,
+             SettingTrust::Narrowing,
+             Merge{has(&Settings::no_new_privileges),
+                   [](const Settings& s, SpawnSpec& spec) { spec.no_new_privileges = *s.no_new_privileges; },
+                   [](const Settings& s) { return !*s.no_new_privileges; }, [](const Settings&, SpawnSpec&) {},
+                   "NoNewPrivileges=no"}},
             {"Exec", "OOMScoreAdjust", scalar(&Settings::oom_score_adjust, parse_oom_score_adjust),
-             SettingGroup::OomScoreAdjust, SettingTrust::Trusted, copy(&Settings::oom_score_adjust, &SpawnSpec::oom_score_adjust)},
-            {"Exec", "CPUAffinity", scalar(&Settings::cpu_affinity, parse_cpu_set),
-             SettingGroup::CpuAffinity, SettingTrust::Trusted, copy(&Settings::cpu_affinity, &SpawnSpec::cpu_affinity)},
-            {"Exec", "ResolvConf", scalar(&Settings::resolv_conf, parse_resolv_conf_mode),
-             SettingGroup::ResolvConf, SettingTrust::Any, copy(&Settings::resolv_conf, &SpawnSpec::resolv_conf)},
+             SettingGroup::OomScoreAdjust, SettingTrust::Trusted,
+             copy(&Settings::oom_score_adjust, &SpawnSpec::oom_score_adjust)},
+            {"Exec", "CPUAffinity", scalar(&Settings::cpu_affinity, parse_cpu_set), SettingGroup::CpuAffinity,
+             SettingTrust::Trusted, copy(&Settings::cpu_affinity, &SpawnSpec::cpu_affinity)},
+            {"Exec", "ResolvConf", scalar(&Settings::resolv_conf, parse_resolv_conf_mode), SettingGroup::ResolvConf,
+             SettingTrust::Any, copy(&Settings::resolv_conf, &SpawnSpec::resolv_conf)},
             {"Exec", "LinkJournal", scalar(&Settings::link_journal, parse_link_journal_mode),
              // Links the container's journal into the host's /var/log/journal.
              SettingGroup::LinkJournal, SettingTrust::Trusted, copy(&Settings::link_journal, &SpawnSpec::link_journal)},
-            {"Exec", "Timezone", scalar(&Settings::timezone, parse_timezone_mode),
-             SettingGroup::Timezone, SettingTrust::Any, copy(&Settings::timezone, &SpawnSpec::timezone)},
-            {"Exec", "SuppressSync", boolean(&Settings::suppress_sync),
-             SettingGroup::SuppressSync, SettingTrust::Any, copy(&Settings::suppress_sync, &SpawnSpec::suppress_sync)},
+            {"Exec", "Timezone", scalar(&Settings::timezone, parse_timezone_mode), SettingGroup::Timezone, SettingTrust::Any,
+             copy(&Settings::timezone, &SpawnSpec::timezone)},
+            {"Exec", "SuppressSync", boolean(&Settings::suppress_sync), SettingGroup::SuppressSync, SettingTrust::Any,
+             copy(&Settings::suppress_sync, &SpawnSpec::suppress_sync)},
 
-            {"Files", "ReadOnly", boolean(&Settings::read_only),
-             SettingGroup::ReadOnly, SettingTrust::Any, copy(&Settings::read_only, &SpawnSpec::read_only)},
-            {"Files", "Volatile", scalar(&Settings::volatile_mode, parse_volatile_mode),
-             SettingGroup::Volatile, SettingTrust::Any, copy(&Settings::volatile_mode, &SpawnSpec::volatile_mode)},
+            {"Files", "ReadOnly", boolean(&Settings::read_only), SettingGroup::ReadOnly, SettingTrust::Any,
+             copy(&Settings::read_only, &SpawnSpec::read_only)},
+            {"Files", "Volatile", scalar(&Settings::volatile_mode, parse_volatile_mode), SettingGroup::Volatile,
+             SettingTrust::Any, copy(&Settings::volatile_mode, &SpawnSpec::volatile_mode)},
             {"Files", "Bind", entry_list(&Settings::binds, [](std::string_view v) { return parse_bind(v, false); }),
-             SettingGroup::CustomMounts, SettingTrust::Trusted, custom_mount([](const Settings& s) { return any_bind(s, false); })},
+             SettingGroup::CustomMounts, SettingTrust::Trusted,
+             custom_mount([](const Settings& s) { return any_bind(s, false); })},
             {"Files", "BindReadOnly", entry_list(&Settings::binds, [](std::string_view v) { return parse_bind(v, true); }),
-             SettingGroup::CustomMounts, SettingTrust::Trusted, custom_mount([](const Settings& s) { return any_bind(s, true); })},
-            {"Files", "TemporaryFileSystem", entry_list(&Settings::tmpfs, parse_tmpfs),
-             SettingGroup::CustomMounts, SettingTrust::Trusted, custom_mount(has(&Settings::tmpfs))},
-            {"Files", "Inaccessible", entry_list(&Settings::inaccessible, check_path),
-             SettingGroup::CustomMounts, SettingTrust::Trusted, custom_mount(has(&Settings::inaccessible))},
+             SettingGroup::CustomMounts, SettingTrust::Trusted,
+             custom_mount([](const Settings& s) { return any_bind(s, true); })},
+            {"Files", "TemporaryFileSystem", entry_list(&Settings::tmpfs, parse_tmpfs), SettingGroup::CustomMounts,
+             SettingTrust::Trusted, custom_mount(has(&Settings::tmpfs))},
+            {"Files", "Inaccessible", entry_list(&Settings::inaccessible, check_path), SettingGroup::CustomMounts,
+             SettingTrust::Trusted, custom_mount(has(&Settings::inaccessible))},
             {"Files", "Overlay", entry_list(&Settings::overlays, [](std::string_view v) { return parse_overlay(v, false); }),
-             SettingGroup::CustomMounts, SettingTrust::Trusted, custom_mount([](const Settings& s) { return any_overlay(s, false); })},
+             SettingGroup::CustomMounts, SettingTrust::Trusted,
+             custom_mount([](const Settings& s) { return any_overlay(s, false); })},
             {"Files", "OverlayReadOnly",
              entry_list(&Settings::overlays, [](std::string_view v) { return parse_overlay(v, true); }),
-             SettingGroup::CustomMounts, SettingTrust::Trusted, custom_mount([](const Settings& s) { return any_overlay(s, true); })},
+             SettingGroup::CustomMounts, SettingTrust::Trusted,
+             custom_mount([](const Settings& s) { return any_overlay(s, true); })},
             {"Files", "PrivateUsersChown",
              scalar(&Settings::private_users_ownership,
                     [](std::string_view v) {
@@ -321,22 +325,25 @@ const std::vector<Key>& keys() {
              // An alias: the PrivateUsersOwnership= row merges the value.
              SettingGroup::UserNamespace, SettingTrust::Trusted, Merge{}},
             {"Files", "PrivateUsersOwnership", scalar(&Settings::private_users_ownership, parse_userns_ownership),
-             SettingGroup::UserNamespace, SettingTrust::Trusted, Merge{has(&Settings::private_users_ownership),
-                    [](const Settings& s, SpawnSpec& spec) { spec.userns_ownership = *s.private_users_ownership; },
-                    {}, {}, "PrivateUsersOwnership=/PrivateUsersChown="}},
-            {"Files", "BindUser", word_list(&Settings::bind_user, parse_user_name),
-             SettingGroup::BindUser, SettingTrust::Trusted, copy(&Settings::bind_user, &SpawnSpec::bind_users)},
+             SettingGroup::UserNamespace, SettingTrust::Trusted,
+             Merge{has(&Settings::private_users_ownership),
+                   [](const Settings& s, SpawnSpec& spec) { spec.userns_ownership = *s.private_users_ownership; },
+                   {},
+                   {},
+                   "PrivateUsersOwnership=/PrivateUsersChown="}},
+            {"Files", "BindUser", word_list(&Settings::bind_user, parse_user_name), SettingGroup::BindUser,
+             SettingTrust::Trusted, copy(&Settings::bind_user, &SpawnSpec::bind_users)},
 
-            {"Network", "Private", boolean(&Settings::private_network),
-             SettingGroup::Network, SettingTrust::Trusted, network(has(&Settings::private_network))},
-            {"Network", "Interface", word_list(&Settings::network_interfaces, check_ifname),
-             SettingGroup::Network, SettingTrust::Trusted, network(has(&Settings::network_interfaces))},
-            {"Network", "MACVLAN", word_list(&Settings::network_macvlan, check_ifname),
-             SettingGroup::Network, SettingTrust::Trusted, network(has(&Settings::network_macvlan))},
-            {"Network", "IPVLAN", word_list(&Settings::network_ipvlan, check_ifname),
-             SettingGroup::Network, SettingTrust::Trusted, network(has(&Settings::network_ipvlan))},
-            {"Network", "VirtualEthernet", boolean(&Settings::network_veth),
-             SettingGroup::Network, SettingTrust::Trusted, network(has(&Settings::network_veth))},
+            {"Network", "Private", boolean(&Settings::private_network), SettingGroup::Network, SettingTrust::Trusted,
+             network(has(&Settings::private_network))},
+            {"Network", "Interface", word_list(&Settings::network_interfaces, check_ifname), SettingGroup::Network,
+             SettingTrust::Trusted, network(has(&Settings::network_interfaces))},
+            {"Network", "MACVLAN", word_list(&Settings::network_macvlan, check_ifname), SettingGroup::Network,
+             SettingTrust::Trusted, network(has(&Settings::network_macvlan))},
+            {"Network", "IPVLAN", word_list(&Settings::network_ipvlan, check_ifname), SettingGroup::Network,
+             SettingTrust::Trusted, network(has(&Settings::network_ipvlan))},
+            {"Network", "VirtualEthernet", boolean(&Settings::network_veth), SettingGroup::Network, SettingTrust::Trusted,
+             network(has(&Settings::network_veth))},
             {"Network", "VirtualEthernetExtra", entry_list(&Settings::network_veth_extra, check_ifname),
              SettingGroup::Network, SettingTrust::Trusted, network(has(&Settings::network_veth_extra))},
             {"Network", "Bridge",
@@ -346,33 +353,33 @@ const std::vector<Key>& keys() {
                         return std::string(v);
                     }),
              SettingGroup::Network, SettingTrust::Trusted, network(has(&Settings::network_bridge))},
-            {"Network", "Zone", scalar(&Settings::network_zone, parse_network_zone),
-             SettingGroup::Network, SettingTrust::Trusted, network(has(&Settings::network_zone))},
-            {"Network", "Port", entry_list(&Settings::ports, parse_port),
-             SettingGroup::ExposePorts, SettingTrust::Trusted, copy(&Settings::ports, &SpawnSpec::ports)},
+            {"Network", "Zone", scalar(&Settings::network_zone, parse_network_zone), SettingGroup::Network,
+             SettingTrust::Trusted, network(has(&Settings::network_zone))},
+            {"Network", "Port", entry_list(&Settings::ports, parse_port), SettingGroup::ExposePorts, SettingTrust::Trusted,
+             copy(&Settings::ports, &SpawnSpec::ports)},
 
         };
-        static constexpr std::string_view kLimitNames[] = {"CPU",    "FSIZE",   "DATA",  "STACK",      "CORE",     "RSS",
-                                                           "NOFILE", "AS",      "NPROC", "MEMLOCK",    "LOCKS",    "SIGPENDING",
+        static constexpr std::string_view kLimitNames[] = {"CPU",      "FSIZE", "DATA",   "STACK",   "CORE",  "RSS",
+                                                           "NOFILE",   "AS",    "NPROC",  "MEMLOCK", "LOCKS", "SIGPENDING",
                                                            "MSGQUEUE", "NICE",  "RTPRIO", "RTTIME"};
         static std::vector<std::string> limit_keys;
         limit_keys.reserve(std::size(kLimitNames));
         for (auto n : kLimitNames) {
             int resource = *rlimit_from_name(n);
             limit_keys.push_back("Limit" + std::string(n));
-            k.push_back({"Exec", limit_keys.back(), [resource](Settings& s, std::string_view v) {
-                             auto& slot = s.rlimits[static_cast<size_t>(resource)];
-                             if (v.empty())
-                                 slot.reset();
-                             else
-                                 slot = parse_rlimit_value(v);
-                         },
-                         SettingGroup::Rlimit, SettingTrust::Trusted,
-                         Merge{[resource](const Settings& s) { return s.rlimits[static_cast<size_t>(resource)].has_value(); },
-                               [resource](const Settings& s, SpawnSpec& spec) {
-                                   spec.rlimits[static_cast<size_t>(resource)] = s.rlimits[static_cast<size_t>(resource)];
-                               }},
-                         resource});
+            k.push_back(
+                {"Exec", limit_keys.back(),
+                 [resource](Settings& s, std::string_view v) {
+                     auto& slot = s.rlimits[static_cast<size_t>(resource)];
+                     if (v.empty()) slot.reset();
+                     else slot = parse_rlimit_value(v);
+                 },
+                 SettingGroup::Rlimit, SettingTrust::Trusted,
+                 Merge{[resource](const Settings& s) { return s.rlimits[static_cast<size_t>(resource)].has_value(); },
+                       [resource](const Settings& s, SpawnSpec& spec) {
+                           spec.rlimits[static_cast<size_t>(resource)] = s.rlimits[static_cast<size_t>(resource)];
+                       }},
+                 resource});
         }
         return k;
     }();
@@ -427,7 +434,8 @@ public:
         if (!known_section_) return;
         const Key* k = find_key(section_, key);
         if (!k) {
-            if (key.rfind("X-", 0) != 0) warn(n, "unknown key " + quote_value(std::string(key)) + " in section [" + section_ + "], ignoring");
+            if (key.rfind("X-", 0) != 0)
+                warn(n, "unknown key " + quote_value(std::string(key)) + " in section [" + section_ + "], ignoring");
             return;
         }
         try {
@@ -532,8 +540,8 @@ void apply_settings(const Settings& s, SpawnSpec& spec, bool trusted, std::vecto
     if (mode == SettingsMode::Trusted) trusted = true;
     const bool override_cmdline = mode == SettingsMode::Override;
     auto untrusted = [&](std::string_view key) {
-        warnings.push_back((s.source.empty() ? std::string("settings file") : s.source) + ": ignoring " +
-                           std::string(key) + ", the file is not trusted (it is not in /etc or /run)");
+        warnings.push_back((s.source.empty() ? std::string("settings file") : s.source) + ": ignoring " + std::string(key) +
+                           ", the file is not trusted (it is not in /etc or /run)");
     };
 
     // CVE-2026-40226: nspawn merged Ephemeral=, PivotRoot= and BindUser= without a trust check; here
@@ -545,14 +553,10 @@ void apply_settings(const Settings& s, SpawnSpec& spec, bool trusted, std::vecto
         if (cmdline_set && !override_cmdline) continue;
         std::string label = m.label.empty() ? std::string(k.name) + "=" : std::string(m.label);
         switch (k.trust) {
-        case SettingTrust::Any:
-            m.apply(s, spec);
-            break;
+        case SettingTrust::Any: m.apply(s, spec); break;
         case SettingTrust::Trusted:
-            if (trusted)
-                m.apply(s, spec);
-            else
-                untrusted(label);
+            if (trusted) m.apply(s, spec);
+            else untrusted(label);
             break;
         case SettingTrust::Narrowing:
             if (trusted || !m.widens(s)) {

@@ -36,7 +36,7 @@ struct Settings {
     std::vector<std::string> parameters;
     std::vector<std::string> environment;  // NAME=VALUE
     std::optional<std::string> user;
-    std::optional<uint64_t> capability;          // kAllCapabilities for "all"
+    std::optional<uint64_t> capability;  // kAllCapabilities for "all"
     std::optional<uint64_t> ambient_capability;
     std::optional<uint64_t> drop_capability;
     std::optional<int> kill_signal;
@@ -46,8 +46,8 @@ struct Settings {
     std::optional<std::pair<std::string, std::string>> pivot_root;  // NEW, OLD (may be empty)
     std::optional<PrivateUsers> private_users;
     std::optional<bool> notify_ready;
-    std::vector<std::string> syscall_allow;  // SystemCallFilter=
-    std::vector<std::string> syscall_deny;   // SystemCallFilter=~
+    std::vector<std::string> syscall_allow;                          // SystemCallFilter=
+    std::vector<std::string> syscall_deny;                           // SystemCallFilter=~
     std::array<std::optional<ResourceLimit>, kRlimitCount> rlimits;  // Limit*=, by RLIMIT_* number
     std::optional<std::string> hostname;
     std::optional<bool> no_new_privileges;
@@ -64,7 +64,7 @@ struct Settings {
     std::vector<BindMount> binds;  // Bind= and BindReadOnly=, in file order
     std::vector<TmpfsMount> tmpfs;
     std::vector<std::string> inaccessible;
-    std::vector<OverlayMount> overlays;  // Overlay= and OverlayReadOnly=
+    std::vector<OverlayMount> overlays;                             // Overlay= and OverlayReadOnly=
     std::optional<UserNamespaceOwnership> private_users_ownership;  // also PrivateUsersChown=
     std::vector<std::string> bind_user;
 

@@ -20,8 +20,21 @@ enum class ConsoleMode { Interactive, ReadOnly, Passive, Pipe, Autopipe };
 enum class VolatileMode { No, Yes, State, Overlay };
 enum class RegisterMode { Auto, Yes, No };  // Auto: register when machd is reachable
 enum class ResolvConfMode {
-    Off, CopyHost, CopyStatic, CopyUplink, CopyStub, ReplaceHost, ReplaceStatic, ReplaceUplink, ReplaceStub,
-    BindHost, BindStatic, BindUplink, BindStub, Delete, Auto
+    Off,
+    CopyHost,
+    CopyStatic,
+    CopyUplink,
+    CopyStub,
+    ReplaceHost,
+    ReplaceStatic,
+    ReplaceUplink,
+    ReplaceStub,
+    BindHost,
+    BindStatic,
+    BindUplink,
+    BindStub,
+    Delete,
+    Auto
 };
 enum class TimezoneMode { Off, Copy, Bind, Symlink, Delete, Auto };
 enum class SettingsMode { No, Yes, Trusted, Override };
@@ -42,7 +55,7 @@ struct BindMount {
     std::string source;       // host path (absolute, or '+'-prefixed)
     std::string destination;  // path inside the container (absolute)
     bool read_only = false;
-    bool recursive = true;    // rbind (default) or norbind
+    bool recursive = true;  // rbind (default) or norbind
     bool idmap = false;
     bool idmap_root = false;  // "rootidmap": only the container's root is mapped to the owner
 };
@@ -134,9 +147,9 @@ struct SpawnSpec {
     UserNamespaceOwnership userns_ownership = UserNamespaceOwnership::Auto;
 
     // Security
-    uint64_t capabilities_add = 0;   // bit n = capability n
+    uint64_t capabilities_add = 0;  // bit n = capability n
     uint64_t capabilities_drop = 0;
-    bool capabilities_all = false;   // --capability=all
+    bool capabilities_all = false;  // --capability=all
     uint64_t capabilities_ambient = 0;
     std::string selinux_context;        // -Z: exec label of the payload
     std::string selinux_apifs_context;  // -L: label of the API file systems
@@ -169,10 +182,10 @@ struct SpawnSpec {
     bool quiet = false;
 
     // Set by finalize() (finalize.hpp) from the front end's environment: the launcher reads none.
-    std::string term;                                // $TERM of the caller, sanitized by the plan
-    std::string container_manager;                   // $container for the guest; empty: systemd-nspawn
-    std::optional<bool> unified_cgroup_hierarchy;    // $SYSTEMD_NSPAWN_UNIFIED_HIERARCHY
-    bool report_exec_timing = false;                 // $MK_SPAWN_TIMING: print the time to exec
+    std::string term;                              // $TERM of the caller, sanitized by the plan
+    std::string container_manager;                 // $container for the guest; empty: systemd-nspawn
+    std::optional<bool> unified_cgroup_hierarchy;  // $SYSTEMD_NSPAWN_UNIFIED_HIERARCHY
+    bool report_exec_timing = false;               // $MK_SPAWN_TIMING: print the time to exec
     bool finalized = false;
 };
 

@@ -51,10 +51,12 @@ int main(int argc, char** argv) {
     auto conn = sdbus::createSystemBusConnection("org.freedesktop.systemd1");
     auto obj = sdbus::createObject(*conn, "/org/freedesktop/systemd1");
     auto job_removed = [&](uint32_t id, const std::string& unit, const std::string& result) {
-        obj->emitSignal("JobRemoved").onInterface(kManager).withArguments(
-            id, sdbus::ObjectPath("/org/freedesktop/systemd1/job/" + std::to_string(id)), unit, result);
+        obj->emitSignal("JobRemoved")
+            .onInterface(kManager)
+            .withArguments(id, sdbus::ObjectPath("/org/freedesktop/systemd1/job/" + std::to_string(id)), unit, result);
     };
-    obj->registerMethod("StartTransientUnit").onInterface(kManager)
+    obj->registerMethod("StartTransientUnit")
+        .onInterface(kManager)
         .implementedAs([&](sdbus::Result<sdbus::ObjectPath>&& reply, std::string name, std::string mode, Props props, Aux) {
             log << "StartTransientUnit " << name << " " << mode << "\n";
             std::string slice = "machine.slice";
@@ -83,16 +85,19 @@ int main(int argc, char** argv) {
             reply.returnResults(sdbus::ObjectPath("/org/freedesktop/systemd1/job/" + std::to_string(id)));
             job_removed(id, name, result);
         });
-    obj->registerMethod("StopUnit").onInterface(kManager).implementedAs([&](const std::string& name, const std::string& mode) {
-        log << "StopUnit " << name << " " << mode << "\n";
-        log.flush();
-        auto it = scopes.find(name);
-        if (it == scopes.end()) throw sdbus::Error("org.freedesktop.systemd1.NoSuchUnit", "Unit " + name + " not loaded.");
-        cgroups.remove_scope(it->second);
-        scopes.erase(it);
-        uint32_t id = next_job++;
-        return sdbus::ObjectPath("/org/freedesktop/systemd1/job/" + std::to_string(id));
-    });
+    obj->registerMethod("StopUnit")
+        .onInterface(kManager)
+        .implementedAs([&](const std::string& name, const std::string& mode) {
+            log << "StopUnit " << name << " " << mode << "\n";
+            log.flush();
+            auto it = scopes.find(name);
+            if (it == scopes.end())
+                throw sdbus::Error("org.freedesktop.systemd1.NoSuchUnit", "Unit " + name + " not loaded.");
+            cgroups.remove_scope(it->second);
+            scopes.erase(it);
+            uint32_t id = next_job++;
+            return sdbus::ObjectPath("/org/freedesktop/systemd1/job/" + std::to_string(id));
+        });
     obj->registerMethod("UnrefUnit").onInterface(kManager).implementedAs([&](const std::string& name) {
         log << "UnrefUnit " << name << "\n";
         log.flush();
@@ -107,7 +112,8 @@ int main(int argc, char** argv) {
         for (const auto& u : units) s += " " + u;
         return s;
     };
-    obj->registerMethod("EnableUnitFiles").onInterface(kManager)
+    obj->registerMethod("EnableUnitFiles")
+        .onInterface(kManager)
         .implementedAs([&](const std::vector<std::string>& units, bool runtime, bool force) {
             log << "EnableUnitFiles" << list(units) << " runtime=" << runtime << " force=" << force << "\n";
             log.flush();
@@ -120,7 +126,8 @@ int main(int argc, char** argv) {
             }
             return std::tuple<bool, Changes>(true, changes);
         });
-    obj->registerMethod("DisableUnitFiles").onInterface(kManager)
+    obj->registerMethod("DisableUnitFiles")
+        .onInterface(kManager)
         .implementedAs([&](const std::vector<std::string>& units, bool runtime) {
             log << "DisableUnitFiles" << list(units) << " runtime=" << runtime << "\n";
             log.flush();
@@ -132,7 +139,9 @@ int main(int argc, char** argv) {
         log << "Reload\n";
         log.flush();
     });
-    obj->registerSignal("JobRemoved").onInterface(kManager).withParameters<uint32_t, sdbus::ObjectPath, std::string, std::string>();
+    obj->registerSignal("JobRemoved")
+        .onInterface(kManager)
+        .withParameters<uint32_t, sdbus::ObjectPath, std::string, std::string>();
     obj->finishRegistration();
     std::fprintf(stdout, "ready\n");
     std::fflush(stdout);
