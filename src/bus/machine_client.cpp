@@ -12,6 +12,7 @@
 #include "Manager-proxy.h"
 #include "Manager1-proxy.h"
 #include "bus/names.hpp"
+#include "bus/systemd_scope.hpp"
 
 namespace mk::bus {
 
@@ -361,19 +362,7 @@ std::vector<std::pair<std::string, uint64_t>> MachineClient::clean_pool(const st
     });
 }
 
-bool MachineClient::systemd_present() {
-    try {
-        auto proxy = sdbus::createProxy(*impl_->conn, kDBusBusName, kDBusPath);
-        bool has = false;
-        proxy->callMethod("NameHasOwner")
-            .onInterface(kDBusInterface)
-            .withArguments(std::string(kSystemdBusName))
-            .storeResultsTo(has);
-        return has;
-    } catch (const sdbus::Error&) {
-        return false;
-    }
-}
+bool MachineClient::systemd_present() { return SystemdScopeBackend::systemd_on_bus(*impl_->conn); }
 
 void MachineClient::start_unit(const std::string& unit) {
     guarded([&] {

@@ -82,6 +82,20 @@ const OptionDef* find_option(const std::vector<OptionDef>& defs, std::string_vie
 
 bool is_option(std::string_view a) { return a.size() > 1 && a[0] == '-' && a != "--"; }
 
+// The option's value: from "--name=value" or the next argument (advancing i). Go's boolean flags
+// take "=true"/"=false"; false means the flag is not given at all.
+bool take_value(const OptionDef& d, const std::vector<std::string>& argv, size_t& i, std::optional<std::string>& val) {
+    if (d.takes_value && !val) {
+        if (++i >= argv.size()) throw UsageError("option --" + std::string(d.name) + " needs a value");
+        val = argv[i];
+    } else if (!d.takes_value && val) {
+        if (*val != "true" && *val != "false") throw UsageError("option --" + std::string(d.name) + " takes no value");
+        if (*val == "false") return false;
+        val = "";
+    }
+    return true;
+}
+
 }  // namespace
 
 std::string Invocation::value(const std::string& name, const std::string& def) const {
@@ -118,14 +132,7 @@ Invocation parse_command_line(const std::vector<std::string>& argv) {
         std::optional<std::string> val;
         const OptionDef* d = find_option(kGlobal, argv[i], name, val);
         if (!d) throw UsageError("unknown global option '" + argv[i] + "'; see machrun --help");
-        if (d->takes_value && !val) {
-            if (++i >= argv.size()) throw UsageError("option --" + std::string(d->name) + " needs a value");
-            val = argv[i];
-        } else if (!d->takes_value && val) {
-            // Go's boolean flags take "=true"/"=false".
-            if (*val != "true" && *val != "false") throw UsageError("option --" + std::string(d->name) + " takes no value");
-            if (*val == "false") continue;
-        }
+        if (!take_value(*d, argv, i, val)) continue;
         if (d->name == "root") {
             if (val->empty() || (*val)[0] != '/') throw UsageError("--root must be an absolute path");
             inv.global.root = *val;
@@ -174,14 +181,7 @@ Invocation parse_command_line(const std::vector<std::string>& argv) {
         const OptionDef* d = find_option(defs->second, a, name, val);
         if (!d)
             throw UsageError("unknown option '" + a + "' for '" + inv.command + "'; see machrun " + inv.command + " --help");
-        if (d->takes_value && !val) {
-            if (++i >= argv.size()) throw UsageError("option --" + std::string(d->name) + " needs a value");
-            val = argv[i];
-        } else if (!d->takes_value && val) {
-            if (*val != "true" && *val != "false") throw UsageError("option --" + std::string(d->name) + " takes no value");
-            if (*val == "false") continue;
-            val = "";
-        }
+        if (!take_value(*d, argv, i, val)) continue;
         inv.opts[std::string(d->name)].push_back(val.value_or(""));
     }
     return inv;

@@ -78,6 +78,13 @@ template <typename E, size_t N>
     fail("expected one of: " + enum_names(table));
 }
 
+// A parsed name, or the "expected one of" error listing the table.
+template <typename E, size_t N>
+E or_fail_enum(std::optional<E> parsed, const std::array<EnumName<E>, N>& table) {
+    if (parsed) return *parsed;
+    fail_enum(table);
+}
+
 std::optional<bool> try_boolean(std::string_view s) {
     for (const char* t : {"1", "yes", "y", "true", "t", "on"})
         if (iequals(s, t)) return true;
@@ -802,33 +809,18 @@ std::optional<RegisterMode> register_mode_from_string(std::string_view s) {
     return enum_from_string(kRegisterNames, s);
 }
 
-VolatileMode parse_volatile_mode(std::string_view s) {
-    if (auto m = volatile_mode_from_string(s)) return *m;
-    fail_enum(kVolatileNames);
-}
-ConsoleMode parse_console_mode(std::string_view s) {
-    if (auto m = console_mode_from_string(s)) return *m;
-    fail_enum(kConsoleNames);
-}
+VolatileMode parse_volatile_mode(std::string_view s) { return or_fail_enum(volatile_mode_from_string(s), kVolatileNames); }
+ConsoleMode parse_console_mode(std::string_view s) { return or_fail_enum(console_mode_from_string(s), kConsoleNames); }
 ResolvConfMode parse_resolv_conf_mode(std::string_view s) {
-    if (auto m = resolv_conf_mode_from_string(s)) return *m;
-    fail_enum(kResolvConfNames);
+    return or_fail_enum(resolv_conf_mode_from_string(s), kResolvConfNames);
 }
-TimezoneMode parse_timezone_mode(std::string_view s) {
-    if (auto m = timezone_mode_from_string(s)) return *m;
-    fail_enum(kTimezoneNames);
-}
-SettingsMode parse_settings_mode(std::string_view s) {
-    if (auto m = settings_mode_from_string(s)) return *m;
-    fail_enum(kSettingsNames);
-}
+TimezoneMode parse_timezone_mode(std::string_view s) { return or_fail_enum(timezone_mode_from_string(s), kTimezoneNames); }
+SettingsMode parse_settings_mode(std::string_view s) { return or_fail_enum(settings_mode_from_string(s), kSettingsNames); }
 LinkJournalMode parse_link_journal_mode(std::string_view s) {
-    if (auto m = link_journal_mode_from_string(s)) return *m;
-    fail_enum(kLinkJournalNames);
+    return or_fail_enum(link_journal_mode_from_string(s), kLinkJournalNames);
 }
 UserNamespaceOwnership parse_userns_ownership(std::string_view s) {
-    if (auto m = userns_ownership_from_string(s)) return *m;
-    fail_enum(kOwnershipNames);
+    return or_fail_enum(userns_ownership_from_string(s), kOwnershipNames);
 }
 
 }  // namespace mk::core
