@@ -23,6 +23,8 @@
 #include <iterator>
 #include <string>
 
+#include "core/base/io.hpp"
+
 namespace {
 
 bool run(const std::string& cmd, bool quiet) {
@@ -61,9 +63,7 @@ int main(int argc, char** argv) {
         if (secs > 3600) secs = 3600;
         if (secs) sleep(secs);
         int lock = open("/run/machkit/nft.lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (lock >= 0)
-            while (flock(lock, LOCK_EX) < 0 && errno == EINTR) {
-            }
+        if (lock >= 0) (void)mk::core::retry_eintr([&] { return flock(lock, LOCK_EX); });
         if (!dir_has_entries(argv[2])) {
             rmdir(argv[2]);
             run("delete table inet machkit", true);  // fails harmlessly when it is gone already

@@ -116,8 +116,7 @@ int restore_main(const std::vector<std::string>& args) {
 
     for (;;) {
         struct signalfd_siginfo si;
-        ssize_t n = read(sfd.get(), &si, sizeof si);
-        if (n < 0 && errno == EINTR) continue;
+        ssize_t n = core::retry_eintr([&] { return read(sfd.get(), &si, sizeof si); });
         if (n != sizeof si) core::throw_last_error("read signalfd");
         if (si.ssi_signo != SIGCHLD) {
             kill(leader, SIGKILL);

@@ -87,3 +87,22 @@ TEST(Io, RetryEintrRetriesOnlyEintr) {
     EXPECT_EQ(errno, EBADF);
     EXPECT_EQ(calls, 1);
 }
+
+// pwrite_all writes at the offset and leaves the file position alone; a read-only fd gives -EBADF.
+TEST(Io, PwriteAllWritesAtTheOffset) {
+    char path[] = "/tmp/mk-io-test-XXXXXX";
+    UniqueFd fd(::mkostemp(path, O_CLOEXEC));
+    ASSERT_TRUE(fd);
+    ::unlink(path);
+    std::string data(300000, 'y');
+    EXPECT_EQ(pwrite_all(fd.get(), data, 4096), 0);
+    EXPECT_EQ(::lseek(fd.get(), 0, SEEK_CUR), 0);
+    EXPECT_EQ(::lseek(fd.get(), 0, SEEK_END), 4096 + 300000);
+    std::string back(data.size(), '\0');
+    EXPECT_EQ(::pread(fd.get(), back.data(), back.size(), 4096), static_cast<ssize_t>(back.size()));
+    EXPECT_EQ(back, data);
+
+    UniqueFd ro(::open(("/proc/self/fd/" + std::to_string(fd.get())).c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(ro);
+    EXPECT_EQ(pwrite_all(ro.get(), "x", 0), -EBADF);
+}

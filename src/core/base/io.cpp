@@ -24,6 +24,16 @@ int write_all(int fd, std::string_view data) noexcept {
     return 0;
 }
 
+int pwrite_all(int fd, std::string_view data, off_t offset) noexcept {
+    while (!data.empty()) {
+        ssize_t n = retry_eintr([&] { return ::pwrite(fd, data.data(), data.size(), offset); });
+        if (n < 0) return -errno;
+        data.remove_prefix(static_cast<size_t>(n));
+        offset += n;
+    }
+    return 0;
+}
+
 void write_all_or_throw(int fd, std::string_view data, const std::string& what) {
     int r = write_all(fd, data);
     if (r < 0) throw_errno(-r, what);

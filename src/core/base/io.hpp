@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cerrno>
+#include <sys/types.h>
+
 #include <cstddef>
 #include <string>
 #include <string_view>
@@ -23,6 +25,9 @@ auto retry_eintr(F&& f) noexcept(noexcept(f())) -> decltype(f()) {
 // Writes all of `data`. On a non-blocking fd, EAGAIN waits in poll(POLLOUT) until the reader
 // drains. Returns 0, or -errno of the first other failure (EPIPE, EIO... when the peer is gone).
 int write_all(int fd, std::string_view data) noexcept;
+
+// Writes all of `data` at `offset` (a regular file: no EAGAIN). Returns 0, or -errno (ENOSPC...).
+int pwrite_all(int fd, std::string_view data, off_t offset) noexcept;
 
 // write_all that throws std::system_error("<what>: <strerror>").
 void write_all_or_throw(int fd, std::string_view data, const std::string& what);

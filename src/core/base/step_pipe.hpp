@@ -13,6 +13,7 @@
 
 #include "core/base/child_error.hpp"
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/unique_fd.hpp"
 
 namespace mk::core {
@@ -53,8 +54,7 @@ private:
 // waitpid() through EINTR; the exit code, or 128 + the signal that ended it.
 inline int wait_exit_code(pid_t pid) {
     int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
+    (void)retry_eintr([&] { return ::waitpid(pid, &status, 0); });
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/unique_fd.hpp"
 
 namespace mk::core {
@@ -476,21 +477,11 @@ private:
             int r = archive_read_data_block(a, &buf, &size, &offset);
             if (r == ARCHIVE_EOF) break;
             if (r != ARCHIVE_OK && r != ARCHIVE_WARN) fail(a, ctx, "reading data of '" + path + "'");
-            const char* p = static_cast<const char*>(buf);
-            size_t left = size;
-            la_int64_t off = offset;
-            while (left > 0) {
-                ssize_t w = ::pwrite(fd, p, left, off);
-                if (w < 0) {
-                    if (errno == EINTR) continue;
-                    if (errno == ENOSPC || errno == EDQUOT) throw_last_error("disk full while writing '" + path + "'");
-                    throw_last_error("cannot write '" + path + "'");
-                }
-                p += w;
-                left -= static_cast<size_t>(w);
-                off += w;
+            if (int e = pwrite_all(fd, {static_cast<const char*>(buf), size}, offset); e < 0) {
+                if (e == -ENOSPC || e == -EDQUOT) throw_errno(-e, "disk full while writing '" + path + "'");
+                throw_errno(-e, "cannot write '" + path + "'");
             }
-            pos = off;
+            pos = offset + static_cast<la_int64_t>(size);
             stats_.file_bytes += size;
         }
         la_int64_t want = archive_entry_size_is_set(e) ? archive_entry_size(e) : pos;
@@ -608,11 +599,9 @@ private:
     void copy_data(int fd, const std::string& path, off_t size) {
         off_t done = 0;
         while (done < size) {
-            ssize_t r = ::read(fd, buf_.data(), std::min<off_t>(static_cast<off_t>(buf_.size()), size - done));
-            if (r < 0) {
-                if (errno == EINTR) continue;
-                throw_last_error("cannot read " + path);
-            }
+            ssize_t r = retry_eintr(
+                [&] { return ::read(fd, buf_.data(), std::min<off_t>(static_cast<off_t>(buf_.size()), size - done)); });
+            if (r < 0) throw_last_error("cannot read " + path);
             if (r == 0) {
                 // The file shrank while we read it: pad, as tar does, and say so.
                 if (o_.warn) o_.warn(path + ": file shrank while being exported; padded with zeros");

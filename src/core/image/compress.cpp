@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/string_table.hpp"
 
 namespace mk::core {
@@ -567,29 +568,16 @@ Compression detect_compression(std::span<const uint8_t> h) {
 }
 
 size_t FdSource::read(void* buf, size_t n) {
-    for (;;) {
-        ssize_t r = ::read(fd_, buf, n);
-        if (r >= 0) {
-            consumed_.fetch_add(static_cast<uint64_t>(r), std::memory_order_relaxed);
-            return static_cast<size_t>(r);
-        }
-        if (errno == EINTR) continue;
-        throw_last_error("read error on input");
-    }
+    ssize_t r = retry_eintr([&] { return ::read(fd_, buf, n); });
+    if (r < 0) throw_last_error("read error on input");
+    consumed_.fetch_add(static_cast<uint64_t>(r), std::memory_order_relaxed);
+    return static_cast<size_t>(r);
 }
 
 void FdSink::write(const void* buf, size_t n) {
-    const char* p = static_cast<const char*>(buf);
-    while (n > 0) {
-        ssize_t r = ::write(fd_, p, n);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            throw_last_error(errno == ENOSPC ? "disk full while writing output" : "write error on output");
-        }
-        p += r;
-        n -= static_cast<size_t>(r);
-        written_ += static_cast<uint64_t>(r);
-    }
+    if (int e = write_all(fd_, {static_cast<const char*>(buf), n}); e < 0)
+        throw_errno(-e, e == -ENOSPC ? "disk full while writing output" : "write error on output");
+    written_ += n;
 }
 
 std::span<const uint8_t> PeekSource::peek(size_t n) {
@@ -673,15 +661,8 @@ uint64_t copy_sparse(ByteSource& in, int out_fd) {
                 if (all_zero(buf.data() + j, l2)) break;
                 j += l2;
             }
-            size_t done = 0;
-            while (done < j - i) {
-                ssize_t w = ::pwrite(out_fd, buf.data() + i + done, j - i - done, static_cast<off_t>(off + i + done));
-                if (w < 0) {
-                    if (errno == EINTR) continue;
-                    throw_last_error(errno == ENOSPC ? "disk full while writing the image" : "cannot write the image");
-                }
-                done += static_cast<size_t>(w);
-            }
+            if (int e = pwrite_all(out_fd, {buf.data() + i, j - i}, static_cast<off_t>(off + i)); e < 0)
+                throw_errno(-e, e == -ENOSPC ? "disk full while writing the image" : "cannot write the image");
             i = j;
         }
         off += got;

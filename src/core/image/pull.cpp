@@ -261,11 +261,8 @@ void GpgVerifier::verify(std::string_view data, std::string_view sig) {
         const char* p = msg.data();
         size_t n = msg.size();
         while (n > 0) {
-            ssize_t r = ::send(sock_.get(), p, n, MSG_NOSIGNAL);
-            if (r < 0) {
-                if (errno == EINTR) continue;
-                throw_last_error("cannot talk to gpgv");
-            }
+            ssize_t r = retry_eintr([&] { return ::send(sock_.get(), p, n, MSG_NOSIGNAL); });
+            if (r < 0) throw_last_error("cannot talk to gpgv");
             p += r;
             n -= static_cast<size_t>(r);
         }

@@ -14,6 +14,7 @@
 #include <set>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/unique_fd.hpp"
 
 namespace mk::core {
@@ -96,8 +97,7 @@ BpfProgram export_bpf(void* ctx) {
     prog.insns.resize(st.st_size / sizeof(sock_filter));
     auto* buf = reinterpret_cast<char*>(prog.insns.data());
     for (size_t done = 0; done < size_t(st.st_size);) {
-        ssize_t n = pread(fd.get(), buf + done, st.st_size - done, off_t(done));
-        if (n < 0 && errno == EINTR) continue;
+        ssize_t n = retry_eintr([&] { return pread(fd.get(), buf + done, st.st_size - done, off_t(done)); });
         if (n <= 0) throw_errno(n < 0 ? errno : EIO, "reading the exported seccomp program");
         done += size_t(n);
     }

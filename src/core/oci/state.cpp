@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/fs_at.hpp"
 #include "core/base/strings.hpp"
 #include "core/kernel/cgroup.hpp"
@@ -250,8 +251,7 @@ ContainerLock OciStateDir::lock(const std::string& id) const {
     struct flock fl {};
     fl.l_type = F_WRLCK;
     fl.l_whence = SEEK_SET;
-    while (fcntl(fd.get(), F_OFD_SETLKW, &fl) < 0)
-        if (errno != EINTR) throw_last_error("cannot lock container " + id);
+    if (retry_eintr([&] { return fcntl(fd.get(), F_OFD_SETLKW, &fl); }) < 0) throw_last_error("cannot lock container " + id);
     // A `delete` that held the lock before us removed the directory: our file is unlinked.
     struct stat st;
     if (fstat(fd.get(), &st) < 0) throw_last_error("fstat");
@@ -265,15 +265,7 @@ void OciStateDir::write(const ContainerState& s) const {
     if (!dir) throw_last_error("cannot open the state of " + s.id);
     UniqueFd fd(openat(dir.get(), "state.json.new", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd) throw_last_error("cannot write the state of " + s.id);
-    size_t off = 0;
-    while (off < text.size()) {
-        ssize_t n = ::write(fd.get(), text.data() + off, text.size() - off);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            throw_last_error("cannot write the state of " + s.id);
-        }
-        off += static_cast<size_t>(n);
-    }
+    write_all_or_throw(fd.get(), text, "cannot write the state of " + s.id);
     if (renameat(dir.get(), "state.json.new", dir.get(), "state.json") < 0)
         throw_last_error("cannot write the state of " + s.id);
 }
