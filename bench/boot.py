@@ -6,6 +6,8 @@ and (spawn only) spawn's own time until it exec'd the guest's init.
 
 usage: bench/boot.py BUILD_DIR TREE [REPS [SID_TREE]]   (root; the trees are booted in place: pass
 scratch copies). SID_TREE, a systemd >= 258 guest, gets a second table next to the first.
+MK_BENCH_BEFORE=OTHER_BUILD_DIR adds that build's spawn to the first table, in the same alternation
+(to check that a change left the boot time unchanged).
 """
 import os
 import re
@@ -97,11 +99,18 @@ def main():
     env_unified = dict(env, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
     # The bookworm guest (systemd 252, which runs on either layout): spawn's default for it (the
     # host's layout, hybrid here), the cgroup2 view with the override, and nspawn 252 (hybrid here).
-    bookworm = run_table(f"boot of {tree} (systemd 252)", {
+    runs = {
         "spawn": ([spawn, "-q", "-b", "-D", tree, "-M", "benchboot"], env),
         "spawn (cgroup2 view, =1)": ([spawn, "-q", "-b", "-D", tree, "-M", "benchboot"], env_unified),
         "nspawn": (["systemd-nspawn", "--register=no", "--keep-unit", "-q", "-b", "-D", tree, "-M", "benchboot"], env),
-    }, reps)
+    }
+    if os.environ.get("MK_BENCH_BEFORE"):
+        before = os.path.join(os.environ["MK_BENCH_BEFORE"], "src", "spawn", "spawn")
+        runs["spawn (before)"] = ([before, "-q", "-b", "-D", tree, "-M", "benchboot"], env)
+    bookworm = run_table(f"boot of {tree} (systemd 252)", runs, reps)
+    if "spawn" in bookworm and "spawn (before)" in bookworm:
+        print(f"spawn / spawn (before): multi-user {bookworm['spawn'][0] / bookworm['spawn (before)'][0]:.3f}x, "
+              f"shutdown {bookworm['spawn'][1] / bookworm['spawn (before)'][1]:.3f}x")
     if not sid:
         return
     # The sid guest (systemd 262: cgroup2 only). nspawn 252 boots it only with the override.
