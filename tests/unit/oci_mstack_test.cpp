@@ -53,3 +53,21 @@ TEST(Mstack, Rejects) {
     EXPECT_THROW(plan_mstack_root("/pool/x.mstack", many, false), UsageError);
     EXPECT_THROW(plan_mstack_root("relative.mstack", {{"layer@0", layer('a')}}, false), UsageError);
 }
+
+TEST(Mstack, UpperFollowsTheRunMode) {
+    SpawnSpec s;
+    EXPECT_EQ(plan_mstack_upper(s, false), MstackUpper::Stack);
+    EXPECT_EQ(plan_mstack_upper(s, true), MstackUpper::None);  // a read-only stack: no rw/
+    s.read_only = true;
+    EXPECT_EQ(plan_mstack_upper(s, false), MstackUpper::None);
+    s.read_only = false;
+    s.ephemeral = true;
+    EXPECT_EQ(plan_mstack_upper(s, true), MstackUpper::Scratch);  // writes vanish: a tmpfs even then
+    s.ephemeral = false;
+    s.volatile_mode = VolatileMode::Overlay;
+    EXPECT_EQ(plan_mstack_upper(s, false), MstackUpper::Scratch);
+    s.volatile_mode = VolatileMode::State;
+    EXPECT_EQ(plan_mstack_upper(s, false), MstackUpper::None);
+    s.volatile_mode = VolatileMode::Yes;
+    EXPECT_THROW(plan_mstack_upper(s, false), UsageError);
+}

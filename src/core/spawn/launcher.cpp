@@ -369,7 +369,10 @@ int Launcher::run() {
     RunLock image_lock;
     if (!spec_.read_only && !spec_.ephemeral && spec_.volatile_mode == VolatileMode::No) {
         struct stat st;
-        if (!spec_.image.empty() ? stat(spec_.image.c_str(), &st) < 0 : fstat(p.root_dir.get(), &st) < 0)
+        // A stack's root is an overlay made for this run: the stack directory is what is shared.
+        const std::string& locked = !spec_.image.empty() ? spec_.image : spec_.directory;
+        if (!spec_.image.empty() || is_mstack_path(spec_.directory) ? stat(locked.c_str(), &st) < 0
+                                                                    : fstat(p.root_dir.get(), &st) < 0)
             throw_last_error("stat " + (spec_.image.empty() ? spec_.directory : spec_.image));
         image_lock = RunLock::try_take("image/" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino), lock_dir);
         if (!image_lock)
