@@ -87,7 +87,6 @@ constexpr std::array<EnumName<ImageType>, 5> kImageTypeNames{{{ImageType::direct
 
 constexpr std::string_view kMstackSuffix = ".mstack";
 constexpr std::string_view kLayerPrefix = ".oci-sha256-";
-constexpr const char* kLayerLock = ".#machkit-oci-layers.lock";
 
 // The layers a stack directory links (layer@N -> ../.oci-sha256-<hex>): their entry names.
 void add_linked_layers(int pool_fd, const std::string& entry, std::set<std::string>& out) {
@@ -279,8 +278,10 @@ void ImagePool::remove(std::string_view name) {
 }
 
 UniqueFd ImagePool::lock_oci_layers(bool exclusive, bool wait) const {
-    UniqueFd fd(openat(fd_.get(), kLayerLock, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
-    if (!fd) throw_last_error(std::string("cannot open ") + path_ + "/" + kLayerLock);
+    // flock(2) on the pool directory itself, through an open file description of our own: no
+    // lock file to leave behind, and the lock goes with the fd however the holder ends.
+    UniqueFd fd(openat(fd_.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) throw_last_error("cannot open " + path_);
     int op = (exclusive ? LOCK_EX : LOCK_SH) | (wait ? 0 : LOCK_NB);
     if (retry_eintr([&] { return flock(fd.get(), op); }) < 0) {
         if (errno == EWOULDBLOCK && !wait) return UniqueFd();
