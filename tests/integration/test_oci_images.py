@@ -557,6 +557,13 @@ def test_run_stack_and_flattened_with_spawn(transfer_bin, spawn_bin, pool, app_l
                        stdin=subprocess.DEVNULL)
     assert r.returncode == 0 and r.stdout == "eph\n", r.stderr
     assert not (rw / "eph").exists()
+    # -i takes a stack too (a pulled image is an image to its user); --read-only runs it without rw/.
+    r = subprocess.run([spawn_bin, "-q", "--read-only", "-i", str(pool / "app.mstack"), "-P", "--", "/bin/sh", "-c",
+                        "cat /data/keep; echo x > /data/ro || echo refused"], capture_output=True, text=True,
+                       timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:1] == ["new"] and r.stdout.rstrip().endswith("refused"), r.stdout
+    assert not (rw / "data" / "ro").exists()
     assert host_mounts() == before
 
 

@@ -39,6 +39,13 @@ TEST(Mstack, PlanOrderAndOptions) {
     auto e = plan_mstack_root("/pool/app.mstack", {{"layer@0", layer('a')}}, true);
     EXPECT_TRUE(e.upper.empty());
     EXPECT_EQ(mstack_overlay_options(e).size(), 2u);
+    // Not writing to rw/: what it holds stays visible, as the top-most lower layer.
+    auto w = plan_mstack_root("/pool/app.mstack", {{"layer@0", layer('a')}, {"rw", ""}}, true);
+    ASSERT_EQ(w.lowers.size(), 2u);
+    EXPECT_TRUE(w.rw_lower);
+    EXPECT_EQ(w.lowers[0], "/pool/app.mstack/rw");
+    EXPECT_TRUE(w.upper.empty());
+    EXPECT_FALSE(e.rw_lower);
 }
 
 TEST(Mstack, Rejects) {

@@ -178,7 +178,8 @@ UniqueFd make_mstack_mount(const MstackRoot& r, MstackUpper upper, int idmap_use
     auto fd_path = [](int fd) { return "/proc/self/fd/" + std::to_string(fd); };
     MstackRoot m = r;
     if (idmap_userns >= 0) {
-        for (auto& l : m.lowers) {
+        for (size_t i = m.rw_lower ? 1 : 0; i < m.lowers.size(); i++) {
+            std::string& l = m.lowers[i];
             UniqueFd dir(open(l.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
             if (!dir) throw_last_error("cannot open the layer " + l);
             UniqueFd clone = clone_tree(dir.get(), "", false);

@@ -186,6 +186,14 @@ MstackRoot plan_mstack_root(const std::string& mstack_path, const std::vector<st
         throw UsageError(dir + ": " + std::to_string(layers.size()) + " layers, overlayfs stacks at most 500");
     if (layers.rbegin()->first != layers.size() - 1) throw UsageError(dir + ": layer@0…layer@N are not contiguous");
     MstackRoot r;
+    // Not writing to rw/ (--ephemeral, --read-only): what was written there before is still the
+    // image's top, so rw/ is the top-most lower layer (its whiteouts and opaque markers are in the
+    // same userxattr flavour).
+    const bool has_rw = std::any_of(entries.begin(), entries.end(), [](const auto& e) { return e.first == "rw"; });
+    if (ephemeral && has_rw) {
+        r.lowers.push_back(dir + "/rw");
+        r.rw_lower = true;
+    }
     for (auto it = layers.rbegin(); it != layers.rend(); ++it) r.lowers.push_back(it->second);
     if (!ephemeral) {
         r.upper = dir + "/rw";
@@ -213,6 +221,7 @@ MstackRoot read_mstack_root(const std::string& path, bool ephemeral) {
     if (!ds) throw_last_error("cannot read the layer stack " + path);
     while (dirent* e = readdir(ds.get())) {
         std::string n = e->d_name;
+        if (n == "rw" && e->d_type == DT_DIR) entries.emplace_back(n, "");
         if (!n.starts_with("layer@")) continue;
         if (entries.size() > kMstackMaxLayers) throw UsageError(path + ": too many layers");
         char buf[256];

@@ -81,11 +81,13 @@ bool is_mstack_path(std::string_view path);  // "…/NAME.mstack"
 struct MstackRoot {
     std::vector<std::string> lowers;
     std::string upper, work;
+    bool rw_lower = false;  // lowers[0] is the stack's rw/ (not a shared layer)
 };
 
 // Pure. `entries`: the stack directory's "layer@N" names with their symlink targets. Each must be
 // "../.oci-sha256-<64 hex>" (a layer of the same pool: a stack cannot point anywhere else), N
-// contiguous from 0 (the bottom). Throws UsageError naming the problem.
+// contiguous from 0 (the bottom). Throws UsageError naming the problem. `ephemeral` (rw/ is not
+// the upper layer): an entry "rw" makes rw/ the top-most lower layer instead.
 MstackRoot plan_mstack_root(const std::string& mstack_path, const std::vector<std::pair<std::string, std::string>>& entries,
                             bool ephemeral);
 // overlayfs options: one "lowerdir+" per layer (no escaping of ':' or ',' in paths needed),
