@@ -600,6 +600,32 @@ def test_stack_with_private_users_maps_the_layers(transfer_bin, spawn_bin, pool,
     assert host_mounts_clean(st)
 
 
+def test_stack_in_use_is_not_chowned_by_a_second_run(transfer_bin, spawn_bin, pool, app_layout):
+    """A writable run takes the stack before anything changes rw/: a second writable run with -U
+    (another range) is refused with one line and leaves rw/'s owners and the mounts as they were."""
+    ok(xfer(transfer_bin, pool, "import-oci", str(app_layout), "app"))
+    st = pool / "app.mstack"
+    before = host_mounts()
+    first = subprocess.Popen([spawn_bin, "-q", "-M", "images-inuse1", "-D", str(st), "-P", "--", "/bin/sh", "-c",
+                              "touch /started; read x"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+    try:
+        for _ in range(600):
+            if (st / "rw" / "started").exists() or first.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert (st / "rw" / "started").exists(), first.stderr.read() if first.poll() is not None else ""
+        r = subprocess.run([spawn_bin, "-q", "-U", "-M", "images-inuse2", "-D", str(st), "-P", "--", "/bin/true"],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert r.returncode != 0
+        assert "is in use by another running container" in r.stderr.strip().splitlines()[-1], r.stderr
+        assert os.stat(st / "rw").st_uid == 0 and os.stat(st / "rw" / "started").st_uid == 0
+    finally:
+        first.communicate(b"\n", timeout=60)
+    assert first.returncode == 0
+    assert host_mounts() == before
+
+
 def host_mounts_clean(stack):
     with open("/proc/self/mountinfo") as f:
         return not [l for l in f if str(stack) in l or ".oci-sha256-" in l]

@@ -218,11 +218,12 @@ void mount_layer_stack(Prepared& p, const SpawnSpec& spec) {
     const MstackUpper upper = plan_mstack_upper(spec, get_immutable(d.get()));
     MstackRoot r = read_mstack_root(dir, upper != MstackUpper::Stack);
     const bool shifted = p.userns && p.userns->shift != 0;
-    // rw/ as the upper or as the top-most lower layer: not idmapped (host root writes into it).
-    const std::string rw_path = upper == MstackUpper::Stack ? r.upper : r.rw_lower ? r.lowers[0] : "";
-    if (!rw_path.empty()) {
-        UniqueFd rw(open(rw_path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-        if (!rw) throw_last_error("cannot open " + rw_path);
+    // rw/ as the upper: not idmapped (host root writes into it), its owners moved into the range
+    // instead (the launcher holds the stack's image lock). As a lower layer of a read-only or
+    // throw-away run it is left as it is: another run may be writing it.
+    if (upper == MstackUpper::Stack) {
+        UniqueFd rw(open(r.upper.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!rw) throw_last_error("cannot open " + r.upper);
         // Back to 0 for a run without a user namespace, on to the range for one with it.
         shift_tree_ownership(rw.get(), shifted ? *p.userns : IdRange{0, 0x10000});
     }
