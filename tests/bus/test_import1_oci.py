@@ -109,6 +109,11 @@ def test_machctl_manages_stacks_and_their_shared_layers(bus, machd, app_layout, 
     lines = {l.split()[0]: l.split() for l in machctl(bus, "list-images", "--no-legend").stdout.splitlines()}
     assert lines["first"][1] == "mstack" and lines["second"][1] == "mstack", lines
     assert "first.mstack" not in lines
+    # The image's files are read from the merged layers (a detached overlay in machd, gone after).
+    osr = bus.call_json("GetImageOSRelease", "s", "first")[0]
+    assert osr.get("ID") == "busybox", osr
+    with open("/proc/self/mountinfo") as f:
+        assert ".oci-sha256-" not in f.read()
 
     machctl(bus, "read-only", "second")
     lines = {l.split()[0]: l.split() for l in machctl(bus, "list-images", "--no-legend").stdout.splitlines()}
