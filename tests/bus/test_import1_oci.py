@@ -145,3 +145,28 @@ def test_machctl_manages_stacks_and_their_shared_layers(bus, machd, app_layout, 
     assert not stray.exists() and layer_dirs(pool) == sorted(second)
     machctl(bus, "remove", "fourth")
     assert os.listdir(pool) == []
+
+
+def test_clean_waits_for_running_pulls(bus, machd, pushed, front):
+    """Unused-layer cleanup never runs under a transfer (which may be about to link a layer it
+    found in the pool): while a pull runs, clean leaves layers alone; after it, they go."""
+    pool = machd.pool
+    stray = pool / (".oci-sha256-" + "e" * 64)
+    stray.mkdir()
+    f = front("stall")
+    p = subprocess.Popen([str(MACHCTL), "-q", "pull-oci", f"{f.addr}/test/app:v1", "slow"], env=bus.env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: any(e.startswith(".#pull-oci-layer-") for e in os.listdir(pool)), timeout=20)
+        machctl(bus, "clean")
+        assert stray.is_dir()
+        t = transfers_of(bus)[0]
+        machctl(bus, "cancel-transfer", t["id"])
+        assert p.wait(30) != 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert wait_for(lambda: os.listdir(pool) == [stray.name], timeout=10), os.listdir(pool)
+    machctl(bus, "clean")
+    assert os.listdir(pool) == []
