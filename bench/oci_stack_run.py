@@ -58,9 +58,8 @@ def main():
         layout = build_layout(work / "layout", app_layers(tree), CONFIG)
         pool = work / "pool"
         pool.mkdir(mode=0o700)
-        subprocess.run([str(transfer), "import-oci", f"--pool={pool}", "--registries-dir=/nonexistent", str(layout),
-                        "app"], check=True, capture_output=True)
-        subprocess.run([*podman, "pull", "-q", f"oci:{layout}:latest"], check=True, capture_output=True)
+        timed([str(transfer), "import-oci", f"--pool={pool}", "--registries-dir=/nonexistent", str(layout), "app"])
+        timed([*podman, "pull", "-q", f"oci:{layout}:latest"])  # fails loudly, with podman's words
         img = subprocess.run([*podman, "images", "-q"], check=True, capture_output=True, text=True).stdout.split()[0]
         bundle = work / "bundle"
         bundle.mkdir()
