@@ -564,6 +564,11 @@ def test_run_stack_and_flattened_with_spawn(transfer_bin, spawn_bin, pool, app_l
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\n")[:1] == ["new"] and r.stdout.rstrip().endswith("refused"), r.stdout
     assert not (rw / "data" / "ro").exists()
+    # --volatile=yes binds the tree's /usr over a tmpfs; a stack has no such directory: one line.
+    r = subprocess.run([spawn_bin, "-q", "--volatile=yes", "-D", str(pool / "app.mstack"), "-P", "--", "/bin/true"],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode != 0
+    assert "--volatile=yes cannot run a layer stack" in r.stderr.strip().splitlines()[-1], r.stderr
     assert host_mounts() == before
 
 
