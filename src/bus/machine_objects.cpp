@@ -258,6 +258,9 @@ std::vector<sdbus::Struct<std::string, uint64_t>> ManagerObject::CleanPool(const
     require_action(getObject(), kPolkitManageMachines, "cleaning the image pool");
     if (mode != "all" && mode != "hidden") throw bus_error(kInvalidArgs, "Unknown mode '" + mode + "'.");
     std::vector<sdbus::Struct<std::string, uint64_t>> out;
+    // Hidden entries of ours: OCI layers no stack links any more (a transfer that runs keeps them).
+    for (auto& [layer, bytes] : translate([&] { return images().pool().remove_unused_oci_layers(false); }))
+        out.emplace_back(layer, bytes);
     if (mode == "hidden") return out;  // hidden (".") images are never listed; nothing read-only to drop
     for (const auto& i : images().list()) {
         if (i.read_only) continue;  // machined keeps read-only images

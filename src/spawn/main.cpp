@@ -8,7 +8,6 @@
 #include "core/base/error.hpp"
 #include "core/spawn/finalize.hpp"
 #include "core/spawn/launcher.hpp"
-#include "core/spawn/mount_plan.hpp"
 #include "core/spawn/settings.hpp"
 #include "spawn/options.hpp"
 #include "spawn/registration.hpp"
@@ -40,9 +39,6 @@ int main(int argc, char** argv) {
                 for (const auto& w : warnings) fprintf(stderr, "spawn: %s\n", w.c_str());  // each names its file
             }
         }
-        // An OCI layer stack (NAME.mstack, docs/oci-images.md): from here on the tree is its
-        // overlay, mounted in a mount namespace of spawn's own; settings were found by NAME above.
-        if (core::is_mstack_path(spec.directory)) spec.directory = core::mount_mstack_privately(spec.directory);
         core::finalize(spec);  // the spec is complete: resolve what its options imply
         core::LaunchHooks hooks;
         if (spawn::should_register(spec)) {

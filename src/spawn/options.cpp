@@ -19,6 +19,7 @@
 #include "core/kernel/seccomp.hpp"
 #include "core/spawn/credentials.hpp"
 #include "core/spawn/finalize.hpp"
+#include "core/spawn/mount_plan.hpp"
 #include "core/spawn/oci_config.hpp"
 #include "core/spawn/option_values.hpp"
 
@@ -636,6 +637,8 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
     if (s.directory.empty() && s.image.empty())
         throw UsageError("no directory given: pass the container's root with -D DIR (or a disk image with -i)");
     if (!s.directory.empty() && !s.image.empty()) throw UsageError("-D and -i exclude each other: pass one of them");
+    // A pulled OCI image (NAME.mstack) is an image to its user, a directory to us: -i takes it too.
+    if (core::is_mstack_path(s.image)) std::swap(s.directory, s.image);
     if (!s.network_namespace_path.empty() && s.private_network)
         throw UsageError("--network-namespace-path= cannot be combined with --private-network or other --network-* options");
     if (!machine_set) {

@@ -464,6 +464,12 @@ void clean_pool(core::MachineService& machines, core::ImagePool& pool, Request& 
     require_root(r);
     // As the D-Bus CleanPool: hidden images are never listed, read-only and busy ones are kept.
     std::vector<core::ImageInfo> removed;
+    // OCI layers no stack links any more, as the D-Bus CleanPool (a running transfer keeps them).
+    for (auto& [layer, bytes] : pool.remove_unused_oci_layers(false)) {
+        core::ImageInfo gone;
+        gone.name = layer;
+        removed.push_back(gone);
+    }
     if (mode == "all")
         for (const auto& i : pool.list(true)) {
             if (i.read_only || core::image_in_use(machines, i.path)) continue;

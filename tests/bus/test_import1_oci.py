@@ -74,7 +74,99 @@ def test_machctl_start_runs_an_oci_image(bus, tmp_path, leaders, busybox_tree_te
         ran = pool / "ocistack.mstack" / "rw" / "ran"
         assert wait_for(lambda: ran.exists(), timeout=20)
         assert ran.read_text() == "hi from /app\n"
+        # machd starts machines with -U: the layers are idmapped, not chowned; rw/ is in the range.
+        assert os.stat(ran).st_uid >= 0x10000
+        assert os.stat(pool / "ocistack.mstack" / "layer@0" / "bin" / "busybox").st_uid == 0
         machctl(bus, "terminate", "ocistack")
     finally:
         d.stop()
         cleanup_machine_cgroups(["ociapp", "ocistack"])
+
+
+def layer_dirs(pool):
+    return sorted(e for e in os.listdir(pool) if e.startswith(".oci-sha256-"))
+
+
+def stack_layers(pool, name):
+    st = pool / f"{name}.mstack"
+    return sorted(os.readlink(st / e)[3:] for e in os.listdir(st) if e.startswith("layer@"))
+
+
+def test_machctl_manages_stacks_and_their_shared_layers(bus, machd, app_layout, busybox_tree_template, tmp_path):
+    """Stacks are images of type mstack: list-images, image-status, clone, rename, read-only and
+    remove work on them, with NAME.nspawn/NAME.oci-config alongside. remove drops the layers no
+    other stack links and never one another image still uses; clean collects unlinked layers."""
+    from test_oci_images import app_layers, build_layout, tar_of, ti
+    pool = machd.pool
+    machctl(bus, "import-oci", app_layout, "first")
+    base, lower, _ = app_layers(busybox_tree_template)
+    lay = build_layout(tmp_path / "second", [base, lower, tar_of([ti("own", data=b"own\n")])], {})
+    machctl(bus, "import-oci", lay, "second")
+    first, second = stack_layers(pool, "first"), stack_layers(pool, "second")
+    shared = sorted(set(first) & set(second))
+    assert len(shared) == 2 and len(layer_dirs(pool)) == 4
+
+    lines = {l.split()[0]: l.split() for l in machctl(bus, "list-images", "--no-legend").stdout.splitlines()}
+    assert lines["first"][1] == "mstack" and lines["second"][1] == "mstack", lines
+    assert "first.mstack" not in lines
+    # The image's files are read from the merged layers (a detached overlay in machd, gone after).
+    osr = bus.call_json("GetImageOSRelease", "s", "first")[0]
+    assert osr.get("ID") == "busybox", osr
+    with open("/proc/self/mountinfo") as f:
+        assert ".oci-sha256-" not in f.read()
+
+    machctl(bus, "read-only", "second")
+    lines = {l.split()[0]: l.split() for l in machctl(bus, "list-images", "--no-legend").stdout.splitlines()}
+    assert lines["second"][2] == "yes", lines
+    r = machctl(bus, "rename", "second", "nope", check=False)
+    assert r.returncode != 0
+    machctl(bus, "read-only", "second", "no")
+
+    machctl(bus, "clone", "second", "third")
+    assert stack_layers(pool, "third") == second
+    assert (pool / "third.nspawn").exists() and (pool / "third.oci-config").exists()
+    machctl(bus, "rename", "third", "fourth")
+    assert (pool / "fourth.mstack").is_dir() and (pool / "fourth.nspawn").exists()
+    assert not (pool / "third.mstack").exists() and not (pool / "third.nspawn").exists()
+
+    # first goes: its own top layer with it, the two it shares with second stay.
+    machctl(bus, "remove", "first")
+    assert not [e for e in os.listdir(pool) if e.startswith("first.")]
+    assert layer_dirs(pool) == sorted(second)
+    # second goes, but fourth (its clone) still links the same layers: they all stay.
+    machctl(bus, "remove", "second")
+    assert layer_dirs(pool) == sorted(second)
+    assert all((pool / l).is_dir() for l in shared)
+
+    # clean collects layers nothing links (a killed pull's, say), and keeps those in use.
+    stray = pool / (".oci-sha256-" + "f" * 64)
+    stray.mkdir()
+    machctl(bus, "clean")
+    assert not stray.exists() and layer_dirs(pool) == sorted(second)
+    machctl(bus, "remove", "fourth")
+    assert os.listdir(pool) == []
+
+
+def test_clean_waits_for_running_pulls(bus, machd, pushed, front):
+    """Unused-layer cleanup never runs under a transfer (which may be about to link a layer it
+    found in the pool): while a pull runs, clean leaves layers alone; after it, they go."""
+    pool = machd.pool
+    stray = pool / (".oci-sha256-" + "e" * 64)
+    stray.mkdir()
+    f = front("stall")
+    p = subprocess.Popen([str(MACHCTL), "-q", "pull-oci", f"{f.addr}/test/app:v1", "slow"], env=bus.env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: any(e.startswith(".#pull-oci-layer-") for e in os.listdir(pool)), timeout=20)
+        machctl(bus, "clean")
+        assert stray.is_dir()
+        t = transfers_of(bus)[0]
+        machctl(bus, "cancel-transfer", t["id"])
+        assert p.wait(30) != 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert wait_for(lambda: os.listdir(pool) == [stray.name], timeout=10), os.listdir(pool)
+    machctl(bus, "clean")
+    assert os.listdir(pool) == []

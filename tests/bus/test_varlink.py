@@ -257,6 +257,24 @@ def test_machinectl_262_image_verbs(sid, bus, machd):
     machinectl262(sid, bus, machd, "remove", "vlimg-ro")
 
 
+def test_machinectl_262_sees_a_layer_stack(sid, bus, machd):
+    """systemd 262's machinectl over our Varlink API: an OCI layer stack is the image NAME of
+    type mstack (its own word for it), its OS comes from the merged layers, and remove takes the
+    stack with the layer no other stack links."""
+    layer = machd.pool / (".oci-sha256-" + "a" * 64)
+    (layer / "etc").mkdir(parents=True)
+    (layer / "etc" / "os-release").write_text("ID=vlstackos\nPRETTY_NAME=\"Stack OS\"\n")
+    st = machd.pool / "vlstack.mstack"
+    (st / "rw").mkdir(parents=True)
+    os.symlink("../" + layer.name, st / "layer@0")
+    rows = [l.split() for l in machinectl262(sid, bus, machd, "list-images", "--no-legend").stdout.splitlines()]
+    assert ["vlstack", "mstack"] in [r[:2] for r in rows], rows
+    out = machinectl262(sid, bus, machd, "image-status", "vlstack").stdout
+    assert "mstack" in out and "Stack OS" in out, out
+    machinectl262(sid, bus, machd, "remove", "vlstack")
+    assert not st.exists() and not layer.exists()
+
+
 def open_and_read(machd, params, read=True):
     """Calls io.systemd.Machine.Open as a plain Varlink client; returns what the pty shows until it
     closes (or, with read=False, the ptyPath)."""

@@ -557,7 +557,110 @@ def test_run_stack_and_flattened_with_spawn(transfer_bin, spawn_bin, pool, app_l
                        stdin=subprocess.DEVNULL)
     assert r.returncode == 0 and r.stdout == "eph\n", r.stderr
     assert not (rw / "eph").exists()
+    # -i takes a stack too (a pulled image is an image to its user); --read-only runs it without rw/.
+    r = subprocess.run([spawn_bin, "-q", "--read-only", "-i", str(pool / "app.mstack"), "-P", "--", "/bin/sh", "-c",
+                        "cat /data/keep; echo x > /data/ro || echo refused"], capture_output=True, text=True,
+                       timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:1] == ["new"] and r.stdout.rstrip().endswith("refused"), r.stdout
+    assert not (rw / "data" / "ro").exists()
+    # --volatile=yes binds the tree's /usr over a tmpfs; a stack has no such directory: one line.
+    r = subprocess.run([spawn_bin, "-q", "--volatile=yes", "-D", str(pool / "app.mstack"), "-P", "--", "/bin/true"],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode != 0
+    assert "--volatile=yes cannot run a layer stack" in r.stderr.strip().splitlines()[-1], r.stderr
     assert host_mounts() == before
+
+
+def test_stack_with_private_users_maps_the_layers(transfer_bin, spawn_bin, pool, app_layout):
+    """-U on a stack: the shared layers enter the overlay as idmapped mounts, so the image's files
+    are root's inside while the layers keep their on-disk owners; rw/ (the stack's own) moves into
+    the range, and back for a run without a user namespace."""
+    ok(xfer(transfer_bin, pool, "import-oci", str(app_layout), "app"))
+    st = pool / "app.mstack"
+    layers = [pool / os.readlink(st / f"layer@{i}")[3:] for i in range(3)]
+    owners = {p: (os.lstat(p).st_uid, os.lstat(p).st_gid) for l in layers for p in [l, *l.rglob("*")]}
+    r = subprocess.run([spawn_bin, "-q", "-U", "-M", "images-userns", "-D", str(st), "-P", "--", "/bin/sh", "-c",
+                        "read a b c < /proc/self/uid_map; echo $b; stat -c '%u:%g' /app/run.sh /data/keep /bin/busybox;"
+                        " echo mine > /data/mine; echo changed > /data/keep; stat -c '%u' /data/mine /data/keep"],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.split()
+    shift = int(out[0])
+    assert shift >= 0x10000 and shift % 0x10000 == 0, out
+    assert out[1:] == ["0:0"] * 3 + ["0", "0"], out
+    # Outside: the layers are untouched (owners and contents), the writes are in rw/, in the range.
+    assert {p: (os.lstat(p).st_uid, os.lstat(p).st_gid) for l in layers for p in [l, *l.rglob("*")]} == owners
+    assert (layers[1] / "data" / "keep").read_text() == "keep\n"
+    assert os.stat(st / "rw" / "data" / "mine").st_uid == shift
+    assert os.stat(st / "rw" / "data" / "keep").st_uid == shift
+    assert os.stat(st / "rw").st_uid == shift
+    # Without -U the same stack runs with rw/ shifted back: the files written above are root's.
+    r = subprocess.run([spawn_bin, "-q", "-M", "images-nouserns", "-D", str(st), "-P", "--", "/bin/sh", "-c",
+                        "stat -c '%u' /data/mine; cat /data/keep"], capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["0", "changed"]
+    assert os.stat(st / "rw" / "data" / "mine").st_uid == 0
+    assert host_mounts_clean(st)
+
+
+def test_stack_in_use_is_not_chowned_by_a_second_run(transfer_bin, spawn_bin, pool, app_layout):
+    """A writable run takes the stack before anything changes rw/: a second writable run with -U
+    (another range) is refused with one line and leaves rw/'s owners and the mounts as they were."""
+    ok(xfer(transfer_bin, pool, "import-oci", str(app_layout), "app"))
+    st = pool / "app.mstack"
+    before = host_mounts()
+    first = subprocess.Popen([spawn_bin, "-q", "-M", "images-inuse1", "-D", str(st), "-P", "--", "/bin/sh", "-c",
+                              "touch /started; read x"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+    try:
+        for _ in range(600):
+            if (st / "rw" / "started").exists() or first.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert (st / "rw" / "started").exists(), first.stderr.read() if first.poll() is not None else ""
+        r = subprocess.run([spawn_bin, "-q", "-U", "-M", "images-inuse2", "-D", str(st), "-P", "--", "/bin/true"],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert r.returncode != 0
+        assert "is in use by another running container" in r.stderr.strip().splitlines()[-1], r.stderr
+        assert os.stat(st / "rw").st_uid == 0 and os.stat(st / "rw" / "started").st_uid == 0
+    finally:
+        first.communicate(b"\n", timeout=60)
+    assert first.returncode == 0
+    assert host_mounts() == before
+
+
+def host_mounts_clean(stack):
+    with open("/proc/self/mountinfo") as f:
+        return not [l for l in f if str(stack) in l or ".oci-sha256-" in l]
+
+
+def test_pulled_image_runs_through_machrun(transfer_bin, pool, pushed, tmp_path):
+    """The OCI runtime takes a stack as root.path: a bundle made for a pulled image runs it, its
+    writes go to the stack's rw/, and nothing stays mounted."""
+    machrun_bin = BUILD / "src" / "runtime" / "machrun"
+    if not machrun_bin.exists():
+        pytest.skip(f"{machrun_bin} not built")
+    ok(xfer(transfer_bin, pool, "pull-oci", f"{pushed}/test/app:v1", "app"))
+    state = tmp_path / "machrun-state"
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    mr = [str(machrun_bin), "--root", str(state)]
+    subprocess.run([*mr, "spec", "--bundle", str(bundle)], check=True, capture_output=True, timeout=30)
+    config = json.loads((bundle / "config.json").read_text())
+    config["root"] = {"path": str(pool / "app.mstack"), "readonly": False}
+    config["process"]["args"] = ["/bin/sh", "-c", "ls /data; ls /data/opq; echo via-machrun > /data/run; /app/run.sh x"]
+    config["process"]["terminal"] = False
+    (bundle / "config.json").write_text(json.dumps(config))
+    r = subprocess.run([*mr, "run", "--bundle", str(bundle), "images-machrun"], capture_output=True, text=True,
+                       timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[:3] == ["keep", "opq", "upper"], r.stdout
+    assert "oci-app-ran" in r.stdout
+    assert (pool / "app.mstack" / "rw" / "data" / "run").read_text() == "via-machrun\n"
+    assert host_mounts_clean(pool / "app.mstack")
+    assert os.listdir(state) == []
 
 
 def test_registries_d_mirror_and_short_names(transfer_bin, pool, pushed, tmp_path):

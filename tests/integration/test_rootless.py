@@ -125,6 +125,28 @@ def test_root_inside_is_the_user_outside(user, spawn_bin, utree):
     assert (utree / "root" / "made").stat().st_uid == user.uid
 
 
+def test_a_layer_stack_is_refused_rootless_with_one_line(user, spawn_bin, utree):
+    """An OCI layer stack (NAME.mstack) needs root to mount its overlay of shared layers: a
+    rootless spawn says so, points at --flatten, and mounts nothing."""
+    layer = user.home / (".oci-sha256-" + "a" * 64)
+    stack = user.home / "rl.mstack"
+    (stack / "rw").mkdir(parents=True)
+    os.symlink("../" + layer.name, stack / "layer@0")
+    subprocess.run(["cp", "-a", str(utree), str(layer)], check=True)
+    for p in (stack, stack / "rw", stack / "layer@0"):
+        os.lchown(p, user.uid, user.uid)
+    try:
+        r = sh(user, spawn_bin, stack, "true")
+        assert r.returncode != 0
+        last = r.stderr.strip().splitlines()[-1]
+        assert "layer stack runs as root only" in last and "--flatten" in last, r.stderr
+        with open("/proc/self/mountinfo") as f:
+            assert str(stack) not in f.read()
+    finally:
+        shutil.rmtree(stack, ignore_errors=True)
+        shutil.rmtree(layer, ignore_errors=True)
+
+
 def test_map_is_own_uid_then_subordinate_range(user, spawn_bin, utree):
     p = subprocess.Popen([*user.as_user(), spawn_bin, "-q", "-P", "-D", str(utree), "--",
                           "/bin/sh", "-c", "echo up; exec sleep 100"],

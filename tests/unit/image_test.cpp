@@ -360,6 +360,90 @@ TEST(Pool, TempInstallRenameCloneRemove) {
     rmdir(tmpl);
 }
 
+namespace {
+std::string layer_name(char c) { return ".oci-sha256-" + std::string(64, c); }
+void make_stack(int pool_fd, const std::string& name, const std::string& layers) {
+    ASSERT_EQ(mkdirat(pool_fd, (name + ".mstack").c_str(), 0755), 0);
+    ASSERT_EQ(mkdirat(pool_fd, (name + ".mstack/rw").c_str(), 0755), 0);
+    for (size_t i = 0; i < layers.size(); i++) {
+        mkdirat(pool_fd, layer_name(layers[i]).c_str(), 0755);
+        std::string link = name + ".mstack/layer@" + std::to_string(i);
+        ASSERT_EQ(symlinkat(("../" + layer_name(layers[i])).c_str(), pool_fd, link.c_str()), 0);
+    }
+    for (const char* suf : {".nspawn", ".oci-config"}) {
+        int fd = openat(pool_fd, (name + suf).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        ASSERT_GE(fd, 0);
+        ASSERT_EQ(write(fd, name.data(), name.size()), static_cast<ssize_t>(name.size()));
+        close(fd);
+    }
+}
+bool exists_at(int fd, const std::string& n) { return faccessat(fd, n.c_str(), F_OK, AT_SYMLINK_NOFOLLOW) == 0; }
+}  // namespace
+
+// OCI layer stacks in the pool: listed as "mstack" images, cloned/renamed with their settings, and
+// removed with the layers no other stack links (never one that another stack still uses).
+TEST(Pool, StacksShareLayersAndRemoveOnlyUnusedOnes) {
+    char tmpl[] = "/tmp/mk-stacks-XXXXXX";
+    ASSERT_TRUE(mkdtemp(tmpl));
+    {
+        ImagePool pool(tmpl);
+        int fd = pool.fd();
+        make_stack(fd, "one", "ab");
+        make_stack(fd, "two", "bc");
+        mkdirat(fd, layer_name('d').c_str(), 0755);  // linked by nothing (an interrupted pull's)
+        auto list = pool.list(true);
+        ASSERT_EQ(list.size(), 2u);
+        EXPECT_EQ(list[0].name, "one");
+        EXPECT_EQ(list[0].type, ImageType::mstack);
+        EXPECT_EQ(to_string(ImageType::mstack), "mstack");
+        EXPECT_EQ(list[0].path, std::string(tmpl) + "/one.mstack");
+        EXPECT_FALSE(list[0].read_only);
+        EXPECT_GT(list[0].usage, 0u);
+        EXPECT_THROW(pool.check_free("one"), std::system_error);
+
+        pool.set_read_only("one", true);
+        EXPECT_TRUE(pool.find("one")->read_only);
+        EXPECT_THROW(pool.rename("one", "uno"), std::system_error);  // EROFS
+        pool.set_read_only("one", false);
+
+        pool.clone("one", "copy");
+        EXPECT_EQ(pool.find("copy")->type, ImageType::mstack);
+        EXPECT_TRUE(exists_at(fd, "copy.nspawn") && exists_at(fd, "copy.oci-config"));
+        char buf[128] = {};
+        ASSERT_GT(readlinkat(fd, "copy.mstack/layer@0", buf, sizeof buf - 1), 0);
+        EXPECT_EQ(std::string(buf), "../" + layer_name('a'));
+
+        pool.rename("copy", "renamed");
+        EXPECT_TRUE(exists_at(fd, "renamed.mstack") && exists_at(fd, "renamed.nspawn") &&
+                    exists_at(fd, "renamed.oci-config"));
+        EXPECT_FALSE(exists_at(fd, "copy.mstack") || exists_at(fd, "copy.nspawn"));
+
+        // "one" goes; its layers stay while "renamed" (a, b) and "two" (b, c) link them.
+        pool.remove("one");
+        EXPECT_FALSE(exists_at(fd, "one.mstack") || exists_at(fd, "one.nspawn") || exists_at(fd, "one.oci-config"));
+        for (char c : {'a', 'b', 'c'}) EXPECT_TRUE(exists_at(fd, layer_name(c))) << c;
+        EXPECT_FALSE(exists_at(fd, layer_name('d')));  // unused: collected with the removal
+        pool.remove("renamed");
+        EXPECT_FALSE(exists_at(fd, layer_name('a')));
+        EXPECT_TRUE(exists_at(fd, layer_name('b')) && exists_at(fd, layer_name('c')));
+
+        // A transfer holding the layer lock shared keeps unused layers from being collected.
+        mkdirat(fd, layer_name('e').c_str(), 0755);
+        {
+            UniqueFd held = pool.lock_oci_layers(false, true);
+            ASSERT_TRUE(held);
+            EXPECT_TRUE(pool.remove_unused_oci_layers(false).empty());
+            EXPECT_TRUE(exists_at(fd, layer_name('e')));
+        }
+        auto gone = pool.remove_unused_oci_layers(false);
+        ASSERT_EQ(gone.size(), 1u);
+        EXPECT_EQ(gone[0].first, layer_name('e'));
+        pool.remove("two");
+        for (char c : {'b', 'c'}) EXPECT_FALSE(exists_at(fd, layer_name(c))) << c;
+    }
+    rm_rf_at(AT_FDCWD, tmpl, 0);
+}
+
 TEST(Pool, RemovesStaleTemporaries) {
     char tmpl[] = "/tmp/mk-stale-XXXXXX";
     ASSERT_TRUE(mkdtemp(tmpl));

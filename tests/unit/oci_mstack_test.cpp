@@ -39,6 +39,13 @@ TEST(Mstack, PlanOrderAndOptions) {
     auto e = plan_mstack_root("/pool/app.mstack", {{"layer@0", layer('a')}}, true);
     EXPECT_TRUE(e.upper.empty());
     EXPECT_EQ(mstack_overlay_options(e).size(), 2u);
+    // Not writing to rw/: what it holds stays visible, as the top-most lower layer.
+    auto w = plan_mstack_root("/pool/app.mstack", {{"layer@0", layer('a')}, {"rw", ""}}, true);
+    ASSERT_EQ(w.lowers.size(), 2u);
+    EXPECT_TRUE(w.rw_lower);
+    EXPECT_EQ(w.lowers[0], "/pool/app.mstack/rw");
+    EXPECT_TRUE(w.upper.empty());
+    EXPECT_FALSE(e.rw_lower);
 }
 
 TEST(Mstack, Rejects) {
@@ -52,4 +59,22 @@ TEST(Mstack, Rejects) {
     for (size_t i = 0; i <= kMstackMaxLayers; i++) many.emplace_back("layer@" + std::to_string(i), layer('a'));
     EXPECT_THROW(plan_mstack_root("/pool/x.mstack", many, false), UsageError);
     EXPECT_THROW(plan_mstack_root("relative.mstack", {{"layer@0", layer('a')}}, false), UsageError);
+}
+
+TEST(Mstack, UpperFollowsTheRunMode) {
+    SpawnSpec s;
+    EXPECT_EQ(plan_mstack_upper(s, false), MstackUpper::Stack);
+    EXPECT_EQ(plan_mstack_upper(s, true), MstackUpper::None);  // a read-only stack: no rw/
+    s.read_only = true;
+    EXPECT_EQ(plan_mstack_upper(s, false), MstackUpper::None);
+    s.read_only = false;
+    s.ephemeral = true;
+    EXPECT_EQ(plan_mstack_upper(s, true), MstackUpper::Scratch);  // writes vanish: a tmpfs even then
+    s.ephemeral = false;
+    s.volatile_mode = VolatileMode::Overlay;
+    EXPECT_EQ(plan_mstack_upper(s, false), MstackUpper::Scratch);
+    s.volatile_mode = VolatileMode::State;
+    EXPECT_EQ(plan_mstack_upper(s, false), MstackUpper::None);
+    s.volatile_mode = VolatileMode::Yes;
+    EXPECT_THROW(plan_mstack_upper(s, false), UsageError);
 }

@@ -7,6 +7,7 @@
 #include "core/base/fs_at.hpp"
 #include "core/machine/inspect.hpp"
 #include "core/machine/machine_error.hpp"
+#include "core/spawn/mount_plan.hpp"
 
 namespace mk::core {
 
@@ -15,6 +16,11 @@ UniqueFd open_image_root(const ImagePool& pool, const ImageInfo& info) {
         throw_machine_error(MachineErrc::not_supported,
                             "Reading files of raw or block images (which needs mounting them) is not supported by machd");
     std::string entry = info.path.substr(info.path.rfind('/') + 1);
+    if (info.type == ImageType::mstack) {
+        // The merged view, read-only: a detached overlay of rw/ over the layers, which no path of
+        // the host shows and which goes with the returned fd.
+        return make_mstack_mount(read_mstack_root(pool.path() + "/" + entry, true), MstackUpper::None, -1);
+    }
     UniqueFd root(::openat(pool.fd(), entry.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!root) throw std::system_error(errno, std::generic_category(), "cannot open image " + info.name);
     return root;

@@ -266,21 +266,22 @@ private:
     std::chrono::steady_clock::time_point start_, last_line_{};
 };
 
-// Layers this transfer added to the pool. Unless committed (the image was installed), they are
-// removed again: a failed transfer leaves the pool as it found it. (A second transfer that saw
-// such a layer appear and reused it would lose it too; machd runs one pull per image name, and
-// the cache is an optimisation, so the rare loser fails clearly instead of sharing wrongly.)
+// The transfer's stake in the pool's shared layers. Taken before it looks for layers to reuse,
+// it holds the layer lock shared until the image is installed, so no cleanup removes a layer it
+// counts on (ImagePool::lock_oci_layers). Unless committed (the image was installed), the layers
+// it added are removed again, those of them that no stack links by then: a failed transfer leaves
+// the pool as it found it, and a layer another transfer has linked meanwhile stays. While another
+// transfer runs (it may be about to link one) they stay for the next cleanup (CleanPool).
 class NewLayers {
 public:
-    explicit NewLayers(ImagePool& pool) : pool_(pool) {}
+    explicit NewLayers(ImagePool& pool) : pool_(pool), lock_(pool.lock_oci_layers(false, true)) {}
     ~NewLayers() {
         if (committed_) return;
-        for (const auto& n : names_) {
-            try {
-                remove_tree_at(pool_.fd(), n);
-            } catch (...) {
-                // Hidden entry; better a leftover layer than an exception from a destructor.
-            }
+        lock_.reset();
+        try {
+            pool_.remove_unused_oci_layers(false, &names_);
+        } catch (...) {
+            // Hidden entries; better a leftover layer than an exception from a destructor.
         }
     }
     void add(std::string n) {
@@ -291,6 +292,7 @@ public:
 
 private:
     ImagePool& pool_;
+    UniqueFd lock_;
     std::mutex m_;
     std::vector<std::string> names_;
     bool committed_ = false;
@@ -510,10 +512,10 @@ void import_layout(ImagePool& pool, int dir_fd, const std::string& name, const O
     std::string config = read_layout_blob(dir_fd, m.config);
     check_platform(parse_oci_image_config(config), o, arch);
     log(o.hooks, "Importing " + chosen.digest + " (" + describe_layers(m) + ").");
+    NewLayers created(pool);  // before looking for layers to share
     uint64_t total;
     auto missing = unique_missing(pool, m.layers, &total);
     StackProgress prog(o.hooks, "image layout", total);
-    NewLayers created(pool);
     unpack_layers(
         pool, missing,
         [&](const OciDescriptor& d, const std::atomic<bool>&, StackProgress& p) {
@@ -611,12 +613,12 @@ void pull_oci(ImagePool& pool, const std::string& ref_str, const std::string& na
     std::string config = client.get_small_blob(m.config);
     check_platform(parse_oci_image_config(config), o, arch);
     log(o.hooks, "Image " + ref.str() + ": " + describe_layers(m) + ".");
+    NewLayers created(pool);  // before looking for layers to share
     uint64_t total;
     auto missing = unique_missing(pool, m.layers, &total);
     if (missing.size() < m.layers.size())
         log(o.hooks, std::to_string(m.layers.size() - missing.size()) + " layer(s) already in the pool, shared.");
     StackProgress prog(o.hooks, ref.str(), total);
-    NewLayers created(pool);
     unpack_layers(
         pool, missing,
         [&](const OciDescriptor& d, const std::atomic<bool>& abort, StackProgress& p) {

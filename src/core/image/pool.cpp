@@ -5,6 +5,7 @@
 #include <linux/btrfs.h>
 #include <linux/fs.h>
 #include <linux/magic.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -21,6 +22,7 @@
 #include <set>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/names.hpp"
 #include "core/base/rm_rf.hpp"
 #include "core/base/string_table.hpp"
@@ -77,10 +79,33 @@ uint64_t usage_walk(int fd, dev_t dev, std::set<std::pair<dev_t, ino_t>>& seen) 
     return total;
 }
 
-constexpr std::array<EnumName<ImageType>, 4> kImageTypeNames{{{ImageType::directory, "directory"},
+constexpr std::array<EnumName<ImageType>, 5> kImageTypeNames{{{ImageType::directory, "directory"},
                                                               {ImageType::subvolume, "subvolume"},
                                                               {ImageType::raw, "raw"},
-                                                              {ImageType::block, "block"}}};
+                                                              {ImageType::block, "block"},
+                                                              {ImageType::mstack, "mstack"}}};
+
+constexpr std::string_view kMstackSuffix = ".mstack";
+constexpr std::string_view kLayerPrefix = ".oci-sha256-";
+
+// The layers a stack directory links (layer@N -> ../.oci-sha256-<hex>): their entry names.
+void add_linked_layers(int pool_fd, const std::string& entry, std::set<std::string>& out) {
+    UniqueFd d(openat(pool_fd, entry.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!d) return;
+    DIR* ds = open_dir_stream(d.get());
+    while (dirent* de = readdir(ds)) {
+        if (strncmp(de->d_name, "layer@", 6) != 0) continue;
+        char buf[256];
+        ssize_t n = readlinkat(d.get(), de->d_name, buf, sizeof buf - 1);
+        if (n <= 3) continue;
+        std::string_view t(buf, static_cast<size_t>(n));
+        if (t.starts_with("../")) out.emplace(t.substr(3));
+    }
+    closedir(ds);
+}
+
+// The files an OCI image keeps next to its stack (core/image/oci_store.hpp).
+constexpr std::array<std::string_view, 2> kStackCompanions = {".nspawn", ".oci-config"};
 
 }  // namespace
 
@@ -119,7 +144,16 @@ std::optional<ImageInfo> ImagePool::inspect(const std::string& entry, bool with_
     info.path = path_ + "/" + entry;
     info.mtime_usec = ts_usec(stx.stx_mtime);
     info.crtime_usec = (stx.stx_mask & STATX_BTIME) ? ts_usec(stx.stx_btime) : 0;
-    if (S_ISDIR(stx.stx_mode)) {
+    if (S_ISDIR(stx.stx_mode) && ends_with(entry, kMstackSuffix)) {
+        // As systemd 262: read-only when marked so, or when it has no writable layer.
+        info.name = entry.substr(0, entry.size() - kMstackSuffix.size());
+        info.type = ImageType::mstack;
+        UniqueFd fd(openat(fd_.get(), entry.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!fd) return std::nullopt;
+        struct stat rw;
+        info.read_only =
+            get_immutable(fd.get()) || fstatat(fd.get(), "rw", &rw, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(rw.st_mode);
+    } else if (S_ISDIR(stx.stx_mode)) {
         info.name = entry;
         UniqueFd fd(openat(fd_.get(), entry.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!fd) return std::nullopt;
@@ -147,6 +181,12 @@ std::optional<ImageInfo> ImagePool::inspect(const std::string& entry, bool with_
     if (with_usage && info.type != ImageType::raw && info.type != ImageType::block) {
         try {
             info.usage = disk_usage_at(fd_.get(), entry);
+            if (info.type == ImageType::mstack) {
+                // What the image takes: its own writes plus every layer it links (shared or not).
+                std::set<std::string> layers;
+                add_linked_layers(fd_.get(), entry, layers);
+                for (const auto& l : layers) info.usage += disk_usage_at(fd_.get(), l);
+            }
         } catch (const std::system_error&) {
         }
     }
@@ -173,6 +213,8 @@ std::string ImagePool::resolve_entry(std::string_view name) const {
     if (fstatat(fd_.get(), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && (S_ISDIR(st.st_mode) || S_ISBLK(st.st_mode)))
         return n;
     if (fstatat(fd_.get(), (n + ".raw").c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)) return n + ".raw";
+    if (fstatat(fd_.get(), (n + ".mstack").c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
+        return n + ".mstack";
     throw_errno(ENOENT, "no image '" + n + "' in " + path_);
 }
 
@@ -202,7 +244,8 @@ void ImagePool::check_free(std::string_view name) const {
     std::string n(name);
     struct stat st;
     if (fstatat(fd_.get(), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 ||
-        fstatat(fd_.get(), (n + ".raw").c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0)
+        fstatat(fd_.get(), (n + ".raw").c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 ||
+        fstatat(fd_.get(), (n + ".mstack").c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0)
         throw_errno(EEXIST, "image '" + n + "' already exists");
 }
 
@@ -211,14 +254,73 @@ void ImagePool::rename(std::string_view from, std::string_view to) {
     if (auto i = inspect(src, false); i && i->read_only)
         throw_errno(EROFS, "image '" + std::string(from) + "' is read-only");
     check_free(to);
-    std::string dst = std::string(to) + (ends_with(src, ".raw") ? ".raw" : "");
+    const bool stack = ends_with(src, kMstackSuffix);
+    std::string dst = std::string(to) + (ends_with(src, ".raw") ? ".raw" : stack ? ".mstack" : "");
     if (renameat2(fd_.get(), src.c_str(), fd_.get(), dst.c_str(), RENAME_NOREPLACE) < 0)
         throw_last_error("cannot rename image '" + std::string(from) + "'");
+    if (!stack) return;
+    // Its settings and config follow: settings are found by the image's name.
+    for (auto suf : kStackCompanions) {
+        std::string a = std::string(from) + std::string(suf), b = std::string(to) + std::string(suf);
+        if (renameat2(fd_.get(), a.c_str(), fd_.get(), b.c_str(), RENAME_NOREPLACE) < 0 && errno != ENOENT)
+            throw_last_error("cannot rename " + a);
+    }
 }
 
 void ImagePool::remove(std::string_view name) {
     std::string e = resolve_entry(name);
     remove_tree_at(fd_.get(), e);
+    if (!ends_with(e, kMstackSuffix)) return;
+    for (auto suf : kStackCompanions)
+        if (unlinkat(fd_.get(), (std::string(name) + std::string(suf)).c_str(), 0) < 0 && errno != ENOENT)
+            throw_last_error("cannot remove " + std::string(name) + std::string(suf));
+    remove_unused_oci_layers(false);
+}
+
+UniqueFd ImagePool::lock_oci_layers(bool exclusive, bool wait) const {
+    // flock(2) on the pool directory itself, through an open file description of our own: no
+    // lock file to leave behind, and the lock goes with the fd however the holder ends.
+    UniqueFd fd(openat(fd_.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) throw_last_error("cannot open " + path_);
+    int op = (exclusive ? LOCK_EX : LOCK_SH) | (wait ? 0 : LOCK_NB);
+    if (retry_eintr([&] { return flock(fd.get(), op); }) < 0) {
+        if (errno == EWOULDBLOCK && !wait) return UniqueFd();
+        throw_last_error("cannot lock the OCI layers of " + path_);
+    }
+    return fd;
+}
+
+std::vector<std::pair<std::string, uint64_t>> ImagePool::remove_unused_oci_layers(bool wait,
+                                                                                  const std::vector<std::string>* only) {
+    std::vector<std::pair<std::string, uint64_t>> removed;
+    UniqueFd lock = lock_oci_layers(true, wait);
+    if (!lock) return removed;
+    std::vector<std::string> layers, stacks;
+    DIR* d = open_dir_stream(fd_.get());
+    while (dirent* de = readdir(d)) {
+        std::string_view n = de->d_name;
+        if (n.starts_with(kLayerPrefix)) {
+            if (!only || std::find(only->begin(), only->end(), n) != only->end()) layers.emplace_back(n);
+        }
+        // Installed stacks, and hidden ones: a clone or transfer in the making (they hold the lock
+        // shared, so none is running now; a killed one's links keep its layers until swept).
+        else if (ends_with(n, kMstackSuffix) || n.starts_with(".#"))
+            stacks.emplace_back(n);
+    }
+    closedir(d);
+    std::set<std::string> used;
+    for (const auto& st : stacks) add_linked_layers(fd_.get(), st, used);
+    for (const auto& l : layers) {
+        if (used.contains(l)) continue;
+        uint64_t bytes = 0;
+        try {
+            bytes = disk_usage_at(fd_.get(), l);
+        } catch (const std::system_error&) {
+        }
+        remove_tree_at(fd_.get(), l);
+        removed.emplace_back(l, bytes);
+    }
+    return removed;
 }
 
 void ImagePool::set_read_only(std::string_view name, bool ro) {
@@ -241,7 +343,8 @@ void ImagePool::set_read_only(std::string_view name, bool ro) {
         if (ioctl(fd.get(), BTRFS_IOC_SUBVOL_SETFLAGS, &fl) < 0) throw_last_error("cannot set subvolume flags");
         break;
     }
-    case ImageType::directory: {
+    case ImageType::directory:
+    case ImageType::mstack: {
         UniqueFd fd(openat(fd_.get(), e.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!fd) throw_last_error("cannot open image");
         set_immutable(fd.get(), ro);
@@ -382,6 +485,33 @@ void ImagePool::clone(std::string_view from, std::string_view to, bool read_only
     }
     UniqueFd s(openat(fd_.get(), src.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!s) throw_last_error("cannot open image");
+    if (ends_with(src, kMstackSuffix)) {
+        // The copy links the same layers: they must not go away before it is in place.
+        UniqueFd layers = lock_oci_layers(false, true);
+        Temp t = make_temp("clone-", true);
+        if (fchmod(t.fd(), 0755) < 0) throw_last_error("cannot set the mode of the clone");
+        copy_tree(s.get(), t.fd());
+        // overlayfs's work directory belongs to the source's mount, not to the copy.
+        remove_tree_at(t.fd(), ".#machkit-work.rw");
+        for (auto suf : kStackCompanions) {
+            std::string a = std::string(from) + std::string(suf), b = std::string(to) + std::string(suf);
+            UniqueFd in(openat(fd_.get(), a.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+            if (!in) {
+                if (errno == ENOENT) continue;
+                throw_last_error("cannot open " + a);
+            }
+            struct stat st;
+            if (fstat(in.get(), &st) < 0) throw_last_error("stat " + a);
+            Temp f = make_temp("clone-", false);
+            copy_file_data(in.get(), f.fd(), st.st_size);
+            if (fchmod(f.fd(), st.st_mode & 0777) < 0) throw_last_error("cannot set the mode of " + b);
+            if (renameat2(fd_.get(), f.name().c_str(), fd_.get(), b.c_str(), RENAME_NOREPLACE) < 0)
+                throw_last_error("cannot create " + b);
+            f.pool_ = nullptr;
+        }
+        t.install(std::string(to) + ".mstack", false, read_only);
+        return;
+    }
     if (btrfs_ && is_btrfs_subvolume(s.get())) {
         std::string tmp = ".#clone-" + random_suffix();
         btrfs_ioctl_vol_args_v2 args{};

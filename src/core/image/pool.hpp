@@ -28,9 +28,10 @@
 
 namespace mk::core {
 
-enum class ImageType { directory, subvolume, raw, block };
+// mstack: an OCI image as a layer stack (NAME.mstack, core/image/oci_store.hpp), as systemd 262.
+enum class ImageType { directory, subvolume, raw, block, mstack };
 
-// "directory", "subvolume", "raw", "block": the strings machined's Image.Type property uses.
+// "directory", "subvolume", "raw", "block", "mstack": the strings machined's Image.Type property uses.
 std::string_view to_string(ImageType t);
 std::optional<ImageType> image_type_from_string(std::string_view s);
 
@@ -38,7 +39,7 @@ inline constexpr uint64_t kUnknownSize = UINT64_MAX;
 
 // What machined's org.freedesktop.machine1.Image object exposes.
 struct ImageInfo {
-    std::string name;  // without ".raw"
+    std::string name;  // without ".raw" / ".mstack"
     std::string path;  // absolute
     ImageType type = ImageType::directory;
     bool read_only = false;
@@ -67,12 +68,28 @@ public:
 
     // Snapshot (btrfs subvolume), reflink-or-copy (raw) or fd-relative copy (directory, never
     // following symlinks, keeping owners, modes, times, xattrs and hard links). The copy is made
-    // under a temporary name and renamed into place.
+    // under a temporary name and renamed into place. A stack's copy links the same shared layers
+    // and gets a copy of rw/, NAME.nspawn and NAME.oci-config.
     void clone(std::string_view from, std::string_view to, bool read_only = false);
-    // EEXIST if `to` exists.
+    // EEXIST if `to` exists. A stack moves with its NAME.nspawn and NAME.oci-config.
     void rename(std::string_view from, std::string_view to);
+    // A stack goes with its NAME.nspawn and NAME.oci-config, then the layers no other stack links
+    // (remove_unused_oci_layers(false)).
     void remove(std::string_view name);
+    // A stack: the immutable attribute on NAME.mstack; spawn then runs it without its rw/.
     void set_read_only(std::string_view name, bool ro);
+
+    // OCI layers (.oci-sha256-<hex>) are shared by the stacks that link them. A transfer or a
+    // clone holds the layer lock shared (wait: blocks) from before it decides to reuse a layer
+    // until the stack linking it is in place; removing unused layers holds it exclusively, so a
+    // layer is never removed under a transfer about to link it. An invalid fd: busy (!wait only).
+    UniqueFd lock_oci_layers(bool exclusive, bool wait) const;
+    // Removes every layer that no stack (installed, or a hidden one being made) links, and returns
+    // the names with the bytes freed. `wait`: wait for running transfers; else, while one runs,
+    // removes nothing (the layers stay for the next cleanup: CleanPool, remove, a failed pull).
+    // `only`: consider just these layer names (a failed transfer's own).
+    std::vector<std::pair<std::string, uint64_t>> remove_unused_oci_layers(bool wait,
+                                                                           const std::vector<std::string>* only = nullptr);
     // Throws ENOTSUP "Quota is only supported on btrfs." unless the pool is btrfs.
     void set_limit(std::string_view name, uint64_t bytes);
     void set_pool_limit(uint64_t bytes);

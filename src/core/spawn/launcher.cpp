@@ -347,6 +347,22 @@ int Launcher::run() {
                 "gets no terminal of its own and no job control (--console=interactive gives both). "
                 "Proceeding anyway.\n");
     if (!spec_.finalized) throw std::logic_error("Launcher: the SpawnSpec was not finalized (call finalize())");
+    // Two containers writing one tree would corrupt it: a writable tree is taken exclusively (by
+    // device and inode, so every path to it counts); --read-only and throw-away runs share it.
+    const bool exclusive = !spec_.read_only && !spec_.ephemeral && spec_.volatile_mode == VolatileMode::No;
+    RunLock image_lock;
+    auto lock_image = [&](const struct stat& st, const std::string& lock_dir, const std::string& what) {
+        image_lock = RunLock::try_take("image/" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino), lock_dir);
+        if (!image_lock)
+            throw UsageError(what + " is in use by another running container; use --ephemeral or --read-only to share it");
+    };
+    // A layer stack: prepare() moves the owners of its rw/ into this run's range, so the stack is
+    // taken first (by its directory: the overlay that becomes the root is new for every run).
+    if (exclusive && spec_.image.empty() && is_mstack_path(spec_.directory) && !running_rootless()) {
+        struct stat st;
+        if (stat(spec_.directory.c_str(), &st) < 0) throw_last_error("stat " + spec_.directory);
+        lock_image(st, kRunLockDir, spec_.directory);
+    }
     Prepared p = prepare(spec_, static_cast<bool>(hooks_.register_machine));
     if (hooks_.detached) {  // the init waits until its pid is recorded (DetachedLaunch::cloned)
         if (p.cgroups) throw UsageError("a detached start cannot boot a guest with groups of its own");
@@ -364,17 +380,11 @@ int Launcher::run() {
         throw UsageError("machine name '" + spec_.machine_name +
                          "' is already in use by a running container; pick another with -M");
     sweep_stale_run_locks(lock_dir);  // files of spawns that were SIGKILLed before they could remove them
-    // Two containers writing one tree would corrupt it: a writable tree is taken exclusively (by
-    // device and inode, so every path to it counts); --read-only and throw-away runs share it.
-    RunLock image_lock;
-    if (!spec_.read_only && !spec_.ephemeral && spec_.volatile_mode == VolatileMode::No) {
+    if (exclusive && !image_lock) {
         struct stat st;
         if (!spec_.image.empty() ? stat(spec_.image.c_str(), &st) < 0 : fstat(p.root_dir.get(), &st) < 0)
             throw_last_error("stat " + (spec_.image.empty() ? spec_.directory : spec_.image));
-        image_lock = RunLock::try_take("image/" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino), lock_dir);
-        if (!image_lock)
-            throw UsageError((spec_.image.empty() ? spec_.directory : spec_.image) +
-                             " is in use by another running container; use --ephemeral or --read-only to share it");
+        lock_image(st, lock_dir, spec_.image.empty() ? spec_.directory : spec_.image);
     }
 
     struct WorkdirCleanup {

@@ -171,4 +171,40 @@ void apply_mount_plan(int root_fd, const std::vector<MountStep>& plan, int idmap
     }
 }
 
+UniqueFd make_mstack_mount(const MstackRoot& r, MstackUpper upper, int idmap_userns) {
+    // overlayfs looks its layers up by path when it is configured: /proc/self/fd/N reaches a
+    // detached mount (an idmapped clone, the scratch tmpfs) that no path of the host shows.
+    std::vector<UniqueFd> held;
+    auto fd_path = [](int fd) { return "/proc/self/fd/" + std::to_string(fd); };
+    MstackRoot m = r;
+    if (idmap_userns >= 0) {
+        for (size_t i = m.rw_lower ? 1 : 0; i < m.lowers.size(); i++) {
+            std::string& l = m.lowers[i];
+            UniqueFd dir(open(l.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            if (!dir) throw_last_error("cannot open the layer " + l);
+            UniqueFd clone = clone_tree(dir.get(), "", false);
+            mount_attr attr{};
+            attr.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY;
+            attr.userns_fd = static_cast<uint64_t>(idmap_userns);
+            if (mount_setattr(clone.get(), "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
+                throw_last_error("cannot make an idmapped mount of the layer " + l);
+            l = fd_path(clone.get());
+            held.push_back(std::move(clone));
+        }
+    }
+    if (upper == MstackUpper::Scratch) {
+        UniqueFd scratch = make_fs_mount("tmpfs", {{"mode", "0755"}}, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+        for (const char* d : {"upper", "work"})
+            if (mkdirat(scratch.get(), d, 0755) < 0) throw_last_error(std::string("mkdir ") + d);
+        m.upper = fd_path(scratch.get()) + "/upper";
+        m.work = fd_path(scratch.get()) + "/work";
+        held.push_back(std::move(scratch));
+    } else if (upper == MstackUpper::None) {
+        m.upper.clear();
+        m.work.clear();
+    }
+    // Without an upper layer overlayfs itself is read-only; the mount says so too.
+    return make_fs_mount("overlay", mstack_overlay_options(m), m.upper.empty() ? MOUNT_ATTR_RDONLY : 0, "overlay");
+}
+
 }  // namespace mk::core

@@ -186,6 +186,14 @@ MstackRoot plan_mstack_root(const std::string& mstack_path, const std::vector<st
         throw UsageError(dir + ": " + std::to_string(layers.size()) + " layers, overlayfs stacks at most 500");
     if (layers.rbegin()->first != layers.size() - 1) throw UsageError(dir + ": layer@0…layer@N are not contiguous");
     MstackRoot r;
+    // Not writing to rw/ (--ephemeral, --read-only): what was written there before is still the
+    // image's top, so rw/ is the top-most lower layer (its whiteouts and opaque markers are in the
+    // same userxattr flavour).
+    const bool has_rw = std::any_of(entries.begin(), entries.end(), [](const auto& e) { return e.first == "rw"; });
+    if (ephemeral && has_rw) {
+        r.lowers.push_back(dir + "/rw");
+        r.rw_lower = true;
+    }
     for (auto it = layers.rbegin(); it != layers.rend(); ++it) r.lowers.push_back(it->second);
     if (!ephemeral) {
         r.upper = dir + "/rw";
@@ -213,6 +221,7 @@ MstackRoot read_mstack_root(const std::string& path, bool ephemeral) {
     if (!ds) throw_last_error("cannot read the layer stack " + path);
     while (dirent* e = readdir(ds.get())) {
         std::string n = e->d_name;
+        if (n == "rw" && e->d_type == DT_DIR) entries.emplace_back(n, "");
         if (!n.starts_with("layer@")) continue;
         if (entries.size() > kMstackMaxLayers) throw UsageError(path + ": too many layers");
         char buf[256];
@@ -231,21 +240,12 @@ MstackRoot read_mstack_root(const std::string& path, bool ephemeral) {
     return r;
 }
 
-std::string mount_mstack_privately(const std::string& path) {
-    std::string dir = path;
-    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-    MstackRoot r = read_mstack_root(dir, false);
-    if (unshare(CLONE_NEWNS) < 0) throw_last_error("cannot create a mount namespace for the layer stack");
-    if (mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) < 0)
-        throw_last_error("cannot make the mount namespace a slave of the host's");
-    UniqueFd d(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!d) throw_last_error("cannot open the layer stack " + dir);
-    if (mkdirat(d.get(), ".#root", 0755) < 0 && errno != EEXIST) throw_last_error("cannot create " + dir + "/.#root");
-    UniqueFd target(openat(d.get(), ".#root", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!target) throw_last_error("cannot open " + dir + "/.#root");
-    UniqueFd mnt = make_fs_mount("overlay", mstack_overlay_options(r), 0, "overlay");
-    attach_mount(mnt.get(), target.get(), "the layer stack " + dir);
-    return dir + "/.#root";
+MstackUpper plan_mstack_upper(const SpawnSpec& spec, bool stack_read_only) {
+    if (spec.volatile_mode == VolatileMode::Yes)
+        throw UsageError("--volatile=yes cannot run a layer stack (it has no /usr directory to bind); use --ephemeral");
+    if (spec.ephemeral || spec.volatile_mode == VolatileMode::Overlay) return MstackUpper::Scratch;
+    if (spec.read_only || spec.volatile_mode == VolatileMode::State || stack_read_only) return MstackUpper::None;
+    return MstackUpper::Stack;
 }
 
 std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, std::optional<uint32_t> uid_shift) {

@@ -81,11 +81,13 @@ bool is_mstack_path(std::string_view path);  // "…/NAME.mstack"
 struct MstackRoot {
     std::vector<std::string> lowers;
     std::string upper, work;
+    bool rw_lower = false;  // lowers[0] is the stack's rw/ (not a shared layer)
 };
 
 // Pure. `entries`: the stack directory's "layer@N" names with their symlink targets. Each must be
 // "../.oci-sha256-<64 hex>" (a layer of the same pool: a stack cannot point anywhere else), N
-// contiguous from 0 (the bottom). Throws UsageError naming the problem.
+// contiguous from 0 (the bottom). Throws UsageError naming the problem. `ephemeral` (rw/ is not
+// the upper layer): an entry "rw" makes rw/ the top-most lower layer instead.
 MstackRoot plan_mstack_root(const std::string& mstack_path, const std::vector<std::pair<std::string, std::string>>& entries,
                             bool ephemeral);
 // overlayfs options: one "lowerdir+" per layer (no escaping of ':' or ',' in paths needed),
@@ -95,10 +97,21 @@ std::vector<std::pair<std::string, std::string>> mstack_overlay_options(const Ms
 // Reads the stack at `path` (never following its links) and plans it.
 MstackRoot read_mstack_root(const std::string& path, bool ephemeral);
 
-// Moves the caller into a mount namespace of its own (host mounts still propagate in, ours never
-// out) and mounts the stack's overlay at PATH/.#root there; returns that path. spawn calls it
-// before launching, so the launcher sees a plain directory tree and the host never sees the mount.
-std::string mount_mstack_privately(const std::string& path);
+// Where a stack's writes go: its own rw/ (a plain run), a tmpfs that vanishes with the container
+// (--ephemeral, --volatile=overlay), or nowhere (--read-only, --volatile=state, a read-only stack:
+// the overlay then has no upper layer and is read-only by construction). Pure; throws UsageError
+// for --volatile=yes, which needs a /usr of the tree to bind and a stack has no such directory.
+enum class MstackUpper { Stack, Scratch, None };
+MstackUpper plan_mstack_upper(const SpawnSpec& spec, bool stack_read_only);
+
+// The stack's overlay as a detached mount (spawn's launcher attaches it as the container root in
+// the child's mount namespace: the host never sees it). `idmap_userns` >= 0: each layer enters
+// the overlay as an idmapped clone, so the shared layers keep their on-disk owners (0 is root) and
+// the container's root owns them inside; the layers themselves are never chowned (kernel >= 5.19
+// takes idmapped lower layers). The upper rw/ is not idmapped: host root writes into it too
+// (resolv.conf, localtime), which an idmapped upper would refuse (EOVERFLOW); the launcher moves
+// rw/'s owners into the range instead, as --private-users-ownership=chown does for a tree.
+UniqueFd make_mstack_mount(const MstackRoot& r, MstackUpper upper, int idmap_userns);
 
 // Carries out `plan` relative to the container root `root_fd` (an O_PATH fd of the root mount).
 // Throws std::system_error naming the step on the first failure: a mask or read-only mount that

@@ -192,7 +192,8 @@ SpawnSpec with_journal_link(const SpawnSpec& spec, int root, const std::string& 
     std::optional<Uuid> id = spec.uuid;
     if (!id) id = id128_from_machine_id_file(read_file_in_root(root, "/etc/machine-id", 4096).value_or(""));
     auto host_id = id128_from_machine_id_file(read_host_file("/etc/machine-id", 4096).value_or(""));
-    bool kept = spec.image.empty() && !spec.ephemeral && spec.volatile_mode == VolatileMode::No;
+    bool kept =
+        spec.image.empty() && !is_mstack_path(spec.directory) && !spec.ephemeral && spec.volatile_mode == VolatileMode::No;
     HostJournalPath state = HostJournalPath::absent;
     if (id)
         state = inspect_host_journal_path("/var/log/journal/" + id128_to_string(*id),
@@ -203,6 +204,38 @@ SpawnSpec with_journal_link(const SpawnSpec& spec, int root, const std::string& 
 }
 
 }  // namespace
+
+// An OCI layer stack (NAME.mstack, core/image/oci_store.hpp) as the root: its overlay, made here
+// as a detached mount and attached by the child like an image's root (over /tmp of its mount
+// namespace), so every front end (spawn -D, machd, machrun) runs stacks and the host never sees
+// the mount. With a user namespace the layers are idmapped, and rw/ (ours alone) is chowned.
+void mount_layer_stack(Prepared& p, const SpawnSpec& spec) {
+    std::string dir = spec.directory;
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    UniqueFd d(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!d) throw_last_error("cannot open the layer stack " + dir);
+    // A read-only stack (machctl read-only: chattr +i on NAME.mstack) runs without its rw/.
+    const MstackUpper upper = plan_mstack_upper(spec, get_immutable(d.get()));
+    MstackRoot r = read_mstack_root(dir, upper != MstackUpper::Stack);
+    const bool shifted = p.userns && p.userns->shift != 0;
+    // rw/ as the upper: not idmapped (host root writes into it), its owners moved into the range
+    // instead (the launcher holds the stack's image lock). As a lower layer of a read-only or
+    // throw-away run it is left as it is: another run may be writing it.
+    if (upper == MstackUpper::Stack) {
+        UniqueFd rw(open(r.upper.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!rw) throw_last_error("cannot open " + r.upper);
+        // Back to 0 for a run without a user namespace, on to the range for one with it.
+        shift_tree_ownership(rw.get(), shifted ? *p.userns : IdRange{0, 0x10000});
+    }
+    UniqueFd ns;
+    if (shifted) ns = make_user_namespace(*p.userns);
+    UniqueFd mnt = make_mstack_mount(r, upper, shifted ? ns.get() : -1);
+    p.root_dir.reset(fcntl(mnt.get(), F_DUPFD_CLOEXEC, 3));
+    if (!p.root_dir) throw_last_error("dup");
+    p.image_mounts.clear();
+    p.image_mounts.emplace_back("/", std::move(mnt));
+    p.root_path = "/tmp";
+}
 
 Prepared prepare(const SpawnSpec& spec, bool registering) {
     check_supported(spec);
@@ -232,6 +265,9 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
         if (errno == ENOTDIR) throw UsageError(spec.directory + " is not a directory; pass an OS tree with -D");
         throw_last_error("cannot open " + spec.directory);
     }
+    const bool stack = spec.image.empty() && is_mstack_path(spec.directory);
+    if (stack && p.rootless)
+        throw UsageError("an OCI layer stack runs as root only; flatten it (--flatten) to run it rootless");
     int root = p.root_dir.get();
     if (!spec.network_namespace_path.empty()) {
         p.netns.reset(open(spec.network_namespace_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
@@ -274,7 +310,7 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
             if (!p.uid_lock) throw UsageError("no free UID range for --private-users=pick");
         }
         p.userns = r;
-        UserNamespaceOwnership own = spec.userns_ownership;
+        UserNamespaceOwnership own = stack ? UserNamespaceOwnership::Off : spec.userns_ownership;
         if (own == UserNamespaceOwnership::Auto) {
             // map where the tree's file system takes idmapped mounts, chown where it does not.
             own = r.shift == 0               ? UserNamespaceOwnership::Off
@@ -289,9 +325,15 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
         }
         p.idmap = own == UserNamespaceOwnership::Map && r.shift != 0;
         if (p.idmap) check_idmapped_tree_is_private(spec, root);
-        p.plan = build_mount_plan(with_journal_link(spec, root, p.root_path), r.shift);
-    } else {
-        p.plan = build_mount_plan(with_journal_link(spec, root, p.root_path));
+    }
+    if (stack) {
+        mount_layer_stack(p, spec);  // the layers are mapped, not the overlay (p.idmap stays false)
+        root = p.root_dir.get();
+    }
+    if (!p.rootless) {
+        std::optional<uint32_t> shift;
+        if (p.userns) shift = p.userns->shift;
+        p.plan = build_mount_plan(with_journal_link(spec, root, p.root_path), shift);
     }
     for (const auto& o : spec.overlays) {
         if (o.upper.empty()) continue;
