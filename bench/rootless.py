@@ -4,12 +4,18 @@
   1. `spawn -D TREE /bin/true` as an ordinary user  vs  root's `spawn -U -D TREE /bin/true`;
   2. `spawn -bD BOOKWORM` as the user (to multi-user, then SIGTERM)  vs  root's `spawn -bD`;
   3. `podman run --rm --network none IMAGE true` as the same user (offline image made from the same
-     busybox tree with `podman import`)  vs  the user's `spawn -D TREE /bin/true`.
+     busybox tree with `podman import`, storage of its own in the user's home)  vs  the user's
+     `spawn -D TREE /bin/true`.
 
 Targets: rootless start <= 1.3x root -U; >= 10x faster than podman rootless.
 
+Starts are timed by a small timer process (this script's --time-one mode) that already runs as the
+user (or as root), so neither setpriv's nor Python's start is counted: the figure is the command's
+own exec-to-reap time. Every row prints its median; the summary at the end has all three rows of the
+issue with their ratios, from this one run.
+
 usage: bench/rootless.py BUILD_DIR [REPS]     (root: it creates a user with subordinate ranges and
-removes it, its home and its delegated cgroup at the end)
+removes it, its home (with podman's storage) and its delegated cgroup at the end)
 """
 import os
 import pathlib
@@ -28,13 +34,26 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 HELPERS = REPO / "tests" / "helpers"
 
 
-def timed(argv, env=None):
-    t0 = time.monotonic()
-    r = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True)
-    dt = time.monotonic() - t0
+# The timer: runs ARGV once and prints its exec-to-reap time in seconds. It is started as the user
+# (or root) before the clock starts, so the user switch and the interpreter's start are not counted.
+TIMER = """
+import subprocess, sys, time
+t0 = time.monotonic()
+r = subprocess.run(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+dt = time.monotonic() - t0
+sys.stderr.buffer.write(r.stderr)
+print(dt)
+sys.exit(r.returncode)
+"""
+
+
+def timed(prefix, argv, env=None, cwd=None):
+    """Seconds ARGV takes, timed by a timer process started through PREFIX (e.g. setpriv)."""
+    r = subprocess.run([*prefix, "/usr/bin/python3", "-c", TIMER, *argv], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                       capture_output=True)
     if r.returncode != 0:
         sys.exit(f"failed ({r.returncode}): {' '.join(argv)}\n{r.stderr.decode(errors='replace')}")
-    return dt
+    return float(r.stdout.decode().strip().splitlines()[-1])
 
 
 def table(title, runs, reps, measure):
@@ -74,27 +93,36 @@ def main():
         rtree = root_tmp / "bb"
         subprocess.run([str(HELPERS / "busybox-tree.sh"), str(rtree)], check=True)
 
-        # 1. command start
+        # 1. command start. Each side is timed by a timer running as its own user (see TIMER).
+        def start(who_argv):
+            who, argv = who_argv
+            return timed(who, argv, env)
+
         t1 = table("start: /bin/true", {
-            "rootless spawn -D": [*as_user, spawn, "-q", "-P", "-D", str(utree), "/bin/true"],
-            "root spawn -U -D": [spawn, "-q", "-P", "-U", "-D", str(rtree), "/bin/true"],
-        }, reps, lambda a: timed(a, env))
+            "rootless spawn -D": (as_user, [spawn, "-q", "-P", "-D", str(utree), "/bin/true"]),
+            "root spawn -U -D": ([], [spawn, "-q", "-P", "-U", "-D", str(rtree), "/bin/true"]),
+        }, reps, start)
         print(f"  ratio rootless / root -U: {t1['rootless spawn -D'] / t1['root spawn -U -D']:.2f}x (target <= 1.3x)")
 
-        # 3. podman rootless, same user, offline image of the same tree
+        # 3. podman rootless, same user, offline image of the same tree, with storage of its own in
+        # the user's home (graph root and run root), removed with the home at the end.
         tar = home / "bb.tar"
         subprocess.run(["tar", "-C", str(utree), "-cf", str(tar), "."], check=True)
         os.chown(tar, pw.pw_uid, pw.pw_gid)
+        pm_root, pm_run = home / "podman" / "storage", run / "podman"
         # crun 1.8 refuses rootless containers on this hybrid host ("cgroups in hybrid mode not
         # supported"); runc runs them without cgroups, as our rootless start does here.
-        podman = [*as_user, "podman", "--events-backend=file", "--cgroup-manager=cgroupfs", "--runtime=runc"]
-        subprocess.run([*podman, "import", str(tar), "localhost/mkbench:latest"], env=env, check=True,
+        podman = ["podman", "--root", str(pm_root), "--runroot", str(pm_run), "--events-backend=file",
+                  "--cgroup-manager=cgroupfs", "--runtime=runc"]
+        subprocess.run([*as_user, *podman, "import", str(tar), "localhost/mkbench:latest"], env=env, check=True,
                        capture_output=True, cwd=str(home))
-        timed([*podman, "run", "--rm", "--network", "none", "localhost/mkbench", "/bin/true"], env)  # warm storage
+        podman_run = [*podman, "run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit",
+                      "nproc=1024:1024", "localhost/mkbench", "/bin/true"]
+        timed(as_user, podman_run, env, cwd=str(home))  # warm storage and podman's pause process
         t3 = table("start: podman rootless vs spawn rootless", {
-            "podman run --rm (rootless)": [*podman, "run", "--rm", "--network", "none", "localhost/mkbench", "/bin/true"],
-            "rootless spawn -D": [*as_user, spawn, "-q", "-P", "-D", str(utree), "/bin/true"],
-        }, max(3, reps // 3), lambda a: timed(a, env))
+            "podman run --rm (rootless)": (as_user, podman_run),
+            "rootless spawn -D": (as_user, [spawn, "-q", "-P", "-D", str(utree), "/bin/true"]),
+        }, max(3, reps // 3), start)
         print(f"  podman rootless / spawn rootless: {t3['podman run --rm (rootless)'] / t3['rootless spawn -D']:.1f}x "
               "(target >= 10x)")
 
@@ -134,6 +162,16 @@ def main():
         for k, m in med.items():
             print(f"  {k:<34} {m:9.1f}")
         print(f"  ratio rootless / root: {med['rootless spawn -bD'] / med['root spawn -bD']:.2f}x")
+
+        print("\nsummary (issue 16's three rows, medians in ms, this run)")
+        rows = [
+            ("rootless start vs root -U", t1["rootless spawn -D"], t1["root spawn -U -D"], "<= 1.3x"),
+            ("rootless boot vs root boot", med["rootless spawn -bD"], med["root spawn -bD"], ""),
+            ("podman rootless vs ours", t3["podman run --rm (rootless)"], t3["rootless spawn -D"], ">= 10x"),
+        ]
+        print(f"  {'row':<28} {'A':>9} {'B':>9} {'A/B':>7}  target")
+        for title, x, y, target in rows:
+            print(f"  {title:<28} {x:9.1f} {y:9.1f} {x / y:6.2f}x  {target}")
     finally:
         # Rootless podman keeps a pause process holding its user namespace: ours to end, by its pid.
         pause = home / "run" / "libpod" / "tmp" / "pause.pid"
