@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "core/base/error.hpp"
@@ -80,13 +81,16 @@ void write_proc(pid_t pid, const char* file, const std::string& text) {
 // The PID of `pidfd`'s process as the /proc mounted here numbers it: the container's init makes the
 // nested namespace before it mounts its own /proc, so /proc is still one of an outer PID namespace.
 // A pidfd's fdinfo gives the PID in the namespace of the procfs it is read through (proc(5),
-// "Pid:"); `pid` (ours) where that says nothing.
-pid_t proc_pid_of(int pidfd, pid_t pid) {
+// "Pid:"; 0 when the process is not visible there). Never a guess: another process's maps must not
+// be written.
+pid_t proc_pid_of(int pidfd) {
     std::string info = read_host_file("/proc/self/fdinfo/" + std::to_string(pidfd), 4096).value_or("");
     size_t at = info.find("\nPid:\t");
-    if (at == std::string::npos) return pid;
-    long n = strtol(info.c_str() + at + 6, nullptr, 10);
-    return n > 0 ? static_cast<pid_t>(n) : pid;
+    long n = at == std::string::npos ? 0 : strtol(info.c_str() + at + 6, nullptr, 10);
+    if (n <= 0)
+        throw std::runtime_error(
+            "cannot find the nested user namespace's process in /proc: /proc must show spawn's own processes");
+    return static_cast<pid_t>(n);
 }
 
 }  // namespace
@@ -193,7 +197,7 @@ IdentityUserNamespace make_identity_user_namespace(const RootlessMap& map) {
         pid_t pid;
         ~Kill() { kill(pid, SIGKILL); }  // done with it, or failed: either way it goes now
     } kill_maker{ns.maker};
-    const std::string dir = "/proc/" + std::to_string(proc_pid_of(pidfd.get(), ns.maker)) + "/";
+    const std::string dir = "/proc/" + std::to_string(proc_pid_of(pidfd.get())) + "/";
     write_file(dir + "uid_map", uid_text);
     if (!map.needs_helpers) write_file(dir + "setgroups", "deny");  // denied above us already
     write_file(dir + "gid_map", gid_text);
