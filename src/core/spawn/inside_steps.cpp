@@ -414,9 +414,16 @@ void apply_resource_limits(const SpawnSpec& spec) {
     }
 }
 
+void make_nested_user_namespace(Prepared& p) {
+    if (p.rootless) p.nested_userns = make_identity_user_namespace(p.rootless->map);
+}
+
 void enter_user_namespace(Prepared& p) {
     if (!p.userns) return;
-    if (p.rootless) p.userns_fd = make_identity_user_namespace(p.rootless->map);
+    if (p.rootless) {
+        reap_identity_maker(p.nested_userns);
+        p.userns_fd = std::move(p.nested_userns.fd);
+    }
     // Into the container's user namespace, with fresh mount, UTS and IPC namespaces owned by
     // it: everything mounted so far is locked there (MNT_LOCKED), so root inside cannot
     // unmount the masks and read-only mounts, and it may still mount on top of them.

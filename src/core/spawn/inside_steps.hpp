@@ -45,6 +45,9 @@ void set_identity(const Prepared& p, int console_peer);
 void take_session(const SpawnSpec& spec, UniqueFd console_peer);
 // Resource limits, OOM score adjustment, CPU affinity.
 void apply_resource_limits(const SpawnSpec& spec);
+// Rootless: the nested user namespace (make_identity_user_namespace()), made as soon as the parent
+// has mapped ours, so that its maker is gone by the time enter_user_namespace() enters it.
+void make_nested_user_namespace(Prepared& p);
 // -U: into the user namespace, with fresh mount/UTS/IPC namespaces owned by it (mounts locked).
 void enter_user_namespace(Prepared& p);
 void drop_bounding_set_to(uint64_t bounding);

@@ -45,6 +45,8 @@ namespace {
         become_container_init(p, chan);
         // Rootless: nothing may happen before the parent has written our user namespace's map.
         if (p.rootless && !wait_go_ahead(chan)) _exit(1);
+        step = "create the nested user namespace";
+        make_nested_user_namespace(p);
         // ---- OCI (config.json) ----
         // In our own UTS/IPC/network namespaces already; /proc/sys is not read-only yet.
         step = "set the OCI sysctls and domain name";

@@ -52,7 +52,8 @@ struct Prepared {
     // Rootless (issue 16, rootless.hpp): the calling user and its map. `userns` is then the identity
     // map of the map's IDs, made by the child inside the namespace the parent mapped.
     std::optional<RootlessUser> rootless;
-    std::string rootless_cgroup;  // the machine's cgroup2 group below the user's delegated subtree
+    IdentityUserNamespace nested_userns;  // rootless: made by the child as soon as it is mapped, entered last
+    std::string rootless_cgroup;          // the machine's cgroup2 group below the user's delegated subtree
 };
 
 // Settings files and front ends can describe more than the launcher does yet: refuses those (a

@@ -3,13 +3,17 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <linux/sched.h>
 #include <spawn.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "core/base/error.hpp"
@@ -64,11 +68,29 @@ bool wait_helper(pid_t pid) {
     return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
-void write_proc(pid_t pid, const char* file, const std::string& text) {
-    std::string path = "/proc/" + std::to_string(pid) + "/" + file;
+void write_file(const std::string& path, const std::string& text) {
     UniqueFd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC));
     if (!fd) throw_last_error("cannot open " + path);
     if (write(fd.get(), text.data(), text.size()) < 0) throw_last_error("cannot write " + path);
+}
+
+void write_proc(pid_t pid, const char* file, const std::string& text) {
+    write_file("/proc/" + std::to_string(pid) + "/" + file, text);
+}
+
+// The PID of `pidfd`'s process as the /proc mounted here numbers it: the container's init makes the
+// nested namespace before it mounts its own /proc, so /proc is still one of an outer PID namespace.
+// A pidfd's fdinfo gives the PID in the namespace of the procfs it is read through (proc(5),
+// "Pid:"; 0 when the process is not visible there). Never a guess: another process's maps must not
+// be written.
+pid_t proc_pid_of(int pidfd) {
+    std::string info = read_host_file("/proc/self/fdinfo/" + std::to_string(pidfd), 4096).value_or("");
+    size_t at = info.find("\nPid:\t");
+    long n = at == std::string::npos ? 0 : strtol(info.c_str() + at + 6, nullptr, 10);
+    if (n <= 0)
+        throw std::runtime_error(
+            "cannot find the nested user namespace's process in /proc: /proc must show spawn's own processes");
+    return static_cast<pid_t>(n);
 }
 
 }  // namespace
@@ -150,45 +172,44 @@ void write_rootless_maps(pid_t pid, const RootlessUser& u) {
     write_proc(pid, "gid_map", map_lines_text(u.map.gid_lines));
 }
 
-UniqueFd make_identity_user_namespace(const RootlessMap& map) {
+IdentityUserNamespace make_identity_user_namespace(const RootlessMap& map) {
     auto identity = [](std::vector<MapLine> lines) {
         for (auto& l : lines) l.outside = l.inside;
         return map_lines_text(lines);
     };
     const std::string uid_text = identity(map.uid_lines), gid_text = identity(map.gid_lines);
-    int go[2], ready[2];
-    if (pipe2(go, O_CLOEXEC) < 0) throw_last_error("pipe");
-    UniqueFd go_rd(go[0]), go_wr(go[1]);
-    if (pipe2(ready, O_CLOEXEC) < 0) throw_last_error("pipe");
-    UniqueFd ready_rd(ready[0]), ready_wr(ready[1]);
-    pid_t pid = fork();
-    if (pid < 0) throw_last_error("fork");
+    // Born in the new namespace (clone3 with CLONE_NEWUSER), so we may map it at once, without waiting
+    // for the child to be scheduled; it only has to live until its /proc/PID/ns/user is open.
+    int pidfd_raw = -1;
+    clone_args ca{};
+    ca.flags = CLONE_NEWUSER | CLONE_PIDFD;
+    ca.pidfd = reinterpret_cast<uint64_t>(&pidfd_raw);
+    ca.exit_signal = SIGCHLD;
+    long pid = syscall(SYS_clone3, &ca, sizeof ca);
+    if (pid < 0) throw_last_error("cannot create the nested user namespace");
     if (pid == 0) {
-        // Unshare, say so, and wait: the parent needs only our /proc/PID/ns/user.
-        char c = unshare(CLONE_NEWUSER) == 0 ? 1 : 0;
-        (void)!write(ready_wr.get(), &c, 1);
-        (void)!read(go_rd.get(), &c, 1);
-        _exit(0);
+        for (;;) pause();  // until SIGKILL
     }
-    ready_wr.reset();
-    struct Reap {
+    UniqueFd pidfd(pidfd_raw);
+    IdentityUserNamespace ns;
+    ns.maker = static_cast<pid_t>(pid);
+    struct Kill {
         pid_t pid;
-        UniqueFd& go;
-        ~Reap() {
-            go.reset();
-            kill(pid, SIGKILL);
-            (void)retry_eintr([&] { return waitpid(pid, nullptr, 0); });
-        }
-    } reap{pid, go_wr};
-    char ok = 0;
-    if (read(ready_rd.get(), &ok, 1) != 1 || !ok) throw_errno(EPERM, "cannot create the nested user namespace");
-    write_proc(pid, "uid_map", uid_text);
-    if (!map.needs_helpers) write_proc(pid, "setgroups", "deny");  // denied above us already
-    write_proc(pid, "gid_map", gid_text);
-    std::string ns = "/proc/" + std::to_string(pid) + "/ns/user";
-    UniqueFd fd(open(ns.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) throw_last_error("cannot open " + ns);
-    return fd;
+        ~Kill() { kill(pid, SIGKILL); }  // done with it, or failed: either way it goes now
+    } kill_maker{ns.maker};
+    const std::string dir = "/proc/" + std::to_string(proc_pid_of(pidfd.get())) + "/";
+    write_file(dir + "uid_map", uid_text);
+    if (!map.needs_helpers) write_file(dir + "setgroups", "deny");  // denied above us already
+    write_file(dir + "gid_map", gid_text);
+    ns.fd.reset(open((dir + "ns/user").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns.fd) throw_last_error("cannot open " + dir + "ns/user");
+    return ns;
+}
+
+void reap_identity_maker(IdentityUserNamespace& ns) {
+    if (ns.maker <= 0) return;
+    (void)retry_eintr([&] { return waitpid(ns.maker, nullptr, 0); });
+    ns.maker = -1;
 }
 
 std::optional<RootlessCgroups> find_rootless_cgroups(const RootlessUser& user, std::string_view machine_name,

@@ -51,7 +51,15 @@ void write_rootless_maps(pid_t pid, const RootlessUser& user);
 // Inside the mapped namespace: a nested user namespace mapping each ID of `map` to itself, as an fd
 // for setns(). Entering it locks every mount made before (MNT_LOCKED). Its lines follow the outer
 // map's lines one for one: the kernel maps a line only into a single line of the parent's map.
-UniqueFd make_identity_user_namespace(const RootlessMap& map);
+// The child made to own it is SIGKILLed before this returns; reap it with reap_identity_maker()
+// (the container's init makes the namespace first and enters it last, so by then it is gone and
+// nothing waits for it to be scheduled).
+struct IdentityUserNamespace {
+    UniqueFd fd;       // the namespace, for setns()
+    pid_t maker = -1;  // the killed child that made it, not yet reaped
+};
+IdentityUserNamespace make_identity_user_namespace(const RootlessMap& map);
+void reap_identity_maker(IdentityUserNamespace& ns);
 
 // Where a rootless machine's cgroup goes on this host (plan_rootless_cgroup() fed with the caller's
 // own group and whether its parent is writable): the cgroup2 layout to create it in, and its path.
