@@ -206,6 +206,10 @@ def test_unreadable_tree_is_refused(user, spawn_bin, utree):
 
 def test_what_needs_root_is_refused(user, spawn_bin, utree):
     refused(sh(user, spawn_bin, utree, "true", "-U"), "/etc/subuid")
+    before = sorted((str(p), p.lstat().st_uid, p.lstat().st_gid) for p in utree.rglob("*"))
+    refused(sh(user, spawn_bin, utree, "true", "--private-users-ownership=map"), "needs root", "drop the option")
+    refused(sh(user, spawn_bin, utree, "true", "--private-users-ownership=chown"), "not supported", "drop the option")
+    assert sorted((str(p), p.lstat().st_uid, p.lstat().st_gid) for p in utree.rglob("*")) == before
 
 
 def test_missing_newuidmap_is_refused(user, spawn_bin, utree):

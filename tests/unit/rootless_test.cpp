@@ -189,6 +189,14 @@ TEST(RootlessSpec, RefusesWhatNeedsRoot) {
     SpawnSpec u = s;
     u.userns_mode = UserNamespaceMode::Pick;
     EXPECT_THROW(check_rootless_spec(u), UsageError);
+    // Ownership: "off" is what a rootless spawn does anyway; map needs root, chown is not there yet.
+    SpawnSpec own = s;
+    own.userns_ownership = UserNamespaceOwnership::Off;
+    EXPECT_NO_THROW(check_rootless_spec(own));
+    for (auto o : {UserNamespaceOwnership::Map, UserNamespaceOwnership::Chown}) {
+        own.userns_ownership = o;
+        EXPECT_THROW(check_rootless_spec(own), UsageError);
+    }
 }
 
 TEST(RootlessCgroup, UserManagerSubtree) {
