@@ -654,3 +654,46 @@ def test_machctl_user_without_session_bus_says_so(user, spawn_bin):
     machctl = pathlib.Path(spawn_bin).resolve().parents[2] / "src" / "machctl" / "machctl"
     r = user.run([str(machctl), "--user", "list"], env={"DBUS_SESSION_BUS_ADDRESS": f"unix:path={user.home}/nobus"})
     assert r.returncode == 1 and "session bus" in r.stderr, r.stderr
+
+
+def test_user_machd_terminate_readopt_and_images(user, spawn_bin, utree, delegated_cgroup):
+    mgr = UserManager(user, spawn_bin)
+    c = None
+    try:
+        pool = user.home / ".local" / "share" / "machines"
+        assert pool.is_dir(), "machd --user makes the user's pool"
+        (pool / "userimg").mkdir()
+        user.own(pool / "userimg")
+        r = mgr.machctl("list-images", "--no-legend")
+        assert r.returncode == 0 and "userimg" in r.stdout, r.stdout + r.stderr
+        enter = f'echo $$ > {delegated_cgroup}/spawn/cgroup.procs && exec "$@"'
+        c = subprocess.Popen(["sh", "-c", enter, "sh", *user.as_user(), spawn_bin, "-q", "-D", str(utree),
+                              "-M", "rlterm", "--", "/bin/sh", "-c", "echo up; exec sleep 1000"],
+                             env=user.env(mgr.env()), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert c.stdout.readline().strip() == "up", c.stderr.read()
+        r = mgr.machctl("list", "--no-legend")
+        assert r.returncode == 0 and "rlterm" in r.stdout, r.stdout + r.stderr
+        # A restarted machd re-adopts the machine from its state file in the user's runtime directory.
+        mgr.machd.terminate()
+        assert mgr.machd.wait(10) == 0
+        mgr.machd = subprocess.Popen([*user.as_user(), str(mgr.machd_bin), "--user"], env=user.env(mgr.env()),
+                                     stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(200):
+            r = mgr.machctl("list", "--no-legend")
+            if r.returncode == 0:
+                break
+            time.sleep(0.05)
+        assert "rlterm" in r.stdout, r.stdout + r.stderr
+        assert mgr.machctl("terminate", "rlterm").returncode == 0
+        c.wait(30)  # spawn ends with its terminated payload
+        for _ in range(100):
+            if "rlterm" not in mgr.machctl("list", "--no-legend").stdout:
+                break
+            time.sleep(0.1)
+        assert "rlterm" not in mgr.machctl("list", "--no-legend").stdout
+        assert not (delegated_cgroup / "machine-rlterm.scope").exists()
+    finally:
+        if c and c.poll() is None:
+            c.kill()
+            c.wait()
+        mgr.stop()
