@@ -697,3 +697,39 @@ def test_user_machd_terminate_readopt_and_images(user, spawn_bin, utree, delegat
             c.kill()
             c.wait()
         mgr.stop()
+
+
+def test_user_cannot_see_stop_or_enter_roots_machines(user, spawn_bin, tmp_path):
+    """Root's machine, registered with root's machd on a private system bus, is not in the user's
+    machd; the system's machd refuses the user's terminate and shell (as for any non-root caller)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "mk_bus_fixtures", pathlib.Path(__file__).resolve().parents[1] / "bus" / "conftest.py")
+    fx = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fx)
+    bus = fx.Bus()
+    leaders = fx.Leaders()
+    machd = fx.Machd(bus, tmp_path / "machines", pool=tmp_path / "pool")
+    mgr = None
+    try:
+        machd.start()
+        p, _ = leaders.spawn_in_scope()
+        fx.register(bus, "rlroot", p.pid)
+        mgr = UserManager(user, spawn_bin)
+        r = mgr.machctl("list", "--no-legend")
+        assert r.returncode == 0 and "rlroot" not in r.stdout, r.stdout
+        for verb in (["status", "rlroot"], ["terminate", "rlroot"], ["shell", "rlroot", "/bin/true"]):
+            r = mgr.machctl(*verb)
+            assert r.returncode == 1 and "No machine 'rlroot' known" in r.stderr, (verb, r.stderr)
+        # Through the system bus the user reaches root's machd, which refuses it.
+        for verb in (["terminate", "rlroot"], ["shell", "rlroot", "/bin/true"], ["poweroff", "rlroot"]):
+            r = user.run([str(mgr.machctl_bin), "--no-pager", *verb], env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address})
+            assert r.returncode == 1 and "denied" in r.stderr.lower(), (verb, r.stderr)
+        assert p.poll() is None, "root's machine lives on"
+    finally:
+        if mgr:
+            mgr.stop()
+        machd.stop()
+        leaders.cleanup()
+        fx.cleanup_machine_cgroups(["rlroot"])
+        bus.close()
