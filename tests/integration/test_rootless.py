@@ -726,6 +726,11 @@ def test_user_cannot_see_stop_or_enter_roots_machines(user, spawn_bin, tmp_path)
             r = user.run([str(mgr.machctl_bin), "--no-pager", *verb], env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address})
             assert r.returncode == 1 and "denied" in r.stderr.lower(), (verb, r.stderr)
         assert p.poll() is None, "root's machine lives on"
+        # Root enters it (a leader sharing every namespace with machd: only the mount one is joined).
+        r = subprocess.run([str(mgr.machctl_bin), "--no-pager", "shell", "rlroot", "/bin/echo", "ROOT-IN"],
+                           env={**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": bus.address}, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0 and "ROOT-IN" in r.stdout, r.stderr
     finally:
         if mgr:
             mgr.stop()

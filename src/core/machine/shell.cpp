@@ -90,15 +90,16 @@ std::optional<PasswdEntry> find_passwd_entry(std::string_view passwd, std::strin
 }
 
 int machine_namespace_flags(pid_t leader) {
-    // Only those that differ from ours: joining one's own namespace is a no-op for root, but still
-    // needs CAP_SYS_ADMIN over it, which the user of `machd --user` lacks for the host's network
-    // (or cgroup) namespace a rootless machine shares.
+    // The mount namespace always (setns() on a pidfd needs at least one flag, and joining it sets
+    // the root directory); the others only where they differ from ours: joining one's own is a no-op
+    // for root, but needs CAP_SYS_ADMIN over it, which the user of `machd --user` lacks for the host's
+    // network (or cgroup) namespace a rootless machine shares.
     static constexpr std::pair<int, const char*> kKinds[] = {
-        {CLONE_NEWNS, "mnt"},  {CLONE_NEWPID, "pid"},       {CLONE_NEWUTS, "uts"},   {CLONE_NEWIPC, "ipc"},
+        {CLONE_NEWPID, "pid"}, {CLONE_NEWUTS, "uts"},       {CLONE_NEWIPC, "ipc"},
         {CLONE_NEWNET, "net"}, {CLONE_NEWCGROUP, "cgroup"}, {CLONE_NEWUSER, "user"},
     };
     const std::string theirs_dir = "/proc/" + std::to_string(leader) + "/ns/";
-    int flags = 0;
+    int flags = CLONE_NEWNS;
     for (const auto& [flag, name] : kKinds) {
         struct stat ours {
         }, theirs{};
