@@ -654,6 +654,8 @@ def test_machctl_user_without_session_bus_says_so(user, spawn_bin):
     machctl = pathlib.Path(spawn_bin).resolve().parents[2] / "src" / "machctl" / "machctl"
     r = user.run([str(machctl), "--user", "list"], env={"DBUS_SESSION_BUS_ADDRESS": f"unix:path={user.home}/nobus"})
     assert r.returncode == 1 and "session bus" in r.stderr, r.stderr
+    r = user.run([str(machctl), "--user", "-M", "foo", "list"])
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "local host only" in r.stderr, r.stderr
 
 
 def test_user_machd_terminate_readopt_and_images(user, spawn_bin, utree, delegated_cgroup):
