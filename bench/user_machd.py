@@ -3,8 +3,8 @@
 a delegated cgroup2 group:
 
   1. start `/bin/true`: rootless spawn registering with `machd --user` on the user's session bus
-     vs the same spawn with no manager vs podman 4.3 rootless `run --rm` (podman records its
-     container in its own store: its registration);
+     vs the same spawn with no session bus, and with a session bus but no machd on it, vs podman 4.3
+     rootless `run --rm` (podman records its container in its own store: its registration);
   2. listing: `machctl --user list` vs `podman ps -a` (rootless).
 
 usage: bench/user_machd.py BUILD_DIR [REPS]   (root: it creates a user with subordinate ranges, a
@@ -56,7 +56,16 @@ def main():
         procs.append(subprocess.Popen([*as_user, "dbus-daemon", "--session", "--nofork", "--nosyslog",
                                        f"--address={bus_env['DBUS_SESSION_BUS_ADDRESS']}"], env=env,
                                       stderr=subprocess.DEVNULL))
-        while not (run / "bus").exists():
+        # A second session bus with no machd on it: what every rootless start on a desktop pays.
+        # Its own runtime directory, as another login of the same user without machd --user would have.
+        run2 = home / "run2"
+        run2.mkdir(mode=0o700)
+        os.chown(run2, pw.pw_uid, pw.pw_gid)
+        idle_env = {**env, "XDG_RUNTIME_DIR": str(run2), "DBUS_SESSION_BUS_ADDRESS": f"unix:path={run2}/bus"}
+        procs.append(subprocess.Popen([*as_user, "dbus-daemon", "--session", "--nofork", "--nosyslog",
+                                       f"--address={idle_env['DBUS_SESSION_BUS_ADDRESS']}"], env=env,
+                                      stderr=subprocess.DEVNULL))
+        while not (run / "bus").exists() or not (run2 / "bus").exists():
             time.sleep(0.02)
         procs.append(subprocess.Popen([*as_user, machd, "--user"], env=bus_env, stderr=subprocess.DEVNULL))
         while subprocess.run([*as_user, machctl, "--user", "list"], env=bus_env, capture_output=True).returncode:
@@ -80,6 +89,7 @@ def main():
         t1 = table("start: /bin/true (rootless)", {
             "spawn + machd --user": ([*enter, spawn, "-q", "-P", "-D", str(utree), "/bin/true"], bus_env),
             "spawn, no manager": ([*enter, spawn, "-q", "-P", "-D", str(utree), "/bin/true"], env),
+            "spawn, session bus, no machd": ([*enter, spawn, "-q", "-P", "-D", str(utree), "/bin/true"], idle_env),
             "podman run --rm": ([*enter, *podman[len(as_user):], "run", "--rm", "--network", "none",
                                  "localhost/mkbench", "/bin/true"], env),
         }, reps, measure)
