@@ -4,6 +4,8 @@
 //   transport; ssh is looked up in $PATH);
 // - Machine: the system bus inside a local container, reached by joining its leader's namespaces
 //   (sd-bus's x-machine-unix transport, which finds the leader in /run/systemd/machines/NAME).
+// With `user` set (machctl --user): the calling user's session bus ($DBUS_SESSION_BUS_ADDRESS), where
+// a per-user `machd --user` serves (docs/rootless.md); local only.
 // Plain data: no sdbus-c++ here, so machctl's option parser can carry it.
 #pragma once
 
@@ -15,6 +17,7 @@ struct BusTarget {
     enum class Kind { Local, Remote, Machine };
     Kind kind = Kind::Local;
     std::string where;  // HOST spec (Remote) or container name (Machine)
+    bool user = false;  // the user's session bus instead of the system bus
 
     [[nodiscard]] bool local() const { return kind == Kind::Local; }
 };

@@ -12,6 +12,7 @@
 #include "bus/errors.hpp"
 #include "bus/polkit.hpp"
 #include "bus/raw_message.hpp"
+#include "core/machine/owner.hpp"
 
 namespace mk::bus {
 
@@ -82,11 +83,14 @@ Caller caller_of(sd_bus_message* message) {
 }
 
 void require_root(const Caller& caller, const char* what) {
-    if (caller.uid != 0) throw bus_error(kAccessDenied, std::string("Access denied: only root may ") + what);
+    if (core::caller_is_privileged(caller.uid)) return;
+    uid_t owner = core::manager_owner();
+    throw bus_error(kAccessDenied, std::string("Access denied: only ") +
+                                       (owner == 0 ? "root" : "root and UID " + std::to_string(owner)) + " may " + what);
 }
 
 void require_action(const Caller& caller, const char* action, const char* what) {
-    if (caller.uid == 0 || caller.granted == action) return;
+    if (core::caller_is_privileged(caller.uid) || caller.granted == action) return;
     throw sdbus::Error(kAccessDenied, std::string("Access denied: ") + what + " needs root or polkit's " + action);
 }
 

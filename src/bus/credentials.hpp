@@ -25,7 +25,8 @@ Caller current_caller(const sdbus::IObject& object);
 // The sender of `message` (objects served by plain sd-bus vtables). Throws AccessDenied if unknown.
 Caller caller_of(sd_bus_message* message);
 
-// Throws org.freedesktop.DBus.Error.AccessDenied unless the caller is root. `what` names the action.
+// Throws org.freedesktop.DBus.Error.AccessDenied unless the caller is root (or the user of a per-user
+// machd: core/machine/owner.hpp). `what` names the action.
 void require_root(const Caller& caller, const char* what);
 inline void require_root(const sdbus::IObject& object, const char* what) { require_root(current_caller(object), what); }
 

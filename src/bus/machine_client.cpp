@@ -23,6 +23,17 @@ void rethrow_as_client_error(const sdbus::Error& e) {
 }
 
 std::unique_ptr<sdbus::IConnection> open_system_bus(const BusTarget& target) {
+    if (target.user) {
+        if (!target.local())
+            throw ClientError(ClientError::Kind::no_bus, "",
+                              "--user works on the local host only: drop -H/-M, or drop --user for the system's machines");
+        try {
+            return sdbus::createSessionBusConnection();
+        } catch (const sdbus::Error& e) {
+            throw ClientError(ClientError::Kind::no_bus, e.getName(),
+                              "Cannot connect to your session bus (is DBUS_SESSION_BUS_ADDRESS set?): " + e.getMessage());
+        }
+    }
     try {
         switch (target.kind) {
         case BusTarget::Kind::Local: return sdbus::createSystemBusConnection();

@@ -9,6 +9,7 @@
 #include "bus/errors.hpp"
 #include "bus/machine_ops.hpp"
 #include "bus/names.hpp"
+#include "core/machine/owner.hpp"
 
 namespace mk::bus {
 
@@ -245,7 +246,8 @@ int PolkitGate::filter(sd_bus_message* m) {
     }
 
     try {
-        if (caller_of(m).uid == 0) return 0;  // root never asks (machined: the capability short-cut)
+        // Root never asks (machined: the capability short-cut), nor the user of a per-user machd.
+        if (core::caller_is_privileged(caller_of(m).uid)) return 0;
     } catch (const sdbus::Error& e) {
         deny(m, kAccessDenied, e.getMessage());
         return 1;

@@ -26,12 +26,14 @@ private:
 };
 
 template <typename F>
-auto call(F&& f) {
+auto call(ManagerBus bus, F&& f) {
     std::unique_ptr<sdbus::IConnection> conn;
+    const char* which = bus == ManagerBus::user ? "your session bus" : "the system bus";
     try {
-        conn = sdbus::createSystemBusConnection();
+        conn = bus == ManagerBus::user ? sdbus::createSessionBusConnection() : sdbus::createSystemBusConnection();
     } catch (const sdbus::Error& e) {
-        throw RegisterError(RegisterError::Kind::no_bus, e.getName(), "Cannot connect to the system bus: " + e.getMessage());
+        throw RegisterError(RegisterError::Kind::no_bus, e.getName(),
+                            std::string("Cannot connect to ") + which + ": " + e.getMessage());
     }
     ManagerProxy proxy(*conn);
     try {
@@ -40,7 +42,8 @@ auto call(F&& f) {
         const auto& n = e.getName();
         if (n == kServiceUnknown || n == kNameHasNoOwner)
             throw RegisterError(RegisterError::Kind::no_daemon, n,
-                                "No machine manager on the system bus (is machd running?): " + e.getMessage());
+                                std::string("No machine manager on ") + which + " (is machd" +
+                                    (bus == ManagerBus::user ? " --user" : "") + " running?): " + e.getMessage());
         throw RegisterError(RegisterError::Kind::refused, n, e.getMessage());
     }
 }
@@ -101,8 +104,8 @@ void append_property(Props& props, const std::string& assignment) {
 
 }  // namespace
 
-std::string register_machine(const MachineRegistration& m) {
-    return call([&](ManagerProxy& p) -> std::string {
+std::string register_machine(const MachineRegistration& m, ManagerBus bus) {
+    return call(bus, [&](ManagerProxy& p) -> std::string {
         if (m.netif.empty())
             return p.RegisterMachine(m.name, id_bytes(m), m.service, m.klass, static_cast<uint32_t>(m.leader),
                                      m.root_directory);
@@ -111,7 +114,7 @@ std::string register_machine(const MachineRegistration& m) {
     });
 }
 
-std::string create_machine(const MachineRegistration& m, const ScopeSettings& scope) {
+std::string create_machine(const MachineRegistration& m, const ScopeSettings& scope, ManagerBus bus) {
     // nspawn's order: Slice, Controller (not ours: we have no bus name worth stopping), DevicePolicy,
     // DeviceAllow, KillSignal/KillMode, then --property= so that the user's values win.
     Props props;
@@ -127,7 +130,7 @@ std::string create_machine(const MachineRegistration& m, const ScopeSettings& sc
         props.emplace_back("KillMode", sdbus::Variant(std::string("mixed")));
     }
     for (const auto& a : scope.properties) append_property(props, a);
-    return call([&](ManagerProxy& p) -> std::string {
+    return call(bus, [&](ManagerProxy& p) -> std::string {
         if (m.netif.empty())
             return p.CreateMachine(m.name, id_bytes(m), m.service, m.klass, static_cast<uint32_t>(m.leader),
                                    m.root_directory, props);
@@ -136,21 +139,21 @@ std::string create_machine(const MachineRegistration& m, const ScopeSettings& sc
     });
 }
 
-void terminate_machine(const std::string& name) {
-    call([&](ManagerProxy& p) { p.TerminateMachine(name); });
+void terminate_machine(const std::string& name, ManagerBus bus) {
+    call(bus, [&](ManagerProxy& p) { p.TerminateMachine(name); });
 }
 
-void unregister_machine(const std::string& name) {
+void unregister_machine(const std::string& name, ManagerBus bus) {
     try {
-        call([&](ManagerProxy& p) { p.UnregisterMachine(name); });
+        call(bus, [&](ManagerProxy& p) { p.UnregisterMachine(name); });
     } catch (const RegisterError& e) {
         if (e.dbus_name != kNoSuchMachine) throw;
     }
 }
 
-void report_machine_ready(const std::string& name) {
+void report_machine_ready(const std::string& name, ManagerBus bus) {
     try {
-        call([&](ManagerProxy& p) { p.set_machine_ready(name); });
+        call(bus, [&](ManagerProxy& p) { p.set_machine_ready(name); });
     } catch (const RegisterError& e) {
         // systemd-machined: nobody there to tell, as when there is no manager at all.
         if (e.dbus_name == kUnknownMethod || e.dbus_name == kUnknownInterface || e.dbus_name == kUnknownObject)

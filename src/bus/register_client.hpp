@@ -17,6 +17,10 @@
 
 namespace mk::bus {
 
+// Which manager: the system's machd on the system bus, or the user's `machd --user` on the session
+// bus ($DBUS_SESSION_BUS_ADDRESS), where a rootless spawn registers (docs/rootless.md).
+enum class ManagerBus { system, user };
+
 struct MachineRegistration {
     std::string name;
     std::array<uint8_t, 16> id{};           // all zero = send an empty id
@@ -54,18 +58,18 @@ public:
 
 // RegisterMachine[WithNetwork]: the caller already has its own unit (--keep-unit). Returns the
 // machine's object path.
-std::string register_machine(const MachineRegistration& m);
+std::string register_machine(const MachineRegistration& m, ManagerBus bus = ManagerBus::system);
 
 // CreateMachine[WithNetwork]: machined creates machine-NAME.scope and moves the leader there.
-std::string create_machine(const MachineRegistration& m, const ScopeSettings& scope);
+std::string create_machine(const MachineRegistration& m, const ScopeSettings& scope, ManagerBus bus = ManagerBus::system);
 
-void terminate_machine(const std::string& name);
+void terminate_machine(const std::string& name, ManagerBus bus = ManagerBus::system);
 
 // As nspawn on exit; a machine that is already gone is not an error.
-void unregister_machine(const std::string& name);
+void unregister_machine(const std::string& name, ManagerBus bus = ManagerBus::system);
 
 // io.machkit.Manager1.SetMachineReady: the guest of a machine we registered is up. Against a
 // manager without machkit's extension (systemd-machined) this throws RegisterError(no_daemon).
-void report_machine_ready(const std::string& name);
+void report_machine_ready(const std::string& name, ManagerBus bus = ManagerBus::system);
 
 }  // namespace mk::bus

@@ -85,6 +85,8 @@ constexpr OptionSpec kOptions[] = {
     {"no-ask-password", 0, "", "Do not ask for a password (accepted, nothing asks)", ""},
     {"host", 'H', "[USER@]HOST", "Operate on remote host (ssh HOST systemd-stdio-bridge)", ""},
     {"machine", 'M', "CONTAINER", "Operate on local container", ""},
+    {"user", 0, "", "Talk to your own machd (machd --user) on your session bus", ""},
+    {"system", 0, "", "Talk to the system's machd (the default)", ""},
     {"property", 'p', "NAME", "Show only properties by this name", ""},
     {"value", 0, "", "When showing properties, only print the value", ""},
     {"all", 'a', "", "Show all properties, including empty ones; with list: include .host", ""},
@@ -176,8 +178,10 @@ void apply(Options& o, const OptionSpec& spec, const std::string& arg) {
     else if (n == "version") o.version = true;
     else if (n == "no-pager") o.no_pager = true;
     else if (n == "no-legend") o.no_legend = true;
-    else if (n == "host") o.bus_target = {bus::BusTarget::Kind::Remote, parse_bus_host(arg)};
-    else if (n == "machine") o.bus_target = {bus::BusTarget::Kind::Machine, parse_bus_machine(arg)};
+    else if (n == "host") o.bus_target = {bus::BusTarget::Kind::Remote, parse_bus_host(arg), o.bus_target.user};
+    else if (n == "machine") o.bus_target = {bus::BusTarget::Kind::Machine, parse_bus_machine(arg), o.bus_target.user};
+    else if (n == "user") o.bus_target.user = true;
+    else if (n == "system") o.bus_target.user = false;
     else if (n == "no-ask-password") {
     } else if (n == "property") {
         // Like systemctl: -p A,B and repeated -p both work.

@@ -125,8 +125,11 @@ int run(int argc, char** argv) {
         std::fprintf(stderr, "%s\n", e.what());
         return 1;
     } catch (const ClientError& e) {
-        if (e.kind == ClientError::Kind::no_daemon)
+        if (e.kind == ClientError::Kind::no_daemon && ctx.opts.bus_target.user)
+            std::fprintf(stderr, "Your machd is not running: start it with 'machd --user' on your session bus.\n");
+        else if (e.kind == ClientError::Kind::no_daemon)
             std::fprintf(stderr, "machd is not running: start it with 'machd' (or systemctl start machd).\n");
+        else if (e.kind == ClientError::Kind::no_bus && ctx.opts.bus_target.user) std::fprintf(stderr, "%s\n", e.what());
         else if (e.kind == ClientError::Kind::no_bus)
             std::fprintf(stderr, "%s (is dbus-daemon running? DBUS_SYSTEM_BUS_ADDRESS selects the bus)\n", e.what());
         else std::fprintf(stderr, "%s\n", e.what());

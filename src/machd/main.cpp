@@ -1,9 +1,11 @@
 // machd: the machine registration daemon, wire-compatible with systemd-machined 252
-// (org.freedesktop.machine1 on the system bus). See docs/machd.md.
+// (org.freedesktop.machine1 on the system bus). See docs/machd.md; `machd --user`, the per-user one on
+// the session bus: docs/rootless.md.
 #include <getopt.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -27,6 +29,7 @@
 #include "core/image/pool.hpp"
 #include "core/kernel/cgroup.hpp"
 #include "core/machine/launch.hpp"
+#include "core/machine/owner.hpp"
 #include "core/machine/service.hpp"
 #include "core/machine/state_file.hpp"
 #include "varlink/machine_api.hpp"
@@ -55,6 +58,9 @@ void usage(FILE* out) {
                  "  --varlink-dir=DIR  where the io.systemd.Machine and io.systemd.MachineImage Varlink\n"
                  "                     sockets are made, mode 0666 (default /run/systemd/machine)\n"
                  "  --no-varlink       serve no Varlink sockets\n"
+                 "  --user             the calling user's machd on its session bus ($DBUS_SESSION_BUS_ADDRESS):\n"
+                 "                     state in $XDG_RUNTIME_DIR/machkit, images in ~/.local/share/machines,\n"
+                 "                     registrations from that user (a rootless spawn) and root only\n"
                  "  -h, --help         show this help\n"
                  "  --version          show the version\n\n"
                  "The bus is $DBUS_SYSTEM_BUS_ADDRESS if set. SIGTERM stops machd; machines keep running\n"
@@ -85,11 +91,11 @@ struct VarlinkLoop final : mk::varlink::FdLoop {
     mk::bus::EventLoop& loop_;
 };
 
-void make_directory(const std::string& dir) {
+void make_directory(const std::string& dir, mode_t mode = 0755) {
     for (size_t pos = 1; pos <= dir.size(); pos++) {
         if (pos < dir.size() && dir[pos] != '/') continue;
         std::string prefix = dir.substr(0, pos);
-        if (::mkdir(prefix.c_str(), 0755) < 0 && errno != EEXIST)
+        if (::mkdir(prefix.c_str(), mode) < 0 && errno != EEXIST)
             throw std::system_error(errno, std::generic_category(), "mkdir " + prefix);
     }
 }
@@ -117,8 +123,11 @@ int main(int argc, char** argv) {
         kPool,
         kTransferPath,
         kVarlinkDir,
-        kNoVarlink
+        kNoVarlink,
+        kUser
     };
+    bool user_mode = false;
+    std::vector<int> given;  // options set on the command line: --user leaves them alone
     std::string transfer_path;
     std::string varlink_dir = "/run/systemd/machine";
     static const option options[] = {
@@ -133,12 +142,15 @@ int main(int argc, char** argv) {
         {"transfer-path", required_argument, nullptr, kTransferPath},
         {"varlink-dir", required_argument, nullptr, kVarlinkDir},
         {"no-varlink", no_argument, nullptr, kNoVarlink},
+        {"user", no_argument, nullptr, kUser},
         {"help", no_argument, nullptr, 'h'},
         {"version", no_argument, nullptr, kVersion},
         {},
     };
     for (int c; (c = getopt_long(argc, argv, "h", options, nullptr)) != -1;) {
+        given.push_back(c);
         switch (c) {
+        case kUser: user_mode = true; break;
         case kStateDir: state_dir = optarg; break;
         case kCgroupRoot: cgroup_root = optarg; break;
         case kSpawnPath: launch.spawn_path = optarg; break;
@@ -181,11 +193,31 @@ int main(int argc, char** argv) {
         return 2;
     }
 
+    if (user_mode) {
+        auto plan = mk::core::plan_user_manager(getenv("XDG_RUNTIME_DIR"), getenv("XDG_DATA_HOME"), getenv("HOME"));
+        if (!plan.error.empty()) {
+            std::fprintf(stderr, "machd: %s\n", plan.error.c_str());
+            return 2;
+        }
+        auto unset = [&](int opt) { return std::find(given.begin(), given.end(), opt) == given.end(); };
+        if (unset(kStateDir)) state_dir = plan.state_dir;
+        if (unset(kLogDir)) launch.log_dir = plan.log_dir;
+        if (unset(kPool)) pool_path = plan.pool;
+        if (unset(kVarlinkDir) && unset(kNoVarlink)) varlink_dir = plan.varlink_dir;
+        // The user cannot make scopes in the host's tree: registrations name the scope a rootless
+        // spawn made in the user's delegated group.
+        if (unset(kScopeBackend)) scope_backend = "cgroupfs";
+        mk::core::set_manager_owner(getuid());
+    }
     if (launch.machines_dir.empty()) launch.machines_dir = pool_path;
 
     try {
+        if (user_mode) {
+            make_directory(state_dir, 0700);
+            make_directory(pool_path, 0700);
+        }
         mk::core::StateDir state(state_dir);
-        auto connection = sdbus::createSystemBusConnection();
+        auto connection = user_mode ? sdbus::createSessionBusConnection() : sdbus::createSystemBusConnection();
         if (scope_backend == "auto") {
             // sd_booted(): systemd as PID 1 owns the cgroup tree; writing it behind its back would fight it.
             struct stat st {};
@@ -269,9 +301,11 @@ int main(int argc, char** argv) {
                     varlink_loop, mk::varlink::ServiceInfo{"machkit", "machd", MK_VERSION, ""});
                 varlink->add_interface(mk::varlink::machine_interface(varlink_ctx));
                 varlink->add_interface(mk::varlink::machine_image_interface(service, pool));
-                make_directory(varlink_dir);
-                varlink->listen(varlink_dir + "/io.systemd.Machine", 0666);
-                varlink->listen(varlink_dir + "/io.systemd.MachineImage", 0666);
+                // A user's sockets are the user's own (its runtime directory is 0700 anyway).
+                mode_t mode = user_mode ? 0600 : 0666;
+                make_directory(varlink_dir, user_mode ? 0700 : 0755);
+                varlink->listen(varlink_dir + "/io.systemd.Machine", mode);
+                varlink->listen(varlink_dir + "/io.systemd.MachineImage", mode);
             } catch (const std::exception& e) {
                 // D-Bus still serves (systemd < 261 needs nothing else); say what newer clients miss.
                 varlink.reset();

@@ -5,6 +5,7 @@
 //   machkit-register create|register NAME LEADER_PID UUID_HEX ROOT [--slice=S] [--kill-signal=N]
 //                    [--property=K=V]...
 //   machkit-register ready NAME    (machd's SetMachineReady: the guest is up; run by the same spawn)
+// A leading --user talks to the user's `machd --user` on the session bus instead (a rootless spawn).
 // Exit status: 0 registered; 3 no bus or nothing owns org.freedesktop.machine1; 1 refused or bad
 // input (one line on stderr either way).
 #include <cstdio>
@@ -17,9 +18,16 @@
 
 int main(int argc, char** argv) {
     using namespace mk;
+    auto bus = bus::ManagerBus::system;
+    if (argc > 1 && std::string_view(argv[1]) == "--user") {
+        bus = bus::ManagerBus::user;
+        argv[1] = argv[0];
+        argv++;
+        argc--;
+    }
     if (argc == 3 && std::string_view(argv[1]) == "ready") {
         try {
-            bus::report_machine_ready(argv[2]);
+            bus::report_machine_ready(argv[2], bus);
             return 0;
         } catch (const bus::RegisterError& e) {
             // Runs beside a live container whose output shares this stderr: one line, and none when
@@ -31,7 +39,8 @@ int main(int argc, char** argv) {
         }
     }
     if (argc < 6) {
-        fprintf(stderr, "usage: machkit-register create|register NAME LEADER_PID UUID_HEX ROOT [options] | ready NAME\n");
+        fprintf(stderr,
+                "usage: machkit-register [--user] create|register NAME LEADER_PID UUID_HEX ROOT [options] | ready NAME\n");
         return 1;
     }
     std::string_view verb = argv[1];
@@ -61,8 +70,8 @@ int main(int argc, char** argv) {
         }
     }
     try {
-        if (verb == "create") bus::create_machine(m, scope);
-        else if (verb == "register") bus::register_machine(m);
+        if (verb == "create") bus::create_machine(m, scope, bus);
+        else if (verb == "register") bus::register_machine(m, bus);
         else {
             fprintf(stderr, "unknown verb '%s'\n", argv[1]);
             return 1;

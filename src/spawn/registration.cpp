@@ -22,9 +22,21 @@ extern char** environ;
 namespace mk::spawn {
 namespace {
 
-std::string system_bus_socket() {
-    const char* addr = getenv("DBUS_SYSTEM_BUS_ADDRESS");
-    std::string a = addr && *addr ? addr : "unix:path=/run/dbus/system_bus_socket";
+// A rootless spawn registers with the user's `machd --user` on the session bus; root's with the
+// system's machd, which takes registrations from root only (docs/rootless.md).
+bool rootless() { return geteuid() != 0; }
+
+const char* bus_variable() { return rootless() ? "DBUS_SESSION_BUS_ADDRESS" : "DBUS_SYSTEM_BUS_ADDRESS"; }
+
+std::string bus_socket() {
+    const char* addr = getenv(bus_variable());
+    std::string fallback = "unix:path=/run/dbus/system_bus_socket";
+    if (rootless()) {
+        // sd-bus's default for the user bus.
+        const char* runtime = getenv("XDG_RUNTIME_DIR");
+        fallback = runtime && *runtime ? std::string("unix:path=") + runtime + "/bus" : "";
+    }
+    std::string a = addr && *addr ? addr : fallback;
     // Only the first address, and only unix:path= ones can be checked cheaply; others: assume there.
     if (auto semi = a.find(';'); semi != std::string::npos) a = a.substr(0, semi);
     if (!a.starts_with("unix:")) return "";
@@ -35,18 +47,29 @@ std::string system_bus_socket() {
     return path;
 }
 
+bool is_socket(const std::string& path) {
+    struct stat st;
+    return stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+// A user's machine manager (machd --user, or systemd >= 259's per-user machined) is there when its
+// Varlink socket is: a stat, where asking the session bus would cost every rootless start on a
+// desktop without one a helper run (~40 ms here).
+bool user_manager_present() {
+    const char* runtime = getenv("XDG_RUNTIME_DIR");
+    return runtime && *runtime == '/' && is_socket(std::string(runtime) + "/systemd/machine/io.systemd.Machine");
+}
+
 }  // namespace
 
 bool should_register(const core::SpawnSpec& spec) {
     if (spec.register_mode == core::RegisterMode::No) return false;
     if (spec.register_mode == core::RegisterMode::Yes) return true;
-    // The system's machd takes registrations from root only; a rootless spawn does not try it.
-    if (geteuid() != 0) return false;
-    const char* addr = getenv("DBUS_SYSTEM_BUS_ADDRESS");
-    std::string sock = system_bus_socket();
+    if (rootless() && !user_manager_present()) return false;
+    const char* addr = getenv(bus_variable());
+    std::string sock = bus_socket();
     if (sock.empty()) return addr && *addr;
-    struct stat st;
-    return stat(sock.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
+    return is_socket(sock);
 }
 
 std::string register_helper_path() {
@@ -64,9 +87,12 @@ std::string register_helper_path() {
 }
 
 bool register_with_manager(const core::SpawnSpec& spec, pid_t leader, const core::Uuid& uuid) {
-    std::vector<std::string> args = {register_helper_path(),      spec.keep_unit ? "register" : "create",
-                                     spec.machine_name,           std::to_string(leader),
-                                     core::id128_to_string(uuid), spec.directory};
+    std::vector<std::string> args = {register_helper_path()};
+    // Rootless: the leader already sits in the machine-NAME.scope spawn made in the user's delegated
+    // group (or none); `machd --user` creates no scopes, it registers the one there.
+    if (rootless()) args.insert(args.end(), {"--user", "register"});
+    else args.emplace_back(spec.keep_unit ? "register" : "create");
+    args.insert(args.end(), {spec.machine_name, std::to_string(leader), core::id128_to_string(uuid), spec.directory});
     if (!spec.slice.empty()) args.push_back("--slice=" + spec.slice);
     if (spec.start_mode == core::StartMode::Boot && spec.kill_signal > 0)
         args.push_back("--kill-signal=" + std::to_string(spec.kill_signal));
@@ -105,7 +131,9 @@ bool register_with_manager(const core::SpawnSpec& spec, pid_t leader, const core
 }
 
 core::UniqueFd report_ready_async(const std::string& name) {
-    std::vector<std::string> args = {register_helper_path(), "ready", name};
+    std::vector<std::string> args = {register_helper_path()};
+    if (rootless()) args.emplace_back("--user");
+    args.insert(args.end(), {"ready", name});
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

@@ -15,6 +15,7 @@
 #include "core/machine/copy.hpp"
 #include "core/machine/inspect.hpp"
 #include "core/machine/machine_error.hpp"
+#include "core/machine/owner.hpp"
 #include "core/machine/shell.hpp"
 #include "varlink/idl.hpp"
 #include "varlink/json_writer.hpp"
@@ -26,7 +27,7 @@ namespace {
 using core::Machine;
 
 void require_root(const Request& r) {
-    if (r.peer().uid != 0) throw_permission_denied();
+    if (!core::caller_is_privileged(r.peer().uid)) throw_permission_denied();
 }
 
 [[noreturn]] void no_such_machine() { throw Error("io.systemd.Machine.NoSuchMachine"); }

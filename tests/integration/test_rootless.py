@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -227,6 +228,10 @@ def test_unreadable_tree_is_refused(user, spawn_bin, utree):
 
 def test_what_needs_root_is_refused(user, spawn_bin, utree):
     refused(sh(user, spawn_bin, utree, "true", "-U"), "/etc/subuid")
+    before = sorted((str(p), p.lstat().st_uid, p.lstat().st_gid) for p in utree.rglob("*"))
+    refused(sh(user, spawn_bin, utree, "true", "--private-users-ownership=map"), "needs root", "drop the option")
+    refused(sh(user, spawn_bin, utree, "true", "--private-users-ownership=chown"), "not supported", "drop the option")
+    assert sorted((str(p), p.lstat().st_uid, p.lstat().st_gid) for p in utree.rglob("*")) == before
 
 
 def test_missing_newuidmap_is_refused(user, spawn_bin, utree):
@@ -522,3 +527,238 @@ def test_sigkill_of_a_booted_rootless_spawn_leaves_nothing(user, spawn_bin, book
         if c.p.poll() is None:
             c.p.kill()
             c.p.wait()
+
+
+# machd --user (issue 16): the user's own machine manager on its session bus.
+
+class UserManager:
+    """A session bus (dbus-daemon --session, as a user session has) and `machd --user` on it, both
+    run as the user; stop() ends both (by pid) and removes the socket."""
+
+    def __init__(self, user, spawn_bin):
+        build = pathlib.Path(spawn_bin).resolve().parents[2]
+        self.user = user
+        self.machd_bin = build / "src" / "machd" / "machd"
+        self.machctl_bin = build / "src" / "machctl" / "machctl"
+        self.socket = user.runtime / "bus"
+        self.address = f"unix:path={self.socket}"
+        self.bus = subprocess.Popen([*user.as_user(), "dbus-daemon", "--session", "--nofork", "--nosyslog",
+                                     f"--address={self.address}"], env=user.env(), stdin=subprocess.DEVNULL)
+        self.machd = None
+        for _ in range(200):
+            if self.socket.exists() or self.bus.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert self.socket.exists(), "dbus-daemon --session did not come up"
+        self.machd = subprocess.Popen([*user.as_user(), str(self.machd_bin), "--user"], env=user.env(self.env()),
+                                      stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(200):
+            if self.machctl("list").returncode == 0:
+                break
+            assert self.machd.poll() is None, self.machd.stderr.read()
+            time.sleep(0.05)
+        assert self.machctl("list").returncode == 0
+
+    def env(self, extra=None):
+        return {"DBUS_SESSION_BUS_ADDRESS": self.address, **(extra or {})}
+
+    def machctl(self, *args, user=None, timeout=60):
+        return (user or self.user).run([str(self.machctl_bin), "--user", "--no-pager", *args], env=self.env(),
+                                       timeout=timeout)
+
+    def stop(self):
+        for p in (self.machd, self.bus):
+            if p and p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        if self.socket.exists():
+            self.socket.unlink()
+
+
+def login_as(user, machctl_argv, env):
+    """machctl login on a pseudo-terminal, run as `user`: the getty's prompt, root's shell, exit."""
+    import pty
+    import re
+    import select
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.setgroups([])
+        os.setgid(user.gid)
+        os.setuid(user.uid)
+        os.execve(machctl_argv[0], machctl_argv, {**user.env(env), "TERM": "dumb"})
+    out = b""
+
+    def expect(pattern, timeout=30):
+        nonlocal out
+        end = time.time() + timeout
+        while time.time() < end:
+            if re.search(pattern, out):
+                return True
+            r, _, _ = select.select([fd], [], [], 0.2)
+            if r:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    return bool(re.search(pattern, out))
+        return False
+
+    try:
+        assert expect(rb"login: "), out
+        os.write(fd, b"root\n")
+        assert expect(rb"# $|#\s*$|root@"), out  # the fixture's root has an empty password
+        os.write(fd, b"echo LOGGED-$((6*7)); id -u; exit\n")
+        assert expect(rb"LOGGED-42"), out
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0, out
+    finally:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
+    return out
+
+
+def test_user_machd_login_and_poweroff(user, plain_user, spawn_bin, bookworm_tree, delegated_cgroup):
+    from test_boot import Console
+    mgr = UserManager(user, spawn_bin)
+    c = None
+    try:
+        enter = f'echo $$ > {delegated_cgroup}/spawn/cgroup.procs && exec "$@"'
+        c = Console(["sh", "-c", enter, "sh", *user.as_user(), spawn_bin, "-bD", str(bookworm_tree),
+                     "--console=read-only"], env=user.env(mgr.env()))
+        assert c.wait_for(r"login:", 180), c.out.decode(errors="replace")[-3000:] + c.err.decode(errors="replace")
+        # Registered with the user's machd, under the user's state directory, not the system's.
+        r = mgr.machctl("list", "--no-legend")
+        assert r.returncode == 0 and "bookworm" in r.stdout, r.stderr
+        assert (user.runtime / "machkit" / "machines" / "bookworm").exists()
+        assert not pathlib.Path("/run/systemd/machines/bookworm").exists()
+        r = mgr.machctl("status", "bookworm")
+        assert r.returncode == 0 and "Leader:" in r.stdout, r.stdout + r.stderr
+        r = mgr.machctl("shell", "bookworm", "/bin/sh", "-c", "echo SHELL-$((6*7)); id -u")
+        assert r.returncode == 0 and "SHELL-42" in r.stdout, r.stdout + r.stderr
+        out = login_as(user, [str(mgr.machctl_bin), "--user", "login", "bookworm"], mgr.env())
+        assert b"Connection to machine bookworm terminated" in out or b"LOGGED-42" in out
+        # Another user cannot reach this user's machd at all: its session bus refuses the connection.
+        for verb in (["list"], ["terminate", "bookworm"], ["shell", "bookworm", "/bin/true"]):
+            r = mgr.machctl(*verb, user=plain_user)
+            assert r.returncode == 1 and "session bus" in r.stderr, r.stderr
+        # Nor does the system's bus know the machine (root's machd takes root's registrations only).
+        assert mgr.machctl("poweroff", "bookworm").returncode == 0
+        assert c.wait_exit(90) == 0, c.err.decode(errors="replace")
+        for _ in range(100):
+            if "bookworm" not in mgr.machctl("list", "--no-legend").stdout:
+                break
+            time.sleep(0.1)
+        assert "bookworm" not in mgr.machctl("list", "--no-legend").stdout
+        assert not (user.runtime / "machkit" / "machines" / "bookworm").exists()
+    finally:
+        if c and c.p.poll() is None:
+            c.p.kill()
+            c.p.wait()
+        mgr.stop()
+
+
+def test_user_machd_without_runtime_dir_says_what_to_set(user, spawn_bin):
+    machd = pathlib.Path(spawn_bin).resolve().parents[2] / "src" / "machd" / "machd"
+    r = subprocess.run([*user.as_user(), str(machd), "--user"], env={"PATH": "/usr/bin:/bin", "HOME": str(user.home)},
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "XDG_RUNTIME_DIR" in r.stderr, r.stderr
+
+
+def test_machctl_user_without_session_bus_says_so(user, spawn_bin):
+    machctl = pathlib.Path(spawn_bin).resolve().parents[2] / "src" / "machctl" / "machctl"
+    r = user.run([str(machctl), "--user", "list"], env={"DBUS_SESSION_BUS_ADDRESS": f"unix:path={user.home}/nobus"})
+    assert r.returncode == 1 and "session bus" in r.stderr, r.stderr
+    r = user.run([str(machctl), "--user", "-M", "foo", "list"])
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "local host only" in r.stderr, r.stderr
+
+
+def test_user_machd_terminate_readopt_and_images(user, spawn_bin, utree, delegated_cgroup):
+    mgr = UserManager(user, spawn_bin)
+    c = None
+    try:
+        pool = user.home / ".local" / "share" / "machines"
+        assert pool.is_dir(), "machd --user makes the user's pool"
+        (pool / "userimg").mkdir()
+        user.own(pool / "userimg")
+        r = mgr.machctl("list-images", "--no-legend")
+        assert r.returncode == 0 and "userimg" in r.stdout, r.stdout + r.stderr
+        enter = f'echo $$ > {delegated_cgroup}/spawn/cgroup.procs && exec "$@"'
+        c = subprocess.Popen(["sh", "-c", enter, "sh", *user.as_user(), spawn_bin, "-q", "-D", str(utree),
+                              "-M", "rlterm", "--", "/bin/sh", "-c", "echo up; exec sleep 1000"],
+                             env=user.env(mgr.env()), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert c.stdout.readline().strip() == "up", c.stderr.read()
+        r = mgr.machctl("list", "--no-legend")
+        assert r.returncode == 0 and "rlterm" in r.stdout, r.stdout + r.stderr
+        # A restarted machd re-adopts the machine from its state file in the user's runtime directory.
+        mgr.machd.terminate()
+        assert mgr.machd.wait(10) == 0
+        mgr.machd = subprocess.Popen([*user.as_user(), str(mgr.machd_bin), "--user"], env=user.env(mgr.env()),
+                                     stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(200):
+            r = mgr.machctl("list", "--no-legend")
+            if r.returncode == 0:
+                break
+            time.sleep(0.05)
+        assert "rlterm" in r.stdout, r.stdout + r.stderr
+        assert mgr.machctl("terminate", "rlterm").returncode == 0
+        c.wait(30)  # spawn ends with its terminated payload
+        for _ in range(100):
+            if "rlterm" not in mgr.machctl("list", "--no-legend").stdout:
+                break
+            time.sleep(0.1)
+        assert "rlterm" not in mgr.machctl("list", "--no-legend").stdout
+        assert not (delegated_cgroup / "machine-rlterm.scope").exists()
+    finally:
+        if c and c.poll() is None:
+            c.kill()
+            c.wait()
+        mgr.stop()
+
+
+def test_user_cannot_see_stop_or_enter_roots_machines(user, spawn_bin, tmp_path):
+    """Root's machine, registered with root's machd on a private system bus, is not in the user's
+    machd; the system's machd refuses the user's terminate and shell (as for any non-root caller)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "mk_bus_fixtures", pathlib.Path(__file__).resolve().parents[1] / "bus" / "conftest.py")
+    fx = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fx)
+    bus = fx.Bus()
+    leaders = fx.Leaders()
+    machd = fx.Machd(bus, tmp_path / "machines", pool=tmp_path / "pool")
+    mgr = None
+    try:
+        machd.start()
+        p, _ = leaders.spawn_in_scope()
+        fx.register(bus, "rlroot", p.pid)
+        mgr = UserManager(user, spawn_bin)
+        r = mgr.machctl("list", "--no-legend")
+        assert r.returncode == 0 and "rlroot" not in r.stdout, r.stdout
+        for verb in (["status", "rlroot"], ["terminate", "rlroot"], ["shell", "rlroot", "/bin/true"]):
+            r = mgr.machctl(*verb)
+            assert r.returncode == 1 and "No machine 'rlroot' known" in r.stderr, (verb, r.stderr)
+        # Through the system bus the user reaches root's machd, which refuses it.
+        for verb in (["terminate", "rlroot"], ["shell", "rlroot", "/bin/true"], ["poweroff", "rlroot"]):
+            r = user.run([str(mgr.machctl_bin), "--no-pager", *verb], env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address})
+            assert r.returncode == 1 and "denied" in r.stderr.lower(), (verb, r.stderr)
+        assert p.poll() is None, "root's machine lives on"
+        # Root enters it (a leader sharing every namespace with machd: only the mount one is joined).
+        r = subprocess.run([str(mgr.machctl_bin), "--no-pager", "shell", "rlroot", "/bin/echo", "ROOT-IN"],
+                           env={**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": bus.address}, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0 and "ROOT-IN" in r.stdout, r.stderr
+    finally:
+        if mgr:
+            mgr.stop()
+        machd.stop()
+        leaders.cleanup()
+        fx.cleanup_machine_cgroups(["rlroot"])
+        bus.close()

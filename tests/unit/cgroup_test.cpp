@@ -57,6 +57,14 @@ TEST(ProcCgroup, UnitFromPath) {
     EXPECT_EQ(unit_from_cgroup_path("/machine.slice/machine-a.scope/payload"), "machine-a.scope");
     EXPECT_EQ(unit_from_cgroup_path("/system.slice/systemd-nspawn@x.service"), "systemd-nspawn@x.service");
     EXPECT_FALSE(unit_from_cgroup_path("/"));
+    // A per-user manager's units lie below the user's delegation point.
+    EXPECT_EQ(
+        user_unit_from_cgroup_path("/user.slice/user-1000.slice/user@1000.service/app.slice/machine-a.scope/init.scope"),
+        "machine-a.scope");
+    EXPECT_EQ(user_unit_from_cgroup_path("/ci-job/machine-a.scope/payload"), "machine-a.scope");
+    EXPECT_FALSE(user_unit_from_cgroup_path("/user.slice/user-1000.slice/user@1000.service"));
+    EXPECT_FALSE(user_unit_from_cgroup_path("/"));
+    EXPECT_FALSE(unit_from_cgroup_path("/ci-job/machine-a.scope"));
     EXPECT_FALSE(unit_from_cgroup_path("/machine.slice"));
     EXPECT_FALSE(unit_from_cgroup_path("/process_api/abc"));
 }

@@ -66,6 +66,16 @@ TEST(MachctlParse, OptionsAnywhere) {
     EXPECT_EQ(i.opts.properties, (std::vector<std::string>{"Name", "Leader", "Class"}));
 }
 
+TEST(MachctlParse, UserBus) {
+    EXPECT_FALSE(p({"list"}).opts.bus_target.user);
+    EXPECT_TRUE(p({"--user", "list"}).opts.bus_target.user);
+    EXPECT_FALSE(p({"--user", "--system", "list"}).opts.bus_target.user);
+    // -M after --user keeps the choice (open_system_bus refuses the pair with one line).
+    auto i = p({"--user", "-M", "foo", "status", "foo"});
+    EXPECT_TRUE(i.opts.bus_target.user);
+    EXPECT_EQ(i.opts.bus_target.kind, mk::bus::BusTarget::Kind::Machine);
+}
+
 TEST(MachctlParse, OutputModes) {
     EXPECT_EQ(p({"-o", "json"}).opts.output, Output::json);
     EXPECT_EQ(p({"--output=json-pretty"}).opts.output, Output::json_pretty);

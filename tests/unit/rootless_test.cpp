@@ -8,6 +8,7 @@
 
 #include "core/base/error.hpp"
 #include "core/kernel/subid.hpp"
+#include "core/machine/owner.hpp"
 #include "core/spawn/pasta.hpp"
 #include "core/spawn/rootless_plan.hpp"
 
@@ -188,6 +189,14 @@ TEST(RootlessSpec, RefusesWhatNeedsRoot) {
     SpawnSpec u = s;
     u.userns_mode = UserNamespaceMode::Pick;
     EXPECT_THROW(check_rootless_spec(u), UsageError);
+    // Ownership: "off" is what a rootless spawn does anyway; map needs root, chown is not there yet.
+    SpawnSpec own = s;
+    own.userns_ownership = UserNamespaceOwnership::Off;
+    EXPECT_NO_THROW(check_rootless_spec(own));
+    for (auto o : {UserNamespaceOwnership::Map, UserNamespaceOwnership::Chown}) {
+        own.userns_ownership = o;
+        EXPECT_THROW(check_rootless_spec(own), UsageError);
+    }
 }
 
 TEST(RootlessCgroup, UserManagerSubtree) {
@@ -274,6 +283,40 @@ TEST(RootlessSpec, RefusesRootOnlyNetworking) {
     SpawnSpec i = s;
     i.network_interfaces.push_back("eth1");
     EXPECT_THROW(check_rootless_spec(i), UsageError);
+}
+
+// machd --user: where it keeps things, from the user's environment.
+TEST(UserManagerPlan, RuntimeAndDataDirectories) {
+    auto p = plan_user_manager("/run/user/1000/", nullptr, "/home/u");
+    EXPECT_EQ(p.error, "");
+    EXPECT_EQ(p.state_dir, "/run/user/1000/machkit/machines");
+    EXPECT_EQ(p.log_dir, "/run/user/1000/machkit");
+    EXPECT_EQ(p.varlink_dir, "/run/user/1000/systemd/machine");
+    EXPECT_EQ(p.pool, "/home/u/.local/share/machines");
+    EXPECT_EQ(plan_user_manager("/run/user/1000", "/data/", "/home/u").pool, "/data/machines");
+    // A relative XDG_DATA_HOME is ignored, as the XDG spec says.
+    EXPECT_EQ(plan_user_manager("/run/user/1000", "rel", "/home/u").pool, "/home/u/.local/share/machines");
+}
+
+TEST(UserManagerPlan, MissingVariablesAreOneLine) {
+    for (const char* runtime : {static_cast<const char*>(nullptr), "", "run/user/1"}) {
+        auto p = plan_user_manager(runtime, nullptr, "/home/u");
+        EXPECT_NE(p.error.find("XDG_RUNTIME_DIR"), std::string::npos);
+        EXPECT_EQ(p.error.find('\n'), std::string::npos);
+        EXPECT_TRUE(p.state_dir.empty());
+    }
+    EXPECT_NE(plan_user_manager("/run/user/1", nullptr, nullptr).error.find("$HOME"), std::string::npos);
+}
+
+TEST(UserManagerPlan, OwnerIsPrivileged) {
+    EXPECT_TRUE(caller_is_privileged(0));
+    EXPECT_FALSE(caller_is_privileged(1000));
+    set_manager_owner(1000);
+    EXPECT_TRUE(caller_is_privileged(0));
+    EXPECT_TRUE(caller_is_privileged(1000));
+    EXPECT_FALSE(caller_is_privileged(1001));
+    set_manager_owner(0);
+    EXPECT_FALSE(caller_is_privileged(1000));
 }
 
 }  // namespace

@@ -165,6 +165,19 @@ std::optional<std::string> unit_from_cgroup_path(std::string_view path) {
     return std::nullopt;
 }
 
+std::optional<std::string> user_unit_from_cgroup_path(std::string_view path) {
+    while (!path.empty()) {
+        while (path.starts_with('/')) path.remove_prefix(1);
+        auto slash = path.find('/');
+        std::string_view comp = path.substr(0, slash);
+        path.remove_prefix(slash == std::string_view::npos ? path.size() : slash);
+        if (comp.empty()) break;
+        if (comp.ends_with(".slice") || (comp.starts_with("user@") && comp.ends_with(".service"))) continue;
+        if ((comp.ends_with(".scope") || comp.ends_with(".service")) && comp.size() > 6) return std::string(comp);
+    }
+    return std::nullopt;
+}
+
 std::optional<std::string> pid_cgroup_path(pid_t pid) {
     std::ifstream f("/proc/" + std::to_string(pid) + "/cgroup");
     if (!f) return std::nullopt;

@@ -59,6 +59,11 @@ std::optional<std::string> cgroup_path_from_proc(std::string_view proc_pid_cgrou
 // systemd's cg_path_get_unit(): the first path component that is not a slice, if it is a unit name
 // (".scope" or ".service"). "/machine.slice/machine-a.scope/payload" -> "machine-a.scope". Pure.
 std::optional<std::string> unit_from_cgroup_path(std::string_view path);
+// The same for a per-user manager (machd --user): the units are the user's own, below its
+// delegation point, which is either a user manager's user@UID.service or a group that names no
+// unit (a test harness's, a CI job's). Both are skipped, as are slices: ".../user@1000.service/
+// app.slice/machine-a.scope/init.scope" and "/ci-job/machine-a.scope" give "machine-a.scope".
+std::optional<std::string> user_unit_from_cgroup_path(std::string_view path);
 
 // The cgroup path of a live process; nullopt if it has exited or the file is unreadable.
 std::optional<std::string> pid_cgroup_path(pid_t pid);

@@ -10,6 +10,7 @@
 #include "core/base/error.hpp"
 #include "core/base/names.hpp"
 #include "core/machine/machine_error.hpp"
+#include "core/machine/owner.hpp"
 
 namespace mk::core {
 namespace {
@@ -73,6 +74,16 @@ void MachineService::add_host_machine() {
     registry_.add_unchecked(std::move(m));
 }
 
+namespace {
+
+// The unit a process's group belongs to: the host's units for the system's machd, the user's own
+// for a per-user one (core/machine/owner.hpp).
+std::optional<std::string> owned_unit(std::string_view cgroup_path) {
+    return manager_owner() == 0 ? unit_from_cgroup_path(cgroup_path) : user_unit_from_cgroup_path(cgroup_path);
+}
+
+}  // namespace
+
 Machine& MachineService::register_machine(RegisterRequest req) {
     // Validation in machined's order, all before any side effect.
     if (!machine_name_is_valid(req.name)) invalid("Invalid machine name");
@@ -116,7 +127,7 @@ Machine& MachineService::register_machine(RegisterRequest req) {
         m.kill_signal = req.scope.kill_signal;
     } else {
         auto path = pid_cgroup_path(m.leader);
-        auto unit = path ? unit_from_cgroup_path(*path) : std::nullopt;
+        auto unit = path ? owned_unit(*path) : std::nullopt;
         if (!unit)
             throw std::system_error(ENXIO, std::generic_category(),
                                     "Failed to determine unit of process " + std::to_string(m.leader));
@@ -267,7 +278,7 @@ std::vector<Machine*> MachineService::readopt() {
             if (fd && pidfd_alive(fd.get())) {
                 // The PID may have been recycled: it must still sit in the recorded unit.
                 auto path = pid_cgroup_path(m.leader);
-                auto unit = path ? unit_from_cgroup_path(*path) : std::nullopt;
+                auto unit = path ? owned_unit(*path) : std::nullopt;
                 if (unit && *unit == m.unit) {
                     m.leader_pidfd = std::move(fd);
                     m.cgroup_path = path->substr(0, path->find(m.unit) + m.unit.size());
@@ -315,7 +326,7 @@ Machine* MachineService::find_by_pid(pid_t pid) const {
     if (auto* m = registry_.find_by_leader(pid)) return m;
     auto path = pid_cgroup_path(pid);
     if (!path) return nullptr;
-    auto unit = unit_from_cgroup_path(*path);
+    auto unit = owned_unit(*path);
     return unit ? registry_.find_by_unit(*unit) : nullptr;
 }
 

@@ -90,12 +90,25 @@ std::optional<PasswdEntry> find_passwd_entry(std::string_view passwd, std::strin
 }
 
 int machine_namespace_flags(pid_t leader) {
-    int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP;
-    struct stat ours {
-    }, theirs{};
-    if (::stat("/proc/self/ns/user", &ours) == 0 &&
-        ::stat(("/proc/" + std::to_string(leader) + "/ns/user").c_str(), &theirs) == 0 && ours.st_ino != theirs.st_ino)
-        flags |= CLONE_NEWUSER;
+    // The mount namespace always (setns() on a pidfd needs at least one flag, and joining it sets
+    // the root directory); the others only where they differ from ours: joining one's own is a no-op
+    // for root, but needs CAP_SYS_ADMIN over it, which the user of `machd --user` lacks for the host's
+    // network (or cgroup) namespace a rootless machine shares.
+    static constexpr std::pair<int, const char*> kKinds[] = {
+        {CLONE_NEWPID, "pid"}, {CLONE_NEWUTS, "uts"},       {CLONE_NEWIPC, "ipc"},
+        {CLONE_NEWNET, "net"}, {CLONE_NEWCGROUP, "cgroup"}, {CLONE_NEWUSER, "user"},
+    };
+    const std::string theirs_dir = "/proc/" + std::to_string(leader) + "/ns/";
+    int flags = CLONE_NEWNS;
+    for (const auto& [flag, name] : kKinds) {
+        struct stat ours {
+        }, theirs{};
+        bool same = ::stat((std::string("/proc/self/ns/") + name).c_str(), &ours) == 0 &&
+                    ::stat((theirs_dir + name).c_str(), &theirs) == 0 && ours.st_ino == theirs.st_ino &&
+                    ours.st_dev == theirs.st_dev;
+        // Unknown (no such /proc entry): join, as before, except the user namespace.
+        if (!same && (flag != CLONE_NEWUSER || theirs.st_ino != 0)) flags |= flag;
+    }
     return flags;
 }
 

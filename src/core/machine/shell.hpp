@@ -64,8 +64,9 @@ struct ResolvedCommand {
 };
 ResolvedCommand resolve_command(const Machine& m, const ShellRequest& req);
 
-// The namespaces of `leader` a helper joins: all but the user namespace, which only when it
-// differs from ours (setns into our own would fail).
+// The namespaces of `leader` a helper joins: its mount namespace, and the others where they differ
+// from ours (setns into our own user namespace fails; into our own others needs privilege over
+// them, which a per-user machd lacks).
 int machine_namespace_flags(pid_t leader);
 
 // Joins the namespaces `ns_flags` of the machine's leader, from a forked single-threaded helper,

@@ -166,11 +166,14 @@ private:
 // whether the manager took it.
 bool place_machine(const SpawnSpec& spec, const Prepared& p, const LaunchHooks& hooks, GuestGroups& groups, pid_t pid,
                    bool born_in_cgroup) {
-    const bool registered = hooks.register_machine && hooks.register_machine(pid, p.guest.uuid);
+    // Rootless: the user's machd registers the machine-NAME.scope spawn made in the user's delegated
+    // group; without one the machine would be the user's session, so it is not registered.
+    const bool may_register = hooks.register_machine && (!p.rootless || p.cgroups);
+    const bool registered = may_register && hooks.register_machine(pid, p.guest.uuid);
     // machd's scope is the guest's group when machd made one (CreateMachine). Under a service
     // manager (--keep-unit, RegisterMachine) the unit is spawn's own, and the guest gets a payload
     // group below it, as under nspawn: with -U that is the group its root owns.
-    const bool machd_scope = registered && !spec.keep_unit;
+    const bool machd_scope = registered && !spec.keep_unit && !p.rootless;
     auto& cgroup = groups.cgroup;
     if (p.cgroups && !cgroup && !machd_scope) {
         groups.make(*p.cgroups);
@@ -228,9 +231,10 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
 
     // A booted guest gets groups of its own: machd's scope when it registers us, else ours, made
     // before clone so the child can be born into the cgroup2 one.
-    const bool registering = static_cast<bool>(hooks.register_machine);
+    // Rootless spawn makes its own scope even when registering (`machd --user` makes none).
+    const bool machd_makes_scope = static_cast<bool>(hooks.register_machine) && !p.rootless;
     GuestGroups groups(spec, p);
-    if (p.cgroups && !registering) groups.make(*p.cgroups);
+    if (p.cgroups && !machd_makes_scope) groups.make(*p.cgroups);
 
     // Signals are handled through a signalfd; the child restores the mask before exec.
     sigset_t mask, old_mask;

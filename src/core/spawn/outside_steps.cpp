@@ -415,10 +415,13 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
     // ---- end OCI ----
     if (spec.suppress_sync) std::ranges::move(seccomp_suppress_sync_programs(), std::back_inserter(p.seccomp));
 
-    if (p.guest.boot && p.rootless) {
-        if (auto c = find_rootless_cgroups(*p.rootless, spec.machine_name, guest_systemd_version(root), spec.quiet)) {
+    if (p.rootless && (p.guest.boot || registering)) {
+        // A booted guest gets a group (and its cgroup2 view); a command only when it registers with the
+        // user's machd, which names the machine by that group (docs/rootless.md), and silently.
+        auto guest_systemd = p.guest.boot ? guest_systemd_version(root) : std::nullopt;
+        if (auto c = find_rootless_cgroups(*p.rootless, spec.machine_name, guest_systemd, spec.quiet || !p.guest.boot)) {
             p.cgroups = c->layout;
-            p.cgroup_plan = build_cgroup_mount_plan(c->layout);
+            if (p.guest.boot) p.cgroup_plan = build_cgroup_mount_plan(c->layout);
             p.rootless_cgroup = c->path;
         }
     } else if (p.guest.boot) {

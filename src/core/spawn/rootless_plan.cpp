@@ -28,6 +28,14 @@ void check_rootless_spec(const SpawnSpec& spec) {
         throw UsageError(
             "-U/--private-users= pick a range as root; as an ordinary user the range comes from "
             "/etc/subuid and /etc/subgid: drop the option");
+    if (spec.userns_ownership == UserNamespaceOwnership::Map)
+        throw UsageError(
+            "--private-users-ownership=map needs root (idmapped mounts are made in the initial user "
+            "namespace): drop the option, a tree you own is root's inside as it is");
+    if (spec.userns_ownership == UserNamespaceOwnership::Chown)
+        throw UsageError(
+            "--private-users-ownership=chown is not supported for an ordinary user yet: drop the option, "
+            "a tree you own is used as it is (your files are root's inside)");
 }
 
 std::vector<MountStep> make_rootless_mount_plan(std::vector<MountStep> plan, bool private_network, uint32_t gid_count) {
