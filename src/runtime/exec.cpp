@@ -97,7 +97,9 @@ ExecStarted start_exec(const ExecTarget& target, const ExecRequest& req) {
     std::vector<core::BpfProgram> filter = core::seccomp_programs_for(policy);
     int ns = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWCGROUP;
     if (!same_ns(target.pid, "user")) ns |= CLONE_NEWUSER;
-    std::string procs = target.cgroup_dir.empty() ? "" : target.cgroup_dir + "/cgroup.procs";
+    std::vector<std::string> procs_files;
+    for (const auto& d : target.v1_cgroup_dirs) procs_files.push_back(d + "/cgroup.procs");
+    if (!target.cgroup_dir.empty()) procs_files.push_back(target.cgroup_dir + "/cgroup.procs");
 
     std::vector<std::string> args = req.args, env = req.env;
     std::vector<char*> argv, envp;
@@ -126,7 +128,7 @@ ExecStarted start_exec(const ExecTarget& target, const ExecRequest& req) {
         // A host binary inside the container's PID namespace until exec: not dumpable, so no
         // process there can open /proc/PID/exe of it (runc CVE-2019-5736, T-01).
         if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) fail(err_wr.get(), kSetns);
-        if (!procs.empty()) {
+        for (const auto& procs : procs_files) {
             int fd = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
             if (fd < 0 || ::write(fd, "0", 1) != 1) fail(err_wr.get(), kCgroup);
             ::close(fd);

@@ -36,9 +36,10 @@ struct ExecRequest {
 ExecRequest parse_process_json(std::string_view text);
 
 struct ExecTarget {
-    pid_t pid = 0;           // the container's init
-    int pidfd = -1;          // pins it
-    std::string cgroup_dir;  // its cgroup2 directory ("" = stay in ours)
+    pid_t pid = 0;                            // the container's init
+    int pidfd = -1;                           // pins it
+    std::string cgroup_dir;                   // its cgroup2 directory ("" = stay in ours)
+    std::vector<std::string> v1_cgroup_dirs;  // its groups in the v1 hierarchies (v1 and hybrid hosts)
 };
 
 struct ExecStarted {

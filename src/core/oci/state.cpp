@@ -89,6 +89,7 @@ std::string state_to_json(const ContainerState& s) {
         {"cgroup", s.cgroup},
         {"cgroupRoot", s.cgroup_root},
         {"ownCgroup", s.own_cgroup},
+        {"v1Cgroups", s.v1_cgroups},
         {"config", s.config},
     };
     return j.dump();
@@ -111,6 +112,7 @@ ContainerState state_from_json(std::string_view text) {
         s.cgroup = j.at("cgroup").get<std::string>();
         s.cgroup_root = j.at("cgroupRoot").get<std::string>();
         s.own_cgroup = j.at("ownCgroup").get<bool>();
+        s.v1_cgroups = j.at("v1Cgroups").get<std::vector<std::string>>();
         s.config = j.at("config").get<std::string>();
     } catch (const json::exception& e) {
         bad_state(e.what());
