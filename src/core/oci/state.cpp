@@ -217,6 +217,11 @@ OciStateDir::OciStateDir(std::string root) : root_(std::move(root)) {
     if (root_.empty() || root_[0] != '/') throw UsageError("--root must be an absolute path");
     while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
     // The state names host pids and config.json, which may carry secrets in its environment.
+    // Missing parents are made too, as runc's MkdirAll (containerd's shim passes
+    // /run/containerd/runc/NAMESPACE before anything made /run/containerd/runc).
+    for (size_t slash = root_.find('/', 1); slash != std::string::npos; slash = root_.find('/', slash + 1))
+        if (mkdir(root_.substr(0, slash).c_str(), 0700) < 0 && errno != EEXIST)
+            throw_last_error("cannot create the runtime root " + root_);
     if (mkdir(root_.c_str(), 0700) < 0 && errno != EEXIST) throw_last_error("cannot create the runtime root " + root_);
     root_fd_.reset(open(root_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!root_fd_) throw_last_error("cannot open the runtime root " + root_);
