@@ -394,7 +394,8 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
                 step.attrs |= MOUNT_ATTR_RDONLY;
         // ---- end OCI ----
     }
-    p.wait_for_parent = registering || p.cgroups.has_value();
+    // An OCI cgroup mount is made from a cgroup namespace entered after the parent placed us.
+    p.wait_for_parent = registering || p.cgroups.has_value() || !p.cgroup_plan.empty();
     p.wait_for_network = ContainerNetwork::needed(spec);
     return p;
 }
