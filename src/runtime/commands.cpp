@@ -106,6 +106,26 @@ bool make_group_dir(const std::string& base, const std::string& path) {
     return made;
 }
 
+// A new v1 cpuset group has empty cpuset.cpus and cpuset.mems, and nothing can join it: each
+// level from the hierarchy's root down to the container's group takes its parent's where empty
+// (runc does the same), before the plan writes the container's own.
+void fill_v1_cpuset(const std::string& hierarchy, const std::string& path) {
+    std::string dir = hierarchy;
+    for (auto part : core::split(path, '/')) {
+        if (part.empty()) continue;
+        std::string parent = dir;
+        dir += "/" + std::string(part);
+        for (const char* file : {"/cpuset.cpus", "/cpuset.mems"}) {
+            std::string mine = read_file(dir + file, 64 * 1024, "the cpuset");
+            if (mine.find_first_not_of(" \n") != std::string::npos) continue;
+            std::string theirs = read_file(parent + file, 64 * 1024, "the cpuset");
+            UniqueFd fd(::open((dir + file).c_str(), O_WRONLY | O_CLOEXEC));
+            if (!fd || ::write(fd.get(), theirs.data(), theirs.size()) < 0)
+                core::throw_last_error("cannot write " + dir + file);
+        }
+    }
+}
+
 bool make_cgroup(const std::string& root, const std::string& path) {
     std::string base = cgroup2_root(root);
     if (base.empty())
@@ -388,6 +408,9 @@ Created do_create(const Invocation& inv, const OciStateDir& dir) {
             dir.write(st);
         }
     }
+    if (std::string cpuset = mounts.v1_dir("cpuset");
+        !cpuset.empty() && std::ranges::find(v1_groups, cpuset + cgroup) != v1_groups.end())
+        fill_v1_cpuset(cpuset, cgroup);
     if (!resource_writes.empty()) core::apply_cgroup_writes(resource_writes, mounts, cgroup);
 
     Created out;

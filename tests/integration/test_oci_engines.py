@@ -129,6 +129,15 @@ def test_podman_memory_and_pids_limits_are_read_back_inside(podman):
     assert r.stdout.split() == ["67108864", "33", "read-only"], r.stderr
 
 
+def test_podman_cpu_limits_cap_drop_and_sysctl(podman):
+    # cpu and cpuset are v1 here too; a new v1 cpuset group takes its parent's cpus and mems first.
+    r = podman(*run_flags("--rm", "--cpus", "0.5", "--cpu-shares", "512", "--cpuset-cpus", "0", "--cap-drop", "ALL",
+                          "--sysctl", "net.ipv4.ip_forward=1"), IMAGE, "sh", "-c",
+               "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpuset/cpuset.cpus "
+               "/proc/sys/net/ipv4/ip_forward; grep CapEff /proc/self/status")
+    assert r.stdout.split() == ["50000", "512", "0", "1", "CapEff:", "0000000000000000"], r.stderr
+
+
 def test_podman_devices_rule_keeps_the_standard_nodes(podman):
     # podman sends only "deny all"; runc's default rules follow it, so /dev/null works and a
     # device outside them (a new loop node, 7:200) cannot be opened.
