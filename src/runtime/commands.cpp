@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -16,6 +17,7 @@
 #include <cstdio>
 #include <functional>
 #include <iostream>
+#include <utility>
 
 #include "core/base/error.hpp"
 #include "core/base/names.hpp"
@@ -79,6 +81,14 @@ std::string need_id(const Invocation& inv) {
 
 void no_more_args(const Invocation& inv, size_t n) {
     if (inv.args.size() > n) throw UsageError("unexpected argument '" + inv.args[n] + "' for '" + inv.command + "'");
+}
+
+// process.consoleSize (height, width) on a pty master, before it is handed over.
+void set_window_size(int master, std::pair<unsigned, unsigned> size) {
+    winsize ws{};
+    ws.ws_row = static_cast<unsigned short>(size.first);
+    ws.ws_col = static_cast<unsigned short>(size.second);
+    if (::ioctl(master, TIOCSWINSZ, &ws) < 0) core::throw_last_error("cannot set the terminal's size");
 }
 
 // ---- cgroups --------------------------------------------------------------------------------
@@ -348,6 +358,8 @@ Created do_create(const Invocation& inv, const OciStateDir& dir) {
     bundle = real;
     std::string config = read_file(bundle + "/config.json", core::kOciConfigMax, "the bundle's config");
     core::SpawnSpec spec = core::parse_oci_config(config, bundle);
+    // process.consoleSize: machrun sizes the pty it hands to --console-socket.
+    std::optional<std::pair<unsigned, unsigned>> console_size = std::exchange(spec.oci.console_size, std::nullopt);
     // machrun runs the hooks and places the container in linux.cgroupsPath with linux.resources.
     if (auto field = core::oci_unapplied_field(spec, core::OciFrontEndHandles{.hooks = true, .cgroups = true}))
         throw UsageError("OCI config field '" + *field + "' is not supported by machrun");
@@ -427,7 +439,9 @@ Created do_create(const Invocation& inv, const OciStateDir& dir) {
     };
     d.gated = [&](pid_t pid, UniqueFd master) {
         out.pid = pid;
-        if (master) send_console_master(console_socket, master.get(), "/dev/console");
+        if (!master) return;
+        if (console_size) set_window_size(master.get(), *console_size);
+        send_console_master(console_socket, master.get(), "/dev/console");
     };
     hooks.detached = std::move(d);
     core::Launcher(spec, std::move(hooks)).run();
@@ -725,7 +739,10 @@ int cmd_exec(const Invocation& inv) {
         throw UsageError("a terminal was asked for: --console-socket is needed to hand it over");
     ExecTarget target{st.pid, init.get(), cgroup2_root(st.cgroup_root) + st.cgroup, v1_groups_of(st)};
     ExecStarted started = start_exec(target, req);
-    if (started.master) send_console_master(console_socket, started.master.get(), "/dev/pts/ptmx");
+    if (started.master) {
+        if (req.console_size) set_window_size(started.master.get(), *req.console_size);
+        send_console_master(console_socket, started.master.get(), "/dev/pts/ptmx");
+    }
     started.master.reset();
     if (std::string pid_file = inv.value("pid-file"); !pid_file.empty())
         write_file_atomic(pid_file, std::to_string(started.pid));

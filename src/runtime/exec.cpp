@@ -83,6 +83,11 @@ ExecRequest parse_process_json(std::string_view text) {
     r.cwd = s.chdir.empty() ? "/" : s.chdir;
     r.terminal = s.console == core::ConsoleMode::Interactive;
     r.no_new_privileges = s.no_new_privileges;
+    r.uid = s.oci.uid;  // podman exec --user, crictl exec as a pod's user
+    r.gid = s.oci.gid;
+    r.console_size = s.oci.console_size;
+    r.additional_gids = s.oci.additional_gids;
+    r.umask = s.oci.umask;
     if (s.capabilities_add || s.capabilities_drop)
         r.bounding = (core::kDefaultCapabilities | s.capabilities_add) & ~s.capabilities_drop;
     return r;
@@ -161,7 +166,8 @@ ExecStarted start_exec(const ExecTarget& target, const ExecRequest& req) {
                 if (dup2(peer.get(), i) < 0) fail(err_wr.get(), kCtty);
             peer.reset();
         }
-        if (setgroups(0, nullptr) < 0) fail(err_wr.get(), kGroups);
+        std::vector<gid_t> groups(req.additional_gids.begin(), req.additional_gids.end());
+        if (setgroups(groups.size(), groups.data()) < 0) fail(err_wr.get(), kGroups);
         if (setresgid(req.gid, req.gid, req.gid) < 0) fail(err_wr.get(), kGid);
         if (req.uid != 0 && prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0) fail(err_wr.get(), kUid);
         if (core::drop_bounding_set(bounding) < 0) fail(err_wr.get(), kCaps);
@@ -182,6 +188,7 @@ ExecStarted start_exec(const ExecTarget& target, const ExecRequest& req) {
             errno = EXDEV;
             fail(keep, kCwd);
         }
+        if (req.umask) ::umask(static_cast<mode_t>(*req.umask));
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, nullptr);

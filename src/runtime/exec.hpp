@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/base/unique_fd.hpp"
@@ -28,7 +29,10 @@ struct ExecRequest {
     uint32_t uid = 0, gid = 0;
     bool terminal = false;
     bool no_new_privileges = false;
-    std::optional<uint64_t> bounding;  // unset: the init's
+    std::optional<uint64_t> bounding;                           // unset: the init's
+    std::optional<std::pair<unsigned, unsigned>> console_size;  // (height, width) of the pty
+    std::vector<uint32_t> additional_gids;                      // exactly these (none: none), as runc
+    std::optional<uint32_t> umask;
 };
 
 // --process FILE: the runtime-spec "process" object, read by the config front end (the same

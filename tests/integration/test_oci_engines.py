@@ -158,6 +158,9 @@ def test_podman_detached_exec_ps_pause_stop(podman):
                     check=False)
         assert ex.returncode == 4, ex.stderr
         assert ex.stdout.split() == ["in-exec", "2048"]  # the exec is in the container's v1 pids group
+        # podman exec --user: the process.json user (and umask) are applied, not dropped.
+        assert podman("exec", "--user", "1000:1000", "podmanh-d", "sh", "-c", "id -u; id -g; umask").stdout.split() == [
+            "1000", "1000", "0022"]
         podman("pause", "podmanh-d")
         assert status_of(podman, "podmanh-d") == "paused"
         assert "podmanh-d Paused" in podman("ps", "-a", "--format", "{{.Names}} {{.Status}}").stdout

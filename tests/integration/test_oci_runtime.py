@@ -226,7 +226,10 @@ def test_exec_argv_process_file_and_detach(machrun, tree, tmp_path):
 
 
 def test_console_socket_hands_over_the_pty(machrun, tree, tmp_path):
-    bundle = make_bundle(machrun, tree, ["sh", "-c", "test -t 0 && echo tty-ok; tty"], terminal=True)
+    bundle = make_bundle(machrun, tree, ["sh", "-c", "test -t 0 && echo tty-ok; tty; stty size"], terminal=True)
+    config = json.loads((bundle / "config.json").read_text())
+    config["process"]["consoleSize"] = {"height": 33, "width": 101}  # applied to the pty handed over
+    (bundle / "config.json").write_text(json.dumps(config))
     sock_path = str(tmp_path / "console.sock")
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(sock_path)
@@ -248,7 +251,7 @@ def test_console_socket_hands_over_the_pty(machrun, tree, tmp_path):
             break
         out += chunk
     assert wait_exit(pid) == 0
-    assert b"tty-ok" in out and b"/dev/pts/" in out
+    assert b"tty-ok" in out and b"/dev/pts/" in out and b"33 101" in out, out
     os.close(master)
     conn.close()
     srv.close()
