@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -16,6 +17,7 @@
 #include <cstdio>
 #include <functional>
 #include <iostream>
+#include <utility>
 
 #include "core/base/error.hpp"
 #include "core/base/names.hpp"
@@ -81,6 +83,14 @@ void no_more_args(const Invocation& inv, size_t n) {
     if (inv.args.size() > n) throw UsageError("unexpected argument '" + inv.args[n] + "' for '" + inv.command + "'");
 }
 
+// process.consoleSize (height, width) on a pty master, before it is handed over.
+void set_window_size(int master, std::pair<unsigned, unsigned> size) {
+    winsize ws{};
+    ws.ws_row = static_cast<unsigned short>(size.first);
+    ws.ws_col = static_cast<unsigned short>(size.second);
+    if (::ioctl(master, TIOCSWINSZ, &ws) < 0) core::throw_last_error("cannot set the terminal's size");
+}
+
 // ---- cgroups --------------------------------------------------------------------------------
 // The container's group lives on the cgroup2 hierarchy (the host's root on a unified host, the
 // hybrid host's /sys/fs/cgroup/unified): that is where pause (cgroup.freeze), ps and kill --all
@@ -93,11 +103,8 @@ std::string cgroup2_root(const std::string& root) {
     return {};
 }
 
-// Makes the group (and missing parents); returns whether the leaf was made by us.
-bool make_cgroup(const std::string& root, const std::string& path) {
-    std::string base = cgroup2_root(root);
-    if (base.empty())
-        throw UsageError("no cgroup2 hierarchy is mounted under " + root + "; machrun needs one (unified or hybrid)");
+// Makes base/path (and missing parents); returns whether the leaf was made by us.
+bool make_group_dir(const std::string& base, const std::string& path) {
     std::string dir = base;
     bool made = false;
     for (auto part : core::split(path, '/')) {
@@ -109,11 +116,42 @@ bool make_cgroup(const std::string& root, const std::string& path) {
     return made;
 }
 
-void place_in_cgroup(const std::string& root, const std::string& path, pid_t pid) {
-    std::string procs = cgroup2_root(root) + path + "/cgroup.procs";
+// A new v1 cpuset group has empty cpuset.cpus and cpuset.mems, and nothing can join it: each
+// level from the hierarchy's root down to the container's group takes its parent's where empty
+// (runc does the same), before the plan writes the container's own.
+void fill_v1_cpuset(const std::string& hierarchy, const std::string& path) {
+    std::string dir = hierarchy;
+    for (auto part : core::split(path, '/')) {
+        if (part.empty()) continue;
+        std::string parent = dir;
+        dir += "/" + std::string(part);
+        for (const char* file : {"/cpuset.cpus", "/cpuset.mems"}) {
+            std::string mine = read_file(dir + file, 64 * 1024, "the cpuset");
+            if (mine.find_first_not_of(" \n") != std::string::npos) continue;
+            std::string theirs = read_file(parent + file, 64 * 1024, "the cpuset");
+            UniqueFd fd(::open((dir + file).c_str(), O_WRONLY | O_CLOEXEC));
+            if (!fd || ::write(fd.get(), theirs.data(), theirs.size()) < 0)
+                core::throw_last_error("cannot write " + dir + file);
+        }
+    }
+}
+
+bool make_cgroup(const std::string& root, const std::string& path) {
+    std::string base = cgroup2_root(root);
+    if (base.empty())
+        throw UsageError("no cgroup2 hierarchy is mounted under " + root + "; machrun needs one (unified or hybrid)");
+    return make_group_dir(base, path);
+}
+
+void join_group_dir(const std::string& dir, pid_t pid) {
+    std::string procs = dir + "/cgroup.procs";
     UniqueFd fd(::open(procs.c_str(), O_WRONLY | O_CLOEXEC));
     std::string v = std::to_string(pid);
     if (!fd || ::write(fd.get(), v.data(), v.size()) < 0) core::throw_last_error("cannot move the container into " + procs);
+}
+
+void place_in_cgroup(const std::string& root, const std::string& path, pid_t pid) {
+    join_group_dir(cgroup2_root(root) + path, pid);
 }
 
 // Every process in the group and its children.
@@ -140,9 +178,7 @@ std::vector<pid_t> cgroup_pids(const std::string& root, const std::string& path)
 
 // Removes the group with its sub-groups, deepest first. Processes that were SIGKILLed leave it
 // as they exit: retried for a bounded time.
-void remove_cgroup(const std::string& root, const std::string& path) {
-    std::string base = cgroup2_root(root);
-    if (base.empty() || path.empty()) return;
+void remove_group_dir(const std::string& top) {
     std::function<void(const std::string&, int)> rm = [&](const std::string& dir, int depth) {
         if (depth > 64) return;
         if (DIR* d = ::opendir(dir.c_str())) {
@@ -159,7 +195,37 @@ void remove_cgroup(const std::string& root, const std::string& path) {
         }
         core::throw_errno(EBUSY, "cannot remove the cgroup " + dir + ": processes are still in it");
     };
-    rm(base + path, 0);
+    rm(top, 0);
+}
+
+void remove_cgroup(const std::string& root, const std::string& path) {
+    std::string base = cgroup2_root(root);
+    if (base.empty() || path.empty()) return;
+    remove_group_dir(base + path);
+}
+
+// The init's groups in the v1 hierarchies, from /proc/PID/cgroup: an exec joins all of them, so
+// the limits there (pids, memory, devices...) hold for it too.
+std::vector<std::string> v1_groups_of(const ContainerState& st) {
+    std::vector<std::string> out;
+    core::CgroupMounts mounts = core::detect_cgroup_mounts(st.cgroup_root);
+    if (mounts.v1_dirs.empty()) return out;
+    std::string text = read_file("/proc/" + std::to_string(st.pid) + "/cgroup", 64 * 1024, "the container's cgroups");
+    for (auto line : core::split(text, '\n')) {
+        // "4:cpu,cpuacct:/path"; cgroup2 is "0::/path", named hierarchies "1:name=systemd:/path".
+        auto parts = core::split(line, ':');
+        if (parts.size() < 3 || parts[1].empty() || parts[1].starts_with("name=")) continue;
+        std::string controller(core::split(parts[1], ',')[0]);
+        std::string base = mounts.v1_dir(controller);
+        std::string path(line.substr(parts[0].size() + parts[1].size() + 2));
+        if (!base.empty() && std::find(out.begin(), out.end(), base + path) == out.end()) out.push_back(base + path);
+    }
+    return out;
+}
+
+// The v1 groups machrun made for linux.resources (ContainerState::v1_cgroups).
+void remove_v1_groups(const ContainerState& st) {
+    for (const auto& dir : st.v1_cgroups) remove_group_dir(dir);
 }
 
 core::Machine machine_of(const ContainerState& s) {
@@ -272,6 +338,7 @@ struct CreateRollback {
                 signal_all(st, SIGKILL);
                 remove_cgroup(st.cgroup_root, st.cgroup);
             }
+            remove_v1_groups(st);
             dir.remove(st.id);
         } catch (const std::exception& e) {
             log_warning(std::string("cleaning up after the failed create: ") + e.what() + "; run 'machrun delete --force " +
@@ -291,6 +358,8 @@ Created do_create(const Invocation& inv, const OciStateDir& dir) {
     bundle = real;
     std::string config = read_file(bundle + "/config.json", core::kOciConfigMax, "the bundle's config");
     core::SpawnSpec spec = core::parse_oci_config(config, bundle);
+    // process.consoleSize: machrun sizes the pty it hands to --console-socket.
+    std::optional<std::pair<unsigned, unsigned>> console_size = std::exchange(spec.oci.console_size, std::nullopt);
     // machrun runs the hooks and places the container in linux.cgroupsPath with linux.resources.
     if (auto field = core::oci_unapplied_field(spec, core::OciFrontEndHandles{.hooks = true, .cgroups = true}))
         throw UsageError("OCI config field '" + *field + "' is not supported by machrun");
@@ -304,20 +373,20 @@ Created do_create(const Invocation& inv, const OciStateDir& dir) {
     if (!terminal && !console_socket.empty())
         throw UsageError("--console-socket given, but process.terminal is not set in config.json");
     std::string cgroup = core::oci_cgroup_path(spec.oci.cgroups_path, inv.global.systemd_cgroup, id);
-    // linux.resources, in the container's cgroup2 group (the only one machrun makes): planned
-    // against cgroup2's controllers alone, so a limit whose controller is on v1 here (a hybrid
-    // host) is refused by the planner with the field's name rather than dropped.
+    // linux.resources: planned against every hierarchy, so on a v1 or hybrid host the limits of
+    // v1 controllers go to the container's group in that controller's hierarchy (made here, joined
+    // by the init and every exec, removed at delete). config.json's device rules are followed by
+    // the runtime's defaults, as runc's (podman sends only "deny all").
     std::vector<core::CgroupWrite> resource_writes;
-    core::CgroupMounts cgroup2_only;
+    core::CgroupMounts mounts;
     if (spec.oci.resources.present) {
-        core::CgroupMounts all = core::detect_cgroup_mounts(kCgroupRoot);
-        cgroup2_only.v2_root = all.v2_root;
-        cgroup2_only.controllers.v2 = all.controllers.v2;
-        try {
-            resource_writes = core::plan_cgroup_resources(spec.oci.resources, cgroup2_only.controllers);
-        } catch (const UsageError& e) {
-            throw UsageError(std::string(e.what()) + " (machrun sets linux.resources in its cgroup2 group only)");
+        mounts = core::detect_cgroup_mounts(kCgroupRoot);
+        core::OciResources resources = spec.oci.resources;
+        if (!resources.devices.empty()) {
+            auto defaults = core::oci_default_device_rules();
+            resources.devices.insert(resources.devices.end(), defaults.begin(), defaults.end());
         }
+        resource_writes = core::plan_cgroup_resources(resources, mounts.controllers);
     }
 
     core::finalize(spec);
@@ -342,8 +411,19 @@ Created do_create(const Invocation& inv, const OciStateDir& dir) {
 
     st.own_cgroup = make_cgroup(kCgroupRoot, cgroup);
     st.cgroup = cgroup;
+    std::vector<std::string> v1_groups = core::cgroup_v1_groups(resource_writes, mounts, cgroup);
     dir.write(st);
-    if (!resource_writes.empty()) core::apply_cgroup_writes(resource_writes, cgroup2_only, cgroup);
+    for (const auto& g : v1_groups) {
+        // Recorded at once: a failure (or a crash) removes exactly what was made.
+        if (make_group_dir("", g)) {
+            st.v1_cgroups.push_back(g);
+            dir.write(st);
+        }
+    }
+    if (std::string cpuset = mounts.v1_dir("cpuset");
+        !cpuset.empty() && std::ranges::find(v1_groups, cpuset + cgroup) != v1_groups.end())
+        fill_v1_cpuset(cpuset, cgroup);
+    if (!resource_writes.empty()) core::apply_cgroup_writes(resource_writes, mounts, cgroup);
 
     Created out;
     core::LaunchHooks hooks;
@@ -355,10 +435,13 @@ Created do_create(const Invocation& inv, const OciStateDir& dir) {
         st.pid_start = start_time_of(pid);
         dir.write(st);
         place_in_cgroup(kCgroupRoot, cgroup, pid);
+        for (const auto& g : v1_groups) join_group_dir(g, pid);
     };
     d.gated = [&](pid_t pid, UniqueFd master) {
         out.pid = pid;
-        if (master) send_console_master(console_socket, master.get(), "/dev/console");
+        if (!master) return;
+        if (console_size) set_window_size(master.get(), *console_size);
+        send_console_master(console_socket, master.get(), "/dev/console");
     };
     hooks.detached = std::move(d);
     core::Launcher(spec, std::move(hooks)).run();
@@ -416,7 +499,11 @@ void do_start(const OciStateDir& dir, const std::string& id) {
 // ---- delete ---------------------------------------------------------------------------------
 
 void do_delete(const OciStateDir& dir, const std::string& id, bool force) {
-    if (!dir.exists(id)) throw UsageError("container '" + id + "' does not exist");
+    if (!dir.exists(id)) {
+        // runc: --force on a container that is gone (conmon's cleanup after a failed create) succeeds.
+        if (force) return;
+        throw UsageError("container '" + id + "' does not exist");
+    }
     ContainerLock lock = dir.lock(id);
     ContainerState st;
     try {
@@ -442,6 +529,7 @@ void do_delete(const OciStateDir& dir, const std::string& id, bool force) {
         signal_all(st, SIGKILL);
         remove_cgroup(st.cgroup_root, st.cgroup);
     }
+    remove_v1_groups(st);
     std::optional<core::SpawnSpec> spec;
     try {
         spec = spec_of(st);
@@ -649,9 +737,12 @@ int cmd_exec(const Invocation& inv) {
     std::string console_socket = inv.value("console-socket");
     if (req.terminal && console_socket.empty())
         throw UsageError("a terminal was asked for: --console-socket is needed to hand it over");
-    ExecTarget target{st.pid, init.get(), cgroup2_root(st.cgroup_root) + st.cgroup};
+    ExecTarget target{st.pid, init.get(), cgroup2_root(st.cgroup_root) + st.cgroup, v1_groups_of(st)};
     ExecStarted started = start_exec(target, req);
-    if (started.master) send_console_master(console_socket, started.master.get(), "/dev/pts/ptmx");
+    if (started.master) {
+        if (req.console_size) set_window_size(started.master.get(), *req.console_size);
+        send_console_master(console_socket, started.master.get(), "/dev/pts/ptmx");
+    }
     started.master.reset();
     if (std::string pid_file = inv.value("pid-file"); !pid_file.empty())
         write_file_atomic(pid_file, std::to_string(started.pid));

@@ -83,6 +83,11 @@ ExecRequest parse_process_json(std::string_view text) {
     r.cwd = s.chdir.empty() ? "/" : s.chdir;
     r.terminal = s.console == core::ConsoleMode::Interactive;
     r.no_new_privileges = s.no_new_privileges;
+    r.uid = s.oci.uid;  // podman exec --user, crictl exec as a pod's user
+    r.gid = s.oci.gid;
+    r.console_size = s.oci.console_size;
+    r.additional_gids = s.oci.additional_gids;
+    r.umask = s.oci.umask;
     if (s.capabilities_add || s.capabilities_drop)
         r.bounding = (core::kDefaultCapabilities | s.capabilities_add) & ~s.capabilities_drop;
     return r;
@@ -97,7 +102,9 @@ ExecStarted start_exec(const ExecTarget& target, const ExecRequest& req) {
     std::vector<core::BpfProgram> filter = core::seccomp_programs_for(policy);
     int ns = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWCGROUP;
     if (!same_ns(target.pid, "user")) ns |= CLONE_NEWUSER;
-    std::string procs = target.cgroup_dir.empty() ? "" : target.cgroup_dir + "/cgroup.procs";
+    std::vector<std::string> procs_files;
+    for (const auto& d : target.v1_cgroup_dirs) procs_files.push_back(d + "/cgroup.procs");
+    if (!target.cgroup_dir.empty()) procs_files.push_back(target.cgroup_dir + "/cgroup.procs");
 
     std::vector<std::string> args = req.args, env = req.env;
     std::vector<char*> argv, envp;
@@ -126,7 +133,7 @@ ExecStarted start_exec(const ExecTarget& target, const ExecRequest& req) {
         // A host binary inside the container's PID namespace until exec: not dumpable, so no
         // process there can open /proc/PID/exe of it (runc CVE-2019-5736, T-01).
         if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) fail(err_wr.get(), kSetns);
-        if (!procs.empty()) {
+        for (const auto& procs : procs_files) {
             int fd = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
             if (fd < 0 || ::write(fd, "0", 1) != 1) fail(err_wr.get(), kCgroup);
             ::close(fd);
@@ -159,7 +166,8 @@ ExecStarted start_exec(const ExecTarget& target, const ExecRequest& req) {
                 if (dup2(peer.get(), i) < 0) fail(err_wr.get(), kCtty);
             peer.reset();
         }
-        if (setgroups(0, nullptr) < 0) fail(err_wr.get(), kGroups);
+        std::vector<gid_t> groups(req.additional_gids.begin(), req.additional_gids.end());
+        if (setgroups(groups.size(), groups.data()) < 0) fail(err_wr.get(), kGroups);
         if (setresgid(req.gid, req.gid, req.gid) < 0) fail(err_wr.get(), kGid);
         if (req.uid != 0 && prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0) fail(err_wr.get(), kUid);
         if (core::drop_bounding_set(bounding) < 0) fail(err_wr.get(), kCaps);
@@ -180,6 +188,7 @@ ExecStarted start_exec(const ExecTarget& target, const ExecRequest& req) {
             errno = EXDEV;
             fail(keep, kCwd);
         }
+        if (req.umask) ::umask(static_cast<mode_t>(*req.umask));
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/base/unique_fd.hpp"
@@ -28,7 +29,10 @@ struct ExecRequest {
     uint32_t uid = 0, gid = 0;
     bool terminal = false;
     bool no_new_privileges = false;
-    std::optional<uint64_t> bounding;  // unset: the init's
+    std::optional<uint64_t> bounding;                           // unset: the init's
+    std::optional<std::pair<unsigned, unsigned>> console_size;  // (height, width) of the pty
+    std::vector<uint32_t> additional_gids;                      // exactly these (none: none), as runc
+    std::optional<uint32_t> umask;
 };
 
 // --process FILE: the runtime-spec "process" object, read by the config front end (the same
@@ -36,9 +40,10 @@ struct ExecRequest {
 ExecRequest parse_process_json(std::string_view text);
 
 struct ExecTarget {
-    pid_t pid = 0;           // the container's init
-    int pidfd = -1;          // pins it
-    std::string cgroup_dir;  // its cgroup2 directory ("" = stay in ours)
+    pid_t pid = 0;                            // the container's init
+    int pidfd = -1;                           // pins it
+    std::string cgroup_dir;                   // its cgroup2 directory ("" = stay in ours)
+    std::vector<std::string> v1_cgroup_dirs;  // its groups in the v1 hierarchies (v1 and hybrid hosts)
 };
 
 struct ExecStarted {

@@ -130,6 +130,24 @@ def test_rootfs_propagation(spawn_bin, bundle):
     assert r.stdout.split()[0].startswith("shared:"), r.stdout
 
 
+def test_cgroup_mount_shows_the_containers_own_groups_read_only(spawn_bin, bundle):
+    # podman's and containerd's "cgroup" mount: the host's layout, every hierarchy read-only, each
+    # rooted at the container's own group (mounted from its cgroup namespace).
+    cfg = base_config("ls /sys/fs/cgroup | grep -c . ; grep -c ':/$' /proc/self/cgroup; "
+                      "touch /sys/fs/cgroup/x 2>/dev/null || echo read-only; "
+                      "awk '$5 ~ \"^/sys/fs/cgroup/\" && $6 !~ /^ro/ {print \"writable\", $5}' /proc/self/mountinfo")
+    cfg["mounts"].append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                          "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]})
+    r = run(spawn_bin, bundle, cfg)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.split()
+    host = [d for d in os.listdir("/sys/fs/cgroup")] if not os.path.exists("/sys/fs/cgroup/cgroup.controllers") else []
+    if host:
+        assert int(out[0]) == len(host), r.stdout
+    assert int(out[1]) == len(open("/proc/self/cgroup").read().splitlines())  # every hierarchy rooted at "/"
+    assert out[2:] == ["read-only"], r.stdout
+
+
 def test_numeric_user_with_additional_gids(spawn_bin, bundle):
     cfg = base_config("grep -E '^(Uid|Gid|Groups|CapEff):' /proc/self/status")
     cfg["process"]["user"] = {"uid": 1000, "gid": 100, "additionalGids": [5, 4242]}

@@ -226,7 +226,10 @@ def test_exec_argv_process_file_and_detach(machrun, tree, tmp_path):
 
 
 def test_console_socket_hands_over_the_pty(machrun, tree, tmp_path):
-    bundle = make_bundle(machrun, tree, ["sh", "-c", "test -t 0 && echo tty-ok; tty"], terminal=True)
+    bundle = make_bundle(machrun, tree, ["sh", "-c", "test -t 0 && echo tty-ok; tty; stty size"], terminal=True)
+    config = json.loads((bundle / "config.json").read_text())
+    config["process"]["consoleSize"] = {"height": 33, "width": 101}  # applied to the pty handed over
+    (bundle / "config.json").write_text(json.dumps(config))
     sock_path = str(tmp_path / "console.sock")
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(sock_path)
@@ -248,7 +251,7 @@ def test_console_socket_hands_over_the_pty(machrun, tree, tmp_path):
             break
         out += chunk
     assert wait_exit(pid) == 0
-    assert b"tty-ok" in out and b"/dev/pts/" in out
+    assert b"tty-ok" in out and b"/dev/pts/" in out and b"33 101" in out, out
     os.close(master)
     conn.close()
     srv.close()
@@ -407,19 +410,33 @@ def test_cgroups_path_places_the_container_and_resources_are_applied_or_refused(
         assert open(f"/proc/{pid}/cgroup").read().count("::/machrun-test-cg/g1\n") == 1
         machrun("delete", "--force", "g1")
         assert not os.path.exists(CGROUP2 + "/machrun-test-cg/g1")
-        # A limit whose controller machrun's cgroup2 group cannot take (on a hybrid host memory and
-        # pids are v1 controllers) is refused naming the field: never silently dropped.
+        # A limit whose controller is on v1 (a hybrid host: memory, pids...) goes to the container's
+        # group in that v1 hierarchy, made from cgroupsPath, joined by the init, removed at delete.
         controllers = open(CGROUP2 + "/cgroup.controllers").read().split()
-        if "pids" not in controllers:
+        pids_v1 = "/sys/fs/cgroup/pids"
+        if "pids" not in controllers and os.path.exists(pids_v1 + "/cgroup.procs"):
             config["linux"]["resources"] = {"pids": {"limit": 100}}
+            config["linux"]["cgroupsPath"] = "/machrun-test-cg/g2"
             (bundle / "config.json").write_text(json.dumps(config))
-            r = machrun("create", "--bundle", str(bundle), "g2", check=False)
-            assert r.returncode == 1 and "pids" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+            machrun("create", "--bundle", str(bundle), "--pid-file", str(tmp_path / "pid2"), "g2")
+            pid = int((tmp_path / "pid2").read_text())
+            assert open(pids_v1 + "/machrun-test-cg/g2/pids.max").read() == "100\n"
+            assert "pids:/machrun-test-cg/g2\n" in open(f"/proc/{pid}/cgroup").read()
+            machrun("delete", "--force", "g2")
+            assert not os.path.exists(pids_v1 + "/machrun-test-cg/g2")
+        # A limit the host cannot express is refused naming the field, in one line, nothing left.
+        if "memory" not in controllers:
+            config["linux"]["resources"] = {"unified": {"memory.max": "1"}}
+            config["linux"]["cgroupsPath"] = "/machrun-test-cg/g3"
+            (bundle / "config.json").write_text(json.dumps(config))
+            r = machrun("create", "--bundle", str(bundle), "g3", check=False)
+            assert r.returncode == 1 and "unified.memory.max" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
             assert os.listdir(machrun.state_root) == []
-            assert not os.path.exists(CGROUP2 + "/machrun-test-cg/g2")
+            assert not os.path.exists(CGROUP2 + "/machrun-test-cg/g3")
     finally:
         reap()
-        try:
-            os.rmdir(CGROUP2 + "/machrun-test-cg")
-        except OSError:
-            pass
+        for base in (CGROUP2, "/sys/fs/cgroup/pids"):
+            try:
+                os.rmdir(base + "/machrun-test-cg")
+            except OSError:
+                pass

@@ -147,6 +147,37 @@ TEST(CgroupResources, PlanForThisHybridLayout) {
     EXPECT_NE(error_of(R"({"rdma": {"x": {}}})", kHybrid).find("no rdma cgroup controller"), std::string::npos);
 }
 
+TEST(CgroupResources, DefaultDeviceRulesFollowTheSpecsOwn) {
+    // podman sends only "deny all"; the runtime's defaults come after it, as runc's.
+    OciResources r = parse_oci_resources(R"({"devices": [{"allow": false, "access": "rwm"}]})");
+    auto defaults = oci_default_device_rules();
+    r.devices.insert(r.devices.end(), defaults.begin(), defaults.end());
+    auto w = plan_cgroup_resources(r, kHybrid);
+    ASSERT_EQ(w.size(), 13u);
+    EXPECT_EQ(w[0], (CgroupWrite{"devices", false, "devices.deny", "a"}));
+    EXPECT_EQ(w[1], (CgroupWrite{"devices", false, "devices.allow", "c *:* m"}));
+    EXPECT_EQ(w[2], (CgroupWrite{"devices", false, "devices.allow", "b *:* m"}));
+    EXPECT_EQ(w[3], (CgroupWrite{"devices", false, "devices.allow", "c 1:3 rwm"}));
+    EXPECT_EQ(w[10], (CgroupWrite{"devices", false, "devices.allow", "c 136:* rwm"}));
+    EXPECT_EQ(w[12], (CgroupWrite{"devices", false, "devices.allow", "c 10:200 rwm"}));
+    for (const auto& d : defaults) EXPECT_TRUE(d.allow);
+}
+
+TEST(CgroupResources, V1GroupsOnePerHierarchy) {
+    CgroupMounts m;
+    m.controllers = kHybrid;
+    m.v2_root = "/sys/fs/cgroup/unified";
+    m.v1_dirs = {{"cpu", "/r/cpu,cpuacct"}, {"cpuacct", "/r/cpu,cpuacct"}, {"pids", "/r/pids"}, {"devices", "/r/devices"}};
+    std::vector<CgroupWrite> w = {
+        {"devices", false, "devices.deny", "a"},   {"devices", false, "devices.allow", "c 1:3 rwm"},
+        {"cpu", false, "cpu.shares", "512"},       {"cpuacct", false, "cpuacct.x", "1"},
+        {"hugetlb", true, "hugetlb.2MB.max", "1"}, {"pids", false, "pids.max", "7"}};
+    EXPECT_EQ(cgroup_v1_groups(w, m, "/p/c"),
+              (std::vector<std::string>{"/r/devices/p/c", "/r/cpu,cpuacct/p/c", "/r/pids/p/c"}));
+    EXPECT_TRUE(cgroup_v1_groups({{"hugetlb", true, "hugetlb.2MB.max", "1"}}, m, "/p/c").empty());
+    EXPECT_THROW(cgroup_v1_groups({{"memory", false, "memory.limit_in_bytes", "1"}}, m, "/p/c"), std::system_error);
+}
+
 TEST(CgroupResources, DetectsAndAppliesOnThisHost) {
     CgroupMounts m = detect_cgroup_mounts();
     if (m.v1_dir("memory").empty() || m.v1_dir("pids").empty()) GTEST_SKIP() << "no v1 memory and pids controllers here";

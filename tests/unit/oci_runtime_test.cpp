@@ -32,6 +32,7 @@ ContainerState sample() {
     s.cgroup = "/machrun/abc";
     s.cgroup_root = "/sys/fs/cgroup";
     s.own_cgroup = true;
+    s.v1_cgroups = {"/sys/fs/cgroup/devices/machrun/abc", "/sys/fs/cgroup/pids/machrun/abc"};
     s.config = R"({"ociVersion":"1.0.0"})";
     return s;
 }
@@ -50,6 +51,7 @@ TEST(OciState, RoundTrips) {
     EXPECT_EQ(t.annotations, s.annotations);
     EXPECT_EQ(t.cgroup, s.cgroup);
     EXPECT_TRUE(t.own_cgroup);
+    EXPECT_EQ(t.v1_cgroups, s.v1_cgroups);
     EXPECT_EQ(t.config, s.config);
 }
 

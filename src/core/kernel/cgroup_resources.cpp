@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <fstream>
 #include <memory>
@@ -173,6 +174,26 @@ std::vector<CgroupWrite> plan_cgroup_resources(const OciResources& r, const Cgro
     return std::move(p.out);
 }
 
+std::vector<OciDeviceRule> oci_default_device_rules() {
+    auto c = [](std::optional<int64_t> major, std::optional<int64_t> minor, const char* access) {
+        return OciDeviceRule{.allow = true, .type = 'c', .major = major, .minor = minor, .access = access};
+    };
+    return {
+        c(std::nullopt, std::nullopt, "m"),
+        OciDeviceRule{.allow = true, .type = 'b', .major = std::nullopt, .minor = std::nullopt, .access = "m"},
+        c(1, 3, "rwm"),               // /dev/null
+        c(1, 8, "rwm"),               // /dev/random
+        c(1, 7, "rwm"),               // /dev/full
+        c(5, 0, "rwm"),               // /dev/tty
+        c(1, 5, "rwm"),               // /dev/zero
+        c(1, 9, "rwm"),               // /dev/urandom
+        c(5, 1, "rwm"),               // /dev/console
+        c(136, std::nullopt, "rwm"),  // /dev/pts/*
+        c(5, 2, "rwm"),               // /dev/ptmx
+        c(10, 200, "rwm"),            // /dev/net/tun
+    };
+}
+
 std::string CgroupMounts::v1_dir(const std::string& controller) const {
     for (const auto& [c, dir] : v1_dirs)
         if (c == controller) return dir;
@@ -212,6 +233,19 @@ CgroupMounts detect_cgroup_mounts(const std::string& root) {
         }
     }
     return m;
+}
+
+std::vector<std::string> cgroup_v1_groups(const std::vector<CgroupWrite>& writes, const CgroupMounts& mounts,
+                                          const std::string& cgroup_path) {
+    std::vector<std::string> out;
+    for (const auto& w : writes) {
+        if (w.v2) continue;
+        std::string base = mounts.v1_dir(w.controller);
+        if (base.empty()) throw_errno(ENOENT, "no hierarchy for the " + w.controller + " controller");
+        std::string dir = base + cgroup_path;
+        if (std::find(out.begin(), out.end(), dir) == out.end()) out.push_back(std::move(dir));
+    }
+    return out;
 }
 
 void apply_cgroup_writes(const std::vector<CgroupWrite>& writes, const CgroupMounts& mounts,

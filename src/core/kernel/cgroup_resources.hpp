@@ -33,6 +33,12 @@ struct CgroupWrite {
 // Ordered as the kernel needs them (cfs period before quota, memory limit before memsw). Pure.
 std::vector<CgroupWrite> plan_cgroup_resources(const OciResources& resources, const CgroupControllers& where);
 
+// The device rules an OCI runtime adds after config.json's own (runc's specconv.AllowedDevices, in
+// its order): mknod of any device, the standard character devices (null, zero, full, random,
+// urandom, tty, console), ptmx and the pts range, and tun. Engines such as podman send only
+// `deny a` and rely on these, so a runtime without them leaves the container no /dev/null. Pure.
+std::vector<OciDeviceRule> oci_default_device_rules();
+
 // Where the host's controllers are mounted under `root` (normally /sys/fs/cgroup).
 struct CgroupMounts {
     CgroupControllers controllers;
@@ -41,6 +47,13 @@ struct CgroupMounts {
     std::string v1_dir(const std::string& controller) const;   // "" if not on v1
 };
 CgroupMounts detect_cgroup_mounts(const std::string& root = "/sys/fs/cgroup");
+
+// The v1 groups a plan writes to: <controller's hierarchy>/<cgroup_path> for each v1 controller
+// the writes name, one per hierarchy (cpu and cpuacct mounted together are one group), in the
+// order of first use. A runtime makes these, moves the container into them and removes them at
+// delete. Pure.
+std::vector<std::string> cgroup_v1_groups(const std::vector<CgroupWrite>& writes, const CgroupMounts& mounts,
+                                          const std::string& cgroup_path);
 
 // Writes each value to <hierarchy>/<cgroup_path>/<file> (cgroup_path: "/machine.slice/x.scope").
 // The groups must exist. Throws std::system_error naming the file and value on the first failure.

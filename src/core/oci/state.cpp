@@ -90,6 +90,7 @@ std::string state_to_json(const ContainerState& s) {
         {"cgroup", s.cgroup},
         {"cgroupRoot", s.cgroup_root},
         {"ownCgroup", s.own_cgroup},
+        {"v1Cgroups", s.v1_cgroups},
         {"config", s.config},
     };
     return j.dump();
@@ -112,6 +113,7 @@ ContainerState state_from_json(std::string_view text) {
         s.cgroup = j.at("cgroup").get<std::string>();
         s.cgroup_root = j.at("cgroupRoot").get<std::string>();
         s.own_cgroup = j.at("ownCgroup").get<bool>();
+        s.v1_cgroups = j.at("v1Cgroups").get<std::vector<std::string>>();
         s.config = j.at("config").get<std::string>();
     } catch (const json::exception& e) {
         bad_state(e.what());
@@ -216,6 +218,11 @@ OciStateDir::OciStateDir(std::string root) : root_(std::move(root)) {
     if (root_.empty() || root_[0] != '/') throw UsageError("--root must be an absolute path");
     while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
     // The state names host pids and config.json, which may carry secrets in its environment.
+    // Missing parents are made too, as runc's MkdirAll (containerd's shim passes
+    // /run/containerd/runc/NAMESPACE before anything made /run/containerd/runc).
+    for (size_t slash = root_.find('/', 1); slash != std::string::npos; slash = root_.find('/', slash + 1))
+        if (mkdir(root_.substr(0, slash).c_str(), 0700) < 0 && errno != EEXIST)
+            throw_last_error("cannot create the runtime root " + root_);
     if (mkdir(root_.c_str(), 0700) < 0 && errno != EEXIST) throw_last_error("cannot create the runtime root " + root_);
     root_fd_.reset(open(root_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!root_fd_) throw_last_error("cannot open the runtime root " + root_);

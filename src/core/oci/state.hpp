@@ -50,7 +50,11 @@ struct ContainerState {
     std::string cgroup;       // the container's cgroup relative to the hierarchy roots ("" = none made)
     std::string cgroup_root;  // where the hierarchies are mounted (/sys/fs/cgroup)
     bool own_cgroup = false;  // machrun made the cgroup and removes it at delete
-    std::string config;       // config.json as read at create (hooks, process for exec), verbatim
+    // The v1 groups (absolute, one per hierarchy) machrun made for linux.resources on a v1 or
+    // hybrid host: the container and its execs join them; delete removes them. Like the cgroup2
+    // group's, missing parents machrun had to make stay (they may be shared).
+    std::vector<std::string> v1_cgroups;
+    std::string config;  // config.json as read at create (hooks, process for exec), verbatim
 };
 
 // runc's id rule (^[\w+-\.]+$, not "." or ".."), bounded: the id names a directory under the root.

@@ -335,7 +335,7 @@ RootFs mount_root_fs(const SpawnSpec& spec, Prepared& p) {
 
 void enter_cgroup_namespace(const Prepared& p, int root) {
     if (unshare(CLONE_NEWCGROUP) < 0) throw_last_error("cannot create a cgroup namespace");
-    if (p.cgroups) apply_mount_plan(root, p.cgroup_plan);
+    if (p.cgroups || !p.cgroup_plan.empty()) apply_mount_plan(root, p.cgroup_plan);  // a booted guest's, or OCI's
 }
 
 UniqueFd populate_guest_files(const SpawnSpec& spec, const Prepared& p, const RootFs& fs) {

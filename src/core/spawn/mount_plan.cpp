@@ -360,6 +360,9 @@ std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, std::optional<uin
     for (const auto& path : spec.inaccessible) {
         MountStep m = mask(path, false);
         m.source.clear();  // chosen at apply time from the target's type (file or directory)
+        // OCI maskedPaths that do not exist are skipped, as runc (podman lists /proc/kcore,
+        // which not every kernel has); nspawn's --inaccessible= insists.
+        m.optional = std::ranges::find(spec.oci.masked_paths, path) != spec.oci.masked_paths.end();
         p.push_back(m);
     }
     if (uid_shift) {

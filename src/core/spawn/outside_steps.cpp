@@ -426,8 +426,21 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
         }
     } else if (p.guest.boot) {
         plan_cgroups(p, spec, root);
+    } else if (std::ranges::any_of(spec.oci.mounts, [](const OciMount& m) {
+                   return m.destination == "/sys/fs/cgroup" && (m.type == "cgroup" || m.type == "cgroup2");
+               })) {
+        // ---- OCI (config.json) ----
+        // A "cgroup" mount (podman, containerd): the host's layout, every hierarchy read-only as
+        // runc's, mounted from the container's cgroup namespace once it is placed in its groups
+        // (enter_cgroup_namespace), so each hierarchy's root is the container's own group.
+        p.cgroup_plan = build_cgroup_mount_plan(detect_cgroup_layout());
+        for (auto& step : p.cgroup_plan)
+            if (step.kind == StepKind::Fs && (step.fstype == "cgroup" || step.fstype == "cgroup2"))
+                step.attrs |= MOUNT_ATTR_RDONLY;
+        // ---- end OCI ----
     }
-    p.wait_for_parent = registering || p.cgroups.has_value();
+    // An OCI cgroup mount is made from a cgroup namespace entered after the parent placed us.
+    p.wait_for_parent = registering || p.cgroups.has_value() || !p.cgroup_plan.empty();
     p.wait_for_network = ContainerNetwork::needed(spec);
     return p;
 }

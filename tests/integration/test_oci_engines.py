@@ -1,0 +1,322 @@
+"""Real engines driving machrun: podman 4.3 (through conmon) and containerd 1.6 (through ctr and
+its runc v2 shim), both from Debian 12, on an image made offline from the busybox tree.
+
+podman runs with a private storage root and run root (vfs driver, cgroupfs manager, file events)
+and --network=none, so host podman state and host networking are untouched. containerd is a
+private daemon (own config, root, state and socket in a tmp dir, CRI disabled), stopped by pid.
+Root only; real namespaces, mounts and cgroups."""
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+CGROUP = pathlib.Path("/sys/fs/cgroup")
+ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
+IMAGE = "localhost/podmanh-bb:latest"
+
+
+def machrun_bin():
+    from conftest import BUILD  # noqa: PLC0415
+
+    binary = BUILD / "src" / "runtime" / "machrun"
+    if not binary.exists():
+        pytest.skip(f"{binary} not built")
+    return str(binary)
+
+
+def hierarchies():
+    """Every cgroup hierarchy's root on this host (v1 controllers and cgroup2)."""
+    out = []
+    for d in sorted(CGROUP.iterdir()):
+        if d.is_dir() and not d.is_symlink():
+            out.append(d)
+    if (CGROUP / "cgroup.controllers").exists():
+        out = [CGROUP]
+    return out
+
+
+def groups_named(name):
+    """Groups called `name` anywhere in any hierarchy (shallow: engines nest one or two deep)."""
+    found = []
+    for h in hierarchies():
+        for depth in ("*", "*/*", "*/*/*"):
+            found += [str(p) for p in h.glob(depth) if p.name == name and p.is_dir()]
+    return found
+
+
+def mounts_mentioning(text):
+    return [line for line in pathlib.Path("/proc/self/mountinfo").read_text().splitlines() if text in line]
+
+
+# ---- podman -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def podman(busybox_tree_template, tmp_path_factory):
+    if not shutil.which("podman"):
+        pytest.skip("podman is not installed")
+    machrun = machrun_bin()
+    base = tmp_path_factory.mktemp("podmanh")
+    store = [
+        "--root", str(base / "root"), "--runroot", str(base / "runroot"), "--storage-driver", "vfs",
+        "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--tmpdir", str(base / "tmp"),
+    ]
+
+    class P:
+        dir = base
+
+        def __call__(self, *args, check=True, timeout=60, runtime=machrun, **kw):
+            kw.setdefault("stdin", subprocess.DEVNULL)
+            r = subprocess.run(["podman", *store, "--runtime", runtime, *args], capture_output=True, text=True,
+                               timeout=timeout, **kw)
+            if check and r.returncode != 0:
+                raise AssertionError(f"podman {' '.join(args)} failed ({r.returncode}): {r.stderr}")
+            return r
+
+    p = P()
+    tar = base / "bb.tar"
+    subprocess.run(["tar", "-C", str(busybox_tree_template), "-cf", str(tar), "."], check=True)
+    p("import", str(tar), IMAGE)
+    yield p
+    p("rm", "-af", "-t", "0", check=False)
+    p("rmi", "-af", check=False)
+    subprocess.run(["podman", *store, "system", "reset", "-f"], capture_output=True, timeout=120)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def run_flags(*extra):
+    return ["run", "--network=none", *ULIMITS, *extra]
+
+
+def container_id(podman, name):
+    return podman("inspect", "--format", "{{.Id}}", name).stdout.strip()
+
+
+def status_of(podman, name):
+    return podman("inspect", "--format", "{{.State.Status}}", name).stdout.strip()
+
+
+def wait_for(pred, timeout=20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
+
+
+def test_podman_run_prints_output_and_propagates_the_exit_code(podman):
+    r = podman(*run_flags("--rm"), IMAGE, "sh", "-c", "echo hello from $(hostname); exit 3", check=False)
+    assert r.returncode == 3, r.stderr
+    assert r.stdout.startswith("hello from ")
+    ok = podman(*run_flags("--rm"), IMAGE, "true", check=False)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_podman_memory_and_pids_limits_are_read_back_inside(podman):
+    # On this hybrid host memory and pids are v1 controllers: machrun makes the container's v1
+    # groups from cgroupsPath, and podman's "cgroup" mount shows them read-only inside.
+    r = podman(*run_flags("--rm", "--memory", "64m", "--pids-limit", "33"), IMAGE, "sh", "-c",
+               "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max; "
+               "touch /sys/fs/cgroup/pids/x 2>/dev/null && echo writable || echo read-only")
+    assert r.stdout.split() == ["67108864", "33", "read-only"], r.stderr
+
+
+def test_podman_cpu_limits_cap_drop_and_sysctl(podman):
+    # cpu and cpuset are v1 here too; a new v1 cpuset group takes its parent's cpus and mems first.
+    r = podman(*run_flags("--rm", "--cpus", "0.5", "--cpu-shares", "512", "--cpuset-cpus", "0", "--cap-drop", "ALL",
+                          "--sysctl", "net.ipv4.ip_forward=1"), IMAGE, "sh", "-c",
+               "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpuset/cpuset.cpus "
+               "/proc/sys/net/ipv4/ip_forward; grep CapEff /proc/self/status")
+    assert r.stdout.split() == ["50000", "512", "0", "1", "CapEff:", "0000000000000000"], r.stderr
+
+
+def test_podman_devices_rule_keeps_the_standard_nodes(podman):
+    # podman sends only "deny all"; runc's default rules follow it, so /dev/null works and a
+    # device outside them (a new loop node, 7:200) cannot be opened.
+    r = podman(*run_flags("--rm", "--cap-add", "MKNOD"), IMAGE, "sh", "-c",
+               "echo x > /dev/null && head -c 4 /dev/urandom | wc -c; mknod /l b 7 200 && "
+               "(head -c1 /l >/dev/null 2>&1 && echo opened || echo denied)")
+    assert r.stdout.split() == ["4", "denied"], r.stderr
+
+
+def test_podman_detached_exec_ps_pause_stop(podman):
+    podman(*run_flags("-d", "--name", "podmanh-d"), IMAGE, "sh", "-c",
+           "trap 'exit 7' TERM; sleep 1000 & wait")
+    try:
+        assert status_of(podman, "podmanh-d") == "running"
+        ps = podman("ps", "--format", "{{.Names}} {{.Status}}").stdout
+        assert "podmanh-d Up" in ps
+        ex = podman("exec", "podmanh-d", "sh", "-c", "echo in-exec; cat /sys/fs/cgroup/pids/pids.max; exit 4",
+                    check=False)
+        assert ex.returncode == 4, ex.stderr
+        assert ex.stdout.split() == ["in-exec", "2048"]  # the exec is in the container's v1 pids group
+        # podman exec --user: the process.json user (and umask) are applied, not dropped.
+        assert podman("exec", "--user", "1000:1000", "podmanh-d", "sh", "-c", "id -u; id -g; umask").stdout.split() == [
+            "1000", "1000", "0022"]
+        podman("pause", "podmanh-d")
+        assert status_of(podman, "podmanh-d") == "paused"
+        assert "podmanh-d Paused" in podman("ps", "-a", "--format", "{{.Names}} {{.Status}}").stdout
+        podman("unpause", "podmanh-d")
+        assert status_of(podman, "podmanh-d") == "running"
+        podman("stop", "-t", "10", "podmanh-d")
+        assert status_of(podman, "podmanh-d") == "exited"
+        assert podman("inspect", "--format", "{{.State.ExitCode}}", "podmanh-d").stdout.strip() == "7"
+    finally:
+        podman("rm", "-f", "podmanh-d", check=False)
+
+
+def test_podman_kill(podman):
+    podman(*run_flags("-d", "--name", "podmanh-k"), IMAGE, "sleep", "1000")
+    try:
+        podman("kill", "-s", "KILL", "podmanh-k")
+        assert wait_for(lambda: status_of(podman, "podmanh-k") == "exited")
+        assert podman("inspect", "--format", "{{.State.ExitCode}}", "podmanh-k").stdout.strip() == "137"
+    finally:
+        podman("rm", "-f", "podmanh-k", check=False)
+
+
+def test_podman_tty_through_the_console_socket(podman):
+    r = podman(*run_flags("--rm", "-t"), IMAGE, "sh", "-c", "tty; test -t 1 && echo is-a-tty")
+    lines = r.stdout.replace("\r", "").split()
+    assert lines == ["/dev/pts/0", "is-a-tty"], r.stderr
+
+
+def test_podman_rm_f_leaves_no_cgroups_mounts_or_state(podman):
+    podman(*run_flags("-d", "--name", "podmanh-rm", "--memory", "32m"), IMAGE, "sleep", "1000")
+    cid = container_id(podman, "podmanh-rm")
+    group = "libpod-" + cid
+    made = groups_named(group)
+    # The container's group in cgroup2 and in the v1 hierarchies its limits need.
+    assert any("/memory/" in g for g in made) and any("/pids/" in g for g in made), made
+    podman("rm", "-f", "podmanh-rm")
+    assert groups_named(group) == []
+    assert not os.path.exists(f"/run/machrun/{cid}")
+    assert mounts_mentioning(cid) == []
+
+
+def test_podman_refused_field_is_one_line(podman):
+    # --read-only makes podman ask for crun's tmpcopyup extension on /run, /tmp, /var/tmp.
+    r = podman(*run_flags("--rm", "--read-only"), IMAGE, "true", check=False)
+    assert r.returncode != 0
+    assert "OCI config field 'mounts[].options 'tmpcopyup'" in r.stderr
+    assert podman("ps", "-aq").stdout.strip() == ""
+
+
+# ---- containerd -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def containerd(podman, tmp_path_factory):
+    if not shutil.which("containerd") or not shutil.which("ctr"):
+        pytest.skip("containerd is not installed")
+    machrun = machrun_bin()
+    base = tmp_path_factory.mktemp("ctdh")
+    sock = base / "c.sock"
+    config = base / "config.toml"
+    config.write_text(f"""version = 2
+root = "{base}/root"
+state = "{base}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[debug]
+  address = "{base}/debug.sock"
+[metrics]
+  address = ""
+""")
+    log = open(base / "containerd.log", "w")
+    daemon = subprocess.Popen(["containerd", "--config", str(config)], stdout=log, stderr=log,
+                              stdin=subprocess.DEVNULL)
+    ns = "podmanh"
+
+    class C:
+        dir = base
+        binary = machrun
+
+        def __call__(self, *args, check=True, timeout=60):
+            r = subprocess.run(["ctr", "-a", str(sock), "-n", ns, *args], capture_output=True, text=True,
+                               timeout=timeout, stdin=subprocess.DEVNULL)
+            if check and r.returncode != 0:
+                raise AssertionError(f"ctr {' '.join(args)} failed ({r.returncode}): {r.stderr}")
+            return r
+
+    c = C()
+    try:
+        assert wait_for(lambda: c("version", check=False).returncode == 0), (base / "containerd.log").read_text()
+        archive = base / "bb-oci.tar"
+        podman("save", "--format", "oci-archive", "-o", str(archive), IMAGE)
+        c("image", "import", str(archive))
+        yield c
+    finally:
+        for task in c("task", "ls", "-q", check=False).stdout.split():
+            c("task", "kill", "-s", "SIGKILL", task, check=False)
+            c("task", "delete", "-f", task, check=False)
+        for ctr in c("container", "ls", "-q", check=False).stdout.split():
+            c("container", "delete", ctr, check=False)
+        c("image", "rm", IMAGE, check=False)
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+        for m in reversed(mounts_mentioning(str(base))):
+            subprocess.run(["umount", "-l", m.split()[4]], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(f"/run/containerd/runc/{ns}", ignore_errors=True)
+        for h in hierarchies():
+            try:
+                os.rmdir(h / ns)  # the namespace's parent group, once empty
+            except OSError:
+                pass
+
+
+def test_ctr_run_prints_output_and_propagates_the_exit_code(containerd):
+    r = containerd("run", "--rm", "--runc-binary", containerd.binary, IMAGE, "podmanh-c1", "sh", "-c",
+                   "echo hello-ctr; exit 5", check=False)
+    assert r.returncode == 5, r.stderr
+    assert r.stdout == "hello-ctr\n"
+    assert groups_named("podmanh-c1") == []
+
+
+def test_ctr_task_exec_kill_ls_and_limits(containerd):
+    containerd("run", "-d", "--runc-binary", containerd.binary, "--memory-limit", "67108864", IMAGE,
+               "podmanh-c3", "sleep", "1000")
+    try:
+        tasks = containerd("task", "ls").stdout
+        assert any(line.split()[0] == "podmanh-c3" and line.split()[2] == "RUNNING"
+                   for line in tasks.splitlines()[1:]), tasks
+        memory = [g for g in groups_named("podmanh-c3") if "/memory/" in g]
+        assert len(memory) == 1 and pathlib.Path(memory[0], "memory.limit_in_bytes").read_text().strip() == "67108864"
+        ex = containerd("task", "exec", "--exec-id", "e1", "podmanh-c3", "sh", "-c", "echo in-exec; exit 4",
+                        check=False)
+        assert ex.returncode == 4, ex.stderr
+        assert ex.stdout == "in-exec\n"
+        containerd("task", "kill", "-s", "SIGKILL", "podmanh-c3")
+        assert wait_for(lambda: "STOPPED" in containerd("task", "ls").stdout)
+    finally:
+        containerd("task", "delete", "-f", "podmanh-c3", check=False)
+        containerd("container", "delete", "podmanh-c3", check=False)
+    assert groups_named("podmanh-c3") == []
+    assert not os.path.exists("/run/containerd/runc/podmanh/podmanh-c3")
+
+
+def test_ctr_shows_machrun_json_error_line_on_a_failing_create(containerd):
+    r = containerd("run", "--rm", "--runc-binary", containerd.binary, "--apparmor-profile", "podmanh-x", IMAGE,
+                   "podmanh-c2", "true", check=False)
+    assert r.returncode != 0
+    # The shim read the last "level":"error" line of machrun's --log-format json log.
+    assert "OCI runtime create failed: OCI config field 'process.apparmorProfile" in r.stderr, r.stderr
+    containerd("container", "delete", "podmanh-c2", check=False)
+    assert groups_named("podmanh-c2") == []
