@@ -95,7 +95,11 @@ int restore_main(const std::vector<std::string>& args) {
     core::UniqueFd sfd(signalfd(-1, &mask, SFD_CLOEXEC));
     if (!sfd) core::throw_last_error("signalfd");
 
-    core::criu::Restored restored = core::criu::restore_machine({a.dir, name, criu});
+    core::criu::RestoreRequest req;
+    req.image_dir = a.dir;
+    req.machine = name;
+    req.criu = criu;
+    core::criu::Restored restored = core::criu::restore_machine(req);
     pid_t leader = restored.pid;
     core::SpawnSpec spec;
     spec.machine_name = name;
