@@ -256,3 +256,19 @@ def test_veth_container_restores_with_its_address(bus, containers, tree, tmp_pat
         r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", sh], capture_output=True,
                            text=True, env=bus.env())
         assert any(l.split()[:2] == ["cr-veth", "container"] for l in r.stdout.splitlines()), r.stdout + r.stderr
+
+
+
+def test_private_user_namespace_container_is_refused_and_runs_on(bus, containers, tree, tmp_path):
+    # -U, measured here with criu 4.2.1: criu cannot bind-mount the container's own /dev tmpfs
+    # (made inside its user namespace) to dump its contents, "Can't bind-mount NN:./dev to
+    # /tmp/cr-tmpfs.XXXXXX: Invalid argument" (docs/criu.md). The refusal is one line with criu's
+    # reason, nothing is left behind and the machine keeps running.
+    p = containers.start(tree, "cr-userns", COUNTER, extra=["-U"])
+    assert wait_for(lambda: count_of(bus, "cr-userns") >= 3)
+    img = tmp_path / "img"
+    r = machctl(bus, "checkpoint", "cr-userns", img)
+    assert r.returncode != 0 and "criu dump of cr-userns failed" in r.stderr and "runs on" in r.stderr, r.stderr
+    assert not img.exists() and p.poll() is None
+    before = count_of(bus, "cr-userns")
+    assert wait_for(lambda: count_of(bus, "cr-userns") > before)
