@@ -262,3 +262,33 @@ def test_bad_input_leaves_nothing(machrun, tree, tmp_path):
     r = machrun("checkpoint", "--pre-dump", "--image-path", str(tmp_path / "img"), "criu-bad", check=False)
     assert r.returncode != 0 and "CONFIG_MEM_SOFT_DIRTY" in r.stderr
     assert not (tmp_path / "img").exists()
+
+
+def test_joined_network_namespace_is_external_and_rejoined(machrun, tree, tmp_path):
+    # linux.namespaces[].path: criu must not dump a namespace the container did not make; it is
+    # declared external at dump and handed back (that path's fd) at restore, as runc does.
+    ns = "criu-ns-%d" % os.getpid()
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        bundle = make_bundle(tree, COUNTER)
+        config = json.loads((bundle / "config.json").read_text())
+        config["linux"]["namespaces"] = [n if n["type"] != "network" else {"type": "network",
+                                                                            "path": f"/run/netns/{ns}"}
+                                         for n in config["linux"]["namespaces"]]
+        (bundle / "config.json").write_text(json.dumps(config))
+        machrun("create", "--bundle", str(bundle), "criu-netns")
+        machrun("start", "criu-netns")
+        assert wait_for(lambda: count(tree) >= 3)
+        want = os.stat(f"/run/netns/{ns}").st_ino
+        pid = json.loads(machrun("state", "criu-netns").stdout)["pid"]
+        assert os.stat(f"/proc/{pid}/ns/net").st_ino == want
+        img = tmp_path / "img"
+        machrun("checkpoint", "--image-path", str(img), "criu-netns")
+        dumped = count(tree)
+        machrun("restore", "--detach", "--bundle", str(bundle), "--image-path", str(img), "criu-netns")
+        pid = json.loads(machrun("state", "criu-netns").stdout)["pid"]
+        assert os.stat(f"/proc/{pid}/ns/net").st_ino == want
+        assert wait_for(lambda: count(tree) > dumped)
+        machrun("delete", "--force", "criu-netns")
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True)

@@ -89,7 +89,10 @@ std::vector<MountInfo> parse_mountinfo(std::string_view text) {
         m.mountpoint = unescape(f[4]);
         m.fstype = std::string(f[sep + 1]);
         m.source = sep + 2 < f.size() ? unescape(f[sep + 2]) : std::string();
-        if (m.root.empty() || m.root[0] != '/' || m.mountpoint.empty() || m.mountpoint[0] != '/')
+        // A bind of a namespace file (ip netns, a runtime's pinned namespaces) has the nsfs
+        // dentry's name as its root: "net:[4026532...]".
+        bool ns_root = m.fstype == "nsfs" && !m.root.empty() && m.root.find(":[") != std::string::npos;
+        if (m.root.empty() || (m.root[0] != '/' && !ns_root) || m.mountpoint.empty() || m.mountpoint[0] != '/')
             throw std::runtime_error("mountinfo: paths must be absolute");
         out.push_back(std::move(m));
     }
