@@ -292,3 +292,16 @@ def test_joined_network_namespace_is_external_and_rejoined(machrun, tree, tmp_pa
         machrun("delete", "--force", "criu-netns")
     finally:
         subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+
+
+def test_restore_without_detach_waits_and_returns_the_exit_status(machrun, tree, tmp_path):
+    bundle = make_bundle(tree, ["sh", "-c", "echo 1 > /count; sleep 3; exit 7"])
+    machrun("create", "--bundle", str(bundle), "criu-wait")
+    machrun("start", "criu-wait")
+    assert wait_for(lambda: count(tree) == 1)
+    img = tmp_path / "img"
+    machrun("checkpoint", "--image-path", str(img), "criu-wait")
+    r = machrun("restore", "--bundle", str(bundle), "--image-path", str(img), "criu-wait", check=False)
+    assert r.returncode == 7, r.stderr
+    assert "criu-wait" not in machrun.ids()
+    assert not os.path.exists(f"{CGROUP2}/machrun/criu-wait")
