@@ -182,6 +182,18 @@ void empty_directory_noexcept(const std::string& path) noexcept {
     closedir(d);
 }
 
+// Whether the leader's stdin is a pty slave of a devpts mounted in the container (its own
+// instance, as spawn's and machrun's consoles are), whose master is then outside the tree.
+bool terminal_is_own_pty(const std::string& pid, const std::vector<MountInfo>& mounts) {
+    struct stat st;
+    if (stat(("/proc/" + pid + "/fd/0").c_str(), &st) < 0 || !S_ISCHR(st.st_mode)) return false;
+    if (major(st.st_rdev) < 136 || major(st.st_rdev) > 143) return false;
+    std::string dev = std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev));
+    for (const auto& m : mounts)
+        if (m.fstype == "devpts" && m.dev == dev) return true;
+    return false;
+}
+
 void refuse_pidfd_guest(const std::string& machine, const std::string& root, const Version& v) {
     int sd = guest_systemd_version(root);
     if (sd >= 255 && version_less(v, Version{4, 1, 0, {}}))
@@ -247,7 +259,8 @@ CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
     auto container_mounts = mountinfo_of(pid);
     rec.mounts = plan_external_mounts(container_mounts, mountinfo_of("self"));
     rec.stdio = stdio_keys(pid, container_mounts);
-    if (req.own_terminal) {
+    rec.orphan_pty = req.own_terminal || terminal_is_own_pty(pid, container_mounts);
+    if (rec.orphan_pty) {
         // The terminal is the container's own pty (its devpts, bound on /dev/console), the
         // master the engine's: criu dumps the slave as a pty whose master is outside
         // (orphan_pts_master, as runc), not as an external file, and the restore makes a new
@@ -314,7 +327,7 @@ CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
     for (const auto& k : rec.stdio)
         if (k.starts_with("file[") || k.starts_with("tty[")) o.external.push_back(k);
     o.freeze_cgroup = req.freezer_cgroup;
-    o.orphan_pts_master = req.own_terminal;
+    o.orphan_pts_master = rec.orphan_pty;
     Request r;
     r.type = ReqType::Dump;
     r.opts = o;
@@ -394,7 +407,7 @@ Restored restore_machine(const RestoreRequest& req) {
     o.ext_unix_sk = req.ext_unix_sk;
     o.shell_job = req.shell_job;
     o.file_locks = req.file_locks;
-    o.orphan_pts_master = req.orphan_pts_master;
+    o.orphan_pts_master = req.orphan_pts_master || rec.orphan_pty;
     if (req.manage_cgroups_mode) o.manage_cgroups_mode = req.manage_cgroups_mode;
     for (const auto& m : rec.mounts) o.ext_mnt.emplace_back(m.key, m.source);
     std::vector<int> fds{dir.get()};

@@ -152,6 +152,7 @@ std::string encode_record(const CheckpointRecord& r) {
     j["criu_version"] = r.criu_version;
     j["host_network"] = r.host_network;
     j["tcp_established"] = r.tcp_established;
+    if (r.orphan_pty) j["orphan_pty"] = true;
     if (!r.veth_host.empty()) {
         nlohmann::json v;
         v["host"] = r.veth_host;
@@ -190,6 +191,7 @@ CheckpointRecord decode_record(std::string_view text) {
         r.criu_version = j.at("criu_version").get<std::string>();
         r.host_network = j.at("host_network").get<bool>();
         r.tcp_established = j.value("tcp_established", false);
+        r.orphan_pty = j.value("orphan_pty", false);
         if (j.contains("veth")) {
             const auto& v = j.at("veth");
             r.veth_host = v.at("host").get<std::string>();
