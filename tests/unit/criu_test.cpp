@@ -234,6 +234,9 @@ TEST(CriuPlan, RecordRoundTripsAndRejectsBadInput) {
     ASSERT_EQ(back.files.size(), 2u);
     EXPECT_EQ(back.files[0].hash, 99u);
     EXPECT_FALSE(back.files[1].hash);
+    EXPECT_FALSE(back.orphan_pty);
+    r.orphan_pty = true;
+    EXPECT_TRUE(decode_record(encode_record(r)).orphan_pty);
 
     EXPECT_THROW(decode_record("[]"), UsageError);
     EXPECT_THROW(decode_record("{\"format\": 2}"), UsageError);
