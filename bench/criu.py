@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Checkpoint/restore benchmark: one process holding 256 MiB of touched memory in a container,
 checkpointed to a directory and restored, with machkit (machctl checkpoint/restore through machd
-on a private bus, spawn --restore as the supervisor) and with runc 1.1 (runc checkpoint / runc
-restore -d), both driving the same criu: the sid fixture's 4.2 through its loader (MK_CRIU for
+on a private bus, spawn --restore as the supervisor), with runc 1.1 (runc checkpoint / runc
+restore -d) and with machrun (the same commands on runc's bundle), all driving the same criu: the sid fixture's 4.2 through its loader (MK_CRIU for
 machkit; a wrapper script given to runc --criu). Prints per-run times, medians and ratios.
 
 usage: bench/criu.py BUILD_DIR [REPS]   (root; needs runc, gcc, tests/helpers/sid-fixture.sh's tree)
 """
+import ctypes
 import os
 import pathlib
 import shutil
@@ -39,6 +40,15 @@ def run(*a, **kw):
     return subprocess.run([str(x) for x in a], check=True, capture_output=True, text=True, **kw)
 
 
+def reap():
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                return
+        except ChildProcessError:
+            return
+
+
 def main():
     build = pathlib.Path(sys.argv[1]).resolve()
     reps = int(sys.argv[2]) if len(sys.argv) > 2 else 3
@@ -64,6 +74,14 @@ def main():
         cfg["process"]["args"] = ["/hog"]
         cfg["process"]["terminal"] = False
         (bundle / "config.json").write_text(json.dumps(cfg))
+        # machrun's: the same config without linux.resources (runc's template denies all devices
+        # there, which machrun cannot apply on this hybrid host's cgroup2 group and refuses).
+        mbundle = work / "machrun-bundle"
+        mbundle.mkdir()
+        cfg["linux"].pop("resources", None)
+        # runc skips masked paths that do not exist (/proc/asound here); machrun refuses them.
+        cfg["linux"]["maskedPaths"] = [m for m in cfg["linux"].get("maskedPaths", []) if os.path.exists(m)]
+        (mbundle / "config.json").write_text(json.dumps(cfg))
 
         os.environ["MK_CRIU"] = criu
         bus = Bus()
@@ -71,7 +89,9 @@ def main():
                       extra_args=["--spawn-path=%s" % (build / "src/spawn/spawn"), "--log-dir=%s" % (work / "logs")])
         machd.start()
         machctl = str(build / "src/machctl/machctl")
-        ours, theirs = [], []
+        ours, theirs, oci = [], [], []
+        # machrun's restored init is its child; once machrun leaves, ours (conmon is a subreaper too).
+        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
         rid = "mk-criu-bench-%d" % os.getpid()  # runc's ids are host-wide: never touch another's
         try:
             for i in range(reps):
@@ -115,10 +135,34 @@ def main():
                 r.wait()
                 theirs.append((t1 - t0, t2 - t1))
                 shutil.rmtree(img)
+
+                # machrun, the OCI runtime, on runc's very bundle and commands
+                img = work / ("machrun-%d" % i)
+                mr = [str(build / "src/runtime/machrun"), "--root", str(work / "machrun-state"), "--criu", criu]
+                c = subprocess.Popen([*mr, "create", "--bundle", str(mbundle), rid], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                assert c.wait(60) == 0, c.stderr.read()
+                run(*mr, "start", rid)
+                line = c.stdout.readline()
+                assert line == b"ready\n", c.stderr.read()
+                t0 = time.monotonic()
+                run(*mr, "checkpoint", "--image-path", img, rid)
+                t1 = time.monotonic()
+                subprocess.run([*mr, "restore", "-d", "--image-path", str(img), "--bundle", str(mbundle), rid],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               check=True, timeout=120)
+                t2 = time.monotonic()
+                subprocess.run([*mr, "delete", "-f", rid], capture_output=True)
+                reap()
+                oci.append((t1 - t0, t2 - t1))
+                shutil.rmtree(img)
                 print("run %d: machkit checkpoint %.3fs restore %.3fs | runc checkpoint %.3fs restore %.3fs"
-                      % (i + 1, *ours[-1], *theirs[-1]), flush=True)
+                      " | machrun checkpoint %.3fs restore %.3fs" % (i + 1, *ours[-1], *theirs[-1], *oci[-1]),
+                      flush=True)
         finally:
             subprocess.run(["runc", "delete", "-f", rid], capture_output=True)
+            subprocess.run([str(build / "src/runtime/machrun"), "--root", str(work / "machrun-state"), "delete", "-f",
+                            rid], capture_output=True)
             machd.stop()
             bus.close()
             cleanup_machine_cgroups(["bench"])
@@ -128,6 +172,10 @@ def main():
         print("checkpoint          %.3fs    %.3fs   %.2fx" % (med(ours, 0), med(theirs, 0), med(ours, 0) / med(theirs, 0)))
         print("restore             %.3fs    %.3fs   %.2fx" % (med(ours, 1), med(theirs, 1), med(ours, 1) / med(theirs, 1)))
         print("total               %.3fs    %.3fs   %.2fx" % (tot(ours), tot(theirs), tot(ours) / tot(theirs)))
+        print("\nmedian of %d        machrun   runc     ratio (machrun/runc, same bundle and commands)" % reps)
+        print("checkpoint          %.3fs    %.3fs   %.2fx" % (med(oci, 0), med(theirs, 0), med(oci, 0) / med(theirs, 0)))
+        print("restore             %.3fs    %.3fs   %.2fx" % (med(oci, 1), med(theirs, 1), med(oci, 1) / med(theirs, 1)))
+        print("total               %.3fs    %.3fs   %.2fx" % (tot(oci), tot(theirs), tot(oci) / tot(theirs)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

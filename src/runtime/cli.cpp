@@ -60,6 +60,42 @@ const std::map<std::string_view, std::vector<OptionDef>>& command_options() {
         {"resume", {}},
         {"features", {}},
         {"spec", {{"bundle", 'b', true}, {"rootless", 0, false}}},
+        // runc's; those machrun cannot honour are taken and refused with the reason (checkpoint.cpp).
+        {"checkpoint",
+         {{"image-path", 0, true},
+          {"work-path", 0, true},
+          {"parent-path", 0, true},
+          {"leave-running", 0, false},
+          {"tcp-established", 0, false},
+          {"ext-unix-sk", 0, false},
+          {"shell-job", 0, false},
+          {"lazy-pages", 0, false},
+          {"status-fd", 0, true},
+          {"page-server", 0, true},
+          {"file-locks", 0, false},
+          {"pre-dump", 0, false},
+          {"manage-cgroups-mode", 0, true},
+          {"empty-ns", 0, true},
+          {"auto-dedup", 0, false}}},
+        {"restore",
+         {{"image-path", 0, true},
+          {"work-path", 0, true},
+          {"bundle", 'b', true},
+          {"detach", 'd', false},
+          {"pid-file", 0, true},
+          {"console-socket", 0, true},
+          {"tcp-established", 0, false},
+          {"ext-unix-sk", 0, false},
+          {"shell-job", 0, false},
+          {"file-locks", 0, false},
+          {"manage-cgroups-mode", 0, true},
+          {"no-subreaper", 0, false},
+          {"no-pivot", 0, false},
+          {"empty-ns", 0, true},
+          {"auto-dedup", 0, false},
+          {"lazy-pages", 0, false},
+          {"lsm-profile", 0, true},
+          {"lsm-mount-context", 0, true}}},
     };
     return kDefs;
 }
@@ -109,8 +145,9 @@ std::vector<std::string> Invocation::values(const std::string& name) const {
 }
 
 const std::vector<std::string_view>& command_names() {
-    static const std::vector<std::string_view> kNames = {"create", "start", "run",   "state",  "kill",     "delete", "list",
-                                                         "ps",     "exec",  "pause", "resume", "features", "spec"};
+    static const std::vector<std::string_view> kNames = {"create", "start",    "run",  "state",      "kill",
+                                                         "delete", "list",     "ps",   "exec",       "pause",
+                                                         "resume", "features", "spec", "checkpoint", "restore"};
     return kNames;
 }
 
@@ -125,7 +162,7 @@ Invocation parse_command_line(const std::vector<std::string>& argv) {
                                                    {"help", 'h', false},
                                                    // runc's; we have nothing to do with them, as runc when unset.
                                                    {"rootless", 0, true},
-                                                   {"criu", 0, true}};
+                                                   {"criu", 0, true}};  // checkpoint/restore's criu
     size_t i = 0;
     for (; i < argv.size() && is_option(argv[i]); i++) {
         std::string_view name;
@@ -146,6 +183,8 @@ Invocation parse_command_line(const std::vector<std::string>& argv) {
             inv.global.systemd_cgroup = true;
         } else if (d->name == "debug") {
             inv.global.debug = true;
+        } else if (d->name == "criu") {
+            inv.global.criu = *val;
         } else if (d->name == "version") {
             inv.version = true;
         } else if (d->name == "help") {

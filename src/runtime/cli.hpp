@@ -22,6 +22,7 @@ struct GlobalOptions {
     LogFormat log_format = LogFormat::Text;
     bool systemd_cgroup = false;
     bool debug = false;
+    std::string criu;  // --criu: the criu command line (checkpoint/restore); "" = $MK_CRIU or criu
 };
 
 struct Invocation {

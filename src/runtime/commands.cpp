@@ -30,13 +30,16 @@
 #include "core/spawn/launcher.hpp"
 #include "core/spawn/oci_config.hpp"
 #include "core/spawn/option_values.hpp"
+#include "runtime/checkpoint.hpp"
+#include "runtime/commands_detail.hpp"
 #include "runtime/console_socket.hpp"
 #include "runtime/exec.hpp"
 #include "runtime/hooks.hpp"
 #include "runtime/log.hpp"
 
 namespace mk::runtime {
-namespace {
+// Not anonymous: checkpoint.cpp shares these steps (commands_detail.hpp).
+namespace detail {
 
 using core::ContainerLock;
 using core::ContainerState;
@@ -45,8 +48,6 @@ using core::OciStateDir;
 using core::UniqueFd;
 using core::UsageError;
 using json = nlohmann::json;
-
-constexpr const char* kCgroupRoot = "/sys/fs/cgroup";
 
 std::string read_file(const std::string& path, size_t max, const std::string& what) {
     UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
@@ -819,9 +820,10 @@ int cmd_spec(const Invocation& inv) {
     return 0;
 }
 
-}  // namespace
+}  // namespace detail
 
 int dispatch(const Invocation& inv) {
+    using namespace detail;
     const std::string& c = inv.command;
     if (c == "create") return cmd_create(inv);
     if (c == "start") return cmd_start(inv);
@@ -836,6 +838,8 @@ int dispatch(const Invocation& inv) {
     if (c == "resume") return cmd_pause_resume(inv, false);
     if (c == "features") return cmd_features(inv);
     if (c == "spec") return cmd_spec(inv);
+    if (c == "checkpoint") return cmd_checkpoint(inv);
+    if (c == "restore") return cmd_restore(inv);
     throw UsageError("unknown command '" + c + "'");
 }
 

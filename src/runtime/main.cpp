@@ -23,13 +23,16 @@ void print_help() {
         "  --log-format FORMAT   text or json\n"
         "  --systemd-cgroup      cgroupsPath is slice:prefix:name\n"
         "  --debug               log debug messages\n"
+        "  --criu CMD            criu command line for checkpoint/restore (default $MK_CRIU or criu)\n"
         "  --version             print the version\n\n"
         "Commands:\n"
         "  create ID --bundle DIR [--pid-file F] [--console-socket S]\n"
         "  start ID | run ID --bundle DIR | state ID | kill ID [SIGNAL] [--all]\n"
         "  delete ID [--force] | list [--format json] | ps ID [--format json]\n"
         "  exec ID [--process FILE | CMD ARGS...] [--detach] [--pid-file F] [--tty --console-socket S]\n"
-        "  pause ID | resume ID | features | spec [--bundle DIR]\n");
+        "  pause ID | resume ID | features | spec [--bundle DIR]\n"
+        "  checkpoint ID [--image-path DIR] [--work-path DIR] [--leave-running] [--tcp-established]\n"
+        "  restore ID --bundle DIR [--image-path DIR] [--detach] [--pid-file F] [--console-socket S]\n");
 }
 
 }  // namespace

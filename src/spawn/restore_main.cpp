@@ -5,6 +5,7 @@
 #include "spawn/restore_main.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -95,7 +96,17 @@ int restore_main(const std::vector<std::string>& args) {
     core::UniqueFd sfd(signalfd(-1, &mask, SFD_CLOEXEC));
     if (!sfd) core::throw_last_error("signalfd");
 
-    core::criu::Restored restored = core::criu::restore_machine({a.dir, name, criu});
+    core::criu::RestoreRequest req;
+    req.image_dir = a.dir;
+    req.machine = name;
+    req.criu = criu;
+    // A machine whose console was its own pty gets a new one: criu sends the master, and spawn
+    // relays it as it relayed the old one (stdin in, stdout out).
+    core::UniqueFd master;
+    req.on_notify = [&](const std::string& script, int32_t, core::UniqueFd fd) {
+        if (script == "orphan-pts-master") master = std::move(fd);
+    };
+    core::criu::Restored restored = core::criu::restore_machine(req);
     pid_t leader = restored.pid;
     core::SpawnSpec spec;
     spec.machine_name = name;
@@ -114,7 +125,27 @@ int restore_main(const std::vector<std::string>& args) {
     }
     if (!a.quiet) fprintf(stderr, "Restored machine %s (PID %d) from %s.\n", name.c_str(), leader, a.dir.c_str());
 
+    bool stdin_open = master.valid();
     for (;;) {
+        if (master) {
+            pollfd pf[3] = {{sfd.get(), POLLIN, 0}, {master.get(), POLLIN, 0}, {stdin_open ? 0 : -1, POLLIN, 0}};
+            if (poll(pf, 3, -1) < 0) {
+                if (errno == EINTR) continue;
+                core::throw_last_error("poll");
+            }
+            char buf[4096];
+            if (pf[1].revents) {
+                ssize_t n = read(master.get(), buf, sizeof buf);
+                if (n > 0) (void)core::write_all(STDOUT_FILENO, std::string_view(buf, static_cast<size_t>(n)));
+                else if (n == 0 || (errno != EINTR && errno != EAGAIN)) master.reset();  // hung up (EIO)
+            }
+            if (master && pf[2].revents) {
+                ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
+                if (n > 0) (void)core::write_all(master.get(), std::string_view(buf, static_cast<size_t>(n)));
+                else if (n == 0 || (errno != EINTR && errno != EAGAIN)) stdin_open = false;
+            }
+            if (!pf[0].revents) continue;
+        }
         struct signalfd_siginfo si;
         ssize_t n = core::retry_eintr([&] { return read(sfd.get(), &si, sizeof si); });
         if (n != sizeof si) core::throw_last_error("read signalfd");

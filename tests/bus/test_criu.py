@@ -256,3 +256,67 @@ def test_veth_container_restores_with_its_address(bus, containers, tree, tmp_pat
         r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", sh], capture_output=True,
                            text=True, env=bus.env())
         assert any(l.split()[:2] == ["cr-veth", "container"] for l in r.stdout.splitlines()), r.stdout + r.stderr
+
+
+
+def test_private_user_namespace_container_is_refused_and_runs_on(bus, containers, tree, tmp_path):
+    # -U, measured here with criu 4.2.1: criu cannot bind-mount the container's own /dev tmpfs
+    # (made inside its user namespace) to dump its contents, "Can't bind-mount NN:./dev to
+    # /tmp/cr-tmpfs.XXXXXX: Invalid argument" (docs/criu.md). The refusal is one line with criu's
+    # reason, nothing is left behind and the machine keeps running.
+    p = containers.start(tree, "cr-userns", COUNTER, extra=["-U"])
+    assert wait_for(lambda: count_of(bus, "cr-userns") >= 3)
+    img = tmp_path / "img"
+    r = machctl(bus, "checkpoint", "cr-userns", img)
+    assert r.returncode != 0 and "criu dump of cr-userns failed" in r.stderr and "runs on" in r.stderr, r.stderr
+    assert not img.exists() and p.poll() is None
+    before = count_of(bus, "cr-userns")
+    assert wait_for(lambda: count_of(bus, "cr-userns") > before)
+
+
+def read_until(fd, needle, timeout=15):
+    import select  # noqa: PLC0415
+    buf = b""
+    end = time.monotonic() + timeout
+    while needle not in buf and time.monotonic() < end:
+        if select.select([fd], [], [], 0.5)[0]:
+            try:
+                buf += os.read(fd, 4096)
+            except OSError:
+                break
+    return buf
+
+
+def test_console_machine_gets_a_new_console_relayed_after_restore(bus, criu_machd, criu_cmd, tree, tmp_path):
+    # --console=interactive: the console is a pty of the container's own devpts, its master spawn's.
+    # criu dumps it with orphan_pts_master; `spawn --restore` gets the new master and relays it.
+    import pty  # noqa: PLC0415
+    m1, s1 = pty.openpty()
+    p = subprocess.Popen([str(SPAWN), "-q", "--console=interactive", "-D", str(tree), "-M", "cr-tty", "--",
+                          "/bin/sh", "-c", "while read l; do echo got:$l; done"], env=bus.env(), stdin=s1,
+                         stdout=s1, stderr=subprocess.DEVNULL)
+    os.close(s1)
+    restored = None
+    try:
+        assert wait_for(lambda: "cr-tty" in names(bus))
+        os.write(m1, b"one\n")
+        assert b"got:one" in read_until(m1, b"got:one")
+        img = tmp_path / "img"
+        machctl(bus, "checkpoint", "cr-tty", img, check=0)
+        assert p.wait(10) != 0
+        assert json.loads((img / "machkit-checkpoint.json").read_text()).get("orphan_pty") is True
+        m2, s2 = pty.openpty()
+        restored = subprocess.Popen([str(SPAWN), "--restore=%s" % img, "-M", "cr-tty", "--register=no", "-q",
+                                     "--criu=" + criu_cmd], env=bus.env(), stdin=s2, stdout=s2,
+                                    stderr=subprocess.PIPE)
+        os.close(s2)
+        os.write(m2, b"two\n")
+        out = read_until(m2, b"got:two", timeout=30)
+        assert b"got:two" in out, (out, restored.poll())
+        os.close(m2)
+    finally:
+        os.close(m1)
+        for q in (p, restored):
+            if q and q.poll() is None:
+                q.send_signal(signal.SIGTERM)
+                q.wait(10)

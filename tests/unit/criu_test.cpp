@@ -199,6 +199,16 @@ TEST(CriuPlan, AMountWithNoHostOriginIsRefused) {
     EXPECT_THROW(plan_external_mounts(c, parse_mountinfo(kHost)), UsageError);
 }
 
+TEST(CriuPlan, NamespaceFileBindsHaveTheirNsfsRoot) {
+    // `ip netns add` leaves such a line in the host's mountinfo.
+    auto m = parse_mountinfo(
+        "1 0 254:0 / / rw - ext4 /dev/vda rw\n"
+        "2 1 0:4 net:[4026532900] /run/netns/x rw - nsfs nsfs rw\n");
+    ASSERT_EQ(m.size(), 2u);
+    EXPECT_EQ(m[1].root, "net:[4026532900]");
+    EXPECT_THROW(parse_mountinfo("1 0 0:4 net:[1] /x rw - ext4 a rw\n"), std::runtime_error);
+}
+
 TEST(CriuPlan, MalformedMountinfoThrows) {
     EXPECT_THROW(parse_mountinfo("1 0 254:0 / / rw\n"), std::runtime_error);
     EXPECT_THROW(parse_mountinfo("x 0 254:0 / / rw - ext4 a rw\n"), std::runtime_error);
@@ -224,6 +234,9 @@ TEST(CriuPlan, RecordRoundTripsAndRejectsBadInput) {
     ASSERT_EQ(back.files.size(), 2u);
     EXPECT_EQ(back.files[0].hash, 99u);
     EXPECT_FALSE(back.files[1].hash);
+    EXPECT_FALSE(back.orphan_pty);
+    r.orphan_pty = true;
+    EXPECT_TRUE(decode_record(encode_record(r)).orphan_pty);
 
     EXPECT_THROW(decode_record("[]"), UsageError);
     EXPECT_THROW(decode_record("{\"format\": 2}"), UsageError);

@@ -206,6 +206,25 @@ TEST(MachrunCli, ExecKeepsTheCommandsOwnOptions) {
     EXPECT_EQ(k.args, (std::vector<std::string>{"id", "KILL"}));
 }
 
+TEST(MachrunCli, CheckpointAndRestoreTakeRuncsFlags) {
+    // As podman 4.3 and conmon pass them.
+    Invocation c =
+        parse_command_line({"--criu", "/usr/sbin/criu", "checkpoint", "--image-path", "/i", "--work-path", "/w",
+                            "--leave-running", "--tcp-established", "--file-locks", "--manage-cgroups-mode=soft", "id"});
+    EXPECT_EQ(c.global.criu, "/usr/sbin/criu");
+    EXPECT_EQ(c.value("image-path"), "/i");
+    EXPECT_EQ(c.value("work-path"), "/w");
+    EXPECT_TRUE(c.flag("leave-running") && c.flag("tcp-established") && c.flag("file-locks"));
+    EXPECT_EQ(c.value("manage-cgroups-mode"), "soft");
+    EXPECT_EQ(c.args, (std::vector<std::string>{"id"}));
+    Invocation r = parse_command_line({"restore", "--bundle", "/b", "--detach", "--pid-file", "/p", "--image-path", "/i",
+                                       "--console-socket", "/s", "--ext-unix-sk", "--shell-job", "id"});
+    EXPECT_EQ(r.value("bundle"), "/b");
+    EXPECT_TRUE(r.flag("detach") && r.flag("ext-unix-sk") && r.flag("shell-job"));
+    EXPECT_EQ(r.value("console-socket"), "/s");
+    EXPECT_THROW(parse_command_line({"checkpoint", "--bundle", "/b", "id"}), UsageError);
+}
+
 TEST(MachrunCli, RefusesWithOneLine) {
     EXPECT_THROW(parse_command_line({}), UsageError);
     EXPECT_THROW(parse_command_line({"frobnicate"}), UsageError);

@@ -159,6 +159,41 @@ std::vector<std::string> stdio_keys(const std::string& pid, const std::vector<Mo
     return keys;
 }
 
+bool directory_is_empty(const std::string& path) {
+    DIR* d = opendir(path.c_str());
+    if (!d) throw_last_error("open " + path);
+    bool empty = true;
+    while (struct dirent* e = readdir(d))
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) empty = false;
+    closedir(d);
+    return empty;
+}
+
+void empty_directory_noexcept(const std::string& path) noexcept {
+    DIR* d = opendir(path.c_str());
+    if (!d) return;
+    std::vector<std::string> names;
+    try {
+        while (struct dirent* e = readdir(d))
+            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) names.emplace_back(e->d_name);
+    } catch (...) {
+    }
+    for (const auto& n : names) rm_rf_at_noexcept(dirfd(d), n, kRemoveChmod);
+    closedir(d);
+}
+
+// Whether the leader's stdin is a pty slave of a devpts mounted in the container (its own
+// instance, as spawn's and machrun's consoles are), whose master is then outside the tree.
+bool terminal_is_own_pty(const std::string& pid, const std::vector<MountInfo>& mounts) {
+    struct stat st;
+    if (stat(("/proc/" + pid + "/fd/0").c_str(), &st) < 0 || !S_ISCHR(st.st_mode)) return false;
+    if (major(st.st_rdev) < 136 || major(st.st_rdev) > 143) return false;
+    std::string dev = std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev));
+    for (const auto& m : mounts)
+        if (m.fstype == "devpts" && m.dev == dev) return true;
+    return false;
+}
+
 void refuse_pidfd_guest(const std::string& machine, const std::string& root, const Version& v) {
     int sd = guest_systemd_version(root);
     if (sd >= 255 && version_less(v, Version{4, 1, 0, {}}))
@@ -224,6 +259,15 @@ CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
     auto container_mounts = mountinfo_of(pid);
     rec.mounts = plan_external_mounts(container_mounts, mountinfo_of("self"));
     rec.stdio = stdio_keys(pid, container_mounts);
+    rec.orphan_pty = req.own_terminal || terminal_is_own_pty(pid, container_mounts);
+    if (rec.orphan_pty) {
+        // The terminal is the container's own pty (its devpts, bound on /dev/console), the
+        // master the engine's: criu dumps the slave as a pty whose master is outside
+        // (orphan_pts_master, as runc), not as an external file, and the restore makes a new
+        // master and hands it over.
+        for (auto& k : rec.stdio)
+            if (k.starts_with("tty[")) k.clear();
+    }
     ino_t net = ns_inode(pid, "net");
     rec.host_network = net == ns_inode("self", "net");
     if (!rec.host_network) {
@@ -242,39 +286,59 @@ CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
         }
     }
 
+    bool made_dir = true;
     if (mkdir(req.image_dir.c_str(), 0700) < 0) {
-        if (errno == EEXIST) throw UsageError(req.image_dir + " already exists; give a new directory for the checkpoint");
-        throw_last_error("create " + req.image_dir);
+        if (errno != EEXIST) throw_last_error("create " + req.image_dir);
+        if (!req.image_dir_may_exist || !directory_is_empty(req.image_dir))
+            throw UsageError(req.image_dir + " already exists; give a new directory for the checkpoint");
+        made_dir = false;
     }
     struct RemoveOnFailure {
         const std::string& path;
+        bool whole;
         bool armed = true;
         ~RemoveOnFailure() {
-            if (armed) rm_rf_at_noexcept(AT_FDCWD, path, kRemoveChmod);
+            if (!armed) return;
+            if (whole) rm_rf_at_noexcept(AT_FDCWD, path, kRemoveChmod);
+            else empty_directory_noexcept(path);  // the caller's directory stays, empty as it was
         }
-    } cleanup{req.image_dir};
+    } cleanup{req.image_dir, made_dir};
     UniqueFd dir(open(req.image_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
     if (!dir) throw_last_error("open " + req.image_dir);
+    UniqueFd work;
+    if (!req.work_dir.empty()) {
+        work.reset(open(req.work_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!work) throw_last_error("open the work directory " + req.work_dir);
+    }
+    int log_dir = work ? work.get() : dir.get();
+    if (req.external_network) rec.host_network = true;
 
     Options o = base_options(rec, dir.get());
     o.pid = req.leader;
     o.leave_running = req.leave_running;
     o.log_file = kDumpLog;
+    if (work) o.work_dir_fd = work.get();
+    o.ext_unix_sk = req.ext_unix_sk;
+    o.shell_job = req.shell_job;
+    o.file_locks = req.file_locks;
+    if (req.manage_cgroups_mode) o.manage_cgroups_mode = req.manage_cgroups_mode;
     for (const auto& m : rec.mounts) o.ext_mnt.emplace_back(m.key, m.key);
     if (rec.host_network) o.external.push_back("net[" + std::to_string(net) + "]:extRootNetNS");
     for (const auto& k : rec.stdio)
         if (k.starts_with("file[") || k.starts_with("tty[")) o.external.push_back(k);
     o.freeze_cgroup = req.freezer_cgroup;
+    o.orphan_pts_master = rec.orphan_pty;
     Request r;
     r.type = ReqType::Dump;
     r.opts = o;
-    int fds[] = {dir.get()};
+    std::vector<int> fds{dir.get()};
+    if (work) fds.push_back(work.get());
     Swrk s(req.criu, fds);
     Response resp = s.call(r);
     s.finish();
     if (!resp.success) {
         // The directory goes (nothing half-made), so criu's reason must travel in the message.
-        std::string why = last_log_error(dir.get(), kDumpLog);
+        std::string why = last_log_error(log_dir, kDumpLog);
         require_usable_criu(req.criu, true);
         throw std::runtime_error("criu dump of " + req.machine + " failed" + (why.empty() ? "" : ": " + why) +
                                  "; the machine runs on");
@@ -323,6 +387,7 @@ Restored restore_machine(const RestoreRequest& req) {
     Restored out;
     CheckpointRecord& rec = out.record;
     rec = read_checkpoint(dir.get(), req.image_dir);
+    if (!req.root.empty()) rec.root = req.root;
     std::string name = req.machine.empty() ? rec.machine : req.machine;
     if (!machine_name_is_valid(name)) throw UsageError("'" + name + "' is not a valid machine name");
     struct stat st;
@@ -339,14 +404,32 @@ Restored restore_machine(const RestoreRequest& req) {
     Options o = base_options(rec, dir.get());
     o.rst_sibling = true;
     o.log_file = kRestoreLog;
+    o.ext_unix_sk = req.ext_unix_sk;
+    o.shell_job = req.shell_job;
+    o.file_locks = req.file_locks;
+    o.orphan_pts_master = req.orphan_pts_master || rec.orphan_pty;
+    if (req.manage_cgroups_mode) o.manage_cgroups_mode = req.manage_cgroups_mode;
     for (const auto& m : rec.mounts) o.ext_mnt.emplace_back(m.key, m.source);
     std::vector<int> fds{dir.get()};
+    UniqueFd work;
+    if (!req.work_dir.empty()) {
+        work.reset(open(req.work_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!work) throw_last_error("open the work directory " + req.work_dir);
+        o.work_dir_fd = work.get();
+        fds.push_back(work.get());
+    }
+    int log_dir = work ? work.get() : dir.get();
+    std::string log_path = (req.work_dir.empty() ? req.image_dir : req.work_dir) + "/" + kRestoreLog;
     UniqueFd netns;
     if (rec.host_network) {
-        netns.reset(open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
-        if (!netns) throw_last_error("open the host's network namespace");
-        o.inherit_fd.emplace_back("extRootNetNS", netns.get());
-        fds.push_back(netns.get());
+        int ns = req.network_ns_fd;
+        if (ns < 0) {
+            netns.reset(open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+            if (!netns) throw_last_error("open the host's network namespace");
+            ns = netns.get();
+        }
+        o.inherit_fd.emplace_back("extRootNetNS", ns);
+        fds.push_back(ns);
     }
     for (size_t fd = 0; fd < rec.stdio.size(); ++fd) {
         if (rec.stdio[fd].empty() || fcntl(static_cast<int>(fd), F_GETFD) < 0) continue;
@@ -358,7 +441,8 @@ Restored restore_machine(const RestoreRequest& req) {
     Request r;
     r.type = ReqType::Restore;
     r.opts = o;
-    auto notify = [&](const std::string& script, int32_t, UniqueFd) {
+    auto notify = [&](const std::string& script, int32_t pid, UniqueFd fd) {
+        if (req.on_notify) req.on_notify(script, pid, std::move(fd));
         // Before the tasks resume: the host side criu made is down and bare.
         if (script != "post-restore" || rec.veth_host.empty()) return;
         int index = host.link_index(rec.veth_host);
@@ -370,10 +454,10 @@ Restored restore_machine(const RestoreRequest& req) {
     Response resp = s.call(r, notify);
     s.finish();
     if (!resp.success || !resp.restore_pid) {
-        std::string why = last_log_error(dir.get(), kRestoreLog);
+        std::string why = last_log_error(log_dir, kRestoreLog);
         require_usable_criu(req.criu, true);
         throw std::runtime_error("criu restore from " + req.image_dir + " failed" + (why.empty() ? "" : ": " + why) +
-                                 " (criu " + to_string(v) + "; its log: " + req.image_dir + "/" + kRestoreLog + ")");
+                                 " (criu " + to_string(v) + "; its log: " + log_path + ")");
     }
     out.pid = *resp.restore_pid;
     return out;

@@ -12,6 +12,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 
 #include "core/criu/plan.hpp"
@@ -29,6 +30,19 @@ struct CheckpointRequest {
     bool tcp_established = false;
     std::string freezer_cgroup;  // the machine's cgroup (v1 freezer or cgroup2 path); empty: ptrace freeze
     CriuCommand criu;
+    // The OCI runtime's flags (runc's), passed to criu as they are.
+    bool ext_unix_sk = false;
+    bool shell_job = false;
+    bool file_locks = false;
+    std::optional<CgroupMode> manage_cgroups_mode;  // unset: ignore (the supervisor places the tree)
+    std::string work_dir;                           // criu's log goes here; empty: the image directory
+    bool image_dir_may_exist = false;               // an existing empty directory is taken (runc's --image-path)
+    // The container joined a network namespace by path (not made for it): declared external as
+    // extRootNetNS, as the host's is; the restore supplies it again (RestoreRequest::network_ns_fd).
+    bool external_network = false;
+    // The leader's stdio is a pty of the container's own devpts, bound on /dev/console, whose
+    // master the engine holds (OCI process.terminal). Restore it with orphan_pts_master.
+    bool own_terminal = false;
 };
 
 // Returns the record written next to the images.
@@ -38,6 +52,15 @@ struct RestoreRequest {
     std::string image_dir;
     std::string machine;  // empty: the checkpointed machine's name
     CriuCommand criu;
+    bool ext_unix_sk = false;
+    bool shell_job = false;
+    bool file_locks = false;
+    std::optional<CgroupMode> manage_cgroups_mode;
+    std::string work_dir;
+    std::string root;                // empty: the checkpointed root; else this one (a bundle's rootfs)
+    int network_ns_fd = -1;          // the external network namespace; -1: the caller's own
+    bool orphan_pts_master = false;  // a pty whose master was outside: criu sends a new master
+    NotifyHandler on_notify;         // every notify criu sends ("orphan-pts-master" with its fd, ...)
 };
 
 struct Restored {

@@ -89,7 +89,10 @@ std::vector<MountInfo> parse_mountinfo(std::string_view text) {
         m.mountpoint = unescape(f[4]);
         m.fstype = std::string(f[sep + 1]);
         m.source = sep + 2 < f.size() ? unescape(f[sep + 2]) : std::string();
-        if (m.root.empty() || m.root[0] != '/' || m.mountpoint.empty() || m.mountpoint[0] != '/')
+        // A bind of a namespace file (ip netns, a runtime's pinned namespaces) has the nsfs
+        // dentry's name as its root: "net:[4026532...]".
+        bool ns_root = m.fstype == "nsfs" && !m.root.empty() && m.root.find(":[") != std::string::npos;
+        if (m.root.empty() || (m.root[0] != '/' && !ns_root) || m.mountpoint.empty() || m.mountpoint[0] != '/')
             throw std::runtime_error("mountinfo: paths must be absolute");
         out.push_back(std::move(m));
     }
@@ -149,6 +152,7 @@ std::string encode_record(const CheckpointRecord& r) {
     j["criu_version"] = r.criu_version;
     j["host_network"] = r.host_network;
     j["tcp_established"] = r.tcp_established;
+    if (r.orphan_pty) j["orphan_pty"] = true;
     if (!r.veth_host.empty()) {
         nlohmann::json v;
         v["host"] = r.veth_host;
@@ -187,6 +191,7 @@ CheckpointRecord decode_record(std::string_view text) {
         r.criu_version = j.at("criu_version").get<std::string>();
         r.host_network = j.at("host_network").get<bool>();
         r.tcp_established = j.value("tcp_established", false);
+        r.orphan_pty = j.value("orphan_pty", false);
         if (j.contains("veth")) {
             const auto& v = j.at("veth");
             r.veth_host = v.at("host").get<std::string>();

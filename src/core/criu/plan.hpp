@@ -65,6 +65,9 @@ struct CheckpointRecord {
     // supervisor's own stdio takes their place (criu inherit_fd), as runc's descriptors.json does.
     std::vector<std::string> stdio;
     std::string class_name = "container";
+    // The leader's terminal was a pty of the container's own devpts whose master was outside
+    // (spawn's console, an engine's): dumped with orphan_pts_master, restored with a new master.
+    bool orphan_pty = false;
     // criu's image files: name -> size and FNV-1a 64 of the contents (pages-*.img: size only, see
     // docs/criu.md). Detects a partial or damaged directory; not an authentication.
     struct File {
