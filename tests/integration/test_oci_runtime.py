@@ -573,7 +573,8 @@ def test_events_stats_match_the_cgroup_files_and_oom_is_reported(machrun, tree, 
     try:
         _, made = start_ctl_container(machrun, tree, tmp_path, cid)
         machrun("update", "--memory", "32m", "--memory-swap", "32m", "--pids-limit", "50", cid)
-        assert wait_for(lambda: (tree / "ctl").exists())  # the init is idle, blocked on /ctl
+        # The init is idle, blocked on /ctl, once its mkfifo child is gone.
+        assert wait_for(lambda: (tree / "ctl").exists() and v1_file("pids", path, "pids.current") == "1")
         cpu_before = int(open(f"{CGROUP2}{path}/cpu.stat").read().split()[1]) * 1000
         e = json.loads(machrun("events", "--stats", cid).stdout)
         cpu_after = int(open(f"{CGROUP2}{path}/cpu.stat").read().split()[1]) * 1000
