@@ -29,7 +29,10 @@ void print_help() {
         "  start ID | run ID --bundle DIR | state ID | kill ID [SIGNAL] [--all]\n"
         "  delete ID [--force] | list [--format json] | ps ID [--format json]\n"
         "  exec ID [--process FILE | CMD ARGS...] [--detach] [--pid-file F] [--tty --console-socket S]\n"
-        "  pause ID | resume ID | features | spec [--bundle DIR]\n");
+        "  pause ID | resume ID | features | spec [--bundle DIR]\n"
+        "  update ID [--resources FILE|-] [--memory SIZE] [--memory-swap SIZE] [--pids-limit N]\n"
+        "            [--cpu-quota N] [--cpu-period N] [--cpu-share N] [--cpuset-cpus L] ... (runc's flags)\n"
+        "  events ID [--stats] [--interval DURATION]\n");
 }
 
 }  // namespace
