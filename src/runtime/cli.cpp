@@ -58,6 +58,26 @@ const std::map<std::string_view, std::vector<OptionDef>>& command_options() {
           {"cgroup", 0, true}}},
         {"pause", {}},
         {"resume", {}},
+        {"update",
+         {{"resources", 'r', true},
+          {"memory", 0, true},
+          {"memory-reservation", 0, true},
+          {"memory-swap", 0, true},
+          {"kernel-memory", 0, true},
+          {"kernel-memory-tcp", 0, true},
+          {"cpu-share", 0, true},
+          {"cpu-period", 0, true},
+          {"cpu-quota", 0, true},
+          {"cpu-burst", 0, true},
+          {"cpu-rt-period", 0, true},
+          {"cpu-rt-runtime", 0, true},
+          {"cpuset-cpus", 0, true},
+          {"cpuset-mems", 0, true},
+          {"blkio-weight", 0, true},
+          {"pids-limit", 0, true},
+          {"l3-cache-schema", 0, true},
+          {"mem-bw-schema", 0, true}}},
+        {"events", {{"interval", 0, true}, {"stats", 0, false}}},
         {"features", {}},
         {"spec", {{"bundle", 'b', true}, {"rootless", 0, false}}},
         // runc's; those machrun cannot honour are taken and refused with the reason (checkpoint.cpp).
@@ -145,9 +165,9 @@ std::vector<std::string> Invocation::values(const std::string& name) const {
 }
 
 const std::vector<std::string_view>& command_names() {
-    static const std::vector<std::string_view> kNames = {"create", "start",    "run",  "state",      "kill",
-                                                         "delete", "list",     "ps",   "exec",       "pause",
-                                                         "resume", "features", "spec", "checkpoint", "restore"};
+    static const std::vector<std::string_view> kNames = {"create", "start",    "run",  "state",      "kill",   "delete",
+                                                         "list",   "ps",       "exec", "pause",      "resume", "update",
+                                                         "events", "features", "spec", "checkpoint", "restore"};
     return kNames;
 }
 

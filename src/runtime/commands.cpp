@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -13,6 +14,8 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
+#include <set>
 #include <climits>
 #include <cstdio>
 #include <functional>
@@ -20,6 +23,7 @@
 #include <utility>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/names.hpp"
 #include "core/base/strings.hpp"
 #include "core/kernel/capabilities.hpp"
@@ -36,6 +40,7 @@
 #include "runtime/exec.hpp"
 #include "runtime/hooks.hpp"
 #include "runtime/log.hpp"
+#include "runtime/update_events.hpp"
 
 namespace mk::runtime {
 // Not anonymous: checkpoint.cpp shares these steps (commands_detail.hpp).
@@ -754,6 +759,191 @@ int cmd_exec(const Invocation& inv) {
     return si.si_code == CLD_EXITED ? si.si_status : 128 + si.si_status;
 }
 
+// ---- update / events -----------------------------------------------------------------------
+// Both work on the container's own groups only, found from its init's /proc/PID/cgroup
+// (core::container_controllers): the cgroup2 group machrun makes, and a v1 group in any hierarchy
+// where the init sits in a group of the same path. A controller whose group the container shares
+// with others (a hierarchy's root) is never written.
+
+struct ContainerGroups {
+    core::CgroupMounts mounts;      // the host's hierarchies
+    core::CgroupControllers where;  // the controllers of the container's own groups
+    bool v2_group = false;          // the init is in the cgroup2 group `cgroup`
+};
+
+ContainerGroups container_groups(const ContainerState& st, int init_pidfd) {
+    ContainerGroups g;
+    g.mounts = core::detect_cgroup_mounts(st.cgroup_root);
+    std::string self = read_file("/proc/" + std::to_string(st.pid) + "/cgroup", 65536, "the container's cgroups");
+    // The pid was checked against the recorded start time when the pidfd was opened: if the
+    // process is still alive, what we read was its file.
+    if (wait_exit(init_pidfd, 0)) throw UsageError("container '" + st.id + "' has stopped");
+    std::set<std::string> v2;
+    if (!g.mounts.v2_root.empty()) {
+        try {
+            std::string list = read_file(g.mounts.v2_root + st.cgroup + "/cgroup.controllers", 4096, "controllers");
+            std::replace(list.begin(), list.end(), '\n', ' ');
+            for (auto c : core::split(list, ' '))
+                if (!c.empty()) v2.insert(std::string(c));
+        } catch (const std::exception&) {
+        }
+    }
+    g.where = core::container_controllers(self, g.mounts.controllers, v2, st.cgroup);
+    for (auto line : core::lines(self))
+        if (line == "0::" + st.cgroup) g.v2_group = true;
+    return g;
+}
+
+std::optional<std::string> read_group_file(const ContainerGroups& g, const std::string& cgroup,
+                                           const std::string& controller, bool v2, const std::string& file) {
+    std::string base = v2 ? g.mounts.v2_root : g.mounts.v1_dir(controller);
+    if (base.empty()) return std::nullopt;
+    UniqueFd fd(::open((base + cgroup + "/" + file).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd) return std::nullopt;
+    try {
+        return core::read_all(fd.get(), 1 << 20, file);
+    } catch (const std::exception&) {
+        return std::nullopt;
+    }
+}
+
+std::string controller_list(const core::CgroupControllers& c) {
+    std::string out;
+    for (const auto* set : {&c.v1, &c.v2})
+        for (const auto& n : *set) out += (out.empty() ? "" : ", ") + n;
+    return out.empty() ? "none" : out;
+}
+
+// The running container's init, or a one-line refusal naming what the container is.
+UniqueFd running_init(const OciStateDir& dir, const ContainerState& st, const char* what) {
+    ContainerStatus status = dir.status(st);
+    UniqueFd init = open_init(st);
+    if (!init || status == ContainerStatus::Stopped)
+        throw UsageError(std::string("cannot ") + what + " container '" + st.id + "': it is stopped");
+    return init;
+}
+
+int cmd_update(const Invocation& inv) {
+    std::string id = need_id(inv);
+    no_more_args(inv, 1);
+    std::optional<std::string> resources_json;
+    if (inv.flag("resources")) {
+        std::string path = inv.value("resources");
+        resources_json = path == "-" ? core::read_all(STDIN_FILENO, core::kOciConfigMax, "the resources on stdin")
+                                     : read_file(path, core::kOciConfigMax, "the resources file");
+    }
+    core::OciResources r = update_resources(inv, resources_json);
+    OciStateDir dir(inv.global.root);
+    ContainerLock lock = dir.lock(id);
+    ContainerState st = dir.read(id);
+    UniqueFd init = running_init(dir, st, "update");
+    ContainerGroups g = container_groups(st, init.get());
+    auto read = [&](const std::string& c, bool v2, const std::string& f) { return read_group_file(g, st.cgroup, c, v2, f); };
+    std::optional<int64_t> memsw;
+    if (g.where.v1.contains("memory"))
+        if (auto v = read("memory", false, "memory.memsw.limit_in_bytes")) memsw = std::strtoll(v->c_str(), nullptr, 10);
+    std::vector<core::CgroupWrite> writes;
+    try {
+        writes = core::plan_cgroup_update(r, g.where, memsw);
+    } catch (const UsageError& e) {
+        throw UsageError(std::string(e.what()) + " (the controllers of container '" + id +
+                         "''s own cgroups: " + controller_list(g.where) + ")");
+    }
+    if (r.memory.check_before_update.value_or(false) && r.memory.limit && *r.memory.limit >= 0) {
+        bool v2 = !g.where.v1.contains("memory");
+        auto usage = read("memory", v2, v2 ? "memory.current" : "memory.usage_in_bytes");
+        if (usage && std::strtoll(usage->c_str(), nullptr, 10) > *r.memory.limit)
+            throw UsageError("memory limit " + std::to_string(*r.memory.limit) + " is below container '" + id +
+                             "''s current usage " + std::to_string(std::strtoll(usage->c_str(), nullptr, 10)) +
+                             " (checkBeforeUpdate)");
+    }
+    core::apply_cgroup_writes(writes, g.mounts, st.cgroup);
+    return 0;
+}
+
+std::vector<std::string> hugepage_sizes() {
+    std::vector<std::string> out;
+    if (DIR* d = ::opendir("/sys/kernel/mm/hugepages")) {
+        while (dirent* e = readdir(d))
+            if (std::string n = hugepage_size_name(e->d_name); !n.empty()) out.push_back(n);
+        closedir(d);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+int cmd_events(const Invocation& inv) {
+    std::string id = need_id(inv);
+    no_more_args(inv, 1);
+    auto interval = parse_go_duration(inv.value("interval", "5s"));
+    OciStateDir dir(inv.global.root);
+    ContainerState st = dir.read(id);
+    UniqueFd init = running_init(dir, st, "show the events of");
+    ContainerGroups g = container_groups(st, init.get());
+    auto read = [&](const std::string& c, bool v2, const std::string& f) { return read_group_file(g, st.cgroup, c, v2, f); };
+    std::vector<std::string> sizes = hugepage_sizes();
+    auto emit = [](const std::string& line) {
+        std::string l = line + "\n";
+        if (core::write_all(STDOUT_FILENO, l) < 0) throw std::runtime_error("cannot write the events: stdout is closed");
+    };
+    auto stats = [&] { emit(event_line("stats", id, stats_json(g.where, g.v2_group, sizes, read))); };
+    if (inv.flag("stats")) {
+        stats();
+        return 0;
+    }
+
+    // OOM: v1's eventfd on memory.oom_control (cgroup.event_control), or cgroup2's memory.events,
+    // whose oom_kill counter the kernel announces with POLLPRI.
+    UniqueFd oom_fd;
+    bool v2_oom = false;
+    uint64_t oom_kills = 0;
+    if (g.where.v1.contains("memory")) {
+        std::string group = g.mounts.v1_dir("memory") + st.cgroup;
+        UniqueFd control(::open((group + "/memory.oom_control").c_str(), O_RDONLY | O_CLOEXEC));
+        UniqueFd event_control(::open((group + "/cgroup.event_control").c_str(), O_WRONLY | O_CLOEXEC));
+        oom_fd = UniqueFd(::eventfd(0, EFD_CLOEXEC));
+        if (!control || !event_control || !oom_fd) core::throw_last_error("cannot watch " + group + " for OOM");
+        core::write_all_or_throw(event_control.get(), std::to_string(oom_fd.get()) + " " + std::to_string(control.get()),
+                                 "cannot watch " + group + " for OOM");
+    } else if (g.where.v2.contains("memory")) {
+        std::string file = g.mounts.v2_root + st.cgroup + "/memory.events";
+        oom_fd = UniqueFd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!oom_fd) core::throw_last_error("cannot watch " + file + " for OOM");
+        v2_oom = true;
+        oom_kills = cgroup_key(read("memory", true, "memory.events").value_or(""), "oom_kill").value_or(0);
+    }
+
+    // Until the container's init exits: stats every interval (the first after one, as runc), OOM
+    // events as they come.
+    using clock = std::chrono::steady_clock;
+    auto next = clock::now() + interval;
+    for (;;) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(next - clock::now()).count();
+        pollfd fds[2] = {{init.get(), POLLIN, 0}, {oom_fd.get(), static_cast<short>(v2_oom ? POLLPRI : POLLIN), 0}};
+        int n = poll(fds, oom_fd ? 2 : 1, static_cast<int>(std::max<int64_t>(left, 0)));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            core::throw_last_error("poll");
+        }
+        if (fds[0].revents) return 0;  // the container has stopped
+        if (oom_fd && fds[1].revents) {
+            if (v2_oom) {
+                uint64_t now =
+                    cgroup_key(read("memory", true, "memory.events").value_or(""), "oom_kill").value_or(oom_kills);
+                for (; oom_kills < now; oom_kills++) emit(event_line("oom", id));
+            } else {
+                uint64_t count = 0;
+                if (::read(oom_fd.get(), &count, sizeof count) == sizeof count && !wait_exit(init.get(), 0))
+                    emit(event_line("oom", id));
+            }
+        }
+        if (clock::now() >= next) {
+            stats();
+            next += interval;
+        }
+    }
+}
+
 int cmd_features(const Invocation& inv) {
     no_more_args(inv, 0);
     json caps = json::array();
@@ -836,6 +1026,8 @@ int dispatch(const Invocation& inv) {
     if (c == "exec") return cmd_exec(inv);
     if (c == "pause") return cmd_pause_resume(inv, true);
     if (c == "resume") return cmd_pause_resume(inv, false);
+    if (c == "update") return cmd_update(inv);
+    if (c == "events") return cmd_events(inv);
     if (c == "features") return cmd_features(inv);
     if (c == "spec") return cmd_spec(inv);
     if (c == "checkpoint") return cmd_checkpoint(inv);

@@ -31,6 +31,9 @@ void print_help() {
         "  delete ID [--force] | list [--format json] | ps ID [--format json]\n"
         "  exec ID [--process FILE | CMD ARGS...] [--detach] [--pid-file F] [--tty --console-socket S]\n"
         "  pause ID | resume ID | features | spec [--bundle DIR]\n"
+        "  update ID [--resources FILE|-] [--memory SIZE] [--memory-swap SIZE] [--pids-limit N]\n"
+        "            [--cpu-quota N] [--cpu-period N] [--cpu-share N] [--cpuset-cpus L] ... (runc's flags)\n"
+        "  events ID [--stats] [--interval DURATION]\n"
         "  checkpoint ID [--image-path DIR] [--work-path DIR] [--leave-running] [--tcp-established]\n"
         "  restore ID --bundle DIR [--image-path DIR] [--detach] [--pid-file F] [--console-socket S]\n");
 }

@@ -440,3 +440,200 @@ def test_cgroups_path_places_the_container_and_resources_are_applied_or_refused(
                 os.rmdir(base + "/machrun-test-cg")
             except OSError:
                 pass
+
+
+# ---- update and events --------------------------------------------------------------------------
+# Checked inside by what the payload can do (the limits are enforced on it: OOM kill, fork
+# failure), and on the host by the cgroup files. On this hybrid host memory and pids are v1 controllers. machrun's update and events work on the
+# container's own groups wherever its init is in a group of the container's cgroup path (found
+# from /proc/PID/cgroup); `join_v1_groups` puts the init into such v1 groups the way a create
+# that makes v1 groups leaves it (and does nothing where it is already in them).
+
+V1_ROOT = "/sys/fs/cgroup"
+# The init reads commands from the FIFO /ctl and runs each with its output in /out, so what runs
+# inside is a child of the init (in the init's groups) and an idle container is one blocked shell.
+CTL_LOOP = ("mkfifo /ctl; while read cmd < /ctl; do sh -c \"$cmd\" > /out.tmp 2>&1; echo \"rc=$?\" >> /out.tmp; "
+            "mv /out.tmp /out; done")
+
+
+def join_v1_groups(pid, path, controllers):
+    made = []
+    for c in controllers:
+        self_cg = open(f"/proc/{pid}/cgroup").read()
+        if any(line.split(":")[1].split(",").count(c) and line.split(":", 2)[2] == path
+               for line in self_cg.splitlines()):
+            continue
+        d = f"{V1_ROOT}/{c}{path}"
+        parts = path.strip("/").split("/")
+        for i in range(1, len(parts) + 1):
+            sub = f"{V1_ROOT}/{c}/" + "/".join(parts[:i])
+            if not os.path.isdir(sub):
+                os.mkdir(sub)
+                made.append(sub)
+        with open(d + "/cgroup.procs", "w") as f:
+            f.write(str(pid))
+    return made
+
+
+def remove_v1_groups(made):
+    for d in reversed(made):
+        for _ in range(200):
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.01)  # the killed processes are still leaving the group
+
+
+def run_inside(tree, cmd):
+    """Runs `cmd` as a child of the container's init (CTL_LOOP) and returns its output and rc line."""
+    out = tree / "out"
+    out.unlink(missing_ok=True)
+    assert wait_for(lambda: (tree / "ctl").exists())
+    with open(tree / "ctl", "w") as f:
+        f.write(cmd + "\n")
+    assert wait_for(lambda: out.exists(), timeout=30)
+    return out.read_text()
+
+
+def v1_file(c, path, f):
+    return open(f"{V1_ROOT}/{c}{path}/{f}").read().strip()
+
+
+def start_ctl_container(machrun, tree, tmp_path, cid, controllers=("memory", "pids")):
+    bundle = make_bundle(machrun, tree, ["sh", "-c", CTL_LOOP])
+    machrun("create", "--bundle", str(bundle), "--pid-file", str(tmp_path / "pid"), cid)
+    pid = int((tmp_path / "pid").read_text())
+    made = join_v1_groups(pid, "/machrun/" + cid, controllers)
+    machrun("start", cid)
+    return pid, made
+
+
+def test_update_changes_the_limits_seen_and_enforced_inside(machrun, tree, tmp_path):
+    cid = "runtime-u1"
+    path = "/machrun/" + cid
+    made = []
+    try:
+        _, made = start_ctl_container(machrun, tree, tmp_path, cid)
+        machrun("update", "--memory", "32m", "--memory-swap", "32m", "--pids-limit", "6", cid)
+        assert v1_file("memory", path, "memory.limit_in_bytes") == str(32 << 20)
+        assert v1_file("pids", path, "pids.max") == "6"
+        # Enforced inside: a 48 MiB buffer is OOM-killed, the seventh process cannot be made.
+        text = run_inside(tree, "dd if=/dev/zero of=/dev/null bs=48M count=1")
+        assert "rc=137" in text, text
+        text = run_inside(tree, "for i in 1 2 3 4 5 6 7 8; do sleep 1000 & done; echo forked")
+        assert "can't fork" in text or "Resource temporarily unavailable" in text, text
+        assert int(v1_file("pids", path, "pids.current")) <= 6
+
+        # --resources from stdin (containerd's form), a flag over it. Raising the limit above the
+        # current memory+swap limit needs memsw written first: the plan orders it.
+        r = machrun("update", "--resources", "-", "--pids-limit", "100", cid, stdin=None,
+                    input=json.dumps({"memory": {"limit": 134217728, "swap": 134217728}, "pids": {"limit": 7}}))
+        assert r.returncode == 0, r.stderr
+        assert v1_file("memory", path, "memory.limit_in_bytes") == "134217728"
+        assert v1_file("memory", path, "memory.memsw.limit_in_bytes") == "134217728"
+        assert v1_file("pids", path, "pids.max") == "100"
+        text = run_inside(tree, "dd if=/dev/zero of=/dev/null bs=48M count=1 2>/dev/null; echo dd=$?; "
+                                "for i in 1 2 3 4 5 6 7 8; do sleep 1000 & done; echo forked")
+        assert "dd=0" in text and "forked" in text and "can't fork" not in text, text
+
+        # Refusals: one line naming the field or flag; nothing written.
+        for args, word in [(["--kernel-memory", "1m"], "--kernel-memory"),
+                           (["--cpu-quota", "50000"], "cpu"),  # no v1 cpu group for this container
+                           (["--memory", "lots"], "--memory")]:
+            r = machrun("update", *args, cid, check=False)
+            assert r.returncode == 1 and word in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+        r = machrun("update", "--resources", "-", cid, check=False, stdin=None,
+                    input=json.dumps({"devices": [{"allow": False, "access": "rwm"}]}))
+        assert r.returncode == 1 and "linux.resources.devices" in r.stderr, r.stderr
+        r = machrun("update", "--resources", "-", cid, check=False, stdin=None,
+                    input=json.dumps({"memory": {"limit": 4096, "checkBeforeUpdate": True}}))
+        assert r.returncode == 1 and "checkBeforeUpdate" in r.stderr, r.stderr
+        assert v1_file("memory", path, "memory.limit_in_bytes") == "134217728"
+        assert v1_file("pids", path, "pids.max") == "100"
+    finally:
+        machrun("delete", "--force", cid, check=False)
+        reap()
+        remove_v1_groups(made)
+    # A stopped container cannot be updated.
+    r = machrun("update", "--memory", "64m", cid, check=False)
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1
+
+
+def test_update_refuses_limits_the_containers_own_groups_lack(machrun, tree, tmp_path):
+    # Without v1 groups the container's own groups are its cgroup2 group alone: a memory limit has
+    # nowhere to go here and is refused, never written to a hierarchy's root.
+    cid = "runtime-u2"
+    bundle = make_bundle(machrun, tree, ["sleep", "1000"])
+    try:
+        machrun("create", "--bundle", str(bundle), cid)
+        own = open(f"{CGROUP2}/machrun/{cid}/cgroup.controllers").read().split()
+        if "memory" in own:
+            pytest.skip("memory is a cgroup2 controller of the container here")
+        before = open(f"{V1_ROOT}/memory/memory.limit_in_bytes").read()
+        r = machrun("update", "--memory", "64m", cid, check=False)
+        assert r.returncode == 1 and "memory" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+        assert open(f"{V1_ROOT}/memory/memory.limit_in_bytes").read() == before
+    finally:
+        machrun("delete", "--force", cid, check=False)
+        reap()
+
+
+def test_events_stats_match_the_cgroup_files_and_oom_is_reported(machrun, tree, tmp_path):
+    import select  # noqa: PLC0415
+    cid = "runtime-e1"
+    path = "/machrun/" + cid
+    made = []
+    events = None
+    try:
+        _, made = start_ctl_container(machrun, tree, tmp_path, cid)
+        machrun("update", "--memory", "32m", "--memory-swap", "32m", "--pids-limit", "50", cid)
+        # The init is idle, blocked on /ctl, once its mkfifo child is gone.
+        assert wait_for(lambda: (tree / "ctl").exists() and v1_file("pids", path, "pids.current") == "1")
+        cpu_before = int(open(f"{CGROUP2}{path}/cpu.stat").read().split()[1]) * 1000
+        e = json.loads(machrun("events", "--stats", cid).stdout)
+        cpu_after = int(open(f"{CGROUP2}{path}/cpu.stat").read().split()[1]) * 1000
+        assert e["type"] == "stats" and e["id"] == cid
+        d = e["data"]
+        assert d["memory"]["usage"]["limit"] == int(v1_file("memory", path, "memory.limit_in_bytes")) == 32 << 20
+        assert d["memory"]["swap"]["limit"] == int(v1_file("memory", path, "memory.memsw.limit_in_bytes"))
+        assert d["memory"]["usage"]["usage"] > 0
+        assert d["memory"]["raw"]["cache"] == int(
+            [line.split()[1] for line in v1_file("memory", path, "memory.stat").splitlines() if line.startswith("cache ")][0])
+        assert d["pids"] == {"current": int(v1_file("pids", path, "pids.current")), "limit": 50}
+        assert d["pids"]["current"] == 1
+        assert cpu_before <= d["cpu"]["usage"]["total"] <= cpu_after and d["cpu"]["usage"]["total"] > 0
+
+        # The stream: stats every interval, an oom event when the payload is OOM-killed, and the
+        # end when the container stops.
+        events = subprocess.Popen([machrun.bin, "--root", str(machrun.state_root), "events", "--interval", "100ms", cid],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = json.loads(events.stdout.readline())
+        assert first["type"] == "stats" and first["data"]["pids"]["limit"] == 50
+        text = run_inside(tree, "dd if=/dev/zero of=/dev/null bs=64M count=1")
+        assert "rc=137" in text or "Killed" in text, text
+        seen = []
+        end = time.monotonic() + 30
+        while time.monotonic() < end and "oom" not in seen:
+            if select.select([events.stdout], [], [], 1)[0]:
+                seen.append(json.loads(events.stdout.readline())["type"])
+        assert "oom" in seen, seen
+        assert "oom_kill 1" in v1_file("memory", path, "memory.oom_control").splitlines()
+        machrun("kill", cid, "KILL")
+        assert events.wait(timeout=30) == 0
+    finally:
+        if events and events.poll() is None:
+            events.kill()
+            events.wait()
+        machrun("delete", "--force", cid, check=False)
+        reap()
+        remove_v1_groups(made)
+
+
+def test_events_of_a_missing_or_stopped_container_is_one_line(machrun, tree, tmp_path):
+    r = machrun("events", "--stats", "runtime-none", check=False)
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1
+    r = machrun("events", "--interval", "soon", "runtime-none", check=False)
+    assert r.returncode == 1 and "--interval" in r.stderr

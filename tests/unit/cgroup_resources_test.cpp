@@ -210,3 +210,60 @@ TEST(CgroupResources, DetectsAndAppliesOnThisHost) {
     EXPECT_EQ(pids, "17");
     EXPECT_TRUE(bad_write);
 }
+
+// ---- the container's own groups, and update ---------------------------------------------------
+
+TEST(ContainerControllers, OnlyGroupsOfExactlyTheContainersPathCount) {
+    // A hybrid host: memory and pids groups made for the container, cpu still at the root, the
+    // cgroup2 group with hugetlb enabled; named hierarchies are ignored.
+    const char* self =
+        "12:pids:/machrun/c1\n"
+        "11:memory:/machrun/c1\n"
+        "4:cpu,cpuacct:/\n"
+        "3:blkio:/machrun/c1/sub\n"
+        "1:name=systemd:/machrun/c1\n"
+        "0::/machrun/c1\n";
+    CgroupControllers c = container_controllers(self, kHybrid, {"hugetlb"}, "/machrun/c1");
+    EXPECT_EQ(c.v1, (std::set<std::string>{"memory", "pids"}));
+    EXPECT_EQ(c.v2, (std::set<std::string>{"hugetlb"}));
+    // A controller the group lists but the host does not have on cgroup2 is not taken.
+    EXPECT_TRUE(container_controllers("0::/machrun/c1\n", kHybrid, {"memory"}, "/machrun/c1").v2.empty());
+    // Another container's path, or a prefix of it, is not ours.
+    EXPECT_TRUE(
+        container_controllers("11:memory:/machrun/c10\n0::/machrun\n", kHybrid, {"hugetlb"}, "/machrun/c1").v1.empty());
+    EXPECT_TRUE(
+        container_controllers("11:memory:/machrun/c10\n0::/machrun\n", kHybrid, {"hugetlb"}, "/machrun/c1").v2.empty());
+    // Garbage lines are skipped.
+    EXPECT_TRUE(container_controllers("junk\n::\n", kHybrid, {}, "/machrun/c1").v1.empty());
+}
+
+TEST(CgroupUpdate, PlansLikeCreateAndRefusesDeviceRules) {
+    OciResources r = parse_oci_resources(R"({"memory": {"limit": 67108864}, "pids": {"limit": 32}})");
+    CgroupControllers own{{"memory", "pids"}, {}};
+    EXPECT_EQ(plan_cgroup_update(r, own), plan_cgroup_resources(r, own));
+    OciResources d = parse_oci_resources(R"({"devices": [{"allow": false, "access": "rwm"}]})");
+    try {
+        plan_cgroup_update(d, kLegacy);
+        FAIL() << "device rules were planned";
+    } catch (const UsageError& e) {
+        EXPECT_NE(std::string(e.what()).find("linux.resources.devices"), std::string::npos) << e.what();
+    }
+    // A field whose controller the container's groups lack is refused naming it.
+    EXPECT_THROW(plan_cgroup_update(r, CgroupControllers{{"memory"}, {}}), UsageError);
+}
+
+TEST(CgroupUpdate, RaisingTheV1LimitAboveMemswWritesMemswFirst) {
+    CgroupControllers own{{"memory"}, {}};
+    OciResources r = parse_oci_resources(R"({"memory": {"limit": 268435456, "swap": 536870912}})");
+    // Current memsw 128 MiB: the new limit (256 MiB) would exceed it, so memsw goes first.
+    auto up = plan_cgroup_update(r, own, 134217728);
+    ASSERT_EQ(up.size(), 2u);
+    EXPECT_EQ(up[0].file, "memory.memsw.limit_in_bytes");
+    EXPECT_EQ(up[1].file, "memory.limit_in_bytes");
+    // Current memsw 1 GiB: lowering both, the limit goes first (memsw may never fall below it).
+    auto down = plan_cgroup_update(r, own, 1073741824);
+    EXPECT_EQ(down[0].file, "memory.limit_in_bytes");
+    EXPECT_EQ(down[1].file, "memory.memsw.limit_in_bytes");
+    // Unknown current value: the create order.
+    EXPECT_EQ(plan_cgroup_update(r, own)[0].file, "memory.limit_in_bytes");
+}

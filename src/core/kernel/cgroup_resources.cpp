@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "core/base/error.hpp"
+#include "core/base/strings.hpp"
 #include "core/base/unique_fd.hpp"
 
 namespace mk::core {
@@ -260,6 +261,43 @@ void apply_cgroup_writes(const std::vector<CgroupWrite>& writes, const CgroupMou
         if (n < 0) throw_last_error("cannot write '" + w.value + "' to " + path);
         if (size_t(n) != w.value.size()) throw_errno(EIO, "short write of '" + w.value + "' to " + path);
     }
+}
+
+CgroupControllers container_controllers(std::string_view proc_pid_cgroup, const CgroupControllers& host,
+                                        const std::set<std::string>& v2_group_controllers, const std::string& cgroup_path) {
+    CgroupControllers out;
+    for (auto line : lines(proc_pid_cgroup)) {
+        // "ID:controller,controller:/path"; cgroup2's line is "0::/path".
+        size_t a = line.find(':');
+        size_t b = a == std::string_view::npos ? a : line.find(':', a + 1);
+        if (b == std::string_view::npos) continue;
+        std::string_view list = line.substr(a + 1, b - a - 1);
+        if (line.substr(b + 1) != cgroup_path) continue;
+        if (line.substr(0, a) == "0" && list.empty()) {
+            for (const auto& c : v2_group_controllers)
+                if (host.v2.contains(c)) out.v2.insert(c);
+            continue;
+        }
+        for (auto c : split(list, ','))
+            if (host.v1.contains(std::string(c))) out.v1.insert(std::string(c));
+    }
+    return out;
+}
+
+std::vector<CgroupWrite> plan_cgroup_update(const OciResources& resources, const CgroupControllers& where,
+                                            std::optional<int64_t> v1_memsw_now) {
+    if (!resources.devices.empty())
+        throw UsageError("'linux.resources.devices' cannot be changed by update: device rules are set at create");
+    std::vector<CgroupWrite> out = plan_cgroup_resources(resources, where);
+    auto find = [&](const char* file) {
+        return std::ranges::find_if(out, [&](const CgroupWrite& w) { return !w.v2 && w.file == file; });
+    };
+    auto limit = find("memory.limit_in_bytes");
+    auto memsw = find("memory.memsw.limit_in_bytes");
+    if (limit != out.end() && memsw != out.end() && v1_memsw_now && *v1_memsw_now >= 0 &&
+        (limit->value == "-1" || std::stoll(limit->value) > *v1_memsw_now))
+        std::iter_swap(limit, memsw);  // the limit comes first in the plan
+    return out;
 }
 
 }  // namespace mk::core

@@ -8,8 +8,10 @@
 // controller: cgroup2 device programs are not implemented). apply_cgroup_writes() performs them.
 #pragma once
 
+#include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/spawn/oci_spec.hpp"
@@ -58,5 +60,22 @@ std::vector<std::string> cgroup_v1_groups(const std::vector<CgroupWrite>& writes
 // Writes each value to <hierarchy>/<cgroup_path>/<file> (cgroup_path: "/machine.slice/x.scope").
 // The groups must exist. Throws std::system_error naming the file and value on the first failure.
 void apply_cgroup_writes(const std::vector<CgroupWrite>& writes, const CgroupMounts& mounts, const std::string& cgroup_path);
+
+// The controllers of a container's own groups, from its process's /proc/PID/cgroup text: a v1
+// controller counts only where the process's group in that hierarchy is exactly `cgroup_path`; a
+// cgroup2 controller only where the process's cgroup2 group is `cgroup_path` and the controller is
+// in that group's cgroup.controllers (`v2_group_controllers`). A controller whose group is another
+// (the host's root, an engine's parent) is left out, so nothing meant for the container is ever
+// written to a group it shares. Pure.
+CgroupControllers container_controllers(std::string_view proc_pid_cgroup, const CgroupControllers& host,
+                                        const std::set<std::string>& v2_group_controllers, const std::string& cgroup_path);
+
+// A change of linux.resources for a running container (the OCI runtime's `update`): the writes of
+// plan_cgroup_resources(), refusing what `update` cannot change (device rules: set at create, as
+// runc's update leaves them too). On v1, raising the memory limit above the current memory+swap
+// limit (`v1_memsw_now`, if known) writes memory.memsw.limit_in_bytes first, as the kernel requires
+// memsw >= limit at every step. Pure.
+std::vector<CgroupWrite> plan_cgroup_update(const OciResources& resources, const CgroupControllers& where,
+                                            std::optional<int64_t> v1_memsw_now = std::nullopt);
 
 }  // namespace mk::core
