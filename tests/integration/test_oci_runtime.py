@@ -444,47 +444,16 @@ def test_cgroups_path_places_the_container_and_resources_are_applied_or_refused(
 
 # ---- update and events --------------------------------------------------------------------------
 # Checked inside by what the payload can do (the limits are enforced on it: OOM kill, fork
-# failure), and on the host by the cgroup files. On this hybrid host memory and pids are v1 controllers. machrun's update and events work on the
-# container's own groups wherever its init is in a group of the container's cgroup path (found
-# from /proc/PID/cgroup); `join_v1_groups` puts the init into such v1 groups the way a create
-# that makes v1 groups leaves it (and does nothing where it is already in them).
+# failure), and on the host by the cgroup files. On this hybrid host memory and pids are v1
+# controllers: create makes the container's v1 groups for the resources config.json sets (generous
+# limits here), and update and events work on the container's own groups, found from its init's
+# /proc/PID/cgroup.
 
 V1_ROOT = "/sys/fs/cgroup"
 # The init reads commands from the FIFO /ctl and runs each with its output in /out, so what runs
 # inside is a child of the init (in the init's groups) and an idle container is one blocked shell.
 CTL_LOOP = ("mkfifo /ctl; while read cmd < /ctl; do sh -c \"$cmd\" > /out.tmp 2>&1; echo \"rc=$?\" >> /out.tmp; "
             "mv /out.tmp /out; done")
-
-
-def join_v1_groups(pid, path, controllers):
-    made = []
-    for c in controllers:
-        self_cg = open(f"/proc/{pid}/cgroup").read()
-        if any(line.split(":")[1].split(",").count(c) and line.split(":", 2)[2] == path
-               for line in self_cg.splitlines()):
-            continue
-        d = f"{V1_ROOT}/{c}{path}"
-        parts = path.strip("/").split("/")
-        for i in range(1, len(parts) + 1):
-            sub = f"{V1_ROOT}/{c}/" + "/".join(parts[:i])
-            if not os.path.isdir(sub):
-                os.mkdir(sub)
-                made.append(sub)
-        with open(d + "/cgroup.procs", "w") as f:
-            f.write(str(pid))
-    return made
-
-
-def remove_v1_groups(made):
-    for d in reversed(made):
-        for _ in range(200):
-            try:
-                os.rmdir(d)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.01)  # the killed processes are still leaving the group
 
 
 def run_inside(tree, cmd):
@@ -502,21 +471,24 @@ def v1_file(c, path, f):
     return open(f"{V1_ROOT}/{c}{path}/{f}").read().strip()
 
 
-def start_ctl_container(machrun, tree, tmp_path, cid, controllers=("memory", "pids")):
+def start_ctl_container(machrun, tree, tmp_path, cid):
     bundle = make_bundle(machrun, tree, ["sh", "-c", CTL_LOOP])
+    config = json.loads((bundle / "config.json").read_text())
+    config["linux"]["resources"] = {"memory": {"limit": 1 << 30}, "pids": {"limit": 1000}}
+    (bundle / "config.json").write_text(json.dumps(config))
     machrun("create", "--bundle", str(bundle), "--pid-file", str(tmp_path / "pid"), cid)
     pid = int((tmp_path / "pid").read_text())
-    made = join_v1_groups(pid, "/machrun/" + cid, controllers)
+    for c in ("memory", "pids"):
+        assert f":{c}:/machrun/{cid}\n" in open(f"/proc/{pid}/cgroup").read()
     machrun("start", cid)
-    return pid, made
+    return pid
 
 
 def test_update_changes_the_limits_seen_and_enforced_inside(machrun, tree, tmp_path):
     cid = "runtime-u1"
     path = "/machrun/" + cid
-    made = []
     try:
-        _, made = start_ctl_container(machrun, tree, tmp_path, cid)
+        start_ctl_container(machrun, tree, tmp_path, cid)
         machrun("update", "--memory", "32m", "--memory-swap", "32m", "--pids-limit", "6", cid)
         assert v1_file("memory", path, "memory.limit_in_bytes") == str(32 << 20)
         assert v1_file("pids", path, "pids.max") == "6"
@@ -556,7 +528,8 @@ def test_update_changes_the_limits_seen_and_enforced_inside(machrun, tree, tmp_p
     finally:
         machrun("delete", "--force", cid, check=False)
         reap()
-        remove_v1_groups(made)
+        for c in ("memory", "pids"):
+            assert not os.path.exists(f"{V1_ROOT}/{c}{path}")  # delete removed the container's v1 groups
     # A stopped container cannot be updated.
     r = machrun("update", "--memory", "64m", cid, check=False)
     assert r.returncode == 1 and len(r.stderr.splitlines()) == 1
@@ -585,10 +558,9 @@ def test_events_stats_match_the_cgroup_files_and_oom_is_reported(machrun, tree, 
     import select  # noqa: PLC0415
     cid = "runtime-e1"
     path = "/machrun/" + cid
-    made = []
     events = None
     try:
-        _, made = start_ctl_container(machrun, tree, tmp_path, cid)
+        start_ctl_container(machrun, tree, tmp_path, cid)
         machrun("update", "--memory", "32m", "--memory-swap", "32m", "--pids-limit", "50", cid)
         # The init is idle, blocked on /ctl, once its mkfifo child is gone.
         assert wait_for(lambda: (tree / "ctl").exists() and v1_file("pids", path, "pids.current") == "1")
@@ -629,7 +601,8 @@ def test_events_stats_match_the_cgroup_files_and_oom_is_reported(machrun, tree, 
             events.wait()
         machrun("delete", "--force", cid, check=False)
         reap()
-        remove_v1_groups(made)
+        for c in ("memory", "pids"):
+            assert not os.path.exists(f"{V1_ROOT}/{c}{path}")  # delete removed the container's v1 groups
 
 
 def test_events_of_a_missing_or_stopped_container_is_one_line(machrun, tree, tmp_path):
