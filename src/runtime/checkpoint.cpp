@@ -111,8 +111,6 @@ int cmd_restore(const Invocation& inv) {
     core::SpawnSpec spec = core::parse_oci_config(config, bundle);
     if (auto field = core::oci_unapplied_field(spec, core::OciFrontEndHandles{.hooks = true, .cgroups = true}))
         throw UsageError("OCI config field '" + *field + "' is not supported by machrun");
-    if (spec.oci.resources.present)
-        throw UsageError("machrun restore does not apply linux.resources yet; restore from a config without them");
     std::string console_socket = inv.value("console-socket");
     bool terminal = spec.console == core::ConsoleMode::Interactive;
     if (terminal && console_socket.empty())
@@ -120,6 +118,7 @@ int cmd_restore(const Invocation& inv) {
     if (!terminal && !console_socket.empty())
         throw UsageError("--console-socket given, but process.terminal is not set in config.json");
     std::string cgroup = core::oci_cgroup_path(spec.oci.cgroups_path, inv.global.systemd_cgroup, id);
+    GroupPlan groups = plan_container_groups(spec);
     UniqueFd netns;
     if (!spec.network_namespace_path.empty()) {
         netns.reset(::open(spec.network_namespace_path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -153,6 +152,7 @@ int cmd_restore(const Invocation& inv) {
                     signal_all(st, SIGKILL);
                     remove_cgroup(st.cgroup_root, st.cgroup);
                 }
+                remove_v1_groups(st);
                 dir.remove(st.id);
             } catch (const std::exception& e) {
                 log_warning(std::string("cleaning up after the failed restore: ") + e.what() +
@@ -160,9 +160,8 @@ int cmd_restore(const Invocation& inv) {
             }
         }
     } rollback{dir, st};
-    st.own_cgroup = make_cgroup(kCgroupRoot, cgroup);
-    st.cgroup = cgroup;
-    dir.write(st);
+    // As create's: the cgroup2 group, the v1 groups of config.json's limits, the limits written.
+    std::vector<std::string> v1_groups = make_container_groups(dir, st, groups, cgroup);
 
     core::criu::RestoreRequest req;
     req.image_dir = image_path_of(inv);
@@ -184,6 +183,7 @@ int cmd_restore(const Invocation& inv) {
             // Before the tasks resume: the whole tree into the container's group, so ps, pause
             // and kill --all see it (criu made it in our cgroups; its cgroup mode is ignore).
             place_in_cgroup(kCgroupRoot, cgroup, pid);
+            for (const auto& g : v1_groups) join_group_dir(g, pid);
             core::criu::adopt_into_leader_cgroups(pid, kCgroupRoot);
         }
     };

@@ -329,6 +329,39 @@ struct Created {
 };
 
 // Cleans up a create that failed half way: the init (if any), the cgroup, the state directory.
+GroupPlan plan_container_groups(const core::SpawnSpec& spec) {
+    GroupPlan plan;
+    if (!spec.oci.resources.present) return plan;
+    plan.mounts = core::detect_cgroup_mounts(kCgroupRoot);
+    core::OciResources resources = spec.oci.resources;
+    if (!resources.devices.empty()) {
+        auto defaults = core::oci_default_device_rules();
+        resources.devices.insert(resources.devices.end(), defaults.begin(), defaults.end());
+    }
+    plan.writes = core::plan_cgroup_resources(resources, plan.mounts.controllers);
+    return plan;
+}
+
+std::vector<std::string> make_container_groups(const OciStateDir& dir, ContainerState& st, const GroupPlan& plan,
+                                               const std::string& cgroup) {
+    st.own_cgroup = make_cgroup(kCgroupRoot, cgroup);
+    st.cgroup = cgroup;
+    std::vector<std::string> v1_groups = core::cgroup_v1_groups(plan.writes, plan.mounts, cgroup);
+    dir.write(st);
+    for (const auto& g : v1_groups) {
+        // Recorded at once: a failure (or a crash) removes exactly what was made.
+        if (make_group_dir("", g)) {
+            st.v1_cgroups.push_back(g);
+            dir.write(st);
+        }
+    }
+    if (std::string cpuset = plan.mounts.v1_dir("cpuset");
+        !cpuset.empty() && std::ranges::find(v1_groups, cpuset + cgroup) != v1_groups.end())
+        fill_v1_cpuset(cpuset, cgroup);
+    if (!plan.writes.empty()) core::apply_cgroup_writes(plan.writes, plan.mounts, cgroup);
+    return v1_groups;
+}
+
 struct CreateRollback {
     const OciStateDir& dir;
     ContainerState& st;
@@ -379,21 +412,7 @@ Created do_create(const Invocation& inv, const OciStateDir& dir) {
     if (!terminal && !console_socket.empty())
         throw UsageError("--console-socket given, but process.terminal is not set in config.json");
     std::string cgroup = core::oci_cgroup_path(spec.oci.cgroups_path, inv.global.systemd_cgroup, id);
-    // linux.resources: planned against every hierarchy, so on a v1 or hybrid host the limits of
-    // v1 controllers go to the container's group in that controller's hierarchy (made here, joined
-    // by the init and every exec, removed at delete). config.json's device rules are followed by
-    // the runtime's defaults, as runc's (podman sends only "deny all").
-    std::vector<core::CgroupWrite> resource_writes;
-    core::CgroupMounts mounts;
-    if (spec.oci.resources.present) {
-        mounts = core::detect_cgroup_mounts(kCgroupRoot);
-        core::OciResources resources = spec.oci.resources;
-        if (!resources.devices.empty()) {
-            auto defaults = core::oci_default_device_rules();
-            resources.devices.insert(resources.devices.end(), defaults.begin(), defaults.end());
-        }
-        resource_writes = core::plan_cgroup_resources(resources, mounts.controllers);
-    }
+    GroupPlan groups = plan_container_groups(spec);
 
     core::finalize(spec);
     ContainerLock lock = dir.create(id);
@@ -415,21 +434,7 @@ Created do_create(const Invocation& inv, const OciStateDir& dir) {
     UniqueFd gate(::open(fifo.c_str(), O_PATH | O_CLOEXEC));
     if (!gate) core::throw_last_error("cannot open the exec FIFO " + fifo);
 
-    st.own_cgroup = make_cgroup(kCgroupRoot, cgroup);
-    st.cgroup = cgroup;
-    std::vector<std::string> v1_groups = core::cgroup_v1_groups(resource_writes, mounts, cgroup);
-    dir.write(st);
-    for (const auto& g : v1_groups) {
-        // Recorded at once: a failure (or a crash) removes exactly what was made.
-        if (make_group_dir("", g)) {
-            st.v1_cgroups.push_back(g);
-            dir.write(st);
-        }
-    }
-    if (std::string cpuset = mounts.v1_dir("cpuset");
-        !cpuset.empty() && std::ranges::find(v1_groups, cpuset + cgroup) != v1_groups.end())
-        fill_v1_cpuset(cpuset, cgroup);
-    if (!resource_writes.empty()) core::apply_cgroup_writes(resource_writes, mounts, cgroup);
+    std::vector<std::string> v1_groups = make_container_groups(dir, st, groups, cgroup);
 
     Created out;
     core::LaunchHooks hooks;

@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "core/base/unique_fd.hpp"
+#include "core/kernel/cgroup_resources.hpp"
 #include "core/oci/state.hpp"
+#include "core/spawn/spawn_spec.hpp"
 #include "runtime/cli.hpp"
 
 namespace mk::runtime::detail {
@@ -27,6 +29,24 @@ bool make_cgroup(const std::string& root, const std::string& path);
 void place_in_cgroup(const std::string& root, const std::string& path, pid_t pid);
 void remove_cgroup(const std::string& root, const std::string& path);
 void signal_all(const core::ContainerState& s, int sig);
+// The v1 groups a container's state records (made for its v1 limits), and their removal.
+std::vector<std::string> v1_groups_of(const core::ContainerState& st);
+void remove_v1_groups(const core::ContainerState& st);
+void join_group_dir(const std::string& dir, pid_t pid);
+
+// linux.resources, planned against every hierarchy, so on a v1 or hybrid host the limits of v1
+// controllers go to the container's group in that controller's hierarchy (made by
+// make_container_groups, joined by the init and every exec, removed at delete). config.json's
+// device rules are followed by the runtime's defaults, as runc's (podman sends only "deny all").
+struct GroupPlan {
+    std::vector<core::CgroupWrite> writes;
+    core::CgroupMounts mounts;
+};
+GroupPlan plan_container_groups(const core::SpawnSpec& spec);
+// Makes the container's cgroup2 group and its v1 groups, each recorded in `st` (written to `dir`)
+// as it is made, and writes the limits. Returns the v1 group directories for the init to join.
+std::vector<std::string> make_container_groups(const core::OciStateDir& dir, core::ContainerState& st, const GroupPlan& plan,
+                                               const std::string& cgroup);
 
 core::UniqueFd open_init(const core::ContainerState& s);
 uint64_t start_time_of(pid_t pid);
