@@ -9,6 +9,7 @@
 #include <climits>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/criu/checkpoint.hpp"
 #include "core/spawn/oci_config.hpp"
 #include "runtime/commands_detail.hpp"
@@ -145,8 +146,7 @@ int cmd_restore(const Invocation& inv) {
             try {
                 if (child > 0) {
                     ::kill(child, SIGKILL);
-                    while (::waitpid(child, nullptr, 0) < 0 && errno == EINTR) {
-                    }
+                    (void)core::retry_eintr([&] { return ::waitpid(child, nullptr, 0); });
                 }
                 if (st.own_cgroup) {
                     signal_all(st, SIGKILL);
@@ -198,8 +198,7 @@ int cmd_restore(const Invocation& inv) {
     if (inv.flag("detach")) return 0;
     lock = ContainerLock();
     siginfo_t si{};
-    while (waitid(P_PID, static_cast<id_t>(restored.pid), &si, WEXITED) < 0 && errno == EINTR) {
-    }
+    (void)core::retry_eintr([&] { return waitid(P_PID, static_cast<id_t>(restored.pid), &si, WEXITED); });
     do_delete(dir, id, true);
     return si.si_code == CLD_EXITED ? si.si_status : 128 + si.si_status;
 }

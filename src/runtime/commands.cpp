@@ -271,8 +271,7 @@ uint64_t start_time_of(pid_t pid) {
 bool wait_exit(int pidfd, int timeout_ms) {
     pollfd pf{pidfd, POLLIN, 0};
     int r;
-    do r = poll(&pf, 1, timeout_ms);
-    while (r < 0 && errno == EINTR);
+    r = core::retry_eintr([&] { return poll(&pf, 1, timeout_ms); });
     return r > 0;
 }
 
@@ -582,8 +581,7 @@ int cmd_run(const Invocation& inv) {
     }
     // The init is our own child: wait for it and report its status as a shell would.
     siginfo_t si{};
-    while (waitid(P_PID, static_cast<id_t>(c.pid), &si, WEXITED) < 0 && errno == EINTR) {
-    }
+    (void)core::retry_eintr([&] { return waitid(P_PID, static_cast<id_t>(c.pid), &si, WEXITED); });
     if (!inv.flag("keep")) do_delete(dir, c.state.id, true);
     return si.si_code == CLD_EXITED ? si.si_status : 128 + si.si_status;
 }
@@ -759,8 +757,7 @@ int cmd_exec(const Invocation& inv) {
         write_file_atomic(pid_file, std::to_string(started.pid));
     if (inv.flag("detach")) return 0;
     siginfo_t si{};
-    while (waitid(P_PID, static_cast<id_t>(started.pid), &si, WEXITED) < 0 && errno == EINTR) {
-    }
+    (void)core::retry_eintr([&] { return waitid(P_PID, static_cast<id_t>(started.pid), &si, WEXITED); });
     return si.si_code == CLD_EXITED ? si.si_status : 128 + si.si_status;
 }
 

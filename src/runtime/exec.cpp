@@ -21,6 +21,7 @@
 
 #include "core/base/fd_passing.hpp"
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/kernel/capabilities.hpp"
 #include "core/kernel/seccomp.hpp"
 #include "core/spawn/oci_config.hpp"
@@ -216,16 +217,13 @@ ExecStarted start_exec(const ExecTarget& target, const ExecRequest& req) {
     err_wr.reset();
     child_sock.reset();
     int status = 0;
-    while (waitpid(mid, &status, 0) < 0 && errno == EINTR) {
-    }
+    (void)core::retry_eintr([&] { return waitpid(mid, &status, 0); });
     ExecStarted out;
     pid_t pid = 0;
     if (::read(sock.get(), &pid, sizeof pid) == sizeof pid) out.pid = pid;
     if (req.terminal && out.pid > 0) out.master = core::recv_fd(sock.get());
     int e[2] = {0, 0};
-    ssize_t n;
-    while ((n = ::read(err_rd.get(), e, sizeof e)) < 0 && errno == EINTR) {
-    }
+    ssize_t n = core::retry_eintr([&] { return ::read(err_rd.get(), e, sizeof e); });
     if (n == static_cast<ssize_t>(sizeof e)) {
         if (out.pid > 0) {
             siginfo_t si{};

@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/unique_fd.hpp"
 
 namespace mk::runtime {
@@ -55,13 +56,11 @@ void run_hook(const Hook& h, const std::string& state_json, const std::string& s
     pollfd pf{pidfd.get(), POLLIN, 0};
     int timeout_ms = h.timeout ? *h.timeout * 1000 : -1;
     int r;
-    do r = poll(&pf, 1, timeout_ms);
-    while (r < 0 && errno == EINTR);
+    r = core::retry_eintr([&] { return poll(&pf, 1, timeout_ms); });
     bool timed_out = r == 0;
     if (timed_out) syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
     siginfo_t si{};
-    while (waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &si, WEXITED) < 0 && errno == EINTR) {
-    }
+    (void)core::retry_eintr([&] { return waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &si, WEXITED); });
     if (timed_out) throw std::runtime_error(name + " timed out after " + std::to_string(*h.timeout) + " s");
     if (si.si_code == CLD_EXITED && si.si_status == 127) throw std::runtime_error(name + " could not be executed");
     if (si.si_code == CLD_EXITED && si.si_status != 0)

@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 #include "core/base/rm_rf.hpp"
 #include "core/base/fs_at.hpp"
 #include "core/base/names.hpp"
@@ -80,11 +81,8 @@ uint64_t hash_file(int dir_fd, const std::string& name) {
     uint64_t h = 0xcbf29ce484222325ULL;
     std::string buf(1 << 16, '\0');
     for (;;) {
-        ssize_t n = read(fd.get(), buf.data(), buf.size());
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            throw_last_error("read " + name);
-        }
+        ssize_t n = retry_eintr([&] { return read(fd.get(), buf.data(), buf.size()); });
+        if (n < 0) throw_last_error("read " + name);
         if (n == 0) break;
         h = fnv1a64(std::string_view(buf.data(), static_cast<size_t>(n)), h);
     }
@@ -360,8 +358,7 @@ CheckpointRecord read_checkpoint(int dir_fd, const std::string& dir_path) {
     std::string text(kMaxRecordSize + 1, '\0');
     size_t got = 0;
     for (;;) {
-        ssize_t n = read(fd.get(), text.data() + got, text.size() - got);
-        if (n < 0 && errno == EINTR) continue;
+        ssize_t n = retry_eintr([&] { return read(fd.get(), text.data() + got, text.size() - got); });
         if (n < 0) throw_last_error("read " + std::string(kRecordFile));
         if (n == 0 || (got += static_cast<size_t>(n)) == text.size()) break;
     }

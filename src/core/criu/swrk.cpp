@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "core/base/error.hpp"
+#include "core/base/io.hpp"
 
 namespace mk::core::criu {
 
@@ -85,8 +86,7 @@ Swrk::Swrk(const CriuCommand& cmd, std::span<const int> inherit) {
 Swrk::~Swrk() {
     if (pid_ > 0) {
         kill(pid_, SIGKILL);
-        while (waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
-        }
+        (void)retry_eintr([&] { return waitpid(pid_, nullptr, 0); });
     }
 }
 
@@ -94,8 +94,7 @@ int Swrk::finish() {
     sock_.reset();
     int status = 0;
     if (pid_ > 0) {
-        while (waitpid(pid_, &status, 0) < 0)
-            if (errno != EINTR) throw_last_error("wait for criu");
+        if (retry_eintr([&] { return waitpid(pid_, &status, 0); }) < 0) throw_last_error("wait for criu");
         pid_ = -1;
     }
     return status;
@@ -108,8 +107,7 @@ std::string Swrk::receive(UniqueFd& fd) {
     peek.msg_iov = &piov;
     peek.msg_iovlen = 1;
     ssize_t len;
-    do len = recvmsg(sock_.get(), &peek, MSG_PEEK | MSG_TRUNC);
-    while (len < 0 && errno == EINTR);
+    len = retry_eintr([&] { return recvmsg(sock_.get(), &peek, MSG_PEEK | MSG_TRUNC); });
     if (len < 0) throw_last_error("read from criu");
     if (len == 0) {
         int status = finish();
@@ -130,8 +128,7 @@ std::string Swrk::receive(UniqueFd& fd) {
     msg.msg_control = control;
     msg.msg_controllen = sizeof(control);
     ssize_t n;
-    do n = recvmsg(sock_.get(), &msg, MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
+    n = retry_eintr([&] { return recvmsg(sock_.get(), &msg, MSG_CMSG_CLOEXEC); });
     if (n < 0) throw_last_error("read from criu");
     for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
@@ -152,8 +149,7 @@ Response Swrk::call(const Request& req, const NotifyHandler& notify) {
     auto send_req = [&](const Request& r) {
         std::string bytes = encode_request(r);
         ssize_t n;
-        do n = send(sock_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
-        while (n < 0 && errno == EINTR);
+        n = retry_eintr([&] { return send(sock_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL); });
         if (n < 0) throw_last_error("write to criu");
     };
     send_req(req);
