@@ -7,7 +7,6 @@ import os
 import pathlib
 import shutil
 import subprocess
-import tempfile
 
 import pytest
 
@@ -26,6 +25,20 @@ def _binary(name, sub):
 @pytest.fixture(scope="session")
 def spawn_bin():
     return _binary("spawn", "spawn")
+
+
+@pytest.fixture(scope="session")
+def criu_cmd():
+    """criu 4.2 from the cached Debian sid fixture, run through that tree's loader (Debian 12's criu
+    3.17 cannot run on this kernel): a command line for MK_CRIU / machrun --criu."""
+    r = subprocess.run([str(HELPERS / "sid-fixture.sh")], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("no Debian sid fixture (criu 4.2): " + r.stderr.strip()[-200:])
+    t = r.stdout.strip()
+    if not os.path.exists(t + "/usr/sbin/criu"):
+        pytest.skip("the sid fixture has no criu")
+    return (f"{t}/lib64/ld-linux-x86-64.so.2 --library-path {t}/usr/lib/x86_64-linux-gnu:{t}/lib/x86_64-linux-gnu "
+            f"{t}/usr/sbin/criu")
 
 
 @pytest.fixture(scope="session")

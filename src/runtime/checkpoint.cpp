@@ -104,20 +104,7 @@ int cmd_restore(const Invocation& inv) {
     no_more_args(inv, 1);
     core::criu::CriuCommand criu = core::criu::criu_command(inv.global.criu);
     refuse_unsupported(inv, criu);
-    std::string bundle = inv.value("bundle", ".");
-    char real[PATH_MAX];
-    if (!::realpath(bundle.c_str(), real)) core::throw_last_error("cannot find the bundle " + bundle);
-    bundle = real;
-    std::string config = read_file(bundle + "/config.json", core::kOciConfigMax, "the bundle's config");
-    core::SpawnSpec spec = core::parse_oci_config(config, bundle);
-    if (auto field = core::oci_unapplied_field(spec, core::OciFrontEndHandles{.hooks = true, .cgroups = true}))
-        throw UsageError("OCI config field '" + *field + "' is not supported by machrun");
-    std::string console_socket = inv.value("console-socket");
-    bool terminal = spec.console == core::ConsoleMode::Interactive;
-    if (terminal && console_socket.empty())
-        throw UsageError("process.terminal is set: --console-socket is needed to hand over the restored terminal");
-    if (!terminal && !console_socket.empty())
-        throw UsageError("--console-socket given, but process.terminal is not set in config.json");
+    auto [bundle, config, spec, console_size, console_socket, terminal] = load_bundle(inv);
     std::string cgroup = core::oci_cgroup_path(spec.oci.cgroups_path, inv.global.systemd_cgroup, id);
     GroupPlan groups = plan_container_groups(spec);
     UniqueFd netns;
@@ -178,6 +165,7 @@ int cmd_restore(const Invocation& inv) {
     req.on_notify = [&](const std::string& script, int32_t pid, UniqueFd fd) {
         if (script == "orphan-pts-master") {
             if (!fd) throw std::runtime_error("criu sent no terminal with orphan-pts-master");
+            if (console_size) set_window_size(fd.get(), *console_size);
             send_console_master(console_socket, fd.get(), "/dev/ptmx");
         } else if (script == "post-restore" && pid > 0) {
             // Before the tasks resume: the whole tree into the container's group, so ps, pause

@@ -328,6 +328,28 @@ struct Created {
 };
 
 // Cleans up a create that failed half way: the init (if any), the cgroup, the state directory.
+Bundle load_bundle(const Invocation& inv) {
+    Bundle b;
+    b.dir = inv.value("bundle", ".");
+    char real[PATH_MAX];
+    if (!::realpath(b.dir.c_str(), real)) core::throw_last_error("cannot find the bundle " + b.dir);
+    b.dir = real;
+    b.config = read_file(b.dir + "/config.json", core::kOciConfigMax, "the bundle's config");
+    b.spec = core::parse_oci_config(b.config, b.dir);
+    // process.consoleSize: machrun sizes the pty it hands to --console-socket.
+    b.console_size = std::exchange(b.spec.oci.console_size, std::nullopt);
+    // machrun runs the hooks and places the container in linux.cgroupsPath with linux.resources.
+    if (auto field = core::oci_unapplied_field(b.spec, core::OciFrontEndHandles{.hooks = true, .cgroups = true}))
+        throw UsageError("OCI config field '" + *field + "' is not supported by machrun");
+    b.console_socket = inv.value("console-socket");
+    b.terminal = b.spec.console == core::ConsoleMode::Interactive;
+    if (b.terminal && b.console_socket.empty())
+        throw UsageError("process.terminal is set: --console-socket is needed to hand over the terminal");
+    if (!b.terminal && !b.console_socket.empty())
+        throw UsageError("--console-socket given, but process.terminal is not set in config.json");
+    return b;
+}
+
 GroupPlan plan_container_groups(const core::SpawnSpec& spec) {
     GroupPlan plan;
     if (!spec.oci.resources.present) return plan;
@@ -390,26 +412,10 @@ Created do_create(const Invocation& inv, const OciStateDir& dir) {
     no_more_args(inv, 1);
     if (inv.flag("preserve-fds") && inv.value("preserve-fds") != "0")
         throw UsageError("--preserve-fds is not supported yet; pass 0 or leave it out");
-    std::string bundle = inv.value("bundle", ".");
-    char real[PATH_MAX];
-    if (!::realpath(bundle.c_str(), real)) core::throw_last_error("cannot find the bundle " + bundle);
-    bundle = real;
-    std::string config = read_file(bundle + "/config.json", core::kOciConfigMax, "the bundle's config");
-    core::SpawnSpec spec = core::parse_oci_config(config, bundle);
-    // process.consoleSize: machrun sizes the pty it hands to --console-socket.
-    std::optional<std::pair<unsigned, unsigned>> console_size = std::exchange(spec.oci.console_size, std::nullopt);
-    // machrun runs the hooks and places the container in linux.cgroupsPath with linux.resources.
-    if (auto field = core::oci_unapplied_field(spec, core::OciFrontEndHandles{.hooks = true, .cgroups = true}))
-        throw UsageError("OCI config field '" + *field + "' is not supported by machrun");
+    auto [bundle, config, spec, console_size, console_socket, terminal] = load_bundle(inv);
     spec.machine_name = machine_name_for(id);
     spec.quiet = true;
     spec.register_mode = core::RegisterMode::No;
-    std::string console_socket = inv.value("console-socket");
-    bool terminal = spec.console == core::ConsoleMode::Interactive;
-    if (terminal && console_socket.empty())
-        throw UsageError("process.terminal is set: --console-socket is needed to hand over the terminal");
-    if (!terminal && !console_socket.empty())
-        throw UsageError("--console-socket given, but process.terminal is not set in config.json");
     std::string cgroup = core::oci_cgroup_path(spec.oci.cgroups_path, inv.global.systemd_cgroup, id);
     GroupPlan groups = plan_container_groups(spec);
 

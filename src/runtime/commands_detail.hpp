@@ -5,7 +5,9 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/base/unique_fd.hpp"
@@ -33,6 +35,20 @@ void signal_all(const core::ContainerState& s, int sig);
 std::vector<std::string> v1_groups_of(const core::ContainerState& st);
 void remove_v1_groups(const core::ContainerState& st);
 void join_group_dir(const std::string& dir, pid_t pid);
+
+// The bundle of create and restore: its real path, config.json's text and its SpawnSpec (fields
+// machrun does not apply refused in one line), process.consoleSize taken out for the pty machrun
+// hands over, and --console-socket checked against process.terminal.
+struct Bundle {
+    std::string dir;
+    std::string config;
+    core::SpawnSpec spec;
+    std::optional<std::pair<unsigned, unsigned>> console_size;
+    std::string console_socket;
+    bool terminal = false;
+};
+Bundle load_bundle(const Invocation& inv);
+void set_window_size(int master, std::pair<unsigned, unsigned> size);
 
 // linux.resources, planned against every hierarchy, so on a v1 or hybrid host the limits of v1
 // controllers go to the container's group in that controller's hierarchy (made by

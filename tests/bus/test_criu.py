@@ -23,18 +23,6 @@ HELPERS = pathlib.Path(__file__).resolve().parents[1] / "helpers"
 pytestmark = pytest.mark.skipif(not MACHCTL.exists(), reason="machctl not built")
 
 
-@pytest.fixture(scope="module")
-def criu_cmd():
-    r = subprocess.run([str(HELPERS / "sid-fixture.sh")], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip("no Debian sid fixture (criu 4.2): " + r.stderr.strip()[-200:])
-    t = r.stdout.strip()
-    if not os.path.exists(t + "/usr/sbin/criu"):
-        pytest.skip("the sid fixture has no criu")
-    return (f"{t}/lib64/ld-linux-x86-64.so.2 --library-path {t}/usr/lib/x86_64-linux-gnu:{t}/lib/x86_64-linux-gnu "
-            f"{t}/usr/sbin/criu")
-
-
 @pytest.fixture
 def criu_machd(bus, tmp_path, leaders, criu_cmd, monkeypatch):
     """machd with MK_CRIU set (it runs the dumps and starts the restoring spawns)."""

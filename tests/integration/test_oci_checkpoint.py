@@ -26,18 +26,6 @@ PR_SET_CHILD_SUBREAPER = 36
 COUNTER = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /count; sleep 0.05; done"]
 
 
-@pytest.fixture(scope="module")
-def criu_cmd():
-    r = subprocess.run([str(HELPERS / "sid-fixture.sh")], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip("no Debian sid fixture (criu 4.2): " + r.stderr.strip()[-200:])
-    t = r.stdout.strip()
-    if not os.path.exists(t + "/usr/sbin/criu"):
-        pytest.skip("the sid fixture has no criu")
-    return (f"{t}/lib64/ld-linux-x86-64.so.2 --library-path {t}/usr/lib/x86_64-linux-gnu:{t}/lib/x86_64-linux-gnu "
-            f"{t}/usr/sbin/criu")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def subreaper():
     libc = ctypes.CDLL(None, use_errno=True)

@@ -151,31 +151,35 @@ std::optional<std::string> cgroup_path_from_proc(std::string_view text) {
     return unified;
 }
 
-std::optional<std::string> unit_from_cgroup_path(std::string_view path) {
+namespace {
+
+// The first .scope or .service component of `path`, passing over slices and what `pass` accepts.
+// Any other component ends the search when `strict`, else it is passed over too.
+template <typename Pass>
+std::optional<std::string> first_unit_component(std::string_view path, Pass pass, bool strict) {
     while (!path.empty()) {
         while (path.starts_with('/')) path.remove_prefix(1);
         auto slash = path.find('/');
         std::string_view comp = path.substr(0, slash);
         path.remove_prefix(slash == std::string_view::npos ? path.size() : slash);
         if (comp.empty()) break;
-        if (comp.ends_with(".slice")) continue;
+        if (comp.ends_with(".slice") || pass(comp)) continue;
         if ((comp.ends_with(".scope") || comp.ends_with(".service")) && comp.size() > 6) return std::string(comp);
-        return std::nullopt;
+        if (strict) return std::nullopt;
     }
     return std::nullopt;
 }
 
+}  // namespace
+
+std::optional<std::string> unit_from_cgroup_path(std::string_view path) {
+    return first_unit_component(
+        path, [](std::string_view) { return false; }, true);
+}
+
 std::optional<std::string> user_unit_from_cgroup_path(std::string_view path) {
-    while (!path.empty()) {
-        while (path.starts_with('/')) path.remove_prefix(1);
-        auto slash = path.find('/');
-        std::string_view comp = path.substr(0, slash);
-        path.remove_prefix(slash == std::string_view::npos ? path.size() : slash);
-        if (comp.empty()) break;
-        if (comp.ends_with(".slice") || (comp.starts_with("user@") && comp.ends_with(".service"))) continue;
-        if ((comp.ends_with(".scope") || comp.ends_with(".service")) && comp.size() > 6) return std::string(comp);
-    }
-    return std::nullopt;
+    return first_unit_component(
+        path, [](std::string_view c) { return c.starts_with("user@") && c.ends_with(".service"); }, false);
 }
 
 std::optional<std::string> pid_cgroup_path(pid_t pid) {
