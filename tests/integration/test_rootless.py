@@ -54,18 +54,25 @@ class User:
         subprocess.run(["chown", "-R", f"{self.uid}:{self.gid}", str(path)], check=True)
 
 
+def remove_user(name):
+    """userdel -r (it drops the user's /etc/subuid and /etc/subgid lines too). userdel refuses while a
+    process of the user still runs (a machd, a bus or a guest still exiting): the test's own user's
+    leftovers are killed and the removal tried again, so no test user outlives the run."""
+    for _ in range(100):
+        subprocess.run(["userdel", "-r", name], capture_output=True)
+        if subprocess.run(["getent", "passwd", name], capture_output=True).returncode != 0:
+            break
+        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+        time.sleep(0.1)
+    shutil.rmtree(f"/home/{name}", ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def user(request):
     # Short and unique per run; useradd gives it the next free subordinate ranges (SUB_UID_*).
     name = f"mkrl{os.getpid() % 100000}"
     subprocess.run(["useradd", "-m", "-d", f"/home/{name}", "-s", "/bin/sh", name], check=True)
-
-    def remove():
-        # userdel drops the user's lines from /etc/subuid and /etc/subgid as well.
-        subprocess.run(["userdel", "-r", name], capture_output=True)
-        shutil.rmtree(f"/home/{name}", ignore_errors=True)
-
-    request.addfinalizer(remove)
+    request.addfinalizer(lambda: remove_user(name))
     u = User(name)
     assert ranges("/etc/subuid", name) and ranges("/etc/subgid", name), "useradd gave no subordinate ranges"
     u.runtime.mkdir(mode=0o700)
@@ -79,12 +86,7 @@ def plain_user(request):
     name = f"mkrp{os.getpid() % 100000}"
     subprocess.run(["useradd", "-m", "-d", f"/home/{name}", "-s", "/bin/sh", "-K", "SUB_UID_COUNT=0",
                     "-K", "SUB_GID_COUNT=0", name], check=True)
-
-    def remove():
-        subprocess.run(["userdel", "-r", name], capture_output=True)
-        shutil.rmtree(f"/home/{name}", ignore_errors=True)
-
-    request.addfinalizer(remove)
+    request.addfinalizer(lambda: remove_user(name))
     u = User(name)
     assert not ranges("/etc/subuid", name)
     u.runtime.mkdir(mode=0o700)
