@@ -130,21 +130,11 @@ int cmd_restore(const Invocation& inv) {
         bool armed = true;
         ~Rollback() {
             if (!armed) return;
-            try {
-                if (child > 0) {
-                    ::kill(child, SIGKILL);
-                    (void)core::retry_eintr([&] { return ::waitpid(child, nullptr, 0); });
-                }
-                if (st.own_cgroup) {
-                    signal_all(st, SIGKILL);
-                    remove_cgroup(st.cgroup_root, st.cgroup);
-                }
-                remove_v1_groups(st);
-                dir.remove(st.id);
-            } catch (const std::exception& e) {
-                log_warning(std::string("cleaning up after the failed restore: ") + e.what() +
-                            "; run 'machrun delete --force " + st.id + "'");
+            if (child > 0) {
+                ::kill(child, SIGKILL);
+                (void)core::retry_eintr([&] { return ::waitpid(child, nullptr, 0); });
             }
+            undo_container(dir, st, "restore");
         }
     } rollback{dir, st};
     // As create's: the cgroup2 group, the v1 groups of config.json's limits, the limits written.

@@ -383,6 +383,20 @@ std::vector<std::string> make_container_groups(const OciStateDir& dir, Container
     return v1_groups;
 }
 
+void undo_container(const OciStateDir& dir, const ContainerState& st, const char* command) noexcept {
+    try {
+        if (st.own_cgroup) {
+            signal_all(st, SIGKILL);
+            remove_cgroup(st.cgroup_root, st.cgroup);
+        }
+        remove_v1_groups(st);
+        dir.remove(st.id);
+    } catch (const std::exception& e) {
+        log_warning(std::string("cleaning up after the failed ") + command + ": " + e.what() +
+                    "; run 'machrun delete --force " + st.id + "'");
+    }
+}
+
 struct CreateRollback {
     const OciStateDir& dir;
     ContainerState& st;
@@ -394,16 +408,10 @@ struct CreateRollback {
                 syscall(SYS_pidfd_send_signal, init.get(), SIGKILL, nullptr, 0);
                 wait_exit(init.get(), 2000);
             }
-            if (st.own_cgroup) {
-                signal_all(st, SIGKILL);
-                remove_cgroup(st.cgroup_root, st.cgroup);
-            }
-            remove_v1_groups(st);
-            dir.remove(st.id);
-        } catch (const std::exception& e) {
-            log_warning(std::string("cleaning up after the failed create: ") + e.what() + "; run 'machrun delete --force " +
-                        st.id + "'");
+        } catch (const std::exception&) {
+            // No init to kill (gone, or never recorded): the groups and the state still go.
         }
+        undo_container(dir, st, "create");
     }
 };
 

@@ -31,6 +31,10 @@ bool make_cgroup(const std::string& root, const std::string& path);
 void place_in_cgroup(const std::string& root, const std::string& path, pid_t pid);
 void remove_cgroup(const std::string& root, const std::string& path);
 void signal_all(const core::ContainerState& s, int sig);
+// After a failed create or restore: kills what is in the container's groups, removes them and the
+// state. Never throws: what it cannot remove is named with the delete --force to run.
+void undo_container(const core::OciStateDir& dir, const core::ContainerState& st, const char* command) noexcept;
+
 // The v1 groups a container's state records (made for its v1 limits), and their removal.
 std::vector<std::string> v1_groups_of(const core::ContainerState& st);
 void remove_v1_groups(const core::ContainerState& st);
