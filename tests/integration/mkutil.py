@@ -7,3 +7,50 @@ def host_mounts():
     /run/netns belong to other tests running at the same time, not to what is being checked."""
     with open("/proc/self/mountinfo") as f:
         return sorted(p for p in (line.split()[4] for line in f) if not p.startswith("/run/netns/"))
+
+
+def wait_for(pred, timeout=10.0, interval=0.05):
+    """Polls pred until it is true or timeout seconds have passed; returns its last value."""
+    import time  # noqa: PLC0415
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(interval)
+    return pred()
+
+
+def reap():
+    """Collects the processes reparented to us while we are their subreaper (machrun's inits)."""
+    import os  # noqa: PLC0415
+
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+CGROUP2 = "/sys/fs/cgroup/unified" if __import__("os").path.exists("/sys/fs/cgroup/unified/cgroup.procs") \
+    else "/sys/fs/cgroup"
+
+
+def as_subreaper():
+    """A module fixture's body (wrap it with pytest.fixture): the test process becomes the subreaper
+    of what it starts, as conmon and containerd's shim are, so machrun's detached inits are
+    reparented to it; afterwards machrun's default parent group is removed once empty."""
+    import ctypes  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    pr_set_child_subreaper = 36
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0) == 0
+    yield
+    libc.prctl(pr_set_child_subreaper, 0, 0, 0, 0)
+    try:
+        os.rmdir(CGROUP2 + "/machrun")
+    except OSError:
+        pass

@@ -10,10 +10,10 @@ import pathlib
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 
 import pytest
+from mkutil import wait_for
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
@@ -36,15 +36,6 @@ def host_link_names():
 def host_nft_tables():
     r = sh("nft", "list", "tables", check=False)
     return r.stdout
-
-
-def wait_for(pred, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 class Netns:

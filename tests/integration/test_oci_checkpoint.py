@@ -7,7 +7,6 @@ containerd's shim are, so restored inits are reparented to it and reaped here.
 Root only; real namespaces, cgroups and criu. Skipped, with the reason, when the sid fixture
 cannot be made (tests/helpers/sid-fixture.sh)."""
 import array
-import ctypes
 import json
 import os
 import pathlib
@@ -17,31 +16,15 @@ import subprocess
 import time
 
 import pytest
+from mkutil import CGROUP2, as_subreaper, reap, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 HELPERS = pathlib.Path(__file__).resolve().parents[1] / "helpers"
-CGROUP2 = "/sys/fs/cgroup/unified" if os.path.exists("/sys/fs/cgroup/unified/cgroup.procs") else "/sys/fs/cgroup"
-PR_SET_CHILD_SUBREAPER = 36
 COUNTER = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /count; sleep 0.05; done"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def subreaper():
-    libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    yield
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-
-
-def reap():
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+subreaper = pytest.fixture(scope="module", autouse=True)(as_subreaper)
 
 
 @pytest.fixture
@@ -106,15 +89,6 @@ def make_bundle(tree, args, terminal=False):
     }
     (bundle / "config.json").write_text(json.dumps(config))
     return bundle
-
-
-def wait_for(pred, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 def count(tree):

@@ -10,9 +10,9 @@ import pathlib
 import shutil
 import signal
 import subprocess
-import time
 
 import pytest
+from mkutil import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -102,15 +102,6 @@ def status_of(podman, name):
     return podman("inspect", "--format", "{{.State.Status}}", name).stdout.strip()
 
 
-def wait_for(pred, timeout=20.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
-
-
 def test_podman_run_prints_output_and_propagates_the_exit_code(podman):
     r = podman(*run_flags("--rm"), IMAGE, "sh", "-c", "echo hello from $(hostname); exit 3", check=False)
     assert r.returncode == 3, r.stderr
@@ -176,7 +167,7 @@ def test_podman_kill(podman):
     podman(*run_flags("-d", "--name", "podmanh-k"), IMAGE, "sleep", "1000")
     try:
         podman("kill", "-s", "KILL", "podmanh-k")
-        assert wait_for(lambda: status_of(podman, "podmanh-k") == "exited")
+        assert wait_for(lambda: status_of(podman, "podmanh-k") == "exited", timeout=20)
         assert podman("inspect", "--format", "{{.State.ExitCode}}", "podmanh-k").stdout.strip() == "137"
     finally:
         podman("rm", "-f", "podmanh-k", check=False)
@@ -251,7 +242,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
     c = C()
     try:
-        assert wait_for(lambda: c("version", check=False).returncode == 0), (base / "containerd.log").read_text()
+        assert wait_for(lambda: c("version", check=False).returncode == 0, timeout=20), (base / "containerd.log").read_text()
         archive = base / "bb-oci.tar"
         podman("save", "--format", "oci-archive", "-o", str(archive), IMAGE)
         c("image", "import", str(archive))
@@ -303,7 +294,7 @@ def test_ctr_task_exec_kill_ls_and_limits(containerd):
         assert ex.returncode == 4, ex.stderr
         assert ex.stdout == "in-exec\n"
         containerd("task", "kill", "-s", "SIGKILL", "podmanh-c3")
-        assert wait_for(lambda: "STOPPED" in containerd("task", "ls").stdout)
+        assert wait_for(lambda: "STOPPED" in containerd("task", "ls").stdout, timeout=20)
     finally:
         containerd("task", "delete", "-f", "podmanh-c3", check=False)
         containerd("container", "delete", "podmanh-c3", check=False)
@@ -337,7 +328,7 @@ def test_podman_checkpoint_and_restore(podman, tmp_path, criu_cmd):
     podman(*run_flags("-d", "--name", "podmanh-cr"), IMAGE, "sh", "-c",
            "i=0; while true; do i=$((i+1)); echo $i > /count; sleep 0.05; done")
     try:
-        assert wait_for(lambda: count() >= 5)
+        assert wait_for(lambda: count() >= 5, timeout=20)
         podman("container", "checkpoint", "podmanh-cr", env=env, timeout=180)
         assert status_of(podman, "podmanh-cr") == "exited"
         assert groups_named("libpod-" + container_id(podman, "podmanh-cr")) == []  # gone, as with runc
@@ -345,7 +336,7 @@ def test_podman_checkpoint_and_restore(podman, tmp_path, criu_cmd):
         assert status_of(podman, "podmanh-cr") == "running"
         after = count()
         assert after >= 5  # the count went on from its dumped value, not from 0
-        assert wait_for(lambda: count() > after)
+        assert wait_for(lambda: count() > after, timeout=20)
         # The restored container is in its v1 pids group again (podman's config has resources).
         assert podman("exec", "podmanh-cr", "cat", "/sys/fs/cgroup/pids/pids.max").stdout.strip() == "2048"
     finally:

@@ -4,7 +4,6 @@ input and CVE-shaped bundles. The test process makes itself a child subreaper, a
 containerd's shim do, so a container's init is reparented to it and reaped here.
 Root only; real namespaces, mounts and cgroups."""
 import array
-import ctypes
 import fcntl
 import json
 import os
@@ -16,24 +15,14 @@ import subprocess
 import time
 
 import pytest
+from mkutil import CGROUP2, as_subreaper, reap, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
-CGROUP2 = "/sys/fs/cgroup/unified" if os.path.exists("/sys/fs/cgroup/unified/cgroup.procs") else "/sys/fs/cgroup"
-PR_SET_CHILD_SUBREAPER = 36
 F_OFD_SETLK = 37
 
 
-@pytest.fixture(scope="module", autouse=True)
-def subreaper():
-    libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    yield
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-    try:
-        os.rmdir(CGROUP2 + "/machrun")  # the default parent group, once empty
-    except OSError:
-        pass
+subreaper = pytest.fixture(scope="module", autouse=True)(as_subreaper)
 
 
 @pytest.fixture
@@ -73,26 +62,6 @@ def machrun(tmp_path):
         for cid in os.listdir(root):
             subprocess.run([m.bin, "--root", str(root), "delete", "--force", cid], capture_output=True, timeout=30)
     reap()
-
-
-def reap():
-    """Collects the inits reparented to us (we are their subreaper)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def wait_for(pred, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
 
 
 def make_bundle(machrun, tree, args, terminal=False, cwd="/", **extra):

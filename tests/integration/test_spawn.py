@@ -12,7 +12,7 @@ import time
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from mkutil import host_mounts  # noqa: E402
+from mkutil import host_mounts, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -34,15 +34,6 @@ def status_field(text, field):
         if line.startswith(field + ":"):
             return line.split(":", 1)[1].strip()
     raise AssertionError(f"{field} not in {text!r}")
-
-
-def wait_for(pred, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def children(pid):
