@@ -634,8 +634,21 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
 
     if (!oci_bundle.empty()) apply_oci_bundle(r, oci_bundle, not_with_oci);
 
+    if (s.directory.empty() && s.image.empty() && machine_set) {
+        // As systemd-nspawn -M NAME: the machine's image from the search path (NAME, NAME.raw,
+        // and a pulled image's NAME.mstack).
+        std::vector<std::string> dirs(std::begin(core::kMachineSearchPath), std::end(core::kMachineSearchPath));
+        auto found = core::find_machine_image(s.machine_name, dirs);
+        if (!found)
+            throw UsageError("no image for machine '" + s.machine_name +
+                             "' in /etc/machines, /run/machines, /var/lib/machines, /usr/local/lib/machines or "
+                             "/usr/lib/machines; pass its root with -D DIR or -i IMAGE");
+        (found->is_raw ? s.image : s.directory) = found->path;
+    }
     if (s.directory.empty() && s.image.empty())
-        throw UsageError("no directory given: pass the container's root with -D DIR (or a disk image with -i)");
+        throw UsageError(
+            "no directory given: pass the container's root with -D DIR (or a disk image with -i), or -M NAME of an image in "
+            "/var/lib/machines");
     if (!s.directory.empty() && !s.image.empty()) throw UsageError("-D and -i exclude each other: pass one of them");
     // A pulled OCI image (NAME.mstack) is an image to its user, a directory to us: -i takes it too.
     if (core::is_mstack_path(s.image)) std::swap(s.directory, s.image);

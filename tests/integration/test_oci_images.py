@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -719,3 +720,106 @@ def test_layer_cannot_bring_its_own_overlay_markers(transfer_bin, pool, tmp_path
     ok(xfer(transfer_bin, pool, "import-oci", "--flatten", str(lay), "marksflat"))
     assert (pool / "marksflat" / "d" / "file").read_text() == "lower\n"
     assert (pool / "marksflat" / "d" / "new").read_text() == "new\n"
+
+
+# ---- an image that boots: the Debian fixture as a one-layer OCI image ----
+
+def debian_image_layout(tree: pathlib.Path, layout: pathlib.Path, cmd):
+    """An OCI layout whose single (uncompressed) layer is `tree`, made with tar as an image build
+    would, and whose command is `cmd` (an init: the image is made to boot)."""
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    tmp = layout / "layer.tar"
+    subprocess.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--exclude=./.complete", "-C",
+                    str(tree), "-cf", str(tmp), "."], check=True)
+    h = hashlib.sha256()
+    with open(tmp, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": "sha256:" + h.hexdigest(),
+             "size": tmp.stat().st_size}
+    tmp.rename(blobs / h.hexdigest())
+    cfg = write_blob(layout, json.dumps({"architecture": GOARCH, "os": "linux",
+                                         "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]},
+                                         "config": {"Cmd": cmd, "StopSignal": "SIGRTMIN+3"}}).encode())
+    m = write_blob(layout, json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **cfg},
+                                       "layers": [layer]}).encode())
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", **m,
+         "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}))
+    return layout
+
+
+@pytest.fixture(scope="module")
+def debian_layout(debian_tree, tmp_path_factory):
+    return debian_image_layout(debian_tree, tmp_path_factory.mktemp("oci-debian") / "layout", ["/sbin/init"])
+
+
+def in_machines_dir(pool, argv):
+    """argv run with `pool` as /var/lib/machines, in a private mount namespace: how spawn -M NAME
+    finds pool images, without touching the host's machine directory."""
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            'mount --bind "$0" /var/lib/machines && exec "$@"', str(pool), *argv]
+
+
+def test_spawn_m_finds_pool_images_as_nspawn_does(transfer_bin, spawn_bin, pool, app_layout):
+    """spawn -M NAME without -D/-i runs /var/lib/machines/NAME, NAME.raw or NAME.mstack (a pulled
+    image), with NAME.nspawn next to it; an unknown name is one line."""
+    ok(xfer(transfer_bin, pool, "import-oci", str(app_layout), "app"))
+    ok(xfer(transfer_bin, pool, "import-oci", "--flatten", str(app_layout), "flat"))
+    before = host_mounts()
+    for name in ("app", "flat"):
+        r = subprocess.run(in_machines_dir(pool, [spawn_bin, "-q", "-M", name, "-P"]), capture_output=True, text=True,
+                           timeout=60, stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr
+        assert "oci-app-ran hi hello world in /app" in r.stdout
+    r = subprocess.run(in_machines_dir(pool, [spawn_bin, "-q", "-M", "app", "-P", "--", "/bin/sh", "-c",
+                                              "echo via-name > /data/byname"]),
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert (pool / "app.mstack" / "rw" / "data" / "byname").read_text() == "via-name\n"
+    r = subprocess.run(in_machines_dir(pool, [spawn_bin, "-q", "-M", "nosuch", "-P", "--", "/bin/true"]),
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert "no image for machine 'nosuch'" in last and "-D DIR" in last, r.stderr
+    assert host_mounts() == before
+
+
+def boot_console(argv):
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    from test_boot import Console  # noqa: E402
+    return Console(argv)
+
+
+def test_debian_image_boots_flattened_and_as_stack(transfer_bin, spawn_bin, pool, debian_layout):
+    """An OCI image whose command is an init (the Debian fixture, Cmd ["/sbin/init"]) gets
+    Boot=yes: flattened, or as a stack (overlay with rw/ as upper), it boots to multi-user with
+    spawn -M NAME, and with -b; SIGTERM powers it off and nothing stays mounted."""
+    ok(xfer(transfer_bin, pool, "import-oci", "--flatten", str(debian_layout), "deb"))
+    ok(xfer(transfer_bin, pool, "import-oci", str(debian_layout), "debs"))
+    assert "Boot=yes" in (pool / "deb.nspawn").read_text()
+    assert "Parameters=" not in (pool / "deb.nspawn").read_text()
+    before = host_mounts()
+    consoles = []
+    try:
+        for argv in ([spawn_bin, "-M", "deb"], [spawn_bin, "-b", "-M", "debs"]):
+            c = boot_console(in_machines_dir(pool, argv))
+            consoles.append(c)
+            assert c.wait_for(r"Reached target [^\n]*multi-user\.target", 90), c.text()
+            c.p.send_signal(signal.SIGTERM)
+            assert c.wait_exit(60) == 0, c.text()
+            assert "shut down" in c.text()
+    finally:
+        for c in consoles:
+            if c.p.poll() is None:
+                c.p.kill()
+                c.p.wait()
+    # The stack's boot wrote into its own rw/ (systemd's machine-id, journal, ...), never into the layer.
+    rw = pool / "debs.mstack" / "rw"
+    assert (rw / "etc").is_dir() or (rw / "var").is_dir(), os.listdir(rw)
+    layer = pool / os.readlink(pool / "debs.mstack" / "layer@0")[3:]
+    assert (layer / "etc" / "machine-id").read_text() == ""
+    assert host_mounts() == before
