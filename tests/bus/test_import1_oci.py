@@ -212,3 +212,20 @@ def test_machctl_start_boots_an_oci_image_with_an_init(bus, tmp_path):
     finally:
         d.stop()
         cleanup_machine_cgroups(names)
+
+
+def test_machctl_export_tar_of_a_stack(bus, machd, app_layout, tmp_path):
+    """import1's ExportTar of a layer stack (machctl export-tar) writes its merged view: the same
+    tar as the flattened image's, with no whiteouts; the pool is as before."""
+    from test_oci_images import tar_entries
+    machctl(bus, "import-oci", app_layout, "st")
+    machctl(bus, "import-oci", "--flatten", app_layout, "fl")
+    before = sorted(os.listdir(machd.pool))
+    machctl(bus, "export-tar", "st", tmp_path / "st.tar")
+    machctl(bus, "export-tar", "fl", tmp_path / "fl.tar")
+    st = tar_entries(tmp_path / "st.tar")
+    assert st == tar_entries(tmp_path / "fl.tar")
+    assert "data/keep" in st and "data/old" not in st and not [n for n in st if ".wh." in n]
+    assert sorted(os.listdir(machd.pool)) == before
+    with open("/proc/self/mountinfo") as f:
+        assert ".oci-sha256-" not in f.read()

@@ -823,3 +823,62 @@ def test_debian_image_boots_flattened_and_as_stack(transfer_bin, spawn_bin, pool
     layer = pool / os.readlink(pool / "debs.mstack" / "layer@0")[3:]
     assert (layer / "etc" / "machine-id").read_text() == ""
     assert host_mounts() == before
+
+
+# ---- export-tar of a stack ----
+
+def tar_entries(path):
+    """name -> (type, mode, uid, gid, linkname, data) of a tar's members (no times: a merged
+    directory's time is its top-most layer's)."""
+    out = {}
+    with tarfile.open(path) as t:
+        for m in t.getmembers():
+            name = m.name[2:] if m.name.startswith("./") else m.name
+            data = t.extractfile(m).read() if m.isreg() else None
+            out[name or "."] = (m.type, m.mode, m.uid, m.gid, m.linkname, data, m.devmajor, m.devminor)
+    return out
+
+
+def test_export_tar_of_a_stack_is_its_merged_view(transfer_bin, spawn_bin, pool, busybox_tree_template, tmp_path):
+    """export-tar of NAME.mstack writes the merged view (a read-only overlay in the transfer,
+    made before its sandbox): the same tar as the flattened image, no whiteouts, and what runs
+    wrote to rw/; imported back as a plain tree it is the container's root."""
+    extra = tar_of([ti("fresh", tarfile.DIRTYPE), ti("fresh/.wh.ghost"), ti("fresh/file", data=b"fresh\n")])
+    lay = build_layout(tmp_path / "lay", [*app_layers(busybox_tree_template), extra], CONFIG)
+    ok(xfer(transfer_bin, pool, "import-oci", str(lay), "app"))
+    ok(xfer(transfer_bin, pool, "import-oci", "--flatten", str(lay), "flat"))
+    before = host_mounts()
+    ok(xfer(transfer_bin, pool, "export-tar", "app", str(tmp_path / "app.tar")))
+    ok(xfer(transfer_bin, pool, "export-tar", "flat", str(tmp_path / "flat.tar")))
+    stack, flat = tar_entries(tmp_path / "app.tar"), tar_entries(tmp_path / "flat.tar")
+    assert stack == flat
+    assert "data/keep" in stack and "data/old" not in stack and "data/opq/lower" not in stack
+    assert "fresh/file" in stack and "fresh/ghost" not in stack
+    assert not [n for n in stack if ".wh." in n]
+    assert not [n for n, e in stack.items() if e[0] == tarfile.CHRTYPE]
+
+    # What a run changed (rw/: a deletion is a whiteout there, a replaced directory opaque) is in
+    # the next export; imported back as a plain tree, the tree is what the container saw.
+    r = subprocess.run([spawn_bin, "-q", "-D", str(pool / "app.mstack"), "-P", "--", "/bin/sh", "-c",
+                        "rm /data/keep; rm -r /data/opq; mkdir /data/opq; echo only > /data/opq/only;"
+                        " mkdir /newdir; echo new > /newdir/f; find / -xdev | sort > /seen"],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    ok(xfer(transfer_bin, pool, "export-tar", "app", str(tmp_path / "app2.tar")))
+    ok(xfer(transfer_bin, pool, "import-tar", str(tmp_path / "app2.tar"), "back"))
+    back = pool / "back"
+    assert not (back / "data" / "keep").exists()
+    assert os.listdir(back / "data" / "opq") == ["only"]
+    assert (back / "newdir" / "f").read_text() == "new\n"
+    assert (back / "fresh" / "file").read_text() == "fresh\n"
+    # The container saw what the tree holds (less the API file systems it mounts, empty here).
+    api = ("proc/", "sys/", "dev/", "run/", "tmp/")
+    seen = {l[1:] for l in (back / "seen").read_text().splitlines() if l != "/" and not l[1:].startswith(api)}
+    ours = {str(p.relative_to(back)) for p in back.rglob("*")} - {"seen"}
+    assert seen - {"seen"} == {o for o in ours if not o.startswith(api)}, (seen ^ ours)
+    assert not [p for p in back.rglob("*") if p.is_char_device()]
+    assert host_mounts() == before
+
+    # Images with nothing to export as a tree are refused in one line.
+    (pool / "disk.raw").write_bytes(b"\0" * 4096)
+    failed(xfer(transfer_bin, pool, "export-tar", "disk", str(tmp_path / "disk.tar")), "only directory images")
