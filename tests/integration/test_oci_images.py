@@ -882,3 +882,31 @@ def test_export_tar_of_a_stack_is_its_merged_view(transfer_bin, spawn_bin, pool,
     # Images with nothing to export as a tree are refused in one line.
     (pool / "disk.raw").write_bytes(b"\0" * 4096)
     failed(xfer(transfer_bin, pool, "export-tar", "disk", str(tmp_path / "disk.tar")), "only directory images")
+
+
+def test_failed_transfer_keeps_a_new_layer_another_transfer_may_reuse(transfer_bin, pool, tmp_path):
+    """A failed transfer removes the layers it added only when no other transfer holds the layer
+    lock: one running alongside may have found such a layer and be about to link it. Here the lock
+    is held shared (as a running transfer holds it) while an import fails after adding a layer:
+    the layer stays, and the next import reuses it. Without a transfer alongside, the same failure
+    leaves nothing."""
+    import fcntl
+    good = tar_of([ti("shared-new", data=b"new layer\n")])
+    bad = build_layout(tmp_path / "bad", [good, b"this is not a tar archive " * 64], {}, compress="none")
+    fine = build_layout(tmp_path / "fine", [good, tar_of([ti("top", data=b"top\n")])], {}, compress="none")
+    layer = ".oci-sha256-" + hashlib.sha256(good).hexdigest()  # uncompressed: the blob is the tar
+    fd = os.open(pool, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # another transfer's stake in the pool's layers
+        failed(xfer(transfer_bin, pool, "import-oci", "--parallel=1", str(bad), "bad"))
+        assert oci_layers(pool) == [layer]
+        ino = os.stat(pool / layer).st_ino
+        ok(xfer(transfer_bin, pool, "import-oci", str(fine), "fine"))
+        assert os.readlink(pool / "fine.mstack" / "layer@0") == "../" + layer
+        assert os.stat(pool / layer).st_ino == ino  # reused, not unpacked again
+    finally:
+        os.close(fd)
+    alone = tmp_path / "alone"
+    alone.mkdir(mode=0o700)
+    failed(xfer(transfer_bin, alone, "import-oci", "--parallel=1", str(bad), "bad"))
+    assert entries(alone) == []
