@@ -372,7 +372,8 @@ Run a command or boot an OS tree in a light-weight container.
      --load-credential=ID:PATH  Pass a credential read from a file or socket
      --suppress-sync=BOOL   Turn sync(), fsync() and friends into no-ops inside the container
      --notify-ready=BOOL    Wait for the init's READY=1 before reporting ready
-  -M --machine=NAME         Machine name (default: the directory's name)
+  -M --machine=NAME         Machine name (default: the directory's name); without -D/-i,
+                            also the image: NAME, NAME.raw or NAME.mstack in /var/lib/machines
      --hostname=NAME        Hostname inside the container (default: the machine name)
      --uuid=UUID            Machine UUID
      --register=BOOL        Register with machd (default: when machd runs)
