@@ -879,6 +879,15 @@ def test_export_tar_of_a_stack_is_its_merged_view(transfer_bin, spawn_bin, pool,
     assert not [p for p in back.rglob("*") if p.is_char_device()]
     assert host_mounts() == before
 
+    # A stack without rw/ (read-only, as systemd makes them) shows its top layer's root: the pool's
+    # note of that layer's usage (user.machkit.usage) is not part of the image.
+    ok(xfer(transfer_bin, pool, "import-oci", str(lay), "norw"))
+    os.rmdir(pool / "norw.mstack" / "rw")
+    ok(xfer(transfer_bin, pool, "export-tar", "norw", str(tmp_path / "norw.tar")))
+    assert tar_entries(tmp_path / "norw.tar") == flat
+    with tarfile.open(tmp_path / "norw.tar") as t:
+        assert not [k for m in t.getmembers() for k in m.pax_headers if "machkit" in k]
+
     # Images with nothing to export as a tree are refused in one line.
     (pool / "disk.raw").write_bytes(b"\0" * 4096)
     failed(xfer(transfer_bin, pool, "export-tar", "disk", str(tmp_path / "disk.tar")), "only directory images")

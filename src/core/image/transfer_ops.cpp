@@ -210,6 +210,8 @@ void export_tar(int tree_fd, const std::string& name, int out_fd, const ExportIm
     ExportOptions eo;
     eo.warn = [&](const std::string& m) { log(o.hooks, m); };
     eo.on_bytes = [&](uint64_t done) { p.update(done, total); };
+    // A stack without rw/ shows its top layer's root, with the pool's note of the layer's usage.
+    eo.root_skip_xattrs = {kLayerUsageXattr};
     write_tar(tree_fd, *sink, eo);
     log(o.hooks, "Exported image '" + name + "' as " + std::string(to_string(o.compression)) + " tar.");
     p.set(100);
