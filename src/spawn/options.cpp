@@ -372,7 +372,8 @@ Run a command or boot an OS tree in a light-weight container.
      --load-credential=ID:PATH  Pass a credential read from a file or socket
      --suppress-sync=BOOL   Turn sync(), fsync() and friends into no-ops inside the container
      --notify-ready=BOOL    Wait for the init's READY=1 before reporting ready
-  -M --machine=NAME         Machine name (default: the directory's name)
+  -M --machine=NAME         Machine name (default: the directory's name); without -D/-i,
+                            also the image: NAME, NAME.raw or NAME.mstack in /var/lib/machines
      --hostname=NAME        Hostname inside the container (default: the machine name)
      --uuid=UUID            Machine UUID
      --register=BOOL        Register with machd (default: when machd runs)
@@ -634,8 +635,21 @@ ParsedOptions parse_options(const std::vector<std::string>& args, bool stdin_tty
 
     if (!oci_bundle.empty()) apply_oci_bundle(r, oci_bundle, not_with_oci);
 
+    if (s.directory.empty() && s.image.empty() && machine_set) {
+        // As systemd-nspawn -M NAME: the machine's image from the search path (NAME, NAME.raw,
+        // and a pulled image's NAME.mstack).
+        std::vector<std::string> dirs(std::begin(core::kMachineSearchPath), std::end(core::kMachineSearchPath));
+        auto found = core::find_machine_image(s.machine_name, dirs);
+        if (!found)
+            throw UsageError("no image for machine '" + s.machine_name +
+                             "' in /etc/machines, /run/machines, /var/lib/machines, /usr/local/lib/machines or "
+                             "/usr/lib/machines; pass its root with -D DIR or -i IMAGE");
+        (found->is_raw ? s.image : s.directory) = found->path;
+    }
     if (s.directory.empty() && s.image.empty())
-        throw UsageError("no directory given: pass the container's root with -D DIR (or a disk image with -i)");
+        throw UsageError(
+            "no directory given: pass the container's root with -D DIR (or a disk image with -i), or -M NAME of an image in "
+            "/var/lib/machines");
     if (!s.directory.empty() && !s.image.empty()) throw UsageError("-D and -i exclude each other: pass one of them");
     // A pulled OCI image (NAME.mstack) is an image to its user, a directory to us: -i takes it too.
     if (core::is_mstack_path(s.image)) std::swap(s.directory, s.image);

@@ -310,6 +310,7 @@ int run(int argc, char** argv) {
     // Open what needs opening by path before the sandbox: the pool, inputs, outputs.
     ImagePool pool(a.pool);
     UniqueFd io;
+    ExportTree tree;
     std::unique_ptr<GpgVerifier> gpg;
     bool pulling = *type == TransferType::pull_tar || *type == TransferType::pull_raw;
     switch (*type) {
@@ -326,6 +327,10 @@ int run(int argc, char** argv) {
         if (!io) throw_last_error("cannot open directory " + a.pos[0]);
         break;
     case TransferType::export_tar:
+        // A layer stack's merged view is a detached overlay: made here, before the sandbox takes
+        // CAP_SYS_ADMIN and mount calls away.
+        tree = open_export_tree(pool, a.pos[0]);
+        [[fallthrough]];
     case TransferType::export_raw:
         if (a.pos.size() == 1 || a.pos[1] == "-") {
             io.reset(fcntl(1, F_DUPFD_CLOEXEC, 3));
@@ -383,7 +388,7 @@ int run(int argc, char** argv) {
     case TransferType::import_tar: import_tar(pool, io.get(), a.pos[1], io_opts); break;
     case TransferType::import_raw: import_raw(pool, io.get(), a.pos[1], io_opts); break;
     case TransferType::import_fs: import_fs(pool, io.get(), a.pos[1], io_opts); break;
-    case TransferType::export_tar: export_tar(pool, a.pos[0], io.get(), ex); break;
+    case TransferType::export_tar: export_tar(tree.tree.get(), a.pos[0], io.get(), ex); break;
     case TransferType::export_raw: export_raw(pool, a.pos[0], io.get(), ex); break;
     case TransferType::pull_tar: pull_tar(pool, a.pos[0], a.pos[1], a.verify, gpg.get(), io_opts); break;
     case TransferType::pull_raw: pull_raw(pool, a.pos[0], a.pos[1], a.verify, gpg.get(), io_opts); break;

@@ -170,3 +170,62 @@ def test_clean_waits_for_running_pulls(bus, machd, pushed, front):
     assert wait_for(lambda: os.listdir(pool) == [stray.name], timeout=10), os.listdir(pool)
     machctl(bus, "clean")
     assert os.listdir(pool) == []
+
+
+def test_machctl_start_boots_an_oci_image_with_an_init(bus, tmp_path):
+    """An OCI image whose command is an init (the Debian fixture as a one-layer image) is booted
+    by StartMachine, flattened and as a stack (idmapped layer, rw/ as the upper layer), to
+    multi-user; poweroff ends it."""
+    if os.path.isdir("/run/systemd/system"):
+        pytest.skip("host runs systemd: start goes to spawn@.service")
+    from conftest import Machd, cleanup_machine_cgroups
+    from test_oci_images import debian_image_layout
+    helpers = pathlib.Path(__file__).resolve().parents[1] / "helpers"
+    r = subprocess.run([str(helpers / "debian-fixture.sh")], capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        pytest.skip("Debian fixture unavailable: " + r.stderr.strip()[-200:])
+    lay = debian_image_layout(pathlib.Path(r.stdout.strip()), tmp_path / "lay", ["/lib/systemd/systemd"])
+    spawn = TRANSFER.parent.parent / "spawn" / "spawn"
+    pool, logs = tmp_path / "pool", tmp_path / "logs"
+    pool.mkdir(mode=0o700)
+    d = Machd(bus, tmp_path / "machines", pool=pool, extra_args=["--spawn-path=%s" % spawn, "--log-dir=%s" % logs]).start()
+    names = ["debflat", "debstack"]
+    try:
+        machctl(bus, "import-oci", "--flatten", lay, "debflat")
+        machctl(bus, "import-oci", lay, "debstack")
+        for name in names:
+            machctl(bus, "start", "--timeout=30", name)
+            log = logs / f"{name}.log"
+            # Ready: the guest's systemd sent READY=1 (relayed by spawn), so it booted.
+            w = subprocess.run([str(MACHCTL), "wait", "--timeout=150", name], env=bus.env(), capture_output=True,
+                               text=True, timeout=180)
+            assert w.returncode == 0, w.stderr + log.read_text(errors="replace")
+            r = machctl(bus, "shell", name, "/bin/systemctl", "is-system-running")
+            assert r.stdout.strip() in ("running", "degraded"), (r.stdout, r.stderr)
+            r = machctl(bus, "shell", name, "/bin/systemctl", "is-active", "multi-user.target")
+            assert r.stdout.strip() == "active", (r.stdout, r.stderr)
+            machctl(bus, "poweroff", "--timeout=60", name)
+            assert wait_for(lambda: name not in machctl(bus, "list", "--no-legend").stdout, timeout=60), \
+                log.read_text(errors="replace")
+        assert (pool / "debstack.mstack" / "rw" / "etc").is_dir()
+        assert os.stat(pool / "debstack.mstack" / "layer@0" / "etc").st_uid == 0
+    finally:
+        d.stop()
+        cleanup_machine_cgroups(names)
+
+
+def test_machctl_export_tar_of_a_stack(bus, machd, app_layout, tmp_path):
+    """import1's ExportTar of a layer stack (machctl export-tar) writes its merged view: the same
+    tar as the flattened image's, with no whiteouts; the pool is as before."""
+    from test_oci_images import tar_entries
+    machctl(bus, "import-oci", app_layout, "st")
+    machctl(bus, "import-oci", "--flatten", app_layout, "fl")
+    before = sorted(os.listdir(machd.pool))
+    machctl(bus, "export-tar", "st", tmp_path / "st.tar")
+    machctl(bus, "export-tar", "fl", tmp_path / "fl.tar")
+    st = tar_entries(tmp_path / "st.tar")
+    assert st == tar_entries(tmp_path / "fl.tar")
+    assert "data/keep" in st and "data/old" not in st and not [n for n in st if ".wh." in n]
+    assert sorted(os.listdir(machd.pool)) == before
+    with open("/proc/self/mountinfo") as f:
+        assert ".oci-sha256-" not in f.read()

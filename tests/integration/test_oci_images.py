@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -719,3 +720,202 @@ def test_layer_cannot_bring_its_own_overlay_markers(transfer_bin, pool, tmp_path
     ok(xfer(transfer_bin, pool, "import-oci", "--flatten", str(lay), "marksflat"))
     assert (pool / "marksflat" / "d" / "file").read_text() == "lower\n"
     assert (pool / "marksflat" / "d" / "new").read_text() == "new\n"
+
+
+# ---- an image that boots: the Debian fixture as a one-layer OCI image ----
+
+def debian_image_layout(tree: pathlib.Path, layout: pathlib.Path, cmd):
+    """An OCI layout whose single (uncompressed) layer is `tree`, made with tar as an image build
+    would, and whose command is `cmd` (an init: the image is made to boot)."""
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    tmp = layout / "layer.tar"
+    subprocess.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--exclude=./.complete", "-C",
+                    str(tree), "-cf", str(tmp), "."], check=True)
+    h = hashlib.sha256()
+    with open(tmp, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": "sha256:" + h.hexdigest(),
+             "size": tmp.stat().st_size}
+    tmp.rename(blobs / h.hexdigest())
+    cfg = write_blob(layout, json.dumps({"architecture": GOARCH, "os": "linux",
+                                         "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]},
+                                         "config": {"Cmd": cmd, "StopSignal": "SIGRTMIN+3"}}).encode())
+    m = write_blob(layout, json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **cfg},
+                                       "layers": [layer]}).encode())
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", **m,
+         "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}))
+    return layout
+
+
+@pytest.fixture(scope="module")
+def debian_layout(debian_tree, tmp_path_factory):
+    return debian_image_layout(debian_tree, tmp_path_factory.mktemp("oci-debian") / "layout", ["/sbin/init"])
+
+
+def in_machines_dir(pool, argv):
+    """argv run with `pool` as /var/lib/machines, in a private mount namespace: how spawn -M NAME
+    finds pool images, without touching the host's machine directory."""
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            'mount --bind "$0" /var/lib/machines && exec "$@"', str(pool), *argv]
+
+
+def test_spawn_m_finds_pool_images_as_nspawn_does(transfer_bin, spawn_bin, pool, app_layout):
+    """spawn -M NAME without -D/-i runs /var/lib/machines/NAME, NAME.raw or NAME.mstack (a pulled
+    image), with NAME.nspawn next to it; an unknown name is one line."""
+    ok(xfer(transfer_bin, pool, "import-oci", str(app_layout), "app"))
+    ok(xfer(transfer_bin, pool, "import-oci", "--flatten", str(app_layout), "flat"))
+    before = host_mounts()
+    for name in ("app", "flat"):
+        r = subprocess.run(in_machines_dir(pool, [spawn_bin, "-q", "-M", name, "-P"]), capture_output=True, text=True,
+                           timeout=60, stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr
+        assert "oci-app-ran hi hello world in /app" in r.stdout
+    r = subprocess.run(in_machines_dir(pool, [spawn_bin, "-q", "-M", "app", "-P", "--", "/bin/sh", "-c",
+                                              "echo via-name > /data/byname"]),
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert (pool / "app.mstack" / "rw" / "data" / "byname").read_text() == "via-name\n"
+    r = subprocess.run(in_machines_dir(pool, [spawn_bin, "-q", "-M", "nosuch", "-P", "--", "/bin/true"]),
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert "no image for machine 'nosuch'" in last and "-D DIR" in last, r.stderr
+    assert host_mounts() == before
+
+
+def boot_console(argv):
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    from test_boot import Console  # noqa: E402
+    return Console(argv)
+
+
+def test_debian_image_boots_flattened_and_as_stack(transfer_bin, spawn_bin, pool, debian_layout):
+    """An OCI image whose command is an init (the Debian fixture, Cmd ["/sbin/init"]) gets
+    Boot=yes: flattened, or as a stack (overlay with rw/ as upper), it boots to multi-user with
+    spawn -M NAME, and with -b; SIGTERM powers it off and nothing stays mounted."""
+    ok(xfer(transfer_bin, pool, "import-oci", "--flatten", str(debian_layout), "deb"))
+    ok(xfer(transfer_bin, pool, "import-oci", str(debian_layout), "debs"))
+    assert "Boot=yes" in (pool / "deb.nspawn").read_text()
+    assert "Parameters=" not in (pool / "deb.nspawn").read_text()
+    before = host_mounts()
+    consoles = []
+    try:
+        for argv in ([spawn_bin, "-M", "deb"], [spawn_bin, "-b", "-M", "debs"]):
+            c = boot_console(in_machines_dir(pool, argv))
+            consoles.append(c)
+            assert c.wait_for(r"Reached target [^\n]*multi-user\.target", 90), c.text()
+            c.p.send_signal(signal.SIGTERM)
+            assert c.wait_exit(60) == 0, c.text()
+            assert "shut down" in c.text()
+    finally:
+        for c in consoles:
+            if c.p.poll() is None:
+                c.p.kill()
+                c.p.wait()
+    # The stack's boot wrote into its own rw/ (systemd's machine-id, journal, ...), never into the layer.
+    rw = pool / "debs.mstack" / "rw"
+    assert (rw / "etc").is_dir() or (rw / "var").is_dir(), os.listdir(rw)
+    layer = pool / os.readlink(pool / "debs.mstack" / "layer@0")[3:]
+    assert (layer / "etc" / "machine-id").read_text() == ""
+    assert host_mounts() == before
+
+
+# ---- export-tar of a stack ----
+
+def tar_entries(path):
+    """name -> (type, mode, uid, gid, linkname, data) of a tar's members (no times: a merged
+    directory's time is its top-most layer's)."""
+    out = {}
+    with tarfile.open(path) as t:
+        for m in t.getmembers():
+            name = m.name[2:] if m.name.startswith("./") else m.name
+            data = t.extractfile(m).read() if m.isreg() else None
+            out[name or "."] = (m.type, m.mode, m.uid, m.gid, m.linkname, data, m.devmajor, m.devminor)
+    return out
+
+
+def test_export_tar_of_a_stack_is_its_merged_view(transfer_bin, spawn_bin, pool, busybox_tree_template, tmp_path):
+    """export-tar of NAME.mstack writes the merged view (a read-only overlay in the transfer,
+    made before its sandbox): the same tar as the flattened image, no whiteouts, and what runs
+    wrote to rw/; imported back as a plain tree it is the container's root."""
+    extra = tar_of([ti("fresh", tarfile.DIRTYPE), ti("fresh/.wh.ghost"), ti("fresh/file", data=b"fresh\n")])
+    lay = build_layout(tmp_path / "lay", [*app_layers(busybox_tree_template), extra], CONFIG)
+    ok(xfer(transfer_bin, pool, "import-oci", str(lay), "app"))
+    ok(xfer(transfer_bin, pool, "import-oci", "--flatten", str(lay), "flat"))
+    before = host_mounts()
+    ok(xfer(transfer_bin, pool, "export-tar", "app", str(tmp_path / "app.tar")))
+    ok(xfer(transfer_bin, pool, "export-tar", "flat", str(tmp_path / "flat.tar")))
+    stack, flat = tar_entries(tmp_path / "app.tar"), tar_entries(tmp_path / "flat.tar")
+    assert stack == flat
+    assert "data/keep" in stack and "data/old" not in stack and "data/opq/lower" not in stack
+    assert "fresh/file" in stack and "fresh/ghost" not in stack
+    assert not [n for n in stack if ".wh." in n]
+    assert not [n for n, e in stack.items() if e[0] == tarfile.CHRTYPE]
+
+    # What a run changed (rw/: a deletion is a whiteout there, a replaced directory opaque) is in
+    # the next export; imported back as a plain tree, the tree is what the container saw.
+    r = subprocess.run([spawn_bin, "-q", "-D", str(pool / "app.mstack"), "-P", "--", "/bin/sh", "-c",
+                        "rm /data/keep; rm -r /data/opq; mkdir /data/opq; echo only > /data/opq/only;"
+                        " mkdir /newdir; echo new > /newdir/f; find / -xdev | sort > /seen"],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    ok(xfer(transfer_bin, pool, "export-tar", "app", str(tmp_path / "app2.tar")))
+    ok(xfer(transfer_bin, pool, "import-tar", str(tmp_path / "app2.tar"), "back"))
+    back = pool / "back"
+    assert not (back / "data" / "keep").exists()
+    assert os.listdir(back / "data" / "opq") == ["only"]
+    assert (back / "newdir" / "f").read_text() == "new\n"
+    assert (back / "fresh" / "file").read_text() == "fresh\n"
+    # The container saw what the tree holds (less the API file systems it mounts, empty here).
+    api = ("proc/", "sys/", "dev/", "run/", "tmp/")
+    seen = {l[1:] for l in (back / "seen").read_text().splitlines() if l != "/" and not l[1:].startswith(api)}
+    ours = {str(p.relative_to(back)) for p in back.rglob("*")} - {"seen"}
+    assert seen - {"seen"} == {o for o in ours if not o.startswith(api)}, (seen ^ ours)
+    assert not [p for p in back.rglob("*") if p.is_char_device()]
+    assert host_mounts() == before
+
+    # A stack without rw/ (read-only, as systemd makes them) shows its top layer's root: the pool's
+    # note of that layer's usage (user.machkit.usage) is not part of the image.
+    ok(xfer(transfer_bin, pool, "import-oci", str(lay), "norw"))
+    os.rmdir(pool / "norw.mstack" / "rw")
+    ok(xfer(transfer_bin, pool, "export-tar", "norw", str(tmp_path / "norw.tar")))
+    assert tar_entries(tmp_path / "norw.tar") == flat
+    with tarfile.open(tmp_path / "norw.tar") as t:
+        assert not [k for m in t.getmembers() for k in m.pax_headers if "machkit" in k]
+
+    # Images with nothing to export as a tree are refused in one line.
+    (pool / "disk.raw").write_bytes(b"\0" * 4096)
+    failed(xfer(transfer_bin, pool, "export-tar", "disk", str(tmp_path / "disk.tar")), "only directory images")
+
+
+def test_failed_transfer_keeps_a_new_layer_another_transfer_may_reuse(transfer_bin, pool, tmp_path):
+    """A failed transfer removes the layers it added only when no other transfer holds the layer
+    lock: one running alongside may have found such a layer and be about to link it. Here the lock
+    is held shared (as a running transfer holds it) while an import fails after adding a layer:
+    the layer stays, and the next import reuses it. Without a transfer alongside, the same failure
+    leaves nothing."""
+    import fcntl
+    good = tar_of([ti("shared-new", data=b"new layer\n")])
+    bad = build_layout(tmp_path / "bad", [good, b"this is not a tar archive " * 64], {}, compress="none")
+    fine = build_layout(tmp_path / "fine", [good, tar_of([ti("top", data=b"top\n")])], {}, compress="none")
+    layer = ".oci-sha256-" + hashlib.sha256(good).hexdigest()  # uncompressed: the blob is the tar
+    fd = os.open(pool, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # another transfer's stake in the pool's layers
+        failed(xfer(transfer_bin, pool, "import-oci", "--parallel=1", str(bad), "bad"))
+        assert oci_layers(pool) == [layer]
+        ino = os.stat(pool / layer).st_ino
+        ok(xfer(transfer_bin, pool, "import-oci", str(fine), "fine"))
+        assert os.readlink(pool / "fine.mstack" / "layer@0") == "../" + layer
+        assert os.stat(pool / layer).st_ino == ino  # reused, not unpacked again
+    finally:
+        os.close(fd)
+    alone = tmp_path / "alone"
+    alone.mkdir(mode=0o700)
+    failed(xfer(transfer_bin, alone, "import-oci", "--parallel=1", str(bad), "bad"))
+    assert entries(alone) == []

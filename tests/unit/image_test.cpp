@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <sys/xattr.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -440,6 +441,46 @@ TEST(Pool, StacksShareLayersAndRemoveOnlyUnusedOnes) {
         EXPECT_EQ(gone[0].first, layer_name('e'));
         pool.remove("two");
         for (char c : {'b', 'c'}) EXPECT_FALSE(exists_at(fd, layer_name(c))) << c;
+    }
+    rm_rf_at(AT_FDCWD, tmpl, 0);
+}
+
+TEST(Pool, LayerUsageIsComputedOnceAndStored) {
+    char tmpl[] = "/tmp/mk-layer-usage-XXXXXX";
+    ASSERT_TRUE(mkdtemp(tmpl));
+    {
+        ImagePool pool(tmpl);
+        int fd = pool.fd();
+        make_stack(fd, "one", "a");
+        const std::string a = layer_name('a');
+        int f = openat(fd, (a + "/file").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        ASSERT_GE(f, 0);
+        std::string data(64 * 1024, 'x');
+        ASSERT_EQ(write(f, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+        fsync(f);
+        close(f);
+        const uint64_t walked = disk_usage_at(fd, a);
+        ASSERT_GE(walked, data.size());
+        // A layer without a stored usage (unpacked by an older version) is walked once and stored.
+        EXPECT_EQ(layer_usage_at(fd, a), walked);
+        char v[32] = {};
+        UniqueFd dir(openat(fd, a.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        ssize_t n = fgetxattr(dir.get(), kLayerUsageXattr, v, sizeof v - 1);
+        if (n < 0 && (errno == ENOTSUP || errno == EOPNOTSUPP)) GTEST_SKIP() << "no user xattrs on /tmp";
+        ASSERT_GT(n, 0);
+        EXPECT_EQ(std::string(v, static_cast<size_t>(n)), std::to_string(walked));
+        // From then on the stored value is what listings use: the layer is not walked again.
+        ASSERT_EQ(fsetxattr(dir.get(), kLayerUsageXattr, "7", 1, 0), 0);
+        EXPECT_EQ(layer_usage_at(fd, a), 7u);
+        uint64_t rw = disk_usage_at(fd, "one.mstack");
+        EXPECT_EQ(pool.find("one", true)->usage, rw + 7u);
+        // A value that is not a number is not believed.
+        ASSERT_EQ(fsetxattr(dir.get(), kLayerUsageXattr, "12x", 3, 0), 0);
+        EXPECT_EQ(layer_usage_at(fd, a), walked);
+        // store_layer_usage (what a transfer calls once a layer is unpacked) replaces any value.
+        ASSERT_EQ(fsetxattr(dir.get(), kLayerUsageXattr, "1", 1, 0), 0);
+        EXPECT_EQ(store_layer_usage(dir.get()), walked);
+        EXPECT_EQ(layer_usage_at(fd, a), walked);
     }
     rm_rf_at(AT_FDCWD, tmpl, 0);
 }

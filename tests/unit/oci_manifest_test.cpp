@@ -177,6 +177,23 @@ TEST(OciConfig, NspawnSettingsRoundTrip) {
     EXPECT_THROW(parse_oci_image_config(R"({"config":{"Cmd":"not a list"}})"), UsageError);
 }
 
+TEST(OciConfig, AnInitCommandBoots) {
+    // A command that is an init boots the image; its other words are the init's arguments.
+    auto c = parse_oci_image_config(R"({"config":{"Cmd":["/lib/systemd/systemd","--log-level=info"],
+        "StopSignal":"SIGRTMIN+3"}})");
+    std::string s = oci_nspawn_settings(c);
+    EXPECT_NE(s.find("[Exec]\nBoot=yes\n"), std::string::npos) << s;
+    EXPECT_NE(s.find("Parameters=\"--log-level=info\"\n"), std::string::npos) << s;
+    EXPECT_NE(s.find("KillSignal=SIGRTMIN+3\n"), std::string::npos) << s;
+    std::string bare = oci_nspawn_settings(parse_oci_image_config(R"({"config":{"Entrypoint":["/sbin/init"]}})"));
+    EXPECT_NE(bare.find("Boot=yes\n"), std::string::npos);
+    EXPECT_EQ(bare.find("Parameters="), std::string::npos);
+    // Only the first word counts, and only an init's path.
+    for (auto cfg : {R"({"config":{"Cmd":["/bin/sh","/sbin/init"]}})", R"({"config":{"Cmd":["init"]}})",
+                     R"({"config":{"Cmd":["/sbin/init.sh"]}})", R"({"config":{}})"})
+        EXPECT_NE(oci_nspawn_settings(parse_oci_image_config(cfg)).find("Boot=no\n"), std::string::npos) << cfg;
+}
+
 TEST(OciAuth, WwwAuthenticate) {
     auto c = parse_www_authenticate(
         R"(Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull")");

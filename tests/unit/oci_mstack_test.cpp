@@ -2,6 +2,7 @@
 // what a stack may point to, the layer order, and the overlay options.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <string>
 #include <utility>
 #include <vector>
@@ -77,4 +78,31 @@ TEST(Mstack, UpperFollowsTheRunMode) {
     EXPECT_EQ(plan_mstack_upper(s, false), MstackUpper::None);
     s.volatile_mode = VolatileMode::Yes;
     EXPECT_THROW(plan_mstack_upper(s, false), UsageError);
+}
+
+TEST(Mstack, FindMachineImageAsNspawnDoes) {
+    char tmpl[] = "/tmp/mk-find-image-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    const std::string a = std::string(tmpl) + "/a", b = std::string(tmpl) + "/b";
+    auto run = [](const std::string& cmd) { ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd; };
+    run("mkdir -p " + a + "/tree " + a + "/app.mstack " + b + "/app " + b + "/disk.raw && touch " + a + "/disk.raw " + a +
+        "/file");
+    std::vector<std::string> dirs = {a, b};
+    EXPECT_EQ(find_machine_image("tree", dirs)->path, a + "/tree");
+    // The first directory that has the name wins, whatever the form.
+    auto app = find_machine_image("app", dirs);
+    ASSERT_TRUE(app);
+    EXPECT_EQ(app->path, a + "/app.mstack");
+    EXPECT_FALSE(app->is_raw);
+    auto disk = find_machine_image("disk", dirs);
+    ASSERT_TRUE(disk);
+    EXPECT_EQ(disk->path, a + "/disk.raw");
+    EXPECT_TRUE(disk->is_raw);
+    // A plain file is no tree; a directory named .raw is no disk image.
+    EXPECT_FALSE(find_machine_image("file", dirs));
+    EXPECT_FALSE(find_machine_image("missing", dirs));
+    EXPECT_FALSE(find_machine_image("disk", {b}));
+    EXPECT_THROW(find_machine_image("../a", dirs), UsageError);
+    EXPECT_THROW(find_machine_image(".hidden", dirs), UsageError);
+    run("rm -rf " + std::string(tmpl));
 }

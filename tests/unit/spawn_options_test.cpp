@@ -100,6 +100,7 @@ TEST(SpawnOptions, RejectsBadInput) {
              {"-D"},
              {"ls"},
              {"-D", "/___"},
+             {"-M", "mk-no-such-image-7f3a"},  // -M alone: no such image in the machine search path
          })
         EXPECT_THROW(parse(bad), core::UsageError) << bad.back();
 }

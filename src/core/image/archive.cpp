@@ -561,13 +561,15 @@ private:
                     what + ": " + (archive_error_string(a_) ? archive_error_string(a_) : "libarchive error"));
     }
 
-    void add_xattrs(archive_entry* e, int fd) {
+    void add_xattrs(archive_entry* e, int fd, bool root) {
         char names[65536];
         ssize_t n = flistxattr(fd, names, sizeof names);
         if (n <= 0) return;
         std::vector<char> val;
         for (ssize_t i = 0; i < n; i += static_cast<ssize_t>(strlen(names + i)) + 1) {
             const char* name = names + i;
+            if (root && std::find(o_.root_skip_xattrs.begin(), o_.root_skip_xattrs.end(), name) != o_.root_skip_xattrs.end())
+                continue;
             ssize_t s = fgetxattr(fd, name, nullptr, 0);
             if (s < 0) continue;
             val.resize(static_cast<size_t>(s) + 1);
@@ -590,7 +592,7 @@ private:
             archive_entry_set_size(e.get(), 0);
         }
         if (symlink_target) archive_entry_set_symlink(e.get(), symlink_target);
-        if (fd >= 0 && !hardlink) add_xattrs(e.get(), fd);
+        if (fd >= 0 && !hardlink) add_xattrs(e.get(), fd, path == "./");
         check(archive_write_header(a_, e.get()), "writing header of " + path);
         if (fd >= 0 && S_ISREG(st.st_mode) && !hardlink) copy_data(fd, path, st.st_size);
         check(archive_write_finish_entry(a_), "finishing " + path);

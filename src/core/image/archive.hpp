@@ -19,6 +19,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 #include <string_view>
 
 #include "core/image/compress.hpp"
@@ -70,6 +71,8 @@ struct ExportOptions {
     std::function<void(const std::string&)> warn;
     // Called as file data goes out with the bytes of file content written so far.
     std::function<void(uint64_t)> on_bytes;
+    // Xattrs of the tree's root that are bookkeeping, not content: left out of the "./" entry.
+    std::vector<std::string> root_skip_xattrs;
 };
 
 // Writes the tree at `src_dir_fd` as a POSIX (pax) tar to `out`: entries "./" and "./path",

@@ -404,11 +404,21 @@ OciImageConfig parse_oci_image_config(std::string_view body) {
     return c;
 }
 
+bool oci_command_is_init(std::string_view path) {
+    static constexpr std::string_view kInits[] = {"/sbin/init", "/usr/sbin/init", "/lib/systemd/systemd",
+                                                  "/usr/lib/systemd/systemd"};
+    return std::find(std::begin(kInits), std::end(kInits), path) != std::end(kInits);
+}
+
 std::string oci_nspawn_settings(const OciImageConfig& c) {
     std::string o = "# Generated from the image's OCI config (untrusted, like any .nspawn file next to an image).\n";
-    o += "[Exec]\nBoot=no\n";
     std::vector<std::string> argv = c.entrypoint;
     argv.insert(argv.end(), c.cmd.begin(), c.cmd.end());
+    // An image made to boot (its command is an init, as systemd-in-a-container images have it) is
+    // booted: Boot=yes, and the rest of the command goes to the init as its arguments.
+    const bool boots = !argv.empty() && oci_command_is_init(argv.front());
+    o += boots ? "[Exec]\nBoot=yes\n" : "[Exec]\nBoot=no\n";
+    if (boots) argv.erase(argv.begin());
     if (!argv.empty()) {
         o += "Parameters=";
         for (size_t i = 0; i < argv.size(); i++) o += (i ? " " : "") + quote_word(argv[i]);

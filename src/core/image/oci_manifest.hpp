@@ -105,9 +105,14 @@ struct OciImageConfig {
 };
 OciImageConfig parse_oci_image_config(std::string_view body);
 
+// Whether an image's command (the first word of Entrypoint+Cmd) is an init: /sbin/init,
+// /usr/sbin/init, /lib/systemd/systemd or /usr/lib/systemd/systemd.
+bool oci_command_is_init(std::string_view path);
+
 // The .nspawn file for the image, as systemd 262 writes it: [Exec] Boot=no, Parameters=
 // (Entrypoint+Cmd), User=, WorkingDirectory=, Environment=, KillSignal=. Words are quoted so the
-// settings parser gives them back unchanged.
+// settings parser gives them back unchanged. An image whose command is an init gets Boot=yes
+// instead, and Parameters= the init's arguments (the rest of the command), if any.
 std::string oci_nspawn_settings(const OciImageConfig& c);
 
 // WWW-Authenticate: Bearer realm="…",service="…",scope="…". nullopt for other schemes or when

@@ -340,6 +340,7 @@ void unpack_layer(ImagePool& pool, ByteSource& blob, const OciDescriptor& d, Sta
     }
     raw->drain();
     oci_convert_whiteouts(tmp.fd());
+    store_layer_usage(tmp.fd());  // the layer is final now: listings read its usage from here on
     if (fsync(tmp.fd()) < 0) {
     }
     std::string final_name = oci_layer_dir_name(d.digest);
@@ -583,6 +584,8 @@ void oci_flatten_layers(const std::vector<int>& layer_fds, int dest_fd) {
         struct stat st;
         if (fstat(layer_fds[i], &st) == 0) copy_meta_fd(layer_fds[i], dest_fd, st);
     }
+    // The layers' stored usage (ImagePool's bookkeeping, on their roots) is not the tree's.
+    (void)fremovexattr(dest_fd, kLayerUsageXattr);
 }
 
 void pull_oci(ImagePool& pool, const std::string& ref_str, const std::string& name, const OciInstallOptions& o) {

@@ -123,6 +123,33 @@ uint64_t disk_usage_at(int dir_fd, const std::string& name) {
     return static_cast<uint64_t>(st.st_blocks) * 512 + usage_walk(fd.get(), st.st_dev, seen);
 }
 
+uint64_t store_layer_usage(int layer_fd) {
+    struct stat st;
+    if (fstat(layer_fd, &st) < 0) throw_last_error("cannot stat a layer");
+    std::set<std::pair<dev_t, ino_t>> seen;
+    uint64_t usage = static_cast<uint64_t>(st.st_blocks) * 512 + usage_walk(layer_fd, st.st_dev, seen);
+    std::string v = std::to_string(usage);
+    (void)fsetxattr(layer_fd, kLayerUsageXattr, v.data(), v.size(), 0);
+    return usage;
+}
+
+uint64_t layer_usage_at(int pool_fd, const std::string& layer) {
+    UniqueFd fd(openat(pool_fd, layer.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) throw_last_error("cannot open " + layer);
+    char buf[24];
+    ssize_t n = fgetxattr(fd.get(), kLayerUsageXattr, buf, sizeof buf - 1);
+    if (n > 0 && n < 21) {
+        std::string_view v(buf, static_cast<size_t>(n));
+        uint64_t usage = 0;
+        bool digits = std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; });
+        if (digits) {
+            for (char c : v) usage = usage * 10 + static_cast<uint64_t>(c - '0');
+            return usage;
+        }
+    }
+    return store_layer_usage(fd.get());
+}
+
 ImagePool::ImagePool(std::string path) : path_(std::move(path)) {
     while (path_.size() > 1 && path_.back() == '/') path_.pop_back();
     if (mkdir(path_.c_str(), 0700) < 0 && errno != EEXIST) throw_last_error("cannot create image pool " + path_);
@@ -185,7 +212,7 @@ std::optional<ImageInfo> ImagePool::inspect(const std::string& entry, bool with_
                 // What the image takes: its own writes plus every layer it links (shared or not).
                 std::set<std::string> layers;
                 add_linked_layers(fd_.get(), entry, layers);
-                for (const auto& l : layers) info.usage += disk_usage_at(fd_.get(), l);
+                for (const auto& l : layers) info.usage += layer_usage_at(fd_.get(), l);
             }
         } catch (const std::system_error&) {
         }
@@ -314,7 +341,7 @@ std::vector<std::pair<std::string, uint64_t>> ImagePool::remove_unused_oci_layer
         if (used.contains(l)) continue;
         uint64_t bytes = 0;
         try {
-            bytes = disk_usage_at(fd_.get(), l);
+            bytes = layer_usage_at(fd_.get(), l);
         } catch (const std::system_error&) {
         }
         remove_tree_at(fd_.get(), l);

@@ -150,4 +150,15 @@ inline void remove_tree_at(int dir_fd, const std::string& name) {
 // Bytes allocated under dir_fd/name (hard-linked inodes counted once); raw files: their blocks.
 uint64_t disk_usage_at(int dir_fd, const std::string& name);
 
+// An OCI layer's usage, computed once. A layer never changes after it is unpacked, so its usage is
+// stored on its directory (the xattr below, written after extraction, so a layer's tar cannot
+// bring its own) and listing a stack reads it instead of walking every layer every time.
+inline constexpr char kLayerUsageXattr[] = "user.machkit.usage";
+// Walks the unpacked layer `layer_fd` and stores its usage on it; best effort (a file system
+// without user xattrs keeps walking). Returns the usage.
+uint64_t store_layer_usage(int layer_fd);
+// The stored usage of pool_fd/layer; a layer without one (unpacked before it was stored) is walked
+// once and the value stored for the next call.
+uint64_t layer_usage_at(int pool_fd, const std::string& layer);
+
 }  // namespace mk::core

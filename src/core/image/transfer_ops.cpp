@@ -12,6 +12,7 @@
 #include "core/base/names.hpp"
 #include "core/base/string_table.hpp"
 #include "core/image/archive.hpp"
+#include "core/image/image_files.hpp"
 #include "core/image/sha256sums.hpp"
 
 namespace mk::core {
@@ -181,22 +182,37 @@ void import_fs(ImagePool& pool, int dir_fd, const std::string& name, const Impor
     p.set(100);
 }
 
-void export_tar(ImagePool& pool, const std::string& name, int out_fd, const ExportImageOptions& o) {
+ExportTree open_export_tree(ImagePool& pool, const std::string& name) {
     auto info = pool.find(name);
     if (!info) throw_errno(ENOENT, "no image '" + name + "'");
-    if (info->type != ImageType::directory && info->type != ImageType::subvolume)
-        throw UsageError("only directory images can be exported as tar; '" + name + "' is " +
+    if (info->type != ImageType::directory && info->type != ImageType::subvolume && info->type != ImageType::mstack)
+        throw UsageError("only directory images and layer stacks can be exported as tar; '" + name + "' is " +
                          std::string(to_string(info->type)));
-    check_output(out_fd);
+    if (info->type == ImageType::mstack) {
+        ExportTree t;
+        t.layers_lock = pool.lock_oci_layers(false, true);
+        // The mount's fd is a path: open its root for reading (which keeps the detached mount).
+        UniqueFd mnt = open_image_root(pool, *info);
+        t.tree.reset(openat(mnt.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!t.tree) throw_last_error("cannot open the merged view of image '" + name + "'");
+        return t;
+    }
     UniqueFd dir(openat(pool.fd(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!dir) throw_last_error("cannot open image '" + name + "'");
+    return ExportTree{std::move(dir), UniqueFd()};
+}
+
+void export_tar(int tree_fd, const std::string& name, int out_fd, const ExportImageOptions& o) {
+    check_output(out_fd);
     Progress p(o.hooks);
-    uint64_t total = tree_file_bytes(dir.get());
+    uint64_t total = tree_file_bytes(tree_fd);
     auto sink = make_compressor(o.compression, std::make_unique<FdSink>(out_fd), o.compress);
     ExportOptions eo;
     eo.warn = [&](const std::string& m) { log(o.hooks, m); };
     eo.on_bytes = [&](uint64_t done) { p.update(done, total); };
-    write_tar(dir.get(), *sink, eo);
+    // A stack without rw/ shows its top layer's root, with the pool's note of the layer's usage.
+    eo.root_skip_xattrs = {kLayerUsageXattr};
+    write_tar(tree_fd, *sink, eo);
     log(o.hooks, "Exported image '" + name + "' as " + std::string(to_string(o.compression)) + " tar.");
     p.set(100);
 }

@@ -60,8 +60,19 @@ void import_raw(ImagePool& pool, int in_fd, const std::string& name, const Impor
 // Copies the directory tree `dir_fd` (reflinks where the file system can).
 void import_fs(ImagePool& pool, int dir_fd, const std::string& name, const ImportOptions& opts);
 
+// The tree export_tar writes: a directory image's directory, or a layer stack's merged view (a
+// read-only detached overlay of rw/ over its layers, as the container sees it: whiteouts and
+// opaque directories hide what they hide, none of them is in the tree). Making the overlay needs
+// CAP_SYS_ADMIN: machd-transfer opens the tree before it enters its sandbox. For a stack, the
+// layer lock is held shared (ImagePool::lock_oci_layers) as long as `layers_lock` is open, so a
+// remove of another stack does not sweep a layer the export reads.
+struct ExportTree {
+    UniqueFd tree;
+    UniqueFd layers_lock;
+};
+ExportTree open_export_tree(ImagePool& pool, const std::string& name);
 // Output: a regular file or a pipe; a terminal is refused.
-void export_tar(ImagePool& pool, const std::string& name, int out_fd, const ExportImageOptions& opts);
+void export_tar(int tree_fd, const std::string& name, int out_fd, const ExportImageOptions& opts);
 void export_raw(ImagePool& pool, const std::string& name, int out_fd, const ExportImageOptions& opts);
 
 // Downloads into ".#pull-XXXXXXXX" in the pool (hashing on the way), verifies per `verify`, then

@@ -1,6 +1,7 @@
 #include "core/spawn/mount_plan.hpp"
 
 #include "core/base/error.hpp"
+#include "core/base/names.hpp"
 #include "core/base/strings.hpp"
 #include "core/base/unique_fd.hpp"
 #include "core/kernel/mount.hpp"
@@ -158,6 +159,20 @@ std::string overlay_workdir(const std::string& upper) {
 bool is_mstack_path(std::string_view path) {
     while (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
     return path.ends_with(".mstack") && path.size() > 7 && path[path.size() - 8] != '/';
+}
+
+std::optional<FoundImage> find_machine_image(std::string_view name, const std::vector<std::string>& dirs) {
+    if (!machine_name_is_valid(name) || name.starts_with("."))
+        throw UsageError("'" + std::string(name) + "' is not a valid machine name");
+    for (const auto& d : dirs) {
+        const std::string base = d + "/" + std::string(name);
+        struct stat st {};
+        if (stat(base.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return FoundImage{base, false};
+        if (stat((base + ".raw").c_str(), &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
+            return FoundImage{base + ".raw", true};
+        if (stat((base + ".mstack").c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return FoundImage{base + ".mstack", false};
+    }
+    return std::nullopt;
 }
 
 MstackRoot plan_mstack_root(const std::string& mstack_path, const std::vector<std::pair<std::string, std::string>>& entries,

@@ -76,6 +76,18 @@ inline constexpr size_t kMstackMaxLayers = 500;
 
 bool is_mstack_path(std::string_view path);  // "…/NAME.mstack"
 
+// The machine search path of systemd-nspawn -M NAME without -D/-i (systemd's image_find()).
+inline constexpr std::string_view kMachineSearchPath[] = {"/etc/machines", "/run/machines", "/var/lib/machines",
+                                                          "/usr/local/lib/machines", "/usr/lib/machines"};
+// The image of machine NAME: in the first directory of `dirs` that has one, NAME (a directory),
+// NAME.raw (a file or block device: is_raw) or NAME.mstack (an OCI layer stack, a directory), in
+// that order. nullopt when none has it; UsageError for a NAME that is no machine name.
+struct FoundImage {
+    std::string path;
+    bool is_raw = false;
+};
+std::optional<FoundImage> find_machine_image(std::string_view name, const std::vector<std::string>& dirs);
+
 // The overlay for a stack: its layers top-most first, and the writable upper layer with the work
 // directory next to it (both empty for an ephemeral container, whose upper lives on a tmpfs).
 struct MstackRoot {
