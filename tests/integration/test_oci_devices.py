@@ -6,8 +6,12 @@ sees a unified host, and its groups are this host's /sys/fs/cgroup/unified ones.
 allow is checked from inside the container (open, mknod); the attached program through bpf(2).
 Root only."""
 import ctypes
+import shutil
+import subprocess
+import tempfile
 import json
 import os
+import pathlib
 import struct
 
 import pytest
@@ -155,3 +159,41 @@ def test_hybrid_host_keeps_the_v1_devices_controller(machrun, tree, tmp_path):
         machrun("delete", "--force", cid, check=False)
         reap()
     assert not os.path.exists(f"/sys/fs/cgroup/devices/machrun/{cid}")
+
+
+def test_podman_default_device_rules_on_cgroup2(busybox_tree_template):
+    # podman 4.3 in the wrapper sees cgroup2 and sends "deny all" (runc's defaults follow it) plus
+    # a pids limit, which this host's cgroup2 cannot take (pids is a v1 controller here): its
+    # containers.conf sets none.
+    if not shutil.which("podman"):
+        pytest.skip("podman is not installed")
+    from test_oci_engines import ULIMITS, machrun_bin  # noqa: PLC0415
+
+    tmp_path = pathlib.Path(tempfile.mkdtemp(prefix="podbpf-"))  # podman: a run root under 50 characters
+    conf = tmp_path / "containers.conf"
+    conf.write_text("[containers]\npids_limit = 0\n")
+    store = ["--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "runroot"), "--storage-driver", "vfs",
+             "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--tmpdir", str(tmp_path / "tmp"),
+             "--runtime", machrun_bin()]
+    env = dict(os.environ, CONTAINERS_CONF=str(conf))
+
+    def podman(*args, wrap=False):
+        argv = ["podman", *store, *args]
+        if wrap:
+            argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                    "umount -l /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && exec \"$@\"", "sh", *argv]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+
+    tar = tmp_path / "bb.tar"
+    subprocess.run(["tar", "-C", str(busybox_tree_template), "-cf", str(tar), "."], check=True)
+    try:
+        assert podman("import", str(tar), "localhost/devbpf-bb:latest").returncode == 0
+        r = podman("run", "--rm", "--network=none", *ULIMITS, "--cap-add", "MKNOD", "localhost/devbpf-bb:latest",
+                   "sh", "-c", "echo x > /dev/null && head -c 4 /dev/urandom | wc -c; : < /dev/ptmx && echo ptmx; "
+                   "mknod /l b 7 200 && head -c1 /l", wrap=True)
+        assert r.stdout.split() == ["4", "ptmx"] and "head: /l: Operation not permitted" in r.stderr, (r.stdout, r.stderr)
+    finally:
+        podman("rm", "-af", "-t", "0")
+        podman("rmi", "-af")
+        podman("system", "reset", "-f")
+        shutil.rmtree(tmp_path, ignore_errors=True)
