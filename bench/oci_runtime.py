@@ -64,31 +64,38 @@ def run(argv, capture=False):
 
 
 def measure(runtime, b, runs):
-    """In this process's mount namespace: median cycle seconds, median peak RSS (KiB) per command."""
+    """In this process's mount namespace: median cycle ms, and per command the median ms and peak
+    RSS (KiB); `polls`: median number of `state` calls until the payload had exited."""
     root = tempfile.mkdtemp(prefix="bench-rt-")
     rt = runtime.split()
-    times, rss = [], {"create": [], "start": [], "state": [], "delete": []}
+    verbs = ("create", "start", "state", "delete")
+    times, polls = [], []
+    ms, rss = {v: [] for v in verbs}, {v: [] for v in verbs}
+
+    def one(verb, argv, capture=False):
+        dt, kib, out = run([*rt, "--root", root, *argv], capture)
+        ms[verb].append(dt * 1e3)
+        rss[verb].append(kib)
+        return dt, out
+
     try:
         for i in range(runs):
             cid = f"b{i}"
-            total = 0.0
-            for verb, argv in (("create", ["create", "--bundle", str(b), cid]), ("start", ["start", cid])):
-                dt, kib, _ = run([*rt, "--root", root, *argv])
-                total += dt
-                rss[verb].append(kib)
+            total = one("create", ["create", "--bundle", str(b), cid])[0] + one("start", ["start", cid])[0]
+            n = 0
             while True:  # until the payload (/bin/true) has exited
-                dt, kib, out = run([*rt, "--root", root, "state", cid], capture=True)
-                total += dt
-                rss["state"].append(kib)
+                dt, out = one("state", ["state", cid], capture=True)
+                total, n = total + dt, n + 1
                 if json.loads(out)["status"] != "running":
                     break
-            dt, kib, _ = run([*rt, "--root", root, "delete", "--force", cid])
-            total += dt
-            rss["delete"].append(kib)
+            total += one("delete", ["delete", "--force", cid])[0]
             times.append(total)
+            polls.append(n)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return {"ms": statistics.median(times) * 1e3, "rss": {k: statistics.median(v) for k, v in rss.items()}}
+    med = statistics.median
+    return {"ms": med(times) * 1e3, "polls": med(polls), "verb_ms": {v: med(x) for v, x in ms.items()},
+            "rss": {v: med(x) for v, x in rss.items()}}
 
 
 def measure_in(runtime, b, wrap):
@@ -116,12 +123,15 @@ def main():
             ("crun 1.8", "cgroup2", measure_in("crun --cgroup-manager=disabled", b, True)),
             ("machrun+devices", "cgroup2", measure_in(MACHRUN, bd, True)),
         ]
-        print(f"create+start+state..+delete of /bin/true, median of {RUNS} (wall ms; peak RSS KiB per command)")
-        print(f"  {'runtime':16} {'host':8} {'ms':>7} {'create':>7} {'start':>7} {'state':>7} {'delete':>7} {'peak':>7}")
+        print(f"create+start+state..+delete of /bin/true, median of {RUNS}: wall ms (cycle and per command), "
+              "peak RSS KiB per command")
+        print(f"  {'runtime':16} {'host':8} {'cycle':>6} {'polls':>5} | {'create':>6} {'start':>6} {'state':>6} {'delete':>6} ms"
+              f" | {'create':>6} {'start':>6} {'state':>6} {'delete':>6} {'peak':>6} KiB")
         for name, host, m in rows:
-            r = m["rss"]
-            print(f"  {name:16} {host:8} {m['ms']:7.1f} {r['create']:7.0f} {r['start']:7.0f} {r['state']:7.0f} "
-                  f"{r['delete']:7.0f} {max(r.values()):7.0f}")
+            t, r = m["verb_ms"], m["rss"]
+            print(f"  {name:16} {host:8} {m['ms']:6.1f} {m['polls']:5.0f} | {t['create']:6.1f} {t['start']:6.1f} "
+                  f"{t['state']:6.1f} {t['delete']:6.1f}    | {r['create']:6.0f} {r['start']:6.0f} {r['state']:6.0f} "
+                  f"{r['delete']:6.0f} {max(r.values()):6.0f}")
         ours, runc, ours_w, crun, ours_d = (m for _, _, m in rows)
         peak = {id(m): max(m["rss"].values()) for m in (ours, runc, ours_w, crun, ours_d)}
         print(f"  time: runc/machrun = {runc['ms'] / ours['ms']:.2f}x (target >= 3x); "
