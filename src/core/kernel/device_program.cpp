@@ -22,11 +22,18 @@ long bpf(int cmd, bpf_attr& attr) {
 
 uint64_t ptr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
 
-// The verifier's reason is its log's last non-empty line ("R0 has value ... should have been in (0x0; 0x1)").
-std::string last_line(std::string_view log) {
-    while (!log.empty() && (log.back() == '\n' || log.back() == '\0')) log.remove_suffix(1);
-    size_t nl = log.rfind('\n');
-    return std::string(nl == std::string_view::npos ? log : log.substr(nl + 1));
+// The verifier's reason is its log's last line before the statistics it always ends with
+// ("processed N insns (limit ...) ...", "verification time ..."): e.g. "R0 !read_ok".
+std::string verifier_reason(std::string_view log) {
+    std::string reason;
+    while (!log.empty()) {
+        size_t nl = log.find('\n');
+        std::string_view line = log.substr(0, nl);
+        log = nl == std::string_view::npos ? std::string_view() : log.substr(nl + 1);
+        if (line.empty() || line.starts_with("processed ") || line.starts_with("verification time")) continue;
+        reason = line;
+    }
+    return reason;
 }
 
 long load(const std::vector<bpf_insn>& program, char* log, uint32_t log_size) {
@@ -53,7 +60,7 @@ UniqueFd load_device_program(const std::vector<bpf_insn>& program) {
     fd = load(program, log.data(), static_cast<uint32_t>(log.size()));
     if (fd >= 0) return UniqueFd(static_cast<int>(fd));  // the first failure was transient
     err = errno;
-    std::string reason = last_line(log.c_str());
+    std::string reason = verifier_reason(log.c_str());
     throw_errno(err, "cannot load the cgroup device program of " + std::to_string(program.size()) + " instructions" +
                          (reason.empty() ? std::string() : " (verifier: " + reason + ")"));
 }

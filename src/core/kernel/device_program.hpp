@@ -19,7 +19,7 @@ namespace mk::core {
 
 // BPF_PROG_LOAD of a BPF_PROG_TYPE_CGROUP_DEVICE program; the fd is O_CLOEXEC (bpf(2) always
 // makes it so). On failure loads once more with the verifier's log and throws std::system_error
-// whose message ends with the log's last line (the verifier's reason).
+// whose message ends with the verifier's reason (the log's last line before its statistics).
 UniqueFd load_device_program(const std::vector<bpf_insn>& program);
 
 // The ids of the device programs attached to the group itself (not inherited ones).
