@@ -6,10 +6,13 @@ cgroup host, so the crun pair (and ours beside it) runs in a private mount names
 
 Each runtime command runs under GNU time (/usr/bin/time, ~1 MiB itself, the same for all three):
 its wall time and its ru_maxrss from wait4() (the peak RSS of that process and of the children
-it waited for: runc's `runc init` stages, our launcher's helpers) are this bench's numbers. "peak RSS" is the largest over create, start,
-state and delete, the median over the runs. A second machrun line in the wrapper uses a bundle
-with device rules (deny all + the defaults: the cgroup2 BPF device program is loaded and attached
-at create): what issue 13's device program costs.
+it waited for: runc's `runc init` stages, our launcher's helpers) are this bench's numbers.
+"peak" is the largest of the create, start, state and delete columns, each a median over the
+runs. The five configurations run round robin, one cycle each per round, and the ratios are
+medians of per-round ratios: this VM's load swings by 2x within a minute. The last machrun line
+uses a bundle with device rules (deny all + the defaults), so in the wrapper the cgroup2 BPF
+device program is compiled, loaded and attached at create: what issue 13's program costs. The
+floor row is four /bin/true under time per round: no runtime's four commands can beat it.
 
   bench/oci_runtime.py [BUILD_DIR] [--runs N]
 """
@@ -28,6 +31,7 @@ args = [a for a in sys.argv[1:] if not a.startswith("--") and not a.isdigit()]
 BUILD = pathlib.Path(args[0] if args else REPO / "build")
 RUNS = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 20
 MACHRUN = str(BUILD / "src" / "runtime" / "machrun")
+VERBS = ("create", "start", "state", "delete")
 WRAP = "umount -l /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && exec \"$@\""
 
 
@@ -64,43 +68,39 @@ def run(argv, capture=False):
 
 
 def measure(runtime, b, runs):
-    """In this process's mount namespace: median cycle ms, and per command the median ms and peak
-    RSS (KiB); `polls`: median number of `state` calls until the payload had exited."""
+    """In this process's mount namespace, `runs` cycles: each cycle's ms, `state` polls (until the
+    payload had exited), and per command the ms and peak RSS (KiB) of each call."""
     root = tempfile.mkdtemp(prefix="bench-rt-")
     rt = runtime.split()
-    verbs = ("create", "start", "state", "delete")
-    times, polls = [], []
-    ms, rss = {v: [] for v in verbs}, {v: [] for v in verbs}
+    out = {"cycle": [], "polls": [], "ms": {v: [] for v in VERBS}, "rss": {v: [] for v in VERBS}}
 
     def one(verb, argv, capture=False):
-        dt, kib, out = run([*rt, "--root", root, *argv], capture)
-        ms[verb].append(dt * 1e3)
-        rss[verb].append(kib)
-        return dt, out
+        dt, kib, text = run([*rt, "--root", root, *argv], capture)
+        out["ms"][verb].append(dt * 1e3)
+        out["rss"][verb].append(kib)
+        return dt, text
 
     try:
         for i in range(runs):
             cid = f"b{i}"
             total = one("create", ["create", "--bundle", str(b), cid])[0] + one("start", ["start", cid])[0]
             n = 0
-            while True:  # until the payload (/bin/true) has exited
-                dt, out = one("state", ["state", cid], capture=True)
+            while True:
+                dt, text = one("state", ["state", cid], capture=True)
                 total, n = total + dt, n + 1
-                if json.loads(out)["status"] != "running":
+                if json.loads(text)["status"] != "running":
                     break
             total += one("delete", ["delete", "--force", cid])[0]
-            times.append(total)
-            polls.append(n)
+            out["cycle"].append(total * 1e3)
+            out["polls"].append(n)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    med = statistics.median
-    return {"ms": med(times) * 1e3, "polls": med(polls), "verb_ms": {v: med(x) for v, x in ms.items()},
-            "rss": {v: med(x) for v, x in rss.items()}}
+    return out
 
 
-def measure_in(runtime, b, wrap):
+def measure_in(runtime, b, wrap, runs):
     """measure() in a child: in issue 13's cgroup2 wrapper when `wrap`."""
-    argv = [sys.executable, __file__, str(BUILD), "--runs", str(RUNS), "--inner", runtime, str(b)]
+    argv = [sys.executable, __file__, str(BUILD), "--runs", str(runs), "--inner", runtime, str(b)]
     if wrap:
         argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", WRAP, "sh", *argv]
     return json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
@@ -113,32 +113,52 @@ def main():
         return
     if os.geteuid() != 0:
         sys.exit("needs root")
+    med = statistics.median
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="bench-oci-"))
     try:
         b, bd = bundle(tmp), bundle(tmp, devices=True)
-        rows = [
-            ("machrun", "hybrid", measure_in(MACHRUN, b, False)),
-            ("runc 1.1", "hybrid", measure_in("runc", b, False)),
-            ("machrun", "cgroup2", measure_in(MACHRUN, b, True)),
-            ("crun 1.8", "cgroup2", measure_in("crun --cgroup-manager=disabled", b, True)),
-            ("machrun+devices", "cgroup2", measure_in(MACHRUN, bd, True)),
-        ]
-        print(f"create+start+state..+delete of /bin/true, median of {RUNS}: wall ms (cycle and per command), "
-              "peak RSS KiB per command")
+        configs = [("machrun", "hybrid", MACHRUN, b, False), ("runc 1.1", "hybrid", "runc", b, False),
+                   ("machrun", "cgroup2", MACHRUN, b, True),
+                   ("crun 1.8", "cgroup2", "crun --cgroup-manager=disabled", b, True),
+                   ("machrun+devices", "cgroup2", MACHRUN, bd, True)]
+        # Round robin, one cycle of each per round: this VM's load swings by 2x within a minute,
+        # and a ratio is only fair between cycles run side by side. The floor, per round: four
+        # /bin/true under time (no runtime's four commands can be faster).
+        results = [{"cycle": [], "polls": [], "ms": {v: [] for v in VERBS}, "rss": {v: [] for v in VERBS}}
+                   for _ in configs]
+        floor = []
+        for _ in range(RUNS):
+            for res, (_, _, runtime, bun, wrap) in zip(results, configs):
+                m = measure_in(runtime, bun, wrap, 1)
+                res["cycle"] += m["cycle"]
+                res["polls"] += m["polls"]
+                for v in VERBS:
+                    res["ms"][v] += m["ms"][v]
+                    res["rss"][v] += m["rss"][v]
+            floor.append(sum(run(["/bin/true"])[0] for _ in range(4)) * 1e3)
+        print(f"create+start+state..+delete of /bin/true, {RUNS} rounds (one cycle of each per round), medians: "
+              "wall ms (cycle and per command), peak RSS KiB per command")
         print(f"  {'runtime':16} {'host':8} {'cycle':>6} {'polls':>5} | {'create':>6} {'start':>6} {'state':>6} {'delete':>6} ms"
               f" | {'create':>6} {'start':>6} {'state':>6} {'delete':>6} {'peak':>6} KiB")
-        for name, host, m in rows:
-            t, r = m["verb_ms"], m["rss"]
-            print(f"  {name:16} {host:8} {m['ms']:6.1f} {m['polls']:5.0f} | {t['create']:6.1f} {t['start']:6.1f} "
-                  f"{t['state']:6.1f} {t['delete']:6.1f}    | {r['create']:6.0f} {r['start']:6.0f} {r['state']:6.0f} "
-                  f"{r['delete']:6.0f} {max(r.values()):6.0f}")
-        ours, runc, ours_w, crun, ours_d = (m for _, _, m in rows)
-        peak = {id(m): max(m["rss"].values()) for m in (ours, runc, ours_w, crun, ours_d)}
-        print(f"  time: runc/machrun = {runc['ms'] / ours['ms']:.2f}x (target >= 3x); "
-              f"crun/machrun = {crun['ms'] / ours_w['ms']:.2f}x (target >= 1x); "
-              f"device program: {ours_d['ms'] / ours_w['ms']:.2f}x of machrun without")
-        print(f"  peak RSS: machrun/runc = {peak[id(ours)] / peak[id(runc)]:.2f}; "
-              f"machrun/crun = {peak[id(ours_w)] / peak[id(crun)]:.2f} (target <= 1)")
+        peak = []
+        for (name, host, *_), m in zip(configs, results):
+            t = {v: med(x) for v, x in m["ms"].items()}
+            r = {v: med(x) for v, x in m["rss"].items()}
+            peak.append(max(r.values()))
+            print(f"  {name:16} {host:8} {med(m['cycle']):6.1f} {med(m['polls']):5.0f} | {t['create']:6.1f} "
+                  f"{t['start']:6.1f} {t['state']:6.1f} {t['delete']:6.1f}    | {r['create']:6.0f} {r['start']:6.0f} "
+                  f"{r['state']:6.0f} {r['delete']:6.0f} {peak[-1]:6.0f}")
+        print(f"  {'floor: 4 x true':25} {med(floor):6.1f}")
+        ours, runc, ours_w, crun, ours_d = (m["cycle"] for m in results)
+
+        def ratio(a, b):  # median of the per-round ratios a/b
+            return med(x / y for x, y in zip(a, b))
+
+        print(f"  time, per-round ratios: runc/machrun = {ratio(runc, ours):.2f}x (target >= 3x; "
+              f"runc/floor = {ratio(runc, floor):.2f}x is the most this VM allows now); "
+              f"crun/machrun = {ratio(crun, ours_w):.2f}x (target >= 1x); "
+              f"machrun with the device program / without = {ratio(ours_d, ours_w):.2f}x")
+        print(f"  peak RSS: machrun/runc = {peak[0] / peak[1]:.2f}; machrun/crun = {peak[2] / peak[3]:.2f} (target <= 1)")
         print("  (crun runs with --cgroup-manager=disabled: its cgroupfs manager needs CAP_SYS_RESOURCE "
               "for RLIMIT_MEMLOCK, which this sandbox lacks)")
     finally:
