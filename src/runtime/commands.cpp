@@ -365,10 +365,9 @@ GroupPlan plan_container_groups(const core::SpawnSpec& spec) {
     return plan;
 }
 
-// Loads `program` and attaches it to the container's cgroup2 group in place of the group's
-// previous device program (if any). The group holds it: it goes with the group at delete.
-void attach_device_rules(const std::string& root, const std::string& path, const std::vector<bpf_insn>& program) {
-    UniqueFd prog = core::load_device_program(program);
+// Attaches the loaded device program `prog` to the container's cgroup2 group in place of the
+// group's previous one (if any). The group holds it: it goes with the group at delete.
+void attach_device_rules(const std::string& root, const std::string& path, const UniqueFd& prog) {
     std::string dir = cgroup2_root(root) + path;
     UniqueFd group(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!group) core::throw_last_error("cannot open the cgroup " + dir);
@@ -393,7 +392,7 @@ std::vector<std::string> make_container_groups(const OciStateDir& dir, Container
         fill_v1_cpuset(cpuset, cgroup);
     if (!plan.writes.empty()) core::apply_cgroup_writes(plan.writes, plan.mounts, cgroup);
     // Before the init joins the group: it never runs unfiltered.
-    if (plan.device_program) attach_device_rules(kCgroupRoot, cgroup, *plan.device_program);
+    if (plan.device_program) attach_device_rules(kCgroupRoot, cgroup, core::load_device_program(*plan.device_program));
     return v1_groups;
 }
 
@@ -904,8 +903,10 @@ int cmd_update(const Invocation& inv) {
                              "''s current usage " + std::to_string(std::strtoll(usage->c_str(), nullptr, 10)) +
                              " (checkBeforeUpdate)");
     }
+    // Loaded before anything is written: a program the kernel refuses leaves the container as it was.
+    UniqueFd program = device_program ? core::load_device_program(*device_program) : UniqueFd();
     core::apply_cgroup_writes(writes, g.mounts, st.cgroup);
-    if (device_program) attach_device_rules(st.cgroup_root, st.cgroup, *device_program);
+    if (program) attach_device_rules(st.cgroup_root, st.cgroup, program);
     return 0;
 }
 
