@@ -159,6 +159,10 @@ def test_hybrid_host_keeps_the_v1_devices_controller(machrun, tree, tmp_path):
         machrun("delete", "--force", cid, check=False)
         reap()
     assert not os.path.exists(f"/sys/fs/cgroup/devices/machrun/{cid}")
+    try:
+        os.rmdir("/sys/fs/cgroup/devices/machrun")  # the parent create made, once empty
+    except OSError:
+        pass
 
 
 def test_podman_default_device_rules_on_cgroup2(busybox_tree_template):
