@@ -168,6 +168,13 @@ TEST(DeviceFilter, BadRulesAreRefusedNamingTheRule) {
     EXPECT_NE(error_of({r}).find("major must be 0..4294967295"), std::string::npos);
     r.major = -1;  // runc's "any"
     EXPECT_EQ(error_of({r}), "no error");
+    // Bounded (the verifier's limit); rules before `a` do not count.
+    std::vector<OciDeviceRule> many(kMaxDeviceRules, r);
+    EXPECT_EQ(error_of(many), "no error");
+    many.push_back(r);
+    EXPECT_EQ(error_of(many), "1025 device rules (after the last 'a' rule): at most 1024 fit one cgroup device program");
+    many.push_back(OciDeviceRule{.allow = false, .type = 'a', .major = std::nullopt, .minor = std::nullopt, .access = ""});
+    EXPECT_EQ(error_of(many), "no error");
 }
 
 TEST(DeviceFilter, PlannedOnlyWithoutTheV1Controller) {

@@ -162,6 +162,9 @@ std::vector<bpf_insn> compile_device_filter(const std::vector<OciDeviceRule>& ru
         if (c.any_device) live.clear();  // it decides every request the rules before it would
         live.push_back(c);
     }
+    if (live.size() > kMaxDeviceRules)
+        throw UsageError(std::to_string(live.size()) + " device rules (after the last 'a' rule): at most " +
+                         std::to_string(kMaxDeviceRules) + " fit one cgroup device program");
 
     // struct bpf_cgroup_dev_ctx { u32 access_type; u32 major; u32 minor; }; access_type is
     // (access << 16) | type. R2 = type, R3 = the requested accesses not yet decided, R4 = major,
