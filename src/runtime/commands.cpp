@@ -353,14 +353,16 @@ Bundle load_bundle(const Invocation& inv) {
 
 GroupPlan plan_container_groups(const core::SpawnSpec& spec) {
     GroupPlan plan;
-    if (!spec.oci.resources.present) return plan;
     plan.mounts = core::detect_cgroup_mounts(kCgroupRoot);
     core::OciResources resources = spec.oci.resources;
-    if (!resources.devices.empty()) {
+    // On a cgroup2 host the device program is always there, as runc's fs2 manager attaches one
+    // for every container: config.json's rules (none: deny all) and the defaults after them. With
+    // the v1 controller, only when config.json has rules (v1 groups are made for what it sets).
+    if (!resources.devices.empty() || !plan.mounts.controllers.v1.contains("devices")) {
         auto defaults = core::oci_default_device_rules();
         resources.devices.insert(resources.devices.end(), defaults.begin(), defaults.end());
     }
-    plan.writes = core::plan_cgroup_resources(resources, plan.mounts.controllers);
+    if (resources.present) plan.writes = core::plan_cgroup_resources(resources, plan.mounts.controllers);
     plan.device_program = core::plan_device_program(resources.devices, plan.mounts.controllers);
     return plan;
 }

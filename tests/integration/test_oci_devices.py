@@ -138,6 +138,19 @@ def test_cgroup2_device_program_allows_defaults_denies_the_rest_and_update_repla
         reap()
 
 
+def test_cgroup2_without_device_rules_denies_all_but_the_defaults(cg2, tree):
+    # As runc's fs2 manager: no linux.resources at all still gets the program (deny all, then the
+    # defaults), so a node from linux.devices is not reachable unless a rule allows it.
+    bundle = make_bundle(cg2, tree, ["sh", "-c", "echo x > /dev/null && echo null=ok; head -c1 /dev/loop0"])
+    config = json.loads((bundle / "config.json").read_text())
+    config["linux"]["devices"] = NODES
+    config["linux"].pop("resources", None)
+    (bundle / "config.json").write_text(json.dumps(config))
+    r = cg2("run", "--bundle", str(bundle), "dev-bpf0", check=False)
+    assert r.stdout == "null=ok\n" and "head: /dev/loop0: Operation not permitted" in r.stderr, (r.stdout, r.stderr)
+    assert not os.path.exists(f"{CGROUP2}/machrun/dev-bpf0")
+
+
 def test_hybrid_host_keeps_the_v1_devices_controller(machrun, tree, tmp_path):
     if not os.path.exists("/sys/fs/cgroup/devices/devices.list") or not CGROUP2.endswith("/unified"):
         pytest.skip("not a hybrid host with the v1 devices controller")
