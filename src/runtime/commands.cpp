@@ -28,6 +28,7 @@
 #include "core/base/strings.hpp"
 #include "core/kernel/capabilities.hpp"
 #include "core/kernel/cgroup_resources.hpp"
+#include "core/kernel/device_program.hpp"
 #include "core/machine/exec.hpp"
 #include "core/oci/state.hpp"
 #include "core/spawn/finalize.hpp"
@@ -352,15 +353,27 @@ Bundle load_bundle(const Invocation& inv) {
 
 GroupPlan plan_container_groups(const core::SpawnSpec& spec) {
     GroupPlan plan;
-    if (!spec.oci.resources.present) return plan;
     plan.mounts = core::detect_cgroup_mounts(kCgroupRoot);
     core::OciResources resources = spec.oci.resources;
-    if (!resources.devices.empty()) {
+    // On a cgroup2 host the device program is always there, as runc's fs2 manager attaches one
+    // for every container: config.json's rules (none: deny all) and the defaults after them. With
+    // the v1 controller, only when config.json has rules (v1 groups are made for what it sets).
+    if (!resources.devices.empty() || !plan.mounts.controllers.v1.contains("devices")) {
         auto defaults = core::oci_default_device_rules();
         resources.devices.insert(resources.devices.end(), defaults.begin(), defaults.end());
     }
-    plan.writes = core::plan_cgroup_resources(resources, plan.mounts.controllers);
+    if (resources.present) plan.writes = core::plan_cgroup_resources(resources, plan.mounts.controllers);
+    plan.device_program = core::plan_device_program(resources.devices, plan.mounts.controllers);
     return plan;
+}
+
+// Attaches the loaded device program `prog` to the container's cgroup2 group in place of the
+// group's previous one (if any). The group holds it: it goes with the group at delete.
+void attach_device_rules(const std::string& root, const std::string& path, const UniqueFd& prog) {
+    std::string dir = cgroup2_root(root) + path;
+    UniqueFd group(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!group) core::throw_last_error("cannot open the cgroup " + dir);
+    core::attach_device_program(group.get(), prog.get());
 }
 
 std::vector<std::string> make_container_groups(const OciStateDir& dir, ContainerState& st, const GroupPlan& plan,
@@ -380,6 +393,8 @@ std::vector<std::string> make_container_groups(const OciStateDir& dir, Container
         !cpuset.empty() && std::ranges::find(v1_groups, cpuset + cgroup) != v1_groups.end())
         fill_v1_cpuset(cpuset, cgroup);
     if (!plan.writes.empty()) core::apply_cgroup_writes(plan.writes, plan.mounts, cgroup);
+    // Before the init joins the group: it never runs unfiltered.
+    if (plan.device_program) attach_device_rules(kCgroupRoot, cgroup, core::load_device_program(*plan.device_program));
     return v1_groups;
 }
 
@@ -859,8 +874,25 @@ int cmd_update(const Invocation& inv) {
     if (g.where.v1.contains("memory"))
         if (auto v = read("memory", false, "memory.memsw.limit_in_bytes")) memsw = std::strtoll(v->c_str(), nullptr, 10);
     std::vector<core::CgroupWrite> writes;
+    std::optional<std::vector<bpf_insn>> device_program;
     try {
         writes = core::plan_cgroup_update(r, g.where, memsw);
+        if (!r.devices.empty()) {
+            // On cgroup2 the new rules (with the runtime's defaults after them, as at create)
+            // replace the group's device program; with the v1 controller they are create's only.
+            if (g.mounts.controllers.v1.contains("devices"))
+                throw UsageError(
+                    "'linux.resources.devices' cannot be changed by update on a host with the v1 devices controller: "
+                    "device rules are set at create");
+            if (!g.v2_group)
+                throw UsageError(
+                    "'linux.resources.devices' cannot be changed: the container's init is not in its cgroup2 group " +
+                    st.cgroup);
+            auto rules = r.devices;
+            auto defaults = core::oci_default_device_rules();
+            rules.insert(rules.end(), defaults.begin(), defaults.end());
+            device_program = core::plan_device_program(rules, g.mounts.controllers);
+        }
     } catch (const UsageError& e) {
         throw UsageError(std::string(e.what()) + " (the controllers of container '" + id +
                          "''s own cgroups: " + controller_list(g.where) + ")");
@@ -873,7 +905,10 @@ int cmd_update(const Invocation& inv) {
                              "''s current usage " + std::to_string(std::strtoll(usage->c_str(), nullptr, 10)) +
                              " (checkBeforeUpdate)");
     }
+    // Loaded before anything is written: a program the kernel refuses leaves the container as it was.
+    UniqueFd program = device_program ? core::load_device_program(*device_program) : UniqueFd();
     core::apply_cgroup_writes(writes, g.mounts, st.cgroup);
+    if (program) attach_device_rules(st.cgroup_root, st.cgroup, program);
     return 0;
 }
 

@@ -61,6 +61,8 @@ void set_window_size(int master, std::pair<unsigned, unsigned> size);
 struct GroupPlan {
     std::vector<core::CgroupWrite> writes;
     core::CgroupMounts mounts;
+    // The device rules on a pure cgroup2 host (core::plan_device_program), for the cgroup2 group.
+    std::optional<std::vector<bpf_insn>> device_program;
 };
 GroupPlan plan_container_groups(const core::SpawnSpec& spec);
 // Makes the container's cgroup2 group and its v1 groups, each recorded in `st` (written to `dir`)

@@ -14,6 +14,7 @@
 #include "core/base/error.hpp"
 #include "core/base/strings.hpp"
 #include "core/base/unique_fd.hpp"
+#include "core/kernel/device_filter.hpp"
 
 namespace mk::core {
 namespace {
@@ -125,9 +126,9 @@ void plan_block_io(Planner& p, const OciResources::BlockIo& b) {
 }
 
 void plan_devices(Planner& p, const std::vector<OciDeviceRule>& rules) {
-    if (rules.empty()) return;
-    if (!p.where.v1.contains("devices"))
-        cannot("devices", "needs the v1 devices controller (cgroup2 device programs are not implemented)");
+    // Without the v1 controller (a pure cgroup2 host) the rules become a device program instead:
+    // plan_device_program().
+    if (rules.empty() || !p.where.v1.contains("devices")) return;
     for (const auto& r : rules) {
         std::string rule(1, r.type);
         if (r.type != 'a')
@@ -173,6 +174,12 @@ std::vector<CgroupWrite> plan_cgroup_resources(const OciResources& r, const Cgro
         p.add(controller, true, file, value);
     }
     return std::move(p.out);
+}
+
+std::optional<std::vector<bpf_insn>> plan_device_program(const std::vector<OciDeviceRule>& rules,
+                                                         const CgroupControllers& host) {
+    if (rules.empty() || host.v1.contains("devices")) return std::nullopt;
+    return compile_device_filter(rules);
 }
 
 std::vector<OciDeviceRule> oci_default_device_rules() {
@@ -286,8 +293,10 @@ CgroupControllers container_controllers(std::string_view proc_pid_cgroup, const 
 
 std::vector<CgroupWrite> plan_cgroup_update(const OciResources& resources, const CgroupControllers& where,
                                             std::optional<int64_t> v1_memsw_now) {
-    if (!resources.devices.empty())
-        throw UsageError("'linux.resources.devices' cannot be changed by update: device rules are set at create");
+    if (!resources.devices.empty() && where.v1.contains("devices"))
+        throw UsageError(
+            "'linux.resources.devices' cannot be changed by update with the v1 devices controller: device rules are set "
+            "at create (update replaces them only on a cgroup2 host)");
     std::vector<CgroupWrite> out = plan_cgroup_resources(resources, where);
     auto find = [&](const char* file) {
         return std::ranges::find_if(out, [&](const CgroupWrite& w) { return !w.v2 && w.file == file; });

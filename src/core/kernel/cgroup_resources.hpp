@@ -4,8 +4,9 @@
 //
 // plan_cgroup_resources() is pure: resources + where the controllers are -> ordered writes, or a
 // UsageError naming the field when the host's layout cannot express it (e.g. memory.swappiness on
-// cgroup2, linux.resources.unified without cgroup2 controllers, device rules without the v1 devices
-// controller: cgroup2 device programs are not implemented). apply_cgroup_writes() performs them.
+// cgroup2, linux.resources.unified without cgroup2 controllers). apply_cgroup_writes() performs them.
+// Device rules are devices.allow/deny writes where the v1 devices controller is; on a pure cgroup2
+// host they are a BPF device program instead (plan_device_program(), device_filter.hpp).
 #pragma once
 
 #include <optional>
@@ -13,6 +14,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <linux/bpf.h>
 
 #include "core/spawn/oci_spec.hpp"
 
@@ -34,6 +37,13 @@ struct CgroupWrite {
 
 // Ordered as the kernel needs them (cfs period before quota, memory limit before memsw). Pure.
 std::vector<CgroupWrite> plan_cgroup_resources(const OciResources& resources, const CgroupControllers& where);
+
+// The device program for `rules` on a host without the v1 devices controller (cgroup2 only, as
+// runc's fs2 manager): compile_device_filter(rules), to be attached to the container's cgroup2
+// group. Nothing when there are no rules or the v1 controller takes them (a hybrid host, as
+// runc's fs manager, which attaches no program there). Throws UsageError for a malformed rule. Pure.
+std::optional<std::vector<bpf_insn>> plan_device_program(const std::vector<OciDeviceRule>& rules,
+                                                         const CgroupControllers& host);
 
 // The device rules an OCI runtime adds after config.json's own (runc's specconv.AllowedDevices, in
 // its order): mknod of any device, the standard character devices (null, zero, full, random,
@@ -71,8 +81,9 @@ CgroupControllers container_controllers(std::string_view proc_pid_cgroup, const 
                                         const std::set<std::string>& v2_group_controllers, const std::string& cgroup_path);
 
 // A change of linux.resources for a running container (the OCI runtime's `update`): the writes of
-// plan_cgroup_resources(), refusing what `update` cannot change (device rules: set at create, as
-// runc's update leaves them too). On v1, raising the memory limit above the current memory+swap
+// plan_cgroup_resources(), refusing what `update` cannot change (device rules where the v1 devices
+// controller holds them: set at create, as runc's update leaves them too; on cgroup2 they are not
+// writes but a new plan_device_program(), which the caller attaches in place of the old). On v1, raising the memory limit above the current memory+swap
 // limit (`v1_memsw_now`, if known) writes memory.memsw.limit_in_bytes first, as the kernel requires
 // memsw >= limit at every step. Pure.
 std::vector<CgroupWrite> plan_cgroup_update(const OciResources& resources, const CgroupControllers& where,
