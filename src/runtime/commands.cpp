@@ -355,13 +355,13 @@ GroupPlan plan_container_groups(const core::SpawnSpec& spec) {
     GroupPlan plan;
     plan.mounts = core::detect_cgroup_mounts(kCgroupRoot);
     core::OciResources resources = spec.oci.resources;
-    // On a cgroup2 host the device program is always there, as runc's fs2 manager attaches one
-    // for every container: config.json's rules (none: deny all) and the defaults after them. With
-    // the v1 controller, only when config.json has rules (v1 groups are made for what it sets).
-    if (!resources.devices.empty() || !plan.mounts.controllers.v1.contains("devices")) {
-        auto defaults = core::oci_default_device_rules();
-        resources.devices.insert(resources.devices.end(), defaults.begin(), defaults.end());
-    }
+    // Every container gets device rules, as runc's managers give them: config.json's (none: deny
+    // all) and runc's defaults after them, as a device program on a cgroup2 host and in a devices
+    // group of its own with the v1 controller. A bundle without rules reaches no other device.
+    if (resources.devices.empty()) resources.devices.push_back(core::OciDeviceRule{});  // {}: deny all
+    auto defaults = core::oci_default_device_rules();
+    resources.devices.insert(resources.devices.end(), defaults.begin(), defaults.end());
+    resources.present = true;
     if (resources.present) plan.writes = core::plan_cgroup_resources(resources, plan.mounts.controllers);
     plan.device_program = core::plan_device_program(resources.devices, plan.mounts.controllers);
     return plan;

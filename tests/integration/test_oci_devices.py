@@ -172,6 +172,16 @@ def test_hybrid_host_keeps_the_v1_devices_controller(machrun, tree, tmp_path):
         machrun("delete", "--force", cid, check=False)
         reap()
     assert not os.path.exists(f"/sys/fs/cgroup/devices/machrun/{cid}")
+    # No rules in config.json at all: still a devices group of its own with deny all and the
+    # defaults (runc's v1 manager does the same), so a node from linux.devices is not reachable.
+    bundle = make_bundle(machrun, tree, ["sh", "-c", "echo x > /dev/null && echo null=ok; head -c1 /dev/loop0"])
+    config = json.loads((bundle / "config.json").read_text())
+    config["linux"]["devices"] = NODES
+    config["linux"].pop("resources", None)
+    (bundle / "config.json").write_text(json.dumps(config))
+    r = machrun("run", "--bundle", str(bundle), "dev-v1-none", check=False)
+    assert r.stdout == "null=ok\n" and "head: /dev/loop0: Operation not permitted" in r.stderr, (r.stdout, r.stderr)
+    assert not os.path.exists("/sys/fs/cgroup/devices/machrun/dev-v1-none")
     try:
         os.rmdir("/sys/fs/cgroup/devices/machrun")  # the parent create made, once empty
     except OSError:
