@@ -419,6 +419,52 @@ TEST(OciConfig, UnappliedFieldsAreNamedForSpawn) {
     EXPECT_EQ(oci_unapplied_field(r, {.hooks = true, .cgroups = true}), std::nullopt);
 }
 
+TEST(OciConfig, UtsAndIpcNamespacesNewLeftOutOrJoined) {
+    // spawn's own specs and a config.json with both: new ones, the host name set.
+    for (const SpawnSpec& s : {SpawnSpec{}, parse_oci_config(kConfig, "/b")}) {
+        OciNamespacePlan plan = plan_oci_namespaces(s);
+        EXPECT_EQ(plan.clone_flags, static_cast<unsigned long>(CLONE_NEWUTS | CLONE_NEWIPC));
+        EXPECT_TRUE(plan.join.empty());
+        EXPECT_TRUE(plan.set_hostname);
+    }
+    // containerd's CRI container in a hostNetwork pod: no uts (the node's), ipc of the sandbox.
+    const std::string cri =
+        with(with(with(kConfig, "{\"type\": \"uts\"}, {\"type\": \"network\"}", "{\"type\": \"cgroup\"}"),
+                  "{\"type\": \"ipc\"}", "{\"type\": \"ipc\", \"path\": \"/proc/42/ns/ipc\"}"),
+             "\"hostname\": \"oci-box\",", "");
+    SpawnSpec c = parse_oci_config(cri, "/b");
+    EXPECT_EQ(oci_unapplied_field(c), std::nullopt);
+    OciNamespacePlan plan = plan_oci_namespaces(c);
+    EXPECT_EQ(plan.clone_flags, 0u);
+    EXPECT_EQ(plan.join, (std::vector<std::pair<int, std::string>>{{CLONE_NEWIPC, "/proc/42/ns/ipc"}}));
+    EXPECT_FALSE(plan.set_hostname);
+    // A joined uts keeps its owner's host name unless config.json names one (runc).
+    SpawnSpec j =
+        parse_oci_config(with(kConfig, "{\"type\": \"uts\"}", "{\"type\": \"uts\", \"path\": \"/proc/42/ns/uts\"}"), "/b");
+    plan = plan_oci_namespaces(j);
+    EXPECT_EQ(plan.clone_flags, static_cast<unsigned long>(CLONE_NEWIPC));
+    EXPECT_EQ(plan.join, (std::vector<std::pair<int, std::string>>{{CLONE_NEWUTS, "/proc/42/ns/uts"}}));
+    EXPECT_TRUE(plan.set_hostname);
+    j.hostname.clear();
+    EXPECT_FALSE(plan_oci_namespaces(j).set_hostname);
+    // Without a uts namespace there is no host name or domain name to set; pid and mount stay new.
+    EXPECT_NE(error_of(with(kConfig, "{\"type\": \"uts\"}, ", "")).find("'hostname'"), std::string::npos);
+    EXPECT_NE(error_of(with(with(kConfig, "{\"type\": \"uts\"}, ", ""), "\"hostname\": \"oci-box\"",
+                            "\"domainname\": \"example.org\""))
+                  .find("'domainname'"),
+              std::string::npos);
+    EXPECT_EQ(*oci_unapplied_field(parse_oci_config(
+                  with(kConfig, "{\"type\": \"pid\"}", "{\"type\": \"pid\", \"path\": \"/proc/42/ns/pid\"}"), "/b")),
+              "linux.namespaces[].path for 'pid'");
+    EXPECT_EQ(*oci_unapplied_field(parse_oci_config(with(kConfig, "{\"type\": \"mount\"}, ", ""), "/b")),
+              "linux.namespaces without 'mount' (spawn always creates it)");
+    // A kernel.shm* sysctl needs an ipc namespace of the container's (new or joined), not the host's.
+    EXPECT_NE(error_of(with(with(kConfig, "{\"type\": \"ipc\"}, ", ""), "\"maskedPaths\"",
+                            "\"sysctl\": {\"kernel.shmmax\": \"1\"}, \"maskedPaths\""))
+                  .find("kernel.shmmax"),
+              std::string::npos);
+}
+
 TEST(OciConfig, SysctlsOnlyOfTheContainersOwnNamespaces) {
     EXPECT_TRUE(oci_sysctl_allowed("kernel.msgmax", true, false, false));
     EXPECT_TRUE(oci_sysctl_allowed("fs.mqueue.queues_max", true, false, false));

@@ -48,7 +48,7 @@ namespace {
         step = "create the nested user namespace";
         make_nested_user_namespace(p);
         // ---- OCI (config.json) ----
-        // In our own UTS/IPC/network namespaces already; /proc/sys is not read-only yet.
+        // In the container's UTS/IPC/network namespaces already; /proc/sys is not read-only yet.
         step = "set the OCI sysctls and domain name";
         apply_oci_sysctls(spec.oci);
         apply_oci_domainname(spec.oci);
@@ -245,7 +245,7 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     if (!sfd) throw_last_error("signalfd");
 
     clone_args ca{};
-    ca.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD;
+    ca.flags = CLONE_NEWNS | CLONE_NEWPID | p.uts_ipc_clone_flags | CLONE_PIDFD;
     if (!p.wait_for_parent) ca.flags |= CLONE_NEWCGROUP;  // else the child unshares it once placed
     if (spec.private_network && !p.netns) ca.flags |= CLONE_NEWNET;
     if (p.rootless) ca.flags |= CLONE_NEWUSER;  // the other namespaces then belong to it

@@ -27,6 +27,7 @@
 #include "core/spawn/guest_systemd.hpp"
 #include "core/spawn/journal_link.hpp"
 #include "core/spawn/network.hpp"
+#include "core/spawn/oci_config.hpp"
 #include "core/spawn/option_values.hpp"
 #include "core/spawn/rootless_plan.hpp"
 
@@ -275,6 +276,19 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
         if (ioctl(p.netns.get(), NS_GET_NSTYPE) != CLONE_NEWNET)
             throw UsageError(spec.network_namespace_path + " is not a network namespace");
     }
+    OciNamespacePlan namespaces = plan_oci_namespaces(spec);
+    p.uts_ipc_clone_flags = namespaces.clone_flags;
+    p.set_hostname = namespaces.set_hostname;
+    for (const auto& [flag, path] : namespaces.join) {
+        const char* kind = flag == CLONE_NEWUTS ? "a UTS" : "an IPC";
+        UniqueFd ns(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+        if (!ns) throw_last_error("cannot open namespace " + path);
+        if (ioctl(ns.get(), NS_GET_NSTYPE) != flag) throw UsageError(path + " is not " + std::string(kind) + " namespace");
+        p.joined_namespaces.emplace_back(flag, std::move(ns));
+    }
+    if ((namespaces.clone_flags != (CLONE_NEWUTS | CLONE_NEWIPC)) &&
+        (p.rootless || spec.userns_mode != UserNamespaceMode::No))
+        throw UsageError("the host's or a joined UTS or IPC namespace cannot be combined with a user namespace");
 
     if (p.rootless) {
         const RootlessMap& m = p.rootless->map;
