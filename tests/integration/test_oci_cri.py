@@ -286,22 +286,24 @@ def machrun_state(c, cid):
     return json.loads(r.stdout) if r.returncode == 0 else None
 
 
-def run_pod(c, name, handler="machrun"):
+def run_pod(c, name, handler="machrun", **ns):
     pb = c.pb
-    r = c.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_config(c, name), runtime_handler=handler), timeout=60)
+    r = c.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_config(c, name, **ns), runtime_handler=handler),
+                           timeout=60)
     c.pods.append(r.pod_sandbox_id)
     return r.pod_sandbox_id
 
 
-def create_container(c, pod, name, command, memory=0):
+def create_container(c, pod, name, command, memory=0, pid=None):
     pb = c.pb
+    pid = pb.CONTAINER if pid is None else pid
     cfg = pb.ContainerConfig(
         metadata=pb.ContainerMetadata(name=name), image=pb.ImageSpec(image=IMAGE), command=command,
         log_path=f"{name}.log",
         linux=pb.LinuxContainerConfig(
             resources=pb.LinuxContainerResources(memory_limit_in_bytes=memory),
             security_context=pb.LinuxContainerSecurityContext(
-                namespace_options=pb.NamespaceOption(network=pb.NODE, pid=pb.CONTAINER, ipc=pb.POD))))
+                namespace_options=pb.NamespaceOption(network=pb.NODE, pid=pid, ipc=pb.POD))))
     r = c.rt.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod, config=cfg,
                                                        sandbox_config=pod_config(c, name)), timeout=60)
     return r.container_id
@@ -395,3 +397,33 @@ def test_pod_with_an_unknown_handler_is_refused_by_containerd(cri):
     assert e.value.code() == grpc.StatusCode.UNKNOWN
     assert 'no runtime for "no-such-handler" is configured' in e.value.details(), e.value.details()
     assert groups_named("pod-x") == []
+
+
+def remove_pod(c, pod):
+    c.rt.StopPodSandbox(c.pb.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+    c.rt.RemovePodSandbox(c.pb.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+    c.pods.remove(pod)
+    assert not (SHIM_ROOT / pod).exists() and groups_named(pod) == [] and mounts_mentioning(pod) == []
+
+
+def test_share_process_namespace_and_host_pid_pods(cri):
+    pb = cri.pb
+    # shareProcessNamespace: true -- kubelet asks for pid POD; the container joins the sandbox's PID
+    # namespace by path and sees the pause as PID 1.
+    pod = run_pod(cri, "pod-shared", pid=pb.POD)
+    cid = create_container(cri, pod, "peer", ["sleep", "1000"], pid=pb.POD)
+    cri.rt.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=60)
+    out = exec_sync(cri, cid, "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; cat /proc/self/stat")
+    first, stat = out.stdout.decode().splitlines()
+    assert first.strip() == "/bin/sleep 2147483647", out
+    assert int(stat.split()[0]) > 1  # the exec is not alone in there
+    remove_pod(cri, pod)
+    # hostPID: true -- pid NODE: no PID namespace of the pod's, the node's processes are visible.
+    pod = run_pod(cri, "pod-hostpid", pid=pb.NODE)
+    cid = create_container(cri, pod, "host", ["sleep", "1000"], pid=pb.NODE)
+    cri.rt.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=60)
+    out = exec_sync(cri, cid, "cat", f"/proc/{os.getpid()}/status")
+    assert out.exit_code == 0 and "python" in out.stdout.decode().splitlines()[0], out
+    cpid = machrun_state(cri, cid)["pid"]
+    assert os.stat(f"/proc/{cpid}/ns/pid").st_ino == os.stat("/proc/self/ns/pid").st_ino
+    remove_pod(cri, pod)

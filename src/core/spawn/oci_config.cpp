@@ -854,15 +854,18 @@ SpawnSpec parse_oci_config(std::string_view text, const std::string& bundle) {
 OciNamespacePlan plan_oci_namespaces(const SpawnSpec& spec) {
     OciNamespacePlan plan;
     if (!spec.oci.present) {
-        plan.clone_flags = CLONE_NEWUTS | CLONE_NEWIPC;
+        plan.clone_flags = CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID;
         return plan;
     }
-    for (auto [type, flag] : {std::pair<std::string_view, int>{"uts", CLONE_NEWUTS}, {"ipc", CLONE_NEWIPC}}) {
+    for (auto [type, flag] :
+         {std::pair<std::string_view, int>{"uts", CLONE_NEWUTS}, {"ipc", CLONE_NEWIPC}, {"pid", CLONE_NEWPID}}) {
         auto it = std::ranges::find_if(spec.oci.namespaces, [&](const OciNamespace& n) { return n.type == type; });
         if (it == spec.oci.namespaces.end()) {
             if (flag == CLONE_NEWUTS) plan.set_hostname = false;
         } else if (it->path.empty()) {
             plan.clone_flags |= static_cast<unsigned long>(flag);
+        } else if (flag == CLONE_NEWPID) {
+            plan.pid_path = it->path;
         } else {
             plan.join.emplace_back(flag, it->path);
             if (flag == CLONE_NEWUTS) plan.set_hostname = !spec.hostname.empty();
@@ -922,13 +925,13 @@ std::optional<std::string> oci_unapplied_field(const SpawnSpec& s, OciFrontEndHa
     std::set<std::string> types;
     for (const auto& n : o.namespaces) {
         types.insert(n.type);
-        // network, uts and ipc are joined by path (plan_oci_namespaces for the last two).
-        if (!n.path.empty() && n.type != "network" && n.type != "uts" && n.type != "ipc")
+        // network, uts, ipc and pid are joined by path (plan_oci_namespaces for the last three).
+        if (!n.path.empty() && n.type != "network" && n.type != "uts" && n.type != "ipc" && n.type != "pid")
             return "linux.namespaces[].path for '" + n.type + "'";
         if (n.type == "user" || n.type == "time") return "linux.namespaces[] of type '" + n.type + "'";
     }
-    // Left out, uts and ipc stay the runtime's (plan_oci_namespaces); pid and mount are always new.
-    for (const char* always : {"pid", "mount"})
+    // Left out, uts, ipc and pid stay the runtime's (plan_oci_namespaces); mount is always new.
+    for (const char* always : {"mount"})
         if (!types.contains(always))
             return std::string("linux.namespaces without '") + always + "' (spawn always creates it)";
     if (!o.cgroups_path.empty() && !handles.cgroups) return "linux.cgroupsPath";

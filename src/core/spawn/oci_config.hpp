@@ -41,16 +41,19 @@ struct OciFrontEndHandles {
 // (`handles`) applies; nullopt if all of it is applied.
 std::optional<std::string> oci_unapplied_field(const SpawnSpec& spec, OciFrontEndHandles handles = {});
 
-// The UTS and IPC namespaces of a container (linux.namespaces): spawn creates both unless the
+// The UTS, IPC and PID namespaces of a container (linux.namespaces): spawn creates them unless the
 // config leaves one out (the runtime's own is kept: kubelet's hostNetwork pods have no UTS
-// namespace, hostIPC pods no IPC one) or names one by path (a CRI container joins its pod
-// sandbox's). `clone_flags` are the ones the launcher's clone creates; `join` the (CLONE_NEWUTS or
-// CLONE_NEWIPC, path) pairs the init enters with setns(2); `set_hostname`: whether it sets the host
-// name (a joined UTS namespace keeps its owner's unless config.json names one, as runc).
-// spawn's own specs (no config.json): both new, hostname set.
+// namespace, hostIPC pods no IPC one, hostPID pods no PID one) or names one by path (a CRI
+// container joins its pod sandbox's IPC/UTS, and its PID namespace with shareProcessNamespace).
+// `clone_flags` are the ones of these the launcher's clone creates; `join` the (CLONE_NEWUTS or
+// CLONE_NEWIPC, path) pairs the init enters with setns(2); `pid_path` the PID namespace the
+// launcher enters for its clone (the init is then not its PID 1); `set_hostname`: whether the init
+// sets the host name (a joined UTS namespace keeps its owner's unless config.json names one, as
+// runc). spawn's own specs (no config.json): all new, hostname set.
 struct OciNamespacePlan {
     unsigned long clone_flags = 0;
     std::vector<std::pair<int, std::string>> join;
+    std::string pid_path;
     bool set_hostname = true;
 };
 OciNamespacePlan plan_oci_namespaces(const SpawnSpec& spec);

@@ -40,10 +40,12 @@ struct Prepared {
     int exec_gate = -1;                           // the OCI runtime's detached start: DetachedLaunch::exec_gate
     bool wait_for_network = false;                // the parent sets up links for us (ContainerNetwork)
     UniqueFd netns;                               // --network-namespace-path=, opened in the host
-    // UTS/IPC (plan_oci_namespaces): the ones the clone creates, the ones joined by path (opened in
-    // the host, entered by the init), and whether the init sets the host name.
-    unsigned long uts_ipc_clone_flags = CLONE_NEWUTS | CLONE_NEWIPC;
+    // UTS/IPC/PID (plan_oci_namespaces): the ones the clone creates, the UTS/IPC ones joined by path
+    // (opened in the host, entered by the init), the PID one joined by path (entered by the
+    // launcher around its clone), and whether the init sets the host name.
+    unsigned long ns_clone_flags = CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID;
     std::vector<std::pair<int, UniqueFd>> joined_namespaces;
+    UniqueFd pidns;
     bool set_hostname = true;
     std::optional<CgroupLayout> cgroups;                         // set when the guest gets its own cgroup namespace
     UniqueFd cgroup2_mount;                                      // no cgroup2 on the host: spawn's own (plan_guest_cgroups)
