@@ -389,14 +389,19 @@ def test_pod_with_the_machrun_handler_runs_its_containers_under_machrun(cri):
 
 
 def test_pod_with_an_unknown_handler_is_refused_by_containerd(cri):
-    pb = cri.pb
     import grpc  # noqa: PLC0415
 
+    def made():
+        state = sorted(os.listdir(SHIM_ROOT)) if SHIM_ROOT.exists() else []
+        groups = [str(g) for h in hierarchies() for g in (h / cri.cgroup_parent.lstrip("/")).glob("*/")]
+        return state, groups
+
+    before = made()
     with pytest.raises(grpc.RpcError) as e:
         run_pod(cri, "pod-x", handler="no-such-handler")
     assert e.value.code() == grpc.StatusCode.UNKNOWN
     assert 'no runtime for "no-such-handler" is configured' in e.value.details(), e.value.details()
-    assert groups_named("pod-x") == []
+    assert made() == before  # no state, no group: refused before any runtime ran
 
 
 def remove_pod(c, pod):
