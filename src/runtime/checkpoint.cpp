@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sched.h>
+
 #include <climits>
 
 #include "core/base/error.hpp"
@@ -75,6 +77,13 @@ int cmd_checkpoint(const Invocation& inv) {
             throw UsageError("cannot checkpoint container '" + id + "': it is " + std::string(core::to_string(status)) +
                              ", not running");
         core::SpawnSpec spec = core::parse_oci_config(st.config, st.bundle);
+        // criu would dump a shared namespace as the container's own and restore a private copy
+        // (a CRI container's pod IPC, a hostPID container's whole tree): refused, not half-restored.
+        core::OciNamespacePlan ns = core::plan_oci_namespaces(spec);
+        if (ns.clone_flags != (CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID) || !ns.join.empty() || !ns.pid_path.empty())
+            throw UsageError("cannot checkpoint container '" + id +
+                             "': it shares the host's or another container's UTS, IPC or PID namespace "
+                             "(linux.namespaces), which machrun cannot checkpoint yet");
         core::criu::CheckpointRequest req;
         req.machine = machine_name_for(id);
         req.leader = st.pid;

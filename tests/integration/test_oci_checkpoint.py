@@ -267,3 +267,23 @@ def test_restore_without_detach_waits_and_returns_the_exit_status(machrun, tree,
     assert r.returncode == 7, r.stderr
     assert "criu-wait" not in machrun.ids()
     assert not os.path.exists(f"{CGROUP2}/machrun/criu-wait")
+
+
+def test_shared_uts_ipc_or_pid_namespace_is_refused_and_keeps_running(machrun, tree, tmp_path):
+    # A CRI container (the pod's IPC namespace by path, the node's UTS): criu would restore a
+    # private copy of what it shares, so the checkpoint is refused with one line and nothing changes.
+    bundle = make_bundle(tree, COUNTER)
+    config = json.loads((bundle / "config.json").read_text())
+    config["linux"]["namespaces"] = [n for n in config["linux"]["namespaces"] if n["type"] not in ("uts", "ipc")]
+    config["linux"]["namespaces"].append({"type": "ipc", "path": "/proc/self/ns/ipc"})
+    config.pop("hostname")
+    (bundle / "config.json").write_text(json.dumps(config))
+    machrun("create", "--bundle", str(bundle), "criu-shared")
+    machrun("start", "criu-shared")
+    assert wait_for(lambda: count(tree) >= 2)
+    r = machrun("checkpoint", "--image-path", str(tmp_path / "img"), "criu-shared", check=False)
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "shares the host's or another container's UTS, IPC or PID namespace" in r.stderr
+    assert not (tmp_path / "img").exists()
+    assert json.loads(machrun("state", "criu-shared").stdout)["status"] == "running"
+    machrun("delete", "--force", "criu-shared")

@@ -281,6 +281,37 @@ def test_bad_input_says_what_and_leaves_nothing(machrun, tree, tmp_path):
     assert r.returncode == 1 and "does not exist" in r.stderr
 
 
+def test_uts_left_out_is_the_hosts_and_ipc_joins_by_path(machrun, tree, tmp_path):
+    # containerd's CRI containers in a hostNetwork pod: no uts namespace (the node's, host name
+    # untouched) and the pod sandbox's ipc namespace by path (tests/integration/test_oci_cri.py).
+    unshared = subprocess.Popen(["unshare", "--ipc", "sleep", "1000"])
+    try:
+        assert wait_for(lambda: os.stat(f"/proc/{unshared.pid}/ns/ipc").st_ino != os.stat("/proc/self/ns/ipc").st_ino)
+        namespaces = [{"type": "pid"}, {"type": "mount"}, {"type": "network"},
+                      {"type": "ipc", "path": f"/proc/{unshared.pid}/ns/ipc"}]
+        bundle = make_bundle(machrun, tree, ["sh", "-c", "hostname; readlink /proc/self/ns/ipc; readlink /proc/self/ns/uts"])
+        config = json.loads((bundle / "config.json").read_text())
+        config["linux"]["namespaces"] = namespaces
+        config.pop("hostname", None)
+        (bundle / "config.json").write_text(json.dumps(config))
+        host = os.uname().nodename
+        r = machrun("run", "--bundle", str(bundle), "ns1")
+        assert r.stdout.split() == [host, os.readlink(f"/proc/{unshared.pid}/ns/ipc"),
+                                    os.readlink("/proc/self/ns/uts")], r.stderr
+        assert os.uname().nodename == host  # the host's name was left alone
+        # A path that is no ipc namespace: one line, nothing left.
+        config["linux"]["namespaces"][-1]["path"] = f"/proc/{unshared.pid}/ns/uts"
+        (bundle / "config.json").write_text(json.dumps(config))
+        r = machrun("create", "--bundle", str(bundle), "ns2", check=False)
+        assert r.returncode == 1 and r.stderr.strip().endswith("ns/uts is not an IPC namespace"), r.stderr
+        assert len(r.stderr.splitlines()) == 1
+        assert os.listdir(machrun.state_root) == []
+        assert not os.path.exists(CGROUP2 + "/machrun/ns2")
+    finally:
+        unshared.kill()
+        unshared.wait()
+
+
 def test_log_json_carries_the_error_for_containerd(machrun, tmp_path):
     log = tmp_path / "log.json"
     r = machrun("--log", str(log), "--log-format", "json", "state", "nope", check=False)

@@ -399,8 +399,8 @@ TEST(OciConfig, UnappliedFieldsAreNamedForSpawn) {
     EXPECT_EQ(oci_unapplied_field(parse_oci_config(kConfig, "/b")), std::nullopt);
     EXPECT_EQ(*oci_unapplied_field(parse_oci_config(with(kConfig, "\"uid\": 0", "\"uid\": 1000"), "/b")),
               "process.capabilities.effective (beyond ambient, for a non-root user)");
-    EXPECT_EQ(*oci_unapplied_field(parse_oci_config(with(kConfig, "{\"type\": \"pid\"}, ", ""), "/b")),
-              "linux.namespaces without 'pid' (spawn always creates it)");
+    EXPECT_EQ(*oci_unapplied_field(parse_oci_config(with(kConfig, "{\"type\": \"mount\"}, ", ""), "/b")),
+              "linux.namespaces without 'mount' (spawn always creates it)");
     EXPECT_EQ(oci_unapplied_field(parse_oci_config(with(kConfig, "\"/proc/sys\"", "\"/etc\""), "/b")), std::nullopt);
     EXPECT_EQ(*oci_unapplied_field(parse_oci_config(with(kConfig, "\"type\": \"tmpfs\"", "\"type\": \"overlay\""), "/b")),
               "mounts[] of type 'overlay' at /scratch");
@@ -417,6 +417,64 @@ TEST(OciConfig, UnappliedFieldsAreNamedForSpawn) {
                          "/b");
     EXPECT_EQ(*oci_unapplied_field(r), "linux.cgroupsPath");
     EXPECT_EQ(oci_unapplied_field(r, {.hooks = true, .cgroups = true}), std::nullopt);
+}
+
+TEST(OciConfig, UtsAndIpcNamespacesNewLeftOutOrJoined) {
+    // spawn's own specs and a config.json with all three: new ones, the host name set.
+    for (const SpawnSpec& s : {SpawnSpec{}, parse_oci_config(kConfig, "/b")}) {
+        OciNamespacePlan plan = plan_oci_namespaces(s);
+        EXPECT_EQ(plan.clone_flags, static_cast<unsigned long>(CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID));
+        EXPECT_TRUE(plan.join.empty());
+        EXPECT_EQ(plan.pid_path, "");
+        EXPECT_TRUE(plan.set_hostname);
+    }
+    // containerd's CRI container in a hostNetwork pod: no uts (the node's), ipc of the sandbox.
+    const std::string cri =
+        with(with(with(kConfig, "{\"type\": \"uts\"}, {\"type\": \"network\"}", "{\"type\": \"cgroup\"}"),
+                  "{\"type\": \"ipc\"}", "{\"type\": \"ipc\", \"path\": \"/proc/42/ns/ipc\"}"),
+             "\"hostname\": \"oci-box\",", "");
+    SpawnSpec c = parse_oci_config(cri, "/b");
+    EXPECT_EQ(oci_unapplied_field(c), std::nullopt);
+    OciNamespacePlan plan = plan_oci_namespaces(c);
+    EXPECT_EQ(plan.clone_flags, static_cast<unsigned long>(CLONE_NEWPID));
+    EXPECT_EQ(plan.join, (std::vector<std::pair<int, std::string>>{{CLONE_NEWIPC, "/proc/42/ns/ipc"}}));
+    EXPECT_FALSE(plan.set_hostname);
+    // A joined uts keeps its owner's host name unless config.json names one (runc).
+    SpawnSpec j =
+        parse_oci_config(with(kConfig, "{\"type\": \"uts\"}", "{\"type\": \"uts\", \"path\": \"/proc/42/ns/uts\"}"), "/b");
+    plan = plan_oci_namespaces(j);
+    EXPECT_EQ(plan.clone_flags, static_cast<unsigned long>(CLONE_NEWIPC | CLONE_NEWPID));
+    EXPECT_EQ(plan.join, (std::vector<std::pair<int, std::string>>{{CLONE_NEWUTS, "/proc/42/ns/uts"}}));
+    EXPECT_TRUE(plan.set_hostname);
+    j.hostname.clear();
+    EXPECT_FALSE(plan_oci_namespaces(j).set_hostname);
+    // Without a uts namespace there is no host name or domain name to set.
+    EXPECT_NE(error_of(with(kConfig, "{\"type\": \"uts\"}, ", "")).find("'hostname'"), std::string::npos);
+    EXPECT_NE(error_of(with(with(kConfig, "{\"type\": \"uts\"}, ", ""), "\"hostname\": \"oci-box\"",
+                            "\"domainname\": \"example.org\""))
+                  .find("'domainname'"),
+              std::string::npos);
+    // shareProcessNamespace: the sandbox's PID namespace, entered by the launcher for its clone;
+    // hostPID: none of the container's own.
+    SpawnSpec sp =
+        parse_oci_config(with(kConfig, "{\"type\": \"pid\"}", "{\"type\": \"pid\", \"path\": \"/proc/42/ns/pid\"}"), "/b");
+    EXPECT_EQ(oci_unapplied_field(sp), std::nullopt);
+    EXPECT_EQ(plan_oci_namespaces(sp).pid_path, "/proc/42/ns/pid");
+    EXPECT_EQ(plan_oci_namespaces(sp).clone_flags, static_cast<unsigned long>(CLONE_NEWUTS | CLONE_NEWIPC));
+    SpawnSpec hp = parse_oci_config(with(kConfig, "{\"type\": \"pid\"}, ", ""), "/b");
+    EXPECT_EQ(oci_unapplied_field(hp), std::nullopt);
+    EXPECT_EQ(plan_oci_namespaces(hp).clone_flags, static_cast<unsigned long>(CLONE_NEWUTS | CLONE_NEWIPC));
+    EXPECT_EQ(plan_oci_namespaces(hp).pid_path, "");
+    EXPECT_EQ(*oci_unapplied_field(parse_oci_config(
+                  with(kConfig, "{\"type\": \"mount\"}", "{\"type\": \"mount\", \"path\": \"/proc/42/ns/mnt\"}"), "/b")),
+              "linux.namespaces[].path for 'mount'");
+    EXPECT_EQ(*oci_unapplied_field(parse_oci_config(with(kConfig, "{\"type\": \"mount\"}, ", ""), "/b")),
+              "linux.namespaces without 'mount' (spawn always creates it)");
+    // A kernel.shm* sysctl needs an ipc namespace of the container's (new or joined), not the host's.
+    EXPECT_NE(error_of(with(with(kConfig, "{\"type\": \"ipc\"}, ", ""), "\"maskedPaths\"",
+                            "\"sysctl\": {\"kernel.shmmax\": \"1\"}, \"maskedPaths\""))
+                  .find("kernel.shmmax"),
+              std::string::npos);
 }
 
 TEST(OciConfig, SysctlsOnlyOfTheContainersOwnNamespaces) {

@@ -285,6 +285,9 @@ void become_container_init(const Prepared& p, int chan) {
     if (poll(&pf, 1, 0) > 0 && (pf.revents & POLLHUP)) _exit(1);
     umask(0);
     if (p.netns && setns(p.netns.get(), CLONE_NEWNET) < 0) throw_last_error("cannot join the network namespace");
+    for (const auto& [flag, ns] : p.joined_namespaces)
+        if (setns(ns.get(), flag) < 0)
+            throw_last_error(flag == CLONE_NEWUTS ? "cannot join the UTS namespace" : "cannot join the IPC namespace");
 }
 
 RootFs mount_root_fs(const SpawnSpec& spec, Prepared& p) {
@@ -374,7 +377,7 @@ void seal_and_pivot(const SpawnSpec& spec, const Prepared& p, RootFs& fs) {
 void set_identity(const Prepared& p, int console_peer) {
     if (p.userns && !p.rootless && console_peer >= 0 && fchown(console_peer, p.userns->shift, p.userns->shift + 5) < 0)
         throw_last_error("cannot hand the console to the container's root");
-    if (sethostname(p.guest.hostname.data(), p.guest.hostname.size()) < 0) throw_last_error("sethostname");
+    if (p.set_hostname && sethostname(p.guest.hostname.data(), p.guest.hostname.size()) < 0) throw_last_error("sethostname");
     // A fresh session keyring: the kernel keyring is not namespaced.
     // Inside another container the keyring calls are usually filtered: nothing to isolate there.
     if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, 0, 0, 0, 0) < 0 && errno != EPERM && errno != ENOSYS &&

@@ -16,7 +16,7 @@
 namespace mk::core {
 
 // First thing in the child: SIGKILL when spawn dies; exits at once if spawn is already gone
-// (`chan` hung up). Joins --network-namespace-path= when given.
+// (`chan` hung up). Joins --network-namespace-path= and config.json's UTS/IPC namespaces by path.
 void become_container_init(const Prepared& p, int chan);
 
 // The container's root, attached over the tree's path in the new mount namespace.
@@ -39,7 +39,7 @@ void seal_and_pivot(const SpawnSpec& spec, const Prepared& p, RootFs& fs);
 // Opens a pty on the container's own devpts, binds its peer over /dev/console; {master, peer}.
 // Runs after pivot_root.
 std::pair<UniqueFd, UniqueFd> setup_console();
-// Console ownership, hostname, a fresh session keyring.
+// Console ownership, hostname (unless Prepared::set_hostname says not), a fresh session keyring.
 void set_identity(const Prepared& p, int console_peer);
 // Loopback up (private network), a new session with the console as controlling terminal.
 void take_session(const SpawnSpec& spec, UniqueFd console_peer);

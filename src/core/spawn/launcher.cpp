@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/sched.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -48,7 +49,7 @@ namespace {
         step = "create the nested user namespace";
         make_nested_user_namespace(p);
         // ---- OCI (config.json) ----
-        // In our own UTS/IPC/network namespaces already; /proc/sys is not read-only yet.
+        // In the container's UTS/IPC/network namespaces already; /proc/sys is not read-only yet.
         step = "set the OCI sysctls and domain name";
         apply_oci_sysctls(spec.oci);
         apply_oci_domainname(spec.oci);
@@ -245,7 +246,7 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     if (!sfd) throw_last_error("signalfd");
 
     clone_args ca{};
-    ca.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD;
+    ca.flags = CLONE_NEWNS | p.ns_clone_flags | CLONE_PIDFD;
     if (!p.wait_for_parent) ca.flags |= CLONE_NEWCGROUP;  // else the child unshares it once placed
     if (spec.private_network && !p.netns) ca.flags |= CLONE_NEWNET;
     if (p.rootless) ca.flags |= CLONE_NEWUSER;  // the other namespaces then belong to it
@@ -258,12 +259,39 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
         ca.flags |= CLONE_INTO_CGROUP;
         ca.cgroup = static_cast<uint64_t>(groups.cgroup->unified_fd());
     }
+    // A PID namespace joined by path (config.json): ours for our children only, for this clone.
+    UniqueFd own_pidns;
+    if (p.pidns) {
+        own_pidns.reset(open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC));
+        if (!own_pidns) throw_last_error("cannot open /proc/self/ns/pid");
+        if (setns(p.pidns.get(), CLONE_NEWPID) < 0) {
+            int e = errno;
+            sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+            errno = e;
+            throw_last_error("cannot join the PID namespace");
+        }
+    }
     long pid = syscall(SYS_clone3, &ca, sizeof ca);
     if (pid < 0 && into_cgroup) {
         ca.flags &= ~static_cast<uint64_t>(CLONE_INTO_CGROUP);
         into_cgroup = false;
         pid = syscall(SYS_clone3, &ca, sizeof ca);
     }
+    int clone_errno = errno;
+    if (pid != 0 && own_pidns && setns(own_pidns.get(), CLONE_NEWPID) < 0) {
+        // Hooks and helpers forked later must not land in the container's PID namespace.
+        int e = errno;
+        if (pid > 0) {
+            syscall(SYS_pidfd_send_signal, pidfd_raw, SIGKILL, nullptr, 0);
+            siginfo_t si{};
+            waitid(P_PIDFD, static_cast<id_t>(pidfd_raw), &si, WEXITED);
+            close(pidfd_raw);
+        }
+        sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+        errno = e;
+        throw_last_error("cannot return to the runtime's PID namespace");
+    }
+    errno = clone_errno;
     if (pid < 0 && p.rootless) throw UsageError(explain_userns_failure(errno));
     if (pid < 0) throw_last_error("cannot create the container's namespaces");
     if (pid == 0) {

@@ -3,7 +3,8 @@
 //
 //   prepare()            outside_steps.hpp  checks, tree/image, user namespace range, mount plan,
 //                                          GuestPlan (guest_plan.hpp: argv, env, caps, machine ID)
-//   clone3()             launcher.cpp       new mount, PID, UTS, IPC (cgroup, network) namespaces
+//   clone3()             launcher.cpp       new mount, PID, UTS, IPC (cgroup, network) namespaces;
+//                                          config.json's left-out/joined ones: plan_oci_namespaces()
 //   parent               launcher.cpp       register + place in cgroups, network links; go-ahead
 //   child (PID 1)        inside_steps.hpp   mount_root_fs, populate_guest_files, seal_and_pivot,
 //                                          console, identity, limits, userns, drop_privileges,

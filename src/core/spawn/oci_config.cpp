@@ -844,10 +844,34 @@ SpawnSpec parse_oci_config(std::string_view text, const std::string& bundle) {
     if ((s.oci.time_monotonic || s.oci.time_boottime) && !has_ns("time"))
         invalid("linux.timeOffsets", "given without a time namespace");
     if (!s.hostname.empty() && !has_ns("uts")) invalid("hostname", "set without a uts namespace");
+    if (!s.oci.domainname.empty() && !has_ns("uts")) invalid("domainname", "set without a uts namespace");
     for (const auto& [name, value] : s.oci.sysctl)
         if (!oci_sysctl_allowed(name, has_ns("ipc"), has_ns("network"), has_ns("uts")))
             invalid("linux.sysctl", name + " is not in a namespace of the container's own (runc's rule)");
     return s;
+}
+
+OciNamespacePlan plan_oci_namespaces(const SpawnSpec& spec) {
+    OciNamespacePlan plan;
+    if (!spec.oci.present) {
+        plan.clone_flags = CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID;
+        return plan;
+    }
+    for (auto [type, flag] :
+         {std::pair<std::string_view, int>{"uts", CLONE_NEWUTS}, {"ipc", CLONE_NEWIPC}, {"pid", CLONE_NEWPID}}) {
+        auto it = std::ranges::find_if(spec.oci.namespaces, [&](const OciNamespace& n) { return n.type == type; });
+        if (it == spec.oci.namespaces.end()) {
+            if (flag == CLONE_NEWUTS) plan.set_hostname = false;
+        } else if (it->path.empty()) {
+            plan.clone_flags |= static_cast<unsigned long>(flag);
+        } else if (flag == CLONE_NEWPID) {
+            plan.pid_path = it->path;
+        } else {
+            plan.join.emplace_back(flag, it->path);
+            if (flag == CLONE_NEWUTS) plan.set_hostname = !spec.hostname.empty();
+        }
+    }
+    return plan;
 }
 
 bool oci_sysctl_allowed(std::string_view name, bool own_ipc, bool own_network, bool own_uts) {
@@ -901,10 +925,13 @@ std::optional<std::string> oci_unapplied_field(const SpawnSpec& s, OciFrontEndHa
     std::set<std::string> types;
     for (const auto& n : o.namespaces) {
         types.insert(n.type);
-        if (!n.path.empty() && n.type != "network") return "linux.namespaces[].path for '" + n.type + "'";
+        // network, uts, ipc and pid are joined by path (plan_oci_namespaces for the last three).
+        if (!n.path.empty() && n.type != "network" && n.type != "uts" && n.type != "ipc" && n.type != "pid")
+            return "linux.namespaces[].path for '" + n.type + "'";
         if (n.type == "user" || n.type == "time") return "linux.namespaces[] of type '" + n.type + "'";
     }
-    for (const char* always : {"pid", "mount", "ipc", "uts"})
+    // Left out, uts, ipc and pid stay the runtime's (plan_oci_namespaces); mount is always new.
+    for (const char* always : {"mount"})
         if (!types.contains(always))
             return std::string("linux.namespaces without '") + always + "' (spawn always creates it)";
     if (!o.cgroups_path.empty() && !handles.cgroups) return "linux.cgroupsPath";

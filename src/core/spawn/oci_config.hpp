@@ -17,6 +17,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "core/spawn/spawn_spec.hpp"
 
@@ -38,6 +40,23 @@ struct OciFrontEndHandles {
 // The config.json field (e.g. "hooks") `spec` sets that neither the launcher nor the front end
 // (`handles`) applies; nullopt if all of it is applied.
 std::optional<std::string> oci_unapplied_field(const SpawnSpec& spec, OciFrontEndHandles handles = {});
+
+// The UTS, IPC and PID namespaces of a container (linux.namespaces): spawn creates them unless the
+// config leaves one out (the runtime's own is kept: kubelet's hostNetwork pods have no UTS
+// namespace, hostIPC pods no IPC one, hostPID pods no PID one) or names one by path (a CRI
+// container joins its pod sandbox's IPC/UTS, and its PID namespace with shareProcessNamespace).
+// `clone_flags` are the ones of these the launcher's clone creates; `join` the (CLONE_NEWUTS or
+// CLONE_NEWIPC, path) pairs the init enters with setns(2); `pid_path` the PID namespace the
+// launcher enters for its clone (the init is then not its PID 1); `set_hostname`: whether the init
+// sets the host name (a joined UTS namespace keeps its owner's unless config.json names one, as
+// runc). spawn's own specs (no config.json): all new, hostname set.
+struct OciNamespacePlan {
+    unsigned long clone_flags = 0;
+    std::vector<std::pair<int, std::string>> join;
+    std::string pid_path;
+    bool set_hostname = true;
+};
+OciNamespacePlan plan_oci_namespaces(const SpawnSpec& spec);
 
 // Whether a container may set sysctl `name` ("a.b.c" or "a/b/c"): only the namespaced ones, and
 // only when it has that namespace of its own (runc's rule): IPC's kernel.msg*/sem/shm* and

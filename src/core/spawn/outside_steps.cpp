@@ -27,6 +27,7 @@
 #include "core/spawn/guest_systemd.hpp"
 #include "core/spawn/journal_link.hpp"
 #include "core/spawn/network.hpp"
+#include "core/spawn/oci_config.hpp"
 #include "core/spawn/option_values.hpp"
 #include "core/spawn/rootless_plan.hpp"
 
@@ -275,6 +276,21 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
         if (ioctl(p.netns.get(), NS_GET_NSTYPE) != CLONE_NEWNET)
             throw UsageError(spec.network_namespace_path + " is not a network namespace");
     }
+    OciNamespacePlan namespaces = plan_oci_namespaces(spec);
+    p.ns_clone_flags = namespaces.clone_flags;
+    p.set_hostname = namespaces.set_hostname;
+    auto open_namespace = [](const std::string& path, int flag) {
+        const char* kind = flag == CLONE_NEWUTS ? "a UTS" : flag == CLONE_NEWIPC ? "an IPC" : "a PID";
+        UniqueFd ns(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+        if (!ns) throw_last_error("cannot open namespace " + path);
+        if (ioctl(ns.get(), NS_GET_NSTYPE) != flag) throw UsageError(path + " is not " + std::string(kind) + " namespace");
+        return ns;
+    };
+    for (const auto& [flag, path] : namespaces.join) p.joined_namespaces.emplace_back(flag, open_namespace(path, flag));
+    if (!namespaces.pid_path.empty()) p.pidns = open_namespace(namespaces.pid_path, CLONE_NEWPID);
+    if (namespaces.clone_flags != (CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID) &&
+        (p.rootless || spec.userns_mode != UserNamespaceMode::No))
+        throw UsageError("the host's or a joined UTS, IPC or PID namespace cannot be combined with a user namespace");
 
     if (p.rootless) {
         const RootlessMap& m = p.rootless->map;

@@ -4,6 +4,8 @@
 // the guest's cgroups. prepare() runs them in order; its result is all the inside steps read.
 #pragma once
 
+#include <sched.h>
+
 #include <optional>
 #include <string>
 #include <utility>
@@ -38,9 +40,16 @@ struct Prepared {
     int exec_gate = -1;                           // the OCI runtime's detached start: DetachedLaunch::exec_gate
     bool wait_for_network = false;                // the parent sets up links for us (ContainerNetwork)
     UniqueFd netns;                               // --network-namespace-path=, opened in the host
-    std::optional<CgroupLayout> cgroups;          // set when the guest gets its own cgroup namespace
-    UniqueFd cgroup2_mount;                       // no cgroup2 on the host: spawn's own (plan_guest_cgroups)
-    std::vector<std::string> overlay_workdirs;    // created for --overlay=, removed at exit
+    // UTS/IPC/PID (plan_oci_namespaces): the ones the clone creates, the UTS/IPC ones joined by path
+    // (opened in the host, entered by the init), the PID one joined by path (entered by the
+    // launcher around its clone), and whether the init sets the host name.
+    unsigned long ns_clone_flags = CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID;
+    std::vector<std::pair<int, UniqueFd>> joined_namespaces;
+    UniqueFd pidns;
+    bool set_hostname = true;
+    std::optional<CgroupLayout> cgroups;                         // set when the guest gets its own cgroup namespace
+    UniqueFd cgroup2_mount;                                      // no cgroup2 on the host: spawn's own (plan_guest_cgroups)
+    std::vector<std::string> overlay_workdirs;                   // created for --overlay=, removed at exit
     std::vector<std::pair<std::string, UniqueFd>> image_mounts;  // -i: detached mounts, root first
     std::optional<IdRange> userns;                               // --private-users: the container's UID/GID range
     bool idmap = false;                                          // the root is an idmapped mount (ownership "map")
