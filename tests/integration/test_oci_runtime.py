@@ -610,3 +610,60 @@ def test_events_of_a_missing_or_stopped_container_is_one_line(machrun, tree, tmp
     assert r.returncode == 1 and len(r.stderr.splitlines()) == 1
     r = machrun("events", "--interval", "soon", "runtime-none", check=False)
     assert r.returncode == 1 and "--interval" in r.stderr
+
+
+def test_tmpcopyup_fills_the_tmpfs_from_the_tree_without_leaving_it(machrun, tree, tmp_path):
+    """crun's tmpcopyup (podman --read-only): the tmpfs at /run, /tmp and a config's own /var/tmp
+    starts with what the tree has there: files with owner, mode and xattrs, directories, FIFOs,
+    hard links, and symlinks copied as symlinks (one pointing at the host's /etc is never followed);
+    the root stays read-only and the tree itself is not written."""
+    vt = tree / "var" / "tmp"
+    (vt / "sub" / "deeper").mkdir(parents=True)
+    (vt / "sub" / "deeper" / "f").write_text("deep\n")
+    os.chown(vt / "sub", 1000, 100)
+    os.chmod(vt / "sub", 0o750)
+    (vt / "secret").write_text("s\n")
+    os.chmod(vt / "secret", 0o600)
+    os.setxattr(vt / "secret", "user.origin", b"image")
+    os.link(vt / "secret", vt / "hardlink")
+    os.symlink("/etc", vt / "out")  # absolute: inside the container it means the container's /etc
+    os.symlink("../../..", vt / "up")
+    os.mkfifo(vt / "fifo")
+    (tree / "run" / "pidfile").write_text("42\n")
+    (tree / "tmp" / "t").write_text("t\n")
+    tmpfs = {"type": "tmpfs", "source": "tmpfs", "options": ["rw", "rprivate", "nosuid", "nodev", "tmpcopyup"]}
+    mounts = json.loads((make_bundle(machrun, tree, ["true"]) / "config.json").read_text())["mounts"]
+    mounts += [dict(tmpfs, destination=d) for d in ("/run", "/tmp", "/var/tmp")]
+    bundle = make_bundle(machrun, tree, ["sleep", "1000"], mounts=mounts)
+    config = json.loads((bundle / "config.json").read_text())
+    config["root"]["readonly"] = True
+    (bundle / "config.json").write_text(json.dumps(config))
+    before = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
+
+    machrun("create", "--bundle", str(bundle), "--pid-file", str(tmp_path / "pid"), "cu1")
+    machrun("start", "cu1")
+    pid = int((tmp_path / "pid").read_text())
+    inside = pathlib.Path(f"/proc/{pid}/root")
+    v = inside / "var" / "tmp"
+    assert (v / "sub" / "deeper" / "f").read_text() == "deep\n"
+    st = os.lstat(v / "sub")
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1000, 100, 0o750)
+    assert os.lstat(v / "secret").st_mode & 0o7777 == 0o600
+    assert os.getxattr(v / "secret", "user.origin") == b"image"
+    assert os.lstat(v / "hardlink").st_ino == os.lstat(v / "secret").st_ino
+    assert os.readlink(v / "out") == "/etc" and os.readlink(v / "up") == "../../.."
+    assert stat_is_fifo(os.lstat(v / "fifo").st_mode)
+    assert (inside / "run" / "pidfile").read_text() == "42\n" and (inside / "tmp" / "t").read_text() == "t\n"
+
+    r = machrun("exec", "cu1", "sh", "-c",
+                "touch /rootfile 2>/dev/null && echo root-writable || echo root-read-only; "
+                "for d in /run /tmp /var/tmp; do echo x > $d/new && echo $d writable; done; "
+                "grep -E ' /(run|tmp|var/tmp) ' /proc/self/mountinfo | grep -c 'nosuid,nodev.* - tmpfs'")
+    assert r.stdout.split("\n")[:5] == ["root-read-only", "/run writable", "/tmp writable", "/var/tmp writable", "3"]
+    machrun("delete", "--force", "cu1")
+    assert sorted(str(p.relative_to(tree)) for p in tree.rglob("*")) == before  # the tree got nothing
+
+
+def stat_is_fifo(mode):
+    import stat  # noqa: PLC0415
+    return stat.S_ISFIFO(mode)

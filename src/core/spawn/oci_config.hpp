@@ -39,6 +39,11 @@ struct OciFrontEndHandles {
 // (`handles`) applies; nullopt if all of it is applied.
 std::optional<std::string> oci_unapplied_field(const SpawnSpec& spec, OciFrontEndHandles handles = {});
 
+// Whether the launcher mounts its own API file system at `destination` for a config.json mount of
+// `type` there (/proc, /dev, /sys, /run, /tmp...): the config's entry then names the same thing,
+// and its options are not applied (tmpcopyup on /run and /tmp is).
+bool oci_api_mount(const std::string& destination, const std::string& type);
+
 // Whether a container may set sysctl `name` ("a.b.c" or "a/b/c"): only the namespaced ones, and
 // only when it has that namespace of its own (runc's rule): IPC's kernel.msg*/sem/shm* and
 // fs.mqueue.*, net.*, and kernel.hostname/domainname. Anything else would change the host.
