@@ -973,7 +973,7 @@ int cmd_features(const Invocation& inv) {
         {"ociVersionMin", "1.0.0"},
         {"ociVersionMax", "1.0.0"},
         {"hooks", json::array()},
-        {"mountOptions", {"bind", "rbind", "ro", "rw", "nosuid", "nodev", "private", "rprivate"}},
+        {"mountOptions", {"bind", "rbind", "ro", "rw", "nosuid", "nodev", "noexec", "private", "rprivate", "tmpcopyup"}},
         {"linux",
          {{"namespaces", {"cgroup", "ipc", "mount", "network", "pid", "uts"}},
           {"capabilities", caps},
