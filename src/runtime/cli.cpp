@@ -55,6 +55,7 @@ const std::map<std::string_view, std::vector<OptionDef>>& command_options() {
           {"preserve-fds", 0, true},
           {"process-label", 0, true},
           {"apparmor", 0, true},
+          {"additional-gids", 'g', true},
           {"cgroup", 0, true}}},
         {"pause", {}},
         {"resume", {}},

@@ -745,31 +745,36 @@ int cmd_exec(const Invocation& inv) {
         throw UsageError("cannot exec in container '" + id + "': it is " + std::string(core::to_string(status)));
     UniqueFd init = open_init(st);
     if (!init) throw UsageError("container '" + id + "' is not running");
+    if (inv.flag("preserve-fds") && inv.value("preserve-fds") != "0")
+        throw UsageError("exec --preserve-fds is not supported yet; pass 0 or leave it out");
+    if (inv.flag("cgroup"))
+        throw UsageError(
+            "exec --cgroup (a sub-cgroup of the container) is not supported; leave it out to join the "
+            "container's own groups");
     ExecRequest req;
     if (inv.flag("process")) {
         if (inv.args.size() > 1) throw UsageError("give the command either in --process or as arguments, not both");
+        // runc takes everything from the file then; options that would change it are refused
+        // rather than dropped.
+        for (const char* o : {"cwd", "env", "user", "cap", "no-new-privs", "process-label", "apparmor", "additional-gids"})
+            if (inv.flag(o))
+                throw UsageError(std::string("exec --") + o + " goes with the argv form; with --process put it in the file");
         req = parse_process_json(read_file(inv.value("process"), core::kOciConfigMax, "the process file"));
     } else {
-        if (inv.args.size() < 2) throw UsageError("exec needs a command: machrun exec ID CMD [ARGS...] or --process FILE");
-        req.args.assign(inv.args.begin() + 1, inv.args.end());
-        req.env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"};
-        for (const auto& e : inv.values("env")) req.env.push_back(e);
-        req.cwd = inv.value("cwd", "/");
-        req.terminal = inv.flag("tty");
-        if (inv.flag("user")) {
-            auto parts = core::split(inv.value("user"), ':');
-            auto num = [](std::string_view v) -> std::optional<uint64_t> {
-                if (v.empty() || v.size() > 10 || !std::ranges::all_of(v, [](char c) { return c >= '0' && c <= '9'; }))
-                    return std::nullopt;
-                return std::stoull(std::string(v));
-            };
-            auto uid = num(parts[0]);
-            auto gid = parts.size() > 1 ? num(parts[1]) : uid;
-            if (!uid || !gid || *uid > UINT32_MAX || *gid > UINT32_MAX) throw UsageError("--user must be UID[:GID]");
-            req.uid = static_cast<uint32_t>(*uid);
-            req.gid = static_cast<uint32_t>(*gid);
-        }
-        req.no_new_privileges = inv.flag("no-new-privs");
+        // runc's argv form: the container's own process (config.json as read at create) with
+        // the options on top.
+        ExecOptions o;
+        o.args.assign(inv.args.begin() + std::min<size_t>(1, inv.args.size()), inv.args.end());
+        o.cwd = inv.value("cwd");
+        o.env = inv.values("env");
+        o.tty = inv.flag("tty");
+        if (inv.flag("no-new-privs")) o.no_new_privs = true;
+        o.user = inv.value("user");
+        o.additional_gids = inv.values("additional-gids");
+        o.caps = inv.values("cap");
+        o.apparmor = inv.value("apparmor");
+        o.process_label = inv.value("process-label");
+        req = parse_process_json(exec_process_json(st.config, o));
     }
     if (inv.flag("tty")) req.terminal = true;
     std::string console_socket = inv.value("console-socket");
@@ -1003,7 +1008,7 @@ int cmd_features(const Invocation& inv) {
         {"ociVersionMin", "1.0.0"},
         {"ociVersionMax", "1.0.0"},
         {"hooks", json::array()},
-        {"mountOptions", {"bind", "rbind", "ro", "rw", "nosuid", "nodev", "private", "rprivate"}},
+        {"mountOptions", {"bind", "rbind", "ro", "rw", "nosuid", "nodev", "noexec", "private", "rprivate", "tmpcopyup"}},
         {"linux",
          {{"namespaces", {"cgroup", "ipc", "mount", "network", "pid", "uts"}},
           {"capabilities", caps},

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -16,6 +17,9 @@
 
 #include <linux/sched.h>
 
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 
@@ -24,7 +28,9 @@
 #include "core/base/io.hpp"
 #include "core/kernel/capabilities.hpp"
 #include "core/kernel/seccomp.hpp"
+#include "core/base/strings.hpp"
 #include "core/spawn/oci_config.hpp"
+#include "core/spawn/oci_steps.hpp"
 
 namespace mk::runtime {
 namespace {
@@ -46,8 +52,36 @@ constexpr const char* kSteps[] = {"",
                                   "set no_new_privs",
                                   "install the system call filter",
                                   "change to the working directory",
-                                  "execute the command"};
-enum Step { kCgroup = 1, kSetns, kFork, kPty, kSendPty, kCtty, kGroups, kGid, kUid, kCaps, kNnp, kSeccomp, kCwd, kExecve };
+                                  "execute the command",
+                                  "set a resource limit (process.rlimits)",
+                                  "set process.oomScoreAdj",
+                                  "set process.ioPriority",
+                                  "set process.scheduler",
+                                  "set process.execCPUAffinity",
+                                  "raise an ambient capability (process.capabilities.ambient)"};
+enum Step {
+    kCgroup = 1,
+    kSetns,
+    kFork,
+    kPty,
+    kSendPty,
+    kCtty,
+    kGroups,
+    kGid,
+    kUid,
+    kCaps,
+    kNnp,
+    kSeccomp,
+    kCwd,
+    kExecve,
+    kRlimit,
+    kOom,
+    kIoprio,
+    kSched,
+    kAffinity,
+    kAmbient,
+    kLastStep = kAmbient
+};
 
 uint64_t bounding_of(pid_t pid) {
     std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -70,6 +104,47 @@ bool same_ns(pid_t pid, const char* ns) {
     _exit(127);
 }
 
+// A 0 / -errno result of a noexcept step: fails with it.
+void check_step(int fd, int step, int r) noexcept {
+    if (r < 0) {
+        errno = -r;
+        fail(fd, step);
+    }
+}
+
+bool set_affinity(const std::vector<unsigned>& cpus) noexcept {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (unsigned c : cpus)
+        if (c < CPU_SETSIZE) CPU_SET(c, &set);
+    return sched_setaffinity(0, sizeof set, &set) == 0;
+}
+
+int raise_ambient(uint64_t caps) noexcept {
+    for (int c = 0; c < 64; c++)
+        if ((caps & core::cap_bit(c)) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) < 0) return -errno;
+    return 0;
+}
+
+int set_capability_sets(uint64_t effective, uint64_t permitted, uint64_t inheritable) noexcept {
+    __user_cap_header_struct hdr{};
+    hdr.version = _LINUX_CAPABILITY_VERSION_3;
+    __user_cap_data_struct data[2]{};
+    for (int i = 0; i < 2; i++) {
+        data[i].effective = static_cast<uint32_t>(effective >> (32 * i));
+        data[i].permitted = static_cast<uint32_t>(permitted >> (32 * i));
+        data[i].inheritable = static_cast<uint32_t>(inheritable >> (32 * i));
+    }
+    return syscall(SYS_capset, &hdr, data) < 0 ? -errno : 0;
+}
+
+std::string cap_names(uint64_t caps) {
+    std::string out;
+    for (int c = 0; c < 64; c++)
+        if (caps & core::cap_bit(c)) out += (out.empty() ? "" : ", ") + core::capability_to_name(c);
+    return out;
+}
+
 }  // namespace
 
 ExecRequest parse_process_json(std::string_view text) {
@@ -89,15 +164,85 @@ ExecRequest parse_process_json(std::string_view text) {
     r.console_size = s.oci.console_size;
     r.additional_gids = s.oci.additional_gids;
     r.umask = s.oci.umask;
-    if (s.capabilities_add || s.capabilities_drop)
-        r.bounding = (core::kDefaultCapabilities | s.capabilities_add) & ~s.capabilities_drop;
+    r.rlimits = s.rlimits;
+    r.oom_score_adj = s.oom_score_adjust;
+    r.io_priority = s.oci.io_priority;
+    r.scheduler = s.oci.scheduler;
+    r.cpu_affinity_initial = s.oci.exec_cpu_affinity_initial;
+    r.cpu_affinity_final = s.oci.exec_cpu_affinity_final;
+    if (s.oci.capabilities_given) {
+        const auto& o = s.oci;
+        // What capset(2) and PR_CAP_AMBIENT_RAISE would refuse, refused here by name.
+        auto refuse = [](const std::string& field, uint64_t extra, const char* why) {
+            throw core::UsageError("exec: process.capabilities." + field + " has " + cap_names(extra) + ", not in " + why +
+                                   "; add them there or leave them out");
+        };
+        if (o.cap_effective & ~o.cap_permitted) refuse("effective", o.cap_effective & ~o.cap_permitted, "permitted");
+        if (o.cap_inheritable & ~o.cap_bounding) refuse("inheritable", o.cap_inheritable & ~o.cap_bounding, "bounding");
+        const uint64_t may_be_ambient = o.cap_permitted & o.cap_bounding;
+        if (o.cap_ambient & ~may_be_ambient)
+            refuse("ambient", o.cap_ambient & ~may_be_ambient, "both permitted and bounding");
+        // The kernel raises an ambient capability only when it is inheritable too: the ambient
+        // set joins the inheritable one, as create does for the init (runc would only warn).
+        r.capabilities = ExecCapabilities{o.cap_bounding, o.cap_effective, o.cap_permitted,
+                                          o.cap_inheritable | o.cap_ambient, o.cap_ambient};
+    }
     return r;
+}
+
+std::string exec_process_json(std::string_view config, const ExecOptions& o) {
+    using json = nlohmann::json;
+    json p = json::object();
+    if (!config.empty()) {
+        json c = json::parse(config, nullptr, false);
+        if (c.is_object() && c.contains("process") && c["process"].is_object()) p = c["process"];
+    }
+    if (!p.contains("cwd")) p["cwd"] = "/";
+    if (!p.contains("env")) p["env"] = json::array({"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"});
+    if (o.args.empty()) throw core::UsageError("exec needs a command: machrun exec ID CMD [ARGS...] or --process FILE");
+    p["args"] = o.args;
+    if (!o.cwd.empty()) p["cwd"] = o.cwd;
+    if (!o.apparmor.empty()) p["apparmorProfile"] = o.apparmor;
+    if (!o.process_label.empty()) p["selinuxLabel"] = o.process_label;
+    if (!o.caps.empty()) {
+        if (!p.contains("capabilities") || !p["capabilities"].is_object()) p["capabilities"] = json::object();
+        json& caps = p["capabilities"];
+        const bool ambient_too = caps.contains("inheritable") && !caps["inheritable"].is_null();
+        for (const auto& c : o.caps) {
+            for (const char* set : {"bounding", "effective", "permitted"}) caps[set].push_back(c);
+            if (ambient_too) caps["ambient"].push_back(c);
+        }
+    }
+    if (!p["env"].is_array()) p["env"] = json::array();
+    for (const auto& e : o.env) p["env"].push_back(e);
+    p["terminal"] = o.tty;
+    if (o.no_new_privs) p["noNewPrivileges"] = *o.no_new_privs;
+    auto number = [](std::string_view v, const char* what) {
+        if (v.empty() || v.size() > 10 || !std::ranges::all_of(v, [](char ch) { return ch >= '0' && ch <= '9'; }) ||
+            std::stoull(std::string(v)) > UINT32_MAX)
+            throw core::UsageError(std::string(what) + ": '" + std::string(v) + "' is not a number (0 to 4294967295)");
+        return static_cast<uint32_t>(std::stoull(std::string(v)));
+    };
+    if (!p.contains("user") || !p["user"].is_object()) p["user"] = json::object({{"uid", 0}, {"gid", 0}});
+    if (!o.user.empty()) {
+        auto colon = o.user.find(':');
+        p["user"]["uid"] = number(std::string_view(o.user).substr(0, colon), "--user must be UID[:GID]");
+        if (colon != std::string::npos)
+            p["user"]["gid"] = number(std::string_view(o.user).substr(colon + 1), "--user must be UID[:GID]");
+    }
+    for (const auto& g : o.additional_gids) p["user"]["additionalGids"].push_back(number(g, "--additional-gids"));
+    return p.dump();
 }
 
 ExecStarted start_exec(const ExecTarget& target, const ExecRequest& req) {
     if (req.args.empty()) throw core::UsageError("exec needs a command");
     uint64_t bounding = bounding_of(target.pid);
-    if (req.bounding) bounding &= *req.bounding;
+    // An exec has at most what the init may have: every set is cut down to its bounding set.
+    std::optional<ExecCapabilities> caps = req.capabilities;
+    if (caps) {
+        bounding &= caps->bounding;
+        for (uint64_t* set : {&caps->effective, &caps->permitted, &caps->inheritable, &caps->ambient}) *set &= bounding;
+    }
     core::SeccompPolicy policy;
     policy.retained_caps = bounding;
     std::vector<core::BpfProgram> filter = core::seccomp_programs_for(policy);
@@ -134,6 +279,8 @@ ExecStarted start_exec(const ExecTarget& target, const ExecRequest& req) {
         // A host binary inside the container's PID namespace until exec: not dumpable, so no
         // process there can open /proc/PID/exe of it (runc CVE-2019-5736, T-01).
         if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) fail(err_wr.get(), kSetns);
+        // execCPUAffinity.initial: while joining (runc), before the container's cpuset applies.
+        if (!req.cpu_affinity_initial.empty() && !set_affinity(req.cpu_affinity_initial)) fail(err_wr.get(), kAffinity);
         for (const auto& procs : procs_files) {
             int fd = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
             if (fd < 0 || ::write(fd, "0", 1) != 1) fail(err_wr.get(), kCgroup);
@@ -167,15 +314,38 @@ ExecStarted start_exec(const ExecTarget& target, const ExecRequest& req) {
                 if (dup2(peer.get(), i) < 0) fail(err_wr.get(), kCtty);
             peer.reset();
         }
+        // What needs privileges (raising a hard limit, lowering the OOM score, a realtime
+        // policy) is done while we still hold them.
+        for (size_t i = 0; i < req.rlimits.size(); i++) {
+            if (!req.rlimits[i]) continue;
+            rlimit rl{req.rlimits[i]->soft, req.rlimits[i]->hard};
+            if (setrlimit(static_cast<__rlimit_resource>(i), &rl) < 0) fail(err_wr.get(), kRlimit);
+        }
+        if (req.oom_score_adj) {
+            int fd = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+            char v[16];
+            int n = snprintf(v, sizeof v, "%d", *req.oom_score_adj);
+            if (fd < 0 || ::write(fd, v, static_cast<size_t>(n)) != n) fail(err_wr.get(), kOom);
+            ::close(fd);
+        }
+        if (req.io_priority) check_step(err_wr.get(), kIoprio, core::set_oci_io_priority(*req.io_priority));
+        if (req.scheduler) check_step(err_wr.get(), kSched, core::set_oci_scheduler(*req.scheduler));
         std::vector<gid_t> groups(req.additional_gids.begin(), req.additional_gids.end());
         if (setgroups(groups.size(), groups.data()) < 0) fail(err_wr.get(), kGroups);
         if (setresgid(req.gid, req.gid, req.gid) < 0) fail(err_wr.get(), kGid);
-        if (req.uid != 0 && prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0) fail(err_wr.get(), kUid);
+        // The permitted set survives the switch to another user only through keep-caps (runc's
+        // order); without sets given, a non-root exec keeps none.
+        if (req.uid != 0 && prctl(PR_SET_KEEPCAPS, caps ? 1 : 0, 0, 0, 0) < 0) fail(err_wr.get(), kUid);
         if (core::drop_bounding_set(bounding) < 0) fail(err_wr.get(), kCaps);
         // The filter goes in while we still may (CAP_SYS_ADMIN, or no_new_privs below).
         if (core::seccomp_install(filter) < 0) fail(err_wr.get(), kSeccomp);
         if (setresuid(req.uid, req.uid, req.uid) < 0) fail(err_wr.get(), kUid);
-        if (req.uid == 0 && core::set_capabilities(bounding, 0) < 0) fail(err_wr.get(), kCaps);
+        if (caps) {
+            check_step(err_wr.get(), kCaps, set_capability_sets(caps->effective, caps->permitted, caps->inheritable));
+            check_step(err_wr.get(), kAmbient, raise_ambient(caps->ambient));
+        } else if (req.uid == 0 && core::set_capabilities(bounding, 0) < 0) {
+            fail(err_wr.get(), kCaps);
+        }
         if (req.no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail(err_wr.get(), kNnp);
         // No host fd may reach the command (runc CVE-2024-21626, T-02): all but stdio and the error
         // pipe (close-on-exec) are closed *before* chdir, so that cwd=/proc/self/fd/N finds no host
@@ -190,6 +360,7 @@ ExecStarted start_exec(const ExecTarget& target, const ExecRequest& req) {
             fail(keep, kCwd);
         }
         if (req.umask) ::umask(static_cast<mode_t>(*req.umask));
+        if (!req.cpu_affinity_final.empty() && !set_affinity(req.cpu_affinity_final)) fail(keep, kAffinity);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -229,7 +400,7 @@ ExecStarted start_exec(const ExecTarget& target, const ExecRequest& req) {
             siginfo_t si{};
             waitid(P_PID, static_cast<id_t>(out.pid), &si, WEXITED);
         }
-        int step = e[0] >= 1 && e[0] <= kExecve ? e[0] : 0;
+        int step = e[0] >= 1 && e[0] <= kLastStep ? e[0] : 0;
         std::string what = std::string("exec: cannot ") + kSteps[step];
         if (step == kExecve) what += " " + req.args[0];
         if (step == kCwd) what += " " + req.cwd;

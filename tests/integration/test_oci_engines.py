@@ -192,12 +192,67 @@ def test_podman_rm_f_leaves_no_cgroups_mounts_or_state(podman):
     assert mounts_mentioning(cid) == []
 
 
-def test_podman_refused_field_is_one_line(podman):
-    # --read-only makes podman ask for crun's tmpcopyup extension on /run, /tmp, /var/tmp.
-    r = podman(*run_flags("--rm", "--read-only"), IMAGE, "true", check=False)
-    assert r.returncode != 0
-    assert "OCI config field 'mounts[].options 'tmpcopyup'" in r.stderr
-    assert podman("ps", "-aq").stdout.strip() == ""
+def test_podman_exec_applies_the_process_podman_sends(podman):
+    """podman exec sends a process file (--process) with its capability sets, rlimits, user and
+    additional groups; machrun applies them all. --privileged asks for every capability: the exec
+    gets the container's bounding set, never more (podman 4.3's exec has no --cap-add)."""
+    podman(*run_flags("-d", "--name", "podmanh-x"), IMAGE, "sleep", "1000")
+    try:
+        probe = ["sh", "-c", "grep -E '^(CapBnd|CapEff|CapPrm|Uid|Gid|Groups):' /proc/self/status; "
+                             "grep 'Max open files' /proc/self/limits; pwd; echo $X"]
+
+        def fields(r):
+            lines = r.stdout.splitlines()
+            out = {k: v.split() for k, _, v in (line.partition(":") for line in lines[:6])}
+            out["nofile"] = lines[6].split()[3:5]
+            out["rest"] = lines[7:]
+            return out
+
+        init = fields(podman("exec", "podmanh-x", *probe))
+        assert init["CapEff"] == init["CapBnd"] and init["Uid"][0] == "0"
+        assert int(init["CapBnd"][0], 16) != 0
+        assert init["nofile"] == ["1024", "1024"]  # process.rlimits, from --ulimit
+
+        priv = fields(podman("exec", "--privileged", "podmanh-x", *probe))
+        assert priv["CapBnd"] == init["CapBnd"] and priv["CapEff"] == init["CapBnd"]
+
+        user = fields(podman("exec", "--user", "1000", "--workdir", "/tmp", "--env", "X=1", "podmanh-x", *probe))
+        assert user["Uid"][0] == "1000" and user["Gid"][0] == "1000"
+        assert "100" in user["Groups"]  # the image's /etc/group, as podman resolves it
+        assert user["CapEff"] == ["0000000000000000"] and user["CapBnd"] == init["CapBnd"]
+        assert user["rest"] == ["/tmp", "1"]
+    finally:
+        podman("rm", "-f", "-t", "0", "podmanh-x", check=False)
+
+
+def test_podman_read_only_copies_the_images_run_and_tmp_up(podman, busybox_tree_template, tmp_path):
+    """--read-only: podman asks for tmpcopyup tmpfs mounts on /run, /tmp and /var/tmp (crun's
+    extension); the root is read-only inside, those three are writable and keep the image's files."""
+    tree = tmp_path / "rotree"
+    shutil.copytree(busybox_tree_template, tree, symlinks=True)
+    (tree / "run" / "img").mkdir(parents=True)
+    (tree / "run" / "img" / "marker").write_text("from-the-image-run\n")
+    (tree / "tmp" / "marker").write_text("from-the-image-tmp\n")
+    os.chown(tree / "tmp" / "marker", 1000, 1000)
+    os.chmod(tree / "tmp" / "marker", 0o640)
+    (tree / "var" / "tmp").mkdir(parents=True, exist_ok=True)
+    (tree / "var" / "tmp" / "vt").write_text("from-the-image-var-tmp\n")
+    tar = tmp_path / "ro.tar"
+    subprocess.run(["tar", "-C", str(tree), "-cf", str(tar), "."], check=True)
+    podman("import", str(tar), "localhost/podmanh-ro:latest")
+    try:
+        r = podman(*run_flags("--rm", "--read-only"), "localhost/podmanh-ro:latest", "sh", "-c",
+                   "touch /rootfile 2>/dev/null && echo root-writable || echo root-read-only; "
+                   "for d in /run /tmp /var/tmp; do touch $d/new && echo $d writable; done; "
+                   "cat /run/img/marker /tmp/marker /var/tmp/vt; stat -c '%u:%g %a' /tmp/marker; "
+                   "grep -c ' / .* ro,' /proc/self/mountinfo")
+        lines = r.stdout.splitlines()
+        assert lines[:4] == ["root-read-only", "/run writable", "/tmp writable", "/var/tmp writable"], r.stdout
+        assert lines[4:8] == ["from-the-image-run", "from-the-image-tmp", "from-the-image-var-tmp", "1000:1000 640"]
+        assert int(lines[8]) >= 1  # the root mount is read-only
+        assert podman("ps", "-aq").stdout.strip() == ""
+    finally:
+        podman("rmi", "-f", "localhost/podmanh-ro:latest", check=False)
 
 
 # ---- containerd -------------------------------------------------------------------------------

@@ -610,3 +610,181 @@ def test_events_of_a_missing_or_stopped_container_is_one_line(machrun, tree, tmp
     assert r.returncode == 1 and len(r.stderr.splitlines()) == 1
     r = machrun("events", "--interval", "soon", "runtime-none", check=False)
     assert r.returncode == 1 and "--interval" in r.stderr
+
+
+def test_tmpcopyup_fills_the_tmpfs_from_the_tree_without_leaving_it(machrun, tree, tmp_path):
+    """crun's tmpcopyup (podman --read-only): the tmpfs at /run, /tmp and a config's own /var/tmp
+    starts with what the tree has there: files with owner, mode and xattrs, directories, FIFOs,
+    hard links, and symlinks copied as symlinks (one pointing at the host's /etc is never followed);
+    the root stays read-only and the tree itself is not written."""
+    vt = tree / "var" / "tmp"
+    (vt / "sub" / "deeper").mkdir(parents=True)
+    (vt / "sub" / "deeper" / "f").write_text("deep\n")
+    os.chown(vt / "sub", 1000, 100)
+    os.chmod(vt / "sub", 0o750)
+    (vt / "secret").write_text("s\n")
+    os.chmod(vt / "secret", 0o600)
+    os.setxattr(vt / "secret", "user.origin", b"image")
+    os.link(vt / "secret", vt / "hardlink")
+    os.symlink("/etc", vt / "out")  # absolute: inside the container it means the container's /etc
+    os.symlink("../../..", vt / "up")
+    os.mkfifo(vt / "fifo")
+    (tree / "run" / "pidfile").write_text("42\n")
+    (tree / "tmp" / "t").write_text("t\n")
+    tmpfs = {"type": "tmpfs", "source": "tmpfs", "options": ["rw", "rprivate", "nosuid", "nodev", "tmpcopyup"]}
+    mounts = json.loads((make_bundle(machrun, tree, ["true"]) / "config.json").read_text())["mounts"]
+    mounts += [dict(tmpfs, destination=d) for d in ("/run", "/tmp", "/var/tmp")]
+    bundle = make_bundle(machrun, tree, ["sleep", "1000"], mounts=mounts)
+    config = json.loads((bundle / "config.json").read_text())
+    config["root"]["readonly"] = True
+    (bundle / "config.json").write_text(json.dumps(config))
+    before = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
+
+    machrun("create", "--bundle", str(bundle), "--pid-file", str(tmp_path / "pid"), "cu1")
+    machrun("start", "cu1")
+    pid = int((tmp_path / "pid").read_text())
+    inside = pathlib.Path(f"/proc/{pid}/root")
+    v = inside / "var" / "tmp"
+    assert (v / "sub" / "deeper" / "f").read_text() == "deep\n"
+    st = os.lstat(v / "sub")
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1000, 100, 0o750)
+    assert os.lstat(v / "secret").st_mode & 0o7777 == 0o600
+    assert os.getxattr(v / "secret", "user.origin") == b"image"
+    assert os.lstat(v / "hardlink").st_ino == os.lstat(v / "secret").st_ino
+    assert os.readlink(v / "out") == "/etc" and os.readlink(v / "up") == "../../.."
+    assert stat_is_fifo(os.lstat(v / "fifo").st_mode)
+    assert (inside / "run" / "pidfile").read_text() == "42\n" and (inside / "tmp" / "t").read_text() == "t\n"
+
+    r = machrun("exec", "cu1", "sh", "-c",
+                "touch /rootfile 2>/dev/null && echo root-writable || echo root-read-only; "
+                "for d in /run /tmp /var/tmp; do echo x > $d/new && echo $d writable; done; "
+                "grep -E ' /(run|tmp|var/tmp) ' /proc/self/mountinfo | grep -c 'nosuid,nodev.* - tmpfs'")
+    assert r.stdout.split("\n")[:5] == ["root-read-only", "/run writable", "/tmp writable", "/var/tmp writable", "3"]
+    machrun("delete", "--force", "cu1")
+    assert sorted(str(p.relative_to(tree)) for p in tree.rglob("*")) == before  # the tree got nothing
+
+
+def stat_is_fifo(mode):
+    import stat  # noqa: PLC0415
+    return stat.S_ISFIFO(mode)
+
+
+def status_fields(text):
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines()) if v}
+
+
+def test_exec_process_applies_every_field(machrun, tree, tmp_path):
+    """exec --process: rlimits, the five capability sets (ambient for a non-root user),
+    noNewPrivileges, oomScoreAdj, ioPriority, scheduler, umask, additionalGids, env, cwd, read
+    from inside; sets beyond the init's bounding set are cut to it; what cannot be applied is
+    refused by name."""
+    bundle = make_bundle(machrun, tree, ["sleep", "1000"])
+    config = json.loads((bundle / "config.json").read_text())
+    config["process"]["capabilities"] = {s: ["CAP_KILL", "CAP_CHOWN", "CAP_NET_RAW"]
+                                         for s in ("bounding", "effective", "permitted")}
+    (bundle / "config.json").write_text(json.dumps(config))
+    machrun("create", "--bundle", str(bundle), "--pid-file", str(tmp_path / "pid"), "ex1")
+    machrun("start", "ex1")
+    probe = ("cat /proc/self/status; echo ==; cat /proc/self/limits; echo ==; cat /proc/self/oom_score_adj; "
+             "echo ==; ionice -p $$; echo ==; cut -d' ' -f19,41 /proc/self/stat; echo ==; umask; echo ==; "
+             "pwd; echo $FOO; id -G")
+
+    def run(process):
+        (tmp_path / "p.json").write_text(json.dumps(process))
+        r = machrun("exec", "--process", str(tmp_path / "p.json"), "ex1", check=False)
+        return r, r.stdout.split("==\n")
+
+    caps = {"bounding": ["CAP_KILL", "CAP_CHOWN", "CAP_NET_RAW", "CAP_SYS_TIME"],
+            "effective": ["CAP_KILL", "CAP_CHOWN"], "permitted": ["CAP_KILL", "CAP_CHOWN", "CAP_NET_RAW"],
+            "inheritable": ["CAP_CHOWN", "CAP_NET_RAW"], "ambient": ["CAP_CHOWN"]}
+    r, out = run({"args": ["sh", "-c", probe], "cwd": "/tmp", "env": ["FOO=bar", "PATH=/bin"],
+                  "user": {"uid": 1000, "gid": 1000, "umask": 0o27, "additionalGids": [100, 5]},
+                  "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456},
+                              {"type": "RLIMIT_CORE", "soft": 0, "hard": 0}],
+                  "capabilities": caps, "noNewPrivileges": True, "oomScoreAdj": 321,
+                  "ioPriority": {"class": "IOPRIO_CLASS_IDLE"},
+                  "scheduler": {"policy": "SCHED_BATCH", "nice": 7}})
+    assert r.returncode == 0, r.stderr
+    st = status_fields(out[0])
+    bit = {"CAP_CHOWN": 1 << 0, "CAP_KILL": 1 << 5, "CAP_NET_RAW": 1 << 13, "CAP_SYS_TIME": 1 << 25}
+    init_bnd = int(status_fields(pathlib.Path(f"/proc/{int((tmp_path / 'pid').read_text())}/status")
+                                 .read_text())["CapBnd"], 16)
+    # CAP_SYS_TIME is not in the init's bounding set (spawn's 26): cut.
+    assert int(st["CapBnd"], 16) == (bit["CAP_KILL"] | bit["CAP_CHOWN"] | bit["CAP_NET_RAW"] |
+                                     bit["CAP_SYS_TIME"]) & init_bnd
+    assert int(st["CapInh"], 16) == bit["CAP_CHOWN"] | bit["CAP_NET_RAW"]
+    # uid 1000 after execve: permitted = effective = ambient (capabilities(7)).
+    assert int(st["CapAmb"], 16) == bit["CAP_CHOWN"]
+    assert int(st["CapPrm"], 16) == bit["CAP_CHOWN"] and int(st["CapEff"], 16) == bit["CAP_CHOWN"]
+    assert st["NoNewPrivs"] == "1"
+    assert st["Uid"].split()[0] == "1000" and st["Gid"].split()[0] == "1000"
+    assert sorted(st["Groups"].split()) == ["100", "5"]
+    limits = {line[:26].strip(): line[26:].split()[:2] for line in out[1].splitlines()[1:]}
+    assert limits["Max open files"] == ["123", "456"] and limits["Max core file size"] == ["0", "0"]
+    assert out[2].strip() == "321"
+    assert out[3].strip().startswith("idle")
+    assert out[4].split() == ["7", "3"]  # nice 7, SCHED_BATCH
+    assert out[5].strip() == "0027"
+    assert out[6].split("\n")[:2] == ["/tmp", "bar"]
+
+    # root: the given sets (the kernel makes permitted = bounding | inheritable at execve for uid 0).
+    r, out = run({"args": ["grep", "-E", "^Cap(Eff|Bnd|Inh)", "/proc/self/status"], "cwd": "/",
+                  "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"]}})
+    assert status_fields(r.stdout) == {"CapInh": "0000000000000000", "CapBnd": "0000000000000020",
+                                       "CapEff": "0000000000000020"}
+
+    # Refused by name, nothing started.
+    for field, process in [
+            ("process.apparmorProfile", {"apparmorProfile": "docker-default"}),
+            ("process.selinuxLabel", {"selinuxLabel": "system_u:system_r:container_t:s0"}),
+            ("process.capabilities.ambient", {"capabilities": {"bounding": ["CAP_KILL"], "permitted": ["CAP_CHOWN"],
+                                                               "ambient": ["CAP_KILL"]}}),
+            ("process.rlimits", {"rlimits": [{"type": "RLIMIT_NOFILE", "soft": 9, "hard": 8}]})]:
+        r, _ = run({"args": ["sh", "-c", "echo started"], "cwd": "/", **process})
+        assert r.returncode != 0 and field in r.stderr and "started" not in r.stdout, (field, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    machrun("delete", "--force", "ex1")
+
+
+def test_exec_argv_options_behave_as_runcs(machrun, tree, tmp_path):
+    """The argv form starts from the container's own process (rlimits, capabilities, user) and
+    applies runc's options on top: --cap, --env, --cwd, --user, --no-new-privs,
+    --additional-gids; --apparmor, --process-label and --cgroup are refused by name."""
+    config = json.loads((make_bundle(machrun, tree, ["true"]) / "config.json").read_text())
+    process = dict(config["process"], user={"uid": 1000, "gid": 1000},
+                   rlimits=[{"type": "RLIMIT_NOFILE", "soft": 77, "hard": 88}],
+                   env=["PATH=/bin", "FROM=config"], noNewPrivileges=False)
+    # create's model for a non-root init: bounding = effective = permitted = ambient.
+    process["capabilities"] = {s: ["CAP_KILL"] for s in ("bounding", "effective", "permitted", "ambient")}
+    bundle = make_bundle(machrun, tree, ["sleep", "1000"], process=dict(process, args=["sleep", "1000"]))
+    machrun("create", "--bundle", str(bundle), "--pid-file", str(tmp_path / "pid"), "ex2")
+    machrun("start", "ex2")
+    probe = "id -u; id -g; id -G; pwd; echo $FROM $EXTRA; grep -E '^(CapBnd|NoNewPrivs)' /proc/self/status; " \
+            "grep 'Max open files' /proc/self/limits"
+    r = machrun("exec", "ex2", "sh", "-c", probe)
+    lines = r.stdout.splitlines()
+    assert lines[:5] == ["1000", "1000", "1000", "/", "config"], r.stdout  # the config's user and env
+    assert lines[5].split()[1] == "0000000000000020" and lines[6].split()[1] == "0"
+    assert lines[7].split()[3:5] == ["77", "88"]
+
+    r = machrun("exec", "--user", "0", "--cwd", "/tmp", "--env", "EXTRA=cli", "--cap", "CAP_NET_RAW",
+                "--no-new-privs", "--additional-gids", "100", "-g", "5", "ex2", "sh", "-c", probe)
+    lines = r.stdout.splitlines()
+    assert lines[0] == "0" and lines[1] == "1000"  # --user UID keeps the config's gid, as runc
+    assert sorted(lines[2].split()) == ["100", "1000", "5"]
+    assert lines[3:5] == ["/tmp", "config cli"]
+    # --cap adds to the config's sets, but an exec never gets more than the init's bounding set
+    # (CAP_KILL here): CAP_NET_RAW is cut.
+    assert int(lines[5].split()[1], 16) == 1 << 5 and lines[6].split()[1] == "1"
+
+    for args, name in [(["--apparmor", "docker-default"], "process.apparmorProfile"),
+                       (["--process-label", "system_u:system_r:container_t:s0"], "process.selinuxLabel"),
+                       (["--cgroup", "sub"], "--cgroup"), (["--user", "root"], "--user"),
+                       (["--cap", "CAP_BOGUS"], "CAP_BOGUS")]:
+        r = machrun("exec", *args, "ex2", "sh", "-c", "echo started", check=False)
+        assert r.returncode != 0 and name in r.stderr and "started" not in r.stdout, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    (tmp_path / "p.json").write_text(json.dumps({"args": ["true"], "cwd": "/"}))
+    r = machrun("exec", "--process", str(tmp_path / "p.json"), "--cap", "CAP_KILL", "ex2", check=False)
+    assert r.returncode != 0 and "--cap" in r.stderr
+    machrun("delete", "--force", "ex2")

@@ -94,3 +94,25 @@ TEST(MountPlan, UserMountsComeLastAndCarryOptions) {
     EXPECT_EQ(std::count_if(t->options.begin(), t->options.end(), [](auto& kv) { return kv.first == "mode"; }), 1);
     EXPECT_TRUE(find(plan, "/etc/secret", StepKind::Mask));
 }
+
+// tmpcopyup marks the tmpfs at that place, spawn's own /run and /tmp included, and nothing else.
+TEST(MountPlan, CopyUpMarksTheTmpfsAtTheDestination) {
+    SpawnSpec spec;
+    spec.tmpfs.push_back({"/var/tmp", ""});
+    spec.tmpfs.push_back({"/scratch", ""});
+    for (const char* d : {"/run", "/tmp", "/var/tmp"}) {
+        OciMount m;
+        m.destination = d;
+        m.type = "tmpfs";
+        m.copy_up = true;
+        spec.oci.mounts.push_back(m);
+    }
+    auto plan = build_mount_plan(spec);
+    for (const auto& s : plan) {
+        bool want = s.kind == StepKind::Fs && (s.target == "/run" || s.target == "/tmp" || s.target == "/var/tmp");
+        EXPECT_EQ(s.copy_up, want) << s.target;
+    }
+    // The copy-up of /run happens before spawn's own directories go into it.
+    EXPECT_LT(index_of(plan, "/run", StepKind::Fs), index_of(plan, "/run/host", StepKind::Mkdir));
+    EXPECT_FALSE(build_mount_plan(SpawnSpec{})[0].copy_up);
+}

@@ -196,14 +196,45 @@ TEST(OciConfig, MountOptionsPropagationRecursiveFlagsAndIdmap) {
     EXPECT_EQ(m.data, "mode=0700");
     EXPECT_EQ(*oci_unapplied_field(s), "mounts[].uidMappings at /data");
 
-    EXPECT_NE(error_of(with(kConfig, "[\"rbind\", \"ro\"]", "[\"rbind\", \"tmpcopyup\"]")).find("tmpcopyup"),
-              std::string::npos);
+    EXPECT_NE(error_of(with(kConfig, "[\"rbind\", \"ro\"]", "[\"rbind\", \"copyup\"]")).find("'copyup'"), std::string::npos);
+    // tmpcopyup is a tmpfs's: on a bind (or an API file system of another type) it is refused.
+    SpawnSpec bind_up = parse_oci_config(with(kConfig, "[\"rbind\", \"ro\"]", "[\"rbind\", \"tmpcopyup\"]"), "/b");
+    EXPECT_EQ(*oci_unapplied_field(bind_up), "mounts[].options 'tmpcopyup' (on a bind; only a tmpfs takes it) at /data");
+    SpawnSpec proc_up = parse_oci_config(with(kConfig, R"("type": "proc", "source": "proc"})",
+                                              R"("type": "proc", "source": "proc", "options": ["tmpcopyup"]})"),
+                                         "/b");
+    EXPECT_EQ(*oci_unapplied_field(proc_up), "mounts[].options 'tmpcopyup' (on a proc; only a tmpfs takes it) at /proc");
     EXPECT_NE(error_of(with(kConfig, "[\"rbind\", \"ro\"]",
                             "[\"rbind\"], \"uidMappings\": [{\"containerID\": 0, \"hostID\": 1, \"size\": 1}]"))
                   .find("gidMappings go together"),
               std::string::npos);
     EXPECT_NE(error_of(with(kConfig, "\"type\": \"tmpfs\", ", "")).find("only binds"), std::string::npos);
     EXPECT_NE(error_of(with(kConfig, "\"/srv/data\"", "\"srv\"")).find("mounts[].source"), std::string::npos);
+}
+
+// podman run --read-only: tmpfs mounts with crun's tmpcopyup on /run, /tmp (spawn's own API
+// file systems) and /var/tmp (the config's own); the per-mount flags are not file-system data.
+TEST(OciConfig, TmpcopyupAndTmpfsFlagsOfPodmansReadOnly) {
+    const std::string ro = "\"options\": [\"rw\", \"rprivate\", \"nosuid\", \"nodev\", \"tmpcopyup\"]";
+    SpawnSpec s = parse_oci_config(
+        with(kConfig, R"({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]})",
+             "{\"destination\": \"/run\", \"type\": \"tmpfs\", \"source\": \"tmpfs\", " + ro +
+                 "}, {\"destination\": \"/tmp\", \"type\": \"tmpfs\", \"source\": \"tmpfs\", " + ro +
+                 "}, {\"destination\": \"/var/tmp\", \"type\": \"tmpfs\", \"source\": \"tmpfs\", " + ro +
+                 "}, {\"destination\": \"/x\", \"type\": \"tmpfs\", \"options\": [\"noexec\", \"size=2m\", \"ro\"]}"),
+        "/b");
+    EXPECT_EQ(oci_unapplied_field(s), std::nullopt);
+    ASSERT_EQ(s.tmpfs.size(), 2u);  // /run and /tmp are spawn's own
+    EXPECT_EQ(s.tmpfs[0].destination, "/var/tmp");
+    EXPECT_EQ(s.tmpfs[0].options, "");  // rw, rprivate, nosuid, nodev are per-mount flags
+    EXPECT_EQ(s.tmpfs[1].options, "size=2m");
+    for (size_t i = 2; i < 5; i++) EXPECT_TRUE(s.oci.mounts[i].copy_up) << s.oci.mounts[i].destination;
+    EXPECT_FALSE(s.oci.mounts[5].copy_up);
+    EXPECT_EQ(s.oci.mounts[5].flags, static_cast<unsigned long>(MS_NOEXEC | MS_RDONLY));
+
+    SpawnSpec sync = parse_oci_config(with(kConfig, R"("options": ["size=1m"])", R"("options": ["size=1m", "sync"])"), "/b");
+    EXPECT_EQ(*oci_unapplied_field(sync),
+              "mounts[].options (superblock flags such as sync, dirsync, mand, lazytime on a tmpfs) at /scratch");
 }
 
 TEST(OciConfig, HooksAnnotationsAndDomainname) {

@@ -4,13 +4,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include <sys/resource.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 
 #include "core/base/error.hpp"
+#include "core/kernel/capabilities.hpp"
 #include "core/oci/state.hpp"
 #include "runtime/cli.hpp"
+#include "runtime/exec.hpp"
 #include "runtime/hooks.hpp"
 #include "runtime/log.hpp"
 
@@ -276,4 +280,147 @@ TEST(MachrunHooks, FailuresNameTheHook) {
     } catch (const std::runtime_error& e) {
         EXPECT_NE(std::string(e.what()).find("timed out"), std::string::npos);
     }
+}
+
+namespace {
+std::string exec_error(const std::string& process) {
+    try {
+        parse_process_json(process);
+    } catch (const UsageError& e) {
+        return e.what();
+    }
+    return "";
+}
+}  // namespace
+
+// exec --process: every field of the process object lands in the request (or is refused).
+TEST(MachrunExec, ProcessFileCarriesEveryField) {
+    ExecRequest r = parse_process_json(R"({"args": ["sh"], "cwd": "/w", "env": ["A=1"], "terminal": true,
+        "consoleSize": {"height": 30, "width": 100}, "noNewPrivileges": true, "oomScoreAdj": 500,
+        "user": {"uid": 1000, "gid": 100, "umask": 63, "additionalGids": [5, 6]},
+        "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 1024}, {"type": "RLIMIT_CORE", "soft": 0, "hard": 0}],
+        "capabilities": {"bounding": ["CAP_KILL", "CAP_CHOWN", "CAP_NET_RAW"], "effective": ["CAP_KILL"],
+                         "permitted": ["CAP_KILL", "CAP_CHOWN"], "inheritable": ["CAP_KILL", "CAP_CHOWN"],
+                         "ambient": ["CAP_CHOWN"]},
+        "ioPriority": {"class": "IOPRIO_CLASS_IDLE", "priority": 0},
+        "scheduler": {"policy": "SCHED_BATCH", "nice": 7},
+        "execCPUAffinity": {"initial": "0", "final": "0-1"}})");
+    EXPECT_EQ(r.args, std::vector<std::string>{"sh"});
+    EXPECT_EQ(r.cwd, "/w");
+    EXPECT_TRUE(r.terminal && r.no_new_privileges);
+    EXPECT_EQ(r.console_size, (std::pair<unsigned, unsigned>(30, 100)));
+    EXPECT_EQ(r.oom_score_adj, 500);
+    EXPECT_EQ(r.uid, 1000u);
+    EXPECT_EQ(r.gid, 100u);
+    EXPECT_EQ(r.umask, 63u);
+    EXPECT_EQ(r.additional_gids, (std::vector<uint32_t>{5, 6}));
+    ASSERT_TRUE(r.rlimits[RLIMIT_NOFILE]);
+    EXPECT_EQ(r.rlimits[RLIMIT_NOFILE]->soft, 512u);
+    EXPECT_EQ(r.rlimits[RLIMIT_NOFILE]->hard, 1024u);
+    EXPECT_TRUE(r.rlimits[RLIMIT_CORE]);
+    EXPECT_FALSE(r.rlimits[RLIMIT_NPROC]);
+    ASSERT_TRUE(r.capabilities);
+    EXPECT_EQ(r.capabilities->bounding, cap_bit(CAP_KILL) | cap_bit(CAP_CHOWN) | cap_bit(CAP_NET_RAW));
+    EXPECT_EQ(r.capabilities->effective, cap_bit(CAP_KILL));
+    EXPECT_EQ(r.capabilities->permitted, cap_bit(CAP_KILL) | cap_bit(CAP_CHOWN));
+    EXPECT_EQ(r.capabilities->inheritable, cap_bit(CAP_KILL) | cap_bit(CAP_CHOWN));
+    EXPECT_EQ(r.capabilities->ambient, cap_bit(CAP_CHOWN));
+    ASSERT_TRUE(r.io_priority && r.scheduler);
+    EXPECT_EQ(r.io_priority->io_class, 3);
+    EXPECT_EQ(r.scheduler->nice, 7);
+    EXPECT_EQ(r.cpu_affinity_initial, std::vector<unsigned>{0});
+    EXPECT_EQ(r.cpu_affinity_final, (std::vector<unsigned>{0, 1}));
+    EXPECT_FALSE(parse_process_json(R"({"args": ["sh"], "cwd": "/"})").capabilities);
+}
+
+TEST(MachrunExec, ProcessFileRefusesWhatCannotBeAppliedByName) {
+    EXPECT_NE(exec_error(R"({"args": ["sh"], "cwd": "/", "apparmorProfile": "p"})").find("process.apparmorProfile"),
+              std::string::npos);
+    EXPECT_NE(exec_error(R"({"args": ["sh"], "cwd": "/", "selinuxLabel": "l"})").find("process.selinuxLabel"),
+              std::string::npos);
+    EXPECT_EQ(exec_error(R"({"args": ["sh"], "cwd": "/", "capabilities": {"bounding": ["CAP_KILL"],
+        "effective": ["CAP_KILL", "CAP_CHOWN"], "permitted": ["CAP_KILL"]}})"),
+              "exec: process.capabilities.effective has CAP_CHOWN, not in permitted; add them there or leave them out");
+    EXPECT_NE(exec_error(R"({"args": ["sh"], "cwd": "/", "capabilities": {"bounding": ["CAP_KILL"],
+        "permitted": ["CAP_CHOWN"], "ambient": ["CAP_KILL"]}})")
+                  .find("process.capabilities.ambient has CAP_KILL, not in both permitted and bounding"),
+              std::string::npos);
+    EXPECT_NE(exec_error(R"({"args": ["sh"], "cwd": "/", "capabilities": {"inheritable": ["CAP_KILL"]}})")
+                  .find("process.capabilities.inheritable"),
+              std::string::npos);
+    EXPECT_NE(exec_error(R"({"args": ["sh"], "cwd": "/", "bogus": 1})").find("process.bogus"), std::string::npos);
+}
+
+// runc's argv form: the container's process with the options on top (runc's getProcess()).
+TEST(MachrunExec, ArgvFormStartsFromTheConfigsProcess) {
+    const std::string config = R"({"ociVersion": "1.0.2", "process": {"args": ["init"], "cwd": "/srv",
+        "terminal": true, "env": ["PATH=/bin", "A=1"], "user": {"uid": 5, "gid": 6},
+        "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200}], "noNewPrivileges": false,
+        "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"]}}})";
+    ExecOptions o;
+    o.args = {"sh", "-c", "x"};
+    ExecRequest plain = parse_process_json(exec_process_json(config, o));
+    EXPECT_EQ(plain.args, (std::vector<std::string>{"sh", "-c", "x"}));
+    EXPECT_EQ(plain.cwd, "/srv");
+    EXPECT_FALSE(plain.terminal);  // only with --tty, as runc
+    EXPECT_EQ(plain.uid, 5u);
+    EXPECT_EQ(plain.gid, 6u);
+    EXPECT_EQ(plain.rlimits[RLIMIT_NOFILE]->hard, 200u);
+    EXPECT_EQ(plain.capabilities->effective, cap_bit(CAP_KILL));
+
+    o.cwd = "/tmp";
+    o.env = {"B=2"};
+    o.tty = true;
+    o.no_new_privs = true;
+    o.user = "1000";  // the gid stays the config's
+    o.additional_gids = {"100", "7"};
+    o.caps = {"CAP_NET_RAW"};
+    ExecRequest r = parse_process_json(exec_process_json(config, o));
+    EXPECT_EQ(r.cwd, "/tmp");
+    EXPECT_EQ(r.env, (std::vector<std::string>{"PATH=/bin", "A=1", "B=2"}));
+    EXPECT_TRUE(r.terminal && r.no_new_privileges);
+    EXPECT_EQ(r.uid, 1000u);
+    EXPECT_EQ(r.gid, 6u);
+    EXPECT_EQ(r.additional_gids, (std::vector<uint32_t>{100, 7}));
+    const uint64_t both = cap_bit(CAP_KILL) | cap_bit(CAP_NET_RAW);
+    EXPECT_EQ(r.capabilities->bounding, both);
+    EXPECT_EQ(r.capabilities->effective, both);
+    EXPECT_EQ(r.capabilities->permitted, both);
+    EXPECT_EQ(r.capabilities->ambient, 0u);  // no inheritable in the config: none, as runc
+    ExecRequest amb = parse_process_json(R"({"args": ["sh"], "cwd": "/", "capabilities": {"bounding": ["CAP_KILL"],
+        "permitted": ["CAP_KILL"], "ambient": ["CAP_KILL"]}})");
+    EXPECT_EQ(amb.capabilities->inheritable, cap_bit(CAP_KILL));  // made inheritable to be raised
+    o.user = "1000:1001";
+    EXPECT_EQ(parse_process_json(exec_process_json(config, o)).gid, 1001u);
+
+    // Bad options and what cannot be applied are one line naming them.
+    auto error = [&](ExecOptions bad) {
+        try {
+            parse_process_json(exec_process_json(config, bad));
+        } catch (const UsageError& e) {
+            return std::string(e.what());
+        }
+        return std::string();
+    };
+    ExecOptions b = o;
+    b.user = "root";
+    EXPECT_NE(error(b).find("--user must be UID[:GID]"), std::string::npos);
+    b = o;
+    b.additional_gids = {"-1"};
+    EXPECT_NE(error(b).find("--additional-gids"), std::string::npos);
+    b = o;
+    b.caps = {"CAP_BOGUS"};
+    EXPECT_NE(error(b).find("unknown capability CAP_BOGUS"), std::string::npos);
+    b = o;
+    b.apparmor = "unconfined";
+    EXPECT_NE(error(b).find("process.apparmorProfile"), std::string::npos);
+    b = o;
+    b.process_label = "system_u:system_r:container_t:s0";
+    EXPECT_NE(error(b).find("process.selinuxLabel"), std::string::npos);
+    b = o;
+    b.args.clear();
+    EXPECT_NE(error(b).find("exec needs a command"), std::string::npos);
+    // A config without a process (an old state file): the defaults runc's spec has.
+    ExecRequest bare = parse_process_json(exec_process_json("", o));
+    EXPECT_EQ(bare.env.front(), "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
 }

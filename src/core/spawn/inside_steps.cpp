@@ -443,6 +443,10 @@ void drop_bounding_set_to(uint64_t bounding) {
 
 void drop_privileges(const SpawnSpec& spec, const Prepared& p) {
     bool root_user = p.user.uid == 0;
+    // A detached init (machrun's create) has cleared its parent-death signal already
+    // (outlive_parent()): it must not come back with the credential change below.
+    int pdeath = 0;
+    if (prctl(PR_GET_PDEATHSIG, &pdeath, 0, 0, 0) < 0) throw_last_error("prctl(PR_GET_PDEATHSIG)");
     if (!spec.personality.empty() && personality(personality_number(spec.personality)) < 0)
         throw_last_error("cannot set the personality " + spec.personality);
     if (!spec.selinux_context.empty()) set_exec_label(spec.selinux_context);
@@ -461,8 +465,9 @@ void drop_privileges(const SpawnSpec& spec, const Prepared& p) {
     r = set_capabilities(root_user ? p.guest.bounding : spec.capabilities_ambient, spec.capabilities_ambient);
     if (r < 0) throw_errno(-r, "cannot set capabilities");
     raise_ambient_capabilities(spec.capabilities_ambient);
-    // A credential change clears the parent-death signal: set it again.
-    if ((!root_user || p.userns) && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) throw_last_error("prctl(PDEATHSIG)");
+    // A credential change clears the parent-death signal: set it again, if it was set.
+    if (pdeath && (!root_user || p.userns) && prctl(PR_SET_PDEATHSIG, pdeath, 0, 0, 0) < 0)
+        throw_last_error("prctl(PDEATHSIG)");
     if (spec.no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) throw_last_error("no_new_privs");
 }
 

@@ -8,6 +8,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/fs_at.hpp"
+#include "core/base/tree_copy.hpp"
 #include "core/kernel/mount.hpp"
 #include "core/spawn/mount_plan.hpp"
 
@@ -49,7 +50,22 @@ UniqueFd open_own_parent(int root_fd, const std::string& path, std::string& name
 void do_fs(int root_fd, const MountStep& s) {
     UniqueFd target =
         s.api_target ? open_api_target(root_fd, s.target, s.create_target) : mkdir_p_in_root(root_fd, s.target);
-    UniqueFd mnt = make_fs_mount(s.fstype.c_str(), s.options, s.attrs, s.fstype.c_str());
+    // Copy-up reads the directory the new mount is about to cover: opened before it is covered.
+    UniqueFd below;
+    if (s.copy_up) {
+        below.reset(openat(target.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!below) throw_last_error("cannot open " + s.target + " in the container tree to copy it up");
+    }
+    // A read-only file system cannot be filled: it turns read-only once filled.
+    const bool late_ro = s.copy_up && (s.attrs & MOUNT_ATTR_RDONLY);
+    UniqueFd mnt =
+        make_fs_mount(s.fstype.c_str(), s.options, late_ro ? s.attrs & ~MOUNT_ATTR_RDONLY : s.attrs, s.fstype.c_str());
+    if (s.copy_up) {
+        UniqueFd top(openat(mnt.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!top) throw_last_error("cannot open the new " + s.fstype + " for " + s.target);
+        copy_up_into(below.get(), top.get(), s.target);
+        if (late_ro) set_mount_attrs(mnt.get(), MOUNT_ATTR_RDONLY, 0, false, s.target);
+    }
     attach_mount(mnt.get(), target.get(), s.fstype + " on " + s.target);
 }
 
@@ -115,6 +131,19 @@ void do_mask(int root_fd, const MountStep& s) {
 }
 
 }  // namespace
+
+void copy_up_into(int from, int to, const std::string& target) {
+    try {
+        copy_tree(from, to);
+    } catch (const std::system_error& e) {
+        // e.what() ends with the code's text, which the new error appends again.
+        std::string inner = e.what();
+        const std::string tail = ": " + e.code().message();
+        if (inner.ends_with(tail)) inner.resize(inner.size() - tail.size());
+        throw std::system_error(e.code(),
+                                "cannot copy " + target + " of the container tree up into its tmpfs (" + inner + ")");
+    }
+}
 
 void precreate_mount_targets(int raw_root_fd, const std::vector<MountStep>& plan) {
     for (const MountStep& s : plan) {

@@ -380,6 +380,14 @@ std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, std::optional<uin
         m.optional = std::ranges::find(spec.oci.masked_paths, path) != spec.oci.masked_paths.end();
         p.push_back(m);
     }
+    // tmpcopyup (config.json): on the tmpfs at that place, spawn's own /run or /tmp included.
+    for (const auto& m : spec.oci.mounts) {
+        if (!m.copy_up || m.type != "tmpfs") continue;
+        auto it = std::find_if(p.rbegin(), p.rend(), [&](const MountStep& s) {
+            return s.kind == StepKind::Fs && s.fstype == "tmpfs" && s.target == m.destination;
+        });
+        if (it != p.rend()) it->copy_up = true;
+    }
     if (uid_shift) {
         for (auto& s : p) {
             if (s.kind != StepKind::Fs) continue;

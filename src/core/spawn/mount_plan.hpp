@@ -41,6 +41,8 @@ struct MountStep {
     bool optional = false;       // a missing target (or source) is skipped, not an error
     bool api_target = false;     // target must be a plain directory or file of the tree: no symlinks at all
     bool create_target = false;  // create a missing target (a directory, or a file if the source is one)
+    bool copy_up = false;        // Fs: the new file system starts with a copy of what the tree has at
+                                 // `target` (crun's tmpcopyup, for podman's --read-only)
     mode_t mode = 0755;          // Mkdir/File/Node
     dev_t device = 0;            // Node
 };
@@ -124,6 +126,13 @@ MstackUpper plan_mstack_upper(const SpawnSpec& spec, bool stack_read_only);
 // (resolv.conf, localtime), which an idmapped upper would refuse (EOVERFLOW); the launcher moves
 // rw/'s owners into the range instead, as --private-users-ownership=chown does for a tree.
 UniqueFd make_mstack_mount(const MstackRoot& r, MstackUpper upper, int idmap_userns);
+
+// A tmpfs step's copy-up (MountStep::copy_up): copies the directory `from` (the tree's own, never
+// left: entries are opened one name at a time without following symlinks, and other file systems
+// mounted below it are not entered) into `to`, the new file system's root, before it is attached:
+// files, directories, symlinks, device nodes and FIFOs, hard links, owners, modes, times and the
+// xattrs the tmpfs can hold. Throws std::system_error naming `target`.
+void copy_up_into(int from, int to, const std::string& target);
 
 // Carries out `plan` relative to the container root `root_fd` (an O_PATH fd of the root mount).
 // Throws std::system_error naming the step on the first failure: a mask or read-only mount that

@@ -361,8 +361,10 @@ void decode_mount_options(OciMount& m) {
         } else if (o == "idmap" || o == "ridmap") {
             m.idmap = true;
             m.idmap_recursive = o == "ridmap";
-        } else if (o == "tmpcopyup" || o == "copyup") {
-            unsupported(where);  // crun's extension: copying the image's files up into the tmpfs
+        } else if (o == "tmpcopyup") {
+            m.copy_up = true;  // crun's extension, podman's --read-only: the mount plan copies
+        } else if (o == "copyup") {
+            unsupported(where + " (crun's overlay copy-up; use tmpcopyup on a tmpfs)");
         } else if (o.empty() || o.find(',') != std::string::npos) {
             invalid("mounts[].options", "empty option or one holding a comma at " + m.destination);
         } else {
@@ -372,9 +374,11 @@ void decode_mount_options(OciMount& m) {
     }
 }
 
+}  // namespace
+
 // What spawn mounts itself at these places (nspawn's API file systems): a config naming them is
 // describing the same thing, and spawn's version (read-only /sys, masked /proc files) is kept.
-bool api_mount(const std::string& dst, const std::string& type) {
+bool oci_api_mount(const std::string& dst, const std::string& type) {
     static const std::set<std::pair<std::string, std::string>> kApi = {
         {"/proc", "proc"},         {"/dev", "tmpfs"}, {"/dev/pts", "devpts"},       {"/dev/shm", "tmpfs"},
         {"/dev/mqueue", "mqueue"}, {"/sys", "sysfs"}, {"/sys/fs/cgroup", "cgroup"}, {"/sys/fs/cgroup", "cgroup2"},
@@ -382,6 +386,10 @@ bool api_mount(const std::string& dst, const std::string& type) {
     };
     return kApi.contains({dst, type});
 }
+
+namespace {
+
+bool api_mount(const std::string& dst, const std::string& type) { return oci_api_mount(dst, type); }
 
 void parse_mounts(const json& mounts, SpawnSpec& s) {
     if (!mounts.is_array()) invalid("mounts", "expected an array");
@@ -412,9 +420,11 @@ void parse_mounts(const json& mounts, SpawnSpec& s) {
         } else if (m.type.empty()) {
             invalid("mounts[].type at " + m.destination, "missing (only binds may leave it out)");
         } else if (m.type == "tmpfs" && !api_mount(m.destination, m.type)) {
-            std::string opts;
-            for (const auto& o : m.options) opts += (opts.empty() ? "" : ",") + o;
-            s.tmpfs.push_back(checked("mounts[].options", m.destination + (opts.empty() ? "" : ":" + opts), parse_tmpfs));
+            // The file system's own options (size=, mode=) go to the tmpfs; the per-mount flags
+            // (nosuid, nodev, noexec, ro, atime, propagation) are set on it afterwards, as on binds,
+            // by apply_oci_mount_attributes().
+            s.tmpfs.push_back(
+                checked("mounts[].options", m.destination + (m.data.empty() ? "" : ":" + m.data), parse_tmpfs));
         }
         s.oci.mounts.push_back(std::move(m));
     }
@@ -916,8 +926,16 @@ std::optional<std::string> oci_unapplied_field(const SpawnSpec& s, OciFrontEndHa
                 return "mounts[].options (superblock flags such as sync, dirsync, mand, lazytime on a bind)" + at;
             if (!m.uid_mappings.empty()) return "mounts[].uidMappings" + at;
             if (!m.data.empty()) return "mounts[].options '" + m.data + "'" + at;
-        } else if (!api_mount(m.destination, m.type) && m.type != "tmpfs") {
+            if (m.copy_up) return "mounts[].options 'tmpcopyup' (on a bind; only a tmpfs takes it)" + at;
+        } else if (m.type == "tmpfs" && !api_mount(m.destination, m.type)) {
+            // Per-mount flags, recursive attributes and propagation: apply_oci_mount_attributes().
+            if ((m.flags & ~kOciBindMountFlags) || (m.clear_flags & ~kOciBindMountFlags))
+                return "mounts[].options (superblock flags such as sync, dirsync, mand, lazytime on a tmpfs)" + at;
+            if (m.idmap) return "mounts[].options 'idmap' (on a tmpfs)" + at;
+        } else if (!api_mount(m.destination, m.type)) {
             return "mounts[] of type '" + m.type + "'" + at;
+        } else if (m.copy_up && m.type != "tmpfs") {
+            return "mounts[].options 'tmpcopyup' (on a " + m.type + "; only a tmpfs takes it)" + at;
         }
     }
     if (!o.hooks.empty() && !handles.hooks) return "hooks";

@@ -58,6 +58,11 @@ struct OciNamespacePlan {
 };
 OciNamespacePlan plan_oci_namespaces(const SpawnSpec& spec);
 
+// Whether the launcher mounts its own API file system at `destination` for a config.json mount of
+// `type` there (/proc, /dev, /sys, /run, /tmp...): the config's entry then names the same thing,
+// and its options are not applied (tmpcopyup on /run and /tmp is).
+bool oci_api_mount(const std::string& destination, const std::string& type);
+
 // Whether a container may set sysctl `name` ("a.b.c" or "a/b/c"): only the namespaced ones, and
 // only when it has that namespace of its own (runc's rule): IPC's kernel.msg*/sem/shm* and
 // fs.mqueue.*, net.*, and kernel.hostname/domainname. Anything else would change the host.

@@ -32,7 +32,8 @@ struct OciMount {
     uint64_t attr_clr = 0;             // MOUNT_ATTR_* cleared recursively (rrw, rsuid, ...)
     bool idmap = false;                // "idmap" / "ridmap" (recursive when ridmap)
     bool idmap_recursive = false;
-    std::string data;                        // file-system options passed to mount(2) ("size=1m,mode=755")
+    bool copy_up = false;  // "tmpcopyup" (crun's): a tmpfs starts with the tree's content at its destination
+    std::string data;      // file-system options passed to mount(2) ("size=1m,mode=755")
     std::vector<OciIdMapping> uid_mappings;  // idmapped mount
     std::vector<OciIdMapping> gid_mappings;
     bool bind() const noexcept;

@@ -1,5 +1,7 @@
 #include "core/spawn/oci_steps.hpp"
 
+#include "core/spawn/oci_config.hpp"
+
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mount.h>
@@ -90,7 +92,8 @@ void set_attrs(int fd, uint64_t set, uint64_t clr, uint64_t propagation, bool re
 
 void apply_oci_mount_attributes(const OciSpec& oci, int root_fd) {
     for (const auto& m : oci.mounts) {
-        if (!m.bind()) continue;
+        // Binds, and the tmpfs mounts that are config.json's own (not spawn's API file systems).
+        if (!m.bind() && (m.type != "tmpfs" || oci_api_mount(m.destination, m.type))) continue;
         uint64_t set = oci_mount_attrs_from_flags(m.flags & kOciBindMountFlags);
         uint64_t clr = oci_mount_attrs_from_flags(m.clear_flags & kOciBindMountFlags);
         if ((m.flags & MS_RELATIME) || (m.clear_flags & (MS_NOATIME | MS_STRICTATIME))) clr |= MOUNT_ATTR__ATIME;
@@ -141,24 +144,30 @@ void apply_oci_process_attributes(const OciSpec& oci) {
     apply_oci_umask(oci);
 }
 
+int set_oci_io_priority(const OciSpec::IoPriority& p) noexcept {
+    if (syscall(SYS_ioprio_set, kIoprioWhoProcess, 0, (p.io_class << kIoprioClassShift) | p.priority) < 0) return -errno;
+    return 0;
+}
+
+int set_oci_scheduler(const OciSpec::Scheduler& s) noexcept {
+    SchedAttr a{};
+    a.size = sizeof a;
+    a.sched_policy = static_cast<uint32_t>(s.policy);
+    a.sched_flags = s.flags;
+    a.sched_nice = s.nice;
+    a.sched_priority = static_cast<uint32_t>(s.priority);
+    a.sched_runtime = s.runtime;
+    a.sched_deadline = s.deadline;
+    a.sched_period = s.period;
+    if (syscall(SYS_sched_setattr, 0, &a, 0) < 0) return -errno;
+    return 0;
+}
+
 void apply_oci_scheduling(const OciSpec& oci) {
     if (oci.io_priority)
-        check(static_cast<int>(syscall(SYS_ioprio_set, kIoprioWhoProcess, 0,
-                                       (oci.io_priority->io_class << kIoprioClassShift) | oci.io_priority->priority)),
-              "ioprio_set");
-    if (oci.scheduler) {
-        const auto& s = *oci.scheduler;
-        SchedAttr a{};
-        a.size = sizeof a;
-        a.sched_policy = static_cast<uint32_t>(s.policy);
-        a.sched_flags = s.flags;
-        a.sched_nice = s.nice;
-        a.sched_priority = static_cast<uint32_t>(s.priority);
-        a.sched_runtime = s.runtime;
-        a.sched_deadline = s.deadline;
-        a.sched_period = s.period;
-        check(static_cast<int>(syscall(SYS_sched_setattr, 0, &a, 0)), "sched_setattr");
-    }
+        if (int r = set_oci_io_priority(*oci.io_priority); r < 0) throw_errno(-r, "ioprio_set");
+    if (oci.scheduler)
+        if (int r = set_oci_scheduler(*oci.scheduler); r < 0) throw_errno(-r, "sched_setattr");
 }
 
 }  // namespace mk::core

@@ -20,7 +20,7 @@ void apply_oci_sysctls(const OciSpec& oci);
 // RESOLVE_IN_ROOT), so a symlink in the image cannot point the mount at the host.
 void apply_oci_readonly_paths(const OciSpec& oci, int root_fd);
 
-// The per-mount flags of config.json's bind mounts, on top of what the mount plan made: nosuid,
+// The per-mount flags of config.json's bind and tmpfs mounts, on top of what the mount plan made: nosuid,
 // nodev, noexec, ro, the atime options and nosymfollow on the bind itself, the recursive forms
 // (rro, rnosuid, ...) on it and its submounts, and the propagation. Targets resolve inside the
 // root. Superblock flags (sync, dirsync, mand, lazytime, iversion, silent) cannot be set per bind;
@@ -46,6 +46,9 @@ void apply_oci_domainname(const OciSpec& oci);
 // apply_oci_scheduling() needs CAP_SYS_NICE for realtime policies: call it before dropping
 // capabilities. apply_oci_umask() last before exec. apply_oci_process_attributes() does both.
 void apply_oci_scheduling(const OciSpec& oci);
+// The same one field at a time, for a forked child that may not throw: 0 or -errno.
+int set_oci_io_priority(const OciSpec::IoPriority& p) noexcept;
+int set_oci_scheduler(const OciSpec::Scheduler& s) noexcept;
 void apply_oci_umask(const OciSpec& oci);
 void apply_oci_process_attributes(const OciSpec& oci);
 
