@@ -21,7 +21,7 @@ from mkutil import CGROUP2, as_subreaper, reap, wait_for
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 HELPERS = pathlib.Path(__file__).resolve().parents[1] / "helpers"
-COUNTER = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /count; sleep 0.05; done"]
+COUNTER = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /count.new; mv /count.new /count; sleep 0.05; done"]
 
 
 subreaper = pytest.fixture(scope="module", autouse=True)(as_subreaper)

@@ -381,7 +381,7 @@ def test_podman_checkpoint_and_restore(podman, tmp_path, criu_cmd):
         return int(r.stdout.strip()) if r.returncode == 0 and r.stdout.strip().isdigit() else 0
 
     podman(*run_flags("-d", "--name", "podmanh-cr"), IMAGE, "sh", "-c",
-           "i=0; while true; do i=$((i+1)); echo $i > /count; sleep 0.05; done")
+           "i=0; while true; do i=$((i+1)); echo $i > /count.new; mv /count.new /count; sleep 0.05; done")
     try:
         assert wait_for(lambda: count() >= 5, timeout=20)
         podman("container", "checkpoint", "podmanh-cr", env=env, timeout=180)
