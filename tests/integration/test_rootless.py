@@ -491,6 +491,40 @@ def test_shifted_bookworm_boots_with_the_range_alone(user, spawn_bin, bookworm_t
         shutil.rmtree(tree, ignore_errors=True)
 
 
+def test_sigterm_while_the_guest_starts_still_powers_it_off(user, spawn_bin, bookworm_tree, delegated_cgroup):
+    """A SIGTERM that reaches spawn before the guest's init has exec'd (or has blocked its signals)
+    must not be lost: PID 1 of a PID namespace drops a signal it neither blocks nor catches, so
+    spawn holds the halt request until the init takes it. The guest then boots no further than it
+    must and powers off; spawn exits 0 (before the fix it waited for a second SIGTERM)."""
+    enter = f'echo $$ > {delegated_cgroup}/spawn/cgroup.procs && exec "$@"'
+    p = subprocess.Popen(["sh", "-c", enter, "sh", *user.as_user(), spawn_bin, "-bD", str(bookworm_tree),
+                          "--console=read-only", "-M", "early"], env=user.env(),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        # As soon as the container's init exists (still spawn's code, its set-up under way); the
+        # cgroup reaper, forked before it, does not count (spawn blocks SIGTERM only after it).
+        children = pathlib.Path(f"/proc/{p.pid}/task/{p.pid}/children")
+
+        def init_started():
+            for k in children.read_text().split():
+                try:
+                    if pathlib.Path(f"/proc/{k}/comm").read_text().strip() != "spawn-reaper":
+                        return True
+                except FileNotFoundError:
+                    pass
+            return False
+        while p.poll() is None and not init_started():
+            time.sleep(0.001)
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(120)
+        assert rc == 0, p.stderr.read().decode(errors="replace")
+        assert not (delegated_cgroup / "machine-early.scope").exists()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def test_sid_boots_rootless_on_a_cgroup2_view(user, spawn_bin, sid_tree, delegated_cgroup):
     # systemd 262 refuses every v1 layout: the delegated cgroup2 group is its whole view.
     boot_and_power_off(user, spawn_bin, sid_tree, delegated_cgroup)

@@ -13,6 +13,7 @@
 #include "core/kernel/userns.hpp"
 #include "core/machine/owner.hpp"
 #include "core/spawn/pasta.hpp"
+#include "core/spawn/relay.hpp"
 #include "core/spawn/rootless_plan.hpp"
 
 namespace mk::core {
@@ -513,6 +514,33 @@ TEST(ShiftXattrs, FileCapsBecomeRevision3WithTheirRootMoved) {
     EXPECT_EQ(*remap_file_caps(v3, 100, 200, 10), v3);
     EXPECT_FALSE(remap_file_caps(v2.substr(0, 19), 0, 1, 65536));
     EXPECT_FALSE(remap_file_caps(std::string(20, '\0'), 0, 1, 65536));  // no revision
+}
+
+// A halt request to a booted guest (SIGRTMIN+3 = 37 on glibc) is sent once the init blocks or
+// catches it; before that a PID 1 of its namespace would drop it (issue 16's lost poweroff).
+TEST(HaltSignal, TakenWhenBlockedOrCaught) {
+    const int rtmin3 = SIGRTMIN + 3;
+    // A fresh child of spawn's: nothing blocked or caught.
+    std::string fresh =
+        "Name:\tsystemd\nSigQ:\t0/1\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n"
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000001000\nSigCgt:\t0000000000000000\n";
+    EXPECT_FALSE(process_takes_signal(fresh, rtmin3));
+    EXPECT_FALSE(process_takes_signal(fresh, SIGTERM));
+    // systemd after its signalfd setup: everything but SIGKILL/SIGSTOP blocked.
+    std::string blocked = fresh;
+    blocked.replace(blocked.find("SigBlk:\t") + 8, 16, "fffffffe7ffbfeff");
+    EXPECT_TRUE(process_takes_signal(blocked, rtmin3));
+    EXPECT_TRUE(process_takes_signal(blocked, SIGTERM));
+    EXPECT_TRUE(process_takes_signal(blocked, SIGKILL));  // set up: the init's choice
+    // A handler for SIGTERM only (bit 14): the init has set up its signals, the rest is its choice
+    // (busybox init shows SIGTSTP only and still powers off on SIGUSR2).
+    std::string caught = fresh;
+    caught.replace(caught.find("SigCgt:\t") + 8, 16, "0000000000004000");
+    EXPECT_TRUE(process_takes_signal(caught, SIGTERM));
+    EXPECT_TRUE(process_takes_signal(caught, SIGINT));
+    EXPECT_FALSE(process_takes_signal("", SIGTERM));
+    EXPECT_FALSE(process_takes_signal(blocked, 0));
+    EXPECT_FALSE(process_takes_signal(blocked, 65));
 }
 
 }  // namespace
