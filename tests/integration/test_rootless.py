@@ -501,17 +501,19 @@ def test_sigterm_while_the_guest_starts_still_powers_it_off(user, spawn_bin, boo
                           "--console=read-only", "-M", "early"], env=user.env(),
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        # As soon as the container's init exists (still spawn's code, its set-up under way); the
-        # cgroup reaper, forked before it, does not count (spawn blocks SIGTERM only after it).
+        # As soon as the container's init exists (still spawn's code, its set-up under way): the
+        # child in a PID namespace of its own. The cgroup reaper, forked before it (and before spawn
+        # blocks SIGTERM), does not count.
         children = pathlib.Path(f"/proc/{p.pid}/task/{p.pid}/children")
 
         def init_started():
-            for k in children.read_text().split():
-                try:
-                    if pathlib.Path(f"/proc/{k}/comm").read_text().strip() != "spawn-reaper":
+            try:
+                own = os.readlink(f"/proc/{p.pid}/ns/pid")
+                for k in children.read_text().split():
+                    if os.readlink(f"/proc/{k}/ns/pid") != own:
                         return True
-                except FileNotFoundError:
-                    pass
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                pass
             return False
         while p.poll() is None and not init_started():
             time.sleep(0.001)

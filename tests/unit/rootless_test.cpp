@@ -538,6 +538,13 @@ TEST(HaltSignal, TakenWhenBlockedOrCaught) {
     caught.replace(caught.find("SigCgt:\t") + 8, 16, "0000000000004000");
     EXPECT_TRUE(process_takes_signal(caught, SIGTERM));
     EXPECT_TRUE(process_takes_signal(caught, SIGINT));
+    // A systemd that caught its crash signals (SEGV, ILL, FPE, BUS, QUIT, ABRT) but has not blocked the
+    // rest yet: only the signal itself counts for it.
+    std::string crash_only = fresh;
+    crash_only.replace(crash_only.find("SigCgt:\t") + 8, 16, "00000000000005ac");
+    EXPECT_FALSE(process_takes_signal(crash_only, rtmin3, true));
+    EXPECT_TRUE(process_takes_signal(crash_only, rtmin3, false));
+    EXPECT_TRUE(process_takes_signal(blocked, rtmin3, true));
     EXPECT_FALSE(process_takes_signal("", SIGTERM));
     EXPECT_FALSE(process_takes_signal(blocked, 0));
     EXPECT_FALSE(process_takes_signal(blocked, 65));

@@ -66,7 +66,7 @@ Relay::~Relay() {
 
 void Relay::kill_child(int sig) { syscall(SYS_pidfd_send_signal, ends_.pidfd, sig, nullptr, 0); }
 
-bool process_takes_signal(std::string_view status, int sig) {
+bool process_takes_signal(std::string_view status, int sig, bool exact) {
     if (sig < 1 || sig > 64) return false;
     bool takes = false, set_up = false;
     for (std::string_view key : {"\nSigBlk:\t", "\nSigCgt:\t"}) {
@@ -85,23 +85,25 @@ bool process_takes_signal(std::string_view status, int sig) {
                                        : 0;
         if (v & (1 << (bit % 4))) takes = true;
     }
-    return takes || set_up;
+    return takes || (!exact && set_up);
 }
 
-bool Relay::init_takes(int sig) const {
+std::optional<bool> Relay::init_takes(int sig) const {
     // Still spawn's own code before exec (same executable): it unblocks its signals right before
     // exec, so what it blocks now says nothing of the init to come.
     const std::string proc = "/proc/" + std::to_string(ends_.pid);
     struct stat init_exe, own_exe;
     if (stat((proc + "/exe").c_str(), &init_exe) == 0 && stat("/proc/self/exe", &own_exe) == 0 &&
         init_exe.st_dev == own_exe.st_dev && init_exe.st_ino == own_exe.st_ino)
-        return false;
+        return std::nullopt;
     auto status = read_host_file(proc + "/status", 1 << 16);
-    return !status || process_takes_signal(*status, sig);  // unreadable: send it, as before
+    // A systemd (one that notifies) catches its crash signals before it blocks the rest: only the
+    // signal itself counts there.
+    return !status || process_takes_signal(*status, sig, init_notifies_);  // unreadable: send it, as before
 }
 
 void Relay::halt_guest(int sig) {
-    if (!boot_ || init_takes(sig)) {
+    if (!boot_ || init_takes(sig).value_or(false)) {
         kill_child(sig);
         return;
     }
@@ -121,9 +123,10 @@ void Relay::halt_guest(int sig) {
 void Relay::on_halt_timer() {
     uint64_t ticks = 0;
     (void)!read(halt_timer_.get(), &ticks, sizeof ticks);
-    halt_ticks_ += ticks;
-    // An init that sets up no signal handling at all: after 5 s it gets the signal anyway, as before.
-    if (pending_halt_ && (init_takes(pending_halt_) || halt_ticks_ >= 250)) {
+    // An init that never blocks nor catches it: 5 s after its exec it gets the signal anyway, as before.
+    std::optional<bool> takes = pending_halt_ ? init_takes(pending_halt_) : std::optional<bool>(false);
+    if (takes) halt_ticks_ += ticks;
+    if (pending_halt_ && ((takes && *takes) || halt_ticks_ >= 250)) {
         kill_child(pending_halt_);
         pending_halt_ = 0;
     }

@@ -31,12 +31,13 @@ struct Outcome {
 Outcome interpret_exit(const siginfo_t& si, bool boot);
 
 // Whether a guest's init with this /proc/PID/status text is ready for `sig`: it blocks or catches
-// it (SigBlk, SigCgt), or has set up its signal handling otherwise (some signal blocked or caught:
-// what it does with `sig` is then its own choice; busybox init shows only SIGTSTP). The PID 1 of a
-// PID namespace discards a signal it neither blocks nor catches (SIG_DFL, SIGNAL_UNKILLABLE), so a
-// halt request sent before a systemd blocked its signals was lost. False for a process that has set
-// up nothing yet, or text without either line. Pure.
-bool process_takes_signal(std::string_view proc_status, int sig);
+// it (SigBlk, SigCgt), or, unless `exact`, has set up its signal handling otherwise (some signal
+// blocked or caught: what it does with `sig` is then its own choice; busybox init shows only
+// SIGTSTP). The PID 1 of a PID namespace discards a signal it neither blocks nor catches (SIG_DFL,
+// SIGNAL_UNKILLABLE), so a halt request sent before a systemd blocked its signals was lost (systemd
+// catches its crash signals first: `exact` for it). False for a process that has set up nothing
+// yet, or text without either line. Pure.
+bool process_takes_signal(std::string_view proc_status, int sig, bool exact = false);
 
 struct RelayEnds {
     pid_t pid = -1;  // the container's PID 1, as the host sees it
@@ -72,10 +73,11 @@ private:
     void kill_child(int sig);
     // Sends the halt signal to a booted guest's init once it takes it (process_takes_signal, once it
     // is no longer spawn's own executable: before exec the child unblocks its signals), checking
-    // again on a timer (20 ms) until then, and sending it anyway after 5 s.
+    // again on a timer (20 ms) until then, and sending it anyway 5 s after the exec.
     void halt_guest(int sig);
     void on_halt_timer();
-    bool init_takes(int sig) const;
+    // nullopt while the init is still spawn's own executable (not exec'd yet).
+    std::optional<bool> init_takes(int sig) const;
 
     const SpawnSpec& spec_;
     const bool boot_, init_notifies_;
