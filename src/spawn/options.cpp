@@ -357,7 +357,8 @@ Run a command or boot an OS tree in a light-weight container.
      --settings=MODE        Use .nspawn settings files: yes, no, trusted, override
   -U                        Equivalent to --private-users=pick --private-users-ownership=auto
      --private-users[=no|yes|pick|identity|UID[:COUNT]]  Run in a user namespace
-     --private-users-ownership=off|map|auto  How the tree's owners fit the range (map: idmapped mount)
+     --private-users-ownership=off|chown|map|auto  How the tree's owners fit the range (map: idmapped mount;
+                            as an ordinary user, chown moves a tree of yours into your subordinate range once)
   -a --as-pid2              Run COMMAND as PID 2, under a minimal init as PID 1
      --chdir=PATH           Working directory inside the container
   -E --setenv=NAME[=VALUE]  Pass an environment variable to PID 1

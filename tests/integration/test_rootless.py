@@ -7,6 +7,8 @@ import pathlib
 import pwd
 import shutil
 import signal
+import stat
+import struct
 import subprocess
 import sys
 import time
@@ -232,8 +234,130 @@ def test_what_needs_root_is_refused(user, spawn_bin, utree):
     refused(sh(user, spawn_bin, utree, "true", "-U"), "/etc/subuid")
     before = sorted((str(p), p.lstat().st_uid, p.lstat().st_gid) for p in utree.rglob("*"))
     refused(sh(user, spawn_bin, utree, "true", "--private-users-ownership=map"), "needs root", "drop the option")
-    refused(sh(user, spawn_bin, utree, "true", "--private-users-ownership=chown"), "not supported", "drop the option")
     assert sorted((str(p), p.lstat().st_uid, p.lstat().st_gid) for p in utree.rglob("*")) == before
+
+
+def tree_state(tree):
+    """(path, uid, gid, ctime) of every file in the tree, its root included. A chown changes every
+    ctime; spawn's own writes (the guest's /etc files, new entries in directories) are left out of
+    the ctimes: directories and /etc."""
+    def ctime(p):
+        st = p.lstat()
+        return 0 if stat.S_ISDIR(st.st_mode) or p.relative_to(tree).parts[:1] == ("etc",) else st.st_ctime_ns
+    return sorted((str(p), p.lstat().st_uid, p.lstat().st_gid, ctime(p)) for p in [tree, *tree.rglob("*")])
+
+
+def test_chown_shifts_a_users_tree_into_the_range_once(user, spawn_bin, utree):
+    """--private-users-ownership=chown: the user's own files move to the first subordinate uid, the
+    podman layout's range files one up (inside k stays inside k), once; the guest then runs with the
+    range alone (the user's uid not mapped), and a later run, with or without the flag, uses that map
+    without touching the tree."""
+    (sub, _), = ranges("/etc/subuid", user.name)[:1]
+    (subg, _), = ranges("/etc/subgid", user.name)[:1]
+    # A file of podman's inside 1 (the first subordinate ids), as podman unshare would leave it, and a
+    # hard link, which must move once.
+    svc = utree / "home" / "svc"
+    svc.mkdir(parents=True, exist_ok=True)
+    (svc / "data").write_text("x")
+    os.link(svc / "data", utree / "home" / "data-link")
+    os.lchown(svc / "data", sub, subg)
+    os.lchown(svc, user.uid, user.gid)
+    os.chmod(utree / "bin" / "busybox", 0o4755)  # setuid survives the chown
+    # An ACL naming the user (ACL_USER entry) and file capabilities whose root is the user's uid (as a
+    # rootless unpack writes them): both follow the owners.
+    acl_file, caps_file = utree / "home" / "acl", utree / "home" / "caps"
+    for f in (acl_file, caps_file):
+        f.write_text("x")
+        os.lchown(f, user.uid, user.gid)
+    os.setxattr(acl_file, "system.posix_acl_access", struct.pack(
+        "<I" + "HHI" * 5, 2, 0x01, 6, 0xFFFFFFFF, 0x02, 4, user.uid, 0x04, 4, 0xFFFFFFFF,
+        0x10, 4, 0xFFFFFFFF, 0x20, 4, 0xFFFFFFFF))
+    os.setxattr(caps_file, "security.capability", struct.pack("<IIIIII", 0x03000001, 1 << 13, 0, 0, 0, user.uid))
+    shared = user.home / "shared-chown"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    try:
+        cmd = ("id -u; id -g; cat /proc/self/uid_map; stat -c '%u %g' / /bin/busybox /home/svc/data "
+               "/home/data-link; touch /mnt/made /root/made")
+        r = sh(user, spawn_bin, utree, cmd, "--private-users-ownership=chown", f"--bind={shared}:/mnt")
+        assert r.returncode == 0, r.stderr
+        out = r.stdout.splitlines()
+        assert out[:2] == ["0", "0"], r.stdout
+        # Seen from inside U1's child namespace: one line, the range only.
+        assert out[2].split() == ["0", "0", "65536"], r.stdout
+        stats = [l for l in out if len(l.split()) == 2]
+        assert stats == ["0 0", "0 0", "1 1", "1 1"], r.stdout
+        # Outside: the pure range. The user's own uid owns nothing in the tree any more.
+        assert utree.stat().st_uid == sub and utree.stat().st_gid == subg
+        assert (utree / "bin" / "busybox").lstat().st_uid == sub
+        assert (utree / "bin" / "busybox").lstat().st_mode & 0o4000, "setuid bit kept"
+        assert (svc / "data").stat().st_uid == sub + 1 and (svc / "data").stat().st_gid == subg + 1
+        assert (utree / "root" / "made").stat().st_uid == sub
+        assert not [p for p in utree.rglob("*") if p.lstat().st_uid == user.uid]
+        acl = os.getxattr(acl_file, "system.posix_acl_access")
+        assert struct.unpack_from("<HHI", acl, 4 + 8) == (0x02, 4, sub), acl
+        caps = os.getxattr(caps_file, "security.capability")
+        assert struct.unpack("<IIIIII", caps) == (0x03000001, 1 << 13, 0, 0, 0, sub), caps
+        # A file the guest's root makes in a bound directory is a subordinate uid's, not the user's.
+        assert (shared / "made").stat().st_uid == sub
+        # One line said what that means, once.
+        notes = [l for l in r.stderr.splitlines() if "subordinate range" in l]
+        assert len(notes) == 1 and "once" in notes[0] and "podman unshare" in notes[0], r.stderr
+
+        # The guest's root cannot touch the user's own files: its uid is not mapped.
+        mine = user.home / "mine"
+        mine.mkdir()
+        user.own(mine)
+        os.chmod(mine, 0o755)
+        r = sh(user, spawn_bin, utree, "stat -c %u /m; touch /m/x && echo WROTE; true",
+               f"--bind={mine}:/m")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[0] == "65534" and "WROTE" not in r.stdout, r.stdout
+
+        # Second run with the flag, third without: no chown (no ctime changes), the same map.
+        before = tree_state(utree)
+        r = sh(user, spawn_bin, utree, "id -u; stat -c %u /bin/busybox", "--private-users-ownership=chown")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["0", "0"] and "subordinate range" not in r.stderr
+        assert tree_state(utree) == before
+        r = user.run([spawn_bin, "-P", "-D", str(utree), "--", "/bin/sh", "-c", "stat -c %u /home/svc/data"])
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["1"]
+        notes = [l for l in r.stderr.splitlines() if "subordinate range" in l]
+        assert len(notes) == 1 and "your own uid not mapped" in notes[0], r.stderr
+        assert tree_state(utree) == before
+        # -x on the shifted tree: runs with the range, leaves it unchanged.
+        r = sh(user, spawn_bin, utree, "touch /made; stat -c %u /bin/busybox", "-x")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["0"]
+        assert tree_state(utree) == before
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+        shutil.rmtree(user.home / "mine", ignore_errors=True)
+
+
+def test_chown_refusals_change_nothing(user, plain_user, spawn_bin, utree, utree_template):
+    before = tree_state(utree)
+    refused(sh(user, spawn_bin, utree, "true", "--private-users-ownership=chown", "-x"),
+            "shift it once without them")
+    os.setxattr(utree, "user.machkit.shifting", b"1")
+    refused(sh(user, spawn_bin, utree, "true", "--private-users-ownership=chown"), "interrupted", "unpack the tree again")
+    os.removexattr(utree, "user.machkit.shifting")
+    os.chown(utree, 0, 0)
+    refused(sh(user, spawn_bin, utree, "true", "--private-users-ownership=chown"), "belongs to uid 0", "drop the option")
+    os.chown(utree, user.uid, user.gid)
+    assert tree_state(utree) == before
+    # Without subordinate ranges there is no range to move into.
+    tree = plain_user.home / "tree-chown"
+    subprocess.run(["cp", "-a", str(utree_template), str(tree)], check=True)
+    plain_user.own(tree)
+    try:
+        before = tree_state(tree)
+        r = plain_user.run([spawn_bin, "-q", "-P", "-D", str(tree), "--private-users-ownership=chown", "--", "/bin/true"])
+        refused(r, "/etc/subuid", "usermod --add-subuids")
+        assert tree_state(tree) == before
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
 
 
 def test_missing_newuidmap_is_refused(user, spawn_bin, utree):
@@ -321,15 +445,15 @@ def sid_tree(user):
     return unpack_as_user(user, out.stdout.strip().splitlines()[-1], "sid")
 
 
-def boot_and_power_off(user, spawn_bin, tree, cgroup):
+def boot_and_power_off(user, spawn_bin, tree, cgroup, *opts, owner=None):
     from test_boot import Console
-    assert (tree / "etc" / "passwd").stat().st_uid == user.uid
+    assert (tree / "etc" / "passwd").stat().st_uid == (owner if owner is not None else user.uid)
     # The caller in the delegated subtree, as in a user session; then the user's own spawn.
     enter = f'echo $$ > {cgroup}/spawn/cgroup.procs && exec "$@"'
-    c = Console(["sh", "-c", enter, "sh", *user.as_user(), spawn_bin, "-bD", str(tree), "--console=read-only"],
+    c = Console(["sh", "-c", enter, "sh", *user.as_user(), spawn_bin, "-bD", str(tree), "--console=read-only", *opts],
                 env=user.env())
     try:
-        assert c.wait_for(r"Reached target .*Multi-User System", 120), c.out.decode(errors="replace")[-3000:]
+        assert c.wait_for(r"Reached target .*Multi-User System", 120), c.out.decode(errors="replace")[-3000:] + c.err.decode(errors="replace")[-3000:]
         assert c.wait_for(r"login:", 60)
         scope = cgroup / f"machine-{tree.name}.scope"
         assert (scope / "init.scope").is_dir(), "the guest's systemd manages its own cgroup2 subtree"
@@ -346,6 +470,61 @@ def boot_and_power_off(user, spawn_bin, tree, cgroup):
 
 def test_bookworm_boots_rootless_and_powers_off(user, spawn_bin, bookworm_tree, delegated_cgroup):
     boot_and_power_off(user, spawn_bin, bookworm_tree, delegated_cgroup)
+
+
+def test_shifted_bookworm_boots_with_the_range_alone(user, spawn_bin, bookworm_tree, delegated_cgroup):
+    """The unpacked tree shifted by --private-users-ownership=chown boots with the range map: the
+    machine's group, made by the user, is handed to the range's root so the guest's systemd can
+    manage it; a second boot (without the flag) does not shift again."""
+    tree = user.home / "bookwormshifted"  # no "-": the scope name would escape it
+    subprocess.run(["cp", "-a", str(bookworm_tree), str(tree)], check=True)
+    try:
+        (sub, _), = ranges("/etc/subuid", user.name)[:1]
+        r = user.run([spawn_bin, "-q", "-P", "-D", str(tree), "--private-users-ownership=chown", "--",
+                      "/bin/sh", "-c", "stat -c %u /etc/passwd /usr/bin/passwd"], timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["0", "0"]
+        boot_and_power_off(user, spawn_bin, tree, delegated_cgroup, owner=sub)
+        # The guest's subgroups are the range's: the reaper of a SIGKILLed spawn removes them too.
+        sigkill_booted_leaves_nothing(user, spawn_bin, tree, delegated_cgroup)
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+
+
+def test_sigterm_while_the_guest_starts_still_powers_it_off(user, spawn_bin, bookworm_tree, delegated_cgroup):
+    """A SIGTERM that reaches spawn before the guest's init has exec'd (or has blocked its signals)
+    must not be lost: PID 1 of a PID namespace drops a signal it neither blocks nor catches, so
+    spawn holds the halt request until the init takes it. The guest then boots no further than it
+    must and powers off; spawn exits 0 (before the fix it waited for a second SIGTERM)."""
+    enter = f'echo $$ > {delegated_cgroup}/spawn/cgroup.procs && exec "$@"'
+    p = subprocess.Popen(["sh", "-c", enter, "sh", *user.as_user(), spawn_bin, "-bD", str(bookworm_tree),
+                          "--console=read-only", "-M", "early"], env=user.env(),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        # As soon as the container's init exists (still spawn's code, its set-up under way): the
+        # child in a PID namespace of its own. The cgroup reaper, forked before it (and before spawn
+        # blocks SIGTERM), does not count.
+        children = pathlib.Path(f"/proc/{p.pid}/task/{p.pid}/children")
+
+        def init_started():
+            try:
+                own = os.readlink(f"/proc/{p.pid}/ns/pid")
+                for k in children.read_text().split():
+                    if os.readlink(f"/proc/{k}/ns/pid") != own:
+                        return True
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                pass
+            return False
+        while p.poll() is None and not init_started():
+            time.sleep(0.001)
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(120)
+        assert rc == 0, p.stderr.read().decode(errors="replace")
+        assert not (delegated_cgroup / "machine-early.scope").exists()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 def test_sid_boots_rootless_on_a_cgroup2_view(user, spawn_bin, sid_tree, delegated_cgroup):
@@ -508,10 +687,14 @@ def test_another_users_tree_is_refused(user, plain_user, spawn_bin, utree_templa
 
 
 def test_sigkill_of_a_booted_rootless_spawn_leaves_nothing(user, spawn_bin, bookworm_tree, delegated_cgroup):
+    sigkill_booted_leaves_nothing(user, spawn_bin, bookworm_tree, delegated_cgroup)
+
+
+def sigkill_booted_leaves_nothing(user, spawn_bin, tree, delegated_cgroup):
     import select
     from test_boot import Console
     enter = f'echo $$ > {delegated_cgroup}/spawn/cgroup.procs && exec "$@"'
-    c = Console(["sh", "-c", enter, "sh", *user.as_user(), spawn_bin, "-bD", str(bookworm_tree),
+    c = Console(["sh", "-c", enter, "sh", *user.as_user(), spawn_bin, "-bD", str(tree),
                  "--console=read-only", "-M", "killed"], env=user.env())
     try:
         assert c.wait_for(r"login:", 120), c.out.decode(errors="replace")[-2000:]

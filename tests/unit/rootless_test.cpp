@@ -5,11 +5,15 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <tuple>
+#include <utility>
 
 #include "core/base/error.hpp"
 #include "core/kernel/subid.hpp"
+#include "core/kernel/userns.hpp"
 #include "core/machine/owner.hpp"
 #include "core/spawn/pasta.hpp"
+#include "core/spawn/relay.hpp"
 #include "core/spawn/rootless_plan.hpp"
 
 namespace mk::core {
@@ -189,14 +193,147 @@ TEST(RootlessSpec, RefusesWhatNeedsRoot) {
     SpawnSpec u = s;
     u.userns_mode = UserNamespaceMode::Pick;
     EXPECT_THROW(check_rootless_spec(u), UsageError);
-    // Ownership: "off" is what a rootless spawn does anyway; map needs root, chown is not there yet.
+    // Ownership: "off" is what a rootless spawn does anyway, chown the consent to shift the tree
+    // (plan_rootless_ownership); map needs root.
     SpawnSpec own = s;
-    own.userns_ownership = UserNamespaceOwnership::Off;
-    EXPECT_NO_THROW(check_rootless_spec(own));
-    for (auto o : {UserNamespaceOwnership::Map, UserNamespaceOwnership::Chown}) {
+    for (auto o : {UserNamespaceOwnership::Off, UserNamespaceOwnership::Chown}) {
         own.userns_ownership = o;
-        EXPECT_THROW(check_rootless_spec(own), UsageError);
+        EXPECT_NO_THROW(check_rootless_spec(own));
     }
+    own.userns_ownership = UserNamespaceOwnership::Map;
+    EXPECT_THROW(check_rootless_spec(own), UsageError);
+}
+
+TEST(RootlessRangeMap, RangesOnlyFromInsideZero) {
+    auto m = plan_rootless_range_map("alice", 1000, 1000, {{100000, 10}, {200000, 65536}}, {{300000, 65536}});
+    EXPECT_FALSE(m.own_ids_mapped);
+    EXPECT_TRUE(m.needs_helpers);
+    ASSERT_EQ(m.uid_lines.size(), 2u);
+    EXPECT_EQ(m.uid_lines[0], (MapLine{0, 100000, 10}));
+    EXPECT_EQ(m.uid_lines[1], (MapLine{10, 200000, 65526}));
+    EXPECT_EQ(m.uid_count(), kRootlessMaxIds);
+    ASSERT_EQ(m.gid_lines.size(), 1u);
+    EXPECT_EQ(m.gid_lines[0], (MapLine{0, 300000, 65536}));
+    EXPECT_TRUE(plan_rootless_map("alice", 1000, 1000, {{100000, 65536}}, {{100000, 65536}}).own_ids_mapped);
+}
+
+TEST(RootlessRangeMap, RefusesWithoutRangesOrWithOwnIdInOne) {
+    for (auto [u, g] :
+         {std::pair<std::vector<SubidRange>, std::vector<SubidRange>>{{}, {{100000, 10}}}, {{{100000, 10}}, {}}}) {
+        try {
+            plan_rootless_range_map("alice", 1000, 1000, u, g);
+            ADD_FAILURE() << "not refused";
+        } catch (const UsageError& e) {
+            EXPECT_NE(std::string(e.what()).find("usermod --add-subuids"), std::string::npos) << e.what();
+        }
+    }
+    EXPECT_THROW(plan_rootless_range_map("alice", 100005, 1000, {{100000, 10}}, {{100000, 10}}), UsageError);
+}
+
+TEST(RootlessRangeMap, LeavesALineForTheShiftsOwnId) {
+    std::vector<SubidRange> many;
+    for (uint32_t i = 0; i < 400; i++) many.push_back({100000 + i * 10, 5});
+    auto m = plan_rootless_range_map("a", 1000, 1000, many, many);
+    EXPECT_EQ(m.uid_lines.size(), kMaxMapLines - 1);
+    auto shift = plan_rootless_shift_map(m, 1000, 1000);
+    EXPECT_EQ(shift.uid_lines.size(), kMaxMapLines);
+}
+
+TEST(RootlessShiftMap, OwnIdThenTheRangeMapOneUp) {
+    auto range = plan_rootless_range_map("alice", 1000, 1001, {{100000, 10}, {200000, 65536}}, {{300000, 65536}});
+    auto m = plan_rootless_shift_map(range, 1000, 1001);
+    ASSERT_EQ(m.uid_lines.size(), 3u);
+    EXPECT_EQ(m.uid_lines[0], (MapLine{0, 1000, 1}));
+    EXPECT_EQ(m.uid_lines[1], (MapLine{1, 100000, 10}));
+    EXPECT_EQ(m.uid_lines[2], (MapLine{11, 200000, 65526}));
+    EXPECT_EQ(m.gid_lines[0], (MapLine{0, 1001, 1}));
+    EXPECT_EQ(m.gid_lines[1], (MapLine{1, 300000, 65536}));
+    // Podman's inside k (its map: 0 -> own, 1.. -> ranges) is the shift map's k, the range map's
+    // inside k its k+1: the one-time shift is k -> k+1 there.
+    auto podman = plan_rootless_map("alice", 1000, 1001, {{100000, 10}, {200000, 65536}}, {{300000, 65536}});
+    auto host_of = [](const std::vector<MapLine>& lines, uint32_t inside) -> int64_t {
+        for (const auto& l : lines)
+            if (inside >= l.inside && inside - l.inside < l.count) return l.outside + (inside - l.inside);
+        return -1;
+    };
+    for (uint32_t k : {0u, 1u, 9u, 10u, 11u, 65534u}) {
+        EXPECT_EQ(host_of(podman.uid_lines, k), host_of(m.uid_lines, k)) << k;
+        EXPECT_EQ(host_of(range.uid_lines, k), host_of(m.uid_lines, k + 1)) << k;
+    }
+}
+
+TEST(RootlessOwnership, AsIsWithoutTheFlag) {
+    RootlessOwnershipInput in;
+    in.tree = "/home/a/t";
+    in.uid = 1000;
+    in.root_owner = 1000;
+    in.first_subuid = 100000;
+    in.has_ranges = true;
+    auto p = plan_rootless_ownership(in);
+    EXPECT_EQ(p.how, RootlessTreeOwnership::AsIs);
+    EXPECT_TRUE(p.notice.empty());
+    in.root_owner = 0;  // anyone's tree the user can read: as today
+    EXPECT_EQ(plan_rootless_ownership(in).how, RootlessTreeOwnership::AsIs);
+}
+
+TEST(RootlessOwnership, ShiftsOnceWithTheFlagAndSaysWhatThatMeans) {
+    RootlessOwnershipInput in;
+    in.tree = "/home/a/t";
+    in.uid = 1000;
+    in.root_owner = 1000;
+    in.first_subuid = 100000;
+    in.has_ranges = true;
+    in.consent = true;
+    auto p = plan_rootless_ownership(in);
+    EXPECT_EQ(p.how, RootlessTreeOwnership::ShiftNow);
+    EXPECT_NE(p.notice.find("once"), std::string::npos);
+    EXPECT_NE(p.notice.find("podman unshare"), std::string::npos);
+    // Shifted before: the root's owner is the first subordinate uid. No second shift, with or
+    // without the flag; without it, one line says which map it runs with.
+    in.root_owner = 100000;
+    p = plan_rootless_ownership(in);
+    EXPECT_EQ(p.how, RootlessTreeOwnership::Shifted);
+    EXPECT_TRUE(p.notice.empty());
+    in.consent = false;
+    p = plan_rootless_ownership(in);
+    EXPECT_EQ(p.how, RootlessTreeOwnership::Shifted);
+    EXPECT_NE(p.notice.find("your own uid not mapped"), std::string::npos);
+    // Even -x runs a shifted tree with the range map (nothing is changed).
+    in.keeps_tree = true;
+    EXPECT_EQ(plan_rootless_ownership(in).how, RootlessTreeOwnership::Shifted);
+}
+
+TEST(RootlessOwnership, RefusalsWithTheFlag) {
+    RootlessOwnershipInput base;
+    base.tree = "/home/a/t";
+    base.uid = 1000;
+    base.root_owner = 1000;
+    base.first_subuid = 100000;
+    base.has_ranges = true;
+    base.consent = true;
+    auto refused = [](const RootlessOwnershipInput& in, const char* words) {
+        try {
+            plan_rootless_ownership(in);
+            ADD_FAILURE() << "not refused: " << words;
+        } catch (const UsageError& e) {
+            std::string m = e.what();
+            EXPECT_NE(m.find(words), std::string::npos) << m;
+            EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+        }
+    };
+    auto no_ranges = base;
+    no_ranges.has_ranges = false;
+    no_ranges.first_subuid.reset();
+    refused(no_ranges, "usermod --add-subuids");
+    auto others = base;
+    others.root_owner = 0;
+    refused(others, "belongs to uid 0");
+    auto interrupted = base;
+    interrupted.interrupted = true;
+    refused(interrupted, "unpack the tree again");
+    auto ephemeral = base;
+    ephemeral.keeps_tree = true;
+    refused(ephemeral, "shift it once without them");
 }
 
 TEST(RootlessCgroup, UserManagerSubtree) {
@@ -317,6 +454,100 @@ TEST(UserManagerPlan, OwnerIsPrivileged) {
     EXPECT_FALSE(caller_is_privileged(1001));
     set_manager_owner(0);
     EXPECT_FALSE(caller_is_privileged(1000));
+}
+
+// The bytes of a POSIX ACL xattr: version 2, then {le16 tag, le16 perm, le32 id} entries.
+std::string acl(std::vector<std::tuple<uint16_t, uint16_t, uint32_t>> entries) {
+    std::string s("\x02\x00\x00\x00", 4);
+    for (auto [tag, perm, id] : entries) {
+        char e[8] = {static_cast<char>(tag & 0xff),        static_cast<char>(tag >> 8),
+                     static_cast<char>(perm & 0xff),       0,
+                     static_cast<char>(id & 0xff),         static_cast<char>((id >> 8) & 0xff),
+                     static_cast<char>((id >> 16) & 0xff), static_cast<char>(id >> 24)};
+        s.append(e, 8);
+    }
+    return s;
+}
+
+TEST(ShiftXattrs, AclUserAndGroupEntriesMoveOthersStay) {
+    // USER_OBJ, USER 5, USER 70000 (outside), GROUP 0, MASK, OTHER
+    auto in = acl(
+        {{0x01, 7, 0xFFFFFFFF}, {0x02, 6, 5}, {0x02, 6, 70000}, {0x08, 4, 0}, {0x10, 7, 0xFFFFFFFF}, {0x20, 4, 0xFFFFFFFF}});
+    auto out = remap_acl_xattr(in, 0, 1, 65536);
+    ASSERT_TRUE(out);
+    EXPECT_EQ(*out, acl({{0x01, 7, 0xFFFFFFFF},
+                         {0x02, 6, 6},
+                         {0x02, 6, 70000},
+                         {0x08, 4, 1},
+                         {0x10, 7, 0xFFFFFFFF},
+                         {0x20, 4, 0xFFFFFFFF}}));
+    // Root's -U shift: 0.. to 0x80000..
+    auto root = remap_acl_xattr(in, 0, 0x80000, 65536);
+    ASSERT_TRUE(root);
+    EXPECT_EQ(*root, acl({{0x01, 7, 0xFFFFFFFF},
+                          {0x02, 6, 0x80005},
+                          {0x02, 6, 70000},
+                          {0x08, 4, 0x80000},
+                          {0x10, 7, 0xFFFFFFFF},
+                          {0x20, 4, 0xFFFFFFFF}}));
+    EXPECT_FALSE(remap_acl_xattr(acl({{0x01, 7, 0xFFFFFFFF}}), 0, 1, 65536));  // nothing to move
+    EXPECT_FALSE(remap_acl_xattr("\x01\x00\x00\x00", 0, 1, 65536));            // not version 2
+    EXPECT_FALSE(remap_acl_xattr(in.substr(0, 7), 0, 1, 65536));               // torn
+}
+
+TEST(ShiftXattrs, FileCapsBecomeRevision3WithTheirRootMoved) {
+    // Revision 2 (effective flag set): permitted cap_net_raw (bit 13); its root is 0.
+    std::string v2("\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", 20);
+    auto out = remap_file_caps(v2, 0, 1, 65536);
+    ASSERT_TRUE(out);
+    ASSERT_EQ(out->size(), 24u);
+    EXPECT_EQ(out->substr(0, 4), std::string("\x01\x00\x00\x03", 4));
+    EXPECT_EQ(out->substr(4, 16), v2.substr(4, 16));
+    EXPECT_EQ(out->substr(20), std::string("\x01\x00\x00\x00", 4));
+    // Revision 3 with root 7: 8.
+    std::string v3 = *out;
+    v3[20] = 7;
+    auto moved = remap_file_caps(v3, 0, 1, 65536);
+    ASSERT_TRUE(moved);
+    EXPECT_EQ(static_cast<unsigned char>((*moved)[20]), 8u);
+    // Outside the range: unchanged (root -U with a range that does not hold it).
+    EXPECT_EQ(*remap_file_caps(v3, 100, 200, 10), v3);
+    EXPECT_FALSE(remap_file_caps(v2.substr(0, 19), 0, 1, 65536));
+    EXPECT_FALSE(remap_file_caps(std::string(20, '\0'), 0, 1, 65536));  // no revision
+}
+
+// A halt request to a booted guest (SIGRTMIN+3 = 37 on glibc) is sent once the init blocks or
+// catches it; before that a PID 1 of its namespace would drop it (issue 16's lost poweroff).
+TEST(HaltSignal, TakenWhenBlockedOrCaught) {
+    const int rtmin3 = SIGRTMIN + 3;
+    // A fresh child of spawn's: nothing blocked or caught.
+    std::string fresh =
+        "Name:\tsystemd\nSigQ:\t0/1\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n"
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000001000\nSigCgt:\t0000000000000000\n";
+    EXPECT_FALSE(process_takes_signal(fresh, rtmin3));
+    EXPECT_FALSE(process_takes_signal(fresh, SIGTERM));
+    // systemd after its signalfd setup: everything but SIGKILL/SIGSTOP blocked.
+    std::string blocked = fresh;
+    blocked.replace(blocked.find("SigBlk:\t") + 8, 16, "fffffffe7ffbfeff");
+    EXPECT_TRUE(process_takes_signal(blocked, rtmin3));
+    EXPECT_TRUE(process_takes_signal(blocked, SIGTERM));
+    EXPECT_TRUE(process_takes_signal(blocked, SIGKILL));  // set up: the init's choice
+    // A handler for SIGTERM only (bit 14): the init has set up its signals, the rest is its choice
+    // (busybox init shows SIGTSTP only and still powers off on SIGUSR2).
+    std::string caught = fresh;
+    caught.replace(caught.find("SigCgt:\t") + 8, 16, "0000000000004000");
+    EXPECT_TRUE(process_takes_signal(caught, SIGTERM));
+    EXPECT_TRUE(process_takes_signal(caught, SIGINT));
+    // A systemd that caught its crash signals (SEGV, ILL, FPE, BUS, QUIT, ABRT) but has not blocked the
+    // rest yet: only the signal itself counts for it.
+    std::string crash_only = fresh;
+    crash_only.replace(crash_only.find("SigCgt:\t") + 8, 16, "00000000000005ac");
+    EXPECT_FALSE(process_takes_signal(crash_only, rtmin3, true));
+    EXPECT_TRUE(process_takes_signal(crash_only, rtmin3, false));
+    EXPECT_TRUE(process_takes_signal(blocked, rtmin3, true));
+    EXPECT_FALSE(process_takes_signal("", SIGTERM));
+    EXPECT_FALSE(process_takes_signal(blocked, 0));
+    EXPECT_FALSE(process_takes_signal(blocked, 65));
 }
 
 }  // namespace

@@ -39,19 +39,24 @@ std::string range_text(const SubidRange& r) {
     return std::to_string(r.start) + "-" + std::to_string(static_cast<uint64_t>(r.start) + r.count - 1);
 }
 
-// Inside 0 is the user's own ID; 1.. the ranges in order, cut at kRootlessMaxIds in all.
-std::vector<MapLine> lines_for(uint32_t own, const std::vector<SubidRange>& ranges) {
-    std::vector<MapLine> lines{{0, own, 1}};
-    uint32_t next = 1;
+// Inside 0 is the user's own ID (when `own` is set), then the ranges in order, cut at `max_ids` and
+// `max_lines` in all.
+std::vector<MapLine> lines_for(std::optional<uint32_t> own, const std::vector<SubidRange>& ranges,
+                               uint32_t max_ids = kRootlessMaxIds, size_t max_lines = kMaxMapLines) {
+    std::vector<MapLine> lines;
+    if (own) lines.push_back({0, *own, 1});
+    const size_t first_range = lines.size();
+    uint32_t next = own ? 1 : 0;
     for (const auto& r : ranges) {
-        if (next >= kRootlessMaxIds || lines.size() >= kMaxMapLines) break;
+        if (next >= max_ids || lines.size() >= max_lines) break;
         // The kernel refuses a map whose host sides overlap: a range listed twice is used once.
-        bool overlaps = std::any_of(lines.begin() + 1, lines.end(), [&](const MapLine& l) {
-            return static_cast<uint64_t>(r.start) < static_cast<uint64_t>(l.outside) + l.count &&
-                   static_cast<uint64_t>(l.outside) < static_cast<uint64_t>(r.start) + r.count;
-        });
+        bool overlaps =
+            std::any_of(lines.begin() + static_cast<std::ptrdiff_t>(first_range), lines.end(), [&](const MapLine& l) {
+                return static_cast<uint64_t>(r.start) < static_cast<uint64_t>(l.outside) + l.count &&
+                       static_cast<uint64_t>(l.outside) < static_cast<uint64_t>(r.start) + r.count;
+            });
         if (overlaps) continue;
-        uint32_t n = std::min(r.count, kRootlessMaxIds - next);
+        uint32_t n = std::min(r.count, max_ids - next);
         lines.push_back({next, r.start, n});
         next += n;
     }
@@ -115,6 +120,7 @@ RootlessMap plan_rootless_map(std::string_view name, uid_t uid, gid_t gid, const
     RootlessMap m;
     m.uid_lines = lines_for(uid, uid_ranges);
     m.gid_lines = lines_for(gid, gid_ranges);
+    m.own_ids_mapped = true;
     m.needs_helpers = !uid_ranges.empty() || !gid_ranges.empty();
     if (uid_ranges.empty())
         m.limitation = "no subordinate uids for " + std::string(name) +
@@ -138,6 +144,45 @@ std::string map_lines_text(const std::vector<MapLine>& lines) {
     for (const auto& l : lines)
         s += std::to_string(l.inside) + " " + std::to_string(l.outside) + " " + std::to_string(l.count) + "\n";
     return s;
+}
+
+}  // namespace mk::core
+
+namespace mk::core {
+
+RootlessMap plan_rootless_range_map(std::string_view name, uid_t uid, gid_t gid, const std::vector<SubidRange>& uid_ranges,
+                                    const std::vector<SubidRange>& gid_ranges) {
+    refuse_overlap("/etc/subuid", "uid", name, uid, uid_ranges);
+    refuse_overlap("/etc/subgid", "gid", name, gid, gid_ranges);
+    if (uid_ranges.empty() || gid_ranges.empty())
+        throw UsageError("--private-users-ownership=chown moves the tree into your subordinate range, and " +
+                         std::string(name) + " has none in " + (uid_ranges.empty() ? "/etc/subuid" : "/etc/subgid") +
+                         ": ask the administrator for one (usermod --add-subuids/--add-subgids), or drop the option");
+    RootlessMap m;
+    // One line fewer than the kernel's limit: the shift's map (plan_rootless_shift_map) adds the
+    // user's own ID in front of these lines.
+    m.uid_lines = lines_for(std::nullopt, uid_ranges, kRootlessMaxIds, kMaxMapLines - 1);
+    m.gid_lines = lines_for(std::nullopt, gid_ranges, kRootlessMaxIds, kMaxMapLines - 1);
+    m.needs_helpers = true;
+    m.own_ids_mapped = false;
+    return m;
+}
+
+RootlessMap plan_rootless_shift_map(const RootlessMap& range_map, uid_t uid, gid_t gid) {
+    auto with_own = [](const std::vector<MapLine>& lines, uint32_t own) {
+        std::vector<MapLine> out{{0, own, 1}};
+        for (auto l : lines) {
+            l.inside += 1;
+            out.push_back(l);
+        }
+        return out;
+    };
+    RootlessMap m;
+    m.uid_lines = with_own(range_map.uid_lines, uid);
+    m.gid_lines = with_own(range_map.gid_lines, gid);
+    m.needs_helpers = true;
+    m.own_ids_mapped = true;
+    return m;
 }
 
 }  // namespace mk::core

@@ -67,6 +67,9 @@ struct RootlessMap {
     // True when the map needs the setuid newuidmap/newgidmap (the user has subordinate ranges);
     // false when the user writes its single-ID map itself (after "deny" to setgroups).
     bool needs_helpers = false;
+    // Whether inside 0 is the user's own ID (the podman layout); false for the range map of a tree
+    // shifted by --private-users-ownership=chown, where the container must setresuid(0) itself.
+    bool own_ids_mapped = true;
     // One line for stderr when the map is the single ID and what that limits; empty otherwise.
     std::string limitation;
     // How many IDs the container has (uid map; the gid map may be smaller).
@@ -79,6 +82,18 @@ struct RootlessMap {
 // by the kernel, and the user's files would then be owned by a container ID.
 RootlessMap plan_rootless_map(std::string_view name, uid_t uid, gid_t gid, const std::vector<SubidRange>& uid_ranges,
                               const std::vector<SubidRange>& gid_ranges);
+
+// --private-users-ownership=chown as an ordinary user: the guest's IDs wholly inside the user's
+// subordinate ranges (inside 0.. are the ranges in file order, at most 65536 IDs and 339 lines), the
+// user's own ID not mapped, so a guest that breaks out of its root cannot touch the user's files.
+// Throws UsageError (one line) without subordinate uids or gids, or when a range holds the user's ID.
+RootlessMap plan_rootless_range_map(std::string_view name, uid_t uid, gid_t gid, const std::vector<SubidRange>& uid_ranges,
+                                    const std::vector<SubidRange>& gid_ranges);
+
+// The map of the one-time shift into `range_map`: inside 0 is the user's own ID, inside k+1 is
+// `range_map`'s inside k. Both layouts' IDs are mapped there: podman's inside k is the shift map's
+// k, the range map's inside k is its k+1 (userns.hpp, shift_tree_owners_up_one()).
+RootlessMap plan_rootless_shift_map(const RootlessMap& range_map, uid_t uid, gid_t gid);
 
 // The argument list for newuidmap/newgidmap: "PID inside outside count ...". Pure.
 std::vector<std::string> id_map_helper_args(const std::string& helper, pid_t pid, const std::vector<MapLine>& lines);

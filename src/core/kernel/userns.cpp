@@ -13,6 +13,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <algorithm>
+#include <endian.h>
+#include <optional>
+#include <set>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -111,7 +115,51 @@ uint32_t remap(uint32_t id, uint32_t from, uint32_t to, uint32_t count) {
     return id - from + to;
 }
 
-void shift_dir(int fd, dev_t dev, uint32_t from, uint32_t to, uint32_t count, int depth) {
+struct ShiftWalk {
+    dev_t dev;
+    uint32_t from, to, count;
+    // Files with more than one link already moved: with overlapping ranges (rootless: k -> k+1) a
+    // second visit would move them again.
+    std::set<std::pair<dev_t, ino_t>> linked;
+};
+
+// The xattr `name` of the file at `path` (a /proc/self/fd link or a name), empty if it has none.
+std::string read_xattr(const std::string& path, const char* name) {
+    char buf[4096];
+    ssize_t n = getxattr(path.c_str(), name, buf, sizeof buf);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
+
+// The ids in the file's POSIX ACLs and its capabilities' root id (both read and written through the
+// caller's user namespace) follow its owners. chown() drops security.capability: it is put back,
+// with its root id moved as well.
+struct IdXattrs {
+    std::string acl_access, acl_default, caps;
+};
+
+IdXattrs read_id_xattrs(const std::string& path, bool dir, bool reg) {
+    IdXattrs x;
+    x.acl_access = read_xattr(path, "system.posix_acl_access");
+    if (dir) x.acl_default = read_xattr(path, "system.posix_acl_default");
+    if (reg) x.caps = read_xattr(path, "security.capability");
+    return x;
+}
+
+void write_id_xattrs(const std::string& path, const std::string& name, const IdXattrs& x, const ShiftWalk& w, bool chowned) {
+    auto put = [&](const char* attr, const std::optional<std::string>& v) {
+        if (v && setxattr(path.c_str(), attr, v->data(), v->size(), 0) < 0)
+            throw_last_error("cannot move the ids in " + std::string(attr) + " of " + name);
+    };
+    if (!x.acl_access.empty()) put("system.posix_acl_access", remap_acl_xattr(x.acl_access, w.from, w.to, w.count));
+    if (!x.acl_default.empty()) put("system.posix_acl_default", remap_acl_xattr(x.acl_default, w.from, w.to, w.count));
+    if (!x.caps.empty()) {
+        // After a chown the xattr is gone: always back; else only when its root id moved.
+        auto caps = remap_file_caps(x.caps, w.from, w.to, w.count);
+        if (caps && (chowned || *caps != x.caps)) put("security.capability", caps);
+    }
+}
+
+void shift_dir(int fd, ShiftWalk& w, int depth) {
     if (depth > 4096) throw_errno(ELOOP, "tree too deep to change its owners");
     int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
     if (dup_fd < 0) throw_last_error("dup");
@@ -127,28 +175,100 @@ void shift_dir(int fd, dev_t dev, uint32_t from, uint32_t to, uint32_t count, in
     for (const auto& n : names) {
         struct stat st;
         if (fstatat(fd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) continue;
-        if (st.st_dev != dev) continue;  // a mount inside the tree is not the tree's
-        uid_t u = remap(st.st_uid, from, to, count);
-        gid_t g = remap(st.st_gid, from, to, count);
+        if (st.st_dev != w.dev) continue;  // a mount inside the tree is not the tree's
+        if (!S_ISDIR(st.st_mode) && st.st_nlink > 1 && !w.linked.emplace(st.st_dev, st.st_ino).second) continue;
+        uid_t u = remap(st.st_uid, w.from, w.to, w.count);
+        gid_t g = remap(st.st_gid, w.from, w.to, w.count);
         if (S_ISDIR(st.st_mode)) {
             UniqueFd sub(openat(fd, n.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
             if (!sub) throw_last_error("cannot open " + n);
-            shift_dir(sub.get(), dev, from, to, count, depth + 1);
+            shift_dir(sub.get(), w, depth + 1);
+            const std::string self = "/proc/self/fd/" + std::to_string(sub.get());
+            IdXattrs x = read_id_xattrs(self, true, false);
             if ((u != st.st_uid || g != st.st_gid) && fchown(sub.get(), u, g) < 0) throw_last_error("cannot chown " + n);
             if (st.st_mode & (S_ISUID | S_ISGID)) fchmod(sub.get(), st.st_mode & 07777);
+            write_id_xattrs(self, n, x, w, false);
+        } else if (S_ISREG(st.st_mode)) {
+            // Through an O_PATH fd: the name could be swapped for a symlink between the calls.
+            UniqueFd f(openat(fd, n.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+            if (!f) throw_last_error("cannot open " + n);
+            const std::string self = "/proc/self/fd/" + std::to_string(f.get());
+            IdXattrs x = read_id_xattrs(self, false, true);
+            const bool chowned = u != st.st_uid || g != st.st_gid;
+            if (chowned) {
+                if (fchownat(f.get(), "", u, g, AT_EMPTY_PATH) < 0) throw_last_error("cannot chown " + n);
+                // chown() clears setuid/setgid bits: put them back.
+                if (st.st_mode & (S_ISUID | S_ISGID)) chmod(self.c_str(), st.st_mode & 07777);
+            }
+            write_id_xattrs(self, n, x, w, chowned);
         } else if (u != st.st_uid || g != st.st_gid) {
             if (fchownat(fd, n.c_str(), u, g, AT_SYMLINK_NOFOLLOW) < 0) throw_last_error("cannot chown " + n);
-            // chown() clears setuid/setgid bits: put them back on regular files.
-            if (S_ISREG(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID))) {
-                UniqueFd f(openat(fd, n.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
-                std::string p = "/proc/self/fd/" + std::to_string(f.get());
-                if (f) chmod(p.c_str(), st.st_mode & 07777);
-            }
         }
     }
 }
 
+void shift_root(int root_fd, const struct stat& st, uint32_t from, uint32_t to, uint32_t count) {
+    ShiftWalk w{st.st_dev, from, to, count, {}};
+    shift_dir(root_fd, w, 0);
+    const std::string self = "/proc/self/fd/" + std::to_string(root_fd);
+    IdXattrs x = read_id_xattrs(self, true, false);
+    uid_t u = remap(st.st_uid, from, to, count);
+    gid_t g = remap(st.st_gid, from, to, count);
+    if (fchown(root_fd, u, g) < 0) throw_last_error("cannot chown the tree's root");
+    write_id_xattrs(self, "the tree's root", x, w, false);
+}
+
+uint32_t le32(const char* p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return le32toh(v);
+}
+void put_le32(char* p, uint32_t v) {
+    v = htole32(v);
+    memcpy(p, &v, 4);
+}
+
 }  // namespace
+
+std::optional<std::string> remap_acl_xattr(std::string_view acl, uint32_t from, uint32_t to, uint32_t count) {
+    // struct posix_acl_xattr_header { le32 version = 2; } then entries { le16 tag; le16 perm; le32 id; }
+    constexpr size_t kHeader = 4, kEntry = 8;
+    constexpr uint16_t kAclUser = 0x02, kAclGroup = 0x08;
+    if (acl.size() < kHeader || (acl.size() - kHeader) % kEntry != 0 || le32(acl.data()) != 2) return std::nullopt;
+    std::string out(acl);
+    bool changed = false;
+    for (size_t at = kHeader; at < out.size(); at += kEntry) {
+        uint16_t tag;
+        memcpy(&tag, out.data() + at, 2);
+        tag = le16toh(tag);
+        if (tag != kAclUser && tag != kAclGroup) continue;
+        uint32_t id = le32(out.data() + at + 4);
+        uint32_t moved = remap(id, from, to, count);
+        if (moved == id) continue;
+        put_le32(out.data() + at + 4, moved);
+        changed = true;
+    }
+    if (!changed) return std::nullopt;
+    return out;
+}
+
+std::optional<std::string> remap_file_caps(std::string_view caps, uint32_t from, uint32_t to, uint32_t count) {
+    // struct vfs_ns_cap_data { le32 magic_etc; { le32 permitted, inheritable; } data[2]; le32 rootid; }
+    // (VFS_CAP_REVISION_3, 24 bytes); revision 2 (20 bytes) has no rootid: its root is 0.
+    constexpr uint32_t kRevisionMask = 0xFF000000, kRevision2 = 0x02000000, kRevision3 = 0x03000000;
+    constexpr size_t kSize2 = 20, kSize3 = 24;
+    if (caps.size() < 4) return std::nullopt;
+    const uint32_t magic = le32(caps.data());
+    uint32_t root;
+    if ((magic & kRevisionMask) == kRevision2 && caps.size() == kSize2) root = 0;
+    else if ((magic & kRevisionMask) == kRevision3 && caps.size() == kSize3) root = le32(caps.data() + 20);
+    else return std::nullopt;
+    std::string out(caps.substr(0, kSize2));
+    out.resize(kSize3);
+    put_le32(out.data(), (magic & ~kRevisionMask) | kRevision3);
+    put_le32(out.data() + 20, remap(root, from, to, count));
+    return out;
+}
 
 void shift_tree_ownership(int root_fd, const IdRange& range) {
     struct stat st;
@@ -160,12 +280,15 @@ void shift_tree_ownership(int root_fd, const IdRange& range) {
     ssize_t n = fgetxattr(root_fd, kShiftXattr, buf, sizeof buf - 1);
     if (n > 0) current = static_cast<uint32_t>(strtoul(buf, nullptr, 10));
     if (current == range.shift && st.st_uid == range.shift) return;
-    shift_dir(root_fd, st.st_dev, current, range.shift, range.count, 0);
-    uid_t u = remap(st.st_uid, current, range.shift, range.count);
-    gid_t g = remap(st.st_gid, current, range.shift, range.count);
-    if (fchown(root_fd, u, g) < 0) throw_last_error("cannot chown the tree's root");
+    shift_root(root_fd, st, current, range.shift, range.count);
     std::string v = std::to_string(range.shift);
     if (fsetxattr(root_fd, kShiftXattr, v.data(), v.size(), 0) < 0) throw_last_error("cannot record the tree's UID shift");
+}
+
+void shift_tree_owners_up_one(int root_fd, uint32_t count) {
+    struct stat st;
+    if (fstat(root_fd, &st) < 0) throw_last_error("stat");
+    shift_root(root_fd, st, 0, 1, count);
 }
 
 bool keeps_out_other_users(uid_t owner, gid_t group, mode_t mode) {

@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -54,7 +55,24 @@ namespace mk::core {
 // k becomes shift+k), and records the shift in the root's "trusted.machkit.uid_shift" xattr, so a
 // second start with the same range costs nothing and one with another range shifts back first.
 // Never follows symlinks and never leaves the tree's file system (T-09). Throws on failure.
+// The walk also moves the ids in POSIX ACLs and file capabilities' root id (chown() drops
+// security.capability: it is written back), and moves a file with several links once.
 void shift_tree_ownership(int root_fd, const IdRange& range);
+
+// Rootless --private-users-ownership=chown (rootless.hpp), run as root of a user namespace whose
+// inside 0 is the user's own uid and 1.. its subordinate uids: every owner k < `count` (as that
+// namespace sees it) becomes k+1, which moves the tree from the podman layout (inside 0 = the user)
+// to the range layout (inside 0 = the first subordinate uid) in one pass. An owner the namespace
+// does not map fails the chown (EPERM) and the walk stops there. Same walk as above.
+void shift_tree_owners_up_one(int root_fd, uint32_t count);
+
+// POSIX ACL xattr text (system.posix_acl_access/default) with its ACL_USER and ACL_GROUP ids in
+// [from, from+count) moved to `to`; nullopt when nothing changes or the text is not an ACL. Pure.
+std::optional<std::string> remap_acl_xattr(std::string_view acl, uint32_t from, uint32_t to, uint32_t count);
+
+// security.capability text as revision 3 with its root id (0 for revision 2) moved likewise (chown()
+// drops the xattr, so it is always written back); nullopt when it is not one. Pure.
+std::optional<std::string> remap_file_caps(std::string_view caps, uint32_t from, uint32_t to, uint32_t count);
 
 // Under --private-users-ownership=map a file that container root creates is owned by host root on
 // disk and keeps its setuid bit (issue 19 B): any host user who can walk to the tree could run it

@@ -222,7 +222,7 @@ void ContainerCgroup::arm_reaper() {
         // The container's processes die with spawn (parent-death signal); give them a moment.
         for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it)
             for (int i = 0; i < 10 && access(it->c_str(), F_OK) == 0; i++) {
-                remove_cgroup_tree(*it);
+                remove_tree(*it);
                 usleep(50000);
             }
         for (auto it = slices_.rbegin(); it != slices_.rend(); ++it) rmdir(it->c_str());
@@ -253,10 +253,19 @@ void ContainerCgroup::delegate_to(uid_t uid, gid_t gid) const {
 
 void ContainerCgroup::remove() noexcept {
     unified_fd_.reset();
-    for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it) remove_cgroup_tree(*it);
+    for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it) remove_tree(*it);
     for (auto it = slices_.rbegin(); it != slices_.rend(); ++it) rmdir(it->c_str());  // EBUSY: still in use
     dirs_.clear();
     slices_.clear();
+}
+
+void ContainerCgroup::remove_tree(const std::string& dir) const noexcept {
+    remove_cgroup_tree(dir);
+    if (!remover_ || access(dir.c_str(), F_OK) != 0) return;
+    try {
+        remover_(dir);
+    } catch (...) {
+    }
 }
 
 void remove_cgroup_tree(const std::string& dir) noexcept { (void)rm_rf_at_noexcept(AT_FDCWD, dir, kRemoveCgroup); }

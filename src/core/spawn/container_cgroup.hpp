@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <optional>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -96,12 +97,20 @@ public:
     // manage the subtree: the directories and the files in them, as nspawn does for its payload.
     void delegate_to(uid_t uid, gid_t gid) const;
 
+    // What removes a group the caller could not remove itself (remove() and the reaper try
+    // remove_cgroup_tree() first): a rootless machine whose root is not the user hands its groups to
+    // that root, whose subgroups the user can remove only through a user namespace of the range.
+    void set_remover(std::function<void(const std::string& dir)> remover) { remover_ = std::move(remover); }
+
     // Forks a small reaper that removes the groups once this process is gone, however it goes
     // (SIGKILL included): nothing may outlive a killed spawn. The reaper ignores the terminal's
     // signals and exits when the groups are gone or this object is destroyed.
     void arm_reaper();
 
 private:
+    void remove_tree(const std::string& dir) const noexcept;
+
+    std::function<void(const std::string&)> remover_;
     UniqueFd own_unified_;             // kept open while the groups exist: their paths go through /proc/self/fd
     std::vector<std::string> dirs_;    // absolute group directories we created, for removal
     std::vector<std::string> slices_;  // parent slices we created, removed if empty

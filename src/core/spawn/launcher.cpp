@@ -46,6 +46,10 @@ namespace {
         become_container_init(p, chan);
         // Rootless: nothing may happen before the parent has written our user namespace's map.
         if (p.rootless && !wait_go_ahead(chan)) _exit(1);
+        if (p.rootless) {
+            step = "become root of the user namespace";
+            become_mapped_root(*p.rootless);
+        }
         step = "create the nested user namespace";
         make_nested_user_namespace(p);
         // ---- OCI (config.json) ----
@@ -154,6 +158,7 @@ public:
             if (!own) throw_last_error("cannot duplicate the cgroup2 mount");
         }
         cgroup.emplace(layout, p_.rootless ? p_.rootless_cgroup : own_cgroup_path(spec_), "/sys/fs/cgroup", std::move(own));
+        if (p_.rootless) cgroup->set_remover(rootless_cgroup_remover(*p_.rootless));
         cgroup->arm_reaper();
     }
     std::optional<ContainerCgroup> cgroup;
@@ -186,6 +191,7 @@ bool place_machine(const SpawnSpec& spec, const Prepared& p, const LaunchHooks& 
         groups.make(cgroup2_only);
     }
     if (cgroup) cgroup->attach(pid, !born_in_cgroup);
+    if (cgroup && p.rootless) delegate_rootless_cgroup(*p.rootless, *cgroup);  // range map: to its root
     if (p.userns && p.cgroups && !p.rootless) {  // rootless: the user made them, root inside owns them
         if (cgroup) cgroup->delegate_to(p.userns->shift, p.userns->shift);
         if (machd_scope) {

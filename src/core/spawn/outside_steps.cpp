@@ -293,6 +293,7 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
         throw UsageError("the host's or a joined UTS, IPC or PID namespace cannot be combined with a user namespace");
 
     if (p.rootless) {
+        settle_rootless_tree_ownership(*p.rootless, spec, root);  // may switch to the range map
         const RootlessMap& m = p.rootless->map;
         p.userns = IdRange{0, std::min(m.uid_count(), m.gid_count())};
         p.plan = make_rootless_mount_plan(build_mount_plan(with_journal_link(spec, root, p.root_path), 0u),

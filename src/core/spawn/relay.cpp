@@ -4,6 +4,8 @@
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,6 +15,7 @@
 #include <stdexcept>
 
 #include "core/base/error.hpp"
+#include "core/base/fs_at.hpp"
 #include "core/base/io.hpp"
 #include "core/base/notify.hpp"
 #include "core/kernel/console.hpp"
@@ -63,6 +66,73 @@ Relay::~Relay() {
 
 void Relay::kill_child(int sig) { syscall(SYS_pidfd_send_signal, ends_.pidfd, sig, nullptr, 0); }
 
+bool process_takes_signal(std::string_view status, int sig, bool exact) {
+    if (sig < 1 || sig > 64) return false;
+    bool takes = false, set_up = false;
+    for (std::string_view key : {"\nSigBlk:\t", "\nSigCgt:\t"}) {
+        size_t at = status.find(key);
+        if (at == std::string_view::npos) continue;
+        std::string_view hex = status.substr(at + key.size());
+        hex = hex.substr(0, hex.find('\n'));
+        if (hex.find_first_not_of('0') != std::string_view::npos) set_up = true;
+        // 16 hex digits, signal 1 is bit 0 of the last one.
+        const size_t bit = static_cast<size_t>(sig - 1);
+        if (hex.size() <= bit / 4) continue;
+        char c = hex[hex.size() - 1 - bit / 4];
+        int v = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : 0;
+        if (v & (1 << (bit % 4))) takes = true;
+    }
+    return takes || (!exact && set_up);
+}
+
+std::optional<bool> Relay::init_takes(int sig) const {
+    // Still spawn's own code before exec (same executable): it unblocks its signals right before
+    // exec, so what it blocks now says nothing of the init to come.
+    const std::string proc = "/proc/" + std::to_string(ends_.pid);
+    struct stat init_exe, own_exe;
+    if (stat((proc + "/exe").c_str(), &init_exe) == 0 && stat("/proc/self/exe", &own_exe) == 0 &&
+        init_exe.st_dev == own_exe.st_dev && init_exe.st_ino == own_exe.st_ino)
+        return std::nullopt;
+    auto status = read_host_file(proc + "/status", 1 << 16);
+    // A systemd (one that notifies) catches its crash signals before it blocks the rest: only the
+    // signal itself counts there.
+    return !status || process_takes_signal(*status, sig, init_notifies_);  // unreadable: send it, as before
+}
+
+void Relay::halt_guest(int sig) {
+    if (!boot_ || init_takes(sig).value_or(false)) {
+        kill_child(sig);
+        return;
+    }
+    pending_halt_ = sig;
+    if (!halt_timer_) {
+        halt_timer_.reset(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+        if (!halt_timer_) {
+            kill_child(sig);  // no timer: the old behaviour
+            pending_halt_ = 0;
+            return;
+        }
+        itimerspec every{{0, 20'000'000}, {0, 20'000'000}};
+        timerfd_settime(halt_timer_.get(), 0, &every, nullptr);
+    }
+}
+
+void Relay::on_halt_timer() {
+    uint64_t ticks = 0;
+    (void)!read(halt_timer_.get(), &ticks, sizeof ticks);
+    // An init that never blocks nor catches it: 5 s after its exec it gets the signal anyway, as before.
+    std::optional<bool> takes = pending_halt_ ? init_takes(pending_halt_) : std::optional<bool>(false);
+    if (takes) halt_ticks_ += ticks;
+    if (pending_halt_ && ((takes && *takes) || halt_ticks_ >= 250)) {
+        kill_child(pending_halt_);
+        pending_halt_ = 0;
+    }
+    if (!pending_halt_) halt_timer_.reset();
+}
+
 void Relay::told_ready(const std::string& status) {
     notify_manager("READY=1\nSTATUS=" + status + "\nX_NSPAWN_LEADER_PID=" + std::to_string(ends_.pid));
 }
@@ -83,20 +153,22 @@ void Relay::reap_reporter() {
 
 Outcome Relay::run() {
     while (!outcome_) {
-        pollfd fds[7];
+        pollfd fds[8];
         int n = 0;
         fds[n++] = {ends_.pidfd, POLLIN, 0};
         fds[n++] = {ends_.signal_fd, POLLIN, 0};
-        int chan_i = -1, master_i = -1, stdin_i = -1, notify_i = -1, reporter_i = -1;
+        int chan_i = -1, master_i = -1, stdin_i = -1, notify_i = -1, reporter_i = -1, halt_i = -1;
         if (chan_open_) chan_i = n, fds[n++] = {ends_.chan, POLLIN, 0};
         if (master_open_) master_i = n, fds[n++] = {master_.get(), POLLIN, 0};
         if (stdin_open_ && master_) stdin_i = n, fds[n++] = {STDIN_FILENO, POLLIN, 0};
         if (notify_) notify_i = n, fds[n++] = {notify_.get(), POLLIN, 0};
         if (reporter_) reporter_i = n, fds[n++] = {reporter_.get(), POLLIN, 0};
+        if (halt_timer_) halt_i = n, fds[n++] = {halt_timer_.get(), POLLIN, 0};
         if (retry_eintr([&] { return poll(fds, static_cast<nfds_t>(n), -1); }) < 0) throw_last_error("poll");
         if (chan_i >= 0 && fds[chan_i].revents) on_channel();
         if (notify_i >= 0 && fds[notify_i].revents) on_notify();
         if (reporter_i >= 0 && fds[reporter_i].revents) reap_reporter();
+        if (halt_i >= 0 && fds[halt_i].revents) on_halt_timer();
         if (master_i >= 0 && (fds[master_i].revents & (POLLIN | POLLHUP | POLLERR))) on_master();
         if (stdin_i >= 0 && fds[stdin_i].revents) on_stdin();
         if (fds[1].revents & POLLIN) on_signals();
@@ -188,7 +260,7 @@ void Relay::on_signals() {
                 int fwd = spec_.kill_signal > 0 ? spec_.kill_signal : sig;
                 if (boot_ && !spec_.quiet)
                     fprintf(stderr, "Trying to halt container. Send SIGTERM again to trigger immediate termination.\n");
-                kill_child(fwd);
+                halt_guest(fwd);
             }
         } else if (sig == SIGHUP) {
             kill_child(SIGHUP);

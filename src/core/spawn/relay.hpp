@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "core/base/unique_fd.hpp"
 #include "core/spawn/spawn_spec.hpp"
@@ -28,6 +29,15 @@ struct Outcome {
 // How the container's PID 1 ended. A booted guest that calls reboot(2) in its PID namespace is
 // killed by SIGHUP (restart) or SIGINT (power-off, halt): that is how the kernel reports them.
 Outcome interpret_exit(const siginfo_t& si, bool boot);
+
+// Whether a guest's init with this /proc/PID/status text is ready for `sig`: it blocks or catches
+// it (SigBlk, SigCgt), or, unless `exact`, has set up its signal handling otherwise (some signal
+// blocked or caught: what it does with `sig` is then its own choice; busybox init shows only
+// SIGTSTP). The PID 1 of a PID namespace discards a signal it neither blocks nor catches (SIG_DFL,
+// SIGNAL_UNKILLABLE), so a halt request sent before a systemd blocked its signals was lost (systemd
+// catches its crash signals first: `exact` for it). False for a process that has set up nothing
+// yet, or text without either line. Pure.
+bool process_takes_signal(std::string_view proc_status, int sig, bool exact = false);
 
 struct RelayEnds {
     pid_t pid = -1;  // the container's PID 1, as the host sees it
@@ -61,6 +71,13 @@ private:
     void report_ready();
     void reap_reporter();
     void kill_child(int sig);
+    // Sends the halt signal to a booted guest's init once it takes it (process_takes_signal, once it
+    // is no longer spawn's own executable: before exec the child unblocks its signals), checking
+    // again on a timer (20 ms) until then, and sending it anyway 5 s after the exec.
+    void halt_guest(int sig);
+    void on_halt_timer();
+    // nullopt while the init is still spawn's own executable (not exec'd yet).
+    std::optional<bool> init_takes(int sig) const;
 
     const SpawnSpec& spec_;
     const bool boot_, init_notifies_;
@@ -74,7 +91,10 @@ private:
     const bool interactive_, relay_out_;
     bool stdin_open_, chan_open_ = true, master_open_ = false;
     int term_count_ = 0;
-    UniqueFd reporter_;  // pidfd of the helper telling the manager
+    int pending_halt_ = 0;  // a halt signal the init would not have taken yet
+    uint64_t halt_ticks_ = 0;
+    UniqueFd halt_timer_;  // timerfd re-checking it
+    UniqueFd reporter_;    // pidfd of the helper telling the manager
     bool reported_ = false;
     std::optional<Outcome> outcome_;
     std::string setup_error_;

@@ -5,21 +5,28 @@
 #include <signal.h>
 #include <linux/sched.h>
 #include <spawn.h>
+#include <grp.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
+#include <functional>
 #include <stdexcept>
 #include <vector>
 
+#include "core/base/child_error.hpp"
 #include "core/base/error.hpp"
 #include "core/base/io.hpp"
 #include "core/base/fs_at.hpp"
 #include "core/base/passwd.hpp"
+#include "core/kernel/userns.hpp"
 #include "core/spawn/rootless_plan.hpp"
 
 extern char** environ;
@@ -112,8 +119,9 @@ RootlessUser prepare_rootless_user(const SpawnSpec& spec) {
 
     auto subuid = parse_subid_file(read_host_file("/etc/subuid", kSubidMaxFileSize).value_or(""));
     auto subgid = parse_subid_file(read_host_file("/etc/subgid", kSubidMaxFileSize).value_or(""));
-    u.map = plan_rootless_map(u.name, u.uid, u.gid, subid_ranges_for(subuid, u.name, u.uid),
-                              subid_ranges_for(subgid, u.name, u.gid));
+    u.uid_ranges = subid_ranges_for(subuid, u.name, u.uid);
+    u.gid_ranges = subid_ranges_for(subgid, u.name, u.gid);
+    u.map = plan_rootless_map(u.name, u.uid, u.gid, u.uid_ranges, u.gid_ranges);
     if (u.map.needs_helpers) {
         for (const char* h : {kNewuidmap, kNewgidmap}) {
             struct stat st;
@@ -170,6 +178,152 @@ void write_rootless_maps(pid_t pid, const RootlessUser& u) {
     write_proc(pid, "uid_map", map_lines_text(u.map.uid_lines));
     write_proc(pid, "setgroups", "deny");
     write_proc(pid, "gid_map", map_lines_text(u.map.gid_lines));
+}
+
+namespace {
+
+constexpr const char* kShiftingXattr = "user.machkit.shifting";
+
+// The child of run_in_shift_namespace(): a user namespace of its own, mapped by the parent, then
+// `work` as its root.
+[[noreturn]] void shift_namespace_child(const std::function<void()>& work, int ready, int go, int err) noexcept {
+    const char* step = "create the shift's user namespace";
+    try {
+        if (unshare(CLONE_NEWUSER) < 0) throw_last_error(step);
+        char c = 1;
+        if (write(ready, &c, 1) != 1) _exit(1);
+        if (read(go, &c, 1) != 1) _exit(1);  // the parent failed to map us
+        step = "work as the range's owner";
+        work();
+        _exit(0);
+    } catch (const std::system_error& e) {
+        ChildError::make(step, e.code().value(), e.what()).send_to(err);
+    } catch (const std::exception& e) {
+        ChildError::make(step, 0, e.what()).send_to(err);
+    } catch (...) {
+        ChildError::make(step, 0).send_to(err);
+    }
+    _exit(1);
+}
+
+}  // namespace
+
+void run_in_shift_namespace(const RootlessUser& u, const RootlessMap& range_map, const std::function<void()>& work) {
+    RootlessUser helper = u;
+    helper.map = plan_rootless_shift_map(range_map, u.uid, u.gid);
+    int a[2], b[2], c[2];
+    if (pipe2(a, O_CLOEXEC) < 0) throw_last_error("pipe");
+    UniqueFd ready_rd(a[0]), ready_wr(a[1]);
+    if (pipe2(b, O_CLOEXEC) < 0) throw_last_error("pipe");
+    UniqueFd go_rd(b[0]), go_wr(b[1]);
+    if (pipe2(c, O_CLOEXEC) < 0) throw_last_error("pipe");
+    UniqueFd err_rd(c[0]), err_wr(c[1]);
+    pid_t pid = fork();
+    if (pid < 0) throw_last_error("fork");
+    if (pid == 0) shift_namespace_child(work, ready_wr.get(), go_rd.get(), err_wr.get());
+    ready_wr.reset();
+    go_rd.reset();
+    err_wr.reset();
+    struct Reap {
+        pid_t pid;
+        bool done = false;
+        ~Reap() {
+            if (done) return;
+            kill(pid, SIGKILL);
+            (void)retry_eintr([&] { return waitpid(pid, nullptr, 0); });
+        }
+    } reap{pid};
+    char ok = 0;
+    if (retry_eintr([&] { return read(ready_rd.get(), &ok, 1); }) != 1) {
+        auto e = ChildError::receive_from(err_rd.get());
+        throw UsageError(explain_userns_failure(e ? e->err : EPERM));
+    }
+    write_rootless_maps(pid, helper);
+    if (write(go_wr.get(), &ok, 1) != 1) throw_last_error("cannot wake the shift's process");
+    go_wr.reset();
+    auto e = ChildError::receive_from(err_rd.get());
+    int status = 0;
+    (void)retry_eintr([&] { return waitpid(pid, &status, 0); });
+    reap.done = true;
+    if (e) throw std::runtime_error(e->what());
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw std::runtime_error("the shift's process died");
+}
+
+void shift_rootless_tree(int tree_fd, const RootlessUser& u, const RootlessMap& range_map) {
+    const uint32_t count = std::min(range_map.uid_count(), range_map.gid_count());
+    try {
+        run_in_shift_namespace(u, range_map, [&] {
+            if (fsetxattr(tree_fd, kShiftingXattr, "1", 1, 0) < 0 && errno != ENOTSUP && errno != EOPNOTSUPP)
+                throw_last_error("cannot mark the tree's root as being shifted");
+            shift_tree_owners_up_one(tree_fd, count);
+            if (fremovexattr(tree_fd, kShiftingXattr) < 0 && errno != ENODATA && errno != ENOTSUP && errno != EOPNOTSUPP)
+                throw_last_error("cannot remove the tree's shift mark");
+        });
+    } catch (const UsageError&) {
+        throw;
+    } catch (const std::exception& e) {
+        throw std::runtime_error(std::string("cannot move the tree's owners into your subordinate range: ") + e.what() +
+                                 "; the tree is half moved now: unpack it again");
+    }
+}
+
+std::function<void(const std::string&)> rootless_cgroup_remover(const RootlessUser& u) {
+    if (u.map.own_ids_mapped) return {};
+    return [u](const std::string& dir) { run_in_shift_namespace(u, u.map, [&] { remove_cgroup_tree(dir); }); };
+}
+
+void delegate_rootless_cgroup(const RootlessUser& u, const ContainerCgroup& cgroup) {
+    if (u.map.own_ids_mapped) return;  // root inside is the user, who made the group
+    try {
+        // The range map's inside 0 is the shift namespace's 1.
+        run_in_shift_namespace(u, u.map, [&] { cgroup.delegate_to(1, 1); });
+    } catch (const UsageError&) {
+        throw;
+    } catch (const std::exception& e) {
+        throw std::runtime_error(std::string("cannot hand the machine's cgroup to its root: ") + e.what());
+    }
+}
+
+void settle_rootless_tree_ownership(RootlessUser& u, const SpawnSpec& spec, int root_fd) {
+    if (!spec.image.empty()) return;  // refused by check_rootless_spec()
+    struct stat st;
+    if (fstat(root_fd, &st) < 0) throw_last_error("cannot stat " + spec.directory);
+    RootlessOwnershipInput in;
+    in.tree = spec.directory;
+    in.uid = u.uid;
+    in.root_owner = st.st_uid;
+    if (!u.uid_ranges.empty()) in.first_subuid = u.uid_ranges.front().start;
+    in.has_ranges = !u.uid_ranges.empty() && !u.gid_ranges.empty();
+    in.consent = spec.userns_ownership == UserNamespaceOwnership::Chown;
+    in.keeps_tree = spec.ephemeral || spec.volatile_mode != VolatileMode::No || spec.read_only;
+    if (in.consent && in.root_owner == u.uid) {
+        const std::string self = "/proc/self/fd/" + std::to_string(root_fd);
+        char c;
+        in.interrupted = getxattr(self.c_str(), kShiftingXattr, &c, 1) >= 0 || errno == ERANGE;
+    }
+    RootlessOwnershipPlan plan = plan_rootless_ownership(in);
+    if (plan.how == RootlessTreeOwnership::AsIs) return;
+    RootlessMap range = plan_rootless_range_map(u.name, u.uid, u.gid, u.uid_ranges, u.gid_ranges);
+    // The shift's line is printed even with --quiet: it happens once and changes how the tree is edited.
+    if (!plan.notice.empty() && (!spec.quiet || plan.how == RootlessTreeOwnership::ShiftNow))
+        fprintf(stderr, "spawn: %s\n", plan.notice.c_str());
+    if (plan.how == RootlessTreeOwnership::ShiftNow) {
+        UniqueFd tree(openat(root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!tree) throw_last_error("cannot open " + spec.directory);
+        shift_rootless_tree(tree.get(), u, range);
+    }
+    u.map = std::move(range);
+}
+
+void become_mapped_root(const RootlessUser& u) {
+    if (u.map.own_ids_mapped) return;
+    if (setgroups(0, nullptr) < 0) throw_last_error("setgroups");
+    if (setresgid(0, 0, 0) < 0) throw_last_error("setresgid");
+    if (setresuid(0, 0, 0) < 0) throw_last_error("setresuid");
+    // A credential change clears the parent-death signal and makes us non-dumpable, which gives our
+    // /proc files (uid_map of the nested namespace's maker) to the host's root: undo both.
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) throw_last_error("prctl(PDEATHSIG)");
+    if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0) throw_last_error("prctl(PR_SET_DUMPABLE)");
 }
 
 IdentityUserNamespace make_identity_user_namespace(const RootlessMap& map) {

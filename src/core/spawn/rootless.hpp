@@ -14,9 +14,11 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/base/unique_fd.hpp"
 #include "core/kernel/subid.hpp"
@@ -30,6 +32,8 @@ struct RootlessUser {
     uid_t uid = 0;
     gid_t gid = 0;
     RootlessMap map;
+    std::vector<SubidRange> uid_ranges;  // the user's subordinate ranges, in file order
+    std::vector<SubidRange> gid_ranges;
     std::string newuidmap;  // paths of the helpers, when map.needs_helpers
     std::string newgidmap;
     std::string runtime_dir;  // $XDG_RUNTIME_DIR (or /run/user/UID): spawn's locks live below it
@@ -43,6 +47,39 @@ bool running_rootless();
 // missing newuidmap/newgidmap when the user has ranges. Prints the map's limitation line (if any)
 // unless `quiet`.
 RootlessUser prepare_rootless_user(const SpawnSpec& spec);
+
+// The tree's owners (--private-users-ownership=chown, plan_rootless_ownership()): reads the owner of
+// the tree's root `root_fd`, and for a tree to shift now moves its owners into the range once
+// (shift_rootless_tree), printing the one-line notice unless --quiet. On return `user.map` is the
+// map to run with: the range map (own IDs not mapped) for a shifted tree, else unchanged.
+void settle_rootless_tree_ownership(RootlessUser& user, const SpawnSpec& spec, int root_fd);
+
+// Moves the tree at `tree_fd` from the podman layout into `range_map`'s (k -> k+1 in a namespace
+// that maps both, made with newuidmap/newgidmap for a forked child: shift_tree_owners_up_one()).
+// Marks the tree's root while it works ("user.machkit.shifting"), so an interrupted shift is found.
+void shift_rootless_tree(int tree_fd, const RootlessUser& user, const RootlessMap& range_map);
+
+// Runs `work` in a forked child that is root of a user namespace mapped with
+// plan_rootless_shift_map(range_map) (newuidmap/newgidmap): it may chown between the user's own IDs
+// and the range's. Throws UsageError when no user namespace can be made, else std::runtime_error
+// with the child's failure.
+void run_in_shift_namespace(const RootlessUser& user, const RootlessMap& range_map, const std::function<void()>& work);
+
+// With the range map (the user's own IDs not mapped), the machine's cgroup groups, which the user
+// made, are handed to root inside (chowned in the shift namespace), so a booted guest may write its
+// cgroup2 view, as root -U's delegate_to() does. Call once the machine's init is in the groups (the
+// user must still be able to clone into them). Nothing for the podman map.
+void delegate_rootless_cgroup(const RootlessUser& user, const ContainerCgroup& cgroup);
+
+// The guest's subgroups of such groups are the range's, which the user cannot remove: the remover
+// (ContainerCgroup::set_remover(), before arm_reaper(), so the reaper has it too) removes them
+// through the same namespace. Empty for the podman map.
+std::function<void(const std::string&)> rootless_cgroup_remover(const RootlessUser& user);
+
+// Inside the container's namespace, right after its map is written: with the range map (the user's
+// own IDs not mapped) become root there (setresuid/setresgid 0, no supplementary groups, which would
+// still be the user's own), else nothing.
+void become_mapped_root(const RootlessUser& user);
 
 // Writes the map of the user namespace of `pid` (a child that waits to be told it is mapped).
 // Throws std::system_error / UsageError naming the helper and the file to check on failure.

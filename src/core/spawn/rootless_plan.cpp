@@ -32,10 +32,43 @@ void check_rootless_spec(const SpawnSpec& spec) {
         throw UsageError(
             "--private-users-ownership=map needs root (idmapped mounts are made in the initial user "
             "namespace): drop the option, a tree you own is root's inside as it is");
-    if (spec.userns_ownership == UserNamespaceOwnership::Chown)
+}
+
+RootlessOwnershipPlan plan_rootless_ownership(const RootlessOwnershipInput& in) {
+    RootlessOwnershipPlan p;
+    const bool shifted = in.first_subuid && in.root_owner == *in.first_subuid;
+    if (shifted) {
+        // Shifted by an earlier run (the root is chowned last, so its owner is the record).
+        p.how = RootlessTreeOwnership::Shifted;
+        if (!in.consent)
+            p.notice = in.tree +
+                       " was moved into your subordinate range by --private-users-ownership=chown: it runs with "
+                       "that range, your own uid not mapped";
+        return p;
+    }
+    if (!in.consent) return p;  // AsIs: the podman layout, whatever the tree holds
+    if (!in.has_ranges)
         throw UsageError(
-            "--private-users-ownership=chown is not supported for an ordinary user yet: drop the option, "
-            "a tree you own is used as it is (your files are root's inside)");
+            "--private-users-ownership=chown moves the tree into your subordinate range, and you have none in "
+            "/etc/subuid and /etc/subgid: ask the administrator for one (usermod --add-subuids/--add-subgids), "
+            "or drop the option");
+    if (in.root_owner != in.uid)
+        throw UsageError("--private-users-ownership=chown shifts a tree you own, and " + in.tree + " belongs to uid " +
+                         std::to_string(in.root_owner) + ", neither you (" + std::to_string(in.uid) +
+                         ") nor your first subordinate uid (" + std::to_string(*in.first_subuid) + "): drop the option");
+    if (in.interrupted)
+        throw UsageError("an earlier --private-users-ownership=chown of " + in.tree +
+                         " was interrupted, so its owners are half moved: unpack the tree again, then run it with "
+                         "--private-users-ownership=chown");
+    if (in.keeps_tree)
+        throw UsageError(
+            "--private-users-ownership=chown changes the owners of " + in.tree +
+            ", and -x/--volatile/--read-only keep it unchanged: shift it once without them, then run it with them");
+    p.how = RootlessTreeOwnership::ShiftNow;
+    p.notice = "moving the owners of " + in.tree + " into your subordinate range (once; uid " + std::to_string(in.uid) +
+               " -> " + std::to_string(*in.first_subuid) +
+               "): from now on edit it through spawn or podman unshare, not as yourself";
+    return p;
 }
 
 std::vector<MountStep> make_rootless_mount_plan(std::vector<MountStep> plan, bool private_network, uint32_t gid_count) {

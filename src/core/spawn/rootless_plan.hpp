@@ -23,9 +23,41 @@
 namespace mk::core {
 
 // Refuses, with one UsageError line saying what to do, the options a rootless start cannot honour:
-// disk images (-i), idmapped binds, -U (the range comes from /etc/subuid instead), and networking
-// other than --network-veth (pasta), -p and --private-network.
+// disk images (-i), idmapped binds, -U (the range comes from /etc/subuid instead),
+// --private-users-ownership=map, and networking other than --network-veth (pasta), -p and
+// --private-network. --private-users-ownership=chown is the consent to shift the tree
+// (plan_rootless_ownership).
 void check_rootless_spec(const SpawnSpec& spec);
+
+// How a rootless start treats the owners of its tree (--private-users-ownership=chown as consent).
+enum class RootlessTreeOwnership {
+    AsIs,      // the podman map (inside 0 = the user): the tree is used as it is
+    ShiftNow,  // move the tree into the range once (shift_tree_owners_up_one), then run with the range map
+    Shifted,   // moved by an earlier run: run with the range map (plan_rootless_range_map)
+};
+
+struct RootlessOwnershipInput {
+    std::string tree;                      // for messages
+    uid_t uid = 0;                         // the user
+    uid_t root_owner = 0;                  // the owner of the tree's root directory: chowned last, so it records the shift
+    std::optional<uint32_t> first_subuid;  // the range map's inside 0; nullopt without ranges
+    bool has_ranges = false;               // both subordinate uids and gids
+    bool consent = false;                  // --private-users-ownership=chown
+    bool interrupted = false;              // the tree's root carries the marker of a shift that did not finish
+    bool keeps_tree = false;               // -x, --volatile, --read-only: the tree must not change
+};
+
+struct RootlessOwnershipPlan {
+    RootlessTreeOwnership how = RootlessTreeOwnership::AsIs;
+    std::string notice;  // one line for stderr, empty if none
+};
+
+// A tree whose root belongs to the user's first subordinate uid was shifted: it runs with the range
+// map, with or without the flag (without it, the notice says so). With the flag, a tree whose root
+// is the user's own is shifted now (the notice says what that means for editing it). Refused in one
+// line each, with the flag: no subordinate ranges, a root owned by anyone else, an interrupted
+// earlier shift, and -x/--volatile/--read-only. Pure.
+RootlessOwnershipPlan plan_rootless_ownership(const RootlessOwnershipInput& in);
 
 // The root mount plan turned into one an unprivileged user namespace can carry out:
 //  - device nodes become binds of the host's own nodes (mknod needs the initial namespace);
