@@ -427,8 +427,11 @@ void enter_user_namespace(Prepared& p) {
     // Into the container's user namespace, with fresh mount, UTS and IPC namespaces owned by
     // it: everything mounted so far is locked there (MNT_LOCKED), so root inside cannot
     // unmount the masks and read-only mounts, and it may still mount on top of them.
+    // config.json's container keeps its IPC namespace: its linux.sysctl IPC values and its
+    // /dev/mqueue belong to that one (a new IPC namespace would start from the defaults).
     if (setns(p.userns_fd.get(), CLONE_NEWUSER) < 0) throw_last_error("cannot enter the user namespace");
-    if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC) < 0)
+    const bool oci = !p.oci_uid_map.empty();
+    if (unshare(CLONE_NEWNS | CLONE_NEWUTS | (oci ? 0 : CLONE_NEWIPC)) < 0)
         throw_last_error("cannot create namespaces in the user namespace");
     p.userns_fd.reset();
 }
@@ -458,8 +461,10 @@ void drop_privileges(const SpawnSpec& spec, const Prepared& p) {
     r = set_capabilities(root_user ? p.guest.bounding : spec.capabilities_ambient, spec.capabilities_ambient);
     if (r < 0) throw_errno(-r, "cannot set capabilities");
     raise_ambient_capabilities(spec.capabilities_ambient);
-    // A credential change clears the parent-death signal: set it again.
-    if ((!root_user || p.userns) && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) throw_last_error("prctl(PDEATHSIG)");
+    // A credential change clears the parent-death signal: set it again, unless the init is to
+    // outlive the runtime (detached start, outlive_parent()).
+    if ((!root_user || p.userns) && p.exec_gate < 0 && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        throw_last_error("prctl(PDEATHSIG)");
     if (spec.no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) throw_last_error("no_new_privs");
 }
 
