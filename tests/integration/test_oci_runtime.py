@@ -379,6 +379,22 @@ def test_caps_inheritable_empty_and_numeric_user(machrun, tree, tmp_path):
     machrun("delete", "--force", "u1")
 
 
+def test_a_non_root_init_outlives_create(machrun, tree, tmp_path):
+    """process.user 1000: the switch of credentials must not re-arm the parent-death signal that
+    create dropped, or the init dies with machrun create before start."""
+    bundle = make_bundle(machrun, tree, ["sh", "-c", "test $(id -u) = 1000 && exit 42"])
+    config = json.loads((bundle / "config.json").read_text())
+    config["process"]["user"] = {"uid": 1000, "gid": 1000}
+    config["process"]["capabilities"] = {"bounding": [], "effective": [], "permitted": []}
+    (bundle / "config.json").write_text(json.dumps(config))
+    machrun("create", "--bundle", str(bundle), "--pid-file", str(tmp_path / "pid"), "nr")
+    pid = int((tmp_path / "pid").read_text())
+    assert machrun.state("nr")["status"] == "created"
+    machrun("start", "nr")
+    assert wait_exit(pid) == 42  # it ran, as 1000
+    machrun("delete", "nr")
+
+
 def test_hooks_run_in_the_runtime_spec_order_with_the_state(machrun, tree, tmp_path):
     log = tmp_path / "hooks.log"
     stages = ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"]
