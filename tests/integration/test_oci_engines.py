@@ -255,6 +255,67 @@ def test_podman_read_only_copies_the_images_run_and_tmp_up(podman, busybox_tree_
         podman("rmi", "-f", "localhost/podmanh-ro:latest", check=False)
 
 
+def test_podman_uidmap_maps_root_volume_files_and_exec(podman, tmp_path):
+    """--uidmap: config.json's user namespace with podman's maps; podman chowns its (vfs) copy of
+    the image into the range. Inside, root is 0 and the map is podman's; a file made in a volume
+    is owned by the mapped root on the host; podman exec joins the same user namespace."""
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    os.chown(vol, 100000, 100000)  # the container's root owns the volume, as `-v DIR:/mnt:U` would make it
+    podman(*run_flags("-d", "--name", "podmanh-u", "--uidmap", "0:100000:65536", "-v", f"{vol}:/mnt"), IMAGE,
+           "sh", "-c", "touch /mnt/made-inside; sleep 1000")
+    try:
+        assert wait_for(lambda: (vol / "made-inside").exists())
+        st = (vol / "made-inside").stat()
+        assert (st.st_uid, st.st_gid) == (100000, 100000)
+        pid = int(podman("inspect", "--format", "{{.State.Pid}}", "podmanh-u").stdout)
+        assert pathlib.Path(f"/proc/{pid}/uid_map").read_text().split() == ["0", "100000", "65536"]
+        r = podman("exec", "podmanh-u", "sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g; "
+                   "ls -ln /mnt/made-inside")
+        out = r.stdout.split()
+        assert out[:8] == ["0", "100000", "65536", "0", "100000", "65536", "0", "0"], r.stdout
+        assert out[10:12] == ["0", "0"], r.stdout  # owner and group of the file, seen inside
+        exec_user_ns = podman("exec", "podmanh-u", "readlink", "/proc/self/ns/user").stdout.strip()
+        assert exec_user_ns == os.readlink(f"/proc/{pid}/ns/user")
+        assert exec_user_ns != os.readlink("/proc/self/ns/user")
+    finally:
+        podman("rm", "-f", "podmanh-u", check=False)
+    assert podman("ps", "-aq").stdout.strip() == ""
+
+
+@pytest.fixture
+def subid_containers():
+    """A "containers" range in /etc/subuid and /etc/subgid (podman's --userns=auto takes its IDs
+    from it), restored byte for byte afterwards."""
+    saved = {}
+    for f in ("/etc/subuid", "/etc/subgid"):
+        p = pathlib.Path(f)
+        saved[f] = (p.read_bytes(), p.stat()) if p.exists() else None
+        text = p.read_text() if p.exists() else ""
+        if text and not text.endswith("\n"):
+            text += "\n"
+        p.write_text(text + "containers:2147483647:2147483648\n")
+    yield
+    for f, old in saved.items():
+        p = pathlib.Path(f)
+        if old is None:
+            p.unlink()
+        else:
+            p.write_bytes(old[0])
+            os.chmod(p, old[1].st_mode & 0o7777)
+            os.chown(p, old[1].st_uid, old[1].st_gid)
+
+
+def test_podman_userns_auto_runs_in_a_range_of_its_own(podman, subid_containers):
+    r = podman(*run_flags("--rm", "--userns=auto"), IMAGE, "sh", "-c", "cat /proc/self/uid_map; id -u; touch /ok && echo wrote",
+               timeout=120)
+    out = r.stdout.split()
+    # One range from 0, on a host ID out of the containers range, with root 0 inside.
+    assert out[0] == "0" and int(out[1]) >= 2147483647 and int(out[2]) >= 1024, r.stdout
+    assert out[-2:] == ["0", "wrote"], r.stdout + r.stderr
+    assert podman("ps", "-aq").stdout.strip() == ""
+
+
 # ---- containerd -------------------------------------------------------------------------------
 
 

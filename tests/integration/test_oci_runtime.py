@@ -379,6 +379,22 @@ def test_caps_inheritable_empty_and_numeric_user(machrun, tree, tmp_path):
     machrun("delete", "--force", "u1")
 
 
+def test_a_non_root_init_outlives_create(machrun, tree, tmp_path):
+    """process.user 1000: the switch of credentials must not re-arm the parent-death signal that
+    create dropped, or the init dies with machrun create before start."""
+    bundle = make_bundle(machrun, tree, ["sh", "-c", "test $(id -u) = 1000 && exit 42"])
+    config = json.loads((bundle / "config.json").read_text())
+    config["process"]["user"] = {"uid": 1000, "gid": 1000}
+    config["process"]["capabilities"] = {"bounding": [], "effective": [], "permitted": []}
+    (bundle / "config.json").write_text(json.dumps(config))
+    machrun("create", "--bundle", str(bundle), "--pid-file", str(tmp_path / "pid"), "nr")
+    pid = int((tmp_path / "pid").read_text())
+    assert machrun.state("nr")["status"] == "created"
+    machrun("start", "nr")
+    assert wait_exit(pid) == 42  # it ran, as 1000
+    machrun("delete", "nr")
+
+
 def test_hooks_run_in_the_runtime_spec_order_with_the_state(machrun, tree, tmp_path):
     log = tmp_path / "hooks.log"
     stages = ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"]
@@ -788,3 +804,168 @@ def test_exec_argv_options_behave_as_runcs(machrun, tree, tmp_path):
     r = machrun("exec", "--process", str(tmp_path / "p.json"), "--cap", "CAP_KILL", "ex2", check=False)
     assert r.returncode != 0 and "--cap" in r.stderr
     machrun("delete", "--force", "ex2")
+
+
+# ---- user namespaces ----------------------------------------------------------------------------
+
+# Several ranges, as an engine may give them: 0-999 and 1000-65535 on separate host ranges.
+USERNS_UIDS = [{"containerID": 0, "hostID": 100000, "size": 1000}, {"containerID": 1000, "hostID": 301000, "size": 64536}]
+
+
+def to_host(i):
+    for m in USERNS_UIDS:
+        if m["containerID"] <= i < m["containerID"] + m["size"]:
+            return m["hostID"] + i - m["containerID"]
+    raise ValueError(i)
+
+
+def shift_tree(tree):
+    """Owns the tree by the mapped IDs, as podman chowns its storage for --uidmap."""
+    paths = [str(tree)]
+    for d, dirs, files in os.walk(tree):
+        paths += [os.path.join(d, n) for n in [*dirs, *files]]
+    for p in paths:
+        st = os.lstat(p)
+        os.lchown(p, to_host(st.st_uid), to_host(st.st_gid))
+
+
+def userns_bundle(machrun, tree, args, **extra):
+    os.chown(tree / "home" / "user", 1000, 1000)  # the copy of the tree is root's throughout
+    shift_tree(tree)
+    bundle = make_bundle(machrun, tree, args, **extra)
+    config = json.loads((bundle / "config.json").read_text())
+    config["linux"]["namespaces"].append({"type": "user"})
+    config["linux"]["uidMappings"] = USERNS_UIDS
+    config["linux"]["gidMappings"] = USERNS_UIDS
+    caps = config["process"]["capabilities"]
+    for k in caps:
+        caps[k] = [*caps[k], "CAP_SYS_ADMIN"]  # to show that the container's root may mount
+    (bundle / "config.json").write_text(json.dumps(config))
+    return bundle, config
+
+
+def test_user_namespace_maps_owners_volumes_idmapped_binds_and_exec(machrun, tree, tmp_path):
+    vol = tmp_path / "vol"  # the container root's own volume
+    vol.mkdir()
+    os.chown(vol, 100000, 100000)
+    idm = tmp_path / "idm"  # host root's directory, idmapped into the container
+    idm.mkdir()
+    (idm / "host-file").write_text("x")
+    own = tmp_path / "own"  # idmapped through the mount's own maps: disk 0 is the container's 1000
+    own.mkdir()
+    (own / "host-file").write_text("x")
+    log = tmp_path / "hooks.log"
+    hook = {"path": "/bin/sh", "args": ["sh", "-c", f"read -r st; pid=${{st#*\\\"pid\\\":}}; pid=${{pid%%,*}}; "
+                                                    f"cat /proc/$pid/uid_map >> {log}"]}
+    script = ("cat /proc/self/uid_map; id -u; id -g; stat -c '%u %g' /home/user /; touch /mnt/made-inside; "
+              "stat -c %u /idm/host-file; touch /idm/made-inside; stat -c %u /own/host-file; "
+              "mount -t tmpfs none /tmp && echo mounted-tmpfs; exec sleep 1000")
+    bundle, config = userns_bundle(machrun, tree, ["sh", "-c", script], hooks={"createRuntime": [hook]})
+    config["mounts"] += [
+        {"destination": "/mnt", "type": "bind", "source": str(vol), "options": ["rbind", "rw"]},
+        {"destination": "/idm", "type": "bind", "source": str(idm), "options": ["rbind", "idmap"]},
+        {"destination": "/own", "type": "bind", "source": str(own), "options": ["rbind", "ridmap"],
+         "uidMappings": [{"containerID": 0, "hostID": 301000, "size": 1}],
+         "gidMappings": [{"containerID": 0, "hostID": 301000, "size": 1}]},
+    ]
+    (bundle / "config.json").write_text(json.dumps(config))
+    out_file = tmp_path / "out"
+    with open(out_file, "w") as out:  # the init's stdout, as conmon's pipe would be
+        subprocess.run([machrun.bin, "--root", str(machrun.state_root), "create", "--bundle", str(bundle), "--pid-file",
+                        str(tmp_path / "pid"), "u1"], stdin=subprocess.DEVNULL, stdout=out, check=True, timeout=30)
+    pid = int((tmp_path / "pid").read_text())
+    # The parent wrote the maps before the init went on: the createRuntime hook sees them.
+    assert log.read_text().split() == ["0", "100000", "1000", "1000", "301000", "64536"]
+    machrun("start", "u1")
+    assert wait_for(lambda: "mounted-tmpfs" in out_file.read_text())
+    out = out_file.read_text().split()
+    assert out[:6] == ["0", "100000", "1000", "1000", "301000", "64536"], out
+    assert out[6:8] == ["0", "0"]  # id -u, id -g
+    assert out[8:12] == ["1000", "1000", "0", "0"]  # the shifted tree's owners, seen inside
+    assert out[12] == "0"  # host root's file through the idmapped bind
+    assert out[13] == "1000"  # disk 0 through the mount's own maps is host 301000: the container's 1000
+    assert out[14] == "mounted-tmpfs"  # root inside may mount: its mount namespace is the user namespace's
+    # On the host: the init runs as the mapped root; what it made is owned by the mapped IDs.
+    status = pathlib.Path(f"/proc/{pid}/status").read_text()
+    assert "\nUid:\t100000\t100000\t100000\t100000\n" in status
+    st = (vol / "made-inside").stat()
+    assert (st.st_uid, st.st_gid) == (100000, 100000)
+    st = (idm / "made-inside").stat()
+    assert (st.st_uid, st.st_gid) == (0, 0)  # through the idmapped bind: host root's on disk
+
+    # exec joins the user namespace.
+    r = machrun("exec", "u1", "sh", "-c", "cat /proc/self/uid_map; id -u; readlink /proc/self/ns/user")
+    lines = r.stdout.split()
+    assert lines[:6] == ["0", "100000", "1000", "1000", "301000", "64536"]
+    assert lines[6] == "0"
+    assert lines[7] == os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user")
+
+    # A second container joins the first one's user namespace by path.
+    tree2 = tmp_path / "tree2"
+    shutil.copytree(tree, tree2, symlinks=True)
+    b2 = make_bundle(machrun, tree2, ["sh", "-c", "cat /proc/self/uid_map; id -u"])
+    shutil.move(str(b2), str(tmp_path / "bundle2"))
+    b2 = tmp_path / "bundle2"
+    c2 = json.loads((b2 / "config.json").read_text())
+    c2["linux"]["namespaces"].append({"type": "user", "path": f"/proc/{pid}/ns/user"})
+    (b2 / "config.json").write_text(json.dumps(c2))
+    r = machrun("run", "--bundle", str(b2), "u2")
+    assert r.stdout.split() == ["0", "100000", "1000", "1000", "301000", "64536", "0"], r.stderr
+    machrun("delete", "--force", "u1")
+    assert os.listdir(machrun.state_root) == []
+
+
+def test_user_namespace_with_the_console_socket(machrun, tree, tmp_path):
+    bundle, _ = userns_bundle(machrun, tree, ["sh", "-c", "test -t 0 && echo tty-ok; stat -c '%u %g' $(tty); id -u"],
+                              terminal=True)
+    sock_path = str(tmp_path / "console.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock_path)
+    srv.listen(1)
+    machrun("create", "--bundle", str(bundle), "--console-socket", sock_path, "--pid-file", str(tmp_path / "pid"), "ut")
+    conn, _ = srv.accept()
+    _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+    master = fds[0]
+    pid = int((tmp_path / "pid").read_text())
+    machrun("start", "ut")
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert wait_exit(pid) == 0
+    # The pty is the container root's, in its tty group.
+    assert out.replace(b"\r", b"").split() == [b"tty-ok", b"0", b"5", b"0"], out
+    os.close(master)
+    conn.close()
+    srv.close()
+    machrun("delete", "ut")
+
+
+def test_user_namespace_bad_maps_are_one_line_and_leave_nothing(machrun, tree, tmp_path):
+    bundle, config = userns_bundle(machrun, tree, ["true"])
+    cases = [
+        ({"uidMappings": [{"containerID": 1, "hostID": 100000, "size": 10}]}, "must be mapped"),
+        ({"gidMappings": [{"containerID": 0, "hostID": 200000, "size": 65536}]}, "same host ID"),
+        ({"uidMappings": [{"containerID": 0, "hostID": 100000, "size": 10},
+                          {"containerID": 5, "hostID": 300000, "size": 10}]}, "overlaps"),
+    ]
+    for change, words in cases:
+        c = json.loads(json.dumps(config))
+        c["linux"].update(change)
+        (bundle / "config.json").write_text(json.dumps(c))
+        r = machrun("create", "--bundle", str(bundle), "bad", check=False)
+        assert r.returncode == 1 and words in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+        assert os.listdir(machrun.state_root) == []
+        assert not os.path.exists(CGROUP2 + "/machrun/bad")
+    c = json.loads(json.dumps(config))
+    c["linux"]["namespaces"][-1] = {"type": "user", "path": "/proc/self/ns/net"}
+    del c["linux"]["uidMappings"], c["linux"]["gidMappings"]
+    (bundle / "config.json").write_text(json.dumps(c))
+    r = machrun("create", "--bundle", str(bundle), "bad", check=False)
+    assert r.returncode == 1 and "is not a user namespace" in r.stderr, r.stderr
+    assert os.listdir(machrun.state_root) == []

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from test_oci_runtime import CGROUP2, machrun, make_bundle, reap, subreaper  # noqa: F401
+from test_oci_runtime import CGROUP2, machrun, make_bundle, reap, subreaper, userns_bundle  # noqa: F401
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "helpers"))
 from hostile import build_probe, in_script, injection_line  # noqa: E402
@@ -214,6 +214,49 @@ def test_t13_container_cannot_mount_cgroup_v1_or_write_host_cgroup_files(machrun
     for f in cgroup_mounts:
         assert "ro" in f[5].split(","), f
     assert {p: open(p).read() for p in agents} == agents
+
+
+# ---- T-10, T-11, T-13 in a user namespace: root inside, with CAP_SYS_ADMIN there -----------------
+
+def test_t10_t11_t13_userns_root_cannot_unmount_protections_or_mount_host_reaching_fs(machrun, tree):
+    """config.json's user namespace, with CAP_SYS_ADMIN in the bounding set (the most an engine
+    hands a container root): the masks and read-only mounts made outside are locked (MNT_LOCKED),
+    cgroup v1 cannot be mounted, binfmt_misc only as the container's own instance, host tunables and
+    cgroup files stay unwritable."""
+    import json  # noqa: PLC0415
+    agents = {p: open(p).read() for p in pathlib.Path("/sys/fs/cgroup").glob("*/release_agent")}
+    core_pattern = open("/proc/sys/kernel/core_pattern").read()
+    script = ("mkdir -p /mnt; "
+              "umount -l /proc/sys 2>/dev/null && echo UNMOUNTED-PROC-SYS; "
+              "umount -l /proc/kcore 2>/dev/null && echo UNMOUNTED-KCORE; "
+              "umount -l /sys/fs/cgroup 2>/dev/null && echo UNMOUNTED-CGROUP; "
+              "head -c1 /proc/kcore 2>/dev/null | grep -q . && echo READ-KCORE; "
+              "echo 3 > /proc/sys/kernel/printk 2>/dev/null && echo WROTE-PRINTK; "
+              "echo '|/x' > /proc/sys/kernel/core_pattern 2>/dev/null && echo WROTE-CORE-PATTERN; "
+              # binfmt_misc is per user namespace since Linux 6.7: the container's own instance.
+              "mount -t binfmt_misc none /mnt 2>/dev/null && "
+              "echo ':mkuserns:E::mkx::/bin/true:' > /mnt/register 2>/dev/null; umount /mnt 2>/dev/null; "
+              "mount -t cgroup -o rdma cgroup /mnt 2>/dev/null && echo MOUNTED-CGROUP1; "
+              "mount -o remount,rw /sys 2>/dev/null && echo REMOUNTED-SYS; "
+              "for f in /sys/fs/cgroup/*/release_agent /sys/fs/cgroup/*/cgroup.procs; do "
+              "[ -e $f ] && echo 1 > $f 2>/dev/null && echo WROTE $f; done; "
+              "mount -t tmpfs none /mnt && echo CAN-MOUNT-TMPFS; id -u")
+    bundle, config = userns_bundle(machrun, tree, ["sh", "-c", script])
+    config["linux"]["namespaces"].append({"type": "cgroup"})
+    config["mounts"].append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]})
+    (bundle / "config.json").write_text(json.dumps(config))
+    r = machrun("run", "--bundle", str(bundle), "runtime-userns-sec", check=False)
+    assert r.returncode == 0, r.stderr
+    # Root inside has its powers in its own namespaces (a tmpfs mounts), and no more.
+    assert r.stdout.split() == ["CAN-MOUNT-TMPFS", "0"], r.stdout
+    assert {p: open(p).read() for p in agents} == agents
+    assert open("/proc/sys/kernel/core_pattern").read() == core_pattern
+    # The host's binfmt_misc (looked at in a private mount namespace) got no interpreter.
+    host_binfmt = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t binfmt_misc none /proc/sys/fs/binfmt_misc && "
+                                  "ls /proc/sys/fs/binfmt_misc"], capture_output=True, text=True, check=True).stdout
+    assert "mkuserns" not in host_binfmt.split()
+    assert_nothing_left(machrun, "runtime-userns-sec")
 
 
 # ---- T-22: TIOCSTI into the caller's terminal (CVE-2016-9016 class, CVE-2019-10063) ----------------

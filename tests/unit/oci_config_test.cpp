@@ -194,7 +194,7 @@ TEST(OciConfig, MountOptionsPropagationRecursiveFlagsAndIdmap) {
     EXPECT_EQ(m.flags, 0u);  // "suid" after "nosuid" wins
     EXPECT_EQ(m.clear_flags, static_cast<unsigned long>(MS_RDONLY | MS_NOSUID));
     EXPECT_EQ(m.data, "mode=0700");
-    EXPECT_EQ(*oci_unapplied_field(s), "mounts[].uidMappings at /data");
+    EXPECT_EQ(*oci_unapplied_field(s), "mounts[] of type 'mqueue' at /m");  // the idmapped bind is applied
 
     EXPECT_NE(error_of(with(kConfig, "[\"rbind\", \"ro\"]", "[\"rbind\", \"copyup\"]")).find("'copyup'"), std::string::npos);
     // tmpcopyup is a tmpfs's: on a bind (or an API file system of another type) it is refused.

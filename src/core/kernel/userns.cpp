@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <climits>
+#include <cstdio>
+#include <stdexcept>
 #include <cstdlib>
 #include <cstring>
 #include <algorithm>
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/base/fs_at.hpp"
 #include "core/base/io.hpp"
 
 namespace mk::core {
@@ -66,6 +69,10 @@ static void write_map(pid_t pid, const char* file, const std::string& text) {
 
 UniqueFd make_user_namespace(const IdRange& range, const std::vector<IdMapping>& uid_extra,
                              const std::vector<IdMapping>& gid_extra) {
+    return make_user_namespace(id_map_text(range, uid_extra), id_map_text(range, gid_extra));
+}
+
+UniqueFd make_user_namespace(const std::string& uid_map, const std::string& gid_map) {
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0) throw_last_error("pipe");
     UniqueFd rd(p[0]), wr(p[1]);
@@ -93,12 +100,113 @@ UniqueFd make_user_namespace(const IdRange& range, const std::vector<IdMapping>&
     } reap{pid, wr};
     char ok = 0;
     if (read(ready_rd.get(), &ok, 1) != 1 || !ok) throw_errno(EPERM, "cannot create a user namespace");
-    write_map(pid, "uid_map", id_map_text(range, uid_extra));
-    write_map(pid, "gid_map", id_map_text(range, gid_extra));
+    write_map(pid, "uid_map", uid_map);
+    write_map(pid, "gid_map", gid_map);
     std::string ns = "/proc/" + std::to_string(pid) + "/ns/user";
     UniqueFd fd(open(ns.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) throw_last_error("cannot open " + ns);
     return fd;
+}
+
+std::string id_map_problem(const std::vector<IdMapLine>& map) {
+    if (map.empty()) return "no ranges";
+    if (map.size() > 340) return "more than 340 ranges";
+    for (size_t i = 0; i < map.size(); i++) {
+        const IdMapLine& a = map[i];
+        const std::string at =
+            "range " + std::to_string(a.inside) + ":" + std::to_string(a.outside) + ":" + std::to_string(a.count);
+        if (a.count == 0) return at + " is empty";
+        if (uint64_t{a.inside} + a.count - 1 > UINT32_MAX - 1 || uint64_t{a.outside} + a.count - 1 > UINT32_MAX - 1)
+            return at + " goes past the last ID (4294967294)";
+        for (size_t j = 0; j < i; j++) {
+            const IdMapLine& b = map[j];
+            auto overlap = [](uint64_t x, uint64_t n, uint64_t y, uint64_t m) { return x < y + m && y < x + n; };
+            if (overlap(a.inside, a.count, b.inside, b.count)) return at + " overlaps another inside the container";
+            if (overlap(a.outside, a.count, b.outside, b.count)) return at + " overlaps another on the host";
+        }
+    }
+    return "";
+}
+
+std::string id_map_text(const std::vector<IdMapLine>& map) {
+    std::string text;
+    for (const auto& l : map)
+        text += std::to_string(l.inside) + " " + std::to_string(l.outside) + " " + std::to_string(l.count) + "\n";
+    return text;
+}
+
+std::vector<IdMapLine> parse_id_map_text(std::string_view text) {
+    std::vector<IdMapLine> out;
+    size_t pos = 0;
+    while (pos < text.size()) {
+        size_t end = text.find('\n', pos);
+        if (end == std::string_view::npos) end = text.size();
+        std::string line(text.substr(pos, end - pos));
+        pos = end + 1;
+        if (line.find_first_not_of(" \t") == std::string::npos) continue;
+        unsigned long long v[3];
+        char tail = 0;
+        if (sscanf(line.c_str(), "%llu %llu %llu %c", &v[0], &v[1], &v[2], &tail) != 3 || v[0] > UINT32_MAX ||
+            v[1] > UINT32_MAX || v[2] > UINT32_MAX || line.find('-') != std::string::npos)
+            throw std::invalid_argument("malformed ID map line '" + line + "'");
+        out.push_back({static_cast<uint32_t>(v[0]), static_cast<uint32_t>(v[1]), static_cast<uint32_t>(v[2])});
+    }
+    return out;
+}
+
+std::optional<uint32_t> map_id_to_host(const std::vector<IdMapLine>& map, uint32_t inside) {
+    for (const auto& l : map)
+        if (inside >= l.inside && inside - l.inside < l.count) return l.outside + (inside - l.inside);
+    return std::nullopt;
+}
+
+std::pair<std::vector<IdMapLine>, std::vector<IdMapLine>> read_user_namespace_maps(int userns_fd) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) throw_last_error("pipe");
+    UniqueFd rd(p[0]), wr(p[1]);
+    pid_t pid = fork();
+    if (pid < 0) throw_last_error("fork");
+    if (pid == 0) {
+        // Join, then send "uid_map\0gid_map" (or "\1errno" when joining fails).
+        rd.reset();
+        if (setns(userns_fd, CLONE_NEWUSER) < 0) {
+            char e[1 + sizeof(int)] = {1};
+            int err = errno;
+            memcpy(e + 1, &err, sizeof err);
+            (void)!write(wr.get(), e, sizeof e);
+            _exit(1);
+        }
+        std::string out;
+        for (const char* f : {"/proc/self/uid_map", "/proc/self/gid_map"}) {
+            auto text = read_host_file(f, 65536);
+            out += text.value_or("");
+            out += '\0';
+        }
+        (void)!write(wr.get(), out.data(), out.size());
+        _exit(0);
+    }
+    wr.reset();
+    std::string got;
+    char buf[4096];
+    for (;;) {
+        ssize_t n = retry_eintr([&] { return read(rd.get(), buf, sizeof buf); });
+        if (n <= 0) break;
+        got.append(buf, static_cast<size_t>(n));
+    }
+    retry_eintr([&] { return waitpid(pid, nullptr, 0); });
+    if (!got.empty() && got[0] == 1 && got.size() == 1 + sizeof(int)) {
+        int err;
+        memcpy(&err, got.data() + 1, sizeof err);
+        throw_errno(err, "cannot enter the user namespace to read its maps");
+    }
+    size_t z = got.find('\0');
+    if (z == std::string::npos || got.size() < z + 2) throw_errno(EIO, "cannot read the user namespace's maps");
+    try {
+        return {parse_id_map_text(std::string_view(got).substr(0, z)),
+                parse_id_map_text(std::string_view(got).substr(z + 1, got.size() - z - 2))};
+    } catch (const std::invalid_argument& e) {
+        throw_errno(EIO, e.what());
+    }
 }
 
 }  // namespace mk::core

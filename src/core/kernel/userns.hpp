@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/base/run_lock.hpp"
@@ -46,6 +47,37 @@ std::string id_map_text(const IdRange& range, const std::vector<IdMapping>& extr
 // short-lived child process that unshares it; the namespace lives on as long as the fd.
 UniqueFd make_user_namespace(const IdRange& range, const std::vector<IdMapping>& uid_extra = {},
                              const std::vector<IdMapping>& gid_extra = {});
+
+// One line of a uid_map/gid_map: `count` IDs from `inside` in the namespace are `outside`.. on the
+// host. An OCI config.json gives its maps as such lines (several ranges, any order).
+struct IdMapLine {
+    uint32_t inside = 0;
+    uint32_t outside = 0;
+    uint32_t count = 0;
+    bool operator==(const IdMapLine&) const = default;
+};
+
+// What the kernel would refuse in a map, as a sentence ("" if nothing): an empty map, an empty
+// line, a range that wraps past 2^32-1, ranges overlapping inside or outside, more than 340 lines.
+// Pure.
+std::string id_map_problem(const std::vector<IdMapLine>& map);
+
+// The uid_map/gid_map text of `map`, one line per entry. Pure.
+std::string id_map_text(const std::vector<IdMapLine>& map);
+
+// Reads a uid_map/gid_map text (as /proc/PID/uid_map shows it). Throws std::invalid_argument on a
+// malformed line. Pure.
+std::vector<IdMapLine> parse_id_map_text(std::string_view text);
+
+// The host ID that `inside` is under `map`, if it is mapped. Pure.
+std::optional<uint32_t> map_id_to_host(const std::vector<IdMapLine>& map, uint32_t inside);
+
+// Creates a user namespace with these uid_map/gid_map texts and returns an fd for it, as above.
+UniqueFd make_user_namespace(const std::string& uid_map, const std::string& gid_map);
+
+// The uid_map and gid_map of the user namespace `userns_fd` (one the caller may enter): read by a
+// short-lived child that joins it. Throws std::system_error if it cannot be entered or read.
+std::pair<std::vector<IdMapLine>, std::vector<IdMapLine>> read_user_namespace_maps(int userns_fd);
 
 }  // namespace mk::core
 

@@ -430,8 +430,11 @@ void enter_user_namespace(Prepared& p) {
     // Into the container's user namespace, with fresh mount, UTS and IPC namespaces owned by
     // it: everything mounted so far is locked there (MNT_LOCKED), so root inside cannot
     // unmount the masks and read-only mounts, and it may still mount on top of them.
+    // config.json's container keeps its IPC namespace: its linux.sysctl IPC values and its
+    // /dev/mqueue belong to that one (a new IPC namespace would start from the defaults).
     if (setns(p.userns_fd.get(), CLONE_NEWUSER) < 0) throw_last_error("cannot enter the user namespace");
-    if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC) < 0)
+    const bool oci = !p.oci_uid_map.empty();
+    if (unshare(CLONE_NEWNS | CLONE_NEWUTS | (oci ? 0 : CLONE_NEWIPC)) < 0)
         throw_last_error("cannot create namespaces in the user namespace");
     p.userns_fd.reset();
 }

@@ -77,7 +77,7 @@ namespace {
             step = "create the OCI devices, mount options and read-only paths";
             UniqueFd root(open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
             if (!root) throw_last_error("open /");
-            apply_oci_devices(spec.oci, root.get());
+            apply_oci_devices(spec.oci, root.get(), p.oci_uid_map, p.oci_gid_map);
             apply_oci_mount_attributes(spec.oci, root.get());
             apply_oci_readonly_paths(spec.oci, root.get());
         }
@@ -227,7 +227,12 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_last_error("socketpair");
     UniqueFd chan(sv[0]), child_chan(sv[1]);
 
-    if (p.userns && !p.rootless) {
+    if (p.userns && p.oci_userns_join) {  // config.json's namespace by path: joined, as is
+        p.userns_fd.reset(fcntl(p.oci_userns_join.get(), F_DUPFD_CLOEXEC, 3));
+        if (!p.userns_fd) throw_last_error("dup");
+    } else if (p.userns && !p.oci_uid_map.empty()) {  // config.json's maps, several ranges
+        p.userns_fd = make_user_namespace(id_map_text(p.oci_uid_map), id_map_text(p.oci_gid_map));
+    } else if (p.userns && !p.rootless) {
         std::vector<IdMapping> uids, gids;
         for (const auto& u : p.bound_users) {
             uids.push_back({u.id, static_cast<uint32_t>(u.host.uid)});

@@ -100,11 +100,12 @@ void do_bind(int root_fd, const MountStep& s, int idmap_userns) {
 
     UniqueFd mnt = clone_tree(src.get(), "", s.recursive);
     if (s.idmap) {
+        if (!s.idmap_uid_map.empty()) idmap_userns = s.idmap_userns_fd;  // the mount's own maps (OCI mounts[].uidMappings)
         if (idmap_userns < 0) throw_errno(EINVAL, "--bind=" + s.source + ":…:idmap needs --private-users");
         mount_attr attr{};
         attr.attr_set = MOUNT_ATTR_IDMAP;
         attr.userns_fd = static_cast<uint64_t>(idmap_userns);
-        if (mount_setattr(mnt.get(), "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
+        if (mount_setattr(mnt.get(), "", AT_EMPTY_PATH | (s.idmap_recursive ? AT_RECURSIVE : 0u), &attr, sizeof attr) < 0)
             throw_last_error("cannot make an idmapped mount of " + s.source);
     }
     if (s.attrs || s.clear_attrs) set_mount_attrs(mnt.get(), s.attrs, s.clear_attrs, s.recursive, s.target);

@@ -341,6 +341,9 @@ std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, std::optional<uin
         s.target = b.destination;
         s.recursive = b.recursive;
         s.idmap = b.idmap || b.idmap_root;
+        s.idmap_recursive = b.idmap_recursive;
+        s.idmap_uid_map = b.idmap_uid_map;
+        s.idmap_gid_map = b.idmap_gid_map;
         s.attrs = b.read_only ? MOUNT_ATTR_RDONLY : 0;
         s.create_target = true;
         p.push_back(s);

@@ -37,8 +37,11 @@ struct MountStep {
     std::string source;
     bool source_in_root = false;
     bool recursive = true;
-    bool idmap = false;          // Bind: map the source's owners into the container's range (--bind=…:idmap)
-    bool optional = false;       // a missing target (or source) is skipped, not an error
+    bool idmap = false;            // Bind: map the source's owners into the container's range (--bind=…:idmap)
+    bool idmap_recursive = false;  // ... and its submounts' (OCI "ridmap")
+    std::string idmap_uid_map{}, idmap_gid_map{};  // ... through a namespace of these maps (OCI mounts[].uidMappings)
+    int idmap_userns_fd = -1;                      // that namespace, made by prepare() (borrowed from Prepared)
+    bool optional = false;                         // a missing target (or source) is skipped, not an error
     bool api_target = false;     // target must be a plain directory or file of the tree: no symlinks at all
     bool create_target = false;  // create a missing target (a directory, or a file if the source is one)
     bool copy_up = false;        // Fs: the new file system starts with a copy of what the tree has at

@@ -14,6 +14,7 @@
 #include "core/base/names.hpp"
 #include "core/kernel/capabilities.hpp"
 #include "core/spawn/oci_steps.hpp"
+#include "core/spawn/oci_userns.hpp"
 #include "core/spawn/option_values.hpp"
 
 namespace mk::core {
@@ -415,7 +416,17 @@ void parse_mounts(const json& mounts, SpawnSpec& s) {
             b.destination = m.destination;
             b.recursive = (m.flags & MS_REC) != 0;
             b.read_only = (m.flags & MS_RDONLY) != 0;
-            b.idmap = m.idmap && m.uid_mappings.empty();
+            b.idmap = m.idmap;
+            b.idmap_recursive = m.idmap_recursive;
+            if (!m.uid_mappings.empty()) {
+                for (auto [maps, name] :
+                     {std::pair{&m.uid_mappings, "uidMappings"}, std::pair{&m.gid_mappings, "gidMappings"}}) {
+                    std::string problem = id_map_problem(oci_id_map(*maps));
+                    if (!problem.empty()) invalid(std::string("mounts[].") + name + " at " + m.destination, problem);
+                }
+                b.idmap_uid_map = id_map_text(oci_id_map(m.uid_mappings));
+                b.idmap_gid_map = id_map_text(oci_id_map(m.gid_mappings));
+            }
             s.binds.push_back(b);
         } else if (m.type.empty()) {
             invalid("mounts[].type at " + m.destination, "missing (only binds may leave it out)");
@@ -851,6 +862,13 @@ SpawnSpec parse_oci_config(std::string_view text, const std::string& bundle) {
         invalid("linux.uidMappings", "a new user namespace needs uidMappings and gidMappings");
     if (!has_ns("user") && (!s.oci.uid_mappings.empty() || !s.oci.gid_mappings.empty()))
         invalid("linux.uidMappings", "given without a user namespace");
+    if (const OciNamespace* user = oci_user_namespace(s.oci);
+        user && !user->path.empty() && (!s.oci.uid_mappings.empty() || !s.oci.gid_mappings.empty()))
+        invalid("linux.uidMappings", "given with a user namespace joined by path (its maps are that namespace's)");
+    for (const auto& m : s.oci.mounts)
+        if (m.idmap && m.uid_mappings.empty() && !has_ns("user"))
+            invalid("mounts[].options '" + std::string(m.idmap_recursive ? "ridmap" : "idmap") + "' at " + m.destination,
+                    "needs a user namespace or the mount's own uidMappings and gidMappings");
     if ((s.oci.time_monotonic || s.oci.time_boottime) && !has_ns("time"))
         invalid("linux.timeOffsets", "given without a time namespace");
     if (!s.hostname.empty() && !has_ns("uts")) invalid("hostname", "set without a uts namespace");
@@ -924,7 +942,6 @@ std::optional<std::string> oci_unapplied_field(const SpawnSpec& s, OciFrontEndHa
             // Per-mount flags, recursive attributes and propagation: apply_oci_mount_attributes().
             if ((m.flags & ~kOciBindMountFlags) || (m.clear_flags & ~kOciBindMountFlags))
                 return "mounts[].options (superblock flags such as sync, dirsync, mand, lazytime on a bind)" + at;
-            if (!m.uid_mappings.empty()) return "mounts[].uidMappings" + at;
             if (!m.data.empty()) return "mounts[].options '" + m.data + "'" + at;
             if (m.copy_up) return "mounts[].options 'tmpcopyup' (on a bind; only a tmpfs takes it)" + at;
         } else if (m.type == "tmpfs" && !api_mount(m.destination, m.type)) {
@@ -943,10 +960,11 @@ std::optional<std::string> oci_unapplied_field(const SpawnSpec& s, OciFrontEndHa
     std::set<std::string> types;
     for (const auto& n : o.namespaces) {
         types.insert(n.type);
-        // network, uts, ipc and pid are joined by path (plan_oci_namespaces for the last three).
-        if (!n.path.empty() && n.type != "network" && n.type != "uts" && n.type != "ipc" && n.type != "pid")
+        // network, user, uts, ipc and pid are joined by path (plan_oci_namespaces for the last three).
+        if (!n.path.empty() && n.type != "network" && n.type != "user" && n.type != "uts" && n.type != "ipc" &&
+            n.type != "pid")
             return "linux.namespaces[].path for '" + n.type + "'";
-        if (n.type == "user" || n.type == "time") return "linux.namespaces[] of type '" + n.type + "'";
+        if (n.type == "time") return "linux.namespaces[] of type '" + n.type + "'";
     }
     // Left out, uts, ipc and pid stay the runtime's (plan_oci_namespaces); mount is always new.
     for (const char* always : {"mount"})

@@ -16,6 +16,7 @@
 #include "core/base/error.hpp"
 #include "core/base/fs_at.hpp"
 #include "core/kernel/mount.hpp"
+#include "core/spawn/oci_userns.hpp"
 #include "core/base/unique_fd.hpp"
 
 namespace mk::core {
@@ -112,7 +113,8 @@ void apply_oci_rootfs_propagation(const OciSpec& oci) {
         throw_last_error("cannot set the root's propagation");
 }
 
-void apply_oci_devices(const OciSpec& oci, int root_fd) {
+void apply_oci_devices(const OciSpec& oci, int root_fd, const std::vector<IdMapLine>& uid_map,
+                       const std::vector<IdMapLine>& gid_map) {
     for (const auto& d : oci.devices) {
         auto [dir, name] = split_path(d.path);
         UniqueFd parent = mkdir_p_in_root(root_fd, dir);
@@ -125,8 +127,9 @@ void apply_oci_devices(const OciSpec& oci, int root_fd) {
         check(::mknodat(pfd.get(), name.c_str(), type | perm, makedev(d.major, d.minor)), "devices: mknod " + d.path);
         // mknod applies the umask; the spec's mode is meant exactly.
         check(::fchmodat(pfd.get(), name.c_str(), perm, 0), "devices: chmod " + d.path);
-        check(::fchownat(pfd.get(), name.c_str(), d.uid.value_or(0), d.gid.value_or(0), AT_SYMLINK_NOFOLLOW),
-              "devices: chown " + d.path);
+        const uint32_t uid = oci_host_id(uid_map, d.uid.value_or(0), "linux.devices[].uid of " + d.path);
+        const uint32_t gid = oci_host_id(gid_map, d.gid.value_or(0), "linux.devices[].gid of " + d.path);
+        check(::fchownat(pfd.get(), name.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW), "devices: chown " + d.path);
     }
 }
 

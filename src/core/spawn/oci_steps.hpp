@@ -5,6 +5,9 @@
 #include <sys/mount.h>
 
 #include <cstdint>
+#include <vector>
+
+#include "core/kernel/userns.hpp"
 
 #include "core/spawn/oci_spec.hpp"
 
@@ -36,8 +39,10 @@ uint64_t oci_mount_attrs_from_flags(unsigned long ms_flags);
 void apply_oci_rootfs_propagation(const OciSpec& oci);
 
 // linux.devices: device nodes (and FIFOs) created in the tree at `root_fd` with their mode and
-// owner, replacing what is there (a file the image put at that path). Needs CAP_MKNOD.
-void apply_oci_devices(const OciSpec& oci, int root_fd);
+// owner, replacing what is there (a file the image put at that path). Needs CAP_MKNOD. With a
+// user namespace, `uid_map`/`gid_map` (its maps) turn the owners into host IDs.
+void apply_oci_devices(const OciSpec& oci, int root_fd, const std::vector<IdMapLine>& uid_map = {},
+                       const std::vector<IdMapLine>& gid_map = {});
 
 // domainname: setdomainname(2), in the container's UTS namespace.
 void apply_oci_domainname(const OciSpec& oci);

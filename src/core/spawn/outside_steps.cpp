@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstring>
 #include <iterator>
+#include <tuple>
 
 #include "core/base/id128.hpp"
 #include "core/base/error.hpp"
@@ -28,6 +29,7 @@
 #include "core/spawn/journal_link.hpp"
 #include "core/spawn/network.hpp"
 #include "core/spawn/oci_config.hpp"
+#include "core/spawn/oci_userns.hpp"
 #include "core/spawn/option_values.hpp"
 #include "core/spawn/rootless_plan.hpp"
 
@@ -86,7 +88,8 @@ void check_supported(const SpawnSpec& s) {
     check_ambient_capabilities(s);
     check_security_labels(s);
     for (const auto& b : s.binds)
-        if ((b.idmap || b.idmap_root) && s.userns_mode == UserNamespaceMode::No)
+        if ((b.idmap || b.idmap_root) && b.idmap_uid_map.empty() && s.userns_mode == UserNamespaceMode::No &&
+            !oci_user_namespace(s.oci))
             throw UsageError("--bind=" + b.source + ":…:idmap needs a user namespace: add -U or --private-users=");
 }
 
@@ -298,6 +301,22 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
         p.userns = IdRange{0, std::min(m.uid_count(), m.gid_count())};
         p.plan = make_rootless_mount_plan(build_mount_plan(with_journal_link(spec, root, p.root_path), 0u),
                                           spec.private_network, m.gid_count());
+    } else if (const OciNamespace* ns = oci_user_namespace(spec.oci)) {
+        // config.json's: the engine chose the maps and owns the tree (podman chowns its storage for
+        // --uidmap and --userns=auto), so no range lock and no ownership change, as runc.
+        std::string where = "linux.uidMappings/gidMappings";
+        if (!ns->path.empty()) {
+            where = "user namespace " + ns->path;
+            p.oci_userns_join.reset(open(ns->path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+            if (!p.oci_userns_join) throw_last_error("cannot open the user namespace " + ns->path);
+            if (ioctl(p.oci_userns_join.get(), NS_GET_NSTYPE) != CLONE_NEWUSER)
+                throw UsageError("OCI config linux.namespaces[].path: " + ns->path + " is not a user namespace");
+            std::tie(p.oci_uid_map, p.oci_gid_map) = read_user_namespace_maps(p.oci_userns_join.get());
+        } else {
+            p.oci_uid_map = oci_id_map(spec.oci.uid_mappings);
+            p.oci_gid_map = oci_id_map(spec.oci.gid_mappings);
+        }
+        p.userns = oci_userns_root_range(p.oci_uid_map, p.oci_gid_map, where);
     } else if (spec.userns_mode != UserNamespaceMode::No) {
         IdRange r;
         r.count = spec.uid_range;
@@ -351,6 +370,13 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
         std::optional<uint32_t> shift;
         if (p.userns) shift = p.userns->shift;
         p.plan = build_mount_plan(with_journal_link(spec, root, p.root_path), shift);
+    }
+    // Idmapped binds with maps of their own (OCI mounts[].uidMappings): their namespaces are made
+    // here, in the host's PID namespace, where /proc names the helper that unshares each.
+    for (auto& step : p.plan) {
+        if (step.kind != StepKind::Bind || !step.idmap || step.idmap_uid_map.empty()) continue;
+        p.idmap_namespaces.push_back(make_user_namespace(step.idmap_uid_map, step.idmap_gid_map));
+        step.idmap_userns_fd = p.idmap_namespaces.back().get();
     }
     for (const auto& o : spec.overlays) {
         if (o.upper.empty()) continue;

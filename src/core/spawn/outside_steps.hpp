@@ -55,6 +55,12 @@ struct Prepared {
     bool idmap = false;                                          // the root is an idmapped mount (ownership "map")
     RunLock uid_lock;                                            // holds the range while the machine runs
     UniqueFd userns_fd;                                          // the namespace, made anew for each run
+    // config.json's user namespace (oci_userns.hpp): its maps, written by the parent before the
+    // child runs on, or the namespace joined by path (then its maps, read from it). `userns` is then
+    // the container root's range. Entered by the child last, as -U's.
+    std::vector<IdMapLine> oci_uid_map, oci_gid_map;
+    UniqueFd oci_userns_join;
+    std::vector<UniqueFd> idmap_namespaces;  // of the binds with maps of their own (MountStep::idmap_userns_fd)
     std::string host_os_release;
     UniqueFd pivot_dir;                  // --pivot-root=: the new root inside the tree (O_PATH, host namespace)
     std::vector<BoundUser> bound_users;  // --bind-user=

@@ -57,7 +57,11 @@ struct BindMount {
     bool read_only = false;
     bool recursive = true;  // rbind (default) or norbind
     bool idmap = false;
-    bool idmap_root = false;  // "rootidmap": only the container's root is mapped to the owner
+    bool idmap_root = false;       // "rootidmap": only the container's root is mapped to the owner
+    bool idmap_recursive = false;  // OCI "ridmap": the submounts of an rbind are idmapped too
+    // OCI mounts[].uidMappings/gidMappings as uid_map/gid_map texts: the idmapped mount's own
+    // namespace instead of the container's (empty: the container's).
+    std::string idmap_uid_map{}, idmap_gid_map{};
 };
 
 struct TmpfsMount {
