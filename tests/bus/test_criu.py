@@ -247,43 +247,19 @@ def test_veth_container_restores_with_its_address(bus, containers, tree, tmp_pat
 
 
 
-def uid_map_of(bus, name):
-    return " ".join(shell(bus, name, "cat /proc/self/uid_map").split())
-
-
-@pytest.mark.parametrize("network", [[], ["--network-veth"]], ids=["plain", "veth"])
-def test_private_user_namespace_container_keeps_its_count_and_map(bus, containers, tree, tmp_path, network):
-    # -U: the container's mounts were made in the host's user namespace, so they are locked
-    # (MNT_LOCKED) in the container's; criu 4.2's dump still logs "Can't bind-mount NN:./dev ...:
-    # Invalid argument" (a non-recursive bind of a mount with locked children) and falls back to
-    # a private copy of the mount namespace. What made it fail was /run/host/inaccessible's nodes
-    # owned by a UID outside the map: criu archives a tmpfs from inside the user namespace
-    # (docs/criu.md).
-    name = "cr-userns" + ("-v" if network else "")
-    p = containers.start(tree, name, COUNTER, extra=["-U", *network])
-    assert wait_for(lambda: count_of(bus, name) >= 3)
-    uid_map = uid_map_of(bus, name)
-    assert uid_map.split()[:2] == ["0", str(int(uid_map.split()[1]))] and uid_map.split()[1] != "0"
-    addr = None
-    if network:
-        addrs = json.loads(machctl(bus, "list", "-o", "json", "--max-addresses=all", check=0).stdout)
-        addr = next(m for m in addrs if m["machine"] == name)["addresses"].split("\n")[0]
+def test_private_user_namespace_container_is_refused_and_runs_on(bus, containers, tree, tmp_path):
+    # -U, measured here with criu 4.2.1: criu cannot bind-mount the container's own /dev tmpfs
+    # (made inside its user namespace) to dump its contents, "Can't bind-mount NN:./dev to
+    # /tmp/cr-tmpfs.XXXXXX: Invalid argument" (docs/criu.md). The refusal is one line with criu's
+    # reason, nothing is left behind and the machine keeps running.
+    p = containers.start(tree, "cr-userns", COUNTER, extra=["-U"])
+    assert wait_for(lambda: count_of(bus, "cr-userns") >= 3)
     img = tmp_path / "img"
-    machctl(bus, "checkpoint", name, img, check=0)
-    p.wait(10)
-    assert wait_for(lambda: name not in names(bus))
-    machctl(bus, "restore", img, check=0)
-    assert name in names(bus)
-    first = count_of(bus, name)
-    assert first >= 3
-    assert wait_for(lambda: count_of(bus, name) > first)
-    assert uid_map_of(bus, name) == uid_map
-    if network:
-        assert addr in shell(bus, name, "ip -4 addr show host0")
-    # The defences hold after the restore: the masks and read-only mounts stay in place
-    # (criu remakes them inside the container's user namespace; see docs/criu.md for locking).
-    assert shell(bus, name, "cat /proc/kallsyms | wc -c").strip() == "0"
-    assert "Read-only" in machctl(bus, "shell", name, "/bin/sh", "-c", "echo 1 > /proc/sys/kernel/domainname 2>&1; true").stdout
+    r = machctl(bus, "checkpoint", "cr-userns", img)
+    assert r.returncode != 0 and "criu dump of cr-userns failed" in r.stderr and "runs on" in r.stderr, r.stderr
+    assert not img.exists() and p.poll() is None
+    before = count_of(bus, "cr-userns")
+    assert wait_for(lambda: count_of(bus, "cr-userns") > before)
 
 
 def read_until(fd, needle, timeout=15):

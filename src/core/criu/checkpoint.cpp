@@ -192,64 +192,6 @@ bool terminal_is_own_pty(const std::string& pid, const std::vector<MountInfo>& m
     return false;
 }
 
-// The host ID that ID 0 of the process's user namespace maps to (from uid_map or gid_map);
-// unset when the process is in the caller's user namespace or has no mapping for 0.
-std::optional<uint32_t> root_outside(const std::string& pid, const char* map) {
-    if (ns_inode(pid, "user") == ns_inode("self", "user")) return std::nullopt;
-    auto text = read_host_file("/proc/" + pid + "/" + map, 1 << 16);
-    if (!text) throw_errno(ESRCH, "read the user namespace map of process " + pid);
-    unsigned long inside = 0, outside = 0, count = 0;
-    size_t pos = 0;
-    while (pos < text->size()) {
-        size_t nl = text->find('\n', pos);
-        std::string line = text->substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
-        pos = nl == std::string::npos ? text->size() : nl + 1;
-        if (sscanf(line.c_str(), "%lu %lu %lu", &inside, &outside, &count) == 3 && inside == 0 && count > 0)
-            return static_cast<uint32_t>(outside);
-    }
-    return std::nullopt;
-}
-
-// criu's restore opens some images (tty-info.img, ...) from inside the restored user namespace,
-// where host root's 0700 directory is out of reach: for the restore's duration the directory and
-// its files belong to the container's root, and to host root again afterwards, whatever happened.
-class LendToContainerRoot {
-public:
-    LendToContainerRoot(int dir_fd, std::optional<uint32_t> uid, std::optional<uint32_t> gid) : dir_fd_(dir_fd) {
-        if (!uid || !gid) return;
-        lent_ = true;
-        give(*uid, *gid);
-    }
-    ~LendToContainerRoot() {
-        if (!lent_) return;
-        try {
-            give(0, 0);
-        } catch (...) {
-        }
-    }
-    LendToContainerRoot(const LendToContainerRoot&) = delete;
-    LendToContainerRoot& operator=(const LendToContainerRoot&) = delete;
-
-private:
-    void give(uint32_t uid, uint32_t gid) {
-        int dup_fd = fcntl(dir_fd_, F_DUPFD_CLOEXEC, 3);
-        if (dup_fd < 0) throw_last_error("dup the image directory");
-        DIR* d = fdopendir(dup_fd);
-        if (!d) {
-            close(dup_fd);
-            throw_last_error("read the image directory");
-        }
-        std::vector<std::string> names;
-        while (struct dirent* e = readdir(d))
-            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) names.emplace_back(e->d_name);
-        closedir(d);
-        for (const auto& n : names) (void)fchownat(dir_fd_, n.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW);
-        check(fchown(dir_fd_, uid, gid), "give the image directory to the container's root");
-    }
-    int dir_fd_;
-    bool lent_ = false;
-};
-
 void refuse_pidfd_guest(const std::string& machine, const std::string& root, const Version& v) {
     int sd = guest_systemd_version(root);
     if (sd >= 255 && version_less(v, Version{4, 1, 0, {}}))
@@ -316,8 +258,6 @@ CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
     rec.mounts = plan_external_mounts(container_mounts, mountinfo_of("self"));
     rec.stdio = stdio_keys(pid, container_mounts);
     rec.orphan_pty = req.own_terminal || terminal_is_own_pty(pid, container_mounts);
-    rec.userns_uid = root_outside(pid, "uid_map");
-    rec.userns_gid = root_outside(pid, "gid_map");
     if (rec.orphan_pty) {
         // The terminal is the container's own pty (its devpts, bound on /dev/console), the
         // master the engine's: criu dumps the slave as a pty whose master is outside
@@ -328,13 +268,6 @@ CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
     }
     ino_t net = ns_inode(pid, "net");
     rec.host_network = net == ns_inode("self", "net");
-    if (rec.userns_uid && rec.host_network) {
-        // Root in the container's user namespace may not mount a sysfs for the host's network
-        // namespace: criu could not remake it at restore, so it is external (kFreshSysfs).
-        for (const auto& m : container_mounts)
-            if (m.fstype == "sysfs" && m.root == "/" && m.mountpoint != "/")
-                rec.mounts.push_back({m.mountpoint, std::string(kFreshSysfs)});
-    }
     if (!rec.host_network) {
         Netlink host;
         std::string ve = veth_host_name(req.machine, false);
@@ -458,7 +391,7 @@ Restored restore_machine(const RestoreRequest& req) {
     if (stat(rec.root.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
         throw UsageError("the checkpointed machine's root directory " + rec.root + " is gone");
     for (const auto& m : rec.mounts)
-        if (m.source != kFreshSysfs && stat(m.source.c_str(), &st) < 0)
+        if (stat(m.source.c_str(), &st) < 0)
             throw UsageError("the source " + m.source + " of the checkpointed mount " + m.key + " is gone");
     Netlink host;
     if (!rec.veth_host.empty() && host.link_index(rec.veth_host))
@@ -473,26 +406,7 @@ Restored restore_machine(const RestoreRequest& req) {
     o.file_locks = req.file_locks;
     o.orphan_pts_master = req.orphan_pts_master || rec.orphan_pty;
     if (req.manage_cgroups_mode) o.manage_cgroups_mode = req.manage_cgroups_mode;
-    // A sysfs criu cannot mount inside the user namespace: a fresh one, in criu's own mount
-    // namespace (Swrk), on an empty directory removed afterwards.
-    struct TempDir {
-        std::string path;
-        ~TempDir() {
-            if (!path.empty()) rmdir(path.c_str());
-        }
-    } fresh_sysfs;
-    for (const auto& m : rec.mounts) {
-        if (m.source != kFreshSysfs) {
-            o.ext_mnt.emplace_back(m.key, m.source);
-            continue;
-        }
-        if (fresh_sysfs.path.empty()) {
-            char tmpl[] = "/run/machkit-criu-sysfs.XXXXXX";
-            if (!mkdtemp(tmpl)) throw_last_error("create a directory for a fresh sysfs");
-            fresh_sysfs.path = tmpl;
-        }
-        o.ext_mnt.emplace_back(m.key, fresh_sysfs.path);
-    }
+    for (const auto& m : rec.mounts) o.ext_mnt.emplace_back(m.key, m.source);
     std::vector<int> fds{dir.get()};
     UniqueFd work;
     if (!req.work_dir.empty()) {
@@ -533,8 +447,7 @@ Restored restore_machine(const RestoreRequest& req) {
         for (const auto& a : rec.veth_addresses) host.add_address(index, a.family, a.address, a.prefixlen);
         host.set_up(index);
     };
-    LendToContainerRoot lend(dir.get(), rec.userns_uid, rec.userns_gid);
-    Swrk s(req.criu, fds, fresh_sysfs.path);
+    Swrk s(req.criu, fds);
     Response resp = s.call(r, notify);
     s.finish();
     if (!resp.success || !resp.restore_pid) {

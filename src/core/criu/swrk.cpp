@@ -1,8 +1,5 @@
 #include "core/criu/swrk.hpp"
 
-#include <sched.h>
-#include <sys/mount.h>
-
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -55,7 +52,7 @@ std::string to_string(const CriuCommand& cmd) {
     return s;
 }
 
-Swrk::Swrk(const CriuCommand& cmd, std::span<const int> inherit, const std::string& fresh_sysfs) {
+Swrk::Swrk(const CriuCommand& cmd, std::span<const int> inherit) {
     int sv[2];
     check(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), "socketpair for criu swrk");
     UniqueFd ours(sv[0]), theirs(sv[1]);
@@ -79,11 +76,6 @@ Swrk::Swrk(const CriuCommand& cmd, std::span<const int> inherit, const std::stri
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, nullptr);
         signal(SIGPIPE, SIG_DFL);
-        if (!fresh_sysfs.empty()) {
-            if (unshare(CLONE_NEWNS) < 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0 ||
-                mount("sysfs", fresh_sysfs.c_str(), "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) < 0)
-                _exit(125);
-        }
         execvp(argv[0], argv.data());
         _exit(127);
     }

@@ -37,10 +37,7 @@ using NotifyHandler = std::function<void(const std::string& script, int32_t pid,
 
 class Swrk {
 public:
-    // `fresh_sysfs`: when not empty (an existing empty directory), criu runs in a private mount
-    // namespace of its own with a fresh, read-only sysfs mounted there (a sysfs source without
-    // child mounts, which a restore into a user namespace can bind; see docs/criu.md).
-    Swrk(const CriuCommand& cmd, std::span<const int> inherit = {}, const std::string& fresh_sysfs = {});
+    Swrk(const CriuCommand& cmd, std::span<const int> inherit = {});
     ~Swrk();  // kills and reaps criu if it still runs
     Swrk(const Swrk&) = delete;
     Swrk& operator=(const Swrk&) = delete;

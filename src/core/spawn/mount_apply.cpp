@@ -114,13 +114,6 @@ void do_mask(int root_fd, const MountStep& s) {
     attach_mount(mnt.get(), target.get(), "mask on " + s.target);
 }
 
-// The step's owner, when it names one, on what it just created in `dir` (never following a link).
-void chown_created(int dir, const std::string& name, const MountStep& s) {
-    if (!s.owner) return;
-    if (fchownat(dir, name.c_str(), *s.owner, *s.owner, AT_SYMLINK_NOFOLLOW) < 0)
-        throw_last_error("cannot give " + s.target + " to the container's root");
-}
-
 }  // namespace
 
 void precreate_mount_targets(int raw_root_fd, const std::vector<MountStep>& plan) {
@@ -148,21 +141,18 @@ void apply_mount_plan(int root_fd, const std::vector<MountStep>& plan, int idmap
             UniqueFd dir = open_own_parent(root_fd, s.target, name);
             if (mkdirat(dir.get(), name.c_str(), s.mode) < 0 && errno != EEXIST)
                 throw_last_error("cannot create " + s.target);
-            chown_created(dir.get(), name, s);
             break;
         }
         case StepKind::File: {
             UniqueFd dir = open_own_parent(root_fd, s.target, name);
             UniqueFd f(openat(dir.get(), name.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, s.mode));
             if (!f) throw_last_error("cannot create " + s.target);
-            chown_created(dir.get(), name, s);
             break;
         }
         case StepKind::Node: {
             UniqueFd dir = open_own_parent(root_fd, s.target, name);
             if (mknodat(dir.get(), name.c_str(), S_IFCHR | s.mode, s.device) < 0 && errno != EEXIST)
                 throw_last_error("cannot create device node " + s.target);
-            chown_created(dir.get(), name, s);
             break;
         }
         case StepKind::Remount: {
@@ -175,7 +165,6 @@ void apply_mount_plan(int root_fd, const std::vector<MountStep>& plan, int idmap
             UniqueFd dir = open_own_parent(root_fd, s.target, name);
             if (symlinkat(s.source.c_str(), dir.get(), name.c_str()) < 0 && errno != EEXIST)
                 throw_last_error("cannot create symlink " + s.target);
-            chown_created(dir.get(), name, s);
             break;
         }
         }

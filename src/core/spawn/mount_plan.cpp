@@ -366,39 +366,7 @@ std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, std::optional<uin
         p.push_back(m);
     }
     if (uid_shift) {
-        // Device nodes: bound from the host's /dev (as runc does in a user namespace), each on an
-        // empty file of /dev's tmpfs. A node mknod'ed from outside would work as well at run time,
-        // but nothing inside the user namespace can make it again: criu's restore refills /dev's
-        // tmpfs from inside it (mknod: EPERM), while binds from the host are criu's externals.
-        std::vector<MountStep> with_binds;
-        with_binds.reserve(p.size() + 8);
         for (auto& s : p) {
-            if (s.kind != StepKind::Node) {
-                with_binds.push_back(std::move(s));
-                continue;
-            }
-            MountStep file = s;
-            file.kind = StepKind::File;
-            file.mode = 0644;
-            file.device = 0;
-            MountStep bind;
-            bind.kind = StepKind::Bind;
-            bind.source = s.target;  // the host's node of the same path
-            bind.target = s.target;
-            bind.recursive = false;
-            with_binds.push_back(std::move(file));
-            with_binds.push_back(std::move(bind));
-        }
-        p = std::move(with_binds);
-        for (auto& s : p) {
-            // What spawn creates on its own tmpfs mounts (/run/host, the inaccessible nodes, /dev's
-            // nodes and links) belongs to the container's root, as nspawn's: owned by a host UID
-            // outside the map, root inside could not read the mode-0 mask sources, and criu (which
-            // archives a tmpfs's contents from inside the user namespace) could not dump them.
-            bool own_tmpfs = s.target.starts_with("/run/") || s.target.starts_with("/dev/");
-            if (own_tmpfs && (s.kind == StepKind::Mkdir || s.kind == StepKind::File || s.kind == StepKind::Node ||
-                              s.kind == StepKind::Symlink))
-                s.owner = *uid_shift;
             if (s.kind != StepKind::Fs) continue;
             if (s.fstype == "tmpfs") {
                 s.options.emplace_back("uid", std::to_string(*uid_shift));

@@ -43,8 +43,6 @@ struct MountStep {
     bool create_target = false;  // create a missing target (a directory, or a file if the source is one)
     mode_t mode = 0755;          // Mkdir/File/Node
     dev_t device = 0;            // Node
-    // Mkdir/File/Node/Symlink: the owner (uid and gid) given after creating it; unset: the creator.
-    std::optional<uint32_t> owner;
 };
 
 // Paths under /proc bound over with an inaccessible, read-only, empty file (nspawn's list).
