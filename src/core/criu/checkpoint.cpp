@@ -245,6 +245,15 @@ CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
     const std::string pid = std::to_string(req.leader);
     if (ns_inode(pid, "pid") == ns_inode("self", "pid"))
         throw UsageError("cannot checkpoint " + req.machine + ": it shares the host's PID namespace");
+    // Measured with criu 4.2.1 (docs/criu.md, "-U"): the container's mounts were made outside its
+    // user namespace, so in it they are locked (MNT_LOCKED). criu cannot bind /dev without its
+    // locked children to archive it, archives what is mounted on it instead, and its restore, run
+    // inside the user namespace, can make no device node and no sysfs for a network namespace the
+    // host's user namespace owns. Refused before criu runs, rather than failing half-way.
+    if (ns_inode(pid, "user") != ns_inode("self", "user"))
+        throw UsageError("cannot checkpoint " + req.machine +
+                         ": it runs in a user namespace of its own (-U), whose mounts (locked there) and device nodes "
+                         "criu cannot dump and remake (docs/criu.md); the machine runs on");
     Version v = require_usable_criu(req.criu, false);
     refuse_pidfd_guest(req.machine, req.root, v);
 
