@@ -263,6 +263,30 @@ def test_private_user_namespace_container_is_refused_and_runs_on(bus, containers
     assert wait_for(lambda: count_of(bus, "cr-userns") > before)
 
 
+FORKER = ("i=0; while true; do i=$((i+1)); echo $i > /run/count; "
+          "(sh -c 'echo $$ > /run/last' &) ; /bin/true; done")
+
+
+def test_machine_forking_in_a_loop_is_frozen_as_a_group_and_restored(bus, containers, tree, tmp_path):
+    # machd passes criu the machine's cgroup2 group (freeze_cgroup, as runc): criu freezes the
+    # group as a whole rather than seizing task by task while new ones are being forked. The dump
+    # is consistent: the restored tree goes on counting and forking.
+    p = containers.start(tree, "cr-fork", FORKER)
+    assert wait_for(lambda: count_of(bus, "cr-fork") >= 20)
+    img = tmp_path / "img"
+    machctl(bus, "checkpoint", "cr-fork", img, check=0)
+    p.wait(10)
+    assert wait_for(lambda: "cr-fork" not in names(bus))
+    machctl(bus, "restore", img, check=0)
+    first = count_of(bus, "cr-fork")
+    assert first >= 20
+    assert wait_for(lambda: count_of(bus, "cr-fork") > first + 20)
+    # The restored tree is in the machine's group, which criu did not leave frozen.
+    scope = pathlib.Path("/sys/fs/cgroup/unified/machine.slice/machine-cr\\x2dfork.scope")
+    if scope.exists():
+        assert "frozen 0" in (scope / "cgroup.events").read_text()
+
+
 def read_until(fd, needle, timeout=15):
     import select  # noqa: PLC0415
     buf = b""
