@@ -192,6 +192,31 @@ bool terminal_is_own_pty(const std::string& pid, const std::vector<MountInfo>& m
     return false;
 }
 
+// criu dumps nested mount and network namespaces only: a process of the container in a UTS, IPC,
+// PID, user, cgroup or time namespace other than its init's fails the dump half-way ("Can't dump
+// nested uts namespace"; a booted guest's services with ProtectHostname=, PrivateIPC=, ...).
+// Refused before criu runs, naming the first such process.
+void refuse_nested_namespaces(const std::string& machine, pid_t leader) {
+    static constexpr const char* kNs[] = {"uts", "ipc", "pid", "user", "cgroup", "time"};
+    static constexpr const char* kNames[] = {"UTS", "IPC", "PID", "user", "cgroup", "time"};
+    const std::string lp = std::to_string(leader);
+    ino_t mine[std::size(kNs)];
+    for (size_t i = 0; i < std::size(kNs); ++i) mine[i] = ns_inode(lp, kNs[i]);
+    for (pid_t p : descendants(leader)) {
+        const std::string ps = std::to_string(p);
+        for (size_t i = 0; i < std::size(kNs); ++i) {
+            struct stat st;
+            if (stat(("/proc/" + ps + "/ns/" + kNs[i]).c_str(), &st) < 0 || st.st_ino == mine[i]) continue;
+            std::string comm = read_host_file("/proc/" + ps + "/comm", 64).value_or("?");
+            while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+            throw UsageError("cannot checkpoint " + machine + ": its process " + ps + " (" + comm + ") runs in a " +
+                             kNames[i] +
+                             " namespace of its own (nested namespaces, e.g. systemd's ProtectHostname=), which criu "
+                             "cannot dump; the machine runs on");
+        }
+    }
+}
+
 void refuse_pidfd_guest(const std::string& machine, const std::string& root, const Version& v) {
     int sd = guest_systemd_version(root);
     if (sd >= 255 && version_less(v, Version{4, 1, 0, {}}))
@@ -254,6 +279,7 @@ CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
         throw UsageError("cannot checkpoint " + req.machine +
                          ": it runs in a user namespace of its own (-U), whose mounts (locked there) and device nodes "
                          "criu cannot dump and remake (docs/criu.md); the machine runs on");
+    refuse_nested_namespaces(req.machine, req.leader);
     Version v = require_usable_criu(req.criu, false);
     refuse_pidfd_guest(req.machine, req.root, v);
 
