@@ -22,6 +22,8 @@
 
 namespace mk::core::criu {
 
+Version checked_version(const CriuCommand& cmd, const Response& resp, bool run_check);
+
 namespace {
 
 constexpr const char* kDumpLog = "dump.log";
@@ -230,7 +232,28 @@ void refuse_pidfd_guest(const std::string& machine, const std::string& root, con
 Version require_usable_criu(const CriuCommand& cmd, bool run_check) {
     Request req;
     req.type = ReqType::Version;
-    Response resp = call_once(cmd, req);
+    return checked_version(cmd, call_once(cmd, req), run_check);
+}
+
+// VERSION on the session that will then dump or restore (keep_open): one criu process per
+// operation instead of two (criu through another tree's loader takes tens of ms to start).
+// A criu that does not take it there is asked again on its own, for the precise refusal.
+Version session_version(Swrk& s, const CriuCommand& cmd) {
+    Request req;
+    req.type = ReqType::Version;
+    req.keep_open = true;
+    Response resp;
+    try {
+        resp = s.call(req);
+    } catch (const std::exception&) {
+        require_usable_criu(cmd, false);  // not criu, or too old: that refusal, in one line
+        throw;
+    }
+    if (!resp.success || !resp.version) require_usable_criu(cmd, false);
+    return checked_version(cmd, resp, false);
+}
+
+Version checked_version(const CriuCommand& cmd, const Response& resp, bool run_check) {
     if (!resp.success || !resp.version)
         throw UsageError("'" + to_string(cmd) +
                          "' does not answer criu's version request: it is not criu, or one older than 3.0");
@@ -280,14 +303,11 @@ CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
                          ": it runs in a user namespace of its own (-U), whose mounts (locked there) and device nodes "
                          "criu cannot dump and remake (docs/criu.md); the machine runs on");
     refuse_nested_namespaces(req.machine, req.leader);
-    Version v = require_usable_criu(req.criu, false);
-    refuse_pidfd_guest(req.machine, req.root, v);
 
     CheckpointRecord rec;
     rec.machine = req.machine;
     rec.class_name = req.class_name;
     rec.root = req.root;
-    rec.criu_version = to_string(v);
     rec.tcp_established = req.tcp_established;
     auto container_mounts = mountinfo_of(pid);
     rec.mounts = plan_external_mounts(container_mounts, mountinfo_of("self"));
@@ -367,6 +387,9 @@ CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
     std::vector<int> fds{dir.get()};
     if (work) fds.push_back(work.get());
     Swrk s(req.criu, fds);
+    Version v = session_version(s, req.criu);
+    refuse_pidfd_guest(req.machine, req.root, v);
+    rec.criu_version = to_string(v);
     Response resp = s.call(r);
     s.finish();
     if (!resp.success) {
@@ -431,7 +454,6 @@ Restored restore_machine(const RestoreRequest& req) {
     Netlink host;
     if (!rec.veth_host.empty() && host.link_index(rec.veth_host))
         throw UsageError("the link " + rec.veth_host + " exists: is the checkpointed machine still running?");
-    Version v = require_usable_criu(req.criu, false);
 
     Options o = base_options(rec, dir.get());
     o.rst_sibling = true;
@@ -483,6 +505,7 @@ Restored restore_machine(const RestoreRequest& req) {
         host.set_up(index);
     };
     Swrk s(req.criu, fds);
+    Version v = session_version(s, req.criu);
     Response resp = s.call(r, notify);
     s.finish();
     if (!resp.success || !resp.restore_pid) {
