@@ -219,6 +219,46 @@ void refuse_nested_namespaces(const std::string& machine, pid_t leader) {
     }
 }
 
+// Freezes a cgroup2 group (cgroup.freeze) before criu runs and thaws it when done, if it was
+// running. criu, given a group that is already frozen, seizes its tasks at once; given a running
+// one it writes cgroup.freeze itself and then checks every 100 ms, so each dump waited ~0.1 s for a
+// freeze the kernel finishes in well under a millisecond. Best effort: a group that does not report
+// "frozen 1" soon is left to criu (which then waits for it as before). v1 freezer groups are left to
+// criu too (a FREEZING v1 group is one criu would not wait for).
+class FreezeFirst {
+public:
+    explicit FreezeFirst(const std::string& group) : group_(group) {
+        if (group_.empty() || read_small(group_ + "/cgroup.freeze") != "0") return;
+        if (!write_small(group_ + "/cgroup.freeze", "1")) return;
+        froze_ = true;
+        for (int i = 0; i < 400; ++i) {  // 2 s at most; normally the first look sees it frozen
+            std::string ev = read_small(group_ + "/cgroup.events");
+            if (ev.find("frozen 1") != std::string::npos) return;
+            usleep(5000);
+        }
+    }
+    ~FreezeFirst() {
+        if (froze_) (void)write_small(group_ + "/cgroup.freeze", "0");
+    }
+    FreezeFirst(const FreezeFirst&) = delete;
+    FreezeFirst& operator=(const FreezeFirst&) = delete;
+
+private:
+    static std::string read_small(const std::string& path) {
+        auto text = read_host_file(path, 4096);
+        if (!text) return {};
+        std::string t = *text;
+        while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) t.pop_back();
+        return t;
+    }
+    static bool write_small(const std::string& path, const char* value) noexcept {
+        UniqueFd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC));
+        return fd && write(fd.get(), value, strlen(value)) == static_cast<ssize_t>(strlen(value));
+    }
+    std::string group_;
+    bool froze_ = false;
+};
+
 void refuse_pidfd_guest(const std::string& machine, const std::string& root, const Version& v) {
     int sd = guest_systemd_version(root);
     if (sd >= 255 && version_less(v, Version{4, 1, 0, {}}))
@@ -390,7 +430,10 @@ CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
     Version v = session_version(s, req.criu);
     refuse_pidfd_guest(req.machine, req.root, v);
     rec.criu_version = to_string(v);
+    std::optional<FreezeFirst> frozen;
+    frozen.emplace(req.freezer_cgroup);
     Response resp = s.call(r);
+    frozen.reset();  // a machine left running (or that criu failed on) runs on at once
     s.finish();
     if (!resp.success) {
         // The directory goes (nothing half-made), so criu's reason must travel in the message.
