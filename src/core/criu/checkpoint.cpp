@@ -547,8 +547,8 @@ Restored restore_machine(const RestoreRequest& req) {
         for (const auto& a : rec.veth_addresses) host.add_address(index, a.family, a.address, a.prefixlen);
         host.set_up(index);
     };
+    Version v = require_usable_criu(req.criu, false);
     Swrk s(req.criu, fds);
-    Version v = session_version(s, req.criu);
     Response resp = s.call(r, notify);
     s.finish();
     if (!resp.success || !resp.restore_pid) {
