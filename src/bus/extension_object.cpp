@@ -125,6 +125,9 @@ void ExtensionObject::CheckpointMachine(const std::string& name, const std::stri
         req.leave_running = flags & kCheckpointLeaveRunning;
         req.tcp_established = flags & kCheckpointTcpEstablished;
         req.criu = core::criu::criu_command();
+        // criu freezes the machine's group as a whole (runc's freeze_cgroup) instead of seizing
+        // the tree task by task, so a task forking meanwhile cannot slip out of the dump.
+        req.freezer_cgroup = core::machine_freezer_dir(m, cgroup_root_);
         if (req.root.empty()) throw core::UsageError("machine " + name + " has no root directory machd knows of");
         core::criu::checkpoint_machine(req);
     });

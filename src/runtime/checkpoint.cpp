@@ -14,6 +14,7 @@
 #include "core/base/io.hpp"
 #include "core/criu/checkpoint.hpp"
 #include "core/spawn/oci_config.hpp"
+#include "core/machine/exec.hpp"
 #include "runtime/commands_detail.hpp"
 #include "runtime/console_socket.hpp"
 #include "runtime/log.hpp"
@@ -100,6 +101,7 @@ int cmd_checkpoint(const Invocation& inv) {
         req.external_network = !spec.network_namespace_path.empty();
         req.own_terminal = spec.console == core::ConsoleMode::Interactive;
         req.criu = criu;
+        req.freezer_cgroup = core::machine_freezer_dir(machine_of(st), st.cgroup_root);  // as runc
         core::criu::checkpoint_machine(req);
     }
     // criu killed the tree: what is left is the state and the cgroup (and poststop hooks), as

@@ -12,6 +12,7 @@
 
 #include "core/base/unique_fd.hpp"
 #include "core/kernel/cgroup_resources.hpp"
+#include "core/machine/machine.hpp"
 #include "core/oci/state.hpp"
 #include "core/spawn/spawn_spec.hpp"
 #include "runtime/cli.hpp"
@@ -39,6 +40,8 @@ void undo_container(const core::OciStateDir& dir, const core::ContainerState& st
 std::vector<std::string> v1_groups_of(const core::ContainerState& st);
 void remove_v1_groups(const core::ContainerState& st);
 void join_group_dir(const std::string& dir, pid_t pid);
+// The container as core's machine operations see it (name, leader, cgroup path).
+core::Machine machine_of(const core::ContainerState& s);
 
 // The bundle of create and restore: its real path, config.json's text and its SpawnSpec (fields
 // machrun does not apply refused in one line), process.consoleSize taken out for the pty machrun

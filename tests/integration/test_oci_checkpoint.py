@@ -224,6 +224,14 @@ def test_bad_input_leaves_nothing(machrun, tree, tmp_path):
     r = machrun("checkpoint", "--pre-dump", "--image-path", str(tmp_path / "img"), "criu-bad", check=False)
     assert r.returncode != 0 and "CONFIG_MEM_SOFT_DIRTY" in r.stderr
     assert not (tmp_path / "img").exists()
+    # A --criu that is no criu: the version asked on the dump's own session fails, in one line,
+    # before anything is dumped; the container runs on and no image directory is left.
+    machrun("start", "criu-bad")
+    r = subprocess.run([machrun.bin, "--root", str(machrun.state_root), "--criu", "/bin/true", "checkpoint",
+                        "--image-path", str(tmp_path / "img"), "criu-bad"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "criu" in r.stderr, r.stderr
+    assert not (tmp_path / "img").exists()
+    assert json.loads(machrun("state", "criu-bad").stdout)["status"] == "running"
 
 
 def test_joined_network_namespace_is_external_and_rejoined(machrun, tree, tmp_path):

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/machine/exec.hpp"
 #include "core/machine/machine.hpp"
 #include "core/machine/machine_error.hpp"
 #include "core/machine/registry.hpp"
@@ -272,4 +273,23 @@ TEST(Paths, AbsoluteNormalized) {
     for (const char* bad : {"", "a", "a/b", "/a/", "//a", "/a//b", "/a/./b", "/a/../b", "/..", "/.", "./a"})
         EXPECT_FALSE(path_is_absolute_normalized(bad)) << bad;
     EXPECT_FALSE(path_is_absolute_normalized("/" + std::string(5000, 'a')));
+}
+
+// criu's freeze_cgroup: the cgroup2 group with cgroup.freeze first (unified or hybrid's unified/),
+// else the v1 freezer group; nothing for a machine without a group.
+TEST(MachineFreezerDir, PrefersCgroup2ThenV1FreezerElseNone) {
+    fs::path root = fs::temp_directory_path() / ("mk-freezer-" + std::to_string(getpid()));
+    fs::remove_all(root);
+    Machine m = make("frz", 1);
+    m.cgroup_path = "/machine.slice/machine-frz.scope";
+    EXPECT_EQ(machine_freezer_dir(m, root.string()), "");
+    fs::create_directories(root / "freezer/machine.slice/machine-frz.scope");
+    std::ofstream(root / "freezer/machine.slice/machine-frz.scope/freezer.state") << "THAWED\n";
+    EXPECT_EQ(machine_freezer_dir(m, root.string()), (root / "freezer/machine.slice/machine-frz.scope").string());
+    fs::create_directories(root / "unified/machine.slice/machine-frz.scope");
+    std::ofstream(root / "unified/machine.slice/machine-frz.scope/cgroup.freeze") << "0\n";
+    EXPECT_EQ(machine_freezer_dir(m, root.string()), (root / "unified/machine.slice/machine-frz.scope").string());
+    m.cgroup_path = "/";
+    EXPECT_EQ(machine_freezer_dir(m, root.string()), "");
+    fs::remove_all(root);
 }

@@ -22,6 +22,8 @@
 
 namespace mk::core::criu {
 
+Version checked_version(const CriuCommand& cmd, const Response& resp, bool run_check);
+
 namespace {
 
 constexpr const char* kDumpLog = "dump.log";
@@ -192,6 +194,71 @@ bool terminal_is_own_pty(const std::string& pid, const std::vector<MountInfo>& m
     return false;
 }
 
+// criu dumps nested mount and network namespaces only: a process of the container in a UTS, IPC,
+// PID, user, cgroup or time namespace other than its init's fails the dump half-way ("Can't dump
+// nested uts namespace"; a booted guest's services with ProtectHostname=, PrivateIPC=, ...).
+// Refused before criu runs, naming the first such process.
+void refuse_nested_namespaces(const std::string& machine, pid_t leader) {
+    static constexpr const char* kNs[] = {"uts", "ipc", "pid", "user", "cgroup", "time"};
+    static constexpr const char* kNames[] = {"UTS", "IPC", "PID", "user", "cgroup", "time"};
+    const std::string lp = std::to_string(leader);
+    ino_t mine[std::size(kNs)];
+    for (size_t i = 0; i < std::size(kNs); ++i) mine[i] = ns_inode(lp, kNs[i]);
+    for (pid_t p : descendants(leader)) {
+        const std::string ps = std::to_string(p);
+        for (size_t i = 0; i < std::size(kNs); ++i) {
+            struct stat st;
+            if (stat(("/proc/" + ps + "/ns/" + kNs[i]).c_str(), &st) < 0 || st.st_ino == mine[i]) continue;
+            std::string comm = read_host_file("/proc/" + ps + "/comm", 64).value_or("?");
+            while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+            throw UsageError("cannot checkpoint " + machine + ": its process " + ps + " (" + comm + ") runs in a " +
+                             kNames[i] +
+                             " namespace of its own (nested namespaces, e.g. systemd's ProtectHostname=), which criu "
+                             "cannot dump; the machine runs on");
+        }
+    }
+}
+
+// Freezes a cgroup2 group (cgroup.freeze) before criu runs and thaws it when done, if it was
+// running. criu, given a group that is already frozen, seizes its tasks at once; given a running
+// one it writes cgroup.freeze itself and then checks every 100 ms, so each dump waited ~0.1 s for a
+// freeze the kernel finishes in well under a millisecond. Best effort: a group that does not report
+// "frozen 1" soon is left to criu (which then waits for it as before). v1 freezer groups are left to
+// criu too (a FREEZING v1 group is one criu would not wait for).
+class FreezeFirst {
+public:
+    explicit FreezeFirst(const std::string& group) : group_(group) {
+        if (group_.empty() || read_small(group_ + "/cgroup.freeze") != "0") return;
+        if (!write_small(group_ + "/cgroup.freeze", "1")) return;
+        froze_ = true;
+        for (int i = 0; i < 400; ++i) {  // 2 s at most; normally the first look sees it frozen
+            std::string ev = read_small(group_ + "/cgroup.events");
+            if (ev.find("frozen 1") != std::string::npos) return;
+            usleep(5000);
+        }
+    }
+    ~FreezeFirst() {
+        if (froze_) (void)write_small(group_ + "/cgroup.freeze", "0");
+    }
+    FreezeFirst(const FreezeFirst&) = delete;
+    FreezeFirst& operator=(const FreezeFirst&) = delete;
+
+private:
+    static std::string read_small(const std::string& path) {
+        auto text = read_host_file(path, 4096);
+        if (!text) return {};
+        std::string t = *text;
+        while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) t.pop_back();
+        return t;
+    }
+    static bool write_small(const std::string& path, const char* value) noexcept {
+        UniqueFd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC));
+        return fd && write(fd.get(), value, strlen(value)) == static_cast<ssize_t>(strlen(value));
+    }
+    std::string group_;
+    bool froze_ = false;
+};
+
 void refuse_pidfd_guest(const std::string& machine, const std::string& root, const Version& v) {
     int sd = guest_systemd_version(root);
     if (sd >= 255 && version_less(v, Version{4, 1, 0, {}}))
@@ -205,7 +272,28 @@ void refuse_pidfd_guest(const std::string& machine, const std::string& root, con
 Version require_usable_criu(const CriuCommand& cmd, bool run_check) {
     Request req;
     req.type = ReqType::Version;
-    Response resp = call_once(cmd, req);
+    return checked_version(cmd, call_once(cmd, req), run_check);
+}
+
+// VERSION on the session that will then dump or restore (keep_open): one criu process per
+// operation instead of two (criu through another tree's loader takes tens of ms to start).
+// A criu that does not take it there is asked again on its own, for the precise refusal.
+Version session_version(Swrk& s, const CriuCommand& cmd) {
+    Request req;
+    req.type = ReqType::Version;
+    req.keep_open = true;
+    Response resp;
+    try {
+        resp = s.call(req);
+    } catch (const std::exception&) {
+        require_usable_criu(cmd, false);  // not criu, or too old: that refusal, in one line
+        throw;
+    }
+    if (!resp.success || !resp.version) require_usable_criu(cmd, false);
+    return checked_version(cmd, resp, false);
+}
+
+Version checked_version(const CriuCommand& cmd, const Response& resp, bool run_check) {
     if (!resp.success || !resp.version)
         throw UsageError("'" + to_string(cmd) +
                          "' does not answer criu's version request: it is not criu, or one older than 3.0");
@@ -245,14 +333,21 @@ CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
     const std::string pid = std::to_string(req.leader);
     if (ns_inode(pid, "pid") == ns_inode("self", "pid"))
         throw UsageError("cannot checkpoint " + req.machine + ": it shares the host's PID namespace");
-    Version v = require_usable_criu(req.criu, false);
-    refuse_pidfd_guest(req.machine, req.root, v);
+    // Measured with criu 4.2.1 (docs/criu.md, "-U"): the container's mounts were made outside its
+    // user namespace, so in it they are locked (MNT_LOCKED). criu cannot bind /dev without its
+    // locked children to archive it, archives what is mounted on it instead, and its restore, run
+    // inside the user namespace, can make no device node and no sysfs for a network namespace the
+    // host's user namespace owns. Refused before criu runs, rather than failing half-way.
+    if (ns_inode(pid, "user") != ns_inode("self", "user"))
+        throw UsageError("cannot checkpoint " + req.machine +
+                         ": it runs in a user namespace of its own (-U), whose mounts (locked there) and device nodes "
+                         "criu cannot dump and remake (docs/criu.md); the machine runs on");
+    refuse_nested_namespaces(req.machine, req.leader);
 
     CheckpointRecord rec;
     rec.machine = req.machine;
     rec.class_name = req.class_name;
     rec.root = req.root;
-    rec.criu_version = to_string(v);
     rec.tcp_established = req.tcp_established;
     auto container_mounts = mountinfo_of(pid);
     rec.mounts = plan_external_mounts(container_mounts, mountinfo_of("self"));
@@ -332,7 +427,13 @@ CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
     std::vector<int> fds{dir.get()};
     if (work) fds.push_back(work.get());
     Swrk s(req.criu, fds);
+    Version v = session_version(s, req.criu);
+    refuse_pidfd_guest(req.machine, req.root, v);
+    rec.criu_version = to_string(v);
+    std::optional<FreezeFirst> frozen;
+    frozen.emplace(req.freezer_cgroup);
     Response resp = s.call(r);
+    frozen.reset();  // a machine left running (or that criu failed on) runs on at once
     s.finish();
     if (!resp.success) {
         // The directory goes (nothing half-made), so criu's reason must travel in the message.
@@ -396,7 +497,6 @@ Restored restore_machine(const RestoreRequest& req) {
     Netlink host;
     if (!rec.veth_host.empty() && host.link_index(rec.veth_host))
         throw UsageError("the link " + rec.veth_host + " exists: is the checkpointed machine still running?");
-    Version v = require_usable_criu(req.criu, false);
 
     Options o = base_options(rec, dir.get());
     o.rst_sibling = true;
@@ -447,6 +547,7 @@ Restored restore_machine(const RestoreRequest& req) {
         for (const auto& a : rec.veth_addresses) host.add_address(index, a.family, a.address, a.prefixlen);
         host.set_up(index);
     };
+    Version v = require_usable_criu(req.criu, false);
     Swrk s(req.criu, fds);
     Response resp = s.call(r, notify);
     s.finish();

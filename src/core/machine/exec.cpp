@@ -208,6 +208,14 @@ void freeze_machine(const Machine& m, bool freeze, const std::string& cgroup_roo
     throw_machine_error(MachineErrc::not_supported, "No cgroup freezer for machine " + m.name);
 }
 
+std::string machine_freezer_dir(const Machine& m, const std::string& cgroup_root) {
+    for (const auto& dir : unit_dirs(m, cgroup_root))
+        if (::access((dir + "/cgroup.freeze").c_str(), F_OK) == 0) return dir;
+    std::string v1 = cgroup_root + "/freezer" + m.cgroup_path;
+    if (!m.cgroup_path.empty() && m.cgroup_path != "/" && ::access((v1 + "/freezer.state").c_str(), F_OK) == 0) return v1;
+    return {};
+}
+
 std::string machine_freezer_state(const Machine& m, const std::string& cgroup_root) {
     for (const auto& dir : unit_dirs(m, cgroup_root)) {
         std::ifstream ev(dir + "/cgroup.events");

@@ -34,4 +34,8 @@ void freeze_machine(const Machine& m, bool freeze, const std::string& cgroup_roo
 // "frozen" or "running".
 std::string machine_freezer_state(const Machine& m, const std::string& cgroup_root);
 
+// The directory freeze_machine() would freeze (the unit's cgroup2 group with cgroup.freeze, else
+// its v1 freezer group), as criu's freeze_cgroup wants it; empty when the machine has neither.
+std::string machine_freezer_dir(const Machine& m, const std::string& cgroup_root);
+
 }  // namespace mk::core
