@@ -26,6 +26,7 @@ import tarfile
 import time
 
 import pytest
+from test_oci_engines import machrun_bin
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -37,15 +38,6 @@ IMAGE = "docker.io/machkit/cri-busybox:1"
 NS = "k8s.io"
 SHIM_ROOT = pathlib.Path("/run/containerd/runc") / NS  # the runc shim's --root for machrun
 DOCUMENTED_BINARY = "/usr/local/bin/machrun"
-
-
-def machrun_bin():
-    from conftest import BUILD  # noqa: PLC0415
-
-    binary = BUILD / "src" / "runtime" / "machrun"
-    if not binary.exists():
-        pytest.skip(f"{binary} not built")
-    return str(binary)
 
 
 def documented_runtime_entry():

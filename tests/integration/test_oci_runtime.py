@@ -194,35 +194,40 @@ def test_exec_argv_process_file_and_detach(machrun, tree, tmp_path):
     machrun("delete", "--force", "c5")
 
 
+def run_on_console_socket(machrun, bundle, tmp_path, cid):
+    """Creates container `cid` with a console socket, takes the pty master machrun hands over,
+    starts it and returns everything the payload wrote to its terminal once it has exited 0."""
+    sock_path = str(tmp_path / "console.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
+        srv.bind(sock_path)
+        srv.listen(1)
+        machrun("create", "--bundle", str(bundle), "--console-socket", sock_path, "--pid-file", str(tmp_path / "pid"), cid)
+        conn, _ = srv.accept()
+        with conn:
+            _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+    assert len(fds) == 1
+    master = fds[0]
+    pid = int((tmp_path / "pid").read_text())
+    machrun("start", cid)
+    out = b""
+    try:
+        while chunk := os.read(master, 4096):
+            out += chunk
+    except OSError:  # EIO once the last holder of the terminal is gone
+        pass
+    finally:
+        os.close(master)
+    assert wait_exit(pid) == 0
+    return out
+
+
 def test_console_socket_hands_over_the_pty(machrun, tree, tmp_path):
     bundle = make_bundle(machrun, tree, ["sh", "-c", "test -t 0 && echo tty-ok; tty; stty size"], terminal=True)
     config = json.loads((bundle / "config.json").read_text())
     config["process"]["consoleSize"] = {"height": 33, "width": 101}  # applied to the pty handed over
     (bundle / "config.json").write_text(json.dumps(config))
-    sock_path = str(tmp_path / "console.sock")
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(sock_path)
-    srv.listen(1)
-    machrun("create", "--bundle", str(bundle), "--console-socket", sock_path, "--pid-file", str(tmp_path / "pid"), "c6")
-    conn, _ = srv.accept()
-    msg, fds, _, _ = socket.recv_fds(conn, 1024, 1)
-    assert len(fds) == 1
-    master = fds[0]
-    pid = int((tmp_path / "pid").read_text())
-    machrun("start", "c6")
-    out = b""
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    assert wait_exit(pid) == 0
+    out = run_on_console_socket(machrun, bundle, tmp_path, "c6")
     assert b"tty-ok" in out and b"/dev/pts/" in out and b"33 101" in out, out
-    os.close(master)
-    conn.close()
     srv.close()
     machrun("delete", "c6")
 
@@ -918,31 +923,9 @@ def test_user_namespace_maps_owners_volumes_idmapped_binds_and_exec(machrun, tre
 def test_user_namespace_with_the_console_socket(machrun, tree, tmp_path):
     bundle, _ = userns_bundle(machrun, tree, ["sh", "-c", "test -t 0 && echo tty-ok; stat -c '%u %g' $(tty); id -u"],
                               terminal=True)
-    sock_path = str(tmp_path / "console.sock")
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(sock_path)
-    srv.listen(1)
-    machrun("create", "--bundle", str(bundle), "--console-socket", sock_path, "--pid-file", str(tmp_path / "pid"), "ut")
-    conn, _ = srv.accept()
-    _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
-    master = fds[0]
-    pid = int((tmp_path / "pid").read_text())
-    machrun("start", "ut")
-    out = b""
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    assert wait_exit(pid) == 0
+    out = run_on_console_socket(machrun, bundle, tmp_path, "ut")
     # The pty is the container root's, in its tty group.
     assert out.replace(b"\r", b"").split() == [b"tty-ok", b"0", b"5", b"0"], out
-    os.close(master)
-    conn.close()
-    srv.close()
     machrun("delete", "ut")
 
 
