@@ -128,6 +128,16 @@ def test_podman_cpu_limits_cap_drop_and_sysctl(podman):
     assert r.stdout.split() == ["50000", "512", "0", "1", "CapEff:", "0000000000000000"], r.stderr
 
 
+def test_podman_user_runs_without_capabilities_within_the_bounding_set(podman):
+    # podman's --user 1000: bounding set kept, effective, permitted, inheritable and ambient empty.
+    r = podman(*run_flags("--rm", "--user", "1000:1000"), IMAGE, "sh", "-c",
+               "id -u; id -g; grep -E '^Cap(Eff|Prm|Bnd)' /proc/self/status; touch /etc/x 2>&1 || echo refused")
+    out = r.stdout.split()
+    assert out[:2] == ["1000", "1000"], (r.stdout, r.stderr)
+    assert out[2:6] == ["CapPrm:", "0000000000000000", "CapEff:", "0000000000000000"], r.stdout
+    assert out[6] == "CapBnd:" and int(out[7], 16) != 0 and out[-1] == "refused", r.stdout
+
+
 def test_podman_devices_rule_keeps_the_standard_nodes(podman):
     # podman sends only "deny all"; runc's default rules follow it, so /dev/null works and a
     # device outside them (a new loop node, 7:200) cannot be opened.

@@ -429,7 +429,16 @@ TEST(OciConfig, Seccomp) {
 TEST(OciConfig, UnappliedFieldsAreNamedForSpawn) {
     EXPECT_EQ(oci_unapplied_field(parse_oci_config(kConfig, "/b")), std::nullopt);
     EXPECT_EQ(*oci_unapplied_field(parse_oci_config(with(kConfig, "\"uid\": 0", "\"uid\": 1000"), "/b")),
-              "process.capabilities.effective (beyond ambient, for a non-root user)");
+              "process.capabilities.effective/permitted (different from ambient, for a non-root user)");
+    // podman's --user 1000: bounding kept, the other four sets empty; the payload gets no capability.
+    std::string user_config = with(kConfig, "\"uid\": 0", "\"uid\": 1000");
+    for (const char* set : {"effective", "permitted"})
+        user_config = with(user_config, std::string("\"") + set + "\": [\"CAP_CHOWN\", \"CAP_NET_RAW\", \"CAP_SYS_TIME\"]",
+                           std::string("\"") + set + "\": []");
+    EXPECT_EQ(oci_unapplied_field(parse_oci_config(user_config, "/b")), std::nullopt);
+    EXPECT_EQ(*oci_unapplied_field(parse_oci_config(
+                  with(user_config, "\"effective\": []", "\"inheritable\": [\"CAP_KILL\"], \"effective\": []"), "/b")),
+              "process.capabilities.inheritable (beyond ambient)");
     EXPECT_EQ(*oci_unapplied_field(parse_oci_config(with(kConfig, "{\"type\": \"mount\"}, ", ""), "/b")),
               "linux.namespaces without 'mount' (spawn always creates it)");
     EXPECT_EQ(oci_unapplied_field(parse_oci_config(with(kConfig, "\"/proc/sys\"", "\"/etc\""), "/b")), std::nullopt);

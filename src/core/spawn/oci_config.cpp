@@ -925,13 +925,18 @@ std::optional<std::string> oci_unapplied_field(const SpawnSpec& s, OciFrontEndHa
     const OciSpec& o = s.oci;
     if (!o.present) return std::nullopt;
     // process (user, additionalGids, umask, ioPriority, scheduler: applied)
-    if (o.capabilities_given) {
+    if (o.capabilities_given && o.uid == 0) {
         if (o.cap_effective != o.cap_bounding || o.cap_permitted != o.cap_bounding)
             return "process.capabilities.effective/permitted (different from bounding)";
         if (o.cap_inheritable) return "process.capabilities.inheritable";
-        // spawn gives a non-root payload only its ambient set.
-        if (o.uid != 0 && (o.cap_effective & ~o.cap_ambient))
-            return "process.capabilities.effective (beyond ambient, for a non-root user)";
+    } else if (o.capabilities_given) {
+        // spawn gives a non-root payload its ambient set, within bounding, as its effective,
+        // permitted and inheritable sets (the kernel keeps an ambient capability only inside
+        // permitted and inheritable). podman's `--user 1000` sends all four empty.
+        if (o.cap_effective != o.cap_ambient || o.cap_permitted != o.cap_ambient)
+            return "process.capabilities.effective/permitted (different from ambient, for a non-root user)";
+        if (o.cap_inheritable & ~o.cap_ambient) return "process.capabilities.inheritable (beyond ambient)";
+        if (o.cap_ambient & ~o.cap_bounding) return "process.capabilities.ambient (beyond bounding)";
     }
     if (o.console_size) return "process.consoleSize";
     if (!o.exec_cpu_affinity_initial.empty() || !o.exec_cpu_affinity_final.empty()) return "process.execCPUAffinity";
