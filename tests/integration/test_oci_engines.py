@@ -70,6 +70,7 @@ def podman(busybox_tree_template, tmp_path_factory):
 
     class P:
         dir = base
+        argv = ["podman", *store, "--runtime", machrun]
 
         def __call__(self, *args, check=True, timeout=60, runtime=machrun, **kw):
             kw.setdefault("stdin", subprocess.DEVNULL)
@@ -136,6 +137,26 @@ def test_podman_user_runs_without_capabilities_within_the_bounding_set(podman):
     assert out[:2] == ["1000", "1000"], (r.stdout, r.stderr)
     assert out[2:6] == ["CapPrm:", "0000000000000000", "CapEff:", "0000000000000000"], r.stdout
     assert out[6] == "CapBnd:" and int(out[7], 16) != 0 and out[-1] == "refused", r.stdout
+
+
+def test_podman_default_network_in_a_network_namespace_of_the_test(podman, tmp_path):
+    # podman's default network (netavark: the podman0 bridge, a veth, 10.88.0.0/16 and a namespace
+    # it hands machrun by path), made inside a network namespace of the test's own so that no
+    # address or rule reaches the host's. The payload reaches an HTTP server on the gateway.
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("hello over podman0\n")
+    script = (
+        "ip link set lo up && mount -t tmpfs tmpfs /run/netns && "
+        f"busybox httpd -f -p 8080 -h {tmp_path / 'www'} & srv=$!; "
+        '"$@"; rc=$?; kill $srv; exit $rc'
+    )
+    payload = "ip -4 -o addr show eth0; ip route; wget -qO- http://$(ip route | awk '/default/{print $3}'):8080/"
+    r = subprocess.run(["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+                        *podman.argv, "run", "--rm", *ULIMITS, IMAGE, "sh", "-c", payload],
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert " inet 10.88." in r.stdout and "default via 10.88.0.1 dev eth0" in r.stdout, r.stdout
+    assert r.stdout.endswith("hello over podman0\n"), r.stdout
 
 
 def test_podman_devices_rule_keeps_the_standard_nodes(podman):
