@@ -33,7 +33,7 @@ core=(base/error.cpp base/id128.cpp base/io.cpp base/names.cpp base/os_release.c
       machine/shell.cpp machine/state_file.cpp machine/machine.cpp spawn/option_values.cpp spawn/settings.cpp spawn/oci_config.cpp
       image/sha256sums.cpp image/archive.cpp spawn/guest_systemd.cpp image/oci_manifest.cpp kernel/subid.cpp
       ../varlink/protocol.cpp ../varlink/errors.cpp ../varlink/params.cpp ../varlink/json_writer.cpp
-      criu/protobuf.cpp criu/rpc.cpp criu/plan.cpp)
+      criu/protobuf.cpp criu/rpc.cpp criu/plan.cpp kernel/userns.cpp spawn/oci_userns.cpp base/run_lock.cpp)
 objs=()
 for src in "${core[@]}"; do
     obj="$out/obj/${src//\//_}.o"

@@ -885,9 +885,10 @@ OciNamespacePlan plan_oci_namespaces(const SpawnSpec& spec) {
         plan.clone_flags = CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID;
         return plan;
     }
-    for (auto [type, flag] :
+    for (const auto& kind :
          {std::pair<std::string_view, int>{"uts", CLONE_NEWUTS}, {"ipc", CLONE_NEWIPC}, {"pid", CLONE_NEWPID}}) {
-        auto it = std::ranges::find_if(spec.oci.namespaces, [&](const OciNamespace& n) { return n.type == type; });
+        const int flag = kind.second;
+        auto it = std::ranges::find(spec.oci.namespaces, kind.first, &OciNamespace::type);
         if (it == spec.oci.namespaces.end()) {
             if (flag == CLONE_NEWUTS) plan.set_hostname = false;
         } else if (it->path.empty()) {
