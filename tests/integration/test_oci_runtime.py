@@ -15,7 +15,7 @@ import subprocess
 import time
 
 import pytest
-from mkutil import CGROUP2, as_subreaper, reap, wait_for  # noqa: F401
+from mkutil import CGROUP2, as_subreaper, reap, remove_empty_groups, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -228,7 +228,6 @@ def test_console_socket_hands_over_the_pty(machrun, tree, tmp_path):
     (bundle / "config.json").write_text(json.dumps(config))
     out = run_on_console_socket(machrun, bundle, tmp_path, "c6")
     assert b"tty-ok" in out and b"/dev/pts/" in out and b"33 101" in out, out
-    srv.close()
     machrun("delete", "c6")
 
     r = machrun("create", "--bundle", str(bundle), "c7", check=False)
@@ -456,11 +455,7 @@ def test_cgroups_path_places_the_container_and_resources_are_applied_or_refused(
             assert not os.path.exists(CGROUP2 + "/machrun-test-cg/g3")
     finally:
         reap()
-        for base in (CGROUP2, "/sys/fs/cgroup/pids"):
-            try:
-                os.rmdir(base + "/machrun-test-cg")
-            except OSError:
-                pass
+        remove_empty_groups("machrun-test-cg")
 
 
 # ---- update and events --------------------------------------------------------------------------
