@@ -947,3 +947,22 @@ def test_user_namespace_bad_maps_are_one_line_and_leave_nothing(machrun, tree, t
     r = machrun("create", "--bundle", str(bundle), "bad", check=False)
     assert r.returncode == 1 and "is not a user namespace" in r.stderr, r.stderr
     assert os.listdir(machrun.state_root) == []
+
+
+def test_features_reports_what_create_applies(machrun, tree):
+    f = json.loads(machrun("features").stdout)
+    assert f["hooks"] == ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"]
+    assert f["linux"]["cgroup"]["v1"] and f["linux"]["cgroup"]["v2"] and f["linux"]["seccomp"]["enabled"]
+    assert "SCMP_ACT_NOTIFY" not in f["linux"]["seccomp"]["actions"]
+    assert {"tmpcopyup", "idmap", "ridmap"} <= set(f["mountOptions"]) and "user" in f["linux"]["namespaces"]
+    # A config at ociVersionMax, with a seccomp profile using a listed action, operator and flag, runs.
+    bundle = make_bundle(machrun, tree, ["sh", "-c", "echo ran"])
+    config = json.loads((bundle / "config.json").read_text())
+    config["ociVersion"] = f["ociVersionMax"]
+    config["linux"]["seccomp"] = {
+        "defaultAction": "SCMP_ACT_ALLOW", "flags": f["linux"]["seccomp"]["supportedFlags"],
+        "syscalls": [{"names": ["personality"], "action": "SCMP_ACT_ERRNO",
+                      "args": [{"index": 0, "value": 255, "op": f["linux"]["seccomp"]["operators"][0]}]}]}
+    (bundle / "config.json").write_text(json.dumps(config))
+    r = machrun("run", "--bundle", str(bundle), "feat", check=False)
+    assert r.returncode == 0 and r.stdout == "ran\n", r.stderr
