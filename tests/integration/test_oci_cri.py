@@ -23,17 +23,16 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 
 import pytest
-from test_oci_engines import machrun_bin
+from mkutil import wait_for
+from test_oci_engines import groups_named, hierarchies, machrun_bin, mounts_mentioning
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PROTO = pathlib.Path(__file__).resolve().parent / "cri" / "cri_runtime_v1.proto"
 DOCS = REPO / "docs" / "oci.md"
-CGROUP = pathlib.Path("/sys/fs/cgroup")
 IMAGE = "docker.io/machkit/cri-busybox:1"
 NS = "k8s.io"
 SHIM_ROOT = pathlib.Path("/run/containerd/runc") / NS  # the runc shim's --root for machrun
@@ -47,33 +46,6 @@ def documented_runtime_entry():
     assert len(entries) == 1, "docs/oci.md must show one ```toml block with the machrun CRI runtime entry"
     assert entries[0].count(DOCUMENTED_BINARY) == 1, entries[0]
     return entries[0]
-
-
-def hierarchies():
-    if (CGROUP / "cgroup.controllers").exists():
-        return [CGROUP]
-    return [d for d in sorted(CGROUP.iterdir()) if d.is_dir() and not d.is_symlink()]
-
-
-def groups_named(name):
-    found = []
-    for h in hierarchies():
-        for depth in ("*", "*/*", "*/*/*"):
-            found += [str(p) for p in h.glob(depth) if p.name == name and p.is_dir()]
-    return found
-
-
-def mounts_mentioning(text):
-    return [line for line in pathlib.Path("/proc/self/mountinfo").read_text().splitlines() if text in line]
-
-
-def wait_for(pred, timeout=30.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 # ---- an OCI image archive of the busybox tree, made offline -------------------------------------
@@ -205,7 +177,7 @@ state = "{base}/state"
             except grpc.RpcError:
                 return False
 
-        assert wait_for(up), c.log()
+        assert wait_for(up, timeout=30), c.log()
         archive = base / "bb-oci.tar"
         make_oci_archive(busybox_tree_template, archive, IMAGE, ["/bin/sleep", "2147483647"])
         c.ctr("image", "import", str(archive))
@@ -215,7 +187,7 @@ state = "{base}/state"
             r = c.img.ImageStatus(api_pb2.ImageStatusRequest(image=api_pb2.ImageSpec(image=IMAGE)), timeout=5)
             return r.HasField("image")
 
-        assert wait_for(image_known), c.log()
+        assert wait_for(image_known, timeout=30), c.log()
         yield c
     finally:
         for pod in c.pods:  # what a failed test left: kubelet's order, stop then remove
@@ -343,7 +315,7 @@ def test_pod_with_the_machrun_handler_runs_its_containers_under_machrun(cri):
     cri.rt.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=60)
     assert container_status(cri, cid).state == pb.CONTAINER_RUNNING
     assert machrun_state(cri, cid)["status"] == "running"
-    assert wait_for(lambda: exec_sync(cri, cid, "cat", "/tmp/out").exit_code == 0)
+    assert wait_for(lambda: exec_sync(cri, cid, "cat", "/tmp/out").exit_code == 0, timeout=30)
     out = exec_sync(cri, cid, "cat", "/tmp/out")
     assert out.stdout.decode() == f"written-by-{os.uname().nodename}\n", out
     mem = exec_sync(cri, cid, "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
@@ -363,7 +335,7 @@ def test_pod_with_the_machrun_handler_runs_its_containers_under_machrun(cri):
     # A container that exits 3: ContainerStatus reports it.
     three = create_container(cri, pod, "three", ["sh", "-c", "exit 3"])
     cri.rt.StartContainer(pb.StartContainerRequest(container_id=three), timeout=60)
-    assert wait_for(lambda: container_status(cri, three).state == pb.CONTAINER_EXITED)
+    assert wait_for(lambda: container_status(cri, three).state == pb.CONTAINER_EXITED, timeout=30)
     st3 = container_status(cri, three)
     assert st3.exit_code == 3 and st3.finished_at > 0, st3
 
