@@ -257,6 +257,23 @@ def test_signals_are_forwarded(spawn_bin, tree, sig):
         assert p.wait(10) == 7, extra
 
 
+def test_signals_ignored_by_the_caller_are_not_inherited(spawn_bin, tree):
+    # Started under nohup (SIGHUP ignored) or as a background job (SIGINT ignored): the payload
+    # still starts with the default actions, so its own trap works and the signal reaches it.
+    def ignore():
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    p = subprocess.Popen([spawn_bin, "-q", "-P", "-D", str(tree), "--", "/bin/sh", "-c",
+                          "grep SigIgn /proc/self/status; trap 'exit 7' HUP; echo ready; while :; do sleep 0.05; done"],
+                         stdout=subprocess.PIPE, text=True, preexec_fn=ignore)
+    ignored = int(p.stdout.readline().split()[1], 16)
+    assert ignored & (1 << (signal.SIGHUP - 1) | 1 << (signal.SIGINT - 1)) == 0, hex(ignored)
+    assert p.stdout.readline().strip() == "ready"
+    os.kill(p.pid, signal.SIGHUP)
+    assert p.wait(10) == 7
+
+
 def test_second_sigterm_kills(spawn_bin, tree):
     p = subprocess.Popen([spawn_bin, "-q", "-P", "-D", str(tree), "--", "/bin/sh", "-c",
                           "trap '' TERM; echo ready; while :; do sleep 0.05; done"], stdout=subprocess.PIPE, text=True)

@@ -513,6 +513,13 @@ void enter_working_directory(const SpawnSpec& spec, const Prepared& p, int keep)
     std::string path = p.guest.exec_path.empty() ? resolve_in_path(env, args[0]) : p.guest.exec_path;
     if (path.empty()) throw_errno(ENOENT, "cannot find '" + args[0] + "' in the container's PATH");
 
+    // The payload starts with every signal at its default action and none blocked, as nspawn's
+    // does: a signal ignored by whoever started spawn (nohup's SIGHUP, a background job's SIGINT)
+    // would otherwise be inherited, and a shell cannot even trap a signal ignored on entry.
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, nullptr);  // glibc's own: EINVAL
     // The set-up channel closes on exec, which tells the parent that exec happened.
     sigset_t none;
     sigemptyset(&none);
