@@ -62,3 +62,21 @@ def debian_tree():
         pytest.skip("MK_SKIP_DEBIAN is set")
     out = subprocess.run([str(HELPERS / "debian-fixture.sh")], check=True, capture_output=True, text=True)
     return pathlib.Path(out.stdout.strip())
+
+
+@pytest.fixture(autouse=True)
+def private_basetemp(request, tmp_path_factory):
+    """pytest's temp dirs stay 0700: spawn -U refuses a tree other users can reach, and every test
+    keeps its trees below them. A test that widens them (to let an unprivileged client in) must
+    put them back; one that does not is named here and the modes are set back for the next."""
+    import stat  # noqa: PLC0415
+    import warnings  # noqa: PLC0415
+
+    base = tmp_path_factory.getbasetemp()
+    yield
+    for d in (base.parent, base):
+        mode = stat.S_IMODE(os.stat(d).st_mode)
+        if mode != 0o700:
+            os.chmod(d, 0o700)
+            warnings.warn(f"{request.node.nodeid} left {d} with mode {mode:o}; set back to 0700")
+
