@@ -120,24 +120,6 @@ bool set_affinity(const std::vector<unsigned>& cpus) noexcept {
     return sched_setaffinity(0, sizeof set, &set) == 0;
 }
 
-int raise_ambient(uint64_t caps) noexcept {
-    for (int c = 0; c < 64; c++)
-        if ((caps & core::cap_bit(c)) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) < 0) return -errno;
-    return 0;
-}
-
-int set_capability_sets(uint64_t effective, uint64_t permitted, uint64_t inheritable) noexcept {
-    __user_cap_header_struct hdr{};
-    hdr.version = _LINUX_CAPABILITY_VERSION_3;
-    __user_cap_data_struct data[2]{};
-    for (int i = 0; i < 2; i++) {
-        data[i].effective = static_cast<uint32_t>(effective >> (32 * i));
-        data[i].permitted = static_cast<uint32_t>(permitted >> (32 * i));
-        data[i].inheritable = static_cast<uint32_t>(inheritable >> (32 * i));
-    }
-    return syscall(SYS_capset, &hdr, data) < 0 ? -errno : 0;
-}
-
 std::string cap_names(uint64_t caps) {
     std::string out;
     for (int c = 0; c < 64; c++)
@@ -341,8 +323,8 @@ ExecStarted start_exec(const ExecTarget& target, const ExecRequest& req) {
         if (core::seccomp_install(filter) < 0) fail(err_wr.get(), kSeccomp);
         if (setresuid(req.uid, req.uid, req.uid) < 0) fail(err_wr.get(), kUid);
         if (caps) {
-            check_step(err_wr.get(), kCaps, set_capability_sets(caps->effective, caps->permitted, caps->inheritable));
-            check_step(err_wr.get(), kAmbient, raise_ambient(caps->ambient));
+            check_step(err_wr.get(), kCaps, core::set_capability_sets(caps->effective, caps->permitted, caps->inheritable));
+            check_step(err_wr.get(), kAmbient, core::raise_ambient_capabilities(caps->ambient));
         } else if (req.uid == 0 && core::set_capabilities(bounding, 0) < 0) {
             fail(err_wr.get(), kCaps);
         }

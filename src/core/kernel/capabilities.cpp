@@ -107,17 +107,26 @@ uint64_t current_permitted_capabilities() {
     return uint64_t{data[0].permitted} | (uint64_t{data[1].permitted} << 32);
 }
 
-int set_capabilities(uint64_t caps, uint64_t inheritable) noexcept {
+int set_capability_sets(uint64_t effective, uint64_t permitted, uint64_t inheritable) noexcept {
     __user_cap_header_struct hdr{};
     hdr.version = _LINUX_CAPABILITY_VERSION_3;
     hdr.pid = 0;
     __user_cap_data_struct data[2]{};
     for (int i = 0; i < 2; i++) {
-        data[i].effective = static_cast<uint32_t>(caps >> (32 * i));
-        data[i].permitted = static_cast<uint32_t>(caps >> (32 * i));
+        data[i].effective = static_cast<uint32_t>(effective >> (32 * i));
+        data[i].permitted = static_cast<uint32_t>(permitted >> (32 * i));
         data[i].inheritable = static_cast<uint32_t>(inheritable >> (32 * i));
     }
     if (syscall(SYS_capset, &hdr, data) < 0) return -errno;
+    return 0;
+}
+
+int raise_ambient_capabilities(uint64_t caps, int* failed) noexcept {
+    for (int c = 0; c < 64; c++)
+        if ((caps & cap_bit(c)) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) < 0) {
+            if (failed) *failed = c;
+            return -errno;
+        }
     return 0;
 }
 

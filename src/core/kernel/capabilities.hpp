@@ -36,7 +36,16 @@ int drop_bounding_set(uint64_t keep) noexcept;
 // The calling thread's permitted set.
 uint64_t current_permitted_capabilities();
 
+// Sets the calling thread's three capset(2) sets. Returns 0 or -errno.
+int set_capability_sets(uint64_t effective, uint64_t permitted, uint64_t inheritable) noexcept;
+
 // Sets effective = permitted = `caps`, inheritable = `inheritable`. Returns 0 or -errno.
-int set_capabilities(uint64_t caps, uint64_t inheritable) noexcept;
+inline int set_capabilities(uint64_t caps, uint64_t inheritable) noexcept {
+    return set_capability_sets(caps, caps, inheritable);
+}
+
+// Raises each capability of `caps` in the ambient set. Returns 0, or -errno with *failed set to
+// the capability the kernel refused (when `failed` is given).
+int raise_ambient_capabilities(uint64_t caps, int* failed = nullptr) noexcept;
 
 }  // namespace mk::core

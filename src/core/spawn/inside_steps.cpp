@@ -255,12 +255,6 @@ void set_exec_label(const std::string& label) {
     if (!f || write(f.get(), label.data(), label.size()) < 0) throw_last_error("cannot set the SELinux label " + label);
 }
 
-void raise_ambient_capabilities(uint64_t caps) {
-    for (int c = 0; c < 64; c++)
-        if ((caps & cap_bit(c)) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) < 0)
-            throw_last_error("cannot raise the ambient capability " + capability_to_name(c));
-}
-
 }  // namespace
 
 std::pair<UniqueFd, UniqueFd> setup_console() {
@@ -467,7 +461,9 @@ void drop_privileges(const SpawnSpec& spec, const Prepared& p) {
     if (setresuid(p.user.uid, p.user.uid, p.user.uid) < 0) throw_last_error("setresuid");
     r = set_capabilities(root_user ? p.guest.bounding : spec.capabilities_ambient, spec.capabilities_ambient);
     if (r < 0) throw_errno(-r, "cannot set capabilities");
-    raise_ambient_capabilities(spec.capabilities_ambient);
+    int refused = 0;
+    if (int r = raise_ambient_capabilities(spec.capabilities_ambient, &refused); r < 0)
+        throw_errno(-r, "cannot raise the ambient capability " + capability_to_name(refused));
     // A credential change clears the parent-death signal: set it again, if it was set.
     if (pdeath && (!root_user || p.userns) && prctl(PR_SET_PDEATHSIG, pdeath, 0, 0, 0) < 0)
         throw_last_error("prctl(PDEATHSIG)");
