@@ -94,6 +94,37 @@ def test_spec_bundle_runs_and_reports_the_exit_code(machrun, tree):
     assert not os.path.exists(CGROUP2 + "/machrun/c1")
 
 
+def test_spec_writes_runcs_defaults_and_they_hold_inside(machrun, tree):
+    bundle = make_bundle(machrun, tree, ["sh", "-c",
+                                         "cat /proc/timer_list >/dev/null 2>&1 || echo masked; "
+                                         "ls /proc/acpi >/dev/null 2>&1 || echo masked; "
+                                         "grep ' /sys ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1; "
+                                         "stat -c %a /dev/shm"])
+    config = json.loads((bundle / "config.json").read_text())
+    # As runc's spec: every device denied but the defaults, and runc's masks.
+    assert config["linux"]["resources"]["devices"] == [{"allow": False, "access": "rwm"}]
+    assert {"/proc/kcore", "/proc/sched_debug", "/proc/scsi"} <= set(config["linux"]["maskedPaths"])
+    r = machrun("run", "--bundle", str(bundle), "c0", check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["masked", "masked", "ro", "1777"], r.stderr
+
+
+def test_tmpfs_without_a_mode_keeps_the_mode_of_the_directory_it_covers(machrun, tree):
+    (tree / "private").mkdir(mode=0o700, exist_ok=True)
+    (tree / "private").chmod(0o710)
+    mounts = [{"destination": "/private", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]},
+              {"destination": "/fresh", "type": "tmpfs", "source": "tmpfs"},
+              {"destination": "/given", "type": "tmpfs", "source": "tmpfs", "options": ["mode=750"]}]
+    bundle = make_bundle(machrun, tree, ["stat", "-c", "%a %n", "/private", "/fresh", "/given"])
+    config = json.loads((bundle / "config.json").read_text())
+    config["mounts"] += mounts
+    (bundle / "config.json").write_text(json.dumps(config))
+    r = machrun("run", "--bundle", str(bundle), "c0", check=False)
+    assert r.returncode == 0, r.stderr
+    # As runc: the covered directory's mode; tmpfs's own 1777 where there was none; mode= wins.
+    assert r.stdout.splitlines() == ["710 /private", "1777 /fresh", "750 /given"]
+
+
 def test_create_waits_at_the_gate_until_start(machrun, tree, tmp_path):
     bundle = make_bundle(machrun, tree, ["sh", "-c", "touch /ran; exec sleep 1000"])
     pid_file = tmp_path / "pid"

@@ -116,3 +116,38 @@ TEST(MountPlan, CopyUpMarksTheTmpfsAtTheDestination) {
     EXPECT_LT(index_of(plan, "/run", StepKind::Fs), index_of(plan, "/run/host", StepKind::Mkdir));
     EXPECT_FALSE(build_mount_plan(SpawnSpec{})[0].copy_up);
 }
+
+// A config.json tmpfs without mode= keeps the mode of what it covers (runc's); --tmpfs= and a
+// config.json tmpfs with mode= get the mode they name, 0755 by default (nspawn's).
+TEST(MountPlan, OciTmpfsWithoutModeTakesTheCoveredDirectorysMode) {
+    SpawnSpec spec;
+    spec.tmpfs.push_back({"/cache", "size=1m"});
+    spec.tmpfs.push_back({"/given", "mode=1777"});
+    spec.tmpfs.push_back({"/nspawn", ""});
+    for (const char* d : {"/cache", "/given"}) {
+        OciMount m;
+        m.destination = d;
+        m.type = "tmpfs";
+        spec.oci.mounts.push_back(m);
+    }
+    auto plan = build_mount_plan(spec);
+    auto mode_of = [](const MountStep* s) {
+        std::string mode;
+        for (const auto& [k, v] : s->options)
+            if (k == "mode") mode = v;
+        return mode;
+    };
+    const MountStep* cache = find(plan, "/cache", StepKind::Fs);
+    ASSERT_TRUE(cache);
+    EXPECT_TRUE(cache->mode_from_target);
+    EXPECT_EQ(mode_of(cache), "");
+    EXPECT_EQ(cache->options.size(), 1u);  // size=1m
+    const MountStep* given = find(plan, "/given", StepKind::Fs);
+    ASSERT_TRUE(given);
+    EXPECT_FALSE(given->mode_from_target);
+    EXPECT_EQ(mode_of(given), "1777");
+    const MountStep* nspawn = find(plan, "/nspawn", StepKind::Fs);
+    ASSERT_TRUE(nspawn);
+    EXPECT_FALSE(nspawn->mode_from_target);
+    EXPECT_EQ(mode_of(nspawn), "0755");
+}

@@ -6,6 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <optional>
+
 #include "core/base/error.hpp"
 #include "core/base/fs_at.hpp"
 #include "core/base/tree_copy.hpp"
@@ -48,8 +51,21 @@ UniqueFd open_own_parent(int root_fd, const std::string& path, std::string& name
 }
 
 void do_fs(int root_fd, const MountStep& s) {
+    // The mode of the directory about to be covered, looked at before a missing one is made.
+    std::optional<mode_t> covered_mode;
+    if (s.mode_from_target) {
+        UniqueFd existing = open_in_root(root_fd, s.target, O_PATH | O_DIRECTORY, 0, RESOLVE_NO_SYMLINKS);
+        struct stat st;
+        if (existing && fstat(existing.get(), &st) == 0) covered_mode = st.st_mode & 07777;
+    }
     UniqueFd target =
         s.api_target ? open_api_target(root_fd, s.target, s.create_target) : mkdir_p_in_root(root_fd, s.target);
+    auto options = s.options;
+    if (covered_mode) {
+        char mode[8];
+        snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(*covered_mode));
+        options.emplace_back("mode", mode);
+    }
     // Copy-up reads the directory the new mount is about to cover: opened before it is covered.
     UniqueFd below;
     if (s.copy_up) {
@@ -59,7 +75,7 @@ void do_fs(int root_fd, const MountStep& s) {
     // A read-only file system cannot be filled: it turns read-only once filled.
     const bool late_ro = s.copy_up && (s.attrs & MOUNT_ATTR_RDONLY);
     UniqueFd mnt =
-        make_fs_mount(s.fstype.c_str(), s.options, late_ro ? s.attrs & ~MOUNT_ATTR_RDONLY : s.attrs, s.fstype.c_str());
+        make_fs_mount(s.fstype.c_str(), options, late_ro ? s.attrs & ~MOUNT_ATTR_RDONLY : s.attrs, s.fstype.c_str());
     if (s.copy_up) {
         UniqueFd top(openat(mnt.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         if (!top) throw_last_error("cannot open the new " + s.fstype + " for " + s.target);

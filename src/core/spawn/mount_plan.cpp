@@ -350,7 +350,15 @@ std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, std::optional<uin
     }
     for (const auto& t : spec.tmpfs) {
         MountStep s = fs(t.destination, "tmpfs", {{"mode", "0755"}}, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
-        for (auto& kv : split_options(t.options)) {
+        auto options = split_options(t.options);
+        // --tmpfs= defaults to 0755 (nspawn's); a config.json tmpfs without mode= keeps what it covers (runc's).
+        const bool from_oci = std::ranges::any_of(
+            spec.oci.mounts, [&](const auto& m) { return m.type == "tmpfs" && m.destination == t.destination; });
+        if (from_oci && std::ranges::none_of(options, [](const auto& kv) { return kv.first == "mode"; })) {
+            s.options.clear();
+            s.mode_from_target = true;
+        }
+        for (auto& kv : options) {
             if (kv.first == "ro") {
                 s.attrs |= MOUNT_ATTR_RDONLY;
                 continue;

@@ -42,12 +42,14 @@ struct MountStep {
     std::string idmap_uid_map{}, idmap_gid_map{};  // ... through a namespace of these maps (OCI mounts[].uidMappings)
     int idmap_userns_fd = -1;                      // that namespace, made by prepare() (borrowed from Prepared)
     bool optional = false;                         // a missing target (or source) is skipped, not an error
-    bool api_target = false;     // target must be a plain directory or file of the tree: no symlinks at all
-    bool create_target = false;  // create a missing target (a directory, or a file if the source is one)
-    bool copy_up = false;        // Fs: the new file system starts with a copy of what the tree has at
-                                 // `target` (crun's tmpcopyup, for podman's --read-only)
-    mode_t mode = 0755;          // Mkdir/File/Node
-    dev_t device = 0;            // Node
+    bool api_target = false;        // target must be a plain directory or file of the tree: no symlinks at all
+    bool create_target = false;     // create a missing target (a directory, or a file if the source is one)
+    bool copy_up = false;           // Fs: the new file system starts with a copy of what the tree has at
+                                    // `target` (crun's tmpcopyup, for podman's --read-only)
+    bool mode_from_target = false;  // Fs: no mode= given, so the tmpfs takes the mode of the directory it
+                                    // covers, or tmpfs's own 1777 where there was none (runc's, for OCI mounts)
+    mode_t mode = 0755;             // Mkdir/File/Node
+    dev_t device = 0;               // Node
 };
 
 // Paths under /proc bound over with an inaccessible, read-only, empty file (nspawn's list).
