@@ -80,3 +80,50 @@ def private_basetemp(request, tmp_path_factory):
             os.chmod(d, 0o700)
             warnings.warn(f"{request.node.nodeid} left {d} with mode {mode:o}; set back to 0700")
 
+
+
+# A spawn, machrun or machctl that a test body started and left running outlives the test: it holds
+# its machine name, mounts and cgroups, and the tests after it fail on them (a Popen whose wait timed
+# out is not killed). Such processes are ended after the test's teardown, and the test is named.
+_LAUNCHERS = {"spawn", "machrun", "machctl"}
+_started_in_body = None
+_popen_init = subprocess.Popen.__init__
+
+
+def _tracking_popen_init(self, *args, **kwargs):
+    _popen_init(self, *args, **kwargs)
+    if _started_in_body is not None:
+        argv = self.args if isinstance(self.args, (list, tuple)) else str(self.args).split()
+        if argv and os.path.basename(str(argv[0])) in _LAUNCHERS:
+            _started_in_body.append(self)
+
+
+subprocess.Popen.__init__ = _tracking_popen_init
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    global _started_in_body
+    item._mk_started = _started_in_body = []
+    try:
+        yield
+    finally:
+        _started_in_body = None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield
+    import signal  # noqa: PLC0415
+    import warnings  # noqa: PLC0415
+
+    for p in getattr(item, "_mk_started", []):
+        if p.poll() is not None:
+            continue
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        warnings.warn(f"{item.nodeid} left {os.path.basename(str(p.args[0]))} (pid {p.pid}) running; ended it")
