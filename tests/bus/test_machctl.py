@@ -332,6 +332,27 @@ def test_poweroff_escalates_when_the_guest_ignores_it(bus, containers):
     p.wait(10)
 
 
+def test_poweroff_is_held_until_the_init_takes_it(bus, containers, tree):
+    # The PID 1 of a namespace drops a signal it neither blocks nor catches, so a poweroff sent
+    # while a systemd starts was lost (machctl then waited its timeout and terminated it). This
+    # init, a systemd by name, catches SIGRTMIN+4 a second after it says ready: machd holds the
+    # request until then, and the guest powers off by itself.
+    init = tree / "usr" / "lib" / "systemd" / "systemd"
+    init.parent.mkdir(parents=True, exist_ok=True)
+    init.write_text("#!/bin/sh\necho ready\nsleep 1\n"
+                    "trap 'echo powered-off > /var/po; exit 0' 38\nwhile :; do sleep 0.1; done\n")
+    init.chmod(0o755)
+    p = subprocess.Popen([str(SPAWN), "-q", "-P", "-D", str(tree), "-M", "mc-early", "--", "/usr/lib/systemd/systemd"],
+                         env=bus.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         stdin=subprocess.DEVNULL)
+    containers.procs.append(p)
+    assert p.stdout.readline().strip() == "ready", p.stderr.read()
+    r = ok(bus, "poweroff", "--timeout=20", "mc-early")
+    assert "did not power off" not in r.stderr
+    assert p.wait(10) == 0
+    assert (tree / "var" / "po").read_text() == "powered-off\n"
+
+
 def test_stop_is_poweroff_and_quiet(bus, containers):
     containers.start("mc-stop", "while :; do sleep 0.1; done", setup="trap '' 38")
     r = ok(bus, "stop", "-q", "--timeout=0.5", "mc-stop")

@@ -13,6 +13,7 @@
 #include "core/kernel/userns.hpp"
 #include "core/machine/owner.hpp"
 #include "core/spawn/pasta.hpp"
+#include "core/kernel/init_signals.hpp"
 #include "core/spawn/relay.hpp"
 #include "core/spawn/rootless_plan.hpp"
 

@@ -42,6 +42,10 @@ struct Machine {
     int kill_signal = 15;     // KillSignal= of the scope: what TerminateMachine sends (SIGTERM)
     std::string scope_job;    // pending start job of the scope (state `opening`), as SCOPE_JOB=
     uint64_t kill_deadline_usec = 0;  // CLOCK_MONOTONIC: SIGKILL the unit then if still alive (0 = none)
+    // A signal for the leader held until the guest's init takes it (init_signals.hpp), and when it
+    // goes anyway (CLOCK_MONOTONIC usec). 0 = none.
+    int held_signal = 0;
+    uint64_t held_signal_until_usec = 0;
     MachineState state = MachineState::opening;
     // The guest said it is up (io.machkit.Manager1.SetMachineReady, from the spawn that runs it):
     // what `machctl wait` waits for. Never set for machines whose manager does not report it

@@ -9,6 +9,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/names.hpp"
+#include "core/kernel/init_signals.hpp"
 #include "core/machine/machine_error.hpp"
 #include "core/machine/owner.hpp"
 
@@ -190,7 +191,15 @@ void MachineService::kill(Machine& m, std::string_view who, int signal) {
     if (signal <= 0 || signal >= _NSIG) invalid("Invalid signal " + std::to_string(signal));
     if (m.klass == MachineClass::host) throw_machine_error(MachineErrc::not_supported, "Refusing to kill the host");
     if (who == "leader") {
-        // Through the pidfd: never a recycled PID.
+        // Through the pidfd: never a recycled PID. Checked first, so that a dead leader is an error now.
+        if (::syscall(SYS_pidfd_send_signal, m.leader_pidfd.get(), 0, nullptr, 0) < 0)
+            throw_last_error("Failed to kill leader of machine " + m.name);
+        if (signal != SIGKILL && signal != SIGSTOP && !init_takes_signal(m.leader, signal).value_or(false)) {
+            m.held_signal = signal;  // a later request replaces an earlier one still held
+            m.held_signal_until_usec = now_monotonic_usec() + kHoldSignalUsec;
+            holding_.insert(m.name);
+            return;
+        }
         if (::syscall(SYS_pidfd_send_signal, m.leader_pidfd.get(), signal, nullptr, 0) < 0)
             throw_last_error("Failed to kill leader of machine " + m.name);
         return;
@@ -223,8 +232,25 @@ bool MachineService::report_ready(Machine& m, pid_t caller) {
     return true;
 }
 
+void MachineService::send_held_signals(uint64_t now_usec) {
+    for (auto it = holding_.begin(); it != holding_.end();) {
+        Machine* m = registry_.find(*it);
+        if (!m || !m->held_signal) {
+            it = holding_.erase(it);
+            continue;
+        }
+        if (now_usec < m->held_signal_until_usec && !init_takes_signal(m->leader, m->held_signal).value_or(false)) {
+            ++it;
+            continue;
+        }
+        ::syscall(SYS_pidfd_send_signal, m->leader_pidfd.get(), m->held_signal, nullptr, 0);
+        m->held_signal = 0;
+        it = holding_.erase(it);
+    }
+}
+
 uint64_t MachineService::next_deadline() const {
-    uint64_t next = 0;
+    uint64_t next = holding_.empty() ? 0 : now_monotonic_usec() + kHeldSignalPollUsec;
     for (const auto& name : terminating_)
         if (Machine* m = registry_.find(name); m && m->kill_deadline_usec && (!next || m->kill_deadline_usec < next))
             next = m->kill_deadline_usec;
@@ -232,6 +258,7 @@ uint64_t MachineService::next_deadline() const {
 }
 
 void MachineService::run_deadlines(uint64_t now_usec) {
+    send_held_signals(now_usec);
     for (auto it = terminating_.begin(); it != terminating_.end();) {
         Machine* m = registry_.find(*it);
         if (!m || !m->kill_deadline_usec) {
@@ -265,6 +292,7 @@ void MachineService::finalize(Machine& m, bool remove_cgroup) {
     state_.remove(m);
     listener_.machine_removed(m);
     terminating_.erase(name);
+    holding_.erase(name);
     registry_.remove(name);
     if (failure) std::rethrow_exception(failure);
 }

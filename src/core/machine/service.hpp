@@ -65,8 +65,12 @@ public:
     // machined's machine_stop(): own scope -> KillSignal (SIGTERM) to every process in it, registered
     // unit -> the same to the unit's cgroup; the machine is `closing` until its leader exits.
     void terminate(Machine& m);
-    // who: "leader" or "all" ("" = all). Signal must be 1.._NSIG-1.
+    // who: "leader" or "all" ("" = all). Signal must be 1.._NSIG-1. A signal for a leader that is
+    // its PID namespace's init and does not take it yet (before its exec, or before it set up its
+    // signals: it would drop it) is held and sent once it does, at most kHoldSignalUsec later.
     void kill(Machine& m, std::string_view who, int signal);
+    static constexpr uint64_t kHoldSignalUsec = 5'000'000;
+    static constexpr uint64_t kHeldSignalPollUsec = 20'000;
     // Forget the machine now (nspawn calls this when its container exits). An own scope is removed,
     // killing what is left in it: nothing else would clean it up on a host without systemd.
     void unregister(Machine& m);
@@ -80,9 +84,10 @@ public:
     // Returns true on the first report, false when the machine was ready already.
     bool report_ready(Machine& m, pid_t caller);
 
-    // The earliest pending SIGKILL escalation (CLOCK_MONOTONIC usec), 0 if none.
+    // The earliest pending SIGKILL escalation or check of a held signal (CLOCK_MONOTONIC usec), 0 if none.
     [[nodiscard]] uint64_t next_deadline() const;
-    // SIGKILLs the units of terminated machines whose deadline is <= now_usec.
+    // SIGKILLs the units of terminated machines whose deadline is <= now_usec; sends held signals
+    // their leaders now take, or whose time is up.
     void run_deadlines(uint64_t now_usec);
 
     // Reads the state dir: machines whose leader lives (and still sits in the recorded unit) come back,
@@ -106,6 +111,8 @@ private:
     Registry registry_;
     uint64_t stop_timeout_usec_;
     std::set<std::string, std::less<>> terminating_;  // machines with a kill deadline: the loop asks every round
+    std::set<std::string, std::less<>> holding_;      // machines with a held signal for the leader
+    void send_held_signals(uint64_t now_usec);
 };
 
 // Validation helpers shared with the bus layer.

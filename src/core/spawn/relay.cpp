@@ -19,6 +19,7 @@
 #include "core/base/io.hpp"
 #include "core/base/notify.hpp"
 #include "core/kernel/console.hpp"
+#include "core/kernel/init_signals.hpp"
 #include "core/spawn/child_channel.hpp"
 
 namespace mk::core {
@@ -66,40 +67,10 @@ Relay::~Relay() {
 
 void Relay::kill_child(int sig) { syscall(SYS_pidfd_send_signal, ends_.pidfd, sig, nullptr, 0); }
 
-bool process_takes_signal(std::string_view status, int sig, bool exact) {
-    if (sig < 1 || sig > 64) return false;
-    bool takes = false, set_up = false;
-    for (std::string_view key : {"\nSigBlk:\t", "\nSigCgt:\t"}) {
-        size_t at = status.find(key);
-        if (at == std::string_view::npos) continue;
-        std::string_view hex = status.substr(at + key.size());
-        hex = hex.substr(0, hex.find('\n'));
-        if (hex.find_first_not_of('0') != std::string_view::npos) set_up = true;
-        // 16 hex digits, signal 1 is bit 0 of the last one.
-        const size_t bit = static_cast<size_t>(sig - 1);
-        if (hex.size() <= bit / 4) continue;
-        char c = hex[hex.size() - 1 - bit / 4];
-        int v = c >= '0' && c <= '9'   ? c - '0'
-                : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                       : 0;
-        if (v & (1 << (bit % 4))) takes = true;
-    }
-    return takes || (!exact && set_up);
-}
-
 std::optional<bool> Relay::init_takes(int sig) const {
-    // Still spawn's own code before exec (same executable): it unblocks its signals right before
-    // exec, so what it blocks now says nothing of the init to come.
-    const std::string proc = "/proc/" + std::to_string(ends_.pid);
-    struct stat init_exe, own_exe;
-    if (stat((proc + "/exe").c_str(), &init_exe) == 0 && stat("/proc/self/exe", &own_exe) == 0 &&
-        init_exe.st_dev == own_exe.st_dev && init_exe.st_ino == own_exe.st_ino)
-        return std::nullopt;
-    auto status = read_host_file(proc + "/status", 1 << 16);
     // A systemd (one that notifies) catches its crash signals before it blocks the rest: only the
     // signal itself counts there.
-    return !status || process_takes_signal(*status, sig, init_notifies_);  // unreadable: send it, as before
+    return init_takes_signal(ends_.pid, sig, init_notifies_);
 }
 
 void Relay::halt_guest(int sig) {

@@ -30,15 +30,6 @@ struct Outcome {
 // killed by SIGHUP (restart) or SIGINT (power-off, halt): that is how the kernel reports them.
 Outcome interpret_exit(const siginfo_t& si, bool boot);
 
-// Whether a guest's init with this /proc/PID/status text is ready for `sig`: it blocks or catches
-// it (SigBlk, SigCgt), or, unless `exact`, has set up its signal handling otherwise (some signal
-// blocked or caught: what it does with `sig` is then its own choice; busybox init shows only
-// SIGTSTP). The PID 1 of a PID namespace discards a signal it neither blocks nor catches (SIG_DFL,
-// SIGNAL_UNKILLABLE), so a halt request sent before a systemd blocked its signals was lost (systemd
-// catches its crash signals first: `exact` for it). False for a process that has set up nothing
-// yet, or text without either line. Pure.
-bool process_takes_signal(std::string_view proc_status, int sig, bool exact = false);
-
 struct RelayEnds {
     pid_t pid = -1;  // the container's PID 1, as the host sees it
     int pidfd = -1;
