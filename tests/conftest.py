@@ -74,7 +74,9 @@ def private_basetemp(request, tmp_path_factory):
 
     base = tmp_path_factory.getbasetemp()
     yield
-    for d in (base.parent, base):
+    # Only pytest's own directories (/tmp/pytest-of-USER and its runs): a --basetemp given on the
+    # command line may sit right in /tmp, which must stay 1777.
+    for d in [p for p in (base.parent, base) if p.name.startswith("pytest-") or p.parent.name.startswith("pytest-of-")]:
         mode = stat.S_IMODE(os.stat(d).st_mode)
         if mode != 0o700:
             os.chmod(d, 0o700)
