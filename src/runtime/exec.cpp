@@ -29,6 +29,7 @@
 #include "core/kernel/capabilities.hpp"
 #include "core/kernel/seccomp.hpp"
 #include "core/base/strings.hpp"
+#include "core/spawn/inside_steps.hpp"
 #include "core/spawn/oci_config.hpp"
 #include "core/spawn/oci_steps.hpp"
 
@@ -110,14 +111,6 @@ void check_step(int fd, int step, int r) noexcept {
         errno = -r;
         fail(fd, step);
     }
-}
-
-bool set_affinity(const std::vector<unsigned>& cpus) noexcept {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    for (unsigned c : cpus)
-        if (c < CPU_SETSIZE) CPU_SET(c, &set);
-    return sched_setaffinity(0, sizeof set, &set) == 0;
 }
 
 std::string cap_names(uint64_t caps) {
@@ -262,7 +255,8 @@ ExecStarted start_exec(const ExecTarget& target, const ExecRequest& req) {
         // process there can open /proc/PID/exe of it (runc CVE-2019-5736, T-01).
         if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) fail(err_wr.get(), kSetns);
         // execCPUAffinity.initial: while joining (runc), before the container's cpuset applies.
-        if (!req.cpu_affinity_initial.empty() && !set_affinity(req.cpu_affinity_initial)) fail(err_wr.get(), kAffinity);
+        if (!req.cpu_affinity_initial.empty())
+            check_step(err_wr.get(), kAffinity, core::set_cpu_affinity(req.cpu_affinity_initial));
         for (const auto& procs : procs_files) {
             int fd = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
             if (fd < 0 || ::write(fd, "0", 1) != 1) fail(err_wr.get(), kCgroup);
@@ -298,18 +292,8 @@ ExecStarted start_exec(const ExecTarget& target, const ExecRequest& req) {
         }
         // What needs privileges (raising a hard limit, lowering the OOM score, a realtime
         // policy) is done while we still hold them.
-        for (size_t i = 0; i < req.rlimits.size(); i++) {
-            if (!req.rlimits[i]) continue;
-            rlimit rl{req.rlimits[i]->soft, req.rlimits[i]->hard};
-            if (setrlimit(static_cast<__rlimit_resource>(i), &rl) < 0) fail(err_wr.get(), kRlimit);
-        }
-        if (req.oom_score_adj) {
-            int fd = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-            char v[16];
-            int n = snprintf(v, sizeof v, "%d", *req.oom_score_adj);
-            if (fd < 0 || ::write(fd, v, static_cast<size_t>(n)) != n) fail(err_wr.get(), kOom);
-            ::close(fd);
-        }
+        check_step(err_wr.get(), kRlimit, core::set_rlimits(req.rlimits));
+        if (req.oom_score_adj) check_step(err_wr.get(), kOom, core::set_oom_score_adjust(*req.oom_score_adj));
         if (req.io_priority) check_step(err_wr.get(), kIoprio, core::set_oci_io_priority(*req.io_priority));
         if (req.scheduler) check_step(err_wr.get(), kSched, core::set_oci_scheduler(*req.scheduler));
         std::vector<gid_t> groups(req.additional_gids.begin(), req.additional_gids.end());
@@ -342,7 +326,7 @@ ExecStarted start_exec(const ExecTarget& target, const ExecRequest& req) {
             fail(keep, kCwd);
         }
         if (req.umask) ::umask(static_cast<mode_t>(*req.umask));
-        if (!req.cpu_affinity_final.empty() && !set_affinity(req.cpu_affinity_final)) fail(keep, kAffinity);
+        if (!req.cpu_affinity_final.empty()) check_step(keep, kAffinity, core::set_cpu_affinity(req.cpu_affinity_final));
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -390,25 +390,45 @@ void take_session(const SpawnSpec& spec, UniqueFd console_peer) {
     }
 }
 
+int set_rlimits(const std::array<std::optional<ResourceLimit>, kRlimitCount>& limits, int* failed) noexcept {
+    for (size_t i = 0; i < limits.size(); i++) {
+        if (!limits[i]) continue;
+        rlimit rl{limits[i]->soft, limits[i]->hard};
+        if (setrlimit(static_cast<__rlimit_resource>(i), &rl) < 0) {
+            if (failed) *failed = static_cast<int>(i);
+            return -errno;
+        }
+    }
+    return 0;
+}
+
+int set_oom_score_adjust(int value) noexcept {
+    char v[16];
+    int n = snprintf(v, sizeof v, "%d", value);
+    int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    int r = write(fd, v, static_cast<size_t>(n)) == n ? 0 : -errno;
+    close(fd);
+    return r;
+}
+
+int set_cpu_affinity(const std::vector<unsigned>& cpus) noexcept {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (unsigned c : cpus)
+        if (c < CPU_SETSIZE) CPU_SET(c, &set);
+    return sched_setaffinity(0, sizeof set, &set) == 0 ? 0 : -errno;
+}
+
 void apply_resource_limits(const SpawnSpec& spec) {
-    for (size_t i = 0; i < spec.rlimits.size(); i++) {
-        if (!spec.rlimits[i]) continue;
-        rlimit rl{spec.rlimits[i]->soft, spec.rlimits[i]->hard};
-        if (setrlimit(static_cast<__rlimit_resource>(i), &rl) < 0)
-            throw_last_error("cannot set resource limit " + std::to_string(i));
-    }
-    if (spec.oom_score_adjust) {
-        UniqueFd f(open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC));
-        std::string v = std::to_string(*spec.oom_score_adjust);
-        if (!f || write(f.get(), v.data(), v.size()) < 0) throw_last_error("cannot set the OOM score adjustment");
-    }
-    if (!spec.cpu_affinity.empty()) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        for (unsigned c : spec.cpu_affinity)
-            if (c < CPU_SETSIZE) CPU_SET(c, &set);
-        if (sched_setaffinity(0, sizeof set, &set) < 0) throw_last_error("cannot set the CPU affinity");
-    }
+    int failed = 0;
+    if (int r = set_rlimits(spec.rlimits, &failed); r < 0)
+        throw_errno(-r, "cannot set resource limit " + std::to_string(failed));
+    if (spec.oom_score_adjust)
+        if (int r = set_oom_score_adjust(*spec.oom_score_adjust); r < 0)
+            throw_errno(-r, "cannot set the OOM score adjustment");
+    if (!spec.cpu_affinity.empty())
+        if (int r = set_cpu_affinity(spec.cpu_affinity); r < 0) throw_errno(-r, "cannot set the CPU affinity");
 }
 
 void make_nested_user_namespace(Prepared& p) {

@@ -45,6 +45,11 @@ void set_identity(const Prepared& p, int console_peer);
 void take_session(const SpawnSpec& spec, UniqueFd console_peer);
 // Resource limits, OOM score adjustment, CPU affinity.
 void apply_resource_limits(const SpawnSpec& spec);
+// The same one field at a time, for a forked child that may not throw (machrun exec): 0 or -errno.
+// set_rlimits() stops at the first limit it cannot set and names it in *failed.
+int set_rlimits(const std::array<std::optional<ResourceLimit>, kRlimitCount>& limits, int* failed = nullptr) noexcept;
+int set_oom_score_adjust(int value) noexcept;
+int set_cpu_affinity(const std::vector<unsigned>& cpus) noexcept;
 // Rootless: the nested user namespace (make_identity_user_namespace()), made as soon as the parent
 // has mapped ours, so that its maker is gone by the time enter_user_namespace() enters it.
 void make_nested_user_namespace(Prepared& p);
