@@ -5,6 +5,7 @@ reach (B), block a machine name on the host through an abstract socket (C). Root
 import os
 import pathlib
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,22 @@ def test_idmap_refuses_a_tree_other_users_can_reach(spawn_bin, open_parent):
     assert len(lines) == 1, r.stderr
     assert f"chmod 0700 {open_parent.parent}" in lines[0] and "--private-users-ownership=chown" in lines[0]
     assert "MADE" not in r.stdout and not (open_parent / "suid").exists()
+
+
+def test_a_tree_right_in_a_shared_directory_is_not_told_to_close_it(spawn_bin, tree):
+    # /tmp must stay 1777: the advice is to move the tree, never to chmod /tmp.
+    shared = pathlib.Path(tempfile.mkdtemp(prefix="mk-shared-", dir="/var/tmp"))
+    try:
+        shared.chmod(0o1777)
+        moved = shared / "tree"
+        shutil.copytree(tree, moved, symlinks=True)
+        r = subprocess.run([spawn_bin, "-q", "-P", "-U", "-D", str(moved), "-M", "reach-shared", "--register=no",
+                            "--", "/bin/true"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        assert r.returncode == 1, r.stderr
+        assert "move it into a directory only root can enter" in r.stderr and "chmod" not in r.stderr
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    finally:
+        shutil.rmtree(shared)
 
 
 def test_explicit_map_on_a_reachable_tree_warns_once(spawn_bin, open_parent):

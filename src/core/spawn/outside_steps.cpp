@@ -126,10 +126,14 @@ void check_idmapped_tree_is_private(const SpawnSpec& spec, int root_fd) {
                 dir.c_str());
         return;
     }
-    throw UsageError(dir +
-                     " can be reached by users other than root, so a setuid file container root leaves in it "
-                     "would give them root: chmod 0700 " +
-                     parent + ", or use --private-users-ownership=chown");
+    // A shared directory such as /tmp must stay open to everyone: the tree moves instead.
+    struct stat pst;
+    const bool shared = stat(parent.c_str(), &pst) == 0 && (pst.st_mode & (S_ISVTX | S_IWOTH));
+    throw UsageError(dir + " can be reached by users other than root, so a setuid file container root leaves in it " +
+                     "would give them root: " +
+                     (shared ? "move it into a directory only root can enter (such as /var/lib/machines)"
+                             : "chmod 0700 " + parent) +
+                     ", or use --private-users-ownership=chown");
 }
 
 // Whether the file system under `dir_fd` takes an idmapped mount: tried on a detached clone.
