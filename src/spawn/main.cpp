@@ -1,4 +1,5 @@
 // spawn: boots an OS tree or runs one command in a container. Thin: options -> SpawnSpec -> Launcher.
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -16,6 +17,12 @@
 int main(int argc, char** argv) {
     using namespace mk;
     std::vector<std::string> args(argv, argv + argc);
+    // A stop request is held from the start: it must not kill spawn half-way through preparing a
+    // container (the launcher ends the start cleanly, or the relay hands it to the guest).
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&stop_signals, sig);
+    sigprocmask(SIG_BLOCK, &stop_signals, nullptr);
     try {
         if (spawn::is_restore(args)) return spawn::restore_main(args);  // checkpoint/restore (docs/criu.md)
         spawn::ParsedOptions opts = spawn::parse_options(args, isatty(STDIN_FILENO), isatty(STDOUT_FILENO));

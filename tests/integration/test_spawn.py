@@ -274,6 +274,43 @@ def test_signals_ignored_by_the_caller_are_not_inherited(spawn_bin, tree):
     assert p.wait(10) == 7
 
 
+def test_sigterm_at_any_moment_of_the_start_ends_spawn_itself_and_leaves_nothing(spawn_bin, tree):
+    # Before spawn blocked its stop signals, a SIGTERM during option parsing or while it prepared
+    # the container killed it outright, with what it had made (locks, scratch directories) left.
+    # Now it either stops the start in one line or hands the signal to the guest: either way spawn
+    # exits by itself, and leaves nothing.
+    import random  # noqa: PLC0415
+
+    def blocks(pid, sig):
+        for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigBlk:"):
+                return int(line.split()[1], 16) & (1 << (sig - 1)) != 0
+        return False
+
+    before = host_mounts()
+    rng = random.Random(16)
+    outcomes = set()
+    for i in range(25):
+        name = f"early-term-{i}"
+        p = subprocess.Popen([spawn_bin, "-q", "-P", "--volatile=overlay", "--as-pid2", "-D", str(tree),
+                              "-M", name, "--register=no", "--", "/bin/sh", "-c", "while :; do sleep 0.05; done"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        # From spawn's first step on (the dynamic loader before it cannot hold a signal).
+        assert wait_for(lambda: blocks(p.pid, signal.SIGTERM), 10, interval=0.0005)
+        time.sleep(rng.uniform(0, 0.025))
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+        assert p.returncode >= 0, f"spawn was killed by signal {-p.returncode} ({i})"
+        if p.returncode == 1:
+            assert err.strip() == "spawn: stopped by SIGTERM before the container started; nothing of it is left"
+        else:
+            assert p.returncode == 128 + signal.SIGTERM, err  # the payload's end, the stub init's report
+        outcomes.add(p.returncode)
+        assert not os.path.exists(f"/run/machkit/locks/machine.{name}")
+    assert host_mounts() == before
+    assert sorted(os.listdir(tree.parent)) == ["bbtree"]  # no scratch directory next to the tree
+
+
 def test_second_sigterm_kills(spawn_bin, tree):
     p = subprocess.Popen([spawn_bin, "-q", "-P", "-D", str(tree), "--", "/bin/sh", "-c",
                           "trap '' TERM; echo ready; while :; do sleep 0.05; done"], stdout=subprocess.PIPE, text=True)

@@ -392,6 +392,22 @@ int Launcher::run() {
                 "gets no terminal of its own and no job control (--console=interactive gives both). "
                 "Proceeding anyway.\n");
     if (!spec_.finalized) throw std::logic_error("Launcher: the SpawnSpec was not finalized (call finalize())");
+    // A stop request must not kill spawn while it prepares the container (loop devices, shifted
+    // owners, locks, scratch directories): held from here, it ends the start once what is prepared
+    // is undone, or goes to the guest once the relay runs (run_once keeps them blocked).
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&stop_signals, sig);
+    sigprocmask(SIG_BLOCK, &stop_signals, nullptr);
+    auto stop_if_requested = [&] {
+        sigset_t pending;
+        if (sigpending(&pending) < 0) return;
+        for (int sig : {SIGTERM, SIGINT, SIGHUP})
+            if (sigismember(&pending, sig)) {
+                throw UsageError(std::string("stopped by SIG") + sigabbrev_np(sig) +
+                                 " before the container started; nothing of it is left");
+            }
+    };
     // Two containers writing one tree would corrupt it: a writable tree is taken exclusively (by
     // device and inode, so every path to it counts); --read-only and throw-away runs share it.
     const bool exclusive = !spec_.read_only && !spec_.ephemeral && spec_.volatile_mode == VolatileMode::No;
@@ -439,6 +455,7 @@ int Launcher::run() {
         }
     } cleanup{p.overlay_workdirs};
 
+    stop_if_requested();
     for (;;) {
         Outcome o = run_once(spec_, p, hooks_, created_);
         if (hooks_.detached) return 0;  // the container lives on, detached
