@@ -7,12 +7,14 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BUILD = pathlib.Path(os.environ.get("MK_BUILD_DIR", REPO / "build")).resolve()
 HELPERS = REPO / "tests" / "helpers"
+sys.path.append(str(REPO / "tests" / "integration"))  # mkutil, for the hooks below and the bus tests
 
 
 def _binary(name, sub):
@@ -116,16 +118,12 @@ def pytest_runtest_call(item):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_teardown(item, nextitem):
     yield
-    import signal  # noqa: PLC0415
     import warnings  # noqa: PLC0415
+
+    from mkutil import end_process  # noqa: PLC0415
 
     for p in getattr(item, "_mk_started", []):
         if p.poll() is not None:
             continue
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        end_process(p, grace=5)
         warnings.warn(f"{item.nodeid} left {os.path.basename(str(p.args[0]))} (pid {p.pid}) running; ended it")

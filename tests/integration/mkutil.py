@@ -65,3 +65,16 @@ def remove_empty_groups(name):
             os.rmdir(group)
         except OSError:
             pass
+
+
+def end_process(p, grace=20):
+    """SIGTERM to a Popen, SIGKILL if it is still there after `grace` seconds; reaped either way."""
+    import signal  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()

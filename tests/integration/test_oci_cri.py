@@ -25,7 +25,7 @@ import sys
 import tarfile
 
 import pytest
-from mkutil import wait_for
+from mkutil import end_process, wait_for
 from test_oci_engines import groups_named, hierarchies, machrun_bin, mounts_mentioning
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -198,12 +198,7 @@ state = "{base}/state"
                 except grpc.RpcError:
                     pass
         channel.close()
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
+        end_process(daemon)
         log.close()
         # Shims of pods a failed test left behind (they outlive containerd): ours name our socket.
         for p in pathlib.Path("/proc").iterdir():

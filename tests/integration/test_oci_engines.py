@@ -12,7 +12,7 @@ import signal
 import subprocess
 
 import pytest
-from mkutil import wait_for
+from mkutil import end_process, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -401,12 +401,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         for ctr in c("container", "ls", "-q", check=False).stdout.split():
             c("container", "delete", ctr, check=False)
         c("image", "rm", IMAGE, check=False)
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
+        end_process(daemon)
         log.close()
         for m in reversed(mounts_mentioning(str(base))):
             subprocess.run(["umount", "-l", m.split()[4]], capture_output=True)
