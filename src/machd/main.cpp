@@ -106,6 +106,7 @@ void make_directory(const std::string& dir, mode_t mode = 0755) {
 }
 
 void keep_user_namespace(std::optional<mk::core::KeptUserNamespace>& kept) {
+    if (geteuid() == 0) return;  // root's spawn maps no rootless namespace
     try {
         mk::core::SpawnSpec spec;
         spec.quiet = true;

@@ -27,11 +27,11 @@
 #include "core/kernel/mount.hpp"
 #include "core/spawn/guest_systemd.hpp"
 #include "core/spawn/journal_link.hpp"
+#include "core/spawn/kept_userns.hpp"
 #include "core/spawn/network.hpp"
 #include "core/spawn/oci_config.hpp"
 #include "core/spawn/oci_userns.hpp"
 #include "core/spawn/option_values.hpp"
-#include "core/spawn/kept_userns.hpp"
 #include "core/spawn/rootless_plan.hpp"
 
 namespace mk::core {
