@@ -11,6 +11,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <system_error>
 #include <string>
 #include <vector>
@@ -32,6 +33,9 @@
 #include "core/machine/owner.hpp"
 #include "core/machine/service.hpp"
 #include "core/machine/state_file.hpp"
+#include "core/spawn/kept_userns.hpp"
+#include "core/spawn/rootless.hpp"
+#include "core/spawn/rootless_plan.hpp"
 #include "varlink/machine_api.hpp"
 #include "varlink/server.hpp"
 
@@ -60,7 +64,8 @@ void usage(FILE* out) {
                  "  --no-varlink       serve no Varlink sockets\n"
                  "  --user             the calling user's machd on its session bus ($DBUS_SESSION_BUS_ADDRESS):\n"
                  "                     state in $XDG_RUNTIME_DIR/machkit, images in ~/.local/share/machines,\n"
-                 "                     registrations from that user (a rootless spawn) and root only\n"
+                 "                     registrations from that user (a rootless spawn) and root only; keeps a\n"
+                 "                     user namespace mapped with the user's ranges for rootless starts\n"
                  "  -h, --help         show this help\n"
                  "  --version          show the version\n\n"
                  "The bus is $DBUS_SYSTEM_BUS_ADDRESS if set. SIGTERM stops machd; machines keep running\n"
@@ -97,6 +102,24 @@ void make_directory(const std::string& dir, mode_t mode = 0755) {
         std::string prefix = dir.substr(0, pos);
         if (::mkdir(prefix.c_str(), mode) < 0 && errno != EEXIST)
             throw std::system_error(errno, std::generic_category(), "mkdir " + prefix);
+    }
+}
+
+void keep_user_namespace(std::optional<mk::core::KeptUserNamespace>& kept) {
+    if (geteuid() == 0) return;  // root's spawn maps no rootless namespace
+    try {
+        mk::core::SpawnSpec spec;
+        spec.quiet = true;
+        mk::core::RootlessUser user = mk::core::prepare_rootless_user(spec);
+        if (!mk::core::may_join_kept_userns(user.map)) return;  // no ranges: a start maps its one ID itself
+        kept.emplace(user);
+        mk::bus::log_line(LOG_INFO,
+                          "keeping a user namespace mapped with your subordinate ranges for rootless "
+                          "starts (held by PID " +
+                              std::to_string(kept->holder()) + ")");
+    } catch (const std::exception& e) {
+        mk::bus::log_line(LOG_WARNING,
+                          "not keeping a mapped user namespace (rootless starts map their own): " + mk::core::describe(e));
     }
 }
 
@@ -323,6 +346,10 @@ int main(int argc, char** argv) {
             mk::bus::log_line(LOG_WARNING, std::string("not serving ") + mk::bus::kImportBusName + ": " + e.getMessage());
         }
         connection->requestName(mk::bus::kBusName);
+        // The user's own machd, alone on its bus now: a user namespace mapped once with the user's
+        // ranges, joined by rootless starts instead of mapping their own (docs/rootless.md).
+        std::optional<mk::core::KeptUserNamespace> kept_userns;
+        if (user_mode) keep_user_namespace(kept_userns);
         // machd.service is Type=notify, not Type=dbus: a BusName= equal to systemd-machined.service's
         // would make systemd refuse to load whichever of the two units comes second.
         sd_notify(0, "READY=1");

@@ -2,6 +2,7 @@
 /etc/subgid, runs a container from a tree in its home. The harness (root) creates the user and
 removes it afterwards, also on failure; everything the user touches lives in its home (a 0700
 pytest directory of root's would be out of its reach)."""
+import fcntl
 import os
 import pathlib
 import pwd
@@ -947,3 +948,249 @@ def test_user_cannot_see_stop_or_enter_roots_machines(user, spawn_bin, tmp_path)
         leaders.cleanup()
         fx.cleanup_machine_cgroups(["rlroot"])
         bus.close()
+
+
+# The user namespace machd --user keeps mapped (docs/rootless.md, "The kept user namespace"): a
+# rootless start joins it instead of running newuidmap/newgidmap, and makes its namespaces there.
+
+NS_GET_PARENT = 0xB702  # _IO(0xb7, 0x2), linux/nsfs.h
+
+
+def userns_ino(pid):
+    return os.stat(f"/proc/{pid}/ns/user").st_ino
+
+
+def userns_parent_ino(pid):
+    fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        parent = fcntl.ioctl(fd, NS_GET_PARENT)
+        try:
+            return os.fstat(parent).st_ino
+        finally:
+            os.close(parent)
+    finally:
+        os.close(fd)
+
+
+def pid_in_userns(ino):
+    """A process whose user namespace is the one with inode `ino`."""
+    for d in pathlib.Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if os.stat(d / "ns" / "user").st_ino == ino:
+                    return int(d.name)
+            except OSError:
+                pass
+    return None
+
+
+def user_pids(user):
+    out = []
+    for d in pathlib.Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if d.stat().st_uid == user.uid:
+                    out.append(int(d.name))
+            except OSError:
+                pass
+    return set(out)
+
+
+# The guest says who it is, its map, its user namespace (inode), makes a file in the bound dir, then
+# waits for the end of its input: "up" means all of it is done and it still runs in that namespace.
+GUEST = "id -u; cat /proc/self/uid_map; readlink /proc/self/ns/user; touch /mnt/made; echo up; read x; true"
+
+
+def start_guest(user, spawn_bin, tree, shared, env=None):
+    c = subprocess.Popen([*user.as_user(), spawn_bin, "-q", "-P", "-D", str(tree), f"--bind={shared}:/mnt", "--",
+                          "/bin/sh", "-c", GUEST], env=user.env(env), stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in c.stdout:
+        if line.strip() == "up":
+            break
+        lines.append(line.strip())
+    else:
+        c.wait()
+        pytest.fail(f"the guest did not come up: {lines} {c.stderr.read()}")
+    ino = int(lines[-1].split("[")[1].rstrip("]"))
+    pid = pid_in_userns(ino)
+    assert pid, f"no process in the guest's user namespace {ino}"
+    return c, lines, pid
+
+
+def stop_guest(c):
+    """Ends the guest's input: it exits, and spawn with it."""
+    if c.poll() is None:
+        c.stdin.close()
+        try:
+            c.wait(30)
+        except subprocess.TimeoutExpired:
+            c.kill()
+            c.wait()
+
+
+def kept_record(user):
+    pid, start, ino = (int(x) for x in (user.runtime / "machkit" / "userns").read_text().split())
+    return pid, start, ino
+
+
+def check_guest_view(user, lines, shared):
+    start, count = ranges("/etc/subuid", user.name)[0]
+    assert lines[0] == "0", lines
+    assert [l.split() for l in lines[1:3]] == [["0", "0", "1"], ["1", "1", str(min(count, 65536) - 1)]], lines
+    assert (shared / "made").stat().st_uid == user.uid, "root's file in a bound dir is the user's outside"
+
+
+def test_kept_userns_is_joined_with_machd_user(user, spawn_bin, utree):
+    mgr = UserManager(user, spawn_bin)
+    c = None
+    try:
+        holder, start, ino = kept_record(user)
+        assert userns_ino(holder) == ino
+        assert os.stat(f"/proc/{holder}").st_uid == user.uid
+        start_sub, count = ranges("/etc/subuid", user.name)[0]
+        assert pathlib.Path(f"/proc/{holder}/uid_map").read_text().split() == \
+            ["0", str(user.uid), "1", "1", str(start_sub), str(min(count, 65536) - 1)]
+        shared = user.home / "kept-shared"
+        shared.mkdir()
+        user.own(shared)
+        c, lines, guest = start_guest(user, spawn_bin, utree, shared, mgr.env())
+        # The guest runs in the machine's own nested namespace (every mount below it locked), made
+        # inside the kept one: no new namespace was mapped for this start.
+        assert userns_ino(guest) != ino
+        assert userns_parent_ino(guest) == ino, "the start did not join the kept user namespace"
+        check_guest_view(user, lines, shared)
+        stop_guest(c)
+        assert c.returncode == 0, c.stderr.read()
+        # machd --user's end takes the holder and the record with it.
+        mgr.machd.terminate()
+        assert mgr.machd.wait(10) == 0
+        assert not (user.runtime / "machkit" / "userns").exists()
+        for _ in range(100):
+            if not os.path.exists(f"/proc/{holder}"):
+                break
+            time.sleep(0.05)
+        assert not os.path.exists(f"/proc/{holder}")
+    finally:
+        if c:
+            stop_guest(c)
+        mgr.stop()
+        shutil.rmtree(user.home / "kept-shared", ignore_errors=True)
+
+
+def test_kept_userns_leaves_nothing_after_spawn_is_killed(user, spawn_bin, utree):
+    mgr = UserManager(user, spawn_bin)
+    c = None
+    try:
+        holder, _, ino = kept_record(user)
+        before = user_pids(user)
+        shared = user.home / "kill-shared"
+        shared.mkdir()
+        user.own(shared)
+        c, _, guest = start_guest(user, spawn_bin, utree, shared, mgr.env())
+        assert userns_parent_ino(guest) == ino
+        c.kill()
+        c.wait()
+        for _ in range(200):
+            if user_pids(user) <= before:
+                break
+            time.sleep(0.05)
+        assert user_pids(user) <= before, "a process of the start outlived spawn's SIGKILL"
+        assert os.path.exists(f"/proc/{holder}") and userns_ino(holder) == ino, "the holder outlives a start"
+        # And the next start joins it again.
+        c, lines, guest = start_guest(user, spawn_bin, utree, shared, mgr.env())
+        assert userns_parent_ino(guest) == ino
+        check_guest_view(user, lines, shared)
+    finally:
+        if c:
+            stop_guest(c)
+        mgr.stop()
+        shutil.rmtree(user.home / "kill-shared", ignore_errors=True)
+
+
+def forge_record(user, pid):
+    d = user.runtime / "machkit"
+    d.mkdir(exist_ok=True)
+    user.own(d)
+    start = int(pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    rec = d / "userns"
+    rec.write_text(f"{pid} {start} {userns_ino(pid)}\n")
+    user.own(rec)
+    return rec
+
+
+# Run as root of a namespace with the user's whole map: a child namespace mapping the same IDs to
+# themselves, line for line (a line may not span two of the parent's), then sleep in it.
+NESTED_SAME_MAP = """
+import ctypes, os
+r, w = os.pipe()
+r2, w2 = os.pipe()
+pid = os.fork()
+if pid == 0:
+    if ctypes.CDLL(None, use_errno=True).unshare(0x10000000) != 0:
+        os._exit(1)
+    os.write(w, b"x")
+    os.read(r2, 1)
+    os.execvp("sleep", ["sleep", "1000"])
+os.read(r, 1)
+for f in ("uid_map", "gid_map"):
+    lines = "".join(f"{a} {a} {n}\\n" for a, _, n in (l.split() for l in open(f"/proc/self/{f}")))
+    with open(f"/proc/{pid}/{f}", "w") as m:
+        m.write(lines)
+os.write(w2, b"x")
+os.waitpid(pid, 0)
+"""
+
+
+def test_forged_or_mismatched_kept_userns_is_not_joined(user, plain_user, spawn_bin, utree):
+    """A record naming another user's namespace, or the user's own namespace with another map, or a
+    process that is gone: spawn maps a namespace of its own, as without machd --user."""
+    shared = user.home / "forged-shared"
+    shared.mkdir()
+    user.own(shared)
+    others = []
+    rec = None
+    try:
+        # The same ranges, but another user's namespace (newuidmap would not even give it this map).
+        others.append(subprocess.Popen([*plain_user.as_user(), "unshare", "--user", "--map-root-user", "sleep",
+                                        "1000"], env=plain_user.env(), stdout=subprocess.PIPE, text=True))
+        # The user's own namespace, with only its own ID mapped.
+        others.append(subprocess.Popen([*user.as_user(), "unshare", "--user", "--map-root-user", "sleep", "1000"],
+                                       env=user.env(), stdout=subprocess.PIPE, text=True))
+        # The user's own namespace with the whole map, one level too deep (its map reads the same
+        # from here): a namespace made inside another one of the user's.
+        others.append(subprocess.Popen([*user.as_user(), "unshare", "--user", "--map-auto", "--map-root-user",
+                                        sys.executable, "-c", NESTED_SAME_MAP], env=user.env(), text=True))
+        for p in others:
+            for _ in range(200):
+                kids = pathlib.Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
+                target = int(kids[0]) if kids else p.pid
+                if pathlib.Path(f"/proc/{target}/comm").read_text().strip() == "sleep" and \
+                        userns_ino(target) != userns_ino(os.getpid()):
+                    break
+                time.sleep(0.05)
+            rec = forge_record(user, target)
+            c, lines, guest = start_guest(user, spawn_bin, utree, shared)
+            try:
+                assert userns_parent_ino(guest) != userns_ino(target), f"joined {rec.read_text()}"
+                check_guest_view(user, lines, shared)
+            finally:
+                stop_guest(c)
+            (shared / "made").unlink()
+        # A record of a process that is gone.
+        gone = others[1]
+        gone.kill()
+        gone.wait()
+        rec.write_text(f"{gone.pid} 1 1\n")
+        c, lines, guest = start_guest(user, spawn_bin, utree, shared)
+        stop_guest(c)
+        check_guest_view(user, lines, shared)
+    finally:
+        for p in others:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        if rec and rec.exists():
+            rec.unlink()
+        shutil.rmtree(shared, ignore_errors=True)

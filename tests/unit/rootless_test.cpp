@@ -551,5 +551,36 @@ TEST(HaltSignal, TakenWhenBlockedOrCaught) {
     EXPECT_FALSE(process_takes_signal(blocked, 65));
 }
 
+TEST(KeptUserns, RecordRoundTripsAndRefusesAnythingElse) {
+    KeptUsernsRecord r{4242, 123456789, 4026532173};
+    EXPECT_EQ(kept_userns_record_text(r), "4242 123456789 4026532173\n");
+    EXPECT_EQ(parse_kept_userns_record(kept_userns_record_text(r)), r);
+    EXPECT_EQ(kept_userns_record_path("/run/user/1000"), "/run/user/1000/machkit/userns");
+    for (const char* bad : {"", "4242 1 2", "4242 1 2\n\n", "4242  1 2\n", "-1 1 2\n", "0 1 2\n", "1 0 2\n", "1 2 0\n",
+                            "1 2 3 4\n", "x 1 2\n", "4294967296 1 2\n", "1 99999999999999999999999 2\n", " 1 2 3\n"})
+        EXPECT_FALSE(parse_kept_userns_record(bad)) << bad;
+}
+
+TEST(KeptUserns, MapTextMustBeTheExpectedLinesExactly) {
+    std::vector<MapLine> want{{0, 1001, 1}, {1, 100000, 65535}};
+    // As /proc/PID/uid_map prints it: right-aligned columns.
+    EXPECT_TRUE(id_map_text_is("         0       1001          1\n         1     100000      65535\n", want));
+    EXPECT_FALSE(id_map_text_is("         0       1001          1\n", want));
+    EXPECT_FALSE(id_map_text_is("0 1001 1\n1 100000 65534\n", want));
+    EXPECT_FALSE(id_map_text_is("0 1002 1\n1 100000 65535\n", want));
+    EXPECT_FALSE(id_map_text_is("1 100000 65535\n0 1001 1\n", want));  // same IDs, other order: not the same map
+    EXPECT_FALSE(id_map_text_is("0 1001 1\n1 100000 65535\n2 200000 1\n", want));
+    EXPECT_FALSE(id_map_text_is("0 1001 x\n", want));
+    EXPECT_FALSE(id_map_text_is("", want));
+}
+
+TEST(KeptUserns, OnlyThePodmanMapOfAUserWithRangesIsJoined) {
+    SubidRange r{100000, 65536};
+    RootlessMap podman = plan_rootless_map("alice", 1000, 1000, {r}, {r});
+    EXPECT_TRUE(may_join_kept_userns(podman));
+    EXPECT_FALSE(may_join_kept_userns(plan_rootless_map("alice", 1000, 1000, {}, {})));          // one ID, no helper
+    EXPECT_FALSE(may_join_kept_userns(plan_rootless_range_map("alice", 1000, 1000, {r}, {r})));  // chown layout
+}
+
 }  // namespace
 }  // namespace mk::core

@@ -26,6 +26,7 @@
 #include "core/spawn/container_cgroup.hpp"
 #include "core/spawn/guest_init.hpp"
 #include "core/spawn/inside_steps.hpp"
+#include "core/spawn/kept_userns.hpp"
 #include "core/spawn/oci_steps.hpp"
 #include "core/spawn/network.hpp"
 #include "core/spawn/outside_steps.hpp"
@@ -260,7 +261,10 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     ca.flags = CLONE_NEWNS | p.ns_clone_flags | CLONE_PIDFD;
     if (!p.wait_for_parent) ca.flags |= CLONE_NEWCGROUP;  // else the child unshares it once placed
     if (spec.private_network && !p.netns) ca.flags |= CLONE_NEWNET;
-    if (p.rootless) ca.flags |= CLONE_NEWUSER;  // the other namespaces then belong to it
+    // The other namespaces then belong to the rootless user namespace: a new one, or the one
+    // `machd --user` keeps mapped with the same map (kept_userns.hpp), joined by a helper.
+    const bool kept_userns = p.rootless && p.kept_userns && !p.pidns;
+    if (p.rootless && !kept_userns) ca.flags |= CLONE_NEWUSER;
     int pidfd_raw = -1;
     ca.pidfd = reinterpret_cast<uint64_t>(&pidfd_raw);
     ca.exit_signal = SIGCHLD;
@@ -282,11 +286,14 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
             throw_last_error("cannot join the PID namespace");
         }
     }
-    long pid = syscall(SYS_clone3, &ca, sizeof ca);
+    auto clone_child = [&] {
+        return kept_userns ? clone_in_user_namespace(p.kept_userns.get(), ca) : syscall(SYS_clone3, &ca, sizeof ca);
+    };
+    long pid = clone_child();
     if (pid < 0 && into_cgroup) {
         ca.flags &= ~static_cast<uint64_t>(CLONE_INTO_CGROUP);
         into_cgroup = false;
-        pid = syscall(SYS_clone3, &ca, sizeof ca);
+        pid = clone_child();
     }
     int clone_errno = errno;
     if (pid != 0 && own_pidns && setns(own_pidns.get(), CLONE_NEWPID) < 0) {
@@ -323,7 +330,7 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
 
     if (p.rootless) {
         try {
-            write_rootless_maps(static_cast<pid_t>(pid), *p.rootless);
+            if (!kept_userns) write_rootless_maps(static_cast<pid_t>(pid), *p.rootless);
         } catch (...) {
             abandon_child();
             throw;

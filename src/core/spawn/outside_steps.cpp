@@ -27,6 +27,7 @@
 #include "core/kernel/mount.hpp"
 #include "core/spawn/guest_systemd.hpp"
 #include "core/spawn/journal_link.hpp"
+#include "core/spawn/kept_userns.hpp"
 #include "core/spawn/network.hpp"
 #include "core/spawn/oci_config.hpp"
 #include "core/spawn/oci_userns.hpp"
@@ -305,6 +306,7 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
         p.userns = IdRange{0, std::min(m.uid_count(), m.gid_count())};
         p.plan = make_rootless_mount_plan(build_mount_plan(with_journal_link(spec, root, p.root_path), 0u),
                                           spec.private_network, m.gid_count());
+        p.kept_userns = open_kept_user_namespace(*p.rootless);
     } else if (const OciNamespace* ns = oci_user_namespace(spec.oci)) {
         // config.json's: the engine chose the maps and owns the tree (podman chowns its storage for
         // --uidmap and --userns=auto), so no range lock and no ownership change, as runc.

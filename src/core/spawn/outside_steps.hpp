@@ -69,6 +69,9 @@ struct Prepared {
     std::optional<RootlessUser> rootless;
     IdentityUserNamespace nested_userns;  // rootless: made by the child as soon as it is mapped, entered last
     std::string rootless_cgroup;          // the machine's cgroup2 group below the user's delegated subtree
+    // Rootless: the user namespace `machd --user` keeps (kept_userns.hpp), when it has exactly the
+    // map above: the child is cloned into it instead of a new namespace newuidmap/newgidmap map.
+    UniqueFd kept_userns;
 };
 
 // Settings files and front ends can describe more than the launcher does yet: refuses those (a

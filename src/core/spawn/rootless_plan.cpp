@@ -5,6 +5,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/names.hpp"
+#include "core/kernel/userns.hpp"
 
 namespace mk::core {
 
@@ -137,5 +138,46 @@ RootlessCgroupPlan plan_rootless_cgroup(const RootlessCgroupInput& in, std::stri
         p.notice += ", and its systemd " + std::to_string(*in.guest_systemd) + " cannot boot without a cgroup2 view";
     return p;
 }
+
+std::string kept_userns_record_path(std::string_view runtime_dir) { return std::string(runtime_dir) + "/machkit/userns"; }
+
+std::string kept_userns_record_text(const KeptUsernsRecord& r) {
+    return std::to_string(r.pid) + " " + std::to_string(r.start_time) + " " + std::to_string(r.ns_inode) + "\n";
+}
+
+std::optional<KeptUsernsRecord> parse_kept_userns_record(std::string_view text) {
+    uint64_t v[3] = {};
+    size_t pos = 0;
+    for (int i = 0; i < 3; i++) {
+        size_t start = pos;
+        while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9' && pos - start < 20) {
+            uint64_t d = static_cast<uint64_t>(text[pos] - '0');
+            if (v[i] > (UINT64_MAX - d) / 10) return std::nullopt;
+            v[i] = v[i] * 10 + d;
+            pos++;
+        }
+        if (pos == start || v[i] == 0) return std::nullopt;
+        if (pos >= text.size() || text[pos] != (i < 2 ? ' ' : '\n')) return std::nullopt;
+        pos++;
+    }
+    if (pos != text.size() || v[0] > static_cast<uint64_t>(INT32_MAX)) return std::nullopt;
+    return KeptUsernsRecord{static_cast<pid_t>(v[0]), v[1], v[2]};
+}
+
+bool id_map_text_is(std::string_view text, const std::vector<MapLine>& lines) {
+    std::vector<IdMapLine> got;
+    try {
+        got = parse_id_map_text(text);
+    } catch (const std::invalid_argument&) {
+        return false;
+    }
+    if (got.size() != lines.size()) return false;
+    for (size_t i = 0; i < got.size(); i++)
+        if (got[i].inside != lines[i].inside || got[i].outside != lines[i].outside || got[i].count != lines[i].count)
+            return false;
+    return true;
+}
+
+bool may_join_kept_userns(const RootlessMap& map) { return map.needs_helpers && map.own_ids_mapped; }
 
 }  // namespace mk::core

@@ -97,4 +97,26 @@ std::string user_manager_subtree(std::string_view own_cgroup2, uid_t uid);
 // cannot boot without a cgroup2 view.
 RootlessCgroupPlan plan_rootless_cgroup(const RootlessCgroupInput& in, std::string_view machine_name);
 
+// The user namespace `machd --user` keeps mapped with the user's ranges (kept_userns.hpp), as its
+// record names it in RUNTIME/machkit/userns: the holding process, its start time (field 22 of
+// /proc/PID/stat, so a reused PID is not taken for it) and the namespace's inode.
+struct KeptUsernsRecord {
+    pid_t pid = 0;
+    uint64_t start_time = 0;
+    uint64_t ns_inode = 0;
+    bool operator==(const KeptUsernsRecord&) const = default;
+};
+std::string kept_userns_record_path(std::string_view runtime_dir);
+// "PID START INODE\n".
+std::string kept_userns_record_text(const KeptUsernsRecord& r);
+// nullopt unless `text` is exactly what kept_userns_record_text() writes (positive numbers).
+std::optional<KeptUsernsRecord> parse_kept_userns_record(std::string_view text);
+// Whether a uid_map/gid_map text (as /proc/PID/uid_map shows it) is exactly `lines`, line for line;
+// false for a malformed text.
+bool id_map_text_is(std::string_view text, const std::vector<MapLine>& lines);
+// Whether a rootless start with `map` may join the kept namespace instead of mapping a new one: the
+// kept one has the podman map of the user's ranges (plan_rootless_map()), so only that map, and only
+// with ranges (without them the single-ID map costs no helper).
+bool may_join_kept_userns(const RootlessMap& map);
+
 }  // namespace mk::core
