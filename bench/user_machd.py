@@ -80,11 +80,13 @@ def main():
         podman = [*as_user, "podman", "--events-backend=file", "--cgroup-manager=cgroupfs", "--runtime=runc"]
         subprocess.run([*podman, "import", str(tar), "localhost/mkbench:latest"], env=env, check=True,
                        capture_output=True, cwd=str(home))
-        timed([*podman, "run", "--rm", "--network", "none", "localhost/mkbench", "/bin/true"], env)  # warm storage
+        # warm storage
+        timed(as_user, [*podman[len(as_user):], "run", "--rm", "--network", "none", "localhost/mkbench", "/bin/true"],
+              env, cwd=str(home))
 
-        def measure(v):
+        def measure(v):  # each row's argv starts with its own way in (setpriv, the cgroup): no prefix
             argv, e = v
-            return timed(argv, e)
+            return timed([], argv, e, cwd=str(home))
 
         t1 = table("start: /bin/true (rootless)", {
             "spawn + machd --user": ([*enter, spawn, "-q", "-P", "-D", str(utree), "/bin/true"], bus_env),
