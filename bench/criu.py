@@ -89,7 +89,7 @@ def main():
                       extra_args=["--spawn-path=%s" % (build / "src/spawn/spawn"), "--log-dir=%s" % (work / "logs")])
         machd.start()
         machctl = str(build / "src/machctl/machctl")
-        ours, theirs, oci = [], [], []
+        ours, ours_u, theirs, oci = [], [], [], []
         # machrun's restored init is its child; once machrun leaves, ours (conmon is a subreaper too).
         ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
         rid = "mk-criu-bench-%d" % os.getpid()  # runc's ids are host-wide: never touch another's
@@ -111,6 +111,26 @@ def main():
                 ours.append((t1 - t0, t2 - t1))
                 deadline = time.time() + 10
                 while time.time() < deadline and "bench" in run(machctl, "list", env=bus.env()).stdout:
+                    time.sleep(0.05)
+                shutil.rmtree(img)
+
+                # machkit with -U (on the host's network: -U with a network of its own is refused,
+                # docs/criu.md "-U"; its restore needs --unlocked-mounts)
+                p = subprocess.Popen([str(build / "src/spawn/spawn"), "-q", "-P", "-U", "-D", str(tree),
+                                      "-M", "bench-u", "/hog"], env=bus.env(), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                assert p.stdout.readline() == b"ready\n"
+                img = work / ("ours-u-%d" % i)
+                t0 = time.monotonic()
+                run(machctl, "checkpoint", "bench-u", img, env=bus.env())
+                t1 = time.monotonic()
+                p.wait()
+                run(machctl, "restore", "--unlocked-mounts", img, env=bus.env())
+                t2 = time.monotonic()
+                run(machctl, "terminate", "bench-u", env=bus.env())
+                ours_u.append((t1 - t0, t2 - t1))
+                deadline = time.time() + 10
+                while time.time() < deadline and "bench-u" in run(machctl, "list", env=bus.env()).stdout:
                     time.sleep(0.05)
                 shutil.rmtree(img)
 
@@ -156,22 +176,26 @@ def main():
                 reap()
                 oci.append((t1 - t0, t2 - t1))
                 shutil.rmtree(img)
-                print("run %d: machkit checkpoint %.3fs restore %.3fs | runc checkpoint %.3fs restore %.3fs"
-                      " | machrun checkpoint %.3fs restore %.3fs" % (i + 1, *ours[-1], *theirs[-1], *oci[-1]),
-                      flush=True)
+                print("run %d: machkit checkpoint %.3fs restore %.3fs | -U checkpoint %.3fs restore %.3fs"
+                      " | runc checkpoint %.3fs restore %.3fs | machrun checkpoint %.3fs restore %.3fs"
+                      % (i + 1, *ours[-1], *ours_u[-1], *theirs[-1], *oci[-1]), flush=True)
         finally:
             subprocess.run(["runc", "delete", "-f", rid], capture_output=True)
             subprocess.run([str(build / "src/runtime/machrun"), "--root", str(work / "machrun-state"), "delete", "-f",
                             rid], capture_output=True)
             machd.stop()
             bus.close()
-            cleanup_machine_cgroups(["bench"])
+            cleanup_machine_cgroups(["bench", "bench-u"])
         med = lambda xs, k: statistics.median(x[k] for x in xs)
         tot = lambda xs: statistics.median(a + b for a, b in xs)
         print("\nmedian of %d        machkit   runc     ratio (machkit/runc)" % reps)
         print("checkpoint          %.3fs    %.3fs   %.2fx" % (med(ours, 0), med(theirs, 0), med(ours, 0) / med(theirs, 0)))
         print("restore             %.3fs    %.3fs   %.2fx" % (med(ours, 1), med(theirs, 1), med(ours, 1) / med(theirs, 1)))
         print("total               %.3fs    %.3fs   %.2fx" % (tot(ours), tot(theirs), tot(ours) / tot(theirs)))
+        print("\nmedian of %d        machkit -U runc    ratio (machkit -U/runc; -U on the host's network)" % reps)
+        print("checkpoint          %.3fs    %.3fs   %.2fx" % (med(ours_u, 0), med(theirs, 0), med(ours_u, 0) / med(theirs, 0)))
+        print("restore             %.3fs    %.3fs   %.2fx" % (med(ours_u, 1), med(theirs, 1), med(ours_u, 1) / med(theirs, 1)))
+        print("total               %.3fs    %.3fs   %.2fx" % (tot(ours_u), tot(theirs), tot(ours_u) / tot(theirs)))
         print("\nmedian of %d        machrun   runc     ratio (machrun/runc, same bundle and commands)" % reps)
         print("checkpoint          %.3fs    %.3fs   %.2fx" % (med(oci, 0), med(theirs, 0), med(oci, 0) / med(theirs, 0)))
         print("restore             %.3fs    %.3fs   %.2fx" % (med(oci, 1), med(theirs, 1), med(oci, 1) / med(theirs, 1)))

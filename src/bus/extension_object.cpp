@@ -136,7 +136,8 @@ void ExtensionObject::CheckpointMachine(const std::string& name, const std::stri
 std::tuple<uint32_t, std::string> ExtensionObject::RestoreMachine(const std::string& directory, const std::string& name,
                                                                   const uint64_t& flags) {
     require_root(getObject(), "restore machines");
-    if (flags) throw sdbus::Error(kInvalidArgs, "Unknown flags");
+    constexpr uint64_t kUnlockedMounts = 1;
+    if (flags & ~kUnlockedMounts) throw sdbus::Error(kInvalidArgs, "Unknown flags");
     if (!core::path_is_normalized_absolute(directory))
         throw bus_error(kInvalidArgs, "The checkpoint directory must be an absolute, normalized path");
     return translate([&] {
@@ -144,11 +145,13 @@ std::tuple<uint32_t, std::string> ExtensionObject::RestoreMachine(const std::str
         if (!dir) throw core::UsageError(directory + " does not exist or is not a directory");
         auto rec = core::criu::read_checkpoint(dir.get(), directory);
         std::string target = name.empty() ? rec.machine : name;
+        core::criu::check_unlocked_mounts_accepted(rec, flags & kUnlockedMounts);
         if (!core::machine_name_is_valid(target)) throw bus_error(kInvalidArgs, "Invalid machine name '" + target + "'");
         if (service_.find(target)) throw bus_error(kMachineExists, "Machine '" + target + "' already exists");
         if (core::run_lock_held("machine/" + target))
             throw bus_error(kMachineExists, "Machine name '" + target + "' is in use by a running container");
         std::vector<std::string> args = {launch_.spawn_path, "--restore=" + directory, "-M", target, "--register=yes"};
+        if (flags & kUnlockedMounts) args.emplace_back("--unlocked-mounts");
         auto l = core::launch_detached(launch_, target, std::move(args));
         return std::tuple<uint32_t, std::string>(static_cast<uint32_t>(l.pid), l.log_path);
     });

@@ -255,9 +255,10 @@ void MachineClient::checkpoint_machine(const std::string& name, const std::strin
     guarded([&] { impl_->manager->CheckpointMachine(name, directory, flags); });
 }
 
-std::pair<uint32_t, std::string> MachineClient::restore_machine(const std::string& directory, const std::string& name) {
+std::pair<uint32_t, std::string> MachineClient::restore_machine(const std::string& directory, const std::string& name,
+                                                                uint64_t flags) {
     return guarded([&] {
-        auto [pid, log] = impl_->manager->RestoreMachine(directory, name, 0);
+        auto [pid, log] = impl_->manager->RestoreMachine(directory, name, flags);
         return std::pair<uint32_t, std::string>(pid, log);
     });
 }

@@ -86,7 +86,8 @@ public:
     std::pair<uint32_t, std::string> start_machine(const std::string& name);
     void pause(const std::string& name);
     void checkpoint_machine(const std::string& name, const std::string& directory, uint64_t flags);
-    std::pair<uint32_t, std::string> restore_machine(const std::string& directory, const std::string& name);
+    std::pair<uint32_t, std::string> restore_machine(const std::string& directory, const std::string& name,
+                                                     uint64_t flags = 0);
     void resume(const std::string& name);
     // Waits until machine `name` is ready (io.machkit.Manager1: MachineReady, GetMachineReady),
     // including while it is not registered yet. timeout_usec 0 = no bound. Race-free: the signal

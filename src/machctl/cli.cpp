@@ -106,6 +106,7 @@ constexpr OptionSpec kOptions[] = {
     {"leave-running", 0, "", "With checkpoint: keep the container running", ""},
     {"tcp-established", 0, "", "With checkpoint: keep established TCP connections", ""},
     {"pre-dump", 0, "", "With checkpoint: an iterative pre-dump (needs CONFIG_MEM_SOFT_DIRTY)", ""},
+    {"unlocked-mounts", 0, "", "With restore: accept a -U machine whose mounts come back unlocked (docs/criu.md)", ""},
     {"max-addresses", 0, "INTEGER", "Number of addresses to show per machine in list, or 'all'", ""},
     {"lines", 'n', "INTEGER", "Number of journal entries to show with status (default 10)", ""},
     {"verify", 0, "MODE", "Verification mode for downloaded images (no, checksum, signature)", "no checksum signature"},
@@ -238,6 +239,7 @@ void apply(Options& o, const OptionSpec& spec, const std::string& arg) {
     else if (n == "leave-running") o.leave_running = true;
     else if (n == "tcp-established") o.tcp_established = true;
     else if (n == "pre-dump") o.pre_dump = true;
+    else if (n == "unlocked-mounts") o.unlocked_mounts = true;
     else if (n == "timeout") o.timeout = parse_timeout(arg);
     else if (n == "verify") {
         if (!is_listed_value(spec, arg))

@@ -93,6 +93,7 @@ struct Options {
     bool flatten = false;
     bool read_only = false, mkdir = false, force = false, help = false, version = false, now = false;
     bool leave_running = false, tcp_established = false, pre_dump = false;  // checkpoint
+    bool unlocked_mounts = false;                                           // restore
     std::vector<std::string> properties;
     Output output = Output::short_;
     std::optional<int> signal;

@@ -18,6 +18,7 @@ namespace {
 constexpr uint64_t kLeaveRunning = 1;
 constexpr uint64_t kTcpEstablished = 2;
 constexpr uint64_t kPreDump = 4;
+constexpr uint64_t kUnlockedMounts = 1;  // RestoreMachine
 constexpr double kDefaultRestoreTimeout = 30;
 
 // machd resolves nothing relative to the caller: the directory goes as an absolute, normal path.
@@ -59,7 +60,9 @@ int verb_checkpoint(Context& c, const Args& a) {
 int verb_restore(Context& c, const Args& a) {
     std::string dir = absolute_dir(a[0]);
     std::string name = a.size() > 1 ? a[1] : "";
-    auto [pid, log] = bus_call("Could not restore from " + dir, [&] { return c.client().restore_machine(dir, name); });
+    auto [pid, log] = bus_call("Could not restore from " + dir, [&] {
+        return c.client().restore_machine(dir, name, c.opts.unlocked_mounts ? kUnlockedMounts : 0);
+    });
     if (name.empty()) {
         // The checkpointed name: machd read it from the record; the log file is named after it.
         name = std::filesystem::path(log).stem().string();

@@ -33,6 +33,7 @@ struct RestoreArgs {
     std::string dir, machine, criu;
     core::RegisterMode reg = core::RegisterMode::Auto;
     bool quiet = false;
+    bool unlocked_mounts = false;  // --unlocked-mounts (core::criu::check_unlocked_mounts_accepted)
 };
 
 RestoreArgs parse(const std::vector<std::string>& args) {
@@ -49,14 +50,16 @@ RestoreArgs parse(const std::vector<std::string>& args) {
             r.machine = value(a == "-M" ? "-M" : "--machine");
         else if (a == "--criu" || a.starts_with("--criu=")) r.criu = value("--criu");
         else if (a == "-q" || a == "--quiet") r.quiet = true;
+        else if (a == "--unlocked-mounts") r.unlocked_mounts = true;
         else if (a == "--register" || a.starts_with("--register=")) {
             std::string v = value("--register");
             if (v == "yes") r.reg = core::RegisterMode::Yes;
             else if (v == "no") r.reg = core::RegisterMode::No;
             else if (v != "auto") throw core::UsageError("--register takes yes, no or auto");
         } else {
-            throw core::UsageError("'" + a +
-                                   "' is not an option of spawn --restore (it takes -M NAME, --criu=CMD, --register=, -q)");
+            throw core::UsageError(
+                "'" + a +
+                "' is not an option of spawn --restore (it takes -M NAME, --criu=CMD, --register=, --unlocked-mounts, -q)");
         }
     }
     if (r.dir.empty()) throw core::UsageError("--restore needs the checkpoint directory");
@@ -100,6 +103,7 @@ int restore_main(const std::vector<std::string>& args) {
     req.image_dir = a.dir;
     req.machine = name;
     req.criu = criu;
+    req.unlocked_mounts = a.unlocked_mounts;
     // A machine whose console was its own pty gets a new one: criu sends the master, and spawn
     // relays it as it relayed the old one (stdin in, stdout out).
     core::UniqueFd master;

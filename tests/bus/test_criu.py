@@ -247,20 +247,63 @@ def test_veth_container_restores_with_its_address(bus, containers, tree, tmp_pat
 
 
 
-def test_private_user_namespace_container_is_refused_and_runs_on(bus, containers, tree, tmp_path):
-    # -U, measured here with criu 4.2.1 (docs/criu.md): the mounts spawn made from the host are
-    # locked in the container's user namespace; criu cannot dump /dev cleanly nor remake its device
-    # nodes and the host-network sysfs inside that namespace. Refused up front in one line, before
-    # criu runs: no directory, the machine keeps running.
-    p = containers.start(tree, "cr-userns", COUNTER, extra=["-U"])
-    assert wait_for(lambda: count_of(bus, "cr-userns") >= 3)
+def uid_map_of(bus, name):
+    return " ".join(shell(bus, name, "cat /proc/self/uid_map").split())
+
+
+def test_private_user_namespace_container_keeps_its_count_and_map(bus, containers, tree, tmp_path):
+    # -U (docs/criu.md, "-U"): spawn builds /dev from inside the user namespace, so its mounts are
+    # not locked there and criu binds /dev alone to archive it; its device nodes are binds of the
+    # host's, external to criu. On the host's network the restore binds a fresh sysfs made outside
+    # (root in the user namespace may not mount one). The image directory is lent to the
+    # container's root during the restore and is host root's again afterwards.
+    name = "cr-userns"
+    p = containers.start(tree, name, COUNTER, extra=["-U"])
+    assert wait_for(lambda: count_of(bus, name) >= 3)
+    uid_map = uid_map_of(bus, name)
+    assert uid_map.split()[0] == "0" and uid_map.split()[1] != "0", uid_map
     img = tmp_path / "img"
-    r = machctl(bus, "checkpoint", "cr-userns", img)
+    machctl(bus, "checkpoint", name, img, check=0)
+    p.wait(10)
+    assert wait_for(lambda: name not in names(bus))
+    # criu remakes the mounts inside the user namespace, unlocked: refused unless accepted, in one
+    # line, before anything runs.
+    r = machctl(bus, "restore", img)
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert "user namespace of its own (-U)" in r.stderr and "runs on" in r.stderr, r.stderr
+    assert "--unlocked-mounts" in r.stderr and "user namespace of its own (-U)" in r.stderr, r.stderr
+    assert name not in names(bus)
+    machctl(bus, "restore", "--unlocked-mounts", img, check=0)
+    assert name in names(bus)
+    st = os.stat(img)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 0, 0o700), st
+    assert [f.name for f in img.iterdir() if os.stat(f).st_uid != 0] == []
+    first = count_of(bus, name)
+    assert first >= 3
+    assert wait_for(lambda: count_of(bus, name) > first)
+    assert uid_map_of(bus, name) == uid_map
+    # The masks and read-only mounts are back in place, and the device nodes work.
+    assert shell(bus, name, "cat /proc/kallsyms | wc -c").strip() == "0"
+    assert "Read-only" in shell(bus, name, "{ echo 1 > /proc/sys/kernel/domainname; } 2>&1; true")
+    assert shell(bus, name, "echo x > /dev/null && head -c 4 /dev/urandom | wc -c").strip() == "4"
+    # What --unlocked-mounts accepts, measured: root inside may now unmount them.
+    out = shell(bus, name, "umount -l /proc/sys && echo unmounted; true")
+    assert out.strip() == "unmounted", out
+
+
+def test_private_user_namespace_with_a_network_of_its_own_is_refused_and_runs_on(bus, containers, tree, tmp_path):
+    # -U with --network-veth: the dump would work (the network namespace belongs to the container's
+    # user namespace), but criu 4.2.1 recreates the veth link through its usernsd and the kernel
+    # refuses that (EOPNOTSUPP; docs/criu.md). Refused up front in one line, before criu runs: no
+    # directory, the machine keeps running.
+    p = containers.start(tree, "cr-userns-v", COUNTER, extra=["-U", "--network-veth"])
+    assert wait_for(lambda: count_of(bus, "cr-userns-v") >= 3)
+    img = tmp_path / "img"
+    r = machctl(bus, "checkpoint", "cr-userns-v", img)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "user namespace of its own (-U) with a network of its own" in r.stderr and "runs on" in r.stderr, r.stderr
     assert not img.exists() and p.poll() is None
-    before = count_of(bus, "cr-userns")
-    assert wait_for(lambda: count_of(bus, "cr-userns") > before)
+    before = count_of(bus, "cr-userns-v")
+    assert wait_for(lambda: count_of(bus, "cr-userns-v") > before)
 
 
 FORKER = ("i=0; while true; do i=$((i+1)); echo $i > /run/count; "

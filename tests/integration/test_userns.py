@@ -73,6 +73,35 @@ def test_mounts_are_locked_inside_the_user_namespace(spawn_bin, tree):
     # (binfmt_misc is per user namespace since Linux 6.7, so mounting it there reaches no host state.)
 
 
+MQ_C = r"""
+#include <fcntl.h>
+#include <mqueue.h>
+#include <stdio.h>
+int main(void) {
+    mqd_t q = mq_open("/mk-queue", O_CREAT | O_RDWR, 0600, NULL);
+    puts(q == (mqd_t)-1 ? "MQ_FAILED" : "MQ_OPEN");
+    return 0;
+}
+"""
+
+
+@pytest.mark.skipif(not shutil.which("gcc"), reason="needs gcc (a static mq_open probe)")
+def test_dev_is_built_inside_the_user_namespace(spawn_bin, tree, tmp_path):
+    # /dev is made by the user namespace's root after pivot_root (docs/criu.md, "-U"): its device
+    # nodes are binds of the host's (nothing there may mknod), its mqueue is the one of the IPC
+    # namespace the payload runs in (it used to be mounted before that namespace was unshared, so
+    # a queue did not show up in /dev/mqueue), and the masks made from the host stay locked.
+    (tmp_path / "mq.c").write_text(MQ_C)
+    subprocess.run(["gcc", "-O2", "-static", "-o", str(tree / "mq"), str(tmp_path / "mq.c"), "-lrt"], check=True)
+    r = sh(spawn_bin, tree, "/mq; ls /dev/mqueue; grep -c ' /dev/null .* - devtmpfs ' /proc/self/mountinfo; "
+                            "echo x > /dev/null && head -c 3 /dev/zero | wc -c; umount -l /proc/sys && echo UNMOUNTED_SYS; "
+                            "true", "-U")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.split()
+    assert out[:4] == ["MQ_OPEN", "mk-queue", "1", "3"], r.stdout + r.stderr
+    assert "UNMOUNTED_SYS" not in r.stdout
+
+
 def test_identity_and_fixed_ranges(spawn_bin, tree):
     r = sh(spawn_bin, tree, "cat /proc/self/uid_map", "--private-users=identity")
     assert uid_map(r.stdout) == [0, 0, 65536]

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "core/base/error.hpp"
+#include "core/criu/checkpoint.hpp"
 #include "core/criu/plan.hpp"
 #include "core/criu/protobuf.hpp"
 #include "core/criu/rpc.hpp"
@@ -257,4 +258,52 @@ TEST(CriuPlan, PagesAreSizedNotHashed) {
     EXPECT_TRUE(image_file_is_hashed("pagemap-1.img"));
     EXPECT_EQ(fnv1a64(""), 0xcbf29ce484222325ULL);
     EXPECT_EQ(fnv1a64("a"), 0xaf63dc4c8601ec8cULL);
+}
+
+// spawn -U (docs/criu.md, "-U"): the record keeps the host IDs of the container's root, a -U
+// machine's sysfs may be the restore's fresh one, and its restore is refused unless accepted.
+TEST(CriuPlan, UserNamespaceRecordAndItsRestoreGate) {
+    CheckpointRecord r;
+    r.machine = "m";
+    r.root = "/var/lib/machines/m";
+    r.files = {{"core-1.img", 10, 99}};
+    r.mounts = {{"/dev/null", "/dev/null"}, {"/sys", std::string(kFreshSysfs)}};
+    CheckpointRecord plain = decode_record(encode_record(r));
+    EXPECT_FALSE(plain.userns_uid);
+    EXPECT_NO_THROW(check_unlocked_mounts_accepted(plain, false));
+    r.userns_uid = 100000;
+    r.userns_gid = 100001;
+    CheckpointRecord back = decode_record(encode_record(r));
+    EXPECT_EQ(back.userns_uid, 100000u);
+    EXPECT_EQ(back.userns_gid, 100001u);
+    ASSERT_EQ(back.mounts.size(), 2u);
+    EXPECT_EQ(back.mounts[1].source, kFreshSysfs);
+    try {
+        check_unlocked_mounts_accepted(back, false);
+        ADD_FAILURE() << "a -U checkpoint's restore must be refused without --unlocked-mounts";
+    } catch (const UsageError& e) {
+        EXPECT_NE(std::string(e.what()).find("--unlocked-mounts"), std::string::npos) << e.what();
+    }
+    EXPECT_NO_THROW(check_unlocked_mounts_accepted(back, true));
+    // Only that one word stands for a source that is not a path.
+    std::string j = encode_record(r);
+    j.replace(j.find("@fresh-sysfs"), 12, "@elsewhere!!");
+    EXPECT_THROW(decode_record(j), UsageError);
+}
+
+TEST(CriuPlan, DeviceNodesBoundFromTheHostAreExternals) {
+    // spawn -U binds the host's nodes on /dev's files (devtmpfs, root /null): external mounts.
+    auto c = parse_mountinfo(
+        "1 0 254:0 /m / rw - ext4 /dev/vda rw\n"
+        "2 1 0:40 / /dev rw - tmpfs tmpfs rw\n"
+        "3 2 0:6 /null /dev/null rw - devtmpfs devtmpfs rw\n"
+        "4 2 0:6 /net/tun /dev/net/tun rw - devtmpfs devtmpfs rw\n");
+    auto h = parse_mountinfo(
+        "20 1 254:0 / / rw - ext4 /dev/vda rw\n"
+        "21 20 0:6 / /dev rw - devtmpfs devtmpfs rw\n");
+    auto ext = plan_external_mounts(c, h);
+    ASSERT_EQ(ext.size(), 2u);
+    EXPECT_EQ(ext[0].key, "/dev/null");
+    EXPECT_EQ(ext[0].source, "/dev/null");
+    EXPECT_EQ(ext[1].source, "/dev/net/tun");
 }

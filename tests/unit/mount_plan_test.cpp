@@ -150,4 +150,76 @@ TEST(MountPlan, OciTmpfsWithoutModeTakesTheCoveredDirectorysMode) {
     ASSERT_TRUE(nspawn);
     EXPECT_FALSE(nspawn->mode_from_target);
     EXPECT_EQ(mode_of(nspawn), "0755");
+
+// -U: /dev is built from inside the user namespace (take_dev_steps_for_userns), so criu can archive
+// it; everything else stays in the plan applied from the host's user namespace (locked there).
+TEST(MountPlan, DevStepsForTheUserNamespaceAreTheNamespacesOwn) {
+    SpawnSpec spec;
+    auto plan = build_mount_plan(spec, 100000u);
+    auto dev = take_dev_steps_for_userns(plan);
+    for (const auto& s : plan) EXPECT_FALSE(s.target.starts_with("/dev/")) << s.target;
+    // The host plan only makes sure /dev exists; the masks and /proc, /sys, /run stay in it.
+    const MountStep* dir = find(plan, "/dev", StepKind::Mkdir);
+    ASSERT_TRUE(dir);
+    EXPECT_FALSE(find(plan, "/dev", StepKind::Fs));
+    EXPECT_TRUE(find(plan, "/proc/kallsyms", StepKind::Mask));
+    EXPECT_TRUE(find(plan, "/proc/sys", StepKind::Bind));
+    // /dev's tmpfs first, then the rest, in the order of the plan.
+    ASSERT_FALSE(dev.empty());
+    EXPECT_EQ(dev[0].target, "/dev");
+    EXPECT_EQ(dev[0].kind, StepKind::Fs);
+    for (const auto& s : dev) {
+        EXPECT_NE(s.kind, StepKind::Node) << s.target << ": nothing in a user namespace may mknod";
+        EXPECT_FALSE(s.owner) << s.target;
+        for (const auto& [k, v] : s.options) {
+            EXPECT_NE(k, "uid") << s.target << ": the namespace's root mounts it, its own IDs";
+            if (k == "gid") {
+                EXPECT_EQ(v, "5") << s.target;
+            }
+        }
+    }
+    for (const char* n :
+         {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/net/tun"}) {
+        const MountStep* b = find(dev, n, StepKind::Bind);
+        ASSERT_TRUE(b) << n;
+        EXPECT_EQ(b->source, n);
+        EXPECT_FALSE(b->source_in_root);
+        EXPECT_FALSE(b->recursive);
+        EXPECT_TRUE(b->create_target && b->optional);
+        EXPECT_TRUE(b->attrs & MOUNT_ATTR_NOSUID);
+    }
+    EXPECT_LT(index_of(dev, "/dev/net", StepKind::Mkdir), index_of(dev, "/dev/net/tun", StepKind::Bind));
+    const MountStep* pts = find(dev, "/dev/pts", StepKind::Fs);
+    ASSERT_TRUE(pts);
+    EXPECT_EQ(std::count(pts->options.begin(), pts->options.end(), std::pair<std::string, std::string>{"gid", "5"}), 1);
+    EXPECT_TRUE(find(dev, "/dev/mqueue", StepKind::Fs));
+    EXPECT_TRUE(find(dev, "/dev/ptmx", StepKind::Symlink));
+}
+
+TEST(MountPlan, RunNodesBelongToTheContainersRootUnderUserNamespace) {
+    auto plan = build_mount_plan(SpawnSpec{}, 100000u);
+    const MountStep* reg = find(plan, std::string(kInaccessibleDir) + "/reg", StepKind::File);
+    ASSERT_TRUE(reg);
+    EXPECT_EQ(reg->owner, 100000u);
+    EXPECT_EQ(find(plan, "/run/host", StepKind::Mkdir)->owner, 100000u);
+    EXPECT_FALSE(find(build_mount_plan(SpawnSpec{}), "/run/host", StepKind::Mkdir)->owner);
+}
+
+TEST(MountPlan, DevIsBuiltInTheUserNamespaceOnlyWithoutUserMountsThere) {
+    EXPECT_TRUE(dev_can_be_built_in_userns(SpawnSpec{}));
+    SpawnSpec bind;
+    bind.binds.push_back({"/dev/fuse", "/dev/fuse", false, false, false});
+    EXPECT_FALSE(dev_can_be_built_in_userns(bind));
+    SpawnSpec tmpfs;
+    tmpfs.tmpfs.push_back({"/dev/shm", "size=1M"});
+    EXPECT_FALSE(dev_can_be_built_in_userns(tmpfs));
+    SpawnSpec mask;
+    mask.inaccessible.push_back("/dev");
+    EXPECT_FALSE(dev_can_be_built_in_userns(mask));
+    SpawnSpec devices;  // "/devices" is not below /dev
+    devices.binds.push_back({"/srv", "/devices", false, false, false});
+    EXPECT_TRUE(dev_can_be_built_in_userns(devices));
+    SpawnSpec oci;
+    oci.oci.present = true;
+    EXPECT_FALSE(dev_can_be_built_in_userns(oci));
 }

@@ -1,5 +1,6 @@
 #include "core/criu/checkpoint.hpp"
 
+#include <algorithm>
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/rtnetlink.h>
@@ -259,6 +260,72 @@ private:
     bool froze_ = false;
 };
 
+// The host ID that ID 0 of the process's user namespace maps to (from uid_map or gid_map);
+// unset when the process is in the caller's user namespace or has no mapping for 0.
+std::optional<uint32_t> root_outside(const std::string& pid, const char* map) {
+    if (ns_inode(pid, "user") == ns_inode("self", "user")) return std::nullopt;
+    auto text = read_host_file("/proc/" + pid + "/" + map, 1 << 16);
+    if (!text) throw_errno(ESRCH, "read the user namespace map of process " + pid);
+    unsigned long inside = 0, outside = 0, count = 0;
+    size_t pos = 0;
+    while (pos < text->size()) {
+        size_t nl = text->find('\n', pos);
+        std::string line = text->substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+        pos = nl == std::string::npos ? text->size() : nl + 1;
+        if (sscanf(line.c_str(), "%lu %lu %lu", &inside, &outside, &count) == 3 && inside == 0 && count > 0)
+            return static_cast<uint32_t>(outside);
+    }
+    return std::nullopt;
+}
+
+// criu's restore opens some images (tty-info.img, ...) from inside the restored user namespace,
+// where host root's 0700 directory is out of reach: for the restore's duration the directory and
+// its files belong to the container's root, and to host root again afterwards, whatever happened.
+// The directory keeps host root's group with search and read for it (0750): criu's first task
+// opens timens-0.img before its user namespace has maps, as host root's UID and GID still.
+class LendToContainerRoot {
+public:
+    LendToContainerRoot(int dir_fd, std::optional<uint32_t> uid, std::optional<uint32_t> gid) : dir_fd_(dir_fd) {
+        if (!uid || !gid) return;
+        struct stat st;
+        check(fstat(dir_fd_, &st), "stat the image directory");
+        mode_ = st.st_mode & 07777;
+        lent_ = true;
+        give(*uid, *gid, 0, 0750);
+    }
+    ~LendToContainerRoot() {
+        if (!lent_) return;
+        try {
+            give(0, 0, 0, mode_);
+        } catch (...) {
+        }
+    }
+    LendToContainerRoot(const LendToContainerRoot&) = delete;
+    LendToContainerRoot& operator=(const LendToContainerRoot&) = delete;
+
+private:
+    void give(uint32_t uid, uint32_t gid, uint32_t dir_gid, mode_t dir_mode) {
+        int dup_fd = fcntl(dir_fd_, F_DUPFD_CLOEXEC, 3);
+        if (dup_fd < 0) throw_last_error("dup the image directory");
+        DIR* d = fdopendir(dup_fd);
+        if (!d) {
+            close(dup_fd);
+            throw_last_error("read the image directory");
+        }
+        rewinddir(d);  // the duplicate shares dir_fd_'s offset, at the end after the first pass
+        std::vector<std::string> names;
+        while (struct dirent* e = readdir(d))
+            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) names.emplace_back(e->d_name);
+        closedir(d);
+        for (const auto& n : names) (void)fchownat(dir_fd_, n.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW);
+        check(fchown(dir_fd_, uid, dir_gid), "give the image directory to the container's root");
+        check(fchmod(dir_fd_, dir_mode), "set the image directory's mode");
+    }
+    int dir_fd_;
+    mode_t mode_ = 0700;
+    bool lent_ = false;
+};
+
 void refuse_pidfd_guest(const std::string& machine, const std::string& root, const Version& v) {
     int sd = guest_systemd_version(root);
     if (sd >= 255 && version_less(v, Version{4, 1, 0, {}}))
@@ -333,15 +400,6 @@ CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
     const std::string pid = std::to_string(req.leader);
     if (ns_inode(pid, "pid") == ns_inode("self", "pid"))
         throw UsageError("cannot checkpoint " + req.machine + ": it shares the host's PID namespace");
-    // Measured with criu 4.2.1 (docs/criu.md, "-U"): the container's mounts were made outside its
-    // user namespace, so in it they are locked (MNT_LOCKED). criu cannot bind /dev without its
-    // locked children to archive it, archives what is mounted on it instead, and its restore, run
-    // inside the user namespace, can make no device node and no sysfs for a network namespace the
-    // host's user namespace owns. Refused before criu runs, rather than failing half-way.
-    if (ns_inode(pid, "user") != ns_inode("self", "user"))
-        throw UsageError("cannot checkpoint " + req.machine +
-                         ": it runs in a user namespace of its own (-U), whose mounts (locked there) and device nodes "
-                         "criu cannot dump and remake (docs/criu.md); the machine runs on");
     refuse_nested_namespaces(req.machine, req.leader);
 
     CheckpointRecord rec;
@@ -353,6 +411,16 @@ CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
     rec.mounts = plan_external_mounts(container_mounts, mountinfo_of("self"));
     rec.stdio = stdio_keys(pid, container_mounts);
     rec.orphan_pty = req.own_terminal || terminal_is_own_pty(pid, container_mounts);
+    rec.userns_uid = root_outside(pid, "uid_map");
+    rec.userns_gid = root_outside(pid, "gid_map");
+    // spawn -U builds /dev from inside the user namespace, its nodes binds of the host's; a /dev
+    // built outside it (config.json's user namespaces) has mounts locked there and mknod'ed nodes,
+    // which criu can neither archive cleanly nor make again (docs/criu.md, "-U").
+    if (rec.userns_uid && std::none_of(container_mounts.begin(), container_mounts.end(),
+                                       [](const MountInfo& m) { return m.mountpoint == "/dev/null"; }))
+        throw UsageError("cannot checkpoint " + req.machine +
+                         ": it runs in a user namespace of its own whose /dev was made outside it (locked mounts, "
+                         "device nodes criu cannot remake there; docs/criu.md); the machine runs on");
     if (rec.orphan_pty) {
         // The terminal is the container's own pty (its devpts, bound on /dev/console), the
         // master the engine's: criu dumps the slave as a pty whose master is outside
@@ -363,6 +431,20 @@ CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
     }
     ino_t net = ns_inode(pid, "net");
     rec.host_network = net == ns_inode("self", "net");
+    // Measured with criu 4.2.1 (docs/criu.md, "-U"): the dump works, but the restore recreates the
+    // veth link through criu's usernsd and the kernel refuses that request (EOPNOTSUPP). A dump
+    // that stops the machine would leave nothing to restore: refused before criu runs.
+    if (rec.userns_uid && !rec.host_network)
+        throw UsageError("cannot checkpoint " + req.machine +
+                         ": it runs in a user namespace of its own (-U) with a network of its own, whose link criu "
+                         "4.2 cannot recreate at restore (docs/criu.md); the machine runs on");
+    if (rec.userns_uid && rec.host_network) {
+        // Root in the container's user namespace may not mount a sysfs for the host's network
+        // namespace: criu could not remake it at restore, so it is external (kFreshSysfs).
+        for (const auto& m : container_mounts)
+            if (m.fstype == "sysfs" && m.root == "/" && m.mountpoint != "/")
+                rec.mounts.push_back({m.mountpoint, std::string(kFreshSysfs)});
+    }
     if (!rec.host_network) {
         Netlink host;
         std::string ve = veth_host_name(req.machine, false);
@@ -476,6 +558,14 @@ CheckpointRecord read_checkpoint(int dir_fd, const std::string& dir_path) {
     return rec;
 }
 
+void check_unlocked_mounts_accepted(const CheckpointRecord& rec, bool accepted) {
+    if (!rec.userns_uid || accepted) return;
+    throw UsageError("cannot restore " + rec.machine +
+                     " as it was: it ran in a user namespace of its own (-U), and criu remakes its mounts inside it, "
+                     "where none is locked, so its root could unmount the /proc masks and read-only mounts "
+                     "(docs/criu.md); restore with --unlocked-mounts to accept that");
+}
+
 Restored restore_machine(const RestoreRequest& req) {
     UniqueFd dir(open(req.image_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!dir) {
@@ -485,6 +575,7 @@ Restored restore_machine(const RestoreRequest& req) {
     Restored out;
     CheckpointRecord& rec = out.record;
     rec = read_checkpoint(dir.get(), req.image_dir);
+    check_unlocked_mounts_accepted(rec, req.unlocked_mounts);
     if (!req.root.empty()) rec.root = req.root;
     std::string name = req.machine.empty() ? rec.machine : req.machine;
     if (!machine_name_is_valid(name)) throw UsageError("'" + name + "' is not a valid machine name");
@@ -492,7 +583,7 @@ Restored restore_machine(const RestoreRequest& req) {
     if (stat(rec.root.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
         throw UsageError("the checkpointed machine's root directory " + rec.root + " is gone");
     for (const auto& m : rec.mounts)
-        if (stat(m.source.c_str(), &st) < 0)
+        if (m.source != kFreshSysfs && stat(m.source.c_str(), &st) < 0)
             throw UsageError("the source " + m.source + " of the checkpointed mount " + m.key + " is gone");
     Netlink host;
     if (!rec.veth_host.empty() && host.link_index(rec.veth_host))
@@ -506,7 +597,26 @@ Restored restore_machine(const RestoreRequest& req) {
     o.file_locks = req.file_locks;
     o.orphan_pts_master = req.orphan_pts_master || rec.orphan_pty;
     if (req.manage_cgroups_mode) o.manage_cgroups_mode = req.manage_cgroups_mode;
-    for (const auto& m : rec.mounts) o.ext_mnt.emplace_back(m.key, m.source);
+    // A sysfs criu cannot mount inside the user namespace: a fresh one, in criu's own mount
+    // namespace (Swrk), on an empty directory removed afterwards.
+    struct TempDir {
+        std::string path;
+        ~TempDir() {
+            if (!path.empty()) rmdir(path.c_str());
+        }
+    } fresh_sysfs, open_tmp;
+    for (const auto& m : rec.mounts) {
+        if (m.source != kFreshSysfs) {
+            o.ext_mnt.emplace_back(m.key, m.source);
+            continue;
+        }
+        if (fresh_sysfs.path.empty()) {
+            char tmpl[] = "/run/machkit-criu-sysfs.XXXXXX";
+            if (!mkdtemp(tmpl)) throw_last_error("create a directory for a fresh sysfs");
+            fresh_sysfs.path = tmpl;
+        }
+        o.ext_mnt.emplace_back(m.key, fresh_sysfs.path);
+    }
     std::vector<int> fds{dir.get()};
     UniqueFd work;
     if (!req.work_dir.empty()) {
@@ -548,7 +658,17 @@ Restored restore_machine(const RestoreRequest& req) {
         host.set_up(index);
     };
     Version v = require_usable_criu(req.criu, false);
-    Swrk s(req.criu, fds);
+    LendToContainerRoot lend(dir.get(), rec.userns_uid, rec.userns_gid);
+    // criu's restore makes its root yard in /tmp as the user namespace's root: a host /tmp that
+    // others may not search is opened for criu alone (Swrk's open_tmp).
+    struct stat tmp_st;
+    if (rec.userns_uid && stat("/tmp", &tmp_st) == 0 && (tmp_st.st_mode & S_IXOTH) == 0) {
+        char tmpl[] = "/run/machkit-criu-tmp.XXXXXX";
+        if (!mkdtemp(tmpl)) throw_last_error("create a directory for criu's /tmp");
+        open_tmp.path = tmpl;
+        r.opts->root = open_tmp.path + "/root";
+    }
+    Swrk s(req.criu, fds, fresh_sysfs.path, open_tmp.path, rec.root);
     Response resp = s.call(r, notify);
     s.finish();
     if (!resp.success || !resp.restore_pid) {

@@ -60,7 +60,9 @@ struct RestoreRequest {
     std::string root;                // empty: the checkpointed root; else this one (a bundle's rootfs)
     int network_ns_fd = -1;          // the external network namespace; -1: the caller's own
     bool orphan_pts_master = false;  // a pty whose master was outside: criu sends a new master
-    NotifyHandler on_notify;         // every notify criu sends ("orphan-pts-master" with its fd, ...)
+    // A -U machine's mounts come back unlocked (check_unlocked_mounts_accepted): accepted.
+    bool unlocked_mounts = false;
+    NotifyHandler on_notify;  // every notify criu sends ("orphan-pts-master" with its fd, ...)
 };
 
 struct Restored {
@@ -70,6 +72,13 @@ struct Restored {
 
 // Reads and verifies the image directory (every listed file present with its size and hash).
 CheckpointRecord read_checkpoint(int dir_fd, const std::string& dir_path);
+
+// A machine that ran in a user namespace of its own (-U) comes back with its mounts unlocked in it:
+// criu 4.2 remakes every mount from inside that namespace, so none is MNT_LOCKED there and its root
+// (which keeps CAP_SYS_ADMIN in it, as nspawn's) could unmount the /proc masks and the read-only
+// /proc/sys and /sys, or mount an unmasked procfs (docs/criu.md, "-U"). Throws a UsageError saying
+// so unless `accepted` (machctl restore --unlocked-mounts). Other machines: nothing to accept.
+void check_unlocked_mounts_accepted(const CheckpointRecord& rec, bool accepted);
 
 // Restores the machine; the caller becomes the restored root task's parent and must reap it.
 Restored restore_machine(const RestoreRequest& req);

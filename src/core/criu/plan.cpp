@@ -153,6 +153,7 @@ std::string encode_record(const CheckpointRecord& r) {
     j["host_network"] = r.host_network;
     j["tcp_established"] = r.tcp_established;
     if (r.orphan_pty) j["orphan_pty"] = true;
+    if (r.userns_uid && r.userns_gid) j["userns_root"] = {{"uid", *r.userns_uid}, {"gid", *r.userns_gid}};
     if (!r.veth_host.empty()) {
         nlohmann::json v;
         v["host"] = r.veth_host;
@@ -192,6 +193,10 @@ CheckpointRecord decode_record(std::string_view text) {
         r.host_network = j.at("host_network").get<bool>();
         r.tcp_established = j.value("tcp_established", false);
         r.orphan_pty = j.value("orphan_pty", false);
+        if (j.contains("userns_root")) {
+            r.userns_uid = j.at("userns_root").at("uid").get<uint32_t>();
+            r.userns_gid = j.at("userns_root").at("gid").get<uint32_t>();
+        }
         if (j.contains("veth")) {
             const auto& v = j.at("veth");
             r.veth_host = v.at("host").get<std::string>();
@@ -221,7 +226,7 @@ CheckpointRecord decode_record(std::string_view text) {
     if (r.root.empty() || r.root[0] != '/') throw bad("the root directory is not an absolute path");
     if (r.files.empty()) throw bad("it lists no image files");
     for (const auto& m : r.mounts)
-        if (m.key.empty() || m.key[0] != '/' || m.source.empty() || m.source[0] != '/')
+        if (m.key.empty() || m.key[0] != '/' || m.source.empty() || (m.source[0] != '/' && m.source != kFreshSysfs))
             throw bad("a mount entry is not a pair of absolute paths");
     return r;
 }

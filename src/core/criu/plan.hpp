@@ -35,8 +35,13 @@ std::vector<MountInfo> parse_mountinfo(std::string_view text);
 
 struct ExternalMount {
     std::string key;     // the mount point inside the container
-    std::string source;  // the host path it comes from
+    std::string source;  // the host path it comes from; kFreshSysfs: a fresh sysfs the restore makes
 };
+
+// The source of a sysfs that criu cannot mount itself at restore: in a user namespace that does not
+// own the network namespace (a -U container on the host's network), the kernel refuses a new sysfs.
+// The restore binds a fresh one made outside that user namespace instead (Swrk's fresh_sysfs).
+inline constexpr std::string_view kFreshSysfs = "@fresh-sysfs";
 
 // The container's mounts (seen from inside: its mountinfo after pivot_root, first line its root)
 // that criu must treat as external, each with its host source found in the host's mountinfo.
@@ -68,6 +73,10 @@ struct CheckpointRecord {
     // The leader's terminal was a pty of the container's own devpts whose master was outside
     // (spawn's console, an engine's): dumped with orphan_pts_master, restored with a new master.
     bool orphan_pty = false;
+    // The container had a user namespace of its own: the host UID and GID of its root. criu opens
+    // some images from inside that namespace at restore, so the directory is lent to them then.
+    std::optional<uint32_t> userns_uid;
+    std::optional<uint32_t> userns_gid;
     // criu's image files: name -> size and FNV-1a 64 of the contents (pages-*.img: size only, see
     // docs/criu.md). Detects a partial or damaged directory; not an authentication.
     struct File {

@@ -1,5 +1,9 @@
 #include "core/criu/swrk.hpp"
 
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -52,7 +56,8 @@ std::string to_string(const CriuCommand& cmd) {
     return s;
 }
 
-Swrk::Swrk(const CriuCommand& cmd, std::span<const int> inherit) {
+Swrk::Swrk(const CriuCommand& cmd, std::span<const int> inherit, const std::string& fresh_sysfs, const std::string& open_tmp,
+           const std::string& open_tmp_root) {
     int sv[2];
     check(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), "socketpair for criu swrk");
     UniqueFd ours(sv[0]), theirs(sv[1]);
@@ -76,6 +81,23 @@ Swrk::Swrk(const CriuCommand& cmd, std::span<const int> inherit) {
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, nullptr);
         signal(SIGPIPE, SIG_DFL);
+        if (!fresh_sysfs.empty() || !open_tmp.empty()) {
+            if (unshare(CLONE_NEWNS) < 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0) _exit(125);
+            if (!fresh_sysfs.empty() &&
+                mount("sysfs", fresh_sysfs.c_str(), "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) < 0)
+                _exit(125);
+            if (!open_tmp.empty()) {
+                const std::string upper = open_tmp + "/upper", work = open_tmp + "/work";
+                const std::string opts = "lowerdir=/tmp,upperdir=" + upper + ",workdir=" + work;
+                const std::string root = open_tmp + "/root";
+                if (mount("tmpfs", open_tmp.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700") < 0 ||
+                    mkdir(root.c_str(), 0700) < 0 ||
+                    mount(open_tmp_root.c_str(), root.c_str(), nullptr, MS_BIND | MS_REC, nullptr) < 0 ||
+                    mkdir(upper.c_str(), 01777) < 0 || chmod(upper.c_str(), 01777) < 0 || mkdir(work.c_str(), 0700) < 0 ||
+                    mount("overlay", "/tmp", "overlay", MS_NOSUID | MS_NODEV, opts.c_str()) < 0)
+                    _exit(125);
+            }
+        }
         execvp(argv[0], argv.data());
         _exit(127);
     }

@@ -37,7 +37,17 @@ using NotifyHandler = std::function<void(const std::string& script, int32_t pid,
 
 class Swrk {
 public:
-    Swrk(const CriuCommand& cmd, std::span<const int> inherit = {});
+    // `open_tmp`: when not empty (an existing empty directory), criu runs in a private mount
+    // namespace of its own whose /tmp is an overlay of the host's with a writable top of mode 1777
+    // (a tmpfs on `open_tmp`): criu's restore makes its mount namespace's root yard in /tmp as the
+    // restored user namespace's root, which a host /tmp of mode 0700 keeps out (docs/criu.md).
+    // `open_tmp_root`: the machine's root directory, bound on `open_tmp`/root before /tmp is
+    // covered (the caller passes that path as criu's root: one below /tmp would be the overlay's).
+    // `fresh_sysfs`: when not empty (an existing empty directory), criu runs in a private mount
+    // namespace of its own with a fresh, read-only sysfs mounted there (a sysfs source without
+    // child mounts, which a restore into a user namespace can bind; see docs/criu.md).
+    Swrk(const CriuCommand& cmd, std::span<const int> inherit = {}, const std::string& fresh_sysfs = {},
+         const std::string& open_tmp = {}, const std::string& open_tmp_root = {});
     ~Swrk();  // kills and reaps criu if it still runs
     Swrk(const Swrk&) = delete;
     Swrk& operator=(const Swrk&) = delete;

@@ -108,6 +108,41 @@ UniqueFd make_user_namespace(const std::string& uid_map, const std::string& gid_
     return fd;
 }
 
+UniqueFd make_network_namespace_in(int userns_fd) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) throw_last_error("pipe");
+    UniqueFd rd(p[0]), wr(p[1]);
+    int q[2];
+    if (pipe2(q, O_CLOEXEC) < 0) throw_last_error("pipe");
+    UniqueFd ready_rd(q[0]), ready_wr(q[1]);
+    pid_t pid = fork();
+    if (pid < 0) throw_last_error("fork");
+    if (pid == 0) {
+        // Join, unshare, say so, and wait to be killed: the parent only needs our /proc/PID/ns/net.
+        char c = setns(userns_fd, CLONE_NEWUSER) == 0 && unshare(CLONE_NEWNET) == 0 ? 1 : 0;
+        (void)!write(ready_wr.get(), &c, 1);
+        (void)!read(rd.get(), &c, 1);
+        _exit(0);
+    }
+    ready_wr.reset();
+    struct Reap {
+        pid_t pid;
+        UniqueFd& wr;
+        ~Reap() {
+            wr.reset();
+            kill(pid, SIGKILL);
+            retry_eintr([&] { return waitpid(pid, nullptr, 0); });
+        }
+    } reap{pid, wr};
+    char ok = 0;
+    if (read(ready_rd.get(), &ok, 1) != 1 || !ok)
+        throw_errno(EPERM, "cannot create a network namespace in the container's user namespace");
+    std::string ns = "/proc/" + std::to_string(pid) + "/ns/net";
+    UniqueFd fd(open(ns.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) throw_last_error("cannot open " + ns);
+    return fd;
+}
+
 std::string id_map_problem(const std::vector<IdMapLine>& map) {
     if (map.empty()) return "no ranges";
     if (map.size() > 340) return "more than 340 ranges";

@@ -75,6 +75,11 @@ std::optional<uint32_t> map_id_to_host(const std::vector<IdMapLine>& map, uint32
 // Creates a user namespace with these uid_map/gid_map texts and returns an fd for it, as above.
 UniqueFd make_user_namespace(const std::string& uid_map, const std::string& gid_map);
 
+// A new network namespace owned by the user namespace `userns_fd` (as nspawn's -U makes it): made
+// by a short-lived child that joins that user namespace and unshares one; returns an fd for it.
+// Root in that user namespace administers it (sysfs, links), host root may still move links into it.
+UniqueFd make_network_namespace_in(int userns_fd);
+
 // The uid_map and gid_map of the user namespace `userns_fd` (one the caller may enter): read by a
 // short-lived child that joins it. Throws std::system_error if it cannot be entered or read.
 std::pair<std::vector<IdMapLine>, std::vector<IdMapLine>> read_user_namespace_maps(int userns_fd);

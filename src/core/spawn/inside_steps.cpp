@@ -279,6 +279,8 @@ void become_container_init(const Prepared& p, int chan) {
     if (poll(&pf, 1, 0) > 0 && (pf.revents & POLLHUP)) _exit(1);
     umask(0);
     if (p.netns && setns(p.netns.get(), CLONE_NEWNET) < 0) throw_last_error("cannot join the network namespace");
+    if (p.userns_netns && setns(p.userns_netns.get(), CLONE_NEWNET) < 0)
+        throw_last_error("cannot join the network namespace made in the user namespace");
     for (const auto& [flag, ns] : p.joined_namespaces)
         if (setns(ns.get(), flag) < 0)
             throw_last_error(flag == CLONE_NEWUTS ? "cannot join the UTS namespace" : "cannot join the IPC namespace");
@@ -369,7 +371,9 @@ void seal_and_pivot(const SpawnSpec& spec, const Prepared& p, RootFs& fs) {
 }
 
 void set_identity(const Prepared& p, int console_peer) {
-    if (p.userns && !p.rootless && console_peer >= 0 && fchown(console_peer, p.userns->shift, p.userns->shift + 5) < 0)
+    // A console made inside the user namespace (/dev built there) is its root's already.
+    if (p.userns && !p.rootless && p.userns_dev_plan.empty() && console_peer >= 0 &&
+        fchown(console_peer, p.userns->shift, p.userns->shift + 5) < 0)
         throw_last_error("cannot hand the console to the container's root");
     if (p.set_hostname && sethostname(p.guest.hostname.data(), p.guest.hostname.size()) < 0) throw_last_error("sethostname");
     // A fresh session keyring: the kernel keyring is not namespaced.
@@ -447,10 +451,48 @@ void enter_user_namespace(Prepared& p) {
     // config.json's container keeps its IPC namespace: its linux.sysctl IPC values and its
     // /dev/mqueue belong to that one (a new IPC namespace would start from the defaults).
     if (setns(p.userns_fd.get(), CLONE_NEWUSER) < 0) throw_last_error("cannot enter the user namespace");
+    if (!p.userns_dev_plan.empty()) {
+        // /dev is made next, by the namespace's root: host root's IDs are unmapped here (files it
+        // made would fail with EOVERFLOW). drop_privileges() sets the payload's IDs later.
+        int pdeath = 0;
+        if (prctl(PR_GET_PDEATHSIG, &pdeath, 0, 0, 0) < 0) throw_last_error("prctl(PR_GET_PDEATHSIG)");
+        if (setgroups(0, nullptr) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+            throw_last_error("cannot become root of the user namespace");
+        // A credential change clears the parent-death signal: set it again.
+        if (pdeath && prctl(PR_SET_PDEATHSIG, pdeath, 0, 0, 0) < 0) throw_last_error("prctl(PDEATHSIG)");
+    }
     const bool oci = !p.oci_uid_map.empty();
     if (unshare(CLONE_NEWNS | CLONE_NEWUTS | (oci ? 0 : CLONE_NEWIPC)) < 0)
         throw_last_error("cannot create namespaces in the user namespace");
     p.userns_fd.reset();
+}
+
+void clone_dev_sources(Prepared& p) {
+    std::vector<MountStep> kept;
+    for (auto& s : p.userns_dev_plan) {
+        if (s.kind == StepKind::Bind && !s.source_in_root) {
+            // The host's node, as a detached mount: attached once inside the user namespace.
+            UniqueFd src(open(s.source.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+            if (!src) {
+                if (s.optional && errno == ENOENT) continue;
+                throw_last_error("cannot open the host's " + s.source);
+            }
+            struct stat st;
+            if (fstat(src.get(), &st) < 0) throw_last_error("stat " + s.source);
+            if (!S_ISCHR(st.st_mode)) throw_errno(ENODEV, "the host's " + s.source + " is not a character device");
+            p.dev_sources.push_back(clone_tree(src.get(), "", false));
+            s.source_mount_fd = p.dev_sources.back().get();
+        }
+        kept.push_back(std::move(s));
+    }
+    p.userns_dev_plan = std::move(kept);
+}
+
+void build_dev_in_userns(Prepared& p) {
+    UniqueFd root(open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root) throw_last_error("open /");
+    apply_mount_plan(root.get(), p.userns_dev_plan);
+    p.dev_sources.clear();  // attached: the fds are spent
 }
 
 void drop_bounding_set_to(uint64_t bounding) {

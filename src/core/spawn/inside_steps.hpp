@@ -55,6 +55,11 @@ int set_cpu_affinity(const std::vector<unsigned>& cpus) noexcept;
 void make_nested_user_namespace(Prepared& p);
 // -U: into the user namespace, with fresh mount/UTS/IPC namespaces owned by it (mounts locked).
 void enter_user_namespace(Prepared& p);
+// /dev built inside the user namespace (Prepared::userns_dev_plan): clone_dev_sources() clones the
+// host's nodes as detached mounts (before pivot_root, in the host's user namespace);
+// build_dev_in_userns() applies the plan (after enter_user_namespace(), as the namespace's root).
+void clone_dev_sources(Prepared& p);
+void build_dev_in_userns(Prepared& p);
 void drop_bounding_set_to(uint64_t bounding);
 // Personality, SELinux label, seccomp, groups, uids, capabilities, no_new_privs.
 void drop_privileges(const SpawnSpec& spec, const Prepared& p);

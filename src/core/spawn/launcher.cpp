@@ -71,8 +71,23 @@ namespace {
         }
         step = "write the guest's files";
         UniqueFd notify = populate_guest_files(spec, p, fs);
+        const bool dev_in_userns = !p.userns_dev_plan.empty();
+        if (dev_in_userns) {
+            step = "clone the host's device nodes";
+            clone_dev_sources(p);
+        }
         step = "pivot into the container's root";
         seal_and_pivot(spec, p, fs);
+        if (dev_in_userns) {
+            // /dev is the user namespace's own (mount_plan.hpp): limits first, as host root may
+            // raise them and root inside may not.
+            step = "apply resource limits";
+            apply_resource_limits(spec);
+            step = "enter the user namespace";
+            enter_user_namespace(p);
+            step = "build /dev in the user namespace";
+            build_dev_in_userns(p);
+        }
         // ---- OCI (config.json) ----
         if (!spec.oci.devices.empty() || !spec.oci.readonly_paths.empty() || !spec.oci.mounts.empty()) {
             step = "create the OCI devices, mount options and read-only paths";
@@ -103,10 +118,12 @@ namespace {
         step = "start a session";
         take_session(spec, std::move(console_peer));
         if (p.rootless && spec.private_network) open_low_ports_to_guest();
-        step = "apply resource limits";
-        apply_resource_limits(spec);
-        step = "enter the user namespace";
-        enter_user_namespace(p);
+        if (!dev_in_userns) {
+            step = "apply resource limits";
+            apply_resource_limits(spec);
+            step = "enter the user namespace";
+            enter_user_namespace(p);
+        }
         step = "drop capabilities";
         drop_bounding_set_to(p.guest.bounding);
 
@@ -241,6 +258,7 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
         }
         p.userns_fd = make_user_namespace(*p.userns, uids, gids);
     }
+    if (p.netns_in_userns) p.userns_netns = make_network_namespace_in(p.userns_fd.get());
 
     // A booted guest gets groups of its own: machd's scope when it registers us, else ours, made
     // before clone so the child can be born into the cgroup2 one.
@@ -260,7 +278,7 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     clone_args ca{};
     ca.flags = CLONE_NEWNS | p.ns_clone_flags | CLONE_PIDFD;
     if (!p.wait_for_parent) ca.flags |= CLONE_NEWCGROUP;  // else the child unshares it once placed
-    if (spec.private_network && !p.netns) ca.flags |= CLONE_NEWNET;
+    if (spec.private_network && !p.netns && !p.userns_netns) ca.flags |= CLONE_NEWNET;
     // The other namespaces then belong to the rootless user namespace: a new one, or the one
     // `machd --user` keeps mapped with the same map (kept_userns.hpp), joined by a helper.
     const bool kept_userns = p.rootless && p.kept_userns && !p.pidns;
@@ -320,6 +338,7 @@ Outcome run_once(const SpawnSpec& spec, Prepared& p, const LaunchHooks& hooks,
     }
     UniqueFd pidfd(pidfd_raw);
     child_chan.reset();
+    p.userns_netns.reset();  // the child holds it now
     // A set-up step in the parent failed: the child must not run on half set up.
     auto abandon_child = [&] {
         syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);

@@ -85,7 +85,18 @@ void do_fs(int root_fd, const MountStep& s) {
     attach_mount(mnt.get(), target.get(), s.fstype + " on " + s.target);
 }
 
+// A bind whose source was cloned earlier (MountStep::source_mount_fd): attached as it is.
+void attach_cloned_source(int root_fd, const MountStep& s) {
+    struct stat st;
+    if (fstat(s.source_mount_fd, &st) < 0) throw_last_error("stat " + s.source);
+    UniqueFd target = S_ISDIR(st.st_mode) ? mkdir_p_in_root(root_fd, s.target) : touch_in_root(root_fd, s.target);
+    if (!target) throw_last_error("cannot open bind destination " + s.target + " in the container");
+    if (s.attrs || s.clear_attrs) set_mount_attrs(s.source_mount_fd, s.attrs, s.clear_attrs, s.recursive, s.target);
+    attach_mount(s.source_mount_fd, target.get(), s.source + " on " + s.target);
+}
+
 void do_bind(int root_fd, const MountStep& s, int idmap_userns) {
+    if (s.source_mount_fd >= 0) return attach_cloned_source(root_fd, s);
     UniqueFd src;
     if (s.source_in_root) {
         src = open_in_root(root_fd, s.source, O_PATH | O_NOFOLLOW, 0, RESOLVE_NO_SYMLINKS);
@@ -147,6 +158,12 @@ void do_mask(int root_fd, const MountStep& s) {
     attach_mount(mnt.get(), target.get(), "mask on " + s.target);
 }
 
+// The step's owner, when it names one, on what it just created in `dir` (never following a link).
+void give_to_owner(int dir, const std::string& name, const MountStep& s) {
+    if (s.owner && fchownat(dir, name.c_str(), *s.owner, *s.owner, AT_SYMLINK_NOFOLLOW) < 0)
+        throw_last_error("cannot give " + s.target + " to the container's root");
+}
+
 }  // namespace
 
 void copy_up_into(int from, int to, const std::string& target) {
@@ -187,12 +204,14 @@ void apply_mount_plan(int root_fd, const std::vector<MountStep>& plan, int idmap
             UniqueFd dir = open_own_parent(root_fd, s.target, name);
             if (mkdirat(dir.get(), name.c_str(), s.mode) < 0 && errno != EEXIST)
                 throw_last_error("cannot create " + s.target);
+            give_to_owner(dir.get(), name, s);
             break;
         }
         case StepKind::File: {
             UniqueFd dir = open_own_parent(root_fd, s.target, name);
             UniqueFd f(openat(dir.get(), name.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, s.mode));
             if (!f) throw_last_error("cannot create " + s.target);
+            give_to_owner(dir.get(), name, s);
             break;
         }
         case StepKind::Node: {
@@ -211,6 +230,7 @@ void apply_mount_plan(int root_fd, const std::vector<MountStep>& plan, int idmap
             UniqueFd dir = open_own_parent(root_fd, s.target, name);
             if (symlinkat(s.source.c_str(), dir.get(), name.c_str()) < 0 && errno != EEXIST)
                 throw_last_error("cannot create symlink " + s.target);
+            give_to_owner(dir.get(), name, s);
             break;
         }
         }

@@ -401,6 +401,13 @@ std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, std::optional<uin
     }
     if (uid_shift) {
         for (auto& s : p) {
+            // What spawn creates on its /run (/run/host, the inaccessible sources of the masks)
+            // belongs to the container's root, as nspawn's: owned by a host UID outside the map,
+            // root inside could not read the mode-0 sources, nor could criu, which archives a
+            // tmpfs's contents from inside the user namespace (docs/criu.md, "-U").
+            if (s.target.starts_with("/run/") &&
+                (s.kind == StepKind::Mkdir || s.kind == StepKind::File || s.kind == StepKind::Symlink))
+                s.owner = *uid_shift;
             if (s.kind != StepKind::Fs) continue;
             if (s.fstype == "tmpfs") {
                 s.options.emplace_back("uid", std::to_string(*uid_shift));
@@ -412,6 +419,50 @@ std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, std::optional<uin
         }
     }
     return p;
+}
+
+bool dev_can_be_built_in_userns(const SpawnSpec& spec) {
+    if (spec.oci.present) return false;
+    auto under_dev = [](std::string_view path) { return path == "/dev" || path.starts_with("/dev/"); };
+    for (const auto& b : spec.binds)
+        if (under_dev(b.destination)) return false;
+    for (const auto& t : spec.tmpfs)
+        if (under_dev(t.destination)) return false;
+    for (const auto& o : spec.overlays)
+        if (under_dev(o.destination)) return false;
+    for (const auto& path : spec.inaccessible)
+        if (under_dev(path)) return false;
+    return true;
+}
+
+std::vector<MountStep> take_dev_steps_for_userns(std::vector<MountStep>& plan) {
+    std::vector<MountStep> dev, rest;
+    for (auto& s : plan) {
+        if (s.target != "/dev" && !s.target.starts_with("/dev/")) {
+            rest.push_back(std::move(s));
+            continue;
+        }
+        if (s.target == "/dev" && s.kind == StepKind::Fs) rest.push_back(mkdir_step("/dev", 0755));
+        if (s.kind == StepKind::Fs) {
+            // Mounted by the namespace's root: its IDs are the namespace's own.
+            std::erase_if(s.options, [](const auto& kv) { return kv.first == "uid" || kv.first == "gid"; });
+            if (s.fstype == "devpts") s.options.emplace_back("gid", "5");
+        } else if (s.kind == StepKind::Node) {
+            MountStep bind;
+            bind.kind = StepKind::Bind;
+            bind.source = s.target;  // the host's node of the same path
+            bind.target = s.target;
+            bind.recursive = false;
+            bind.create_target = true;
+            bind.optional = true;  // a node the host lacks is left out
+            bind.attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC;
+            s = std::move(bind);
+        }
+        s.owner.reset();
+        dev.push_back(std::move(s));
+    }
+    plan = std::move(rest);
+    return dev;
 }
 
 }  // namespace mk::core

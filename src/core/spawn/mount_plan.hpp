@@ -50,6 +50,11 @@ struct MountStep {
                                     // covers, or tmpfs's own 1777 where there was none (runc's, for OCI mounts)
     mode_t mode = 0755;             // Mkdir/File/Node
     dev_t device = 0;               // Node
+    // Mkdir/File/Symlink: the owner (UID and GID) given after creating it; unset: the creator.
+    std::optional<uint32_t> owner;
+    // Bind: a detached mount of `source` made earlier (the /dev plan built inside the user
+    // namespace, where the host's path is out of reach): attached instead of cloning `source`.
+    int source_mount_fd = -1;
 };
 
 // Paths under /proc bound over with an inaccessible, read-only, empty file (nspawn's list).
@@ -67,6 +72,19 @@ inline constexpr const char* kInaccessibleDir = "/run/host/inaccessible";
 // `uid_shift`: with a user namespace, the host UID of the container's root. Its tmpfs mounts are
 // then owned by that UID and devpts uses the container's tty group, so root inside can use them.
 std::vector<MountStep> build_mount_plan(const SpawnSpec& spec, std::optional<uint32_t> uid_shift = std::nullopt);
+
+// -U without config.json: /dev is built from inside the container's user namespace (after
+// pivot_root), so its mounts are the container's own and not locked there (MNT_LOCKED), as runc's
+// in a user namespace: criu can then bind /dev alone to archive it (docs/criu.md, "-U"). Only when
+// the user mounts nothing at or below /dev (their sources are host paths). Pure.
+bool dev_can_be_built_in_userns(const SpawnSpec& spec);
+
+// Moves the /dev steps out of `plan` (one made with a uid_shift) and returns them as they are
+// applied from inside the user namespace: the tmpfs and devpts options in the namespace's own IDs
+// (uid/gid 0, tty group 5), each device node a bind of the host's node of the same path (nothing
+// in a user namespace can mknod; a file system mounted there would not honour nodes anyway), and
+// the plan keeps a step that makes sure the /dev directory exists. Pure.
+std::vector<MountStep> take_dev_steps_for_userns(std::vector<MountStep>& plan);
 
 // /sys/fs/cgroup for a guest with a cgroup namespace of its own (booted guests), per the host's
 // layout; applied after the mount plan, from inside that namespace.

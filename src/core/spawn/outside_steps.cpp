@@ -376,6 +376,11 @@ Prepared prepare(const SpawnSpec& spec, bool registering) {
         std::optional<uint32_t> shift;
         if (p.userns) shift = p.userns->shift;
         p.plan = build_mount_plan(with_journal_link(spec, root, p.root_path), shift);
+        // spawn's own -U (config.json's user namespaces keep their order): /dev and the network
+        // namespace are the user namespace's own, so criu can dump and restore them (docs/criu.md).
+        const bool own_userns = p.userns && p.oci_uid_map.empty() && !p.oci_userns_join && !spec.oci.present;
+        if (own_userns && dev_can_be_built_in_userns(spec)) p.userns_dev_plan = take_dev_steps_for_userns(p.plan);
+        p.netns_in_userns = own_userns && spec.private_network && !p.netns;
     }
     // Idmapped binds with maps of their own (OCI mounts[].uidMappings): their namespaces are made
     // here, in the host's PID namespace, where /proc names the helper that unshares each.

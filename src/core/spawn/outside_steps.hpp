@@ -60,6 +60,14 @@ struct Prepared {
     // the container root's range. Entered by the child last, as -U's.
     std::vector<IdMapLine> oci_uid_map, oci_gid_map;
     UniqueFd oci_userns_join;
+    // -U without config.json (dev_can_be_built_in_userns): /dev's steps, applied by the child
+    // from inside the user namespace, their host nodes cloned before pivot_root (dev_sources).
+    std::vector<MountStep> userns_dev_plan;
+    std::vector<UniqueFd> dev_sources;
+    // -U without config.json, with a network namespace of its own: made in the user namespace
+    // (as nspawn's), so that its root administers it; made anew for each run, joined by the child.
+    bool netns_in_userns = false;
+    UniqueFd userns_netns;
     std::vector<UniqueFd> idmap_namespaces;  // of the binds with maps of their own (MountStep::idmap_userns_fd)
     std::string host_os_release;
     UniqueFd pivot_dir;                  // --pivot-root=: the new root inside the tree (O_PATH, host namespace)
