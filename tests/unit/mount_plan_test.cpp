@@ -150,6 +150,7 @@ TEST(MountPlan, OciTmpfsWithoutModeTakesTheCoveredDirectorysMode) {
     ASSERT_TRUE(nspawn);
     EXPECT_FALSE(nspawn->mode_from_target);
     EXPECT_EQ(mode_of(nspawn), "0755");
+}
 
 // -U: /dev is built from inside the user namespace (take_dev_steps_for_userns), so criu can archive
 // it; everything else stays in the plan applied from the host's user namespace (locked there).
