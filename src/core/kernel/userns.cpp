@@ -19,6 +19,7 @@
 #include <optional>
 #include <set>
 #include <utility>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -72,7 +73,12 @@ UniqueFd make_user_namespace(const IdRange& range, const std::vector<IdMapping>&
     return make_user_namespace(id_map_text(range, uid_extra), id_map_text(range, gid_extra));
 }
 
-UniqueFd make_user_namespace(const std::string& uid_map, const std::string& gid_map) {
+namespace {
+
+// Forks a child that runs `enter` (unshare, setns), says whether it worked and waits to be killed;
+// `use(pid)` runs while it lives (writes its maps, opens its /proc/PID/ns file). The child is killed
+// and reaped when this returns or throws; `failure` is the error when `enter` did not work.
+UniqueFd with_namespace_child(bool (*enter)(int), int arg, const char* failure, const std::function<UniqueFd(pid_t)>& use) {
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0) throw_last_error("pipe");
     UniqueFd rd(p[0]), wr(p[1]);
@@ -82,8 +88,7 @@ UniqueFd make_user_namespace(const std::string& uid_map, const std::string& gid_
     pid_t pid = fork();
     if (pid < 0) throw_last_error("fork");
     if (pid == 0) {
-        // Unshare, say so, and wait to be killed: the parent only needs our /proc/PID/ns/user.
-        char c = unshare(CLONE_NEWUSER) == 0 ? 1 : 0;
+        char c = enter(arg) ? 1 : 0;
         (void)!write(ready_wr.get(), &c, 1);
         (void)!read(rd.get(), &c, 1);
         _exit(0);
@@ -99,48 +104,32 @@ UniqueFd make_user_namespace(const std::string& uid_map, const std::string& gid_
         }
     } reap{pid, wr};
     char ok = 0;
-    if (read(ready_rd.get(), &ok, 1) != 1 || !ok) throw_errno(EPERM, "cannot create a user namespace");
-    write_map(pid, "uid_map", uid_map);
-    write_map(pid, "gid_map", gid_map);
-    std::string ns = "/proc/" + std::to_string(pid) + "/ns/user";
+    if (read(ready_rd.get(), &ok, 1) != 1 || !ok) throw_errno(EPERM, failure);
+    return use(pid);
+}
+
+UniqueFd open_namespace_of(pid_t pid, const char* type) {
+    std::string ns = "/proc/" + std::to_string(pid) + "/ns/" + type;
     UniqueFd fd(open(ns.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) throw_last_error("cannot open " + ns);
     return fd;
 }
 
+}  // namespace
+
+UniqueFd make_user_namespace(const std::string& uid_map, const std::string& gid_map) {
+    return with_namespace_child([](int) { return unshare(CLONE_NEWUSER) == 0; }, 0, "cannot create a user namespace",
+                                [&](pid_t pid) {
+                                    write_map(pid, "uid_map", uid_map);
+                                    write_map(pid, "gid_map", gid_map);
+                                    return open_namespace_of(pid, "user");
+                                });
+}
+
 UniqueFd make_network_namespace_in(int userns_fd) {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0) throw_last_error("pipe");
-    UniqueFd rd(p[0]), wr(p[1]);
-    int q[2];
-    if (pipe2(q, O_CLOEXEC) < 0) throw_last_error("pipe");
-    UniqueFd ready_rd(q[0]), ready_wr(q[1]);
-    pid_t pid = fork();
-    if (pid < 0) throw_last_error("fork");
-    if (pid == 0) {
-        // Join, unshare, say so, and wait to be killed: the parent only needs our /proc/PID/ns/net.
-        char c = setns(userns_fd, CLONE_NEWUSER) == 0 && unshare(CLONE_NEWNET) == 0 ? 1 : 0;
-        (void)!write(ready_wr.get(), &c, 1);
-        (void)!read(rd.get(), &c, 1);
-        _exit(0);
-    }
-    ready_wr.reset();
-    struct Reap {
-        pid_t pid;
-        UniqueFd& wr;
-        ~Reap() {
-            wr.reset();
-            kill(pid, SIGKILL);
-            retry_eintr([&] { return waitpid(pid, nullptr, 0); });
-        }
-    } reap{pid, wr};
-    char ok = 0;
-    if (read(ready_rd.get(), &ok, 1) != 1 || !ok)
-        throw_errno(EPERM, "cannot create a network namespace in the container's user namespace");
-    std::string ns = "/proc/" + std::to_string(pid) + "/ns/net";
-    UniqueFd fd(open(ns.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) throw_last_error("cannot open " + ns);
-    return fd;
+    return with_namespace_child([](int userns) { return setns(userns, CLONE_NEWUSER) == 0 && unshare(CLONE_NEWNET) == 0; },
+                                userns_fd, "cannot create a network namespace in the container's user namespace",
+                                [](pid_t pid) { return open_namespace_of(pid, "net"); });
 }
 
 std::string id_map_problem(const std::vector<IdMapLine>& map) {
