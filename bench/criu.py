@@ -92,47 +92,33 @@ def main():
         ours, ours_u, theirs, oci = [], [], [], []
         # machrun's restored init is its child; once machrun leaves, ours (conmon is a subreaper too).
         ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
+
+        def machkit_cycle(name, spawn_args, restore_args, img):
+            """Checkpoint and restore one spawn of /hog through machctl: (checkpoint s, restore s)."""
+            p = subprocess.Popen([str(build / "src/spawn/spawn"), "-q", "-P", *spawn_args, "-D", str(tree),
+                                  "-M", name, "/hog"], env=bus.env(), stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            assert p.stdout.readline() == b"ready\n"
+            t0 = time.monotonic()
+            run(machctl, "checkpoint", name, img, env=bus.env())
+            t1 = time.monotonic()
+            p.wait()
+            run(machctl, "restore", *restore_args, img, env=bus.env())
+            t2 = time.monotonic()
+            run(machctl, "terminate", name, env=bus.env())
+            deadline = time.time() + 10
+            while time.time() < deadline and name in run(machctl, "list", env=bus.env()).stdout:
+                time.sleep(0.05)
+            shutil.rmtree(img)
+            return t1 - t0, t2 - t1
+
         rid = "mk-criu-bench-%d" % os.getpid()  # runc's ids are host-wide: never touch another's
         try:
             for i in range(reps):
-                # machkit
-                p = subprocess.Popen([str(build / "src/spawn/spawn"), "-q", "-P", "--private-network", "-D", str(tree),
-                                      "-M", "bench", "/hog"], env=bus.env(), stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                assert p.stdout.readline() == b"ready\n"
-                img = work / ("ours-%d" % i)
-                t0 = time.monotonic()
-                run(machctl, "checkpoint", "bench", img, env=bus.env())
-                t1 = time.monotonic()
-                p.wait()
-                run(machctl, "restore", img, env=bus.env())
-                t2 = time.monotonic()
-                run(machctl, "terminate", "bench", env=bus.env())
-                ours.append((t1 - t0, t2 - t1))
-                deadline = time.time() + 10
-                while time.time() < deadline and "bench" in run(machctl, "list", env=bus.env()).stdout:
-                    time.sleep(0.05)
-                shutil.rmtree(img)
-
-                # machkit with -U (on the host's network: -U with a network of its own is refused,
-                # docs/criu.md "-U"; its restore needs --unlocked-mounts)
-                p = subprocess.Popen([str(build / "src/spawn/spawn"), "-q", "-P", "-U", "-D", str(tree),
-                                      "-M", "bench-u", "/hog"], env=bus.env(), stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                assert p.stdout.readline() == b"ready\n"
-                img = work / ("ours-u-%d" % i)
-                t0 = time.monotonic()
-                run(machctl, "checkpoint", "bench-u", img, env=bus.env())
-                t1 = time.monotonic()
-                p.wait()
-                run(machctl, "restore", "--unlocked-mounts", img, env=bus.env())
-                t2 = time.monotonic()
-                run(machctl, "terminate", "bench-u", env=bus.env())
-                ours_u.append((t1 - t0, t2 - t1))
-                deadline = time.time() + 10
-                while time.time() < deadline and "bench-u" in run(machctl, "list", env=bus.env()).stdout:
-                    time.sleep(0.05)
-                shutil.rmtree(img)
+                # machkit, then machkit with -U (on the host's network: -U with a network of its own
+                # is refused, docs/criu.md "-U"; its restore needs --unlocked-mounts)
+                ours.append(machkit_cycle("bench", ["--private-network"], [], work / ("ours-%d" % i)))
+                ours_u.append(machkit_cycle("bench-u", ["-U"], ["--unlocked-mounts"], work / ("ours-u-%d" % i)))
 
                 # runc
                 img = work / ("runc-%d" % i)
