@@ -63,6 +63,18 @@ def timed(prefix, argv, env=None, cwd=None):
     return float(r.stdout.decode().strip().splitlines()[-1])
 
 
+def end_all(procs):
+    """SIGTERM to each Popen still running, last started first; SIGKILL after 10 s."""
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
 def empty_cgroup(cg):
     """Ends what is left in the bench's own group `cg` (by pid) and waits until it is empty: a boot
     that failed leaves its guest dying (spawn was SIGKILLed; the guest follows by PDEATHSIG)."""
@@ -233,14 +245,7 @@ def main():
         for title, x, y, target in rows:
             print(f"  {title:<28} {x:9.1f} {y:9.1f} {x / y:6.2f}x  {target}")
     finally:
-        for p in reversed(procs):  # machd --user (its holder goes with it), then its bus
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        end_all(procs)  # machd --user (its holder goes with it), then its bus
         # Rootless podman keeps a pause process holding its user namespace: ours to end, by its pid.
         pause = home / "run" / "libpod" / "tmp" / "pause.pid"
         if pause.exists():

@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from rootless import HELPERS, table, timed  # noqa: E402
+from rootless import HELPERS, end_all, table, timed  # noqa: E402
 
 
 def main():
@@ -105,14 +105,7 @@ def main():
         }, reps, measure)
         print(f"  podman ps / machctl --user list: {t2['podman ps -a'] / t2['machctl --user list']:.1f}x")
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        end_all(procs)
         pause = home / "run" / "libpod" / "tmp" / "pause.pid"
         if pause.exists():
             try:
