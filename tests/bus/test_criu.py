@@ -290,20 +290,68 @@ def test_private_user_namespace_container_keeps_its_count_and_map(bus, container
     assert out.strip() == "unmounted", out
 
 
-def test_private_user_namespace_with_a_network_of_its_own_is_refused_and_runs_on(bus, containers, tree, tmp_path):
-    # -U with --network-veth: the dump would work (the network namespace belongs to the container's
-    # user namespace), but criu 4.2.1 recreates the veth link through its usernsd and the kernel
-    # refuses that (EOPNOTSUPP; docs/criu.md). Refused up front in one line, before criu runs: no
-    # directory, the machine keeps running.
-    p = containers.start(tree, "cr-userns-v", COUNTER, extra=["-U", "--network-veth"])
-    assert wait_for(lambda: count_of(bus, "cr-userns-v") >= 3)
+def test_private_user_namespace_veth_container_restores_with_its_address(bus, containers, tree, tmp_path):
+    # -U with --network-veth (docs/criu.md, "-U"): criu cannot make the pair from inside the
+    # restored user namespace, so machkit makes it on the host and criu's usernsd moves the
+    # container's end in (netdev[]), with its name and index; criu restores the addresses inside,
+    # machkit those of the host's end.
+    name = "cr-userns-v"
+    p = containers.start(tree, name, "while true; do echo hi | nc -l -p 7000; done & " + COUNTER,
+                         extra=["-U", "--network-veth"])
+    assert wait_for(lambda: count_of(bus, name) >= 3)
+    addrs = json.loads(machctl(bus, "list", "-o", "json", "--max-addresses=all", check=0).stdout)
+    addr = next(m for m in addrs if m["machine"] == name)["addresses"].split("\n")[0]
+    assert wait_for(lambda: shell(bus, name, "netstat -ltn | grep -c :7000").strip() == "1")
+    assert reach(addr) == b"hi\n"
+    uid_map = uid_map_of(bus, name)
     img = tmp_path / "img"
-    r = machctl(bus, "checkpoint", "cr-userns-v", img)
+    machctl(bus, "checkpoint", name, img, check=0)
+    p.wait(10)
+    assert wait_for(lambda: name not in names(bus))
+    assert subprocess.run(["ip", "link", "show", "ve-" + name], capture_output=True).returncode != 0
+    machctl(bus, "restore", "--unlocked-mounts", img, check=0)
+    assert name in names(bus)
+    first = count_of(bus, name)
+    assert first >= 3
+    assert wait_for(lambda: count_of(bus, name) > first)
+    assert uid_map_of(bus, name) == uid_map
+    assert addr in shell(bus, name, "ip -4 addr show host0")
+    assert wait_for(lambda: shell(bus, name, "netstat -ltn | grep -c :7000").strip() == "1")
+    assert reach(addr) == b"hi\n"
+    # machkit's temporary end is gone: it is the container's host0 now.
+    assert "mkrst-" not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+
+
+def test_private_user_namespace_with_a_private_network_keeps_its_count(bus, containers, tree, tmp_path):
+    # -U with --private-network: the network namespace (the container's user namespace's) holds a
+    # loopback only, which criu remakes inside.
+    name = "cr-userns-p"
+    p = containers.start(tree, name, COUNTER, extra=["-U", "--private-network"])
+    assert wait_for(lambda: count_of(bus, name) >= 3)
+    img = tmp_path / "img"
+    machctl(bus, "checkpoint", name, img, check=0)
+    p.wait(10)
+    assert wait_for(lambda: name not in names(bus))
+    machctl(bus, "restore", "--unlocked-mounts", img, check=0)
+    first = count_of(bus, name)
+    assert first >= 3
+    assert wait_for(lambda: count_of(bus, name) > first)
+    assert [l.split()[1] for l in shell(bus, name, "ip -o link").splitlines()] == ["lo:"]
+
+
+def test_private_user_namespace_with_another_link_is_refused_and_runs_on(bus, containers, tree, tmp_path):
+    # -U with a link other than the loopback and --network-veth's (here an extra veth) is not
+    # measured: refused up front in one line, before criu runs: no directory, the machine runs on.
+    name = "cr-userns-x"
+    p = containers.start(tree, name, COUNTER, extra=["-U", "--network-veth", "--network-veth-extra=crux0:inner0"])
+    assert wait_for(lambda: count_of(bus, name) >= 3)
+    img = tmp_path / "img"
+    r = machctl(bus, "checkpoint", name, img)
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert "user namespace of its own (-U) with a network of its own" in r.stderr and "runs on" in r.stderr, r.stderr
+    assert "user namespace of its own (-U) with a link inner0" in r.stderr and "runs on" in r.stderr, r.stderr
     assert not img.exists() and p.poll() is None
-    before = count_of(bus, "cr-userns-v")
-    assert wait_for(lambda: count_of(bus, "cr-userns-v") > before)
+    before = count_of(bus, name)
+    assert wait_for(lambda: count_of(bus, name) > before)
 
 
 FORKER = ("i=0; while true; do i=$((i+1)); echo $i > /run/count; "

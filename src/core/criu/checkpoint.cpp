@@ -431,13 +431,6 @@ CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
     }
     ino_t net = ns_inode(pid, "net");
     rec.host_network = net == ns_inode("self", "net");
-    // Measured with criu 4.2.1 (docs/criu.md, "-U"): the dump works, but the restore recreates the
-    // veth link through criu's usernsd and the kernel refuses that request (EOPNOTSUPP). A dump
-    // that stops the machine would leave nothing to restore: refused before criu runs.
-    if (rec.userns_uid && !rec.host_network)
-        throw UsageError("cannot checkpoint " + req.machine +
-                         ": it runs in a user namespace of its own (-U) with a network of its own, whose link criu "
-                         "4.2 cannot recreate at restore (docs/criu.md); the machine runs on");
     if (rec.userns_uid && rec.host_network) {
         // Root in the container's user namespace may not mount a sysfs for the host's network
         // namespace: criu could not remake it at restore, so it is external (kFreshSysfs).
@@ -458,6 +451,20 @@ CheckpointRecord checkpoint_machine(const CheckpointRequest& req) {
             for (const auto& l : list_addresses_in(netns.get()))
                 if (rec.veth_container.empty() && l.ifname != "lo") rec.veth_container = l.ifname;
             if (rec.veth_container.empty()) rec.veth_container = "host0";
+        }
+    }
+    if (rec.userns_uid && !rec.host_network) {
+        // -U with a network of its own (docs/criu.md, "-U"): criu remakes a loopback inside, and
+        // the veth through a pair machkit makes (restore_machine). Any other link (macvlan, ipvlan,
+        // --network-veth-extra) is not measured, and a dump that stops the machine would leave
+        // nothing to restore: refused before criu runs.
+        UniqueFd netns(open(("/proc/" + pid + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
+        if (!netns) throw_last_error("open the network namespace of " + req.machine);
+        for (const auto& l : Netlink::in_namespace(netns.get()).list_links()) {
+            if (l.name == "lo" || (!rec.veth_host.empty() && l.name == rec.veth_container)) continue;
+            throw UsageError("cannot checkpoint " + req.machine + ": it runs in a user namespace of its own (-U) " +
+                             "with a link " + l.name + " criu cannot remake there (only a loopback and " +
+                             "--network-veth's; docs/criu.md); the machine runs on");
         }
     }
 
@@ -644,7 +651,29 @@ Restored restore_machine(const RestoreRequest& req) {
         for (const auto& [k, v] : o.inherit_fd) seen = seen || k == rec.stdio[fd];
         if (!seen) o.inherit_fd.emplace_back(rec.stdio[fd], static_cast<int>(fd));
     }
-    if (!rec.veth_host.empty()) o.external.push_back("veth[" + rec.veth_container + "]:" + rec.veth_host);
+    // Without -U criu makes the pair and puts its host end in the host's namespace (veth[]). With
+    // -U criu would make it from inside the restored user namespace, where the host's network is
+    // out of reach (docs/criu.md, "-U"): machkit makes the pair here and criu's usernsd moves the
+    // container's end in, with its name, index and MAC (netdev[], criu >= 3.16).
+    struct PairOnFailure {
+        Netlink& host;
+        std::string names[2];
+        bool armed = false;
+        ~PairOnFailure() {
+            if (!armed) return;
+            for (const auto& n : names) try {
+                    if (int i = host.link_index(n)) host.delete_link(i);
+                } catch (const std::exception&) {
+                }
+        }
+    } pair{host, {rec.veth_host, "mkrst-" + std::to_string(getpid())}};
+    if (!rec.veth_host.empty() && rec.userns_uid) {
+        host.create_veth(rec.veth_host, pair.names[1], -1);
+        pair.armed = true;
+        o.external.push_back("netdev[" + rec.veth_container + "]:" + pair.names[1]);
+    } else if (!rec.veth_host.empty()) {
+        o.external.push_back("veth[" + rec.veth_container + "]:" + rec.veth_host);
+    }
     Request r;
     r.type = ReqType::Restore;
     r.opts = o;
@@ -677,6 +706,7 @@ Restored restore_machine(const RestoreRequest& req) {
         throw std::runtime_error("criu restore from " + req.image_dir + " failed" + (why.empty() ? "" : ": " + why) +
                                  " (criu " + to_string(v) + "; its log: " + log_path + ")");
     }
+    pair.armed = false;
     out.pid = *resp.restore_pid;
     return out;
 }
