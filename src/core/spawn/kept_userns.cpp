@@ -54,12 +54,7 @@ KeptUserNamespace::KeptUserNamespace(const RootlessUser& user) {
         throw std::logic_error("KeptUserNamespace: only the podman map of a user with ranges is kept");
     const pid_t parent = getpid();
     int pidfd_raw = -1;
-    clone_args ca{};
-    ca.flags = CLONE_NEWUSER | CLONE_PIDFD;
-    ca.pidfd = reinterpret_cast<uint64_t>(&pidfd_raw);
-    ca.exit_signal = SIGCHLD;
-    long pid = syscall(SYS_clone3, &ca, sizeof ca);
-    if (pid < 0) throw_last_error("cannot create the kept user namespace");
+    pid_t pid = clone_into_new_user_namespace(&pidfd_raw, "cannot create the kept user namespace");
     if (pid == 0) {
         // The holder: nothing but the namespace, gone with its machd.
         prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);

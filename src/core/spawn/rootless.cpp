@@ -326,6 +326,16 @@ void become_mapped_root(const RootlessUser& u) {
     if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0) throw_last_error("prctl(PR_SET_DUMPABLE)");
 }
 
+pid_t clone_into_new_user_namespace(int* pidfd, const std::string& what) {
+    clone_args ca{};
+    ca.flags = CLONE_NEWUSER | CLONE_PIDFD;
+    ca.pidfd = reinterpret_cast<uint64_t>(pidfd);
+    ca.exit_signal = SIGCHLD;
+    long pid = syscall(SYS_clone3, &ca, sizeof ca);
+    if (pid < 0) throw_last_error(what);
+    return static_cast<pid_t>(pid);
+}
+
 IdentityUserNamespace make_identity_user_namespace(const RootlessMap& map) {
     auto identity = [](std::vector<MapLine> lines) {
         for (auto& l : lines) l.outside = l.inside;
@@ -335,12 +345,7 @@ IdentityUserNamespace make_identity_user_namespace(const RootlessMap& map) {
     // Born in the new namespace (clone3 with CLONE_NEWUSER), so we may map it at once, without waiting
     // for the child to be scheduled; it only has to live until its /proc/PID/ns/user is open.
     int pidfd_raw = -1;
-    clone_args ca{};
-    ca.flags = CLONE_NEWUSER | CLONE_PIDFD;
-    ca.pidfd = reinterpret_cast<uint64_t>(&pidfd_raw);
-    ca.exit_signal = SIGCHLD;
-    long pid = syscall(SYS_clone3, &ca, sizeof ca);
-    if (pid < 0) throw_last_error("cannot create the nested user namespace");
+    pid_t pid = clone_into_new_user_namespace(&pidfd_raw, "cannot create the nested user namespace");
     if (pid == 0) {
         for (;;) pause();  // until SIGKILL
     }

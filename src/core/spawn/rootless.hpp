@@ -96,6 +96,10 @@ struct IdentityUserNamespace {
     pid_t maker = -1;  // the killed child that made it, not yet reaped
 };
 IdentityUserNamespace make_identity_user_namespace(const RootlessMap& map);
+
+// clone3() into a new user namespace, with a pidfd in *pidfd: 0 in the child, its PID in the
+// caller, which may map the namespace at once (the child was born in it). Throws naming `what`.
+pid_t clone_into_new_user_namespace(int* pidfd, const std::string& what);
 void reap_identity_maker(IdentityUserNamespace& ns);
 
 // Where a rootless machine's cgroup goes on this host (plan_rootless_cgroup() fed with the caller's
