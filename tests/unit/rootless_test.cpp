@@ -263,13 +263,20 @@ TEST(RootlessShiftMap, OwnIdThenTheRangeMapOneUp) {
     }
 }
 
-TEST(RootlessOwnership, AsIsWithoutTheFlag) {
+// A tree of the user's own (uid 1000, subordinate uids from 100000), shifted with its consent or not.
+RootlessOwnershipInput users_own_tree(bool consent) {
     RootlessOwnershipInput in;
     in.tree = "/home/a/t";
     in.uid = 1000;
     in.root_owner = 1000;
     in.first_subuid = 100000;
     in.has_ranges = true;
+    in.consent = consent;
+    return in;
+}
+
+TEST(RootlessOwnership, AsIsWithoutTheFlag) {
+    RootlessOwnershipInput in = users_own_tree(false);
     auto p = plan_rootless_ownership(in);
     EXPECT_EQ(p.how, RootlessTreeOwnership::AsIs);
     EXPECT_TRUE(p.notice.empty());
@@ -278,13 +285,7 @@ TEST(RootlessOwnership, AsIsWithoutTheFlag) {
 }
 
 TEST(RootlessOwnership, ShiftsOnceWithTheFlagAndSaysWhatThatMeans) {
-    RootlessOwnershipInput in;
-    in.tree = "/home/a/t";
-    in.uid = 1000;
-    in.root_owner = 1000;
-    in.first_subuid = 100000;
-    in.has_ranges = true;
-    in.consent = true;
+    RootlessOwnershipInput in = users_own_tree(true);
     auto p = plan_rootless_ownership(in);
     EXPECT_EQ(p.how, RootlessTreeOwnership::ShiftNow);
     EXPECT_NE(p.notice.find("once"), std::string::npos);
@@ -305,13 +306,7 @@ TEST(RootlessOwnership, ShiftsOnceWithTheFlagAndSaysWhatThatMeans) {
 }
 
 TEST(RootlessOwnership, RefusalsWithTheFlag) {
-    RootlessOwnershipInput base;
-    base.tree = "/home/a/t";
-    base.uid = 1000;
-    base.root_owner = 1000;
-    base.first_subuid = 100000;
-    base.has_ranges = true;
-    base.consent = true;
+    const RootlessOwnershipInput base = users_own_tree(true);
     auto refused = [](const RootlessOwnershipInput& in, const char* words) {
         try {
             plan_rootless_ownership(in);
