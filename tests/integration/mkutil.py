@@ -78,3 +78,11 @@ def end_process(p, grace=20):
     except subprocess.TimeoutExpired:
         p.kill()
         p.wait()
+
+
+def containerd_config(base, sock, top=""):
+    """A private containerd 1.6's config.toml up to its plugin tables: state under BASE, its API on
+    SOCK. `top` adds top-level keys (they must come before the first table)."""
+    return (f'version = 2\nroot = "{base}/root"\nstate = "{base}/state"\n{top}'
+            f'[grpc]\n  address = "{sock}"\n[ttrpc]\n  address = "{sock}.ttrpc"\n'
+            f'[debug]\n  address = "{base}/debug.sock"\n[metrics]\n  address = ""\n')

@@ -25,7 +25,7 @@ import sys
 import tarfile
 
 import pytest
-from mkutil import end_process, wait_for
+from mkutil import containerd_config, end_process, wait_for
 from test_oci_engines import groups_named, hierarchies, machrun_bin, mounts_mentioning
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -116,18 +116,7 @@ def cri(busybox_tree_template, tmp_path_factory):
         (base / d).mkdir()
     entry = documented_runtime_entry().replace(DOCUMENTED_BINARY, machrun)
     config = base / "config.toml"
-    config.write_text(f"""version = 2
-root = "{base}/root"
-state = "{base}/state"
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[debug]
-  address = "{base}/debug.sock"
-[metrics]
-  address = ""
-[plugins."io.containerd.grpc.v1.cri"]
+    config.write_text(containerd_config(base, sock) + f"""[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{IMAGE}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"

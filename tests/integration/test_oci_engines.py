@@ -12,7 +12,7 @@ import signal
 import subprocess
 
 import pytest
-from mkutil import end_process, wait_for
+from mkutil import containerd_config, end_process, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -358,19 +358,7 @@ def containerd(podman, tmp_path_factory):
     base = tmp_path_factory.mktemp("ctdh")
     sock = base / "c.sock"
     config = base / "config.toml"
-    config.write_text(f"""version = 2
-root = "{base}/root"
-state = "{base}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[debug]
-  address = "{base}/debug.sock"
-[metrics]
-  address = ""
-""")
+    config.write_text(containerd_config(base, sock, top='disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'))
     log = open(base / "containerd.log", "w")
     daemon = subprocess.Popen(["containerd", "--config", str(config)], stdout=log, stderr=log,
                               stdin=subprocess.DEVNULL)
