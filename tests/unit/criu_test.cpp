@@ -251,6 +251,12 @@ TEST(CriuPlan, RecordRoundTripsAndRejectsBadInput) {
     EXPECT_THROW(decode_record(with("\"/var/lib/machines/m\"", "\"relative\"")), UsageError);
     EXPECT_THROW(decode_record(with("\"/srv/data\"", "\"srv\"")), UsageError);
     EXPECT_THROW(decode_record(std::string(kMaxRecordSize + 1, ' ')), UsageError);
+    // Numbers out of their field's range, or not integers, are refused (fuzz_criu_rpc found a float
+    // format turned into an int with a plain cast).
+    EXPECT_THROW(decode_record("{\"format\":22222222222222222221,\"files\":[{\"name\":\"core-1.img\",\"size\":3}]}"),
+                 UsageError);
+    EXPECT_THROW(decode_record(with("\"format\": 1", "\"format\": 1.5")), UsageError);
+    EXPECT_THROW(decode_record(with("\"size\": 4096", "\"size\": -1")), UsageError);
 }
 
 TEST(CriuPlan, PagesAreSizedNotHashed) {

@@ -3,6 +3,8 @@
 #include <sys/socket.h>
 
 #include <array>
+#include <cstdint>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
@@ -64,6 +66,21 @@ bool is_virtual(std::string_view fstype) {
     for (auto v : kVirtualFs)
         if (v == fstype) return true;
     return false;
+}
+
+// An integer field in T's range. nlohmann's get<T>() converts a float or a number beyond T with a
+// plain cast (undefined for a float out of T's range, found by fuzz_criu_rpc): refused instead.
+template <typename T>
+T whole_number(const nlohmann::json& v, const char* field) {
+    constexpr auto max = static_cast<uint64_t>(std::numeric_limits<T>::max());
+    if (v.is_number_unsigned()) {
+        if (v.get<uint64_t>() <= max) return static_cast<T>(v.get<uint64_t>());
+    } else if (v.is_number_integer()) {
+        const int64_t i = v.get<int64_t>();
+        if (i >= static_cast<int64_t>(std::numeric_limits<T>::min()) && (i < 0 || static_cast<uint64_t>(i) <= max))
+            return static_cast<T>(i);
+    }
+    throw std::out_of_range(std::string(field) + " is not an integer in range");
 }
 
 }  // namespace
@@ -185,7 +202,7 @@ CheckpointRecord decode_record(std::string_view text) {
     if (j.is_discarded() || !j.is_object()) throw bad(std::string(kRecordFile) + " is not a JSON object");
     CheckpointRecord r;
     try {
-        if (j.at("format").get<int>() != CheckpointRecord::kFormat) throw bad("unknown record format");
+        if (whole_number<int>(j.at("format"), "format") != CheckpointRecord::kFormat) throw bad("unknown record format");
         r.machine = j.at("machine").get<std::string>();
         r.root = j.at("root").get<std::string>();
         r.class_name = j.value("class", std::string("container"));
@@ -194,18 +211,18 @@ CheckpointRecord decode_record(std::string_view text) {
         r.tcp_established = j.value("tcp_established", false);
         r.orphan_pty = j.value("orphan_pty", false);
         if (j.contains("userns_root")) {
-            r.userns_uid = j.at("userns_root").at("uid").get<uint32_t>();
-            r.userns_gid = j.at("userns_root").at("gid").get<uint32_t>();
+            r.userns_uid = whole_number<uint32_t>(j.at("userns_root").at("uid"), "userns_root.uid");
+            r.userns_gid = whole_number<uint32_t>(j.at("userns_root").at("gid"), "userns_root.gid");
         }
         if (j.contains("veth")) {
             const auto& v = j.at("veth");
             r.veth_host = v.at("host").get<std::string>();
             r.veth_container = v.at("container").get<std::string>();
             for (const auto& a : v.at("addresses")) {
-                int fam = a.at("family").get<int>();
+                int fam = whole_number<int>(a.at("family"), "family");
                 if (fam != 4 && fam != 6) throw bad("bad address family");
-                r.veth_addresses.push_back(
-                    {fam == 6 ? AF_INET6 : AF_INET, a.at("address").get<std::string>(), a.at("prefixlen").get<uint8_t>()});
+                r.veth_addresses.push_back({fam == 6 ? AF_INET6 : AF_INET, a.at("address").get<std::string>(),
+                                            whole_number<uint8_t>(a.at("prefixlen"), "prefixlen")});
             }
         }
         if (j.contains("stdio")) r.stdio = j.at("stdio").get<std::vector<std::string>>();
@@ -214,13 +231,16 @@ CheckpointRecord decode_record(std::string_view text) {
             r.mounts.push_back({m.at("key").get<std::string>(), m.at("source").get<std::string>()});
         for (const auto& f : j.at("files")) {
             if (r.files.size() >= kMaxImageFiles) throw bad("too many image files");
-            CheckpointRecord::File file{f.at("name").get<std::string>(), f.at("size").get<uint64_t>(), std::nullopt};
-            if (f.contains("fnv1a64")) file.hash = f.at("fnv1a64").get<uint64_t>();
+            CheckpointRecord::File file{f.at("name").get<std::string>(), whole_number<uint64_t>(f.at("size"), "size"),
+                                        std::nullopt};
+            if (f.contains("fnv1a64")) file.hash = whole_number<uint64_t>(f.at("fnv1a64"), "fnv1a64");
             if (file.name.empty() || file.name.find('/') != std::string::npos || file.name[0] == '.')
                 throw bad("image file name '" + file.name + "' is not a plain file name");
             r.files.push_back(std::move(file));
         }
     } catch (const nlohmann::json::exception& e) {
+        throw bad(std::string(kRecordFile) + ": " + e.what());
+    } catch (const std::out_of_range& e) {
         throw bad(std::string(kRecordFile) + ": " + e.what());
     }
     if (r.root.empty() || r.root[0] != '/') throw bad("the root directory is not an absolute path");
